@@ -1,0 +1,245 @@
+import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createCsr } from '../core/csr.js';
+import { TesseraError, isTesseraError } from '../core/errors.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { parseSpiffeId } from '../core/spiffe-id.js';
+import { pemDecodeAll, pemEncode } from '../core/x509.js';
+import { ApiClient } from './client.js';
+import { StateDir, type AgentState, type Svid } from './svid/state.js';
+
+export interface AgentOptions {
+  serverUrl: string;
+  dataDir: string;
+  joinToken?: string;
+  /** PEM file with the CA(s) to trust for the very first connection (before any bundle is on disk). */
+  trustBundleFile?: string;
+  /** Fraction of an SVID's life after which it is renewed (default 0.5: half life). */
+  renewAt?: number;
+  /** Long-poll time for bundle updates. */
+  watchSeconds?: number;
+  log?: Logger;
+}
+
+export interface SvidEvent { spiffeId: string; notBefore: Date; notAfter: Date; serial: string; reason: 'join' | 'renew' | 'loaded' }
+export interface BundleEvent { sequence: number; authorities: number }
+
+interface SvidResponse { spiffe_id: string; svid_pem: string; bundle_pem: string; bundle_sequence: number; not_after: string; entry?: Record<string, unknown> }
+interface WatchResponse { sequence: number; changed: boolean; bundle_pem: string }
+
+const MIN_BACKOFF_MS = 500;
+const MAX_BACKOFF_MS = 30_000;
+
+/**
+ * The workload's agent: bootstraps an identity from a one-time join token, keeps it fresh by
+ * renewing over mTLS at half life (never with the token again), follows the trust bundle through
+ * CA rotations, and keeps `svid.pem`, `svid.key` and `bundle.pem` on disk for legacy apps.
+ *
+ * Static stability: with a valid SVID on disk it starts and serves without the control plane;
+ * outages only delay renewal, with backoff, until the SVID expires.
+ */
+export class Agent extends EventEmitter {
+  private readonly files: StateDir;
+  private readonly log: Logger;
+  private state: AgentState | undefined;
+  private svid: Svid | undefined;
+  private bundlePem = '';
+  private client: ApiClient | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private watchAbort = false;
+  private renewFailures = 0;
+
+  constructor(private readonly opts: AgentOptions) {
+    super();
+    this.files = new StateDir(opts.dataDir);
+    this.log = opts.log ?? createLogger();
+  }
+
+  /** The current SVID and bundle, for building TLS contexts. Copies, not live state. */
+  current(): { spiffeId: string; certPem: string; key: Svid['key']; bundlePem: string; notAfter: Date } | undefined {
+    const s = this.svid;
+    return s && { spiffeId: s.spiffeId, certPem: s.certPem, key: s.key, bundlePem: this.bundlePem, notAfter: new Date(s.notAfter) };
+  }
+
+  get spiffeId(): string | undefined {
+    return this.svid?.spiffeId;
+  }
+
+  async start(): Promise<void> {
+    this.state = this.files.readState();
+    this.bundlePem = this.files.readBundle() ?? '';
+    const tokenHash = this.opts.joinToken ? createHash('sha256').update(this.opts.joinToken).digest('hex') : undefined;
+    if (this.state) {
+      this.svid = this.files.readSvid(this.state.spiffeId);
+      if (this.state.serverUrl !== this.opts.serverUrl) {
+        this.log.warn('server URL differs from the one in the agent state; using the new one', { server: this.opts.serverUrl });
+      }
+    }
+    const now = Date.now();
+    const usable = this.svid && this.svid.notAfter > now;
+    if (!usable && this.opts.joinToken && tokenHash !== this.state?.joinTokenHash) {
+      await this.join(this.opts.joinToken, tokenHash!);
+    } else if (this.svid && this.state) {
+      this.buildClient();
+      this.emitSvid('loaded');
+      if (!usable) this.reportExpired();
+    } else {
+      throw new TesseraError('TESSERA_CONFIG_INVALID', this.opts.joinToken
+        ? 'this join token was already used by this agent and there is no SVID on disk; create a new token'
+        : 'no identity on disk: start the agent with --join-token (create one with `tessera token create --entry ID`)');
+    }
+    this.scheduleRenewal();
+    void this.watchBundle();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watchAbort = true;
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.client?.close();
+  }
+
+  /** Renews now (also used by tests and `kill -HUP`-style triggers). */
+  async renew(): Promise<void> {
+    if (!this.client || !this.state) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', 'agent has no identity yet');
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const csr = pemEncode(createCsr({ privateKey, publicKey, uriSan: this.state.spiffeId }), 'CERTIFICATE REQUEST');
+    const res = await this.client.call<SvidResponse>('POST', '/v1/svid/renew', { csr });
+    this.accept(res, privateKey, 'renew');
+  }
+
+  private async join(token: string, tokenHash: string): Promise<void> {
+    const bootstrapCa = this.opts.trustBundleFile ? readFileSync(this.opts.trustBundleFile, 'utf8') : this.bundlePem;
+    if (!bootstrapCa || pemDecodeAll(bootstrapCa, 'CERTIFICATE').length === 0) {
+      throw new TesseraError('TESSERA_CREDENTIAL_MISSING', 'to join, pass --trust-bundle with the control plane\'s bundle.pem (it is in the server\'s data directory)');
+    }
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const csr = pemEncode(createCsr({ privateKey, publicKey }), 'CERTIFICATE REQUEST');
+    const client = new ApiClient(this.opts.serverUrl, { ca: bootstrapCa });
+    let attempt = 0;
+    try {
+      for (;;) {
+        try {
+          const res = await client.call<SvidResponse>('POST', '/v1/agent/join', { join_token: token, csr });
+          const id = parseSpiffeId(res.spiffe_id);
+          this.state = { spiffeId: id.id, trustDomain: id.trustDomain, serverUrl: this.opts.serverUrl, bundleSequence: 0, joinTokenHash: tokenHash };
+          this.accept(res, privateKey, 'join');
+          return;
+        } catch (err) {
+          // Only an unreachable server is worth retrying: a refused token stays refused.
+          if (!isTesseraError(err) || err.code !== 'TESSERA_SERVER_UNREACHABLE' || this.stopped) throw err;
+          const wait = backoff(attempt++);
+          this.log.warn('control plane unreachable; retrying join', { in_ms: wait, error: err.message });
+          await sleep(wait);
+        }
+      }
+    } finally {
+      client.close();
+    }
+  }
+
+  private accept(res: SvidResponse, key: Svid['key'], reason: SvidEvent['reason']): void {
+    const state = this.state!;
+    if (res.spiffe_id !== state.spiffeId) throw new TesseraError('TESSERA_CSR_IDENTITY_MISMATCH', 'the control plane issued an unexpected identity');
+    const cert = new X509Certificate(res.svid_pem);
+    if (!cert.checkPrivateKey(key)) throw new TesseraError('TESSERA_INTERNAL', 'issued certificate does not match our key');
+    this.svid = { spiffeId: res.spiffe_id, certPem: res.svid_pem, key, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo), serial: cert.serialNumber };
+    this.files.writeSvid(this.svid);
+    this.applyBundle(res.bundle_pem, res.bundle_sequence);
+    this.state = { ...state, serverUrl: this.opts.serverUrl, ...(res.entry ? { entry: res.entry } : {}) };
+    this.files.writeState(this.state);
+    this.buildClient();
+    this.renewFailures = 0;
+    this.emitSvid(reason);
+  }
+
+  private applyBundle(pem: string, sequence: number): void {
+    if (!this.state || sequence < this.state.bundleSequence) return; // never roll back
+    const changed = pem !== this.bundlePem;
+    this.state.bundleSequence = sequence;
+    if (!changed) return;
+    if (pemDecodeAll(pem, 'CERTIFICATE').length === 0) throw new TesseraError('TESSERA_BAD_REQUEST', 'empty bundle from the control plane');
+    this.bundlePem = pem;
+    this.files.writeBundle(pem);
+    this.files.writeState(this.state);
+    this.emit('bundle', { sequence, authorities: pemDecodeAll(pem, 'CERTIFICATE').length } satisfies BundleEvent);
+  }
+
+  private buildClient(): void {
+    const tls = { ca: this.bundlePem, cert: this.svid!.certPem, key: this.svid!.key.export({ format: 'pem', type: 'pkcs8' }) as string, serverId: `spiffe://${this.state!.trustDomain}/tessera/server` };
+    if (this.client) this.client.setTls(tls);
+    else this.client = new ApiClient(this.opts.serverUrl, tls);
+  }
+
+  private emitSvid(reason: SvidEvent['reason']): void {
+    const s = this.svid!;
+    this.emit('svid', { spiffeId: s.spiffeId, notBefore: new Date(s.notBefore), notAfter: new Date(s.notAfter), serial: s.serial, reason } satisfies SvidEvent);
+  }
+
+  private reportExpired(): void {
+    const msg = 'SVID expired: the agent cannot renew it. Create a new join token (tessera token create --entry ID) and restart the agent with --join-token';
+    this.log.error(msg, { spiffe_id: this.svid?.spiffeId, expired_at: new Date(this.svid?.notAfter ?? 0).toISOString() });
+    this.emit('expired', { spiffeId: this.svid?.spiffeId, notAfter: new Date(this.svid?.notAfter ?? 0) });
+  }
+
+  private scheduleRenewal(delayMs?: number): void {
+    if (this.stopped || !this.svid) return;
+    const { notBefore, notAfter } = this.svid;
+    const at = notBefore + (notAfter - notBefore) * (this.opts.renewAt ?? 0.5);
+    const wait = delayMs ?? Math.max(0, at - Date.now());
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => void this.renewLoop(), Math.min(wait, 2 ** 31 - 1));
+    this.renewTimer.unref?.();
+  }
+
+  private async renewLoop(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await this.renew();
+      this.scheduleRenewal();
+    } catch (err) {
+      if (this.stopped) return;
+      const expired = (this.svid?.notAfter ?? 0) <= Date.now();
+      if (expired) this.reportExpired();
+      const remaining = (this.svid?.notAfter ?? 0) - Date.now();
+      // Back off, but retry often enough to renew before expiry while the control plane is away.
+      const wait = Math.min(backoff(this.renewFailures++), expired ? MAX_BACKOFF_MS : Math.max(MIN_BACKOFF_MS, remaining / 4));
+      this.log.warn('renewal failed; will retry', { code: isTesseraError(err) ? err.code : 'ERROR', error: (err as Error).message, retry_in_ms: Math.round(wait) });
+      this.emit('renew-failed', { error: err, retryInMs: wait });
+      this.scheduleRenewal(wait);
+    }
+  }
+
+  /** Long-polls the bundle so that CA rotations reach the agent within a second. */
+  private async watchBundle(): Promise<void> {
+    let failures = 0;
+    const seconds = this.opts.watchSeconds ?? 25;
+    while (!this.watchAbort) {
+      try {
+        const after = this.state?.bundleSequence ?? 0;
+        const res = await this.client!.call<WatchResponse>('GET', `/v1/bundle/watch?after=${after}&timeout_seconds=${seconds}`, undefined, { timeoutMs: (seconds + 10) * 1000 });
+        if (res.changed) {
+          this.applyBundle(res.bundle_pem, res.sequence);
+          this.buildClient();
+        }
+        failures = 0;
+      } catch (err) {
+        if (this.watchAbort) return;
+        const wait = backoff(failures++);
+        this.log.debug('bundle watch failed; will retry', { error: (err as Error).message, retry_in_ms: Math.round(wait) });
+        await sleep(wait);
+      }
+    }
+  }
+}
+
+function backoff(attempt: number): number {
+  const base = Math.min(MAX_BACKOFF_MS, MIN_BACKOFF_MS * 2 ** Math.min(attempt, 10));
+  return base / 2 + Math.random() * (base / 2);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref?.());
+}

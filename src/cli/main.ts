@@ -1,0 +1,246 @@
+import { Command, CommanderError, Option } from 'commander';
+import { Agent } from '../agent/agent.js';
+import { TesseraError } from '../core/errors.js';
+import { formatDuration, parseDuration } from '../core/duration.js';
+import { createLogger } from '../core/log.js';
+import { ControlPlane, DEFAULTS } from '../server/server.js';
+import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
+
+type Json = Record<string, unknown>;
+
+function seconds(value: string | undefined, what: string): number | undefined {
+  return value === undefined ? undefined : Math.max(1, Math.round(parseDuration(value, what) / 1000));
+}
+
+function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new TesseraError('TESSERA_CONFIG_INVALID', '--listen must be HOST:PORT, e.g. 127.0.0.1:8443');
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function entryRow(e: Json): string[] {
+  const attrs = Object.entries((e.attributes as Json) ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',');
+  return [String(e.id), String(e.spiffe_id), attrs || '-', (e.selectors as string[]).join(',') || '-', formatDuration(Number(e.x509_ttl_seconds) * 1000)];
+}
+
+function describeEntry(e: Json): string {
+  return table(['ID', 'SPIFFE ID', 'ATTRIBUTES', 'SELECTORS', 'X509 TTL'], [entryRow(e)]);
+}
+
+/** Wraps an action: global options, errors with stable codes and exit statuses. */
+function run<A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) {
+  return async (...args: A): Promise<void> => {
+    const cmd = args[args.length - 1] as Command;
+    const g = cmd.optsWithGlobals<GlobalOptions>();
+    try {
+      await fn(g, ...args);
+    } catch (err) {
+      process.exitCode = reportError(err, Boolean(g.json));
+    }
+  };
+}
+
+async function withAdmin<T>(g: GlobalOptions, fn: (c: ReturnType<typeof adminClient>) => Promise<T>): Promise<T> {
+  const client = adminClient(g);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tessera')
+    .description('Tessera: workload identity (SPIFFE), mTLS and policy for applications across clouds, data centres and edge sites.')
+    .version('0.1.0')
+    .option('--json', 'print machine-readable JSON')
+    .option('--admin-dir <dir>', `admin credential directory (default $TESSERA_ADMIN_DIR or ${DEFAULT_SERVER_DIR}/admin)`)
+    .option('--server <url>', 'control plane URL (default: from the admin directory)')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program.command('server')
+    .description('run the control plane: CA, registry, join tokens, derived credentials and audit, on an HTTPS API')
+    .option('--data-dir <dir>', 'state directory (SQLite database, sealed CA keys, admin credential)', DEFAULT_SERVER_DIR)
+    .option('--listen <host:port>', 'address to listen on', `${DEFAULTS.host}:${DEFAULTS.port}`)
+    .option('--trust-domain <name>', `trust domain, fixed at first start (default ${DEFAULTS.trustDomain})`)
+    .option('--ca-ttl <duration>', 'lifetime of each CA certificate', '24h')
+    .option('--svid-ttl <duration>', 'default X.509-SVID lifetime for new entries', '1h')
+    .option('--jwt-ttl <duration>', 'default JWT-SVID lifetime for new entries', '5m')
+    .option('--public-url <url>', 'external base URL: JWT issuer and OIDC discovery (default https://HOST:PORT)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
+    .action(run(async (g, o: Json) => {
+      const { host, port } = parseListen(String(o.listen));
+      const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
+      const cp = await ControlPlane.start({
+        dataDir: String(o.dataDir), host, port, log,
+        ...(o.trustDomain ? { trustDomain: String(o.trustDomain) } : {}),
+        ...(o.publicUrl ? { publicUrl: String(o.publicUrl) } : {}),
+        caTtlMs: parseDuration(String(o.caTtl), '--ca-ttl'),
+        x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
+        jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
+      });
+      log.info('admin credential written', { dir: cp.adminDir });
+      await untilSignal(() => cp.stop());
+    }));
+
+  program.command('agent')
+    .description('run an agent: join with a one-time token, keep the SVID fresh, follow the trust bundle')
+    .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem)')
+    .option('--join-token <token>', 'one-time join token (only needed until the agent has an identity); or $TESSERA_JOIN_TOKEN')
+    .option('--trust-bundle <file>', 'CA bundle to trust for the first connection (the server\'s DATA_DIR/bundle.pem)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).')
+    .action(run(async (g, o: Json) => {
+      if (!g.server) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the agent needs --server https://HOST:PORT (the control plane URL)');
+      const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
+      const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
+      const agent = new Agent({
+        serverUrl: g.server, dataDir: String(o.dataDir), log,
+        ...(joinToken ? { joinToken } : {}),
+        ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
+      });
+      agent.on('svid', (e) => log.info(e.reason === 'loaded' ? 'SVID loaded from disk' : e.reason === 'join' ? 'joined: SVID issued' : 'SVID rotated', {
+        spiffe_id: e.spiffeId, serial: e.serial, not_after: e.notAfter.toISOString(),
+      }));
+      agent.on('bundle', (e) => log.info('trust bundle updated', { sequence: e.sequence, authorities: e.authorities }));
+      await agent.start();
+      await untilSignal(() => agent.stop());
+    }));
+
+  const entry = program.command('entry').description('manage registration entries (admin)');
+  entry.command('create')
+    .description('register a workload identity')
+    .requiredOption('--spiffe-id <id>', 'SPIFFE ID, e.g. spiffe://tessera.test/payments/api')
+    .option('--selector <type:value...>', 'selectors that identify the workload, e.g. unix:uid:1000')
+    .option('--app <name>', 'attribute: application').option('--site <name>', 'attribute: site')
+    .option('--compliance <level>', 'attribute: compliance level').option('--location <where>', 'attribute: location')
+    .option('--env <env>', 'attribute: environment')
+    .option('--x509-ttl <duration>', 'X.509-SVID lifetime (default: the server\'s)')
+    .option('--jwt-ttl <duration>', 'JWT-SVID lifetime (default: the server\'s)')
+    .action(run(async (g, o: Json) => {
+      const attributes = Object.fromEntries(['app', 'site', 'compliance', 'location', 'env'].filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+      const x509 = seconds(o.x509Ttl as string | undefined, '--x509-ttl');
+      const jwt = seconds(o.jwtTtl as string | undefined, '--jwt-ttl');
+      const res = await withAdmin(g, (c) => c.call<Json>('POST', '/v1/entries', {
+        spiffe_id: o.spiffeId, selectors: (o.selector as string[] | undefined) ?? [], attributes,
+        ...(x509 ? { x509_ttl_seconds: x509 } : {}), ...(jwt ? { jwt_ttl_seconds: jwt } : {}),
+      }));
+      output(g, res, () => describeEntry(res));
+    }));
+  entry.command('list').description('list registration entries').action(run(async (g) => {
+    const res = await withAdmin(g, (c) => c.call<{ entries: Json[] }>('GET', '/v1/entries'));
+    output(g, res, () => (res.entries.length ? table(['ID', 'SPIFFE ID', 'ATTRIBUTES', 'SELECTORS', 'X509 TTL'], res.entries.map(entryRow)) : 'no entries'));
+  }));
+  entry.command('show').description('show one entry').argument('<id>', 'entry id or SPIFFE ID').action(run(async (g, id: string) => {
+    const res = await withAdmin(g, (c) => c.call<Json>('GET', `/v1/entries/${encodeURIComponent(id)}`));
+    output(g, res, () => describeEntry(res));
+  }));
+  entry.command('delete').description('delete an entry (its agents can no longer renew)').argument('<id>', 'entry id or SPIFFE ID').action(run(async (g, id: string) => {
+    const res = await withAdmin(g, (c) => c.call<Json>('DELETE', `/v1/entries/${encodeURIComponent(id)}`));
+    output(g, res, () => `deleted ${String(res.spiffe_id)} (${String(res.deleted)})`);
+  }));
+
+  program.command('token').description('join tokens (admin)').command('create')
+    .description('create a single-use join token bound to one entry (shown once)')
+    .requiredOption('--entry <id>', 'entry id or SPIFFE ID')
+    .option('--ttl <duration>', 'how long the token stays usable', '10m')
+    .action(run(async (g, o: Json) => {
+      const ttl = seconds(String(o.ttl), '--ttl');
+      const res = await withAdmin(g, (c) => c.call<Json>('POST', '/v1/tokens', { entry_id: o.entry, ttl_seconds: ttl }));
+      output(g, res, () => `${String(res.token)}\n# single use, for ${String(res.spiffe_id)}, expires ${String(res.expires_at)} (ref ${String(res.token_ref)})`);
+    }));
+
+  const ca = program.command('ca').description('certificate authorities (admin)');
+  ca.command('list').description('list CAs and the bundle').action(run(async (g) => {
+    const res = await withAdmin(g, (c) => c.call<{ trust_domain: string; bundle_sequence: number; authorities: Json[] }>('GET', '/v1/ca'));
+    output(g, res, () => `trust domain ${res.trust_domain}, bundle sequence ${res.bundle_sequence}\n${table(['ID', 'STATE', 'NOT AFTER', 'ACTIVATES', 'IN BUNDLE'],
+      res.authorities.map((a) => [String(a.id), String(a.state), String(a.notAfter), String(a.activateAt ?? '-'), a.inBundle ? 'yes' : 'no']))}`);
+  }));
+  ca.command('rotate').description('prepare the next CA: published in the bundle now, signing after the grace period')
+    .option('--grace <duration>', 'time for every agent to learn the new CA before it signs', '10m')
+    .action(run(async (g, o: Json) => {
+      const grace = Math.round(parseDuration(String(o.grace), '--grace') / 1000);
+      const res = await withAdmin(g, (c) => c.call<{ prepared: Json }>('POST', '/v1/ca/rotate', { grace_seconds: grace }));
+      output(g, res, () => `prepared CA ${String(res.prepared.id)}; it signs from ${String(res.prepared.activateAt)}`);
+    }));
+
+  program.command('audit').description('audit log (admin)').command('list')
+    .description('show recent audit records')
+    .option('--limit <n>', 'how many records', '50')
+    .option('--action <action>', 'only this action, e.g. svid.join')
+    .addOption(new Option('--outcome <outcome>', 'only this outcome').choices(['denied', 'success']))
+    .action(run(async (g, o: Json) => {
+      const q = new URLSearchParams({ limit: String(o.limit) });
+      if (o.action) q.set('action', String(o.action));
+      if (o.outcome) q.set('outcome', String(o.outcome));
+      const res = await withAdmin(g, (c) => c.call<{ records: Json[] }>('GET', `/v1/audit?${q}`));
+      output(g, res, () => table(['ID', 'TIME', 'ACTION', 'OUTCOME', 'CODE', 'ACTOR', 'TARGET'],
+        res.records.map((r) => [String(r.id), String(r.ts), String(r.action), String(r.outcome), String(r.code), String(r.actor), String(r.target)])));
+    }));
+
+  const svid = program.command('svid').description('derived credentials, requested with an agent\'s SVID');
+  svid.command('jwt').description('mint a JWT-SVID for an audience (prints the token)')
+    .requiredOption('--agent-dir <dir>', 'the agent\'s data directory (its SVID authenticates the request)')
+    .requiredOption('--audience <aud...>', 'audience(s) the token is for')
+    .option('--ttl <duration>', 'lifetime (capped by the entry\'s JWT TTL)')
+    .action(run(async (g, o: Json) => {
+      const client = svidClient(String(o.agentDir), g.server);
+      try {
+        const ttl = seconds(o.ttl as string | undefined, '--ttl');
+        const res = await client.call<Json>('POST', '/v1/svid/jwt', { audience: o.audience, ...(ttl ? { ttl_seconds: ttl } : {}) });
+        output(g, res, () => String(res.token));
+      } finally {
+        client.close();
+      }
+    }));
+  svid.command('apikey').description('create a scoped, expiring API key (shown once)')
+    .requiredOption('--agent-dir <dir>', 'the agent\'s data directory')
+    .requiredOption('--scope <scope...>', 'scopes, e.g. orders:read')
+    .option('--ttl <duration>', 'lifetime', '24h')
+    .action(run(async (g, o: Json) => {
+      const client = svidClient(String(o.agentDir), g.server);
+      try {
+        const res = await client.call<Json>('POST', '/v1/apikeys', { scopes: o.scope, ttl_seconds: seconds(String(o.ttl), '--ttl') });
+        output(g, res, () => `${String(res.api_key)}\n# scopes ${(res.scopes as string[]).join(',')}, expires ${String(res.expires_at)}`);
+      } finally {
+        client.close();
+      }
+    }));
+
+  return program;
+}
+
+/** Keeps the process alive until SIGINT/SIGTERM, then stops cleanly. */
+function untilSignal(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    const keepAlive = setInterval(() => {}, 1 << 30);
+    const onSignal = (): void => {
+      clearInterval(keepAlive);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      stop().then(resolve, resolve);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with exit code 0.
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    return reportError(err, argv.includes('--json'));
+  }
+  return Number(process.exitCode ?? 0);
+}
+
+const code = await main(process.argv);
+process.exitCode = code;

@@ -1,0 +1,83 @@
+/**
+ * One base error with a stable code, in the style of jose/fastify: callers `switch (err.code)`,
+ * never match on messages. Every code lives in {@link ERROR_CODES} with its HTTP status and a
+ * one-line description; `errors.test.ts` fails if a code is missing from the README table.
+ *
+ * Messages must never contain a token, key, CSR, secret or ciphertext.
+ */
+export const ERROR_CODES = {
+  // Generic request problems (the API edge).
+  TESSERA_BAD_REQUEST: { status: 400, description: 'The request is malformed (bad JSON, missing or invalid fields).' },
+  TESSERA_UNSUPPORTED_MEDIA_TYPE: { status: 415, description: 'The request body is not application/json.' },
+  TESSERA_PAYLOAD_TOO_LARGE: { status: 413, description: 'The request body exceeds the size limit.' },
+  TESSERA_NOT_FOUND: { status: 404, description: 'No such resource or route.' },
+  TESSERA_METHOD_NOT_ALLOWED: { status: 405, description: 'The route exists but not with this method.' },
+  TESSERA_CONFLICT: { status: 409, description: 'The resource already exists.' },
+  TESSERA_RATE_LIMITED: { status: 429, description: 'Too many requests from this caller.' },
+  TESSERA_INTERNAL: { status: 500, description: 'An unexpected internal error (a bug: please report it).' },
+  TESSERA_UNAVAILABLE: { status: 503, description: 'The service is starting, stopping or cannot reach its store.' },
+
+  // Authentication / authorization of callers.
+  TESSERA_AUTH_REQUIRED: { status: 401, description: 'A client certificate (SVID or admin credential) is required.' },
+  TESSERA_AUTH_INVALID: { status: 401, description: 'The client certificate is not trusted (unknown CA, expired, not yet valid, other trust domain).' },
+  TESSERA_FORBIDDEN: { status: 403, description: 'The authenticated caller may not perform this operation.' },
+
+  // SPIFFE IDs.
+  TESSERA_SPIFFE_ID_INVALID: { status: 400, description: 'The SPIFFE ID does not conform to the SPIFFE-ID standard.' },
+  TESSERA_SPIFFE_ID_RESERVED: { status: 400, description: 'The SPIFFE ID path is reserved for Tessera itself (/tessera/...).' },
+
+  // Certificate signing requests and issuance.
+  TESSERA_CSR_INVALID: { status: 400, description: 'The CSR is not a well-formed PKCS#10 request.' },
+  TESSERA_CSR_SIGNATURE_INVALID: { status: 400, description: 'The CSR signature does not verify with its own public key.' },
+  TESSERA_CSR_KEY_UNSUPPORTED: { status: 400, description: 'The CSR key is not P-256 ECDSA or Ed25519.' },
+  TESSERA_CSR_IDENTITY_MISMATCH: { status: 403, description: 'The CSR asks for an identity other than the one the caller may obtain.' },
+  TESSERA_ENTRY_NOT_FOUND: { status: 404, description: 'No registration entry with this id or SPIFFE ID.' },
+
+  // Join tokens. Refusals are deliberately indistinguishable to the caller except for the code.
+  TESSERA_TOKEN_INVALID: { status: 401, description: 'The join token is unknown, malformed, already used, expired, or bound to another entry.' },
+
+  // JWT-SVIDs.
+  TESSERA_JWT_INVALID: { status: 401, description: 'The JWT-SVID is malformed, unsigned, signed with an unknown key or algorithm, or by another trust domain.' },
+  TESSERA_JWT_EXPIRED: { status: 401, description: 'The JWT-SVID has expired (or is not yet valid).' },
+  TESSERA_JWT_AUDIENCE: { status: 401, description: 'The JWT-SVID is not intended for this audience.' },
+
+  // API keys.
+  TESSERA_APIKEY_INVALID: { status: 401, description: 'The API key is unknown, malformed, revoked or expired.' },
+
+  // CA.
+  TESSERA_CA_ROTATION_IN_PROGRESS: { status: 409, description: 'A prepared CA is already waiting for activation.' },
+  TESSERA_KEK_INVALID: { status: 500, description: 'The key-encryption key cannot decrypt the stored CA keys (wrong TESSERA_KEK?).' },
+
+  // Local (CLI / agent) problems.
+  TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },
+  TESSERA_CREDENTIAL_MISSING: { status: 400, description: 'A needed credential file (admin credential, SVID, bundle) is missing or unreadable.' },
+  TESSERA_SERVER_UNREACHABLE: { status: 503, description: 'The control plane could not be reached.' },
+  TESSERA_SVID_EXPIRED: { status: 401, description: 'The agent\'s SVID has expired; it needs a new join token.' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class TesseraError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERROR_CODES[code].description, options);
+    this.name = 'TesseraError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+  }
+
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export function isTesseraError(err: unknown): err is TesseraError {
+  return err instanceof TesseraError;
+}
+
+/** Shorthand used throughout: `throw fail('TESSERA_CSR_INVALID', 'bad length')`. */
+export function fail(code: ErrorCode, message?: string): TesseraError {
+  return new TesseraError(code, message);
+}

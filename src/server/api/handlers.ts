@@ -1,0 +1,37 @@
+import type { FastifyRequest } from 'fastify';
+import { TesseraError } from '../../core/errors.js';
+import type { AuditEvent } from '../audit/audit.js';
+import type { ServerContext } from '../context.js';
+import { authenticate, type Caller } from './auth.js';
+
+/**
+ * Runs a handler inside an audit event: the event starts denied, the handler marks success
+ * explicitly, and whatever is thrown is recorded with its code before it reaches the client.
+ */
+export async function audited<T>(ctx: ServerContext, req: FastifyRequest, action: string, fn: (ev: AuditEvent) => Promise<T>): Promise<T> {
+  const ev = ctx.audit.begin(action, `ip:${req.ip}`);
+  let err: unknown;
+  try {
+    return await fn(ev);
+  } catch (e) {
+    err = e;
+    if (req.authFailure) ev.detail.auth_failure = req.authFailure;
+    throw e;
+  } finally {
+    ctx.audit.record(ev, err);
+  }
+}
+
+/** Authenticates an SVID caller and names it as the event's actor. */
+export function svidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Caller {
+  const caller = authenticate(req, ctx.trustDomain);
+  ev.actor = caller.spiffeId;
+  return caller;
+}
+
+/** Authenticates the admin credential; any other identity is refused. */
+export function adminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Caller {
+  const caller = svidCaller(ctx, req, ev);
+  if (caller.spiffeId !== ctx.adminId) throw new TesseraError('TESSERA_FORBIDDEN', 'this operation needs the admin credential');
+  return caller;
+}

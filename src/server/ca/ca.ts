@@ -1,0 +1,228 @@
+import { EventEmitter } from 'node:events';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
+import type { BundleContent } from '../../core/bundle.js';
+import { TesseraError } from '../../core/errors.js';
+import { signJwtSvid, type JwtSigningKey } from '../../core/jwt-svid.js';
+import { CertificateIssuer, createSelfSignedCa, pemEncode, type LeafSpec } from '../../core/x509.js';
+import type { CaRecord, Store } from '../store/store.js';
+import type { KeyEncryptionKey } from './kek.js';
+
+export interface CaOptions {
+  trustDomain: string;
+  /** Lifetime of each CA certificate. */
+  caTtlMs: number;
+  now?: () => number;
+}
+
+interface LoadedCa {
+  rec: CaRecord;
+  issuer: CertificateIssuer;
+  jwtKey: JwtSigningKey;
+  jwtPublicKey: KeyObject;
+}
+
+/**
+ * Backdating absorbs small clock differences between the control plane and its peers. A leaf is
+ * backdated by at most a tenth of its lifetime so that "renew at half life" stays meaningful.
+ */
+const BACKDATE_MS = 10_000;
+
+export interface CaSummary {
+  id: string;
+  state: CaRecord['state'];
+  notBefore: string;
+  notAfter: string;
+  activateAt: string | null;
+  jwtKid: string;
+  inBundle: boolean;
+}
+
+/**
+ * The trust domain's certificate authorities: one active CA signs, a prepared CA is published in the
+ * bundle before it signs anything, and retired CAs stay in the bundle until their own expiry — so
+ * everything they signed (capped at their notAfter) has expired before they are dropped.
+ *
+ * Schedule (as SPIRE does it): the next CA is prepared at 1/2 of the active CA's life and activated
+ * at 5/6 of it; `rotate()` prepares one by hand with an explicit grace period.
+ *
+ * Emits `bundle` whenever the set of trusted authorities changes and `activated` when the signing CA
+ * changes.
+ */
+export class CertificateAuthority extends EventEmitter {
+  private cas: LoadedCa[] = [];
+  private activeCa: LoadedCa | undefined;
+  private sequence = 0;
+  private readonly now: () => number;
+
+  constructor(private readonly store: Store, private readonly kek: KeyEncryptionKey, private readonly opts: CaOptions) {
+    super();
+    this.now = opts.now ?? Date.now;
+  }
+
+  get trustDomain(): string {
+    return this.opts.trustDomain;
+  }
+
+  async init(): Promise<void> {
+    const records = await this.store.listCas();
+    this.cas = records.map((r) => this.load(r));
+    this.sequence = Number((await this.store.getMeta('bundle_sequence')) ?? '0');
+    if (!this.cas.some((c) => c.rec.state === 'active')) {
+      const rec = await this.createCa('active', null);
+      this.cas.push(this.load(rec));
+      await this.bumpSequence();
+    }
+    this.refreshActive();
+    await this.tick();
+  }
+
+  /** Advances the schedule: activate due CAs, retire old ones, drop expired ones, prepare the next. */
+  async tick(): Promise<void> {
+    const now = this.now();
+    let changed = false;
+    let activated = false;
+    const prepared = this.cas.find((c) => c.rec.state === 'prepared');
+    if (prepared && prepared.rec.activateAt !== null && prepared.rec.activateAt <= now) {
+      for (const c of this.cas) {
+        if (c.rec.state === 'active') {
+          c.rec = { ...c.rec, state: 'retired', retiredAt: now };
+          await this.store.updateCaState(c.rec.id, { state: 'retired', activatedAt: c.rec.activatedAt, retiredAt: now });
+        }
+      }
+      prepared.rec = { ...prepared.rec, state: 'active', activatedAt: now };
+      await this.store.updateCaState(prepared.rec.id, { state: 'active', activatedAt: now, retiredAt: null });
+      this.refreshActive();
+      activated = true;
+    }
+    for (const c of [...this.cas]) {
+      if (c.rec.state === 'retired' && c.rec.notAfter <= now) {
+        await this.store.deleteCa(c.rec.id);
+        this.cas = this.cas.filter((x) => x !== c);
+        changed = true;
+      }
+    }
+    const active = this.active();
+    const life = active.rec.notAfter - active.rec.notBefore;
+    if (!this.cas.some((c) => c.rec.state === 'prepared') && now >= active.rec.notBefore + life / 2) {
+      const activateAt = Math.max(now, active.rec.notBefore + (life * 5) / 6);
+      this.cas.push(this.load(await this.createCa('prepared', activateAt)));
+      changed = true;
+    }
+    if (changed || activated) await this.bumpSequence();
+    if (activated) this.emit('activated', active.rec.id);
+  }
+
+  /** Prepares the next CA by hand; it is published now and signs from `now + graceMs`. */
+  async rotate(graceMs: number): Promise<CaSummary> {
+    if (this.cas.some((c) => c.rec.state === 'prepared')) {
+      throw new TesseraError('TESSERA_CA_ROTATION_IN_PROGRESS');
+    }
+    const loaded = this.load(await this.createCa('prepared', this.now() + graceMs));
+    this.cas.push(loaded);
+    await this.bumpSequence();
+    return this.summarize(loaded);
+  }
+
+  active(): LoadedCa {
+    if (!this.activeCa) throw new TesseraError('TESSERA_UNAVAILABLE', 'no active CA');
+    return this.activeCa;
+  }
+
+  list(): CaSummary[] {
+    return this.cas.map((c) => this.summarize(c));
+  }
+
+  bundleSequence(): number {
+    return this.sequence;
+  }
+
+  bundle(): BundleContent {
+    const live = this.cas.filter((c) => c.rec.notAfter > this.now());
+    return {
+      trustDomain: this.opts.trustDomain,
+      x509Authorities: live.map((c) => c.rec.certDer),
+      jwtAuthorities: live.map((c) => ({ kid: c.jwtKey.kid, publicKey: c.jwtPublicKey })),
+      sequence: this.sequence,
+      refreshHintSeconds: 60,
+    };
+  }
+
+  bundlePem(): string {
+    return this.bundle().x509Authorities.map((d) => pemEncode(d, 'CERTIFICATE')).join('');
+  }
+
+  /**
+   * Issues a leaf from the active CA. notAfter is capped at the CA's own notAfter so that a retired
+   * CA can be dropped once it expires.
+   */
+  issue(spec: Omit<LeafSpec, 'notBefore' | 'notAfter'>, ttlMs: number): { der: Buffer; notBefore: Date; notAfter: Date; caId: string } {
+    const ca = this.active();
+    const now = this.now();
+    const notBefore = new Date(Math.max(now - Math.min(BACKDATE_MS, ttlMs / 10), ca.rec.notBefore));
+    const notAfter = new Date(Math.min(now + ttlMs, ca.rec.notAfter));
+    const der = ca.issuer.issueLeaf({ ...spec, notBefore, notAfter });
+    return { der, notBefore, notAfter, caId: ca.rec.id };
+  }
+
+  signJwt(sub: string, aud: string[], ttlSeconds: number, iss?: string): { token: string; expiresAt: Date } {
+    const ca = this.active();
+    const ttl = Math.min(ttlSeconds, Math.floor((ca.rec.notAfter - this.now()) / 1000));
+    return signJwtSvid(ca.jwtKey, { sub, aud, ttlSeconds: Math.max(ttl, 1), ...(iss ? { iss } : {}), now: this.now() });
+  }
+
+  private refreshActive(): void {
+    this.activeCa = this.cas.find((c) => c.rec.state === 'active');
+  }
+
+  private async bumpSequence(): Promise<void> {
+    this.sequence += 1;
+    await this.store.setMeta('bundle_sequence', String(this.sequence));
+    this.emit('bundle', this.sequence);
+  }
+
+  private summarize(c: LoadedCa): CaSummary {
+    return {
+      id: c.rec.id,
+      state: c.rec.state,
+      notBefore: new Date(c.rec.notBefore).toISOString(),
+      notAfter: new Date(c.rec.notAfter).toISOString(),
+      activateAt: c.rec.activateAt === null ? null : new Date(c.rec.activateAt).toISOString(),
+      jwtKid: c.jwtKey.kid,
+      inBundle: c.rec.notAfter > this.now(),
+    };
+  }
+
+  private load(rec: CaRecord): LoadedCa {
+    const key = createPrivateKey({ key: this.kek.open(rec.keySealed, `ca:${rec.id}`), format: 'der', type: 'pkcs8' });
+    const jwtPriv = createPrivateKey({ key: this.kek.open(rec.jwtKeySealed, `jwt:${rec.id}`), format: 'der', type: 'pkcs8' });
+    return {
+      rec,
+      issuer: new CertificateIssuer({ certDer: rec.certDer, privateKey: key }),
+      jwtKey: { kid: rec.jwtKid, privateKey: jwtPriv, alg: 'ES256' },
+      jwtPublicKey: createPublicKey(jwtPriv),
+    };
+  }
+
+  private async createCa(state: 'active' | 'prepared', activateAt: number | null): Promise<CaRecord> {
+    const id = randomUUID();
+    const now = this.now();
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwt = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const notBefore = now - BACKDATE_MS;
+    const notAfter = now + this.opts.caTtlMs;
+    const certDer = createSelfSignedCa({
+      privateKey, publicKey, commonName: `Tessera CA ${id.slice(0, 8)}`, organization: this.opts.trustDomain,
+      trustDomainUri: `spiffe://${this.opts.trustDomain}`, notBefore: new Date(notBefore), notAfter: new Date(notAfter), pathLen: 0,
+    });
+    const rec: CaRecord = {
+      id, state, certDer,
+      keySealed: this.kek.seal(privateKey.export({ format: 'der', type: 'pkcs8' }), `ca:${id}`),
+      jwtKid: randomBytes(16).toString('base64url'),
+      jwtKeySealed: this.kek.seal(jwt.privateKey.export({ format: 'der', type: 'pkcs8' }), `jwt:${id}`),
+      notBefore, notAfter, createdAt: now, activateAt,
+      activatedAt: state === 'active' ? now : null, retiredAt: null,
+    };
+    await this.store.insertCa(rec);
+    return rec;
+  }
+}

@@ -1,0 +1,24 @@
+import type { FastifyInstance } from 'fastify';
+import { adminCaller, audited } from '../api/handlers.js';
+import { body, int } from '../api/validate.js';
+import type { ServerContext } from '../context.js';
+
+/** CA inspection and rotation: admin only. */
+export function caRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  app.get('/v1/ca', (req) => audited(ctx, req, 'ca.list', async (ev) => {
+    adminCaller(ctx, req, ev);
+    ev.succeed();
+    return { trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence(), authorities: ctx.ca.list() };
+  }));
+
+  app.post('/v1/ca/rotate', (req) => audited(ctx, req, 'ca.rotate', async (ev) => {
+    adminCaller(ctx, req, ev);
+    const b = body(req.body ?? {}, ['grace_seconds']);
+    const grace = int(b, 'grace_seconds', { min: 0, max: 30 * 86400, optional: true }) ?? 600;
+    const prepared = await ctx.ca.rotate(grace * 1000);
+    ev.target = prepared.id;
+    ev.detail.activate_at = prepared.activateAt;
+    ev.succeed();
+    return { prepared, bundle_sequence: ctx.ca.bundleSequence() };
+  }));
+}

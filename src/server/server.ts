@@ -1,0 +1,242 @@
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Server as HttpsServer } from 'node:https';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
+import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { parseTrustDomain } from '../core/spiffe-id.js';
+import { pemEncode } from '../core/x509.js';
+import { AuditLog } from './audit/audit.js';
+import { auditRoutes } from './audit/routes.js';
+import { CertificateAuthority } from './ca/ca.js';
+import { KeyEncryptionKey } from './ca/kek.js';
+import { caRoutes } from './ca/routes.js';
+import type { ServerContext } from './context.js';
+import { apiKeyRoutes } from './credentials/apikeys.js';
+import { registryRoutes } from './registry/routes.js';
+import { SqliteStore } from './store/sqlite.js';
+import type { Store } from './store/store.js';
+import { svidRoutes } from './svid/routes.js';
+
+export interface ControlPlaneOptions {
+  dataDir: string;
+  trustDomain?: string;
+  host?: string;
+  port?: number;
+  /** Base URL used as JWT `iss` and in OIDC discovery; default https://host:port. */
+  publicUrl?: string;
+  caTtlMs?: number;
+  x509TtlSeconds?: number;
+  jwtTtlSeconds?: number;
+  bodyLimit?: number;
+  log?: Logger;
+  env?: NodeJS.ProcessEnv;
+}
+
+export const DEFAULTS = {
+  trustDomain: 'tessera.test',
+  host: '127.0.0.1',
+  port: 8443,
+  caTtlMs: 24 * 3600_000,
+  x509TtlSeconds: 3600,
+  jwtTtlSeconds: 300,
+  bodyLimit: 64 * 1024,
+};
+
+const FASTIFY_CODES: Record<string, keyof typeof ERROR_CODES> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'TESSERA_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'TESSERA_PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'TESSERA_BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'TESSERA_BAD_REQUEST',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'TESSERA_BAD_REQUEST',
+};
+
+/** Maps any error to the one response shape `{ error: { code, message } }`. */
+function toTesseraError(err: FastifyError | Error): TesseraError {
+  if (isTesseraError(err)) return err;
+  const code = (err as FastifyError).code;
+  if (code && FASTIFY_CODES[code]) return new TesseraError(FASTIFY_CODES[code]!);
+  const status = (err as FastifyError).statusCode;
+  if (err instanceof SyntaxError || (status !== undefined && status >= 400 && status < 500)) {
+    return new TesseraError('TESSERA_BAD_REQUEST', 'the request body is not valid JSON');
+  }
+  return new TesseraError('TESSERA_INTERNAL');
+}
+
+/**
+ * The control plane (`tessera server`): CA and bundle, registry and join tokens, derived
+ * credentials, audit, behind one HTTPS API on which every non-public call needs a client cert.
+ */
+export class ControlPlane {
+  readonly app: FastifyInstance;
+  url = '';
+  private tickTimer: NodeJS.Timeout | undefined;
+  private serverKey: KeyObject | undefined;
+  private serverCertNotAfter = 0;
+  private serverCertCa = '';
+
+  private constructor(private readonly opts: ControlPlaneOptions & typeof DEFAULTS, readonly ctx: ServerContext, private readonly store: Store) {
+    this.app = Fastify({
+      https: this.tlsOptions(),
+      bodyLimit: opts.bodyLimit,
+      logger: false,
+      onProtoPoisoning: 'error',
+      onConstructorPoisoning: 'error',
+      keepAliveTimeout: 65_000,
+      requestTimeout: 30_000,
+      return503OnClosing: true,
+      forceCloseConnections: true,
+    });
+  }
+
+  static async start(options: ControlPlaneOptions): Promise<ControlPlane> {
+    const opts = { ...DEFAULTS, ...stripUndefined(options), dataDir: options.dataDir };
+    const log = options.log ?? createLogger();
+    ensurePrivateDir(opts.dataDir);
+    const kek = KeyEncryptionKey.load(opts.dataDir, options.env);
+    const store = new SqliteStore(join(opts.dataDir, 'tessera.db'));
+    try {
+      const stored = await store.getMeta('trust_domain');
+      const trustDomain = parseTrustDomain(options.trustDomain ?? stored ?? DEFAULTS.trustDomain);
+      if (stored && stored !== trustDomain) {
+        throw new TesseraError('TESSERA_CONFIG_INVALID', `this data directory belongs to trust domain ${stored}, not ${trustDomain}`);
+      }
+      if (!stored) await store.setMeta('trust_domain', trustDomain);
+      const ca = new CertificateAuthority(store, kek, { trustDomain, caTtlMs: opts.caTtlMs });
+      await ca.init();
+      const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
+      const ctx: ServerContext = {
+        store, ca, audit, log, trustDomain,
+        adminId: `spiffe://${trustDomain}/tessera/admin`,
+        serverId: `spiffe://${trustDomain}/tessera/server`,
+        issuer: opts.publicUrl ?? '',
+        defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds },
+      };
+      const cp = new ControlPlane(opts, ctx, store);
+      await cp.listen();
+      return cp;
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
+
+  get port(): number {
+    const addr = this.app.server.address();
+    return typeof addr === 'object' && addr ? addr.port : 0;
+  }
+
+  get dataDir(): string {
+    return this.opts.dataDir;
+  }
+
+  /** Directory holding the admin credential, the bundle and the server URL for the CLI. */
+  get adminDir(): string {
+    return join(this.opts.dataDir, 'admin');
+  }
+
+  async stop(): Promise<void> {
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    await this.app.close();
+    await this.ctx.audit.flush();
+    await this.store.close();
+  }
+
+  private async listen(): Promise<void> {
+    const { app, ctx } = this;
+    app.removeContentTypeParser(['text/plain']);
+    app.setErrorHandler((err: Error, req, reply) => {
+      const e = toTesseraError(err);
+      if (e.code === 'TESSERA_INTERNAL') ctx.log.error('internal error', { route: req.routeOptions.url, error: err.message, stack: err.stack });
+      void reply.code(e.status).type('application/json').send({ error: e.toJSON() });
+    });
+    app.setNotFoundHandler((_req, reply) => {
+      void reply.code(404).send({ error: new TesseraError('TESSERA_NOT_FOUND').toJSON() });
+    });
+    app.get('/healthz', async () => ({ status: 'ok', trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence() }));
+    registryRoutes(app, ctx);
+    svidRoutes(app, ctx);
+    apiKeyRoutes(app, ctx);
+    caRoutes(app, ctx);
+    auditRoutes(app, ctx);
+
+    await app.listen({ host: this.opts.host, port: this.opts.port });
+    const hostPart = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
+    this.url = `https://${hostPart}:${this.port}`;
+    if (!ctx.issuer) ctx.issuer = this.url;
+    this.writeAdminFiles();
+    this.writeBundleFiles();
+    ctx.ca.on('bundle', () => {
+      this.refreshTls();
+      this.writeBundleFiles();
+    });
+    ctx.ca.on('activated', () => {
+      this.refreshTls();
+      this.writeAdminFiles();
+      ctx.log.info('CA activated', { ca: ctx.ca.active().rec.id });
+    });
+    this.tickTimer = setInterval(() => {
+      ctx.ca.tick().then(() => {
+        if (Date.now() > this.serverCertNotAfter - (this.serverCertNotAfter - Date.now()) / 2 - 60_000) this.refreshTls();
+      }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));
+    }, 1000);
+    this.tickTimer.unref();
+    ctx.log.info('control plane listening', { url: this.url, trust_domain: ctx.trustDomain });
+  }
+
+  /** TLS material: a server certificate from the active CA and every bundle CA as client roots. */
+  private tlsOptions(): { key: string; cert: string; ca: string; requestCert: true; rejectUnauthorized: false; minVersion: 'TLSv1.2' } {
+    const { ca, serverId } = this.ctx;
+    this.serverKey ??= generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const ttlMs = Math.min(3600_000, ca.active().rec.notAfter - Date.now());
+    const hosts = [this.opts.host, '127.0.0.1', '::1'].filter((h, i, a) => a.indexOf(h) === i && /^[\d.:]+$/.test(h));
+    const issued = ca.issue({
+      publicKey: createPublicKey(this.serverKey), uriSans: [serverId], dnsSans: ['localhost'], ipSans: hosts, subject: { commonName: 'tessera-server' },
+    }, ttlMs);
+    this.serverCertNotAfter = issued.notAfter.getTime();
+    this.serverCertCa = issued.caId;
+    return {
+      key: this.serverKey.export({ format: 'pem', type: 'pkcs8' }) as string,
+      cert: pemEncode(issued.der, 'CERTIFICATE'),
+      ca: ca.bundlePem(),
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    };
+  }
+
+  private refreshTls(): void {
+    (this.app.server as HttpsServer).setSecureContext(this.tlsOptions());
+    this.ctx.log.debug('TLS context rebuilt', { ca: this.serverCertCa });
+  }
+
+  private writeBundleFiles(): void {
+    const pem = this.ctx.ca.bundlePem();
+    writeFileAtomic(join(this.opts.dataDir, 'bundle.pem'), pem);
+    writeFileAtomic(join(this.adminDir, 'bundle.pem'), pem);
+  }
+
+  /**
+   * The admin credential for the CLI: a client certificate for spiffe://<td>/tessera/admin valid
+   * until the active CA expires, re-issued at start and whenever the signing CA changes.
+   */
+  private writeAdminFiles(): void {
+    const { ca, adminId } = this.ctx;
+    ensurePrivateDir(this.adminDir);
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const issued = ca.issue({ publicKey, uriSans: [adminId], subject: { commonName: 'tessera-admin' } }, ca.active().rec.notAfter - Date.now());
+    writeFileAtomic(join(this.adminDir, 'admin.key'), privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600);
+    writeFileAtomic(join(this.adminDir, 'admin.pem'), pemEncode(issued.der, 'CERTIFICATE'), 0o600);
+    writeFileAtomic(join(this.adminDir, 'server.json'), `${JSON.stringify({ url: this.url, trust_domain: this.ctx.trustDomain }, null, 2)}\n`);
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export function dataDirInitialized(dataDir: string): boolean {
+  return existsSync(join(dataDir, 'tessera.db'));
+}

@@ -1,0 +1,195 @@
+import Database from 'better-sqlite3';
+import type {
+  ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult,
+} from './store.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cas (
+  id TEXT PRIMARY KEY, state TEXT NOT NULL, cert_der BLOB NOT NULL, key_sealed BLOB NOT NULL,
+  jwt_kid TEXT NOT NULL, jwt_key_sealed BLOB NOT NULL, not_before INTEGER NOT NULL, not_after INTEGER NOT NULL,
+  created_at INTEGER NOT NULL, activate_at INTEGER, activated_at INTEGER, retired_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS entries (
+  id TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL UNIQUE, selectors TEXT NOT NULL, attributes TEXT NOT NULL,
+  x509_ttl INTEGER NOT NULL, jwt_ttl INTEGER NOT NULL, created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS join_tokens (
+  hash TEXT PRIMARY KEY, entry_id TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY, hash TEXT NOT NULL, owner TEXT NOT NULL, scopes TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+  outcome TEXT NOT NULL CHECK (outcome IN ('denied', 'success')), code TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, id);
+-- The audit table is append-only: the database itself refuses edits and deletions.
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+`;
+
+interface CaRow {
+  id: string; state: string; cert_der: Buffer; key_sealed: Buffer; jwt_kid: string; jwt_key_sealed: Buffer;
+  not_before: number; not_after: number; created_at: number; activate_at: number | null; activated_at: number | null; retired_at: number | null;
+}
+interface EntryRow { id: string; spiffe_id: string; selectors: string; attributes: string; x509_ttl: number; jwt_ttl: number; created_at: number }
+interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
+
+function caFromRow(r: CaRow): CaRecord {
+  return {
+    id: r.id, state: r.state as CaRecord['state'], certDer: Buffer.from(r.cert_der), keySealed: Buffer.from(r.key_sealed),
+    jwtKid: r.jwt_kid, jwtKeySealed: Buffer.from(r.jwt_key_sealed), notBefore: r.not_before, notAfter: r.not_after,
+    createdAt: r.created_at, activateAt: r.activate_at, activatedAt: r.activated_at, retiredAt: r.retired_at,
+  };
+}
+
+function entryFromRow(r: EntryRow): EntryRecord {
+  return {
+    id: r.id, spiffeId: r.spiffe_id, selectors: JSON.parse(r.selectors) as string[],
+    attributes: JSON.parse(r.attributes) as EntryRecord['attributes'], x509TtlSeconds: r.x509_ttl, jwtTtlSeconds: r.jwt_ttl, createdAt: r.created_at,
+  };
+}
+
+/** SQLite store (better-sqlite3, WAL). One file, one process; statements prepared once. */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+    this.db.exec(SCHEMA);
+    const db = this.db;
+    this.stmts = {
+      getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
+      setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
+      listCas: db.prepare<[], CaRow>('SELECT * FROM cas ORDER BY created_at'),
+      insertCa: db.prepare(`INSERT INTO cas VALUES (@id, @state, @certDer, @keySealed, @jwtKid, @jwtKeySealed, @notBefore, @notAfter,
+        @createdAt, @activateAt, @activatedAt, @retiredAt)`),
+      updateCa: db.prepare('UPDATE cas SET state = @state, activated_at = @activatedAt, retired_at = @retiredAt WHERE id = @id'),
+      deleteCa: db.prepare('DELETE FROM cas WHERE id = ?'),
+      insertEntry: db.prepare('INSERT INTO entries VALUES (@id, @spiffeId, @selectors, @attributes, @x509TtlSeconds, @jwtTtlSeconds, @createdAt)'),
+      getEntry: db.prepare<[string], EntryRow>('SELECT * FROM entries WHERE id = ?'),
+      getEntryBySpiffe: db.prepare<[string], EntryRow>('SELECT * FROM entries WHERE spiffe_id = ?'),
+      listEntries: db.prepare<[], EntryRow>('SELECT * FROM entries ORDER BY spiffe_id'),
+      deleteEntry: db.prepare('DELETE FROM entries WHERE id = ?'),
+      deleteEntryTokens: db.prepare('DELETE FROM join_tokens WHERE entry_id = ? AND used_at IS NULL'),
+      insertToken: db.prepare('INSERT INTO join_tokens(hash, entry_id, created_at, expires_at) VALUES (@hash, @entryId, @createdAt, @expiresAt)'),
+      getToken: db.prepare<[string], { entry_id: string; expires_at: number; used_at: number | null }>(
+        'SELECT entry_id, expires_at, used_at FROM join_tokens WHERE hash = ?'),
+      useToken: db.prepare('UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
+      insertApiKey: db.prepare('INSERT INTO api_keys VALUES (@id, @hash, @owner, @scopes, @createdAt, @expiresAt)'),
+      getApiKey: db.prepare<[string], { id: string; hash: string; owner: string; scopes: string; created_at: number; expires_at: number }>(
+        'SELECT * FROM api_keys WHERE id = ?'),
+      insertAudit: db.prepare('INSERT INTO audit(ts, actor, action, target, outcome, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    };
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    return this.stmts.getMeta.get(key)?.value;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    this.stmts.setMeta.run(key, value);
+  }
+
+  async listCas(): Promise<CaRecord[]> {
+    return this.stmts.listCas.all().map(caFromRow);
+  }
+
+  async insertCa(ca: CaRecord): Promise<void> {
+    this.stmts.insertCa.run(ca);
+  }
+
+  async updateCaState(id: string, patch: Pick<CaRecord, 'state' | 'activatedAt' | 'retiredAt'>): Promise<void> {
+    this.stmts.updateCa.run({ id, ...patch });
+  }
+
+  async deleteCa(id: string): Promise<void> {
+    this.stmts.deleteCa.run(id);
+  }
+
+  async insertEntry(e: EntryRecord): Promise<void> {
+    this.stmts.insertEntry.run({ ...e, selectors: JSON.stringify(e.selectors), attributes: JSON.stringify(e.attributes) });
+  }
+
+  async getEntry(id: string): Promise<EntryRecord | undefined> {
+    const r = this.stmts.getEntry.get(id);
+    return r && entryFromRow(r);
+  }
+
+  async getEntryBySpiffeId(spiffeId: string): Promise<EntryRecord | undefined> {
+    const r = this.stmts.getEntryBySpiffe.get(spiffeId);
+    return r && entryFromRow(r);
+  }
+
+  async listEntries(): Promise<EntryRecord[]> {
+    return this.stmts.listEntries.all().map(entryFromRow);
+  }
+
+  async deleteEntry(id: string): Promise<boolean> {
+    return this.db.transaction(() => {
+      this.stmts.deleteEntryTokens.run(id);
+      return this.stmts.deleteEntry.run(id).changes > 0;
+    })();
+  }
+
+  async insertJoinToken(t: JoinTokenRecord): Promise<void> {
+    this.stmts.insertToken.run(t);
+  }
+
+  async consumeJoinToken(hash: string, now: number): Promise<TokenConsumeResult> {
+    return this.db.transaction((): TokenConsumeResult => {
+      const row = this.stmts.getToken.get(hash);
+      if (!row) return { ok: false, reason: 'unknown' };
+      if (row.used_at !== null) return { ok: false, reason: 'used' };
+      if (row.expires_at <= now) return { ok: false, reason: 'expired' };
+      this.stmts.useToken.run(now, hash);
+      return { ok: true, entryId: row.entry_id };
+    }).immediate();
+  }
+
+  async insertApiKey(k: ApiKeyRecord): Promise<void> {
+    this.stmts.insertApiKey.run({ ...k, scopes: JSON.stringify(k.scopes) });
+  }
+
+  async getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
+    const r = this.stmts.getApiKey.get(id);
+    return r && {
+      id: r.id, hash: r.hash, owner: r.owner, scopes: JSON.parse(r.scopes) as string[], createdAt: r.created_at, expiresAt: r.expires_at,
+    };
+  }
+
+  async appendAudit(records: readonly AuditRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    this.db.transaction(() => {
+      for (const r of records) {
+        this.stmts.insertAudit.run(r.ts, r.actor, r.action, r.target, r.outcome, r.code, JSON.stringify(r.detail));
+      }
+    })();
+  }
+
+  async listAudit(q: AuditQuery): Promise<StoredAuditRecord[]> {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (q.afterId !== undefined) { where.push('id > ?'); args.push(q.afterId); }
+    if (q.action !== undefined) { where.push('action = ?'); args.push(q.action); }
+    if (q.outcome !== undefined) { where.push('outcome = ?'); args.push(q.outcome); }
+    const limit = Math.min(Math.max(q.limit ?? 100, 1), 10_000);
+    const sql = `SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ${limit}`;
+    const rows = this.db.prepare<(string | number)[], AuditRow>(sql).all(...args);
+    return rows.reverse().map((r) => ({
+      id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'],
+      code: r.code, detail: JSON.parse(r.detail) as Record<string, unknown>,
+    }));
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * The one storage interface of the control plane. SQLite (embedded, default) implements it now;
+ * PostgreSQL (several replicas) will implement the same contract. Methods are async so that a
+ * networked engine fits without changing callers. Records are plain data: never live objects.
+ */
+
+export type CaState = 'prepared' | 'active' | 'retired';
+
+export interface CaRecord {
+  id: string;
+  state: CaState;
+  certDer: Buffer;
+  /** PKCS#8 DER of the CA key, sealed with the key-encryption key (AES-256-GCM). */
+  keySealed: Buffer;
+  jwtKid: string;
+  /** PKCS#8 DER of the JWT-SVID signing key, sealed with the KEK. */
+  jwtKeySealed: Buffer;
+  notBefore: number;
+  notAfter: number;
+  createdAt: number;
+  /** When a prepared CA becomes active (ms since epoch). */
+  activateAt: number | null;
+  activatedAt: number | null;
+  retiredAt: number | null;
+}
+
+export interface EntryAttributes {
+  app?: string;
+  site?: string;
+  compliance?: string;
+  location?: string;
+  env?: string;
+}
+
+export interface EntryRecord {
+  id: string;
+  spiffeId: string;
+  selectors: string[];
+  attributes: EntryAttributes;
+  x509TtlSeconds: number;
+  jwtTtlSeconds: number;
+  createdAt: number;
+}
+
+export interface JoinTokenRecord {
+  /** hex SHA-256 of the token: the token itself is never stored. */
+  hash: string;
+  entryId: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export type TokenConsumeResult =
+  | { ok: true; entryId: string }
+  | { ok: false; reason: 'unknown' | 'used' | 'expired' };
+
+export interface ApiKeyRecord {
+  id: string;
+  /** hex SHA-256 of the secret part. */
+  hash: string;
+  owner: string;
+  scopes: string[];
+  createdAt: number;
+  expiresAt: number;
+}
+
+export type AuditOutcome = 'denied' | 'success';
+
+export interface AuditRecord {
+  ts: number;
+  actor: string;
+  action: string;
+  target: string;
+  outcome: AuditOutcome;
+  code: string;
+  detail: Record<string, unknown>;
+}
+
+export interface StoredAuditRecord extends AuditRecord {
+  id: number;
+}
+
+export interface AuditQuery {
+  limit?: number;
+  afterId?: number;
+  action?: string;
+  outcome?: AuditOutcome;
+}
+
+export interface Store {
+  getMeta(key: string): Promise<string | undefined>;
+  setMeta(key: string, value: string): Promise<void>;
+
+  listCas(): Promise<CaRecord[]>;
+  insertCa(ca: CaRecord): Promise<void>;
+  updateCaState(id: string, patch: Pick<CaRecord, 'state' | 'activatedAt' | 'retiredAt'>): Promise<void>;
+  deleteCa(id: string): Promise<void>;
+
+  insertEntry(entry: EntryRecord): Promise<void>;
+  getEntry(id: string): Promise<EntryRecord | undefined>;
+  getEntryBySpiffeId(spiffeId: string): Promise<EntryRecord | undefined>;
+  listEntries(): Promise<EntryRecord[]>;
+  /** Deletes the entry and its unused join tokens. Returns false if it did not exist. */
+  deleteEntry(id: string): Promise<boolean>;
+
+  insertJoinToken(token: JoinTokenRecord): Promise<void>;
+  /** Atomically marks the token used if it exists, is unused and unexpired. */
+  consumeJoinToken(hash: string, now: number): Promise<TokenConsumeResult>;
+
+  insertApiKey(key: ApiKeyRecord): Promise<void>;
+  getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
+
+  appendAudit(records: readonly AuditRecord[]): Promise<void>;
+  listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,141 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { bundleToJwks, jwtKeysAsJwks } from '../../core/bundle.js';
+import { parseCsrPem, type ParsedCsr } from '../../core/csr.js';
+import { TesseraError } from '../../core/errors.js';
+import { pemEncode } from '../../core/x509.js';
+import type { AuditEvent } from '../audit/audit.js';
+import { audited, svidCaller } from '../api/handlers.js';
+import { body, int, queryInt, queryStr, reqStr, strList } from '../api/validate.js';
+import type { ServerContext } from '../context.js';
+import { entryView, JOIN_TOKEN, tokenHash, tokenRef } from '../registry/routes.js';
+import type { EntryRecord } from '../store/store.js';
+
+const AUDIENCE = /^[\x21-\x7e]{1,256}$/;
+
+function csrFrom(b: Record<string, unknown>): ParsedCsr {
+  return parseCsrPem(reqStr(b, 'csr', { max: 16 * 1024 }));
+}
+
+/** The CSR may name its SPIFFE ID (a URI SAN); when it does, it must be the entry's, and only that. */
+function checkCsrIdentity(csr: ParsedCsr, entry: EntryRecord): void {
+  if (csr.uriSans.length > 1 || (csr.uriSans.length === 1 && csr.uriSans[0] !== entry.spiffeId)) {
+    throw new TesseraError('TESSERA_CSR_IDENTITY_MISMATCH');
+  }
+}
+
+function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: AuditEvent): Record<string, unknown> {
+  const cert = ctx.ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId] }, entry.x509TtlSeconds * 1000);
+  ev.detail.not_after = cert.notAfter.toISOString();
+  ev.detail.ca_id = cert.caId;
+  return {
+    spiffe_id: entry.spiffeId,
+    svid_pem: pemEncode(cert.der, 'CERTIFICATE'),
+    not_before: cert.notBefore.toISOString(),
+    not_after: cert.notAfter.toISOString(),
+    bundle_pem: ctx.ca.bundlePem(),
+    bundle_sequence: ctx.ca.bundleSequence(),
+    entry: entryView(entry),
+  };
+}
+
+/** Waits for the bundle sequence to pass `after`, or for the timeout. */
+function waitForBundle(ctx: ServerContext, after: number, timeoutMs: number, reply: FastifyReply): Promise<void> {
+  if (ctx.ca.bundleSequence() > after) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      ctx.ca.off('bundle', onBundle);
+      reply.raw.off('close', done);
+      resolve();
+    };
+    const onBundle = (): void => done();
+    const timer = setTimeout(done, timeoutMs);
+    ctx.ca.on('bundle', onBundle);
+    reply.raw.on('close', done);
+  });
+}
+
+/** Identity issuance (join, renewal), derived credentials (JWT-SVIDs) and the public trust material. */
+export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  app.post('/v1/agent/join', (req) => audited(ctx, req, 'svid.join', async (ev) => {
+    const b = body(req.body, ['join_token', 'csr']);
+    const token = b.join_token;
+    // Validate the CSR before touching the token, so a malformed request does not burn it.
+    const csr = csrFrom(b);
+    if (typeof token !== 'string' || !JOIN_TOKEN.test(token)) {
+      ev.detail.reason = 'malformed';
+      throw new TesseraError('TESSERA_TOKEN_INVALID');
+    }
+    const hash = tokenHash(token);
+    ev.detail.token_ref = tokenRef(hash);
+    const used = await ctx.store.consumeJoinToken(hash, Date.now());
+    if (!used.ok) {
+      ev.detail.reason = used.reason;
+      throw new TesseraError('TESSERA_TOKEN_INVALID');
+    }
+    const entry = await ctx.store.getEntry(used.entryId);
+    if (!entry) {
+      ev.detail.reason = 'entry deleted';
+      throw new TesseraError('TESSERA_TOKEN_INVALID');
+    }
+    ev.target = entry.spiffeId;
+    ev.actor = `join:${tokenRef(hash)}`;
+    // The token is spent even when the CSR asks for another identity: that attempt is suspicious.
+    checkCsrIdentity(csr, entry);
+    const out = issueSvid(ctx, csr, entry, ev);
+    ev.succeed();
+    return out;
+  }));
+
+  app.post('/v1/svid/renew', (req) => audited(ctx, req, 'svid.renew', async (ev) => {
+    const caller = svidCaller(ctx, req, ev);
+    ev.target = caller.spiffeId;
+    const b = body(req.body, ['csr']);
+    const csr = csrFrom(b);
+    const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
+    if (!entry) throw new TesseraError('TESSERA_FORBIDDEN', 'no registration entry for this identity');
+    checkCsrIdentity(csr, entry);
+    const out = issueSvid(ctx, csr, entry, ev);
+    ev.succeed();
+    return out;
+  }));
+
+  app.post('/v1/svid/jwt', (req) => audited(ctx, req, 'svid.jwt', async (ev) => {
+    const caller = svidCaller(ctx, req, ev);
+    ev.target = caller.spiffeId;
+    const b = body(req.body, ['audience', 'ttl_seconds']);
+    const audience = strList(b, 'audience', { minItems: 1, maxItems: 16, maxLength: 256, pattern: AUDIENCE })!;
+    const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
+    if (!entry) throw new TesseraError('TESSERA_FORBIDDEN', 'no registration entry for this identity');
+    const ttl = Math.min(int(b, 'ttl_seconds', { min: 1, max: 86400, optional: true }) ?? entry.jwtTtlSeconds, entry.jwtTtlSeconds);
+    const jwt = ctx.ca.signJwt(caller.spiffeId, audience, ttl, ctx.issuer);
+    ev.detail.audience = audience;
+    ev.detail.expires_at = jwt.expiresAt.toISOString();
+    ev.succeed();
+    return { token: jwt.token, spiffe_id: caller.spiffeId, audience, expires_at: jwt.expiresAt.toISOString() };
+  }));
+
+  app.get('/v1/bundle', async (req, reply) => {
+    const format = queryStr(req.query, 'format', /^(jwks|pem)$/) ?? 'jwks';
+    if (format === 'pem') return reply.type('application/x-pem-file').send(ctx.ca.bundlePem());
+    return bundleToJwks(ctx.ca.bundle());
+  });
+
+  app.get('/v1/bundle/watch', async (req, reply) => {
+    const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
+    const timeout = queryInt(req.query, 'timeout_seconds', 25, 0, 60);
+    await waitForBundle(ctx, after, timeout * 1000, reply);
+    const sequence = ctx.ca.bundleSequence();
+    return { sequence, changed: sequence > after, bundle_pem: ctx.ca.bundlePem(), jwks: bundleToJwks(ctx.ca.bundle()) };
+  });
+
+  app.get('/.well-known/openid-configuration', async () => ({
+    issuer: ctx.issuer,
+    jwks_uri: `${ctx.issuer}/keys`,
+    id_token_signing_alg_values_supported: ['ES256'],
+    response_types_supported: ['id_token'],
+    subject_types_supported: ['public'],
+  }));
+
+  app.get('/keys', async () => jwtKeysAsJwks(ctx.ca.bundle()));
+}
