@@ -22,7 +22,7 @@ export interface AgentOptions {
   log?: Logger;
 }
 
-export interface SvidEvent { spiffeId: string; notBefore: Date; notAfter: Date; serial: string; reason: 'join' | 'renew' | 'loaded' }
+export interface SvidEvent { spiffeId: string; notBefore: Date; notAfter: Date; serial: string; issuer: string; reason: 'join' | 'renew' | 'loaded' }
 export interface BundleEvent { sequence: number; authorities: number }
 
 interface SvidResponse { spiffe_id: string; svid_pem: string; bundle_pem: string; bundle_sequence: number; not_after: string; entry?: Record<string, unknown> }
@@ -175,7 +175,8 @@ export class Agent extends EventEmitter {
 
   private emitSvid(reason: SvidEvent['reason']): void {
     const s = this.svid!;
-    this.emit('svid', { spiffeId: s.spiffeId, notBefore: new Date(s.notBefore), notAfter: new Date(s.notAfter), serial: s.serial, reason } satisfies SvidEvent);
+    const issuer = /CN=([^\n]+)/.exec(new X509Certificate(s.certPem).issuer)?.[1] ?? '';
+    this.emit('svid', { spiffeId: s.spiffeId, notBefore: new Date(s.notBefore), notAfter: new Date(s.notAfter), serial: s.serial, issuer, reason } satisfies SvidEvent);
   }
 
   private reportExpired(): void {

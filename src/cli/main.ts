@@ -103,7 +103,7 @@ export function buildProgram(): Command {
         ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
       });
       agent.on('svid', (e) => log.info(e.reason === 'loaded' ? 'SVID loaded from disk' : e.reason === 'join' ? 'joined: SVID issued' : 'SVID rotated', {
-        spiffe_id: e.spiffeId, serial: e.serial, not_after: e.notAfter.toISOString(),
+        spiffe_id: e.spiffeId, serial: e.serial, not_after: e.notAfter.toISOString(), issuer: e.issuer,
       }));
       agent.on('bundle', (e) => log.info('trust bundle updated', { sequence: e.sequence, authorities: e.authorities }));
       await agent.start();

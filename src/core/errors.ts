@@ -11,9 +11,7 @@ export const ERROR_CODES = {
   TESSERA_UNSUPPORTED_MEDIA_TYPE: { status: 415, description: 'The request body is not application/json.' },
   TESSERA_PAYLOAD_TOO_LARGE: { status: 413, description: 'The request body exceeds the size limit.' },
   TESSERA_NOT_FOUND: { status: 404, description: 'No such resource or route.' },
-  TESSERA_METHOD_NOT_ALLOWED: { status: 405, description: 'The route exists but not with this method.' },
   TESSERA_CONFLICT: { status: 409, description: 'The resource already exists.' },
-  TESSERA_RATE_LIMITED: { status: 429, description: 'Too many requests from this caller.' },
   TESSERA_INTERNAL: { status: 500, description: 'An unexpected internal error (a bug: please report it).' },
   TESSERA_UNAVAILABLE: { status: 503, description: 'The service is starting, stopping or cannot reach its store.' },
 
@@ -52,7 +50,6 @@ export const ERROR_CODES = {
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },
   TESSERA_CREDENTIAL_MISSING: { status: 400, description: 'A needed credential file (admin credential, SVID, bundle) is missing or unreadable.' },
   TESSERA_SERVER_UNREACHABLE: { status: 503, description: 'The control plane could not be reached.' },
-  TESSERA_SVID_EXPIRED: { status: 401, description: 'The agent\'s SVID has expired; it needs a new join token.' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -88,6 +88,12 @@ export class ControlPlane {
       requestTimeout: 30_000,
       return503OnClosing: true,
       forceCloseConnections: true,
+      // An entry can be named by its SPIFFE ID (up to 2048 bytes, URL-encoded) in /v1/entries/:id.
+      routerOptions: { maxParamLength: 8192 },
+      // Router-level refusals (bad URL encoding, over-long parameter) get the same error shape.
+      frameworkErrors: (_err, _req, reply) => {
+        void reply.code(400).type('application/json').send({ error: new TesseraError('TESSERA_BAD_REQUEST', 'the request URL is malformed').toJSON() });
+      },
     });
   }
 

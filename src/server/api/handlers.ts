@@ -18,7 +18,8 @@ export async function audited<T>(ctx: ServerContext, req: FastifyRequest, action
     if (req.authFailure) ev.detail.auth_failure = req.authFailure;
     throw e;
   } finally {
-    ctx.audit.record(ev, err);
+    // The response waits for its audit record to be stored (group commit, see AuditLog).
+    await ctx.audit.record(ev, err);
   }
 }
 

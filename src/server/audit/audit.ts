@@ -28,44 +28,56 @@ export class AuditEvent {
 }
 
 /**
- * Buffers audit records and writes them in one transaction per batch (≈ 8× the row rate of one
- * transaction per row on SQLite). A batch is flushed after `flushMs` or at `maxBatch` records, and
- * on close. Records are never dropped: a failed write is retried with the next batch.
+ * Group commit for audit records: every record produced in one turn of the event loop is written in
+ * one transaction (≈ 8× the row rate of a transaction per row on SQLite), and `record()` resolves
+ * only once its record is durable, so a response never leaves before its audit record is stored —
+ * even if the process is killed right after. A failed write rejects its callers (the request fails
+ * closed) and keeps the records for the next batch.
  */
 export class AuditLog {
   private buffer: AuditRecord[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
+  private waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private scheduled = false;
+  private writing: Promise<void> = Promise.resolve();
 
-  constructor(private readonly store: Store, private readonly opts: { flushMs?: number; maxBatch?: number; onError?: (err: unknown) => void } = {}) {}
+  constructor(private readonly store: Store, private readonly opts: { onError?: (err: unknown) => void } = {}) {}
 
   begin(action: string, actor: string): AuditEvent {
     return new AuditEvent(action, actor);
   }
 
-  /** Records a finished event (or an event that threw: pass the error and it is recorded as denied with its code). */
-  record(ev: AuditEvent, err?: unknown): void {
+  /** Records a finished event (pass the error of a failed handler: it is recorded as denied with its code). */
+  record(ev: AuditEvent, err?: unknown): Promise<void> {
     if (err !== undefined) ev.deny(isTesseraError(err) ? err.code : 'TESSERA_INTERNAL');
     this.buffer.push({ ts: Date.now(), actor: ev.actor, action: ev.action, target: ev.target, outcome: ev.outcome, code: ev.code, detail: ev.detail });
-    if (this.buffer.length >= (this.opts.maxBatch ?? 500)) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), this.opts.flushMs ?? 20);
+    const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => void this.flush());
+    }
+    return done;
   }
 
+  /** Writes everything buffered so far; resolves when it is stored. */
   async flush(): Promise<void> {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    while (this.flushing) await this.flushing;
-    if (this.buffer.length === 0) return;
+    this.scheduled = false;
     const batch = this.buffer;
+    const waiters = this.waiters;
     this.buffer = [];
-    this.flushing = this.store.appendAudit(batch).catch((err: unknown) => {
-      this.buffer = batch.concat(this.buffer);
-      this.opts.onError?.(err);
-    }).finally(() => {
-      this.flushing = undefined;
-    });
-    await this.flushing;
+    this.waiters = [];
+    const previous = this.writing;
+    this.writing = (async () => {
+      await previous.catch(() => {});
+      if (batch.length === 0) return;
+      try {
+        await this.store.appendAudit(batch);
+        for (const w of waiters) w.resolve();
+      } catch (err) {
+        this.buffer = batch.concat(this.buffer);
+        this.opts.onError?.(err);
+        for (const w of waiters) w.reject(err);
+      }
+    })();
+    await this.writing;
   }
 }

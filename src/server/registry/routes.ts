@@ -41,7 +41,7 @@ function parseAttributes(v: unknown): EntryAttributes {
 }
 
 async function lookupEntry(ctx: ServerContext, id: string): Promise<EntryRecord> {
-  if (id.length > 64) throw new TesseraError('TESSERA_ENTRY_NOT_FOUND');
+  if (id.length > 2048) throw new TesseraError('TESSERA_ENTRY_NOT_FOUND');
   const entry = (await ctx.store.getEntry(id)) ?? (id.startsWith('spiffe://') ? await ctx.store.getEntryBySpiffeId(id) : undefined);
   if (!entry) throw new TesseraError('TESSERA_ENTRY_NOT_FOUND');
   return entry;
