@@ -101,11 +101,11 @@ try {
   /* Linux default */
 }
 
-/** utime + stime of a process (all its threads), in seconds, from /proc/<pid>/stat. */
-function procCpuSeconds(pid: number): number {
+/** utime and stime of a process (all its threads), in seconds, from /proc/<pid>/stat. */
+function procCpu(pid: number): { user: number; sys: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
-  return (Number(fields[11]) + Number(fields[12])) / clkTck; // fields 14 (utime) and 15 (stime)
+  return { user: Number(fields[11]) / clkTck, sys: Number(fields[12]) / clkTck }; // fields 14 (utime) and 15 (stime)
 }
 
 function clientCpuSeconds(): number {
@@ -205,6 +205,7 @@ interface ApiResult {
   errorKinds: Record<string, number>;
   warmupErrors: number;
   serverCpuSeconds: number;
+  serverSysSeconds: number;
   serverCpuMsPerSvid: number;
   serverCpuUtilisation: number;
   clientCpuSeconds: number;
@@ -388,10 +389,11 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
   const errorKinds: Record<string, number> = {};
   let phase: 'warmup' | 'measure' | 'done' = o.warmup > 0 ? 'warmup' : 'measure';
 
-  let t0 = 0, t1 = 0, s0 = 0, s1 = 0, c0 = 0, c1 = 0;
+  let t0 = 0, t1 = 0, c0 = 0, c1 = 0;
+  let s0 = { user: 0, sys: 0 }, s1 = s0;
   const beginWindow = (): void => {
     t0 = performance.now();
-    s0 = procCpuSeconds(serverPid);
+    s0 = procCpu(serverPid);
     c0 = clientCpuSeconds();
     phase = 'measure';
   };
@@ -399,7 +401,7 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
   const warmTimer = setTimeout(beginWindow, o.warmup * 1000);
   const endTimer = setTimeout(() => {
     t1 = performance.now();
-    s1 = procCpuSeconds(serverPid);
+    s1 = procCpu(serverPid);
     c1 = clientCpuSeconds();
     phase = 'done';
   }, (o.warmup + o.seconds) * 1000);
@@ -451,7 +453,7 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
 
   const window = (t1 - t0) / 1000;
   const sorted = lat.slice(0, completed).sort();
-  const serverCpu = s1 - s0;
+  const serverCpu = s1.user + s1.sys - s0.user - s0.sys;
   const clientCpu = c1 - c0;
   return {
     svidsPerSec: completed / window,
@@ -464,6 +466,7 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
     errorKinds,
     warmupErrors,
     serverCpuSeconds: serverCpu,
+    serverSysSeconds: s1.sys - s0.sys,
     serverCpuMsPerSvid: completed ? (serverCpu * 1000) / completed : NaN,
     serverCpuUtilisation: serverCpu / window,
     clientCpuSeconds: clientCpu,
@@ -506,7 +509,7 @@ function printTable(o: Options, raw: RawResult, api: ApiResult): void {
     `verdict: API ${fmtInt(api.svidsPerSec)} SVIDs/s = ${(ratio * 100).toFixed(1)}% of the ${fmtInt(raw.limitPerSec)}/s limit: ${ratio >= AIM ? 'MEETS' : 'BELOW'} the aim (at least a third of the limit)`,
     `errors: ${api.errors} in the window${api.warmupErrors ? `, ${api.warmupErrors} in warm-up` : ''}${Object.keys(api.errorKinds).length ? '' : ' (none)'}`,
     ...Object.entries(api.errorKinds).map(([k, n]) => `  ${n} × ${k}`),
-    `server: pid ${api.serverPid} (child process), ${fmt(api.serverCpuSeconds, 2)} CPU s over ${fmt(api.windowSeconds, 2)} s = ${fmt(api.serverCpuUtilisation * 100, 0)}% of one core; ` +
+    `server: pid ${api.serverPid} (child process), ${fmt(api.serverCpuSeconds, 2)} CPU s (${fmt(api.serverSysSeconds, 2)} s kernel) over ${fmt(api.windowSeconds, 2)} s = ${fmt(api.serverCpuUtilisation * 100, 0)}% of one core; ` +
       `CPU per SVID ${fmt(api.serverCpuMsPerSvid, 3)} ms vs ${fmt(limitMsPerOp, 3)} ms of raw crypto (${fmt((limitMsPerOp / api.serverCpuMsPerSvid) * 100, 0)}% of its CPU is the sign+verify)`,
     `client: ${fmt(api.clientCpuSeconds, 2)} CPU s = ${fmt(api.clientCpuUtilisation * 100, 0)}% of one core; ${api.completed.toLocaleString('en-US')} renewals in the window, max latency ${fmt(api.maxMs, 1)} ms`,
     `notes: raw rates single-threaded over ~${o.rawSeconds} s (200-byte message, KeyObjects); ${o.concurrency} kept-alive mTLS connections, one entry/SVID each;` +
@@ -553,7 +556,7 @@ async function main(): Promise<number> {
           svids_per_sec: api.svidsPerSec, completed: api.completed, window_seconds: api.windowSeconds,
           p50_ms: api.p50Ms, p99_ms: api.p99Ms, max_ms: api.maxMs,
           errors: api.errors, warmup_errors: api.warmupErrors, error_kinds: api.errorKinds,
-          server_cpu_seconds: api.serverCpuSeconds, server_cpu_ms_per_svid: api.serverCpuMsPerSvid, server_cpu_utilisation: api.serverCpuUtilisation,
+          server_cpu_seconds: api.serverCpuSeconds, server_sys_seconds: api.serverSysSeconds, server_cpu_ms_per_svid: api.serverCpuMsPerSvid, server_cpu_utilisation: api.serverCpuUtilisation,
           client_cpu_seconds: api.clientCpuSeconds, client_cpu_utilisation: api.clientCpuUtilisation,
         },
         ratio, aim: AIM, meets_aim: ratio >= AIM,

@@ -473,7 +473,8 @@ describe('join', () => {
     // The refusals are recorded as denied, with the code and a reason but no secret.
     const denied = records.filter((r) => r.outcome === 'denied');
     const reasons = new Set(denied.filter((r) => r.code === 'TESSERA_TOKEN_INVALID').map((r) => r.detail.reason));
-    expect([...reasons].sort()).toEqual(['entry deleted', 'expired', 'malformed', 'unknown', 'used']);
+    // (Deleting an entry deletes its unused tokens, so that one reads as "unknown".)
+    expect([...reasons].sort()).toEqual(['expired', 'malformed', 'unknown', 'used']);
     for (const code of ['TESSERA_CSR_IDENTITY_MISMATCH', 'TESSERA_CSR_INVALID', 'TESSERA_CSR_KEY_UNSUPPORTED', 'TESSERA_CSR_SIGNATURE_INVALID', 'TESSERA_BAD_REQUEST']) {
       expect(denied.some((r) => r.code === code), code).toBe(true);
     }
@@ -597,7 +598,7 @@ describe('registry and audit input validation', () => {
       'spiffe://tessera.test:443/x',
       'https://tessera.test/x',
       'spiffe://tessera.test/ä',
-      `spiffe://tessera.test/${'a/'.repeat(1012)}a`,
+      `spiffe://tessera.test/${'a/'.repeat(1012)}/`,
     ]) {
       const res = await create({ spiffe_id: id });
       expect(`${id.slice(0, 40)} → ${errorCode(res)}`).toBe(`${id.slice(0, 40)} → TESSERA_SPIFFE_ID_INVALID`);

@@ -72,7 +72,7 @@ describe('control plane API: happy paths', () => {
     expect(t.logs.filter((l) => l.includes('"internal error"'))).toEqual([]);
   });
 
-  const client = (a: JoinedAgent): ApiClient => {
+  const client = (a: Pick<JoinedAgent, 'certPem' | 'keyPem'>): ApiClient => {
     const c = agentClient(t.cp, a);
     clients.push(c);
     return c;

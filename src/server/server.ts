@@ -2,7 +2,7 @@ import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypt
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as HttpsServer } from 'node:https';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
@@ -92,7 +92,7 @@ export class ControlPlane {
       routerOptions: { maxParamLength: 8192 },
       // Router-level refusals (bad URL encoding, over-long parameter) get the same error shape.
       frameworkErrors: (_err, _req, reply) => {
-        void reply.code(400).type('application/json').send({ error: new TesseraError('TESSERA_BAD_REQUEST', 'the request URL is malformed').toJSON() });
+        void (reply as unknown as FastifyReply).code(400).type('application/json').send({ error: new TesseraError('TESSERA_BAD_REQUEST', 'the request URL is malformed').toJSON() });
       },
     });
   }

@@ -1,0 +1,123 @@
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../store/sqlite.js';
+import { CertificateAuthority } from './ca.js';
+import { KeyEncryptionKey } from './kek.js';
+
+const HOUR = 3600_000;
+
+describe('CertificateAuthority schedule (fake clock, real SQLite)', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let now: number;
+  const clock = (): number => now;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-ca-'));
+    store = new SqliteStore(join(dir, 'tessera.db'));
+    now = Date.now();
+  });
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function make(kek = KeyEncryptionKey.load(dir, {})): CertificateAuthority {
+    return new CertificateAuthority(store, kek, { trustDomain: 'example.org', caTtlMs: 24 * HOUR, now: clock });
+  }
+
+  it('creates one active CA with the SPIFFE signing-certificate shape', async () => {
+    const ca = make();
+    await ca.init();
+    const cert = new X509Certificate(ca.bundle().x509Authorities[0]!);
+    expect(cert.ca).toBe(true);
+    expect(cert.subjectAltName).toBe('URI:spiffe://example.org');
+    expect(ca.list()).toHaveLength(1);
+    expect(ca.list()[0]!.state).toBe('active');
+  });
+
+  it('prepares the next CA at half life, activates it at 5/6, and drops the old one only after its expiry', async () => {
+    const ca = make();
+    await ca.init();
+    const first = ca.active().rec.id;
+    const firstDer = ca.active().rec.certDer;
+    const seq0 = ca.bundleSequence();
+
+    now += 11 * HOUR;
+    await ca.tick();
+    expect(ca.list()).toHaveLength(1);
+
+    now += 1 * HOUR + 1; // half life
+    await ca.tick();
+    expect(ca.list().map((c) => c.state)).toEqual(['active', 'prepared']);
+    expect(ca.bundle().x509Authorities).toHaveLength(2);
+    expect(ca.bundleSequence()).toBe(seq0 + 1);
+    expect(ca.active().rec.id).toBe(first); // published, not yet signing
+
+    now += 8 * HOUR + 1; // 5/6 of the first CA's life
+    await ca.tick();
+    expect(ca.active().rec.id).not.toBe(first);
+    expect(ca.list().find((c) => c.id === first)?.state).toBe('retired');
+    expect(ca.bundle().x509Authorities).toHaveLength(2);
+
+    // A leaf from the new CA is verifiable by it; the old CA remains trusted until it expires.
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const leaf = ca.issue({ publicKey, uriSans: ['spiffe://example.org/w'] }, HOUR);
+    expect(new X509Certificate(leaf.der).verify(new X509Certificate(ca.active().rec.certDer).publicKey)).toBe(true);
+
+    now += 4 * HOUR; // past the first CA's notAfter (and the second CA's half life: a third is prepared)
+    await ca.tick();
+    expect(ca.list().some((c) => c.id === first)).toBe(false);
+    expect(ca.bundle().x509Authorities.some((d) => d.equals(firstDer))).toBe(false);
+    expect(ca.list().map((c) => c.state)).toEqual(['active', 'prepared']);
+  });
+
+  it('caps a leaf at the CA expiry and backdates it by at most a tenth of its TTL', async () => {
+    const ca = make();
+    await ca.init();
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const capped = ca.issue({ publicKey, uriSans: ['spiffe://example.org/w'] }, 48 * HOUR);
+    expect(capped.notAfter.getTime()).toBeLessThanOrEqual(ca.active().rec.notAfter);
+    const short = ca.issue({ publicKey, uriSans: ['spiffe://example.org/w'] }, 20_000);
+    expect(now - short.notBefore.getTime()).toBeLessThanOrEqual(2000);
+  });
+
+  it('refuses a second manual rotation while one is prepared', async () => {
+    const ca = make();
+    await ca.init();
+    await ca.rotate(60_000);
+    await expect(ca.rotate(60_000)).rejects.toMatchObject({ code: 'TESSERA_CA_ROTATION_IN_PROGRESS' });
+  });
+
+  it('reloads its CAs and bundle sequence from the store after a restart', async () => {
+    const kek = KeyEncryptionKey.load(dir, {});
+    const a = make(kek);
+    await a.init();
+    await a.rotate(1000);
+    const again = make(kek);
+    await again.init();
+    expect(again.list().map((c) => c.id)).toEqual(a.list().map((c) => c.id));
+    expect(again.bundleSequence()).toBe(a.bundleSequence());
+  });
+
+  it('keeps CA keys sealed at rest and refuses to start with the wrong key-encryption key', async () => {
+    const ca = make();
+    await ca.init();
+    expect(statSync(join(dir, 'kek.key')).mode & 0o777).toBe(0o600);
+    await store.close();
+    // The database file holds no PKCS#8 private key structure in the clear.
+    const db = readFileSync(join(dir, 'tessera.db'));
+    expect(db.includes(Buffer.from('-----BEGIN'))).toBe(false);
+    store = new SqliteStore(join(dir, 'tessera.db'));
+    const wrong = KeyEncryptionKey.load(dir, { TESSERA_KEK: 'ab'.repeat(32) });
+    await expect(make(wrong).init()).rejects.toMatchObject({ code: 'TESSERA_KEK_INVALID' });
+  });
+
+  it('validates TESSERA_KEK', () => {
+    expect(() => KeyEncryptionKey.load(dir, { TESSERA_KEK: 'short' })).toThrowError(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
+    expect(KeyEncryptionKey.load(dir, { TESSERA_KEK: Buffer.alloc(32, 7).toString('base64') }).source).toBe('env');
+  });
+});

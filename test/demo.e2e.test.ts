@@ -1,0 +1,23 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const DEMO = fileURLToPath(new URL('../dist/demo/main.js', import.meta.url));
+
+describe('npm run demo', () => {
+  it('starts a control plane and three agents, shows joins, rotations and a JWT-SVID, and stops cleanly', async () => {
+    const child = spawn(process.execPath, [DEMO], { env: { ...process.env, DEMO_SECONDS: '13', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(code).toBe(0);
+    for (const name of ['frontend', 'orders', 'inventory']) {
+      expect(out).toMatch(new RegExp(`${name}\\s+joined → spiffe://tessera.test/shop/${name}`));
+      expect(out).toMatch(new RegExp(`${name}\\s+rotated SVID`));
+    }
+    expect(out).toContain('JWT-SVID for audience "orders-api" verified');
+    expect(out).toContain('stopped cleanly');
+    expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
+  }, 40_000);
+});
