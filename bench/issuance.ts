@@ -108,6 +108,17 @@ function procCpu(pid: number): { user: number; sys: number } {
   return { user: Number(fields[11]) / clkTck, sys: Number(fields[12]) / clkTck }; // fields 14 (utime) and 15 (stime)
 }
 
+/** Busy CPU seconds of the whole machine (all cores), from /proc/stat: to tell how much other processes took. */
+function machineBusySeconds(): number {
+  try {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0); // user nice system idle iowait irq softirq steal
+    return (total - (cpu[3] ?? 0) - (cpu[4] ?? 0)) / clkTck;
+  } catch {
+    return NaN;
+  }
+}
+
 function clientCpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -150,9 +161,14 @@ interface RawResult {
   verifyPerSec: number;
   limitPerSec: number;
   corePerSec: number;
+  /** CPU taken by other processes while these were measured, in cores. */
+  otherCpuCores: number;
 }
 
 function measureRaw(o: Options): RawResult {
+  const m0 = machineBusySeconds();
+  const c0 = clientCpuSeconds();
+  const w0 = performance.now();
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const tbs = randomBytes(200);
   const sig = sign('sha256', tbs, privateKey);
@@ -187,7 +203,9 @@ function measureRaw(o: Options): RawResult {
     const der = issuer.issueLeaf({ publicKey: csr.publicKey, uriSans: [csr.uriSans[0]!], notBefore: new Date(t - 30_000), notAfter: new Date(t + 3600_000) });
     sink ^= pemEncode(der, 'CERTIFICATE').length;
   }, o.rawSeconds);
-  return { signPerSec: s.rate, verifyPerSec: v.rate, limitPerSec: limit, corePerSec: c.rate };
+  const wall = (performance.now() - w0) / 1000;
+  const otherCpuCores = Math.max(0, (machineBusySeconds() - m0 - (clientCpuSeconds() - c0)) / wall);
+  return { signPerSec: s.rate, verifyPerSec: v.rate, limitPerSec: limit, corePerSec: c.rate, otherCpuCores };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,6 +228,8 @@ interface ApiResult {
   serverCpuUtilisation: number;
   clientCpuSeconds: number;
   clientCpuUtilisation: number;
+  /** CPU taken by other processes on the machine during the window, in cores: noise when high. */
+  otherCpuCores: number;
   serverPid: number;
   csrPool: number;
 }
@@ -331,6 +351,9 @@ function errorKind(r: Reply): string {
   }
 }
 
+let renewRequestBytes = 0;
+let renewResponseBytes = 0;
+
 async function setupWorkers(o: Options, srv: Awaited<ReturnType<typeof startServer>>): Promise<Worker[]> {
   const admin = new ApiClient(srv.url, { ca: srv.bundle, cert: srv.adminCert, key: srv.adminKey });
   const anon = new ApiClient(srv.url, { ca: srv.bundle });
@@ -370,6 +393,8 @@ async function setupWorkers(o: Options, srv: Awaited<ReturnType<typeof startServ
   const body = w.bodies[0]!;
   const r = await post(w.agent, srv.port, '/v1/svid/renew', body, 10_000);
   if (r.status !== 200) throw new Error(`sanity renewal failed: ${errorKind(r)}`);
+  renewRequestBytes = body.length;
+  renewResponseBytes = Buffer.byteLength(r.body);
   const res = JSON.parse(r.body) as { svid_pem: string; spiffe_id: string };
   const cert = new X509Certificate(res.svid_pem);
   const csrKey = parseCsrPem((JSON.parse(body.toString('utf8')) as { csr: string }).csr).publicKey;
@@ -389,12 +414,13 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
   const errorKinds: Record<string, number> = {};
   let phase: 'warmup' | 'measure' | 'done' = o.warmup > 0 ? 'warmup' : 'measure';
 
-  let t0 = 0, t1 = 0, c0 = 0, c1 = 0;
+  let t0 = 0, t1 = 0, c0 = 0, c1 = 0, m0 = 0, m1 = 0;
   let s0 = { user: 0, sys: 0 }, s1 = s0;
   const beginWindow = (): void => {
     t0 = performance.now();
     s0 = procCpu(serverPid);
     c0 = clientCpuSeconds();
+    m0 = machineBusySeconds();
     phase = 'measure';
   };
   if (phase === 'measure') beginWindow();
@@ -403,6 +429,7 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
     t1 = performance.now();
     s1 = procCpu(serverPid);
     c1 = clientCpuSeconds();
+    m1 = machineBusySeconds();
     phase = 'done';
   }, (o.warmup + o.seconds) * 1000);
   if (phase === 'measure') clearTimeout(warmTimer);
@@ -471,6 +498,7 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
     serverCpuUtilisation: serverCpu / window,
     clientCpuSeconds: clientCpu,
     clientCpuUtilisation: clientCpu / window,
+    otherCpuCores: Math.max(0, (m1 - m0 - serverCpu - clientCpu) / window),
     serverPid,
     csrPool: workers.reduce((n, w) => n + w.bodies.length, 0),
   };
@@ -512,8 +540,11 @@ function printTable(o: Options, raw: RawResult, api: ApiResult): void {
     `server: pid ${api.serverPid} (child process), ${fmt(api.serverCpuSeconds, 2)} CPU s (${fmt(api.serverSysSeconds, 2)} s kernel) over ${fmt(api.windowSeconds, 2)} s = ${fmt(api.serverCpuUtilisation * 100, 0)}% of one core; ` +
       `CPU per SVID ${fmt(api.serverCpuMsPerSvid, 3)} ms vs ${fmt(limitMsPerOp, 3)} ms of raw crypto (${fmt((limitMsPerOp / api.serverCpuMsPerSvid) * 100, 0)}% of its CPU is the sign+verify)`,
     `client: ${fmt(api.clientCpuSeconds, 2)} CPU s = ${fmt(api.clientCpuUtilisation * 100, 0)}% of one core; ${api.completed.toLocaleString('en-US')} renewals in the window, max latency ${fmt(api.maxMs, 1)} ms`,
+    `machine: other processes used ${fmt(raw.otherCpuCores * 100, 0)}% of a core during the raw measurements and ${fmt(api.otherCpuCores * 100, 0)}% during the API window` +
+      `${Math.max(raw.otherCpuCores, api.otherCpuCores) > 0.1 ? ' -- NOISY: the machine was not idle, rerun when it is' : ''}`,
     `notes: raw rates single-threaded over ~${o.rawSeconds} s (200-byte message, KeyObjects); ${o.concurrency} kept-alive mTLS connections, one entry/SVID each;` +
-      ` ${api.csrPool} CSRs (fresh P-256 key + URI SAN, as the agent builds them) pre-generated and reused round-robin, so client keygen is not measured.`,
+      ` ${api.csrPool} CSRs (fresh P-256 key + URI SAN, as the agent builds them) pre-generated and reused round-robin, so client keygen is not measured;` +
+      ` renew request body ${renewRequestBytes} B, response body ${renewResponseBytes} B.`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -550,14 +581,14 @@ async function main(): Promise<number> {
     if (o.json) {
       process.stdout.write(`${JSON.stringify({
         machine: { cores: availableParallelism(), cpu: cpus()[0]?.model.trim(), node: process.version },
-        options: { seconds: o.seconds, concurrency: o.concurrency, warmup_seconds: o.warmup, raw_seconds: o.rawSeconds, csr_pool: api.csrPool },
-        raw: { sign_per_sec: raw.signPerSec, verify_per_sec: raw.verifyPerSec, limit_per_sec: raw.limitPerSec, core_pipeline_per_sec: raw.corePerSec },
+        options: { renew_request_bytes: renewRequestBytes, renew_response_bytes: renewResponseBytes, seconds: o.seconds, concurrency: o.concurrency, warmup_seconds: o.warmup, raw_seconds: o.rawSeconds, csr_pool: api.csrPool },
+        raw: { other_processes_cpu_cores: raw.otherCpuCores, sign_per_sec: raw.signPerSec, verify_per_sec: raw.verifyPerSec, limit_per_sec: raw.limitPerSec, core_pipeline_per_sec: raw.corePerSec },
         api: {
           svids_per_sec: api.svidsPerSec, completed: api.completed, window_seconds: api.windowSeconds,
           p50_ms: api.p50Ms, p99_ms: api.p99Ms, max_ms: api.maxMs,
           errors: api.errors, warmup_errors: api.warmupErrors, error_kinds: api.errorKinds,
           server_cpu_seconds: api.serverCpuSeconds, server_sys_seconds: api.serverSysSeconds, server_cpu_ms_per_svid: api.serverCpuMsPerSvid, server_cpu_utilisation: api.serverCpuUtilisation,
-          client_cpu_seconds: api.clientCpuSeconds, client_cpu_utilisation: api.clientCpuUtilisation,
+          client_cpu_seconds: api.clientCpuSeconds, client_cpu_utilisation: api.clientCpuUtilisation, other_processes_cpu_cores: api.otherCpuCores,
         },
         ratio, aim: AIM, meets_aim: ratio >= AIM,
       })}\n`);

@@ -74,6 +74,7 @@ export class ControlPlane {
   url = '';
   private tickTimer: NodeJS.Timeout | undefined;
   private serverKey: KeyObject | undefined;
+  private serverCertNotBefore = 0;
   private serverCertNotAfter = 0;
   private serverCertCa = '';
 
@@ -185,7 +186,8 @@ export class ControlPlane {
     });
     this.tickTimer = setInterval(() => {
       ctx.ca.tick().then(() => {
-        if (Date.now() > this.serverCertNotAfter - (this.serverCertNotAfter - Date.now()) / 2 - 60_000) this.refreshTls();
+        // Renew the server's own certificate at half life, like any SVID.
+        if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
       }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));
     }, 1000);
     this.tickTimer.unref();
@@ -201,6 +203,7 @@ export class ControlPlane {
     const issued = ca.issue({
       publicKey: createPublicKey(this.serverKey), uriSans: [serverId], dnsSans: ['localhost'], ipSans: hosts, subject: { commonName: 'tessera-server' },
     }, ttlMs);
+    this.serverCertNotBefore = issued.notBefore.getTime();
     this.serverCertNotAfter = issued.notAfter.getTime();
     this.serverCertCa = issued.caId;
     return {

@@ -56,6 +56,7 @@ export class CertificateAuthority extends EventEmitter {
 
   constructor(private readonly store: Store, private readonly kek: KeyEncryptionKey, private readonly opts: CaOptions) {
     super();
+    this.setMaxListeners(0); // every bundle long-poll listens for one change
     this.now = opts.now ?? Date.now;
   }
 
