@@ -10,6 +10,8 @@ export const ERROR_CODES = {
   TESSERA_BAD_REQUEST: { status: 400, description: 'The request is malformed (bad JSON, missing or invalid fields).' },
   TESSERA_UNSUPPORTED_MEDIA_TYPE: { status: 415, description: 'The request body is not application/json.' },
   TESSERA_PAYLOAD_TOO_LARGE: { status: 413, description: 'The request body exceeds the size limit.' },
+  TESSERA_HEADERS_TOO_LARGE: { status: 431, description: 'The request head (headers) exceeds the size limit.' },
+  TESSERA_REQUEST_TIMEOUT: { status: 408, description: 'The request was not received in time.' },
   TESSERA_NOT_FOUND: { status: 404, description: 'No such resource or route.' },
   TESSERA_CONFLICT: { status: 409, description: 'The resource already exists.' },
   TESSERA_INTERNAL: { status: 500, description: 'An unexpected internal error (a bug: please report it).' },

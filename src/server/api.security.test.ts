@@ -163,11 +163,13 @@ describe('request parsing', () => {
       expectError(res, 'TESSERA_BAD_REQUEST');
     }
   });
-  it('a lying content-length is refused at the HTTP layer with a 400, and the server stays up', async () => {
-    // The surplus bytes are parsed as a second, malformed request: Node's parser refuses it before
-    // Fastify sees it (so this 400 has Fastify's protocol-level body, not an API error code).
+  it('a lying content-length is refused with a 400 and a stable code, and the server stays up', async () => {
     const res = await rawRequest(t().cp.url, { path: '/v1/entries', headers: { ...json, 'content-length': '1' }, body: '{"a":1}', ...adminTls(t()) });
-    expect(res.status).toBe(400);
+    expectError(res, 'TESSERA_BAD_REQUEST');
+  });
+  it('an oversized request head is refused below HTTP routing with 431 TESSERA_HEADERS_TOO_LARGE', async () => {
+    const res = await rawRequest(t().cp.url, { path: '/v1/entries', headers: { 'x-filler': 'a'.repeat(20_000) }, ...adminTls(t()) });
+    expectError(res, 'TESSERA_HEADERS_TOO_LARGE');
   });
 });
 

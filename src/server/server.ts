@@ -95,6 +95,9 @@ export class ControlPlane {
       frameworkErrors: (_err, _req, reply) => {
         void (reply as unknown as FastifyReply).code(400).type('application/json').send({ error: new TesseraError('TESSERA_BAD_REQUEST', 'the request URL is malformed').toJSON() });
       },
+      // Errors below HTTP (oversized head, bad framing, timeouts) never reach a route: answer them
+      // in the same shape, then close.
+      clientErrorHandler: clientError,
     });
   }
 
@@ -239,6 +242,19 @@ export class ControlPlane {
     writeFileAtomic(join(this.adminDir, 'admin.key'), privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600);
     writeFileAtomic(join(this.adminDir, 'admin.pem'), pemEncode(issued.der, 'CERTIFICATE'), 0o600);
     writeFileAtomic(join(this.adminDir, 'server.json'), `${JSON.stringify({ url: this.url, trust_domain: this.ctx.trustDomain }, null, 2)}\n`);
+  }
+}
+
+function clientError(err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
+  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'TESSERA_HEADERS_TOO_LARGE'
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'TESSERA_REQUEST_TIMEOUT' : 'TESSERA_BAD_REQUEST';
+  if (socket.writable && !socket.destroyed) {
+    const e = new TesseraError(code);
+    const body = JSON.stringify({ error: e.toJSON() });
+    socket.end(`HTTP/1.1 ${e.status} ${e.status === 431 ? 'Request Header Fields Too Large' : e.status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n`
+      + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  } else {
+    socket.destroy();
   }
 }
 
