@@ -92,6 +92,28 @@ describe('createCsr / parseCsr', () => {
     expect(parseCsr(new Uint8Array(ours) as Buffer).keyType).toBe('p256');
   });
 
+  it('returns keys whose SPKI (remembered for issuance) is canonical', () => {
+    for (const k of [p256, ed]) {
+      const parsed = parseCsr(createCsr({ ...k, uriSan: WORKLOAD }));
+      expect(spkiDer(parsed.publicKey)).toEqual(k.publicKey.export({ type: 'spki', format: 'der' }));
+      // spkiDer hands out copies: mutating one does not affect the next.
+      spkiDer(parsed.publicKey).fill(0);
+      expect(spkiDer(parsed.publicKey)).toEqual(k.publicKey.export({ type: 'spki', format: 'der' }));
+    }
+  });
+
+  it('accepts a compressed P-256 point (imported through the SPKI DER)', () => {
+    const pub = p256.publicKey.export({ format: 'jwk' });
+    const x = Buffer.from(pub.x as string, 'base64url');
+    const y = Buffer.from(pub.y as string, 'base64url');
+    const point = Buffer.concat([Buffer.from([((y[31] as number) & 1) === 1 ? 0x03 : 0x02]), x]);
+    const spki = derSequence(derSequence(derOid('1.2.840.10045.2.1'), derOid('1.2.840.10045.3.1.7')), derBitString(point));
+    const info = derSequence(derInteger(0n), derSequence(), spki, derTlv(0xa0, Buffer.alloc(0)));
+    const parsed = parseCsr(assemble(info, '1.2.840.10045.4.3.2', p256.privateKey, 'sha256'));
+    expect(parsed.publicKey.equals(p256.publicKey)).toBe(true);
+    expect(spkiDer(parsed.publicKey)).toEqual(p256.publicKey.export({ type: 'spki', format: 'der' }));
+  });
+
   it('produces CSRs that openssl accepts', () => {
     for (const csr of [ours, createCsr({ ...ed, uriSan: WORKLOAD, commonName: 'agent' }), createCsr(p256)]) {
       const p = join(dir, `ours${n++}.pem`);

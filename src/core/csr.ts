@@ -27,7 +27,7 @@ import {
   type Tlv,
 } from './der.js';
 import { TesseraError, type ErrorCode } from './errors.js';
-import { OID, parseGeneralNames, pemDecodeBlocks, spkiDer } from './x509.js';
+import { OID, parseGeneralNames, pemDecodeBlocks, rememberSpki, spkiDer } from './x509.js';
 
 /** Largest CSR accepted by {@link parseCsr}, in DER bytes. */
 export const MAX_CSR_BYTES = 8 * 1024;
@@ -95,26 +95,54 @@ function checkName(der: Buffer, name: Tlv): void {
 type KeyType = ParsedCsr['keyType'];
 
 /** Classifies the SubjectPublicKeyInfo before importing it. */
-function classifyKey(der: Buffer, spki: Tlv): KeyType {
+function classifyKey(der: Buffer, spki: Tlv): { keyType: KeyType; bits: Buffer } {
   expectTag(spki, TAG.SEQUENCE, INVALID);
   const parts = readChildren(der, spki, INVALID);
   const alg = parts[0];
   if (parts.length !== 2 || alg === undefined) throw invalid('malformed CSR public key');
   expectTag(alg, TAG.SEQUENCE, INVALID);
-  decodeBitString(parts[1] as Tlv, INVALID);
+  const { unusedBits, bytes: bits } = decodeBitString(parts[1] as Tlv, INVALID);
+  if (unusedBits !== 0) throw invalid('malformed CSR public key');
   const algParts = readChildren(der, alg, INVALID);
   if (algParts.length === 0 || algParts.length > 2) throw invalid('malformed CSR public key algorithm');
   const oid = decodeOid(algParts[0] as Tlv, INVALID);
   const params = algParts[1];
   if (oid === OID.ed25519) {
     if (params !== undefined) throw invalid('Ed25519 key algorithm must not have parameters');
-    return 'ed25519';
+    return { keyType: 'ed25519', bits };
   }
   if (oid === OID.ecPublicKey && params !== undefined && params.tag === TAG.OID && decodeOid(params, INVALID) === OID.prime256v1) {
-    return 'p256';
+    return { keyType: 'p256', bits };
   }
   // RSA, other curves (P-384, P-521, secp256k1, explicit parameters), Ed448, DSA, ...
   throw new TesseraError('TESSERA_CSR_KEY_UNSUPPORTED');
+}
+
+/**
+ * Imports the key. Canonical encodings (an uncompressed P-256 point, a 32-byte Ed25519 key) go
+ * through JWK, which validates the point just the same and skips OpenSSL 3's slow DER decoder
+ * (~70 vs ~120 us for P-256, ~12 vs ~80 us for Ed25519); anything else through the SPKI DER.
+ * The canonical SPKI is remembered for the new KeyObject, so issuing a certificate for it does not
+ * re-encode the key.
+ */
+function importKey(keyType: KeyType, bits: Buffer, spki: Buffer): KeyObject {
+  try {
+    if (keyType === 'p256' && bits.length === 65 && bits[0] === 0x04) {
+      const x = bits.subarray(1, 33).toString('base64url');
+      const y = bits.subarray(33).toString('base64url');
+      const key = createPublicKey({ key: { kty: 'EC', crv: 'P-256', x, y }, format: 'jwk' });
+      rememberSpki(key, 'p256', bits);
+      return key;
+    }
+    if (keyType === 'ed25519' && bits.length === 32) {
+      const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: bits.toString('base64url') }, format: 'jwk' });
+      rememberSpki(key, 'ed25519', bits);
+      return key;
+    }
+    return createPublicKey({ key: spki, format: 'der', type: 'spki' });
+  } catch {
+    throw invalid('CSR public key cannot be imported');
+  }
 }
 
 /**
@@ -157,14 +185,9 @@ export function parseCsr(der: Buffer | Uint8Array): ParsedCsr {
 
   // Key: classify from the DER first (an unsupported key wins over its matching signature
   // algorithm, e.g. RSA), then import and double-check what node sees.
-  const keyType = classifyKey(buf, spki);
+  const { keyType, bits } = classifyKey(buf, spki);
   if ((sigOid !== OID.ecdsaWithSha256 && sigOid !== OID.ed25519) || sigParams) throw invalid('unexpected CSR signature algorithm');
-  let publicKey: KeyObject;
-  try {
-    publicKey = createPublicKey({ key: buf.subarray(spki.start, spki.end), format: 'der', type: 'spki' });
-  } catch {
-    throw invalid('CSR public key cannot be imported');
-  }
+  const publicKey = importKey(keyType, bits, buf.subarray(spki.start, spki.end));
   const nodeType =
     publicKey.asymmetricKeyType === 'ed25519'
       ? 'ed25519'

@@ -291,7 +291,9 @@ describe('CertificateIssuer.issueLeaf', () => {
       { publicKey: interKey.publicKey, commonName: 'Intermediate', notBefore: NOW, notAfter: new Date(NOW.getTime() + DAY) },
     );
     const leaf0 = new CertificateIssuer({ certDer: inter0, privateKey: interKey.privateKey }).issueLeaf(leafSpec(keyPair('p256').publicKey));
-    expect(verifyChain(strictRoot.der, leaf0, inter0)).not.toMatch(/leaf\.pem: OK/);
+    const refused = verifyChain(strictRoot.der, leaf0, inter0);
+    expect(refused).not.toMatch(/leaf\.pem: OK/);
+    expect(refused).toContain('path length constraint exceeded');
   });
 
   it('validates the issuer material once', () => {
@@ -360,6 +362,23 @@ describe('certificateUriSans', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('spkiDer', () => {
+  it('matches node\'s SPKI export for every key type', () => {
+    const keys = [
+      keyPair('p256').publicKey,
+      keyPair('ed25519').publicKey,
+      generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey,
+      generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey,
+    ];
+    for (const k of keys) expect(spkiDer(k)).toEqual(k.export({ type: 'spki', format: 'der' }));
+    // P-256 points whose coordinates have leading zero octets are still 32 octets each.
+    for (let i = 0; i < 200; i++) {
+      const k = keyPair('p256').publicKey;
+      expect(spkiDer(k)).toEqual(k.export({ type: 'spki', format: 'der' }));
+    }
   });
 });
 
