@@ -1,3 +1,4 @@
+import { expectTesseraError } from '../../test/support/expect.js';
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,14 +29,7 @@ function opensslCsr(keyArgs: string[], extra: string[] = ['-addext', `subjectAlt
 }
 
 function expectCode(fn: () => unknown, code: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
+  expectTesseraError(fn, code);
 }
 
 const CODES = ['TESSERA_CSR_INVALID', 'TESSERA_CSR_SIGNATURE_INVALID', 'TESSERA_CSR_KEY_UNSUPPORTED'];

@@ -1,3 +1,4 @@
+import { expectTesseraError } from '../../test/support/expect.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -37,14 +38,7 @@ import { TesseraError } from './errors.js';
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
 function expectCode(fn: () => unknown, code = 'TESSERA_CSR_INVALID'): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
+  expectTesseraError(fn, code);
 }
 
 /** Walks an encoding completely, decoding every primitive by its universal tag. */

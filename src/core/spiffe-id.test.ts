@@ -1,3 +1,4 @@
+import { expectTesseraError } from '../../test/support/expect.js';
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { TesseraError } from './errors.js';
@@ -15,15 +16,7 @@ const CODE = 'TESSERA_SPIFFE_ID_INVALID';
 
 /** Runs `fn`, asserts it throws a TesseraError with the SPIFFE code, returns the error. */
 function expectInvalid(fn: () => unknown): TesseraError {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  const err = thrown as TesseraError;
-  expect(err.code).toBe(CODE);
+  const err = expectTesseraError(fn, CODE);
   expect(err.status).toBe(400);
   return err;
 }

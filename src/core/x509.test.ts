@@ -1,3 +1,4 @@
+import { expectTesseraError } from '../../test/support/expect.js';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -52,14 +53,7 @@ function ext(text: string, name: string): { critical: boolean; value: string } {
 }
 
 function expectCode(fn: () => unknown, code: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe(code);
+  expectTesseraError(fn, code);
 }
 
 function keyPair(kind: 'p256' | 'ed25519'): { privateKey: KeyObject; publicKey: KeyObject } {

@@ -253,17 +253,7 @@ function issueCa(signer: Signer, issuerName: Buffer | undefined, aki: Buffer | u
  * A self-signed root: basicConstraints CA:true with pathLen (critical), keyUsage keyCertSign +
  * cRLSign (critical), SKI (= AKI), and the trust domain's SPIFFE ID as URI SAN when given.
  */
-export function createSelfSignedCa(opts: {
-  privateKey: KeyObject;
-  publicKey: KeyObject;
-  commonName: string;
-  organization?: string;
-  trustDomainUri?: string;
-  notBefore: Date;
-  notAfter: Date;
-  pathLen?: number;
-  serial?: Buffer;
-}): Buffer {
+export function createSelfSignedCa(opts: CaSpec & { privateKey: KeyObject }): Buffer {
   const signer = signerFor(opts.privateKey, 'TESSERA_INTERNAL');
   if (opts.publicKey?.type !== 'public' || !opts.publicKey.equals(createPublicKey(opts.privateKey))) {
     throw new TesseraError('TESSERA_INTERNAL', 'publicKey does not match privateKey');
