@@ -107,6 +107,8 @@ describe('CertificateAuthority schedule (fake clock, real SQLite)', () => {
     const ca = make();
     await ca.init();
     expect(statSync(join(dir, 'kek.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'tessera.db')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'tessera.db-wal')).mode & 0o777).toBe(0o600);
     await store.close();
     // The database file holds no PKCS#8 private key structure in the clear.
     const db = readFileSync(join(dir, 'tessera.db'));

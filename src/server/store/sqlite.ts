@@ -1,3 +1,4 @@
+import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type {
   ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult,
@@ -59,6 +60,9 @@ export class SqliteStore implements Store {
 
   constructor(file: string) {
     this.db = new Database(file);
+    // The database holds sealed CA keys and token hashes: owner-only, before the WAL files exist
+    // (SQLite gives them the database file's mode).
+    if (file !== ':memory:') chmodSync(file, 0o600);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
