@@ -8,7 +8,11 @@
  * 2. The core pipeline without HTTP (parseCsrPem + issueLeaf + pemEncode), in this process.
  * 3. The API end to end: POST /v1/svid/renew over kept-alive mTLS against a control plane in a
  *    child process (so this client does not steal the server's CPU), one entry and one SVID per
- *    connection, CSRs pre-generated and reused round-robin (client keygen is not measured).
+ *    connection, CSRs pre-generated and reused round-robin (client keygen is not measured). Each
+ *    connection is its own identity, so each has its own https.Agent (keepAlive, maxSockets 1)
+ *    carrying its SVID as the client certificate: `concurrency` agents = `concurrency` sockets.
+ *    Server CPU is read from /proc/<pid>/stat around the measured window; the share other
+ *    processes took from /proc/stat is printed, so a noisy run can be told from a slow server.
  * 4. API / limit, and the verdict against the aim: at least a third of the limit.
  *
  * Extra flags: --warmup S (default 1), --raw-seconds S (default 2), --csr-pool N (default 64),
@@ -42,8 +46,10 @@ interface Options {
   serverCpuProf: string | undefined;
 }
 
+const USAGE = 'usage: node dist/bench/issuance.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--raw-seconds S] [--csr-pool N] [--server-cpu-prof DIR]';
+
 function usage(msg: string): never {
-  process.stderr.write(`bench/issuance: ${msg}\nusage: node dist/bench/issuance.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--raw-seconds S] [--csr-pool N] [--server-cpu-prof DIR]\n`);
+  process.stderr.write(`bench/issuance: ${msg}\n${USAGE}\n`);
   process.exit(2);
 }
 
@@ -66,7 +72,9 @@ function parseArgs(argv: string[]): Options {
       case '--csr-pool': o.csrPool = Math.round(num(flag, value(), 1, 100_000)); break;
       case '--server-cpu-prof': o.serverCpuProf = value() ?? usage('--server-cpu-prof needs a directory'); break;
       case '--json': o.json = true; break;
-      case '--help': case '-h': usage('help');
+      case '--help': case '-h':
+        process.stdout.write(`${USAGE}\n`);
+        process.exit(0);
       // eslint-disable-next-line no-fallthrough
       default: usage(`unknown argument ${a}`);
     }
@@ -241,8 +249,8 @@ interface Worker {
   next: number;
 }
 
-const state: { child: ChildProcess | undefined; dir: string | undefined; agents: HttpsAgent[]; clients: ApiClient[] } = {
-  child: undefined, dir: undefined, agents: [], clients: [],
+const state: { child: ChildProcess | undefined; dir: string | undefined; output: string; agents: HttpsAgent[]; clients: ApiClient[] } = {
+  child: undefined, dir: undefined, output: '', agents: [], clients: [],
 };
 
 function childAlive(): boolean {
@@ -294,9 +302,8 @@ async function startServer(o: Options): Promise<{ url: string; port: number; tru
     env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'TESSERA_KEK')), // the KEK file in the temp dir
   });
   state.child = child;
-  let output = '';
   const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString('utf8')).slice(-4000);
+    state.output = (state.output + chunk.toString('utf8')).slice(-4000);
   };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
@@ -306,8 +313,8 @@ async function startServer(o: Options): Promise<{ url: string; port: number; tru
   const bundleFile = join(adminDir, 'bundle.pem');
   const deadline = Date.now() + 30_000;
   while (!(existsSync(serverJson) && existsSync(bundleFile))) {
-    if (!childAlive()) throw new Error(`control plane exited during start (code ${child.exitCode}, signal ${child.signalCode}):\n${output}`);
-    if (Date.now() > deadline) throw new Error(`control plane did not write ${serverJson} within 30 s:\n${output}`);
+    if (!childAlive()) throw new Error(`control plane exited during start (code ${child.exitCode}, signal ${child.signalCode}):\n${state.output}`);
+    if (Date.now() > deadline) throw new Error(`control plane did not write ${serverJson} within 30 s:\n${state.output}`);
     await sleep(25);
   }
   const info = JSON.parse(readFileSync(serverJson, 'utf8')) as { url: string; trust_domain: string };
@@ -417,6 +424,7 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
   let t0 = 0, t1 = 0, c0 = 0, c1 = 0, m0 = 0, m1 = 0;
   let s0 = { user: 0, sys: 0 }, s1 = s0;
   const beginWindow = (): void => {
+    if (phase === 'done') return;
     t0 = performance.now();
     s0 = procCpu(serverPid);
     c0 = clientCpuSeconds();
@@ -425,13 +433,16 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
   };
   if (phase === 'measure') beginWindow();
   const warmTimer = setTimeout(beginWindow, o.warmup * 1000);
-  const endTimer = setTimeout(() => {
+  const endWindow = (): void => {
+    if (phase === 'done') return;
+    if (phase === 'warmup') beginWindow();
     t1 = performance.now();
-    s1 = procCpu(serverPid);
+    s1 = childAlive() ? procCpu(serverPid) : s0;
     c1 = clientCpuSeconds();
     m1 = machineBusySeconds();
     phase = 'done';
-  }, (o.warmup + o.seconds) * 1000);
+  };
+  const endTimer = setTimeout(endWindow, (o.warmup + o.seconds) * 1000);
   if (phase === 'measure') clearTimeout(warmTimer);
 
   const noteError = (kind: string): void => {
@@ -477,6 +488,11 @@ async function driveRenewals(o: Options, port: number, workers: Worker[], server
   await withTimeout(Promise.all(workers.map(loop)), (o.warmup + o.seconds + 30) * 1000, 'renewal load');
   clearTimeout(warmTimer);
   clearTimeout(endTimer);
+  endWindow(); // no-op unless the workers stopped early
+  if (!childAlive()) {
+    const kinds = Object.entries(errorKinds).map(([k, n]) => `  ${n} × ${k}`).join('\n');
+    throw new Error(`the control plane exited during the run (code ${state.child?.exitCode}, signal ${state.child?.signalCode}); errors:\n${kinds}\nserver output:\n${state.output}`);
+  }
 
   const window = (t1 - t0) / 1000;
   const sorted = lat.slice(0, completed).sort();
