@@ -44,9 +44,11 @@ interface Options {
   rawSeconds: number;
   csrPool: number;
   serverCpuProf: string | undefined;
+  /** Control-plane process counts to measure, one API row each (`tessera server --workers N`). */
+  serverWorkers: number[];
 }
 
-const USAGE = 'usage: node dist/bench/issuance.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--raw-seconds S] [--csr-pool N] [--server-cpu-prof DIR]';
+const USAGE = 'usage: node dist/bench/issuance.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--raw-seconds S] [--csr-pool N] [--server-cpu-prof DIR] [--server-workers 1,2]';
 
 function usage(msg: string): never {
   process.stderr.write(`bench/issuance: ${msg}\n${USAGE}\n`);
@@ -54,7 +56,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 5, concurrency: 16, json: false, warmup: 1, rawSeconds: 2, csrPool: 64, serverCpuProf: undefined };
+  const o: Options = { seconds: 5, concurrency: 16, json: false, warmup: 1, rawSeconds: 2, csrPool: 64, serverCpuProf: undefined, serverWorkers: [1, 2] };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
@@ -71,6 +73,7 @@ function parseArgs(argv: string[]): Options {
       case '--raw-seconds': o.rawSeconds = num(flag, value(), 0.2, 60); break;
       case '--csr-pool': o.csrPool = Math.round(num(flag, value(), 1, 100_000)); break;
       case '--server-cpu-prof': o.serverCpuProf = value() ?? usage('--server-cpu-prof needs a directory'); break;
+      case '--server-workers': o.serverWorkers = (value() ?? '').split(',').map((v) => Math.round(num(flag, v, 1, 16))); break;
       case '--json': o.json = true; break;
       case '--help': case '-h':
         process.stdout.write(`${USAGE}\n`);
@@ -109,11 +112,23 @@ try {
   /* Linux default */
 }
 
-/** utime and stime of a process (all its threads), in seconds, from /proc/<pid>/stat. */
+/** utime and stime of a process and its children (cluster workers), in seconds, from /proc. */
 function procCpu(pid: number): { user: number; sys: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
-  return { user: Number(fields[11]) / clkTck, sys: Number(fields[12]) / clkTck }; // fields 14 (utime) and 15 (stime)
+  const own = { user: Number(fields[11]) / clkTck, sys: Number(fields[12]) / clkTck }; // fields 14 (utime) and 15 (stime)
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch { /* no children file: a single process */ }
+  for (const c of children) {
+    try {
+      const k = procCpu(c);
+      own.user += k.user;
+      own.sys += k.sys;
+    } catch { /* exited */ }
+  }
+  return own;
 }
 
 /** Busy CPU seconds of the whole machine (all cores), from /proc/stat: to tell how much other processes took. */
@@ -124,6 +139,14 @@ function machineBusySeconds(): number {
     return (total - (cpu[3] ?? 0) - (cpu[4] ?? 0)) / clkTck;
   } catch {
     return NaN;
+  }
+}
+
+function childCount(pid: number): number {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).length;
+  } catch {
+    return 0;
   }
 }
 
@@ -285,7 +308,7 @@ process.on('exit', () => {
   if (state.dir) rmSync(state.dir, { recursive: true, force: true });
 });
 
-async function startServer(o: Options): Promise<{ url: string; port: number; trustDomain: string; bundle: string; adminCert: string; adminKey: string }> {
+async function startServer(o: Options, serverWorkers: number): Promise<{ url: string; port: number; trustDomain: string; bundle: string; adminCert: string; adminKey: string }> {
   const mainJs = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
   if (!existsSync(mainJs)) throw new Error(`${mainJs} not found: run \`npx tsc -p tsconfig.json\` first`);
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-'));
@@ -297,7 +320,7 @@ async function startServer(o: Options): Promise<{ url: string; port: number; tru
     mkdirSync(profDir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profDir}`);
   }
-  const child = spawn(process.execPath, [...nodeArgs, mainJs, 'server', '--data-dir', join(dir, 'server'), '--listen', `127.0.0.1:${port}`, '--log-level', 'error'], {
+  const child = spawn(process.execPath, [...nodeArgs, mainJs, 'server', '--data-dir', join(dir, 'server'), '--listen', `127.0.0.1:${port}`, '--log-level', 'error', '--workers', String(serverWorkers)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'TESSERA_KEK')), // the KEK file in the temp dir
   });
@@ -317,6 +340,12 @@ async function startServer(o: Options): Promise<{ url: string; port: number; tru
     if (Date.now() > deadline) throw new Error(`control plane did not write ${serverJson} within 30 s:\n${state.output}`);
     await sleep(25);
   }
+  // With --workers N, the followers start after the leader has written its files.
+  while (serverWorkers > 1 && childCount(child.pid!) < serverWorkers) {
+    if (Date.now() > deadline) throw new Error(`control plane did not start ${serverWorkers} workers within 30 s:\n${state.output}`);
+    await sleep(25);
+  }
+  if (serverWorkers > 1) await sleep(500); // the last follower announces itself just before it listens
   const info = JSON.parse(readFileSync(serverJson, 'utf8')) as { url: string; trust_domain: string };
   return {
     url: info.url, port, trustDomain: info.trust_domain,
@@ -373,13 +402,14 @@ async function setupWorkers(o: Options, srv: Awaited<ReturnType<typeof startServ
     const token = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id, ttl_seconds: 600 });
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const csr = pemEncode(createCsr({ privateKey, publicKey }), 'CERTIFICATE REQUEST');
-    const joined = await anon.call<{ svid_pem: string; spiffe_id: string }>('POST', '/v1/agent/join', { join_token: token.token, csr });
+    const joined = await anon.call<{ svid_pem: string; spiffe_id: string; bundle_sequence: number }>('POST', '/v1/agent/join', { join_token: token.token, csr });
     if (joined.spiffe_id !== spiffeId) throw new Error(`join returned ${joined.spiffe_id}, expected ${spiffeId}`);
     // The renewal CSRs, as the agent builds them (fresh key, URI SAN): generated now, reused round-robin.
     const bodies = Array.from({ length: perWorker }, () => {
       const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const pem = pemEncode(createCsr({ privateKey: kp.privateKey, publicKey: kp.publicKey, uriSan: spiffeId }), 'CERTIFICATE REQUEST');
-      return Buffer.from(JSON.stringify({ csr: pem }));
+      // Like the agent, say which bundle we hold so that the server leaves it out of the answer.
+      return Buffer.from(JSON.stringify({ csr: pem, bundle_sequence: joined.bundle_sequence }));
     });
     const agent = new HttpsAgent({
       keepAlive: true, maxSockets: 1, maxFreeSockets: 1,
@@ -534,9 +564,8 @@ function fmt(n: number, digits: number): string {
   return Number.isFinite(n) ? n.toFixed(digits) : '-';
 }
 
-function printTable(o: Options, raw: RawResult, api: ApiResult): void {
+function printTable(o: Options, raw: RawResult, runs: { workers: number; api: ApiResult }[]): void {
   const cores = availableParallelism();
-  const ratio = api.svidsPerSec / raw.limitPerSec;
   const limitMsPerOp = 1000 / raw.limitPerSec;
   const row = (label: string, rate: string, p50 = '', p99 = '', cpu = ''): string =>
     `${label.padEnd(42)}${rate.padStart(10)}${p50.padStart(10)}${p99.padStart(10)}${cpu.padStart(18)}`;
@@ -547,21 +576,31 @@ function printTable(o: Options, raw: RawResult, api: ApiResult): void {
     row('raw P-256 verify', fmtInt(raw.verifyPerSec), '', '', fmt(1000 / raw.verifyPerSec, 3)),
     row('limit: 1 sign + 1 verify', fmtInt(raw.limitPerSec), '', '', fmt(limitMsPerOp, 3)),
     row('core: CSR parse+verify, issue (no HTTP)', fmtInt(raw.corePerSec), '', '', fmt(1000 / raw.corePerSec, 3)),
-    row('API SVIDs (renew, mTLS)', fmtInt(api.svidsPerSec), fmt(api.p50Ms, 1), fmt(api.p99Ms, 1), fmt(api.serverCpuMsPerSvid, 3)),
-    row('API / limit', `${Math.round(ratio * 100)}%`, '', '', '') + `   (aim ≥ ${Math.round(AIM * 100)}%)`,
-    '',
-    `verdict: API ${fmtInt(api.svidsPerSec)} SVIDs/s = ${(ratio * 100).toFixed(1)}% of the ${fmtInt(raw.limitPerSec)}/s limit: ${ratio >= AIM ? 'MEETS' : 'BELOW'} the aim (at least a third of the limit)`,
-    `errors: ${api.errors} in the window${api.warmupErrors ? `, ${api.warmupErrors} in warm-up` : ''}${Object.keys(api.errorKinds).length ? '' : ' (none)'}`,
-    ...Object.entries(api.errorKinds).map(([k, n]) => `  ${n} × ${k}`),
-    `server: pid ${api.serverPid} (child process), ${fmt(api.serverCpuSeconds, 2)} CPU s (${fmt(api.serverSysSeconds, 2)} s kernel) over ${fmt(api.windowSeconds, 2)} s = ${fmt(api.serverCpuUtilisation * 100, 0)}% of one core; ` +
-      `CPU per SVID ${fmt(api.serverCpuMsPerSvid, 3)} ms vs ${fmt(limitMsPerOp, 3)} ms of raw crypto (${fmt((limitMsPerOp / api.serverCpuMsPerSvid) * 100, 0)}% of its CPU is the sign+verify)`,
-    `client: ${fmt(api.clientCpuSeconds, 2)} CPU s = ${fmt(api.clientCpuUtilisation * 100, 0)}% of one core; ${api.completed.toLocaleString('en-US')} renewals in the window, max latency ${fmt(api.maxMs, 1)} ms`,
-    `machine: other processes used ${fmt(raw.otherCpuCores * 100, 0)}% of a core during the raw measurements and ${fmt(api.otherCpuCores * 100, 0)}% during the API window` +
-      `${Math.max(raw.otherCpuCores, api.otherCpuCores) > 0.1 ? ' -- NOISY: the machine was not idle, rerun when it is' : ''}`,
-    `notes: raw rates single-threaded over ~${o.rawSeconds} s (200-byte message, KeyObjects); ${o.concurrency} kept-alive mTLS connections, one entry/SVID each;` +
-      ` ${api.csrPool} CSRs (fresh P-256 key + URI SAN, as the agent builds them) pre-generated and reused round-robin, so client keygen is not measured;` +
-      ` renew request body ${renewRequestBytes} B, response body ${renewResponseBytes} B.`,
   ];
+  for (const { workers, api } of runs) {
+    const label = `API SVIDs (renew, mTLS), ${workers} process${workers > 1 ? 'es' : ''}`;
+    lines.push(row(label, fmtInt(api.svidsPerSec), fmt(api.p50Ms, 1), fmt(api.p99Ms, 1), fmt(api.serverCpuMsPerSvid, 3)));
+    lines.push(row(`  API / limit`, `${Math.round((api.svidsPerSec / raw.limitPerSec) * 100)}%`, '', '', '') + `   (aim ≥ ${Math.round(AIM * 100)}%)`);
+  }
+  lines.push('');
+  for (const { workers, api } of runs) {
+    const ratio = api.svidsPerSec / raw.limitPerSec;
+    lines.push(
+      `${workers} process${workers > 1 ? 'es' : ''}: ${fmtInt(api.svidsPerSec)} SVIDs/s = ${(ratio * 100).toFixed(1)}% of the ${fmtInt(raw.limitPerSec)}/s limit: ${ratio >= AIM ? 'MEETS' : 'BELOW'} the aim (at least a third)`,
+      `  errors: ${api.errors} in the window${api.warmupErrors ? `, ${api.warmupErrors} in warm-up` : ''}${Object.keys(api.errorKinds).length ? '' : ' (none)'}`,
+      ...Object.entries(api.errorKinds).map(([k, n]) => `    ${n} × ${k}`),
+      `  server: ${fmt(api.serverCpuSeconds, 2)} CPU s (${fmt(api.serverSysSeconds, 2)} s kernel) over ${fmt(api.windowSeconds, 2)} s = ${fmt(api.serverCpuUtilisation * 100, 0)}% of one core; ` +
+        `CPU per SVID ${fmt(api.serverCpuMsPerSvid, 3)} ms vs ${fmt(limitMsPerOp, 3)} ms of raw crypto (${fmt((limitMsPerOp / api.serverCpuMsPerSvid) * 100, 0)}% of its CPU is the sign+verify)`,
+      `  client: ${fmt(api.clientCpuSeconds, 2)} CPU s = ${fmt(api.clientCpuUtilisation * 100, 0)}% of one core; ${api.completed.toLocaleString('en-US')} renewals in the window, max latency ${fmt(api.maxMs, 1)} ms; ` +
+        `other processes ${fmt(api.otherCpuCores * 100, 0)}% of a core${api.otherCpuCores > 0.1 ? ' -- NOISY: rerun on an idle machine' : ''}`,
+    );
+  }
+  lines.push(
+    `machine: other processes used ${fmt(raw.otherCpuCores * 100, 0)}% of a core during the raw measurements${raw.otherCpuCores > 0.1 ? ' -- NOISY' : ''}`,
+    `notes: raw rates single-threaded over ~${o.rawSeconds} s (200-byte message, KeyObjects); ${o.concurrency} kept-alive mTLS connections, one entry/SVID each;` +
+      ` ${runs[0]?.api.csrPool ?? 0} CSRs (fresh P-256 key + URI SAN, as the agent builds them) pre-generated and reused round-robin, so client keygen is not measured;` +
+      ` renew request body ${renewRequestBytes} B, response body ${renewResponseBytes} B. The load generator shares the machine's ${cores} cores with the server.`,
+  );
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
@@ -586,32 +625,36 @@ async function main(): Promise<number> {
   try {
     if (!o.json) process.stderr.write('measuring raw P-256 sign/verify and the core pipeline...\n');
     const raw = measureRaw(o);
-    if (!o.json) process.stderr.write('starting the control plane (child process)...\n');
-    const srv = await startServer(o);
-    if (!o.json) process.stderr.write(`control plane at ${srv.url} (pid ${state.child!.pid}); creating ${o.concurrency} entries and SVIDs...\n`);
-    const workers = await withTimeout(setupWorkers(o, srv), 60_000 + o.concurrency * 500, 'setup');
-    if (!o.json) process.stderr.write(`driving renewals: ${o.warmup} s warm-up + ${o.seconds} s...\n`);
-    const api = await driveRenewals(o, srv.port, workers, state.child!.pid!);
-    await cleanup();
-    const ratio = api.svidsPerSec / raw.limitPerSec;
+    const runs: { workers: number; api: ApiResult }[] = [];
+    for (const n of o.serverWorkers) {
+      if (!o.json) process.stderr.write(`starting the control plane (child process, --workers ${n})...\n`);
+      const srv = await startServer(o, n);
+      if (!o.json) process.stderr.write(`control plane at ${srv.url} (pid ${state.child!.pid}); creating ${o.concurrency} entries and SVIDs...\n`);
+      const workers = await withTimeout(setupWorkers(o, srv), 60_000 + o.concurrency * 500, 'setup');
+      if (!o.json) process.stderr.write(`driving renewals: ${o.warmup} s warm-up + ${o.seconds} s...\n`);
+      runs.push({ workers: n, api: await driveRenewals(o, srv.port, workers, state.child!.pid!) });
+      await cleanup();
+    }
     if (o.json) {
       process.stdout.write(`${JSON.stringify({
         machine: { cores: availableParallelism(), cpu: cpus()[0]?.model.trim(), node: process.version },
-        options: { renew_request_bytes: renewRequestBytes, renew_response_bytes: renewResponseBytes, seconds: o.seconds, concurrency: o.concurrency, warmup_seconds: o.warmup, raw_seconds: o.rawSeconds, csr_pool: api.csrPool },
+        options: { renew_request_bytes: renewRequestBytes, renew_response_bytes: renewResponseBytes, seconds: o.seconds, concurrency: o.concurrency, warmup_seconds: o.warmup, raw_seconds: o.rawSeconds, csr_pool: runs[0]?.api.csrPool },
         raw: { other_processes_cpu_cores: raw.otherCpuCores, sign_per_sec: raw.signPerSec, verify_per_sec: raw.verifyPerSec, limit_per_sec: raw.limitPerSec, core_pipeline_per_sec: raw.corePerSec },
-        api: {
+        api: runs.map(({ workers, api }) => ({
+          server_processes: workers,
           svids_per_sec: api.svidsPerSec, completed: api.completed, window_seconds: api.windowSeconds,
           p50_ms: api.p50Ms, p99_ms: api.p99Ms, max_ms: api.maxMs,
           errors: api.errors, warmup_errors: api.warmupErrors, error_kinds: api.errorKinds,
           server_cpu_seconds: api.serverCpuSeconds, server_sys_seconds: api.serverSysSeconds, server_cpu_ms_per_svid: api.serverCpuMsPerSvid, server_cpu_utilisation: api.serverCpuUtilisation,
           client_cpu_seconds: api.clientCpuSeconds, client_cpu_utilisation: api.clientCpuUtilisation, other_processes_cpu_cores: api.otherCpuCores,
-        },
-        ratio, aim: AIM, meets_aim: ratio >= AIM,
+          ratio: api.svidsPerSec / raw.limitPerSec, meets_aim: api.svidsPerSec / raw.limitPerSec >= AIM,
+        })),
+        aim: AIM,
       })}\n`);
     } else {
-      printTable(o, raw, api);
+      printTable(o, raw, runs);
     }
-    return api.errors === 0 ? 0 : 1;
+    return runs.every((r) => r.api.errors === 0) ? 0 : 1;
   } catch (err) {
     process.stderr.write(`bench/issuance: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
     return 1;

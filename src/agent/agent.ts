@@ -25,7 +25,7 @@ export interface AgentOptions {
 export interface SvidEvent { spiffeId: string; notBefore: Date; notAfter: Date; serial: string; issuer: string; reason: 'join' | 'renew' | 'loaded' }
 export interface BundleEvent { sequence: number; authorities: number }
 
-interface SvidResponse { spiffe_id: string; svid_pem: string; bundle_pem: string; bundle_sequence: number; not_after: string; entry?: Record<string, unknown> }
+interface SvidResponse { spiffe_id: string; svid_pem: string; bundle_pem?: string; bundle_sequence: number; not_after: string; entry?: Record<string, unknown> }
 interface WatchResponse { sequence: number; changed: boolean; bundle_pem: string }
 
 const MIN_BACKOFF_MS = 500;
@@ -106,7 +106,7 @@ export class Agent extends EventEmitter {
     if (!this.client || !this.state) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', 'agent has no identity yet');
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const csr = pemEncode(createCsr({ privateKey, publicKey, uriSan: this.state.spiffeId }), 'CERTIFICATE REQUEST');
-    const res = await this.client.call<SvidResponse>('POST', '/v1/svid/renew', { csr });
+    const res = await this.client.call<SvidResponse>('POST', '/v1/svid/renew', { csr, bundle_sequence: this.state.bundleSequence });
     this.accept(res, privateKey, 'renew');
   }
 
@@ -147,7 +147,7 @@ export class Agent extends EventEmitter {
     if (!cert.checkPrivateKey(key)) throw new TesseraError('TESSERA_INTERNAL', 'issued certificate does not match our key');
     this.svid = { spiffeId: res.spiffe_id, certPem: res.svid_pem, key, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo), serial: cert.serialNumber };
     this.files.writeSvid(this.svid);
-    this.applyBundle(res.bundle_pem, res.bundle_sequence);
+    if (res.bundle_pem !== undefined) this.applyBundle(res.bundle_pem, res.bundle_sequence);
     this.state = { ...state, serverUrl: this.opts.serverUrl, ...(res.entry ? { entry: res.entry } : {}) };
     this.files.writeState(this.state);
     this.buildClient();

@@ -3,6 +3,7 @@ import { Agent } from '../agent/agent.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
+import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from '../server/cluster.js';
 import { ControlPlane, DEFAULTS } from '../server/server.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
 
@@ -69,21 +70,31 @@ export function buildProgram(): Command {
     .option('--svid-ttl <duration>', 'default X.509-SVID lifetime for new entries', '1h')
     .option('--jwt-ttl <duration>', 'default JWT-SVID lifetime for new entries', '5m')
     .option('--public-url <url>', 'external base URL: JWT issuer and OIDC discovery (default https://HOST:PORT)')
+    .option('--workers <n>', 'processes serving the API on one port and store (one leader runs the CA schedule)', '1')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
     .action(run(async (g, o: Json) => {
       const { host, port } = parseListen(String(o.listen));
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
+      const workers = Number(o.workers);
+      if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new TesseraError('TESSERA_CONFIG_INVALID', '--workers must be an integer from 1 to 64');
+      if (workers > 1 && isPrimary()) {
+        await supervise(workers, log);
+        return;
+      }
+      const role = workerRole() ?? 'leader';
       const cp = await ControlPlane.start({
-        dataDir: String(o.dataDir), host, port, log,
+        dataDir: String(o.dataDir), host, port, log: role === 'leader' ? log : log.child({ worker: process.pid }), role,
         ...(o.trustDomain ? { trustDomain: String(o.trustDomain) } : {}),
         ...(o.publicUrl ? { publicUrl: String(o.publicUrl) } : {}),
         caTtlMs: parseDuration(String(o.caTtl), '--ca-ttl'),
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
       });
-      log.info('admin credential written', { dir: cp.adminDir });
+      if (role === 'leader') log.info('admin credential written', { dir: cp.adminDir });
+      reportListening();
       await untilSignal(() => cp.stop());
+      leaveCluster();
     }));
 
   program.command('agent')
@@ -217,10 +228,13 @@ export function buildProgram(): Command {
 function untilSignal(stop: () => Promise<void>): Promise<void> {
   return new Promise((resolve) => {
     const keepAlive = setInterval(() => {}, 1 << 30);
+    let stopping = false;
+    // Handlers stay installed: a second signal (Ctrl-C reaches a whole process group, then a
+    // supervisor sends SIGTERM) must not kill the process in the middle of its clean stop.
     const onSignal = (): void => {
+      if (stopping) return;
+      stopping = true;
       clearInterval(keepAlive);
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
       stop().then(resolve, resolve);
     };
     process.on('SIGINT', onSignal);

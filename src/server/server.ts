@@ -31,6 +31,11 @@ export interface ControlPlaneOptions {
   x509TtlSeconds?: number;
   jwtTtlSeconds?: number;
   bodyLimit?: number;
+  /**
+   * `leader` (default) runs the CA schedule and writes the admin and bundle files; a `follower` is
+   * another process serving the same store (see `tessera server --workers`).
+   */
+  role?: 'leader' | 'follower';
   log?: Logger;
   env?: NodeJS.ProcessEnv;
 }
@@ -43,6 +48,7 @@ export const DEFAULTS = {
   x509TtlSeconds: 3600,
   jwtTtlSeconds: 300,
   bodyLimit: 64 * 1024,
+  role: 'leader' as 'leader' | 'follower',
 };
 
 const FASTIFY_CODES: Record<string, keyof typeof ERROR_CODES> = {
@@ -115,7 +121,7 @@ export class ControlPlane {
       }
       if (!stored) await store.setMeta('trust_domain', trustDomain);
       const ca = new CertificateAuthority(store, kek, { trustDomain, caTtlMs: opts.caTtlMs });
-      await ca.init();
+      await ca.init(opts.role === 'leader');
       const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
       const ctx: ServerContext = {
         store, ca, audit, log, trustDomain,
@@ -176,23 +182,29 @@ export class ControlPlane {
     const hostPart = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
     this.url = `https://${hostPart}:${this.port}`;
     if (!ctx.issuer) ctx.issuer = this.url;
-    this.writeAdminFiles();
-    this.writeBundleFiles();
+    const leader = this.opts.role === 'leader';
+    if (leader) {
+      this.writeAdminFiles();
+      this.writeBundleFiles();
+    }
     ctx.ca.on('bundle', () => {
       this.refreshTls();
-      this.writeBundleFiles();
+      if (leader) this.writeBundleFiles();
     });
     ctx.ca.on('activated', () => {
       this.refreshTls();
-      this.writeAdminFiles();
-      ctx.log.info('CA activated', { ca: ctx.ca.active().rec.id });
+      if (leader) {
+        this.writeAdminFiles();
+        ctx.log.info('CA activated', { ca: ctx.ca.active().rec.id });
+      }
     });
+    // The leader runs the CA schedule; followers (other processes on the same store) only follow it.
     this.tickTimer = setInterval(() => {
-      ctx.ca.tick().then(() => {
+      (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
       }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));
-    }, 1000);
+    }, leader ? 1000 : 250);
     this.tickTimer.unref();
     ctx.log.info('control plane listening', { url: this.url, trust_domain: ctx.trustDomain });
   }

@@ -64,10 +64,16 @@ export class CertificateAuthority extends EventEmitter {
     return this.opts.trustDomain;
   }
 
-  async init(): Promise<void> {
+  /** Loads the CAs; a `leader` also creates the first one and runs the schedule once. */
+  async init(leader = true): Promise<void> {
     const records = await this.store.listCas();
     this.cas = records.map((r) => this.load(r));
     this.sequence = Number((await this.store.getMeta('bundle_sequence')) ?? '0');
+    if (!leader) {
+      this.refreshActive();
+      this.active(); // throws TESSERA_UNAVAILABLE until the leader has created the CA
+      return;
+    }
     if (!this.cas.some((c) => c.rec.state === 'active')) {
       const rec = await this.createCa('active', null);
       this.cas.push(this.load(rec));
@@ -79,6 +85,7 @@ export class CertificateAuthority extends EventEmitter {
 
   /** Advances the schedule: activate due CAs, retire old ones, drop expired ones, prepare the next. */
   async tick(): Promise<void> {
+    await this.sync();
     const now = this.now();
     let changed = false;
     let activated = false;
@@ -115,6 +122,7 @@ export class CertificateAuthority extends EventEmitter {
 
   /** Prepares the next CA by hand; it is published now and signs from `now + graceMs`. */
   async rotate(graceMs: number): Promise<CaSummary> {
+    await this.sync();
     if (this.cas.some((c) => c.rec.state === 'prepared')) {
       throw new TesseraError('TESSERA_CA_ROTATION_IN_PROGRESS');
     }
@@ -176,9 +184,28 @@ export class CertificateAuthority extends EventEmitter {
   }
 
   private async bumpSequence(): Promise<void> {
-    this.sequence += 1;
-    await this.store.setMeta('bundle_sequence', String(this.sequence));
+    // Atomic in the store: several control-plane processes may share it.
+    this.sequence = await this.store.incrementMeta('bundle_sequence');
     this.emit('bundle', this.sequence);
+  }
+
+  /**
+   * Picks up changes made by another control-plane process sharing the store (a CA prepared,
+   * activated or dropped there): cheap when nothing changed (one meta read).
+   */
+  async sync(): Promise<void> {
+    const stored = Number((await this.store.getMeta('bundle_sequence')) ?? '0');
+    if (stored === this.sequence) return;
+    const previousActive = this.activeCa?.rec.id;
+    const loaded = new Map(this.cas.map((c) => [c.rec.id, c]));
+    this.cas = (await this.store.listCas()).map((rec) => {
+      const known = loaded.get(rec.id);
+      return known ? { ...known, rec } : this.load(rec);
+    });
+    this.sequence = stored;
+    this.refreshActive();
+    this.emit('bundle', this.sequence);
+    if (this.activeCa?.rec.id !== previousActive) this.emit('activated', this.activeCa?.rec.id);
   }
 
   private summarize(c: LoadedCa): CaSummary {

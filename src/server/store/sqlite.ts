@@ -72,6 +72,8 @@ export class SqliteStore implements Store {
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
+      incrementMeta: db.prepare<[string], { value: string }>(`INSERT INTO meta(key, value) VALUES (?, '1')
+        ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) RETURNING value`),
       listCas: db.prepare<[], CaRow>('SELECT * FROM cas ORDER BY created_at'),
       insertCa: db.prepare(`INSERT INTO cas VALUES (@id, @state, @certDer, @keySealed, @jwtKid, @jwtKeySealed, @notBefore, @notAfter,
         @createdAt, @activateAt, @activatedAt, @retiredAt)`),
@@ -100,6 +102,10 @@ export class SqliteStore implements Store {
 
   async setMeta(key: string, value: string): Promise<void> {
     this.stmts.setMeta.run(key, value);
+  }
+
+  async incrementMeta(key: string): Promise<number> {
+    return Number(this.stmts.incrementMeta.get(key)!.value);
   }
 
   async listCas(): Promise<CaRecord[]> {

@@ -90,6 +90,8 @@ export interface AuditQuery {
 export interface Store {
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
+  /** Atomically adds one to an integer meta value (missing counts as 0) and returns the new value. */
+  incrementMeta(key: string): Promise<number>;
 
   listCas(): Promise<CaRecord[]>;
   insertCa(ca: CaRecord): Promise<void>;

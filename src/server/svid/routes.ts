@@ -23,7 +23,11 @@ function checkCsrIdentity(csr: ParsedCsr, entry: EntryRecord): void {
   }
 }
 
-function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: AuditEvent): Record<string, unknown> {
+/**
+ * Issues the SVID. The bundle is included unless the caller says it already holds the current
+ * one (`bundle_sequence`): renewals are the hot path and the bundle is most of the response.
+ */
+function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: AuditEvent, callerSequence?: number): Record<string, unknown> {
   const cert = ctx.ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId] }, entry.x509TtlSeconds * 1000);
   ev.detail.not_after = cert.notAfter.toISOString();
   ev.detail.ca_id = cert.caId;
@@ -32,8 +36,8 @@ function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: A
     svid_pem: pemEncode(cert.der, 'CERTIFICATE'),
     not_before: cert.notBefore.toISOString(),
     not_after: cert.notAfter.toISOString(),
-    bundle_pem: ctx.ca.bundlePem(),
     bundle_sequence: ctx.ca.bundleSequence(),
+    ...(callerSequence === ctx.ca.bundleSequence() ? {} : { bundle_pem: ctx.ca.bundlePem() }),
     entry: entryView(entry),
   };
 }
@@ -90,12 +94,13 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.post('/v1/svid/renew', (req) => audited(ctx, req, 'svid.renew', async (ev) => {
     const caller = svidCaller(ctx, req, ev);
     ev.target = caller.spiffeId;
-    const b = body(req.body, ['csr']);
+    const b = body(req.body, ['csr', 'bundle_sequence']);
+    const sequence = int(b, 'bundle_sequence', { min: 0, max: Number.MAX_SAFE_INTEGER, optional: true });
     const csr = csrFrom(b);
     const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
     if (!entry) throw new TesseraError('TESSERA_FORBIDDEN', 'no registration entry for this identity');
     checkCsrIdentity(csr, entry);
-    const out = issueSvid(ctx, csr, entry, ev);
+    const out = issueSvid(ctx, csr, entry, ev, sequence);
     ev.succeed();
     return out;
   }));
