@@ -16,6 +16,7 @@ export interface CaOptions {
 
 interface LoadedCa {
   rec: CaRecord;
+  key: KeyObject;
   issuer: CertificateIssuer;
   jwtKey: JwtSigningKey;
   jwtPublicKey: KeyObject;
@@ -179,6 +180,15 @@ export class CertificateAuthority extends EventEmitter {
     return signJwtSvid(ca.jwtKey, { sub, aud, ttlSeconds: Math.max(ttl, 1), ...(iss ? { iss } : {}), now: this.now() });
   }
 
+  /**
+   * The active CA's key and certificate, for signing other control-plane objects (policy bundles)
+   * that agents verify against their trust bundle. The key never leaves this process.
+   */
+  signingMaterial(): { privateKey: KeyObject; certDer: Buffer } {
+    const ca = this.active();
+    return { privateKey: ca.key, certDer: ca.rec.certDer };
+  }
+
   private refreshActive(): void {
     this.activeCa = this.cas.find((c) => c.rec.state === 'active');
   }
@@ -225,6 +235,7 @@ export class CertificateAuthority extends EventEmitter {
     const jwtPriv = createPrivateKey({ key: this.kek.open(rec.jwtKeySealed, `jwt:${rec.id}`), format: 'der', type: 'pkcs8' });
     return {
       rec,
+      key,
       issuer: new CertificateIssuer({ certDer: rec.certDer, privateKey: key }),
       jwtKey: { kid: rec.jwtKid, privateKey: jwtPriv, alg: 'ES256' },
       jwtPublicKey: createPublicKey(jwtPriv),

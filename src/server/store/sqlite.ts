@@ -1,6 +1,7 @@
 import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type {
+  PolicyVersionRecord,
   ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult,
 } from './store.js';
 
@@ -26,6 +27,10 @@ CREATE TABLE IF NOT EXISTS audit (
   outcome TEXT NOT NULL CHECK (outcome IN ('denied', 'success')), code TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_action ON audit(action, id);
+CREATE TABLE IF NOT EXISTS policy_versions (
+  version INTEGER PRIMARY KEY, created_at INTEGER NOT NULL, author TEXT NOT NULL, reason TEXT NOT NULL,
+  hash TEXT NOT NULL, policies TEXT NOT NULL, schema TEXT NOT NULL
+);
 -- The audit table is append-only: the database itself refuses edits and deletions.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
@@ -36,6 +41,15 @@ interface CaRow {
   not_before: number; not_after: number; created_at: number; activate_at: number | null; activated_at: number | null; retired_at: number | null;
 }
 interface EntryRow { id: string; spiffe_id: string; selectors: string; attributes: string; x509_ttl: number; jwt_ttl: number; created_at: number }
+interface PolicyRow { version: number; created_at: number; author: string; reason: string; hash: string; policies: string; schema: string }
+
+function policyFromRow(r: PolicyRow): PolicyVersionRecord {
+  return {
+    version: r.version, createdAt: r.created_at, author: r.author, reason: r.reason, hash: r.hash,
+    policies: JSON.parse(r.policies) as Record<string, string>, schema: JSON.parse(r.schema) as Record<string, unknown>,
+  };
+}
+
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
 
 function caFromRow(r: CaRow): CaRecord {
@@ -92,6 +106,12 @@ export class SqliteStore implements Store {
       insertApiKey: db.prepare('INSERT INTO api_keys VALUES (@id, @hash, @owner, @scopes, @createdAt, @expiresAt)'),
       getApiKey: db.prepare<[string], { id: string; hash: string; owner: string; scopes: string; created_at: number; expires_at: number }>(
         'SELECT * FROM api_keys WHERE id = ?'),
+      insertPolicy: db.prepare<[number, string, string, string, string, string], { version: number }>(`INSERT INTO policy_versions(version, created_at, author, reason, hash, policies, schema)
+        VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions), ?, ?, ?, ?, ?, ?) RETURNING version`),
+      getPolicy: db.prepare<[number], PolicyRow>('SELECT * FROM policy_versions WHERE version = ?'),
+      latestPolicy: db.prepare<[], PolicyRow>('SELECT * FROM policy_versions ORDER BY version DESC LIMIT 1'),
+      listPolicies: db.prepare<[number], Omit<PolicyRow, 'policies' | 'schema'>>(
+        'SELECT version, created_at, author, reason, hash FROM policy_versions ORDER BY version DESC LIMIT ?'),
       insertAudit: db.prepare('INSERT INTO audit(ts, actor, action, target, outcome, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     };
   }
@@ -173,6 +193,25 @@ export class SqliteStore implements Store {
     return r && {
       id: r.id, hash: r.hash, owner: r.owner, scopes: JSON.parse(r.scopes) as string[], createdAt: r.created_at, expiresAt: r.expires_at,
     };
+  }
+
+  async insertPolicyVersion(rec: Omit<PolicyVersionRecord, 'version'>): Promise<PolicyVersionRecord> {
+    const { version } = this.stmts.insertPolicy.get(rec.createdAt, rec.author, rec.reason, rec.hash, JSON.stringify(rec.policies), JSON.stringify(rec.schema))!;
+    return { ...rec, version };
+  }
+
+  async getPolicyVersion(version: number): Promise<PolicyVersionRecord | undefined> {
+    const r = this.stmts.getPolicy.get(version);
+    return r && policyFromRow(r);
+  }
+
+  async latestPolicyVersion(): Promise<PolicyVersionRecord | undefined> {
+    const r = this.stmts.latestPolicy.get();
+    return r && policyFromRow(r);
+  }
+
+  async listPolicyVersions(limit: number): Promise<Omit<PolicyVersionRecord, 'policies' | 'schema'>[]> {
+    return this.stmts.listPolicies.all(limit).map((r) => ({ version: r.version, createdAt: r.created_at, author: r.author, reason: r.reason, hash: r.hash }));
   }
 
   async appendAudit(records: readonly AuditRecord[]): Promise<void> {

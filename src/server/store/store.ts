@@ -87,6 +87,18 @@ export interface AuditQuery {
   outcome?: AuditOutcome;
 }
 
+export interface PolicyVersionRecord {
+  version: number;
+  createdAt: number;
+  author: string;
+  reason: string;
+  /** sha256 hex of the canonical policy content. */
+  hash: string;
+  /** File name → Cedar text. */
+  policies: Record<string, string>;
+  schema: Record<string, unknown>;
+}
+
 export interface Store {
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
@@ -111,6 +123,13 @@ export interface Store {
 
   insertApiKey(key: ApiKeyRecord): Promise<void>;
   getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
+
+  /** Stores a new policy version; its number is the previous highest plus one. */
+  insertPolicyVersion(rec: Omit<PolicyVersionRecord, 'version'>): Promise<PolicyVersionRecord>;
+  getPolicyVersion(version: number): Promise<PolicyVersionRecord | undefined>;
+  latestPolicyVersion(): Promise<PolicyVersionRecord | undefined>;
+  /** Newest first, without the policy text. */
+  listPolicyVersions(limit: number): Promise<Omit<PolicyVersionRecord, 'policies' | 'schema'>[]>;
 
   appendAudit(records: readonly AuditRecord[]): Promise<void>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
