@@ -67,6 +67,26 @@ export class Agent extends EventEmitter {
     return this.svid?.spiffeId;
   }
 
+  /** The registration entry this agent's identity came from (attributes such as site), as last seen. */
+  get entry(): { attributes?: Record<string, string>; selectors?: string[] } | undefined {
+    return this.state?.entry as { attributes?: Record<string, string>; selectors?: string[] } | undefined;
+  }
+
+  get trustDomain(): string | undefined {
+    return this.state?.trustDomain;
+  }
+
+  /** The CA certificates (DER) of the current trust bundle. */
+  trustedCas(): Buffer[] {
+    return this.bundlePem ? pemDecodeAll(this.bundlePem, 'CERTIFICATE') : [];
+  }
+
+  /** Calls the control plane over mTLS with the current SVID (for the policy, decision and JWT paths). */
+  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts?: { timeoutMs?: number }): Promise<T> {
+    if (!this.client) return Promise.reject(new TesseraError('TESSERA_CREDENTIAL_MISSING', 'agent has no identity yet'));
+    return this.client.call<T>(method, path, body, opts);
+  }
+
   async start(): Promise<void> {
     this.state = this.files.readState();
     this.bundlePem = this.files.readBundle() ?? '';

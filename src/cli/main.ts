@@ -1,10 +1,13 @@
 import { Command, CommanderError, Option } from 'commander';
 import { Agent } from '../agent/agent.js';
+import { startSidecar } from '../agent/sidecar.js';
+import { parseSpiffeId } from '../core/spiffe-id.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from '../server/cluster.js';
 import { ControlPlane, DEFAULTS } from '../server/server.js';
+import { policyCommands } from './policy.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
@@ -18,6 +21,28 @@ function parseListen(value: string): { host: string; port: number } {
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) throw new TesseraError('TESSERA_CONFIG_INVALID', '--listen must be HOST:PORT, e.g. 127.0.0.1:8443');
   return { host: (m[1] ?? m[2])!, port };
+}
+
+function parseAddress(value: unknown, flag: string): { host: string; port: number } {
+  if (typeof value !== 'string') throw new TesseraError('TESSERA_CONFIG_INVALID', `${flag} HOST:PORT is required here`);
+  try {
+    return parseListen(value);
+  } catch {
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `${flag} must be HOST:PORT`);
+  }
+}
+
+function parseOutbound(spec: string): { listen: { host: string; port: number }; upstream: { host: string; port: number; expectedId: string } } {
+  const m = /^([^=]+)=([^@]+)@(spiffe:\/\/\S+)$/.exec(spec);
+  if (!m) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound must be LISTEN=TARGET@SPIFFE_ID, e.g. 127.0.0.1:7001=127.0.0.1:9443@spiffe://td/orders');
+  const upstream = parseAddress(m[2], '--outbound target');
+  return { listen: parseAddress(m[1], '--outbound listen'), upstream: { ...upstream, expectedId: parseSpiffeId(m[3]!).id } };
+}
+
+function fraction(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new TesseraError('TESSERA_CONFIG_INVALID', '--allow-sample must be a number from 0 to 1');
+  return n;
 }
 
 function entryRow(e: Json): string[] {
@@ -102,6 +127,12 @@ export function buildProgram(): Command {
     .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem)')
     .option('--join-token <token>', 'one-time join token (only needed until the agent has an identity); or $TESSERA_JOIN_TOKEN')
     .option('--trust-bundle <file>', 'CA bundle to trust for the first connection (the server\'s DATA_DIR/bundle.pem)')
+    .option('--inbound <host:port>', 'inbound mTLS proxy: listen here, authorize every caller with the policy, forward to --app')
+    .option('--app <host:port>', 'the application behind the inbound proxy (plain, loopback)')
+    .addOption(new Option('--mode <mode>', 'inbound proxy mode: http (decision per request) or tcp (decision per connection)').choices(['http', 'tcp']).default('http'))
+    .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID, e.g. 127.0.0.1:7001=127.0.0.1:9443@spiffe://td/orders (the app talks plain to LISTEN)')
+    .option('--workload-api-socket <path>', 'serve the SPIFFE Workload API on this Unix socket')
+    .option('--allow-sample <fraction>', 'fraction of allowed decisions recorded in the audit log (denials always are)', '0.01')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).')
     .action(run(async (g, o: Json) => {
@@ -118,7 +149,20 @@ export function buildProgram(): Command {
       }));
       agent.on('bundle', (e) => log.info('trust bundle updated', { sequence: e.sequence, authorities: e.authorities }));
       await agent.start();
-      await untilSignal(() => agent.stop());
+      const sidecar = await startSidecar(agent, {
+        dataDir: String(o.dataDir), log,
+        ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp' } } : {}),
+        outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
+        ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
+        allowSampleRate: fraction(String(o.allowSample)),
+      });
+      sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
+      if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });
+      for (const out of sidecar.outbounds) log.info('outbound proxy listening', { port: out.port });
+      await untilSignal(async () => {
+        await sidecar.close();
+        await agent.stop();
+      });
     }));
 
   const entry = program.command('entry').description('manage registration entries (admin)');
@@ -221,6 +265,7 @@ export function buildProgram(): Command {
       }
     }));
 
+  policyCommands(program, run);
   return program;
 }
 

@@ -48,10 +48,24 @@ export const ERROR_CODES = {
   TESSERA_CA_ROTATION_IN_PROGRESS: { status: 409, description: 'A prepared CA is already waiting for activation.' },
   TESSERA_KEK_INVALID: { status: 500, description: 'The key-encryption key cannot decrypt the stored CA keys (wrong TESSERA_KEK?).' },
 
+  // The sidecar proxies (agent inbound/outbound).
+  TESSERA_PROXY_DENIED: { status: 403, description: 'The sidecar\'s policy does not allow this caller to make this request or connection.' },
+  TESSERA_PROXY_PEER_IDENTITY: { status: 403, description: 'The peer\'s certificate does not carry exactly one SPIFFE ID of the expected trust domain, or not the expected one.' },
+  TESSERA_PROXY_UPSTREAM: { status: 502, description: 'The sidecar could not reach the application, or the application answered with a malformed response.' },
+
+  // Policy (Cedar policies, signed policy bundles, policy test cases).
+  TESSERA_POLICY_INVALID: { status: 400, description: 'A policy does not parse or does not validate against the schema (file, line and column in the message).' },
+  TESSERA_POLICY_BUNDLE_INVALID: { status: 400, description: 'The signed policy bundle is malformed, not signed by a trusted CA, altered, or older than the version held (rollback).' },
+  TESSERA_POLICY_CASES_INVALID: { status: 400, description: 'The policy test-case file is malformed (the message names the case).' },
+
   // Local (CLI / agent) problems.
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },
   TESSERA_CREDENTIAL_MISSING: { status: 400, description: 'A needed credential file (admin credential, SVID, bundle) is missing or unreadable.' },
   TESSERA_SERVER_UNREACHABLE: { status: 503, description: 'The control plane could not be reached.' },
+
+  // The agent's SPIFFE Workload API endpoint.
+  TESSERA_WORKLOAD_API_SOCKET_IN_USE: { status: 409, description: 'Another process is already serving the Workload API on this socket path.' },
+  TESSERA_PEER_CREDENTIALS_UNAVAILABLE: { status: 500, description: 'The Unix peer credentials of a Workload API caller cannot be read (native addon not built, or not Linux).' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

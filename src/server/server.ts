@@ -19,6 +19,8 @@ import { registryRoutes } from './registry/routes.js';
 import { SqliteStore } from './store/sqlite.js';
 import type { Store } from './store/store.js';
 import { svidRoutes } from './svid/routes.js';
+import { PolicyService } from './policy/service.js';
+import { policyRoutes } from './policy/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -122,9 +124,11 @@ export class ControlPlane {
       if (!stored) await store.setMeta('trust_domain', trustDomain);
       const ca = new CertificateAuthority(store, kek, { trustDomain, caTtlMs: opts.caTtlMs });
       await ca.init(opts.role === 'leader');
+      const policy = new PolicyService(store, ca);
+      await policy.init();
       const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
       const ctx: ServerContext = {
-        store, ca, audit, log, trustDomain,
+        store, ca, policy, audit, log, trustDomain,
         adminId: `spiffe://${trustDomain}/tessera/admin`,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
@@ -177,6 +181,7 @@ export class ControlPlane {
     apiKeyRoutes(app, ctx);
     caRoutes(app, ctx);
     auditRoutes(app, ctx);
+    policyRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port });
     const hostPart = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
@@ -193,6 +198,7 @@ export class ControlPlane {
     });
     ctx.ca.on('activated', () => {
       this.refreshTls();
+      void ctx.policy.resign().catch((err: unknown) => ctx.log.error('policy bundle re-signing failed', { error: String(err) }));
       if (leader) {
         this.writeAdminFiles();
         ctx.log.info('CA activated', { ca: ctx.ca.active().rec.id });
@@ -200,7 +206,7 @@ export class ControlPlane {
     });
     // The leader runs the CA schedule; followers (other processes on the same store) only follow it.
     this.tickTimer = setInterval(() => {
-      (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => {
+      (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
       }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));

@@ -67,6 +67,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     };
     if (await ctx.store.getEntryBySpiffeId(entry.spiffeId)) throw new TesseraError('TESSERA_CONFLICT', `an entry for ${entry.spiffeId} already exists`);
     await ctx.store.insertEntry(entry);
+    await ctx.policy.entriesChanged();
     ev.detail.entry_id = entry.id;
     ev.succeed();
     return reply.code(201).send(entryView(entry));
@@ -91,6 +92,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const entry = await lookupEntry(ctx, req.params.id);
     ev.target = entry.spiffeId;
     await ctx.store.deleteEntry(entry.id);
+    await ctx.policy.entriesChanged();
     ev.succeed();
     return { deleted: entry.id, spiffe_id: entry.spiffeId };
   }));

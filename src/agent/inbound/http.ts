@@ -1,0 +1,609 @@
+/**
+ * The inbound proxy's HTTP/1.1 mode, one {@link HttpConnection} per authenticated TLS
+ * connection. For each request: collect only its head, parse it strictly, ask the authorizer,
+ * then either answer 403 or send a rewritten head (hop-by-hop fields dropped, the caller's
+ * verified SPIFFE ID in the id header) and stream the body to the app over a pooled plain TCP
+ * connection, and stream the response back, parsing only its head to know where it ends.
+ *
+ * Nothing is buffered beyond one head and one socket chunk per connection: bodies flow with
+ * pause/resume backpressure in both directions, and bytes of a pipelined next request wait
+ * (with the caller's socket paused) until the current response is complete.
+ */
+import type { TLSSocket } from 'node:tls';
+import { ERROR_CODES, TesseraError, type ErrorCode } from '../../core/errors.js';
+import {
+  ChunkedBodyTracker,
+  HeadReader,
+  forwardRequestHead,
+  forwardResponseHead,
+  responseFraming,
+  type BodyFraming,
+  type HeadLimits,
+  type RequestHead,
+  type ResponseHead,
+} from '../../core/http-head.js';
+import type { Upstream, UpstreamOwner, UpstreamPool } from './upstream-pool.js';
+
+export interface AuthorizeRequest {
+  /** The caller's SPIFFE ID, from its verified client certificate. */
+  peer: string;
+  action: 'tcp:connect' | 'http:request';
+  method?: string;
+  /** The request path without the query (never with `.`/`..` segments or escaped unreserved characters). */
+  path?: string;
+}
+
+export interface AuthorizeResult {
+  allow: boolean;
+  reasons?: string[];
+}
+
+/** Synchronous: the decision must not wait on the network (policy is evaluated locally). */
+export type Authorize = (req: AuthorizeRequest) => AuthorizeResult;
+
+export interface DecisionRecord extends AuthorizeRequest {
+  allow: boolean;
+  reasons: string[];
+  /** Milliseconds since the epoch. */
+  time: number;
+}
+
+/** Mutable counters shared by the proxy's connections; read through `Inbound.stats` (a copy). */
+export interface InboundStats {
+  /** TLS connections accepted (handshake and peer identity passed). */
+  connections: number;
+  /** Connections open now. */
+  active: number;
+  /** TLS handshakes that failed: no client certificate, untrusted, expired, not yet valid, protocol errors. */
+  handshakeFailures: number;
+  /** Verified certificates refused for their identity (no or several URI SANs, other trust domain, expired since). */
+  identityRefused: number;
+  /** HTTP requests whose head was read (tcp mode: 0). */
+  requests: number;
+  allowed: number;
+  denied: number;
+  /** Requests refused as malformed (400) or too large (431). */
+  badRequests: number;
+  /** Heads not received in time (408). */
+  timeouts: number;
+  /** Application connections that failed or answered malformed responses. */
+  upstreamErrors: number;
+  /** Unexpected exceptions caught in a connection handler (a bug: the connection was closed). */
+  internalErrors: number;
+}
+
+export function newStats(): InboundStats {
+  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0 };
+}
+
+export interface HttpLimits extends HeadLimits {
+  headTimeoutMs: number;
+  idleTimeoutMs: number;
+  lingerMs: number;
+}
+
+export interface HttpContext {
+  pool: UpstreamPool;
+  /** Lowercase. */
+  idHeader: string;
+  limits: HttpLimits;
+  authorize: Authorize;
+  onDecision: ((record: DecisionRecord) => void) | undefined;
+  stats: InboundStats;
+  /** Coarse clock (ms), advanced by the proxy's sweep timer: cheaper than Date.now() per chunk. */
+  clock: { now: number };
+}
+
+const enum Phase {
+  Head,
+  Exchange,
+  Closing,
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 502: 'Bad Gateway' };
+
+/** A small `{"error":{code,message}}` response, the API's error shape. */
+export function errorResponse(code: ErrorCode, message: string, close: boolean): Buffer {
+  const status = ERROR_CODES[code].status;
+  const body = JSON.stringify({ error: { code, message } });
+  return Buffer.from(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`,
+    'latin1',
+  );
+}
+
+export function callAuthorize(ctx: { authorize: Authorize; onDecision: ((r: DecisionRecord) => void) | undefined; stats: InboundStats }, req: AuthorizeRequest): boolean {
+  let result: AuthorizeResult;
+  try {
+    result = ctx.authorize(req);
+  } catch {
+    // Fail closed: an authorizer that cannot decide denies.
+    result = { allow: false, reasons: ['authorizer error'] };
+  }
+  const allow = result?.allow === true;
+  if (allow) ctx.stats.allowed++;
+  else ctx.stats.denied++;
+  const log = ctx.onDecision;
+  if (log !== undefined) {
+    try {
+      log({ ...req, allow, reasons: result?.reasons ?? [], time: Date.now() });
+    } catch {
+      /* a logging callback must not break the proxy */
+    }
+  }
+  return allow;
+}
+
+export class HttpConnection implements UpstreamOwner {
+  #phase = Phase.Head;
+  /** Clock at the first byte of the head being read; 0 when no head is partly read. */
+  #headSince = 0;
+  #idleSince: number;
+  #closingSince = 0;
+  readonly #reader: HeadReader<'request'>;
+  readonly #resReader: HeadReader<'response'>;
+
+  // The exchange in progress.
+  #req: RequestHead | undefined;
+  #reqChunked = false;
+  #reqLeft = 0;
+  #reqDone = true;
+  readonly #reqTracker = new ChunkedBodyTracker();
+  #up: Upstream | undefined;
+  /** The forwarded head, kept until the first response byte so a dead pooled connection can be retried. */
+  #fwdHead: Buffer | undefined;
+  #retryable = false;
+  #res: ResponseHead | undefined;
+  #resFraming: BodyFraming = 'none';
+  #resLeft = 0;
+  #resDone = false;
+  #resStarted = false;
+  readonly #resTracker = new ChunkedBodyTracker();
+  /** The app sent more than its response: its connection is not reused. */
+  #upDirty = false;
+  #closeAfter = false;
+  #clientEnded = false;
+  /** Caller bytes after the current request (pipelining); the caller is paused while set. */
+  #held: Buffer | undefined;
+  #clientPausedForUp = false;
+  #upPausedForClient = false;
+
+  constructor(
+    readonly client: TLSSocket,
+    readonly peer: string,
+    readonly peerNotAfter: number,
+    readonly ctx: HttpContext,
+  ) {
+    this.#idleSince = ctx.clock.now;
+    const limits = { maxHeadBytes: ctx.limits.maxHeadBytes, maxHeaders: ctx.limits.maxHeaders };
+    this.#reader = new HeadReader('request', limits);
+    // Responses come from our own app: allow larger heads (cookies), same header count bound.
+    this.#resReader = new HeadReader('response', { maxHeadBytes: Math.max(64 * 1024, limits.maxHeadBytes), maxHeaders: Math.max(200, limits.maxHeaders) });
+    client.on('data', this.#onClientData);
+    client.on('end', this.#onClientEnd);
+    client.on('drain', this.#onClientDrain);
+    client.on('close', this.#onClientClose);
+    client.on('error', noop);
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Caller side
+  // ----------------------------------------------------------------------------------------
+
+  #onClientData = (chunk: Buffer): void => {
+    try {
+      switch (this.#phase) {
+        case Phase.Head:
+          this.#readHeads(chunk);
+          break;
+        case Phase.Exchange:
+          if (!this.#reqDone) this.#forwardRequestBody(chunk, 0);
+          else this.#hold(chunk);
+          break;
+        default:
+        // Closing: the caller's remaining bytes are read and dropped (lingering close).
+      }
+    } catch (err) {
+      this.#internalError(err);
+    }
+  };
+
+  #onClientEnd = (): void => {
+    this.#clientEnded = true;
+    if (this.#phase === Phase.Exchange) this.#closeAfter = true;
+    // A partial head that will never complete, or a clean end between requests.
+    else if (this.#phase === Phase.Head) this.#startClosing();
+  };
+
+  #onClientDrain = (): void => {
+    if (this.#upPausedForClient) {
+      this.#upPausedForClient = false;
+      this.#up?.socket.resume();
+    }
+  };
+
+  #onClientClose = (): void => {
+    this.#phase = Phase.Closing;
+    this.#held = undefined;
+    this.#dropUpstream();
+  };
+
+  #readHeads(chunk: Buffer): void {
+    const ctx = this.ctx;
+    let buf = chunk;
+    for (;;) {
+      let head: RequestHead | undefined;
+      try {
+        head = this.#reader.push(buf);
+      } catch (err) {
+        ctx.stats.badRequests++;
+        const e = err instanceof TesseraError ? err : new TesseraError('TESSERA_BAD_REQUEST', 'malformed request');
+        this.#refuse(e.code, e.message);
+        return;
+      }
+      if (head === undefined) {
+        if (this.#reader.pending > 0 && this.#headSince === 0) this.#headSince = ctx.clock.now;
+        return;
+      }
+      this.#headSince = 0;
+      ctx.stats.requests++;
+      const rest = this.#reader.buffer;
+      const off = this.#reader.bodyStart;
+      if (ctx.clock.now >= this.peerNotAfter) {
+        ctx.stats.identityRefused++;
+        this.#refuse('TESSERA_PROXY_PEER_IDENTITY', 'the caller\'s certificate has expired');
+        return;
+      }
+      const allowed = callAuthorize(ctx, { peer: this.peer, action: 'http:request', method: head.method, path: head.path });
+      if (allowed) {
+        this.#startExchange(head, rest, off);
+        return;
+      }
+      // Denied. A body we did not read would be taken for the next request: close after it.
+      const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
+      if (hasBody || !head.keepAlive) {
+        this.#refuse('TESSERA_PROXY_DENIED', 'denied by policy');
+        return;
+      }
+      this.client.write(errorResponse('TESSERA_PROXY_DENIED', 'denied by policy', false));
+      if (off >= rest.length) {
+        this.#idleSince = ctx.clock.now;
+        return;
+      }
+      buf = rest.subarray(off);
+    }
+  }
+
+  #startExchange(head: RequestHead, buf: Buffer, off: number): void {
+    const ctx = this.ctx;
+    this.#phase = Phase.Exchange;
+    this.#req = head;
+    this.#closeAfter = !head.keepAlive || this.#clientEnded;
+    this.#res = undefined;
+    this.#resDone = false;
+    this.#resStarted = false;
+    this.#upDirty = false;
+    this.#resReader.reset();
+    if (head.chunked) {
+      this.#reqChunked = true;
+      this.#reqTracker.reset();
+      this.#reqDone = false;
+    } else if (head.contentLength !== undefined && head.contentLength > 0) {
+      this.#reqChunked = false;
+      this.#reqLeft = head.contentLength;
+      this.#reqDone = false;
+    } else {
+      this.#reqDone = true;
+    }
+    this.#retryable = this.#reqDone;
+    const fwd = forwardRequestHead(head, ctx.idHeader, this.peer);
+    this.#fwdHead = this.#retryable ? fwd : undefined;
+    const up = ctx.pool.acquire(this);
+    this.#up = up;
+    const flowing = up.socket.write(fwd);
+    if (off < buf.length) {
+      if (!this.#reqDone) this.#forwardRequestBody(buf, off);
+      else this.#hold(buf.subarray(off));
+    } else if (!flowing && !this.#reqDone) {
+      this.#pauseClientForUp();
+    }
+  }
+
+  #forwardRequestBody(buf: Buffer, off: number): void {
+    const len = buf.length;
+    let end: number;
+    if (this.#reqChunked) {
+      let e: number;
+      try {
+        e = this.#reqTracker.feed(buf, off, len);
+      } catch (err) {
+        this.ctx.stats.badRequests++;
+        // The head is already with the app: that connection cannot be reused.
+        this.#dropUpstream();
+        if (this.#res === undefined) this.#refuse('TESSERA_BAD_REQUEST', err instanceof TesseraError ? err.message : 'malformed chunked body');
+        else this.client.destroy();
+        return;
+      }
+      end = e === -1 ? len : e;
+      if (e !== -1) this.#reqDone = true;
+    } else {
+      const n = Math.min(this.#reqLeft, len - off);
+      end = off + n;
+      this.#reqLeft -= n;
+      if (this.#reqLeft === 0) this.#reqDone = true;
+    }
+    const up = this.#up;
+    if (up !== undefined && end > off) {
+      if (!up.socket.write(off === 0 && end === len ? buf : buf.subarray(off, end)) && !this.#reqDone) this.#pauseClientForUp();
+    }
+    if (this.#reqDone) {
+      if (end < len) this.#hold(buf.subarray(end));
+      if (this.#resDone) this.#finishExchange();
+    }
+  }
+
+  #pauseClientForUp(): void {
+    this.#clientPausedForUp = true;
+    this.client.pause();
+  }
+
+  #hold(bytes: Buffer): void {
+    this.#held = this.#held === undefined ? bytes : Buffer.concat([this.#held, bytes]);
+    this.client.pause();
+  }
+
+  #resumeClient(): void {
+    if (!this.#clientPausedForUp && this.#held === undefined && this.#phase !== Phase.Closing) this.client.resume();
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Application side
+  // ----------------------------------------------------------------------------------------
+
+  onUpstreamDrain(): void {
+    if (this.#clientPausedForUp) {
+      this.#clientPausedForUp = false;
+      this.#resumeClient();
+    }
+  }
+
+  onUpstreamData(chunk: Buffer): void {
+    try {
+      if (this.#phase !== Phase.Exchange || this.#resDone) {
+        this.#upDirty = true;
+        this.#dropUpstream();
+        return;
+      }
+      this.#resStarted = true;
+      this.#fwdHead = undefined;
+      if (this.#res === undefined) this.#readResponseHead(chunk);
+      else this.#forwardResponseBody(chunk, 0);
+    } catch (err) {
+      this.#internalError(err);
+    }
+  }
+
+  onUpstreamEnd(): void {
+    if (this.#phase !== Phase.Exchange || this.#up === undefined) return;
+    if (this.#res !== undefined && this.#resFraming === 'close' && !this.#resDone) {
+      this.#upDirty = true;
+      this.#resDone = true;
+      this.#finishExchange();
+      return;
+    }
+    if (!this.#resDone) this.#upstreamFailed('the application closed the connection before answering');
+  }
+
+  onUpstreamError(_err: Error): void {
+    if (this.#phase !== Phase.Exchange || this.#resDone) return;
+    this.#upstreamFailed('the application could not be reached');
+  }
+
+  #readResponseHead(chunk: Buffer): void {
+    const req = this.#req!;
+    let buf = chunk;
+    for (;;) {
+      let head: ResponseHead | undefined;
+      try {
+        head = this.#resReader.push(buf);
+      } catch {
+        this.#upstreamFailed('the application sent a malformed response head');
+        return;
+      }
+      if (head === undefined) return;
+      const rbuf = this.#resReader.buffer;
+      const off = this.#resReader.bodyStart;
+      if (head.status < 200) {
+        if (head.status === 101) {
+          this.#upstreamFailed('the application switched protocols, which the proxy does not support');
+          return;
+        }
+        // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 callers only (RFC 9110 §15.2).
+        if (req.version === 'HTTP/1.1') this.client.write(forwardResponseHead(head, false, 'HTTP/1.1'));
+        this.#resReader.reset();
+        if (off >= rbuf.length) return;
+        buf = rbuf.subarray(off);
+        continue;
+      }
+      this.#res = head;
+      const framing = responseFraming(head, req.method);
+      this.#resFraming = framing;
+      if (framing === 'close') this.#closeAfter = true;
+      if (!head.keepAlive) this.#upDirty = true;
+      const flowing = this.client.write(forwardResponseHead(head, this.#closeAfter, req.version));
+      if (framing === 'length') this.#resLeft = head.contentLength!;
+      else if (framing === 'chunked') this.#resTracker.reset();
+      else if (framing === 'none') {
+        this.#resDone = true;
+        if (off < rbuf.length) this.#upDirty = true;
+        this.#finishExchange();
+        return;
+      }
+      if (off < rbuf.length) this.#forwardResponseBody(rbuf, off);
+      else if (!flowing) this.#pauseUpForClient();
+      return;
+    }
+  }
+
+  #forwardResponseBody(buf: Buffer, off: number): void {
+    const len = buf.length;
+    let end: number;
+    switch (this.#resFraming) {
+      case 'length': {
+        const n = Math.min(this.#resLeft, len - off);
+        end = off + n;
+        this.#resLeft -= n;
+        if (this.#resLeft === 0) this.#resDone = true;
+        break;
+      }
+      case 'chunked': {
+        let e: number;
+        try {
+          e = this.#resTracker.feed(buf, off, len);
+        } catch {
+          this.ctx.stats.upstreamErrors++;
+          this.#dropUpstream();
+          this.client.destroy();
+          return;
+        }
+        end = e === -1 ? len : e;
+        if (e !== -1) this.#resDone = true;
+        break;
+      }
+      default:
+        end = len;
+    }
+    if (end > off && !this.client.write(off === 0 && end === len ? buf : buf.subarray(off, end))) this.#pauseUpForClient();
+    if (this.#resDone) {
+      if (end < len) this.#upDirty = true;
+      this.#finishExchange();
+    }
+  }
+
+  #pauseUpForClient(): void {
+    const up = this.#up;
+    if (up === undefined) return;
+    this.#upPausedForClient = true;
+    up.socket.pause();
+  }
+
+  #finishExchange(): void {
+    const ctx = this.ctx;
+    const up = this.#up;
+    this.#up = undefined;
+    if (this.#upPausedForClient) {
+      this.#upPausedForClient = false;
+      up?.socket.resume();
+    }
+    if (!this.#reqDone) {
+      // The app answered before it had the whole request body: neither connection can carry
+      // another exchange with certainty about where this one ended.
+      if (up !== undefined) ctx.pool.release(up, ctx.clock.now, false);
+      this.#startClosing();
+      return;
+    }
+    if (up !== undefined) ctx.pool.release(up, ctx.clock.now, !this.#upDirty);
+    this.#req = undefined;
+    this.#res = undefined;
+    if (this.#closeAfter || this.#clientEnded) {
+      this.#startClosing();
+      return;
+    }
+    this.#phase = Phase.Head;
+    this.#idleSince = ctx.clock.now;
+    const held = this.#held;
+    if (held !== undefined) {
+      this.#held = undefined;
+      this.#readHeads(held);
+    }
+    this.#resumeClient();
+  }
+
+  #upstreamFailed(reason: string): void {
+    const ctx = this.ctx;
+    ctx.stats.upstreamErrors++;
+    const up = this.#up;
+    this.#dropUpstream();
+    // A pooled connection the app closed while idle: send the (bodiless) request again, once,
+    // on a new connection. Nothing of it can have been processed: no byte came back.
+    if (!this.#resStarted && this.#fwdHead !== undefined && up?.reused === true && this.#retryable) {
+      this.#retryable = false;
+      const fresh = ctx.pool.acquire(this, true);
+      this.#up = fresh;
+      fresh.socket.write(this.#fwdHead);
+      return;
+    }
+    this.#fwdHead = undefined;
+    if (this.#res === undefined) this.#refuse('TESSERA_PROXY_UPSTREAM', reason);
+    else this.client.destroy();
+  }
+
+  /** Closes the app connection of the current exchange without reusing it. */
+  #dropUpstream(): void {
+    const up = this.#up;
+    if (up === undefined) return;
+    this.#up = undefined;
+    up.owner = undefined;
+    up.broken = true;
+    up.socket.destroy();
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Ending
+  // ----------------------------------------------------------------------------------------
+
+  /** Answers with an error and closes (after the caller has had time to read it). */
+  #refuse(code: ErrorCode, message: string): void {
+    if (this.#phase === Phase.Closing) return;
+    this.client.write(errorResponse(code, message, true));
+    this.#startClosing();
+  }
+
+  /**
+   * Ends our side and keeps reading (and dropping) what the caller still sends for a while, so
+   * that a response is not destroyed by a reset before the caller read it (lingering close).
+   */
+  #startClosing(): void {
+    this.#phase = Phase.Closing;
+    this.#closingSince = this.ctx.clock.now;
+    this.#held = undefined;
+    this.#dropUpstream();
+    this.client.end();
+    this.client.resume();
+  }
+
+  #internalError(_err: unknown): void {
+    this.ctx.stats.internalErrors++;
+    this.#dropUpstream();
+    this.client.destroy();
+  }
+
+  /** Called by the proxy's sweep timer with the current time. */
+  tick(now: number): void {
+    const limits = this.ctx.limits;
+    switch (this.#phase) {
+      case Phase.Head:
+        if (this.#headSince !== 0) {
+          if (now - this.#headSince > limits.headTimeoutMs) {
+            this.ctx.stats.timeouts++;
+            this.#refuse('TESSERA_REQUEST_TIMEOUT', 'the request head was not received in time');
+          }
+        } else if (now - this.#idleSince > limits.idleTimeoutMs) {
+          this.#startClosing();
+        }
+        break;
+      case Phase.Closing:
+        if (now - this.#closingSince > limits.lingerMs) this.client.destroy();
+        break;
+      default:
+    }
+  }
+
+  /** Closes at once (proxy shutdown). */
+  destroy(): void {
+    this.#dropUpstream();
+    this.client.destroy();
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,95 @@
+/**
+ * What the sidecar proxies need from the agent: the current X509-SVID and trust bundle, and a
+ * signal when either changes. The Agent class satisfies it; tests pass a fake backed by a real
+ * test CA. The proxies never import the agent itself.
+ */
+import type { KeyObject, X509Certificate } from 'node:crypto';
+import { TesseraError } from '../../core/errors.js';
+import { isMemberOf, parseSpiffeId } from '../../core/spiffe-id.js';
+import { certificateUriSans } from '../../core/x509.js';
+
+export interface TlsMaterial {
+  spiffeId: string;
+  certPem: string;
+  key: KeyObject;
+  bundlePem: string;
+}
+
+export interface TlsSource {
+  current(): TlsMaterial | undefined;
+  on(event: 'svid' | 'bundle', fn: () => void): unknown;
+  off(event: 'svid' | 'bundle', fn: () => void): unknown;
+}
+
+/** The lowest protocol version the proxies speak (TLS 1.2 and 1.3). */
+export const MIN_TLS_VERSION = 'TLSv1.2';
+
+const pemCache = new WeakMap<KeyObject, string>();
+
+/** The key as PKCS#8 PEM for a SecureContext (exported once per KeyObject). */
+export function keyPem(key: KeyObject): string {
+  let pem = pemCache.get(key);
+  if (pem === undefined) {
+    pem = key.export({ format: 'pem', type: 'pkcs8' }) as string;
+    pemCache.set(key, pem);
+  }
+  return pem;
+}
+
+/** The current material, or TESSERA_CREDENTIAL_MISSING when the agent has no SVID yet. */
+export function requireMaterial(source: TlsSource): TlsMaterial {
+  const m = source.current();
+  if (m === undefined) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', 'the agent has no SVID yet');
+  return m;
+}
+
+/**
+ * Calls `rebuild` whenever the SVID or the bundle changes; returns the function that stops it.
+ * Errors thrown by `rebuild` are passed to `onError` (the previous context stays in use).
+ */
+export function watchTlsSource(source: TlsSource, rebuild: () => void, onError: (err: unknown) => void): () => void {
+  const handler = (): void => {
+    try {
+      rebuild();
+    } catch (err) {
+      onError(err);
+    }
+  };
+  source.on('svid', handler);
+  source.on('bundle', handler);
+  return () => {
+    source.off('svid', handler);
+    source.off('bundle', handler);
+  };
+}
+
+/**
+ * The SPIFFE ID of a peer whose chain OpenSSL has already verified against the bundle: the
+ * certificate must be a leaf with exactly one URI SAN, a valid SPIFFE ID in `trustDomain`
+ * (X509-SVID standard §4, §5). Returns the ID, or a short reason for the refusal.
+ */
+export function peerSpiffeId(cert: X509Certificate | undefined, trustDomain: string): { id: string; notAfter: number } | { refused: string } {
+  if (cert === undefined) return { refused: 'no peer certificate' };
+  if (cert.ca) return { refused: 'peer certificate is a CA' };
+  let uris: string[];
+  try {
+    uris = certificateUriSans(cert.raw);
+  } catch {
+    return { refused: 'malformed peer certificate' };
+  }
+  if (uris.length !== 1) return { refused: 'peer certificate must carry exactly one URI SAN' };
+  let id: string;
+  try {
+    id = parseSpiffeId(uris[0]!).id;
+  } catch {
+    return { refused: 'URI SAN is not a SPIFFE ID' };
+  }
+  if (!isMemberOf(id, trustDomain)) return { refused: 'peer is in another trust domain' };
+  if (id.length === 'spiffe://'.length + trustDomain.length) return { refused: 'peer presents the trust-domain ID itself' };
+  return { id, notAfter: Date.parse(cert.validTo) };
+}
+
+/** The trust domain of our own SPIFFE ID. */
+export function trustDomainOf(spiffeId: string): string {
+  return parseSpiffeId(spiffeId).trustDomain;
+}

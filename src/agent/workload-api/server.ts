@@ -1,0 +1,494 @@
+/**
+ * The SPIFFE Workload API endpoint of the agent: gRPC over a Unix domain socket
+ * (SPIFFE_Workload_Endpoint.md, SPIFFE_Workload_API.md), serving the workload's X.509-SVID, its
+ * trust bundle, JWT-SVIDs and JWT-SVID validation.
+ *
+ * Connections are accepted by our own `net.Server`, so that the caller's Unix peer credentials
+ * (SO_PEERCRED) are read from the accepted socket before it is handed to grpc-js through its public
+ * `Server.createConnectionInjector()`. Every call must carry `workload.spiffe.io: true`
+ * (InvalidArgument otherwise), and the caller's credentials must match the registration entry's
+ * selectors (PermissionDenied otherwise); both are checked on every call, and the entitlement
+ * again before every message pushed on a stream.
+ */
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { TesseraError, isTesseraError } from '../../core/errors.js';
+import { createLogger, type Logger } from '../../core/log.js';
+import { verifyJwtSvid } from '../../core/jwt-svid.js';
+import { parseSpiffeId } from '../../core/spiffe-id.js';
+import { assertPeerCredentialsAvailable, peerCredentialsOf, type PeerCredentials } from './peercred.js';
+import {
+  SECURITY_HEADER,
+  SECURITY_HEADER_VALUE,
+  workloadApiService,
+  type JwtBundlesResponse,
+  type JwtSvidRequest,
+  type JwtSvidResponse,
+  type ValidateJwtSvidRequest,
+  type ValidateJwtSvidResponse,
+  type X509BundlesResponse,
+  type X509SvidResponse,
+} from './proto.js';
+import {
+  fingerprint,
+  jwtBundlesResponse,
+  toStruct,
+  x509BundlesResponse,
+  x509SvidResponse,
+  type IdentitySnapshot,
+} from './responses.js';
+import { entryMatchesCaller } from './selectors.js';
+import { NO_IDENTITY, SECURITY_HEADER_MISSING, grpcError, grpcErrorOf, type GrpcError } from './status.js';
+
+/** What the Workload API needs from the agent (the Agent class satisfies it once wired). */
+export interface IdentitySource {
+  readonly trustDomain: string;
+  /** The workload's current X.509-SVID and bundle, or undefined before the first issuance. */
+  current(): IdentitySnapshot | undefined;
+  /** The trust domain's SPIFFE bundle in JWK Set form (its `jwt-svid` keys are used). */
+  jwtBundle(): { keys: readonly object[] };
+  /** A JWT-SVID for the workload's identity (the control plane's POST /v1/svid/jwt). */
+  mintJwt(audience: string[]): Promise<{ token: string }>;
+  /** The selectors of the registration entry this agent serves, e.g. ['unix:uid:1000']. */
+  entrySelectors(): readonly string[];
+  on(event: 'svid' | 'bundle', listener: () => void): unknown;
+  off(event: 'svid' | 'bundle', listener: () => void): unknown;
+}
+
+export interface WorkloadApiOptions {
+  /** Absolute path of the Unix socket to create (at most 107 bytes on Linux). */
+  socketPath: string;
+  source: IdentitySource;
+  log?: Logger;
+  /**
+   * File mode of the socket (default 0o666). Workloads need write permission on the socket to
+   * connect; who may actually obtain an identity is decided by the peer credentials, not by this.
+   */
+  socketMode?: number;
+}
+
+export interface WorkloadApi {
+  readonly socketPath: string;
+  /** Stops accepting, ends open streams with UNAVAILABLE (clients reconnect with backoff), removes the socket. */
+  close(): Promise<void>;
+}
+
+const MAX_SOCKET_PATH_BYTES = 107; // sockaddr_un.sun_path is 108 bytes on Linux, NUL included
+const MAX_REQUEST_BYTES = 64 * 1024; // requests are tiny: a JWT-SVID is at most 8 KiB
+const MAX_AUDIENCES = 32;
+const MAX_AUDIENCE_LENGTH = 2048;
+const CLOSE_GRACE_MS = 1000;
+
+type Peer = { creds: PeerCredentials } | { creds: undefined; reason: string };
+
+interface Subscriber {
+  push(): void;
+  stop(error: GrpcError): void;
+}
+
+type Built<T> = { message: T; digest: string } | GrpcError;
+
+function isGrpcError<T>(b: Built<T>): b is GrpcError {
+  return 'code' in b;
+}
+
+/**
+ * Starts the Workload API on `unix:<socketPath>`.
+ *
+ * @example
+ * const api = await startWorkloadApi({ socketPath: '/run/tessera/agent.sock', source, log });
+ * // workloads: SPIFFE_ENDPOINT_SOCKET=unix:///run/tessera/agent.sock
+ * await api.close();
+ */
+export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<WorkloadApi> {
+  const log = (opts.log ?? createLogger()).child({ component: 'workload-api' });
+  const source = opts.source;
+  const socketPath = checkSocketPath(opts.socketPath);
+  const mode = opts.socketMode ?? 0o666;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw new TesseraError('TESSERA_CONFIG_INVALID', 'socketMode must be a file mode between 0 and 0o777');
+  // Fail at start, not on the first call, when peer credentials cannot be read on this machine.
+  assertPeerCredentialsAvailable();
+  const service = workloadApiService();
+  try {
+    // World-traversable: workloads of every user must be able to reach the socket inside.
+    const parent = dirname(socketPath);
+    const firstCreated = mkdirSync(parent, { recursive: true, mode: 0o755 });
+    // mkdir's mode is masked by the umask: set it on every folder we created.
+    if (firstCreated !== undefined) {
+      for (let d = parent; ; d = dirname(d)) {
+        chmodSync(d, 0o755);
+        if (d === firstCreated || d === dirname(d)) break;
+      }
+    }
+  } catch (err) {
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot create the folder of ${socketPath}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  await removeStaleSocket(socketPath);
+
+  const peers = new Map<string, Peer>();
+  const sockets = new Set<net.Socket>();
+  const subscribers = new Set<Subscriber>();
+  let connectionSeq = 0;
+  let closing = false;
+
+  // ------------------------------------------------------------------------------------------
+  // Authorization of a call.
+
+  function attest(peer: Peer): GrpcError | undefined {
+    if (peer.creds === undefined) {
+      return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
+    }
+    let selectors: readonly string[];
+    try {
+      selectors = source.entrySelectors();
+    } catch (err) {
+      log.error('cannot read the entry selectors; refusing the caller', { code: isTesseraError(err) ? err.code : 'unknown' });
+      return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
+    }
+    const m = entryMatchesCaller(selectors, peer.creds);
+    if (!m.ok) {
+      log.info('caller refused: its credentials do not match the entry', { ...peer.creds, reason: m.reason });
+      return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
+    }
+    return undefined;
+  }
+
+  /** Security header, then the caller's peer credentials against the entry: the peer, or the error to answer. */
+  function authorize(call: { metadata: grpc.Metadata; getPeer(): string }, method: string): Peer | GrpcError {
+    const values = call.metadata.get(SECURITY_HEADER);
+    if (values.length !== 1 || values[0] !== SECURITY_HEADER_VALUE) {
+      log.debug('request without the security header', { method });
+      return grpcError(grpc.status.INVALID_ARGUMENT, SECURITY_HEADER_MISSING);
+    }
+    // getPeer() is grpc-js's public way to tell which connection a call came on; we named each
+    // accepted connection ourselves (onConnection), so an unknown name means "not ours": refuse.
+    const peer = peers.get(call.getPeer());
+    if (peer === undefined) return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
+    if (peer.creds === undefined) {
+      log.warn('caller refused: its peer credentials are unknown', { method, reason: peer.reason });
+    }
+    const denied = attest(peer);
+    return denied ?? peer;
+  }
+
+  function isPeer(v: Peer | GrpcError): v is Peer {
+    return 'creds' in v;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Streams: the first message at once (§4.3), then one on every change of its content.
+
+  function serveStream<T>(call: grpc.ServerWritableStream<unknown, T>, peer: Peer, build: () => Built<T>): void {
+    let done = false;
+    let lastDigest: string | undefined;
+    let waitingForDrain = false;
+    let changedWhileWaiting = false;
+
+    const sub: Subscriber = { push, stop };
+    function stop(error: GrpcError): void {
+      if (done) return;
+      done = true;
+      subscribers.delete(sub);
+      call.emit('error', error); // grpc-js ends the stream with this status after pending writes
+    }
+    function push(): void {
+      if (done) return;
+      if (waitingForDrain) {
+        changedWhileWaiting = true; // every message is complete (§4.3): only the latest matters
+        return;
+      }
+      const denied = attest(peer); // still entitled? (Appendix A, server state 6)
+      if (denied !== undefined) return stop(denied);
+      let built: Built<T>;
+      try {
+        built = build();
+      } catch (err) {
+        log.error('cannot build a Workload API response', { code: isTesseraError(err) ? err.code : 'unknown' });
+        built = grpcErrorOf(err);
+      }
+      if (isGrpcError(built)) return stop(built);
+      if (built.digest === lastDigest) return;
+      lastDigest = built.digest;
+      if (!call.write(built.message)) {
+        waitingForDrain = true;
+        call.once('drain', () => {
+          waitingForDrain = false;
+          if (changedWhileWaiting) {
+            changedWhileWaiting = false;
+            push();
+          }
+        });
+      }
+    }
+    const forget = (): void => {
+      done = true;
+      subscribers.delete(sub);
+    };
+    call.on('cancelled', forget);
+    call.on('close', forget);
+    subscribers.add(sub);
+    push();
+  }
+
+  function onChange(): void {
+    for (const s of [...subscribers]) s.push();
+  }
+
+  function currentIdentity(): IdentitySnapshot | GrpcError {
+    const snap = source.current();
+    // No SVID yet, or an expired one: no identity to give (§5.2.1; the client retries with backoff).
+    if (snap === undefined || !(snap.notAfter instanceof Date) || snap.notAfter.getTime() <= Date.now()) {
+      return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
+    }
+    return snap;
+  }
+
+  function buildX509Svid(): Built<X509SvidResponse> {
+    const snap = currentIdentity();
+    if ('code' in snap) return snap;
+    const message = x509SvidResponse(snap);
+    const svid = message.svids[0]!;
+    return { message, digest: fingerprint([svid.spiffe_id, svid.x509_svid, svid.x509_svid_key, svid.bundle]) };
+  }
+
+  function buildX509Bundles(): Built<X509BundlesResponse> {
+    const snap = currentIdentity();
+    if ('code' in snap) return snap;
+    const message = x509BundlesResponse(source.trustDomain, snap.bundlePem);
+    return { message, digest: fingerprint(Object.values(message.bundles)) };
+  }
+
+  function buildJwtBundles(): Built<JwtBundlesResponse> {
+    const message = jwtBundlesResponse(source.trustDomain, source.jwtBundle());
+    return { message, digest: fingerprint(Object.values(message.bundles)) };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Handlers.
+
+  function streamHandler<T>(method: string, build: () => Built<T>): grpc.handleServerStreamingCall<unknown, T> {
+    return (call) => {
+      const auth = authorize(call, method);
+      if (!isPeer(auth)) {
+        call.emit('error', auth);
+        return;
+      }
+      if (closing) {
+        call.emit('error', grpcError(grpc.status.UNAVAILABLE, 'the Workload API is shutting down'));
+        return;
+      }
+      serveStream(call, auth, build);
+    };
+  }
+
+  const fetchJwtSvid: grpc.handleUnaryCall<JwtSvidRequest, JwtSvidResponse> = (call, callback) => {
+    const auth = authorize(call, 'FetchJWTSVID');
+    if (!isPeer(auth)) return callback(auth);
+    const req = call.request;
+    const audience = req.audience ?? [];
+    // §6.2.1: audience is mandatory; §4.5: a missing mandatory field is InvalidArgument.
+    if (!Array.isArray(audience) || audience.length === 0) return callback(grpcError(grpc.status.INVALID_ARGUMENT, 'audience must be specified'));
+    if (audience.length > MAX_AUDIENCES || audience.some((a) => typeof a !== 'string' || a.length === 0 || a.length > MAX_AUDIENCE_LENGTH)) {
+      return callback(grpcError(grpc.status.INVALID_ARGUMENT, `each audience must be a non-empty string (at most ${MAX_AUDIENCES} of at most ${MAX_AUDIENCE_LENGTH} characters)`));
+    }
+    const snap = currentIdentity();
+    if ('code' in snap) return callback(snap);
+    const wanted = req.spiffe_id ?? '';
+    if (wanted !== '') {
+      try {
+        parseSpiffeId(wanted);
+      } catch {
+        return callback(grpcError(grpc.status.INVALID_ARGUMENT, 'spiffe_id is not a valid SPIFFE ID'));
+      }
+      // §6.2.1: not authorized for the requested identity -> PermissionDenied.
+      if (wanted !== snap.spiffeId) return callback(grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY));
+    }
+    source.mintJwt([...audience]).then(
+      ({ token }) => {
+        if (typeof token !== 'string' || token.length === 0) return callback(grpcError(grpc.status.INTERNAL, 'internal error'));
+        callback(null, { svids: [{ spiffe_id: snap.spiffeId, svid: token }] });
+      },
+      (err: unknown) => {
+        log.warn('JWT-SVID request failed', { code: isTesseraError(err) ? err.code : 'unknown' });
+        callback(grpcErrorOf(err));
+      },
+    );
+  };
+
+  const validateJwtSvid: grpc.handleUnaryCall<ValidateJwtSvidRequest, ValidateJwtSvidResponse> = (call, callback) => {
+    const auth = authorize(call, 'ValidateJWTSVID');
+    if (!isPeer(auth)) return callback(auth);
+    const { audience = '', svid = '' } = call.request;
+    // §6.2.3: all request fields are mandatory.
+    if (typeof audience !== 'string' || audience.length === 0) return callback(grpcError(grpc.status.INVALID_ARGUMENT, 'audience must be specified'));
+    if (typeof svid !== 'string' || svid.length === 0) return callback(grpcError(grpc.status.INVALID_ARGUMENT, 'svid must be specified'));
+    let jwks: { keys: readonly object[] };
+    try {
+      jwks = source.jwtBundle();
+    } catch (err) {
+      return callback(grpcErrorOf(err));
+    }
+    verifyJwtSvid(svid, jwks, { audience, trustDomain: source.trustDomain }).then(
+      (v) => {
+        let claims;
+        try {
+          claims = toStruct(v.claims);
+        } catch (err) {
+          return callback(grpcErrorOf(err));
+        }
+        callback(null, { spiffe_id: v.spiffeId, claims });
+      },
+      (err: unknown) => {
+        log.debug('JWT-SVID did not validate', { code: isTesseraError(err) ? err.code : 'unknown' });
+        callback(grpcErrorOf(err));
+      },
+    );
+  };
+
+  const handlers: grpc.UntypedServiceImplementation = {
+    FetchX509SVID: streamHandler('FetchX509SVID', buildX509Svid),
+    FetchX509Bundles: streamHandler('FetchX509Bundles', buildX509Bundles),
+    FetchJWTSVID: fetchJwtSvid,
+    FetchJWTBundles: streamHandler('FetchJWTBundles', buildJwtBundles),
+    ValidateJWTSVID: validateJwtSvid,
+  };
+
+  // ------------------------------------------------------------------------------------------
+  // Transport.
+
+  const grpcServer = new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
+  grpcServer.addService(service, handlers);
+  const injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+
+  function onConnection(socket: net.Socket): void {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    let peer: Peer;
+    try {
+      // Read at accept time: SO_PEERCRED is the process that called connect().
+      peer = { creds: peerCredentialsOf(socket) };
+    } catch (err) {
+      // Fail closed: the connection is still served, so the caller gets a proper PermissionDenied.
+      peer = { creds: undefined, reason: err instanceof Error ? err.message : String(err) };
+      log.warn('cannot read the peer credentials of a connection; its calls will be refused', { reason: peer.reason });
+    }
+    const name = `unix-peer-${++connectionSeq}`;
+    // A Unix socket has no remote address, so grpc-js's getPeer() would say "unknown" for every
+    // call; naming the connection there lets a call be tied to the credentials read above.
+    Object.defineProperty(socket, 'remoteAddress', { value: name, configurable: true, enumerable: true, writable: false });
+    peers.set(name, peer);
+    sockets.add(socket);
+    socket.once('close', () => {
+      peers.delete(name);
+      sockets.delete(socket);
+    });
+    socket.on('error', (err) => log.debug('Workload API connection error', { reason: err.message }));
+    injector.injectConnection(socket);
+  }
+
+  const netServer = net.createServer(onConnection);
+  await new Promise<void>((ok, fail) => {
+    netServer.once('error', fail);
+    netServer.listen(socketPath, () => {
+      netServer.off('error', fail);
+      ok();
+    });
+  }).catch((err: unknown) => {
+    injector.destroy();
+    grpcServer.forceShutdown();
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot listen on ${socketPath}: ${err instanceof Error ? err.message : String(err)}`);
+  });
+  netServer.on('error', (err) => log.error('Workload API listener error', { reason: err.message }));
+  let ino: number | undefined;
+  try {
+    chmodSync(socketPath, mode);
+    ino = lstatSync(socketPath).ino;
+  } catch (err) {
+    netServer.close();
+    injector.destroy();
+    grpcServer.forceShutdown();
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot set the mode of ${socketPath}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  source.on('svid', onChange);
+  source.on('bundle', onChange);
+  log.info('Workload API listening', { socket: socketPath, mode: `0${mode.toString(8)}` });
+
+  let closed: Promise<void> | undefined;
+  async function close(): Promise<void> {
+    closing = true;
+    source.off('svid', onChange);
+    source.off('bundle', onChange);
+    const listenerClosed = new Promise<void>((ok) => netServer.close(() => ok()));
+    for (const s of [...subscribers]) s.stop(grpcError(grpc.status.UNAVAILABLE, 'the Workload API is shutting down'));
+    await new Promise<void>((ok) => {
+      const timer = setTimeout(() => {
+        grpcServer.forceShutdown();
+        ok();
+      }, CLOSE_GRACE_MS);
+      timer.unref();
+      injector.drain(CLOSE_GRACE_MS);
+      grpcServer.tryShutdown(() => {
+        clearTimeout(timer);
+        ok();
+      });
+    });
+    injector.destroy();
+    for (const s of sockets) s.destroy();
+    await listenerClosed;
+    // libuv removes the path when the listener closes; remove it ourselves only if it is still
+    // the socket we created (another agent may have been started on the same path since).
+    try {
+      if (lstatSync(socketPath).ino === ino) unlinkSync(socketPath);
+    } catch {
+      // already gone
+    }
+    log.info('Workload API closed', { socket: socketPath });
+  }
+
+  return {
+    socketPath,
+    close: () => (closed ??= close()),
+  };
+}
+
+function checkSocketPath(path: string): string {
+  if (typeof path !== 'string' || path.length === 0) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the Workload API socket path is empty');
+  const abs = isAbsolute(path) ? path : resolve(path);
+  if (Buffer.byteLength(abs, 'utf8') > MAX_SOCKET_PATH_BYTES || abs.includes('\0')) {
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `the Workload API socket path must be at most ${MAX_SOCKET_PATH_BYTES} bytes`);
+  }
+  return abs;
+}
+
+/**
+ * Removes a socket left behind by an agent that did not stop cleanly. A path that is not a socket
+ * is never removed, and neither is a socket something still answers on.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return; // nothing there
+  }
+  if (!st.isSocket()) throw new TesseraError('TESSERA_CONFIG_INVALID', `${path} exists and is not a socket`);
+  const live = await new Promise<boolean>((ok) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      ok(true);
+    });
+    c.once('error', () => ok(false));
+  });
+  if (live) throw new TesseraError('TESSERA_WORKLOAD_API_SOCKET_IN_USE', `another process is serving on ${path}`);
+  try {
+    unlinkSync(path);
+  } catch {
+    // removed meanwhile
+  }
+}

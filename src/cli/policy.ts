@@ -1,0 +1,132 @@
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { TesseraError } from '../core/errors.js';
+import { parseCases, runCases } from '../core/policy/cases.js';
+import { PolicyEngine } from '../core/policy/engine.js';
+import { TESSERA_SCHEMA } from '../core/policy/schema.js';
+import { adminClient, output, table, type GlobalOptions } from './context.js';
+
+type Json = Record<string, unknown>;
+type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
+
+/**
+ * Reads a policy directory as it is in Git: every `*.cedar` file below it (names relative to it)
+ * and, if present, `schema.json` (a Cedar JSON schema; default: Tessera's).
+ */
+export function readPolicyDir(dir: string): { policies: Record<string, string>; schema?: Record<string, unknown> } {
+  const root = resolve(dir);
+  if (!existsSync(root) || !statSync(root).isDirectory()) throw new TesseraError('TESSERA_CONFIG_INVALID', `${dir} is not a directory of .cedar files`);
+  const policies: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const name of readdirSync(d).sort()) {
+      if (name.startsWith('.')) continue;
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (name.endsWith('.cedar')) policies[relative(root, p)] = readFileSync(p, 'utf8');
+    }
+  };
+  walk(root);
+  if (Object.keys(policies).length === 0) throw new TesseraError('TESSERA_CONFIG_INVALID', `no .cedar files in ${dir}`);
+  const schemaFile = join(root, 'schema.json');
+  if (!existsSync(schemaFile)) return { policies };
+  try {
+    return { policies, schema: JSON.parse(readFileSync(schemaFile, 'utf8')) as Record<string, unknown> };
+  } catch {
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `${schemaFile} is not valid JSON`);
+  }
+}
+
+function flipsText(res: { replayed: number; flips: Json[] }): string {
+  if (res.flips.length === 0) return `replayed ${res.replayed} recent decisions: none would change`;
+  return `replayed ${res.replayed} recent decisions; these would change:\n${table(['BEFORE', 'AFTER', 'COUNT', 'PRINCIPAL', 'ACTION', 'RESOURCE', 'CONTEXT'],
+    res.flips.map((f) => [String(f.before), String(f.after), String(f.count), String(f.principal), String(f.action), String(f.resource),
+      Object.entries((f.context as Json) ?? {}).filter(([k]) => k === 'method' || k === 'path' || k === 'site').map(([k, v]) => `${k}=${String(v)}`).join(' ')]))}`;
+}
+
+export function policyCommands(program: Command, run: Run): void {
+  const policy = program.command('policy').description('Cedar policy as code: apply, test, diff, history, rollback');
+
+  policy.command('apply').description('validate and apply a directory of .cedar files (+ schema.json) as a new policy version')
+    .requiredOption('-f, --file <dir>', 'policy directory (e.g. policies/ in a Git checkout)')
+    .option('--reason <text>', 'why (recorded with the version)', 'applied with tessera policy apply')
+    .option('--dry-run', 'show which recent decisions would flip, apply nothing')
+    .action(run(async (g, o: Json) => {
+      const { policies, schema } = readPolicyDir(String(o.file));
+      const client = adminClient(g);
+      try {
+        const res = await client.call<Json & { replayed: number; flips: Json[] }>('POST', '/v1/policies', {
+          files: policies, ...(schema ? { schema } : {}), reason: o.reason, ...(o.dryRun ? { dry_run: true } : {}),
+        });
+        output(g, res, () => (o.dryRun ? `dry run: nothing applied\n${flipsText(res)}`
+          : `applied policy v${String(res.version)} (${Object.keys(policies).length} files, hash ${String(res.hash).slice(0, 12)}); bundle ${String(res.bundle_version)} is on its way to the agents\n${flipsText(res)}`));
+      } finally {
+        client.close();
+      }
+    }));
+
+  policy.command('diff').description('replay recently recorded decisions against a candidate policy directory and show what would flip')
+    .requiredOption('-f, --file <dir>', 'candidate policy directory')
+    .action(run(async (g, o: Json) => {
+      const { policies, schema } = readPolicyDir(String(o.file));
+      const client = adminClient(g);
+      try {
+        const res = await client.call<Json & { replayed: number; flips: Json[] }>('POST', '/v1/policies', { files: policies, ...(schema ? { schema } : {}), reason: 'diff', dry_run: true });
+        output(g, res, () => flipsText(res));
+      } finally {
+        client.close();
+      }
+    }));
+
+  policy.command('test').description('run a file of expected decisions against a policy directory (offline); exit 1 on any mismatch')
+    .requiredOption('-f, --file <cases>', 'cases file (YAML or JSON): entities + cases with expect: allow|deny')
+    .option('-p, --policies <dir>', 'policy directory', 'policies')
+    .action(run(async (g, o: Json) => {
+      const { policies, schema } = readPolicyDir(String(o.policies));
+      const cases = parseCases(readFileSync(String(o.file), 'utf8'));
+      const engine = new PolicyEngine(PolicyEngine.compile({ policies, schema: schema ?? (TESSERA_SCHEMA as Record<string, unknown>) }), cases.entities ?? []);
+      const results = runCases(engine, cases);
+      const failed = results.filter((r) => !r.pass);
+      output(g, { passed: results.length - failed.length, failed: failed.length, results }, () => [
+        ...results.map((r) => `${r.pass ? 'ok  ' : 'FAIL'}  ${r.name}: expected ${r.expected}, got ${r.actual}${r.reasons.length ? ` (${r.reasons.join(', ')})` : ''}`),
+        `${results.length - failed.length} passed, ${failed.length} failed`,
+      ].join('\n'));
+      if (failed.length > 0) process.exitCode = 1;
+    }));
+
+  policy.command('history').description('list policy versions (newest first)')
+    .option('--limit <n>', 'how many', '20')
+    .action(run(async (g, o: Json) => {
+      const client = adminClient(g);
+      try {
+        const res = await client.call<{ versions: Json[] }>('GET', `/v1/policies?limit=${encodeURIComponent(String(o.limit))}`);
+        output(g, res, () => (res.versions.length ? table(['VERSION', 'CREATED', 'AUTHOR', 'HASH', 'REASON'],
+          res.versions.map((v) => [String(v.version), String(v.createdAt), String(v.author), String(v.hash).slice(0, 12), String(v.reason)])) : 'no policy versions yet (everything is denied)'));
+      } finally {
+        client.close();
+      }
+    }));
+
+  policy.command('show').description('print one policy version').argument('<version>', 'version number')
+    .action(run(async (g, version: string) => {
+      const client = adminClient(g);
+      try {
+        const res = await client.call<Json & { policies: Record<string, string> }>('GET', `/v1/policies/${encodeURIComponent(version)}`);
+        output(g, res, () => Object.entries(res.policies).map(([f, t]) => `// ${f}\n${t.trimEnd()}`).join('\n\n'));
+      } finally {
+        client.close();
+      }
+    }));
+
+  policy.command('rollback').description('make an earlier version current again (as a new version)').argument('<version>', 'version to restore')
+    .requiredOption('--reason <text>', 'why')
+    .action(run(async (g, version: string, o: Json) => {
+      const client = adminClient(g);
+      try {
+        const res = await client.call<Json>('POST', '/v1/policies/rollback', { version: Number(version), reason: o.reason });
+        output(g, res, () => `policy v${version} restored as v${String(res.version)}`);
+      } finally {
+        client.close();
+      }
+    }));
+}

@@ -1,0 +1,233 @@
+import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { expectTesseraError } from '../../../test/support/expect.js';
+import { TesseraError } from '../errors.js';
+import { CertificateIssuer, createSelfSignedCa } from '../x509.js';
+import {
+  canonicalJson,
+  certificateFingerprint,
+  createPolicyBundle,
+  policyHash,
+  signPolicyBundle,
+  verifyPolicyBundle,
+  type PolicyBundle,
+  type SignedPolicyBundle,
+} from './bundle.js';
+import { SHOP_ENTITIES, SHOP_POLICIES } from './fixtures.js';
+import { TESSERA_SCHEMA } from './schema.js';
+
+const BAD = 'TESSERA_POLICY_BUNDLE_INVALID';
+const DAY = 86_400_000;
+
+function makeCa(name: string, kind: 'p256' | 'ed25519' = 'p256'): { privateKey: KeyObject; certDer: Buffer } {
+  const { privateKey, publicKey } = kind === 'p256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+  const now = Date.now();
+  const certDer = createSelfSignedCa({ privateKey, publicKey, commonName: name, trustDomainUri: 'spiffe://example.org', notBefore: new Date(now - DAY), notAfter: new Date(now + DAY) });
+  return { privateKey, certDer };
+}
+
+const ca = makeCa('Tessera CA 1');
+const other = makeCa('Other CA');
+
+function bundle(over: Partial<PolicyBundle> = {}): PolicyBundle {
+  return { ...createPolicyBundle({ version: 7, author: 'alice', reason: 'shop policies', policies: SHOP_POLICIES, schema: TESSERA_SCHEMA as Record<string, unknown>, entities: SHOP_ENTITIES, createdAt: '2026-01-01T00:00:00.000Z' }), ...over };
+}
+
+/** Signs any payload text exactly as signPolicyBundle does, to reach the checks behind the signature. */
+function signRaw(payloadText: string, key = ca.privateKey, certDer = ca.certDer): SignedPolicyBundle {
+  const payload = Buffer.from(payloadText, 'utf8').toString('base64url');
+  const signature = sign('sha256', Buffer.from(`tessera-policy-bundle-v1\n${payload}`), { key, dsaEncoding: 'ieee-p1363' }).toString('base64url');
+  return { payload, alg: 'ES256', signer: certificateFingerprint(certDer), signature };
+}
+
+const signed = signPolicyBundle(bundle(), ca);
+const trusted = [other.certDer, ca.certDer];
+
+describe('signed policy bundle', () => {
+  it('round-trips', () => {
+    expect(signed.alg).toBe('ES256');
+    expect(signed.signer).toBe(certificateFingerprint(ca.certDer));
+    expect(Buffer.from(signed.signature, 'base64url')).toHaveLength(64);
+    const got = verifyPolicyBundle(JSON.parse(JSON.stringify(signed)), trusted, { minVersion: 6 });
+    expect(got).toEqual(bundle());
+    expect(got.hash).toBe(policyHash(SHOP_POLICIES, TESSERA_SCHEMA));
+  });
+
+  it('accepts the same version again (idempotent refetch) and refuses an older one (rollback)', () => {
+    expect(verifyPolicyBundle(signed, trusted, { minVersion: 7 }).version).toBe(7);
+    const err = expectTesseraError(() => verifyPolicyBundle(signed, trusted, { minVersion: 8 }), BAD);
+    expect(err.message).toMatch(/rollback refused/);
+  });
+
+  it('refuses a tampered payload', () => {
+    const evil = Buffer.from(canonicalJson({ ...bundle(), reason: 'evil' })).toString('base64url');
+    expectTesseraError(() => verifyPolicyBundle({ ...signed, payload: evil }, trusted), BAD);
+  });
+
+  it('refuses a tampered signature', () => {
+    const sig = Buffer.from(signed.signature, 'base64url');
+    sig[10] = sig[10]! ^ 1;
+    expectTesseraError(() => verifyPolicyBundle({ ...signed, signature: sig.toString('base64url') }, trusted), BAD);
+  });
+
+  it('refuses an unknown signer, and a signer that did not sign', () => {
+    expect(expectTesseraError(() => verifyPolicyBundle(signed, [other.certDer]), BAD).message).toMatch(/not in the trust bundle/);
+    expectTesseraError(() => verifyPolicyBundle({ ...signed, signer: certificateFingerprint(other.certDer) }, trusted), BAD);
+    expectTesseraError(() => verifyPolicyBundle(signed, []), BAD);
+  });
+
+  it('refuses a wrong or missing algorithm', () => {
+    for (const alg of ['ES384', 'none', 'HS256', 'es256', undefined]) {
+      expectTesseraError(() => verifyPolicyBundle({ ...signed, alg }, trusted), BAD);
+    }
+  });
+
+  it('refuses a hash that does not match the content, even when signed', () => {
+    const b = bundle();
+    expectTesseraError(() => signPolicyBundle({ ...b, hash: 'a'.repeat(64) }, ca), BAD);
+    const forged = signRaw(canonicalJson({ ...b, policies: { 'all.cedar': 'permit(principal, action, resource);' } }));
+    expect(expectTesseraError(() => verifyPolicyBundle(forged, trusted), BAD).message).toMatch(/hash/);
+  });
+
+  it('refuses unknown or missing fields, even when signed', () => {
+    const b = bundle() as unknown as Record<string, unknown>;
+    expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...b, extra: 1 })), trusted), BAD);
+    const { reason: _r, ...noReason } = b;
+    expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson(noReason)), trusted), BAD);
+    expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...b, entities: [{ id: 'spiffe://example.org/a', attrs: {}, parents: [] }] })), trusted), BAD);
+    expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...b, entities: [{ id: 'spiffe://example.org/a', attrs: { team: 'x' } }] })), trusted), BAD);
+    expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...b, entities: [{ id: 'not a spiffe id', attrs: {} }] })), trusted), BAD);
+    expectTesseraError(() => verifyPolicyBundle({ ...signed, extra: 1 }, trusted), BAD);
+  });
+
+  it('refuses a payload that is not canonical JSON, even when signed', () => {
+    expect(expectTesseraError(() => verifyPolicyBundle(signRaw(JSON.stringify(bundle(), null, 2)), trusted), BAD).message).toMatch(/canonical/);
+    expectTesseraError(() => verifyPolicyBundle(signRaw('not json'), trusted), BAD);
+    const invalidUtf8 = Buffer.from([0x7b, 0xff, 0x7d]).toString('base64url');
+    const sig = sign('sha256', Buffer.from(`tessera-policy-bundle-v1\n${invalidUtf8}`), { key: ca.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url');
+    expectTesseraError(() => verifyPolicyBundle({ ...signed, payload: invalidUtf8, signature: sig }, trusted), BAD);
+  });
+
+  it('refuses oversized content', () => {
+    const huge = 'A'.repeat(6 * 1024 * 1024);
+    expect(expectTesseraError(() => verifyPolicyBundle({ ...signed, payload: huge }, trusted), BAD).message).toMatch(/larger than/);
+    const many = Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`p${i}.cedar`, '']));
+    expectTesseraError(() => signPolicyBundle(createPolicyBundle({ ...bundle(), policies: many }), ca), BAD);
+    const b = bundle();
+    expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...b, policies: many, hash: policyHash(many, b.schema) })), trusted), BAD);
+  });
+
+  it('refuses garbage envelopes', () => {
+    for (const g of [null, undefined, 'x', 42, [], {}, { payload: 1, alg: 'ES256', signer: 'x', signature: 'y' }, { ...signed, payload: '' }, { ...signed, payload: `${signed.payload}=` }, { ...signed, signature: `${signed.signature.slice(0, -1)}` }]) {
+      expectTesseraError(() => verifyPolicyBundle(g, trusted), BAD);
+    }
+    expectTesseraError(() => verifyPolicyBundle(signed, [Buffer.from('not a certificate')]), BAD);
+    expectTesseraError(() => verifyPolicyBundle(signed, trusted, { minVersion: 1.5 }), BAD);
+  });
+
+  it('refuses a signer certificate that is not a P-256 CA', () => {
+    const ed = makeCa('Ed25519 CA', 'ed25519');
+    expectTesseraError(() => signPolicyBundle(bundle(), ed), BAD);
+    const byEd = { ...signRaw(canonicalJson(bundle())), signer: certificateFingerprint(ed.certDer) };
+    expectTesseraError(() => verifyPolicyBundle(byEd, [ed.certDer]), BAD);
+    // A leaf certificate whose key signed the bundle: in the list, but not a CA.
+    const leafKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const leafDer = new CertificateIssuer({ certDer: ca.certDer, privateKey: ca.privateKey }).issueLeaf({
+      publicKey: leafKey.publicKey, notBefore: new Date(Date.now() - DAY), notAfter: new Date(Date.now() + DAY), uriSans: ['spiffe://example.org/x'],
+    });
+    const byLeaf = signRaw(canonicalJson(bundle()), leafKey.privateKey, leafDer);
+    expectTesseraError(() => verifyPolicyBundle(byLeaf, [leafDer]), BAD);
+  });
+
+  it('refuses to sign with a key that is not the certificate’s', () => {
+    expectTesseraError(() => signPolicyBundle(bundle(), { privateKey: other.privateKey, certDer: ca.certDer }), BAD);
+  });
+
+  it('only ever throws TesseraError on arbitrary input (property)', () => {
+    const envelopeLike = fc.record({
+      payload: fc.oneof(fc.string(), fc.constant(signed.payload), fc.base64String()),
+      alg: fc.oneof(fc.constant('ES256'), fc.string()),
+      signer: fc.oneof(fc.constant(signed.signer), fc.string()),
+      signature: fc.oneof(fc.constant(signed.signature), fc.string()),
+    }, { requiredKeys: [] });
+    fc.assert(
+      fc.property(fc.oneof(fc.jsonValue(), fc.anything(), envelopeLike), fc.option(fc.integer(), { nil: undefined }), (v, minVersion) => {
+        try {
+          verifyPolicyBundle(v, trusted, minVersion === undefined ? {} : { minVersion });
+        } catch (err) {
+          expect(err).toBeInstanceOf(TesseraError);
+          expect((err as TesseraError).code).toBe(BAD);
+          return;
+        }
+        // Only the genuine envelope verifies.
+        expect(v).toMatchObject(signed);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('refuses every single-character mutation of a valid envelope (property)', () => {
+    const small = signPolicyBundle(createPolicyBundle({ version: 3, author: 'a', reason: 'r', policies: { 'a.cedar': 'permit(principal, action, resource);' }, schema: TESSERA_SCHEMA as Record<string, unknown>, entities: [] }), ca);
+    const text = JSON.stringify(small);
+    fc.assert(
+      fc.property(fc.nat({ max: text.length - 1 }), fc.oneof(fc.string({ minLength: 1, maxLength: 1 }), fc.constantFrom('A', 'a', '0', '_', '-', '"', '=')), (i, ch) => {
+        const mutated = text.slice(0, i) + ch + text.slice(i + 1);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(mutated);
+        } catch {
+          return;
+        }
+        if (canonicalJson(parsed) === canonicalJson(small)) return; // a no-op mutation
+        try {
+          verifyPolicyBundle(parsed, trusted);
+        } catch (err) {
+          expect(err).toBeInstanceOf(TesseraError);
+          expect((err as TesseraError).code).toBe(BAD);
+          return;
+        }
+        throw new Error(`mutation at ${i} (${JSON.stringify(ch)}) verified`);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('canonicalJson', () => {
+  it('sorts keys and drops whitespace', () => {
+    expect(canonicalJson({ b: 1, a: [true, null, 'x', { d: -0.5, c: {} }] })).toBe('{"a":[true,null,"x",{"c":{},"d":-0.5}],"b":1}');
+    expect(canonicalJson('é\u2028"')).toBe(JSON.stringify('é\u2028"'));
+  });
+
+  it('is stable under key reordering and idempotent (property)', () => {
+    const shuffleKeys = (v: unknown, seed: number): unknown => {
+      if (Array.isArray(v)) return v.map((x, i) => shuffleKeys(x, seed + i));
+      if (typeof v === 'object' && v !== null) {
+        const entries = Object.entries(v);
+        const order = entries.map((e, i) => [e, (i * 7919 + seed) % (entries.length + 1)] as const).sort((x, y) => x[1] - y[1]);
+        return Object.fromEntries(order.map(([[k, x]], i) => [k, shuffleKeys(x, seed + i)]));
+      }
+      return v;
+    };
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.nat(), (v, seed) => {
+        const c = canonicalJson(v);
+        expect(canonicalJson(shuffleKeys(v, seed))).toBe(c);
+        expect(canonicalJson(JSON.parse(c))).toBe(c);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('refuses what is not JSON', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    let deep: unknown = 1;
+    for (let i = 0; i < 100; i++) deep = [deep];
+    // eslint-disable-next-line no-sparse-arrays
+    for (const v of [undefined, () => 1, Symbol('s'), 1n, NaN, Infinity, new Date(0), new Map(), Buffer.from('x'), cyclic, deep, [1, , 2], { a: undefined }]) {
+      expectTesseraError(() => canonicalJson(v), BAD);
+    }
+  });
+});

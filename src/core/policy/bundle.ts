@@ -1,0 +1,351 @@
+/**
+ * The signed policy bundle: what the control plane (Policy Administration Point) distributes to
+ * agents (Policy Enforcement Points). One version of the policies, the schema they were validated
+ * against and the workload attributes, signed by a trust-domain CA key so that an agent can check
+ * it with nothing but its trust bundle, and refuse a replayed older version.
+ *
+ * Envelope (JSON): `{ payload, alg: "ES256", signer, signature }`, where `payload` is the base64url
+ * of the bundle's canonical JSON, `signer` the hex SHA-256 of the signing CA certificate (DER), and
+ * `signature` the base64url ECDSA P-256 / SHA-256 signature (IEEE P1363, r||s) over
+ * `"tessera-policy-bundle-v1\n" + payload`. The prefix separates this signature from anything
+ * else the CA key signs (certificates are DER and can never start with it).
+ */
+import { X509Certificate, createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { TesseraError } from '../errors.js';
+import { isSpiffeId } from '../spiffe-id.js';
+import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity } from './types.js';
+
+export interface PolicyBundle {
+  /** Monotonic version (1, 2, ...): agents refuse anything older than what they hold. */
+  version: number;
+  /** ISO 8601 UTC (`2025-01-01T00:00:00.000Z`). */
+  createdAt: string;
+  author: string;
+  reason: string;
+  /** {@link policyHash} of `policies` and `schema`. */
+  hash: string;
+  /** Policy file name → Cedar policy text. */
+  policies: Record<string, string>;
+  /** Cedar JSON schema the policies were validated against. */
+  schema: Record<string, unknown>;
+  entities: PolicyEntity[];
+}
+
+export interface SignedPolicyBundle {
+  /** base64url of the canonical JSON of the {@link PolicyBundle}. */
+  payload: string;
+  alg: 'ES256';
+  /** Lowercase hex SHA-256 fingerprint of the signing CA certificate (DER). */
+  signer: string;
+  /** base64url ECDSA signature, IEEE P1363 (64 bytes). */
+  signature: string;
+}
+
+export interface PolicyBundleSigner {
+  /** The CA's P-256 private key. */
+  privateKey: KeyObject;
+  /** The CA's certificate (DER), as published in the trust bundle. */
+  certDer: Buffer;
+}
+
+export interface VerifyPolicyBundleOptions {
+  /** Refuse versions below this (the version the agent already holds): no rollback. */
+  minVersion?: number;
+}
+
+const DOMAIN_PREFIX = 'tessera-policy-bundle-v1\n';
+const MAX_DEPTH = 64;
+const MAX_AUTHOR = 256;
+const MAX_REASON = 8192;
+const HEX64 = /^[0-9a-f]{64}$/;
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+const BUNDLE_KEYS = ['author', 'createdAt', 'entities', 'hash', 'policies', 'reason', 'schema', 'version'] as const;
+const ENVELOPE_KEYS = ['alg', 'payload', 'signature', 'signer'] as const;
+const MAX_PAYLOAD_CHARS = Math.ceil((LIMITS.maxBundlePayloadBytes * 4) / 3);
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function invalid(message: string): TesseraError {
+  return new TesseraError('TESSERA_POLICY_BUNDLE_INVALID', message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical JSON and hashes
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Canonical JSON: object keys sorted (by UTF-16 code units, as `Array.prototype.sort` and RFC 8785
+ * do), no whitespace, strings and numbers as `JSON.stringify` writes them. Equal content gives
+ * equal text whatever the key order. Refuses what JSON cannot carry faithfully: `undefined`,
+ * functions, symbols, bigints, non-finite numbers, array holes, non-plain objects (Date, Map,
+ * Buffer, class instances), cycles and nesting deeper than 64.
+ *
+ * @example canonicalJson({ b: 1, a: [true, null] }) // '{"a":[true,null],"b":1}'
+ * @throws TesseraError TESSERA_POLICY_BUNDLE_INVALID
+ */
+export function canonicalJson(value: unknown): string {
+  const parts: string[] = [];
+  writeCanonical(value, parts, '$', 0, new Set());
+  return parts.join('');
+}
+
+function writeCanonical(v: unknown, out: string[], path: string, depth: number, seen: Set<object>): void {
+  switch (typeof v) {
+    case 'string':
+      out.push(JSON.stringify(v));
+      return;
+    case 'boolean':
+      out.push(v ? 'true' : 'false');
+      return;
+    case 'number':
+      if (!Number.isFinite(v)) throw invalid(`not JSON: ${path} is a non-finite number`);
+      out.push(JSON.stringify(v));
+      return;
+    case 'object':
+      break;
+    default:
+      throw invalid(`not JSON: ${path} is a ${typeof v}`);
+  }
+  if (v === null) {
+    out.push('null');
+    return;
+  }
+  if (depth >= MAX_DEPTH) throw invalid(`not JSON: ${path} is nested deeper than ${MAX_DEPTH}`);
+  if (seen.has(v)) throw invalid(`not JSON: ${path} is a cycle`);
+  seen.add(v);
+  if (Array.isArray(v)) {
+    out.push('[');
+    for (let i = 0; i < v.length; i++) {
+      if (i > 0) out.push(',');
+      if (!(i in v)) throw invalid(`not JSON: ${path}[${i}] is a hole`);
+      writeCanonical(v[i], out, `${path}[${i}]`, depth + 1, seen);
+    }
+    out.push(']');
+  } else {
+    const proto: unknown = Object.getPrototypeOf(v);
+    if (proto !== Object.prototype && proto !== null) throw invalid(`not JSON: ${path} is not a plain object`);
+    if (Object.getOwnPropertySymbols(v).length > 0) throw invalid(`not JSON: ${path} has symbol keys`);
+    const obj = v as Record<string, unknown>;
+    const keys = Object.keys(obj).sort();
+    out.push('{');
+    keys.forEach((k, i) => {
+      if (i > 0) out.push(',');
+      out.push(JSON.stringify(k), ':');
+      writeCanonical(obj[k], out, `${path}.${k.length > 32 ? `${k.slice(0, 32)}…` : k}`, depth + 1, seen);
+    });
+    out.push('}');
+  }
+  seen.delete(v);
+}
+
+/**
+ * The version identity of a policy set: lowercase hex SHA-256 of `canonicalJson({ policies, schema })`.
+ *
+ * @example policyHash({ 'a.cedar': 'permit(principal, action, resource);' }, TESSERA_SCHEMA)
+ */
+export function policyHash(policies: Record<string, string>, schema: object): string {
+  return createHash('sha256').update(canonicalJson({ policies, schema }), 'utf8').digest('hex');
+}
+
+/** Lowercase hex SHA-256 of a certificate's DER: how a bundle names its signer. */
+export function certificateFingerprint(certDer: Buffer): string {
+  return createHash('sha256').update(certDer).digest('hex');
+}
+
+/**
+ * Builds a bundle with its hash computed (`createdAt` defaults to now). Checked as agents check
+ * it, so the control plane never signs a bundle its agents would refuse.
+ *
+ * @throws TesseraError TESSERA_POLICY_BUNDLE_INVALID
+ */
+export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt'> & { createdAt?: string }): PolicyBundle {
+  const bundle: PolicyBundle = {
+    version: input.version,
+    createdAt: input.createdAt ?? new Date().toISOString(),
+    author: input.author,
+    reason: input.reason,
+    hash: '',
+    policies: input.policies,
+    schema: input.schema,
+    entities: input.entities,
+  };
+  bundle.hash = policyHash(bundle.policies, bundle.schema);
+  return checkBundle(bundle);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Signs a bundle with a trust-domain CA key (ES256). The bundle is checked first (shape, sizes,
+ * hash) and the key must be the P-256 key of `signer.certDer`.
+ *
+ * @example
+ * const signed = signPolicyBundle(createPolicyBundle({ version: 7, author, reason, policies, schema, entities }),
+ *   { privateKey: ca.privateKey, certDer: ca.certDer });
+ * @throws TesseraError TESSERA_POLICY_BUNDLE_INVALID
+ */
+export function signPolicyBundle(bundle: PolicyBundle, signer: PolicyBundleSigner): SignedPolicyBundle {
+  const checked = checkBundle(bundle);
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(signer.certDer);
+  } catch {
+    throw invalid('the signer certificate cannot be parsed');
+  }
+  if (!isP256(cert.publicKey)) throw invalid('the signer certificate does not hold a P-256 key');
+  let matches = false;
+  try {
+    matches = signer.privateKey.type === 'private' && createPublicKey(signer.privateKey).equals(cert.publicKey);
+  } catch {
+    matches = false;
+  }
+  if (!matches) throw invalid('the signing key does not belong to the signer certificate');
+  const payload = Buffer.from(canonicalJson(checked), 'utf8').toString('base64url');
+  const signature = sign('sha256', Buffer.from(DOMAIN_PREFIX + payload, 'latin1'), { key: signer.privateKey, dsaEncoding: 'ieee-p1363' });
+  return { payload, alg: 'ES256', signer: certificateFingerprint(signer.certDer), signature: signature.toString('base64url') };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Verifies a signed bundle as received (parsed JSON of unknown shape) and returns its content.
+ * The signer must be one of `trustedCas` (CA certificates, DER, from the agent's trust bundle),
+ * the signature must verify with that certificate's key, the payload must be canonical JSON of a
+ * well-formed bundle (unknown fields refused, sizes bounded), the hash must match the policies
+ * and schema, and the version must be at least `opts.minVersion` (equal is an idempotent refetch).
+ *
+ * @example const bundle = verifyPolicyBundle(JSON.parse(body), trustBundleDers, { minVersion: current.version });
+ * @throws TesseraError TESSERA_POLICY_BUNDLE_INVALID, whatever goes wrong
+ */
+export function verifyPolicyBundle(signed: unknown, trustedCas: readonly Buffer[], opts: VerifyPolicyBundleOptions = {}): PolicyBundle {
+  try {
+    return verifyUnchecked(signed, trustedCas, opts);
+  } catch (err) {
+    if (err instanceof TesseraError && err.code === 'TESSERA_POLICY_BUNDLE_INVALID') throw err;
+    // A bug or an unexpected input reached a library: still a refusal, never a raw exception.
+    throw invalid('the policy bundle cannot be verified');
+  }
+}
+
+function verifyUnchecked(signed: unknown, trustedCas: readonly Buffer[], opts: VerifyPolicyBundleOptions): PolicyBundle {
+  const env = exactObject(signed, ENVELOPE_KEYS, 'envelope');
+  if (env.alg !== 'ES256') throw invalid('envelope: alg must be ES256');
+  if (typeof env.signer !== 'string' || !HEX64.test(env.signer)) throw invalid('envelope: signer must be a lowercase hex SHA-256 fingerprint');
+  if (typeof env.signature !== 'string' || env.signature.length !== 86 || !BASE64URL.test(env.signature)) {
+    throw invalid('envelope: signature must be 64 bytes of base64url');
+  }
+  if (typeof env.payload !== 'string' || env.payload.length === 0 || !BASE64URL.test(env.payload)) {
+    throw invalid('envelope: payload must be base64url');
+  }
+  if (env.payload.length > MAX_PAYLOAD_CHARS) throw invalid(`envelope: payload larger than ${LIMITS.maxBundlePayloadBytes} bytes`);
+  const minVersion = opts.minVersion;
+  if (minVersion !== undefined && !Number.isSafeInteger(minVersion)) throw invalid('minVersion must be an integer');
+
+  // Authenticate before looking inside the payload.
+  const signerDer = trustedCas.find((der) => Buffer.isBuffer(der) && certificateFingerprint(der) === env.signer);
+  if (signerDer === undefined) throw invalid('the bundle is signed by a CA that is not in the trust bundle');
+  let publicKey: KeyObject;
+  try {
+    const cert = new X509Certificate(signerDer);
+    if (!cert.ca) throw new Error('not a CA');
+    publicKey = cert.publicKey;
+  } catch {
+    throw invalid('the signer certificate in the trust bundle cannot be used');
+  }
+  if (!isP256(publicKey)) throw invalid('the signer certificate does not hold a P-256 key');
+  const signature = decodeBase64url(env.signature, 'signature');
+  const ok = verify('sha256', Buffer.from(DOMAIN_PREFIX + env.payload, 'latin1'), { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+  if (!ok) throw invalid('the bundle signature does not verify');
+
+  const bytes = decodeBase64url(env.payload, 'payload');
+  if (bytes.length > LIMITS.maxBundlePayloadBytes) throw invalid(`payload larger than ${LIMITS.maxBundlePayloadBytes} bytes`);
+  let text: string;
+  let parsed: unknown;
+  try {
+    text = utf8.decode(bytes);
+    parsed = JSON.parse(text);
+  } catch {
+    throw invalid('payload is not UTF-8 JSON');
+  }
+  if (canonicalJson(parsed) !== text) throw invalid('payload is not canonical JSON');
+  const bundle = checkBundle(parsed);
+  if (minVersion !== undefined && bundle.version < minVersion) {
+    throw invalid(`rollback refused: bundle version ${bundle.version} is older than the version held (${minVersion})`);
+  }
+  return bundle;
+}
+
+function decodeBase64url(s: string, what: string): Buffer {
+  const b = Buffer.from(s, 'base64url');
+  // Node's decoder is lenient; only the one canonical encoding is accepted.
+  if (b.toString('base64url') !== s) throw invalid(`envelope: ${what} is not canonical base64url`);
+  return b;
+}
+
+function isP256(key: KeyObject): boolean {
+  return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape
+// ---------------------------------------------------------------------------------------------
+
+function exactObject<K extends string>(v: unknown, keys: readonly K[], what: string): Record<K, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid(`${what} must be an object`);
+  const allowed: ReadonlySet<string> = new Set(keys);
+  for (const k of Object.keys(v)) {
+    if (!allowed.has(k)) throw invalid(`${what}: unknown field ${JSON.stringify(k.slice(0, 64))}`);
+  }
+  for (const k of keys) {
+    if (!Object.hasOwn(v, k)) throw invalid(`${what}: missing field ${k}`);
+  }
+  return v as Record<K, unknown>;
+}
+
+/** Checks a bundle's shape, sizes and hash; returns a clean copy (fresh objects, known fields only). */
+function checkBundle(v: unknown): PolicyBundle {
+  const b = exactObject(v, BUNDLE_KEYS, 'bundle');
+  if (typeof b.version !== 'number' || !Number.isSafeInteger(b.version) || b.version < 1) throw invalid('bundle: version must be a positive integer');
+  if (typeof b.createdAt !== 'string' || !ISO_UTC.test(b.createdAt) || !Number.isFinite(Date.parse(b.createdAt))) {
+    throw invalid('bundle: createdAt must be an ISO 8601 UTC time');
+  }
+  if (typeof b.author !== 'string' || b.author.length === 0 || b.author.length > MAX_AUTHOR) throw invalid(`bundle: author must be a string of 1..${MAX_AUTHOR} characters`);
+  if (typeof b.reason !== 'string' || b.reason.length > MAX_REASON) throw invalid(`bundle: reason must be a string of at most ${MAX_REASON} characters`);
+  if (typeof b.hash !== 'string' || !HEX64.test(b.hash)) throw invalid('bundle: hash must be a lowercase hex SHA-256');
+
+  if (typeof b.policies !== 'object' || b.policies === null || Array.isArray(b.policies)) throw invalid('bundle: policies must be an object');
+  const files = Object.entries(b.policies);
+  if (files.length > LIMITS.maxPolicyFiles) throw invalid(`bundle: more than ${LIMITS.maxPolicyFiles} policy files`);
+  const policies: Record<string, string> = {};
+  for (const [name, text] of files) {
+    if (!POLICY_FILE_NAME.test(name)) throw invalid(`bundle: invalid policy file name ${JSON.stringify(name.slice(0, 64))}`);
+    if (typeof text !== 'string') throw invalid(`bundle: policy file ${name} must be a string`);
+    if (Buffer.byteLength(text, 'utf8') > LIMITS.maxPolicyFileBytes) throw invalid(`bundle: policy file ${name} is larger than ${LIMITS.maxPolicyFileBytes} bytes`);
+    policies[name] = text;
+  }
+
+  if (typeof b.schema !== 'object' || b.schema === null || Array.isArray(b.schema)) throw invalid('bundle: schema must be an object');
+
+  if (!Array.isArray(b.entities)) throw invalid('bundle: entities must be an array');
+  if (b.entities.length > LIMITS.maxEntities) throw invalid(`bundle: more than ${LIMITS.maxEntities} entities`);
+  const seen = new Set<string>();
+  const entities: PolicyEntity[] = b.entities.map((e: unknown, i: number) => {
+    const o = exactObject(e, ['id', 'attrs'] as const, `bundle: entities[${i}]`);
+    if (typeof o.id !== 'string' || !isSpiffeId(o.id)) throw invalid(`bundle: entities[${i}].id must be a SPIFFE ID`);
+    if (seen.has(o.id)) throw invalid(`bundle: entities[${i}] repeats ${o.id}`);
+    seen.add(o.id);
+    const attrs = checkEntityAttributes(o.attrs);
+    if (typeof attrs === 'string') throw invalid(`bundle: entities[${i}]: ${attrs}`);
+    return { id: o.id, attrs };
+  });
+
+  // A fresh copy of the schema (canonical JSON refuses anything that is not plain JSON).
+  const schemaText = canonicalJson(b.schema);
+  const schema = JSON.parse(schemaText) as Record<string, unknown>;
+  if (policyHash(policies, schema) !== b.hash) throw invalid('bundle: hash does not match the policies and schema');
+  return { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities };
+}

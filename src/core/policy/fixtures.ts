@@ -1,0 +1,79 @@
+/**
+ * A realistic policy set and workloads, shared by the policy tests and `bench/policy.ts`.
+ * (Test support: not part of the public API.)
+ */
+import type { PolicyContext, PolicyEntity } from './types.js';
+
+export const TD = 'spiffe://example.org';
+
+export const IDS = {
+  frontendEu: `${TD}/shop/frontend`,
+  frontendEdge: `${TD}/edge-7/shop/frontend`,
+  ordersEu: `${TD}/shop/orders`,
+  ordersEdge: `${TD}/edge-7/shop/orders`,
+  payments: `${TD}/shop/payments`,
+  ordersDb: `${TD}/shop/orders-db`,
+  stranger: `${TD}/unknown/thing`,
+} as const;
+
+export const SHOP_ENTITIES: PolicyEntity[] = [
+  { id: IDS.frontendEu, attrs: { app: 'shop-frontend', site: 'cloud-eu', env: 'prod', location: 'eu' } },
+  { id: IDS.frontendEdge, attrs: { app: 'shop-frontend', site: 'edge-7', env: 'prod', location: 'eu' } },
+  { id: IDS.ordersEu, attrs: { app: 'orders', site: 'cloud-eu', env: 'prod', location: 'eu' } },
+  { id: IDS.ordersEdge, attrs: { app: 'orders', site: 'edge-7', env: 'prod', location: 'eu' } },
+  { id: IDS.payments, attrs: { app: 'payments', site: 'cloud-eu', compliance: 'pci', env: 'prod', location: 'eu' } },
+  { id: IDS.ordersDb, attrs: { app: 'orders-db', site: 'cloud-eu', env: 'prod', location: 'eu' } },
+];
+
+export const SHOP_POLICIES: Record<string, string> = {
+  'shop/orders.cedar': `
+// The shop frontend may read orders (GET /orders/*) from an orders service in its own site.
+@id("frontend-reads-orders")
+permit (
+  principal,
+  action == Tessera::Action::"http:request",
+  resource
+) when {
+  principal has app && principal.app == "shop-frontend" &&
+  resource has app && resource.app == "orders" &&
+  principal has site && resource has site && principal.site == resource.site &&
+  context.method == "GET" && context.path like "/orders/*"
+};
+
+// Orders calls payments, any method and path.
+permit (
+  principal,
+  action == Tessera::Action::"http:request",
+  resource == Tessera::Workload::"spiffe://example.org/shop/payments"
+) when { principal has app && principal.app == "orders" };
+
+// Only orders may open TCP connections to the orders database.
+permit (
+  principal,
+  action == Tessera::Action::"tcp:connect",
+  resource
+) when {
+  principal has app && principal.app == "orders" &&
+  resource has app && resource.app == "orders-db"
+};
+`,
+  'residency.cedar': `
+// Data residency: PCI services are only reachable from their own site.
+forbid (principal, action, resource)
+when { resource has compliance && resource.compliance == "pci" }
+unless { principal has site && resource has site && principal.site == resource.site };
+
+// Risky callers get nothing.
+forbid (principal, action, resource) when { context.risk >= 80 };
+`,
+};
+
+/** A context for `http:request` with defaults (site cloud-eu, 2026-01-01 09:00 UTC, risk 5). */
+export function httpContext(method: string, path: string, over: Partial<Record<'site' | 'time' | 'hour' | 'risk', string | number>> = {}): PolicyContext {
+  return { method, path, site: 'cloud-eu', time: 1767258000, hour: 9, risk: 5, ...over };
+}
+
+/** A context for `tcp:connect`, `secret:unseal`, `credential:derive`. */
+export function baseContext(over: Partial<Record<'site' | 'time' | 'hour' | 'risk', string | number>> = {}): PolicyContext {
+  return { site: 'cloud-eu', time: 1767258000, hour: 9, risk: 5, ...over };
+}

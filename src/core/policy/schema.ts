@@ -1,0 +1,96 @@
+/**
+ * The Cedar schema of Tessera (Cedar JSON schema format, namespace `Tessera`). Every policy
+ * written by a user is validated against it in strict mode (`PolicyEngine.compile`).
+ *
+ * Principals and resources are workloads, identified by their SPIFFE ID:
+ *
+ * ```cedar
+ * permit (
+ *   principal,
+ *   action == Tessera::Action::"http:request",
+ *   resource == Tessera::Workload::"spiffe://example.org/shop/orders"
+ * ) when {
+ *   principal has app && principal.app == "shop" &&
+ *   context.method == "GET" && context.path like "/orders/*"
+ * };
+ * ```
+ *
+ * Workload attributes are optional (an entry may not set them, and a peer the agent does not know
+ * has none), so strict validation requires `principal has site && ...` before `principal.site`.
+ */
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { TesseraError } from '../errors.js';
+import { ENTITY_ATTRIBUTE_NAMES, type PolicyAction } from './types.js';
+
+export const TESSERA_NAMESPACE = 'Tessera';
+/** Fully qualified entity type of principals and resources. */
+export const WORKLOAD_TYPE = 'Tessera::Workload';
+/** Fully qualified entity type of actions. */
+export const ACTION_TYPE = 'Tessera::Action';
+
+type Scalar = { type: 'String' } | { type: 'Long' } | { type: 'Boolean' };
+
+/** Context shared by every action: where and when the decision is made, and how risky the caller is. */
+const BASE_CONTEXT: Record<string, Scalar> = {
+  /** The site of the agent making the decision (data residency). */
+  site: { type: 'String' },
+  /** Seconds since the epoch. */
+  time: { type: 'Long' },
+  /** Hour of the day, 0-23, UTC. */
+  hour: { type: 'Long' },
+  /** Risk score of the principal, 0-100. */
+  risk: { type: 'Long' },
+};
+
+function action(context: Record<string, Scalar>): object {
+  return {
+    appliesTo: {
+      principalTypes: ['Workload'],
+      resourceTypes: ['Workload'],
+      context: { type: 'Record', attributes: context },
+    },
+  };
+}
+
+const ACTIONS: Record<PolicyAction, object> = {
+  'http:request': action({ method: { type: 'String' }, path: { type: 'String' }, ...BASE_CONTEXT }),
+  'tcp:connect': action({ ...BASE_CONTEXT }),
+  'secret:unseal': action({ ...BASE_CONTEXT }),
+  'credential:derive': action({ ...BASE_CONTEXT }),
+};
+
+/** The Tessera schema as Cedar JSON schema. Deeply frozen: copy it (structuredClone) to extend it. */
+export const TESSERA_SCHEMA: Readonly<Record<string, unknown>> = deepFreeze({
+  [TESSERA_NAMESPACE]: {
+    entityTypes: {
+      Workload: {
+        shape: {
+          type: 'Record',
+          attributes: Object.fromEntries(ENTITY_ATTRIBUTE_NAMES.map((a) => [a, { type: 'String', required: false }])),
+        },
+      },
+    },
+    actions: ACTIONS,
+  },
+});
+
+/**
+ * The schema in Cedar's human-readable schema syntax (for `tessera policy schema` and docs).
+ *
+ * @example schemaText() // 'namespace Tessera {\n  entity Workload = { ... };\n  action "http:request" ...'
+ */
+export function schemaText(schema: object = TESSERA_SCHEMA): string {
+  const r = cedar.schemaToText(schema as cedar.Schema);
+  if (r.type !== 'success') {
+    throw new TesseraError('TESSERA_POLICY_INVALID', `schema: ${r.errors.map((e) => e.message).join('; ')}`);
+  }
+  return r.text;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    for (const child of Object.values(v)) deepFreeze(child);
+    Object.freeze(v);
+  }
+  return v;
+}

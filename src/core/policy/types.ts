@@ -1,0 +1,69 @@
+/**
+ * Types and limits shared by the policy engine, the signed policy bundle and the test-case file.
+ * No Cedar here, so `bundle.ts` (crypto and shape checks only) does not load the Wasm module.
+ */
+
+/** The Tessera actions, as declared in the schema (`Tessera::Action::"http:request"`, ...). */
+export const POLICY_ACTIONS = ['http:request', 'tcp:connect', 'secret:unseal', 'credential:derive'] as const;
+export type PolicyAction = (typeof POLICY_ACTIONS)[number];
+
+/** The attributes a workload carries into policy: the registration entry's attributes. */
+export const ENTITY_ATTRIBUTE_NAMES = ['app', 'site', 'compliance', 'location', 'env'] as const;
+export type EntityAttributeName = (typeof ENTITY_ATTRIBUTE_NAMES)[number];
+export type EntityAttributes = { [K in EntityAttributeName]?: string };
+
+/** A workload as the policy engine sees it: its SPIFFE ID and its attributes. */
+export interface PolicyEntity {
+  id: string;
+  attrs: EntityAttributes;
+}
+
+/** Context values are a few scalars (Cedar String, Long or Boolean). */
+export type PolicyContext = Record<string, string | number | boolean>;
+
+/**
+ * A policy file name (`orders.cedar`, `shop/frontend.cedar`): it names the policies it holds
+ * (`<file>#<index>`), so `#` is excluded, and it never starts with `_` (no `__proto__`).
+ */
+export const POLICY_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._\-/]{0,254}$/;
+
+export const LIMITS = {
+  /** Policy files in one policy set / bundle. */
+  maxPolicyFiles: 1000,
+  /** Bytes of one policy file. */
+  maxPolicyFileBytes: 1024 * 1024,
+  /** Workload entities in one bundle or test file. */
+  maxEntities: 100_000,
+  /** Characters of an attribute value. */
+  maxAttributeLength: 256,
+  /** Bytes of a bundle's decoded payload (the canonical JSON). */
+  maxBundlePayloadBytes: 4 * 1024 * 1024,
+} as const;
+
+const ATTRIBUTE_SET: ReadonlySet<string> = new Set(ENTITY_ATTRIBUTE_NAMES);
+const ACTION_SET: ReadonlySet<string> = new Set(POLICY_ACTIONS);
+
+export function isPolicyAction(v: unknown): v is PolicyAction {
+  return typeof v === 'string' && ACTION_SET.has(v);
+}
+
+export function isEntityAttributeName(v: string): v is EntityAttributeName {
+  return ATTRIBUTE_SET.has(v);
+}
+
+/**
+ * Checks an attribute object (only the five known names, string values of 1..256 characters) and
+ * returns a clean copy, or a reason string when it is not acceptable.
+ */
+export function checkEntityAttributes(v: unknown): EntityAttributes | string {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'attrs must be an object';
+  const out: EntityAttributes = {};
+  for (const [k, value] of Object.entries(v)) {
+    if (!isEntityAttributeName(k)) return `unknown attribute ${JSON.stringify(k.slice(0, 64))} (known: ${ENTITY_ATTRIBUTE_NAMES.join(', ')})`;
+    if (typeof value !== 'string' || value.length === 0 || value.length > LIMITS.maxAttributeLength) {
+      return `attribute ${k} must be a string of 1..${LIMITS.maxAttributeLength} characters`;
+    }
+    out[k] = value;
+  }
+  return out;
+}

@@ -1,0 +1,137 @@
+import { EventEmitter } from 'node:events';
+import { PolicyEngine } from '../../core/policy/engine.js';
+import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
+import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
+import type { CertificateAuthority } from '../ca/ca.js';
+import type { PolicyVersionRecord, Store, StoredAuditRecord } from '../store/store.js';
+
+/** Meta key of the bundle counter: bumped by every policy or registry change, in any process. */
+const BUNDLE_VERSION = 'policy_bundle_version';
+
+export interface Flip {
+  principal: string;
+  action: string;
+  resource: string;
+  context: Record<string, string | number | boolean>;
+  before: 'allow' | 'deny';
+  after: 'allow' | 'deny';
+  count: number;
+}
+
+/**
+ * The Policy Administration Point: versioned Cedar policy (every change a new version with author,
+ * reason and hash; rollback is a new version with old content), compiled with the registry's entity
+ * attributes into one bundle signed by the active CA, which agents fetch, verify and enforce.
+ *
+ * The bundle's `version` is a counter that grows with every policy or entry change, so agents can
+ * refuse any older bundle (no rollback by replay); the policy version is carried in its `reason`
+ * line and in `policyVersion`.
+ */
+export class PolicyService extends EventEmitter {
+  private signed: SignedPolicyBundle | undefined;
+  private bundleVersion = 0;
+
+  constructor(private readonly store: Store, private readonly ca: CertificateAuthority) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  async init(): Promise<void> {
+    if ((await this.store.getMeta(BUNDLE_VERSION)) === undefined) await this.store.incrementMeta(BUNDLE_VERSION);
+    await this.rebuild();
+  }
+
+  /** The current signed bundle and its version. */
+  current(): { version: number; signed: SignedPolicyBundle } {
+    return { version: this.bundleVersion, signed: this.signed! };
+  }
+
+  /** Follows changes made by another process on the same store (cheap when nothing changed). */
+  async sync(): Promise<void> {
+    const stored = Number((await this.store.getMeta(BUNDLE_VERSION)) ?? '0');
+    if (stored !== this.bundleVersion) await this.rebuild();
+  }
+
+  /** Validates and stores a new policy version, then publishes it. Throws TESSERA_POLICY_INVALID. */
+  async apply(input: { policies: Record<string, string>; schema?: Record<string, unknown>; author: string; reason: string }): Promise<PolicyVersionRecord> {
+    const schema = input.schema ?? (TESSERA_SCHEMA as Record<string, unknown>);
+    PolicyEngine.compile({ policies: input.policies, schema });
+    const rec = await this.store.insertPolicyVersion({
+      createdAt: Date.now(), author: input.author, reason: input.reason, hash: policyHash(input.policies, schema), policies: input.policies, schema,
+    });
+    await this.publish();
+    return rec;
+  }
+
+  async rollback(version: number, author: string, reason: string): Promise<PolicyVersionRecord | undefined> {
+    const old = await this.store.getPolicyVersion(version);
+    if (!old) return undefined;
+    return this.apply({ policies: old.policies, schema: old.schema, author, reason: `rollback to v${version}: ${reason}` });
+  }
+
+  /** Registration entries changed: their attributes are part of the bundle. */
+  async entriesChanged(): Promise<void> {
+    await this.publish();
+  }
+
+  /**
+   * Replays recorded decisions against a candidate policy set and reports exactly which would change,
+   * grouped by (principal, action, resource, context).
+   */
+  async dryRun(policies: Record<string, string>, schema: Record<string, unknown> | undefined, recent: StoredAuditRecord[]): Promise<{ replayed: number; flips: Flip[] }> {
+    const compiled = PolicyEngine.compile({ policies, schema: schema ?? (TESSERA_SCHEMA as Record<string, unknown>) });
+    const engine = new PolicyEngine(compiled, await this.entities());
+    const flips = new Map<string, Flip>();
+    let replayed = 0;
+    for (const r of recent) {
+      const d = r.detail as { principal?: string; action?: string; context?: Record<string, string | number | boolean> };
+      if (typeof d.principal !== 'string' || typeof d.action !== 'string') continue;
+      replayed += 1;
+      const before = r.outcome === 'success' ? 'allow' : 'deny';
+      const context = d.context ?? {};
+      const decision = engine.decide({ principal: d.principal, action: d.action as 'http:request', resource: r.target, context });
+      const after = decision.allow ? 'allow' : 'deny';
+      if (before === after) continue;
+      const key = JSON.stringify([d.principal, d.action, r.target, context]);
+      const f = flips.get(key);
+      if (f) f.count += 1;
+      else flips.set(key, { principal: d.principal, action: d.action, resource: r.target, context, before, after, count: 1 });
+    }
+    return { replayed, flips: [...flips.values()] };
+  }
+
+  private async entities(): Promise<PolicyBundle['entities']> {
+    return (await this.store.listEntries()).map((e) => ({ id: e.spiffeId, attrs: { ...e.attributes } }));
+  }
+
+  private async publish(): Promise<void> {
+    await this.store.incrementMeta(BUNDLE_VERSION);
+    await this.rebuild();
+  }
+
+  private async rebuild(): Promise<void> {
+    const version = Number((await this.store.getMeta(BUNDLE_VERSION)) ?? '1');
+    const latest = await this.store.latestPolicyVersion();
+    const schema = latest?.schema ?? (TESSERA_SCHEMA as Record<string, unknown>);
+    const policies = latest?.policies ?? {};
+    const bundle: PolicyBundle = {
+      version,
+      createdAt: new Date().toISOString(),
+      author: latest?.author ?? 'tessera',
+      reason: latest ? `policy v${latest.version}: ${latest.reason}` : 'no policy yet: everything is denied',
+      hash: policyHash(policies, schema),
+      policies,
+      schema,
+      entities: await this.entities(),
+    };
+    this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
+    const changed = version !== this.bundleVersion;
+    this.bundleVersion = version;
+    if (changed) this.emit('bundle', version);
+  }
+
+  /** Re-signs the current bundle (after a CA activation) without changing its version. */
+  async resign(): Promise<void> {
+    await this.rebuild();
+  }
+}
