@@ -60,7 +60,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       inbound = await startInbound({
         listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent,
         authorize: (r) => enforcer.authorize({ principal: r.peer, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
-        onDecision: (r) => { if (!r.allow) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path }); },
+        onDecision: (r) => { if (!r.allow) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons }); },
         onRefused: (r) => {
           log.info('connection refused', { code: r.code, reason: r.reason, remote: r.remote });
           enforcer.recordRefusal(self, r.code, r.reason);

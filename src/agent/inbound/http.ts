@@ -242,7 +242,8 @@ export class HttpConnection implements UpstreamOwner {
         return;
       }
       if (head === undefined) {
-        if (this.#reader.pending > 0 && this.#headSince === 0) this.#headSince = ctx.clock.now;
+        // A partial head: its deadline starts now (precise time: the coarse clock could be a sweep old).
+        if (this.#reader.pending > 0 && this.#headSince === 0) this.#headSince = Date.now();
         return;
       }
       this.#headSince = 0;

@@ -148,6 +148,12 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
     handshakeTimeout: limits.handshakeTimeoutMs,
   });
   server.maxConnections = limits.maxConnections;
+  // Every TCP connection, handshaking or not, so that close() ends them all.
+  const sockets = new Set<Socket>();
+  server.on('connection', (raw: Socket) => {
+    sockets.add(raw);
+    raw.once('close', () => sockets.delete(raw));
+  });
 
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
     stats.handshakeFailures++;
@@ -241,6 +247,8 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
         server.close(() => resolve());
         for (const t of tracked) t.destroy();
         tracked.clear();
+        for (const raw of sockets) raw.destroy();
+        sockets.clear();
         pool.close();
       });
       return closing;

@@ -182,6 +182,8 @@ describe('PolicyEngine.compile: validation on every write', () => {
   it('refuses duplicate @id, templates, bad file names and bad schemas', () => {
     expectTesseraError(() => PolicyEngine.compile({ policies: { 'a.cedar': '@id("x") permit(principal, action, resource);', 'b.cedar': '@id("x") forbid(principal, action, resource);' } }), 'TESSERA_POLICY_INVALID');
     expectTesseraError(() => PolicyEngine.compile({ policies: { 'a.cedar': 'permit(principal == ?principal, action, resource);' } }), 'TESSERA_POLICY_INVALID');
+    expectTesseraError(() => PolicyEngine.compile({ policies: { 'a.cedar': '@id("") permit(principal, action, resource);' } }), 'TESSERA_POLICY_INVALID');
+    expectTesseraError(() => PolicyEngine.compile({ policies: { 'a.cedar': '@id("a\\nb") permit(principal, action, resource);' } }), 'TESSERA_POLICY_INVALID');
     for (const name of ['a#1.cedar', '', '../x', '__proto__', '/abs.cedar']) {
       expectTesseraError(() => PolicyEngine.compile({ policies: { [name]: '' } }), 'TESSERA_POLICY_INVALID');
     }

@@ -87,6 +87,7 @@ const NODES_PER_ENTRY = 8;
 const MAX_CACHED_STRING = 1024;
 const MAX_CACHED_CONTEXT_ENTRIES = 16;
 const MAX_REPORTED_ERRORS = 50;
+const POLICY_ID = /^[^\x00-\x1f\x7f]{1,256}$/;
 
 export class PolicyEngine {
   /** Hash of the compiled policy set this engine decides with. */
@@ -187,7 +188,7 @@ export class PolicyEngine {
       try {
         this.#slot = loadSlot(this.#digest, this.#policies, this.#schema);
       } catch (err) {
-        return deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]);
+        return transient(deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]));
       }
     }
     const p = this.#entities.get(principal) ?? bareEntity(principal);
@@ -209,7 +210,7 @@ export class PolicyEngine {
     try {
       answer = cedar.statefulIsAuthorized(call);
     } catch (err) {
-      return deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]);
+      return transient(deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]));
     }
     if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
     const { decision, diagnostics } = answer.response;
@@ -254,6 +255,14 @@ function loadSlot(digest: string, policies: Readonly<Record<string, string>>, sc
 }
 
 const NO_ERRORS = Object.freeze([]) as unknown as string[];
+
+/** Denials caused by something other than the request itself: answered, but never cached. */
+const TRANSIENT = new WeakSet<Decision>();
+
+function transient(d: Decision): Decision {
+  TRANSIENT.add(d);
+  return d;
+}
 
 function deny(errors: string[], reasons: string[] = []): Decision {
   return Object.freeze({ allow: false, reasons: Object.freeze(reasons) as string[], errors: Object.freeze(errors) as string[], cached: false });
@@ -317,7 +326,7 @@ class DecisionCache {
   }
 
   set(req: DecisionRequest, decision: Decision): void {
-    if (this.#maxEntries === 0 || !cacheable(req)) return;
+    if (this.#maxEntries === 0 || TRANSIENT.has(decision) || !cacheable(req)) return;
     if (this.#entries >= this.#maxEntries) this.clear();
     this.#insert(req, decision);
     if (this.#nodes > this.#maxNodes) {
@@ -475,6 +484,10 @@ function compilePolicies(input: CompileInput): CompiledPolicySet {
     if (parsed.length === 0) continue;
     const ids = parsed.map((p, index) => annotatedId(p) ?? `${file}#${index}`);
     ids.forEach((id, index) => {
+      if (!POLICY_ID.test(id)) {
+        problems.push(`${file}: policy #${index} has an @id that is empty, longer than 256 characters or holds control characters`);
+        return;
+      }
       if (Object.hasOwn(policies, id)) {
         problems.push(`${file}: policy #${index} has id ${JSON.stringify(id)}, already used by ${origins[id]!.file}#${origins[id]!.index}`);
         return;
@@ -536,7 +549,7 @@ function annotatedId(policyText: string): string | undefined {
   const j = cedar.policyToJson(policyText);
   if (j.type !== 'success') return undefined;
   const id = j.json.annotations?.id;
-  return typeof id === 'string' && id.length > 0 ? id : undefined;
+  return typeof id === 'string' ? id : undefined;
 }
 
 /** `file:line:col` of a Cedar error (offsets are UTF-8 byte offsets into the file). */

@@ -1,0 +1,872 @@
+/**
+ * Sidecar benchmark: kept-alive HTTP/1.1 on loopback through proxy pairs, side by side.
+ *
+ *   npx tsc -p tsconfig.json && node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json]
+ *
+ * Rows, each with the same tiny node:http app answering 1 KB and the same load:
+ *   direct         client → app
+ *   node-pipe      client → Node TLS byte pipe → mTLS → Node TLS byte pipe → app: secure contexts
+ *                  built once, no identity check, no policy: the floor of a Node sidecar
+ *   tessera-tcp    client → startOutbound → mTLS → startInbound (tcp mode) → app
+ *   tessera-http   client → startOutbound → mTLS → startInbound (http mode) → app
+ *   haproxy-tcp    client → haproxy (tcp, ssl to the server with crt + ca-file, verify required)
+ *                  → mTLS → haproxy (bind ssl crt, ca-file, verify required; tcp) → app
+ *   haproxy-http   the same with the inbound haproxy in http mode, deleting and setting the id header
+ *
+ * Every proxy runs as its own child process (`--role ...`), so its CPU time (utime+stime from
+ * /proc over the measured window) and RSS are its own; the load generator is a child process
+ * too (a small kept-alive HTTP client on node:net, one request in flight per connection, no
+ * pipelining). Each HAProxy process runs one thread, like each Node process. HAProxy is installed
+ * with apt-get when missing and we are root; otherwise its rows are skipped. The Tessera inbound's
+ * authorizer allows everything with a constant answer (a cached decision costs about that).
+ *
+ * Aims (from the issue): TCP mode ≥ 0.9× and HTTP mode ≥ 0.7× the node-pipe floor in
+ * requests/s; added p50 latency within 1.5× HAProxy's (same mode).
+ *
+ * Extra flags: --warmup S (default 1), --only row,row, --no-haproxy, --cpu-prof DIR (Tessera
+ * proxies run under --cpu-prof).
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { connect as netConnect, createServer as createNetServer, type Socket } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { connect as tlsConnect, createSecureContext, createServer as createTlsServer } from 'node:tls';
+import { startInbound } from '../src/agent/inbound/inbound.js';
+import type { TlsMaterial, TlsSource } from '../src/agent/inbound/tls-source.js';
+import { startOutbound } from '../src/agent/outbound/outbound.js';
+import { ChunkedBodyTracker } from '../src/core/http-head.js';
+import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';
+
+// ---------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------
+
+const ROWS = ['direct', 'node-pipe', 'tessera-tcp', 'tessera-http', 'haproxy-tcp', 'haproxy-http'] as const;
+type Row = (typeof ROWS)[number];
+
+interface Options {
+  seconds: number;
+  concurrency: number;
+  warmup: number;
+  json: boolean;
+  only: Set<Row>;
+  haproxy: boolean;
+  cpuProf: string | undefined;
+}
+
+const USAGE = 'usage: node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--only row,row] [--no-haproxy] [--cpu-prof DIR]';
+const TD = 'bench.test';
+const CLIENT_ID = `spiffe://${TD}/client`;
+const SERVER_ID = `spiffe://${TD}/server`;
+const BODY_BYTES = 1024;
+
+function usage(msg: string): never {
+  process.stderr.write(`bench/sidecar: ${msg}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { seconds: 5, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined };
+  const num = (name: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const value = (): string | undefined => inline ?? argv[++i];
+    switch (flag) {
+      case '--seconds': o.seconds = num(flag, value(), 0.5, 300); break;
+      case '--concurrency': o.concurrency = Math.round(num(flag, value(), 1, 1024)); break;
+      case '--warmup': o.warmup = num(flag, value(), 0, 60); break;
+      case '--json': o.json = true; break;
+      case '--no-haproxy': o.haproxy = false; break;
+      case '--cpu-prof': o.cpuProf = resolve(value() ?? usage('--cpu-prof needs a directory')); break;
+      case '--only': {
+        const rows = (value() ?? '').split(',').filter(Boolean);
+        for (const r of rows) if (!(ROWS as readonly string[]).includes(r)) usage(`unknown row ${r} (rows: ${ROWS.join(', ')})`);
+        o.only = new Set(rows as Row[]);
+        break;
+      }
+      case '--help': case '-h':
+        process.stdout.write(`${USAGE}\n`);
+        process.exit(0);
+      // eslint-disable-next-line no-fallthrough
+      default: usage(`unknown argument ${a}`);
+    }
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child roles
+// ---------------------------------------------------------------------------------------------
+
+interface RoleConfig {
+  role: string;
+  certs?: string;
+  appPort?: number;
+  targetPort?: number;
+  mode?: 'tcp' | 'http';
+  port?: number;
+  seconds?: number;
+  warmup?: number;
+  concurrency?: number;
+}
+
+function ready(port: number): void {
+  process.stdout.write(`READY ${port}\n`);
+}
+
+function staticSource(dir: string, who: 'client' | 'server'): TlsSource {
+  const material: TlsMaterial = {
+    spiffeId: who === 'client' ? CLIENT_ID : SERVER_ID,
+    certPem: readFileSync(join(dir, `${who}.crt`), 'utf8'),
+    key: createPrivateKey(readFileSync(join(dir, `${who}.key`), 'utf8')),
+    bundlePem: readFileSync(join(dir, 'ca.crt'), 'utf8'),
+  };
+  return { current: () => material, on: () => undefined, off: () => undefined };
+}
+
+async function runRole(cfg: RoleConfig): Promise<void> {
+  // A child never outlives its parent by much: it exits when its stdin closes.
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+  process.on('SIGTERM', () => process.exit(0));
+  switch (cfg.role) {
+    case 'app': {
+      const body = Buffer.alloc(BODY_BYTES, 'a');
+      const server = createHttpServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+        req.resume();
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': BODY_BYTES });
+        res.end(body);
+      });
+      server.listen(0, '127.0.0.1', () => ready(portOf(server)));
+      return;
+    }
+    case 'tessera-in': {
+      const ib = await startInbound({
+        listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: cfg.appPort! }, mode: cfg.mode!,
+        tls: staticSource(cfg.certs!, 'server'), authorize: () => ALLOW,
+      });
+      ready(ib.port);
+      return;
+    }
+    case 'tessera-out': {
+      const ob = await startOutbound({
+        listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: cfg.targetPort!, expectedId: SERVER_ID },
+        tls: staticSource(cfg.certs!, 'client'),
+      });
+      ready(ob.port);
+      return;
+    }
+    case 'pipe-in': {
+      const dir = cfg.certs!;
+      const server = createTlsServer({
+        cert: readFileSync(join(dir, 'server.crt')), key: readFileSync(join(dir, 'server.key')), ca: readFileSync(join(dir, 'ca.crt')),
+        requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2',
+      }, (s) => {
+        s.setNoDelay(true);
+        const up = netConnect({ host: '127.0.0.1', port: cfg.appPort!, noDelay: true });
+        s.pipe(up).pipe(s);
+        s.on('error', () => up.destroy());
+        up.on('error', () => s.destroy());
+        s.on('close', () => up.destroy());
+        up.on('close', () => s.destroy());
+      });
+      server.listen(0, '127.0.0.1', () => ready(portOf(server)));
+      return;
+    }
+    case 'pipe-out': {
+      const dir = cfg.certs!;
+      const ctx = createSecureContext({ cert: readFileSync(join(dir, 'client.crt')), key: readFileSync(join(dir, 'client.key')), ca: readFileSync(join(dir, 'ca.crt')), minVersion: 'TLSv1.2' });
+      const server = createNetServer({ noDelay: true }, (s) => {
+        const up = tlsConnect({ host: '127.0.0.1', port: cfg.targetPort!, secureContext: ctx, checkServerIdentity: () => undefined });
+        up.setNoDelay(true);
+        s.pipe(up).pipe(s);
+        s.on('error', () => up.destroy());
+        up.on('error', () => s.destroy());
+        s.on('close', () => up.destroy());
+        up.on('close', () => s.destroy());
+      });
+      server.listen(0, '127.0.0.1', () => ready(portOf(server)));
+      return;
+    }
+    case 'load':
+      await runLoad(cfg.port!, cfg.concurrency!, cfg.warmup!, cfg.seconds!);
+      process.exit(0);
+      // eslint-disable-next-line no-fallthrough
+    default:
+      throw new Error(`unknown role ${cfg.role}`);
+  }
+}
+
+const ALLOW = Object.freeze({ allow: true });
+
+function portOf(server: { address(): unknown }): number {
+  const a = server.address();
+  return typeof a === 'object' && a !== null ? (a as { port: number }).port : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator (child role): closed loop, one request in flight per kept-alive connection
+// ---------------------------------------------------------------------------------------------
+
+const BUCKET_US = 10;
+const BUCKETS = 200_000; // 10 µs buckets up to 2 s
+
+interface LoadResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  loadCpuSeconds: number;
+}
+
+async function runLoad(port: number, concurrency: number, warmup: number, seconds: number): Promise<void> {
+  const request = Buffer.from('GET /1k HTTP/1.1\r\nHost: bench\r\nUser-Agent: tessera-bench\r\n\r\n', 'latin1');
+  const hist = new Uint32Array(BUCKETS + 1);
+  let measuring = false;
+  let stopped = false;
+  let completed = 0;
+  let errors = 0;
+
+  const connection = (): void => {
+    const s: Socket = netConnect({ host: '127.0.0.1', port, noDelay: true });
+    let sent = 0;
+    let head: Buffer | undefined; // partial head
+    let bodyLeft = -1; // -1: reading the head
+    let chunked: ChunkedBodyTracker | undefined;
+    const send = (): void => {
+      if (stopped) {
+        s.destroy();
+        return;
+      }
+      sent = performance.now();
+      s.write(request);
+    };
+    const done = (): void => {
+      if (measuring) {
+        const us = (performance.now() - sent) * 1000;
+        hist[Math.min(BUCKETS, Math.floor(us / BUCKET_US))]!++;
+        completed++;
+      }
+      bodyLeft = -1;
+      send();
+    };
+    s.on('connect', send);
+    s.on('data', (chunk: Buffer) => {
+      let buf = chunk;
+      let off = 0;
+      while (off < buf.length) {
+        if (bodyLeft === -1) {
+          if (head !== undefined) {
+            buf = Buffer.concat([head, buf.subarray(off)]);
+            off = 0;
+            head = undefined;
+          }
+          const end = buf.indexOf('\r\n\r\n', off, 'latin1');
+          if (end === -1) {
+            head = buf.subarray(off);
+            return;
+          }
+          const info = responseInfo(buf, off, end);
+          if (info.status !== 200) errors++;
+          off = end + 4;
+          if (info.chunked) {
+            chunked ??= new ChunkedBodyTracker();
+            chunked.reset();
+            bodyLeft = Number.MAX_SAFE_INTEGER;
+          } else {
+            chunked = undefined;
+            bodyLeft = info.contentLength;
+          }
+          if (bodyLeft === 0) done();
+          continue;
+        }
+        if (chunked !== undefined) {
+          const e = chunked.feed(buf, off, buf.length);
+          if (e === -1) return;
+          off = e;
+          done();
+          continue;
+        }
+        const n = Math.min(bodyLeft, buf.length - off);
+        bodyLeft -= n;
+        off += n;
+        if (bodyLeft === 0) done();
+      }
+    });
+    s.on('error', () => {
+      errors++;
+    });
+    s.on('close', () => {
+      if (!stopped) setTimeout(connection, 10); // reconnect (counted as an error above)
+    });
+  };
+  for (let i = 0; i < concurrency; i++) connection();
+
+  await sleep(warmup * 1000);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  measuring = true;
+  process.stdout.write('WINDOW_START\n');
+  await sleep(seconds * 1000);
+  measuring = false;
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  process.stdout.write('WINDOW_END\n');
+  stopped = true;
+  const result: LoadResult = {
+    requests: completed, seconds: elapsed, rps: completed / elapsed,
+    p50Ms: histPercentile(hist, completed, 50), p99Ms: histPercentile(hist, completed, 99), errors,
+    loadCpuSeconds: (cpu.user + cpu.system) / 1e6,
+  };
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+}
+
+/** Status, Content-Length and chunked-ness of a response head in buf[start, end) (end: the blank line). */
+function responseInfo(buf: Buffer, start: number, end: number): { status: number; contentLength: number; chunked: boolean } {
+  const status = (buf[start + 9]! - 48) * 100 + (buf[start + 10]! - 48) * 10 + (buf[start + 11]! - 48);
+  let contentLength = 0;
+  let chunked = false;
+  let i = buf.indexOf(10, start);
+  while (i !== -1 && i < end) {
+    const line = i + 1;
+    const c = buf[line]! | 0x20;
+    if (c === 0x63 /* c */ && matchName(buf, line, 'content-length:')) {
+      let v = 0;
+      let k = line + 15;
+      while (buf[k] === 0x20) k++;
+      while (buf[k]! >= 48 && buf[k]! <= 57) v = v * 10 + (buf[k++]! - 48);
+      contentLength = v;
+    } else if (c === 0x74 /* t */ && matchName(buf, line, 'transfer-encoding:')) {
+      chunked = true;
+    }
+    i = buf.indexOf(10, line);
+  }
+  return { status, contentLength, chunked };
+}
+
+function matchName(buf: Buffer, at: number, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) {
+    const c = buf[at + k];
+    if (c === undefined || (c | 0x20) !== lower.charCodeAt(k) && c !== lower.charCodeAt(k)) return false;
+  }
+  return true;
+}
+
+function histPercentile(hist: Uint32Array, total: number, p: number): number {
+  if (total === 0) return NaN;
+  const want = Math.ceil((p / 100) * total);
+  let seen = 0;
+  for (let i = 0; i < hist.length; i++) {
+    seen += hist[i]!;
+    if (seen >= want) return ((i + 0.5) * BUCKET_US) / 1000;
+  }
+  return NaN;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration
+// ---------------------------------------------------------------------------------------------
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  lines: string[];
+  output: string;
+}
+
+const state: { children: Child[]; dir: string | undefined } = { children: [], dir: undefined };
+
+function alive(c: Child): boolean {
+  return c.proc.exitCode === null && c.proc.signalCode === null;
+}
+
+function launch(name: string, cmd: string, args: string[]): Child {
+  const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child: Child = { name, proc, lines: [], output: '' };
+  let partial = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    const text = partial + d.toString('utf8');
+    const parts = text.split('\n');
+    partial = parts.pop() ?? '';
+    child.lines.push(...parts);
+    child.output = (child.output + d.toString('utf8')).slice(-4000);
+  });
+  proc.stderr!.on('data', (d: Buffer) => {
+    child.output = (child.output + d.toString('utf8')).slice(-4000);
+  });
+  proc.on('error', () => { /* reported through exitCode / timeouts */ });
+  state.children.push(child);
+  return child;
+}
+
+function nodeRole(name: string, cfg: RoleConfig, o: Options): Child {
+  const script = fileURLToPath(import.meta.url);
+  const prof = o.cpuProf !== undefined && cfg.role.startsWith('tessera') ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProf}`, `--cpu-prof-name=${cfg.role}-${cfg.mode ?? ''}-${Date.now()}.cpuprofile`] : [];
+  return launch(name, process.execPath, [...prof, script, '--role-config', Buffer.from(JSON.stringify(cfg)).toString('base64url')]);
+}
+
+async function waitLine(c: Child, prefix: string, timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = c.lines.find((l) => l.startsWith(prefix));
+    if (line !== undefined) {
+      c.lines.splice(c.lines.indexOf(line), 1);
+      return line.slice(prefix.length).trim();
+    }
+    if (!alive(c)) throw new Error(`${c.name} exited (code ${c.proc.exitCode}, signal ${c.proc.signalCode}) before "${prefix}":\n${c.output}`);
+    if (Date.now() > deadline) throw new Error(`${c.name}: no "${prefix}" within ${timeoutMs} ms:\n${c.output}`);
+    await sleep(5);
+  }
+}
+
+async function readyPort(c: Child): Promise<number> {
+  return Number(await waitLine(c, 'READY', 20_000));
+}
+
+async function waitPort(port: number, c: Child, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((res) => {
+      const s = netConnect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        res(true);
+      });
+      s.on('error', () => res(false));
+    });
+    if (ok) return;
+    if (!alive(c)) throw new Error(`${c.name} exited (code ${c.proc.exitCode}):\n${c.output}`);
+    if (Date.now() > deadline) throw new Error(`${c.name}: port ${port} not open within ${timeoutMs} ms:\n${c.output}`);
+    await sleep(20);
+  }
+}
+
+async function stop(c: Child): Promise<void> {
+  if (!alive(c)) return;
+  const exited = once(c.proc, 'exit').catch(() => undefined);
+  c.proc.kill('SIGTERM');
+  const gone = await Promise.race([exited.then(() => true), sleep(3000).then(() => false)]);
+  if (!gone && alive(c)) {
+    c.proc.kill('SIGKILL');
+    await Promise.race([exited, sleep(2000)]);
+  }
+  state.children = state.children.filter((x) => x !== c);
+}
+
+async function cleanup(): Promise<void> {
+  for (const c of [...state.children]) await stop(c);
+  if (state.dir !== undefined) {
+    rmSync(state.dir, { recursive: true, force: true });
+    state.dir = undefined;
+  }
+}
+
+process.on('exit', () => {
+  for (const c of state.children) if (alive(c)) c.proc.kill('SIGKILL');
+  if (state.dir !== undefined) rmSync(state.dir, { recursive: true, force: true });
+});
+
+let clkTck = 100;
+try {
+  clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', timeout: 2000 }).trim()) || 100;
+} catch { /* Linux default */ }
+
+function procCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / clkTck;
+  } catch {
+    return NaN;
+  }
+}
+
+function procRssMb(pid: number | undefined): { rss: number; peak: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(/\s(\d+) kB/.exec(status.split('\n').find((l) => l.startsWith(k)) ?? '')?.[1] ?? NaN);
+    return { rss: kb('VmRSS:') / 1024, peak: kb('VmHWM:') / 1024 };
+  } catch {
+    return { rss: NaN, peak: NaN };
+  }
+}
+
+function machineBusySeconds(): number {
+  try {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - (cpu[3] ?? 0) - (cpu[4] ?? 0)) / clkTck;
+  } catch {
+    return NaN;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates and HAProxy
+// ---------------------------------------------------------------------------------------------
+
+function writeCerts(dir: string): void {
+  const now = Date.now();
+  const caKeys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const caDer = createSelfSignedCa({ ...caKeys, commonName: 'bench CA', trustDomainUri: `spiffe://${TD}`, notBefore: new Date(now - 3600_000), notAfter: new Date(now + 86400_000) });
+  const issuer = new CertificateIssuer({ certDer: caDer, privateKey: caKeys.privateKey });
+  writeFileSync(join(dir, 'ca.crt'), pemEncode(caDer, 'CERTIFICATE'));
+  const leaf = (who: string, id: string): void => {
+    const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const cert = pemEncode(issuer.issueLeaf({ publicKey: k.publicKey, uriSans: [id], notBefore: new Date(now - 60_000), notAfter: new Date(now + 3600_000) }), 'CERTIFICATE');
+    const key = (k.privateKey as KeyObject).export({ format: 'pem', type: 'pkcs8' }) as string;
+    writeFileSync(join(dir, `${who}.crt`), cert);
+    writeFileSync(join(dir, `${who}.key`), key, { mode: 0o600 });
+    writeFileSync(join(dir, `${who}.pem`), cert + key, { mode: 0o600 }); // haproxy: certificate and key in one file
+  };
+  leaf('client', CLIENT_ID);
+  leaf('server', SERVER_ID);
+}
+
+function haproxyPath(): string | undefined {
+  const r = spawnSync('sh', ['-c', 'command -v haproxy'], { encoding: 'utf8', timeout: 5000 });
+  return r.status === 0 && r.stdout.trim() !== '' ? r.stdout.trim() : undefined;
+}
+
+function ensureHaproxy(log: (s: string) => void): { path: string | undefined; note: string } {
+  let path = haproxyPath();
+  if (path !== undefined) return { path, note: '' };
+  if (process.getuid?.() !== 0) return { path: undefined, note: 'haproxy not installed and not root: HAProxy rows skipped' };
+  log('installing haproxy with apt-get (once)...');
+  const r = spawnSync('sh', ['-c', 'apt-get update -qq && apt-get install -y -qq haproxy'], {
+    encoding: 'utf8', timeout: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
+  path = haproxyPath();
+  if (path === undefined) return { path: undefined, note: `apt-get install haproxy failed (status ${r.status}): HAProxy rows skipped` };
+  return { path, note: '' };
+}
+
+function haproxyVersion(path: string): string {
+  const r = spawnSync(path, ['-v'], { encoding: 'utf8', timeout: 5000 });
+  return /version (\S+)/.exec(r.stdout ?? '')?.[1] ?? 'unknown';
+}
+
+async function freePort(): Promise<number> {
+  const srv = createNetServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = portOf(srv);
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+const HAPROXY_COMMON = `global
+  nbthread 1
+  maxconn 4096
+  tune.ssl.default-dh-param 2048
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  ssl-default-server-options ssl-min-ver TLSv1.2
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+`;
+
+function haproxyOutboundConfig(dir: string, listen: number, target: number): string {
+  return `${HAPROXY_COMMON}
+frontend out
+  mode tcp
+  bind 127.0.0.1:${listen}
+  default_backend target
+backend target
+  mode tcp
+  server inbound 127.0.0.1:${target} ssl crt ${join(dir, 'client.pem')} ca-file ${join(dir, 'ca.crt')} verify required
+`;
+}
+
+function haproxyInboundConfig(dir: string, listen: number, app: number, mode: 'tcp' | 'http'): string {
+  const http = mode === 'http' ? `  http-request del-header x-spiffe-id
+  http-request set-header x-spiffe-id %[ssl_c_s_dn]
+  option http-keep-alive
+` : '';
+  return `${HAPROXY_COMMON}
+frontend in
+  mode ${mode}
+  bind 127.0.0.1:${listen} ssl crt ${join(dir, 'server.pem')} ca-file ${join(dir, 'ca.crt')} verify required
+${http}  default_backend app
+backend app
+  mode ${mode}
+  server app 127.0.0.1:${app}
+`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring one row
+// ---------------------------------------------------------------------------------------------
+
+interface ProxyFigures {
+  name: string;
+  cpuSeconds: number;
+  cpuSecondsPer10k: number;
+  rssMb: number;
+  peakRssMb: number;
+}
+
+interface RowResult {
+  row: Row;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+  errors: number;
+  proxies: ProxyFigures[];
+  proxyCpuPer10k: number;
+  appCpuPer10k: number;
+  loadCpuPer10k: number;
+  /** CPU the machine spent outside the measured processes during the window, in cores. */
+  otherCpuCores: number;
+}
+
+async function measure(row: Row, entryPort: number, proxies: Child[], app: Child, o: Options): Promise<RowResult> {
+  const load = nodeRole('load', { role: 'load', port: entryPort, seconds: o.seconds, warmup: o.warmup, concurrency: o.concurrency }, o);
+  try {
+    await waitLine(load, 'WINDOW_START', (o.warmup + 20) * 1000);
+    const pids = [...proxies.map((p) => p.proc.pid), app.proc.pid];
+    const cpu0 = pids.map(procCpuSeconds);
+    const m0 = machineBusySeconds();
+    const w0 = performance.now();
+    await waitLine(load, 'WINDOW_END', (o.seconds + 20) * 1000);
+    const wall = (performance.now() - w0) / 1000;
+    const cpu1 = pids.map(procCpuSeconds);
+    const m1 = machineBusySeconds();
+    const mem = proxies.map((p) => procRssMb(p.proc.pid));
+    const result = JSON.parse(await waitLine(load, 'RESULT', 20_000)) as LoadResult;
+    const per10k = (s: number): number => (s / Math.max(1, result.requests)) * 10_000;
+    const figures: ProxyFigures[] = proxies.map((p, i) => {
+      const cpu = cpu1[i]! - cpu0[i]!;
+      return { name: p.name, cpuSeconds: cpu, cpuSecondsPer10k: per10k(cpu), rssMb: mem[i]!.rss, peakRssMb: mem[i]!.peak };
+    });
+    const appCpu = cpu1[cpu1.length - 1]! - cpu0[cpu0.length - 1]!;
+    const measured = figures.reduce((a, f) => a + f.cpuSeconds, 0) + appCpu + result.loadCpuSeconds;
+    return {
+      row, rps: result.rps, p50Ms: result.p50Ms, p99Ms: result.p99Ms, requests: result.requests, errors: result.errors,
+      proxies: figures, proxyCpuPer10k: figures.reduce((a, f) => a + f.cpuSecondsPer10k, 0),
+      appCpuPer10k: per10k(appCpu), loadCpuPer10k: per10k(result.loadCpuSeconds),
+      otherCpuCores: Math.max(0, (m1 - m0 - measured) / wall),
+    };
+  } finally {
+    await stop(load);
+  }
+}
+
+async function runRow(row: Row, dir: string, app: Child, appPort: number, haproxy: string | undefined, o: Options): Promise<RowResult> {
+  const started: Child[] = [];
+  try {
+    let entry = appPort;
+    switch (row) {
+      case 'direct':
+        break;
+      case 'node-pipe': {
+        const pin = nodeRole('pipe-in', { role: 'pipe-in', certs: dir, appPort }, o);
+        started.push(pin);
+        const inPort = await readyPort(pin);
+        const pout = nodeRole('pipe-out', { role: 'pipe-out', certs: dir, targetPort: inPort }, o);
+        started.unshift(pout);
+        entry = await readyPort(pout);
+        break;
+      }
+      case 'tessera-tcp':
+      case 'tessera-http': {
+        const mode = row === 'tessera-tcp' ? 'tcp' : 'http';
+        const tin = nodeRole('tessera-in', { role: 'tessera-in', certs: dir, appPort, mode }, o);
+        started.push(tin);
+        const inPort = await readyPort(tin);
+        const tout = nodeRole('tessera-out', { role: 'tessera-out', certs: dir, targetPort: inPort }, o);
+        started.unshift(tout);
+        entry = await readyPort(tout);
+        break;
+      }
+      case 'haproxy-tcp':
+      case 'haproxy-http': {
+        if (haproxy === undefined) throw new Error('haproxy unavailable');
+        const mode = row === 'haproxy-tcp' ? 'tcp' : 'http';
+        const inPort = await freePort();
+        writeFileSync(join(dir, `in-${mode}.cfg`), haproxyInboundConfig(dir, inPort, appPort, mode));
+        const hin = launch('haproxy-in', haproxy, ['-db', '-f', join(dir, `in-${mode}.cfg`)]);
+        started.push(hin);
+        await waitPort(inPort, hin, 10_000);
+        const outPort = await freePort();
+        writeFileSync(join(dir, `out-${mode}.cfg`), haproxyOutboundConfig(dir, outPort, inPort));
+        const hout = launch('haproxy-out', haproxy, ['-db', '-f', join(dir, `out-${mode}.cfg`)]);
+        started.unshift(hout);
+        await waitPort(outPort, hout, 10_000);
+        entry = outPort;
+        break;
+      }
+      default:
+    }
+    await checkOnce(entry);
+    return await measure(row, entry, started, app, o);
+  } finally {
+    for (const c of started) await stop(c);
+  }
+}
+
+/** One request through the chain before measuring: a broken chain fails loudly, not as a slow row. */
+async function checkOnce(port: number): Promise<void> {
+  const reply = await new Promise<string>((res, rej) => {
+    const s = netConnect({ host: '127.0.0.1', port }, () => s.write('GET /check HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n'));
+    let data = '';
+    s.setTimeout(10_000, () => s.destroy(new Error('check request timed out')));
+    s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+    s.on('error', rej);
+    s.on('close', () => res(data));
+  });
+  if (!reply.startsWith('HTTP/1.1 200')) throw new Error(`the chain did not answer 200: ${JSON.stringify(reply.slice(0, 200))}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+function fmt(n: number, digits = 0): string {
+  return Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '-';
+}
+
+interface Aim {
+  what: string;
+  aim: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+function aims(results: Map<Row, RowResult>): Aim[] {
+  const floor = results.get('node-pipe');
+  const direct = results.get('direct');
+  const out: Aim[] = [];
+  const ratio = (row: Row, min: number): void => {
+    const r = results.get(row);
+    if (r === undefined || floor === undefined) return;
+    const x = r.rps / floor.rps;
+    out.push({ what: `${row} req/s vs node-pipe`, aim: `≥ ${min}×`, measured: `${x.toFixed(2)}×`, met: x >= min });
+  };
+  ratio('tessera-tcp', 0.9);
+  ratio('tessera-http', 0.7);
+  for (const [t, h] of [['tessera-tcp', 'haproxy-tcp'], ['tessera-http', 'haproxy-http']] as const) {
+    const tr = results.get(t);
+    const hr = results.get(h);
+    if (tr === undefined || hr === undefined || direct === undefined) continue;
+    const addedT = tr.p50Ms - direct.p50Ms;
+    const addedH = hr.p50Ms - direct.p50Ms;
+    const x = addedT / addedH;
+    out.push({ what: `${t} added p50 vs ${h}`, aim: '≤ 1.5×', measured: `${addedT.toFixed(3)} vs ${addedH.toFixed(3)} ms = ${x.toFixed(2)}×`, met: x <= 1.5 });
+  }
+  return out;
+}
+
+function printTable(results: RowResult[], o: Options, notes: string[]): void {
+  const direct = results.find((r) => r.row === 'direct');
+  const lines: string[] = [];
+  lines.push(`sidecar bench: keep-alive HTTP/1.1, ${BODY_BYTES} B responses, ${o.concurrency} connections, ${o.seconds} s after ${o.warmup} s warm-up; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.versions.node}`);
+  lines.push('');
+  lines.push('| row | req/s | p50 ms | p99 ms | added p50 ms | proxy CPU s / 10k req (out + in) | RSS MB (out / in) | app CPU s / 10k | other CPU cores | errors |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of results) {
+    const added = direct === undefined || r.row === 'direct' ? '' : fmt(r.p50Ms - direct.p50Ms, 3);
+    const cpu = r.proxies.length === 0 ? '' : `${fmt(r.proxyCpuPer10k, 2)} (${r.proxies.map((p) => fmt(p.cpuSecondsPer10k, 2)).join(' + ')})`;
+    const rss = r.proxies.map((p) => fmt(p.rssMb, 0)).join(' / ');
+    lines.push(`| ${r.row} | ${fmt(r.rps)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${added} | ${cpu} | ${rss} | ${fmt(r.appCpuPer10k, 2)} | ${fmt(r.otherCpuCores, 2)} | ${r.errors} |`);
+  }
+  const byRow = new Map(results.map((r) => [r.row, r]));
+  const a = aims(byRow);
+  if (a.length > 0) {
+    lines.push('');
+    lines.push('| aim | target | measured | met |');
+    lines.push('|---|---|---|---|');
+    for (const x of a) lines.push(`| ${x.what} | ${x.aim} | ${x.measured} | ${x.met === undefined ? '-' : x.met ? 'yes' : 'NO'} |`);
+  }
+  for (const n of notes) lines.push(`note: ${n}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const roleIdx = process.argv.indexOf('--role-config');
+  if (roleIdx !== -1) {
+    const cfg = JSON.parse(Buffer.from(process.argv[roleIdx + 1] ?? '', 'base64url').toString('utf8')) as RoleConfig;
+    await runRole(cfg);
+    return;
+  }
+  const o = parseArgs(process.argv.slice(2));
+  const log = (s: string): void => {
+    if (!o.json) process.stderr.write(`${s}\n`);
+  };
+  const notes: string[] = [];
+  // A hard bound on the whole run, whatever happens.
+  const budgetMs = (ROWS.length * (o.seconds + o.warmup + 30) + 360) * 1000;
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`bench/sidecar: gave up after ${budgetMs / 1000} s\n`);
+    void cleanup().finally(() => process.exit(1));
+  }, budgetMs);
+  watchdog.unref();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+
+  let haproxy: string | undefined;
+  if (o.haproxy && (o.only.has('haproxy-tcp') || o.only.has('haproxy-http'))) {
+    const h = ensureHaproxy(log);
+    haproxy = h.path;
+    if (h.note) notes.push(h.note);
+    if (haproxy !== undefined) notes.push(`HAProxy ${haproxyVersion(haproxy)}, nbthread 1 per process; it cannot check the server's URI SAN (chain only), Tessera does`);
+  }
+  const rows = ROWS.filter((r) => o.only.has(r) && (haproxy !== undefined || !r.startsWith('haproxy')));
+
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-sidecar-bench-'));
+  state.dir = dir;
+  if (o.cpuProf !== undefined) mkdirSync(o.cpuProf, { recursive: true });
+  const results: RowResult[] = [];
+  try {
+    writeCerts(dir);
+    const app = nodeRole('app', { role: 'app' }, o);
+    const appPort = await readyPort(app);
+    for (const row of rows) {
+      log(`measuring ${row}...`);
+      try {
+        results.push(await runRow(row, dir, app, appPort, haproxy, o));
+      } catch (err) {
+        notes.push(`${row} failed: ${(err as Error).message.split('\n')[0]}`);
+      }
+    }
+  } finally {
+    await cleanup();
+  }
+  if (o.json) {
+    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: aims(new Map(results.map((r) => [r.row, r]))), notes }, null, 2)}\n`);
+  } else {
+    printTable(results, o, notes);
+  }
+  process.exitCode = results.length === rows.length ? 0 : 1;
+}
+
+main().catch(async (err: unknown) => {
+  process.stderr.write(`bench/sidecar: ${(err as Error).stack ?? String(err)}\n`);
+  await cleanup();
+  process.exit(1);
+});

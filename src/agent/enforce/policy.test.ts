@@ -1,0 +1,423 @@
+/**
+ * The agent's Policy Enforcement Point on its own: a PolicyEnforcer fed by a scripted `fetch`
+ * (standing in for the control plane's long-poll) with bundles signed by real test CAs
+ * (src/core/x509.ts + signPolicyBundle). Default deny, verification against the trust bundle,
+ * no rollback, the on-disk cache across restarts, and the decision records it ships.
+ */
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../core/log.js';
+import { createPolicyBundle, signPolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
+import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
+import type { PolicyEntity } from '../../core/policy/types.js';
+import { createSelfSignedCa } from '../../core/x509.js';
+import type { DecisionRecord } from './decision-log.js';
+import { PolicyEnforcer, type PolicyEnforcerOptions } from './policy.js';
+
+const TD = 'spiffe://example.org';
+const FRONTEND = `${TD}/shop/frontend`;
+const ORDERS = `${TD}/shop/orders`;
+const STRANGER = `${TD}/unknown/thing`;
+const HOUR = 3600_000;
+
+const ENTITIES: PolicyEntity[] = [
+  { id: FRONTEND, attrs: { app: 'shop-frontend', site: 'cloud-eu' } },
+  { id: ORDERS, attrs: { app: 'orders', site: 'cloud-eu' } },
+];
+
+/** v1: the frontend may GET /orders/* on orders; everything else is denied. */
+const READ_ONLY: Record<string, string> = {
+  'shop.cedar': `
+@id("frontend-reads-orders")
+permit (principal, action == Tessera::Action::"http:request", resource)
+when {
+  principal has app && principal.app == "shop-frontend" && resource has app && resource.app == "orders" &&
+  context.method == "GET" && context.path like "/orders/*"
+};`,
+};
+
+/** A later policy: the frontend may also POST. */
+const READ_WRITE: Record<string, string> = {
+  'shop.cedar': `
+@id("frontend-uses-orders")
+permit (principal, action == Tessera::Action::"http:request", resource)
+when {
+  principal has app && principal.app == "shop-frontend" && resource has app && resource.app == "orders" &&
+  (context.method == "GET" || context.method == "POST") && context.path like "/orders*"
+};`,
+};
+
+class TestCa {
+  readonly certDer: Buffer;
+  readonly privateKey: KeyObject;
+
+  constructor(name: string) {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const now = Date.now();
+    this.privateKey = privateKey;
+    this.certDer = createSelfSignedCa({
+      privateKey, publicKey, commonName: name, trustDomainUri: TD, notBefore: new Date(now - HOUR), notAfter: new Date(now + 24 * HOUR),
+    });
+  }
+
+  sign(version: number, policies: Record<string, string>, entities: PolicyEntity[] = ENTITIES): SignedPolicyBundle {
+    const bundle = createPolicyBundle({
+      version, author: `${TD}/tessera/admin`, reason: `test v${version}`, policies, schema: TESSERA_SCHEMA as Record<string, unknown>, entities,
+    });
+    return signPolicyBundle(bundle, { privateKey: this.privateKey, certDer: this.certDer });
+  }
+}
+
+type FetchResult = { version: number; changed: boolean; bundle: SignedPolicyBundle };
+
+/**
+ * A scripted control plane: each long-poll takes the next queued answer (or error), and waits
+ * (as a long-poll does) while nothing is queued.
+ */
+class FakeControlPlane {
+  readonly calls: { after: number; timeout: number }[] = [];
+  private readonly queue: (FetchResult | Error)[] = [];
+  private wake: (() => void) | undefined;
+
+  answer(r: FetchResult | Error): void {
+    this.queue.push(r);
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** Answers with a changed bundle. */
+  send(signed: SignedPolicyBundle, version: number): void {
+    this.answer({ version, changed: true, bundle: signed });
+  }
+
+  readonly fetch = async (after: number, timeout: number): Promise<FetchResult> => {
+    this.calls.push({ after, timeout });
+    while (this.queue.length === 0) await new Promise<void>((r) => { this.wake = r; });
+    const next = this.queue.shift()!;
+    if (next instanceof Error) throw next;
+    return next;
+  };
+}
+
+function nextEvent<T>(e: PolicyEnforcer, name: 'policy' | 'refused', timeoutMs = 5_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no '${name}' event within ${timeoutMs} ms`)), timeoutMs);
+    e.once(name, (v: T) => {
+      clearTimeout(timer);
+      resolve(v);
+    });
+  });
+}
+
+const GET = { principal: FRONTEND, action: 'http:request' as const, resource: ORDERS, method: 'GET', path: '/orders/42' };
+const POST = { ...GET, method: 'POST', path: '/orders' };
+
+let ca: TestCa;
+let otherCa: TestCa;
+
+beforeAll(() => {
+  ca = new TestCa('tessera test CA');
+  otherCa = new TestCa('somebody else');
+});
+
+describe('PolicyEnforcer', () => {
+  let dir: string;
+  let trusted: Buffer[];
+  let shipped: DecisionRecord[];
+  const enforcers: PolicyEnforcer[] = [];
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-enforcer-'));
+    trusted = [ca.certDer];
+    shipped = [];
+  });
+
+  afterEach(async () => {
+    for (const e of enforcers.splice(0)) await e.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function enforcer(cp: FakeControlPlane, over: Partial<PolicyEnforcerOptions> = {}): PolicyEnforcer {
+    const e = new PolicyEnforcer({
+      dir, site: 'cloud-eu', log: silentLogger, trustedCas: () => trusted, fetch: cp.fetch,
+      ship: async (records) => { shipped.push(...records); }, allowSampleRate: 0, watchSeconds: 7, ...over,
+    });
+    enforcers.push(e);
+    return e;
+  }
+
+  it('denies everything before any bundle is loaded, and says why', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    e.start();
+    expect(e.version).toBe(0);
+    for (const req of [GET, POST, { principal: STRANGER, action: 'tcp:connect' as const, resource: ORDERS }]) {
+      const d = e.authorize(req);
+      expect(d.allow).toBe(false);
+      expect(d.reasons.join(' ')).toMatch(/no policy bundle/);
+    }
+    // It asked the control plane for anything newer than nothing, with its long-poll time.
+    expect(cp.calls[0]).toEqual({ after: 0, timeout: 7 });
+    // Denials are recorded even then.
+    await e.decisions.flush();
+    expect(shipped).toHaveLength(3);
+    expect(shipped.every((r) => !r.allow)).toBe(true);
+  });
+
+  it('loads a signed bundle, decides per policy, and caches it on disk (0600)', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const loaded = nextEvent<{ version: number; hash: string; source: string; reason: string }>(e, 'policy');
+    e.start();
+    cp.send(ca.sign(1, READ_ONLY), 1);
+    const ev = await loaded;
+    expect(ev).toMatchObject({ version: 1, source: 'server', reason: 'test v1' });
+    expect(e.version).toBe(1);
+
+    const get = e.authorize(GET);
+    expect(get.allow).toBe(true);
+    expect(get.reasons).toEqual(['frontend-reads-orders']);
+    expect(e.authorize(POST).allow).toBe(false);
+    expect(e.authorize({ ...GET, path: '/admin' }).allow).toBe(false);
+    expect(e.authorize({ ...GET, principal: STRANGER }).allow).toBe(false);
+    expect(e.authorize({ principal: FRONTEND, action: 'tcp:connect', resource: ORDERS }).allow).toBe(false);
+
+    const cache = join(dir, 'policy-bundle.json');
+    expect(existsSync(cache)).toBe(true);
+    expect(statSync(cache).mode & 0o777).toBe(0o600);
+    // The next long-poll asks for anything newer than what it holds.
+    await waitUntil(() => cp.calls.length >= 2);
+    expect(cp.calls[1]!.after).toBe(1);
+  });
+
+  it('refuses a bundle signed by a CA outside the trust bundle and keeps the last good one', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const loaded = nextEvent(e, 'policy');
+    e.start();
+    const v1 = ca.sign(1, READ_ONLY);
+    cp.send(v1, 1);
+    await loaded;
+
+    const refused = nextEvent<{ error: { code: string; message: string } }>(e, 'refused');
+    let policyEvents = 0;
+    e.on('policy', () => policyEvents++);
+    cp.send(otherCa.sign(2, READ_WRITE), 2);
+    const r = await refused;
+    expect(r.error.code).toBe('TESSERA_POLICY_BUNDLE_INVALID');
+    expect(r.error.message).toMatch(/not in the trust bundle/);
+    expect(e.version).toBe(1);
+    expect(policyEvents).toBe(0);
+    expect(e.authorize(GET).allow).toBe(true);
+    expect(e.authorize(POST).allow).toBe(false);
+    // The cache on disk still holds the good bundle.
+    expect(JSON.parse(readFileSync(join(dir, 'policy-bundle.json'), 'utf8'))).toEqual(v1);
+  });
+
+  it('refuses a tampered payload or signature', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const loaded = nextEvent(e, 'policy');
+    e.start();
+    cp.send(ca.sign(1, READ_ONLY), 1);
+    await loaded;
+
+    // The payload of v2 (allows POST) under the signature of a v2 that does not.
+    const honest = ca.sign(2, READ_ONLY);
+    const wanted = ca.sign(2, READ_WRITE);
+    const swapped: SignedPolicyBundle = { ...honest, payload: wanted.payload };
+    let refused = nextEvent<{ error: { code: string; message: string } }>(e, 'refused');
+    cp.send(swapped, 2);
+    let r = await refused;
+    expect(r.error.code).toBe('TESSERA_POLICY_BUNDLE_INVALID');
+    expect(r.error.message).toMatch(/signature does not verify/);
+    expect(e.version).toBe(1);
+    expect(e.authorize(POST).allow).toBe(false);
+
+    // A flipped bit in the signature.
+    const sig = Buffer.from(wanted.signature, 'base64url');
+    sig[10] ^= 1;
+    refused = nextEvent(e, 'refused');
+    cp.send({ ...wanted, signature: sig.toString('base64url') }, 2);
+    r = await refused;
+    expect(r.error.code).toBe('TESSERA_POLICY_BUNDLE_INVALID');
+    expect(e.version).toBe(1);
+    expect(e.authorize(POST).allow).toBe(false);
+  }, 15_000);
+
+  it('refuses an older version (no rollback), even when properly signed', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const loaded = nextEvent(e, 'policy');
+    e.start();
+    cp.send(ca.sign(3, READ_WRITE), 3);
+    await loaded;
+    expect(e.authorize(POST).allow).toBe(true);
+
+    const refused = nextEvent<{ error: { code: string; message: string } }>(e, 'refused');
+    cp.send(ca.sign(2, READ_ONLY), 2);
+    const r = await refused;
+    expect(r.error.code).toBe('TESSERA_POLICY_BUNDLE_INVALID');
+    expect(r.error.message).toMatch(/rollback refused/);
+    expect(e.version).toBe(3);
+    expect(e.authorize(POST).allow).toBe(true);
+    // Direct loads are held to the same rule.
+    expect(() => e.load(ca.sign(1, READ_ONLY), 'server')).toThrow(/rollback refused/);
+    expect(e.version).toBe(3);
+
+    // A newer one is taken.
+    const next = nextEvent<{ version: number }>(e, 'policy');
+    cp.send(ca.sign(4, READ_ONLY), 4);
+    expect((await next).version).toBe(4);
+    expect(e.authorize(POST).allow).toBe(false);
+  }, 15_000);
+
+  it('keeps deciding while the control plane is unreachable', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const loaded = nextEvent(e, 'policy');
+    e.start();
+    cp.send(ca.sign(1, READ_ONLY), 1);
+    await loaded;
+    cp.answer(new Error('ECONNREFUSED'));
+    cp.answer(new Error('ECONNREFUSED'));
+    await waitUntil(() => cp.calls.length >= 3, 5_000);
+    expect(e.version).toBe(1);
+    expect(e.authorize(GET).allow).toBe(true);
+    expect(e.authorize(POST).allow).toBe(false);
+  }, 10_000);
+
+  it('after a restart, enforces the bundle cached on disk before the control plane answers', async () => {
+    const cp = new FakeControlPlane();
+    const first = enforcer(cp);
+    const loaded = nextEvent(first, 'policy');
+    first.start();
+    cp.send(ca.sign(5, READ_ONLY), 5);
+    await loaded;
+    await first.stop();
+
+    // A control plane that never answers: the cache alone must do.
+    const silent = new FakeControlPlane();
+    const second = enforcer(silent);
+    const events: { version: number; source: string }[] = [];
+    second.on('policy', (ev: { version: number; source: string }) => events.push(ev));
+    second.start();
+    // Loaded synchronously, in start().
+    expect(events).toEqual([expect.objectContaining({ version: 5, source: 'cache' })]);
+    expect(second.version).toBe(5);
+    expect(second.authorize(GET).allow).toBe(true);
+    expect(second.authorize(POST).allow).toBe(false);
+    // And it asks the control plane for anything newer than the cached version.
+    expect(silent.calls[0]!.after).toBe(5);
+
+    // The cached version is the floor: an older one from the server is refused after restart too.
+    const refused = nextEvent<{ error: { message: string } }>(second, 'refused');
+    silent.send(ca.sign(4, READ_WRITE), 4);
+    expect((await refused).error.message).toMatch(/rollback refused/);
+    expect(second.authorize(POST).allow).toBe(false);
+  }, 10_000);
+
+  it('refuses a cached bundle whose signer is no longer trusted: deny all until the server answers', async () => {
+    const cp = new FakeControlPlane();
+    const first = enforcer(cp);
+    const loaded = nextEvent(first, 'policy');
+    first.start();
+    cp.send(ca.sign(2, READ_ONLY), 2);
+    await loaded;
+    await first.stop();
+
+    // The trust bundle moved on to another CA (the old one was removed).
+    trusted = [otherCa.certDer];
+    const later = new FakeControlPlane();
+    const second = enforcer(later);
+    let events = 0;
+    second.on('policy', () => events++);
+    second.start();
+    expect(events).toBe(0);
+    expect(second.version).toBe(0);
+    const d = second.authorize(GET);
+    expect(d.allow).toBe(false);
+    expect(d.reasons.join(' ')).toMatch(/no policy bundle/);
+    expect(later.calls[0]!.after).toBe(0);
+
+    // The control plane answers with a bundle from the now-trusted CA: enforced and cached.
+    const fresh = nextEvent<{ version: number; source: string }>(second, 'policy');
+    later.send(otherCa.sign(3, READ_ONLY), 3);
+    expect(await fresh).toMatchObject({ version: 3, source: 'server' });
+    expect(second.authorize(GET).allow).toBe(true);
+  });
+
+  it('refuses a corrupt cache file without crashing (deny all meanwhile)', () => {
+    writeFileSync(join(dir, 'policy-bundle.json'), '{"payload": "not a bundle"');
+    const e = enforcer(new FakeControlPlane());
+    e.start();
+    expect(e.version).toBe(0);
+    expect(e.authorize(GET).allow).toBe(false);
+  });
+
+  it('records decisions through ship: every denial, allows as sampled, refusals as tls:handshake', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp, { allowSampleRate: 0 });
+    const loaded = nextEvent(e, 'policy');
+    e.start();
+    cp.send(ca.sign(1, READ_ONLY), 1);
+    await loaded;
+    for (let i = 0; i < 5; i++) e.authorize(GET);
+    e.authorize(POST);
+    e.recordRefusal(ORDERS, 'TESSERA_AUTH_INVALID', 'certificate signed by an unknown CA');
+    await e.decisions.flush();
+    expect(shipped).toHaveLength(2);
+    const [denied, refusal] = shipped;
+    expect(denied).toMatchObject({
+      principal: FRONTEND, action: 'http:request', resource: ORDERS, allow: false,
+      context: { method: 'POST', path: '/orders', site: 'cloud-eu', risk: 0 },
+    });
+    expect(typeof denied!.context.time).toBe('number');
+    expect(typeof denied!.context.hour).toBe('number');
+    expect(refusal).toMatchObject({
+      principal: '-', action: 'tls:handshake', resource: ORDERS, allow: false, reasons: ['TESSERA_AUTH_INVALID'],
+      context: { site: 'cloud-eu', code: 'TESSERA_AUTH_INVALID', reason: 'certificate signed by an unknown CA' },
+    });
+
+    // With every allow sampled, allows are shipped too, with the determining policy.
+    shipped = [];
+    const all = enforcer(new FakeControlPlane(), { allowSampleRate: 1 });
+    all.load(ca.sign(1, READ_ONLY), 'server');
+    all.authorize(GET);
+    await all.stop();
+    expect(shipped).toEqual([expect.objectContaining({ principal: FRONTEND, allow: true, reasons: ['frontend-reads-orders'] })]);
+  });
+
+  it('spills decisions to disk while shipping fails and sends them once it works again', async () => {
+    let up = false;
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp, {
+      ship: async (records) => {
+        if (!up) throw new Error('control plane unreachable');
+        shipped.push(...records);
+      },
+    });
+    e.start();
+    e.authorize(POST);
+    e.authorize({ ...POST, path: '/orders/1' });
+    await e.decisions.flush();
+    expect(shipped).toHaveLength(0);
+    expect(e.decisions.spilledBytes).toBeGreaterThan(0);
+    up = true;
+    await e.decisions.flush();
+    expect(shipped.map((r) => r.context.path)).toEqual(['/orders', '/orders/1']);
+    expect(e.decisions.spilledBytes).toBe(0);
+  });
+});
+
+async function waitUntil(fn: () => boolean, timeoutMs = 3_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
