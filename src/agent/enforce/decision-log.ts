@@ -21,21 +21,30 @@ export interface DecisionLogOptions {
   allowSampleRate?: number;
   flushMs?: number;
   maxBatch?: number;
+  /** Upper bound of one batch's JSON (the control plane refuses bodies over 1 MiB). Default 256 KiB. */
+  maxBatchBytes?: number;
+  /** Longest wait between retries while records wait on disk. Default 30 s. */
+  maxRetryMs?: number;
   /** Upper bound of the spill file; the oldest half is dropped when it is exceeded. Default 8 MiB. */
   maxSpillBytes?: number;
 }
 
 const SPILL = 'decisions.spill.jsonl';
+const DEFAULT_MAX_BATCH_BYTES = 256 * 1024;
 
 /**
  * Buffers decision records and ships them in batches. Denials are always kept, allows sampled.
  * While the control plane is unreachable, batches go to a bounded JSON-lines file on disk and are
- * sent first once it is back; when the bound is hit the oldest records are dropped and counted.
+ * sent first once it is back (retried with backoff, so they arrive even if no new decision comes);
+ * when the bound is hit the oldest records are dropped and counted.
  */
 export class DecisionLog {
   private buffer: DecisionRecord[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
+  private retryMs = 0;
+  private stopped = false;
   private readonly spillPath: string;
   dropped = 0;
   shipped = 0;
@@ -60,9 +69,22 @@ export class DecisionLog {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
     while (this.flushing) await this.flushing;
     this.flushing = this.doFlush().finally(() => { this.flushing = undefined; });
     await this.flushing;
+  }
+
+  /**
+   * A last flush, then no more timers: what cannot be shipped stays on disk for the next
+   * DecisionLog on this directory (the next run of the agent), which sends it.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.flush();
   }
 
   get spilledBytes(): number {
@@ -70,37 +92,81 @@ export class DecisionLog {
   }
 
   private async doFlush(): Promise<void> {
-    const batch = this.buffer;
+    const pending = this.batches(this.buffer);
     this.buffer = [];
     try {
-      if (existsSync(this.spillPath) || existsSync(`${this.spillPath}.sending`)) await this.drainSpill();
-      if (batch.length > 0) {
-        await this.opts.ship(batch);
-        this.shipped += batch.length;
+      await this.drainSpill();
+      while (pending.length > 0) {
+        await this.opts.ship(pending[0]!);
+        this.shipped += pending.shift()!.length;
       }
+      this.retryMs = 0;
     } catch {
-      if (batch.length > 0) this.spill(batch);
+      const rest = pending.flat();
+      if (rest.length > 0) this.spill(rest);
+      this.scheduleRetry();
     }
   }
 
-  private async drainSpill(): Promise<void> {
-    // Rename first so that records spilled meanwhile land in a fresh file.
-    const sending = `${this.spillPath}.sending`;
-    if (!existsSync(sending)) renameSync(this.spillPath, sending);
-    // (a `.sending` file left by a failed attempt is sent first; newer spills follow next time)
-    const lines = readFileSync(sending, 'utf8').split('\n').filter(Boolean);
-    const records: DecisionRecord[] = [];
-    for (const line of lines) {
-      try {
-        records.push(JSON.parse(line) as DecisionRecord);
-      } catch {
-        this.dropped += 1; // a torn last line after a crash
+  /**
+   * Records wait on disk: try again later even if no new decision comes to trigger a flush
+   * (backoff from flushMs up to maxRetryMs).
+   */
+  private scheduleRetry(): void {
+    const base = this.opts.flushMs ?? 1000;
+    this.retryMs = Math.min(this.opts.maxRetryMs ?? 30_000, this.retryMs === 0 ? base : this.retryMs * 2);
+    if (this.stopped || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.flush();
+    }, this.retryMs);
+    this.retryTimer.unref();
+  }
+
+  /** Batches of at most maxBatch records and about maxBatchBytes of JSON (a lone larger record goes alone). */
+  private batches(records: DecisionRecord[]): DecisionRecord[][] {
+    const maxCount = this.opts.maxBatch ?? 500;
+    const maxBytes = this.opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
+    const out: DecisionRecord[][] = [];
+    let current: DecisionRecord[] = [];
+    let bytes = 0;
+    for (const r of records) {
+      const size = Buffer.byteLength(JSON.stringify(r), 'utf8') + 1;
+      if (current.length > 0 && (current.length >= maxCount || bytes + size > maxBytes)) {
+        out.push(current);
+        current = [];
+        bytes = 0;
       }
+      current.push(r);
+      bytes += size;
     }
-    const max = this.opts.maxBatch ?? 500;
-    for (let i = 0; i < records.length; i += max) await this.opts.ship(records.slice(i, i + max));
-    this.shipped += records.length;
-    unlinkSync(sending);
+    if (current.length > 0) out.push(current);
+    return out;
+  }
+
+  /** Sends every spilled record, oldest first, until no spill file is left; throws if shipping fails. */
+  private async drainSpill(): Promise<void> {
+    const sending = `${this.spillPath}.sending`;
+    for (;;) {
+      // Rename first so that records spilled meanwhile land in a fresh file (a `.sending` file left
+      // by a failed attempt is sent first). Flushes never overlap, so this loop ends.
+      if (!existsSync(sending)) {
+        if (!existsSync(this.spillPath)) return;
+        renameSync(this.spillPath, sending);
+      }
+      const lines = readFileSync(sending, 'utf8').split('\n').filter(Boolean);
+      const records: DecisionRecord[] = [];
+      for (const line of lines) {
+        try {
+          records.push(JSON.parse(line) as DecisionRecord);
+        } catch {
+          this.dropped += 1; // a torn last line after a crash
+        }
+      }
+      for (const batch of this.batches(records)) await this.opts.ship(batch);
+      this.shipped += records.length;
+      unlinkSync(sending);
+    }
   }
 
   private spill(batch: DecisionRecord[]): void {

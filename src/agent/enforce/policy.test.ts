@@ -14,7 +14,7 @@ import { createPolicyBundle, signPolicyBundle, type SignedPolicyBundle } from '.
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
 import type { PolicyEntity } from '../../core/policy/types.js';
 import { createSelfSignedCa } from '../../core/x509.js';
-import type { DecisionRecord } from './decision-log.js';
+import { DecisionLog, type DecisionRecord } from './decision-log.js';
 import { PolicyEnforcer, type PolicyEnforcerOptions } from './policy.js';
 
 const TD = 'spiffe://example.org';
@@ -240,7 +240,7 @@ describe('PolicyEnforcer', () => {
 
     // A flipped bit in the signature.
     const sig = Buffer.from(wanted.signature, 'base64url');
-    sig[10] ^= 1;
+    sig[10] = sig[10]! ^ 1;
     refused = nextEvent(e, 'refused');
     cp.send({ ...wanted, signature: sig.toString('base64url') }, 2);
     r = await refused;
@@ -351,6 +351,34 @@ describe('PolicyEnforcer', () => {
     expect(second.authorize(GET).allow).toBe(true);
   });
 
+  it('re-caches the same bundle re-signed by a new CA (CA rotation), so a restart after the old CA is gone still has it', async () => {
+    // The agent trusts both CAs during a rotation: the old one signed v2, the control plane re-signs
+    // v2 (same version, same content) with the new CA once it activates, and says "unchanged".
+    trusted = [ca.certDer, otherCa.certDer];
+    const cp = new FakeControlPlane();
+    const first = enforcer(cp);
+    const loaded = nextEvent(first, 'policy');
+    first.start();
+    cp.send(ca.sign(2, READ_ONLY), 2);
+    await loaded;
+    let events = 0;
+    first.on('policy', () => events++);
+    const resigned = otherCa.sign(2, READ_ONLY);
+    cp.answer({ version: 2, changed: false, bundle: resigned });
+    await waitUntil(() => cp.calls.length >= 3);
+    expect(events).toBe(0);
+    expect(first.version).toBe(2);
+    expect(JSON.parse(readFileSync(join(dir, 'policy-bundle.json'), 'utf8'))).toEqual(resigned);
+    await first.stop();
+
+    // The old CA leaves the trust bundle; the agent restarts while the control plane is away.
+    trusted = [otherCa.certDer];
+    const second = enforcer(new FakeControlPlane());
+    second.start();
+    expect(second.version).toBe(2);
+    expect(second.authorize(GET).allow).toBe(true);
+  });
+
   it('refuses a corrupt cache file without crashing (deny all meanwhile)', () => {
     writeFileSync(join(dir, 'policy-bundle.json'), '{"payload": "not a bundle"');
     const e = enforcer(new FakeControlPlane());
@@ -407,10 +435,61 @@ describe('PolicyEnforcer', () => {
     await e.decisions.flush();
     expect(shipped).toHaveLength(0);
     expect(e.decisions.spilledBytes).toBeGreaterThan(0);
+    // The control plane is back: the spill goes out by itself (retried), with no new decision to trigger it.
     up = true;
-    await e.decisions.flush();
+    await waitUntil(() => shipped.length === 2, 5_000);
     expect(shipped.map((r) => r.context.path)).toEqual(['/orders', '/orders/1']);
     expect(e.decisions.spilledBytes).toBe(0);
+    expect(existsSync(join(dir, 'decisions.spill.jsonl.sending'))).toBe(false);
+  }, 10_000);
+
+  it('sends records spilled by an earlier run when it starts', async () => {
+    const down = enforcer(new FakeControlPlane(), { ship: async () => { throw new Error('down'); } });
+    down.start();
+    down.authorize(POST);
+    await down.stop();
+    expect(down.decisions.spilledBytes).toBeGreaterThan(0);
+
+    const next = enforcer(new FakeControlPlane());
+    next.start();
+    await waitUntil(() => shipped.length === 1, 3_000);
+    expect(shipped[0]).toMatchObject({ principal: FRONTEND, context: { method: 'POST', path: '/orders' }, allow: false });
+    expect(next.decisions.spilledBytes).toBe(0);
+  });
+
+  it('clips long context strings in records to what the control plane accepts (the decision sees them whole)', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp, { allowSampleRate: 1 });
+    e.load(ca.sign(1, READ_ONLY), 'server');
+    const longPath = `/orders/${'x'.repeat(5000)}`;
+    expect(e.authorize({ ...GET, path: longPath }).allow).toBe(true);
+    e.authorize({ ...POST, path: longPath });
+    await e.decisions.flush();
+    expect(shipped).toHaveLength(2);
+    for (const r of shipped) {
+      expect(r.context.path).toBe(longPath.slice(0, 2048));
+      expect(r.context.method).toMatch(/^(GET|POST)$/);
+    }
+  });
+});
+
+describe('DecisionLog batches', () => {
+  it('ships at most maxBatch records and about maxBatchBytes of JSON per call, in order', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-dlog-batches-'));
+    try {
+      const calls: DecisionRecord[][] = [];
+      const log = new DecisionLog({ dir, maxBatch: 1000, maxBatchBytes: 8 * 1024, allowSampleRate: 1, ship: async (b) => { calls.push(b); } });
+      const records = Array.from({ length: 100 }, (_, i): DecisionRecord => ({
+        ts: i, principal: FRONTEND, action: 'http:request', resource: ORDERS, context: { method: 'GET', path: `/orders/${i}/${'p'.repeat(200)}` }, allow: false, reasons: [],
+      }));
+      for (const r of records) log.record(r);
+      await log.flush();
+      expect(calls.length).toBeGreaterThan(1);
+      for (const b of calls) expect(Buffer.byteLength(JSON.stringify(b))).toBeLessThanOrEqual(8 * 1024 + 64);
+      expect(calls.flat().map((r) => r.ts)).toEqual(records.map((r) => r.ts));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

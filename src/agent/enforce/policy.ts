@@ -35,6 +35,11 @@ export interface PolicyEnforcerOptions {
 }
 
 const CACHE_FILE = 'policy-bundle.json';
+/**
+ * Longest context string shipped in a decision record: the control plane refuses a batch holding a
+ * longer one (a request path can be far longer), and a refused batch would block the decision log.
+ */
+const MAX_RECORDED_STRING = 2048;
 
 /**
  * The Policy Enforcement Point's brain: holds the last good signed policy bundle (verified against
@@ -46,6 +51,8 @@ const CACHE_FILE = 'policy-bundle.json';
 export class PolicyEnforcer extends EventEmitter {
   private engine: PolicyEngine | undefined;
   private bundle: PolicyBundle | undefined;
+  /** The signed form of `bundle`, as cached on disk. */
+  private signed: SignedPolicyBundle | undefined;
   private stopped = false;
   readonly decisions: DecisionLog;
 
@@ -68,12 +75,14 @@ export class PolicyEnforcer extends EventEmitter {
         this.opts.log.warn('cached policy bundle refused; waiting for the control plane (deny all meanwhile)', { error: (err as Error).message });
       }
     }
+    // Records spilled by an earlier run go out as soon as the control plane takes them.
+    void this.decisions.flush();
     void this.watch();
   }
 
   stop(): Promise<void> {
     this.stopped = true;
-    return this.decisions.flush();
+    return this.decisions.stop();
   }
 
   authorize(req: AuthorizeRequest): Decision {
@@ -93,7 +102,7 @@ export class PolicyEnforcer extends EventEmitter {
     } else {
       decision = this.engine.decide({ principal: req.principal, action: req.action, resource: req.resource, context });
     }
-    this.decisions.record({ ts: now, principal: req.principal, action: req.action, resource: req.resource, context, allow: decision.allow, reasons: decision.reasons });
+    this.decisions.record({ ts: now, principal: req.principal, action: req.action, resource: req.resource, context: recordable(context), allow: decision.allow, reasons: decision.reasons });
     return decision;
   }
 
@@ -110,10 +119,19 @@ export class PolicyEnforcer extends EventEmitter {
   /** Verifies and installs a bundle; throws (and keeps the current one) if it is bad or older. */
   load(signed: SignedPolicyBundle, source: 'cache' | 'server'): void {
     const bundle = verifyPolicyBundle(signed, this.opts.trustedCas(), { minVersion: this.version });
-    if (this.bundle && bundle.version === this.bundle.version && bundle.hash === this.bundle.hash) return;
+    if (this.bundle && bundle.version === this.bundle.version && bundle.hash === this.bundle.hash) {
+      // The same bundle re-signed by a newly active CA: cache that copy, which stays verifiable
+      // at the next start after the old CA has left the trust bundle.
+      if (source === 'server' && signed.signer !== this.signed?.signer) {
+        writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
+        this.signed = signed;
+      }
+      return;
+    }
     const engine = new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities);
     this.engine = engine;
     this.bundle = bundle;
+    this.signed = signed;
     if (source === 'server') writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
     this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source });
   }
@@ -123,7 +141,8 @@ export class PolicyEnforcer extends EventEmitter {
     while (!this.stopped) {
       try {
         const res = await this.opts.fetch(this.version, this.opts.watchSeconds ?? 25);
-        if (res.changed || !this.bundle) {
+        // An unchanged answer still carries the current bundle: take it if a new CA re-signed it.
+        if (res.changed || !this.bundle || res.bundle?.signer !== this.signed?.signer) {
           try {
             this.load(res.bundle, 'server');
           } catch (err) {
@@ -141,6 +160,18 @@ export class PolicyEnforcer extends EventEmitter {
       }
     }
   }
+}
+
+/** The context as recorded: strings clipped to what the control plane accepts (the decision saw them whole). */
+function recordable(context: Record<string, string | number>): Record<string, string | number> {
+  let out = context;
+  for (const [k, v] of Object.entries(context)) {
+    if (typeof v === 'string' && v.length > MAX_RECORDED_STRING) {
+      if (out === context) out = { ...context };
+      out[k] = v.slice(0, MAX_RECORDED_STRING);
+    }
+  }
+  return out;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -8,9 +8,15 @@ import type { ServerContext } from '../context.js';
 import type { AuditRecord } from '../store/store.js';
 
 const ACTIONS = new Set(['http:request', 'tcp:connect', 'secret:unseal', 'credential:derive']);
-const FILE_NAME = /^[A-Za-z0-9._/-]{1,128}\.cedar$/;
+// Starts with a letter or digit, as the bundle requires (no `/abs`, `.hidden`, `_x`): a bad name is a bad request.
+const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\.cedar$/;
 /** How many recent decisions a dry run replays. */
 const REPLAY_LIMIT = 5000;
+/**
+ * Body limit of POST /v1/decisions: a batch of up to 1000 records (~300 bytes each) does not fit
+ * the API's default 64 KiB, and a batch refused as too large would be spilled and retried forever.
+ */
+const DECISIONS_BODY_LIMIT = 1024 * 1024;
 
 function policyFiles(v: unknown): Record<string, string> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TesseraError('TESSERA_BAD_REQUEST', '"files" must be an object of file name → Cedar text');
@@ -84,6 +90,8 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const policies = policyFiles(b.files);
     const schema = schemaOf(b.schema);
     const reason = reqStr(b, 'reason', { max: 1024 });
+    // No coercion: a dry run asked for as "yes" or 1 must not apply the policy.
+    if (b.dry_run !== undefined && typeof b.dry_run !== 'boolean') throw new TesseraError('TESSERA_BAD_REQUEST', '"dry_run" must be a boolean');
     const recent = await ctx.store.listAudit({ action: 'decision', limit: REPLAY_LIMIT });
     const diff = await ctx.policy.dryRun(policies, schema, recent);
     if (b.dry_run === true) {
@@ -139,7 +147,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext): void {
     return { version, changed: version > after, bundle: signed };
   });
 
-  app.post('/v1/decisions', (req) => audited(ctx, req, 'decision.ship', async (ev) => {
+  app.post('/v1/decisions', { bodyLimit: DECISIONS_BODY_LIMIT }, (req) => audited(ctx, req, 'decision.ship', async (ev) => {
     const caller = svidCaller(ctx, req, ev);
     const b = body(req.body, ['decisions']);
     if (!Array.isArray(b.decisions) || b.decisions.length > 1000) throw new TesseraError('TESSERA_BAD_REQUEST', '"decisions" must be a list of at most 1000 records');
