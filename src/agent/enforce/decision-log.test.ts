@@ -48,3 +48,27 @@ describe('DecisionLog', () => {
     expect(log.dropped).toBeGreaterThan(0);
   });
 });
+
+describe('DecisionLog and a control plane that refuses a batch', () => {
+  let dir: string;
+  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'tessera-dlog-')); });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('drops a batch refused as malformed instead of retrying it forever, and keeps shipping', async () => {
+    const got: DecisionRecord[] = [];
+    const log = new DecisionLog({
+      dir,
+      ship: async (b) => {
+        if (b.some((r) => r.principal.endsWith('/bad'))) throw Object.assign(new Error('refused'), { code: 'TESSERA_BAD_REQUEST' });
+        got.push(...b);
+      },
+    });
+    log.record({ ...rec(false), principal: 'spiffe://td/bad' });
+    await log.flush();
+    expect(log.rejected).toBe(1);
+    expect(log.spilledBytes).toBe(0);
+    log.record(rec(false, 7));
+    await log.flush();
+    expect(got.map((r) => r.principal)).toEqual(['spiffe://td/p7']);
+  });
+});

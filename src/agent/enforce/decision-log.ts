@@ -48,6 +48,8 @@ export class DecisionLog {
   private readonly spillPath: string;
   dropped = 0;
   shipped = 0;
+  /** Records the control plane refused as malformed (never retried). */
+  rejected = 0;
 
   constructor(private readonly opts: DecisionLogOptions) {
     this.spillPath = join(opts.dir, SPILL);
@@ -97,8 +99,8 @@ export class DecisionLog {
     try {
       await this.drainSpill();
       while (pending.length > 0) {
-        await this.opts.ship(pending[0]!);
-        this.shipped += pending.shift()!.length;
+        await this.shipOrReject(pending[0]!);
+        pending.shift();
       }
       this.retryMs = 0;
     } catch {
@@ -163,9 +165,24 @@ export class DecisionLog {
           this.dropped += 1; // a torn last line after a crash
         }
       }
-      for (const batch of this.batches(records)) await this.opts.ship(batch);
-      this.shipped += records.length;
+      for (const batch of this.batches(records)) await this.shipOrReject(batch);
       unlinkSync(sending);
+    }
+  }
+
+  /**
+   * Ships one batch. A batch the control plane refuses as malformed (400/413) would be refused
+   * forever and block everything behind it: it is counted in `rejected` and dropped. Any other
+   * failure (unreachable, 5xx, an expired SVID) is thrown, so the batch waits on disk.
+   */
+  private async shipOrReject(batch: DecisionRecord[]): Promise<void> {
+    try {
+      await this.opts.ship(batch);
+      this.shipped += batch.length;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'TESSERA_BAD_REQUEST' && code !== 'TESSERA_PAYLOAD_TOO_LARGE') throw err;
+      this.rejected += batch.length;
     }
   }
 
