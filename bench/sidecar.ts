@@ -23,8 +23,10 @@
  * Aims (from the issue): TCP mode ≥ 0.9× and HTTP mode ≥ 0.7× the node-pipe floor in
  * requests/s; added p50 latency within 1.5× HAProxy's (same mode).
  *
- * Extra flags: --warmup S (default 1), --only row,row, --no-haproxy, --cpu-prof DIR (Tessera
- * proxies run under --cpu-prof).
+ * Defaults: --seconds 3 per measurement, --concurrency 16 connections, --rounds 3 (every row
+ * measured 3 times, rows interleaved, the run with the median req/s reported with the range: on
+ * a shared 2-core VM single runs swing by ±50 %). Extra flags: --warmup S (default 1),
+ * --only row,row, --no-haproxy, --cpu-prof DIR (Tessera proxies run under --cpu-prof).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
@@ -58,9 +60,11 @@ interface Options {
   only: Set<Row>;
   haproxy: boolean;
   cpuProf: string | undefined;
+  /** Each row is measured this many times, rows interleaved; the run with the median req/s is reported. */
+  rounds: number;
 }
 
-const USAGE = 'usage: node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--only row,row] [--no-haproxy] [--cpu-prof DIR]';
+const USAGE = 'usage: node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR]';
 const TD = 'bench.test';
 const CLIENT_ID = `spiffe://${TD}/client`;
 const SERVER_ID = `spiffe://${TD}/server`;
@@ -72,7 +76,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 5, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined };
+  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 3 };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
@@ -86,6 +90,7 @@ function parseArgs(argv: string[]): Options {
       case '--seconds': o.seconds = num(flag, value(), 0.5, 300); break;
       case '--concurrency': o.concurrency = Math.round(num(flag, value(), 1, 1024)); break;
       case '--warmup': o.warmup = num(flag, value(), 0, 60); break;
+      case '--rounds': o.rounds = Math.round(num(flag, value(), 1, 20)); break;
       case '--json': o.json = true; break;
       case '--no-haproxy': o.haproxy = false; break;
       case '--cpu-prof': o.cpuProf = resolve(value() ?? usage('--cpu-prof needs a directory')); break;
@@ -634,8 +639,10 @@ interface RowResult {
   proxyCpuPer10k: number;
   appCpuPer10k: number;
   loadCpuPer10k: number;
-  /** CPU the machine spent outside the measured processes during the window, in cores. */
+  /** CPU the machine spent outside the measured processes (kernel softirq, other processes) during the window, in cores. */
   otherCpuCores: number;
+  /** With --rounds: req/s of every run of this row. */
+  rpsRuns?: number[];
 }
 
 async function measure(row: Row, entryPort: number, proxies: Child[], app: Child, o: Options): Promise<RowResult> {
@@ -703,13 +710,11 @@ async function runRow(row: Row, dir: string, app: Child, appPort: number, haprox
         const mode = row === 'haproxy-tcp' ? 'tcp' : 'http';
         const inPort = await freePort();
         writeFileSync(join(dir, `in-${mode}.cfg`), haproxyInboundConfig(dir, inPort, appPort, mode));
-        const hin = launch('haproxy-in', haproxy, ['-db', '-f', join(dir, `in-${mode}.cfg`)]);
-        started.push(hin);
+        const hin = launchHaproxy('haproxy-in', haproxy, join(dir, `in-${mode}.cfg`), started);
         await waitPort(inPort, hin, 10_000);
         const outPort = await freePort();
         writeFileSync(join(dir, `out-${mode}.cfg`), haproxyOutboundConfig(dir, outPort, inPort));
-        const hout = launch('haproxy-out', haproxy, ['-db', '-f', join(dir, `out-${mode}.cfg`)]);
-        started.unshift(hout);
+        const hout = launchHaproxy('haproxy-out', haproxy, join(dir, `out-${mode}.cfg`), started, true);
         await waitPort(outPort, hout, 10_000);
         entry = outPort;
         break;
@@ -719,9 +724,31 @@ async function runRow(row: Row, dir: string, app: Child, appPort: number, haprox
     await checkOnce(entry);
     return await measure(row, entry, started, app, o);
   } finally {
-    for (const c of started) await stop(c);
+    for (const c of started) {
+      await stop(c);
+      const g = guardians.get(c);
+      if (g !== undefined) {
+        guardians.delete(c);
+        await stop(g);
+      }
+    }
   }
 }
+
+/**
+ * haproxy in the foreground (-db), plus a shell that SIGKILLs it when our end of its stdin
+ * closes, so that it dies with this process even if this process is SIGKILLed.
+ */
+function launchHaproxy(name: string, path: string, cfg: string, started: Child[], first = false): Child {
+  const h = launch(name, path, ['-db', '-f', cfg]);
+  const guard = launch(`${name}-guard`, 'sh', ['-c', `cat >/dev/null; kill -9 ${h.proc.pid ?? 0} 2>/dev/null`]);
+  if (first) started.unshift(h);
+  else started.push(h);
+  guardians.set(h, guard);
+  return h;
+}
+
+const guardians = new Map<Child, Child>();
 
 /** One request through the chain before measuring: a broken chain fails loudly, not as a slow row. */
 async function checkOnce(port: number): Promise<void> {
@@ -778,15 +805,18 @@ function aims(results: Map<Row, RowResult>): Aim[] {
 function printTable(results: RowResult[], o: Options, notes: string[]): void {
   const direct = results.find((r) => r.row === 'direct');
   const lines: string[] = [];
-  lines.push(`sidecar bench: keep-alive HTTP/1.1, ${BODY_BYTES} B responses, ${o.concurrency} connections, ${o.seconds} s after ${o.warmup} s warm-up; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.versions.node}`);
+  lines.push(`sidecar bench: keep-alive HTTP/1.1, ${BODY_BYTES} B responses, ${o.concurrency} connections, ${o.seconds} s after ${o.warmup} s warm-up${o.rounds > 1 ? `, median of ${o.rounds} interleaved rounds` : ''}; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.versions.node}`);
   lines.push('');
-  lines.push('| row | req/s | p50 ms | p99 ms | added p50 ms | proxy CPU s / 10k req (out + in) | RSS MB (out / in) | app CPU s / 10k | other CPU cores | errors |');
+  const range = o.rounds > 1;
+  lines.push(`| row | req/s${range ? ' (range)' : ''} | p50 ms | p99 ms | added p50 ms | proxy CPU s / 10k req (out + in) | RSS MB (out / in) | app CPU s / 10k | other CPU cores | errors |`);
   lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of results) {
     const added = direct === undefined || r.row === 'direct' ? '' : fmt(r.p50Ms - direct.p50Ms, 3);
     const cpu = r.proxies.length === 0 ? '' : `${fmt(r.proxyCpuPer10k, 2)} (${r.proxies.map((p) => fmt(p.cpuSecondsPer10k, 2)).join(' + ')})`;
     const rss = r.proxies.map((p) => fmt(p.rssMb, 0)).join(' / ');
-    lines.push(`| ${r.row} | ${fmt(r.rps)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${added} | ${cpu} | ${rss} | ${fmt(r.appCpuPer10k, 2)} | ${fmt(r.otherCpuCores, 2)} | ${r.errors} |`);
+    const runs = r.rpsRuns ?? [];
+    const rps = range && runs.length > 1 ? `${fmt(r.rps)} (${fmt(Math.min(...runs))}–${fmt(Math.max(...runs))})` : fmt(r.rps);
+    lines.push(`| ${r.row} | ${rps} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${added} | ${cpu} | ${rss} | ${fmt(r.appCpuPer10k, 2)} | ${fmt(r.otherCpuCores, 2)} | ${r.errors} |`);
   }
   const byRow = new Map(results.map((r) => [r.row, r]));
   const a = aims(byRow);
@@ -796,6 +826,8 @@ function printTable(results: RowResult[], o: Options, notes: string[]): void {
     lines.push('|---|---|---|---|');
     for (const x of a) lines.push(`| ${x.what} | ${x.aim} | ${x.measured} | ${x.met === undefined ? '-' : x.met ? 'yes' : 'NO'} |`);
   }
+  lines.push('');
+  lines.push('other CPU cores: machine CPU during the window not used by the measured processes (loopback softirq work, other processes): a high value means a noisy run.');
   for (const n of notes) lines.push(`note: ${n}`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -817,7 +849,7 @@ async function main(): Promise<void> {
   };
   const notes: string[] = [];
   // A hard bound on the whole run, whatever happens.
-  const budgetMs = (ROWS.length * (o.seconds + o.warmup + 30) + 360) * 1000;
+  const budgetMs = (o.rounds * ROWS.length * (o.seconds + o.warmup + 30) + 360) * 1000;
   const watchdog = setTimeout(() => {
     process.stderr.write(`bench/sidecar: gave up after ${budgetMs / 1000} s\n`);
     void cleanup().finally(() => process.exit(1));
@@ -846,19 +878,28 @@ async function main(): Promise<void> {
     writeCerts(dir);
     const app = nodeRole('app', { role: 'app' }, o);
     const appPort = await readyPort(app);
-    for (const row of rows) {
-      log(`measuring ${row}...`);
-      try {
-        results.push(await runRow(row, dir, app, appPort, haproxy, o));
-      } catch (err) {
-        notes.push(`${row} failed: ${(err as Error).message.split('\n')[0]}`);
+    const runs = new Map<Row, RowResult[]>();
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const row of rows) {
+        log(`measuring ${row}${o.rounds > 1 ? ` (round ${round}/${o.rounds})` : ''}...`);
+        try {
+          const r = await runRow(row, dir, app, appPort, haproxy, o);
+          runs.set(row, [...(runs.get(row) ?? []), r]);
+        } catch (err) {
+          notes.push(`${row} failed: ${(err as Error).message.split('\n')[0]}`);
+        }
       }
+    }
+    for (const row of rows) {
+      const list = [...(runs.get(row) ?? [])].sort((a, b) => a.rps - b.rps);
+      const median = list[Math.floor((list.length - 1) / 2)];
+      if (median !== undefined) results.push({ ...median, rpsRuns: list.map((r) => r.rps) });
     }
   } finally {
     await cleanup();
   }
   if (o.json) {
-    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: aims(new Map(results.map((r) => [r.row, r]))), notes }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup, rounds: o.rounds }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: aims(new Map(results.map((r) => [r.row, r]))), notes }, null, 2)}\n`);
   } else {
     printTable(results, o, notes);
   }

@@ -296,6 +296,45 @@ describe('ChunkedBodyTracker', () => {
   });
 });
 
+describe('HeadReader', () => {
+  it('hands over the buffer of a completed head: later heads never overwrite it', () => {
+    const reader = new HeadReader('request');
+    expect(reader.push(b('POST / HTTP/1.1\r\nHo'))).toBeUndefined();
+    expect(reader.pending).toBeGreaterThan(0);
+    const h1 = reader.push(b('st: a\r\nContent-Length: 4\r\n\r\nBODY'))!;
+    const first = reader.buffer;
+    const body1 = first.subarray(reader.bodyStart).toString();
+    expect(reader.push(b('GET /other HTTP/1.1\r\nHo'))).toBeUndefined();
+    expect(reader.push(b('st: b\r\n\r\nXYZW'))!.target).toBe('/other');
+    expect(h1.contentLength).toBe(4);
+    expect(body1).toBe('BODY');
+    expect(first.subarray(h1.headEnd).toString()).toBe('BODY');
+    expect(reader.pending).toBe(0);
+  });
+
+  it('reads a 16 KiB head fed one byte at a time, and refuses one byte more with 431', () => {
+    const base = 'GET / HTTP/1.1\r\nHost: h\r\nX: \r\n\r\n';
+    const exact = b(base.replace('X: ', `X: ${'a'.repeat(16 * 1024 - base.length)}`));
+    const reader = new HeadReader('request');
+    let head: RequestHead | undefined;
+    for (let i = 0; i < exact.length; i++) head = reader.push(exact.subarray(i, i + 1));
+    expect(head?.headEnd).toBe(16 * 1024);
+    const over = new HeadReader('request');
+    expect(codeOf(() => {
+      for (let i = 0; i <= exact.length; i++) over.push(b('a'));
+    })).toBe('TESSERA_HEADERS_TOO_LARGE');
+  });
+
+  it('drops empty lines between messages but counts them against the limit', () => {
+    const reader = new HeadReader('request');
+    expect(reader.push(b('\r\n\r'))).toBeUndefined();
+    expect(reader.push(b('\nGET / HTTP/1.1\r\nHost: h\r\n\r\n'))?.method).toBe('GET');
+    expect(codeOf(() => {
+      for (let i = 0; i < 9000; i++) reader.push(b('\r\n'));
+    })).toBe('TESSERA_HEADERS_TOO_LARGE');
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------------------------

@@ -201,25 +201,36 @@ function parseFields(buf: Buffer, pos: number, headEnd: number, maxHeaders: numb
 
 /** Records the fields that decide framing and connection handling. */
 function noteField(name: string, value: string, st: FieldState): void {
-  // Length first: most headers are none of these and are passed over without lowercasing.
+  // Length first: most headers are none of these and are passed over without a comparison.
   switch (name.length) {
     case 4:
-      if (name.toLowerCase() === 'host') st.hostCount++;
+      if (equalsLower(name, 'host')) st.hostCount++;
       return;
     case 10:
-      if (name.toLowerCase() === 'connection') noteConnection(value, st);
+      if (equalsLower(name, 'connection')) noteConnection(value, st);
       return;
     case 14:
-      if (name.toLowerCase() === 'content-length') st.contentLength = mergeContentLength(st.contentLength, value);
+      if (equalsLower(name, 'content-length')) st.contentLength = mergeContentLength(st.contentLength, value);
       return;
     case 17:
-      if (name.toLowerCase() === 'transfer-encoding') {
+      if (equalsLower(name, 'transfer-encoding')) {
         st.teCount++;
-        st.te = value.toLowerCase() === 'chunked' && st.teCount === 1 ? TE.Chunked : TE.Other;
+        st.te = value.length === 7 && equalsLower(value, 'chunked') && st.teCount === 1 ? TE.Chunked : TE.Other;
       }
       return;
     default:
   }
+}
+
+/**
+ * ASCII case-insensitive equality with `lower` (lowercase letters and '-' only), without
+ * allocating: `c | 0x20` folds A-Z onto a-z, and no other character folds onto a letter or '-'
+ * except CR onto '-', which a token never contains.
+ */
+function equalsLower(s: string, lower: string): boolean {
+  if (s.length !== lower.length) return false;
+  for (let i = 0; i < s.length; i++) if ((s.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
 }
 
 const MAX_CONTENT_LENGTH_DIGITS = 15; // < 2^53: exact in a double
@@ -250,6 +261,16 @@ function mergeContentLength(prev: number | undefined, value: string): number {
 }
 
 function noteConnection(value: string, st: FieldState): void {
+  // Fast path for the two values nearly every message carries.
+  if (value.length === 10 || value.length === 5) {
+    const v = value.toLowerCase();
+    if (v === 'keep-alive' || v === 'close') {
+      if (v === 'close') st.close = true;
+      else st.keepAliveToken = true;
+      if (!st.connection.includes(v)) st.connection.push(v);
+      return;
+    }
+  }
   for (const raw of value.split(',')) {
     const token = raw.trim().toLowerCase();
     if (token === '') continue;
@@ -482,9 +503,9 @@ export function isHopByHop(lower: string, connection: readonly string[]): boolea
  * dropped, Content-Length normalized to one field, every incoming `idHeader` field deleted and
  * one set to `peerId` (so a caller can never choose its own identity), and for HTTP/1.0 a
  * `connection: keep-alive` for the proxy's own pooled connection. `idHeader` must be a lowercase
- * token and `peerId` a verified SPIFFE ID.
+ * token and `peerId` a verified SPIFFE ID. `body`, when given, is appended (the first body bytes).
  */
-export function forwardRequestHead(head: RequestHead, idHeader: string, peerId: string): Buffer {
+export function forwardRequestHead(head: RequestHead, idHeader: string, peerId: string, body?: Uint8Array): Buffer {
   let out = `${head.method} ${head.target} ${head.version}\r\n`;
   const hs = head.headers;
   for (let k = 0; k < hs.length; k++) {
@@ -498,7 +519,19 @@ export function forwardRequestHead(head: RequestHead, idHeader: string, peerId: 
   out += `${idHeader}: ${peerId}\r\n`;
   if (head.version === 'HTTP/1.0') out += 'connection: keep-alive\r\n';
   out += '\r\n';
-  return Buffer.from(out, 'latin1');
+  return withBody(out, body);
+}
+
+/**
+ * The head string as latin1 bytes followed by `body`, in one buffer: one write, so one TLS
+ * record and one syscall for a small message instead of two.
+ */
+function withBody(head: string, body: Uint8Array | undefined): Buffer {
+  if (body === undefined || body.length === 0) return Buffer.from(head, 'latin1');
+  const out = Buffer.allocUnsafe(head.length + body.length);
+  out.write(head, 0, 'latin1');
+  out.set(body, head.length);
+  return out;
 }
 
 /** Hop-by-hop, or Content-Length (re-emitted once by the callers). */
@@ -517,9 +550,9 @@ function isDropped(name: string, connection: readonly string[]): boolean {
  * The response head to send back to the caller: the status line as received, hop-by-hop fields
  * dropped, Content-Length normalized, and `connection: close` when the proxy will close the
  * caller's connection after this response (or `connection: keep-alive` for an HTTP/1.0 caller
- * whose connection stays open).
+ * whose connection stays open). `body`, when given, is appended (the first body bytes).
  */
-export function forwardResponseHead(head: ResponseHead, closeAfter: boolean, callerVersion: HttpVersion): Buffer {
+export function forwardResponseHead(head: ResponseHead, closeAfter: boolean, callerVersion: HttpVersion, body?: Uint8Array): Buffer {
   let out = `${head.statusLine}\r\n`;
   const hs = head.headers;
   for (let k = 0; k < hs.length; k++) {
@@ -531,7 +564,7 @@ export function forwardResponseHead(head: ResponseHead, closeAfter: boolean, cal
   if (closeAfter) out += 'connection: close\r\n';
   else if (callerVersion === 'HTTP/1.0') out += 'connection: keep-alive\r\n';
   out += '\r\n';
-  return Buffer.from(out, 'latin1');
+  return withBody(out, body);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,7 +728,13 @@ export class HeadReader<K extends 'request' | 'response'> {
   buffer: Buffer = EMPTY;
   /** Index in {@link buffer} just after the last completed head. */
   bodyStart = 0;
-  #held: Buffer | undefined;
+  /**
+   * A partial head: `#len` bytes at the start of `#store`, which grows by doubling so that a head
+   * trickling in byte by byte costs linear, not quadratic, copying. Handed over (never reused)
+   * once the head completes, since the caller may still be writing body bytes out of it.
+   */
+  #store: Buffer | undefined;
+  #len = 0;
   #skipped = 0;
 
   constructor(
@@ -705,12 +744,13 @@ export class HeadReader<K extends 'request' | 'response'> {
 
   /** Bytes of an incomplete head held so far. */
   get pending(): number {
-    return this.#held === undefined ? 0 : this.#held.length;
+    return this.#len;
   }
 
   /** Forgets any partial head. */
   reset(): void {
-    this.#held = undefined;
+    this.#store = undefined;
+    this.#len = 0;
     this.#skipped = 0;
     this.buffer = EMPTY;
     this.bodyStart = 0;
@@ -719,30 +759,58 @@ export class HeadReader<K extends 'request' | 'response'> {
   /** Adds `chunk`; returns the parsed head once it is complete, else undefined (bytes kept). */
   push(chunk: Buffer): (K extends 'request' ? RequestHead : ResponseHead) | undefined {
     let buf = chunk;
-    let from = 0;
-    const held = this.#held;
-    if (held !== undefined) {
-      from = held.length;
-      buf = Buffer.concat([held, chunk], held.length + chunk.length);
-      this.#held = undefined;
+    const from = this.#len;
+    if (from > 0) {
+      const need = from + chunk.length;
+      let store = this.#store!;
+      if (store.length < need) {
+        const grown = Buffer.allocUnsafe(Math.max(need, store.length * 2));
+        store.copy(grown, 0, 0, from);
+        store = grown;
+        this.#store = store;
+      }
+      chunk.copy(store, from);
+      buf = store.subarray(0, need);
     }
     const start = this.kind === 'request' ? skipEmptyLines(buf, 0) : 0;
     if (start > 0) {
       // Empty lines before a request line are dropped, but count towards the head's size.
       this.#skipped += start;
       if (this.#skipped > this.limits.maxHeadBytes) throw tooLarge('message head too large');
-      if (start === buf.length) return undefined;
+      if (start === buf.length) {
+        this.#len = 0;
+        return undefined;
+      }
     }
     const end = findHeadEnd(buf, start, Math.max(start, from), this.limits.maxHeadBytes);
     if (end === -1) {
-      this.#held = start === 0 ? buf : buf.subarray(start);
+      this.#hold(buf, start);
       return undefined;
     }
+    this.#store = undefined;
+    this.#len = 0;
     this.buffer = buf;
     this.bodyStart = end;
     this.#skipped = 0;
     const head = this.kind === 'request' ? parseRequestHead(buf, start, end, this.limits) : parseResponseHead(buf, start, end, this.limits);
     return head as K extends 'request' ? RequestHead : ResponseHead;
+  }
+
+  /** Keeps buf[start, ...) as the partial head. */
+  #hold(buf: Buffer, start: number): void {
+    const n = buf.length - start;
+    let store = this.#store;
+    if (store !== undefined && buf.buffer === store.buffer && buf.byteOffset === store.byteOffset) {
+      // Already in the store (from the append above): drop skipped empty lines, if any.
+      if (start > 0) store.copy(store, 0, start, buf.length);
+    } else {
+      if (store === undefined || store.length < n) {
+        store = Buffer.allocUnsafe(Math.max(n * 2, 1024));
+        this.#store = store;
+      }
+      buf.copy(store, 0, start);
+    }
+    this.#len = n;
   }
 }
 
