@@ -2,10 +2,12 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
 import { connect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
+import { startOutbound } from '../src/agent/outbound/outbound.js';
 import { silentLogger } from '../src/core/log.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';
 import { startControlPlane, type TestControlPlane } from './support/server.js';
@@ -25,7 +27,7 @@ function handshake(port: number, ca: string, client?: { cert: string; key: strin
   });
 }
 
-describe('handshakes refused by the inbound sidecar are audited', () => {
+describe('refusals before any policy decision are audited', () => {
   let t: TestControlPlane;
   let dir: string;
   let agent: Agent;
@@ -69,5 +71,26 @@ describe('handshakes refused by the inbound sidecar are audited', () => {
       expect(r).toMatchObject({ outcome: 'denied', actor: ORDERS, target: ORDERS });
       expect(r.code).toMatch(/^TESSERA_/);
     }
+  });
+
+  it('records a server with the wrong SPIFFE ID refused by the outbound sidecar, and refused policy bundles', async () => {
+    // An outbound that expects someone else behind the orders inbound.
+    const out = await startOutbound({
+      listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: sidecar.inbound!.port, expectedId: 'spiffe://tessera.test/shop/payments' }, tls: agent,
+      onRefused: (r) => sidecar.enforcer.recordRefusal('spiffe://tessera.test/shop/payments', r.code, r.reason, 'tls:upstream'),
+    });
+    await new Promise<void>((resolve) => {
+      const s = netConnect(out.port, '127.0.0.1', () => s.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n'));
+      s.on('close', () => resolve());
+      s.on('error', () => resolve());
+    });
+    await out.close();
+    sidecar.enforcer.recordRefusal(ORDERS, 'TESSERA_POLICY_BUNDLE_INVALID', 'signer not in the trust bundle', 'policy:bundle');
+    await sidecar.enforcer.decisions.flush();
+    const up = await t.admin.call<{ records: { outcome: string; code: string; target: string }[] }>('GET', '/v1/audit?action=upstream.refused');
+    expect(up.records).toHaveLength(1);
+    expect(up.records[0]).toMatchObject({ outcome: 'denied', code: 'TESSERA_PROXY_PEER_IDENTITY', target: 'spiffe://tessera.test/shop/payments' });
+    const pol = await t.admin.call<{ records: { outcome: string; code: string }[] }>('GET', '/v1/audit?action=policy.bundle.refused');
+    expect(pol.records[0]).toMatchObject({ outcome: 'denied', code: 'TESSERA_POLICY_BUNDLE_INVALID' });
   });
 });

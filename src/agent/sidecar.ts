@@ -41,6 +41,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
   const enforcer = new PolicyEnforcer({
     dir: opts.dataDir,
     site: agent.entry?.attributes?.site ?? 'default',
+    ...(agent.spiffeId ? { self: agent.spiffeId } : {}),
     log,
     trustedCas: () => agent.trustedCas(),
     fetch: (after, timeout) => agent.call<{ version: number; changed: boolean; bundle: SignedPolicyBundle }>(
@@ -72,7 +73,10 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     for (const o of opts.outbounds ?? []) {
       const out = await startOutbound({
         listen: o.listen, upstream: o.upstream, tls: agent,
-        onRefused: (r) => log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId }),
+        onRefused: (r) => {
+          log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
+          enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');
+        },
       });
       outbounds.push(out);
       closers.push(() => out.close());

@@ -216,6 +216,9 @@ describe('PolicyEnforcer', () => {
     expect(e.authorize(POST).allow).toBe(false);
     // The cache on disk still holds the good bundle.
     expect(JSON.parse(readFileSync(join(dir, 'policy-bundle.json'), 'utf8'))).toEqual(v1);
+    // And the refusal is recorded for the audit table.
+    await e.decisions.flush();
+    expect(shipped.some((d) => d.action === 'policy:bundle' && d.principal === '-' && d.reasons[0] === 'TESSERA_POLICY_BUNDLE_INVALID')).toBe(true);
   });
 
   it('refuses a tampered payload or signature', async () => {

@@ -21,6 +21,8 @@ export interface AuthorizeRequest {
 
 export interface PolicyEnforcerOptions {
   dir: string;
+  /** This agent's SPIFFE ID (the resource of refusals it records about itself). */
+  self?: string;
   /** The site this agent enforces in (context.site). */
   site: string;
   log: Logger;
@@ -110,9 +112,9 @@ export class PolicyEnforcer extends EventEmitter {
    * Records a connection refused before any policy decision (no client certificate, untrusted,
    * expired or not-yet-valid SVID, other trust domain): always shipped, like a denial.
    */
-  recordRefusal(resource: string, code: string, reason: string): void {
+  recordRefusal(resource: string, code: string, reason: string, kind: 'tls:handshake' | 'tls:upstream' | 'policy:bundle' = 'tls:handshake'): void {
     this.decisions.record({
-      ts: Date.now(), principal: '-', action: 'tls:handshake', resource, context: { site: this.opts.site, code, reason: reason.slice(0, 256) }, allow: false, reasons: [code],
+      ts: Date.now(), principal: '-', action: kind, resource, context: { site: this.opts.site, code, reason: reason.slice(0, 256) }, allow: false, reasons: [code],
     });
   }
 
@@ -148,6 +150,7 @@ export class PolicyEnforcer extends EventEmitter {
           } catch (err) {
             this.opts.log.error('policy bundle refused; keeping the last good one', { error: (err as Error).message, current: this.version });
             this.emit('refused', { error: err });
+            this.recordRefusal(this.opts.self ?? '-', (err as { code?: string }).code ?? 'TESSERA_POLICY_BUNDLE_INVALID', (err as Error).message, 'policy:bundle');
             await sleep(1000);
           }
         }

@@ -10,6 +10,16 @@ import type { AuditRecord } from '../store/store.js';
 const ACTIONS = new Set(['http:request', 'tcp:connect', 'secret:unseal', 'credential:derive']);
 // Starts with a letter or digit, as the bundle requires (no `/abs`, `.hidden`, `_x`): a bad name is a bad request.
 const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\.cedar$/;
+/**
+ * Refusals agents record before (or instead of) a policy decision, and their audit actions: a
+ * caller's handshake refused by the inbound proxy, a server refused by the outbound proxy (wrong
+ * SPIFFE ID, untrusted), a policy bundle refused by the enforcer (bad signature, older version).
+ */
+const REFUSALS: Record<string, string> = {
+  'tls:handshake': 'connection.refused',
+  'tls:upstream': 'upstream.refused',
+  'policy:bundle': 'policy.bundle.refused',
+};
 /** How many recent decisions a dry run replays. */
 const REPLAY_LIMIT = 5000;
 /**
@@ -58,8 +68,8 @@ function decisionRecord(v: unknown, agent: string): AuditRecord {
   const principal = reqStr(b, 'principal', { max: 2048 });
   const resource = reqStr(b, 'resource', { max: 2048 });
   const action = reqStr(b, 'action', { max: 64 });
-  // A refused handshake has no authenticated principal: it is recorded as principal "-".
-  const refusal = action === 'tls:handshake' && principal === '-';
+  // A refusal before any policy decision has no authenticated principal: principal "-".
+  const refusal = principal === '-' ? REFUSALS[action] : undefined;
   if ((!refusal && (!isSpiffeId(principal) || !ACTIONS.has(action))) || !isSpiffeId(resource)) throw new TesseraError('TESSERA_BAD_REQUEST', 'invalid decision record');
   if (typeof b.allow !== 'boolean') throw new TesseraError('TESSERA_BAD_REQUEST', '"allow" must be a boolean');
   const ts = int(b, 'ts', { min: 0, max: 8.64e15 })!;
@@ -72,7 +82,7 @@ function decisionRecord(v: unknown, agent: string): AuditRecord {
   const reasons = Array.isArray(b.reasons) ? b.reasons.filter((r): r is string => typeof r === 'string').slice(0, 16).map((r) => r.slice(0, 256)) : [];
   if (refusal) {
     return {
-      ts, actor: agent, action: 'connection.refused', target: resource, outcome: 'denied', code: String(context.code ?? 'TESSERA_AUTH_INVALID').slice(0, 64),
+      ts, actor: agent, action: refusal, target: resource, outcome: 'denied', code: String(context.code ?? 'TESSERA_AUTH_INVALID').slice(0, 64),
       detail: { reason: context.reason, site: context.site },
     };
   }
