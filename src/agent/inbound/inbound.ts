@@ -14,7 +14,7 @@ import { createServer, type SecureContextOptions, type Server, type TLSSocket } 
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { DEFAULT_HEAD_LIMITS } from '../../core/http-head.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
-import { MIN_TLS_VERSION, keyPem, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from './tls-source.js';
+import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from './tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
 
 export type { Authorize, AuthorizeRequest, AuthorizeResult, DecisionRecord, InboundStats } from './http.js';
@@ -215,24 +215,14 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
   }, SWEEP_MS);
   sweep.unref();
 
+  let port: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(opts.listen.port, opts.listen.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    port = await listenOn(server, opts.listen, 'inbound', () => { stats.internalErrors++; });
   } catch (err) {
     clearInterval(sweep);
     unwatch();
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `inbound cannot listen on ${opts.listen.host}:${opts.listen.port}: ${(err as Error).message}`);
+    throw err;
   }
-  server.on('error', () => {
-    stats.internalErrors++;
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : opts.listen.port;
 
   let closing: Promise<void> | undefined;
   return {

@@ -93,3 +93,24 @@ export function peerSpiffeId(cert: X509Certificate | undefined, trustDomain: str
 export function trustDomainOf(spiffeId: string): string {
   return parseSpiffeId(spiffeId).trustDomain;
 }
+
+/**
+ * Listens and returns the bound port; a failure (port in use, bad address) becomes
+ * TESSERA_CONFIG_INVALID naming the proxy. Later server errors are counted by `onError`.
+ */
+export async function listenOn(server: import('node:net').Server, listen: { host: string; port: number }, what: string, onError: () => void): Promise<number> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(listen.port, listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `${what} cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`);
+  }
+  server.on('error', onError);
+  const addr = server.address();
+  return typeof addr === 'object' && addr !== null ? addr.port : listen.port;
+}

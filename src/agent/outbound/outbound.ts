@@ -13,7 +13,7 @@ import { connect as tlsConnect, createSecureContext, type PeerCertificate, type 
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { certificateUriSans } from '../../core/x509.js';
-import { MIN_TLS_VERSION, keyPem, requireMaterial, watchTlsSource, type TlsSource } from '../inbound/tls-source.js';
+import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../inbound/tls-source.js';
 
 export interface OutboundLimits {
   /** TCP connect plus TLS handshake to the target (default 10 s). */
@@ -203,23 +203,13 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return fail;
   }
 
+  let port: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(opts.listen.port, opts.listen.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    port = await listenOn(server, opts.listen, 'outbound', () => { stats.upstreamErrors++; });
   } catch (err) {
     unwatch();
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `outbound cannot listen on ${opts.listen.host}:${opts.listen.port}: ${(err as Error).message}`);
+    throw err;
   }
-  server.on('error', () => {
-    stats.upstreamErrors++;
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : opts.listen.port;
 
   let closing: Promise<void> | undefined;
   return {

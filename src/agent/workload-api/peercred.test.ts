@@ -1,3 +1,4 @@
+import { expectTesseraError } from '../../../test/support/expect.js';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
@@ -5,7 +6,6 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TesseraError } from '../../core/errors.js';
 import { assertPeerCredentialsAvailable, peerCredentialsOf, peerCredentialsOfFd, type PeerCredentials } from './peercred.js';
 
 let dir: string;
@@ -41,14 +41,7 @@ async function credentialsOfNextConnection(connect: (path: string) => Promise<vo
 }
 
 function expectUnavailable(fn: () => unknown): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(TesseraError);
-  expect((thrown as TesseraError).code).toBe('TESSERA_PEER_CREDENTIALS_UNAVAILABLE');
+  expectTesseraError(fn, 'TESSERA_PEER_CREDENTIALS_UNAVAILABLE');
 }
 
 /** A child Node process that connects to `path` and stays connected until killed. */

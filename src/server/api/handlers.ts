@@ -1,4 +1,5 @@
-import type { FastifyRequest } from 'fastify';
+import type { EventEmitter } from 'node:events';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import type { AuditEvent } from '../audit/audit.js';
 import type { ServerContext } from '../context.js';
@@ -35,4 +36,26 @@ export function adminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEv
   const caller = svidCaller(ctx, req, ev);
   if (caller.spiffeId !== ctx.adminId) throw new TesseraError('TESSERA_FORBIDDEN', 'this operation needs the admin credential');
   return caller;
+}
+
+/**
+ * Long-poll helper: resolves when `ready()` holds (checked now and on every `event`), when the
+ * timeout passes, or when the client goes away, whichever comes first.
+ */
+export function waitFor(source: EventEmitter, event: string, ready: () => boolean, timeoutMs: number, reply: FastifyReply): Promise<void> {
+  if (ready()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (ready()) done();
+    };
+    const done = (): void => {
+      clearTimeout(timer);
+      source.off(event, check);
+      reply.raw.off('close', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    source.on(event, check);
+    reply.raw.on('close', done);
+  });
 }

@@ -1,8 +1,8 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { authenticate } from '../api/auth.js';
-import { adminCaller, audited, svidCaller } from '../api/handlers.js';
+import { adminCaller, audited, svidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, reqStr } from '../api/validate.js';
 import type { ServerContext } from '../context.js';
 import type { AuditRecord } from '../store/store.js';
@@ -45,21 +45,6 @@ function schemaOf(v: unknown): Record<string, unknown> | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TesseraError('TESSERA_BAD_REQUEST', '"schema" must be a Cedar JSON schema object');
   return v as Record<string, unknown>;
-}
-
-function waitForPolicy(ctx: ServerContext, after: number, timeoutMs: number, reply: FastifyReply): Promise<void> {
-  if (ctx.policy.current().version > after) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      ctx.policy.off('bundle', done);
-      reply.raw.off('close', done);
-      resolve();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    ctx.policy.on('bundle', done);
-    reply.raw.on('close', done);
-  });
 }
 
 /** Parses one shipped decision strictly; anything off is a 400 for the whole batch. */
@@ -152,7 +137,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext): void {
     authenticate(req, ctx.trustDomain); // frequent (long polls): authenticated, not audited
     const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
-    if (timeout > 0) await waitForPolicy(ctx, after, timeout * 1000, reply);
+    if (timeout > 0) await waitFor(ctx.policy, 'bundle', () => ctx.policy.current().version > after, timeout * 1000, reply);
     const { version, signed } = ctx.policy.current();
     return { version, changed: version > after, bundle: signed };
   });

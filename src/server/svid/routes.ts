@@ -1,10 +1,10 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { bundleToJwks, jwtKeysAsJwks } from '../../core/bundle.js';
 import { parseCsrPem, type ParsedCsr } from '../../core/csr.js';
 import { TesseraError } from '../../core/errors.js';
 import { pemEncode } from '../../core/x509.js';
 import type { AuditEvent } from '../audit/audit.js';
-import { audited, svidCaller } from '../api/handlers.js';
+import { audited, svidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, queryStr, reqStr, strList } from '../api/validate.js';
 import type { ServerContext } from '../context.js';
 import { entryView, JOIN_TOKEN, tokenHash, tokenRef } from '../registry/routes.js';
@@ -40,23 +40,6 @@ function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: A
     ...(callerSequence === ctx.ca.bundleSequence() ? {} : { bundle_pem: ctx.ca.bundlePem() }),
     entry: entryView(entry),
   };
-}
-
-/** Waits for the bundle sequence to pass `after`, or for the timeout. */
-function waitForBundle(ctx: ServerContext, after: number, timeoutMs: number, reply: FastifyReply): Promise<void> {
-  if (ctx.ca.bundleSequence() > after) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      ctx.ca.off('bundle', onBundle);
-      reply.raw.off('close', done);
-      resolve();
-    };
-    const onBundle = (): void => done();
-    const timer = setTimeout(done, timeoutMs);
-    ctx.ca.on('bundle', onBundle);
-    reply.raw.on('close', done);
-  });
 }
 
 /** Identity issuance (join, renewal), derived credentials (JWT-SVIDs) and the public trust material. */
@@ -129,7 +112,7 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.get('/v1/bundle/watch', async (req, reply) => {
     const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeout = queryInt(req.query, 'timeout_seconds', 25, 0, 60);
-    await waitForBundle(ctx, after, timeout * 1000, reply);
+    await waitFor(ctx.ca, 'bundle', () => ctx.ca.bundleSequence() > after, timeout * 1000, reply);
     const sequence = ctx.ca.bundleSequence();
     return { sequence, changed: sequence > after, bundle_pem: ctx.ca.bundlePem(), jwks: bundleToJwks(ctx.ca.bundle()) };
   });
