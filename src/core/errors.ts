@@ -58,6 +58,13 @@ export const ERROR_CODES = {
   TESSERA_POLICY_BUNDLE_INVALID: { status: 400, description: 'The signed policy bundle is malformed, not signed by a trusted CA, altered, or older than the version held (rollback).' },
   TESSERA_POLICY_CASES_INVALID: { status: 400, description: 'The policy test-case file is malformed (the message names the case).' },
 
+  // Blind threshold secrets (sealed blobs, key shares, blinded evaluations).
+  TESSERA_SECRET_BLOB_INVALID: { status: 400, description: 'The sealed secret is malformed, altered, for another policy or key epoch, or does not open with the recovered key.' },
+  TESSERA_SECRET_POINT_INVALID: { status: 400, description: 'A group element or scalar is not a canonical ristretto255 encoding, or is the identity or zero.' },
+  TESSERA_SECRET_SHARE_INVALID: { status: 400, description: 'A key share is malformed, duplicated, or does not match the policy\'s published commitments.' },
+  TESSERA_SECRET_PROOF_INVALID: { status: 502, description: 'A key server answered without a valid proof that it used its committed key share.' },
+  TESSERA_SECRET_THRESHOLD: { status: 503, description: 'Fewer key servers than the policy\'s threshold answered with a valid evaluation.' },
+
   // Local (CLI / agent) problems.
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },
   TESSERA_CREDENTIAL_MISSING: { status: 400, description: 'A needed credential file (admin credential, SVID, bundle) is missing or unreadable.' },
