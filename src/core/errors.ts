@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   TESSERA_AUTH_REQUIRED: { status: 401, description: 'A client certificate (SVID or admin credential) is required.' },
   TESSERA_AUTH_INVALID: { status: 401, description: 'The client certificate is not trusted (unknown CA, expired, not yet valid, other trust domain).' },
   TESSERA_FORBIDDEN: { status: 403, description: 'The authenticated caller may not perform this operation.' },
+  TESSERA_RATE_LIMITED: { status: 429, description: 'The caller has made too many requests; retry later.' },
 
   // SPIFFE IDs.
   TESSERA_SPIFFE_ID_INVALID: { status: 400, description: 'The SPIFFE ID does not conform to the SPIFFE-ID standard.' },

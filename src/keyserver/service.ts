@@ -1,0 +1,133 @@
+/**
+ * The key server's one operation, free of any transport so it can be tested directly and mounted
+ * later inside the control plane: answer a blinded point B with k_i·B and a DLEQ proof, for a caller
+ * the policy allows, at a bounded rate per identity.
+ *
+ * Never logged or audited: B, Z, the proof, the share, or anything derived from them. An audit event
+ * names who asked under which policy and epoch, and the outcome.
+ */
+import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
+import { decodePoint, evaluateAndProve, isSecretPolicyId, unsealContext, type Evaluation } from '../core/secrets/index.js';
+import type { ShareStore } from './store.js';
+
+export interface KeyCaller {
+  spiffeId: string;
+}
+
+export interface EvaluateRequest {
+  policy: string;
+  epoch: number;
+  B: Uint8Array;
+}
+
+export interface KeyAuditEvent {
+  at: string;
+  action: 'secret:evaluate' | 'secret:share-install';
+  actor: string;
+  policy: string;
+  epoch: number;
+  outcome: 'allowed' | 'denied' | 'error';
+  code?: ErrorCode;
+}
+
+export interface RateLimit {
+  /** Tokens added per second. */
+  perSecond: number;
+  /** Bucket size. */
+  burst: number;
+}
+
+export interface KeyServiceOptions {
+  store: ShareStore;
+  /** Whether `caller` may unseal under `policy` (the process wires it to Cedar: action `secret:unseal`). */
+  authorize: (caller: KeyCaller, policy: string) => boolean;
+  onAudit?: (event: KeyAuditEvent) => void;
+  rateLimit?: RateLimit;
+  /** Milliseconds; for tests. */
+  now?: () => number;
+}
+
+export const DEFAULT_RATE_LIMIT: RateLimit = { perSecond: 20, burst: 40 };
+const MAX_BUCKETS = 10_000;
+
+/** One token bucket per identity; full buckets are forgotten when the table grows large. */
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(private readonly limit: RateLimit, private readonly now: () => number = Date.now) {
+    if (!(limit.perSecond > 0) || !(limit.burst >= 1)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the rate limit needs perSecond > 0 and burst >= 1');
+  }
+
+  take(id: string): boolean {
+    const now = this.now();
+    let b = this.buckets.get(id);
+    if (b === undefined) {
+      if (this.buckets.size >= MAX_BUCKETS) this.prune(now);
+      b = { tokens: this.limit.burst, at: now };
+      this.buckets.set(id, b);
+    } else {
+      b.tokens = Math.min(this.limit.burst, b.tokens + ((now - b.at) / 1000) * this.limit.perSecond);
+      b.at = now;
+    }
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  private prune(now: number): void {
+    for (const [id, b] of this.buckets) {
+      if (b.tokens + ((now - b.at) / 1000) * this.limit.perSecond >= this.limit.burst) this.buckets.delete(id);
+    }
+    // Still full of active identities: drop the oldest (insertion order) rather than grow without bound.
+    while (this.buckets.size >= MAX_BUCKETS) {
+      const first = this.buckets.keys().next();
+      if (first.done) break;
+      this.buckets.delete(first.value);
+    }
+  }
+}
+
+export class KeyService {
+  private readonly limiter: RateLimiter;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: KeyServiceOptions) {
+    this.now = opts.now ?? Date.now;
+    this.limiter = new RateLimiter(opts.rateLimit ?? DEFAULT_RATE_LIMIT, this.now);
+  }
+
+  /**
+   * Order of checks: rate limit, request shape, authorization (before existence, so a caller who
+   * may not unseal learns nothing about which policies or epochs exist), share lookup, then B.
+   */
+  evaluate(caller: KeyCaller, req: EvaluateRequest): Evaluation {
+    const policy = isSecretPolicyId(req.policy) ? req.policy : '(invalid)';
+    const epoch = Number.isInteger(req.epoch) ? req.epoch : -1;
+    try {
+      if (!this.limiter.take(caller.spiffeId)) throw new TesseraError('TESSERA_RATE_LIMITED');
+      const context = unsealContext(req.policy, req.epoch);
+      if (!this.opts.authorize(caller, req.policy)) throw new TesseraError('TESSERA_FORBIDDEN', 'the caller may not unseal under this policy');
+      const share = this.opts.store.get(req.policy, req.epoch);
+      if (share === undefined) throw new TesseraError('TESSERA_NOT_FOUND', 'no key share for this policy and epoch');
+      const B = decodePoint(req.B);
+      const ev = evaluateAndProve(share, B, context, share.K);
+      this.audit(caller, policy, epoch, 'allowed');
+      return ev;
+    } catch (err) {
+      const code: ErrorCode = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
+      this.audit(caller, policy, epoch, code === 'TESSERA_FORBIDDEN' ? 'denied' : 'error', code);
+      if (isTesseraError(err)) throw err;
+      throw new TesseraError('TESSERA_INTERNAL');
+    }
+  }
+
+  private audit(caller: KeyCaller, policy: string, epoch: number, outcome: KeyAuditEvent['outcome'], code?: ErrorCode): void {
+    const ev: KeyAuditEvent = { at: new Date(this.now()).toISOString(), action: 'secret:evaluate', actor: caller.spiffeId, policy, epoch, outcome };
+    if (code !== undefined) ev.code = code;
+    try {
+      this.opts.onAudit?.(ev);
+    } catch {
+      // An audit sink failure must not turn into an answer that leaks anything; the sink reports its own errors.
+    }
+  }
+}
