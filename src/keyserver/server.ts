@@ -28,7 +28,6 @@ import { ShareStore } from './store.js';
 
 export const BODY_LIMIT = 64 * 1024;
 const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
-const B64URL_PROOF = /^[A-Za-z0-9_-]{86}$/;
 const EPOCH_RE = /^(0|[1-9]\d{0,9})$/;
 
 export interface KeyServerOptions {
