@@ -8,6 +8,7 @@ import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from '../server/cluster.js';
 import { ControlPlane, DEFAULTS } from '../server/server.js';
 import { policyCommands } from './policy.js';
+import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
@@ -266,6 +267,7 @@ export function buildProgram(): Command {
     }));
 
   policyCommands(program, run);
+  secretCommands(program, run, parseListen, untilSignal);
   return program;
 }
 

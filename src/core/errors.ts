@@ -65,6 +65,7 @@ export const ERROR_CODES = {
   TESSERA_SECRET_SHARE_INVALID: { status: 400, description: 'A key share is malformed, duplicated, or does not match the policy\'s published commitments.' },
   TESSERA_SECRET_PROOF_INVALID: { status: 502, description: 'A key server answered without a valid proof that it used its committed key share.' },
   TESSERA_SECRET_THRESHOLD: { status: 503, description: 'Fewer key servers than the policy\'s threshold answered with a valid evaluation.' },
+  TESSERA_SECRET_POLICY_INVALID: { status: 400, description: 'The secret policy record is malformed (threshold, commitments, key servers), not signed by a trusted CA, or altered.' },
 
   // Local (CLI / agent) problems.
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },

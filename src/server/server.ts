@@ -21,6 +21,7 @@ import type { Store } from './store/store.js';
 import { svidRoutes } from './svid/routes.js';
 import { PolicyService } from './policy/service.js';
 import { policyRoutes } from './policy/routes.js';
+import { secretPolicyRoutes } from './secrets/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -182,6 +183,7 @@ export class ControlPlane {
     caRoutes(app, ctx);
     auditRoutes(app, ctx);
     policyRoutes(app, ctx);
+    secretPolicyRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port });
     const hostPart = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;

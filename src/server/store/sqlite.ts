@@ -1,7 +1,7 @@
 import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type {
-  PolicyVersionRecord,
+  PolicyVersionRecord, SecretPolicyRow,
   ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult,
 } from './store.js';
 
@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS policy_versions (
   version INTEGER PRIMARY KEY, created_at INTEGER NOT NULL, author TEXT NOT NULL, reason TEXT NOT NULL,
   hash TEXT NOT NULL, policies TEXT NOT NULL, schema TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secret_policies (
+  id TEXT NOT NULL, epoch INTEGER NOT NULL, signed TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (id, epoch)
+);
 -- The audit table is append-only: the database itself refuses edits and deletions.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
@@ -49,6 +52,9 @@ function policyFromRow(r: PolicyRow): PolicyVersionRecord {
     policies: JSON.parse(r.policies) as Record<string, string>, schema: JSON.parse(r.schema) as Record<string, unknown>,
   };
 }
+
+interface SecretRow { id: string; epoch: number; signed: string; created_at: number }
+const secretFromRow = (r: SecretRow): SecretPolicyRow => ({ id: r.id, epoch: r.epoch, signed: r.signed, createdAt: r.created_at });
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
 
@@ -112,6 +118,10 @@ export class SqliteStore implements Store {
       latestPolicy: db.prepare<[], PolicyRow>('SELECT * FROM policy_versions ORDER BY version DESC LIMIT 1'),
       listPolicies: db.prepare<[number], Omit<PolicyRow, 'policies' | 'schema'>>(
         'SELECT version, created_at, author, reason, hash FROM policy_versions ORDER BY version DESC LIMIT ?'),
+      insertSecret: db.prepare('INSERT OR IGNORE INTO secret_policies(id, epoch, signed, created_at) VALUES (?, ?, ?, ?)'),
+      getSecret: db.prepare<[string, number], SecretRow>('SELECT * FROM secret_policies WHERE id = ? AND epoch = ?'),
+      latestSecret: db.prepare<[string], SecretRow>('SELECT * FROM secret_policies WHERE id = ? ORDER BY epoch DESC LIMIT 1'),
+      listSecrets: db.prepare<[], SecretRow>('SELECT * FROM secret_policies ORDER BY id, epoch'),
       insertAudit: db.prepare('INSERT INTO audit(ts, actor, action, target, outcome, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     };
   }
@@ -212,6 +222,19 @@ export class SqliteStore implements Store {
 
   async listPolicyVersions(limit: number): Promise<Omit<PolicyVersionRecord, 'policies' | 'schema'>[]> {
     return this.stmts.listPolicies.all(limit).map((r) => ({ version: r.version, createdAt: r.created_at, author: r.author, reason: r.reason, hash: r.hash }));
+  }
+
+  async insertSecretPolicy(row: SecretPolicyRow): Promise<boolean> {
+    return this.stmts.insertSecret.run(row.id, row.epoch, row.signed, row.createdAt).changes > 0;
+  }
+
+  async getSecretPolicy(id: string, epoch?: number): Promise<SecretPolicyRow | undefined> {
+    const r = epoch === undefined ? this.stmts.latestSecret.get(id) : this.stmts.getSecret.get(id, epoch);
+    return r && secretFromRow(r);
+  }
+
+  async listSecretPolicies(): Promise<SecretPolicyRow[]> {
+    return this.stmts.listSecrets.all().map(secretFromRow);
   }
 
   async appendAudit(records: readonly AuditRecord[]): Promise<void> {

@@ -87,6 +87,15 @@ export interface AuditQuery {
   outcome?: AuditOutcome;
 }
 
+/** A signed secret-policy record (the envelope's JSON), one per (policy id, key epoch). */
+export interface SecretPolicyRow {
+  id: string;
+  epoch: number;
+  /** JSON of the SignedSecretPolicy envelope. */
+  signed: string;
+  createdAt: number;
+}
+
 export interface PolicyVersionRecord {
   version: number;
   createdAt: number;
@@ -130,6 +139,13 @@ export interface Store {
   latestPolicyVersion(): Promise<PolicyVersionRecord | undefined>;
   /** Newest first, without the policy text. */
   listPolicyVersions(limit: number): Promise<Omit<PolicyVersionRecord, 'policies' | 'schema'>[]>;
+
+  /** Stores a secret-policy record; false if (id, epoch) already exists. */
+  insertSecretPolicy(row: SecretPolicyRow): Promise<boolean>;
+  /** The given epoch, or the newest when `epoch` is undefined. */
+  getSecretPolicy(id: string, epoch?: number): Promise<SecretPolicyRow | undefined>;
+  /** Every record, by id then epoch. */
+  listSecretPolicies(): Promise<SecretPolicyRow[]>;
 
   appendAudit(records: readonly AuditRecord[]): Promise<void>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;

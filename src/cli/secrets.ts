@@ -1,0 +1,428 @@
+/**
+ * Blind threshold secrets on the command line:
+ *
+ *   tessera keyserver --data-dir D --join-token T --trust-bundle F --listen HOST:PORT   (a key server with its own agent)
+ *   tessera secret policy create NAME --threshold T --servers URL@SPIFFE_ID,...         (admin: the dealer runs here)
+ *   tessera secret policy show NAME [--epoch E] [--json]                                 (the signed record)
+ *   tessera secret policy list                                                           (admin)
+ *   tessera secret seal --policy NAME [--in F] [--out F] [--record F]                    (offline-capable)
+ *   tessera secret unseal --agent-dir D [--in F] [--out F]                               (as the agent's SVID)
+ *
+ * The policy key k_p exists only in this process while `policy create` deals it, and is zeroed
+ * after; the control plane only ever sees the public commitments. The plaintext and the sealed
+ * blob are written only to the requested output.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Option, type Command } from 'commander';
+import { Agent } from '../agent/agent.js';
+import { ApiClient, type ClientTls } from '../agent/client.js';
+import { startSidecar, type Sidecar } from '../agent/sidecar.js';
+import { TesseraError, isTesseraError } from '../core/errors.js';
+import { writeFileAtomic } from '../core/files.js';
+import { createLogger, type Logger } from '../core/log.js';
+import {
+  blind, combineAndUnblind, decodePoint, decodeProof, isSecretPolicyId, openWithPoint, parseSealedText, publicShare, randomScalar, ready, seal,
+  sealedToText, split, unsealContext, verifyDleq, type Evaluation,
+} from '../core/secrets/index.js';
+import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../core/secrets/policy-record.js';
+import { parseSpiffeId } from '../core/spiffe-id.js';
+import { pemDecodeAll } from '../core/x509.js';
+import { secretResource } from '../keyserver/authorize.js';
+import { startKeyServer, type KeyServer } from '../keyserver/server.js';
+import type { KeyAuditEvent } from '../keyserver/service.js';
+import { DEFAULT_SERVER_DIR, adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
+
+type Json = Record<string, unknown>;
+type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
+
+const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
+
+// ---------------------------------------------------------------------------------------------
+// Key server node: an Agent (its SVID), the policy enforcer (Cedar, secret:unseal), the key server
+// ---------------------------------------------------------------------------------------------
+
+export interface KeyServerNodeOptions {
+  serverUrl: string;
+  dataDir: string;
+  listen: { host: string; port: number };
+  log: Logger;
+  joinToken?: string;
+  trustBundleFile?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Extra audit sink (tests); every event is also logged. */
+  onAudit?: (event: KeyAuditEvent) => void;
+  policyWatchSeconds?: number;
+}
+
+export interface KeyServerNode {
+  agent: Agent;
+  sidecar: Sidecar;
+  keyServer: KeyServer;
+  close(): Promise<void>;
+}
+
+export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<KeyServerNode> {
+  const { log } = opts;
+  const agent = new Agent({
+    serverUrl: opts.serverUrl, dataDir: opts.dataDir, log,
+    ...(opts.joinToken ? { joinToken: opts.joinToken } : {}),
+    ...(opts.trustBundleFile ? { trustBundleFile: opts.trustBundleFile } : {}),
+  });
+  await agent.start();
+  let sidecar: Sidecar | undefined;
+  try {
+    sidecar = await startSidecar(agent, { dataDir: opts.dataDir, log, allowSampleRate: 1, ...(opts.policyWatchSeconds !== undefined ? { policyWatchSeconds: opts.policyWatchSeconds } : {}) });
+    const enforcer = sidecar.enforcer;
+    const td = agent.trustDomain!;
+    const keyServer = await startKeyServer({
+      dataDir: opts.dataDir,
+      listen: opts.listen,
+      tls: agent,
+      trustDomain: td,
+      provisioners: [`spiffe://${td}/tessera/admin`],
+      authorize: (caller, policy) => enforcer.authorize({ principal: caller.spiffeId, action: 'secret:unseal', resource: secretResource(td, policy) }).allow,
+      log,
+      ...(opts.env ? { env: opts.env } : {}),
+      onAudit: (ev) => {
+        // No point material is in an event: who, which policy and epoch, the outcome.
+        log.info('keyserver audit', { ...ev });
+        opts.onAudit?.(ev);
+      },
+    });
+    const sc = sidecar;
+    return {
+      agent, sidecar: sc, keyServer,
+      async close() {
+        await keyServer.close().catch(() => {});
+        await sc.close();
+        await agent.stop();
+      },
+    };
+  } catch (err) {
+    await sidecar?.close().catch(() => {});
+    await agent.stop().catch(() => {});
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+function adminDir(g: GlobalOptions): string {
+  return resolve(g.adminDir ?? process.env.TESSERA_ADMIN_DIR ?? join(DEFAULT_SERVER_DIR, 'admin'));
+}
+
+function readFile(file: string, what: string): string {
+  if (!existsSync(file)) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `${what} not found at ${file}`);
+  return readFileSync(file, 'utf8');
+}
+
+function adminTls(g: GlobalOptions): ClientTls {
+  const dir = adminDir(g);
+  return { ca: readFile(join(dir, 'bundle.pem'), 'trust bundle'), cert: readFile(join(dir, 'admin.pem'), 'admin certificate'), key: readFile(join(dir, 'admin.key'), 'admin key') };
+}
+
+function agentTls(agentDir: string): ClientTls {
+  const dir = resolve(agentDir);
+  return { ca: readFile(join(dir, 'bundle.pem'), 'trust bundle'), cert: readFile(join(dir, 'svid.pem'), 'SVID'), key: readFile(join(dir, 'svid.key'), 'SVID key') };
+}
+
+/** `URL@SPIFFE_ID` list (comma-separated, repeatable), indices 1..n in order. */
+export function parseServers(specs: string[]): SecretPolicyServer[] {
+  const items = specs.flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s.length > 0);
+  return items.map((item, i) => {
+    const at = item.lastIndexOf('@spiffe://');
+    if (at <= 0) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers must be URL@SPIFFE_ID,..., e.g. https://10.0.0.1:8600@spiffe://td/keyserver/1');
+    const url = item.slice(0, at);
+    const spiffeId = parseSpiffeId(item.slice(at + 1)).id;
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--servers: ${url} is not a URL`);
+    }
+    if (u.protocol !== 'https:') throw new TesseraError('TESSERA_CONFIG_INVALID', `--servers: ${url} must be https`);
+    return { url: url.replace(/\/+$/, ''), spiffeId, index: i + 1 };
+  });
+}
+
+function readInput(file: string | undefined): Buffer {
+  return file === undefined || file === '-' ? readFileSync(0) : readFileSync(file);
+}
+
+function writeOutput(file: string | undefined, data: Buffer | string): void {
+  if (file === undefined || file === '-') process.stdout.write(data);
+  else writeFileAtomic(file, data, 0o600);
+}
+
+/** The signed envelope from a show/create answer, a saved `show --json`, or a bare envelope. */
+function envelopeOf(v: unknown): unknown {
+  if (typeof v === 'object' && v !== null && 'signed' in v) return (v as { signed: unknown }).signed;
+  return v;
+}
+
+async function fetchRecord(client: ApiClient, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: unknown }> {
+  const res = await client.call<Json>('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`);
+  const record = verifySecretPolicy(res.signed, trusted);
+  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane answered with another policy or key epoch');
+  return { record, signed: res.signed };
+}
+
+function epochOpt(v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  const s = String(v);
+  if (!/^\d{1,10}$/.test(s) || Number(s) > 0xffffffff) throw new TesseraError('TESSERA_CONFIG_INVALID', '--epoch must be an integer in 0..2^32-1');
+  return Number(s);
+}
+
+function policyId(v: unknown): string {
+  if (!isSecretPolicyId(v)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'a secret policy name is 1..64 of [a-z0-9._-]');
+  return v;
+}
+
+function summary(r: SecretPolicyRecord): string {
+  return [
+    `secret policy ${r.id}, key epoch ${r.epoch}: ${r.t} of ${r.n} key servers, created ${r.createdAt}`,
+    `public key ${r.commitments[0]!}`,
+    table(['INDEX', 'SPIFFE ID', 'URL'], r.servers.map((s) => [String(s.index), s.spiffeId, s.url])),
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unseal (the agent's side)
+// ---------------------------------------------------------------------------------------------
+
+interface ServerFailure { spiffeId: string; index: number; code: string; message: string }
+
+/**
+ * Asks every key server in parallel; resolves with the first t evaluations whose DLEQ proofs
+ * verify (and the failures seen so far), or throws TESSERA_SECRET_THRESHOLD once too few remain.
+ */
+async function gatherEvaluations(record: SecretPolicyRecord, tls: ClientTls, B: Uint8Array, context: Uint8Array): Promise<{ evals: Evaluation[]; failures: ServerFailure[] }> {
+  const commitments = record.commitments.map((c) => decodePoint(new Uint8Array(Buffer.from(c, 'base64url'))));
+  const clients: ApiClient[] = [];
+  const evals: Evaluation[] = [];
+  const failures: ServerFailure[] = [];
+  try {
+    return await new Promise((resolveAll, reject) => {
+      let pending = record.servers.length;
+      const settle = (): void => {
+        if (evals.length >= record.t) {
+          resolveAll({ evals: evals.slice(0, record.t), failures: [...failures] });
+        } else if (pending === 0 || record.servers.length - failures.length < record.t) {
+          const detail = failures.map((f) => `${f.spiffeId}: ${f.code}`).join('; ');
+          const e = new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${evals.length} of the ${record.t} key servers needed answered with a valid evaluation (${detail})`);
+          (e as TesseraError & { failures?: ServerFailure[] }).failures = [...failures];
+          reject(e);
+        }
+      };
+      for (const s of record.servers) {
+        const client = new ApiClient(s.url, { ...tls, serverId: s.spiffeId }, 10_000);
+        clients.push(client);
+        client.call<Json>('POST', '/v1/evaluate', { policy: record.id, epoch: record.epoch, b: b64u(B) }).then((res) => {
+          if (res.index !== s.index || typeof res.z !== 'string' || typeof res.proof !== 'string') throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
+          const Z = decodePoint(new Uint8Array(Buffer.from(res.z, 'base64url')));
+          const proof = decodeProof(new Uint8Array(Buffer.from(res.proof, 'base64url')));
+          if (!verifyDleq(proof, B, publicShare(s.index, commitments), Z, context)) throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'the proof does not verify');
+          evals.push({ index: s.index, Z, proof });
+        }).catch((err: unknown) => {
+          const e = isTesseraError(err) ? err : new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
+          failures.push({ spiffeId: s.spiffeId, index: s.index, code: e.code, message: e.message });
+        }).finally(() => {
+          pending -= 1;
+          settle();
+        });
+      }
+    });
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
+
+export async function unsealText(text: string, agentDir: string, server: string | undefined, report: (f: ServerFailure) => void): Promise<Buffer> {
+  await ready();
+  const parsed = parseSealedText(text);
+  const tls = agentTls(agentDir);
+  const trusted = pemDecodeAll(tls.ca, 'CERTIFICATE');
+  const client = svidClient(agentDir, server);
+  let record: SecretPolicyRecord;
+  try {
+    record = (await fetchRecord(client, parsed.policyId, parsed.epoch, trusted)).record;
+  } finally {
+    client.close();
+  }
+  const blinded = blind(parsed.R);
+  const context = unsealContext(record.id, record.epoch);
+  let gathered: { evals: Evaluation[]; failures: ServerFailure[] };
+  try {
+    gathered = await gatherEvaluations(record, tls, blinded.B, context);
+  } catch (err) {
+    for (const f of (err as { failures?: ServerFailure[] }).failures ?? []) report(f);
+    throw err;
+  }
+  for (const f of gathered.failures) report(f);
+  const commitments = record.commitments.map((c) => decodePoint(new Uint8Array(Buffer.from(c, 'base64url'))));
+  const { point } = combineAndUnblind(gathered.evals, commitments, blinded, record.t, context);
+  blinded.b.fill(0);
+  try {
+    return openWithPoint(parsed, point);
+  } finally {
+    point.fill(0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+export function secretCommands(program: Command, run: Run, parseListen: (v: string) => { host: string; port: number }, untilSignal: (stop: () => Promise<void>) => Promise<void>): void {
+  program.command('keyserver')
+    .description('run a blind-secrets key server: its own agent (SVID), Cedar secret:unseal decisions, mTLS on --listen')
+    .requiredOption('--data-dir <dir>', 'state directory (agent SVID, sealed key shares)')
+    .option('--join-token <token>', 'one-time join token (only until the agent has an identity); or $TESSERA_JOIN_TOKEN')
+    .option('--trust-bundle <file>', 'CA bundle to trust for the first connection')
+    .requiredOption('--listen <host:port>', 'address to serve on')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL). Shares are sealed at rest with $TESSERA_KEK or DATA_DIR/kek.key.')
+    .action(run(async (g, o: Json) => {
+      if (!g.server) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the key server needs --server https://HOST:PORT (the control plane URL)');
+      const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
+      const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
+      const node = await startKeyServerNode({
+        serverUrl: g.server, dataDir: String(o.dataDir), listen: parseListen(String(o.listen)), log,
+        ...(joinToken ? { joinToken } : {}),
+        ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
+      });
+      log.info('key server ready', { url: node.keyServer.url, spiffe_id: node.agent.spiffeId });
+      await untilSignal(() => node.close());
+    }));
+
+  const secret = program.command('secret').description('blind threshold secrets: policies, seal, unseal');
+  const policy = secret.command('policy').description('secret policies (the dealer runs here; the control plane signs the public record)');
+
+  policy.command('create').description('deal a new policy key to the key servers and publish the signed record (admin)')
+    .argument('<name>', 'policy name, 1..64 of [a-z0-9._-]')
+    .requiredOption('--threshold <t>', 'how many key servers must answer to unseal')
+    .requiredOption('--servers <list...>', 'key servers URL@SPIFFE_ID, comma-separated, in share-index order')
+    .option('--epoch <n>', 'key epoch', '1')
+    .action(run(async (g, name: string, o: Json) => {
+      const id = policyId(name);
+      const epoch = epochOpt(o.epoch)!;
+      const servers = parseServers(o.servers as string[]);
+      const n = servers.length;
+      const t = Number(o.threshold);
+      if (n < 1 || n > 255) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers must list 1..255 key servers');
+      if (!Number.isInteger(t) || t < 1 || t > n) throw new TesseraError('TESSERA_CONFIG_INVALID', `--threshold must be an integer in 1..${n}`);
+      if (new Set(servers.map((s) => s.spiffeId)).size !== n) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers lists a SPIFFE ID twice');
+      await ready();
+      const tls = adminTls(g);
+      const k = randomScalar();
+      const sharing = split(k, t, n);
+      k.fill(0);
+      const commitments = sharing.commitments.map(b64u);
+      try {
+        // Every server must take its share before anything is published.
+        const results = await Promise.allSettled(servers.map(async (s, i) => {
+          const share = sharing.shares[i]!;
+          const client = new ApiClient(s.url, { ...tls, serverId: s.spiffeId });
+          try {
+            await client.call('PUT', `/v1/shares/${id}/${epoch}`, { t, n, index: share.index, value: b64u(share.value), commitments });
+          } finally {
+            client.close();
+          }
+        }));
+        const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`${servers[i]!.spiffeId}: ${isTesseraError(r.reason) ? r.reason.code : 'error'}`] : []));
+        if (failed.length > 0) throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server took its share; nothing was published (${failed.join('; ')})`);
+      } finally {
+        for (const s of sharing.shares) s.value.fill(0);
+      }
+      const client = adminClient(g);
+      try {
+        const res = await client.call<Json & { record: SecretPolicyRecord }>('POST', '/v1/secret-policies', { id, epoch, t, n, commitments, servers });
+        output(g, { id, epoch, t, n, public_key: commitments[0], record: res.record, signed: res.signed }, () => `created ${summary(res.record)}`);
+      } finally {
+        client.close();
+      }
+    }));
+
+  policy.command('show').description('print a secret policy\'s signed record (verified); --json gives the envelope for offline sealing')
+    .argument('<name>', 'policy name')
+    .option('--epoch <n>', 'key epoch (default: the newest)')
+    .option('--agent-dir <dir>', 'fetch as this agent (default: the admin credential)')
+    .action(run(async (g, name: string, o: Json) => {
+      const id = policyId(name);
+      await ready();
+      const tls = o.agentDir ? agentTls(String(o.agentDir)) : adminTls(g);
+      const client = o.agentDir ? svidClient(String(o.agentDir), g.server) : adminClient(g);
+      try {
+        const { record, signed } = await fetchRecord(client, id, epochOpt(o.epoch), pemDecodeAll(tls.ca, 'CERTIFICATE'));
+        output(g, signed, () => summary(record));
+      } finally {
+        client.close();
+      }
+    }));
+
+  policy.command('list').description('list secret policies (admin)').action(run(async (g) => {
+    const client = adminClient(g);
+    try {
+      const res = await client.call<{ policies: Json[] }>('GET', '/v1/secret-policies');
+      output(g, res, () => (res.policies.length ? table(['ID', 'EPOCH', 'CREATED'], res.policies.map((p) => [String(p.id), String(p.epoch), String(p.created_at)])) : 'no secret policies'));
+    } finally {
+      client.close();
+    }
+  }));
+
+  secret.command('seal').description('seal stdin (or --in) under a secret policy\'s public key; prints the sealed text')
+    .requiredOption('--policy <name>', 'secret policy name')
+    .option('--epoch <n>', 'key epoch (default: the newest)')
+    .option('--in <file>', 'plaintext file (default: stdin)')
+    .option('--out <file>', 'where to write the sealed text (default: stdout)')
+    .option('--record <file>', 'a saved signed record (`tessera secret policy show NAME --json`): seal offline')
+    .option('--trust-bundle <file>', 'trust bundle to verify the record with (default: the admin or agent directory\'s)')
+    .option('--agent-dir <dir>', 'fetch the record as this agent (default: the admin credential)')
+    .action(run(async (g, o: Json) => {
+      await ready();
+      const id = policyId(o.policy);
+      const epoch = epochOpt(o.epoch);
+      const bundlePem = o.trustBundle ? readFile(String(o.trustBundle), 'trust bundle') : o.agentDir ? agentTls(String(o.agentDir)).ca : readFile(join(adminDir(g), 'bundle.pem'), 'trust bundle');
+      const trusted = pemDecodeAll(bundlePem, 'CERTIFICATE');
+      let record: SecretPolicyRecord;
+      if (o.record) {
+        let saved: unknown;
+        try {
+          saved = JSON.parse(readFileSync(String(o.record), 'utf8'));
+        } catch {
+          throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${String(o.record)} is not a saved signed record (JSON)`);
+        }
+        record = verifySecretPolicy(envelopeOf(saved), trusted);
+        if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${String(o.record)} is the record of ${record.id} epoch ${record.epoch}`);
+      } else {
+        const client = o.agentDir ? svidClient(String(o.agentDir), g.server) : adminClient(g);
+        try {
+          record = (await fetchRecord(client, id, epoch, trusted)).record;
+        } finally {
+          client.close();
+        }
+      }
+      const plain = readInput(o.in as string | undefined);
+      const blob = seal(plain, { id: record.id, epoch: record.epoch, publicKey: decodePoint(new Uint8Array(Buffer.from(record.commitments[0]!, 'base64url'))) });
+      plain.fill(0);
+      writeOutput(o.out as string | undefined, `${sealedToText(blob)}\n`);
+    }));
+
+  secret.command('unseal').description('unseal (stdin or --in) as an agent: blinded evaluation by the key servers, checked by their proofs')
+    .requiredOption('--agent-dir <dir>', 'the agent\'s data directory (its SVID authenticates to the key servers)')
+    .option('--in <file>', 'sealed text file (default: stdin)')
+    .option('--out <file>', 'where to write the plaintext (default: stdout; a file is written 0600)')
+    .action(run(async (g, o: Json) => {
+      const text = readInput(o.in as string | undefined).toString('utf8').trim();
+      const plain = await unsealText(text, String(o.agentDir), g.server, (f) => {
+        process.stderr.write(`tessera: key server ${f.spiffeId} (index ${f.index}) failed: ${f.code}\n`);
+      });
+      writeOutput(o.out as string | undefined, plain);
+      // stdout may still be flushing a pipe asynchronously: only a file write can be followed by zeroing.
+      if (o.out !== undefined && o.out !== '-') plain.fill(0);
+    }));
+}

@@ -1,0 +1,66 @@
+/**
+ * Secret policies (blind threshold secrets):
+ *
+ *   POST /v1/secret-policies        (admin)  {id, epoch, t, n, commitments, servers} → 201 {id, epoch, record, signed}
+ *   GET  /v1/secret-policies        (admin)  → {policies: [{id, epoch, created_at, t, n, public_key}]}
+ *   GET  /v1/secret-policies/:id    (any SVID of the trust domain) [?epoch=] → {id, epoch, signed}
+ *
+ * Every call is audited. The records carry only public material (commitments, key server URLs).
+ */
+import type { FastifyInstance } from 'fastify';
+import { TesseraError } from '../../core/errors.js';
+import { isSecretPolicyId } from '../../core/secrets/index.js';
+import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
+import { adminCaller, audited, svidCaller } from '../api/handlers.js';
+import { body, int, queryInt } from '../api/validate.js';
+import type { ServerContext } from '../context.js';
+import { SecretPolicyService } from './service.js';
+
+function serverList(v: unknown): SecretPolicyServer[] {
+  if (!Array.isArray(v) || v.length > 255) throw new TesseraError('TESSERA_BAD_REQUEST', '"servers" must be a list of at most 255 {url, spiffeId, index}');
+  return v.map((s) => {
+    const o = body(s, ['url', 'spiffeId', 'index']);
+    return { url: o.url as string, spiffeId: o.spiffeId as string, index: o.index as number };
+  });
+}
+
+export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, service = new SecretPolicyService(ctx.store, ctx.ca)): void {
+  app.post('/v1/secret-policies', (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
+    adminCaller(ctx, req, ev);
+    const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers']);
+    if (!isSecretPolicyId(b.id)) throw new TesseraError('TESSERA_BAD_REQUEST', '"id" must be 1..64 of [a-z0-9._-]');
+    ev.target = `secret:${b.id}`;
+    const epoch = int(b, 'epoch', { min: 0, max: 0xffffffff })!;
+    const t = int(b, 't', { min: 1, max: 255 })!;
+    const n = int(b, 'n', { min: 1, max: 255 })!;
+    if (!Array.isArray(b.commitments)) throw new TesseraError('TESSERA_BAD_REQUEST', '"commitments" must be a list of base64url points');
+    const { record, signed } = await service.create({ id: b.id, epoch, t, n, commitments: b.commitments as string[], servers: serverList(b.servers) });
+    ev.detail.epoch = epoch;
+    ev.detail.t = t;
+    ev.detail.n = n;
+    ev.detail.servers = record.servers.map((s) => s.spiffeId);
+    ev.succeed();
+    return reply.code(201).send({ id: record.id, epoch: record.epoch, record, signed });
+  }));
+
+  app.get('/v1/secret-policies', (req) => audited(ctx, req, 'secret.policy.list', async (ev) => {
+    adminCaller(ctx, req, ev);
+    const all = await service.list();
+    ev.succeed();
+    return { policies: all.map((p) => ({ id: p.id, epoch: p.epoch, created_at: p.createdAt })) };
+  }));
+
+  app.get<{ Params: { id: string } }>('/v1/secret-policies/:id', (req) => audited(ctx, req, 'secret.policy.show', async (ev) => {
+    svidCaller(ctx, req, ev);
+    const { id } = req.params;
+    if (!isSecretPolicyId(id)) throw new TesseraError('TESSERA_BAD_REQUEST', 'the policy id must be 1..64 of [a-z0-9._-]');
+    ev.target = `secret:${id}`;
+    const q = req.query as Record<string, unknown> | undefined;
+    const epoch = q && q.epoch !== undefined ? queryInt(q, 'epoch', 0, 0, 0xffffffff) : undefined;
+    const p = await service.get(id, epoch);
+    if (!p) throw new TesseraError('TESSERA_NOT_FOUND', 'no such secret policy (or key epoch)');
+    ev.detail.epoch = p.epoch;
+    ev.succeed();
+    return { id: p.id, epoch: p.epoch, created_at: p.createdAt, signed: p.signed };
+  }));
+}
