@@ -120,3 +120,11 @@ describe('tessera CLI against a real control plane', () => {
     expect(again.json.error.code).toBe('TESSERA_CA_ROTATION_IN_PROGRESS');
   });
 });
+
+describe('tessera secret policy create', () => {
+  it('refuses a threshold of 1 (one key server could decrypt alone) with exit 2', () => {
+    const r = spawnSync(process.execPath, [CLI, 'secret', 'policy', 'create', 'db', '--threshold', '1', '--servers', 'https://127.0.0.1:1@spiffe://tessera.test/ks/1', '--json'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).toBe(2);
+    expect(JSON.parse(r.stdout).error.code).toBe('TESSERA_CONFIG_INVALID');
+  });
+});

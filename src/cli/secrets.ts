@@ -304,7 +304,8 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
 
   policy.command('create').description('deal a new policy key to the key servers and publish the signed record (admin)')
     .argument('<name>', 'policy name, 1..64 of [a-z0-9._-]')
-    .requiredOption('--threshold <t>', 'how many key servers must answer to unseal')
+    .requiredOption('--threshold <t>', 'how many key servers must answer to unseal (at least 2)')
+    .option('--allow-single-server', 'accept --threshold 1 (one key server can decrypt: tests only)')
     .requiredOption('--servers <list...>', 'key servers URL@SPIFFE_ID, comma-separated, in share-index order')
     .option('--epoch <n>', 'key epoch', '1')
     .action(run(async (g, name: string, o: Json) => {
@@ -315,6 +316,8 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       const t = Number(o.threshold);
       if (n < 1 || n > 255) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers must list 1..255 key servers');
       if (!Number.isInteger(t) || t < 1 || t > n) throw new TesseraError('TESSERA_CONFIG_INVALID', `--threshold must be an integer in 1..${n}`);
+      // With t = 1 every key server alone holds the whole key: the point of the design is lost.
+      if (t === 1 && !o.allowSingleServer) throw new TesseraError('TESSERA_CONFIG_INVALID', '--threshold 1 lets any one key server decrypt; use 2 or more (or --allow-single-server for a test setup)');
       if (new Set(servers.map((s) => s.spiffeId)).size !== n) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers lists a SPIFFE ID twice');
       await ready();
       const tls = adminTls(g);
