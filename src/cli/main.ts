@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { startSidecar } from '../agent/sidecar.js';
+import { parseUnsealSpec, startSecretFiles } from '../agent/secrets/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
@@ -134,12 +135,14 @@ export function buildProgram(): Command {
     .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID, e.g. 127.0.0.1:7001=127.0.0.1:9443@spiffe://td/orders (the app talks plain to LISTEN)')
     .option('--workload-api-socket <path>', 'serve the SPIFFE Workload API on this Unix socket')
     .option('--allow-sample <fraction>', 'fraction of allowed decisions recorded in the audit log (denials always are)', '0.01')
+    .option('--unseal <spec...>', 'open a sealed file for the app: SEALED_FILE=OUTPUT_PATH (written 0600; retried with backoff until it succeeds)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).')
     .action(run(async (g, o: Json) => {
       if (!g.server) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the agent needs --server https://HOST:PORT (the control plane URL)');
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
+      const unsealSpecs = ((o.unseal as string[] | undefined) ?? []).map(parseUnsealSpec);
       const agent = new Agent({
         serverUrl: g.server, dataDir: String(o.dataDir), log,
         ...(joinToken ? { joinToken } : {}),
@@ -160,7 +163,9 @@ export function buildProgram(): Command {
       sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
       if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });
       for (const out of sidecar.outbounds) log.info('outbound proxy listening', { port: out.port });
+      const secretFiles = startSecretFiles(agent, unsealSpecs, log);
       await untilSignal(async () => {
+        secretFiles.close();
         await sidecar.close();
         await agent.stop();
       });

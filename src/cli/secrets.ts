@@ -21,16 +21,14 @@ import { startSidecar, type Sidecar } from '../agent/sidecar.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
-import {
-  blind, combineAndUnblind, decodePoint, decodeProof, isSecretPolicyId, openWithPoint, parseSealedText, publicShare, randomScalar, ready, seal,
-  sealedToText, split, unsealContext, verifyDleq, type Evaluation,
-} from '../core/secrets/index.js';
+import { decodePoint, isSecretPolicyId, randomScalar, ready, seal, sealedToText, split } from '../core/secrets/index.js';
+import { fetchSecretPolicy, unsealSealedText, type KeyServerFailure } from '../agent/secrets/unseal.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../core/secrets/policy-record.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll } from '../core/x509.js';
 import { secretResource } from '../keyserver/authorize.js';
 import { startKeyServer, type KeyServer } from '../keyserver/server.js';
-import type { KeyAuditEvent } from '../keyserver/service.js';
+import type { KeyAuditEvent, RateLimit } from '../keyserver/service.js';
 import { DEFAULT_SERVER_DIR, adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
@@ -53,6 +51,8 @@ export interface KeyServerNodeOptions {
   /** Extra audit sink (tests); every event is also logged. */
   onAudit?: (event: KeyAuditEvent) => void;
   policyWatchSeconds?: number;
+  /** Per-caller rate limit of /v1/evaluate (default DEFAULT_RATE_LIMIT; benchmarks raise it). */
+  rateLimit?: RateLimit;
 }
 
 export interface KeyServerNode {
@@ -84,6 +84,7 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       authorize: (caller, policy) => enforcer.authorize({ principal: caller.spiffeId, action: 'secret:unseal', resource: secretResource(td, policy) }).allow,
       log,
       ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
       onAudit: (ev) => {
         // No point material is in an event: who, which policy and epoch, the outcome.
         log.info('keyserver audit', { ...ev });
@@ -163,11 +164,8 @@ function envelopeOf(v: unknown): unknown {
   return v;
 }
 
-async function fetchRecord(client: ApiClient, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: unknown }> {
-  const res = await client.call<Json>('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`);
-  const record = verifySecretPolicy(res.signed, trusted);
-  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane answered with another policy or key epoch');
-  return { record, signed: res.signed };
+function fetchRecord(client: ApiClient, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: unknown }> {
+  return fetchSecretPolicy((method, path, body) => client.call(method, path, body), id, epoch, trusted);
 }
 
 function epochOpt(v: unknown): number | undefined {
@@ -191,85 +189,26 @@ function summary(r: SecretPolicyRecord): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Unseal (the agent's side)
+// Unseal (the agent's side): the flow lives in src/agent/secrets/unseal.ts
 // ---------------------------------------------------------------------------------------------
 
-interface ServerFailure { spiffeId: string; index: number; code: string; message: string }
-
-/**
- * Asks every key server in parallel; resolves with the first t evaluations whose DLEQ proofs
- * verify (and the failures seen so far), or throws TESSERA_SECRET_THRESHOLD once too few remain.
- */
-async function gatherEvaluations(record: SecretPolicyRecord, tls: ClientTls, B: Uint8Array, context: Uint8Array): Promise<{ evals: Evaluation[]; failures: ServerFailure[] }> {
-  const commitments = record.commitments.map((c) => decodePoint(new Uint8Array(Buffer.from(c, 'base64url'))));
-  const clients: ApiClient[] = [];
-  const evals: Evaluation[] = [];
-  const failures: ServerFailure[] = [];
-  try {
-    return await new Promise((resolveAll, reject) => {
-      let pending = record.servers.length;
-      const settle = (): void => {
-        if (evals.length >= record.t) {
-          resolveAll({ evals: evals.slice(0, record.t), failures: [...failures] });
-        } else if (pending === 0 || record.servers.length - failures.length < record.t) {
-          const detail = failures.map((f) => `${f.spiffeId}: ${f.code}`).join('; ');
-          const e = new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${evals.length} of the ${record.t} key servers needed answered with a valid evaluation (${detail})`);
-          (e as TesseraError & { failures?: ServerFailure[] }).failures = [...failures];
-          reject(e);
-        }
-      };
-      for (const s of record.servers) {
-        const client = new ApiClient(s.url, { ...tls, serverId: s.spiffeId }, 10_000);
-        clients.push(client);
-        client.call<Json>('POST', '/v1/evaluate', { policy: record.id, epoch: record.epoch, b: b64u(B) }).then((res) => {
-          if (res.index !== s.index || typeof res.z !== 'string' || typeof res.proof !== 'string') throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
-          const Z = decodePoint(new Uint8Array(Buffer.from(res.z, 'base64url')));
-          const proof = decodeProof(new Uint8Array(Buffer.from(res.proof, 'base64url')));
-          if (!verifyDleq(proof, B, publicShare(s.index, commitments), Z, context)) throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'the proof does not verify');
-          evals.push({ index: s.index, Z, proof });
-        }).catch((err: unknown) => {
-          const e = isTesseraError(err) ? err : new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
-          failures.push({ spiffeId: s.spiffeId, index: s.index, code: e.code, message: e.message });
-        }).finally(() => {
-          pending -= 1;
-          settle();
-        });
-      }
-    });
-  } finally {
-    for (const c of clients) c.close();
-  }
-}
-
-export async function unsealText(text: string, agentDir: string, server: string | undefined, report: (f: ServerFailure) => void): Promise<Buffer> {
-  await ready();
-  const parsed = parseSealedText(text);
+export async function unsealText(text: string, agentDir: string, server: string | undefined, report: (f: KeyServerFailure) => void): Promise<Buffer> {
   const tls = agentTls(agentDir);
-  const trusted = pemDecodeAll(tls.ca, 'CERTIFICATE');
   const client = svidClient(agentDir, server);
-  let record: SecretPolicyRecord;
   try {
-    record = (await fetchRecord(client, parsed.policyId, parsed.epoch, trusted)).record;
+    const res = await unsealSealedText({
+      text,
+      call: (method, path, body) => client.call(method, path, body),
+      tls: { certPem: tls.cert!, keyPem: tls.key!, bundlePem: tls.ca },
+      trustedCas: pemDecodeAll(tls.ca, 'CERTIFICATE'),
+    });
+    for (const f of res.bad) report(f);
+    return res.plaintext;
+  } catch (err) {
+    for (const f of (err as { failures?: KeyServerFailure[] }).failures ?? []) report(f);
+    throw err;
   } finally {
     client.close();
-  }
-  const blinded = blind(parsed.R);
-  const context = unsealContext(record.id, record.epoch);
-  let gathered: { evals: Evaluation[]; failures: ServerFailure[] };
-  try {
-    gathered = await gatherEvaluations(record, tls, blinded.B, context);
-  } catch (err) {
-    for (const f of (err as { failures?: ServerFailure[] }).failures ?? []) report(f);
-    throw err;
-  }
-  for (const f of gathered.failures) report(f);
-  const commitments = record.commitments.map((c) => decodePoint(new Uint8Array(Buffer.from(c, 'base64url'))));
-  const { point } = combineAndUnblind(gathered.evals, commitments, blinded, record.t, context);
-  blinded.b.fill(0);
-  try {
-    return openWithPoint(parsed, point);
-  } finally {
-    point.fill(0);
   }
 }
 

@@ -1,0 +1,208 @@
+/**
+ * The agent's side of a blind unseal (DESIGN.md, "Blind secrets"): fetch and verify the signed
+ * secret-policy record from the control plane, blind the blob's R, ask all n key servers in
+ * parallel over mTLS (each checked by its SPIFFE ID), keep the first t evaluations whose DLEQ
+ * proofs verify, combine + unblind, and open the blob. Used by `tessera secret unseal` and by the
+ * agent's `--unseal` files. Never logs point material or plaintext.
+ */
+import { ApiClient, type ClientTls } from '../client.js';
+import { TesseraError, isTesseraError } from '../../core/errors.js';
+import type { Logger } from '../../core/log.js';
+import {
+  blind, combineAndUnblind, decodePoint, decodeProof, openWithPoint, parseSealedText, publicShare, ready, unsealContext, verifyDleq, type Evaluation,
+} from '../../core/secrets/index.js';
+import { verifySecretPolicy, type SecretPolicyRecord } from '../../core/secrets/policy-record.js';
+
+type Json = Record<string, unknown>;
+
+/** Calls the control plane as the agent. */
+export type ControlPlaneCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
+
+export interface UnsealTls { certPem: string; keyPem: string; bundlePem: string }
+
+/** A key server that did not give a valid evaluation. `code` is a stable TESSERA_* code. */
+export interface KeyServerFailure { spiffeId: string; index: number; code: string; message: string }
+
+/** A verified policy record with its decoded commitments and the public shares computed so far. */
+interface VerifiedRecord { record: SecretPolicyRecord; commitments: Uint8Array[]; publicShares: Map<number, Uint8Array> }
+
+/**
+ * State reused across unseals: kept-alive mTLS clients to the key servers (one per URL and SPIFFE
+ * ID) and the verified policy records by (id, epoch): a record is immutable once published (the
+ * control plane refuses the same id and epoch again), and it carries only public commitments; the
+ * key servers still decide every unseal. Everything is dropped when the TLS material changes (an SVID
+ * rotation or a bundle update) and on close().
+ */
+export class KeyServerPool {
+  private clients = new Map<string, ApiClient>();
+  private records = new Map<string, VerifiedRecord>();
+  private tlsKey = '';
+
+  constructor(private readonly timeoutMs = 10_000) {}
+
+  /** Drops everything if the TLS material changed since the last call. */
+  useTls(tls: UnsealTls): void {
+    const tk = `${tls.certPem}\0${tls.bundlePem}`;
+    if (tk !== this.tlsKey) {
+      this.close();
+      this.tlsKey = tk;
+    }
+  }
+
+  record(id: string, epoch: number): VerifiedRecord | undefined {
+    return this.records.get(`${id}\0${epoch}`);
+  }
+
+  remember(v: VerifiedRecord): void {
+    if (this.records.size >= 1024) this.records.clear();
+    this.records.set(`${v.record.id}\0${v.record.epoch}`, v);
+  }
+
+  get(url: string, spiffeId: string, tls: UnsealTls): ApiClient {
+    this.useTls(tls);
+    const key = `${url}\0${spiffeId}`;
+    let c = this.clients.get(key);
+    if (!c) {
+      const ctls: ClientTls = { ca: tls.bundlePem, cert: tls.certPem, key: tls.keyPem, serverId: spiffeId };
+      c = new ApiClient(url, ctls, this.timeoutMs);
+      this.clients.set(key, c);
+    }
+    return c;
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+    this.records.clear();
+  }
+}
+
+export interface UnsealOptions {
+  /** The sealed text (`tessera-sealed:v1:...`). */
+  text: string;
+  /** The control plane, as the agent. */
+  call: ControlPlaneCall;
+  /** The agent's SVID, presented to the key servers. */
+  tls: UnsealTls;
+  /** The trust bundle's CAs (DER), to verify the signed policy record. */
+  trustedCas: Buffer[];
+  log?: Logger;
+  /** Reuse kept-alive key server connections across calls; without it, connections are closed after the call. */
+  pool?: KeyServerPool;
+}
+
+export interface UnsealResult {
+  plaintext: Buffer;
+  policyId: string;
+  epoch: number;
+  /** Key servers that failed (refused, unreachable, bad proof) while the threshold was still met. */
+  bad: KeyServerFailure[];
+}
+
+const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
+const pointOf = (s: string): Uint8Array => decodePoint(new Uint8Array(Buffer.from(s, 'base64url')));
+
+/** Fetches a policy's signed record from the control plane and verifies it against the bundle. */
+export async function fetchSecretPolicy(call: ControlPlaneCall, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: unknown }> {
+  const res = (await call('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`)) as Json;
+  const record = verifySecretPolicy(res.signed, trusted);
+  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane answered with another policy or key epoch');
+  return { record, signed: res.signed };
+}
+
+/**
+ * Asks every key server in parallel; resolves with the first t evaluations whose DLEQ proofs
+ * verify (and the failures seen so far), or throws TESSERA_SECRET_THRESHOLD (with `failures`)
+ * as soon as too few remain.
+ */
+async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeyServerPool, B: Uint8Array, context: Uint8Array): Promise<{ evals: Evaluation[]; failures: KeyServerFailure[] }> {
+  const { record, commitments, publicShares } = v;
+  const evals: Evaluation[] = [];
+  const failures: KeyServerFailure[] = [];
+  const shareOf = (index: number): Uint8Array => {
+    let K = publicShares.get(index);
+    if (!K) publicShares.set(index, (K = publicShare(index, commitments)));
+    return K;
+  };
+  return new Promise((resolveAll, reject) => {
+    let pending = record.servers.length;
+    let done = false;
+    const settle = (): void => {
+      if (done) return;
+      if (evals.length >= record.t) {
+        done = true;
+        resolveAll({ evals: evals.slice(0, record.t), failures: [...failures] });
+      } else if (pending === 0 || record.servers.length - failures.length < record.t) {
+        done = true;
+        const detail = failures.map((f) => `${f.spiffeId}: ${f.code}`).join('; ');
+        const e = new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${evals.length} of the ${record.t} key servers needed answered with a valid evaluation (${detail})`);
+        (e as TesseraError & { failures?: KeyServerFailure[] }).failures = [...failures];
+        reject(e);
+      }
+    };
+    for (const s of record.servers) {
+      let client: ApiClient;
+      try {
+        client = pool.get(s.url, s.spiffeId, tls);
+      } catch (err) {
+        failures.push({ spiffeId: s.spiffeId, index: s.index, code: isTesseraError(err) ? err.code : 'TESSERA_SERVER_UNREACHABLE', message: 'cannot build a client' });
+        pending -= 1;
+        continue;
+      }
+      client.call<Json>('POST', '/v1/evaluate', { policy: record.id, epoch: record.epoch, b: b64u(B) }).then((res) => {
+        if (res.index !== s.index || typeof res.z !== 'string' || typeof res.proof !== 'string') throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
+        const Z = pointOf(res.z);
+        const proof = decodeProof(new Uint8Array(Buffer.from(res.proof, 'base64url')));
+        if (!verifyDleq(proof, B, shareOf(s.index), Z, context)) throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'the proof does not verify');
+        if (!done) evals.push({ index: s.index, Z, proof });
+      }).catch((err: unknown) => {
+        const e = isTesseraError(err) ? err : new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
+        if (!done) failures.push({ spiffeId: s.spiffeId, index: s.index, code: e.code, message: e.message });
+      }).finally(() => {
+        pending -= 1;
+        settle();
+      });
+    }
+    settle();
+  });
+}
+
+/** Unseals a sealed text as the agent. Throws a TesseraError (with `failures` on TESSERA_SECRET_THRESHOLD). */
+export async function unsealSealedText(opts: UnsealOptions): Promise<UnsealResult> {
+  await ready();
+  const parsed = parseSealedText(opts.text);
+  const pool = opts.pool ?? new KeyServerPool();
+  pool.useTls(opts.tls);
+  let v = pool.record(parsed.policyId, parsed.epoch);
+  if (!v) {
+    try {
+      const { record } = await fetchSecretPolicy(opts.call, parsed.policyId, parsed.epoch, opts.trustedCas);
+      v = { record, commitments: record.commitments.map(pointOf), publicShares: new Map() };
+    } catch (err) {
+      if (!opts.pool) pool.close();
+      throw err;
+    }
+    pool.remember(v);
+  }
+  const { record, commitments } = v;
+  const blinded = blind(parsed.R);
+  const context = unsealContext(record.id, record.epoch);
+  let gathered: { evals: Evaluation[]; failures: KeyServerFailure[] };
+  try {
+    gathered = await gatherEvaluations(v, opts.tls, pool, blinded.B, context);
+  } catch (err) {
+    blinded.b.fill(0);
+    for (const f of (err as { failures?: KeyServerFailure[] }).failures ?? []) opts.log?.warn('key server failed', { policy: record.id, spiffe_id: f.spiffeId, index: f.index, code: f.code });
+    throw err;
+  } finally {
+    if (!opts.pool) pool.close();
+  }
+  for (const f of gathered.failures) opts.log?.warn('key server failed', { policy: record.id, spiffe_id: f.spiffeId, index: f.index, code: f.code });
+  const { point } = combineAndUnblind(gathered.evals, commitments, blinded, record.t, context);
+  blinded.b.fill(0);
+  try {
+    return { plaintext: openWithPoint(parsed, point), policyId: record.id, epoch: record.epoch, bad: gathered.failures };
+  } finally {
+    point.fill(0);
+  }
+}
