@@ -14,7 +14,7 @@ import type { ApiClient } from '../src/agent/client.js';
 import { parseUnsealSpec } from '../src/agent/secrets/files.js';
 import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
 import { silentLogger } from '../src/core/log.js';
-import { CLI, freePort, ServerProcess, waitFor } from './support/process.js';
+import { CLI, freePort, ServerProcess, waitFor, runTessera } from './support/process.js';
 
 const TD = 'tessera.test';
 const PCI = `spiffe://${TD}/shop/orders`;
@@ -41,18 +41,9 @@ describe('agent --unseal: sealed files opened for the app', () => {
   let sealedFile: string;
 
   function tessera(args: string[], input = ''): Promise<{ status: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, TESSERA_ADMIN_DIR: server.adminDir }, stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      child.on('error', reject);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
-      child.stdin.end(input);
-    });
+    return runTessera(args, { env: { TESSERA_ADMIN_DIR: server.adminDir }, input });
   }
+
 
   async function token(spiffeId: string): Promise<string> {
     return (await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: spiffeId, ttl_seconds: 120 })).token;

@@ -5,7 +5,6 @@
  * `tessera secret unseal --agent-dir` for an allowed and a refused agent, and with one key server
  * stopped. The CLI runs with async spawn: the key servers live in this event loop.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,7 @@ import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
 import { TesseraError } from '../src/core/errors.js';
 import { createLogger, silentLogger } from '../src/core/log.js';
 import type { KeyAuditEvent } from '../src/keyserver/service.js';
-import { CLI, freePort, ServerProcess, waitFor } from './support/process.js';
+import { CLI, freePort, ServerProcess, waitFor, runTessera } from './support/process.js';
 
 const TD = 'tessera.test';
 const PCI = `spiffe://${TD}/shop/orders`;
@@ -46,18 +45,9 @@ describe('blind secrets: key servers, secret policy CLI, seal and unseal', () =>
   let sealedFile: string;
 
   function tessera(args: string[], input = ''): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, TESSERA_ADMIN_DIR: server.adminDir }, stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      child.on('error', reject);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
-      child.stdin.end(input);
-    });
+    return runTessera(args, { env: { TESSERA_ADMIN_DIR: server.adminDir }, input });
   }
+
 
   async function token(spiffeId: string): Promise<string> {
     return (await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: spiffeId, ttl_seconds: 120 })).token;
