@@ -70,7 +70,7 @@ function invalid(message: string): TesseraError {
   return new TesseraError('TESSERA_SPIFFE_ID_INVALID', message);
 }
 
-/** `"x"` for printable ASCII, `U+XXXX` for everything else (control chars, non-ASCII). */
+/** `"x"` for printable ASCII, `U+` and four hex digits for everything else (control chars, non-ASCII). */
 function describeChar(s: string, i: number): string {
   const c = s.charCodeAt(i);
   if (c > 0x20 && c < 0x7f) return JSON.stringify(s[i]);

@@ -10,8 +10,9 @@
  * `"tessera-policy-bundle-v1\n" + payload`. The prefix separates this signature from anything
  * else the CA key signs (certificates are DER and can never start with it).
  */
-import { X509Certificate, createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { TesseraError } from '../errors.js';
+import { openEnvelope, signEnvelope, type EnvelopeKind } from '../signed-envelope.js';
 import { isSpiffeId } from '../spiffe-id.js';
 import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity } from './types.js';
 
@@ -58,16 +59,15 @@ const MAX_DEPTH = 64;
 const MAX_AUTHOR = 256;
 const MAX_REASON = 8192;
 const HEX64 = /^[0-9a-f]{64}$/;
-const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 const BUNDLE_KEYS = ['author', 'createdAt', 'entities', 'hash', 'policies', 'reason', 'schema', 'version'] as const;
-const ENVELOPE_KEYS = ['alg', 'payload', 'signature', 'signer'] as const;
 const MAX_PAYLOAD_CHARS = Math.ceil((LIMITS.maxBundlePayloadBytes * 4) / 3);
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function invalid(message: string): TesseraError {
   return new TesseraError('TESSERA_POLICY_BUNDLE_INVALID', message);
 }
+
+const BUNDLE_ENVELOPE: EnvelopeKind = { domain: DOMAIN_PREFIX, what: 'bundle', fail: invalid, maxPayloadChars: MAX_PAYLOAD_CHARS };
 
 // ---------------------------------------------------------------------------------------------
 // Canonical JSON and hashes
@@ -187,24 +187,7 @@ export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt
  * @throws TesseraError TESSERA_POLICY_BUNDLE_INVALID
  */
 export function signPolicyBundle(bundle: PolicyBundle, signer: PolicyBundleSigner): SignedPolicyBundle {
-  const checked = checkBundle(bundle);
-  let cert: X509Certificate;
-  try {
-    cert = new X509Certificate(signer.certDer);
-  } catch {
-    throw invalid('the signer certificate cannot be parsed');
-  }
-  if (!isP256(cert.publicKey)) throw invalid('the signer certificate does not hold a P-256 key');
-  let matches = false;
-  try {
-    matches = signer.privateKey.type === 'private' && createPublicKey(signer.privateKey).equals(cert.publicKey);
-  } catch {
-    matches = false;
-  }
-  if (!matches) throw invalid('the signing key does not belong to the signer certificate');
-  const payload = Buffer.from(canonicalJson(checked), 'utf8').toString('base64url');
-  const signature = sign('sha256', Buffer.from(DOMAIN_PREFIX + payload, 'latin1'), { key: signer.privateKey, dsaEncoding: 'ieee-p1363' });
-  return { payload, alg: 'ES256', signer: certificateFingerprint(signer.certDer), signature: signature.toString('base64url') };
+  return signEnvelope(checkBundle(bundle), signer, BUNDLE_ENVELOPE);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,62 +215,13 @@ export function verifyPolicyBundle(signed: unknown, trustedCas: readonly Buffer[
 }
 
 function verifyUnchecked(signed: unknown, trustedCas: readonly Buffer[], opts: VerifyPolicyBundleOptions): PolicyBundle {
-  const env = exactObject(signed, ENVELOPE_KEYS, 'envelope');
-  if (env.alg !== 'ES256') throw invalid('envelope: alg must be ES256');
-  if (typeof env.signer !== 'string' || !HEX64.test(env.signer)) throw invalid('envelope: signer must be a lowercase hex SHA-256 fingerprint');
-  if (typeof env.signature !== 'string' || env.signature.length !== 86 || !BASE64URL.test(env.signature)) {
-    throw invalid('envelope: signature must be 64 bytes of base64url');
-  }
-  if (typeof env.payload !== 'string' || env.payload.length === 0 || !BASE64URL.test(env.payload)) {
-    throw invalid('envelope: payload must be base64url');
-  }
-  if (env.payload.length > MAX_PAYLOAD_CHARS) throw invalid(`envelope: payload larger than ${LIMITS.maxBundlePayloadBytes} bytes`);
   const minVersion = opts.minVersion;
   if (minVersion !== undefined && !Number.isSafeInteger(minVersion)) throw invalid('minVersion must be an integer');
-
-  // Authenticate before looking inside the payload.
-  const signerDer = trustedCas.find((der) => Buffer.isBuffer(der) && certificateFingerprint(der) === env.signer);
-  if (signerDer === undefined) throw invalid('the bundle is signed by a CA that is not in the trust bundle');
-  let publicKey: KeyObject;
-  try {
-    const cert = new X509Certificate(signerDer);
-    if (!cert.ca) throw new Error('not a CA');
-    publicKey = cert.publicKey;
-  } catch {
-    throw invalid('the signer certificate in the trust bundle cannot be used');
-  }
-  if (!isP256(publicKey)) throw invalid('the signer certificate does not hold a P-256 key');
-  const signature = decodeBase64url(env.signature, 'signature');
-  const ok = verify('sha256', Buffer.from(DOMAIN_PREFIX + env.payload, 'latin1'), { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature);
-  if (!ok) throw invalid('the bundle signature does not verify');
-
-  const bytes = decodeBase64url(env.payload, 'payload');
-  if (bytes.length > LIMITS.maxBundlePayloadBytes) throw invalid(`payload larger than ${LIMITS.maxBundlePayloadBytes} bytes`);
-  let text: string;
-  let parsed: unknown;
-  try {
-    text = utf8.decode(bytes);
-    parsed = JSON.parse(text);
-  } catch {
-    throw invalid('payload is not UTF-8 JSON');
-  }
-  if (canonicalJson(parsed) !== text) throw invalid('payload is not canonical JSON');
-  const bundle = checkBundle(parsed);
+  const bundle = checkBundle(openEnvelope(signed, trustedCas, BUNDLE_ENVELOPE));
   if (minVersion !== undefined && bundle.version < minVersion) {
     throw invalid(`rollback refused: bundle version ${bundle.version} is older than the version held (${minVersion})`);
   }
   return bundle;
-}
-
-function decodeBase64url(s: string, what: string): Buffer {
-  const b = Buffer.from(s, 'base64url');
-  // Node's decoder is lenient; only the one canonical encoding is accepted.
-  if (b.toString('base64url') !== s) throw invalid(`envelope: ${what} is not canonical base64url`);
-  return b;
-}
-
-function isP256(key: KeyObject): boolean {
-  return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@
  *
  * `await ready()` (./index.js) once before checking a record: commitments are decoded as points.
  */
-import { X509Certificate, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { TesseraError } from '../errors.js';
-import { canonicalJson, certificateFingerprint } from '../policy/bundle.js';
+import { openEnvelope, signEnvelope, type EnvelopeKind } from '../signed-envelope.js';
 import { isSpiffeId } from '../spiffe-id.js';
 import { MAX_SHARES, decodePoint, isSecretPolicyId } from './index.js';
 
@@ -49,18 +49,16 @@ export interface SecretPolicySigner {
 export const SECRET_POLICY_DOMAIN = 'tessera-secret-policy-v1\n';
 const MAX_EPOCH = 0xffffffff;
 const MAX_PAYLOAD_CHARS = 256 * 1024;
-const HEX64 = /^[0-9a-f]{64}$/;
-const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 const RECORD_KEYS = ['commitments', 'createdAt', 'epoch', 'id', 'n', 'servers', 't'] as const;
 const SERVER_KEYS = ['index', 'spiffeId', 'url'] as const;
-const ENVELOPE_KEYS = ['alg', 'payload', 'signature', 'signer'] as const;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function invalid(message: string): TesseraError {
   return new TesseraError('TESSERA_SECRET_POLICY_INVALID', message);
 }
+
+const RECORD_ENVELOPE: EnvelopeKind = { domain: SECRET_POLICY_DOMAIN, what: 'record', fail: invalid, maxPayloadChars: MAX_PAYLOAD_CHARS };
 
 function exactObject<K extends string>(v: unknown, keys: readonly K[], what: string): Record<K, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid(`${what} must be an object`);
@@ -137,34 +135,13 @@ function checkUnchecked(v: unknown): SecretPolicyRecord {
   return { id: r.id, epoch: r.epoch, t: r.t, n: r.n, commitments, servers, createdAt: r.createdAt };
 }
 
-function isP256(key: KeyObject): boolean {
-  return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
-}
-
 /**
  * Signs a record with a trust-domain CA key (ES256, P1363). Checked first.
  *
  * @throws TesseraError TESSERA_SECRET_POLICY_INVALID
  */
 export function signSecretPolicy(record: SecretPolicyRecord, signer: SecretPolicySigner): SignedSecretPolicy {
-  const checked = checkSecretPolicy(record);
-  let cert: X509Certificate;
-  try {
-    cert = new X509Certificate(signer.certDer);
-  } catch {
-    throw invalid('the signer certificate cannot be parsed');
-  }
-  if (!isP256(cert.publicKey)) throw invalid('the signer certificate does not hold a P-256 key');
-  let matches = false;
-  try {
-    matches = signer.privateKey.type === 'private' && createPublicKey(signer.privateKey).equals(cert.publicKey);
-  } catch {
-    matches = false;
-  }
-  if (!matches) throw invalid('the signing key does not belong to the signer certificate');
-  const payload = Buffer.from(canonicalJson(checked), 'utf8').toString('base64url');
-  const signature = sign('sha256', Buffer.from(SECRET_POLICY_DOMAIN + payload, 'latin1'), { key: signer.privateKey, dsaEncoding: 'ieee-p1363' });
-  return { payload, alg: 'ES256', signer: certificateFingerprint(signer.certDer), signature: signature.toString('base64url') };
+  return signEnvelope(checkSecretPolicy(record), signer, RECORD_ENVELOPE);
 }
 
 /**
@@ -182,49 +159,6 @@ export function verifySecretPolicy(signed: unknown, trustedCas: readonly Buffer[
   }
 }
 
-function decodeBase64url(s: string, what: string): Buffer {
-  const b = Buffer.from(s, 'base64url');
-  if (b.toString('base64url') !== s) throw invalid(`envelope: ${what} is not canonical base64url`);
-  return b;
-}
-
 function verifyUnchecked(signed: unknown, trustedCas: readonly Buffer[]): SecretPolicyRecord {
-  const env = exactObject(signed, ENVELOPE_KEYS, 'envelope');
-  if (env.alg !== 'ES256') throw invalid('envelope: alg must be ES256');
-  if (typeof env.signer !== 'string' || !HEX64.test(env.signer)) throw invalid('envelope: signer must be a lowercase hex SHA-256 fingerprint');
-  if (typeof env.signature !== 'string' || env.signature.length !== 86 || !BASE64URL.test(env.signature)) throw invalid('envelope: signature must be 64 bytes of base64url');
-  if (typeof env.payload !== 'string' || env.payload.length === 0 || env.payload.length > MAX_PAYLOAD_CHARS || !BASE64URL.test(env.payload)) throw invalid('envelope: payload must be base64url');
-
-  const signerDer = trustedCas.find((der) => Buffer.isBuffer(der) && certificateFingerprint(der) === env.signer);
-  if (signerDer === undefined) throw invalid('the record is signed by a CA that is not in the trust bundle');
-  let publicKey: KeyObject;
-  try {
-    const cert = new X509Certificate(signerDer);
-    if (!cert.ca) throw new Error('not a CA');
-    publicKey = cert.publicKey;
-  } catch {
-    throw invalid('the signer certificate in the trust bundle cannot be used');
-  }
-  if (!isP256(publicKey)) throw invalid('the signer certificate does not hold a P-256 key');
-  const signature = decodeBase64url(env.signature, 'signature');
-  if (!verify('sha256', Buffer.from(SECRET_POLICY_DOMAIN + env.payload, 'latin1'), { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)) {
-    throw invalid('the record signature does not verify');
-  }
-  const bytes = decodeBase64url(env.payload, 'payload');
-  let text: string;
-  let parsed: unknown;
-  try {
-    text = utf8.decode(bytes);
-    parsed = JSON.parse(text);
-  } catch {
-    throw invalid('payload is not UTF-8 JSON');
-  }
-  let canonical: string;
-  try {
-    canonical = canonicalJson(parsed);
-  } catch {
-    throw invalid('payload is not canonical JSON');
-  }
-  if (canonical !== text) throw invalid('payload is not canonical JSON');
-  return checkSecretPolicy(parsed);
+  return checkSecretPolicy(openEnvelope(signed, trustedCas, RECORD_ENVELOPE));
 }
