@@ -12,8 +12,8 @@
  * Nothing carrying a point, share or proof is ever logged.
  */
 import type { Server as HttpsServer } from 'node:https';
-import type { Socket } from 'node:net';
-import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import { clientError, toTesseraError } from '../server/api/errors.js';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
 import { ensurePrivateDir } from '../core/files.js';
 import type { Logger } from '../core/log.js';
@@ -56,40 +56,13 @@ export interface KeyServer {
   close(): Promise<void>;
 }
 
-const FASTIFY_CODES: Record<string, keyof typeof ERROR_CODES> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'TESSERA_UNSUPPORTED_MEDIA_TYPE',
-  FST_ERR_CTP_BODY_TOO_LARGE: 'TESSERA_PAYLOAD_TOO_LARGE',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'TESSERA_BAD_REQUEST',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'TESSERA_BAD_REQUEST',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'TESSERA_BAD_REQUEST',
-};
 
-function toTesseraError(err: FastifyError | Error): TesseraError {
-  if (isTesseraError(err)) return err;
-  const code = (err as FastifyError).code;
-  if (code && FASTIFY_CODES[code]) return new TesseraError(FASTIFY_CODES[code]!);
-  const status = (err as FastifyError).statusCode;
-  if (err instanceof SyntaxError || (status !== undefined && status >= 400 && status < 500)) {
-    return new TesseraError('TESSERA_BAD_REQUEST', 'the request body is not valid JSON');
-  }
-  return new TesseraError('TESSERA_INTERNAL');
-}
 
 function b64(v: string, what: string, re: RegExp): Uint8Array {
   if (!re.test(v)) throw new TesseraError('TESSERA_BAD_REQUEST', `"${what}" must be base64url of the right length`);
   return new Uint8Array(Buffer.from(v, 'base64url'));
 }
 
-function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'TESSERA_HEADERS_TOO_LARGE' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'TESSERA_REQUEST_TIMEOUT' : 'TESSERA_BAD_REQUEST';
-  if (socket.writable && !socket.destroyed) {
-    const e = new TesseraError(code);
-    const text = JSON.stringify({ error: e.toJSON() });
-    socket.end(`HTTP/1.1 ${e.status} Error\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
-  } else {
-    socket.destroy();
-  }
-}
 
 export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer> {
   await ready();

@@ -2,8 +2,9 @@ import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypt
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as HttpsServer } from 'node:https';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
-import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
+import { clientError, toTesseraError } from './api/errors.js';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { TesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { parseTrustDomain } from '../core/spiffe-id.js';
@@ -54,25 +55,6 @@ export const DEFAULTS = {
   role: 'leader' as 'leader' | 'follower',
 };
 
-const FASTIFY_CODES: Record<string, keyof typeof ERROR_CODES> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'TESSERA_UNSUPPORTED_MEDIA_TYPE',
-  FST_ERR_CTP_BODY_TOO_LARGE: 'TESSERA_PAYLOAD_TOO_LARGE',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'TESSERA_BAD_REQUEST',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'TESSERA_BAD_REQUEST',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'TESSERA_BAD_REQUEST',
-};
-
-/** Maps any error to the one response shape `{ error: { code, message } }`. */
-function toTesseraError(err: FastifyError | Error): TesseraError {
-  if (isTesseraError(err)) return err;
-  const code = (err as FastifyError).code;
-  if (code && FASTIFY_CODES[code]) return new TesseraError(FASTIFY_CODES[code]!);
-  const status = (err as FastifyError).statusCode;
-  if (err instanceof SyntaxError || (status !== undefined && status >= 400 && status < 500)) {
-    return new TesseraError('TESSERA_BAD_REQUEST', 'the request body is not valid JSON');
-  }
-  return new TesseraError('TESSERA_INTERNAL');
-}
 
 /**
  * The control plane (`tessera server`): CA and bundle, registry and join tokens, derived
@@ -265,18 +247,6 @@ export class ControlPlane {
   }
 }
 
-function clientError(err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
-  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'TESSERA_HEADERS_TOO_LARGE'
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'TESSERA_REQUEST_TIMEOUT' : 'TESSERA_BAD_REQUEST';
-  if (socket.writable && !socket.destroyed) {
-    const e = new TesseraError(code);
-    const body = JSON.stringify({ error: e.toJSON() });
-    socket.end(`HTTP/1.1 ${e.status} ${e.status === 431 ? 'Request Header Fields Too Large' : e.status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n`
-      + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-  } else {
-    socket.destroy();
-  }
-}
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
