@@ -22,30 +22,12 @@ import { PolicyEngine, type DecisionRequest } from '../src/core/policy/engine.js
 import { IDS, SHOP_ENTITIES, SHOP_POLICIES, TD, baseContext, httpContext } from '../src/core/policy/fixtures.js';
 import { TESSERA_SCHEMA, WORKLOAD_TYPE } from '../src/core/policy/schema.js';
 import type { PolicyEntity } from '../src/core/policy/types.js';
+import { parseBenchArgs, type BenchArgs, type RateRow } from './args.js';
 
-interface Row {
-  name: string;
-  usPerOp: number;
-  opsPerSecond: number;
-}
+type Row = RateRow;
 
-function parseArgs(argv: string[]): { seconds: number; json: boolean } {
-  const o = { seconds: 1, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--json') o.json = true;
-    else if (a === '--seconds') {
-      const v = Number(argv[++i]);
-      if (!(v > 0 && v <= 60)) usage('--seconds must be in (0, 60]');
-      o.seconds = v;
-    } else usage(`unknown argument ${a}`);
-  }
-  return o;
-}
-
-function usage(msg: string): never {
-  process.stderr.write(`bench/policy: ${msg}\nusage: node dist/bench/policy.js [--seconds S] [--json]\n`);
-  process.exit(2);
+function parseArgs(argv: string[]): BenchArgs {
+  return parseBenchArgs(argv, 'policy', 1);
 }
 
 /** 10 policies: the shop's 5 and 5 more of the kinds Tessera is meant for. */

@@ -17,30 +17,12 @@ import { proveDleq, verifyDleq } from '../src/core/secrets/dleq.js';
 import { fakePolicy, type FakePolicy } from '../src/core/secrets/fixtures.js';
 import { add, baseMul, decodePoint, hashToScalar, mul, randomScalar, ready, scalarInv } from '../src/core/secrets/group.js';
 import { publicShare } from '../src/core/secrets/shamir.js';
+import { parseBenchArgs, type BenchArgs, type RateRow } from './args.js';
 
-interface Row {
-  name: string;
-  usPerOp: number;
-  opsPerSecond: number;
-}
+type Row = RateRow;
 
-function parseArgs(argv: string[]): { seconds: number; json: boolean } {
-  const o = { seconds: 1, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--json') o.json = true;
-    else if (a === '--seconds') {
-      const v = Number(argv[++i]);
-      if (!(v > 0 && v <= 60)) usage('--seconds must be in (0, 60]');
-      o.seconds = v;
-    } else usage(`unknown argument ${a}`);
-  }
-  return o;
-}
-
-function usage(msg: string): never {
-  process.stderr.write(`bench/secrets-math: ${msg}\nusage: node dist/bench/secrets-math.js [--seconds S] [--json]\n`);
-  process.exit(2);
+function parseArgs(argv: string[]): BenchArgs {
+  return parseBenchArgs(argv, 'secrets-math', 1);
 }
 
 /**

@@ -38,6 +38,7 @@ import { fakePolicy, type FakePolicy } from '../src/core/secrets/fixtures.js';
 import { decodePoint, randomScalar, ready } from '../src/core/secrets/group.js';
 import { split } from '../src/core/secrets/shamir.js';
 import { ControlPlane } from '../src/server/server.js';
+import { parseBenchArgs, type BenchArgs, type RateRow } from './args.js';
 
 const TD = 'bench.test';
 const AGENT_ID = `spiffe://${TD}/shop/orders`;
@@ -45,25 +46,10 @@ const KS = [1, 2, 3, 4, 5].map((i) => `spiffe://${TD}/keyserver/${i}`);
 const AIM_P50_MS = 5;
 
 interface Latency { name: string; n: number; p50Ms: number; p99Ms: number; meanMs: number; opsPerSecond: number; cpuMsPerOp: number }
-interface Rate { name: string; usPerOp: number; opsPerSecond: number }
+type Rate = RateRow;
 
-function parseArgs(argv: string[]): { seconds: number; json: boolean } {
-  const o = { seconds: 2, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--json') o.json = true;
-    else if (a === '--seconds') {
-      const v = Number(argv[++i]);
-      if (!(v > 0 && v <= 60)) usage('--seconds must be in (0, 60]');
-      o.seconds = v;
-    } else usage(`unknown argument ${a}`);
-  }
-  return o;
-}
-
-function usage(msg: string): never {
-  process.stderr.write(`bench/secrets: ${msg}\nusage: node dist/bench/secrets.js [--seconds N] [--json]\n`);
-  process.exit(2);
+function parseArgs(argv: string[]): BenchArgs {
+  return parseBenchArgs(argv, 'secrets', 2);
 }
 
 const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
