@@ -28,7 +28,7 @@ import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll } from '../core/x509.js';
 import { secretResource } from '../keyserver/authorize.js';
 import { startKeyServer, type KeyServer } from '../keyserver/server.js';
-import type { KeyAuditEvent, RateLimit } from '../keyserver/service.js';
+import { DEFAULT_RATE_LIMIT, type KeyAuditEvent, type RateLimit } from '../keyserver/service.js';
 import { DEFAULT_SERVER_DIR, adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
@@ -149,6 +149,15 @@ export function parseServers(specs: string[]): SecretPolicyServer[] {
   });
 }
 
+/** `PER_SECOND[:BURST]`, e.g. `20:40`; the burst defaults to twice the rate (at least 1). */
+export function parseRateLimit(v: string): RateLimit {
+  const m = /^(\d{1,9}(?:\.\d{1,6})?)(?::(\d{1,9}))?$/.exec(v.trim());
+  const perSecond = m ? Number(m[1]) : NaN;
+  const burst = m?.[2] !== undefined ? Number(m[2]) : Math.max(1, Math.ceil(perSecond * 2));
+  if (!m || !(perSecond > 0) || !(burst >= 1)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--rate-limit must be PER_SECOND[:BURST] with PER_SECOND > 0 and BURST >= 1, e.g. 20:40');
+  return { perSecond, burst };
+}
+
 function readInput(file: string | undefined): Buffer {
   return file === undefined || file === '-' ? readFileSync(0) : readFileSync(file);
 }
@@ -223,6 +232,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
     .option('--join-token <token>', 'one-time join token (only until the agent has an identity); or $TESSERA_JOIN_TOKEN')
     .option('--trust-bundle <file>', 'CA bundle to trust for the first connection')
     .requiredOption('--listen <host:port>', 'address to serve on')
+    .option('--rate-limit <rate>', 'evaluations allowed per caller identity: PER_SECOND[:BURST]', `${DEFAULT_RATE_LIMIT.perSecond}:${DEFAULT_RATE_LIMIT.burst}`)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL). Shares are sealed at rest with $TESSERA_KEK or DATA_DIR/kek.key.')
     .action(run(async (g, o: Json) => {
@@ -233,6 +243,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
         serverUrl: g.server, dataDir: String(o.dataDir), listen: parseListen(String(o.listen)), log,
         ...(joinToken ? { joinToken } : {}),
         ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
+        rateLimit: parseRateLimit(String(o.rateLimit)),
       });
       log.info('key server ready', { url: node.keyServer.url, spiffe_id: node.agent.spiffeId });
       await untilSignal(() => node.close());
