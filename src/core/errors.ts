@@ -65,6 +65,8 @@ export const ERROR_CODES = {
   TESSERA_SECRET_SHARE_INVALID: { status: 400, description: 'A key share is malformed, duplicated, or does not match the policy\'s published commitments.' },
   TESSERA_SECRET_PROOF_INVALID: { status: 502, description: 'A key server answered without a valid proof that it used its committed key share.' },
   TESSERA_SECRET_THRESHOLD: { status: 503, description: 'Fewer key servers than the policy\'s threshold answered with a valid evaluation.' },
+  TESSERA_SECRET_EPOCH_RETIRED: { status: 410, description: 'The secret policy\'s key epoch was retired: its shares are deleted; seal again under a newer epoch.' },
+  TESSERA_SECRET_STALE: { status: 409, description: 'The key server holds another share generation than the caller asked for (a refresh is under way): fetch the policy record again.' },
   TESSERA_SECRET_POLICY_INVALID: { status: 400, description: 'The secret policy record is malformed (threshold, commitments, key servers), not signed by a trusted CA, or altered.' },
 
   // Local (CLI / agent) problems.

@@ -4,9 +4,16 @@
  * context is rebuilt when the SVID or bundle rotates. Every route but /v1/healthz needs a client
  * SVID of the trust domain; a client without a certificate the bundle trusts fails the handshake.
  *
- *   POST /v1/evaluate                 {policy, epoch, b}                       → {index, z, proof}
- *   PUT  /v1/shares/:policy/:epoch    {t, n, index, value, commitments}        → 201 {policy, epoch, index, created}
+ *   POST /v1/evaluate                 {policy, epoch, generation?, b}          → {index, generation, z, proof}
  *   GET  /v1/healthz                                                            → {status, shares}
+ *
+ * Provisioning, for the admin (the `provisioners`) only, each audited:
+ *   PUT    /v1/shares/:policy/:epoch          {t, n, index, value, commitments} → 201 {policy, epoch, index, created}
+ *   POST   /v1/shares/:policy/:epoch/refresh  {from, delta, d}                  → {policy, epoch, index, generation, commitments}
+ *   POST   /v1/shares/:policy/:epoch/commit   {generation, commitments}         → {policy, epoch, generation, committed}
+ *   DELETE /v1/shares/:policy/:epoch/pending                                    → {policy, epoch, aborted}
+ *   DELETE /v1/shares/:policy/:epoch                                            → {policy, epoch, deleted}
+ *   GET    /v1/shares                                                           → {shares: [{policy, epoch, generation, index, t, n, pending?}]}
  *
  * Binary fields are base64url. Request bodies are JSON, at most 64 KiB, unknown fields refused.
  * Nothing carrying a point, share or proof is ever logged.
@@ -124,43 +131,86 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
 
   app.post('/v1/evaluate', async (req) => {
     const who = caller(req);
-    const b = body(req.body, ['policy', 'epoch', 'b']);
+    const b = body(req.body, ['policy', 'epoch', 'generation', 'b']);
     const policy = reqStr(b, 'policy', { max: 64 });
     const epoch = int(b, 'epoch', { min: 0, max: 0xffffffff }) as number;
+    const generation = int(b, 'generation', { min: 1, max: 0xffffffff, optional: true });
     const B = b64(reqStr(b, 'b', { max: 64 }), 'b', B64URL_32);
-    const ev = service.evaluate(who, { policy, epoch, B });
-    return { index: ev.index, z: Buffer.from(ev.Z).toString('base64url'), proof: Buffer.from(encodeProof(ev.proof)).toString('base64url') };
+    const ev = service.evaluate(who, { policy, epoch, B, ...(generation === undefined ? {} : { generation }) });
+    return { index: ev.index, generation: ev.generation, z: Buffer.from(ev.Z).toString('base64url'), proof: Buffer.from(encodeProof(ev.proof)).toString('base64url') };
   });
 
-  app.put<{ Params: { policy: string; epoch: string } }>('/v1/shares/:policy/:epoch', async (req, reply) => {
+  /** A provisioning route: admin only, (policy, epoch) from the path, audited whatever happens. */
+  type Params = { Params: { policy: string; epoch: string } };
+  const provisioning = async <T>(req: FastifyRequest<Params>, action: KeyAuditEvent['action'], fn: (policy: string, epoch: number) => T): Promise<T> => {
     const who = caller(req);
     const { policy, epoch: epochText } = req.params;
     const audit = (outcome: KeyAuditEvent['outcome'], code?: keyof typeof ERROR_CODES): void => {
-      const ev: KeyAuditEvent = { at: new Date().toISOString(), action: 'secret:share-install', actor: who.spiffeId, policy: isSecretPolicyId(policy) ? policy : '(invalid)', epoch: EPOCH_RE.test(epochText) ? Number(epochText) : -1, outcome, ...(code ? { code } : {}) };
+      const ev: KeyAuditEvent = { at: new Date().toISOString(), action, actor: who.spiffeId, policy: isSecretPolicyId(policy) ? policy : '(invalid)', epoch: EPOCH_RE.test(epochText) ? Number(epochText) : -1, outcome, ...(code ? { code } : {}) };
       try { onAudit(ev); } catch { /* the sink reports its own failures */ }
     };
     try {
-      if (!provisioners.has(who.spiffeId)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not install key shares');
+      if (!provisioners.has(who.spiffeId)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not provision key shares');
       if (!isSecretPolicyId(policy)) throw new TesseraError('TESSERA_BAD_REQUEST', 'the policy id must be 1..64 of [a-z0-9._-]');
       if (!EPOCH_RE.test(epochText) || Number(epochText) > 0xffffffff) throw new TesseraError('TESSERA_BAD_REQUEST', 'the key epoch must be an integer in 0..2^32-1');
-      const b = body(req.body, ['t', 'n', 'index', 'value', 'commitments']);
-      const t = int(b, 't', { min: 1, max: 255 }) as number;
-      const n = int(b, 'n', { min: 1, max: 255 }) as number;
-      const index = int(b, 'index', { min: 1, max: 255 }) as number;
-      const value = b64(reqStr(b, 'value', { max: 64 }), 'value', B64URL_32);
-      const commitments = (strList(b, 'commitments', { maxItems: 255, minItems: 1, maxLength: 43, pattern: B64URL_32 }) as string[]).map((c) => b64(c, 'commitments', B64URL_32));
-      if (commitments.length !== t) throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', 'there must be exactly t distinct commitments');
-      const { created } = store.put({ policyId: policy, epoch: Number(epochText), t, n, index, value, commitments });
-      value.fill(0);
+      const out = fn(policy, Number(epochText));
       audit('allowed');
-      void reply.code(201);
-      return { policy, epoch: Number(epochText), index, created };
+      return out;
     } catch (err) {
       const code = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
       audit(code === 'TESSERA_FORBIDDEN' ? 'denied' : 'error', code);
       throw err;
     }
+  };
+  const points = (b: Record<string, unknown>, field: string, min: number): Uint8Array[] =>
+    (strList(b, field, { maxItems: 255, minItems: min, maxLength: 43, pattern: B64URL_32 }) as string[]).map((c) => b64(c, field, B64URL_32));
+  const b64list = (ps: Uint8Array[]): string[] => ps.map((p) => Buffer.from(p).toString('base64url'));
+
+  app.get('/v1/shares', async (req) => {
+    const who = caller(req);
+    if (!provisioners.has(who.spiffeId)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not list key shares');
+    return { shares: store.list().map((s) => ({ policy: s.policyId, epoch: s.epoch, generation: s.generation, index: s.index, t: s.t, n: s.n, ...(s.pending ? { pending: s.pending } : {}) })) };
   });
+
+  app.post<Params>('/v1/shares/:policy/:epoch/refresh', (req) => provisioning(req, 'secret:share-refresh', (policy, epoch) => {
+    const b = body(req.body, ['from', 'delta', 'd']);
+    const from = int(b, 'from', { min: 1, max: 0xffffffff - 1 }) as number;
+    const delta = b64(reqStr(b, 'delta', { max: 64 }), 'delta', B64URL_32);
+    try {
+      const r = store.prepareRefresh(policy, epoch, from, delta, points(b, 'd', 1));
+      return { policy, epoch, index: r.index, generation: r.generation, commitments: b64list(r.commitments) };
+    } finally {
+      delta.fill(0);
+    }
+  }));
+
+  app.post<Params>('/v1/shares/:policy/:epoch/commit', (req) => provisioning(req, 'secret:share-commit', (policy, epoch) => {
+    const b = body(req.body, ['generation', 'commitments']);
+    const generation = int(b, 'generation', { min: 1, max: 0xffffffff }) as number;
+    const { committed } = store.commitRefresh(policy, epoch, generation, points(b, 'commitments', 1));
+    return { policy, epoch, generation, committed };
+  }));
+
+  app.delete<Params>('/v1/shares/:policy/:epoch/pending', (req) => provisioning(req, 'secret:share-abort', (policy, epoch) => ({ policy, epoch, aborted: store.abortRefresh(policy, epoch) })));
+
+  app.delete<Params>('/v1/shares/:policy/:epoch', (req) => provisioning(req, 'secret:share-delete', (policy, epoch) => ({ policy, epoch, deleted: store.delete(policy, epoch) })));
+
+  app.put<Params>('/v1/shares/:policy/:epoch', (req, reply) => provisioning(req, 'secret:share-install', (policy, epoch) => {
+    const b = body(req.body, ['t', 'n', 'index', 'value', 'commitments']);
+    const t = int(b, 't', { min: 1, max: 255 }) as number;
+    const n = int(b, 'n', { min: 1, max: 255 }) as number;
+    const index = int(b, 'index', { min: 1, max: 255 }) as number;
+    const value = b64(reqStr(b, 'value', { max: 64 }), 'value', B64URL_32);
+    const commitments = points(b, 'commitments', 1);
+    if (commitments.length !== t) throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', 'there must be exactly t distinct commitments');
+    try {
+      const { created } = store.put({ policyId: policy, epoch, t, n, index, value, commitments });
+      void reply.code(201);
+      return { policy, epoch, index, created };
+    } finally {
+      value.fill(0);
+    }
+  }));
 
   try {
     await app.listen({ host: opts.listen.host, port: opts.listen.port });

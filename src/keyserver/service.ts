@@ -17,12 +17,14 @@ export interface KeyCaller {
 export interface EvaluateRequest {
   policy: string;
   epoch: number;
+  /** The share generation of the caller's policy record; absent: the current one. */
+  generation?: number;
   B: Uint8Array;
 }
 
 export interface KeyAuditEvent {
   at: string;
-  action: 'secret:evaluate' | 'secret:share-install';
+  action: 'secret:evaluate' | 'secret:share-install' | 'secret:share-refresh' | 'secret:share-commit' | 'secret:share-abort' | 'secret:share-delete';
   actor: string;
   policy: string;
   epoch: number;
@@ -100,19 +102,23 @@ export class KeyService {
    * Order of checks: rate limit, request shape, authorization (before existence, so a caller who
    * may not unseal learns nothing about which policies or epochs exist), share lookup, then B.
    */
-  evaluate(caller: KeyCaller, req: EvaluateRequest): Evaluation {
+  evaluate(caller: KeyCaller, req: EvaluateRequest): Evaluation & { generation: number } {
     const policy = isSecretPolicyId(req.policy) ? req.policy : '(invalid)';
     const epoch = Number.isInteger(req.epoch) ? req.epoch : -1;
     try {
       if (!this.limiter.take(caller.spiffeId)) throw new TesseraError('TESSERA_RATE_LIMITED');
       const context = unsealContext(req.policy, req.epoch);
       if (!this.opts.authorize(caller, req.policy)) throw new TesseraError('TESSERA_FORBIDDEN', 'the caller may not unseal under this policy');
-      const share = this.opts.store.get(req.policy, req.epoch);
-      if (share === undefined) throw new TesseraError('TESSERA_NOT_FOUND', 'no key share for this policy and epoch');
+      const share = req.generation === undefined ? this.opts.store.get(req.policy, req.epoch) : this.opts.store.getGeneration(req.policy, req.epoch, req.generation);
+      if (share === undefined) {
+        const cur = this.opts.store.get(req.policy, req.epoch);
+        if (cur === undefined) throw new TesseraError('TESSERA_NOT_FOUND', 'no key share for this policy and epoch');
+        throw new TesseraError('TESSERA_SECRET_STALE', `this key server holds share generation ${cur.generation}, not ${String(req.generation)}: fetch the policy record again`);
+      }
       const B = decodePoint(req.B);
       const ev = evaluateAndProve(share, B, context, share.K);
       this.audit(caller, policy, epoch, 'allowed');
-      return ev;
+      return { ...ev, generation: share.generation };
     } catch (err) {
       const code: ErrorCode = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
       this.audit(caller, policy, epoch, code === 'TESSERA_FORBIDDEN' ? 'denied' : 'error', code);

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../test/support/expect.js';
-import { baseMul, pointEquals, randomScalar, ready, refreshShares, split } from '../core/secrets/index.js';
+import { baseMul, dealRefresh, pointEquals, randomScalar, ready, refreshShares, split } from '../core/secrets/index.js';
+import { combineScalars } from '../core/secrets/shamir.js';
 import { KeyEncryptionKey } from '../server/ca/kek.js';
 import { ShareStore, type StoredShare } from './store.js';
 
@@ -51,7 +52,7 @@ describe('ShareStore', () => {
     expect(Buffer.from(got.value).equals(v)).toBe(true);
     expect(pointEquals(got.K, baseMul(share.value))).toBe(true);
     expect(again.get('shop.db', 2)).toBeUndefined();
-    expect(again.list()).toEqual([{ policyId: 'shop.db', epoch: 1, t: 2, n: 3, index: 2 }]);
+    expect(again.list()).toEqual([{ policyId: 'shop.db', epoch: 1, generation: 1, t: 2, n: 3, index: 2 }]);
   });
 
   it('refuses to load with the wrong key-encryption key', () => {
@@ -87,18 +88,88 @@ describe('ShareStore', () => {
     expect(readdirSync(join(dir, 'shares'))).toEqual([]);
   });
 
-  it('refuses to overwrite a policy epoch with another key, accepts a refresh of the same key', () => {
+  it('refuses to overwrite a policy epoch with another share; the same share again is a no-op', () => {
     const dir = tmp();
     const store = ShareStore.open(dir, KeyEncryptionKey.load(dir, { TESSERA_KEK: KEK_A }));
     const { shares, sharing } = dealt();
-    store.put(shares[0]!);
+    expect(store.put(shares[0]!)).toEqual({ created: true });
+    expect(store.put({ ...shares[0]!, value: new Uint8Array(shares[0]!.value) })).toEqual({ created: false });
     expectTesseraError(() => store.put(dealt().shares[0]!), 'TESSERA_CONFLICT');
+    // New shares of the same key go through a refresh, not a second install.
     const refreshed = refreshShares(sharing.shares, sharing.commitments);
-    expect(pointEquals(refreshed.commitments[0]!, sharing.commitments[0]!)).toBe(true);
-    const r0 = refreshed.shares[0]!;
-    expect(store.put({ ...shares[0]!, value: r0.value, commitments: refreshed.commitments })).toEqual({ created: false });
-    const again = ShareStore.open(dir, KeyEncryptionKey.load(dir, { TESSERA_KEK: KEK_A }));
-    expect(Buffer.from(again.get('shop.db', 1)!.value).equals(Buffer.from(r0.value))).toBe(true);
+    expectTesseraError(() => store.put({ ...shares[0]!, value: refreshed.shares[0]!.value, commitments: refreshed.commitments }), 'TESSERA_CONFLICT');
+  });
+
+  it('refreshes in two phases: prepared beside the current share (both answer), committed, old share gone; survives restarts', () => {
+    const dir = tmp();
+    const kek = KeyEncryptionKey.load(dir, { TESSERA_KEK: KEK_A });
+    const stores = [1, 2, 3].map((i) => ShareStore.open(join(dir, `s${i}`), kek));
+    const { shares, sharing } = dealt();
+    stores.forEach((st, i) => st.put(shares[i]!));
+    const deal = dealRefresh(2, 3);
+    const prepared = stores.map((st, i) => st.prepareRefresh('shop.db', 1, 1, deal.deltas[i]!.value, deal.D));
+    // Every server computes the same new commitments, with the same public key.
+    const hex = (ps: Uint8Array[]): string[] => ps.map((p) => Buffer.from(p).toString('hex'));
+    for (const p of prepared) expect(hex(p.commitments)).toEqual(hex(prepared[0]!.commitments));
+    expect(pointEquals(prepared[0]!.commitments[0]!, sharing.commitments[0]!)).toBe(true);
+    expect(stores[0]!.list()).toEqual([{ policyId: 'shop.db', epoch: 1, generation: 1, t: 2, n: 3, index: 1, pending: 2 }]);
+    expect(readdirSync(join(dir, 's1', 'shares')).sort()).toEqual(['shop.db.1.json', 'shop.db.1.next.json']);
+    expect(statSync(join(dir, 's1', 'shares', 'shop.db.1.next.json')).mode & 0o777).toBe(0o600);
+    // Both generations answer while the refresh is under way; nothing else does.
+    expect(stores[0]!.getGeneration('shop.db', 1, 1)?.generation).toBe(1);
+    expect(stores[0]!.getGeneration('shop.db', 1, 2)?.generation).toBe(2);
+    expect(stores[0]!.getGeneration('shop.db', 1, 3)).toBeUndefined();
+    // A restart keeps the prepared generation.
+    const reopened = ShareStore.open(join(dir, 's1'), kek);
+    expect(reopened.list()[0]!.pending).toBe(2);
+    // Commit needs the published commitments.
+    expectTesseraError(() => reopened.commitRefresh('shop.db', 1, 2, sharing.commitments), 'TESSERA_CONFLICT');
+    expectTesseraError(() => reopened.commitRefresh('shop.db', 1, 3, prepared[0]!.commitments), 'TESSERA_NOT_FOUND');
+    const old = Buffer.from(reopened.get('shop.db', 1)!.value);
+    expect(reopened.commitRefresh('shop.db', 1, 2, prepared[0]!.commitments)).toEqual({ committed: true });
+    expect(reopened.commitRefresh('shop.db', 1, 2, prepared[0]!.commitments)).toEqual({ committed: false });
+    expect(reopened.getGeneration('shop.db', 1, 1)).toBeUndefined();
+    expect(readdirSync(join(dir, 's1', 'shares'))).toEqual(['shop.db.1.json']);
+    const after = ShareStore.open(join(dir, 's1'), kek).get('shop.db', 1)!;
+    expect(after.generation).toBe(2);
+    expect(Buffer.from(after.value).equals(old)).toBe(false);
+    // The new shares still recover the same key.
+    stores[1]!.commitRefresh('shop.db', 1, 2, prepared[1]!.commitments);
+    const k = combineScalars([{ index: 1, value: after.value }, { index: 2, value: stores[1]!.get('shop.db', 1)!.value }]);
+    expect(pointEquals(baseMul(k), sharing.commitments[0]!)).toBe(true);
+    // A refresh from a stale generation is refused.
+    expectTesseraError(() => stores[1]!.prepareRefresh('shop.db', 1, 1, deal.deltas[1]!.value, deal.D), 'TESSERA_CONFLICT');
+    expectTesseraError(() => stores[1]!.prepareRefresh('shop.db', 9, 2, deal.deltas[1]!.value, deal.D), 'TESSERA_NOT_FOUND');
+  });
+
+  it('aborts a prepared refresh, refuses a delta that does not match, and deletes an epoch', () => {
+    const dir = tmp();
+    const store = ShareStore.open(dir, KeyEncryptionKey.load(dir, { TESSERA_KEK: KEK_A }));
+    const { shares } = dealt();
+    store.put(shares[0]!);
+    const deal = dealRefresh(2, 3);
+    expectTesseraError(() => store.prepareRefresh('shop.db', 1, 1, deal.deltas[1]!.value, deal.D), 'TESSERA_SECRET_SHARE_INVALID');
+    expect(readdirSync(join(dir, 'shares'))).toEqual(['shop.db.1.json']);
+    store.prepareRefresh('shop.db', 1, 1, deal.deltas[0]!.value, deal.D);
+    expect(store.abortRefresh('shop.db', 1)).toBe(true);
+    expect(store.abortRefresh('shop.db', 1)).toBe(false);
+    expect(store.get('shop.db', 1)!.generation).toBe(1);
+    store.prepareRefresh('shop.db', 1, 1, deal.deltas[0]!.value, deal.D);
+    expect(store.delete('shop.db', 1)).toBe(true);
+    expect(store.delete('shop.db', 1)).toBe(false);
+    expect(store.list()).toEqual([]);
+    expect(readdirSync(join(dir, 'shares'))).toEqual([]);
+  });
+
+  it('refuses to start on a prepared refresh that does not follow its current share', () => {
+    const dir = tmp();
+    const kek = KeyEncryptionKey.load(dir, { TESSERA_KEK: KEK_A });
+    const store = ShareStore.open(dir, kek);
+    store.put(dealt().shares[0]!);
+    const deal = dealRefresh(2, 3);
+    store.prepareRefresh('shop.db', 1, 1, deal.deltas[0]!.value, deal.D);
+    rmSync(join(dir, 'shares', 'shop.db.1.json'));
+    expectTesseraError(() => ShareStore.open(dir, kek), 'TESSERA_SECRET_SHARE_INVALID');
   });
 
   it('refuses to start on a share file that is readable by others', () => {

@@ -5,7 +5,8 @@ import { expectTesseraError } from '../../../test/support/expect.js';
 import { TesseraError } from '../errors.js';
 import { createSelfSignedCa } from '../x509.js';
 import { randomScalar, ready, split } from './index.js';
-import { checkSecretPolicy, signSecretPolicy, verifySecretPolicy, type SecretPolicyRecord } from './policy-record.js';
+import { signEnvelope } from '../signed-envelope.js';
+import { SECRET_POLICY_DOMAIN, checkSecretPolicy, signSecretPolicy, verifySecretPolicy, type SecretPolicyRecord } from './policy-record.js';
 
 const TD = 'tessera.test';
 const HOUR = 3600_000;
@@ -25,7 +26,7 @@ beforeAll(async () => {
   await ready();
   const s = split(randomScalar(), 2, 3);
   record = {
-    id: 'db', epoch: 1, t: 2, n: 3, commitments: s.commitments.map(b64u), createdAt: new Date().toISOString(),
+    id: 'db', epoch: 1, t: 2, n: 3, generation: 1, commitments: s.commitments.map(b64u), createdAt: new Date().toISOString(),
     servers: [1, 2, 3].map((i) => ({ url: `https://127.0.0.1:${9000 + i}`, spiffeId: `spiffe://${TD}/tessera/keyserver/${i}`, index: i })),
   };
 });
@@ -54,6 +55,15 @@ describe('signed secret-policy records', () => {
     expectTesseraError(() => signSecretPolicy(record, { privateKey: caB.privateKey, certDer: caA.certDer }), 'TESSERA_SECRET_POLICY_INVALID');
   });
 
+  it('reads a record signed before share generations existed as generation 1', () => {
+    const { generation: _omitted, ...old } = record;
+    // Signed as the previous version did: the payload has no generation field.
+    const signed = signEnvelope(old, caA, { domain: SECRET_POLICY_DOMAIN, what: 'record', fail: (m) => new TesseraError('TESSERA_SECRET_POLICY_INVALID', m), maxPayloadChars: 1 << 18 });
+    expect(JSON.parse(Buffer.from(signed.payload, 'base64url').toString('utf8'))).not.toHaveProperty('generation');
+    expect(verifySecretPolicy(signed, [caA.certDer]).generation).toBe(1);
+    expect(verifySecretPolicy(signSecretPolicy({ ...record, generation: 7 }, caA), [caA.certDer]).generation).toBe(7);
+  });
+
   it('validates strictly', () => {
     const bad: unknown[] = [
       { ...record, t: 4 },
@@ -71,6 +81,9 @@ describe('signed secret-policy records', () => {
       { ...record, servers: record.servers.map((s, i) => (i === 0 ? { ...s, extra: true } : s)) },
       { ...record, createdAt: 'yesterday' },
       { ...record, more: 1 },
+      { ...record, generation: 0 },
+      { ...record, generation: 1.5 },
+      { ...record, generation: '2' },
     ];
     for (const b of bad) {
       expectTesseraError(() => checkSecretPolicy(b), 'TESSERA_SECRET_POLICY_INVALID');

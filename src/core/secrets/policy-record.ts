@@ -27,6 +27,11 @@ export interface SecretPolicyRecord {
   epoch: number;
   t: number;
   n: number;
+  /**
+   * Share generation, 1 when the key is dealt, +1 on each share refresh (same key, new shares and
+   * commitments). Records signed before generations existed have none and are generation 1.
+   */
+  generation: number;
   /** base64url ristretto255 points; commitments[0] is the policy public key P_p. */
   commitments: string[];
   servers: SecretPolicyServer[];
@@ -51,7 +56,10 @@ const MAX_EPOCH = 0xffffffff;
 const MAX_PAYLOAD_CHARS = 256 * 1024;
 const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
-const RECORD_KEYS = ['commitments', 'createdAt', 'epoch', 'id', 'n', 'servers', 't'] as const;
+const RECORD_KEYS = ['commitments', 'createdAt', 'epoch', 'generation', 'id', 'n', 'servers', 't'] as const;
+/** Fields a record may lack (older records): generation defaults to 1. */
+const OPTIONAL_KEYS: ReadonlySet<string> = new Set(['generation']);
+export const MAX_GENERATION = 0xffffffff;
 const SERVER_KEYS = ['index', 'spiffeId', 'url'] as const;
 
 function invalid(message: string): TesseraError {
@@ -67,7 +75,7 @@ function exactObject<K extends string>(v: unknown, keys: readonly K[], what: str
     if (!allowed.has(k)) throw invalid(`${what}: unknown field ${JSON.stringify(k.slice(0, 64))}`);
   }
   for (const k of keys) {
-    if (!Object.hasOwn(v, k)) throw invalid(`${what}: missing field ${k}`);
+    if (!Object.hasOwn(v, k) && !OPTIONAL_KEYS.has(k)) throw invalid(`${what}: missing field ${k}`);
   }
   return v as Record<K, unknown>;
 }
@@ -89,8 +97,8 @@ function checkUrl(v: unknown, i: number): string {
 }
 
 /**
- * Checks a record's shape and content strictly and returns a clean copy: t ≤ n ≤ 255, exactly t
- * valid commitments, n servers with unique indices 1..n, https URLs, SPIFFE IDs.
+ * Checks a record's shape and content strictly and returns a clean copy: t ≤ n ≤ 255, a share
+ * generation ≥ 1 (1 if absent), exactly t valid commitments, n servers with unique indices 1..n, https URLs, SPIFFE IDs.
  *
  * @throws TesseraError TESSERA_SECRET_POLICY_INVALID
  */
@@ -109,6 +117,8 @@ function checkUnchecked(v: unknown): SecretPolicyRecord {
   if (!isInt(r.epoch, 0, MAX_EPOCH)) throw invalid('record: epoch must be an integer in 0..2^32-1');
   if (!isInt(r.n, 1, MAX_SHARES)) throw invalid(`record: n must be an integer in 1..${MAX_SHARES}`);
   if (!isInt(r.t, 1, r.n)) throw invalid('record: t must be an integer in 1..n');
+  const generation = r.generation === undefined ? 1 : r.generation;
+  if (!isInt(generation, 1, MAX_GENERATION)) throw invalid('record: generation must be an integer in 1..2^32-1');
   if (typeof r.createdAt !== 'string' || !ISO_UTC.test(r.createdAt) || !Number.isFinite(Date.parse(r.createdAt))) throw invalid('record: createdAt must be an ISO 8601 UTC time');
   if (!Array.isArray(r.commitments) || r.commitments.length !== r.t) throw invalid('record: there must be exactly t commitments');
   const commitments = r.commitments.map((c: unknown, i: number) => {
@@ -132,7 +142,7 @@ function checkUnchecked(v: unknown): SecretPolicyRecord {
     if (typeof o.spiffeId !== 'string' || !isSpiffeId(o.spiffeId)) throw invalid(`record: servers[${i}].spiffeId must be a SPIFFE ID`);
     return { url: checkUrl(o.url, i), spiffeId: o.spiffeId, index: o.index };
   });
-  return { id: r.id, epoch: r.epoch, t: r.t, n: r.n, commitments, servers, createdAt: r.createdAt };
+  return { id: r.id, epoch: r.epoch, t: r.t, n: r.n, generation, commitments, servers, createdAt: r.createdAt };
 }
 
 /**

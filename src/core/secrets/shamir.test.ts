@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../../test/support/expect.js';
 import { baseMul, mul, pointEquals, randomScalar, ready, scalarAdd, scalarFromInt, type Scalar } from './group.js';
-import { combinePoints, combineScalars, lagrangeAt0, publicShare, refreshShares, split, verifyShare, type Share } from './shamir.js';
+import { applyRefresh, combinePoints, combineScalars, dealRefresh, lagrangeAt0, publicShare, refreshShares, split, verifyShare, type Share } from './shamir.js';
 
 beforeAll(ready);
 
@@ -179,5 +179,46 @@ describe('refreshShares', () => {
     expectTesseraError(() => refreshShares([shares[0]!, shares[0]!], commitments), 'TESSERA_SECRET_SHARE_INVALID');
     const one = split(randomScalar(), 1, 3);
     expectTesseraError(() => refreshShares(one.shares, one.commitments), 'TESSERA_BAD_REQUEST');
+  });
+});
+
+describe('dealRefresh and applyRefresh (a refresh through key servers that each hold one share)', () => {
+  it('each server applies its own delta; every server computes the same new commitments; the key stays', () => {
+    fc.assert(
+      fc.property(arbTN.filter(([t]) => t >= 2), ([t, n]) => {
+        const k = randomScalar();
+        const old = split(k, t, n);
+        const deal = dealRefresh(t, n);
+        expect(deal.deltas.map((d) => d.index)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+        expect(deal.D).toHaveLength(t - 1);
+        // g(0) = 0: the deltas alone interpolate to zero.
+        expect(eq(combineScalars(deal.deltas.slice(0, t)), new Uint8Array(32))).toBe(true);
+        const out = old.shares.map((s, i) => applyRefresh(s, old.commitments, deal.deltas[i]!, deal.D));
+        for (const o of out) {
+          expect(o.commitments.map((c) => Buffer.from(c).toString('hex'))).toEqual(out[0]!.commitments.map((c) => Buffer.from(c).toString('hex')));
+          expect(pointEquals(o.commitments[0]!, old.commitments[0]!)).toBe(true);
+          expect(verifyShare(o.share, o.commitments)).toBe(true);
+        }
+        for (const subset of subsets(out.map((o) => o.share), t)) expect(eq(combineScalars(subset), k)).toBe(true);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('refuses a delta that does not match D, another index, wrong-length D, a bad current share, a 1-of-n sharing', () => {
+    const old = split(randomScalar(), 3, 5);
+    const deal = dealRefresh(3, 5);
+    const s = old.shares[1]!;
+    const bumped = { index: 2, value: scalarAdd(deal.deltas[1]!.value, scalarFromInt(1)) };
+    expectTesseraError(() => applyRefresh(s, old.commitments, bumped, deal.D), 'TESSERA_SECRET_SHARE_INVALID');
+    expectTesseraError(() => applyRefresh(s, old.commitments, deal.deltas[2]!, deal.D), 'TESSERA_SECRET_SHARE_INVALID');
+    expectTesseraError(() => applyRefresh(s, old.commitments, deal.deltas[1]!, deal.D.slice(0, 1)), 'TESSERA_SECRET_SHARE_INVALID');
+    expectTesseraError(() => applyRefresh(s, old.commitments, deal.deltas[1]!, [...deal.D].reverse()), 'TESSERA_SECRET_SHARE_INVALID');
+    expectTesseraError(() => applyRefresh(s, old.commitments, deal.deltas[1]!, [deal.D[0]!, new Uint8Array(32)]), 'TESSERA_SECRET_SHARE_INVALID');
+    expectTesseraError(() => applyRefresh({ index: 2, value: scalarAdd(s.value, scalarFromInt(1)) }, old.commitments, deal.deltas[1]!, deal.D), 'TESSERA_SECRET_SHARE_INVALID');
+    expectTesseraError(() => applyRefresh(s, old.commitments, { index: 2, value: new Uint8Array(32) }, deal.D), 'TESSERA_SECRET_SHARE_INVALID');
+    expectTesseraError(() => dealRefresh(1, 3), 'TESSERA_BAD_REQUEST');
+    const one = split(randomScalar(), 1, 2);
+    expectTesseraError(() => applyRefresh(one.shares[0]!, one.commitments, deal.deltas[0]!, []), 'TESSERA_SECRET_SHARE_INVALID');
   });
 });

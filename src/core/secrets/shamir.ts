@@ -144,16 +144,74 @@ export function combinePoints(partials: IndexedPoint[]): Point {
   return acc!;
 }
 
+/** A dealer's refresh of a t-of-n sharing: a random sharing of zero, g(0) = 0, g of degree t-1. */
+export interface RefreshDeal {
+  /** g(i) for i = 1..n, one to each key server. Secret (with an old share it gives the new one). */
+  deltas: Share[];
+  /** D_j = g_j·G for j = 1..t-1 (D_0 is the identity and is not sent). Public. */
+  D: Point[];
+}
+
 /**
- * Proactive refresh: new shares of the same k, by adding a random sharing of zero, g(0) = 0, with
- * g's commitments D_j added to the old ones (C'_0 = C_0 = P_p, C'_j = C_j + D_j). Old and new shares
- * do not mix, so shares stolen before a refresh are worth nothing after it (once the old ones are
- * deleted).
- *
- * Takes the current commitments rather than only t: the new commitments are derived from them, and
- * recomputing them from the shares would mean reconstructing k. Every input share is verified first
- * (TESSERA_SECRET_SHARE_INVALID otherwise), so a bad share cannot be laundered into a fresh one.
- * A 1-of-n sharing (every share is k) cannot be refreshed.
+ * Deals a refresh for a t-of-n sharing (t ≥ 2): each key server adds its g(i) to its share, and
+ * everyone adds D_j to C_j, so C_0 = P_p stays and the key is unchanged. Old and new shares do not
+ * combine, so shares stolen before a refresh are worth nothing after it (once the old ones are
+ * deleted). The coefficients are wiped before returning; the dealer never sees a share.
+ */
+export function dealRefresh(t: number, n: number): RefreshDeal {
+  checkThreshold(t, n);
+  if (t < 2) throw fail('TESSERA_BAD_REQUEST', 'a 1-of-n sharing cannot be refreshed');
+  for (;;) {
+    const g: Scalar[] = [new Uint8Array(32)];
+    for (let j = 1; j < t; j++) g.push(randomScalar());
+    const deltas: Share[] = [];
+    for (let i = 1; i <= n; i++) deltas.push({ index: i, value: evalPoly(g, i) });
+    // g(i) = 0 (probability n/ℓ) is not a canonical non-zero scalar on the wire: draw again.
+    if (deltas.some((d) => isZeroScalar(d.value))) continue;
+    const D = g.slice(1).map(baseMul);
+    for (const c of g) c.fill(0);
+    return { deltas, D };
+  }
+}
+
+/**
+ * A key server's side of a refresh: checks its delta against D (Feldman: δ·G = Σ_{j≥1} D_j·i^j),
+ * then returns its new share f(i) + g(i) and the new commitments C'_j = C_j + D_j, after checking
+ * the new share against them. The old share is left untouched (the caller deletes it once the new
+ * generation is published). TESSERA_SECRET_SHARE_INVALID on any mismatch.
+ */
+export function applyRefresh(share: Share, commitments: Point[], delta: Share, D: Point[]): { share: Share; commitments: Point[] } {
+  const cs = decodeCommitments(commitments);
+  if (cs.length < 2) throw fail('TESSERA_SECRET_SHARE_INVALID', 'a 1-of-n sharing cannot be refreshed');
+  if (!Array.isArray(D) || D.length !== cs.length - 1) throw fail('TESSERA_SECRET_SHARE_INVALID', 'a refresh needs exactly t-1 commitments');
+  const ds = decodeCommitments(D);
+  checkIndex(share.index);
+  if (delta.index !== share.index) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the refresh is for another share index');
+  let d: Scalar;
+  try {
+    d = decodeScalar(delta.value);
+  } catch (err) {
+    if (isGroupError(err)) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the refresh value is not a canonical non-zero scalar');
+    throw err;
+  }
+  // Σ_{j≥1} D_j·i^j = i·(Σ_{j≥1} D_j·i^(j-1)): Horner over D_1..D_{t-1}, then one more multiply by i.
+  const expected = mul(scalarFromInt(share.index), publicShareOf(share.index, ds));
+  if (!pointEquals(baseMul(d), expected)) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the refresh value does not match its commitments');
+  if (!verifyShare(share, cs)) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the current share does not match its commitments');
+  const value = scalarAdd(decodeScalar(share.value), d);
+  d.fill(0);
+  if (isZeroScalar(value)) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the refreshed share is zero; deal the refresh again');
+  const next = cs.map((c, j): Point => (j === 0 ? c : add(c, ds[j - 1]!)));
+  const fresh = { index: share.index, value };
+  if (!verifyShare(fresh, next)) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the refreshed share does not match the new commitments');
+  return { share: fresh, commitments: next };
+}
+
+/**
+ * Proactive refresh of a whole sharing at once (tests and tools that hold every share): the
+ * dealer's {@link dealRefresh} applied by {@link applyRefresh} to each share. Every input share is
+ * verified first (TESSERA_SECRET_SHARE_INVALID otherwise), so a bad share cannot be laundered into
+ * a fresh one. A 1-of-n sharing (every share is k) cannot be refreshed.
  */
 export function refreshShares(shares: Share[], commitments: Point[]): Sharing {
   const cs = decodeCommitments(commitments);
@@ -165,15 +223,18 @@ export function refreshShares(shares: Share[], commitments: Point[]): Sharing {
     seen.add(s.index);
     if (!verifyShare(s, cs)) throw fail('TESSERA_SECRET_SHARE_INVALID', `share ${Number(s.index)} does not match the commitments`);
   }
+  const n = Math.max(t, ...shares.map((s) => s.index));
   for (;;) {
-    const zero = new Uint8Array(32);
-    const g: Scalar[] = [zero];
-    for (let j = 1; j < t; j++) g.push(randomScalar());
-    const fresh = shares.map((s) => ({ index: s.index, value: scalarAdd(s.value, evalPoly(g, s.index)) }));
-    if (fresh.some((s) => isZeroScalar(s.value))) continue;
-    const next = cs.map((c, j): Point => (j === 0 ? new Uint8Array(c) : add(c, baseMul(g[j]!))));
-    for (const d of g) d.fill(0);
-    return { shares: fresh, commitments: next };
+    const deal = dealRefresh(t, n);
+    try {
+      const out = shares.map((s) => applyRefresh(s, cs, deal.deltas[s.index - 1]!, deal.D));
+      return { shares: out.map((o) => o.share), commitments: out[0]?.commitments ?? cs.map((c, j) => (j === 0 ? c : add(c, deal.D[j - 1]!))) };
+    } catch (err) {
+      // Only a zero refreshed share (probability ~n/ℓ) lands here: deal again.
+      if (!isShareError(err)) throw err;
+    } finally {
+      for (const d of deal.deltas) d.value.fill(0);
+    }
   }
 }
 

@@ -2,8 +2,11 @@
  * Secret policies (blind threshold secrets):
  *
  *   POST /v1/secret-policies        (admin)  {id, epoch, t, n, commitments, servers} → 201 {id, epoch, record, signed}
- *   GET  /v1/secret-policies        (admin)  → {policies: [{id, epoch, created_at, t, n, public_key}]}
- *   GET  /v1/secret-policies/:id    (any SVID of the trust domain) [?epoch=] → {id, epoch, signed}
+ *   GET  /v1/secret-policies        (admin)  → {policies: [{id, epoch, generation, created_at, retired_at}]}
+ *   GET  /v1/secret-policies/:id    (any SVID of the trust domain) [?epoch=] → {id, epoch, generation, created_at, signed}
+ *        without ?epoch: the newest epoch not retired; a retired epoch → 410 TESSERA_SECRET_EPOCH_RETIRED
+ *   POST /v1/secret-policies/:id/epochs/:epoch/refresh  (admin) {generation, commitments} → {id, epoch, generation, record, signed}
+ *   POST /v1/secret-policies/:id/epochs/:epoch/retire   (admin) → {id, epoch, retired, retired_at}
  *
  * Every call is audited. The records carry only public material (commitments, key server URLs).
  */
@@ -47,7 +50,39 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     adminCaller(ctx, req, ev);
     const all = await service.list();
     ev.succeed();
-    return { policies: all.map((p) => ({ id: p.id, epoch: p.epoch, created_at: p.createdAt })) };
+    return { policies: all.map((p) => ({ id: p.id, epoch: p.epoch, generation: p.generation, created_at: p.createdAt, retired_at: p.retiredAt })) };
+  }));
+
+  const epochParams = (params: { id: string; epoch: string }): { id: string; epoch: number } => {
+    if (!isSecretPolicyId(params.id)) throw new TesseraError('TESSERA_BAD_REQUEST', 'the policy id must be 1..64 of [a-z0-9._-]');
+    if (!/^(0|[1-9]\d{0,9})$/.test(params.epoch) || Number(params.epoch) > 0xffffffff) throw new TesseraError('TESSERA_BAD_REQUEST', 'the key epoch must be an integer in 0..2^32-1');
+    return { id: params.id, epoch: Number(params.epoch) };
+  };
+
+  app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/refresh', (req) => audited(ctx, req, 'secret.policy.refresh', async (ev) => {
+    adminCaller(ctx, req, ev);
+    const { id, epoch } = epochParams(req.params);
+    ev.target = `secret:${id}`;
+    ev.detail.epoch = epoch;
+    const b = body(req.body, ['generation', 'commitments']);
+    const generation = int(b, 'generation', { min: 2, max: 0xffffffff })!;
+    if (!Array.isArray(b.commitments) || b.commitments.length > 255) throw new TesseraError('TESSERA_BAD_REQUEST', '"commitments" must be a list of base64url points');
+    ev.detail.generation = generation;
+    const { record, signed } = await service.refresh(id, epoch, generation, b.commitments as string[]);
+    ev.succeed();
+    return { id, epoch, generation: record.generation, record, signed };
+  }));
+
+  app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/retire', (req) => audited(ctx, req, 'secret.policy.retire', async (ev) => {
+    adminCaller(ctx, req, ev);
+    const { id, epoch } = epochParams(req.params);
+    ev.target = `secret:${id}`;
+    ev.detail.epoch = epoch;
+    if (req.body !== undefined && req.body !== null) body(req.body, []);
+    const r = await service.retire(id, epoch);
+    ev.detail.already = !r.retired;
+    ev.succeed();
+    return { id, epoch, retired: r.retired, retired_at: r.retiredAt };
   }));
 
   app.get<{ Params: { id: string } }>('/v1/secret-policies/:id', (req) => audited(ctx, req, 'secret.policy.show', async (ev) => {
@@ -58,9 +93,10 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     const q = req.query as Record<string, unknown> | undefined;
     const epoch = q && q.epoch !== undefined ? queryInt(q, 'epoch', 0, 0, 0xffffffff) : undefined;
     const p = await service.get(id, epoch);
-    if (!p) throw new TesseraError('TESSERA_NOT_FOUND', 'no such secret policy (or key epoch)');
+    if (!p) throw new TesseraError('TESSERA_NOT_FOUND', epoch === undefined ? 'no such secret policy, or every key epoch is retired' : 'no such secret policy (or key epoch)');
     ev.detail.epoch = p.epoch;
+    if (p.retiredAt !== null) throw new TesseraError('TESSERA_SECRET_EPOCH_RETIRED', `key epoch ${p.epoch} of ${p.id} was retired at ${p.retiredAt}`);
     ev.succeed();
-    return { id: p.id, epoch: p.epoch, created_at: p.createdAt, signed: p.signed };
+    return { id: p.id, epoch: p.epoch, generation: p.generation, created_at: p.createdAt, signed: p.signed };
   }));
 }

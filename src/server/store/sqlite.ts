@@ -53,8 +53,14 @@ function policyFromRow(r: PolicyRow): PolicyVersionRecord {
   };
 }
 
-interface SecretRow { id: string; epoch: number; signed: string; created_at: number }
-const secretFromRow = (r: SecretRow): SecretPolicyRow => ({ id: r.id, epoch: r.epoch, signed: r.signed, createdAt: r.created_at });
+interface SecretRow { id: string; epoch: number; signed: string; created_at: number; generation: number; retired_at: number | null }
+const secretFromRow = (r: SecretRow): SecretPolicyRow => ({ id: r.id, epoch: r.epoch, generation: r.generation, signed: r.signed, createdAt: r.created_at, retiredAt: r.retired_at });
+
+/** Columns added after a table first shipped: ALTER TABLE on databases created before them. */
+const ADDED_COLUMNS: { table: string; column: string; ddl: string }[] = [
+  { table: 'secret_policies', column: 'generation', ddl: 'generation INTEGER NOT NULL DEFAULT 1' },
+  { table: 'secret_policies', column: 'retired_at', ddl: 'retired_at INTEGER' },
+];
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
 
@@ -88,6 +94,10 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.db.exec(SCHEMA);
+    for (const c of ADDED_COLUMNS) {
+      const have = this.db.prepare<[], { name: string }>(`PRAGMA table_info(${c.table})`).all().some((r) => r.name === c.column);
+      if (!have) this.db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.ddl}`);
+    }
     const db = this.db;
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
@@ -118,9 +128,11 @@ export class SqliteStore implements Store {
       latestPolicy: db.prepare<[], PolicyRow>('SELECT * FROM policy_versions ORDER BY version DESC LIMIT 1'),
       listPolicies: db.prepare<[number], Omit<PolicyRow, 'policies' | 'schema'>>(
         'SELECT version, created_at, author, reason, hash FROM policy_versions ORDER BY version DESC LIMIT ?'),
-      insertSecret: db.prepare('INSERT OR IGNORE INTO secret_policies(id, epoch, signed, created_at) VALUES (?, ?, ?, ?)'),
+      insertSecret: db.prepare('INSERT OR IGNORE INTO secret_policies(id, epoch, signed, created_at, generation) VALUES (?, ?, ?, ?, ?)'),
       getSecret: db.prepare<[string, number], SecretRow>('SELECT * FROM secret_policies WHERE id = ? AND epoch = ?'),
-      latestSecret: db.prepare<[string], SecretRow>('SELECT * FROM secret_policies WHERE id = ? ORDER BY epoch DESC LIMIT 1'),
+      latestSecret: db.prepare<[string], SecretRow>('SELECT * FROM secret_policies WHERE id = ? AND retired_at IS NULL ORDER BY epoch DESC LIMIT 1'),
+      newGeneration: db.prepare('UPDATE secret_policies SET signed = ?, generation = ? WHERE id = ? AND epoch = ? AND generation = ? AND retired_at IS NULL'),
+      retireSecret: db.prepare('UPDATE secret_policies SET retired_at = ? WHERE id = ? AND epoch = ? AND retired_at IS NULL'),
       listSecrets: db.prepare<[], SecretRow>('SELECT * FROM secret_policies ORDER BY id, epoch'),
       insertAudit: db.prepare('INSERT INTO audit(ts, actor, action, target, outcome, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     };
@@ -225,7 +237,15 @@ export class SqliteStore implements Store {
   }
 
   async insertSecretPolicy(row: SecretPolicyRow): Promise<boolean> {
-    return this.stmts.insertSecret.run(row.id, row.epoch, row.signed, row.createdAt).changes > 0;
+    return this.stmts.insertSecret.run(row.id, row.epoch, row.signed, row.createdAt, row.generation).changes > 0;
+  }
+
+  async replaceSecretPolicyGeneration(id: string, epoch: number, fromGeneration: number, generation: number, signed: string): Promise<boolean> {
+    return this.stmts.newGeneration.run(signed, generation, id, epoch, fromGeneration).changes > 0;
+  }
+
+  async retireSecretPolicy(id: string, epoch: number, at: number): Promise<boolean> {
+    return this.stmts.retireSecret.run(at, id, epoch).changes > 0;
   }
 
   async getSecretPolicy(id: string, epoch?: number): Promise<SecretPolicyRow | undefined> {

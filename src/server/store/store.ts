@@ -87,13 +87,17 @@ export interface AuditQuery {
   outcome?: AuditOutcome;
 }
 
-/** A signed secret-policy record (the envelope's JSON), one per (policy id, key epoch). */
+/** A signed secret-policy record (the envelope's JSON), one per (policy id, key epoch): its newest share generation. */
 export interface SecretPolicyRow {
   id: string;
   epoch: number;
+  /** Share generation of the signed record (1 when dealt, +1 per refresh). */
+  generation: number;
   /** JSON of the SignedSecretPolicy envelope. */
   signed: string;
   createdAt: number;
+  /** When the epoch was retired (its shares deleted from the key servers); null while in use. */
+  retiredAt: number | null;
 }
 
 export interface PolicyVersionRecord {
@@ -142,8 +146,15 @@ export interface Store {
 
   /** Stores a secret-policy record; false if (id, epoch) already exists. */
   insertSecretPolicy(row: SecretPolicyRow): Promise<boolean>;
-  /** The given epoch, or the newest when `epoch` is undefined. */
+  /** The given epoch (retired or not), or the newest epoch not retired when `epoch` is undefined. */
   getSecretPolicy(id: string, epoch?: number): Promise<SecretPolicyRow | undefined>;
+  /**
+   * Replaces the record of (id, epoch) by its next share generation, only if the stored one is
+   * `fromGeneration` and the epoch is not retired (compare and set); false otherwise.
+   */
+  replaceSecretPolicyGeneration(id: string, epoch: number, fromGeneration: number, generation: number, signed: string): Promise<boolean>;
+  /** Marks (id, epoch) retired; false if there is no such epoch or it already was. */
+  retireSecretPolicy(id: string, epoch: number, at: number): Promise<boolean>;
   /** Every record, by id then epoch. */
   listSecretPolicies(): Promise<SecretPolicyRow[]>;
 
