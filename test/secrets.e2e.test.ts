@@ -98,7 +98,7 @@ describe('blind secrets: key servers, secret policy CLI, seal and unseal', () =>
     const out = JSON.parse(r.stdout) as { public_key: string; t: number; n: number; record: { commitments: string[] } };
     expect(out.t).toBe(2);
     expect(out.record.commitments[0]).toBe(out.public_key);
-    nodes.forEach((n, i) => expect(n.keyServer.store.list()).toEqual([{ policyId: 'db', epoch: 1, t: 2, n: 3, index: i + 1 }]));
+    nodes.forEach((n, i) => expect(n.keyServer.store.list()).toEqual([{ policyId: 'db', epoch: 1, generation: 1, t: 2, n: 3, index: i + 1 }]));
     // The same (name, epoch) again is refused by the key servers before anything is published.
     const again = await tessera(['secret', 'policy', 'create', 'db', '--threshold', '2', '--servers', servers]);
     expect(again.status).not.toBe(0);

@@ -18,15 +18,16 @@ import { Option, type Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { ApiClient, type ClientTls } from '../agent/client.js';
 import { startSidecar, type Sidecar } from '../agent/sidecar.js';
-import { TesseraError, isTesseraError } from '../core/errors.js';
+import { TesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { decodePoint, isSecretPolicyId, randomScalar, ready, seal, sealedToText, split } from '../core/secrets/index.js';
+import { decodePoint, isSecretPolicyId, ready, seal, sealedToText } from '../core/secrets/index.js';
 import { fetchSecretPolicy, unsealSealedText, type KeyServerFailure } from '../agent/secrets/unseal.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../core/secrets/policy-record.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll } from '../core/x509.js';
 import { secretResource } from '../keyserver/authorize.js';
+import { dealEpoch, refreshEpoch, retireEpoch, rotateEpoch, type SecretAdmin } from './secret-admin.js';
 import { startKeyServer, type KeyServer } from '../keyserver/server.js';
 import { DEFAULT_RATE_LIMIT, type KeyAuditEvent, type RateLimit } from '../keyserver/service.js';
 import { DEFAULT_SERVER_DIR, adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
@@ -34,7 +35,6 @@ import { DEFAULT_SERVER_DIR, adminClient, output, svidClient, table, type Global
 type Json = Record<string, unknown>;
 type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
 
-const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
 
 // ---------------------------------------------------------------------------------------------
 // Key server node: an Agent (its SVID), the policy enforcer (Cedar, secret:unseal), the key server
@@ -158,6 +158,29 @@ export function parseRateLimit(v: string): RateLimit {
   return { perSecond, burst };
 }
 
+function checkServers(servers: SecretPolicyServer[]): void {
+  if (servers.length < 1 || servers.length > 255) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers must list 1..255 key servers');
+  if (new Set(servers.map((s) => s.spiffeId)).size !== servers.length) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers lists a SPIFFE ID twice');
+}
+
+function checkThreshold(t: number, n: number, allowSingleServer: boolean): void {
+  if (!Number.isInteger(t) || t < 1 || t > n) throw new TesseraError('TESSERA_CONFIG_INVALID', `--threshold must be an integer in 1..${n}`);
+  // With t = 1 every key server alone holds the whole key: the point of the design is lost.
+  if (t === 1 && !allowSingleServer) throw new TesseraError('TESSERA_CONFIG_INVALID', '--threshold 1 lets any one key server decrypt; use 2 or more (or --allow-single-server for a test setup)');
+}
+
+/** Runs `fn` (libsodium ready) with the admin's credential for the key servers and the control plane. */
+async function withAdmin<T>(g: GlobalOptions, fn: (admin: SecretAdmin) => Promise<T>): Promise<T> {
+  await ready();
+  const tls = adminTls(g);
+  const control = adminClient(g);
+  try {
+    return await fn({ tls, control, trusted: pemDecodeAll(tls.ca, 'CERTIFICATE'), progress: (line) => { if (!g.json) process.stderr.write(`tessera: ${line}\n`); } });
+  } finally {
+    control.close();
+  }
+}
+
 function readInput(file: string | undefined): Buffer {
   return file === undefined || file === '-' ? readFileSync(0) : readFileSync(file);
 }
@@ -264,40 +287,64 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       const servers = parseServers(o.servers as string[]);
       const n = servers.length;
       const t = Number(o.threshold);
-      if (n < 1 || n > 255) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers must list 1..255 key servers');
-      if (!Number.isInteger(t) || t < 1 || t > n) throw new TesseraError('TESSERA_CONFIG_INVALID', `--threshold must be an integer in 1..${n}`);
-      // With t = 1 every key server alone holds the whole key: the point of the design is lost.
-      if (t === 1 && !o.allowSingleServer) throw new TesseraError('TESSERA_CONFIG_INVALID', '--threshold 1 lets any one key server decrypt; use 2 or more (or --allow-single-server for a test setup)');
-      if (new Set(servers.map((s) => s.spiffeId)).size !== n) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers lists a SPIFFE ID twice');
-      await ready();
-      const tls = adminTls(g);
-      const k = randomScalar();
-      const sharing = split(k, t, n);
-      k.fill(0);
-      const commitments = sharing.commitments.map(b64u);
-      try {
-        // Every server must take its share before anything is published.
-        const results = await Promise.allSettled(servers.map(async (s, i) => {
-          const share = sharing.shares[i]!;
-          const client = new ApiClient(s.url, { ...tls, serverId: s.spiffeId });
-          try {
-            await client.call('PUT', `/v1/shares/${id}/${epoch}`, { t, n, index: share.index, value: b64u(share.value), commitments });
-          } finally {
-            client.close();
-          }
-        }));
-        const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`${servers[i]!.spiffeId}: ${isTesseraError(r.reason) ? r.reason.code : 'error'}`] : []));
-        if (failed.length > 0) throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server took its share; nothing was published (${failed.join('; ')})`);
-      } finally {
-        for (const s of sharing.shares) s.value.fill(0);
-      }
-      const client = adminClient(g);
-      try {
-        const res = await client.call<Json & { record: SecretPolicyRecord }>('POST', '/v1/secret-policies', { id, epoch, t, n, commitments, servers });
-        output(g, { id, epoch, t, n, public_key: commitments[0], record: res.record, signed: res.signed }, () => `created ${summary(res.record)}`);
-      } finally {
-        client.close();
-      }
+      checkServers(servers);
+      checkThreshold(t, n, Boolean(o.allowSingleServer));
+      await withAdmin(g, async (admin) => {
+        const res = await dealEpoch(admin, { id, epoch, t, servers });
+        output(g, { id, epoch, t, n, public_key: res.record.commitments[0], record: res.record, signed: res.signed }, () => `created ${summary(res.record)}`);
+      });
+    }));
+
+  policy.command('rotate').description('deal a new key epoch (newest + 1) to the key servers; blobs sealed under older epochs still open until retired (admin)')
+    .argument('<name>', 'policy name')
+    .option('--threshold <t>', 'threshold of the new epoch (default: the current one\'s)')
+    .option('--servers <list...>', 'key servers of the new epoch, URL@SPIFFE_ID,... (default: the current ones)')
+    .action(run(async (g, name: string, o: Json) => {
+      const id = policyId(name);
+      const servers = o.servers ? parseServers(o.servers as string[]) : undefined;
+      const t = o.threshold === undefined ? undefined : Number(o.threshold);
+      if (servers) checkServers(servers);
+      if (t !== undefined) checkThreshold(t, servers?.length ?? 255, false);
+      await withAdmin(g, async (admin) => {
+        const res = await rotateEpoch(admin, id, { ...(t !== undefined ? { t } : {}), ...(servers ? { servers } : {}) });
+        if (res.record.t === 1 && !servers) process.stderr.write('tessera: warning: the new epoch keeps threshold 1\n');
+        output(g, { id, epoch: res.record.epoch, previous_epoch: res.previous, t: res.record.t, n: res.record.n, public_key: res.record.commitments[0], record: res.record, signed: res.signed }, () => [
+          `rotated ${summary(res.record)}`,
+          `new seals use epoch ${res.record.epoch}; blobs sealed under epoch ${res.previous} and older still open until \`tessera secret policy retire ${id} --epoch E\``,
+        ].join('\n'));
+      });
+    }));
+
+  policy.command('refresh').description('give the key servers new shares of the same key (new share generation); old shares are deleted (admin)')
+    .argument('<name>', 'policy name')
+    .option('--epoch <n>', 'key epoch (default: the newest active one)')
+    .action(run(async (g, name: string, o: Json) => {
+      const id = policyId(name);
+      const epoch = epochOpt(o.epoch);
+      await withAdmin(g, async (admin) => {
+        const res = await refreshEpoch(admin, id, epoch);
+        const missing = res.commits.filter((c) => !c.ok);
+        for (const m of missing) process.stderr.write(`tessera: key server ${m.spiffeId} (index ${m.index}) did not commit: ${m.code ?? 'error'}; it answers the new generation from its prepared share; run refresh again to finish\n`);
+        output(g, { id, epoch: res.record.epoch, generation: res.record.generation, public_key: res.record.commitments[0], committed: res.commits.filter((c) => c.ok).map((c) => c.spiffeId), not_committed: missing.map((m) => ({ spiffe_id: m.spiffeId, code: m.code })), signed: res.signed }, () =>
+          `refreshed ${id} epoch ${res.record.epoch} to share generation ${res.record.generation} (same public key ${res.record.commitments[0]!}); ${res.commits.length - missing.length} of ${res.record.n} key servers deleted their old share`);
+        if (missing.length) process.exitCode = 1;
+      });
+    }));
+
+  policy.command('retire').description('delete a key epoch\'s shares from the key servers: blobs sealed under it never open again (admin)')
+    .argument('<name>', 'policy name')
+    .requiredOption('--epoch <n>', 'key epoch to retire')
+    .option('--force', 'retire even the only active epoch (nothing can be sealed to the policy afterwards)')
+    .action(run(async (g, name: string, o: Json) => {
+      const id = policyId(name);
+      const epoch = epochOpt(o.epoch)!;
+      await withAdmin(g, async (admin) => {
+        const res = await retireEpoch(admin, id, epoch, Boolean(o.force));
+        const kept = res.deletes.filter((d) => !d.ok);
+        for (const k of kept) process.stderr.write(`tessera: key server ${k.spiffeId} (index ${k.index}) still holds its share: ${k.code ?? 'error'}; fewer than t remain, so the epoch cannot open anything\n`);
+        output(g, { id, epoch, retired: res.retired, deleted: res.deletes.filter((d) => d.ok).map((d) => d.spiffeId), kept: kept.map((k) => ({ spiffe_id: k.spiffeId, code: k.code })) }, () =>
+          res.retired ? `retired ${id} epoch ${epoch}: ${res.deletes.length - kept.length} of ${res.deletes.length} key servers deleted their share` : `${id} epoch ${epoch} was already retired`);
+      });
     }));
 
   policy.command('show').description('print a secret policy\'s signed record (verified); --json gives the envelope for offline sealing')
@@ -321,7 +368,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
     const client = adminClient(g);
     try {
       const res = await client.call<{ policies: Json[] }>('GET', '/v1/secret-policies');
-      output(g, res, () => (res.policies.length ? table(['ID', 'EPOCH', 'CREATED'], res.policies.map((p) => [String(p.id), String(p.epoch), String(p.created_at)])) : 'no secret policies'));
+      output(g, res, () => (res.policies.length ? table(['ID', 'EPOCH', 'GENERATION', 'CREATED', 'RETIRED'], res.policies.map((p) => [String(p.id), String(p.epoch), String(p.generation ?? 1), String(p.created_at), p.retired_at ? String(p.retired_at) : '-'])) : 'no secret policies'));
     } finally {
       client.close();
     }

@@ -28,9 +28,10 @@ interface VerifiedRecord { record: SecretPolicyRecord; commitments: Uint8Array[]
 
 /**
  * State reused across unseals: kept-alive mTLS clients to the key servers (one per URL and SPIFFE
- * ID) and the verified policy records by (id, epoch): a record is immutable once published (the
- * control plane refuses the same id and epoch again), and it carries only public commitments; the
- * key servers still decide every unseal. Everything is dropped when the TLS material changes (an SVID
+ * ID) and the verified policy records by (id, epoch): a record carries only public commitments,
+ * and the key servers still decide every unseal. A record changes only by a share refresh (a new
+ * generation); a key server that has moved on answers TESSERA_SECRET_STALE and the record is
+ * fetched again. Everything is dropped when the TLS material changes (an SVID
  * rotation or a bundle update) and on close().
  */
 export class KeyServerPool {
@@ -51,6 +52,10 @@ export class KeyServerPool {
 
   record(id: string, epoch: number): VerifiedRecord | undefined {
     return this.records.get(`${id}\0${epoch}`);
+  }
+
+  forget(id: string, epoch: number): void {
+    this.records.delete(`${id}\0${epoch}`);
   }
 
   remember(v: VerifiedRecord): void {
@@ -149,8 +154,9 @@ async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeySer
         pending -= 1;
         continue;
       }
-      client.call<Json>('POST', '/v1/evaluate', { policy: record.id, epoch: record.epoch, b: b64u(B) }).then((res) => {
+      client.call<Json>('POST', '/v1/evaluate', { policy: record.id, epoch: record.epoch, generation: record.generation, b: b64u(B) }).then((res) => {
         if (res.index !== s.index || typeof res.z !== 'string' || typeof res.proof !== 'string') throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
+        if (res.generation !== undefined && res.generation !== record.generation) throw new TesseraError('TESSERA_SECRET_STALE', `answered with share generation ${String(res.generation)}`);
         const Z = pointOf(res.z);
         const proof = decodeProof(new Uint8Array(Buffer.from(res.proof, 'base64url')));
         if (!verifyDleq(proof, B, shareOf(s.index), Z, context)) throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'the proof does not verify');
@@ -172,16 +178,28 @@ export async function unsealSealedText(opts: UnsealOptions): Promise<UnsealResul
   await ready();
   const parsed = parseSealedText(opts.text);
   const pool = opts.pool ?? new KeyServerPool();
-  pool.useTls(opts.tls);
+  try {
+    pool.useTls(opts.tls);
+    try {
+      return await unsealOnce(opts, parsed, pool);
+    } catch (err) {
+      // A share refresh moved the key servers to a newer generation than the record used: fetch it
+      // again and retry once (a refresh never changes the key, so this is the same unseal).
+      const failures = (err as { failures?: KeyServerFailure[] }).failures ?? [];
+      if (!failures.some((f) => f.code === 'TESSERA_SECRET_STALE')) throw err;
+      pool.forget(parsed.policyId, parsed.epoch);
+      return await unsealOnce(opts, parsed, pool);
+    }
+  } finally {
+    if (!opts.pool) pool.close();
+  }
+}
+
+async function unsealOnce(opts: UnsealOptions, parsed: ReturnType<typeof parseSealedText>, pool: KeyServerPool): Promise<UnsealResult> {
   let v = pool.record(parsed.policyId, parsed.epoch);
   if (!v) {
-    try {
-      const { record } = await fetchSecretPolicy(opts.call, parsed.policyId, parsed.epoch, opts.trustedCas);
-      v = { record, commitments: record.commitments.map(pointOf), publicShares: new Map() };
-    } catch (err) {
-      if (!opts.pool) pool.close();
-      throw err;
-    }
+    const { record } = await fetchSecretPolicy(opts.call, parsed.policyId, parsed.epoch, opts.trustedCas);
+    v = { record, commitments: record.commitments.map(pointOf), publicShares: new Map() };
     pool.remember(v);
   }
   const { record, commitments } = v;
@@ -194,8 +212,6 @@ export async function unsealSealedText(opts: UnsealOptions): Promise<UnsealResul
     blinded.b.fill(0);
     for (const f of (err as { failures?: KeyServerFailure[] }).failures ?? []) opts.log?.warn('key server failed', { policy: record.id, spiffe_id: f.spiffeId, index: f.index, code: f.code });
     throw err;
-  } finally {
-    if (!opts.pool) pool.close();
   }
   for (const f of gathered.failures) opts.log?.warn('key server failed', { policy: record.id, spiffe_id: f.spiffeId, index: f.index, code: f.code });
   const { point } = combineAndUnblind(gathered.evals, commitments, blinded, record.t, context);

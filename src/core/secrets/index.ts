@@ -6,7 +6,7 @@
  * `await ready()` once before anything else.
  */
 export { ready, decodePoint, decodeScalar, baseMul, randomScalar, pointEquals, type Point, type Scalar } from './group.js';
-export { split, verifyShare, publicShare, refreshShares, dealRefresh, applyRefresh, type RefreshDeal, lagrangeAt0, combinePoints, MAX_SHARES, type Share, type Sharing, type IndexedPoint } from './shamir.js';
+export { split, verifyShare, publicShare, refreshShares, dealRefresh, applyRefresh, refreshedCommitments, type RefreshDeal, lagrangeAt0, combinePoints, MAX_SHARES, type Share, type Sharing, type IndexedPoint } from './shamir.js';
 export { proveDleq, verifyDleq, encodeProof, decodeProof, PROOF_BYTES, type DleqProof } from './dleq.js';
 export { blind, evaluate, unblind, unsealContext, evaluateAndProve, combineEvaluations, combineAndUnblind, type Blinded, type Evaluation, type Combined } from './blind.js';
 export {

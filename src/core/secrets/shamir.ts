@@ -201,10 +201,18 @@ export function applyRefresh(share: Share, commitments: Point[], delta: Share, D
   const value = scalarAdd(decodeScalar(share.value), d);
   d.fill(0);
   if (isZeroScalar(value)) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the refreshed share is zero; deal the refresh again');
-  const next = cs.map((c, j): Point => (j === 0 ? c : add(c, ds[j - 1]!)));
+  const next = refreshedCommitments(cs, ds);
   const fresh = { index: share.index, value };
   if (!verifyShare(fresh, next)) throw fail('TESSERA_SECRET_SHARE_INVALID', 'the refreshed share does not match the new commitments');
   return { share: fresh, commitments: next };
+}
+
+/** The commitments after a refresh: C'_0 = C_0 (the key), C'_j = C_j + D_j. Inputs are validated. */
+export function refreshedCommitments(commitments: Point[], D: Point[]): Point[] {
+  const cs = decodeCommitments(commitments);
+  const ds = decodeCommitments(D);
+  if (ds.length !== cs.length - 1) throw fail('TESSERA_SECRET_SHARE_INVALID', 'a refresh needs exactly t-1 commitments');
+  return cs.map((c, j): Point => (j === 0 ? c : add(c, ds[j - 1]!)));
 }
 
 /**
@@ -228,7 +236,7 @@ export function refreshShares(shares: Share[], commitments: Point[]): Sharing {
     const deal = dealRefresh(t, n);
     try {
       const out = shares.map((s) => applyRefresh(s, cs, deal.deltas[s.index - 1]!, deal.D));
-      return { shares: out.map((o) => o.share), commitments: out[0]?.commitments ?? cs.map((c, j) => (j === 0 ? c : add(c, deal.D[j - 1]!))) };
+      return { shares: out.map((o) => o.share), commitments: out[0]?.commitments ?? refreshedCommitments(cs, deal.D) };
     } catch (err) {
       // Only a zero refreshed share (probability ~n/ℓ) lands here: deal again.
       if (!isShareError(err)) throw err;

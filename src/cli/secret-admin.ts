@@ -1,0 +1,212 @@
+/**
+ * The admin's side of secret policies, run by the CLI (never by the control plane, which sees only
+ * public commitments): deal a key epoch to the key servers, rotate to a new epoch, refresh the
+ * shares of an epoch, retire an epoch.
+ *
+ * - deal: k_p is drawn here, split t-of-n, each share sent to its key server over mTLS (checked by
+ *   SPIFFE ID), then wiped; the record is published only when every server took its share, and the
+ *   shares already installed are deleted again when one did not.
+ * - refresh (same key, new shares): a random sharing of zero; each server checks its delta against
+ *   the public D_j and prepares generation g+1 beside g; once all n prepared (and computed the
+ *   commitments this process expects), the control plane publishes g+1 and each server commits
+ *   (deleting generation g). A run interrupted after publishing is finished by the next run.
+ * - retire: each server deletes its share of the epoch; the control plane marks it retired.
+ */
+import { ApiClient, type ClientTls } from '../agent/client.js';
+import { TesseraError, isTesseraError } from '../core/errors.js';
+import { dealRefresh, decodePoint, randomScalar, refreshedCommitments, split } from '../core/secrets/index.js';
+import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
+
+type Json = Record<string, unknown>;
+
+export interface SecretAdmin {
+  /** The admin credential, presented to the key servers. */
+  tls: ClientTls;
+  /** The control plane, as the admin. */
+  control: ApiClient;
+  /** The trust bundle's CAs (DER), to verify records. */
+  trusted: Buffer[];
+  /** Progress lines for a human (stderr), never secret material. */
+  progress?: (line: string) => void;
+}
+
+/** What one key server did, or why it failed (a stable code). */
+export interface ServerOutcome { spiffeId: string; index: number; ok: boolean; code?: string; message?: string }
+
+const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
+const point = (s: string): Uint8Array => decodePoint(new Uint8Array(Buffer.from(s, 'base64url')));
+
+/** Calls every key server in parallel, each with its own client checked against its SPIFFE ID. */
+async function onEachServer<T>(admin: SecretAdmin, servers: SecretPolicyServer[], fn: (client: ApiClient, s: SecretPolicyServer, i: number) => Promise<T>): Promise<{ outcomes: ServerOutcome[]; values: (T | undefined)[] }> {
+  const settled = await Promise.allSettled(servers.map(async (s, i) => {
+    const client = new ApiClient(s.url, { ...admin.tls, serverId: s.spiffeId }, 15_000);
+    try {
+      return await fn(client, s, i);
+    } finally {
+      client.close();
+    }
+  }));
+  return {
+    values: settled.map((r) => (r.status === 'fulfilled' ? r.value : undefined)),
+    outcomes: settled.map((r, i) => {
+      const s = servers[i]!;
+      if (r.status === 'fulfilled') return { spiffeId: s.spiffeId, index: s.index, ok: true };
+      const e: unknown = r.reason;
+      return { spiffeId: s.spiffeId, index: s.index, ok: false, code: isTesseraError(e) ? e.code : 'TESSERA_INTERNAL', message: e instanceof Error ? e.message : String(e) };
+    }),
+  };
+}
+
+const failedList = (outcomes: ServerOutcome[]): string => outcomes.filter((o) => !o.ok).map((o) => `${o.spiffeId}: ${o.code}`).join('; ');
+
+/** The newest record of a policy (or the given epoch), verified against the trust bundle. */
+export async function fetchRecord(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  const res = await admin.control.call<Json>('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`);
+  const record = verifySecretPolicy(res.signed, admin.trusted);
+  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane answered with another policy or key epoch');
+  return { record, signed: res.signed as SignedSecretPolicy };
+}
+
+/** Every key epoch of a policy known to the control plane (admin list), oldest first. */
+export async function listEpochs(admin: SecretAdmin, id: string): Promise<{ epoch: number; generation: number; retired_at: string | null }[]> {
+  const res = await admin.control.call<{ policies: { id: string; epoch: number; generation?: number; retired_at?: string | null }[] }>('GET', '/v1/secret-policies');
+  return res.policies.filter((p) => p.id === id).map((p) => ({ epoch: p.epoch, generation: p.generation ?? 1, retired_at: p.retired_at ?? null })).sort((a, b) => a.epoch - b.epoch);
+}
+
+/**
+ * Deals a new key epoch: draws k_p, sends each server its share, publishes the signed record. If a
+ * server does not take its share, the shares this call installed are deleted again and nothing is
+ * published (TESSERA_SECRET_SHARE_INVALID, naming the servers and their codes).
+ */
+export async function dealEpoch(admin: SecretAdmin, input: { id: string; epoch: number; t: number; servers: SecretPolicyServer[] }): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  const { id, epoch, t, servers } = input;
+  const n = servers.length;
+  const k = randomScalar();
+  const sharing = split(k, t, n);
+  k.fill(0);
+  const commitments = sharing.commitments.map(b64u);
+  let installed: { outcomes: ServerOutcome[]; values: ({ created: boolean } | undefined)[] };
+  try {
+    installed = await onEachServer(admin, servers, async (client, s, i) => {
+      const share = sharing.shares[i]!;
+      return client.call<{ created: boolean }>('PUT', `/v1/shares/${id}/${epoch}`, { t, n, index: share.index, value: b64u(share.value), commitments });
+    });
+  } finally {
+    for (const s of sharing.shares) s.value.fill(0);
+  }
+  if (installed.outcomes.some((o) => !o.ok)) {
+    // Take back what this call installed (never a share that was there before it).
+    const mine = servers.filter((_, i) => installed.values[i]?.created === true);
+    const undone = await onEachServer(admin, mine, (client) => client.call('DELETE', `/v1/shares/${id}/${epoch}`));
+    const left = undone.outcomes.filter((o) => !o.ok);
+    const note = left.length ? `; could not remove the shares already installed on ${left.map((o) => o.spiffeId).join(', ')} (run \`secret policy retire ${id} --epoch ${epoch} --force\`)` : mine.length ? '; the shares already installed were removed' : '';
+    throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server took its share; nothing was published (${failedList(installed.outcomes)})${note}`);
+  }
+  const res = await admin.control.call<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }>('POST', '/v1/secret-policies', { id, epoch, t, n, commitments, servers });
+  return { record: res.record, signed: res.signed };
+}
+
+/**
+ * Rotates to a new key epoch (the newest known + 1), by default with the newest epoch's threshold
+ * and key servers. Older epochs keep opening their blobs until retired.
+ */
+export async function rotateEpoch(admin: SecretAdmin, id: string, opts: { t?: number; servers?: SecretPolicyServer[] } = {}): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy; previous: number }> {
+  const epochs = await listEpochs(admin, id);
+  if (epochs.length === 0) throw new TesseraError('TESSERA_NOT_FOUND', `no secret policy ${id}: create it first`);
+  const newest = epochs[epochs.length - 1]!.epoch;
+  if (newest >= 0xffffffff) throw new TesseraError('TESSERA_CONFLICT', 'the key epoch cannot grow further');
+  const active = [...epochs].reverse().find((e) => e.retired_at === null);
+  const base = opts.t !== undefined && opts.servers !== undefined ? undefined : (await fetchRecord(admin, id, (active ?? epochs[epochs.length - 1]!).epoch).catch((err: unknown) => {
+    if (isTesseraError(err) && err.code === 'TESSERA_SECRET_EPOCH_RETIRED') throw new TesseraError('TESSERA_CONFIG_INVALID', 'every key epoch is retired: pass --threshold and --servers');
+    throw err;
+  })).record;
+  const servers = opts.servers ?? base!.servers;
+  const t = opts.t ?? base!.t;
+  if (t > servers.length) throw new TesseraError('TESSERA_CONFIG_INVALID', `--threshold ${t} is more than the ${servers.length} key servers`);
+  const dealt = await dealEpoch(admin, { id, epoch: newest + 1, t, servers });
+  return { ...dealt, previous: newest };
+}
+
+/**
+ * Refreshes the shares of an epoch (default: the newest active one) to the next generation, same
+ * key. Finishes first a refresh that was published but not committed everywhere. Returns the new
+ * record and which servers committed; servers that could not commit still answer the new
+ * generation from their prepared share, and the next refresh run commits them.
+ */
+export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy; commits: ServerOutcome[] }> {
+  let { record, signed } = await fetchRecord(admin, id, epoch);
+  if (record.t < 2) throw new TesseraError('TESSERA_CONFIG_INVALID', 'a 1-of-n policy cannot be refreshed (every share is the key): rotate it instead');
+  const path = `/v1/shares/${id}/${record.epoch}`;
+  const progress = admin.progress ?? (() => {});
+
+  // 0. Where is each server? A server one generation behind with the published one prepared was
+  //    not reached by the last run's commit: commit it now.
+  const states = await onEachServer(admin, record.servers, async (client) => {
+    const res = await client.call<{ shares: { policy: string; epoch: number; generation: number; pending?: number }[] }>('GET', '/v1/shares');
+    return res.shares.find((s) => s.policy === id && s.epoch === record.epoch);
+  });
+  const unreachable = states.outcomes.filter((o) => !o.ok);
+  if (unreachable.length) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `a refresh needs every key server of the policy; not reached: ${failedList(states.outcomes)}`);
+  const behind = record.servers.filter((_, i) => states.values[i]?.generation !== record.generation);
+  if (behind.length) {
+    const lost = behind.filter((s) => states.values[record.servers.indexOf(s)]?.pending !== record.generation);
+    if (lost.length) throw new TesseraError('TESSERA_CONFLICT', `key servers without share generation ${record.generation}: ${lost.map((s) => s.spiffeId).join(', ')}`);
+    progress(`finishing generation ${record.generation} on ${behind.map((s) => s.spiffeId).join(', ')}`);
+    const done = await onEachServer(admin, behind, (client) => client.call('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments }));
+    if (done.outcomes.some((o) => !o.ok)) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `cannot finish the previous refresh: ${failedList(done.outcomes)}`);
+  }
+
+  // 1. Prepare: each server gets its delta and computes the new commitments itself.
+  const deal = dealRefresh(record.t, record.n);
+  const expected = refreshedCommitments(record.commitments.map(point), deal.D).map(b64u);
+  const D = deal.D.map(b64u);
+  let prepared: { outcomes: ServerOutcome[]; values: (unknown)[] };
+  try {
+    prepared = await onEachServer(admin, record.servers, async (client, s) => {
+      const delta = deal.deltas[s.index - 1]!;
+      const res = await client.call<{ generation: number; index: number; commitments: string[] }>('POST', `${path}/refresh`, { from: record.generation, delta: b64u(delta.value), d: D });
+      if (res.generation !== record.generation + 1 || res.index !== s.index || res.commitments.join() !== expected.join()) {
+        throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', 'the key server prepared another share generation or commitments than dealt');
+      }
+      return res;
+    });
+  } finally {
+    for (const d of deal.deltas) d.value.fill(0);
+  }
+  if (prepared.outcomes.some((o) => !o.ok)) {
+    await onEachServer(admin, record.servers, (client) => client.call('DELETE', `${path}/pending`));
+    throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server prepared the refresh; nothing was published and the prepared shares were dropped (${failedList(prepared.outcomes)})`);
+  }
+  progress(`all ${record.n} key servers prepared share generation ${record.generation + 1}`);
+
+  // 2. Publish, 3. commit.
+  const res = await admin.control.call<{ signed: SignedSecretPolicy }>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: expected });
+  const next = verifySecretPolicy(res.signed, admin.trusted);
+  if (next.generation !== record.generation + 1 || next.commitments.join() !== expected.join()) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane published another record than asked');
+  record = next;
+  signed = res.signed;
+  const commits = await onEachServer(admin, record.servers, (client) => client.call('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments }));
+  return { record, signed, commits: commits.outcomes };
+}
+
+/**
+ * Retires a key epoch: every key server deletes its share (blobs sealed under it no longer open),
+ * then the control plane marks it retired. Refuses the newest active epoch unless `force` (nothing
+ * could be sealed afterwards). If some servers cannot be reached, the epoch is still marked retired
+ * when fewer than t shares can remain (it can never open a blob again), and the servers that keep
+ * a share are reported; otherwise nothing is marked and TESSERA_SECRET_THRESHOLD says to run it again.
+ */
+export async function retireEpoch(admin: SecretAdmin, id: string, epoch: number, force = false): Promise<{ deletes: ServerOutcome[]; retired: boolean }> {
+  const epochs = await listEpochs(admin, id);
+  const e = epochs.find((x) => x.epoch === epoch);
+  if (!e) throw new TesseraError('TESSERA_NOT_FOUND', `secret policy ${id} has no key epoch ${epoch}`);
+  if (e.retired_at !== null) return { deletes: [], retired: false };
+  const active = epochs.filter((x) => x.retired_at === null);
+  if (!force && active.length === 1) throw new TesseraError('TESSERA_CONFIG_INVALID', `epoch ${epoch} is the only active key epoch of ${id}: rotate first, or pass --force`);
+  const { record } = await fetchRecord(admin, id, epoch);
+  const deletes = (await onEachServer(admin, record.servers, (client) => client.call('DELETE', `/v1/shares/${id}/${epoch}`))).outcomes;
+  const kept = deletes.filter((o) => !o.ok).length;
+  if (kept >= record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${record.n - kept} of ${record.n} key servers deleted their share; ${kept} (at least t = ${record.t}) still could open blobs, so the epoch is not marked retired: run it again (${failedList(deletes)})`);
+  const r = await admin.control.call<{ retired: boolean }>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${epoch}/retire`, {});
+  return { deletes, retired: r.retired };
+}
