@@ -1,15 +1,20 @@
 /**
- * The demo (`npm run demo`): a control plane and three agents for services in two sites, as real
- * processes on 127.0.0.1, with short lifetimes so that rotations show within a minute. It prints
- * identities, rotations and a CA rotation as they happen. Ctrl-C stops everything.
+ * The demo (`npm run demo`): a control plane, three agents for services in two sites and three key
+ * servers in three sites, as real processes on 127.0.0.1, with short lifetimes so that rotations show
+ * within a minute. It prints identities, rotations and a CA rotation as they happen, and blind
+ * secrets: a database password sealed offline into the "repository" (DIR/repo) under a 2-of-3 secret
+ * policy, opened by the orders agent (cloud-eu, PCI) into a 0600 file, refused to inventory (edge-7,
+ * standard) by the key servers' Cedar policy (policies/secrets.cedar), and still opened with one key
+ * server killed. The plaintext is never printed, only a masked form. Ctrl-C stops everything.
  *
  * DEMO_SECONDS=N stops it after N seconds (used by the test of the demo).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { basename, join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
@@ -29,6 +34,17 @@ const SERVICES = [
   { name: 'orders', id: `spiffe://${TD}/shop/orders`, site: 'cloud-eu', app: 'shop', compliance: 'pci', location: 'eu', colour: 35 },
   { name: 'inventory', id: `spiffe://${TD}/shop/inventory`, site: 'edge-7', app: 'shop', compliance: 'standard', location: 'eu', colour: 33 },
 ];
+
+// The key servers of blind secrets, one per site: a secret policy needs 2 of the 3.
+const KEYSERVERS = [
+  { name: 'ks-1', id: `spiffe://${TD}/keyserver/1`, site: 'cloud-eu', location: 'eu' },
+  { name: 'ks-2', id: `spiffe://${TD}/keyserver/2`, site: 'edge-7', location: 'eu' },
+  { name: 'ks-3', id: `spiffe://${TD}/keyserver/3`, site: 'cloud-us', location: 'us' },
+];
+const KS_COLOUR = 34;
+const SECRETS_COLOUR = 94;
+/** The key server killed to show that 2 of 3 still open the secret. */
+const KILLED = 1;
 
 const children: ChildProcess[] = [];
 const apps: HttpServer[] = [];
@@ -94,6 +110,38 @@ function tessera(args: string[], onLine?: (obj: Record<string, unknown>) => void
   return child;
 }
 
+/** A one-shot `tessera` command: its exit status and output (kept in memory, never echoed). */
+function runTessera(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.on('error', reject);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
+  });
+}
+
+/** The stable TESSERA_* code of a failed command (`tessera: ... [CODE]` or `--json` `{error: {code}}`). */
+function errorCode(r: { stdout: string; stderr: string }): string {
+  return /\[(TESSERA_[A-Z_]+)\]\s*$/m.exec(r.stderr)?.[1] ?? /"code":\s*"(TESSERA_[A-Z_]+)"/.exec(r.stdout)?.[1] ?? (r.stderr.trim().split('\n').pop() ?? 'no output').slice(0, 120);
+}
+
+/** Key servers an unseal reported as failed on stderr (`key server ID (index N) failed: CODE`), by name. */
+function keyServerFailures(stderr: string): string[] {
+  return [...stderr.matchAll(/key server (\S+) \(index \d+\) failed: (TESSERA_[A-Z_]+)/g)]
+    .map((m) => `${KEYSERVERS.find((k) => k.id === m[1])?.name ?? m[1]!} ${m[2]!}`);
+}
+
+/** The demo database URL with the password masked: its first 3 characters and "…". */
+function masked(plain: string): string {
+  const m = /^(postgres:\/\/[^:]+:)([^@]*)(@.*)$/.exec(plain);
+  return m ? `${m[1]!}${m[2]!.slice(0, 3)}…${m[3]!}` : `${plain.slice(0, 3)}…`;
+}
+
 async function waitForFile(file: string, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!existsSync(file)) {
@@ -105,7 +153,7 @@ async function waitForFile(file: string, ms = 20_000): Promise<void> {
 async function stopAll(code = 0): Promise<never> {
   if (!stopping) {
     stopping = true;
-    process.stdout.write(`\n${paint(1, 'stopping')}: agents and control plane...\n`);
+    process.stdout.write(`\n${paint(1, 'stopping')}: agents, key servers and control plane...\n`);
     for (const t of timers) clearInterval(t);
     for (const a of apps) a.close();
     await Promise.all(children.map((c) => new Promise<void>((r) => {
@@ -127,7 +175,8 @@ async function main(): Promise<void> {
   const port = await freePort(8443);
   const url = `https://127.0.0.1:${port}`;
 
-  process.stdout.write(`${paint(1, 'Tessera demo')}: a control plane and three services with sidecars in two sites (cloud-eu, edge-7), all on 127.0.0.1.\n`);
+  process.stdout.write(`${paint(1, 'Tessera demo')}: a control plane, three services with sidecars in two sites (cloud-eu, edge-7) and three key servers (cloud-eu, edge-7, cloud-us), all on 127.0.0.1.\n`);
+  process.stdout.write(`Blind secrets: a database password sealed offline into the repository (2 of 3 key servers), opened by orders (cloud-eu, PCI), refused to inventory (edge-7), still opened with a key server killed.\n`);
   process.stdout.write(`SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s and a CA rotation at ~30 s. Ctrl-C stops everything.\n\n`);
 
   const serverDir = join(DIR, 'server');
@@ -148,12 +197,78 @@ async function main(): Promise<void> {
     });
     say(s.name, s.colour, `registered ${s.id} [site ${s.site}, compliance ${s.compliance}]`);
   }
+  for (const k of KEYSERVERS) {
+    await admin.call('POST', '/v1/entries', {
+      spiffe_id: k.id, selectors: [`unix:uid:${process.getuid?.() ?? 0}`],
+      attributes: { app: 'keyserver', site: k.site, location: k.location, env: 'demo' },
+    });
+    say(k.name, KS_COLOUR, `registered ${k.id} [site ${k.site}]`);
+  }
 
   // Policy as code: the repository's policies/ directory, applied as version 1.
   const policyDir = join(ROOT, 'policies');
   const v1 = readPolicyDir(policyDir);
   const applied = await admin.call<{ version: number }>('POST', '/v1/policies', { files: v1.policies, reason: 'demo: initial policy from policies/' });
-  say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, PCI data stays in its site`);
+  say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, PCI data stays in its site, the db secret opens only for PCI in cloud-eu`);
+
+  // Blind secrets: three key servers, each a process with its own agent (entry, join token, SVID)
+  // that decides every unseal with the Cedar policy (secret:unseal) and holds one key share.
+  const keyServers = await Promise.all(KEYSERVERS.map(async (k, i) => {
+    const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: k.id, ttl_seconds: 120 });
+    let onReady!: (ksUrl: string) => void;
+    const ksUrl = new Promise<string>((r) => { onReady = r; });
+    const child = tessera(['keyserver', '--json', '--server', url, '--data-dir', join(DIR, `ks${i + 1}`), '--join-token', token,
+      '--trust-bundle', join(serverDir, 'bundle.pem'), '--listen', '127.0.0.1:0'], (o) => {
+      if (o.msg === 'key server ready') {
+        say(k.name, KS_COLOUR, `key server ready on ${String(o.url)} as ${String(o.spiffe_id)} [site ${k.site}]`);
+        onReady(String(o.url));
+      } else if (o.msg === 'keyserver audit' && o.action === 'secret:share-install') {
+        say(k.name, KS_COLOUR, `took its key share of "${String(o.policy)}" (epoch ${String(o.epoch)}), sealed at rest`);
+      } else if (o.msg === 'keyserver audit') {
+        const who = SERVICES.find((s) => s.id === o.actor)?.name ?? String(o.actor);
+        say(k.name, KS_COLOUR, `${o.outcome === 'allowed' ? paint(32, 'evaluated') : paint(31, String(o.outcome))} "${String(o.policy)}" for ${who}${o.code ? ` (${String(o.code)})` : ''}`);
+      } else if (o.level === 'warn' || o.level === 'error') say(k.name, 31, String(o.msg));
+    });
+    const exited = new Promise<never>((_, rej) => child.once('exit', () => rej(new Error(`key server ${k.name} exited`))));
+    exited.catch(() => {});
+    return { ...k, child, url: Promise.race([ksUrl, exited]) };
+  }));
+
+  // The admin deals the policy key to the key servers (in the CLI, zeroed after) and the control
+  // plane signs the public record; the record then seals offline. Runs while the agents start.
+  const repoDir = join(DIR, 'repo');
+  const sealedFile = join(repoDir, 'db-password.sealed');
+  const plain = `postgres://orders:${randomBytes(12).toString('base64url')}@db.internal:5432/orders`;
+  const sealing = (async (): Promise<boolean> => {
+    const urls = await Promise.all(keyServers.map((k) => k.url));
+    const env = { TESSERA_ADMIN_DIR: adminDir };
+    const created = await runTessera(['--json', '--server', url, 'secret', 'policy', 'create', 'db', '--threshold', '2',
+      '--servers', keyServers.map((k, i) => `${urls[i]!}@${k.id}`).join(',')], env);
+    if (created.status !== 0) throw new Error(`secret policy create: ${errorCode(created)}`);
+    const c = JSON.parse(created.stdout) as { t: number; n: number; epoch: number };
+    say('secrets', SECRETS_COLOUR, `secret policy "db" created: ${c.t} of ${c.n} key servers (${keyServers.map((k) => `${k.name} ${k.site}`).join(', ')}), key epoch ${c.epoch}; the policy key was dealt as shares and zeroed, no one holds it`);
+    mkdirSync(repoDir, { recursive: true });
+    const record = join(repoDir, 'db.record.json');
+    const shown = await runTessera(['--json', '--server', url, 'secret', 'policy', 'show', 'db'], env);
+    if (shown.status !== 0) throw new Error(`secret policy show: ${errorCode(shown)}`);
+    writeFileSync(record, shown.stdout);
+    const tmp = mkdtempSync(join(tmpdir(), 'tessera-demo-'));
+    const plainFile = join(tmp, 'db-password');
+    let sealed: Awaited<ReturnType<typeof runTessera>>;
+    try {
+      writeFileSync(plainFile, plain, { mode: 0o600 });
+      sealed = await runTessera(['secret', 'seal', '--policy', 'db', '--record', record, '--trust-bundle', join(serverDir, 'bundle.pem'), '--in', plainFile, '--out', sealedFile]);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    if (sealed.status !== 0) throw new Error(`secret seal: ${errorCode(sealed)}`);
+    say('secrets', SECRETS_COLOUR, `sealed offline with the signed record (${relative(ROOT, record)}) → ${relative(ROOT, sealedFile)}; the plaintext file is deleted`);
+    say('secrets', SECRETS_COLOUR, `safe to commit: ${readFileSync(sealedFile, 'utf8').trim().slice(0, 40)}…`);
+    return true;
+  })().catch((err: unknown) => {
+    say('secrets', 31, `blind secrets part failed: ${(err as Error).message}`);
+    return false;
+  });
 
   // Applications and their sidecars: orders (cloud-eu, PCI) and inventory (edge-7) serve over
   // inbound mTLS proxies; frontend and inventory call out through outbound proxies.
@@ -166,19 +281,68 @@ async function main(): Promise<void> {
     frontend: ['--outbound', `127.0.0.1:${feToOrders}=127.0.0.1:${ordersIn}@${SERVICES[1]!.id}`, `127.0.0.1:${feToInventory}=127.0.0.1:${inventoryIn}@${SERVICES[2]!.id}`],
   };
   let ready = 0;
-  for (const s of SERVICES) {
+  const joined = new Map<string, Promise<void>>();
+  let onOpened!: () => void;
+  const opened = new Promise<void>((r) => { onOpened = r; });
+  const startAgent = async (s: (typeof SERVICES)[number], extra: string[] = []): Promise<void> => {
     const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: s.id, ttl_seconds: 120 });
-    tessera(['agent', '--json', '--server', url, '--data-dir', join(DIR, s.name), '--join-token', token, '--trust-bundle', join(serverDir, 'bundle.pem'), ...sidecarArgs[s.name]!], (o) => {
-      if (o.msg === 'joined: SVID issued') say(s.name, s.colour, `joined → ${String(o.spiffe_id)}, serial ${String(o.serial).slice(0, 8)}, valid until ${String(o.not_after).slice(11, 19)}, signed by ${String(o.issuer)}`);
-      else if (o.msg === 'SVID rotated') say(s.name, s.colour, `${paint(32, 'rotated')} SVID, serial ${String(o.serial).slice(0, 8)}, valid until ${String(o.not_after).slice(11, 19)}, signed by ${String(o.issuer)}`);
+    let onJoined!: () => void;
+    joined.set(s.name, new Promise<void>((r) => { onJoined = r; }));
+    tessera(['agent', '--json', '--server', url, '--data-dir', join(DIR, s.name), '--join-token', token, '--trust-bundle', join(serverDir, 'bundle.pem'), ...sidecarArgs[s.name]!, ...extra], (o) => {
+      if (o.msg === 'joined: SVID issued') {
+        say(s.name, s.colour, `joined → ${String(o.spiffe_id)}, serial ${String(o.serial).slice(0, 8)}, valid until ${String(o.not_after).slice(11, 19)}, signed by ${String(o.issuer)}`);
+        onJoined();
+      } else if (o.msg === 'SVID rotated') say(s.name, s.colour, `${paint(32, 'rotated')} SVID, serial ${String(o.serial).slice(0, 8)}, valid until ${String(o.not_after).slice(11, 19)}, signed by ${String(o.issuer)}`);
       else if (o.msg === 'trust bundle updated') say(s.name, s.colour, `trust bundle #${String(o.sequence)}: ${String(o.authorities)} CA(s)`);
       else if (o.msg === 'policy bundle in force') {
         say(s.name, s.colour, `policy bundle ${String(o.version)} in force (${String(o.reason)})`);
         ready += 1;
       } else if (o.msg === 'denied') say(s.name, s.colour, `${paint(31, 'sidecar denied')} ${String(o.peer)} ${String(o.method)} ${String(o.path)}${Array.isArray(o.reasons) && o.reasons.length ? ` by ${o.reasons.join(', ')}` : ' (no permit)'}`);
+      else if (o.msg === 'secret opened') {
+        // The agent logs only the policy and the path; the demo checks the file and shows a masked form.
+        const out = String(o.output);
+        try {
+          const st = statSync(out);
+          const mode = st.mode & 0o777;
+          const text = readFileSync(out, 'utf8');
+          say(s.name, s.colour, `${paint(32, 'opened')} ${basename(sealedFile)} → ${relative(ROOT, out)} (${mode === 0o600 ? '0600' : paint(31, `mode 0${mode.toString(8)}`)}, ${st.size} bytes): ${masked(text)}${text === plain ? '' : paint(31, ' (not the sealed password!)')}`);
+        } catch (err) {
+          say(s.name, 31, `secret opened but ${relative(ROOT, out)} is unreadable: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+        }
+        onOpened();
+      } else if (o.msg === 'secret unseal failed') say(s.name, 31, `secret unseal failed (${String(o.code)}), retrying in ${String(o.retry_in_ms)} ms`);
+      else if (o.msg === 'key server failed') say(s.name, 31, `key server ${KEYSERVERS.find((k) => k.id === o.spiffe_id)?.name ?? String(o.spiffe_id)} failed: ${String(o.code)}`);
       else if (o.level === 'warn' || o.level === 'error') say(s.name, 31, String(o.msg));
     });
-  }
+  };
+  /** Refused: inventory (edge-7, standard) tries. Then a key server is killed and orders still opens. */
+  const secretScenes = async (): Promise<void> => {
+    await joined.get('inventory');
+    const refused = await runTessera(['secret', 'unseal', '--agent-dir', join(DIR, 'inventory'), '--in', sealedFile]);
+    if (refused.status === 0) say('inventory', 31, 'secret unseal of db-password.sealed was NOT refused');
+    else say('inventory', 33, `${paint(31, 'secret unseal refused')}: ${errorCode(refused)} (${keyServerFailures(refused.stderr).join(', ') || 'no key server answered'}); wrong site and compliance level, nothing written`);
+    await opened;
+    await new Promise((r) => setTimeout(r, 2500));
+    if (stopping) return;
+    const victim = keyServers[KILLED]!;
+    const gone = new Promise((r) => victim.child.once('exit', r));
+    victim.child.kill('SIGKILL');
+    await gone;
+    say(victim.name, 31, `killed (SIGKILL): the ${victim.site} key server is down, 2 of 3 remain`);
+    const again = await runTessera(['secret', 'unseal', '--agent-dir', join(DIR, 'orders'), '--in', sealedFile]);
+    const missing = keyServerFailures(again.stderr);
+    if (again.status === 0 && again.stdout === plain) {
+      say('orders', 35, `${paint(32, 'still opened')} db-password.sealed with ${victim.name} down: 2 of 3 key servers answered (${missing.length ? `reported missing: ${missing.join(', ')}` : `${victim.name} was not needed`}): ${masked(again.stdout)}`);
+    } else say('orders', 31, `secret unseal with ${victim.name} down failed: ${again.status === 0 ? 'not the sealed password' : errorCode(again)}`);
+  };
+
+  // frontend and inventory start now; orders, which opens the sealed password, once it is sealed.
+  await startAgent(SERVICES[0]!);
+  await startAgent(SERVICES[2]!);
+  const sealedOk = await sealing;
+  await startAgent(SERVICES[1]!, sealedOk ? ['--unseal', `${sealedFile}=${join(DIR, 'orders', 'run', 'db-password')}`] : []);
+  if (sealedOk) void secretScenes().catch((err: unknown) => say('secrets', 31, `blind secrets part failed: ${(err as Error).message}`));
+
   const until = Date.now() + 20_000;
   while (ready < SERVICES.length && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
 

@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const DEMO = fileURLToPath(new URL('../dist/demo/main.js', import.meta.url));
+const DEMO_DIR = fileURLToPath(new URL('../.tessera/demo/', import.meta.url));
 
 describe('npm run demo', () => {
-  it('starts a control plane and three agents, shows joins, rotations, a JWT-SVID, allowed and denied calls through sidecars and a live policy change, and stops cleanly', async () => {
+  it('starts a control plane, three agents and three key servers, shows joins, rotations, a JWT-SVID, allowed and denied calls through sidecars, a live policy change and blind secrets, and stops cleanly', async () => {
     const child = spawn(process.execPath, [DEMO], { env: { ...process.env, DEMO_SECONDS: '16', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
@@ -23,7 +25,33 @@ describe('npm run demo', () => {
     expect(out).toMatch(/orders\s+sidecar denied spiffe:\/\/tessera.test\/shop\/inventory GET \/orders\/42 by pci-stays-in-site/);
     expect(out).toMatch(/policy diff \(replayed \d+ recorded decisions\): POST \/orders deny→allow/);
     expect(out).toMatch(/POST \/orders allowed \d+ ms after the policy change/);
+    // Blind secrets: three key servers, a 2-of-3 policy, sealed offline into the repository, opened
+    // by orders (cloud-eu, PCI) into a 0600 file, refused to inventory (edge-7), still opened with a
+    // key server killed.
+    for (const i of [1, 2, 3]) expect(out).toMatch(new RegExp(`ks-${i}\\s+key server ready on https://127\\.0\\.0\\.1:\\d+ as spiffe://tessera.test/keyserver/${i}`));
+    expect(out).toContain('policy v1 applied from policies/ (residency.cedar, secrets.cedar, shop.cedar)');
+    expect(out).toMatch(/secrets\s+secret policy "db" created: 2 of 3 key servers \(ks-1 cloud-eu, ks-2 edge-7, ks-3 cloud-us\)/);
+    expect(out).toMatch(/secrets\s+sealed offline with the signed record \(\.tessera\/demo\/repo\/db\.record\.json\) → \.tessera\/demo\/repo\/db-password\.sealed/);
+    expect(out).toMatch(/secrets\s+safe to commit: tessera-sealed:v1:\S{22}…/);
+    expect(out).toMatch(/orders\s+opened db-password\.sealed → \.tessera\/demo\/orders\/run\/db-password \(0600, \d+ bytes\): postgres:\/\/orders:[^@\s]{3}…@db\.internal:5432\/orders/);
+    expect(out).toMatch(/inventory\s+secret unseal refused: TESSERA_SECRET_THRESHOLD \([^)]*TESSERA_FORBIDDEN[^)]*\)/);
+    expect(out).toMatch(/ks-\d\s+denied "db" for inventory \(TESSERA_FORBIDDEN\)/);
+    expect(out).toMatch(/ks-2\s+killed \(SIGKILL\): the edge-7 key server is down/);
+    expect(out).toMatch(/orders\s+still opened db-password\.sealed with ks-2 down: 2 of 3 key servers answered \((reported missing: ks-2 TESSERA_[A-Z_]+|ks-2 was not needed)\): postgres:\/\/orders:[^@\s]{3}…@/);
+    expect(out).not.toMatch(/secret unseal failed|NOT refused|not the sealed password|blind secrets part failed/);
+    // The plaintext is only in the 0600 file the agent wrote: never in the output (only its masked
+    // form), nor in the sealed file in the repository. (Checked with includes() so that a failure
+    // does not print it.)
+    const opened = `${DEMO_DIR}orders/run/db-password`;
+    expect(statSync(opened).mode & 0o777).toBe(0o600);
+    const plain = readFileSync(opened, 'utf8');
+    const password = /^postgres:\/\/orders:([^@]{16})@db\.internal:5432\/orders$/.exec(plain)?.[1];
+    expect(password).toBeDefined();
+    expect(out.includes(plain)).toBe(false);
+    expect(out.includes(password!)).toBe(false);
+    expect(existsSync(`${DEMO_DIR}repo/db-password.sealed`)).toBe(true);
+    expect(readFileSync(`${DEMO_DIR}repo/db-password.sealed`, 'utf8').includes(password!)).toBe(false);
     expect(out).toContain('stopped cleanly');
     expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
-  }, 40_000);
+  }, 60_000);
 });
