@@ -120,7 +120,19 @@ describe('agent --unseal: sealed files opened for the app', () => {
     expect(p.out).not.toContain(PLAIN);
     expect(p.out).not.toContain('secret unseal failed');
     expect(p.child.exitCode).toBeNull();
-  }, 40_000);
+
+    // The key is rotated and the file re-sealed under the new epoch: the agent opens it again.
+    const rotated = await tessera(['secret', 'policy', 'rotate', 'db']);
+    expect(rotated.status, rotated.stderr).toBe(0);
+    const PLAIN2 = `${PLAIN}-rotated`;
+    const resealed = await tessera(['secret', 'seal', '--policy', 'db', '--out', sealedFile], PLAIN2);
+    expect(resealed.status, resealed.stderr).toBe(0);
+    await waitFor('the re-opened secret file', () => p.out.includes('secret re-opened'), 20_000);
+    expect(readFileSync(out, 'utf8')).toBe(PLAIN2);
+    const again = JSON.parse(p.out.split('\n').find((l) => l.includes('secret re-opened'))!) as Record<string, unknown>;
+    expect(again.epoch).toBe(2);
+    expect(p.out).not.toContain(PLAIN2);
+  }, 60_000);
 
   it('the refused agent writes nothing, logs the code, retries and keeps running', async () => {
     const out = join(dir, 'other-run', 'db-url');

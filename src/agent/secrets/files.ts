@@ -4,8 +4,13 @@
  * plaintext to OUTPUT_PATH atomically, mode 0600, in a directory created 0700. A failure (refused,
  * key servers down, control plane unreachable) is logged with its code and retried with
  * exponential backoff; it never stops the agent. Only the policy id and the output path are logged.
+ *
+ * The sealed file is then watched (polled, default every 2 s): when its content changes (a new
+ * secret sealed, or the same secret re-sealed under a new key epoch), it is opened again and the
+ * output replaced atomically. An unchanged content is not unsealed again.
  */
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { TesseraError, isTesseraError } from '../../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../core/files.js';
@@ -20,6 +25,8 @@ export interface SecretFilesOptions {
   initialBackoffMs?: number;
   /** Longest delay between retries (default 5 min). */
   maxBackoffMs?: number;
+  /** How often the sealed files are checked for changes (default 2 s; 0 turns watching off). */
+  watchIntervalMs?: number;
 }
 
 export interface SecretFiles {
@@ -40,7 +47,10 @@ type SecretAgent = Pick<Agent, 'current' | 'trustedCas' | 'call'>;
 export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], log: Logger, opts: SecretFilesOptions = {}): SecretFiles {
   const first = opts.initialBackoffMs ?? 1000;
   const max = opts.maxBackoffMs ?? 5 * 60_000;
+  const watchMs = opts.watchIntervalMs ?? 2000;
   const pool = new KeyServerPool();
+  /** SHA-256 of the sealed text last written, per sealed file: an unchanged file is not opened again. */
+  const opened = new Map<string, string>();
   let closed = false;
   const timers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
   const sleep = (ms: number): Promise<void> => new Promise((res) => {
@@ -57,6 +67,8 @@ export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], lo
     } catch {
       throw new TesseraError('TESSERA_SECRET_BLOB_INVALID', `cannot read ${spec.sealedFile}`);
     }
+    const digest = createHash('sha256').update(text).digest('hex');
+    if (opened.get(spec.sealedFile) === digest) return;
     const res = await unsealSealedText({
       text,
       call: (method, path, body) => agent.call(method, path, body),
@@ -72,7 +84,9 @@ export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], lo
     } finally {
       res.plaintext.fill(0);
     }
-    log.info('secret opened', { policy: res.policyId, epoch: res.epoch, output: spec.outputPath });
+    const again = opened.has(spec.sealedFile);
+    opened.set(spec.sealedFile, digest);
+    log.info(again ? 'secret re-opened (the sealed file changed)' : 'secret opened', { policy: res.policyId, epoch: res.epoch, output: spec.outputPath });
   }
 
   async function loop(spec: SecretFileSpec): Promise<void> {
@@ -91,11 +105,38 @@ export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], lo
     }
   }
 
-  const done = Promise.all(specs.map((s) => loop(s))).then(() => {});
+  /** Opens a spec, and again (once more) if its file changes while it is being opened. */
+  function watcher(spec: SecretFileSpec): () => Promise<void> {
+    let running: Promise<void> | undefined;
+    let again = false;
+    const run = (): Promise<void> => {
+      if (running) {
+        again = true;
+        return running;
+      }
+      running = (async () => {
+        do {
+          again = false;
+          await loop(spec);
+        } while (again && !closed);
+      })().finally(() => { running = undefined; });
+      return running;
+    };
+    return run;
+  }
+
+  const runs = specs.map((s) => watcher(s));
+  const done = Promise.all(runs.map((r) => r())).then(() => {});
+  if (watchMs > 0) {
+    specs.forEach((s, i) => watchFile(s.sealedFile, { interval: watchMs, persistent: false }, (cur, prev) => {
+      if (!closed && (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino)) void runs[i]!();
+    }));
+  }
   return {
     done,
     close() {
       closed = true;
+      if (watchMs > 0) for (const s of specs) unwatchFile(s.sealedFile);
       for (const t of timers) {
         clearTimeout(t.timer);
         t.wake();
