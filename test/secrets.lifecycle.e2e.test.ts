@@ -158,6 +158,13 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     expect((await unseal(blob2)).stdout).toBe(PLAIN2);
     expect((await unseal(blob1)).stdout).toBe(PLAIN1);
     writeFileSync(join(dir, 'blob2'), blob2);
+    // An allowed agent re-seals an old blob under the new epoch without the plaintext leaving the process.
+    const resealed = await tessera(['secret', 'reseal', '--agent-dir', appDir], blob1);
+    expect(resealed.status, resealed.stderr).toBe(0);
+    expect(resealed.stderr).toContain('from key epoch 1 to 2');
+    expect(resealed.stdout).not.toContain(PLAIN1);
+    writeFileSync(join(dir, 'blob1-resealed'), resealed.stdout);
+    expect((await unseal(resealed.stdout)).stdout).toBe(PLAIN1);
   }, 60_000);
 
   it('retire: the old epoch\'s shares are deleted and its blobs refused with a stable code; the only active epoch needs --force', async () => {
@@ -175,6 +182,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     expect(again.status, again.stderr).toBe(0);
     expect((JSON.parse(again.stdout) as { retired: boolean }).retired).toBe(false);
     expect((await unseal(readFileSync(join(dir, 'blob2'), 'utf8'))).stdout).toBe(PLAIN2);
+    expect((await unseal(readFileSync(join(dir, 'blob1-resealed'), 'utf8'))).stdout).toBe(PLAIN1);
     const lone = await tessera(['secret', 'policy', 'retire', 'db', '--epoch', '2']);
     expect(lone.status).toBe(2);
     expect(lone.stderr).toContain('TESSERA_CONFIG_INVALID');

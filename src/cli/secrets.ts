@@ -5,8 +5,12 @@
  *   tessera secret policy create NAME --threshold T --servers URL@SPIFFE_ID,...         (admin: the dealer runs here)
  *   tessera secret policy show NAME [--epoch E] [--json]                                 (the signed record)
  *   tessera secret policy list                                                           (admin)
+ *   tessera secret policy rotate NAME [--threshold T] [--servers ...]                    (admin: a new key epoch)
+ *   tessera secret policy refresh NAME [--epoch E]                                       (admin: new shares, same key)
+ *   tessera secret policy retire NAME --epoch E [--force]                                (admin: delete an epoch's shares)
  *   tessera secret seal --policy NAME [--in F] [--out F] [--record F]                    (offline-capable)
  *   tessera secret unseal --agent-dir D [--in F] [--out F]                               (as the agent's SVID)
+ *   tessera secret reseal --agent-dir D [--in F] [--out F]                               (to the newest epoch, as the agent)
  *
  * The policy key k_p exists only in this process while `policy create` deals it, and is zeroed
  * after; the control plane only ever sees the public commitments. The plaintext and the sealed
@@ -21,7 +25,7 @@ import { startSidecar, type Sidecar } from '../agent/sidecar.js';
 import { TesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { decodePoint, isSecretPolicyId, ready, seal, sealedToText } from '../core/secrets/index.js';
+import { decodePoint, isSecretPolicyId, parseSealedText, ready, seal, sealedToText } from '../core/secrets/index.js';
 import { fetchSecretPolicy, unsealSealedText, type KeyServerFailure } from '../agent/secrets/unseal.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../core/secrets/policy-record.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
@@ -424,5 +428,33 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       writeOutput(o.out as string | undefined, plain);
       // stdout may still be flushing a pipe asynchronously: only a file write can be followed by zeroing.
       if (o.out !== undefined && o.out !== '-') plain.fill(0);
+    }));
+
+  secret.command('reseal').description('re-seal a sealed text under the newest key epoch of its policy (after a rotation), as an agent allowed to unseal it; the plaintext never leaves this process')
+    .requiredOption('--agent-dir <dir>', 'the agent\'s data directory (its SVID authenticates to the key servers and the control plane)')
+    .option('--in <file>', 'sealed text file (default: stdin)')
+    .option('--out <file>', 'where to write the new sealed text (default: stdout; may be the --in file)')
+    .action(run(async (g, o: Json) => {
+      await ready();
+      const text = readInput(o.in as string | undefined).toString('utf8').trim();
+      const from = parseSealedText(text);
+      const agentDir = String(o.agentDir);
+      const plain = await unsealText(text, agentDir, g.server, (f) => {
+        process.stderr.write(`tessera: key server ${f.spiffeId} (index ${f.index}) failed: ${f.code}\n`);
+      });
+      try {
+        const client = svidClient(agentDir, g.server);
+        let record: SecretPolicyRecord;
+        try {
+          record = (await fetchRecord(client, from.policyId, undefined, pemDecodeAll(agentTls(agentDir).ca, 'CERTIFICATE'))).record;
+        } finally {
+          client.close();
+        }
+        const blob = seal(plain, { id: record.id, epoch: record.epoch, publicKey: decodePoint(new Uint8Array(Buffer.from(record.commitments[0]!, 'base64url'))) });
+        writeOutput(o.out as string | undefined, `${sealedToText(blob)}\n`);
+        if (!g.json) process.stderr.write(`tessera: re-sealed ${record.id} from key epoch ${from.epoch} to ${record.epoch}\n`);
+      } finally {
+        plain.fill(0);
+      }
     }));
 }
