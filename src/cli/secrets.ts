@@ -22,7 +22,7 @@ import { Option, type Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { ApiClient, type ClientTls } from '../agent/client.js';
 import { startSidecar, type Sidecar } from '../agent/sidecar.js';
-import { TesseraError } from '../core/errors.js';
+import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { decodePoint, isSecretPolicyId, parseSealedText, ready, seal, sealedToText } from '../core/secrets/index.js';
@@ -141,7 +141,12 @@ export function parseServers(specs: string[]): SecretPolicyServer[] {
     const at = item.lastIndexOf('@spiffe://');
     if (at <= 0) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers must be URL@SPIFFE_ID,..., e.g. https://10.0.0.1:8600@spiffe://td/keyserver/1');
     const url = item.slice(0, at);
-    const spiffeId = parseSpiffeId(item.slice(at + 1)).id;
+    let spiffeId: string;
+    try {
+      spiffeId = parseSpiffeId(item.slice(at + 1)).id;
+    } catch (err) {
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--servers: ${isTesseraError(err) ? err.message : 'not a SPIFFE ID'}`);
+    }
     let u: URL;
     try {
       u = new URL(url);
