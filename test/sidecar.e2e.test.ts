@@ -654,6 +654,27 @@ describe('rotation', () => {
     expect(again.localPort).toBe(first.localPort);
     expect(ib.stats.connections).toBe(3);
   });
+
+  it('http mode closes an idle kept-alive connection before the caller\'s certificate expires, so the next request uses the renewed SVID', async () => {
+    const now = Date.now();
+    const clientSrc = source(ca, CLIENT_ID);
+    clientSrc.rotate(ca.issue([CLIENT_ID], { notAfter: now + 4500 }));
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port } });
+    const ob = await outbound(ib.port, clientSrc);
+    const kept = agent();
+    const first = await request(ob.port, kept, { path: '/expiring/1' });
+    expect(first.status).toBe(200);
+    // The agent renews (at half life in real life); the kept-alive connection still carries the old SVID.
+    clientSrc.rotate(ca.issue([CLIENT_ID]));
+    // Past the old certificate's expiry, the same keep-alive pool gets a 200 on a new connection,
+    // never a refusal on the old one.
+    await new Promise((res) => setTimeout(res, Math.max(0, now + 5000 - Date.now())));
+    const after = await request(ob.port, kept, { path: '/expiring/2' });
+    expect(after.status).toBe(200);
+    expect(after.localPort).not.toBe(first.localPort);
+    expect(ib.stats.identityRefused).toBe(0);
+    expect(ib.stats.connections).toBe(2);
+  }, 15_000);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -620,7 +620,11 @@ export class HttpConnection implements UpstreamOwner {
             this.ctx.stats.timeouts++;
             this.#refuse('TESSERA_REQUEST_TIMEOUT', 'the request head was not received in time');
           }
-        } else if (now - this.#idleSince > limits.idleTimeoutMs) {
+        } else if (now - this.#idleSince > limits.idleTimeoutMs || now >= this.peerNotAfter - EXPIRING_PEER_MARGIN_MS) {
+          // Idle, and either idle too long or the caller's certificate is about to expire: a request
+          // sent on this connection after its expiry would be refused, so close it while idle and the
+          // caller's next request opens a connection with its renewed SVID (the sidecar's outbound
+          // proxy passes the close on to the app's keep-alive pool).
           this.#startClosing();
         }
         break;
@@ -639,3 +643,6 @@ export class HttpConnection implements UpstreamOwner {
 }
 
 function noop(): void {}
+
+/** Idle connections are closed this long before the caller's certificate expires. */
+export const EXPIRING_PEER_MARGIN_MS = 3000;
