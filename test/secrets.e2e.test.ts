@@ -14,6 +14,7 @@ import type { ApiClient } from '../src/agent/client.js';
 import { svidClient } from '../src/cli/context.js';
 import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
 import { TesseraError } from '../src/core/errors.js';
+import { combinePoints, evaluate, openWithPoint, parseSealedText, ready } from '../src/core/secrets/index.js';
 import { createLogger, silentLogger } from '../src/core/log.js';
 import type { KeyAuditEvent } from '../src/keyserver/service.js';
 import { CLI, freePort, ServerProcess, waitFor, runTessera } from './support/process.js';
@@ -189,6 +190,23 @@ describe('blind secrets: key servers, secret policy CLI, seal and unseal', () =>
     expect(await code(admin.call('POST', '/v1/secret-policies', { ...base, t: 3 }))).toBe('TESSERA_SECRET_POLICY_INVALID');
     expect(await code(admin.call('POST', '/v1/secret-policies', { ...base, id: 'db' }))).toBe('TESSERA_CONFLICT');
   }, 30_000);
+
+  it('two colluding key servers of a 3-of-3 policy, pooling the shares they hold, cannot open its blob', async () => {
+    const servers = nodes.map((n, i) => `${n.keyServer.url}@${KS[i]!}`).join(',');
+    const created = await tessera(['secret', 'policy', 'create', 'vault', '--threshold', '3', '--servers', servers]);
+    expect(created.status, created.stderr).toBe(0);
+    const sealed = await tessera(['secret', 'seal', '--policy', 'vault'], PLAIN);
+    expect(sealed.status, sealed.stderr).toBe(0);
+    await ready();
+    const parsed = parseSealedText(sealed.stdout.trim());
+    // Servers 1 and 2 pool their real shares (taken from their stores) and evaluate R directly, unblinded.
+    const stolen = [0, 1].map((i) => nodes[i]!.keyServer.store.get('vault', 1)!);
+    const guess = combinePoints(stolen.map((sh) => ({ index: sh.index, point: evaluate(sh.value, parsed.R) })));
+    expect(() => openWithPoint(parsed, guess)).toThrow(TesseraError);
+    // With the third share it would open: the test can fail.
+    const all = nodes.map((n) => n.keyServer.store.get('vault', 1)!);
+    expect(openWithPoint(parsed, combinePoints(all.map((sh) => ({ index: sh.index, point: evaluate(sh.value, parsed.R) })))).toString('utf8')).toBe(PLAIN);
+  }, 60_000);
 
   it('still unseals with one key server stopped, naming the missing server on stderr', async () => {
     await nodes[1]!.keyServer.close();
