@@ -25,7 +25,7 @@ import { startSidecar, type Sidecar } from '../agent/sidecar.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { decodePoint, isSecretPolicyId, parseSealedText, ready, seal, sealedToText } from '../core/secrets/index.js';
+import { SECRET_POLICY_ID_RULE, decodePoint, isSecretPolicyId, parseSealedText, ready, seal, sealedToText } from '../core/secrets/index.js';
 import { fetchSecretPolicy, unsealSealedText, type KeyServerFailure } from '../agent/secrets/unseal.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../core/secrets/policy-record.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
@@ -217,7 +217,7 @@ function epochOpt(v: unknown): number | undefined {
 }
 
 function policyId(v: unknown): string {
-  if (!isSecretPolicyId(v)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'a secret policy name is 1..64 of [a-z0-9._-]');
+  if (!isSecretPolicyId(v)) throw new TesseraError('TESSERA_CONFIG_INVALID', `a secret policy name is ${SECRET_POLICY_ID_RULE}`);
   return v;
 }
 
@@ -285,7 +285,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
   const policy = secret.command('policy').description('secret policies (the dealer runs here; the control plane signs the public record)');
 
   policy.command('create').description('deal a new policy key to the key servers and publish the signed record (admin)')
-    .argument('<name>', 'policy name, 1..64 of [a-z0-9._-]')
+    .argument('<name>', `policy name, ${SECRET_POLICY_ID_RULE}`)
     .requiredOption('--threshold <t>', 'how many key servers must answer to unseal (at least 2)')
     .option('--allow-single-server', 'accept --threshold 1 (one key server can decrypt: tests only)')
     .requiredOption('--servers <list...>', 'key servers URL@SPIFFE_ID, comma-separated, in share-index order')

@@ -449,6 +449,8 @@ describe('key share refresh over mTLS, 2-of-3', () => {
       ['delta zero', { ...ok, delta: zero }, 'TESSERA_SECRET_SHARE_INVALID'],
       ['delta not a canonical scalar', { ...ok, delta: ff }, 'TESSERA_SECRET_SHARE_INVALID'],
       ['d empty', { ...ok, d: [] }, 'TESSERA_BAD_REQUEST'],
+      ['d a bare string', { ...ok, d: d[0] }, 'TESSERA_BAD_REQUEST'],
+      ['d repeating a point', { ...ok, d: [d[0], d[0]] }, 'TESSERA_BAD_REQUEST'],
       ['d an object', { ...ok, d: { 0: d[0] } }, 'TESSERA_BAD_REQUEST'],
       ['d a number', { ...ok, d: 1 }, 'TESSERA_BAD_REQUEST'],
       ['d [number]', { ...ok, d: [1] }, 'TESSERA_BAD_REQUEST'],
@@ -513,7 +515,11 @@ describe('key share refresh over mTLS, 2-of-3', () => {
       ['commitments [short]', { ...okCommit, commitments: [c[0]!.slice(1), c[1]] }],
       ['commitments [padded]', { ...okCommit, commitments: [`${c[0]!}=`, c[1]] }],
       ['commitments of 256', { ...okCommit, commitments: Array.from({ length: 256 }, (_, i) => b64u(new Uint8Array(32).fill(i % 200))) }],
+      ['commitments a bare string', { ...okCommit, commitments: c[0] }],
+      ['a repeated commitment', { ...okCommit, commitments: [c[0], c[1], c[1]] }],
     ];
+    // A policy id that would name a hidden file is refused on every route.
+    expectRefusal(await call(servers[0]!.url, 'PUT', `/v1/shares/.hidden/${REF_EPOCH}`, { t: 2, n: 3, index: 1, value: b64u(refSharing.shares[0]!.value), commitments: c }, creds.admin), 400, 'TESSERA_BAD_REQUEST', 'put: .hidden');
     for (const [what, body] of commitCases) {
       expectRefusal(await call(servers[0]!.url, 'POST', commitPath(), body, creds.admin), 400, 'TESSERA_BAD_REQUEST', `commit: ${what}`);
     }
@@ -530,6 +536,8 @@ describe('key share refresh over mTLS, 2-of-3', () => {
       ['one commitment for t = 2', { ...okPut, commitments: [c[0]] }, 'TESSERA_SECRET_SHARE_INVALID'],
       ['t > n', { ...okPut, t: 3, n: 2, commitments: [...c, b64u(baseMul(randomScalar()))] }, 'TESSERA_SECRET_SHARE_INVALID'],
       ['index > n', { ...okPut, index: 4 }, 'TESSERA_SECRET_SHARE_INVALID'],
+      ['commitments a bare string', { ...okPut, commitments: c[0] }, 'TESSERA_BAD_REQUEST'],
+      ['a repeated commitment', { ...okPut, t: 3, commitments: [c[0], c[1], c[1]] }, 'TESSERA_BAD_REQUEST'],
     ];
     for (const [what, body, code] of putCases) {
       expectRefusal(await call(servers[0]!.url, 'PUT', `/v1/shares/${POLICY}/${REF_EPOCH}`, body, creds.admin), 400, code, `put: ${what}`);

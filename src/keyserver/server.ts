@@ -14,6 +14,7 @@
  *   DELETE /v1/shares/:policy/:epoch/pending                                    → {policy, epoch, aborted}
  *   DELETE /v1/shares/:policy/:epoch                                            → {policy, epoch, deleted}
  *   GET    /v1/shares                                                           → {shares: [{policy, epoch, generation, index, t, n, pending?}]}
+ *          (public facts only; not audited, like /v1/healthz)
  *
  * Binary fields are base64url. Request bodies are JSON, at most 64 KiB, unknown fields refused.
  * Nothing carrying a point, share or proof is ever logged.
@@ -24,11 +25,11 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
 import { ensurePrivateDir } from '../core/files.js';
 import type { Logger } from '../core/log.js';
-import { encodeProof, isSecretPolicyId, ready } from '../core/secrets/index.js';
+import { SECRET_POLICY_ID_RULE, encodeProof, isSecretPolicyId, ready } from '../core/secrets/index.js';
 import { parseTrustDomain } from '../core/spiffe-id.js';
 import { MIN_TLS_VERSION, keyPem, requireMaterial, watchTlsSource, type TlsSource } from '../agent/inbound/tls-source.js';
 import { authenticate } from '../server/api/auth.js';
-import { body, int, reqStr, strList } from '../server/api/validate.js';
+import { body, int, reqStr } from '../server/api/validate.js';
 import { KeyEncryptionKey } from '../server/ca/kek.js';
 import { KeyService, type KeyAuditEvent, type KeyCaller, type RateLimit } from './service.js';
 import { ShareStore } from './store.js';
@@ -146,12 +147,12 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     const who = caller(req);
     const { policy, epoch: epochText } = req.params;
     const audit = (outcome: KeyAuditEvent['outcome'], code?: keyof typeof ERROR_CODES): void => {
-      const ev: KeyAuditEvent = { at: new Date().toISOString(), action, actor: who.spiffeId, policy: isSecretPolicyId(policy) ? policy : '(invalid)', epoch: EPOCH_RE.test(epochText) ? Number(epochText) : -1, outcome, ...(code ? { code } : {}) };
+      const ev: KeyAuditEvent = { at: new Date().toISOString(), action, actor: who.spiffeId, policy: isSecretPolicyId(policy) ? policy : '(invalid)', epoch: EPOCH_RE.test(epochText) && Number(epochText) <= 0xffffffff ? Number(epochText) : -1, outcome, ...(code ? { code } : {}) };
       try { onAudit(ev); } catch { /* the sink reports its own failures */ }
     };
     try {
       if (!provisioners.has(who.spiffeId)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not provision key shares');
-      if (!isSecretPolicyId(policy)) throw new TesseraError('TESSERA_BAD_REQUEST', 'the policy id must be 1..64 of [a-z0-9._-]');
+      if (!isSecretPolicyId(policy)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
       if (!EPOCH_RE.test(epochText) || Number(epochText) > 0xffffffff) throw new TesseraError('TESSERA_BAD_REQUEST', 'the key epoch must be an integer in 0..2^32-1');
       const out = fn(policy, Number(epochText));
       audit('allowed');
@@ -162,8 +163,13 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
       throw err;
     }
   };
-  const points = (b: Record<string, unknown>, field: string, min: number): Uint8Array[] =>
-    (strList(b, field, { maxItems: 255, minItems: min, maxLength: 43, pattern: B64URL_32 }) as string[]).map((c) => b64(c, field, B64URL_32));
+  /** An exact list of distinct base64url points (never a bare string, never deduplicated silently). */
+  const points = (b: Record<string, unknown>, field: string, min: number): Uint8Array[] => {
+    const v = b[field];
+    if (!Array.isArray(v) || v.length < min || v.length > 255) throw new TesseraError('TESSERA_BAD_REQUEST', `"${field}" must be a list of ${min} to 255 base64url points`);
+    if (new Set(v).size !== v.length) throw new TesseraError('TESSERA_BAD_REQUEST', `"${field}" repeats a point`);
+    return v.map((c: unknown) => b64(typeof c === 'string' ? c : '', field, B64URL_32));
+  };
   const b64list = (ps: Uint8Array[]): string[] => ps.map((p) => Buffer.from(p).toString('base64url'));
 
   app.get('/v1/shares', async (req) => {

@@ -15,7 +15,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs
 import { join } from 'node:path';
 import { TesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
-import { MAX_SHARES, applyRefresh, baseMul, decodePoint, decodeScalar, isSecretPolicyId, pointEquals, verifyShare, type Point, type Scalar } from '../core/secrets/index.js';
+import { MAX_SHARES, SECRET_POLICY_ID_RULE, applyRefresh, baseMul, decodePoint, decodeScalar, isSecretPolicyId, pointEquals, verifyShare, type Point, type Scalar } from '../core/secrets/index.js';
 import type { KeyEncryptionKey } from '../server/ca/kek.js';
 
 export interface StoredShare {
@@ -66,7 +66,7 @@ function invalid(message: string): TesseraError {
 /** Structural and Feldman checks; returns a normalized copy. Throws TESSERA_SECRET_SHARE_INVALID. */
 export function checkShare(s: StoredShare): StoredShare & { generation: number } {
   if (typeof s !== 'object' || s === null) throw invalid('a share must be an object');
-  if (!isSecretPolicyId(s.policyId)) throw invalid('the policy id must be 1..64 of [a-z0-9._-]');
+  if (!isSecretPolicyId(s.policyId)) throw invalid(`the policy id must be ${SECRET_POLICY_ID_RULE}`);
   if (!Number.isInteger(s.epoch) || s.epoch < 0 || s.epoch > MAX_EPOCH) throw invalid('the key epoch must be an integer in 0..2^32-1');
   const generation = s.generation ?? 1;
   if (!Number.isInteger(generation) || generation < 1 || generation > MAX_EPOCH) throw invalid('the share generation must be an integer in 1..2^32-1');
@@ -239,6 +239,7 @@ export class ShareStore {
     const sameCommitments = (e: ShareEntry): boolean => e.commitments.length === commitments.length && e.commitments.every((c, j) => pointEquals(c, commitments[j]!));
     if (cur && cur.generation === generation && sameCommitments(cur)) return { committed: false };
     const next = this.pending.get(k);
+    if (cur && cur.generation === generation) throw new TesseraError('TESSERA_CONFLICT', 'the current share generation has other commitments');
     if (!cur || !next || next.generation !== generation) throw new TesseraError('TESSERA_NOT_FOUND', `no prepared share generation ${generation} for this policy and epoch`);
     if (!sameCommitments(next)) throw new TesseraError('TESSERA_CONFLICT', 'the published commitments are not those of the prepared share');
     // The new share replaces the old one's file atomically; the prepared file goes after.

@@ -74,7 +74,7 @@ describe('seal and open', () => {
   });
 
   it('refuses invalid policy ids, epochs, public keys and plaintexts at seal', () => {
-    for (const id of ['', 'Shop', 'a/b', 'a b', 'é', 'x'.repeat(65)]) expectTesseraError(() => sealP(plain, id), 'TESSERA_BAD_REQUEST');
+    for (const id of ['', 'Shop', 'a/b', 'a b', 'é', 'x'.repeat(65), '.', '..', '.hidden', '-a', '_a']) expectTesseraError(() => sealP(plain, id), 'TESSERA_BAD_REQUEST');
     for (const epoch of [-1, 2 ** 32, 1.5, Number.NaN]) expectTesseraError(() => sealP(plain, p.id, epoch), 'TESSERA_BAD_REQUEST');
     expect(parseBlob(sealP(plain, 'x'.repeat(64), 2 ** 32 - 1))).toMatchObject({ policyId: 'x'.repeat(64), epoch: 2 ** 32 - 1 });
     for (const publicKey of [new Uint8Array(32), new Uint8Array(32).fill(0xff), new Uint8Array(31)]) {
@@ -83,6 +83,8 @@ describe('seal and open', () => {
     expectTesseraError(() => seal('text' as unknown as Buffer, { id: 'a', epoch: 1, publicKey: p.publicKey }), 'TESSERA_BAD_REQUEST');
     expect(isSecretPolicyId('a.b-c_d0')).toBe(true);
     expect(isSecretPolicyId(5)).toBe(false);
+    // Every accepted id starts with a letter or digit (it names files on the key servers).
+    fc.assert(fc.property(fc.string({ maxLength: 70 }), (id) => !isSecretPolicyId(id) || /^[a-z0-9]/.test(id)), { numRuns: 2000 });
   });
 });
 
@@ -159,6 +161,7 @@ describe('tampering and malformed blobs', () => {
       ['version 2', (b) => (b[4] = 2)],
       ['upper-case id', (b) => b.write('AB', 7, 'latin1')],
       ['slash in id', (b) => b.write('a/', 7, 'latin1')],
+      ['id starting with a dot', (b) => b.write('.b', 7, 'latin1')],
       ['id length 0', (b) => b.writeUInt16BE(0, 5)],
       ['id length 65', (b) => b.writeUInt16BE(65, 5)],
       ['id length past the end', (b) => b.writeUInt16BE(0xffff, 5)],

@@ -33,7 +33,11 @@ const POLICY_ID_MAX = 64;
 /** magic + version + u16 length + u32 epoch + R + nonce, without the policy id. */
 const FIXED_HEADER_BYTES = 4 + 1 + 2 + 4 + 32 + NONCE_BYTES;
 const MAX_TEXT_CHARS = SEALED_TEXT_PREFIX.length + Math.ceil((MAX_BLOB_BYTES * 4) / 3) + 2;
-const POLICY_ID_RE = /^[a-z0-9._-]{1,64}$/;
+// The first character is a letter or digit: ids such as ".", ".." or ".hidden" would make hidden or
+// special file names in a key server's share directory.
+const POLICY_ID_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+/** The rule, for error messages. */
+export const SECRET_POLICY_ID_RULE = '1..64 of [a-z0-9._-], starting with a letter or digit';
 const BASE64URL_RE = /^[A-Za-z0-9_-]+$/;
 
 /** What sealing needs: the policy, its key epoch and its public key P_p = k_p·G (C_0 of its commitments). */
@@ -55,7 +59,7 @@ export interface ParsedBlob {
   header: Uint8Array;
 }
 
-/** True for a policy id a blob can carry: 1..64 of [a-z0-9._-]. */
+/** True for a policy id a blob can carry: {@link SECRET_POLICY_ID_RULE}. */
 export function isSecretPolicyId(id: unknown): id is string {
   return typeof id === 'string' && POLICY_ID_RE.test(id);
 }
@@ -68,7 +72,7 @@ export function isSecretPolicyId(id: unknown): id is string {
  */
 export function seal(plain: Uint8Array, policy: SealPolicy): Buffer {
   if (!(plain instanceof Uint8Array)) throw fail('TESSERA_BAD_REQUEST', 'the plaintext must be bytes');
-  if (!isSecretPolicyId(policy.id)) throw fail('TESSERA_BAD_REQUEST', 'the policy id must be 1..64 of [a-z0-9._-]');
+  if (!isSecretPolicyId(policy.id)) throw fail('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
   if (!isEpoch(policy.epoch)) throw fail('TESSERA_BAD_REQUEST', 'the key epoch must be an integer in 0..2^32-1');
   const P = decodePoint(policy.publicKey);
   const total = FIXED_HEADER_BYTES + policy.id.length + plain.length + TAG_BYTES;
@@ -115,6 +119,7 @@ export function parseBlob(bytes: Uint8Array): ParsedBlob {
   if (bytes.length < headerLen + TAG_BYTES) throw bad('too short');
   for (let i = 7; i < 7 + idLen; i++) if (!isPolicyIdByte(bytes[i]!)) throw bad('policy id has a character outside [a-z0-9._-]');
   const policyId = Buffer.from(bytes.buffer, bytes.byteOffset + 7, idLen).toString('latin1');
+  if (!isSecretPolicyId(policyId)) throw bad('policy id must start with a letter or digit');
   let off = 7 + idLen;
   const epoch = ((bytes[off]! << 24) | (bytes[off + 1]! << 16) | (bytes[off + 2]! << 8) | bytes[off + 3]!) >>> 0;
   off += 4;

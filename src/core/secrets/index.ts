@@ -16,6 +16,7 @@ export {
   sealedToText,
   parseSealedText,
   isSecretPolicyId,
+  SECRET_POLICY_ID_RULE,
   BLOB_VERSION,
   MAX_BLOB_BYTES,
   SEALED_TEXT_PREFIX,

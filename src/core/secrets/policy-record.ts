@@ -14,7 +14,7 @@ import type { KeyObject } from 'node:crypto';
 import { TesseraError } from '../errors.js';
 import { openEnvelope, signEnvelope, type EnvelopeKind } from '../signed-envelope.js';
 import { isSpiffeId } from '../spiffe-id.js';
-import { MAX_SHARES, decodePoint, isSecretPolicyId } from './index.js';
+import { MAX_SHARES, SECRET_POLICY_ID_RULE, decodePoint, isSecretPolicyId } from './index.js';
 
 export interface SecretPolicyServer {
   url: string;
@@ -113,7 +113,7 @@ export function checkSecretPolicy(v: unknown): SecretPolicyRecord {
 
 function checkUnchecked(v: unknown): SecretPolicyRecord {
   const r = exactObject(v, RECORD_KEYS, 'record');
-  if (!isSecretPolicyId(r.id)) throw invalid('record: id must be 1..64 of [a-z0-9._-]');
+  if (!isSecretPolicyId(r.id)) throw invalid(`record: id must be ${SECRET_POLICY_ID_RULE}`);
   if (!isInt(r.epoch, 0, MAX_EPOCH)) throw invalid('record: epoch must be an integer in 0..2^32-1');
   if (!isInt(r.n, 1, MAX_SHARES)) throw invalid(`record: n must be an integer in 1..${MAX_SHARES}`);
   if (!isInt(r.t, 1, r.n)) throw invalid('record: t must be an integer in 1..n');

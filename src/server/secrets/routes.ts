@@ -12,7 +12,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
-import { isSecretPolicyId } from '../../core/secrets/index.js';
+import { SECRET_POLICY_ID_RULE, isSecretPolicyId } from '../../core/secrets/index.js';
 import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
 import { adminCaller, audited, svidCaller } from '../api/handlers.js';
 import { body, int, queryInt } from '../api/validate.js';
@@ -31,7 +31,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   app.post('/v1/secret-policies', (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
     adminCaller(ctx, req, ev);
     const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers']);
-    if (!isSecretPolicyId(b.id)) throw new TesseraError('TESSERA_BAD_REQUEST', '"id" must be 1..64 of [a-z0-9._-]');
+    if (!isSecretPolicyId(b.id)) throw new TesseraError('TESSERA_BAD_REQUEST', `"id" must be ${SECRET_POLICY_ID_RULE}`);
     ev.target = `secret:${b.id}`;
     const epoch = int(b, 'epoch', { min: 0, max: 0xffffffff })!;
     const t = int(b, 't', { min: 1, max: 255 })!;
@@ -54,7 +54,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   }));
 
   const epochParams = (params: { id: string; epoch: string }): { id: string; epoch: number } => {
-    if (!isSecretPolicyId(params.id)) throw new TesseraError('TESSERA_BAD_REQUEST', 'the policy id must be 1..64 of [a-z0-9._-]');
+    if (!isSecretPolicyId(params.id)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
     if (!/^(0|[1-9]\d{0,9})$/.test(params.epoch) || Number(params.epoch) > 0xffffffff) throw new TesseraError('TESSERA_BAD_REQUEST', 'the key epoch must be an integer in 0..2^32-1');
     return { id: params.id, epoch: Number(params.epoch) };
   };
@@ -88,7 +88,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   app.get<{ Params: { id: string } }>('/v1/secret-policies/:id', (req) => audited(ctx, req, 'secret.policy.show', async (ev) => {
     svidCaller(ctx, req, ev);
     const { id } = req.params;
-    if (!isSecretPolicyId(id)) throw new TesseraError('TESSERA_BAD_REQUEST', 'the policy id must be 1..64 of [a-z0-9._-]');
+    if (!isSecretPolicyId(id)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
     ev.target = `secret:${id}`;
     const q = req.query as Record<string, unknown> | undefined;
     const epoch = q && q.epoch !== undefined ? queryInt(q, 'epoch', 0, 0, 0xffffffff) : undefined;
