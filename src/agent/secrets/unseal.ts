@@ -5,13 +5,13 @@
  * proofs verify, combine + unblind, and open the blob. Used by `tessera secret unseal` and by the
  * agent's `--unseal` files. Never logs point material or plaintext.
  */
+import { performance } from 'node:perf_hooks';
 import { ApiClient, type ClientTls } from '../client.js';
 import { TesseraError, isTesseraError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import {
-  blind, combineAndUnblind, decodePoint, decodeProof, openWithPoint, parseSealedText, publicShare, ready, unsealContext, verifyDleq, type Evaluation,
-} from '../../core/secrets/index.js';
-import { verifySecretPolicy, type SecretPolicyRecord } from '../../core/secrets/policy-record.js';
+import { EvaluationCollector, type Blinded } from '../../core/secrets/blind.js';
+import { blind, decodePoint, decodeProof, openWithPoint, parseSealedText, ready, unsealContext } from '../../core/secrets/index.js';
+import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../../core/secrets/policy-record.js';
 
 type Json = Record<string, unknown>;
 
@@ -23,8 +23,8 @@ export interface UnsealTls { certPem: string; keyPem: string; bundlePem: string 
 /** A key server that did not give a valid evaluation. `code` is a stable TESSERA_* code. */
 export interface KeyServerFailure { spiffeId: string; index: number; code: string; message: string }
 
-/** A verified policy record with its decoded commitments and the public shares computed so far. */
-interface VerifiedRecord { record: SecretPolicyRecord; commitments: Uint8Array[]; publicShares: Map<number, Uint8Array> }
+/** A verified policy record with its decoded commitments (their public shares are memoized by blind.ts). */
+interface VerifiedRecord { record: SecretPolicyRecord; commitments: Uint8Array[] }
 
 /**
  * State reused across unseals: kept-alive mTLS clients to the key servers (one per URL and SPIFFE
@@ -94,6 +94,8 @@ export interface UnsealOptions {
   log?: Logger;
   /** Reuse kept-alive key server connections across calls; without it, connections are closed after the call. */
   pool?: KeyServerPool;
+  /** Filled in with where the time went (benchmarks); its fields are overwritten. */
+  timings?: UnsealTimings;
 }
 
 export interface UnsealResult {
@@ -116,34 +118,69 @@ export async function fetchSecretPolicy(call: ControlPlaneCall, id: string, epoc
 }
 
 /**
- * Asks every key server in parallel; resolves with the first t evaluations whose DLEQ proofs
- * verify (and the failures seen so far), or throws TESSERA_SECRET_THRESHOLD (with `failures`)
- * as soon as too few remain.
+ * Where one unseal's wall time went, in milliseconds (performance.now()); filled in when passed as
+ * {@link UnsealOptions.timings}. Answers are counted from when the requests were sent; after a
+ * retry (a stale share generation), the phases are the retry's and `total` the whole call's.
  */
-async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeyServerPool, B: Uint8Array, context: Uint8Array): Promise<{ evals: Evaluation[]; failures: KeyServerFailure[] }> {
-  const { record, commitments, publicShares } = v;
-  const evals: Evaluation[] = [];
+export interface UnsealTimings {
+  /** Sealed text parsed, policy record (cached or fetched and verified), blind: until the requests go out. */
+  prepare: number;
+  /** Sent → the first answer in (any key server, good or not). */
+  firstAnswer: number;
+  /** Sent → the answer that reached the threshold in (before its proof check). */
+  lastAnswer: number;
+  /** Proof checks done before the threshold was reached (t of them when all answers are good). */
+  verify: number;
+  /** Sent → t proofs verified. */
+  gather: number;
+  /** Lagrange combination + unblind. */
+  combine: number;
+  /** HKDF + AES-GCM open. */
+  open: number;
+  total: number;
+}
+
+/**
+ * Asks every key server in parallel and checks each answer's DLEQ proof as it arrives (while the
+ * others are still on their way); resolves with the collector once t proofs verified (and the
+ * failures seen so far), or throws TESSERA_SECRET_THRESHOLD (with `failures`) as soon as too few
+ * remain. Answers that arrive after that are still checked, off the caller's path, and a bad one
+ * is logged.
+ */
+async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeyServerPool, blinded: Blinded, context: Uint8Array, log: Logger | undefined, timings: UnsealTimings | undefined): Promise<{ collector: EvaluationCollector; failures: KeyServerFailure[] }> {
+  const { record, commitments } = v;
+  const collector = new EvaluationCollector(commitments, blinded, record.t, context);
   const failures: KeyServerFailure[] = [];
-  const shareOf = (index: number): Uint8Array => {
-    let K = publicShares.get(index);
-    if (!K) publicShares.set(index, (K = publicShare(index, commitments)));
-    return K;
-  };
+  const body = { policy: record.id, epoch: record.epoch, generation: record.generation, b: b64u(blinded.B) };
   return new Promise((resolveAll, reject) => {
     let pending = record.servers.length;
     let done = false;
+    const sent = performance.now();
     const settle = (): void => {
       if (done) return;
-      if (evals.length >= record.t) {
+      if (collector.complete) {
         done = true;
-        resolveAll({ evals: evals.slice(0, record.t), failures: [...failures] });
+        if (timings) timings.gather = performance.now() - sent;
+        resolveAll({ collector, failures: [...failures] });
       } else if (pending === 0 || record.servers.length - failures.length < record.t) {
         done = true;
+        collector.wipe();
         const detail = failures.map((f) => `${f.spiffeId}: ${f.code}`).join('; ');
-        const e = new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${evals.length} of the ${record.t} key servers needed answered with a valid evaluation (${detail})`);
+        const e = new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${collector.count} of the ${record.t} key servers needed answered with a valid evaluation (${detail})`);
         (e as TesseraError & { failures?: KeyServerFailure[] }).failures = [...failures];
         reject(e);
       }
+    };
+    /** Decodes and checks one answer (its proof through the collector); throws a TesseraError for a bad one. */
+    const check = (s: SecretPolicyServer, res: Json): void => {
+      if (res.index !== s.index || typeof res.z !== 'string' || typeof res.proof !== 'string') throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
+      if (res.generation !== undefined && res.generation !== record.generation) throw new TesseraError('TESSERA_SECRET_STALE', `answered with share generation ${String(res.generation)}`);
+      const ev = { index: s.index, Z: pointOf(res.z), proof: decodeProof(new Uint8Array(Buffer.from(res.proof, 'base64url'))) };
+      if (!collector.offer(ev)) throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'the proof does not verify');
+    };
+    const failure = (s: SecretPolicyServer, err: unknown): KeyServerFailure => {
+      const e = isTesseraError(err) ? err : new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
+      return { spiffeId: s.spiffeId, index: s.index, code: e.code, message: e.message };
     };
     for (const s of record.servers) {
       let client: ApiClient;
@@ -154,71 +191,104 @@ async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeySer
         pending -= 1;
         continue;
       }
-      client.call<Json>('POST', '/v1/evaluate', { policy: record.id, epoch: record.epoch, generation: record.generation, b: b64u(B) }).then((res) => {
-        if (res.index !== s.index || typeof res.z !== 'string' || typeof res.proof !== 'string') throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
-        if (res.generation !== undefined && res.generation !== record.generation) throw new TesseraError('TESSERA_SECRET_STALE', `answered with share generation ${String(res.generation)}`);
-        const Z = pointOf(res.z);
-        const proof = decodeProof(new Uint8Array(Buffer.from(res.proof, 'base64url')));
-        if (!verifyDleq(proof, B, shareOf(s.index), Z, context)) throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'the proof does not verify');
-        if (!done) evals.push({ index: s.index, Z, proof });
+      client.call<Json>('POST', '/v1/evaluate', body).then((res) => {
+        if (done) {
+          // Late: the unseal went on without it. Still checked, on a later turn of the event loop
+          // (by then the caller has combined: it does not wait between gathering and combining,
+          // and the collector only ever combines answers it verified).
+          setImmediate(() => {
+            try {
+              check(s, res);
+            } catch (err) {
+              const f = failure(s, err);
+              log?.warn('key server failed', { policy: record.id, spiffe_id: f.spiffeId, index: f.index, code: f.code, late: true });
+            }
+          });
+          return;
+        }
+        const t0 = performance.now();
+        if (timings) {
+          if (timings.firstAnswer < 0) timings.firstAnswer = t0 - sent;
+          timings.lastAnswer = t0 - sent;
+        }
+        try {
+          check(s, res);
+        } finally {
+          if (timings) timings.verify += performance.now() - t0;
+        }
+      }, (err: unknown) => {
+        if (timings && !done && timings.firstAnswer < 0) timings.firstAnswer = performance.now() - sent;
+        throw err;
       }).catch((err: unknown) => {
-        const e = isTesseraError(err) ? err : new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
-        if (!done) failures.push({ spiffeId: s.spiffeId, index: s.index, code: e.code, message: e.message });
+        if (!done) failures.push(failure(s, err));
       }).finally(() => {
         pending -= 1;
         settle();
       });
     }
+    // b⁻¹ once the requests are written (they go out on the next tick), not after the last answer.
+    setImmediate(() => collector.precompute());
     settle();
   });
 }
 
 /** Unseals a sealed text as the agent. Throws a TesseraError (with `failures` on TESSERA_SECRET_THRESHOLD). */
 export async function unsealSealedText(opts: UnsealOptions): Promise<UnsealResult> {
+  const t0 = performance.now();
   await ready();
   const parsed = parseSealedText(opts.text);
   const pool = opts.pool ?? new KeyServerPool();
   try {
     pool.useTls(opts.tls);
     try {
-      return await unsealOnce(opts, parsed, pool);
+      return await unsealOnce(opts, parsed, pool, t0);
     } catch (err) {
       // A share refresh moved the key servers to a newer generation than the record used: fetch it
       // again and retry once (a refresh never changes the key, so this is the same unseal).
       const failures = (err as { failures?: KeyServerFailure[] }).failures ?? [];
       if (!failures.some((f) => f.code === 'TESSERA_SECRET_STALE')) throw err;
       pool.forget(parsed.policyId, parsed.epoch);
-      return await unsealOnce(opts, parsed, pool);
+      return await unsealOnce(opts, parsed, pool, t0);
     }
   } finally {
     if (!opts.pool) pool.close();
   }
 }
 
-async function unsealOnce(opts: UnsealOptions, parsed: ReturnType<typeof parseSealedText>, pool: KeyServerPool): Promise<UnsealResult> {
+async function unsealOnce(opts: UnsealOptions, parsed: ReturnType<typeof parseSealedText>, pool: KeyServerPool, t0: number): Promise<UnsealResult> {
   let v = pool.record(parsed.policyId, parsed.epoch);
   if (!v) {
     const { record } = await fetchSecretPolicy(opts.call, parsed.policyId, parsed.epoch, opts.trustedCas);
-    v = { record, commitments: record.commitments.map(pointOf), publicShares: new Map() };
+    v = { record, commitments: record.commitments.map(pointOf) };
     pool.remember(v);
   }
-  const { record, commitments } = v;
+  const { record } = v;
   const blinded = blind(parsed.R);
   const context = unsealContext(record.id, record.epoch);
-  let gathered: { evals: Evaluation[]; failures: KeyServerFailure[] };
+  const timings = opts.timings;
+  if (timings) Object.assign(timings, { prepare: performance.now() - t0, firstAnswer: -1, lastAnswer: 0, verify: 0, gather: 0, combine: 0, open: 0, total: 0 });
+  let gathered: { collector: EvaluationCollector; failures: KeyServerFailure[] };
   try {
-    gathered = await gatherEvaluations(v, opts.tls, pool, blinded.B, context);
+    gathered = await gatherEvaluations(v, opts.tls, pool, blinded, context, opts.log, timings);
   } catch (err) {
     blinded.b.fill(0);
     for (const f of (err as { failures?: KeyServerFailure[] }).failures ?? []) opts.log?.warn('key server failed', { policy: record.id, spiffe_id: f.spiffeId, index: f.index, code: f.code });
     throw err;
   }
   for (const f of gathered.failures) opts.log?.warn('key server failed', { policy: record.id, spiffe_id: f.spiffeId, index: f.index, code: f.code });
-  const { point } = combineAndUnblind(gathered.evals, commitments, blinded, record.t, context);
+  const t1 = performance.now();
+  const point = gathered.collector.combineAndUnblind();
   blinded.b.fill(0);
+  const t2 = performance.now();
   try {
     return { plaintext: openWithPoint(parsed, point), policyId: record.id, epoch: record.epoch, bad: gathered.failures };
   } finally {
     point.fill(0);
+    if (timings) {
+      const t3 = performance.now();
+      timings.combine = t2 - t1;
+      timings.open = t3 - t2;
+      timings.total = t3 - t0;
+    }
   }
 }

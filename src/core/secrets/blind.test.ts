@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../../test/support/expect.js';
-import { blind, combineAndUnblind, combineEvaluations, evaluate, evaluateAndProve, unblind, unsealContext, type Evaluation } from './blind.js';
+import { EvaluationCollector, blind, combineAndUnblind, combineEvaluations, evaluate, evaluateAndProve, unblind, unsealContext, type Evaluation } from './blind.js';
 import { openWithPoint, parseBlob, seal } from './blob.js';
 import { proveDleq } from './dleq.js';
 import { fakePolicy, unsealInMemory, type FakeKeyServer, type FakePolicy } from './fixtures.js';
@@ -210,5 +210,60 @@ describe('unseal end to end, in memory', () => {
     for (const [id, e] of [['A', 1], ['', 1], ['a', -1], ['a', 2 ** 32], ['a', 0.5]] as const) {
       expectTesseraError(() => unsealContext(id, e), 'TESSERA_BAD_REQUEST');
     }
+  });
+});
+
+describe('EvaluationCollector: answers checked one by one as they arrive', () => {
+  it.each([[2, 3], [3, 5]])('%i-of-%i: complete after t verified answers, same k·R as combineAndUnblind, liars in bad', (t, n) => {
+    const p = fakePolicy(t, n);
+    const parsed = parseBlob(sealFor(p));
+    const blinded = blind(parsed.R);
+    const ctx = unsealContext(p.id, p.epoch);
+    const answers = p.servers.map((s) => s.answer(blinded.B, ctx));
+    const liar = { ...answers[0]!, Z: baseMul(randomScalar()) };
+    const c = new EvaluationCollector(p.commitments, blinded, t, ctx);
+    expect(c.offer(liar)).toBe(false);
+    c.precompute();
+    for (let i = 1; i <= t; i++) {
+      expect(c.complete).toBe(false);
+      expect(c.offer(answers[i]!)).toBe(true);
+      expect(c.count).toBe(i);
+    }
+    expect(c.complete).toBe(true);
+    expect(c.bad).toEqual([1]);
+    const point = c.combineAndUnblind();
+    expect(pointEquals(point, mul(p.k, parsed.R))).toBe(true);
+    expect(pointEquals(point, combineAndUnblind(answers.slice(1, t + 1), p.commitments, blinded, t, ctx).point)).toBe(true);
+    expect(openWithPoint(parsed, point).equals(secret)).toBe(true);
+  });
+
+  it('refuses to combine fewer than t verified answers, counts a repeated index once, reports malformed ones', () => {
+    const p = fakePolicy(2, 3);
+    const blinded = blind(parseBlob(sealFor(p)).R);
+    const ctx = unsealContext(p.id, p.epoch);
+    const good = p.servers.map((s) => s.answer(blinded.B, ctx));
+    const c = new EvaluationCollector(p.commitments, blinded, 2, ctx);
+    expect(c.offer({ ...good[0]!, index: 0 })).toBe(false);
+    expect(c.offer({ ...good[0]!, Z: new Uint8Array(32) })).toBe(false);
+    expect(c.offer({ ...good[1]!, proof: { c: new Uint8Array(32), s: new Uint8Array(32) } })).toBe(false);
+    expect(c.offer({ ...good[2]!, proof: good[1]!.proof })).toBe(false);
+    expect(c.offer(good[0]!)).toBe(true);
+    expect(c.offer(good[0]!)).toBe(true);
+    expect(c.count).toBe(1);
+    expect(c.bad).toEqual([0, 1, 2, 3]);
+    const err = expectTesseraError(() => c.combineAndUnblind(), 'TESSERA_SECRET_THRESHOLD');
+    expect(err.message).toMatch(/1 valid .* 2 needed/);
+    c.wipe();
+    expectTesseraError(() => new EvaluationCollector(p.commitments, blinded, 3, ctx), 'TESSERA_BAD_REQUEST');
+  });
+
+  it('answers proven for another B or under another context do not verify', () => {
+    const p = fakePolicy(2, 3);
+    const blinded = blind(parseBlob(sealFor(p)).R);
+    const ctx = unsealContext(p.id, p.epoch);
+    const c = new EvaluationCollector(p.commitments, blinded, 2, ctx);
+    expect(c.offer(p.servers[0]!.answer(baseMul(randomScalar()), ctx))).toBe(false);
+    expect(c.offer(p.servers[1]!.answer(blinded.B, unsealContext(p.id, p.epoch + 1)))).toBe(false);
+    expect(c.count).toBe(0);
   });
 });

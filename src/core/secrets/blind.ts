@@ -114,6 +114,106 @@ export function combineEvaluations(evals: Evaluation[], commitments: Point[], B:
 export function combineAndUnblind(evals: Evaluation[], commitments: Point[], blinded: Blinded, t: number, context: Uint8Array): Combined {
   const { chosen, bad } = verifyAndPick(evals, commitments, blinded.B, t, context);
   const inv = scalarInv(blinded.b);
+  try {
+    return { point: lagrangeUnblind(chosen, inv), bad };
+  } finally {
+    inv.fill(0);
+  }
+}
+
+/**
+ * The agent's side of one unseal when answers arrive one by one: {@link offer} checks each answer's
+ * DLEQ proof as soon as it is in (so the first proofs are checked while later answers are still on
+ * their way), {@link combineAndUnblind} combines the verified ones. Only answers this collector
+ * verified are ever combined, each proof is checked once, the blinded point and the public shares
+ * are decoded once per unseal. Same result as {@link combineAndUnblind} on the same evaluations.
+ *
+ * @example
+ * const c = new EvaluationCollector(commitments, blinded, t, context);
+ * for (const ev of answers) if (!c.offer(ev)) report(ev.index);   // as each one arrives
+ * if (c.complete) open(parsed, c.combineAndUnblind());
+ */
+export class EvaluationCollector {
+  private readonly good = new Map<number, Point>();
+  /** Indices whose answer was malformed or whose proof failed, in offer order. */
+  readonly bad: number[] = [];
+  private readonly B: Point;
+  private inv: Scalar | undefined;
+  private finished = false;
+
+  constructor(private readonly commitments: Point[], private readonly blinded: Blinded, readonly t: number, private readonly context: Uint8Array) {
+    if (!Number.isInteger(t) || t < 1 || !Array.isArray(commitments) || t !== commitments.length) {
+      throw fail('TESSERA_BAD_REQUEST', 'the threshold does not match the number of commitments');
+    }
+    this.B = decodePoint(blinded.B);
+  }
+
+  /** Verified answers so far (distinct indices). */
+  get count(): number {
+    return this.good.size;
+  }
+
+  get complete(): boolean {
+    return this.good.size >= this.t;
+  }
+
+  /**
+   * Computes b⁻¹ ahead of {@link combineAndUnblind} (≈ 40 µs): call it while the answers are on
+   * their way. Optional; does nothing once combined or wiped.
+   */
+  precompute(): void {
+    if (!this.finished) this.inv ??= scalarInv(this.blinded.b);
+  }
+
+  /** Zeroes b⁻¹ if it was computed and no combination follows (a failed unseal). */
+  wipe(): void {
+    this.finished = true;
+    this.inv?.fill(0);
+    this.inv = undefined;
+  }
+
+  /**
+   * Checks one answer: a valid index and a DLEQ proof that Z = k_i·B for the K_i the commitments
+   * give. True if it verified (kept), false if not (recorded in `bad`); an index already verified is
+   * not checked again and gives true without replacing the first answer.
+   */
+  offer(e: Evaluation): boolean {
+    const index = e.index;
+    if (!Number.isInteger(index) || index < 1 || index > MAX_SHARES) {
+      this.bad.push(index);
+      return false;
+    }
+    if (this.good.has(index)) return true;
+    if (verifyDleq(e.proof, this.B, publicShareCached(index, this.commitments), e.Z, this.context)) {
+      this.good.set(index, new Uint8Array(e.Z));
+      return true;
+    }
+    this.bad.push(index);
+    return false;
+  }
+
+  /**
+   * k·R from t verified answers (the lowest indices): Σ (λ_i·b⁻¹)·Z_i. TESSERA_SECRET_THRESHOLD
+   * when fewer than t verified. Zeroes b⁻¹ after (the caller zeroes b).
+   */
+  combineAndUnblind(): Point {
+    if (this.good.size < this.t) {
+      throw fail('TESSERA_SECRET_THRESHOLD', `${this.good.size} valid key-server evaluations, ${this.t} needed (${this.bad.length} failed their proof)`);
+    }
+    const chosen = [...this.good.entries()].sort((a, b) => a[0] - b[0]).slice(0, this.t).map(([index, point]) => ({ index, point }));
+    const inv = this.inv ?? scalarInv(this.blinded.b);
+    this.inv = undefined;
+    this.finished = true;
+    try {
+      return lagrangeUnblind(chosen, inv);
+    } finally {
+      inv.fill(0);
+    }
+  }
+}
+
+/** Σ (λ_i·b⁻¹)·Z_i over exactly the chosen points, given b⁻¹. */
+function lagrangeUnblind(chosen: IndexedPoint[], inv: Scalar): Point {
   const lambdas = lagrangeAt0(chosen.map((c) => c.index));
   let acc: Point | undefined;
   for (const [i, c] of chosen.entries()) {
@@ -122,8 +222,7 @@ export function combineAndUnblind(evals: Evaluation[], commitments: Point[], bli
     coeff.fill(0);
     acc = acc === undefined ? term : add(acc, term);
   }
-  inv.fill(0);
-  return { point: acc!, bad };
+  return acc!;
 }
 
 function verifyAndPick(evals: Evaluation[], commitments: Point[], B: Point, t: number, context: Uint8Array): { chosen: IndexedPoint[]; bad: number[] } {
