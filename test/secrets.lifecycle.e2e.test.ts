@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import type { ApiClient } from '../src/agent/client.js';
+import { KeyServerPool, unsealSealedText } from '../src/agent/secrets/unseal.js';
+import { svidClient } from '../src/cli/context.js';
 import { refreshEpoch, type SecretAdmin } from '../src/cli/secret-admin.js';
 import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
 import { createLogger, silentLogger } from '../src/core/log.js';
@@ -168,10 +170,20 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
   }, 60_000);
 
   it('retire: the old epoch\'s shares are deleted and its blobs refused with a stable code; the only active epoch needs --force', async () => {
+    // An agent that keeps a pool (as `agent --unseal` does) has epoch 1's record cached.
+    const pool = new KeyServerPool();
+    const agentTls = { certPem: readFileSync(join(appDir, 'svid.pem'), 'utf8'), keyPem: readFileSync(join(appDir, 'svid.key'), 'utf8'), bundlePem: readFileSync(join(appDir, 'bundle.pem'), 'utf8') };
+    const app = svidClient(appDir, server.url);
+    const viaPool = (text: string): Promise<Buffer> => unsealSealedText({ text, call: (m, p, b) => app.call(m, p, b), tls: agentTls, trustedCas: pemDecodeAll(agentTls.bundlePem, 'CERTIFICATE'), pool }).then((r) => r.plaintext);
+    expect((await viaPool(blob1)).toString('utf8')).toBe(PLAIN1);
     const r = await tessera(['--json', 'secret', 'policy', 'retire', 'db', '--epoch', '1']);
     expect(r.status, r.stderr + r.stdout).toBe(0);
     expect((JSON.parse(r.stdout) as { retired: boolean; deleted: string[] }).deleted.sort()).toEqual([...KS].sort());
     for (let i = 0; i < 3; i++) expect(sharesOf(i).map((s) => s.epoch)).toEqual([2]);
+    // The cached record is found out of date and fetched again: the stable code, not a bare threshold error.
+    await expect(viaPool(blob1)).rejects.toMatchObject({ code: 'TESSERA_SECRET_EPOCH_RETIRED' });
+    pool.close();
+    app.close();
     const refused = await unseal(blob1);
     expect(refused.status).not.toBe(0);
     expect(refused.stdout).toBe('');

@@ -240,13 +240,17 @@ export async function unsealSealedText(opts: UnsealOptions): Promise<UnsealResul
   const pool = opts.pool ?? new KeyServerPool();
   try {
     pool.useTls(opts.tls);
+    const cached = pool.record(parsed.policyId, parsed.epoch) !== undefined;
     try {
       return await unsealOnce(opts, parsed, pool, t0);
     } catch (err) {
-      // A share refresh moved the key servers to a newer generation than the record used: fetch it
-      // again and retry once (a refresh never changes the key, so this is the same unseal).
+      // The record used may be out of date: a share refresh moved the key servers to a newer
+      // generation (STALE; a refresh never changes the key, so this is the same unseal), or a cached
+      // record's epoch was retired since (its shares are gone: NOT_FOUND). Fetch it again and retry
+      // once; a retired epoch then ends in TESSERA_SECRET_EPOCH_RETIRED from the control plane.
       const failures = (err as { failures?: KeyServerFailure[] }).failures ?? [];
-      if (!failures.some((f) => f.code === 'TESSERA_SECRET_STALE')) throw err;
+      const outdated = failures.some((f) => f.code === 'TESSERA_SECRET_STALE' || (cached && f.code === 'TESSERA_NOT_FOUND'));
+      if (!outdated) throw err;
       pool.forget(parsed.policyId, parsed.epoch);
       return await unsealOnce(opts, parsed, pool, t0);
     }
