@@ -96,6 +96,11 @@ async function startApp(): Promise<App> {
       req.pipe(res);
       return;
     }
+    if (url.pathname === '/hang') {
+      // Reads the request, never answers (a hung app); the server's close ends it.
+      req.resume();
+      return;
+    }
     if (url.pathname === '/sha') {
       const h = createHash('sha256');
       let n = 0;
@@ -537,6 +542,21 @@ describe('http mode', () => {
     }
     expect(conns).toBe(3);
     expect(ib.stats.upstreamErrors).toBe(0);
+  });
+
+  it('answers 504 when the app does not answer in time, drops that app connection, and serves the next request', async () => {
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, limits: { responseTimeoutMs: 800 } });
+    const ob = await outbound(ib.port, source(ca, CLIENT_ID));
+    const t0 = Date.now();
+    const r = await request(ob.port, agent(), { path: '/hang' });
+    expect(r.status).toBe(504);
+    expect(JSON.parse(r.body.toString())).toMatchObject({ error: { code: 'TESSERA_PROXY_UPSTREAM_TIMEOUT' } });
+    // Sweep precision (500 ms): between the limit and the limit + two sweeps.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(800);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(ib.stats.timeouts).toBe(1);
+    const ok = await request(ob.port, agent(), { path: '/after-hang' });
+    expect(ok.status).toBe(200);
   });
 
   it('answers 502 when the app is down', async () => {

@@ -79,6 +79,7 @@ export function newStats(): InboundStats {
 export interface HttpLimits extends HeadLimits {
   headTimeoutMs: number;
   idleTimeoutMs: number;
+  responseTimeoutMs: number;
   lingerMs: number;
 }
 
@@ -165,6 +166,8 @@ export class HttpConnection implements UpstreamOwner {
   /** The app sent more than its response: its connection is not reused. */
   #upDirty = false;
   #closeAfter = false;
+  /** When the sweep first saw this exchange waiting for the app's response head, the request sent (0: not yet). */
+  #awaitingSince = 0;
   #clientEnded = false;
   /** Caller bytes after the current request (pipelining); the caller is paused while set. */
   #held: Buffer | undefined;
@@ -286,6 +289,7 @@ export class HttpConnection implements UpstreamOwner {
     this.#res = undefined;
     this.#resDone = false;
     this.#resStarted = false;
+    this.#awaitingSince = 0;
     this.#upDirty = false;
     this.#resReader.reset();
     if (head.chunked) {
@@ -626,6 +630,17 @@ export class HttpConnection implements UpstreamOwner {
           // caller's next request opens a connection with its renewed SVID (the sidecar's outbound
           // proxy passes the close on to the app's keep-alive pool).
           this.#startClosing();
+        }
+        break;
+      case Phase.Exchange:
+        // Waiting for the app's response head after the whole request went to it (sweep precision).
+        if (this.#res === undefined && this.#reqDone && !this.#resStarted) {
+          if (this.#awaitingSince === 0) this.#awaitingSince = now;
+          else if (now - this.#awaitingSince > limits.responseTimeoutMs) {
+            this.ctx.stats.timeouts++;
+            this.#dropUpstream();
+            this.#refuse('TESSERA_PROXY_UPSTREAM_TIMEOUT', 'the application did not answer in time');
+          }
         }
         break;
       case Phase.Closing:

@@ -29,6 +29,11 @@ export interface InboundLimits {
   headTimeoutMs: number;
   /** A kept-alive caller connection with no request for this long is closed (default 60 s). */
   idleTimeoutMs: number;
+  /**
+   * http mode: time from the request's last byte reaching the app to the app's response head
+   * (default 60 s) → 504 TESSERA_PROXY_UPSTREAM_TIMEOUT, and the app connection is dropped.
+   */
+  responseTimeoutMs: number;
   /** How long a closing connection still reads (and drops) what the caller sends (default 2 s). */
   lingerMs: number;
   /** TLS handshake deadline (default 10 s). */
@@ -46,6 +51,7 @@ export const DEFAULT_INBOUND_LIMITS: Readonly<InboundLimits> = Object.freeze({
   maxHeaders: DEFAULT_HEAD_LIMITS.maxHeaders,
   headTimeoutMs: 10_000,
   idleTimeoutMs: 60_000,
+  responseTimeoutMs: 60_000,
   lingerMs: 2_000,
   handshakeTimeoutMs: 10_000,
   maxConnections: 10_000,
