@@ -21,6 +21,7 @@ import { Agent as HttpAgent, createServer as createHttpServer, request as httpRe
 import { ApiClient } from '../src/agent/client.js';
 import { readPolicyDir } from '../src/cli/policy.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
+import { parseSealedText, ready as secretsReady } from '../src/core/secrets/index.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -263,7 +264,11 @@ async function main(): Promise<void> {
     }
     if (sealed.status !== 0) throw new Error(`secret seal: ${errorCode(sealed)}`);
     say('secrets', SECRETS_COLOUR, `sealed offline with the signed record (${relative(ROOT, record)}) → ${relative(ROOT, sealedFile)}; the plaintext file is deleted`);
-    say('secrets', SECRETS_COLOUR, `safe to commit: ${readFileSync(sealedFile, 'utf8').trim().slice(0, 40)}…`);
+    // The sealed text itself is not echoed (house rule): its size and public header say enough.
+    const sealedText = readFileSync(sealedFile, 'utf8').trim();
+    await secretsReady();
+    const header = parseSealedText(sealedText);
+    say('secrets', SECRETS_COLOUR, `safe to commit: ${sealedText.length} characters of tessera-sealed:v1 text for policy "${header.policyId}" key epoch ${header.epoch}; only the key servers together, for a workload the policy allows, can open it`);
     return true;
   })().catch((err: unknown) => {
     say('secrets', 31, `blind secrets part failed: ${(err as Error).message}`);
