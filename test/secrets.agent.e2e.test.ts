@@ -6,7 +6,7 @@
  * refused, writes nothing, retries and keeps running.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -132,6 +132,27 @@ describe('agent --unseal: sealed files opened for the app', () => {
     const again = JSON.parse(p.out.split('\n').find((l) => l.includes('secret re-opened'))!) as Record<string, unknown>;
     expect(again.epoch).toBe(2);
     expect(p.out).not.toContain(PLAIN2);
+  }, 60_000);
+
+  it('a sealed file that appears while the agent backs off is opened at once, not at the next retry', async () => {
+    const later = join(dir, 'later', 'db.sealed');
+    const out = join(dir, 'late-run', 'db-url');
+    const p = await agentProcess('late', PCI, `${later}=${out}`);
+    const failures = (): Record<string, unknown>[] => p.out.split('\n').filter((l) => l.includes('secret unseal failed')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    // Retries after 1, 2, 4, 8 s: wait until the agent is in its 8 s wait (the fourth failure).
+    await waitFor('four failed attempts', () => {
+      if (p.child.exitCode !== null) throw new Error(`agent exited: ${p.out}`);
+      return failures().length >= 4;
+    }, 30_000);
+    expect(failures()[0]!.code).toBe('TESSERA_SECRET_BLOB_INVALID');
+    expect(failures()[3]!.retry_in_ms).toBe(8000);
+    const t0 = Date.now();
+    mkdirSync(join(dir, 'later'));
+    copyFileSync(sealedFile, later);
+    // Seen by the 2 s poll and opened at once, well before the retry 8 s after the failure.
+    await waitFor('the secret file', () => p.out.includes('secret opened'), 15_000);
+    expect(Date.now() - t0).toBeLessThan(5500);
+    expect(readFileSync(out, 'utf8')).toContain(PLAIN);
   }, 60_000);
 
   it('the refused agent writes nothing, logs the code, retries and keeps running', async () => {

@@ -7,7 +7,8 @@
  *
  * The sealed file is then watched (polled, default every 2 s): when its content changes (a new
  * secret sealed, or the same secret re-sealed under a new key epoch), it is opened again and the
- * output replaced atomically. An unchanged content is not unsealed again.
+ * output replaced atomically. An unchanged content is not unsealed again. A change while failing
+ * (e.g. a file not there yet, or sealed under a retired epoch) retries at once, backoff reset.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
@@ -52,10 +53,18 @@ export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], lo
   /** SHA-256 of the sealed text last written, per sealed file: an unchanged file is not opened again. */
   const opened = new Map<string, string>();
   let closed = false;
-  const timers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
-  const sleep = (ms: number): Promise<void> => new Promise((res) => {
-    const entry = { timer: setTimeout(() => { timers.delete(entry); res(); }, ms), wake: res };
-    timers.add(entry);
+  /** A spec's retry wait, which a change of its sealed file (or close) cuts short. */
+  const sleeping = new Map<SecretFileSpec, () => void>();
+  /** Specs whose wait was cut short by a change: the next retry starts the backoff again. */
+  const woken = new Set<SecretFileSpec>();
+  const sleep = (ms: number, spec: SecretFileSpec): Promise<void> => new Promise((res) => {
+    const wake = (): void => {
+      clearTimeout(timer);
+      sleeping.delete(spec);
+      res();
+    };
+    const timer = setTimeout(wake, ms);
+    sleeping.set(spec, wake);
   });
 
   async function openOnce(spec: SecretFileSpec): Promise<void> {
@@ -100,8 +109,8 @@ export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], lo
         const code = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
         log.warn('secret unseal failed', { sealed: spec.sealedFile, output: spec.outputPath, code, retry_in_ms: delay });
       }
-      await sleep(delay);
-      delay = Math.min(delay * 2, max);
+      await sleep(delay, spec);
+      delay = woken.delete(spec) ? first : Math.min(delay * 2, max);
     }
   }
 
@@ -112,6 +121,12 @@ export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], lo
     const run = (): Promise<void> => {
       if (running) {
         again = true;
+        // Failing and waiting to retry: the file changed, so try the new content now.
+        const wake = sleeping.get(spec);
+        if (wake) {
+          woken.add(spec);
+          wake();
+        }
         return running;
       }
       running = (async () => {
@@ -137,11 +152,7 @@ export function startSecretFiles(agent: SecretAgent, specs: SecretFileSpec[], lo
     close() {
       closed = true;
       if (watchMs > 0) for (const s of specs) unwatchFile(s.sealedFile);
-      for (const t of timers) {
-        clearTimeout(t.timer);
-        t.wake();
-      }
-      timers.clear();
+      for (const wake of [...sleeping.values()]) wake();
       pool.close();
     },
   };
