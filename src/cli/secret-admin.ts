@@ -146,7 +146,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
     return res.shares.find((s) => s.policy === id && s.epoch === record.epoch);
   });
   const unreachable = states.outcomes.filter((o) => !o.ok);
-  if (unreachable.length) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `a refresh needs every key server of the policy; not reached: ${failedList(states.outcomes)}`);
+  if (unreachable.length) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `a refresh needs every key server of the policy; not reached: ${failedList(states.outcomes)} (a server gone for good: \`secret policy rotate ${id} --servers ...\` to a new epoch without it)`);
   const behind = record.servers.filter((_, i) => states.values[i]?.generation !== record.generation);
   if (behind.length) {
     const lost = behind.filter((s) => states.values[record.servers.indexOf(s)]?.pending !== record.generation);
