@@ -202,6 +202,29 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     for (let i = 0; i < 3; i++) expect(sharesOf(i).map((s) => s.epoch)).toEqual([2]);
   }, 60_000);
 
+  it('the lifecycle commands refuse bad input with a stable code and exit status, and change nothing', async () => {
+    const before = JSON.stringify(nodes.map((_, i) => sharesOf(i)));
+    const cases: [string[], number, string][] = [
+      [['secret', 'policy', 'rotate', 'nosuch'], 1, 'TESSERA_NOT_FOUND'],
+      [['secret', 'policy', 'rotate', 'Bad/Name'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['secret', 'policy', 'rotate', 'db', '--threshold', '4'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['secret', 'policy', 'rotate', 'db', '--servers', 'http://x:1@spiffe://td/a'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['secret', 'policy', 'refresh', 'nosuch'], 1, 'TESSERA_NOT_FOUND'],
+      [['secret', 'policy', 'refresh', 'db', '--epoch', 'x'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['secret', 'policy', 'refresh', 'db', '--epoch', '1'], 1, 'TESSERA_SECRET_EPOCH_RETIRED'],
+      [['secret', 'policy', 'retire', 'db', '--epoch', '99'], 1, 'TESSERA_NOT_FOUND'],
+      [['secret', 'policy', 'retire', 'db', '--epoch', '-1'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['secret', 'policy', 'retire', '.db', '--epoch', '1'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['secret', 'reseal', '--agent-dir', appDir], 1, 'TESSERA_SECRET_BLOB_INVALID'],
+    ];
+    for (const [args, status, code] of cases) {
+      const r = await tessera(args, 'tessera-sealed:v1:not-a-blob');
+      expect([r.status, r.stderr.includes(code)], `${args.join(' ')}: ${r.stderr}`).toEqual([status, true]);
+      expect(r.stdout).toBe('');
+    }
+    expect(JSON.stringify(nodes.map((_, i) => sharesOf(i)))).toBe(before);
+  }, 60_000);
+
   it('a create that a key server refuses publishes nothing and takes back the shares already installed', async () => {
     // Server 3 already holds a share for db2 epoch 1 (of another key): it refuses the new one.
     const otherKey = split(randomScalar(), 2, 3);
