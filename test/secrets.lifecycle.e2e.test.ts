@@ -16,7 +16,7 @@ import { svidClient } from '../src/cli/context.js';
 import { refreshEpoch, type SecretAdmin } from '../src/cli/secret-admin.js';
 import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
 import { createLogger, silentLogger } from '../src/core/log.js';
-import { randomScalar, split } from '../src/core/secrets/index.js';
+import { baseMul, randomScalar, split } from '../src/core/secrets/index.js';
 import { pemDecodeAll } from '../src/core/x509.js';
 import { CLI, freePort, ServerProcess, runTessera, waitFor } from './support/process.js';
 
@@ -244,5 +244,26 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     expect(r2.status).toBe(1);
     expect(r2.stderr).toContain('TESSERA_SERVER_UNREACHABLE');
     for (const i of [0, 1]) expect(sharesOf(i).filter((s) => s.policyId === 'db3')).toEqual([]);
+  }, 60_000);
+
+  it('a refresh the control plane refuses (another refresh won) drops the prepared shares on every server', async () => {
+    const bundle = readFileSync(join(server.adminDir, 'bundle.pem'), 'utf8');
+    const shown = await admin.call<{ generation: number; signed: { payload: string } }>('GET', '/v1/secret-policies/db?epoch=2');
+    const rec = JSON.parse(Buffer.from(shown.signed.payload, 'base64url').toString('utf8')) as { commitments: string[] };
+    // The control plane as this refresh sees it: just before its publish, someone else publishes the next generation.
+    const racing = {
+      call: async (method: string, path: string, body?: unknown): Promise<unknown> => {
+        if (method === 'POST' && path.endsWith('/refresh')) {
+          await admin.call('POST', path, { generation: shown.generation + 1, commitments: [rec.commitments[0], Buffer.from(baseMul(randomScalar())).toString('base64url')] });
+        }
+        return admin.call(method, path, body);
+      },
+    } as unknown as ApiClient;
+    const ctx: SecretAdmin = {
+      tls: { ca: bundle, cert: readFileSync(join(server.adminDir, 'admin.pem'), 'utf8'), key: readFileSync(join(server.adminDir, 'admin.key'), 'utf8') },
+      control: racing, trusted: pemDecodeAll(bundle, 'CERTIFICATE'),
+    };
+    await expect(refreshEpoch(ctx, 'db', 2)).rejects.toMatchObject({ code: 'TESSERA_CONFLICT' });
+    for (let i = 0; i < 3; i++) expect(sharesOf(i).find((x) => x.epoch === 2)).toEqual({ policyId: 'db', epoch: 2, generation: shown.generation });
   }, 60_000);
 });

@@ -33,6 +33,9 @@ export interface SecretAdmin {
 /** What one key server did, or why it failed (a stable code). */
 export interface ServerOutcome { spiffeId: string; index: number; ok: boolean; code?: string; message?: string }
 
+/** Control-plane answers that mean a request was not carried out (as opposed to an unknown outcome). */
+const DEFINITE_REFUSALS: ReadonlySet<string> = new Set(['TESSERA_CONFLICT', 'TESSERA_NOT_FOUND', 'TESSERA_SECRET_EPOCH_RETIRED', 'TESSERA_SECRET_POLICY_INVALID', 'TESSERA_BAD_REQUEST', 'TESSERA_FORBIDDEN', 'TESSERA_AUTH_REQUIRED', 'TESSERA_AUTH_INVALID']);
+
 const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
 const point = (s: string): Uint8Array => decodePoint(new Uint8Array(Buffer.from(s, 'base64url')));
 
@@ -180,7 +183,19 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
   progress(`all ${record.n} key servers prepared share generation ${record.generation + 1}`);
 
   // 2. Publish, 3. commit.
-  const res = await admin.control.call<{ signed: SignedSecretPolicy }>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: expected });
+  let res: { signed: SignedSecretPolicy };
+  try {
+    res = await admin.control.call<{ signed: SignedSecretPolicy }>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: expected });
+  } catch (err) {
+    // Refused for sure (another refresh won, retired, ...): drop the prepared shares. Outcome unknown
+    // (unreachable, timeout): keep them, since the record may have been published; the next run
+    // either commits them (published) or prepares anew (not published).
+    if (isTesseraError(err) && DEFINITE_REFUSALS.has(err.code)) {
+      await onEachServer(admin, record.servers, (client) => client.call('DELETE', `${path}/pending`));
+      throw new TesseraError(err.code, `the control plane refused the new generation (${err.message}); the prepared shares were dropped`);
+    }
+    throw new TesseraError(isTesseraError(err) ? err.code : 'TESSERA_INTERNAL', `publishing share generation ${record.generation + 1} failed with an unknown outcome; run \`secret policy refresh ${id}\` again to finish or redo it`);
+  }
   const next = verifySecretPolicy(res.signed, admin.trusted);
   if (next.generation !== record.generation + 1 || next.commitments.join() !== expected.join()) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane published another record than asked');
   record = next;
