@@ -223,7 +223,7 @@ function policyId(v: unknown): string {
 
 function summary(r: SecretPolicyRecord): string {
   return [
-    `secret policy ${r.id}, key epoch ${r.epoch}: ${r.t} of ${r.n} key servers, created ${r.createdAt}`,
+    `secret policy ${r.id}, key epoch ${r.epoch}, share generation ${r.generation}: ${r.t} of ${r.n} key servers, signed ${r.createdAt}`,
     `public key ${r.commitments[0]!}`,
     table(['INDEX', 'SPIFFE ID', 'URL'], r.servers.map((s) => [String(s.index), s.spiffeId, s.url])),
   ].join('\n');
