@@ -216,6 +216,9 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
       [['secret', 'policy', 'retire', 'db', '--epoch', '-1'], 2, 'TESSERA_CONFIG_INVALID'],
       [['secret', 'policy', 'retire', '.db', '--epoch', '1'], 2, 'TESSERA_CONFIG_INVALID'],
       [['secret', 'reseal', '--agent-dir', appDir], 1, 'TESSERA_SECRET_BLOB_INVALID'],
+      // Epoch 1 is retired: the key servers no longer hold it and take new shares, the control plane
+      // refuses the record, and the shares are taken back (the check after the loop).
+      [['secret', 'policy', 'create', 'db', '--threshold', '2', '--servers', servers, '--epoch', '1'], 1, 'TESSERA_CONFLICT'],
     ];
     for (const [args, status, code] of cases) {
       const r = await tessera(args, 'tessera-sealed:v1:not-a-blob');

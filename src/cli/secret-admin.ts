@@ -97,16 +97,26 @@ export async function dealEpoch(admin: SecretAdmin, input: { id: string; epoch: 
   } finally {
     for (const s of sharing.shares) s.value.fill(0);
   }
-  if (installed.outcomes.some((o) => !o.ok)) {
-    // Take back what this call installed (never a share that was there before it).
+  /** Takes back what this call installed (never a share that was there before it); says how that went. */
+  const takeBack = async (): Promise<string> => {
     const mine = servers.filter((_, i) => installed.values[i]?.created === true);
     const undone = await onEachServer(admin, mine, (client) => client.call('DELETE', `/v1/shares/${id}/${epoch}`));
     const left = undone.outcomes.filter((o) => !o.ok);
-    const note = left.length ? `; could not remove the shares already installed on ${left.map((o) => o.spiffeId).join(', ')} (run \`secret policy retire ${id} --epoch ${epoch} --force\`)` : mine.length ? '; the shares already installed were removed' : '';
-    throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server took its share; nothing was published (${failedList(installed.outcomes)})${note}`);
+    if (left.length) return `; could not remove the shares already installed on ${left.map((o) => o.spiffeId).join(', ')} (delete them there: DELETE /v1/shares/${id}/${epoch})`;
+    return mine.length ? '; the shares already installed were removed' : '';
+  };
+  if (installed.outcomes.some((o) => !o.ok)) {
+    throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server took its share; nothing was published (${failedList(installed.outcomes)})${await takeBack()}`);
   }
-  const res = await admin.control.call<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }>('POST', '/v1/secret-policies', { id, epoch, t, n, commitments, servers });
-  return { record: res.record, signed: res.signed };
+  try {
+    const res = await admin.control.call<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }>('POST', '/v1/secret-policies', { id, epoch, t, n, commitments, servers });
+    return { record: res.record, signed: res.signed };
+  } catch (err) {
+    // Refused for sure (e.g. the epoch exists): the shares just dealt would serve no record. An
+    // unknown outcome leaves them: the record may exist (`secret policy show` tells).
+    if (isTesseraError(err) && DEFINITE_REFUSALS.has(err.code)) throw new TesseraError(err.code, `the control plane refused the record (${err.message})${await takeBack()}`);
+    throw err;
+  }
 }
 
 /**
