@@ -20,8 +20,8 @@
  * Nothing carrying a point, share or proof is ever logged.
  */
 import type { Server as HttpsServer } from 'node:https';
-import { clientError, toTesseraError } from '../server/api/errors.js';
-import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../server/api/errors.js';
+import Fastify, { type FastifyRequest } from 'fastify';
 import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
 import { ensurePrivateDir } from '../core/files.js';
 import type { Logger } from '../core/log.js';
@@ -91,17 +91,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
   const app = Fastify({
     https: tlsOptions(),
     bodyLimit: BODY_LIMIT,
-    logger: false,
-    onProtoPoisoning: 'error',
-    onConstructorPoisoning: 'error',
-    keepAliveTimeout: 65_000,
-    requestTimeout: 30_000,
-    return503OnClosing: true,
-    forceCloseConnections: true,
-    frameworkErrors: (_err, _req, reply) => {
-      void (reply as unknown as FastifyReply).code(400).type('application/json').send({ error: new TesseraError('TESSERA_BAD_REQUEST', 'the request URL is malformed').toJSON() });
-    },
-    clientErrorHandler: clientError,
+    ...HARDENED_SERVER_OPTIONS,
   });
 
   const unwatch = watchTlsSource(opts.tls, () => {

@@ -2,8 +2,8 @@ import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypt
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as HttpsServer } from 'node:https';
-import { clientError, toTesseraError } from './api/errors.js';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { HARDENED_SERVER_OPTIONS, toTesseraError } from './api/errors.js';
+import Fastify, { type FastifyInstance } from 'fastify';
 import { TesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
@@ -73,22 +73,9 @@ export class ControlPlane {
     this.app = Fastify({
       https: this.tlsOptions(),
       bodyLimit: opts.bodyLimit,
-      logger: false,
-      onProtoPoisoning: 'error',
-      onConstructorPoisoning: 'error',
-      keepAliveTimeout: 65_000,
-      requestTimeout: 30_000,
-      return503OnClosing: true,
-      forceCloseConnections: true,
+      ...HARDENED_SERVER_OPTIONS,
       // An entry can be named by its SPIFFE ID (up to 2048 bytes, URL-encoded) in /v1/entries/:id.
       routerOptions: { maxParamLength: 8192 },
-      // Router-level refusals (bad URL encoding, over-long parameter) get the same error shape.
-      frameworkErrors: (_err, _req, reply) => {
-        void (reply as unknown as FastifyReply).code(400).type('application/json').send({ error: new TesseraError('TESSERA_BAD_REQUEST', 'the request URL is malformed').toJSON() });
-      },
-      // Errors below HTTP (oversized head, bad framing, timeouts) never reach a route: answer them
-      // in the same shape, then close.
-      clientErrorHandler: clientError,
     });
   }
 

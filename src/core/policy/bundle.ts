@@ -13,6 +13,7 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import { TesseraError } from '../errors.js';
 import { openEnvelope, signEnvelope, type EnvelopeKind } from '../signed-envelope.js';
+import { exactObject } from '../shape.js';
 import { isSpiffeId } from '../spiffe-id.js';
 import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity } from './types.js';
 
@@ -228,21 +229,10 @@ function verifyUnchecked(signed: unknown, trustedCas: readonly Buffer[], opts: V
 // Shape
 // ---------------------------------------------------------------------------------------------
 
-function exactObject<K extends string>(v: unknown, keys: readonly K[], what: string): Record<K, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid(`${what} must be an object`);
-  const allowed: ReadonlySet<string> = new Set(keys);
-  for (const k of Object.keys(v)) {
-    if (!allowed.has(k)) throw invalid(`${what}: unknown field ${JSON.stringify(k.slice(0, 64))}`);
-  }
-  for (const k of keys) {
-    if (!Object.hasOwn(v, k)) throw invalid(`${what}: missing field ${k}`);
-  }
-  return v as Record<K, unknown>;
-}
 
 /** Checks a bundle's shape, sizes and hash; returns a clean copy (fresh objects, known fields only). */
 function checkBundle(v: unknown): PolicyBundle {
-  const b = exactObject(v, BUNDLE_KEYS, 'bundle');
+  const b = exactObject(v, BUNDLE_KEYS, 'bundle', invalid);
   if (typeof b.version !== 'number' || !Number.isSafeInteger(b.version) || b.version < 1) throw invalid('bundle: version must be a positive integer');
   if (typeof b.createdAt !== 'string' || !ISO_UTC.test(b.createdAt) || !Number.isFinite(Date.parse(b.createdAt))) {
     throw invalid('bundle: createdAt must be an ISO 8601 UTC time');
@@ -268,7 +258,7 @@ function checkBundle(v: unknown): PolicyBundle {
   if (b.entities.length > LIMITS.maxEntities) throw invalid(`bundle: more than ${LIMITS.maxEntities} entities`);
   const seen = new Set<string>();
   const entities: PolicyEntity[] = b.entities.map((e: unknown, i: number) => {
-    const o = exactObject(e, ['id', 'attrs'] as const, `bundle: entities[${i}]`);
+    const o = exactObject(e, ['id', 'attrs'] as const, `bundle: entities[${i}]`, invalid);
     if (typeof o.id !== 'string' || !isSpiffeId(o.id)) throw invalid(`bundle: entities[${i}].id must be a SPIFFE ID`);
     if (seen.has(o.id)) throw invalid(`bundle: entities[${i}] repeats ${o.id}`);
     seen.add(o.id);

@@ -13,6 +13,7 @@
 import type { KeyObject } from 'node:crypto';
 import { TesseraError } from '../errors.js';
 import { openEnvelope, signEnvelope, type EnvelopeKind } from '../signed-envelope.js';
+import { exactObject } from '../shape.js';
 import { isSpiffeId } from '../spiffe-id.js';
 import { MAX_SHARES, SECRET_POLICY_ID_RULE, decodePoint, isSecretPolicyId } from './index.js';
 
@@ -68,17 +69,6 @@ function invalid(message: string): TesseraError {
 
 const RECORD_ENVELOPE: EnvelopeKind = { domain: SECRET_POLICY_DOMAIN, what: 'record', fail: invalid, maxPayloadChars: MAX_PAYLOAD_CHARS };
 
-function exactObject<K extends string>(v: unknown, keys: readonly K[], what: string): Record<K, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid(`${what} must be an object`);
-  const allowed: ReadonlySet<string> = new Set(keys);
-  for (const k of Object.keys(v)) {
-    if (!allowed.has(k)) throw invalid(`${what}: unknown field ${JSON.stringify(k.slice(0, 64))}`);
-  }
-  for (const k of keys) {
-    if (!Object.hasOwn(v, k) && !OPTIONAL_KEYS.has(k)) throw invalid(`${what}: missing field ${k}`);
-  }
-  return v as Record<K, unknown>;
-}
 
 function isInt(v: unknown, min: number, max: number): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
@@ -112,7 +102,7 @@ export function checkSecretPolicy(v: unknown): SecretPolicyRecord {
 }
 
 function checkUnchecked(v: unknown): SecretPolicyRecord {
-  const r = exactObject(v, RECORD_KEYS, 'record');
+  const r = exactObject(v, RECORD_KEYS, 'record', invalid, OPTIONAL_KEYS);
   if (!isSecretPolicyId(r.id)) throw invalid(`record: id must be ${SECRET_POLICY_ID_RULE}`);
   if (!isInt(r.epoch, 0, MAX_EPOCH)) throw invalid('record: epoch must be an integer in 0..2^32-1');
   if (!isInt(r.n, 1, MAX_SHARES)) throw invalid(`record: n must be an integer in 1..${MAX_SHARES}`);
@@ -135,7 +125,7 @@ function checkUnchecked(v: unknown): SecretPolicyRecord {
   if (!Array.isArray(r.servers) || r.servers.length !== r.n) throw invalid('record: there must be exactly n servers');
   const indices = new Set<number>();
   const servers = r.servers.map((s: unknown, i: number) => {
-    const o = exactObject(s, SERVER_KEYS, `record: servers[${i}]`);
+    const o = exactObject(s, SERVER_KEYS, `record: servers[${i}]`, invalid);
     if (!isInt(o.index, 1, r.n as number)) throw invalid(`record: servers[${i}].index must be an integer in 1..n`);
     if (indices.has(o.index)) throw invalid(`record: servers[${i}] repeats index ${o.index}`);
     indices.add(o.index);

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { FastifyError } from 'fastify';
+import type { FastifyError, FastifyReply } from 'fastify';
 import { ERROR_CODES, TesseraError, isTesseraError } from '../../core/errors.js';
 
 /**
@@ -43,3 +43,25 @@ export function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
     socket.destroy();
   }
 }
+
+/**
+ * The fastify server options every Tessera HTTPS API shares (the control plane, the key server):
+ * no fastify logger (bodies could carry secrets), prototype poisoning refused, bounded keep-alive
+ * and request times, connections closed on shutdown, and router- and parser-level refusals in the
+ * API's error shape. Callers add `https`, `bodyLimit` and anything of their own.
+ */
+export const HARDENED_SERVER_OPTIONS = {
+  logger: false,
+  onProtoPoisoning: 'error',
+  onConstructorPoisoning: 'error',
+  keepAliveTimeout: 65_000,
+  requestTimeout: 30_000,
+  return503OnClosing: true,
+  forceCloseConnections: true,
+  // Router-level refusals (bad URL encoding, over-long parameter) get the same error shape.
+  frameworkErrors: (_err: unknown, _req: unknown, reply: unknown): void => {
+    void (reply as FastifyReply).code(400).type('application/json').send({ error: new TesseraError('TESSERA_BAD_REQUEST', 'the request URL is malformed').toJSON() });
+  },
+  // Errors below HTTP (oversized head, bad framing, timeouts) never reach a route.
+  clientErrorHandler: clientError,
+} as const;
