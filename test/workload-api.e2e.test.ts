@@ -541,12 +541,18 @@ describe('a workload in another process, as another user', () => {
       const c = new Client(${JSON.stringify(`unix:${socketPath}`)}, grpc.credentials.createInsecure());
       const md = new grpc.Metadata();
       md.set('workload.spiffe.io', 'true');
+      // Modules and proto are loaded as root (the checkout may sit in a directory only root can
+      // read, e.g. under mktemp -d); the connection, whose peer credentials the agent reads, is
+      // made as uid/gid 65534.
+      process.setgroups([]);
+      process.setgid(65534);
+      process.setuid(65534);
       c.FetchJWTSVID({ audience: ['x'] }, md, (err, res) => {
         console.log(JSON.stringify(err ? { code: err.code } : { spiffe_id: res.svids[0].spiffe_id }));
         c.close();
       });`;
     const run = async (): Promise<unknown> => {
-      const child = spawn(process.execPath, ['-e', script], { cwd: join(import.meta.dirname, '..'), uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, ['-e', script], { cwd: join(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       await once(child, 'exit');
