@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import type { AuditEvent } from '../audit/audit.js';
 import type { ServerContext } from '../context.js';
+import type { EntryRecord } from '../store/store.js';
 import { authenticate, type Caller } from './auth.js';
 
 /**
@@ -29,6 +30,17 @@ export function svidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEve
   const caller = authenticate(req, ctx.trustDomain);
   ev.actor = caller.spiffeId;
   return caller;
+}
+
+/**
+ * Authenticates an SVID caller that must hold a live registration entry (it exists and is not
+ * revoked): an identity without one is not a workload and gets nothing (DESIGN.md, revocation).
+ */
+export async function liveSvidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Promise<{ caller: Caller; entry: EntryRecord }> {
+  const caller = svidCaller(ctx, req, ev);
+  const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
+  if (!entry || entry.revokedAt) throw new TesseraError('TESSERA_FORBIDDEN', 'no live registration entry for this identity');
+  return { caller, entry };
 }
 
 /** Authenticates the admin credential; any other identity is refused. */

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
-import { audited, svidCaller } from '../api/handlers.js';
+import { audited, liveSvidCaller, svidCaller } from '../api/handlers.js';
 import { body, int, reqStr, str, strList } from '../api/validate.js';
 import type { ServerContext } from '../context.js';
 
@@ -18,12 +18,11 @@ function hashSecret(secret: string): Buffer {
  */
 export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.post('/v1/apikeys', (req, reply) => audited(ctx, req, 'apikey.create', async (ev) => {
-    const caller = svidCaller(ctx, req, ev);
+    const { caller } = await liveSvidCaller(ctx, req, ev);
     ev.target = caller.spiffeId;
     const b = body(req.body, ['scopes', 'ttl_seconds']);
     const scopes = strList(b, 'scopes', { minItems: 1, maxItems: 32, maxLength: 128, pattern: SCOPE })!;
     const ttl = int(b, 'ttl_seconds', { min: 60, max: 90 * 86400, optional: true }) ?? 86400;
-    if (!(await ctx.store.getEntryBySpiffeId(caller.spiffeId))) throw new TesseraError('TESSERA_FORBIDDEN', 'no registration entry for this identity');
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(32).toString('base64url');
     const now = Date.now();

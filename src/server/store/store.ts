@@ -40,6 +40,9 @@ export interface EntryRecord {
   x509TtlSeconds: number;
   jwtTtlSeconds: number;
   createdAt: number;
+  /** When the entry was revoked (`tessera entry revoke`): its current and future SVIDs are refused. Absent or null: live. */
+  revokedAt?: number | null;
+  revokedReason?: string | null;
 }
 
 export interface JoinTokenRecord {

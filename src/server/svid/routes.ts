@@ -4,7 +4,7 @@ import { parseCsrPem, type ParsedCsr } from '../../core/csr.js';
 import { TesseraError } from '../../core/errors.js';
 import { pemEncode } from '../../core/x509.js';
 import type { AuditEvent } from '../audit/audit.js';
-import { audited, svidCaller, waitFor } from '../api/handlers.js';
+import { audited, liveSvidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, queryStr, reqStr, strList } from '../api/validate.js';
 import type { ServerContext } from '../context.js';
 import { entryView, JOIN_TOKEN, tokenHash, tokenRef } from '../registry/routes.js';
@@ -75,13 +75,11 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post('/v1/svid/renew', (req) => audited(ctx, req, 'svid.renew', async (ev) => {
-    const caller = svidCaller(ctx, req, ev);
-    ev.target = caller.spiffeId;
+    const { entry } = await liveSvidCaller(ctx, req, ev);
+    ev.target = entry.spiffeId;
     const b = body(req.body, ['csr', 'bundle_sequence']);
     const sequence = int(b, 'bundle_sequence', { min: 0, max: Number.MAX_SAFE_INTEGER, optional: true });
     const csr = csrFrom(b);
-    const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
-    if (!entry) throw new TesseraError('TESSERA_FORBIDDEN', 'no registration entry for this identity');
     checkCsrIdentity(csr, entry);
     const out = issueSvid(ctx, csr, entry, ev, sequence);
     ev.succeed();
@@ -89,12 +87,10 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post('/v1/svid/jwt', (req) => audited(ctx, req, 'svid.jwt', async (ev) => {
-    const caller = svidCaller(ctx, req, ev);
+    const { caller, entry } = await liveSvidCaller(ctx, req, ev);
     ev.target = caller.spiffeId;
     const b = body(req.body, ['audience', 'ttl_seconds']);
     const audience = strList(b, 'audience', { minItems: 1, maxItems: 16, maxLength: 256, pattern: AUDIENCE })!;
-    const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
-    if (!entry) throw new TesseraError('TESSERA_FORBIDDEN', 'no registration entry for this identity');
     const ttl = Math.min(int(b, 'ttl_seconds', { min: 1, max: 86400, optional: true }) ?? entry.jwtTtlSeconds, entry.jwtTtlSeconds);
     const jwt = ctx.ca.signJwt(caller.spiffeId, audience, ttl, ctx.issuer);
     ev.detail.audience = audience;
