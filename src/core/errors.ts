@@ -57,6 +57,7 @@ export const ERROR_CODES = {
 
   // Policy (Cedar policies, signed policy bundles, policy test cases).
   TESSERA_POLICY_INVALID: { status: 400, description: 'A policy does not parse or does not validate against the schema (file, line and column in the message).' },
+  TESSERA_CANONICAL_JSON_INVALID: { status: 400, description: 'A value to sign or hash is not plain JSON (undefined, non-finite number, cycle, class instance, nesting deeper than 64).' },
   TESSERA_POLICY_BUNDLE_INVALID: { status: 400, description: 'The signed policy bundle is malformed, not signed by a trusted CA, altered, or older than the version held (rollback).' },
   TESSERA_POLICY_CASES_INVALID: { status: 400, description: 'The policy test-case file is malformed (the message names the case).' },
 

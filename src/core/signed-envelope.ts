@@ -8,7 +8,8 @@
  */
 import { X509Certificate, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import type { TesseraError } from './errors.js';
-import { canonicalJson, certificateFingerprint } from './policy/bundle.js';
+import { canonicalJson } from './canonical-json.js';
+import { certificateFingerprint } from './x509.js';
 
 export interface SignedEnvelope {
   payload: string;

@@ -572,3 +572,8 @@ export function certificateUriSans(certDer: Buffer): string[] {
   const san = parts.extensions.get(OID.subjectAltName);
   return san === undefined ? [] : parseGeneralNames(san.value, code).uris;
 }
+
+/** Lowercase hex SHA-256 of a certificate's DER: how a bundle names its signer. */
+export function certificateFingerprint(certDer: Buffer): string {
+  return createHash('sha256').update(certDer).digest('hex');
+}

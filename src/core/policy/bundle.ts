@@ -10,9 +10,10 @@
  * `"tessera-policy-bundle-v1\n" + payload`. The prefix separates this signature from anything
  * else the CA key signs (certificates are DER and can never start with it).
  */
-import { createHash, type KeyObject } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { TesseraError } from '../errors.js';
-import { openEnvelope, signEnvelope, type EnvelopeKind } from '../signed-envelope.js';
+import { canonicalJson } from '../canonical-json.js';
+import { openEnvelope, signEnvelope, type EnvelopeKind, type EnvelopeSigner, type SignedEnvelope } from '../signed-envelope.js';
 import { exactObject } from '../shape.js';
 import { isSpiffeId } from '../spiffe-id.js';
 import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity } from './types.js';
@@ -33,22 +34,11 @@ export interface PolicyBundle {
   entities: PolicyEntity[];
 }
 
-export interface SignedPolicyBundle {
-  /** base64url of the canonical JSON of the {@link PolicyBundle}. */
-  payload: string;
-  alg: 'ES256';
-  /** Lowercase hex SHA-256 fingerprint of the signing CA certificate (DER). */
-  signer: string;
-  /** base64url ECDSA signature, IEEE P1363 (64 bytes). */
-  signature: string;
-}
+/** A signed policy bundle: the one signed envelope (src/core/signed-envelope.ts) holding a {@link PolicyBundle}. */
+export type SignedPolicyBundle = SignedEnvelope;
 
-export interface PolicyBundleSigner {
-  /** The CA's P-256 private key. */
-  privateKey: KeyObject;
-  /** The CA's certificate (DER), as published in the trust bundle. */
-  certDer: Buffer;
-}
+/** The active CA's key and certificate (DER), as for every signed envelope. */
+export type PolicyBundleSigner = EnvelopeSigner;
 
 export interface VerifyPolicyBundleOptions {
   /** Refuse versions below this (the version the agent already holds): no rollback. */
@@ -56,7 +46,6 @@ export interface VerifyPolicyBundleOptions {
 }
 
 const DOMAIN_PREFIX = 'tessera-policy-bundle-v1\n';
-const MAX_DEPTH = 64;
 const MAX_AUTHOR = 256;
 const MAX_REASON = 8192;
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -71,73 +60,8 @@ function invalid(message: string): TesseraError {
 const BUNDLE_ENVELOPE: EnvelopeKind = { domain: DOMAIN_PREFIX, what: 'bundle', fail: invalid, maxPayloadChars: MAX_PAYLOAD_CHARS };
 
 // ---------------------------------------------------------------------------------------------
-// Canonical JSON and hashes
+// Hashes
 // ---------------------------------------------------------------------------------------------
-
-/**
- * Canonical JSON: object keys sorted (by UTF-16 code units, as `Array.prototype.sort` and RFC 8785
- * do), no whitespace, strings and numbers as `JSON.stringify` writes them. Equal content gives
- * equal text whatever the key order. Refuses what JSON cannot carry faithfully: `undefined`,
- * functions, symbols, bigints, non-finite numbers, array holes, non-plain objects (Date, Map,
- * Buffer, class instances), cycles and nesting deeper than 64.
- *
- * @example canonicalJson({ b: 1, a: [true, null] }) // '{"a":[true,null],"b":1}'
- * @throws TesseraError TESSERA_POLICY_BUNDLE_INVALID
- */
-export function canonicalJson(value: unknown): string {
-  const parts: string[] = [];
-  writeCanonical(value, parts, '$', 0, new Set());
-  return parts.join('');
-}
-
-function writeCanonical(v: unknown, out: string[], path: string, depth: number, seen: Set<object>): void {
-  switch (typeof v) {
-    case 'string':
-      out.push(JSON.stringify(v));
-      return;
-    case 'boolean':
-      out.push(v ? 'true' : 'false');
-      return;
-    case 'number':
-      if (!Number.isFinite(v)) throw invalid(`not JSON: ${path} is a non-finite number`);
-      out.push(JSON.stringify(v));
-      return;
-    case 'object':
-      break;
-    default:
-      throw invalid(`not JSON: ${path} is a ${typeof v}`);
-  }
-  if (v === null) {
-    out.push('null');
-    return;
-  }
-  if (depth >= MAX_DEPTH) throw invalid(`not JSON: ${path} is nested deeper than ${MAX_DEPTH}`);
-  if (seen.has(v)) throw invalid(`not JSON: ${path} is a cycle`);
-  seen.add(v);
-  if (Array.isArray(v)) {
-    out.push('[');
-    for (let i = 0; i < v.length; i++) {
-      if (i > 0) out.push(',');
-      if (!(i in v)) throw invalid(`not JSON: ${path}[${i}] is a hole`);
-      writeCanonical(v[i], out, `${path}[${i}]`, depth + 1, seen);
-    }
-    out.push(']');
-  } else {
-    const proto: unknown = Object.getPrototypeOf(v);
-    if (proto !== Object.prototype && proto !== null) throw invalid(`not JSON: ${path} is not a plain object`);
-    if (Object.getOwnPropertySymbols(v).length > 0) throw invalid(`not JSON: ${path} has symbol keys`);
-    const obj = v as Record<string, unknown>;
-    const keys = Object.keys(obj).sort();
-    out.push('{');
-    keys.forEach((k, i) => {
-      if (i > 0) out.push(',');
-      out.push(JSON.stringify(k), ':');
-      writeCanonical(obj[k], out, `${path}.${k.length > 32 ? `${k.slice(0, 32)}…` : k}`, depth + 1, seen);
-    });
-    out.push('}');
-  }
-  seen.delete(v);
-}
 
 /**
  * The version identity of a policy set: lowercase hex SHA-256 of `canonicalJson({ policies, schema })`.
@@ -146,11 +70,6 @@ function writeCanonical(v: unknown, out: string[], path: string, depth: number, 
  */
 export function policyHash(policies: Record<string, string>, schema: object): string {
   return createHash('sha256').update(canonicalJson({ policies, schema }), 'utf8').digest('hex');
-}
-
-/** Lowercase hex SHA-256 of a certificate's DER: how a bundle names its signer. */
-export function certificateFingerprint(certDer: Buffer): string {
-  return createHash('sha256').update(certDer).digest('hex');
 }
 
 /**
@@ -268,7 +187,12 @@ function checkBundle(v: unknown): PolicyBundle {
   });
 
   // A fresh copy of the schema (canonical JSON refuses anything that is not plain JSON).
-  const schemaText = canonicalJson(b.schema);
+  let schemaText: string;
+  try {
+    schemaText = canonicalJson(b.schema);
+  } catch {
+    throw invalid('bundle: schema is not plain JSON');
+  }
   const schema = JSON.parse(schemaText) as Record<string, unknown>;
   if (policyHash(policies, schema) !== b.hash) throw invalid('bundle: hash does not match the policies and schema');
   return { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities };

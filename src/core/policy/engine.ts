@@ -18,7 +18,8 @@
 import { createHash } from 'node:crypto';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import { TesseraError } from '../errors.js';
-import { canonicalJson, policyHash } from './bundle.js';
+import { canonicalJson } from '../canonical-json.js';
+import { policyHash } from './bundle.js';
 import { ACTION_TYPE, TESSERA_SCHEMA, WORKLOAD_TYPE } from './schema.js';
 import { LIMITS, POLICY_ACTIONS, POLICY_FILE_NAME, checkEntityAttributes, isPolicyAction, type PolicyAction, type PolicyContext, type PolicyEntity } from './types.js';
 

@@ -4,9 +4,9 @@
  */
 export { ACTION_TYPE, TESSERA_SCHEMA, WORKLOAD_TYPE, schemaText } from './schema.js';
 export { PolicyEngine, type CompileInput, type CompiledPolicySet, type Decision, type DecisionRequest, type PolicyEngineOptions, type PolicyOrigin } from './engine.js';
+export { canonicalJson } from '../canonical-json.js';
+export { certificateFingerprint } from '../x509.js';
 export {
-  canonicalJson,
-  certificateFingerprint,
   createPolicyBundle,
   policyHash,
   signPolicyBundle,
