@@ -28,7 +28,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { ApiClient } from '../src/agent/client.js';
+import { ApiClient } from '../src/common/api-client.js';
 import { createCsr, parseCsrPem } from '../src/core/csr.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';
 

@@ -32,7 +32,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Agent } from '../src/agent/agent.js';
-import { ApiClient } from '../src/agent/client.js';
+import { ApiClient } from '../src/common/api-client.js';
 import { KeyServerPool, unsealSealedText, type UnsealTimings, type UnsealTls } from '../src/agent/secrets/unseal.js';
 import { silentLogger } from '../src/core/log.js';
 import { blind, combineAndUnblind, evaluateAndProve, unsealContext } from '../src/core/secrets/blind.js';

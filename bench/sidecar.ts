@@ -40,7 +40,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, createSecureContext, createServer as createTlsServer } from 'node:tls';
 import { startInbound } from '../src/agent/inbound/inbound.js';
-import type { TlsMaterial, TlsSource } from '../src/agent/inbound/tls-source.js';
+import type { TlsMaterial, TlsSource } from '../src/common/tls-source.js';
 import { startOutbound } from '../src/agent/outbound/outbound.js';
 import { ChunkedBodyTracker } from '../src/core/http-head.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';

@@ -18,7 +18,7 @@ import { basename, join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
-import { ApiClient } from '../src/agent/client.js';
+import { ApiClient } from '../src/common/api-client.js';
 import { readPolicyDir } from '../src/cli/policy.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
 import { parseSealedText, ready as secretsReady } from '../src/core/secrets/index.js';

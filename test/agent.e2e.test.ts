@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, type SvidEvent } from '../src/agent/agent.js';
-import type { ApiClient } from '../src/agent/client.js';
+import type { ApiClient } from '../src/common/api-client.js';
 import { silentLogger } from '../src/core/log.js';
 import { freePort, ServerProcess, waitFor } from './support/process.js';
 

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, type SvidEvent } from '../src/agent/agent.js';
-import type { ApiClient } from '../src/agent/client.js';
+import type { ApiClient } from '../src/common/api-client.js';
 import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
 import { readPolicyDir } from '../src/cli/policy.js';
 import { silentLogger } from '../src/core/log.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
-import { ApiClient } from '../src/agent/client.js';
+import { ApiClient } from '../src/common/api-client.js';
 import { silentLogger } from '../src/core/log.js';
 import { certificateUriSans } from '../src/core/x509.js';
 import { ControlPlane } from '../src/server/server.js';

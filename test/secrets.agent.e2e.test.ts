@@ -10,7 +10,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ApiClient } from '../src/agent/client.js';
+import type { ApiClient } from '../src/common/api-client.js';
 import { parseUnsealSpec } from '../src/agent/secrets/files.js';
 import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
 import { silentLogger } from '../src/core/log.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
-import type { ApiClient } from '../src/agent/client.js';
+import type { ApiClient } from '../src/common/api-client.js';
 import { KeyServerPool, unsealSealedText } from '../src/agent/secrets/unseal.js';
 import { svidClient } from '../src/cli/context.js';
 import { refreshEpoch, type SecretAdmin } from '../src/cli/secret-admin.js';

@@ -6,7 +6,7 @@ import { TesseraError, isTesseraError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll, pemEncode } from '../core/x509.js';
-import { ApiClient } from './client.js';
+import { ApiClient } from '../common/api-client.js';
 import { StateDir, type AgentState, type Svid } from './svid/state.js';
 
 export interface AgentOptions {

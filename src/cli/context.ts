@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ApiClient } from '../agent/client.js';
+import { ApiClient } from '../common/api-client.js';
 import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
 
 export const DEFAULT_SERVER_DIR = '.tessera/server';

@@ -12,7 +12,7 @@
  *   (deleting generation g). A run interrupted after publishing is finished by the next run.
  * - retire: each server deletes its share of the epoch; the control plane marks it retired.
  */
-import { ApiClient, type ClientTls } from '../agent/client.js';
+import { ApiClient, type ClientTls } from '../common/api-client.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { dealRefresh, decodePoint, randomScalar, refreshedCommitments, split } from '../core/secrets/index.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';

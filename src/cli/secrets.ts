@@ -20,7 +20,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { Agent } from '../agent/agent.js';
-import { ApiClient, type ClientTls } from '../agent/client.js';
+import { ApiClient, type ClientTls } from '../common/api-client.js';
 import { startSidecar, type Sidecar } from '../agent/sidecar.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';

@@ -14,7 +14,7 @@ import {
   type Evaluation, type Point, type Sharing,
 } from '../core/secrets/index.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../core/x509.js';
-import type { TlsMaterial, TlsSource } from '../agent/inbound/tls-source.js';
+import type { TlsMaterial, TlsSource } from '../common/tls-source.js';
 import { startKeyServer, type KeyServer } from './server.js';
 import type { KeyAuditEvent } from './service.js';
 

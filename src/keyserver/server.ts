@@ -20,17 +20,17 @@
  * Nothing carrying a point, share or proof is ever logged.
  */
 import type { Server as HttpsServer } from 'node:https';
-import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../server/api/errors.js';
+import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../common/api/errors.js';
 import Fastify, { type FastifyRequest } from 'fastify';
 import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
 import { ensurePrivateDir } from '../core/files.js';
 import type { Logger } from '../core/log.js';
 import { SECRET_POLICY_ID_RULE, encodeProof, isSecretPolicyId, ready } from '../core/secrets/index.js';
 import { parseTrustDomain } from '../core/spiffe-id.js';
-import { MIN_TLS_VERSION, keyPem, requireMaterial, watchTlsSource, type TlsSource } from '../agent/inbound/tls-source.js';
-import { authenticate } from '../server/api/auth.js';
-import { body, int, reqStr } from '../server/api/validate.js';
-import { KeyEncryptionKey } from '../server/ca/kek.js';
+import { MIN_TLS_VERSION, keyPem, requireMaterial, watchTlsSource, type TlsSource } from '../common/tls-source.js';
+import { authenticate } from '../common/api/auth.js';
+import { body, int, reqStr } from '../common/api/validate.js';
+import { KeyEncryptionKey } from '../common/kek.js';
 import { KeyService, type KeyAuditEvent, type KeyCaller, type RateLimit } from './service.js';
 import { ShareStore } from './store.js';
 

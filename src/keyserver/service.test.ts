@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../test/support/expect.js';
 import { baseMul, blind, publicShare, randomScalar, ready, split, unsealContext, verifyDleq } from '../core/secrets/index.js';
-import { KeyEncryptionKey } from '../server/ca/kek.js';
+import { KeyEncryptionKey } from '../common/kek.js';
 import { KeyService, RateLimiter, type KeyAuditEvent } from './service.js';
 import { ShareStore } from './store.js';
 

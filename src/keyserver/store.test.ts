@@ -5,7 +5,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../test/support/expect.js';
 import { baseMul, dealRefresh, pointEquals, randomScalar, ready, refreshShares, split } from '../core/secrets/index.js';
 import { combineScalars } from '../core/secrets/shamir.js';
-import { KeyEncryptionKey } from '../server/ca/kek.js';
+import { KeyEncryptionKey } from '../common/kek.js';
 import { ShareStore, type StoredShare } from './store.js';
 
 beforeAll(ready);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { TesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { MAX_SHARES, SECRET_POLICY_ID_RULE, applyRefresh, baseMul, decodePoint, decodeScalar, isSecretPolicyId, pointEquals, verifyShare, type Point, type Scalar } from '../core/secrets/index.js';
-import type { KeyEncryptionKey } from '../server/ca/kek.js';
+import type { KeyEncryptionKey } from '../common/kek.js';
 
 export interface StoredShare {
   policyId: string;

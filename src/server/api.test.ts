@@ -6,7 +6,7 @@
 import { X509Certificate } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, jwtVerify } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ApiClient } from '../agent/client.js';
+import type { ApiClient } from '../common/api-client.js';
 import { verifyJwtSvid } from '../core/jwt-svid.js';
 import { certificateUriSans, pemDecodeAll } from '../core/x509.js';
 import {

@@ -2,7 +2,7 @@ import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypt
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as HttpsServer } from 'node:https';
-import { HARDENED_SERVER_OPTIONS, toTesseraError } from './api/errors.js';
+import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../common/api/errors.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { TesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
@@ -12,7 +12,7 @@ import { pemEncode } from '../core/x509.js';
 import { AuditLog } from './audit/audit.js';
 import { auditRoutes } from './audit/routes.js';
 import { CertificateAuthority } from './ca/ca.js';
-import { KeyEncryptionKey } from './ca/kek.js';
+import { KeyEncryptionKey } from '../common/kek.js';
 import { caRoutes } from './ca/routes.js';
 import type { ServerContext } from './context.js';
 import { apiKeyRoutes } from './credentials/apikeys.js';

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiClient } from '../../src/agent/client.js';
+import { ApiClient } from '../../src/common/api-client.js';
 import { createCsr } from '../../src/core/csr.js';
 import { TesseraError, type ErrorCode } from '../../src/core/errors.js';
 import { createLogger, type Logger } from '../../src/core/log.js';

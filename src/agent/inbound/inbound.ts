@@ -14,11 +14,11 @@ import { createServer, type SecureContextOptions, type Server, type TLSSocket } 
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { DEFAULT_HEAD_LIMITS } from '../../core/http-head.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
-import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from './tls-source.js';
+import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
 
 export type { Authorize, AuthorizeRequest, AuthorizeResult, DecisionRecord, InboundStats } from './http.js';
-export type { TlsMaterial, TlsSource } from './tls-source.js';
+export type { TlsMaterial, TlsSource } from '../../common/tls-source.js';
 
 export interface InboundLimits {
   /** Largest request head (default 16 KiB) → 431. */

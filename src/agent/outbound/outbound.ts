@@ -13,7 +13,7 @@ import { connect as tlsConnect, createSecureContext, type PeerCertificate, type 
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { certificateUriSans } from '../../core/x509.js';
-import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../inbound/tls-source.js';
+import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 
 export interface OutboundLimits {
   /** TCP connect plus TLS handshake to the target (default 10 s). */

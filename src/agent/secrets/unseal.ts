@@ -6,7 +6,7 @@
  * agent's `--unseal` files. Never logs point material or plaintext.
  */
 import { performance } from 'node:perf_hooks';
-import { ApiClient, type ClientTls } from '../client.js';
+import { ApiClient, type ClientTls } from '../../common/api-client.js';
 import { TesseraError, isTesseraError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { EvaluationCollector, type Blinded } from '../../core/secrets/blind.js';

@@ -4,7 +4,7 @@ import { TesseraError } from '../../core/errors.js';
 import type { AuditEvent } from '../audit/audit.js';
 import type { ServerContext } from '../context.js';
 import type { EntryRecord } from '../store/store.js';
-import { authenticate, type Caller } from './auth.js';
+import { authenticate, type Caller } from '../../common/api/auth.js';
 
 /**
  * Runs a handler inside an audit event: the event starts denied, the handler marks success

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { adminCaller, audited } from '../api/handlers.js';
-import { queryInt, queryStr } from '../api/validate.js';
+import { queryInt, queryStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 
 /** Reading the audit log: admin only (and itself audited). */

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../store/sqlite.js';
 import { CertificateAuthority } from './ca.js';
-import { KeyEncryptionKey } from './kek.js';
+import { KeyEncryptionKey } from '../../common/kek.js';
 
 const HOUR = 3600_000;
 

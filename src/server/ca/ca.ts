@@ -5,7 +5,7 @@ import { TesseraError } from '../../core/errors.js';
 import { signJwtSvid, type JwtSigningKey } from '../../core/jwt-svid.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode, type LeafSpec } from '../../core/x509.js';
 import type { CaRecord, Store } from '../store/store.js';
-import type { KeyEncryptionKey } from './kek.js';
+import type { KeyEncryptionKey } from '../../common/kek.js';
 
 export interface CaOptions {
   trustDomain: string;

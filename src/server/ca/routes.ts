@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { adminCaller, audited } from '../api/handlers.js';
-import { body, int } from '../api/validate.js';
+import { body, int } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 
 /** CA inspection and rotation: admin only. */

@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { audited, liveSvidCaller, svidCaller } from '../api/handlers.js';
-import { body, int, reqStr, str, strList } from '../api/validate.js';
+import { body, int, reqStr, str, strList } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 
 const API_KEY = /^tak_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;

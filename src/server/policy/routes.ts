@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
-import { authenticate } from '../api/auth.js';
+import { authenticate } from '../../common/api/auth.js';
 import { adminCaller, audited, svidCaller, waitFor } from '../api/handlers.js';
-import { body, int, queryInt, reqStr } from '../api/validate.js';
+import { body, int, queryInt, reqStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import type { AuditRecord } from '../store/store.js';
 

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { parseSpiffeId, isMemberOf } from '../../core/spiffe-id.js';
 import { adminCaller, audited } from '../api/handlers.js';
-import { body, int, reqStr, str, strList } from '../api/validate.js';
+import { body, int, reqStr, str, strList } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import type { EntryAttributes, EntryRecord } from '../store/store.js';
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient } from '../../agent/client.js';
+import { ApiClient } from '../../common/api-client.js';
 import { ERROR_CODES, TesseraError } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
 import { dealRefresh, randomScalar, ready, refreshedCommitments, split, type Point } from '../../core/secrets/index.js';

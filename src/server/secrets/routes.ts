@@ -15,7 +15,7 @@ import { TesseraError } from '../../core/errors.js';
 import { SECRET_POLICY_ID_RULE, isSecretPolicyId } from '../../core/secrets/index.js';
 import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
 import { adminCaller, audited, svidCaller } from '../api/handlers.js';
-import { body, int, queryInt } from '../api/validate.js';
+import { body, int, queryInt } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import { SecretPolicyService } from './service.js';
 

@@ -5,7 +5,7 @@ import { TesseraError } from '../../core/errors.js';
 import { pemEncode } from '../../core/x509.js';
 import type { AuditEvent } from '../audit/audit.js';
 import { audited, liveSvidCaller, waitFor } from '../api/handlers.js';
-import { body, int, queryInt, queryStr, reqStr, strList } from '../api/validate.js';
+import { body, int, queryInt, queryStr, reqStr, strList } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import { entryView, JOIN_TOKEN, tokenHash, tokenRef } from '../registry/routes.js';
 import type { EntryRecord } from '../store/store.js';

@@ -4,9 +4,9 @@
  * test CA. The proxies never import the agent itself.
  */
 import type { KeyObject, X509Certificate } from 'node:crypto';
-import { TesseraError } from '../../core/errors.js';
-import { isMemberOf, parseSpiffeId } from '../../core/spiffe-id.js';
-import { certificateUriSans } from '../../core/x509.js';
+import { TesseraError } from '../core/errors.js';
+import { isMemberOf, parseSpiffeId } from '../core/spiffe-id.js';
+import { certificateUriSans } from '../core/x509.js';
 
 export interface TlsMaterial {
   spiffeId: string;

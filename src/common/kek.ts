@@ -1,8 +1,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { TesseraError } from '../../core/errors.js';
-import { writeFileAtomic } from '../../core/files.js';
+import { TesseraError } from '../core/errors.js';
+import { writeFileAtomic } from '../core/files.js';
 
 const VERSION = 1;
 
