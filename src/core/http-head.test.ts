@@ -7,9 +7,12 @@ import {
   findHeadEnd,
   forwardRequestHead,
   forwardResponseHead,
+  STRICT_PATH,
+  isIdHeaderName,
   parseRequest,
   parseResponseHead,
   responseFraming,
+  type PathAllowances,
   type RequestHead,
 } from './http-head.js';
 
@@ -88,7 +91,10 @@ describe('parseRequest: accepted heads', () => {
   });
 
   it('accepts allowed path escapes and odd but unambiguous paths', () => {
-    for (const t of ['/a%20b', '/%E2%82%AC', '/a/.b/..c/...', '/a//b', "/!$&'()*+,;=:@", '/?a=%2F&b=/../', '/a%3Fb']) {
+    for (const t of [
+      '/', '/a/', '/a%20b', '/%E2%82%AC', '/%C3%A9t%C3%A9', '/%F0%9F%98%80', '/%ED%9F%BF', '/%EE%80%80', '/%F4%8F%BF%BF', '/%C2%80',
+      '/a/.b/..c/...', "/!$&'()*+,=:@", '/?a=%2F&b=/../', '/a?b;c=d&e=%C0%AE', '/a%3Fb', '/a%25b',
+    ]) {
       expect(req(`GET ${t} HTTP/1.1\r\nHost: h\r\n\r\n`).target).toBe(t);
     }
   });
@@ -147,18 +153,65 @@ describe('parseRequest: refused heads', () => {
     ['trailing space after the version', 'GET / HTTP/1.1 \r\nHost: h\r\n\r\n'],
     ['HTTP/0.9 style', 'GET /\r\n\r\n'],
     ['empty method', ' / HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['dot segment', 'GET /a/../b HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['trailing dot segment', 'GET /a/.. HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['single dot segment', 'GET /./a HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped dot segment', 'GET /a/%2e%2E/b HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['half-escaped dot segment', 'GET /a/.%2e/b HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped unreserved', 'GET /%61dmin HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped slash', 'GET /a%2Fb HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped backslash', 'GET /a%5cb HTTP/1.1\r\nHost: h\r\n\r\n'],
+    ['a raw NUL in the path', 'GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n'],
+    ['a raw DEL in the path', 'GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n'],
+    ['a raw control byte in the query', 'GET /a?b\x01 HTTP/1.1\r\nHost: h\r\n\r\n'],
     ['malformed escape', 'GET /a%2 HTTP/1.1\r\nHost: h\r\n\r\n'],
     ['malformed escape in the query', 'GET /a?b=%zz HTTP/1.1\r\nHost: h\r\n\r\n'],
   ])('%s → 400', (_name, head) => {
     expect(codeOf(() => parseRequest(b(head)))).toBe('TESSERA_BAD_REQUEST');
+  });
+
+  it.each([
+    ['dot segment', '/a/../b'],
+    ['trailing dot segment', '/a/..'],
+    ['single dot segment', '/./a'],
+    ['escaped dot segment', '/a/%2e%2E/b'],
+    ['half-escaped dot segment', '/a/.%2e/b'],
+    ['escaped unreserved', '/%61dmin'],
+    ['escaped slash', '/a%2Fb'],
+    ['escaped backslash', '/a%5cb'],
+    ['servlet parent `..;`', '/orders/..;/admin'],
+    ['`;` parameter', '/a;b'],
+    ['`;` parameter, trailing', '/a;'],
+    ['`;` at the start', '/;jsessionid=1'],
+    ['escaped `;`', '/a%3Bb'],
+    ['escaped `;` after dots', '/orders/..%3b/admin'],
+    ['%00', '/a%00b'],
+    ['%00 at the end', '/a%00'],
+    ['escaped TAB', '/a%09'],
+    ['escaped LF', '/a%0Ab'],
+    ['escaped CR LF', '/a%0d%0aX:%20y'],
+    ['escaped US', '/a%1f'],
+    ['escaped DEL', '/a%7F'],
+    ['%00 in the query', '/a?b=%00'],
+    ['escaped CR in the query', '/a?b=%0D'],
+    ['escaped DEL in the query', '/a?%7f'],
+    ['overlong `.` (C0 AE)', '/%C0%AE'],
+    ['overlong `..` then a segment', '/%C0%AE%C0%AE/admin'],
+    ['overlong C1', '/%C1%BF'],
+    ['overlong 3 bytes', '/%E0%80%AE'],
+    ['overlong 3 bytes, highest', '/%E0%9F%BF'],
+    ['overlong 4 bytes', '/%F0%80%80%AE'],
+    ['overlong 4 bytes, highest', '/%F0%8F%BF%BF'],
+    ['UTF-16 surrogate', '/%ED%A0%80'],
+    ['above U+10FFFF', '/%F4%90%80%80'],
+    ['F5 lead byte', '/%F5%80%80%80'],
+    ['FF byte', '/%FF'],
+    ['lone continuation byte', '/%80'],
+    ['continuation after a complete character', '/%C3%A9%A9'],
+    ['truncated 2-byte sequence at the end', '/%C3'],
+    ['truncated sequence before `/`', '/%C3/a'],
+    ['truncated sequence before a letter', '/%E2%82x'],
+    ['non-continuation in a sequence', '/%C3%28'],
+    ['lead byte where a continuation belongs', '/%E2%C3%A9'],
+    ['`//` alone', '//'],
+    ['`//` at the start', '//admin'],
+    ['`//` inside', '/a//b'],
+    ['trailing `//`', '/a//'],
+    ['`///`', '///'],
+  ])('%s → 400 TESSERA_PROXY_PATH_REFUSED', (_name, target) => {
+    expect(codeOf(() => parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`)))).toBe('TESSERA_PROXY_PATH_REFUSED');
   });
 
   it('refuses a head over 16 KiB, and one with over 100 fields, with 431', () => {
@@ -337,14 +390,57 @@ describe('HeadReader', () => {
 
 // ---------------------------------------------------------------------------------------------
 // Properties
+describe('parseRequest: path options', () => {
+  const parse = (target: string, allow: Partial<PathAllowances>): RequestHead | string | undefined => {
+    try {
+      return parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`), undefined, { ...STRICT_PATH, ...allow });
+    } catch (err) {
+      return (err as TesseraError).code;
+    }
+  };
+  const accepted = (target: string, allow: Partial<PathAllowances>): void => {
+    expect(parse(target, allow)).toMatchObject({ target, path: target.split('?')[0] });
+  };
+  const refusedWith = (target: string, allow: Partial<PathAllowances>): void => {
+    expect(parse(target, allow)).toBe('TESSERA_PROXY_PATH_REFUSED');
+  };
+
+  it('semicolon: accepts `;` and %3B in segments, the path kept as received', () => {
+    for (const t of ['/a;b', '/a;v=1/b;c', '/a%3Bb', '/a;', '/;jsessionid=1', '/a/;x', '/a;b/..c', '/a;/b', '/a;..']) accepted(t, { semicolon: true });
+    for (const t of ['/a//b', '/a%00;b', '/a;%C0%AE']) refusedWith(t, { semicolon: true });
+  });
+
+  it('semicolon: still refuses a segment whose name (before `;`) is a dot segment, or empty where empty segments are refused', () => {
+    for (const t of ['/orders/..;/admin', '/orders/..;x=1/admin', '/a/.;/b', '/..;', '/a/..%3B/b', '/a/;x/b', '/;x/b']) refusedWith(t, { semicolon: true });
+    accepted('/a/;x/b', { semicolon: true, emptySegments: true });
+    refusedWith('/a/..;/b', { semicolon: true, emptySegments: true });
+  });
+
+  it('emptySegments: accepts `//` anywhere, still refuses `;` and dot segments', () => {
+    for (const t of ['//', '//a', '/a//b', '/a//', '///']) accepted(t, { emptySegments: true });
+    for (const t of ['/a//..', '//./a', '/a//b;c', '//%00']) refusedWith(t, { emptySegments: true });
+  });
+
+  it('never accepts control bytes, invalid UTF-8 or escaped unreserved characters, whatever the options', () => {
+    for (const t of ['/a%00', '/a?%00', '/%C0%AE', '/%ED%A0%80', '/%2e%2e/a', '/%61']) refusedWith(t, { semicolon: true, emptySegments: true });
+  });
+
+  it('HeadReader applies its options', () => {
+    const head = (allow?: PathAllowances) => new HeadReader('request', undefined, allow).push(b('GET /a;b//c HTTP/1.1\r\nHost: h\r\n\r\n'));
+    expect(codeOf(() => head())).toBe('TESSERA_PROXY_PATH_REFUSED');
+    expect(codeOf(() => head({ semicolon: true, emptySegments: false }))).toBe('TESSERA_PROXY_PATH_REFUSED');
+    expect(head({ semicolon: true, emptySegments: true })?.path).toBe('/a;b//c');
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 
 const tokenChars = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".split('');
 const token = fc.array(fc.constantFrom(...tokenChars), { minLength: 1, maxLength: 12 }).map((a) => a.join(''));
-const segChars = "abcXYZ019-_~!$&'()*+,;=:@".split('');
+const segChars = "abcXYZ019-_~!$&'()*+,=:@".split('');
 const segment = fc.array(fc.constantFrom(...segChars), { minLength: 1, maxLength: 8 }).map((a) => a.join(''));
 const path = fc.array(segment, { maxLength: 4 }).map((segs) => `/${segs.join('/')}`);
-const query = fc.option(fc.array(fc.constantFrom(...segChars, '/', '?'), { maxLength: 10 }).map((a) => a.join('')), { nil: undefined });
+const query = fc.option(fc.array(fc.constantFrom(...segChars, ';', '/', '?'), { maxLength: 10 }).map((a) => a.join('')), { nil: undefined });
 const value = fc.array(fc.integer({ min: 0x20, max: 0xff }).filter((c) => c !== 0x7f), { maxLength: 20 })
   .map((cs) => String.fromCharCode(...cs).trim());
 const reservedNames = new Set(['host', 'content-length', 'transfer-encoding', 'connection']);
@@ -409,7 +505,7 @@ describe('properties', () => {
         try {
           fn();
         } catch (err) {
-          if (!(err instanceof TesseraError) || (err.code !== 'TESSERA_BAD_REQUEST' && err.code !== 'TESSERA_HEADERS_TOO_LARGE')) throw err;
+          if (!(err instanceof TesseraError) || !['TESSERA_BAD_REQUEST', 'TESSERA_PROXY_PATH_REFUSED', 'TESSERA_HEADERS_TOO_LARGE'].includes(err.code)) throw err;
         }
       }
     }), { numRuns: 3000 });

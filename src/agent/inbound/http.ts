@@ -19,6 +19,7 @@ import {
   responseFraming,
   type BodyFraming,
   type HeadLimits,
+  type PathAllowances,
   type RequestHead,
   type ResponseHead,
 } from '../../core/http-head.js';
@@ -87,6 +88,8 @@ export interface HttpContext {
   pool: UpstreamPool;
   /** Lowercase. */
   idHeader: string;
+  /** Request path shapes accepted beyond the strict rules (InboundOptions.allowPath). */
+  allowPath: Readonly<PathAllowances>;
   limits: HttpLimits;
   authorize: Authorize;
   onDecision: ((record: DecisionRecord) => void) | undefined;
@@ -152,7 +155,8 @@ export class HttpConnection implements UpstreamOwner {
   #reqChunked = false;
   #reqLeft = 0;
   #reqDone = true;
-  readonly #reqTracker = new ChunkedBodyTracker();
+  /** Drops the caller's id-header trailers (see ChunkedBodyTracker). */
+  readonly #reqTracker: ChunkedBodyTracker;
   #up: Upstream | undefined;
   /** The forwarded head, kept until the first response byte so a dead pooled connection can be retried. */
   #fwdHead: Buffer | undefined;
@@ -182,7 +186,8 @@ export class HttpConnection implements UpstreamOwner {
   ) {
     this.#idleSince = ctx.clock.now;
     const limits = { maxHeadBytes: ctx.limits.maxHeadBytes, maxHeaders: ctx.limits.maxHeaders };
-    this.#reader = new HeadReader('request', limits);
+    this.#reader = new HeadReader('request', limits, ctx.allowPath);
+    this.#reqTracker = new ChunkedBodyTracker(ctx.idHeader);
     // Responses come from our own app: allow larger heads (cookies), same header count bound.
     this.#resReader = new HeadReader('response', { maxHeadBytes: Math.max(64 * 1024, limits.maxHeadBytes), maxHeaders: Math.max(200, limits.maxHeaders) });
     client.on('data', this.#onClientData);
@@ -323,6 +328,8 @@ export class HttpConnection implements UpstreamOwner {
   #forwardRequestBody(buf: Buffer, off: number): void {
     const len = buf.length;
     let end: number;
+    // Bytes to pass on as they are: all of [off, end) but a held trailer section.
+    let pass: number;
     if (this.#reqChunked) {
       let e: number;
       try {
@@ -336,18 +343,22 @@ export class HttpConnection implements UpstreamOwner {
         return;
       }
       end = e === -1 ? len : e;
+      pass = this.#reqTracker.passEnd;
       if (e !== -1) this.#reqDone = true;
     } else {
       const n = Math.min(this.#reqLeft, len - off);
       end = off + n;
+      pass = end;
       this.#reqLeft -= n;
       if (this.#reqLeft === 0) this.#reqDone = true;
     }
     const up = this.#up;
-    if (up !== undefined && end > off) {
-      if (!up.socket.write(off === 0 && end === len ? buf : buf.subarray(off, end)) && !this.#reqDone) this.#pauseClientForUp();
+    if (up !== undefined && pass > off) {
+      if (!up.socket.write(off === 0 && pass === len ? buf : buf.subarray(off, pass)) && !this.#reqDone) this.#pauseClientForUp();
     }
     if (this.#reqDone) {
+      const trailers = this.#reqChunked ? this.#reqTracker.takeTrailers() : undefined;
+      if (trailers !== undefined) up?.socket.write(trailers);
       if (end < len) this.#hold(buf.subarray(end));
       if (this.#resDone) this.#finishExchange();
     }
