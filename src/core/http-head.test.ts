@@ -286,6 +286,29 @@ describe('forwardRequestHead', () => {
     expect(req(out)).toMatchObject({ method: 'POST', target: '/x?y', contentLength: 3, keepAlive: true });
   });
 
+  it('drops every spelling of the id header that folds to it with `_` read as `-` (CGI/WSGI HTTP_X_SPIFFE_ID)', () => {
+    const h = req([
+      'GET / HTTP/1.1', 'Host: h', 'x_spiffe_id: spiffe://evil/underscore', 'X_SPIFFE-ID: spiffe://evil/mixed', 'x-Spiffe_Id: spiffe://evil/one',
+      'x-spiffe-idx: kept', 'xspiffe-id: kept', 'x-spiffe: kept', 'x__spiffe-id: kept', '', '',
+    ].join('\r\n'));
+    expect(forwardRequestHead(h, 'x-spiffe-id', 'spiffe://td/caller').toString('latin1')).toBe(
+      'GET / HTTP/1.1\r\nHost: h\r\nx-spiffe-idx: kept\r\nxspiffe-id: kept\r\nx-spiffe: kept\r\nx__spiffe-id: kept\r\nx-spiffe-id: spiffe://td/caller\r\n\r\n',
+    );
+    // A configured name with `_` folds the same way.
+    const c = req('GET / HTTP/1.1\r\nHost: h\r\nX-Caller: forged\r\nx_caller: forged\r\n\r\n');
+    expect(forwardRequestHead(c, 'x_caller', 'spiffe://td/a').toString('latin1')).toBe('GET / HTTP/1.1\r\nHost: h\r\nx_caller: spiffe://td/a\r\n\r\n');
+  });
+
+  it('isIdHeaderName is ASCII case folding with `_` as `-`, nothing more', () => {
+    const nameChar = fc.constantFrom(...'aAzZ-_^~`|.09!'.split(''));
+    const name = fc.array(nameChar, { minLength: 1, maxLength: 6 }).map((a) => a.join(''));
+    const fold = (n: string): string => n.replace(/[A-Z]/g, (ch) => ch.toLowerCase()).replaceAll('_', '-');
+    fc.assert(fc.property(name, name, (x, y) => {
+      expect(isIdHeaderName(x, y)).toBe(fold(x) === fold(y));
+      expect(isIdHeaderName(x, fold(x).toUpperCase().replaceAll('-', '_').toLowerCase())).toBe(true);
+    }), { numRuns: 2000 });
+  });
+
   it('keeps Transfer-Encoding: chunked and asks an HTTP/1.0 upstream to keep the pooled connection', () => {
     const h = req('POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n');
     expect(forwardRequestHead(h, 'x-id', 'spiffe://td/a').toString('latin1')).toBe('POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nx-id: spiffe://td/a\r\n\r\n');
@@ -337,6 +360,56 @@ describe('ChunkedBodyTracker', () => {
   ])('%s → 400', (_name, s) => {
     const t = new ChunkedBodyTracker();
     expect(codeOf(() => t.feed(b(s), 0, s.length))).toBe('TESSERA_BAD_REQUEST');
+  });
+
+  it.each([
+    ['trailer without a colon', '0\r\nX-A 1\r\n\r\n'],
+    ['whitespace before the colon in a trailer', '0\r\nX-A : 1\r\n\r\n'],
+    ['non-token character in a trailer name', '0\r\nX(A: 1\r\n\r\n'],
+  ])('%s → 400', (_name, s) => {
+    for (const t of [new ChunkedBodyTracker(), new ChunkedBodyTracker('x-spiffe-id')]) expect(codeOf(() => t.feed(b(s), 0, s.length))).toBe('TESSERA_BAD_REQUEST');
+  });
+
+  /** What a stripping tracker lets through for `buf` fed in pieces of the given sizes: the bytes and the end. */
+  function strip(buf: Buffer, cuts: number[], drop = 'x-spiffe-id'): { out: string; end: number } {
+    const t = new ChunkedBodyTracker(drop);
+    const out: Buffer[] = [];
+    let pos = 0;
+    let k = 0;
+    let end = -1;
+    while (end === -1 && pos < buf.length) {
+      const n = Math.min(cuts[k++ % cuts.length]!, buf.length - pos);
+      end = t.feed(buf, pos, pos + n);
+      out.push(buf.subarray(pos, t.passEnd));
+      pos += n;
+    }
+    if (t.done) out.push(t.takeTrailers() ?? Buffer.alloc(0));
+    return { out: Buffer.concat(out).toString('latin1'), end };
+  }
+
+  it('with dropTrailer, removes id-header trailers (any case, `_` for `-`) and keeps the rest, in any split', () => {
+    const data = '5\r\nhello\r\n0\r\n';
+    const withTrailers = `${data}x-spiffe-id: spiffe://evil/a\r\nX-Other: kept\r\nX_SPIFFE_ID: spiffe://evil/b\r\nx-spiffe-idx: kept too\r\n\r\n`;
+    const expected = `${data}X-Other: kept\r\nx-spiffe-idx: kept too\r\n\r\n`;
+    for (const cuts of [[withTrailers.length + 3], [1], [2], [3], [7], [data.length, 5, 100]]) {
+      expect(strip(b(`${withTrailers}GET`), cuts)).toEqual({ out: expected, end: withTrailers.length });
+    }
+    // Only id-header trailers: the section shrinks to its final CRLF.
+    expect(strip(b(`${data}X-Spiffe-Id: x\r\n\r\n`), [1000]).out).toBe(`${data}\r\n`);
+  });
+
+  it('with dropTrailer, a body without trailers passes through whole, nothing held', () => {
+    const t = new ChunkedBodyTracker('x-spiffe-id');
+    const buf = b('5\r\nhello\r\n0\r\n\r\nGET');
+    expect(t.feed(buf, 0, buf.length)).toBe(buf.length - 3);
+    expect(t.passEnd).toBe(buf.length - 3);
+    expect(t.takeTrailers()).toBeUndefined();
+    // Without dropTrailer, trailers pass through as they are.
+    const plain = new ChunkedBodyTracker();
+    const tb = b('0\r\nx-spiffe-id: a\r\n\r\n');
+    expect(plain.feed(tb, 0, tb.length)).toBe(tb.length);
+    expect(plain.passEnd).toBe(tb.length);
+    expect(plain.takeTrailers()).toBeUndefined();
   });
 
   it('bounds extensions and trailers', () => {
@@ -557,5 +630,106 @@ describe('properties', () => {
       }
       expect(end).toBe(body.length);
     }), { numRuns: 500 });
+  });
+
+  it('a stripping tracker forwards the body with exactly the non-id trailers, in any split', () => {
+    const idSpelling = fc.constantFrom('x-spiffe-id', 'X-SPIFFE-ID', 'x_spiffe_id', 'X_Spiffe-Id');
+    const trailer = fc.oneof(field.map(([n, v]) => ({ line: `${n}: ${v}\r\n`, keep: fold(n) !== 'x-spiffe-id' })), fc.tuple(idSpelling, value).map(([n, v]) => ({ line: `${n}:${v}\r\n`, keep: false })));
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 40 }), fc.array(trailer, { maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }), (data, trailers, cuts) => {
+      const head = data.length > 0 ? Buffer.concat([b(`${data.length.toString(16)}\r\n`), Buffer.from(data), b('\r\n')]) : Buffer.alloc(0);
+      const body = Buffer.concat([head, b(`0\r\n${trailers.map((x) => x.line).join('')}\r\n`)]);
+      const t = new ChunkedBodyTracker('x-spiffe-id');
+      const buf = Buffer.concat([body, b('NEXT')]);
+      const out: Buffer[] = [];
+      let pos = 0;
+      let k = 0;
+      let end = -1;
+      while (end === -1 && pos < buf.length) {
+        const n = Math.min(cuts[k++ % cuts.length]!, buf.length - pos);
+        end = t.feed(buf, pos, pos + n);
+        expect(t.passEnd).toBeGreaterThanOrEqual(pos);
+        expect(t.passEnd).toBeLessThanOrEqual(end === -1 ? pos + n : end);
+        out.push(buf.subarray(pos, t.passEnd));
+        pos += n;
+      }
+      expect(end).toBe(body.length);
+      out.push(t.takeTrailers() ?? Buffer.alloc(0));
+      const expected = Buffer.concat([head, b(`0\r\n${trailers.filter((x) => x.keep).map((x) => x.line).join('')}\r\n`)]);
+      expect(Buffer.concat(out).toString('latin1')).toBe(expected.toString('latin1'));
+    }), { numRuns: 500 });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Path properties
+// ---------------------------------------------------------------------------------------------
+
+function fold(name: string): string {
+  return name.replace(/[A-Z]/g, (ch) => ch.toLowerCase()).replaceAll('_', '-');
+}
+
+/** The bytes a path stands for once its escapes are decoded. */
+function decodePath(p: string): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '%') {
+      out.push(parseInt(p.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else out.push(p.charCodeAt(i));
+  }
+  return Buffer.from(out);
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+describe('path properties', () => {
+  // Pieces chosen to build every refused shape and plenty of accepted ones.
+  const piece = fc.constantFrom(
+    'a', 'b', '.', '..', '/', '/', ';', '=', '%2e', '%2E', '%3B', '%3b', '%00', '%1f', '%7F', '%0A', '%20', '%25', '%2F', '%41',
+    '%C0', '%AE', '%C3', '%A9', '%E2', '%82', '%AC', '%E0', '%A0', '%ED', '%9F', '%BF', '%F0', '%9F', '%98', '%F4', '%8F', '%90', '%80', '%FF',
+  );
+  const rawPath = fc.array(piece, { maxLength: 12 }).map((ps) => `/${ps.join('')}`);
+  const allowances = fc.record({ semicolon: fc.boolean(), emptySegments: fc.boolean() });
+
+  it('any path the parser accepts decodes to valid UTF-8 without control bytes, dot segments, and (unless allowed) `;` or empty segments; what is authorized is what is forwarded', () => {
+    fc.assert(fc.property(rawPath, fc.option(fc.constantFrom('x=1', 'a=%00', 'q=%C0%AE;b', '%7f'), { nil: undefined }), allowances, (p, q, allow) => {
+      const target = q === undefined ? p : `${p}?${q}`;
+      let head: RequestHead | undefined;
+      try {
+        head = parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`), undefined, allow);
+      } catch (err) {
+        expect((err as TesseraError).code).toMatch(/^TESSERA_(BAD_REQUEST|PROXY_PATH_REFUSED)$/);
+        return;
+      }
+      expect(head!.path).toBe(p);
+      const decoded = decodePath(p);
+      expect(() => utf8.decode(decoded)).not.toThrow();
+      for (const c of decoded) expect(c >= 0x20 && c !== 0x7f).toBe(true);
+      for (const c of decodePath(q ?? '')) expect(c >= 0x20 && c !== 0x7f).toBe(true);
+      if (!allow.semicolon) expect(decoded.includes(0x3b)).toBe(false);
+      const segments = p.slice(1).split('/');
+      segments.forEach((seg, i) => {
+        const name = decodePath(seg.split(/;|%3b/i)[0]!).toString('latin1');
+        expect(name === '.' || name === '..').toBe(false);
+        if (!allow.emptySegments && i < segments.length - 1) expect(name).not.toBe('');
+      });
+      // The authorizer gets head.path; the app gets the forwarded request line.
+      const line = forwardRequestHead(head!, 'x-spiffe-id', 'spiffe://td/a').toString('latin1').split('\r\n')[0]!;
+      expect(line).toBe(`GET ${target} HTTP/1.1`);
+      expect(line.slice(4, 4 + head!.path.length)).toBe(head!.path);
+      expect([' ', '?']).toContain(line[4 + head!.path.length]);
+      // Options only ever widen what is accepted.
+      expect(() => parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`), undefined, { semicolon: true, emptySegments: true })).not.toThrow();
+    }), { numRuns: 5000 });
+  });
+
+  it('accepts every path of plain segments and well-formed UTF-8 escapes', () => {
+    const char = fc.oneof(fc.constantFrom('a', 'Z', '0', '-', '.', '~', '%20', '%25', '%3F'), fc.integer({ min: 0x80, max: 0x10ffff }).filter((cp) => cp < 0xd800 || cp > 0xdfff)
+      .map((cp) => [...Buffer.from(String.fromCodePoint(cp), 'utf8')].map((x) => `%${x.toString(16).toUpperCase().padStart(2, '0')}`).join('')));
+    const seg = fc.array(char, { minLength: 1, maxLength: 5 }).map((a) => a.join('')).filter((x) => x !== '.' && x !== '..');
+    fc.assert(fc.property(fc.array(seg, { maxLength: 4 }), fc.boolean(), (segs, slash) => {
+      const p = `/${segs.join('/')}${slash && segs.length > 0 ? '/' : ''}`;
+      expect(req(`GET ${p} HTTP/1.1\r\nHost: h\r\n\r\n`).path).toBe(p);
+    }), { numRuns: 1000 });
   });
 });
