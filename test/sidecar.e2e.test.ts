@@ -9,7 +9,7 @@ import { Agent as HttpAgent, createServer as createHttpServer, request as httpRe
 import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startInbound, type AuthorizeRequest, type DecisionRecord, type Inbound, type InboundOptions, type TlsMaterial, type TlsSource } from '../src/agent/inbound/inbound.js';
+import { parsePathAllowances, startInbound, type AuthorizeRequest, type DecisionRecord, type Inbound, type InboundOptions, type TlsMaterial, type TlsSource } from '../src/agent/inbound/inbound.js';
 import { startOutbound, type Outbound } from '../src/agent/outbound/outbound.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';
 
@@ -822,6 +822,12 @@ describe('paths and identity headers', () => {
       expect(errorCodeOf(r.data), target).toBe('TESSERA_PROXY_PATH_REFUSED');
     }
     await expect(inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, allowPath: { dots: true } as never })).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+    await expect(inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, allowPath: { semicolon: 'yes' } as never })).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+    await expect(inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, mode: 'tcp', allowPath: { semicolon: true } })).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+    // The --inbound-allow flag's list.
+    expect(parsePathAllowances('semicolon')).toEqual({ semicolon: true, emptySegments: false });
+    expect(parsePathAllowances('empty-segments, semicolon')).toEqual({ semicolon: true, emptySegments: true });
+    for (const bad of ['', 'dots', 'semicolon,', 'toString', 'emptySegments']) expect(() => parsePathAllowances(bad)).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
   });
 
   /** The app's view of the id header: every field whose name folds to x-spiffe-id as CGI/WSGI would (lowercase, `_` as `-`). */
