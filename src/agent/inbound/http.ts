@@ -5,7 +5,8 @@
  * verified SPIFFE ID in the id header) and stream the body to the app over a pooled plain TCP
  * connection, and stream the response back, parsing only its head to know where it ends.
  *
- * Nothing is buffered beyond one head and one socket chunk per connection: bodies flow with
+ * Nothing is buffered beyond one head and one socket chunk per connection (and a request's
+ * chunked trailer section, at most 16 KiB, held until complete to strip id-header trailers): bodies flow with
  * pause/resume backpressure in both directions, and bytes of a pipelined next request wait
  * (with the caller's socket paused) until the current response is complete.
  */
