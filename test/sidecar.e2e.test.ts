@@ -9,7 +9,7 @@ import { Agent as HttpAgent, createServer as createHttpServer, request as httpRe
 import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startInbound, type AuthorizeRequest, type DecisionRecord, type Inbound, type InboundOptions, type TlsMaterial, type TlsSource } from '../src/agent/inbound/inbound.js';
+import { parsePathAllowances, startInbound, type AuthorizeRequest, type DecisionRecord, type Inbound, type InboundOptions, type TlsMaterial, type TlsSource } from '../src/agent/inbound/inbound.js';
 import { startOutbound, type Outbound } from '../src/agent/outbound/outbound.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';
 
@@ -81,15 +81,22 @@ interface App {
   connections: number;
   lastHeaders: IncomingHttpHeaders | undefined;
   lastRawHeaders: string[];
+  lastRawTrailers: string[];
+  lastUrl: string | undefined;
 }
 
 /** A tiny app: /hello (JSON about the request), /echo (streams the body back), /sha (digest of the body), /big (n bytes). */
 async function startApp(): Promise<App> {
-  const app: App = { port: 0, server: undefined as unknown as HttpServer, requests: 0, connections: 0, lastHeaders: undefined, lastRawHeaders: [] };
+  const app: App = { port: 0, server: undefined as unknown as HttpServer, requests: 0, connections: 0, lastHeaders: undefined, lastRawHeaders: [], lastRawTrailers: [], lastUrl: undefined };
   const server = createHttpServer((req, res) => {
     app.requests++;
     app.lastHeaders = req.headers;
     app.lastRawHeaders = req.rawHeaders;
+    app.lastUrl = req.url;
+    app.lastRawTrailers = [];
+    req.on('end', () => {
+      app.lastRawTrailers = req.rawTrailers;
+    });
     const url = new URL(req.url ?? '/', 'http://app');
     if (url.pathname === '/echo') {
       if (req.headers['content-length'] !== undefined) res.setHeader('content-length', req.headers['content-length']);
@@ -711,7 +718,6 @@ describe('malformed, slow and oversized requests', () => {
       'POST /sha HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde',
       'POST /sha HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n',
       'GET / HTTP/1.1\nHost: a\n\n',
-      'GET /%2e%2e/admin HTTP/1.1\r\nHost: a\r\n\r\n',
       '\x16\x03\x01garbage\r\n\r\n',
     ]) {
       const r = await rawTls(ib.port, creds, bad);
@@ -719,7 +725,7 @@ describe('malformed, slow and oversized requests', () => {
       expect(errorCodeOf(r.data)).toBe('TESSERA_BAD_REQUEST');
     }
     expect(app.requests).toBe(before);
-    expect(ib.stats.badRequests).toBe(6);
+    expect(ib.stats.badRequests).toBe(5);
   });
 
   it('refuses a malformed chunked body after the head was forwarded, and closes', async () => {
@@ -772,5 +778,88 @@ describe('malformed, slow and oversized requests', () => {
     expect(rss1).toBeLessThan(1024 * 1024 * 1024);
     expect(ib.stats.internalErrors).toBe(0);
     expect(ib.stats.active).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('paths and identity headers', () => {
+  const REFUSED_TARGETS = ['/orders/..;/admin', '/a;b', '/a%3Bb', '/a%00b', '/a?b=%00', '/%C0%AE%C0%AE/admin', '/%ED%A0%80', '/a//b', '//admin', '/a//', '/%2e%2e/admin'];
+
+  it('refuses ambiguous paths with 400 TESSERA_PROXY_PATH_REFUSED before the authorizer, and the app never sees them', async () => {
+    const before = app.requests;
+    const seen: AuthorizeRequest[] = [];
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, authorize: (r) => (seen.push(r), { allow: true }) });
+    const creds = { ...source(ca, CLIENT_ID).current(), ca: ca.pem };
+    for (const target of REFUSED_TARGETS) {
+      const r = await rawTls(ib.port, creds, `GET ${target} HTTP/1.1\r\nHost: a\r\n\r\n`);
+      expect(statusOf(r.data), target).toBe(400);
+      expect(errorCodeOf(r.data), target).toBe('TESSERA_PROXY_PATH_REFUSED');
+    }
+    expect(seen).toEqual([]);
+    expect(app.requests).toBe(before);
+    expect(ib.stats.badRequests).toBe(REFUSED_TARGETS.length);
+    // A clean path on the same proxy goes through, as received.
+    const ok = await rawTls(ib.port, creds, 'GET /hello/%C3%A9t%C3%A9?x=%C0%AE;y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    expect(statusOf(ok.data)).toBe(200);
+    expect(app.lastUrl).toBe('/hello/%C3%A9t%C3%A9?x=%C0%AE;y');
+    expect(seen).toEqual([expect.objectContaining({ path: '/hello/%C3%A9t%C3%A9' })]);
+  });
+
+  it('with allowPath, forwards `;` and `//` paths exactly as authorized, and still refuses `..;` and control bytes', async () => {
+    const seen: AuthorizeRequest[] = [];
+    const ib = await inbound({
+      tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, allowPath: { semicolon: true, emptySegments: true },
+      authorize: (r) => (seen.push(r), { allow: true }),
+    });
+    const creds = { ...source(ca, CLIENT_ID).current(), ca: ca.pem };
+    for (const target of ['/a;v=1/b', '/a//b']) {
+      const r = await rawTls(ib.port, creds, `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+      expect(statusOf(r.data)).toBe(200);
+      expect(app.lastUrl).toBe(target);
+      expect(seen.at(-1)?.path).toBe(target);
+    }
+    for (const target of ['/orders/..;/admin', '/a%00;b', '/%C0%AE;x']) {
+      const r = await rawTls(ib.port, creds, `GET ${target} HTTP/1.1\r\nHost: a\r\n\r\n`);
+      expect(errorCodeOf(r.data), target).toBe('TESSERA_PROXY_PATH_REFUSED');
+    }
+    await expect(inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, allowPath: { dots: true } as never })).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+    await expect(inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, allowPath: { semicolon: 'yes' } as never })).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+    await expect(inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, mode: 'tcp', allowPath: { semicolon: true } })).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+    // The --inbound-allow flag's list.
+    expect(parsePathAllowances('semicolon')).toEqual({ semicolon: true, emptySegments: false });
+    expect(parsePathAllowances('empty-segments, semicolon')).toEqual({ semicolon: true, emptySegments: true });
+    for (const bad of ['', 'dots', 'semicolon,', 'toString', 'emptySegments']) expect(() => parsePathAllowances(bad)).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
+  });
+
+  /** The app's view of the id header: every field whose name folds to x-spiffe-id as CGI/WSGI would (lowercase, `_` as `-`). */
+  function idFields(raw: string[]): string[] {
+    const out: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase().replaceAll('_', '-') === 'x-spiffe-id') out.push(raw[i + 1]!);
+    return out;
+  }
+
+  it('strips x_spiffe_id and other `_` spellings of the id header: the app sees exactly one, the real one', async () => {
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port } });
+    const creds = { ...source(ca, CLIENT_ID).current(), ca: ca.pem };
+    const r = await rawTls(ib.port, creds, 'GET /hello HTTP/1.1\r\nHost: a\r\nx_spiffe_id: spiffe://sidecar.test/admin\r\nX_SPIFFE-ID: spoofed\r\nX-Kept: yes\r\nConnection: close\r\n\r\n');
+    expect(statusOf(r.data)).toBe(200);
+    expect(idFields(app.lastRawHeaders)).toEqual([CLIENT_ID]);
+    expect(app.lastHeaders?.['x-kept']).toBe('yes');
+  });
+
+  it('strips id-header trailers of a chunked request, also when the trailer section arrives in pieces, and keeps the others', async () => {
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port } });
+    const creds = { ...source(ca, CLIENT_ID).current(), ca: ca.pem };
+    const head = 'POST /sha HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: x-spiffe-id\r\nConnection: close\r\n\r\n';
+    const body = '5\r\nhello\r\n0\r\nx-spiffe-id: spiffe://sidecar.test/admin\r\nX-Other: kept\r\nX_Spiffe_Id: spoofed\r\n\r\n';
+    const whole = `${head}${body}`;
+    const cut = whole.indexOf('x-spiffe-id: spiffe');
+    for (const payload of [whole, [whole.slice(0, cut + 4), whole.slice(cut + 4, cut + 20), whole.slice(cut + 20, whole.length - 10), whole.slice(whole.length - 10)]]) {
+      const r = await rawTls(ib.port, creds, payload, 30);
+      expect(statusOf(r.data)).toBe(200);
+      const s = r.data.toString('latin1');
+      expect(JSON.parse(s.slice(s.indexOf('\r\n\r\n') + 4))).toEqual({ sha: sha(Buffer.from('hello')), length: 5 });
+      expect(app.lastRawTrailers).toEqual(['X-Other', 'kept']);
+      expect(idFields(app.lastRawHeaders)).toEqual([CLIENT_ID]);
+    }
   });
 });

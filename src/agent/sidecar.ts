@@ -4,7 +4,7 @@ import type { SignedPolicyBundle } from '../core/policy/bundle.js';
 import type { Agent } from './agent.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
-import { startInbound, type Inbound } from './inbound/inbound.js';
+import { startInbound, type Inbound, type PathAllowances } from './inbound/inbound.js';
 import { startOutbound, type Outbound } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
 
@@ -12,7 +12,7 @@ export interface SidecarOptions {
   dataDir: string;
   log: Logger;
   /** Inbound proxy: mTLS on `listen`, the app on `app` (plain, loopback). */
-  inbound?: { listen: { host: string; port: number }; app: { host: string; port: number }; mode: 'tcp' | 'http' };
+  inbound?: { listen: { host: string; port: number }; app: { host: string; port: number }; mode: 'tcp' | 'http'; allowPath?: Partial<PathAllowances> };
   /** Outbound proxies: the app talks plain to `listen`, the agent opens mTLS to `upstream`. */
   outbounds?: { listen: { host: string; port: number }; upstream: { host: string; port: number; expectedId: string } }[];
   /** SPIFFE Workload API socket path. */
@@ -60,6 +60,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       const self = agent.spiffeId!;
       inbound = await startInbound({
         listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent,
+        ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
         authorize: (r) => enforcer.authorize({ principal: r.peer, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
         onDecision: (r) => { if (!r.allow) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons }); },
         onRefused: (r) => {

@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { startSidecar } from '../agent/sidecar.js';
+import { parsePathAllowances } from '../agent/inbound/inbound.js';
 import { parseUnsealSpec, startSecretFiles } from '../agent/secrets/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { TesseraError } from '../core/errors.js';
@@ -132,6 +133,7 @@ export function buildProgram(): Command {
     .option('--inbound <host:port>', 'inbound mTLS proxy: listen here, authorize every caller with the policy, forward to --app')
     .option('--app <host:port>', 'the application behind the inbound proxy (plain, loopback)')
     .addOption(new Option('--mode <mode>', 'inbound proxy mode: http (decision per request) or tcp (decision per connection)').choices(['http', 'tcp']).default('http'))
+    .option('--inbound-allow <shapes>', 'http mode: also accept these request path shapes the proxy refuses by default (400 TESSERA_PROXY_PATH_REFUSED), comma-separated: semicolon (`;` in segments), empty-segments (`//`)')
     .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID, e.g. 127.0.0.1:7001=127.0.0.1:9443@spiffe://td/orders (the app talks plain to LISTEN)')
     .option('--workload-api-socket <path>', 'serve the SPIFFE Workload API on this Unix socket')
     .option('--allow-sample <fraction>', 'fraction of allowed decisions recorded in the audit log (denials always are)', '0.01')
@@ -155,7 +157,7 @@ export function buildProgram(): Command {
       await agent.start();
       const sidecar = await startSidecar(agent, {
         dataDir: String(o.dataDir), log,
-        ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp' } } : {}),
+        ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
         allowSampleRate: fraction(String(o.allowSample)),

@@ -53,6 +53,7 @@ export const ERROR_CODES = {
   TESSERA_PROXY_DENIED: { status: 403, description: 'The sidecar\'s policy does not allow this caller to make this request or connection.' },
   TESSERA_PROXY_PEER_IDENTITY: { status: 403, description: 'The peer\'s certificate does not carry exactly one SPIFFE ID of the expected trust domain, or not the expected one.' },
   TESSERA_PROXY_UPSTREAM_TIMEOUT: { status: 504, description: 'The application did not answer the request in time (the sidecar\'s response timeout).' },
+  TESSERA_PROXY_PATH_REFUSED: { status: 400, description: 'The sidecar refuses a request target the application could read differently from the policy: dot or empty segments, `;` parameters, escaped unreserved characters, control bytes, or invalid UTF-8 after percent-decoding.' },
   TESSERA_PROXY_UPSTREAM: { status: 502, description: 'The sidecar could not reach the application, or the application answered with a malformed response.' },
 
   // Policy (Cedar policies, signed policy bundles, policy test cases).

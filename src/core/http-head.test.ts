@@ -7,9 +7,12 @@ import {
   findHeadEnd,
   forwardRequestHead,
   forwardResponseHead,
+  STRICT_PATH,
+  isIdHeaderName,
   parseRequest,
   parseResponseHead,
   responseFraming,
+  type PathAllowances,
   type RequestHead,
 } from './http-head.js';
 
@@ -88,7 +91,10 @@ describe('parseRequest: accepted heads', () => {
   });
 
   it('accepts allowed path escapes and odd but unambiguous paths', () => {
-    for (const t of ['/a%20b', '/%E2%82%AC', '/a/.b/..c/...', '/a//b', "/!$&'()*+,;=:@", '/?a=%2F&b=/../', '/a%3Fb']) {
+    for (const t of [
+      '/', '/a/', '/a%20b', '/%E2%82%AC', '/%C3%A9t%C3%A9', '/%F0%9F%98%80', '/%ED%9F%BF', '/%EE%80%80', '/%F4%8F%BF%BF', '/%C2%80',
+      '/a/.b/..c/...', "/!$&'()*+,=:@", '/?a=%2F&b=/../', '/a?b;c=d&e=%C0%AE', '/a%3Fb', '/a%25b',
+    ]) {
       expect(req(`GET ${t} HTTP/1.1\r\nHost: h\r\n\r\n`).target).toBe(t);
     }
   });
@@ -147,18 +153,65 @@ describe('parseRequest: refused heads', () => {
     ['trailing space after the version', 'GET / HTTP/1.1 \r\nHost: h\r\n\r\n'],
     ['HTTP/0.9 style', 'GET /\r\n\r\n'],
     ['empty method', ' / HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['dot segment', 'GET /a/../b HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['trailing dot segment', 'GET /a/.. HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['single dot segment', 'GET /./a HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped dot segment', 'GET /a/%2e%2E/b HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['half-escaped dot segment', 'GET /a/.%2e/b HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped unreserved', 'GET /%61dmin HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped slash', 'GET /a%2Fb HTTP/1.1\r\nHost: h\r\n\r\n'],
-    ['escaped backslash', 'GET /a%5cb HTTP/1.1\r\nHost: h\r\n\r\n'],
+    ['a raw NUL in the path', 'GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n'],
+    ['a raw DEL in the path', 'GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n'],
+    ['a raw control byte in the query', 'GET /a?b\x01 HTTP/1.1\r\nHost: h\r\n\r\n'],
     ['malformed escape', 'GET /a%2 HTTP/1.1\r\nHost: h\r\n\r\n'],
     ['malformed escape in the query', 'GET /a?b=%zz HTTP/1.1\r\nHost: h\r\n\r\n'],
   ])('%s → 400', (_name, head) => {
     expect(codeOf(() => parseRequest(b(head)))).toBe('TESSERA_BAD_REQUEST');
+  });
+
+  it.each([
+    ['dot segment', '/a/../b'],
+    ['trailing dot segment', '/a/..'],
+    ['single dot segment', '/./a'],
+    ['escaped dot segment', '/a/%2e%2E/b'],
+    ['half-escaped dot segment', '/a/.%2e/b'],
+    ['escaped unreserved', '/%61dmin'],
+    ['escaped slash', '/a%2Fb'],
+    ['escaped backslash', '/a%5cb'],
+    ['servlet parent `..;`', '/orders/..;/admin'],
+    ['`;` parameter', '/a;b'],
+    ['`;` parameter, trailing', '/a;'],
+    ['`;` at the start', '/;jsessionid=1'],
+    ['escaped `;`', '/a%3Bb'],
+    ['escaped `;` after dots', '/orders/..%3b/admin'],
+    ['%00', '/a%00b'],
+    ['%00 at the end', '/a%00'],
+    ['escaped TAB', '/a%09'],
+    ['escaped LF', '/a%0Ab'],
+    ['escaped CR LF', '/a%0d%0aX:%20y'],
+    ['escaped US', '/a%1f'],
+    ['escaped DEL', '/a%7F'],
+    ['%00 in the query', '/a?b=%00'],
+    ['escaped CR in the query', '/a?b=%0D'],
+    ['escaped DEL in the query', '/a?%7f'],
+    ['overlong `.` (C0 AE)', '/%C0%AE'],
+    ['overlong `..` then a segment', '/%C0%AE%C0%AE/admin'],
+    ['overlong C1', '/%C1%BF'],
+    ['overlong 3 bytes', '/%E0%80%AE'],
+    ['overlong 3 bytes, highest', '/%E0%9F%BF'],
+    ['overlong 4 bytes', '/%F0%80%80%AE'],
+    ['overlong 4 bytes, highest', '/%F0%8F%BF%BF'],
+    ['UTF-16 surrogate', '/%ED%A0%80'],
+    ['above U+10FFFF', '/%F4%90%80%80'],
+    ['F5 lead byte', '/%F5%80%80%80'],
+    ['FF byte', '/%FF'],
+    ['lone continuation byte', '/%80'],
+    ['continuation after a complete character', '/%C3%A9%A9'],
+    ['truncated 2-byte sequence at the end', '/%C3'],
+    ['truncated sequence before `/`', '/%C3/a'],
+    ['truncated sequence before a letter', '/%E2%82x'],
+    ['non-continuation in a sequence', '/%C3%28'],
+    ['lead byte where a continuation belongs', '/%E2%C3%A9'],
+    ['`//` alone', '//'],
+    ['`//` at the start', '//admin'],
+    ['`//` inside', '/a//b'],
+    ['trailing `//`', '/a//'],
+    ['`///`', '///'],
+  ])('%s → 400 TESSERA_PROXY_PATH_REFUSED', (_name, target) => {
+    expect(codeOf(() => parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`)))).toBe('TESSERA_PROXY_PATH_REFUSED');
   });
 
   it('refuses a head over 16 KiB, and one with over 100 fields, with 431', () => {
@@ -233,6 +286,29 @@ describe('forwardRequestHead', () => {
     expect(req(out)).toMatchObject({ method: 'POST', target: '/x?y', contentLength: 3, keepAlive: true });
   });
 
+  it('drops every spelling of the id header that folds to it with `_` read as `-` (CGI/WSGI HTTP_X_SPIFFE_ID)', () => {
+    const h = req([
+      'GET / HTTP/1.1', 'Host: h', 'x_spiffe_id: spiffe://evil/underscore', 'X_SPIFFE-ID: spiffe://evil/mixed', 'x-Spiffe_Id: spiffe://evil/one',
+      'x-spiffe-idx: kept', 'xspiffe-id: kept', 'x-spiffe: kept', 'x__spiffe-id: kept', '', '',
+    ].join('\r\n'));
+    expect(forwardRequestHead(h, 'x-spiffe-id', 'spiffe://td/caller').toString('latin1')).toBe(
+      'GET / HTTP/1.1\r\nHost: h\r\nx-spiffe-idx: kept\r\nxspiffe-id: kept\r\nx-spiffe: kept\r\nx__spiffe-id: kept\r\nx-spiffe-id: spiffe://td/caller\r\n\r\n',
+    );
+    // A configured name with `_` folds the same way.
+    const c = req('GET / HTTP/1.1\r\nHost: h\r\nX-Caller: forged\r\nx_caller: forged\r\n\r\n');
+    expect(forwardRequestHead(c, 'x_caller', 'spiffe://td/a').toString('latin1')).toBe('GET / HTTP/1.1\r\nHost: h\r\nx_caller: spiffe://td/a\r\n\r\n');
+  });
+
+  it('isIdHeaderName is ASCII case folding with `_` as `-`, nothing more', () => {
+    const nameChar = fc.constantFrom(...'aAzZ-_^~`|.09!'.split(''));
+    const name = fc.array(nameChar, { minLength: 1, maxLength: 6 }).map((a) => a.join(''));
+    const fold = (n: string): string => n.replace(/[A-Z]/g, (ch) => ch.toLowerCase()).replaceAll('_', '-');
+    fc.assert(fc.property(name, name, (x, y) => {
+      expect(isIdHeaderName(x, y)).toBe(fold(x) === fold(y));
+      expect(isIdHeaderName(x, fold(x).toUpperCase().replaceAll('-', '_').toLowerCase())).toBe(true);
+    }), { numRuns: 2000 });
+  });
+
   it('keeps Transfer-Encoding: chunked and asks an HTTP/1.0 upstream to keep the pooled connection', () => {
     const h = req('POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n');
     expect(forwardRequestHead(h, 'x-id', 'spiffe://td/a').toString('latin1')).toBe('POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nx-id: spiffe://td/a\r\n\r\n');
@@ -286,6 +362,56 @@ describe('ChunkedBodyTracker', () => {
     expect(codeOf(() => t.feed(b(s), 0, s.length))).toBe('TESSERA_BAD_REQUEST');
   });
 
+  it.each([
+    ['trailer without a colon', '0\r\nX-A 1\r\n\r\n'],
+    ['whitespace before the colon in a trailer', '0\r\nX-A : 1\r\n\r\n'],
+    ['non-token character in a trailer name', '0\r\nX(A: 1\r\n\r\n'],
+  ])('%s → 400', (_name, s) => {
+    for (const t of [new ChunkedBodyTracker(), new ChunkedBodyTracker('x-spiffe-id')]) expect(codeOf(() => t.feed(b(s), 0, s.length))).toBe('TESSERA_BAD_REQUEST');
+  });
+
+  /** What a stripping tracker lets through for `buf` fed in pieces of the given sizes: the bytes and the end. */
+  function strip(buf: Buffer, cuts: number[], drop = 'x-spiffe-id'): { out: string; end: number } {
+    const t = new ChunkedBodyTracker(drop);
+    const out: Buffer[] = [];
+    let pos = 0;
+    let k = 0;
+    let end = -1;
+    while (end === -1 && pos < buf.length) {
+      const n = Math.min(cuts[k++ % cuts.length]!, buf.length - pos);
+      end = t.feed(buf, pos, pos + n);
+      out.push(buf.subarray(pos, t.passEnd));
+      pos += n;
+    }
+    if (t.done) out.push(t.takeTrailers() ?? Buffer.alloc(0));
+    return { out: Buffer.concat(out).toString('latin1'), end };
+  }
+
+  it('with dropTrailer, removes id-header trailers (any case, `_` for `-`) and keeps the rest, in any split', () => {
+    const data = '5\r\nhello\r\n0\r\n';
+    const withTrailers = `${data}x-spiffe-id: spiffe://evil/a\r\nX-Other: kept\r\nX_SPIFFE_ID: spiffe://evil/b\r\nx-spiffe-idx: kept too\r\n\r\n`;
+    const expected = `${data}X-Other: kept\r\nx-spiffe-idx: kept too\r\n\r\n`;
+    for (const cuts of [[withTrailers.length + 3], [1], [2], [3], [7], [data.length, 5, 100]]) {
+      expect(strip(b(`${withTrailers}GET`), cuts)).toEqual({ out: expected, end: withTrailers.length });
+    }
+    // Only id-header trailers: the section shrinks to its final CRLF.
+    expect(strip(b(`${data}X-Spiffe-Id: x\r\n\r\n`), [1000]).out).toBe(`${data}\r\n`);
+  });
+
+  it('with dropTrailer, a body without trailers passes through whole, nothing held', () => {
+    const t = new ChunkedBodyTracker('x-spiffe-id');
+    const buf = b('5\r\nhello\r\n0\r\n\r\nGET');
+    expect(t.feed(buf, 0, buf.length)).toBe(buf.length - 3);
+    expect(t.passEnd).toBe(buf.length - 3);
+    expect(t.takeTrailers()).toBeUndefined();
+    // Without dropTrailer, trailers pass through as they are.
+    const plain = new ChunkedBodyTracker();
+    const tb = b('0\r\nx-spiffe-id: a\r\n\r\n');
+    expect(plain.feed(tb, 0, tb.length)).toBe(tb.length);
+    expect(plain.passEnd).toBe(tb.length);
+    expect(plain.takeTrailers()).toBeUndefined();
+  });
+
   it('bounds extensions and trailers', () => {
     const t = new ChunkedBodyTracker();
     const ext = `1;${'a'.repeat(5000)}\r\n`;
@@ -337,14 +463,57 @@ describe('HeadReader', () => {
 
 // ---------------------------------------------------------------------------------------------
 // Properties
+describe('parseRequest: path options', () => {
+  const parse = (target: string, allow: Partial<PathAllowances>): RequestHead | string | undefined => {
+    try {
+      return parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`), undefined, { ...STRICT_PATH, ...allow });
+    } catch (err) {
+      return (err as TesseraError).code;
+    }
+  };
+  const accepted = (target: string, allow: Partial<PathAllowances>): void => {
+    expect(parse(target, allow)).toMatchObject({ target, path: target.split('?')[0] });
+  };
+  const refusedWith = (target: string, allow: Partial<PathAllowances>): void => {
+    expect(parse(target, allow)).toBe('TESSERA_PROXY_PATH_REFUSED');
+  };
+
+  it('semicolon: accepts `;` and %3B in segments, the path kept as received', () => {
+    for (const t of ['/a;b', '/a;v=1/b;c', '/a%3Bb', '/a;', '/;jsessionid=1', '/a/;x', '/a;b/..c', '/a;/b', '/a;..']) accepted(t, { semicolon: true });
+    for (const t of ['/a//b', '/a%00;b', '/a;%C0%AE']) refusedWith(t, { semicolon: true });
+  });
+
+  it('semicolon: still refuses a segment whose name (before `;`) is a dot segment, or empty where empty segments are refused', () => {
+    for (const t of ['/orders/..;/admin', '/orders/..;x=1/admin', '/a/.;/b', '/..;', '/a/..%3B/b', '/a/;x/b', '/;x/b']) refusedWith(t, { semicolon: true });
+    accepted('/a/;x/b', { semicolon: true, emptySegments: true });
+    refusedWith('/a/..;/b', { semicolon: true, emptySegments: true });
+  });
+
+  it('emptySegments: accepts `//` anywhere, still refuses `;` and dot segments', () => {
+    for (const t of ['//', '//a', '/a//b', '/a//', '///']) accepted(t, { emptySegments: true });
+    for (const t of ['/a//..', '//./a', '/a//b;c', '//%00']) refusedWith(t, { emptySegments: true });
+  });
+
+  it('never accepts control bytes, invalid UTF-8 or escaped unreserved characters, whatever the options', () => {
+    for (const t of ['/a%00', '/a?%00', '/%C0%AE', '/%ED%A0%80', '/%2e%2e/a', '/%61']) refusedWith(t, { semicolon: true, emptySegments: true });
+  });
+
+  it('HeadReader applies its options', () => {
+    const head = (allow?: PathAllowances) => new HeadReader('request', undefined, allow).push(b('GET /a;b//c HTTP/1.1\r\nHost: h\r\n\r\n'));
+    expect(codeOf(() => head())).toBe('TESSERA_PROXY_PATH_REFUSED');
+    expect(codeOf(() => head({ semicolon: true, emptySegments: false }))).toBe('TESSERA_PROXY_PATH_REFUSED');
+    expect(head({ semicolon: true, emptySegments: true })?.path).toBe('/a;b//c');
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 
 const tokenChars = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".split('');
 const token = fc.array(fc.constantFrom(...tokenChars), { minLength: 1, maxLength: 12 }).map((a) => a.join(''));
-const segChars = "abcXYZ019-_~!$&'()*+,;=:@".split('');
+const segChars = "abcXYZ019-_~!$&'()*+,=:@".split('');
 const segment = fc.array(fc.constantFrom(...segChars), { minLength: 1, maxLength: 8 }).map((a) => a.join(''));
 const path = fc.array(segment, { maxLength: 4 }).map((segs) => `/${segs.join('/')}`);
-const query = fc.option(fc.array(fc.constantFrom(...segChars, '/', '?'), { maxLength: 10 }).map((a) => a.join('')), { nil: undefined });
+const query = fc.option(fc.array(fc.constantFrom(...segChars, ';', '/', '?'), { maxLength: 10 }).map((a) => a.join('')), { nil: undefined });
 const value = fc.array(fc.integer({ min: 0x20, max: 0xff }).filter((c) => c !== 0x7f), { maxLength: 20 })
   .map((cs) => String.fromCharCode(...cs).trim());
 const reservedNames = new Set(['host', 'content-length', 'transfer-encoding', 'connection']);
@@ -409,7 +578,7 @@ describe('properties', () => {
         try {
           fn();
         } catch (err) {
-          if (!(err instanceof TesseraError) || (err.code !== 'TESSERA_BAD_REQUEST' && err.code !== 'TESSERA_HEADERS_TOO_LARGE')) throw err;
+          if (!(err instanceof TesseraError) || !['TESSERA_BAD_REQUEST', 'TESSERA_PROXY_PATH_REFUSED', 'TESSERA_HEADERS_TOO_LARGE'].includes(err.code)) throw err;
         }
       }
     }), { numRuns: 3000 });
@@ -461,5 +630,106 @@ describe('properties', () => {
       }
       expect(end).toBe(body.length);
     }), { numRuns: 500 });
+  });
+
+  it('a stripping tracker forwards the body with exactly the non-id trailers, in any split', () => {
+    const idSpelling = fc.constantFrom('x-spiffe-id', 'X-SPIFFE-ID', 'x_spiffe_id', 'X_Spiffe-Id');
+    const trailer = fc.oneof(field.map(([n, v]) => ({ line: `${n}: ${v}\r\n`, keep: fold(n) !== 'x-spiffe-id' })), fc.tuple(idSpelling, value).map(([n, v]) => ({ line: `${n}:${v}\r\n`, keep: false })));
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 40 }), fc.array(trailer, { maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }), (data, trailers, cuts) => {
+      const head = data.length > 0 ? Buffer.concat([b(`${data.length.toString(16)}\r\n`), Buffer.from(data), b('\r\n')]) : Buffer.alloc(0);
+      const body = Buffer.concat([head, b(`0\r\n${trailers.map((x) => x.line).join('')}\r\n`)]);
+      const t = new ChunkedBodyTracker('x-spiffe-id');
+      const buf = Buffer.concat([body, b('NEXT')]);
+      const out: Buffer[] = [];
+      let pos = 0;
+      let k = 0;
+      let end = -1;
+      while (end === -1 && pos < buf.length) {
+        const n = Math.min(cuts[k++ % cuts.length]!, buf.length - pos);
+        end = t.feed(buf, pos, pos + n);
+        expect(t.passEnd).toBeGreaterThanOrEqual(pos);
+        expect(t.passEnd).toBeLessThanOrEqual(end === -1 ? pos + n : end);
+        out.push(buf.subarray(pos, t.passEnd));
+        pos += n;
+      }
+      expect(end).toBe(body.length);
+      out.push(t.takeTrailers() ?? Buffer.alloc(0));
+      const expected = Buffer.concat([head, b(`0\r\n${trailers.filter((x) => x.keep).map((x) => x.line).join('')}\r\n`)]);
+      expect(Buffer.concat(out).toString('latin1')).toBe(expected.toString('latin1'));
+    }), { numRuns: 500 });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Path properties
+// ---------------------------------------------------------------------------------------------
+
+function fold(name: string): string {
+  return name.replace(/[A-Z]/g, (ch) => ch.toLowerCase()).replaceAll('_', '-');
+}
+
+/** The bytes a path stands for once its escapes are decoded. */
+function decodePath(p: string): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '%') {
+      out.push(parseInt(p.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else out.push(p.charCodeAt(i));
+  }
+  return Buffer.from(out);
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+describe('path properties', () => {
+  // Pieces chosen to build every refused shape and plenty of accepted ones.
+  const piece = fc.constantFrom(
+    'a', 'b', '.', '..', '/', '/', ';', '=', '%2e', '%2E', '%3B', '%3b', '%00', '%1f', '%7F', '%0A', '%20', '%25', '%2F', '%41',
+    '%C0', '%AE', '%C3', '%A9', '%E2', '%82', '%AC', '%E0', '%A0', '%ED', '%9F', '%BF', '%F0', '%9F', '%98', '%F4', '%8F', '%90', '%80', '%FF',
+  );
+  const rawPath = fc.array(piece, { maxLength: 12 }).map((ps) => `/${ps.join('')}`);
+  const allowances = fc.record({ semicolon: fc.boolean(), emptySegments: fc.boolean() });
+
+  it('any path the parser accepts decodes to valid UTF-8 without control bytes, dot segments, and (unless allowed) `;` or empty segments; what is authorized is what is forwarded', () => {
+    fc.assert(fc.property(rawPath, fc.option(fc.constantFrom('x=1', 'a=%00', 'q=%C0%AE;b', '%7f'), { nil: undefined }), allowances, (p, q, allow) => {
+      const target = q === undefined ? p : `${p}?${q}`;
+      let head: RequestHead | undefined;
+      try {
+        head = parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`), undefined, allow);
+      } catch (err) {
+        expect((err as TesseraError).code).toMatch(/^TESSERA_(BAD_REQUEST|PROXY_PATH_REFUSED)$/);
+        return;
+      }
+      expect(head!.path).toBe(p);
+      const decoded = decodePath(p);
+      expect(() => utf8.decode(decoded)).not.toThrow();
+      for (const c of decoded) expect(c >= 0x20 && c !== 0x7f).toBe(true);
+      for (const c of decodePath(q ?? '')) expect(c >= 0x20 && c !== 0x7f).toBe(true);
+      if (!allow.semicolon) expect(decoded.includes(0x3b)).toBe(false);
+      const segments = p.slice(1).split('/');
+      segments.forEach((seg, i) => {
+        const name = decodePath(seg.split(/;|%3b/i)[0]!).toString('latin1');
+        expect(name === '.' || name === '..').toBe(false);
+        if (!allow.emptySegments && i < segments.length - 1) expect(name).not.toBe('');
+      });
+      // The authorizer gets head.path; the app gets the forwarded request line.
+      const line = forwardRequestHead(head!, 'x-spiffe-id', 'spiffe://td/a').toString('latin1').split('\r\n')[0]!;
+      expect(line).toBe(`GET ${target} HTTP/1.1`);
+      expect(line.slice(4, 4 + head!.path.length)).toBe(head!.path);
+      expect([' ', '?']).toContain(line[4 + head!.path.length]);
+      // Options only ever widen what is accepted.
+      expect(() => parseRequest(b(`GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`), undefined, { semicolon: true, emptySegments: true })).not.toThrow();
+    }), { numRuns: 5000 });
+  });
+
+  it('accepts every path of plain segments and well-formed UTF-8 escapes', () => {
+    const char = fc.oneof(fc.constantFrom('a', 'Z', '0', '-', '.', '~', '%20', '%25', '%3F'), fc.integer({ min: 0x80, max: 0x10ffff }).filter((cp) => cp < 0xd800 || cp > 0xdfff)
+      .map((cp) => [...Buffer.from(String.fromCodePoint(cp), 'utf8')].map((x) => `%${x.toString(16).toUpperCase().padStart(2, '0')}`).join('')));
+    const seg = fc.array(char, { minLength: 1, maxLength: 5 }).map((a) => a.join('')).filter((x) => x !== '.' && x !== '..');
+    fc.assert(fc.property(fc.array(seg, { maxLength: 4 }), fc.boolean(), (segs, slash) => {
+      const p = `/${segs.join('/')}${slash && segs.length > 0 ? '/' : ''}`;
+      expect(req(`GET ${p} HTTP/1.1\r\nHost: h\r\n\r\n`).path).toBe(p);
+    }), { numRuns: 1000 });
   });
 });

@@ -7,8 +7,10 @@
  * smuggling) is refused with `TESSERA_BAD_REQUEST` (400): bare LF, obs-fold, whitespace before
  * the colon, Content-Length together with Transfer-Encoding, differing Content-Lengths, any
  * Transfer-Encoding but exactly `chunked`, a Connection header that nominates a framing header,
- * control characters anywhere. A head over the size or header-count limit is
- * `TESSERA_HEADERS_TOO_LARGE` (431). Nothing else is ever thrown, whatever the bytes.
+ * control characters anywhere. A request path an application could read differently from an
+ * authorizer (see {@link parseRequestHead}) is `TESSERA_PROXY_PATH_REFUSED` (400). A head over
+ * the size or header-count limit is `TESSERA_HEADERS_TOO_LARGE` (431). Nothing else is ever
+ * thrown, whatever the bytes.
  *
  * Scanning the head for its end is one native `indexOf` per line; the checks that follow are
  * table lookups over char codes, and the only allocations are the strings of the result.
@@ -23,6 +25,19 @@ export interface HeadLimits {
 }
 
 export const DEFAULT_HEAD_LIMITS: Readonly<HeadLimits> = Object.freeze({ maxHeadBytes: 16 * 1024, maxHeaders: 100 });
+
+/**
+ * Path shapes that are refused by default and that a listener may accept, for an application
+ * known to read them the way its policy is written (see {@link parseRequestHead}).
+ */
+export interface PathAllowances {
+  /** `;` (raw or `%3B`) in path segments, e.g. matrix parameters `/a;v=1/b`. */
+  semicolon: boolean;
+  /** Empty segments other than a trailing one (`/a//b`, `//a`, `/a//`). */
+  emptySegments: boolean;
+}
+
+export const STRICT_PATH: Readonly<PathAllowances> = Object.freeze({ semicolon: false, emptySegments: false });
 
 export type HttpVersion = 'HTTP/1.0' | 'HTTP/1.1';
 
@@ -46,7 +61,10 @@ export interface RequestHead extends HeadFields {
   method: string;
   /** The request-target, origin-form (`/path?query`). */
   target: string;
-  /** The target's path (before `?`), checked to be unambiguous (see {@link parseRequestHead}). */
+  /**
+   * The target's path (before `?`), checked to be unambiguous (see {@link parseRequestHead}):
+   * exactly the bytes that begin {@link target}, so what is authorized is what is forwarded.
+   */
   path: string;
   /** Index of the first byte of the request line (after any leading empty lines). */
   headStart: number;
@@ -95,9 +113,16 @@ const SLASH = 0x2f;
 const QUESTION = 0x3f;
 const PERCENT = 0x25;
 const DOT = 0x2e;
+const SEMICOLON = 0x3b;
+const BACKSLASH = 0x5c;
+const DEL = 0x7f;
 
 function bad(message: string): TesseraError {
   return new TesseraError('TESSERA_BAD_REQUEST', message);
+}
+
+function refused(message: string): TesseraError {
+  return new TesseraError('TESSERA_PROXY_PATH_REFUSED', message);
 }
 
 function tooLarge(message: string): TesseraError {
@@ -308,10 +333,23 @@ function readVersion(buf: Buffer, i: number): HttpVersion | undefined {
  * Parses the request head in `buf[start, headEnd)` (`headEnd` from {@link findHeadEnd}).
  *
  * Request line: a method token, one SP, an origin-form target (`/` then RFC 3986 path and query
- * characters only), one SP, `HTTP/1.0` or `HTTP/1.1`. The path must also be unambiguous, so
- * that what an authorizer sees is what the application routes on: well-formed `%HH` escapes
- * only, no dot segments (`.`, `..`, in any escaped spelling), and no escaped unreserved
- * characters, `/` or `\` (`/%61dmin`, `/a%2Fb`): such requests are refused, not rewritten.
+ * characters only: raw control bytes, spaces and non-ASCII are 400 `TESSERA_BAD_REQUEST`), one
+ * SP, `HTTP/1.0` or `HTTP/1.1`; `%HH` escapes must be well-formed (400). The path must also be
+ * unambiguous, so that what an authorizer sees is what the application routes on; otherwise
+ * the request is refused, never rewritten, with 400 `TESSERA_PROXY_PATH_REFUSED`:
+ * - no dot segments (`.`, `..`), nor escaped unreserved characters, `/` or `\` (`/%61dmin`,
+ *   `/a%2Fb`, `/%2e%2e/`);
+ * - no escaped control bytes (`%00`-`%1F`, `%7F`), in the path or the query;
+ * - percent-decoded, the path is valid UTF-8 (RFC 3629 §3-4: no overlong forms such as
+ *   `%C0%AE`, no surrogates, nothing above U+10FFFF, no stray or missing continuation bytes);
+ * - no `;` (raw or `%3B`) unless `allow.semicolon`: servlet containers cut path parameters off
+ *   each segment, so `/orders/..;/admin` would reach them as `/admin`. Even when allowed, a
+ *   segment's name (before its first `;`) may not be `.` or `..`, nor empty where an empty
+ *   segment is refused;
+ * - no empty segment but a trailing one (`/a//b`, `//a` and `/a//` are refused, `/a/` is not)
+ *   unless `allow.emptySegments`: many routers merge slashes, and `//host/x` reads as an authority.
+ * The query is not part of the path an authorizer sees and is passed on as received, control
+ * escapes aside.
  *
  * Framing (RFC 9112 §6): Transfer-Encoding must be exactly `chunked`, once, in HTTP/1.1 only,
  * and never with Content-Length; repeated Content-Lengths must agree. HTTP/1.1 needs exactly
@@ -321,7 +359,7 @@ function readVersion(buf: Buffer, i: number): HttpVersion | undefined {
  * const end = findHeadEnd(buf, 0, 0);
  * if (end !== -1) { const head = parseRequestHead(buf, 0, end); forward(buf.subarray(end)); }
  */
-export function parseRequestHead(buf: Buffer, start: number, headEnd: number, limits: HeadLimits = DEFAULT_HEAD_LIMITS): RequestHead {
+export function parseRequestHead(buf: Buffer, start: number, headEnd: number, limits: HeadLimits = DEFAULT_HEAD_LIMITS, allow: Readonly<PathAllowances> = STRICT_PATH): RequestHead {
   if (headEnd - start > limits.maxHeadBytes) throw tooLarge('message head too large');
   const lineLf = buf.indexOf(LF, start);
   if (lineLf === -1 || lineLf >= headEnd || buf[lineLf - 1] !== CR) throw bad('bare LF');
@@ -346,8 +384,8 @@ export function parseRequestHead(buf: Buffer, start: number, headEnd: number, li
   const version = readVersion(buf, i + 1);
   if (version === undefined || i + 9 !== lineEnd) throw bad('unsupported HTTP version');
   const pathEnd = queryAt === -1 ? targetEnd : queryAt;
-  checkPath(buf, targetStart, pathEnd);
-  if (queryAt !== -1) checkEscapes(buf, queryAt, targetEnd);
+  checkPath(buf, targetStart, pathEnd, allow);
+  if (queryAt !== -1) checkQuery(buf, queryAt, targetEnd);
   const target = buf.toString('latin1', targetStart, targetEnd);
   const path = queryAt === -1 ? target : target.slice(0, pathEnd - targetStart);
 
@@ -375,38 +413,85 @@ export function parseRequestHead(buf: Buffer, start: number, headEnd: number, li
   };
 }
 
-/** `%HH` escapes must be well-formed. */
-function checkEscapes(buf: Buffer, s: number, e: number): void {
+/** `%HH` escapes must be well-formed, and none may stand for a control byte. */
+function checkQuery(buf: Buffer, s: number, e: number): void {
   for (let i = buf.indexOf(PERCENT, s); i !== -1 && i < e; i = buf.indexOf(PERCENT, i + 1)) {
-    if (i + 2 >= e || (CLASS[buf[i + 1]!]! & HEX) === 0 || (CLASS[buf[i + 2]!]! & HEX) === 0) throw bad('malformed percent-encoding');
+    const v = escapedByte(buf, i, e);
+    if (v < SP || v === DEL) throw refused('escaped control character in the query');
   }
 }
 
-/** See parseRequestHead: the path must mean one thing only. */
-function checkPath(buf: Buffer, s: number, e: number): void {
+/** The byte that the `%HH` at `i` stands for (`e`: end of the component). */
+function escapedByte(buf: Buffer, i: number, e: number): number {
+  if (i + 2 >= e || (CLASS[buf[i + 1]!]! & HEX) === 0 || (CLASS[buf[i + 2]!]! & HEX) === 0) throw bad('malformed percent-encoding');
+  return hexValue(buf[i + 1]!) * 16 + hexValue(buf[i + 2]!);
+}
+
+/**
+ * See parseRequestHead: the path must mean one thing only. One pass over the bytes; a segment
+ * is checked at its end (the `/` after it, or the end of the path).
+ */
+function checkPath(buf: Buffer, s: number, e: number, allow: Readonly<PathAllowances>): void {
   let segStart = s + 1;
-  let dots = 0; // dots in the current segment, -1 once anything else is seen
+  /** Where the current segment's name ends: at its first `;` (allowed ones only), else -1. */
+  let nameEnd = -1;
+  let dots = 0; // dots in the current segment's name, -1 once anything else is seen
+  // UTF-8 of the decoded path (RFC 3629 §4): continuation bytes still expected, and the range
+  // the next one must fall in (narrowed after E0, ED, F0, F4 to exclude overlong forms,
+  // surrogates and code points above U+10FFFF).
+  let need = 0;
+  let lo = 0x80;
+  let hi = 0xbf;
   for (let i = s + 1; i <= e; i++) {
     const c = i === e ? SLASH : buf[i]!;
+    if (c === PERCENT) {
+      const v = escapedByte(buf, i, e);
+      i += 2;
+      // Any escape makes the name something other than dots (escaped dots are refused below).
+      if (nameEnd === -1 && v !== SEMICOLON) dots = -1;
+      if (need > 0) {
+        if (v < lo || v > hi) throw refused('invalid or overlong UTF-8 in path');
+        need--;
+        lo = 0x80;
+        hi = 0xbf;
+      } else if (v >= 0x80) {
+        if (v >= 0xc2 && v <= 0xdf) need = 1;
+        else if (v >= 0xe0 && v <= 0xef) {
+          need = 2;
+          if (v === 0xe0) lo = 0xa0;
+          else if (v === 0xed) hi = 0x9f;
+        } else if (v >= 0xf0 && v <= 0xf4) {
+          need = 3;
+          if (v === 0xf0) lo = 0x90;
+          else if (v === 0xf4) hi = 0x8f;
+        } else throw refused(v === 0xc0 || v === 0xc1 ? 'overlong UTF-8 in path' : 'invalid UTF-8 in path');
+      } else if (v < SP || v === DEL) throw refused('escaped control character in path');
+      else if ((CLASS[v]! & UNRESERVED) !== 0 || v === SLASH || v === BACKSLASH) throw refused('ambiguous percent-encoding in path');
+      else if (v === SEMICOLON) {
+        // Decoded before the split by some stacks: the same rules as a raw `;`.
+        if (!allow.semicolon) throw refused('`;` in a path segment');
+        if (nameEnd === -1) nameEnd = i - 2;
+      }
+      continue;
+    }
+    if (need > 0) throw refused('truncated UTF-8 sequence in path');
     if (c === SLASH) {
-      if ((dots === 1 || dots === 2) && i - segStart === dots) throw bad('dot segment in path');
+      const nameLength = (nameEnd === -1 ? i : nameEnd) - segStart;
+      if ((dots === 1 || dots === 2) && nameLength === dots) throw refused('dot segment in path');
+      // A trailing empty segment (`/`, `/a/`) is a directory, not a merged slash.
+      if (nameLength === 0 && i < e && !allow.emptySegments) throw refused('empty path segment');
       segStart = i + 1;
+      nameEnd = -1;
       dots = 0;
       continue;
     }
-    if (c === PERCENT) {
-      if (i + 2 >= e || (CLASS[buf[i + 1]!]! & HEX) === 0 || (CLASS[buf[i + 2]!]! & HEX) === 0) throw bad('malformed percent-encoding');
-      const v = hexValue(buf[i + 1]!) * 16 + hexValue(buf[i + 2]!);
-      if ((CLASS[v]! & UNRESERVED) !== 0 || v === SLASH || v === 0x5c) throw bad('ambiguous percent-encoding in path');
-      dots = -1;
-      i += 2;
-      continue;
-    }
+    if (nameEnd !== -1) continue;
     if (c === DOT) {
       if (dots >= 0) dots++;
-      continue;
-    }
-    dots = -1;
+    } else if (c === SEMICOLON) {
+      if (!allow.semicolon) throw refused('`;` in a path segment');
+      nameEnd = i;
+    } else dots = -1;
   }
 }
 
@@ -414,11 +499,11 @@ function checkPath(buf: Buffer, s: number, e: number): void {
  * The request head at the start of `buf`, or undefined if it is not complete: a one-shot
  * convenience over {@link skipEmptyLines}, {@link findHeadEnd} and {@link parseRequestHead}.
  */
-export function parseRequest(buf: Buffer, limits: HeadLimits = DEFAULT_HEAD_LIMITS): RequestHead | undefined {
+export function parseRequest(buf: Buffer, limits: HeadLimits = DEFAULT_HEAD_LIMITS, allow: Readonly<PathAllowances> = STRICT_PATH): RequestHead | undefined {
   const start = skipEmptyLines(buf, 0);
   if (start > limits.maxHeadBytes) throw tooLarge('message head too large');
   const end = findHeadEnd(buf, start, start, limits.maxHeadBytes);
-  return end === -1 ? undefined : parseRequestHead(buf, start, end, limits);
+  return end === -1 ? undefined : parseRequestHead(buf, start, end, limits, allow);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,9 +584,29 @@ export function isHopByHop(lower: string, connection: readonly string[]): boolea
 }
 
 /**
+ * True when the field name `name` is `idHeader` once both are lowercased and `_` is read as `-`.
+ * CGI, WSGI, Rack and PHP pass headers to applications as `HTTP_X_SPIFFE_ID`-style variables,
+ * into which both `x-spiffe-id` and `x_spiffe_id` fold (the caller's copy first, in some stacks):
+ * every spelling that can reach an application as the id header is treated as the id header.
+ */
+export function isIdHeaderName(name: string, idHeader: string): boolean {
+  const n = name.length;
+  if (n !== idHeader.length) return false;
+  for (let i = 0; i < n; i++) if (foldName(name.charCodeAt(i)) !== foldName(idHeader.charCodeAt(i))) return false;
+  return true;
+}
+
+/** A field-name character, ASCII-lowercased and with `_` read as `-`. */
+function foldName(c: number): number {
+  if (c >= 0x41 && c <= 0x5a) return c | 0x20;
+  return c === 0x5f ? 0x2d : c;
+}
+
+/**
  * The head to send on to the application: the request line as received, hop-by-hop fields
- * dropped, Content-Length normalized to one field, every incoming `idHeader` field deleted and
- * one set to `peerId` (so a caller can never choose its own identity), and for HTTP/1.0 a
+ * dropped, Content-Length normalized to one field, every incoming `idHeader` field (in any case,
+ * with `_` for `-`: {@link isIdHeaderName}) deleted and one set to `peerId` (so a caller can
+ * never choose its own identity), and for HTTP/1.0 a
  * `connection: keep-alive` for the proxy's own pooled connection. `idHeader` must be a lowercase
  * token and `peerId` a verified SPIFFE ID. `body`, when given, is appended (the first body bytes).
  */
@@ -511,7 +616,7 @@ export function forwardRequestHead(head: RequestHead, idHeader: string, peerId: 
   for (let k = 0; k < hs.length; k++) {
     const h = hs[k]!;
     const name = h[0];
-    if (name.length === idHeader.length && name.toLowerCase() === idHeader) continue;
+    if (isIdHeaderName(name, idHeader)) continue;
     if (isDropped(name, head.connection)) continue;
     out += `${name}: ${h[1]}\r\n`;
   }
@@ -581,6 +686,7 @@ const enum CS {
   DataCr,
   DataLf,
   TrailerStart,
+  TrailerName,
   Trailer,
   TrailerLf,
   EndLf,
@@ -589,6 +695,7 @@ const enum CS {
 
 const MAX_SIZE_DIGITS = 13; // 16^13 = 2^52: exact in a double
 const MAX_EXT_BYTES = 4096;
+/** The whole trailer section, line ends included. */
 const MAX_TRAILER_BYTES = 16 * 1024;
 
 /**
@@ -597,9 +704,19 @@ const MAX_TRAILER_BYTES = 16 * 1024;
  * bounded. Malformed framing throws `TESSERA_BAD_REQUEST`. One tracker per body; `reset()` to
  * reuse it.
  *
+ * With `dropTrailer` (a request's id header), the trailer fields that {@link isIdHeaderName}
+ * matches to it are removed: a trailer is merged into the headers by many servers, so a caller's
+ * `x-spiffe-id` trailer would otherwise sit next to the verified one. The trailer section, when
+ * there is one, is then held back (bounded by the trailer limit) instead of passing through:
+ * {@link passEnd} says how much of each fed range to forward as it is, and once {@link done},
+ * {@link takeTrailers} gives the filtered section (with the final CRLF) to forward after it.
+ * A body without trailers passes through whole, as without `dropTrailer`.
+ *
  * @example
- * const t = new ChunkedBodyTracker();
+ * const t = new ChunkedBodyTracker('x-spiffe-id');
  * const end = t.feed(chunk, 0, chunk.length); // -1: all of chunk is body, more to come
+ * forward(chunk.subarray(0, t.passEnd));
+ * if (t.done) forward(t.takeTrailers() ?? EMPTY);
  */
 export class ChunkedBodyTracker {
   #state: CS = CS.SizeStart;
@@ -607,10 +724,25 @@ export class ChunkedBodyTracker {
   #digits = 0;
   #lineBytes = 0;
   #trailerBytes = 0;
+  #passEnd = 0;
+  /** The held trailer section (from its first field on); undefined when nothing is held. */
+  #held: Buffer | undefined;
+  #heldLen = 0;
+
+  /** `dropTrailer`: a lowercase field name whose trailer fields are removed (see the class). */
+  constructor(readonly dropTrailer?: string) {}
 
   /** True once the last chunk, the trailers and the final CRLF have been seen. */
   get done(): boolean {
     return this.#state === CS.Done;
+  }
+
+  /**
+   * After {@link feed}: the fed bytes before this index are to be forwarded as they are; those
+   * from it to the end of what was consumed are held trailer bytes (only with `dropTrailer`).
+   */
+  get passEnd(): number {
+    return this.#passEnd;
   }
 
   reset(): void {
@@ -619,6 +751,33 @@ export class ChunkedBodyTracker {
     this.#digits = 0;
     this.#lineBytes = 0;
     this.#trailerBytes = 0;
+    this.#passEnd = 0;
+    this.#held = undefined;
+    this.#heldLen = 0;
+  }
+
+  /**
+   * The held trailer section without the dropped fields, final CRLF included, once {@link done};
+   * undefined when none was held (it then passed through). Handed over: the tracker forgets it.
+   */
+  takeTrailers(): Buffer | undefined {
+    const held = this.#held;
+    if (held === undefined || this.#state !== CS.Done) return undefined;
+    const len = this.#heldLen;
+    this.#held = undefined;
+    this.#heldLen = 0;
+    // Every line ends in CRLF and every field line has a colon (checked by feed).
+    let w = 0;
+    for (let r = 0; r < len; ) {
+      const next = held.indexOf(LF, r) + 1;
+      const colon = held.indexOf(COLON, r);
+      if (colon === -1 || colon > next || !isIdHeaderName(held.toString('latin1', r, colon), this.dropTrailer!)) {
+        if (w !== r) held.copy(held, w, r, next);
+        w += next - r;
+      }
+      r = next;
+    }
+    return held.subarray(0, w);
   }
 
   /**
@@ -628,6 +787,8 @@ export class ChunkedBodyTracker {
   feed(buf: Uint8Array, start: number, end: number): number {
     let i = start;
     let state = this.#state;
+    // Where this call's held bytes begin (-1: none held).
+    let holdFrom = this.#held !== undefined && state !== CS.Done ? start : -1;
     while (i < end) {
       if (state === CS.Data) {
         const n = Math.min(this.#remaining, end - i);
@@ -677,35 +838,66 @@ export class ChunkedBodyTracker {
           state = CS.SizeStart;
           break;
         case CS.TrailerStart:
+          if (++this.#trailerBytes > MAX_TRAILER_BYTES) throw bad('trailer section too large');
           if (c === CR) state = CS.EndLf;
           else if (c === SP || c === HTAB) throw bad('obsolete line folding in trailer');
           else if ((CLASS[c]! & TCHAR) === 0) throw bad('invalid trailer field');
           else {
-            state = CS.Trailer;
-            if (++this.#trailerBytes > MAX_TRAILER_BYTES) throw bad('trailer section too large');
+            state = CS.TrailerName;
+            if (holdFrom === -1 && this.dropTrailer !== undefined) holdFrom = i - 1;
           }
           break;
+        case CS.TrailerName: // field-name ":" (RFC 9112 §5.1: no whitespace before the colon)
+          if (++this.#trailerBytes > MAX_TRAILER_BYTES) throw bad('trailer section too large');
+          if (c === COLON) state = CS.Trailer;
+          else if ((CLASS[c]! & TCHAR) === 0) throw bad('invalid trailer field name');
+          break;
         case CS.Trailer:
+          if (++this.#trailerBytes > MAX_TRAILER_BYTES) throw bad('trailer section too large');
           if (c === CR) state = CS.TrailerLf;
           else if ((CLASS[c]! & VCHAR) === 0 && c !== SP && c !== HTAB) throw bad('control character in a trailer field');
-          else if (++this.#trailerBytes > MAX_TRAILER_BYTES) throw bad('trailer section too large');
           break;
         case CS.TrailerLf:
           if (c !== LF) throw bad('bare CR in trailer');
+          if (++this.#trailerBytes > MAX_TRAILER_BYTES) throw bad('trailer section too large');
           state = CS.TrailerStart;
           break;
         case CS.EndLf:
           if (c !== LF) throw bad('bare CR after the last chunk');
           this.#state = CS.Done;
+          this.#settle(buf, start, holdFrom, i);
           return i;
         default:
           // CS.Done: feeding past the end is a caller bug; report the end again.
           this.#state = state;
+          this.#passEnd = start;
           return i - 1;
       }
     }
     this.#state = state;
+    this.#settle(buf, start, holdFrom, end);
     return -1;
+  }
+
+  /** Sets passEnd for a feed of buf[start, stop) and keeps buf[holdFrom, stop) when holding. */
+  #settle(buf: Uint8Array, start: number, holdFrom: number, stop: number): void {
+    if (holdFrom === -1) {
+      this.#passEnd = stop;
+      return;
+    }
+    this.#passEnd = holdFrom > start ? holdFrom : start;
+    const n = stop - holdFrom;
+    const len = this.#heldLen;
+    let held = this.#held;
+    if (held === undefined || held.length < len + n) {
+      // Bounded: the trailer limit counts every byte of the section but the last LF.
+      const grown = Buffer.allocUnsafe(Math.min(MAX_TRAILER_BYTES + 1, Math.max(256, 2 * (len + n))));
+      if (held !== undefined) held.copy(grown, 0, 0, len);
+      held = grown;
+      this.#held = held;
+    }
+    held.set(buf.subarray(holdFrom, stop), len);
+    this.#heldLen = len + n;
   }
 }
 
@@ -740,6 +932,8 @@ export class HeadReader<K extends 'request' | 'response'> {
   constructor(
     readonly kind: K,
     readonly limits: HeadLimits = DEFAULT_HEAD_LIMITS,
+    /** Request paths only: the shapes accepted beyond the strict rules of {@link parseRequestHead}. */
+    readonly allowPath: Readonly<PathAllowances> = STRICT_PATH,
   ) {}
 
   /** Bytes of an incomplete head held so far. */
@@ -792,7 +986,7 @@ export class HeadReader<K extends 'request' | 'response'> {
     this.buffer = buf;
     this.bodyStart = end;
     this.#skipped = 0;
-    const head = this.kind === 'request' ? parseRequestHead(buf, start, end, this.limits) : parseResponseHead(buf, start, end, this.limits);
+    const head = this.kind === 'request' ? parseRequestHead(buf, start, end, this.limits, this.allowPath) : parseResponseHead(buf, start, end, this.limits);
     return head as K extends 'request' ? RequestHead : ResponseHead;
   }
 

@@ -5,7 +5,8 @@
  * verified SPIFFE ID in the id header) and stream the body to the app over a pooled plain TCP
  * connection, and stream the response back, parsing only its head to know where it ends.
  *
- * Nothing is buffered beyond one head and one socket chunk per connection: bodies flow with
+ * Nothing is buffered beyond one head and one socket chunk per connection (and a request's
+ * chunked trailer section, at most 16 KiB, held until complete to strip id-header trailers): bodies flow with
  * pause/resume backpressure in both directions, and bytes of a pipelined next request wait
  * (with the caller's socket paused) until the current response is complete.
  */
@@ -19,6 +20,7 @@ import {
   responseFraming,
   type BodyFraming,
   type HeadLimits,
+  type PathAllowances,
   type RequestHead,
   type ResponseHead,
 } from '../../core/http-head.js';
@@ -87,6 +89,8 @@ export interface HttpContext {
   pool: UpstreamPool;
   /** Lowercase. */
   idHeader: string;
+  /** Request path shapes accepted beyond the strict rules (InboundOptions.allowPath). */
+  allowPath: Readonly<PathAllowances>;
   limits: HttpLimits;
   authorize: Authorize;
   onDecision: ((record: DecisionRecord) => void) | undefined;
@@ -152,7 +156,8 @@ export class HttpConnection implements UpstreamOwner {
   #reqChunked = false;
   #reqLeft = 0;
   #reqDone = true;
-  readonly #reqTracker = new ChunkedBodyTracker();
+  /** Drops the caller's id-header trailers (see ChunkedBodyTracker). */
+  readonly #reqTracker: ChunkedBodyTracker;
   #up: Upstream | undefined;
   /** The forwarded head, kept until the first response byte so a dead pooled connection can be retried. */
   #fwdHead: Buffer | undefined;
@@ -182,7 +187,8 @@ export class HttpConnection implements UpstreamOwner {
   ) {
     this.#idleSince = ctx.clock.now;
     const limits = { maxHeadBytes: ctx.limits.maxHeadBytes, maxHeaders: ctx.limits.maxHeaders };
-    this.#reader = new HeadReader('request', limits);
+    this.#reader = new HeadReader('request', limits, ctx.allowPath);
+    this.#reqTracker = new ChunkedBodyTracker(ctx.idHeader);
     // Responses come from our own app: allow larger heads (cookies), same header count bound.
     this.#resReader = new HeadReader('response', { maxHeadBytes: Math.max(64 * 1024, limits.maxHeadBytes), maxHeaders: Math.max(200, limits.maxHeaders) });
     client.on('data', this.#onClientData);
@@ -323,6 +329,8 @@ export class HttpConnection implements UpstreamOwner {
   #forwardRequestBody(buf: Buffer, off: number): void {
     const len = buf.length;
     let end: number;
+    // Bytes to pass on as they are: all of [off, end) but a held trailer section.
+    let pass: number;
     if (this.#reqChunked) {
       let e: number;
       try {
@@ -336,18 +344,22 @@ export class HttpConnection implements UpstreamOwner {
         return;
       }
       end = e === -1 ? len : e;
+      pass = this.#reqTracker.passEnd;
       if (e !== -1) this.#reqDone = true;
     } else {
       const n = Math.min(this.#reqLeft, len - off);
       end = off + n;
+      pass = end;
       this.#reqLeft -= n;
       if (this.#reqLeft === 0) this.#reqDone = true;
     }
     const up = this.#up;
-    if (up !== undefined && end > off) {
-      if (!up.socket.write(off === 0 && end === len ? buf : buf.subarray(off, end)) && !this.#reqDone) this.#pauseClientForUp();
+    if (up !== undefined && pass > off) {
+      if (!up.socket.write(off === 0 && pass === len ? buf : buf.subarray(off, pass)) && !this.#reqDone) this.#pauseClientForUp();
     }
     if (this.#reqDone) {
+      const trailers = this.#reqChunked ? this.#reqTracker.takeTrailers() : undefined;
+      if (trailers !== undefined) up?.socket.write(trailers);
       if (end < len) this.#hold(buf.subarray(end));
       if (this.#resDone) this.#finishExchange();
     }

@@ -12,13 +12,14 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { createServer, type SecureContextOptions, type Server, type TLSSocket } from 'node:tls';
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
-import { DEFAULT_HEAD_LIMITS } from '../../core/http-head.js';
+import { DEFAULT_HEAD_LIMITS, STRICT_PATH, type PathAllowances } from '../../core/http-head.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
 
 export type { Authorize, AuthorizeRequest, AuthorizeResult, DecisionRecord, InboundStats } from './http.js';
 export type { TlsMaterial, TlsSource } from '../../common/tls-source.js';
+export type { PathAllowances } from '../../core/http-head.js';
 
 export interface InboundLimits {
   /** Largest request head (default 16 KiB) → 431. */
@@ -79,8 +80,17 @@ export interface InboundOptions {
   onDecision?: (record: DecisionRecord) => void;
   /** Every caller refused before authorization (handshake failures, identity). */
   onRefused?: (record: RefusalRecord) => void;
-  /** Header carrying the caller's verified SPIFFE ID to the app in http mode (default `x-spiffe-id`). */
+  /**
+   * Header carrying the caller's verified SPIFFE ID to the app in http mode (default `x-spiffe-id`).
+   * Every header and trailer the caller sends under this name, in any case and with `_` for `-`, is removed.
+   */
   idHeader?: string;
+  /**
+   * http mode: request path shapes accepted although an app may read them differently from the
+   * policy (default: none; see parseRequestHead in src/core/http-head.ts). Control bytes and
+   * invalid UTF-8 are never accepted.
+   */
+  allowPath?: Partial<PathAllowances>;
   /** The trust domain callers must belong to (default: our own SVID's). */
   trustDomain?: string;
   limits?: Partial<InboundLimits>;
@@ -93,6 +103,22 @@ export interface Inbound {
   readonly stats: InboundStats;
   /** Stops listening and closes every connection. */
   close(): Promise<void>;
+}
+
+const PATH_OPTION_NAMES: Record<string, keyof PathAllowances> = { semicolon: 'semicolon', 'empty-segments': 'emptySegments' };
+
+/**
+ * The `--inbound-allow` list (`semicolon,empty-segments`) as InboundOptions.allowPath;
+ * TESSERA_CONFIG_INVALID for any other name.
+ */
+export function parsePathAllowances(list: string): PathAllowances {
+  const out: PathAllowances = { ...STRICT_PATH };
+  for (const raw of list.split(',')) {
+    const name = raw.trim();
+    if (!Object.hasOwn(PATH_OPTION_NAMES, name)) throw new TesseraError('TESSERA_CONFIG_INVALID', `--inbound-allow takes a comma-separated list of: ${Object.keys(PATH_OPTION_NAMES).join(', ')}`);
+    out[PATH_OPTION_NAMES[name]!] = true;
+  }
+  return out;
 }
 
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
@@ -123,6 +149,13 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
   const idHeader = (opts.idHeader ?? 'x-spiffe-id').toLowerCase();
   if (!TOKEN_RE.test(idHeader)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'idHeader must be a header field name');
 
+  const allowPath: PathAllowances = { ...STRICT_PATH };
+  for (const [k, v] of Object.entries(opts.allowPath ?? {})) {
+    if (!(k in STRICT_PATH) || (v !== undefined && typeof v !== 'boolean')) throw new TesseraError('TESSERA_CONFIG_INVALID', `inbound allowPath.${k} is not a path option (semicolon, emptySegments: true or false)`);
+    if (v === true) allowPath[k as keyof PathAllowances] = true;
+  }
+  if (opts.mode === 'tcp' && (allowPath.semicolon || allowPath.emptySegments)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'path options apply to the http mode only');
+
   const material = requireMaterial(opts.tls);
   let trustDomain = opts.trustDomain ?? trustDomainOf(material.spiffeId);
   const contextOptions = (): SecureContextOptions => {
@@ -136,6 +169,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
   const pool = new UpstreamPool({ host: opts.app.host, port: opts.app.port, maxIdle: limits.upstreamMaxIdle, idleTimeoutMs: limits.upstreamIdleTimeoutMs });
   const httpCtx: HttpContext = {
     pool, idHeader, limits, authorize: opts.authorize, onDecision: opts.onDecision, stats, clock,
+    allowPath,
   };
 
   const refused = (code: ErrorCode, reason: string, remote: string | undefined): void => {
