@@ -1,6 +1,6 @@
 import type { ErrorCode } from '../../core/errors.js';
 import { isTesseraError } from '../../core/errors.js';
-import type { AuditRecord, Store } from '../store/store.js';
+import type { AuditQuery, AuditRecord, Store, StoredAuditRecord } from '../store/store.js';
 
 /**
  * One audit event under construction. It starts denied with an unknown code and becomes a success
@@ -79,5 +79,11 @@ export class AuditLog {
       }
     })();
     await this.writing;
+  }
+
+  /** Reads stored records (everything recorded so far is flushed first, so a reader sees its own writes). */
+  async read(query: AuditQuery): Promise<StoredAuditRecord[]> {
+    await this.flush();
+    return this.store.listAudit(query);
   }
 }

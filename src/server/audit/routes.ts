@@ -11,8 +11,7 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const afterId = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const action = queryStr(req.query, 'action', /^[a-z0-9._-]{1,64}$/);
     const outcome = queryStr(req.query, 'outcome', /^(denied|success)$/) as 'denied' | 'success' | undefined;
-    await ctx.audit.flush();
-    const records = await ctx.store.listAudit({ limit, afterId, ...(action ? { action } : {}), ...(outcome ? { outcome } : {}) });
+    const records = await ctx.audit.read({ limit, afterId, ...(action ? { action } : {}), ...(outcome ? { outcome } : {}) });
     ev.succeed();
     return { records: records.map((r) => ({ ...r, ts: new Date(r.ts).toISOString() })) };
   }));
