@@ -32,7 +32,7 @@ permit (
 );
 `;
 /** Pipelined denied requests sent by the attacker. */
-const FLOOD_REQUESTS = 40_000;
+const FLOOD_REQUESTS = 100_000;
 const DENIED_REQ = Buffer.from('GET /admin HTTP/1.1\r\nhost: payments\r\n\r\n', 'latin1');
 
 interface Identity { cert: string; key: string; ca: string }
@@ -169,7 +169,7 @@ describe('an inbound agent under a flood of denied pipelined requests', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('keeps answering an allowed caller fast, with bounded RSS, while 40k denied requests are pipelined unread', async () => {
+  it('keeps answering an allowed caller fast, with bounded RSS, while 100k denied requests are pipelined unread', async () => {
     const friend = await connectAs(inboundPort, orders);
     expect((await get(friend, '/pay')).status).toBe(200);
     const rssBefore = rssMb(agent.pid!);
@@ -218,11 +218,13 @@ describe('an inbound agent under a flood of denied pipelined requests', () => {
     for (let i = 0; i < HANDSHAKES; i += 30) await Promise.all(Array.from({ length: 30 }, one));
     const seconds = (Date.now() - t0) / 1000;
     expect(refused).toBe(HANDSHAKES);
-    // The agent ships decision records every second; its summary line comes every few seconds.
-    const summary = await waitFor('the refusal summary line', () => agentLog.split('\n').find((l) => l.includes('sampled') && l.includes('handshake_failures')), 15_000);
-    const counts = JSON.parse(summary) as { handshake_failures: number; not_recorded: number };
-    expect(counts.handshake_failures).toBeGreaterThan(0);
-    expect(counts.not_recorded).toBeGreaterThan(0);
+    // The agent ships decision records every second and sums up what it sampled every 5 s.
+    const summary = await waitFor('the refusal summary line', () => agentLog.split('\n')
+      .filter((l) => l.includes('inbound refusals and denials sampled'))
+      .map((l) => JSON.parse(l) as { handshake_failures: number; not_recorded: number })
+      .find((c) => c.handshake_failures > 0), 15_000);
+    expect(summary.not_recorded).toBeGreaterThan(0);
+    expect(summary.not_recorded).toBeLessThan(summary.handshake_failures);
     await new Promise((r) => setTimeout(r, 2500));
     const { records } = await admin.call<{ records: unknown[] }>('GET', '/v1/audit?action=connection.refused&limit=10000');
     console.log(`TLS refusals: ${HANDSHAKES} handshakes in ${seconds.toFixed(1)} s, ${records.length} audit records`);
