@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import type { ApiClient } from '../src/agent/client.js';
 import { silentLogger } from '../src/core/log.js';
-import { CLI, freePort, ServerProcess, waitFor } from './support/process.js';
+import { CLI, freePort, runTessera, ServerProcess, waitFor } from './support/process.js';
 
 const TD = 'tessera.test';
 const PAYMENTS = `spiffe://${TD}/shop/payments`;
@@ -232,6 +232,19 @@ describe('an inbound agent under a flood of denied pipelined requests', () => {
     expect(records.length).toBeGreaterThan(0);
     expect(records.length).toBeLessThanOrEqual(5 * (Math.ceil(seconds) + 2));
   }, 60_000);
+
+  it('refuses bad cap flags with TESSERA_CONFIG_INVALID before spending the join token', async () => {
+    const joinToken = await token(MALLORY);
+    for (const [flag, value] of [['--decision-buffer', '0'], ['--refusal-sample', 'x'], ['--max-connections', '1.5']] as const) {
+      const dataDir = join(dir, `bad-${flag.slice(2)}`);
+      const r = await runTessera(['--json', '--server', server.url, 'agent', '--data-dir', dataDir, '--join-token', joinToken, '--trust-bundle', join(server.dataDir, 'bundle.pem'), flag, value]);
+      expect(r.status).toBe(2);
+      const err = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+      expect(err.code).toBe('TESSERA_CONFIG_INVALID');
+      expect(err.message).toContain(flag);
+      expect(existsSync(join(dataDir, 'svid.pem'))).toBe(false);
+    }
+  });
 
   it('stops promptly on SIGTERM in the middle of a flood', async () => {
     const attackers = await Promise.all([0, 1, 2].map(() => connectAs(inboundPort, mallory)));
