@@ -5,7 +5,7 @@ import type { Agent } from './agent.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
 import { PerSecondSampler } from '../core/sampler.js';
-import { startInbound, type Inbound, type InboundLimits, type InboundStats } from './inbound/inbound.js';
+import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats } from './inbound/inbound.js';
 import { startOutbound, type Outbound } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
 
@@ -82,10 +82,14 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       const summary = summarizeSampling(inb, enforcer, deniedLines, log);
       closers.push(async () => clearInterval(summary));
     }
+    // Each connection of the app (or of any local user) to an outbound listener can cause one:
+    // sampled like the inbound's refusals (the outbound's stats count them all).
+    const upstreamRefusals = new PerSecondSampler(opts.inboundLimits?.refusalRecordsPerSecond ?? DEFAULT_INBOUND_LIMITS.refusalRecordsPerSecond);
     for (const o of opts.outbounds ?? []) {
       const out = await startOutbound({
         listen: o.listen, upstream: o.upstream, tls: agent,
         onRefused: (r) => {
+          if (!upstreamRefusals.take(r.code, r.time)) return;
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
           enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');
         },
