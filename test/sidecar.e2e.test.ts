@@ -863,3 +863,77 @@ describe('paths and identity headers', () => {
     }
   });
 });
+
+describe('floods of denials and refusals', () => {
+  const denyAdmin = (r: AuthorizeRequest): { allow: boolean } => ({ allow: r.path !== '/admin' });
+
+  it('stops reading a caller that pipelines denied requests without reading the answers, and answers all of them once it reads', async () => {
+    const N = 150_000;
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, authorize: denyAdmin });
+    const creds = source(ca, CLIENT_ID).current();
+    const s: TLSSocket = tlsConnect({ host: '127.0.0.1', port: ib.port, ca: ca.pem, cert: creds.certPem, key: creds.key.export({ format: 'pem', type: 'pkcs8' }) as string, checkServerIdentity: () => undefined });
+    cleanups.push(() => { s.destroy(); });
+    await once(s, 'secureConnect');
+    s.pause();
+    const burst = Buffer.from('GET /admin HTTP/1.1\r\nHost: a\r\n\r\n'.repeat(1000), 'latin1');
+    for (let i = 0; i < N / 1000; i++) s.write(burst);
+    // Until the proxy stops deciding: the answers fill the kernel's socket buffers, then it waits.
+    let last = -1;
+    for (let i = 0; i < 100 && ib.stats.denied !== last; i++) {
+      last = ib.stats.denied;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(ib.stats.denied).toBeGreaterThan(0);
+    expect(ib.stats.denied).toBeLessThan(N);
+    expect(ib.stats.active).toBe(1);
+
+    // Reading now: every request gets its 403, in order, on the same connection.
+    let answers = 0;
+    let tail = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`only ${answers} answers`)), 30_000);
+      s.on('data', (d: Buffer) => {
+        const text = tail + d.toString('latin1');
+        let at = text.indexOf('HTTP/1.1 403 ');
+        let end = 0;
+        while (at >= 0) {
+          answers++;
+          end = at + 13;
+          at = text.indexOf('HTTP/1.1 403 ', end);
+        }
+        tail = text.slice(Math.max(end, text.length - 13));
+        if (answers === N) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      s.resume();
+    });
+    expect(ib.stats.denied).toBe(N);
+    expect(ib.stats.internalErrors).toBe(0);
+    // The connection still serves an allowed request after the flood.
+    s.write('GET /hello HTTP/1.1\r\nHost: a\r\n\r\n');
+    const [d] = await once(s, 'data') as [Buffer];
+    expect(statusOf(d)).toBe(200);
+  }, 60_000);
+
+  it('passes at most refusalRecordsPerSecond refusals per code on, and counts the rest', async () => {
+    const refusals: string[] = [];
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, limits: { refusalRecordsPerSecond: 2 }, onRefused: (r) => refusals.push(r.code) });
+    const t0 = Date.now();
+    await Promise.all(Array.from({ length: 20 }, () => rawTls(ib.port, { ca: ca.pem }, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n')));
+    for (let i = 0; i < 50 && ib.stats.handshakeFailures < 20; i++) await new Promise((res) => setTimeout(res, 20));
+    const seconds = Math.ceil((Date.now() - t0) / 1000) + 1;
+    expect(ib.stats.handshakeFailures).toBe(20);
+    expect(refusals.length).toBeGreaterThan(0);
+    expect(refusals.length).toBeLessThanOrEqual(2 * seconds);
+    expect(refusals.length + ib.stats.refusalsNotRecorded).toBe(20);
+    expect(new Set(refusals)).toEqual(new Set(['TESSERA_AUTH_INVALID']));
+  });
+
+  it('refuses caps that are not positive numbers', async () => {
+    for (const limits of [{ maxPendingDenials: 0 }, { refusalRecordsPerSecond: -1 }, { maxPendingDenials: Number.NaN }]) {
+      await expect(startInbound({ listen: { host: '127.0.0.1', port: 0 }, mode: 'http', authorize: allowAll, tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port }, limits })).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+    }
+  });
+});

@@ -4,7 +4,8 @@ import type { SignedPolicyBundle } from '../core/policy/bundle.js';
 import type { Agent } from './agent.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
-import { startInbound, type Inbound, type PathAllowances } from './inbound/inbound.js';
+import { PerSecondSampler } from '../core/sampler.js';
+import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances } from './inbound/inbound.js';
 import { startOutbound, type Outbound } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
 
@@ -19,6 +20,10 @@ export interface SidecarOptions {
   workloadApiSocket?: string;
   /** Fraction of allowed decisions recorded (denials always are). */
   allowSampleRate?: number;
+  /** Most decision records waiting in memory to be shipped (default 10,000; more are dropped and counted). */
+  decisionBuffer?: number;
+  /** Caps of the inbound proxy (defaults: DEFAULT_INBOUND_LIMITS). */
+  inboundLimits?: Partial<InboundLimits>;
   /** Long-poll time of the policy watch. */
   policyWatchSeconds?: number;
 }
@@ -48,6 +53,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       'GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}`, undefined, { timeoutMs: (timeout + 10) * 1000 }),
     ship: async (records: DecisionRecord[]) => { await agent.call('POST', '/v1/decisions', { decisions: records }); },
     ...(opts.allowSampleRate !== undefined ? { allowSampleRate: opts.allowSampleRate } : {}),
+    ...(opts.decisionBuffer !== undefined ? { decisionBuffer: opts.decisionBuffer } : {}),
     ...(opts.policyWatchSeconds !== undefined ? { watchSeconds: opts.policyWatchSeconds } : {}),
   });
   enforcer.start();
@@ -58,11 +64,15 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
   try {
     if (opts.inbound) {
       const self = agent.spiffeId!;
+      // One 'denied' line per caller and second at most: a caller can send denied requests at will.
+      const deniedLines = new PerSecondSampler(1);
       inbound = await startInbound({
-        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent,
+        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
         authorize: (r) => enforcer.authorize({ principal: r.peer, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
-        onDecision: (r) => { if (!r.allow) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons }); },
+        onDecision: (r) => {
+          if (!r.allow && deniedLines.take(r.peer, r.time)) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons });
+        },
         onRefused: (r) => {
           log.info('connection refused', { code: r.code, reason: r.reason, remote: r.remote });
           enforcer.recordRefusal(self, r.code, r.reason);
@@ -70,11 +80,17 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       });
       const inb = inbound;
       closers.push(() => inb.close());
+      const summary = summarizeSampling(inb, enforcer, deniedLines, log);
+      closers.push(async () => clearInterval(summary));
     }
+    // Each connection of the app (or of any local user) to an outbound listener can cause one:
+    // sampled like the inbound's refusals (the outbound's stats count them all).
+    const upstreamRefusals = new PerSecondSampler(opts.inboundLimits?.refusalRecordsPerSecond ?? DEFAULT_INBOUND_LIMITS.refusalRecordsPerSecond);
     for (const o of opts.outbounds ?? []) {
       const out = await startOutbound({
         listen: o.listen, upstream: o.upstream, tls: agent,
         onRefused: (r) => {
+          if (!upstreamRefusals.take(r.code, r.time)) return;
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
           enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');
         },
@@ -117,4 +133,35 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       for (const c of closers.reverse()) await c().catch(() => {});
     },
   };
+}
+
+const SUMMARY_MS = 5000;
+
+/**
+ * Every 5 s in which something was sampled away (refusals not recorded one by one, 'denied' lines
+ * not logged, decision records dropped), one warning with the counts of that period.
+ */
+function summarizeSampling(inbound: Inbound, enforcer: PolicyEnforcer, deniedLines: PerSecondSampler, log: Logger): NodeJS.Timeout {
+  const snapshot = (): { s: InboundStats; notLogged: number; dropped: number } => ({ s: inbound.stats, notLogged: deniedLines.skipped, dropped: enforcer.decisions.dropped });
+  let last = snapshot();
+  const timer = setInterval(() => {
+    const now = snapshot();
+    const notRecorded = now.s.refusalsNotRecorded - last.s.refusalsNotRecorded;
+    const notLogged = now.notLogged - last.notLogged;
+    const dropped = now.dropped - last.dropped;
+    if (notRecorded + notLogged + dropped > 0) {
+      log.warn('inbound refusals and denials sampled', {
+        seconds: SUMMARY_MS / 1000,
+        handshake_failures: now.s.handshakeFailures - last.s.handshakeFailures,
+        identity_refused: now.s.identityRefused - last.s.identityRefused,
+        denied: now.s.denied - last.s.denied,
+        not_recorded: notRecorded,
+        not_logged: notLogged,
+        decisions_dropped: dropped,
+      });
+    }
+    last = now;
+  }, SUMMARY_MS);
+  timer.unref();
+  return timer;
 }

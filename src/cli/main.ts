@@ -48,6 +48,15 @@ function fraction(v: string): number {
   return n;
 }
 
+/** A whole number from 1 to max for the flag `name`. */
+function count(name: string, max: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new TesseraError('TESSERA_CONFIG_INVALID', `${name} must be a whole number from 1 to ${max}`);
+    return n;
+  };
+}
+
 function entryRow(e: Json): string[] {
   const attrs = Object.entries((e.attributes as Json) ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',');
   return [String(e.id), String(e.spiffe_id), attrs || '-', (e.selectors as string[]).join(',') || '-', formatDuration(Number(e.x509_ttl_seconds) * 1000)];
@@ -137,6 +146,9 @@ export function buildProgram(): Command {
     .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID, e.g. 127.0.0.1:7001=127.0.0.1:9443@spiffe://td/orders (the app talks plain to LISTEN)')
     .option('--workload-api-socket <path>', 'serve the SPIFFE Workload API on this Unix socket')
     .option('--allow-sample <fraction>', 'fraction of allowed decisions recorded in the audit log (denials always are)', '0.01')
+    .option('--decision-buffer <records>', 'decision records kept in memory waiting to be shipped; more are dropped and counted (a warning every 10 s)', '10000')
+    .option('--refusal-sample <per-second>', 'inbound refusals before any decision (failed handshakes, refused identities) recorded per second and code; the rest are counted', '10')
+    .option('--max-connections <n>', 'inbound caller connections accepted at once', '10000')
     .option('--unseal <spec...>', 'open a sealed file for the app: SEALED_FILE=OUTPUT_PATH (written 0600; retried with backoff until it succeeds)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).')
@@ -145,6 +157,15 @@ export function buildProgram(): Command {
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
       const unsealSpecs = ((o.unseal as string[] | undefined) ?? []).map(parseUnsealSpec);
+      // Checked before joining: a bad flag must not spend the one-time join token.
+      const caps = {
+        allowSampleRate: fraction(String(o.allowSample)),
+        decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
+        inboundLimits: {
+          refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
+          maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
+        },
+      };
       const agent = new Agent({
         serverUrl: g.server, dataDir: String(o.dataDir), log,
         ...(joinToken ? { joinToken } : {}),
@@ -160,7 +181,7 @@ export function buildProgram(): Command {
         ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
-        allowSampleRate: fraction(String(o.allowSample)),
+        ...caps,
       });
       sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
       if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });

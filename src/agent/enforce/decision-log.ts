@@ -1,5 +1,7 @@
 import { appendFileSync, existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { TesseraError } from '../../core/errors.js';
+import type { Logger } from '../../core/log.js';
 
 /** One local authorization decision, as shipped to the control plane's audit table. */
 export interface DecisionRecord {
@@ -27,57 +29,89 @@ export interface DecisionLogOptions {
   maxRetryMs?: number;
   /** Upper bound of the spill file; the oldest half is dropped when it is exceeded. Default 8 MiB. */
   maxSpillBytes?: number;
+  /**
+   * Most records held in memory waiting to be shipped (default 10,000): under a flood of denials, or
+   * while the control plane is away between retries, newer records beyond it are dropped and counted.
+   */
+  maxBuffer?: number;
+  /** Receives a warning (at most one line per 10 s) while records are dropped for the buffer bound. */
+  log?: Logger;
 }
 
 const SPILL = 'decisions.spill.jsonl';
 const DEFAULT_MAX_BATCH_BYTES = 256 * 1024;
+export const DEFAULT_DECISION_BUFFER = 10_000;
+const OVERFLOW_WARN_MS = 10_000;
 
 /**
  * Buffers decision records and ships them in batches. Denials are always kept, allows sampled.
  * While the control plane is unreachable, batches go to a bounded JSON-lines file on disk and are
  * sent first once it is back (retried with backoff, so they arrive even if no new decision comes);
  * when the bound is hit the oldest records are dropped and counted.
+ *
+ * Work per record is constant: at most one flush runs at a time (a full buffer while one runs is
+ * taken by the next flush, started when it ends), and the buffer is bounded (`maxBuffer`), so a
+ * flood of denials costs a push and a few comparisons per record, never a flush per record.
  */
 export class DecisionLog {
   private buffer: DecisionRecord[] = [];
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
+  private warnTimer: NodeJS.Timeout | undefined;
+  /** The flush in progress. */
+  private running: Promise<void> | undefined;
+  /** flush() was called while one ran: one more pass before the running one resolves. */
+  private again = false;
   private retryMs = 0;
   private stopped = false;
   private readonly spillPath: string;
+  private readonly maxBatch: number;
+  private readonly maxBuffer: number;
+  /** `overflowed` when the last warning was logged. */
+  private warned = 0;
+  /** Records lost: the buffer bound (`overflowed`), the spill file's bound, torn spill lines. */
   dropped = 0;
+  /** Records dropped because `maxBuffer` records were already waiting (included in `dropped`). */
+  overflowed = 0;
   shipped = 0;
   /** Records the control plane refused as malformed (never retried). */
   rejected = 0;
 
   constructor(private readonly opts: DecisionLogOptions) {
     this.spillPath = join(opts.dir, SPILL);
+    this.maxBatch = opts.maxBatch ?? 500;
+    this.maxBuffer = opts.maxBuffer ?? DEFAULT_DECISION_BUFFER;
+    if (!Number.isSafeInteger(this.maxBuffer) || this.maxBuffer < 1) throw new TesseraError('TESSERA_CONFIG_INVALID', 'decision log maxBuffer must be a positive integer');
   }
 
   record(r: DecisionRecord): void {
     if (r.allow && Math.random() >= (this.opts.allowSampleRate ?? 0.01)) return;
-    this.buffer.push(r);
-    if (this.buffer.length >= (this.opts.maxBatch ?? 500)) void this.flush();
-    else if (!this.timer) {
-      this.timer = setTimeout(() => void this.flush(), this.opts.flushMs ?? 1000);
-      this.timer.unref();
+    if (this.buffer.length >= this.maxBuffer) {
+      this.overflow();
+      return;
     }
+    this.buffer.push(r);
+    this.schedule();
   }
 
-  /** Ships what is buffered (and anything spilled earlier). Never throws. */
-  async flush(): Promise<void> {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
+  /** Records waiting in memory. */
+  get buffered(): number {
+    return this.buffer.length;
+  }
+
+  /**
+   * Ships what is buffered (and anything spilled earlier); resolves once the records buffered at
+   * the call are shipped or spilled. Never throws. While a flush runs, a call makes it run one
+   * more pass (never a second flush beside it).
+   */
+  flush(): Promise<void> {
+    this.clearTimers();
+    if (this.running) {
+      this.again = true;
+      return this.running;
     }
-    if (this.retryTimer) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = undefined;
-    }
-    while (this.flushing) await this.flushing;
-    this.flushing = this.doFlush().finally(() => { this.flushing = undefined; });
-    await this.flushing;
+    this.running = this.run();
+    return this.running;
   }
 
   /**
@@ -87,10 +121,69 @@ export class DecisionLog {
   async stop(): Promise<void> {
     this.stopped = true;
     await this.flush();
+    this.clearTimers();
+    if (this.warnTimer) clearTimeout(this.warnTimer);
+    this.warnTimer = undefined;
   }
 
   get spilledBytes(): number {
     return existsSync(this.spillPath) ? statSync(this.spillPath).size : 0;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        await this.doFlush();
+      } while (this.again);
+    } finally {
+      this.running = undefined;
+      this.schedule();
+    }
+  }
+
+  /**
+   * After a record or a flush: a full batch goes now, a partial one after flushMs. Nothing while a
+   * flush runs (it schedules when it ends) or while a retry waits (the retry takes the buffer).
+   */
+  private schedule(): void {
+    if (this.running || this.retryTimer || this.stopped || this.buffer.length === 0) return;
+    if (this.buffer.length >= this.maxBatch) {
+      void this.flush();
+    } else if (!this.timer) {
+      this.timer = setTimeout(() => void this.flush(), this.opts.flushMs ?? 1000);
+      this.timer.unref();
+    }
+  }
+
+  private clearTimers(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+  }
+
+  /** A record beyond maxBuffer: counted, and a warning now and then every 10 s while it goes on. */
+  private overflow(): void {
+    this.overflowed += 1;
+    this.dropped += 1;
+    if (this.warnTimer) return;
+    const warn = (): void => {
+      const n = this.overflowed - this.warned;
+      if (n === 0) {
+        this.warnTimer = undefined;
+        return;
+      }
+      this.warned = this.overflowed;
+      this.opts.log?.warn('decision log full: records dropped', { dropped: n, dropped_total: this.overflowed, max_buffer: this.maxBuffer });
+      this.warnTimer = setTimeout(warn, OVERFLOW_WARN_MS);
+      this.warnTimer.unref();
+    };
+    warn();
   }
 
   private async doFlush(): Promise<void> {
@@ -127,7 +220,7 @@ export class DecisionLog {
 
   /** Batches of at most maxBatch records and about maxBatchBytes of JSON (a lone larger record goes alone). */
   private batches(records: DecisionRecord[]): DecisionRecord[][] {
-    const maxCount = this.opts.maxBatch ?? 500;
+    const maxCount = this.maxBatch;
     const maxBytes = this.opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
     const out: DecisionRecord[][] = [];
     let current: DecisionRecord[] = [];

@@ -33,6 +33,8 @@ export interface PolicyEnforcerOptions {
   /** Ships decision records (the decision log batches them). */
   ship: (records: DecisionRecord[]) => Promise<void>;
   allowSampleRate?: number;
+  /** Most decision records waiting in memory to be shipped (DecisionLog `maxBuffer`, default 10,000). */
+  decisionBuffer?: number;
   watchSeconds?: number;
 }
 
@@ -60,7 +62,11 @@ export class PolicyEnforcer extends EventEmitter {
 
   constructor(private readonly opts: PolicyEnforcerOptions) {
     super();
-    this.decisions = new DecisionLog({ dir: opts.dir, ship: opts.ship, ...(opts.allowSampleRate !== undefined ? { allowSampleRate: opts.allowSampleRate } : {}) });
+    this.decisions = new DecisionLog({
+      dir: opts.dir, ship: opts.ship, log: opts.log,
+      ...(opts.allowSampleRate !== undefined ? { allowSampleRate: opts.allowSampleRate } : {}),
+      ...(opts.decisionBuffer !== undefined ? { maxBuffer: opts.decisionBuffer } : {}),
+    });
   }
 
   get version(): number {

@@ -66,6 +66,8 @@ export interface InboundStats {
   denied: number;
   /** Requests refused as malformed (400) or too large (431). */
   badRequests: number;
+  /** Refusals before any decision (handshake, identity) counted but not passed on one by one (sampled). */
+  refusalsNotRecorded: number;
   /** Heads not received in time (408). */
   timeouts: number;
   /** Application connections that failed or answered malformed responses. */
@@ -75,7 +77,7 @@ export interface InboundStats {
 }
 
 export function newStats(): InboundStats {
-  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0 };
+  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, refusalsNotRecorded: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0 };
 }
 
 export interface HttpLimits extends HeadLimits {
@@ -83,6 +85,7 @@ export interface HttpLimits extends HeadLimits {
   idleTimeoutMs: number;
   responseTimeoutMs: number;
   lingerMs: number;
+  maxPendingDenials: number;
 }
 
 export interface HttpContext {
@@ -119,6 +122,9 @@ export function errorResponse(code: ErrorCode, message: string, close: boolean):
     'latin1',
   );
 }
+
+/** The answer to a denied kept-alive request, built once: a denial costs no allocation. */
+const DENIED_KEEP_ALIVE = errorResponse('TESSERA_PROXY_DENIED', 'denied by policy', false);
 
 export function callAuthorize(ctx: { authorize: Authorize; onDecision: ((r: DecisionRecord) => void) | undefined; stats: InboundStats }, req: AuthorizeRequest): boolean {
   let result: AuthorizeResult;
@@ -178,6 +184,10 @@ export class HttpConnection implements UpstreamOwner {
   #held: Buffer | undefined;
   #clientPausedForUp = false;
   #upPausedForClient = false;
+  /** Denied answers written since reading last paused for them (bounded by maxPendingDenials). */
+  #deniedBurst = 0;
+  /** Reading from the caller stopped until its denied answers have gone out. */
+  #waitingCaller = false;
 
   constructor(
     readonly client: TLSSocket,
@@ -206,7 +216,8 @@ export class HttpConnection implements UpstreamOwner {
     try {
       switch (this.#phase) {
         case Phase.Head:
-          this.#readHeads(chunk);
+          if (this.#waitingCaller) this.#hold(chunk);
+          else this.#readHeads(chunk);
           break;
         case Phase.Exchange:
           if (!this.#reqDone) this.#forwardRequestBody(chunk, 0);
@@ -228,6 +239,7 @@ export class HttpConnection implements UpstreamOwner {
   };
 
   #onClientDrain = (): void => {
+    if (this.#waitingCaller) this.#continueAfterDenials();
     if (this.#upPausedForClient) {
       this.#upPausedForClient = false;
       this.#up?.socket.resume();
@@ -278,14 +290,47 @@ export class HttpConnection implements UpstreamOwner {
         this.#refuse('TESSERA_PROXY_DENIED', 'denied by policy');
         return;
       }
-      this.client.write(errorResponse('TESSERA_PROXY_DENIED', 'denied by policy', false));
-      if (off >= rest.length) {
-        this.#idleSince = ctx.clock.now;
+      // Pipelined denials are answered without the app, so nothing else slows a caller that
+      // sends them and never reads: stop reading from it while its answers wait to go out.
+      const flowing = this.client.write(DENIED_KEEP_ALIVE);
+      this.#idleSince = ctx.clock.now;
+      const more = off < rest.length;
+      if (!flowing || ++this.#deniedBurst >= ctx.limits.maxPendingDenials) {
+        this.#waitForCaller(more ? rest.subarray(off) : undefined, flowing);
         return;
       }
+      if (!more) return;
       buf = rest.subarray(off);
     }
   }
+
+  /**
+   * Pauses the caller after a run of denied answers, keeping its unread bytes. When write()
+   * reported a full buffer, reading resumes on 'drain' (a caller that never reads stays paused
+   * until the idle timeout closes it); otherwise on the next turn of the event loop, so one
+   * connection's pipeline cannot hold the loop for longer than maxPendingDenials decisions.
+   */
+  #waitForCaller(rest: Buffer | undefined, flowing: boolean): void {
+    this.#waitingCaller = true;
+    if (rest !== undefined) this.#hold(rest);
+    else this.client.pause();
+    if (flowing) setImmediate(this.#continueAfterDenials);
+  }
+
+  #continueAfterDenials = (): void => {
+    if (!this.#waitingCaller) return;
+    this.#waitingCaller = false;
+    this.#deniedBurst = 0;
+    if (this.#phase !== Phase.Head) return;
+    try {
+      const held = this.#held;
+      this.#held = undefined;
+      if (held !== undefined) this.#readHeads(held);
+      this.#resumeClient();
+    } catch (err) {
+      this.#internalError(err);
+    }
+  };
 
   #startExchange(head: RequestHead, buf: Buffer, off: number): void {
     const ctx = this.ctx;
@@ -376,7 +421,7 @@ export class HttpConnection implements UpstreamOwner {
   }
 
   #resumeClient(): void {
-    if (!this.#clientPausedForUp && this.#held === undefined && this.#phase !== Phase.Closing) this.client.resume();
+    if (!this.#clientPausedForUp && !this.#waitingCaller && this.#held === undefined && this.#phase !== Phase.Closing) this.client.resume();
   }
 
   // ----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { createServer, type SecureContextOptions, type Server, type TLSSocket } from 'node:tls';
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { DEFAULT_HEAD_LIMITS, STRICT_PATH, type PathAllowances } from '../../core/http-head.js';
+import { PerSecondSampler } from '../../core/sampler.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
@@ -45,6 +46,18 @@ export interface InboundLimits {
   upstreamMaxIdle: number;
   /** An idle app connection is closed after this long (default 4 s, below Node's 5 s keepAliveTimeout). */
   upstreamIdleTimeoutMs: number;
+  /**
+   * http mode: denied pipelined requests answered on one connection before the proxy stops reading
+   * from it (default 32); it reads on once the answers have gone out ('drain'), or at the next turn
+   * of the event loop if they already have. A caller that never reads its answers is never read
+   * either, and the idle timeout closes it.
+   */
+  maxPendingDenials: number;
+  /**
+   * Refusals before any decision (failed handshakes, refused identities) passed to `onRefused` per
+   * second and per code (default 10); the rest are only counted (`stats.refusalsNotRecorded`).
+   */
+  refusalRecordsPerSecond: number;
 }
 
 export const DEFAULT_INBOUND_LIMITS: Readonly<InboundLimits> = Object.freeze({
@@ -58,6 +71,8 @@ export const DEFAULT_INBOUND_LIMITS: Readonly<InboundLimits> = Object.freeze({
   maxConnections: 10_000,
   upstreamMaxIdle: 64,
   upstreamIdleTimeoutMs: 4_000,
+  maxPendingDenials: 32,
+  refusalRecordsPerSecond: 10,
 });
 
 /** A caller refused before any authorization: TLS handshake failure or unacceptable identity. */
@@ -78,7 +93,10 @@ export interface InboundOptions {
   authorize: Authorize;
   /** Every decision (allow and deny); sample allows there if needed. Must not throw (it is ignored if it does). */
   onDecision?: (record: DecisionRecord) => void;
-  /** Every caller refused before authorization (handshake failures, identity). */
+  /**
+   * Callers refused before authorization (handshake failures, identity), sampled: at most
+   * `limits.refusalRecordsPerSecond` per code and second (anyone who can reach the port can cause them).
+   */
   onRefused?: (record: RefusalRecord) => void;
   /**
    * Header carrying the caller's verified SPIFFE ID to the app in http mode (default `x-spiffe-id`).
@@ -172,8 +190,13 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
     allowPath,
   };
 
+  const sampler = new PerSecondSampler(limits.refusalRecordsPerSecond);
   const refused = (code: ErrorCode, reason: string, remote: string | undefined): void => {
     if (opts.onRefused === undefined) return;
+    if (!sampler.take(code, Date.now())) {
+      stats.refusalsNotRecorded++;
+      return;
+    }
     try {
       opts.onRefused({ code, reason, remote, time: Date.now() });
     } catch {
