@@ -18,6 +18,8 @@ export function exitStatusFor(code: ErrorCode): number {
   switch (code) {
     case 'TESSERA_CONFIG_INVALID':
     case 'TESSERA_CREDENTIAL_MISSING':
+    case 'TESSERA_ADDRESS_IN_USE':
+    case 'TESSERA_WORKLOAD_API_SOCKET_IN_USE':
       return EXIT.usage;
     case 'TESSERA_SERVER_UNREACHABLE':
     case 'TESSERA_UNAVAILABLE':
