@@ -11,6 +11,9 @@ export interface GlobalOptions {
   json?: boolean;
 }
 
+/** Wraps a command's action: global options, errors with stable codes and exit statuses (main.ts's `run`). */
+export type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
+
 /** Exit statuses, documented in the README: scripts can branch on them. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3, refused: 4 } as const;
 

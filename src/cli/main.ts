@@ -8,6 +8,8 @@ import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from '../server/cluster.js';
 import { ControlPlane, DEFAULTS } from '../server/server.js';
+import { idCommands } from './id.js';
+import { validateJwtCommand } from './jwt.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
@@ -283,6 +285,8 @@ export function buildProgram(): Command {
       }
     }));
 
+  validateJwtCommand(svid, run);
+  idCommands(program, run);
   policyCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
