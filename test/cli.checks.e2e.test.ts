@@ -223,6 +223,7 @@ describe('a listen address in use is TESSERA_ADDRESS_IN_USE, exit 2', () => {
   }, 40_000);
 
   it('tessera agent: inbound, outbound (TCP and Unix socket), Workload API socket; a relative outbound socket path is a config error', async () => {
+    expect(tessera(['agent', '--help']).stdout).toMatch(/ANY local user\s+can use it/);
     const agentDir = await joinedAgent('spiffe://example.org/busy', 'agent-busy');
     const agent = (extra: string[]): Run => tessera(['agent', '--server', server.url, '--data-dir', agentDir, '--json', ...extra]);
     const target = '127.0.0.1:9=127.0.0.1:9@spiffe://example.org/x';
