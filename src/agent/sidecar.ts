@@ -6,7 +6,7 @@ import { PolicyEnforcer } from './enforce/policy.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
 import { PerSecondSampler } from '../core/sampler.js';
 import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances } from './inbound/inbound.js';
-import { startOutbound, type Outbound } from './outbound/outbound.js';
+import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
 
 export interface SidecarOptions {
@@ -14,8 +14,11 @@ export interface SidecarOptions {
   log: Logger;
   /** Inbound proxy: mTLS on `listen`, the app on `app` (plain, loopback). */
   inbound?: { listen: { host: string; port: number }; app: { host: string; port: number }; mode: 'tcp' | 'http'; allowPath?: Partial<PathAllowances> };
-  /** Outbound proxies: the app talks plain to `listen`, the agent opens mTLS to `upstream`. */
-  outbounds?: { listen: { host: string; port: number }; upstream: { host: string; port: number; expectedId: string } }[];
+  /**
+   * Outbound proxies: the app talks plain to `listen`, the agent opens mTLS to `upstream`. On a
+   * Unix socket only processes matching the entry's `unix:` selectors get through; on TCP any local user.
+   */
+  outbounds?: { listen: OutboundListen; upstream: { host: string; port: number; expectedId: string } }[];
   /** SPIFFE Workload API socket path. */
   workloadApiSocket?: string;
   /** Fraction of allowed decisions recorded (denials always are). */
@@ -87,9 +90,12 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     // sampled like the inbound's refusals (the outbound's stats count them all).
     const upstreamRefusals = new PerSecondSampler(opts.inboundLimits?.refusalRecordsPerSecond ?? DEFAULT_INBOUND_LIMITS.refusalRecordsPerSecond);
     for (const o of opts.outbounds ?? []) {
+      const callerRefused = localCallerLog(log);
       const out = await startOutbound({
         listen: o.listen, upstream: o.upstream, tls: agent,
+        entrySelectors: () => agent.entry?.selectors ?? [],
         onRefused: (r) => {
+          if (r.code === 'TESSERA_PROXY_LOCAL_CALLER') return callerRefused(r);
           if (!upstreamRefusals.take(r.code, r.time)) return;
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
           enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');
@@ -164,4 +170,22 @@ function summarizeSampling(inbound: Inbound, enforcer: PolicyEnforcer, deniedLin
   }, SUMMARY_MS);
   timer.unref();
   return timer;
+}
+
+/**
+ * Logs local processes refused by an outbound Unix socket: the first at once, then at most one line
+ * every 10 s with the count in between, so that a local user connecting in a loop cannot flood the log.
+ */
+function localCallerLog(log: Logger): (r: OutboundRefusal) => void {
+  let last = 0;
+  let suppressed = 0;
+  return (r) => {
+    if (r.time - last < 10_000) {
+      suppressed++;
+      return;
+    }
+    log.warn('local caller refused by the outbound socket', { reason: r.reason, ...r.caller, refused_since_last: suppressed });
+    last = r.time;
+    suppressed = 0;
+  };
 }

@@ -11,6 +11,9 @@ export interface GlobalOptions {
   json?: boolean;
 }
 
+/** Wraps a command's action: global options, errors with stable codes and exit statuses (main.ts's `run`). */
+export type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
+
 /** Exit statuses, documented in the README: scripts can branch on them. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3, refused: 4 } as const;
 
@@ -18,6 +21,8 @@ export function exitStatusFor(code: ErrorCode): number {
   switch (code) {
     case 'TESSERA_CONFIG_INVALID':
     case 'TESSERA_CREDENTIAL_MISSING':
+    case 'TESSERA_ADDRESS_IN_USE':
+    case 'TESSERA_WORKLOAD_API_SOCKET_IN_USE':
       return EXIT.usage;
     case 'TESSERA_SERVER_UNREACHABLE':
     case 'TESSERA_UNAVAILABLE':

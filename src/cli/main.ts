@@ -9,6 +9,8 @@ import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from '../server/cluster.js';
 import { ControlPlane, DEFAULTS } from '../server/server.js';
+import { idCommands } from './id.js';
+import { validateJwtCommand } from './jwt.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
@@ -35,11 +37,13 @@ function parseAddress(value: unknown, flag: string): { host: string; port: numbe
   }
 }
 
-function parseOutbound(spec: string): { listen: { host: string; port: number }; upstream: { host: string; port: number; expectedId: string } } {
+function parseOutbound(spec: string): { listen: { host: string; port: number } | { path: string }; upstream: { host: string; port: number; expectedId: string } } {
   const m = /^([^=]+)=([^@]+)@(spiffe:\/\/\S+)$/.exec(spec);
-  if (!m) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound must be LISTEN=TARGET@SPIFFE_ID, e.g. 127.0.0.1:7001=127.0.0.1:9443@spiffe://td/orders');
+  if (!m) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound must be LISTEN=TARGET@SPIFFE_ID, e.g. unix:/run/tessera/orders.sock=10.0.0.7:9443@spiffe://td/orders');
   const upstream = parseAddress(m[2], '--outbound target');
-  return { listen: parseAddress(m[1], '--outbound listen'), upstream: { ...upstream, expectedId: parseSpiffeId(m[3]!).id } };
+  const unix = m[1]!.startsWith('unix:') ? m[1]!.slice(5) : undefined;
+  if (unix !== undefined && !unix.startsWith('/')) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound unix:PATH needs an absolute path, e.g. unix:/run/tessera/orders.sock');
+  return { listen: unix !== undefined ? { path: unix } : parseAddress(m[1], '--outbound listen'), upstream: { ...upstream, expectedId: parseSpiffeId(m[3]!).id } };
 }
 
 function fraction(v: string): number {
@@ -143,7 +147,7 @@ export function buildProgram(): Command {
     .option('--app <host:port>', 'the application behind the inbound proxy (plain, loopback)')
     .addOption(new Option('--mode <mode>', 'inbound proxy mode: http (decision per request) or tcp (decision per connection)').choices(['http', 'tcp']).default('http'))
     .option('--inbound-allow <shapes>', 'http mode: also accept these request path shapes the proxy refuses by default (400 TESSERA_PROXY_PATH_REFUSED), comma-separated: semicolon (`;` in segments), empty-segments (`//`)')
-    .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID, e.g. 127.0.0.1:7001=127.0.0.1:9443@spiffe://td/orders (the app talks plain to LISTEN)')
+    .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID: the app talks plain to LISTEN, the agent calls TARGET over mTLS as this workload. LISTEN unix:PATH (secure: only processes matching the entry\'s unix: selectors) or HOST:PORT (ANY local user can use it)')
     .option('--workload-api-socket <path>', 'serve the SPIFFE Workload API on this Unix socket')
     .option('--allow-sample <fraction>', 'fraction of allowed decisions recorded in the audit log (denials always are)', '0.01')
     .option('--decision-buffer <records>', 'decision records kept in memory waiting to be shipped; more are dropped and counted (a warning every 10 s)', '10000')
@@ -151,7 +155,11 @@ export function buildProgram(): Command {
     .option('--max-connections <n>', 'inbound caller connections accepted at once', '10000')
     .option('--unseal <spec...>', 'open a sealed file for the app: SEALED_FILE=OUTPUT_PATH (written 0600; retried with backoff until it succeeds)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).')
+    .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).\n\n'
+      + 'Outbound listeners: on a Unix socket (--outbound unix:/run/tessera/orders.sock=10.0.0.7:9443@spiffe://td/orders)\n'
+      + 'only a process whose uid/gid (SO_PEERCRED) match the entry\'s unix: selectors is carried, the same check as\n'
+      + 'the Workload API; others are refused before a byte is sent. On TCP (127.0.0.1:7001=...) ANY local user can\n'
+      + 'connect and make mTLS calls as this workload: use it only on a host where every local user is trusted.')
     .action(run(async (g, o: Json) => {
       if (!g.server) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the agent needs --server https://HOST:PORT (the control plane URL)');
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
@@ -175,17 +183,23 @@ export function buildProgram(): Command {
         spiffe_id: e.spiffeId, serial: e.serial, not_after: e.notAfter.toISOString(), issuer: e.issuer,
       }));
       agent.on('bundle', (e) => log.info('trust bundle updated', { sequence: e.sequence, authorities: e.authorities }));
-      await agent.start();
-      const sidecar = await startSidecar(agent, {
+      // Options are checked before the agent starts, and a sidecar that cannot start (a port in
+      // use) stops the agent again, so the command exits with the error instead of hanging.
+      const sidecarOptions = {
         dataDir: String(o.dataDir), log,
         ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
         ...caps,
+      };
+      await agent.start();
+      const sidecar = await startSidecar(agent, sidecarOptions).catch(async (err: unknown) => {
+        await agent.stop();
+        throw err;
       });
       sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
       if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });
-      for (const out of sidecar.outbounds) log.info('outbound proxy listening', { port: out.port });
+      for (const out of sidecar.outbounds) log.info('outbound proxy listening', out.socketPath ? { socket: out.socketPath } : { port: out.port, warning: 'any local user can use this port; prefer --outbound unix:PATH' });
       const secretFiles = startSecretFiles(agent, unsealSpecs, log);
       await untilSignal(async () => {
         secretFiles.close();
@@ -294,6 +308,8 @@ export function buildProgram(): Command {
       }
     }));
 
+  validateJwtCommand(svid, run);
+  idCommands(program, run);
   policyCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;

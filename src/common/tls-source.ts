@@ -4,7 +4,7 @@
  * test CA. The proxies never import the agent itself.
  */
 import type { KeyObject, X509Certificate } from 'node:crypto';
-import { TesseraError } from '../core/errors.js';
+import { TesseraError, listenFailure } from '../core/errors.js';
 import { isMemberOf, parseSpiffeId } from '../core/spiffe-id.js';
 import { certificateUriSans } from '../core/x509.js';
 
@@ -95,8 +95,8 @@ export function trustDomainOf(spiffeId: string): string {
 }
 
 /**
- * Listens and returns the bound port; a failure (port in use, bad address) becomes
- * TESSERA_CONFIG_INVALID naming the proxy. Later server errors are counted by `onError`.
+ * Listens and returns the bound port; a failure becomes TESSERA_ADDRESS_IN_USE (port in use) or
+ * TESSERA_CONFIG_INVALID (bad address) naming the proxy. Later server errors are counted by `onError`.
  */
 export async function listenOn(server: import('node:net').Server, listen: { host: string; port: number }, what: string, onError: () => void): Promise<number> {
   try {
@@ -108,7 +108,7 @@ export async function listenOn(server: import('node:net').Server, listen: { host
       });
     });
   } catch (err) {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `${what} cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`);
+    throw listenFailure(err, what, `${listen.host}:${listen.port}`);
   }
   server.on('error', onError);
   const addr = server.address();

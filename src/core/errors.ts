@@ -54,6 +54,7 @@ export const ERROR_CODES = {
   TESSERA_PROXY_PEER_IDENTITY: { status: 403, description: 'The peer\'s certificate does not carry exactly one SPIFFE ID of the expected trust domain, or not the expected one.' },
   TESSERA_PROXY_UPSTREAM_TIMEOUT: { status: 504, description: 'The application did not answer the request in time (the sidecar\'s response timeout).' },
   TESSERA_PROXY_PATH_REFUSED: { status: 400, description: 'The sidecar refuses a request target the application could read differently from the policy: dot or empty segments, `;` parameters, escaped unreserved characters, control bytes, or invalid UTF-8 after percent-decoding.' },
+  TESSERA_PROXY_LOCAL_CALLER: { status: 403, description: 'The local process connecting to an outbound proxy\'s Unix socket does not match the entry\'s unix selectors, or its peer credentials cannot be read.' },
   TESSERA_PROXY_UPSTREAM: { status: 502, description: 'The sidecar could not reach the application, or the application answered with a malformed response.' },
 
   // Policy (Cedar policies, signed policy bundles, policy test cases).
@@ -76,6 +77,7 @@ export const ERROR_CODES = {
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },
   TESSERA_CREDENTIAL_MISSING: { status: 400, description: 'A needed credential file (admin credential, SVID, bundle) is missing or unreadable.' },
   TESSERA_SERVER_UNREACHABLE: { status: 503, description: 'The control plane could not be reached.' },
+  TESSERA_ADDRESS_IN_USE: { status: 409, description: 'The address (host and port, or Unix socket path) to listen on is already in use by another process.' },
 
   // The agent's SPIFFE Workload API endpoint.
   TESSERA_WORKLOAD_API_SOCKET_IN_USE: { status: 409, description: 'Another process is already serving the Workload API on this socket path.' },
@@ -107,4 +109,19 @@ export function isTesseraError(err: unknown): err is TesseraError {
 /** Shorthand used throughout: `throw fail('TESSERA_CSR_INVALID', 'bad length')`. */
 export function fail(code: ErrorCode, message?: string): TesseraError {
   return new TesseraError(code, message);
+}
+
+/**
+ * The error for a listener that could not start: TESSERA_ADDRESS_IN_USE when another process holds
+ * the address (EADDRINUSE), TESSERA_CONFIG_INVALID otherwise (a bad host, no permission for the port).
+ * Both are configuration errors (CLI exit status 2), never TESSERA_INTERNAL.
+ *
+ * @example
+ * await app.listen({ host, port }).catch((err) => { throw listenFailure(err, 'the control plane', `${host}:${port}`); });
+ */
+export function listenFailure(err: unknown, what: string, address: string): TesseraError {
+  const sys = err as { code?: unknown; message?: unknown } | null;
+  const reason = typeof sys?.message === 'string' ? sys.message : String(err);
+  if (sys?.code === 'EADDRINUSE') return new TesseraError('TESSERA_ADDRESS_IN_USE', `${what} cannot listen on ${address}: the address is already in use by another process`);
+  return new TesseraError('TESSERA_CONFIG_INVALID', `${what} cannot listen on ${address}: ${reason}`);
 }

@@ -22,7 +22,7 @@
 import type { Server as HttpsServer } from 'node:https';
 import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../common/api/errors.js';
 import Fastify, { type FastifyRequest } from 'fastify';
-import { ERROR_CODES, TesseraError, isTesseraError } from '../core/errors.js';
+import { ERROR_CODES, TesseraError, isTesseraError, listenFailure } from '../core/errors.js';
 import { ensurePrivateDir } from '../core/files.js';
 import type { Logger } from '../core/log.js';
 import { SECRET_POLICY_ID_RULE, encodeProof, isSecretPolicyId, ready } from '../core/secrets/index.js';
@@ -212,7 +212,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     await app.listen({ host: opts.listen.host, port: opts.listen.port });
   } catch (err) {
     unwatch();
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `the key server cannot listen on ${opts.listen.host}:${opts.listen.port}: ${(err as Error).message}`);
+    throw listenFailure(err, 'the key server', `${opts.listen.host}:${opts.listen.port}`);
   }
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : opts.listen.port;

@@ -618,8 +618,14 @@ describe('registry and audit input validation', () => {
     }
   });
 
+  it('the trust-domain ID → 400 TESSERA_SPIFFE_ID_INVALID saying that the ID needs a path (not that it is reserved)', async () => {
+    const res = await create({ spiffe_id: `spiffe://${TD}` });
+    expectError(res, 'TESSERA_SPIFFE_ID_INVALID');
+    expect((res.json as { error: { message: string } }).error.message).toMatch(/needs a path/);
+  });
+
   it('reserved IDs → 400 TESSERA_SPIFFE_ID_RESERVED', async () => {
-    for (const id of [`spiffe://${TD}`, `spiffe://${TD}/tessera`, ADMIN_ID, `spiffe://${TD}/tessera/server`, `spiffe://${TD}/tessera/a/b`]) {
+    for (const id of [`spiffe://${TD}/tessera`, ADMIN_ID, `spiffe://${TD}/tessera/server`, `spiffe://${TD}/tessera/a/b`]) {
       expectError(await create({ spiffe_id: id }), 'TESSERA_SPIFFE_ID_RESERVED');
     }
     // Only the exact segment is reserved.

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Server as HttpsServer } from 'node:https';
 import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../common/api/errors.js';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { TesseraError } from '../core/errors.js';
+import { TesseraError, listenFailure } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { parseTrustDomain } from '../core/spiffe-id.js';
@@ -154,7 +154,9 @@ export class ControlPlane {
     policyRoutes(app, ctx);
     secretPolicyRoutes(app, ctx);
 
-    await app.listen({ host: this.opts.host, port: this.opts.port });
+    await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
+      throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
+    });
     const hostPart = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
     this.url = `https://${hostPart}:${this.port}`;
     if (!ctx.issuer) ctx.issuer = this.url;

@@ -7,10 +7,18 @@
  *
  * The client SecureContext is built once per SVID or bundle rotation and shared by every
  * connection: building one per connection halves the handshake rate.
+ *
+ * Who may use it: on loopback TCP, any local user (it makes mTLS calls as the workload). On a Unix
+ * socket (the secure choice), only a process whose peer credentials (SO_PEERCRED) match the entry's
+ * `unix:` selectors, the same check as the Workload API (attest/selectors.ts); anyone else is
+ * refused before a byte goes out.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
+import { assertPeerCredentialsAvailable, peerCredentialsOf, type PeerCredentials } from '../attest/peercred.js';
+import { entryMatchesCaller } from '../attest/selectors.js';
+import { listenOnUnixSocket, type UnixSocket } from '../attest/unix-socket.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { certificateUriSans } from '../../core/x509.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
@@ -35,26 +43,45 @@ export interface OutboundStats {
   handshakeFailures: number;
   /** The target could not be reached, or the connection failed after the handshake. */
   upstreamErrors: number;
+  /** Local processes refused on a Unix socket: credentials not matching the entry (or unreadable). */
+  callerRefused: number;
 }
 
 export interface OutboundRefusal {
   code: ErrorCode;
   reason: string;
   time: number;
+  /** TESSERA_PROXY_LOCAL_CALLER: the refused local process, when its credentials could be read. */
+  caller?: PeerCredentials;
 }
 
+/**
+ * Where the app connects: loopback TCP (any local user can connect), or a Unix socket (only
+ * processes matching the entry's `unix:` selectors are carried). `mode` is the socket file's mode
+ * (default 0o666, like the Workload API: the peer credentials decide, not the mode).
+ */
+export type OutboundListen = { host: '127.0.0.1' | (string & {}); port: number } | { path: string; mode?: number };
+
 export interface OutboundOptions {
-  listen: { host: '127.0.0.1' | (string & {}); port: number };
+  listen: OutboundListen;
+  /**
+   * Required with a Unix-socket listen: the selectors of the entry this agent serves, read at
+   * every connection (e.g. `['unix:uid:1000']`).
+   */
+  entrySelectors?: () => readonly string[];
   /** The target's inbound proxy and the SPIFFE ID it must present. */
   upstream: { host: string; port: number; expectedId: string };
   tls: TlsSource;
   limits?: Partial<OutboundLimits>;
-  /** Every connection refused: the target's identity or handshake. */
+  /** Every connection refused: the local caller (Unix socket), the target's identity or handshake. */
   onRefused?: (record: OutboundRefusal) => void;
 }
 
 export interface Outbound {
+  /** The TCP port listened on (0 on a Unix socket). */
   readonly port: number;
+  /** The Unix socket listened on, if any. */
+  readonly socketPath: string | undefined;
   readonly stats: OutboundStats;
   close(): Promise<void>;
 }
@@ -62,12 +89,15 @@ export interface Outbound {
 const IDENTITY_ERROR = Symbol('tessera.identity');
 
 /**
- * Starts the outbound proxy. TESSERA_CONFIG_INVALID for a bad expectedId or limits,
+ * Starts the outbound proxy. TESSERA_CONFIG_INVALID for a bad expectedId, limits or socket path
+ * (or a Unix socket without `entrySelectors`), TESSERA_ADDRESS_IN_USE when the port or socket is
+ * taken, TESSERA_PEER_CREDENTIALS_UNAVAILABLE when a Unix socket's callers cannot be attested here,
  * TESSERA_CREDENTIAL_MISSING if the source has no SVID yet.
  *
  * @example
  * const out = await startOutbound({
- *   listen: { host: '127.0.0.1', port: 15001 },
+ *   listen: { path: '/run/tessera/payments.sock' }, // or { host: '127.0.0.1', port: 15001 }: any local user
+ *   entrySelectors: () => agent.entry?.selectors ?? [],
  *   upstream: { host: '10.0.0.7', port: 8443, expectedId: 'spiffe://example.org/payments' },
  *   tls: agent,
  * });
@@ -79,23 +109,30 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
   }
   const expectedId = opts.upstream.expectedId;
   if (typeof expectedId !== 'string' || !isSpiffeId(expectedId)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'upstream.expectedId must be a SPIFFE ID');
+  const unixListen = 'path' in opts.listen ? opts.listen : undefined;
+  const entrySelectors = opts.entrySelectors;
+  if (unixListen !== undefined) {
+    // Fail closed: a Unix socket is only offered with the check that makes it the secure choice.
+    if (typeof entrySelectors !== 'function') throw new TesseraError('TESSERA_CONFIG_INVALID', 'an outbound Unix socket needs the entry selectors to check its callers against');
+    assertPeerCredentialsAvailable();
+  }
 
   const build = (): SecureContext => {
     const m = requireMaterial(opts.tls);
     return createSecureContext({ cert: m.certPem, key: keyPem(m.key), ca: m.bundlePem, minVersion: MIN_TLS_VERSION });
   };
   let context = build();
-  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0 };
+  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, callerRefused: 0 };
   const unwatch = watchTlsSource(opts.tls, () => {
     context = build();
   }, () => {
     /* keep the previous context */
   });
 
-  const refused = (code: ErrorCode, reason: string): void => {
+  const refused = (code: ErrorCode, reason: string, caller?: PeerCredentials): void => {
     if (opts.onRefused === undefined) return;
     try {
-      opts.onRefused({ code, reason, time: Date.now() });
+      opts.onRefused({ code, reason, time: Date.now(), ...(caller !== undefined ? { caller } : {}) });
     } catch {
       /* ignored */
     }
@@ -120,8 +157,30 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return err;
   };
 
+  /**
+   * Unix socket only: does the connecting process match the entry? Read at accept time, before
+   * anything is sent upstream (SO_PEERCRED is the process that called connect()).
+   */
+  function admit(local: Socket, selectorsOf: () => readonly string[]): boolean {
+    let caller: PeerCredentials | undefined;
+    let reason: string;
+    try {
+      caller = peerCredentialsOf(local);
+      const m = entryMatchesCaller(selectorsOf(), caller);
+      if (m.ok) return true;
+      reason = m.reason;
+    } catch (err) {
+      reason = err instanceof Error ? err.message : String(err);
+    }
+    stats.callerRefused++;
+    local.destroy();
+    refused('TESSERA_PROXY_LOCAL_CALLER', reason, caller);
+    return false;
+  }
+
   const open = new Set<() => void>();
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (local) => {
+    if (entrySelectors !== undefined && unixListen !== undefined && !admit(local, entrySelectors)) return;
     stats.active++;
     const destroy = carry(local);
     open.add(destroy);
@@ -203,9 +262,15 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return fail;
   }
 
-  let port: number;
+  let port = 0;
+  let socket: UnixSocket | undefined;
   try {
-    port = await listenOn(server, opts.listen, 'outbound', () => { stats.upstreamErrors++; });
+    if (unixListen !== undefined) {
+      socket = await listenOnUnixSocket(server, { path: unixListen.path, mode: unixListen.mode ?? 0o666, what: 'the outbound proxy' });
+      server.on('error', () => { stats.upstreamErrors++; });
+    } else {
+      port = await listenOn(server, opts.listen as { host: string; port: number }, 'outbound', () => { stats.upstreamErrors++; });
+    }
   } catch (err) {
     unwatch();
     throw err;
@@ -214,13 +279,17 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
   let closing: Promise<void> | undefined;
   return {
     port,
+    socketPath: socket?.path,
     get stats(): OutboundStats {
       return { ...stats };
     },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         unwatch();
-        server.close(() => resolve());
+        server.close(() => {
+          socket?.unlink();
+          resolve();
+        });
         for (const destroy of open) destroy();
         open.clear();
       });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { TesseraError } from '../../core/errors.js';
-import { projectRoot } from './project-root.js';
+import { projectRoot } from '../project-root.js';
 
 /** The standard declares no protobuf package: method paths are `/SpiffeWorkloadAPI/<Method>`. */
 export const WORKLOAD_API_SERVICE = 'SpiffeWorkloadAPI';

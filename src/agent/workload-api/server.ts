@@ -10,15 +10,13 @@
  * selectors (PermissionDenied otherwise); both are checked on every call, and the entitlement
  * again before every message pushed on a stream.
  */
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { dirname, isAbsolute, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { TesseraError, isTesseraError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { verifyJwtSvid } from '../../core/jwt-svid.js';
 import { parseSpiffeId } from '../../core/spiffe-id.js';
-import { assertPeerCredentialsAvailable, peerCredentialsOf, type PeerCredentials } from './peercred.js';
+import { assertPeerCredentialsAvailable, peerCredentialsOf, type PeerCredentials } from '../attest/peercred.js';
 import {
   SECURITY_HEADER,
   SECURITY_HEADER_VALUE,
@@ -39,7 +37,8 @@ import {
   x509SvidResponse,
   type IdentitySnapshot,
 } from './responses.js';
-import { entryMatchesCaller } from './selectors.js';
+import { entryMatchesCaller } from '../attest/selectors.js';
+import { checkSocketPath, listenOnUnixSocket } from '../attest/unix-socket.js';
 import { NO_IDENTITY, SECURITY_HEADER_MISSING, grpcError, grpcErrorOf, type GrpcError } from './status.js';
 
 /** What the Workload API needs from the agent (the Agent class satisfies it once wired). */
@@ -75,7 +74,6 @@ export interface WorkloadApi {
   close(): Promise<void>;
 }
 
-const MAX_SOCKET_PATH_BYTES = 107; // sockaddr_un.sun_path is 108 bytes on Linux, NUL included
 const MAX_REQUEST_BYTES = 64 * 1024; // requests are tiny: a JWT-SVID is at most 8 KiB
 const MAX_AUDIENCES = 32;
 const MAX_AUDIENCE_LENGTH = 2048;
@@ -105,27 +103,11 @@ function isGrpcError<T>(b: Built<T>): b is GrpcError {
 export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<WorkloadApi> {
   const log = (opts.log ?? createLogger()).child({ component: 'workload-api' });
   const source = opts.source;
-  const socketPath = checkSocketPath(opts.socketPath);
+  const socketPath = checkSocketPath(opts.socketPath, 'the Workload API');
   const mode = opts.socketMode ?? 0o666;
-  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw new TesseraError('TESSERA_CONFIG_INVALID', 'socketMode must be a file mode between 0 and 0o777');
   // Fail at start, not on the first call, when peer credentials cannot be read on this machine.
   assertPeerCredentialsAvailable();
   const service = workloadApiService();
-  try {
-    // World-traversable: workloads of every user must be able to reach the socket inside.
-    const parent = dirname(socketPath);
-    const firstCreated = mkdirSync(parent, { recursive: true, mode: 0o755 });
-    // mkdir's mode is masked by the umask: set it on every folder we created.
-    if (firstCreated !== undefined) {
-      for (let d = parent; ; d = dirname(d)) {
-        chmodSync(d, 0o755);
-        if (d === firstCreated || d === dirname(d)) break;
-      }
-    }
-  } catch (err) {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot create the folder of ${socketPath}: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  await removeStaleSocket(socketPath);
 
   const peers = new Map<string, Peer>();
   const sockets = new Set<net.Socket>();
@@ -391,28 +373,14 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   }
 
   const netServer = net.createServer(onConnection);
-  await new Promise<void>((ok, fail) => {
-    netServer.once('error', fail);
-    netServer.listen(socketPath, () => {
-      netServer.off('error', fail);
-      ok();
-    });
+  const socket = await listenOnUnixSocket(netServer, {
+    path: socketPath, mode, what: 'the Workload API', inUseCode: 'TESSERA_WORKLOAD_API_SOCKET_IN_USE',
   }).catch((err: unknown) => {
     injector.destroy();
     grpcServer.forceShutdown();
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot listen on ${socketPath}: ${err instanceof Error ? err.message : String(err)}`);
+    throw err;
   });
   netServer.on('error', (err) => log.error('Workload API listener error', { reason: err.message }));
-  let ino: number | undefined;
-  try {
-    chmodSync(socketPath, mode);
-    ino = lstatSync(socketPath).ino;
-  } catch (err) {
-    netServer.close();
-    injector.destroy();
-    grpcServer.forceShutdown();
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot set the mode of ${socketPath}: ${err instanceof Error ? err.message : String(err)}`);
-  }
 
   source.on('svid', onChange);
   source.on('bundle', onChange);
@@ -440,13 +408,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     injector.destroy();
     for (const s of sockets) s.destroy();
     await listenerClosed;
-    // libuv removes the path when the listener closes; remove it ourselves only if it is still
-    // the socket we created (another agent may have been started on the same path since).
-    try {
-      if (lstatSync(socketPath).ino === ino) unlinkSync(socketPath);
-    } catch {
-      // already gone
-    }
+    socket.unlink();
     log.info('Workload API closed', { socket: socketPath });
   }
 
@@ -454,41 +416,4 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     socketPath,
     close: () => (closed ??= close()),
   };
-}
-
-function checkSocketPath(path: string): string {
-  if (typeof path !== 'string' || path.length === 0) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the Workload API socket path is empty');
-  const abs = isAbsolute(path) ? path : resolve(path);
-  if (Buffer.byteLength(abs, 'utf8') > MAX_SOCKET_PATH_BYTES || abs.includes('\0')) {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `the Workload API socket path must be at most ${MAX_SOCKET_PATH_BYTES} bytes`);
-  }
-  return abs;
-}
-
-/**
- * Removes a socket left behind by an agent that did not stop cleanly. A path that is not a socket
- * is never removed, and neither is a socket something still answers on.
- */
-async function removeStaleSocket(path: string): Promise<void> {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return; // nothing there
-  }
-  if (!st.isSocket()) throw new TesseraError('TESSERA_CONFIG_INVALID', `${path} exists and is not a socket`);
-  const live = await new Promise<boolean>((ok) => {
-    const c = net.connect(path);
-    c.once('connect', () => {
-      c.destroy();
-      ok(true);
-    });
-    c.once('error', () => ok(false));
-  });
-  if (live) throw new TesseraError('TESSERA_WORKLOAD_API_SOCKET_IN_USE', `another process is serving on ${path}`);
-  try {
-    unlinkSync(path);
-  } catch {
-    // removed meanwhile
-  }
 }

@@ -55,7 +55,9 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const id = parseSpiffeId(reqStr(b, 'spiffe_id', { max: 2048 }));
     ev.target = id.id;
     if (!isMemberOf(id, ctx.trustDomain)) throw new TesseraError('TESSERA_SPIFFE_ID_INVALID', `the SPIFFE ID must be in trust domain ${ctx.trustDomain}`);
-    if (id.path === '' || id.path === '/tessera' || id.path.startsWith('/tessera/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED');
+    // The trust-domain ID names the trust domain, not a workload (X509-SVID §5.2 refuses it in a leaf).
+    if (id.path === '') throw new TesseraError('TESSERA_SPIFFE_ID_INVALID', `the SPIFFE ID needs a path naming the workload, e.g. spiffe://${ctx.trustDomain}/payments`);
+    if (id.path === '/tessera' || id.path.startsWith('/tessera/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED');
     const entry: EntryRecord = {
       id: randomUUID(),
       spiffeId: id.id,

@@ -1,12 +1,13 @@
 /**
- * Caller attestation for the Workload API: does the process at the other end of the socket match
- * the registration entry's selectors?
+ * Caller attestation for the agent's local Unix sockets (the Workload API and the outbound proxy's
+ * Unix-socket listeners): does the process at the other end of the socket match the registration
+ * entry's selectors? One function, so both endpoints admit exactly the same processes.
  *
  * Semantics (SPIRE's, the de-facto SPIFFE reading): an entry matches a caller when EVERY selector of
- * the entry is satisfied by the caller. This endpoint attests only Unix peer credentials, so it can
+ * the entry is satisfied by the caller. These endpoints attest only Unix peer credentials, so it can
  * satisfy `unix:uid:N`, `unix:gid:N` (primary group at connect time) and `unix:pid:N`. Fail closed:
  * - an entry with no `unix:` selector matches nobody (it would otherwise match every local process);
- * - a selector this endpoint cannot attest (another type such as `k8s:...`, another unix key such as
+ * - a selector they cannot attest (another type such as `k8s:...`, another unix key such as
  *   `unix:user:...`, or a malformed number) cannot be satisfied, so the entry matches nobody.
  */
 import type { PeerCredentials } from './peercred.js';
@@ -16,7 +17,7 @@ export type MatchResult = { ok: true } | { ok: false; reason: string };
 const DECIMAL_RE = /^(?:0|[1-9][0-9]{0,9})$/;
 const MAX_ID = 0xffffffff;
 
-/** The selectors this endpoint can attest for a caller, e.g. `['unix:uid:1000', 'unix:gid:1000', 'unix:pid:42']`. */
+/** The selectors these endpoints can attest for a caller, e.g. `['unix:uid:1000', 'unix:gid:1000', 'unix:pid:42']`. */
 export function callerSelectors(peer: PeerCredentials): string[] {
   return [`unix:uid:${peer.uid}`, `unix:gid:${peer.gid}`, `unix:pid:${peer.pid}`];
 }
@@ -60,7 +61,7 @@ export function entryMatchesCaller(entrySelectors: readonly string[], peer: Peer
   for (const s of entrySelectors) {
     if (typeof s !== 'string') return { ok: false, reason: 'an entry selector is not a string' };
     if (!s.startsWith('unix:')) {
-      return { ok: false, reason: `selector type "${s.slice(0, Math.max(0, s.indexOf(':')))}" is not attested by the Workload API endpoint` };
+      return { ok: false, reason: `selector type "${s.slice(0, Math.max(0, s.indexOf(':')))}" cannot be attested from Unix peer credentials` };
     }
     unix++;
     if (!satisfies(s, peer)) return { ok: false, reason: `selector ${s} does not match the caller` };

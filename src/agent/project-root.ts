@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TesseraError } from '../../core/errors.js';
+import { TesseraError } from '../core/errors.js';
 
 let cached: string | undefined;
 

@@ -1,5 +1,6 @@
 /**
- * Unix peer credentials (pid, uid, gid) of a process connected to the Workload API socket.
+ * Unix peer credentials (pid, uid, gid) of a process connected to one of the agent's Unix sockets
+ * (the Workload API, the outbound proxy's Unix-socket listeners).
  *
  * Node has no public API for SO_PEERCRED, so a tiny N-API addon (`native/peercred.c`, built by
  * node-gyp at install time) calls getsockopt(SO_PEERCRED) on the accepted socket's descriptor.
@@ -7,7 +8,7 @@
  * them, and they do not change if it later forks, execs or hands the descriptor to another process.
  * One call costs about 2 µs (three getsockopt system calls), once per connection.
  *
- * Alternatives measured and rejected (README.md beside this file): deriving the peer from
+ * Alternatives measured and rejected (src/agent/workload-api/README.md): deriving the peer from
  * /proc needs the peer socket's inode, which /proc/net/unix does not show (only sock_diag netlink,
  * i.e. `ss -x`, does), and then a scan of every /proc/<pid>/fd to find who holds it: milliseconds
  * per connection, racy (the holder may exit or be replaced), and ambiguous after fork or fd passing.
@@ -19,7 +20,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { TesseraError } from '../../core/errors.js';
-import { projectRoot } from './project-root.js';
+import { projectRoot } from '../project-root.js';
 
 export interface PeerCredentials {
   pid: number;
