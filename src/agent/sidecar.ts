@@ -4,7 +4,7 @@ import type { SignedPolicyBundle } from '../core/policy/bundle.js';
 import type { Agent } from './agent.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
-import { startInbound, type Inbound } from './inbound/inbound.js';
+import { startInbound, type Inbound, type PeerStatus } from './inbound/inbound.js';
 import { startOutbound, type Outbound } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
 
@@ -51,15 +51,32 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     ...(opts.policyWatchSeconds !== undefined ? { watchSeconds: opts.policyWatchSeconds } : {}),
   });
   enforcer.start();
+  const peerStatus = peerStatusOf(enforcer);
 
   const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
   let inbound: Inbound | undefined;
   const outbounds: Outbound[] = [];
+  // A new policy bundle (which carries the revocation list) re-judges every open connection:
+  // what was allowed at its handshake may no longer be. Coalesced: one pass per burst of installs.
+  let rejudgePending = false;
+  const rejudge = (): void => {
+    if (rejudgePending) return;
+    rejudgePending = true;
+    setImmediate(() => {
+      rejudgePending = false;
+      const r = inbound?.rejudge();
+      let outClosed = 0;
+      for (const o of outbounds) outClosed += o.rejudge().closed;
+      if ((r?.closed ?? 0) > 0 || outClosed > 0) log.info('re-judged open connections', { inboundClosed: r?.closed ?? 0, inboundChecked: r?.checked ?? 0, outboundClosed: outClosed });
+    });
+  };
+  enforcer.on('policy', rejudge);
+  closers.push(async () => { enforcer.off('policy', rejudge); });
   try {
     if (opts.inbound) {
       const self = agent.spiffeId!;
       inbound = await startInbound({
-        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent,
+        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, peerStatus,
         authorize: (r) => enforcer.authorize({ principal: r.peer, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
         onDecision: (r) => { if (!r.allow) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons }); },
         onRefused: (r) => {
@@ -72,7 +89,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     }
     for (const o of opts.outbounds ?? []) {
       const out = await startOutbound({
-        listen: o.listen, upstream: o.upstream, tls: agent,
+        listen: o.listen, upstream: o.upstream, tls: agent, peerStatus,
         onRefused: (r) => {
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
           enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');
@@ -116,4 +133,13 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       for (const c of closers.reverse()) await c().catch(() => {});
     },
   };
+}
+
+/**
+ * The enforcer's view of the revocation list (`peerStatus`), bound, or undefined while the
+ * enforcer has none (then the proxies refuse nobody for their standing; policy still decides).
+ */
+function peerStatusOf(enforcer: PolicyEnforcer): PeerStatus | undefined {
+  const fn = (enforcer as unknown as { peerStatus?: PeerStatus }).peerStatus;
+  return typeof fn === 'function' ? fn.bind(enforcer) : undefined;
 }

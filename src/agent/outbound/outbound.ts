@@ -7,12 +7,17 @@
  *
  * The client SecureContext is built once per SVID or bundle rotation and shared by every
  * connection: building one per connection halves the handshake rate.
+ *
+ * A target whose identity the revocation list refuses (`peerStatus`) is refused after the
+ * handshake, before the app's bytes flow; an established connection is closed at the target
+ * certificate's expiry, and by `rejudge()` when the target's identity is no longer acceptable.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { certificateUriSans } from '../../core/x509.js';
+import { peerRefusal, type PeerStatus } from '../inbound/rejudge.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../inbound/tls-source.js';
 
 export interface OutboundLimits {
@@ -35,6 +40,10 @@ export interface OutboundStats {
   handshakeFailures: number;
   /** The target could not be reached, or the connection failed after the handshake. */
   upstreamErrors: number;
+  /** Established connections closed by `rejudge()` (the target's identity no longer acceptable). */
+  rejudged: number;
+  /** Established connections closed at the target certificate's expiry. */
+  expired: number;
 }
 
 export interface OutboundRefusal {
@@ -51,13 +60,30 @@ export interface OutboundOptions {
   limits?: Partial<OutboundLimits>;
   /** Every connection refused: the target's identity or handshake. */
   onRefused?: (record: OutboundRefusal) => void;
+  /** The standing of the target's identity and certificate serial (revocation list): a target not `ok` is refused. */
+  peerStatus?: PeerStatus;
 }
 
 export interface Outbound {
   readonly port: number;
   readonly stats: OutboundStats;
+  /**
+   * Re-checks the target's standing (`peerStatus`) for every established connection and closes
+   * those it refuses (the policy or revocation list changed). Returns how many were looked at and closed.
+   */
+  rejudge(): { checked: number; closed: number };
   close(): Promise<void>;
 }
+
+/** An established connection: the target's certificate serial and expiry, and what closes it. */
+interface Established {
+  serial: string;
+  notAfter: number;
+  destroy: () => void;
+}
+
+/** How often established connections are checked against their target certificate's expiry. */
+const SWEEP_MS = 500;
 
 const IDENTITY_ERROR = Symbol('tessera.identity');
 
@@ -85,7 +111,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return createSecureContext({ cert: m.certPem, key: keyPem(m.key), ca: m.bundlePem, minVersion: MIN_TLS_VERSION });
   };
   let context = build();
-  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0 };
+  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, rejudged: 0, expired: 0 };
   const unwatch = watchTlsSource(opts.tls, () => {
     context = build();
   }, () => {
@@ -121,6 +147,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
   };
 
   const open = new Set<() => void>();
+  const established = new Set<Established>();
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (local) => {
     stats.active++;
     const destroy = carry(local);
@@ -182,6 +209,20 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       fail();
     });
     tls.once('secureConnect', () => {
+      const cert = tls.getPeerX509Certificate();
+      const serial = cert?.serialNumber ?? '';
+      const refusal = peerRefusal(opts.peerStatus, expectedId, serial);
+      if (refusal !== undefined) {
+        stats.identityRefused++;
+        refused('TESSERA_PROXY_PEER_IDENTITY', `the target is refused: ${refusal}`);
+        fail();
+        return;
+      }
+      // An unreadable expiry closes at the next sweep (fail closed).
+      const notAfter = cert === undefined ? 0 : Date.parse(cert.validTo);
+      const conn: Established = { serial, notAfter: Number.isFinite(notAfter) ? notAfter : 0, destroy: fail };
+      established.add(conn);
+      tls.once('close', () => established.delete(conn));
       secure = true;
       tls.setTimeout(0);
       // Half-closes are passed on once connected (see the inbound proxy for why not before).
@@ -203,10 +244,24 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return fail;
   }
 
+  // The target's certificate expiry ends the connection: the app's next connection handshakes
+  // with the target's renewed SVID.
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const c of established) {
+      if (now < c.notAfter) continue;
+      stats.expired++;
+      established.delete(c);
+      c.destroy();
+    }
+  }, SWEEP_MS);
+  sweep.unref();
+
   let port: number;
   try {
     port = await listenOn(server, opts.listen, 'outbound', () => { stats.upstreamErrors++; });
   } catch (err) {
+    clearInterval(sweep);
     unwatch();
     throw err;
   }
@@ -217,8 +272,35 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     get stats(): OutboundStats {
       return { ...stats };
     },
+    rejudge(): { checked: number; closed: number } {
+      let checked = 0;
+      let closed = 0;
+      // Every connection goes to the same target: one lookup per certificate serial (consecutive
+      // connections mostly share one), none allocated per connection.
+      let lastSerial: string | undefined;
+      let refusal: string | undefined;
+      let reported = '';
+      for (const c of established) {
+        checked++;
+        if (c.serial !== lastSerial) {
+          lastSerial = c.serial;
+          refusal = peerRefusal(opts.peerStatus, expectedId, c.serial);
+        }
+        if (refusal === undefined) continue;
+        reported = refusal;
+        closed++;
+        established.delete(c);
+        c.destroy();
+      }
+      if (closed > 0) {
+        stats.rejudged += closed;
+        refused('TESSERA_PROXY_PEER_IDENTITY', `re-judged: the target is refused (${reported}); ${closed} open connection(s) closed`);
+      }
+      return { checked, closed };
+    },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
+        clearInterval(sweep);
         unwatch();
         server.close(() => resolve());
         for (const destroy of open) destroy();
