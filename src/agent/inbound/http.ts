@@ -644,7 +644,10 @@ export class HttpConnection implements UpstreamOwner {
       // The caller's certificate has expired: no byte more either way, even mid-exchange (a long
       // upload or stream). Its client connects again with its renewed SVID.
       this.ctx.stats.expired++;
-      if (this.#res === undefined) {
+      if (this.#phase === Phase.Head && this.#headSince === 0) {
+        // Idle (normally closed already, EXPIRING_PEER_MARGIN_MS before): no unsolicited answer.
+        this.#startClosing();
+      } else if (this.#res === undefined) {
         this.#dropUpstream();
         this.#refuse('TESSERA_PROXY_PEER_IDENTITY', 'the caller\'s certificate has expired');
       } else {
