@@ -195,11 +195,18 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       socket.allowHalfOpen = true;
       const cert = socket.getPeerX509Certificate();
       const verdict = peerSpiffeId(cert, trustDomain);
-      const serial = cert?.serialNumber ?? '';
-      const refusal = 'refused' in verdict ? verdict.refused : verdict.notAfter <= Date.now() ? 'peer certificate expired' : peerRefusal(opts.peerStatus, verdict.id, serial);
-      if (refusal !== undefined || 'refused' in verdict) {
+      if ('refused' in verdict || verdict.notAfter <= Date.now()) {
         stats.identityRefused++;
-        refused('TESSERA_PROXY_PEER_IDENTITY', refusal ?? 'refused', remoteOf(socket));
+        refused('TESSERA_PROXY_PEER_IDENTITY', 'refused' in verdict ? verdict.refused : 'peer certificate expired', remoteOf(socket));
+        socket.destroy();
+        return;
+      }
+      // A revoked or unknown caller: refused before any decision, in both modes.
+      const serial = cert?.serialNumber ?? '';
+      const standing = peerRefusal(opts.peerStatus, verdict.id, serial);
+      if (standing !== undefined) {
+        stats.identityRefused++;
+        refused('TESSERA_PROXY_PEER_IDENTITY', standing, remoteOf(socket));
         socket.destroy();
         return;
       }
