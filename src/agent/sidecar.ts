@@ -5,7 +5,7 @@ import type { Agent } from './agent.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
 import { PerSecondSampler } from '../core/sampler.js';
-import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances } from './inbound/inbound.js';
+import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
 import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
 
@@ -60,17 +60,34 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     ...(opts.policyWatchSeconds !== undefined ? { watchSeconds: opts.policyWatchSeconds } : {}),
   });
   enforcer.start();
+  const peerStatus = peerStatusOf(enforcer);
 
   const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
   let inbound: Inbound | undefined;
   const outbounds: Outbound[] = [];
+  // A new policy bundle (which carries the revocation list) re-judges every open connection:
+  // what was allowed at its handshake may no longer be. Coalesced: one pass per burst of installs.
+  let rejudgePending = false;
+  const rejudge = (): void => {
+    if (rejudgePending) return;
+    rejudgePending = true;
+    setImmediate(() => {
+      rejudgePending = false;
+      const r = inbound?.rejudge();
+      let outClosed = 0;
+      for (const o of outbounds) outClosed += o.rejudge().closed;
+      if ((r?.closed ?? 0) > 0 || outClosed > 0) log.info('re-judged open connections', { inboundClosed: r?.closed ?? 0, inboundChecked: r?.checked ?? 0, outboundClosed: outClosed });
+    });
+  };
+  enforcer.on('policy', rejudge);
+  closers.push(async () => { enforcer.off('policy', rejudge); });
   try {
     if (opts.inbound) {
       const self = agent.spiffeId!;
       // One 'denied' line per caller and second at most: a caller can send denied requests at will.
       const deniedLines = new PerSecondSampler(1);
       inbound = await startInbound({
-        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
+        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, peerStatus, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
         authorize: (r) => enforcer.authorize({ principal: r.peer, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
         onDecision: (r) => {
@@ -92,7 +109,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     for (const o of opts.outbounds ?? []) {
       const callerRefused = localCallerLog(log);
       const out = await startOutbound({
-        listen: o.listen, upstream: o.upstream, tls: agent,
+        listen: o.listen, upstream: o.upstream, tls: agent, peerStatus,
         entrySelectors: () => agent.entry?.selectors ?? [],
         onRefused: (r) => {
           if (r.code === 'TESSERA_PROXY_LOCAL_CALLER') return callerRefused(r);
@@ -188,4 +205,13 @@ function localCallerLog(log: Logger): (r: OutboundRefusal) => void {
     last = r.time;
     suppressed = 0;
   };
+}
+
+/**
+ * The enforcer's view of the revocation list (`peerStatus`), bound, or undefined while the
+ * enforcer has none (then the proxies refuse nobody for their standing; policy still decides).
+ */
+function peerStatusOf(enforcer: PolicyEnforcer): PeerStatus | undefined {
+  const fn = (enforcer as unknown as { peerStatus?: PeerStatus }).peerStatus;
+  return typeof fn === 'function' ? fn.bind(enforcer) : undefined;
 }

@@ -74,10 +74,14 @@ export interface InboundStats {
   upstreamErrors: number;
   /** Unexpected exceptions caught in a connection handler (a bug: the connection was closed). */
   internalErrors: number;
+  /** Connections closed by re-judging (policy or revocation list changed; http mode: after their exchange). */
+  rejudged: number;
+  /** Connections closed at the caller's certificate expiry (tcp mode, or http mid-exchange / mid-head). */
+  expired: number;
 }
 
 export function newStats(): InboundStats {
-  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, refusalsNotRecorded: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0 };
+  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, refusalsNotRecorded: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0, rejudged: 0, expired: 0 };
 }
 
 export interface HttpLimits extends HeadLimits {
@@ -194,6 +198,8 @@ export class HttpConnection implements UpstreamOwner {
     readonly peer: string,
     readonly peerNotAfter: number,
     readonly ctx: HttpContext,
+    /** The serial of the caller's certificate (for re-judging against the revocation list). */
+    readonly serial = '',
   ) {
     this.#idleSince = ctx.clock.now;
     const limits = { maxHeadBytes: ctx.limits.maxHeadBytes, maxHeaders: ctx.limits.maxHeaders };
@@ -671,9 +677,41 @@ export class HttpConnection implements UpstreamOwner {
     this.client.destroy();
   }
 
+  /** Re-judging looks at the caller's standing only: requests are decided one by one. */
+  get action(): 'http:request' {
+    return 'http:request';
+  }
+
+  /**
+   * The caller is no longer acceptable (revoked, unknown): an idle connection closes now, one in
+   * an exchange after that exchange's response (its pipelined requests are dropped unread).
+   */
+  retire(): void {
+    if (this.#phase === Phase.Exchange) this.#closeAfter = true;
+    else if (this.#phase === Phase.Head) {
+      if (this.#headSince !== 0) this.#refuse('TESSERA_PROXY_PEER_IDENTITY', 'the caller is no longer accepted');
+      else this.#startClosing();
+    }
+  }
+
   /** Called by the proxy's sweep timer with the current time. */
   tick(now: number): void {
     const limits = this.ctx.limits;
+    if (now >= this.peerNotAfter && this.#phase !== Phase.Closing) {
+      // The caller's certificate has expired: no byte more either way, even mid-exchange (a long
+      // upload or stream). Its client connects again with its renewed SVID.
+      this.ctx.stats.expired++;
+      if (this.#phase === Phase.Head && this.#headSince === 0) {
+        // Idle (normally closed already, EXPIRING_PEER_MARGIN_MS before): no unsolicited answer.
+        this.#startClosing();
+      } else if (this.#res === undefined) {
+        this.#dropUpstream();
+        this.#refuse('TESSERA_PROXY_PEER_IDENTITY', 'the caller\'s certificate has expired');
+      } else {
+        this.destroy();
+      }
+      return;
+    }
     switch (this.#phase) {
       case Phase.Head:
         if (this.#headSince !== 0) {

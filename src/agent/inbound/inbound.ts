@@ -8,6 +8,11 @@
  * The server's certificate, key and trusted CAs are rebuilt from the TlsSource when the SVID or
  * bundle rotates (`server.setSecureContext`): established connections keep going on the
  * context they were made with, new ones use the new one.
+ *
+ * A connection does not outlive what admitted it: it is closed at the caller's certificate
+ * expiry (both modes, even mid-exchange), and `rejudge()` (called by the sidecar when the policy
+ * or revocation list changes) closes tcp-mode connections the authorizer now refuses and those of
+ * callers whose identity is revoked or unknown (see rejudge.ts).
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { createServer, type SecureContextOptions, type Server, type TLSSocket } from 'node:tls';
@@ -15,12 +20,14 @@ import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { DEFAULT_HEAD_LIMITS, STRICT_PATH, type PathAllowances } from '../../core/http-head.js';
 import { PerSecondSampler } from '../../core/sampler.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
+import { peerRefusal, rejudge, type Judged, type PeerStatus, type RejudgeResult } from './rejudge.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
 
 export type { Authorize, AuthorizeRequest, AuthorizeResult, DecisionRecord, InboundStats } from './http.js';
 export type { TlsMaterial, TlsSource } from '../../common/tls-source.js';
 export type { PathAllowances } from '../../core/http-head.js';
+export type { PeerStatus, RejudgeResult } from './rejudge.js';
 
 export interface InboundLimits {
   /** Largest request head (default 16 KiB) → 431. */
@@ -99,6 +106,11 @@ export interface InboundOptions {
    */
   onRefused?: (record: RefusalRecord) => void;
   /**
+   * The standing of a caller's identity and certificate serial (revocation list): a caller not
+   * `ok` is refused at the handshake, and its open connections are closed by `rejudge()`.
+   */
+  peerStatus?: PeerStatus;
+  /**
    * Header carrying the caller's verified SPIFFE ID to the app in http mode (default `x-spiffe-id`).
    * Every header and trailer the caller sends under this name, in any case and with `_` for `-`, is removed.
    */
@@ -119,6 +131,13 @@ export interface Inbound {
   readonly port: number;
   /** A snapshot of the counters. */
   readonly stats: InboundStats;
+  /**
+   * Re-judges every open connection (policy or revocation list changed): tcp-mode connections
+   * the authorizer now refuses, and connections of callers `peerStatus` refuses, are closed
+   * (http mode: after the exchange in progress), counted in `stats.rejudged` and reported
+   * through `onDecision`, one denial per refused caller.
+   */
+  rejudge(): RejudgeResult;
   /** Stops listening and closes every connection. */
   close(): Promise<void>;
 }
@@ -142,7 +161,7 @@ export function parsePathAllowances(list: string): PathAllowances {
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const SWEEP_MS = 500;
 
-interface Tracked {
+interface Tracked extends Judged {
   tick(now: number): void;
   destroy(): void;
 }
@@ -231,10 +250,20 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       // tcp mode passes half-closes on. (A server made allowHalfOpen would also keep sockets
       // whose handshake the peer abandoned with a FIN, until the handshake timeout.)
       socket.allowHalfOpen = true;
-      const verdict = peerSpiffeId(socket.getPeerX509Certificate(), trustDomain);
+      const cert = socket.getPeerX509Certificate();
+      const verdict = peerSpiffeId(cert, trustDomain);
       if ('refused' in verdict || verdict.notAfter <= Date.now()) {
         stats.identityRefused++;
         refused('TESSERA_PROXY_PEER_IDENTITY', 'refused' in verdict ? verdict.refused : 'peer certificate expired', remoteOf(socket));
+        socket.destroy();
+        return;
+      }
+      // A revoked or unknown caller: refused before any decision, in both modes.
+      const serial = cert?.serialNumber ?? '';
+      const standing = peerRefusal(opts.peerStatus, verdict.id, serial);
+      if (standing !== undefined) {
+        stats.identityRefused++;
+        refused('TESSERA_PROXY_PEER_IDENTITY', standing, remoteOf(socket));
         socket.destroy();
         return;
       }
@@ -242,14 +271,14 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       stats.active++;
       let entry: Tracked;
       if (opts.mode === 'http') {
-        entry = new HttpConnection(socket, verdict.id, verdict.notAfter, httpCtx);
+        entry = new HttpConnection(socket, verdict.id, verdict.notAfter, httpCtx, serial);
       } else {
         if (!callAuthorize(httpCtx, { peer: verdict.id, action: 'tcp:connect' })) {
           stats.active--;
           socket.destroy();
           return;
         }
-        entry = relayTcp(socket, opts.app, stats);
+        entry = relayTcp(socket, opts.app, stats, verdict.id, serial, verdict.notAfter);
       }
       tracked.add(entry);
       socket.once('close', () => {
@@ -293,6 +322,11 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
     get stats(): InboundStats {
       return { ...stats };
     },
+    rejudge(): RejudgeResult {
+      const r = rejudge(tracked, { authorize: opts.authorize, peerStatus: opts.peerStatus, onDecision: opts.onDecision });
+      stats.rejudged += r.closed;
+      return r;
+    },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         clearInterval(sweep);
@@ -316,9 +350,9 @@ function remoteOf(socket: Socket): string | undefined {
 /**
  * tcp mode: bytes both ways between the caller and a new app connection, with backpressure
  * (pipe), half-closes passed on (both sockets allow half-open), and both sides destroyed as
- * soon as either fails.
+ * soon as either fails, or at the caller's certificate expiry (`notAfter`, by the sweep).
  */
-function relayTcp(client: TLSSocket, app: { host: string; port: number }, stats: InboundStats): Tracked {
+function relayTcp(client: TLSSocket, app: { host: string; port: number }, stats: InboundStats, peer: string, serial: string, notAfter: number): Tracked {
   const upstream = netConnect({ host: app.host, port: app.port, noDelay: true, allowHalfOpen: true });
   let failed = false;
   const fail = (): void => {
@@ -343,7 +377,14 @@ function relayTcp(client: TLSSocket, app: { host: string; port: number }, stats:
   });
   client.pipe(upstream);
   upstream.pipe(client);
-  return { tick: noop, destroy: fail };
+  return {
+    peer, serial, action: 'tcp:connect',
+    tick: (now) => {
+      if (now < notAfter || failed) return;
+      stats.expired++;
+      fail();
+    },
+    retire: fail,
+    destroy: fail,
+  };
 }
-
-function noop(): void {}

@@ -12,6 +12,10 @@
  * socket (the secure choice), only a process whose peer credentials (SO_PEERCRED) match the entry's
  * `unix:` selectors, the same check as the Workload API (attest/selectors.ts); anyone else is
  * refused before a byte goes out.
+ *
+ * A target whose identity the revocation list refuses (`peerStatus`) is refused after the
+ * handshake, before the app's bytes flow; an established connection is closed at the target
+ * certificate's expiry, and by `rejudge()` when the target's identity is no longer acceptable.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
@@ -21,6 +25,7 @@ import { entryMatchesCaller } from '../attest/selectors.js';
 import { listenOnUnixSocket, type UnixSocket } from '../attest/unix-socket.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { certificateUriSans } from '../../core/x509.js';
+import { peerRefusal, type PeerStatus } from '../inbound/rejudge.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 
 export interface OutboundLimits {
@@ -45,6 +50,10 @@ export interface OutboundStats {
   upstreamErrors: number;
   /** Local processes refused on a Unix socket: credentials not matching the entry (or unreadable). */
   callerRefused: number;
+  /** Established connections closed by `rejudge()` (the target's identity no longer acceptable). */
+  rejudged: number;
+  /** Established connections closed at the target certificate's expiry. */
+  expired: number;
 }
 
 export interface OutboundRefusal {
@@ -75,6 +84,8 @@ export interface OutboundOptions {
   limits?: Partial<OutboundLimits>;
   /** Every connection refused: the local caller (Unix socket), the target's identity or handshake. */
   onRefused?: (record: OutboundRefusal) => void;
+  /** The standing of the target's identity and certificate serial (revocation list): a target not `ok` is refused. */
+  peerStatus?: PeerStatus;
 }
 
 export interface Outbound {
@@ -83,8 +94,23 @@ export interface Outbound {
   /** The Unix socket listened on, if any. */
   readonly socketPath: string | undefined;
   readonly stats: OutboundStats;
+  /**
+   * Re-checks the target's standing (`peerStatus`) for every established connection and closes
+   * those it refuses (the policy or revocation list changed). Returns how many were looked at and closed.
+   */
+  rejudge(): { checked: number; closed: number };
   close(): Promise<void>;
 }
+
+/** An established connection: the target's certificate serial and expiry, and what closes it. */
+interface Established {
+  serial: string;
+  notAfter: number;
+  destroy: () => void;
+}
+
+/** How often established connections are checked against their target certificate's expiry. */
+const SWEEP_MS = 500;
 
 const IDENTITY_ERROR = Symbol('tessera.identity');
 
@@ -122,7 +148,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return createSecureContext({ cert: m.certPem, key: keyPem(m.key), ca: m.bundlePem, minVersion: MIN_TLS_VERSION });
   };
   let context = build();
-  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, callerRefused: 0 };
+  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, callerRefused: 0, rejudged: 0, expired: 0 };
   const unwatch = watchTlsSource(opts.tls, () => {
     context = build();
   }, () => {
@@ -179,6 +205,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
   }
 
   const open = new Set<() => void>();
+  const established = new Set<Established>();
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (local) => {
     if (entrySelectors !== undefined && unixListen !== undefined && !admit(local, entrySelectors)) return;
     stats.active++;
@@ -241,6 +268,20 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       fail();
     });
     tls.once('secureConnect', () => {
+      const cert = tls.getPeerX509Certificate();
+      const serial = cert?.serialNumber ?? '';
+      const refusal = peerRefusal(opts.peerStatus, expectedId, serial);
+      if (refusal !== undefined) {
+        stats.identityRefused++;
+        refused('TESSERA_PROXY_PEER_IDENTITY', `the target is refused: ${refusal}`);
+        fail();
+        return;
+      }
+      // An unreadable expiry closes at the next sweep (fail closed).
+      const notAfter = cert === undefined ? 0 : Date.parse(cert.validTo);
+      const conn: Established = { serial, notAfter: Number.isFinite(notAfter) ? notAfter : 0, destroy: fail };
+      established.add(conn);
+      tls.once('close', () => established.delete(conn));
       secure = true;
       tls.setTimeout(0);
       // Half-closes are passed on once connected (see the inbound proxy for why not before).
@@ -262,6 +303,19 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return fail;
   }
 
+  // The target's certificate expiry ends the connection: the app's next connection handshakes
+  // with the target's renewed SVID.
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const c of established) {
+      if (now < c.notAfter) continue;
+      stats.expired++;
+      established.delete(c);
+      c.destroy();
+    }
+  }, SWEEP_MS);
+  sweep.unref();
+
   let port = 0;
   let socket: UnixSocket | undefined;
   try {
@@ -272,6 +326,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       port = await listenOn(server, opts.listen as { host: string; port: number }, 'outbound', () => { stats.upstreamErrors++; });
     }
   } catch (err) {
+    clearInterval(sweep);
     unwatch();
     throw err;
   }
@@ -283,8 +338,35 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     get stats(): OutboundStats {
       return { ...stats };
     },
+    rejudge(): { checked: number; closed: number } {
+      let checked = 0;
+      let closed = 0;
+      // Every connection goes to the same target: one lookup per certificate serial (consecutive
+      // connections mostly share one), none allocated per connection.
+      let lastSerial: string | undefined;
+      let refusal: string | undefined;
+      let reported = '';
+      for (const c of established) {
+        checked++;
+        if (c.serial !== lastSerial) {
+          lastSerial = c.serial;
+          refusal = peerRefusal(opts.peerStatus, expectedId, c.serial);
+        }
+        if (refusal === undefined) continue;
+        reported = refusal;
+        closed++;
+        established.delete(c);
+        c.destroy();
+      }
+      if (closed > 0) {
+        stats.rejudged += closed;
+        refused('TESSERA_PROXY_PEER_IDENTITY', `re-judged: the target is refused (${reported}); ${closed} open connection(s) closed`);
+      }
+      return { checked, closed };
+    },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
+        clearInterval(sweep);
         unwatch();
         server.close(() => {
           socket?.unlink();
