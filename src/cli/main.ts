@@ -8,6 +8,7 @@ import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from '../server/cluster.js';
 import { ControlPlane, DEFAULTS } from '../server/server.js';
+import { apikeyCommands } from './apikey.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
@@ -181,6 +182,7 @@ export function buildProgram(): Command {
     .option('--env <env>', 'attribute: environment')
     .option('--x509-ttl <duration>', 'X.509-SVID lifetime (default: the server\'s)')
     .option('--jwt-ttl <duration>', 'JWT-SVID lifetime (default: the server\'s)')
+    .option('--apikey-max-ttl <duration>', 'longest lifetime of this identity\'s API keys (default 1d, at most 7d)')
     .action(run(async (g, o: Json) => {
       const attributes = Object.fromEntries(['app', 'site', 'compliance', 'location', 'env'].filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
       const x509 = seconds(o.x509Ttl as string | undefined, '--x509-ttl');
@@ -188,6 +190,7 @@ export function buildProgram(): Command {
       const res = await withAdmin(g, (c) => c.call<Json>('POST', '/v1/entries', {
         spiffe_id: o.spiffeId, selectors: (o.selector as string[] | undefined) ?? [], attributes,
         ...(x509 ? { x509_ttl_seconds: x509 } : {}), ...(jwt ? { jwt_ttl_seconds: jwt } : {}),
+        ...(o.apikeyMaxTtl ? { apikey_max_ttl_seconds: seconds(String(o.apikeyMaxTtl), '--apikey-max-ttl') } : {}),
       }));
       output(g, res, () => describeEntry(res));
     }));
@@ -260,11 +263,12 @@ export function buildProgram(): Command {
   svid.command('apikey').description('create a scoped, expiring API key (shown once)')
     .requiredOption('--agent-dir <dir>', 'the agent\'s data directory')
     .requiredOption('--scope <scope...>', 'scopes, e.g. orders:read')
-    .option('--ttl <duration>', 'lifetime', '24h')
+    .option('--ttl <duration>', 'lifetime (at most the entry\'s API key bound, default 1d)')
     .action(run(async (g, o: Json) => {
       const client = svidClient(String(o.agentDir), g.server);
       try {
-        const res = await client.call<Json>('POST', '/v1/apikeys', { scopes: o.scope, ttl_seconds: seconds(String(o.ttl), '--ttl') });
+        const ttl = seconds(o.ttl as string | undefined, '--ttl');
+        const res = await client.call<Json>('POST', '/v1/apikeys', { scopes: o.scope, ...(ttl ? { ttl_seconds: ttl } : {}) });
         output(g, res, () => `${String(res.api_key)}\n# scopes ${(res.scopes as string[]).join(',')}, expires ${String(res.expires_at)}`);
       } finally {
         client.close();
@@ -272,6 +276,7 @@ export function buildProgram(): Command {
     }));
 
   policyCommands(program, run);
+  apikeyCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }

@@ -69,7 +69,7 @@ async function keyHolder(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent
  * hold the entry it held when the key was made (deleted, revoked, or deleted and created again all
  * end its keys), and a lowered entry bound shortens keys already issued.
  */
-function refusal(rec: ApiKeyRecord, owner: EntryRecord | undefined, now: number): string | undefined {
+export function apiKeyRefusal(rec: ApiKeyRecord, owner: EntryRecord | undefined, now: number): string | undefined {
   if (rec.revokedAt) return 'revoked';
   if (!owner) return 'owner_deleted';
   if (owner.revokedAt) return 'owner_revoked';
@@ -118,7 +118,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
     if (!m) why = 'malformed';
     else if (!rec) why = 'unknown';
     else if (!timingSafeEqual(hashSecret(m[2]!), Buffer.from(rec.hash, 'hex'))) why = 'secret';
-    else why = refusal(rec, await ctx.store.getEntryBySpiffeId(rec.owner), now);
+    else why = apiKeyRefusal(rec, await ctx.store.getEntryBySpiffeId(rec.owner), now);
     if (m) ev.detail.key_id = m[1];
     if (why !== undefined || !rec) {
       // The same answer for every reason (say as little as possible); the reason is audited.

@@ -54,6 +54,6 @@ export async function authorizeDerive(ctx: ServerContext, ev: AuditEvent, princi
     ev.detail.reason = 'policy';
     ev.detail.denied = denied;
     const what = kind === 'apikey' ? 'scope' : 'audience';
-    throw new TesseraError('TESSERA_CREDENTIAL_DENIED', `policy does not permit this identity a ${kind === 'apikey' ? 'API key' : 'JWT-SVID'} for ${what}${denied.length > 1 ? 's' : ''} ${denied.map((v) => JSON.stringify(v)).join(', ')} (credential:derive)`);
+    throw new TesseraError('TESSERA_CREDENTIAL_DENIED', `policy does not permit this identity ${kind === 'apikey' ? 'an API key' : 'a JWT-SVID'} for ${what}${denied.length > 1 ? 's' : ''} ${denied.map((v) => JSON.stringify(v)).join(', ')} (credential:derive)`);
   }
 }
