@@ -56,5 +56,5 @@ describe('npm run demo', () => {
     expect(readFileSync(`${DEMO_DIR}repo/db-password.sealed`, 'utf8').includes(password!)).toBe(false);
     expect(out).toContain('stopped cleanly');
     expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
-  }, 60_000);
+  }, 120_000);
 });

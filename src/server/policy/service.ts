@@ -30,8 +30,12 @@ export interface Flip {
 export class PolicyService extends EventEmitter {
   private signed: SignedPolicyBundle | undefined;
   private bundleVersion = 0;
-  /** The control plane's own decisions (credential:derive) over the current bundle; compiled once per rebuild. */
-  private engine: PolicyEngine | undefined;
+  /**
+   * The control plane's own decisions (credential:derive) over the current bundle: compiled at most
+   * once per rebuild, on the first decision after it (entry changes need not pay for it).
+   */
+  private engine: PolicyEngine | null | undefined;
+  private bundle: PolicyBundle | undefined;
 
   constructor(private readonly store: Store, private readonly ca: CertificateAuthority) {
     super();
@@ -53,7 +57,8 @@ export class PolicyService extends EventEmitter {
    * policy and entities. Denies (fail closed) when the current policy could not be loaded.
    */
   decide(req: DecisionRequest): Decision {
-    if (this.engine === undefined) return { allow: false, reasons: [], errors: ['request: no policy engine'], cached: false };
+    if (this.engine === undefined) this.engine = compileEngine(this.bundle!);
+    if (this.engine === null) return { allow: false, reasons: [], errors: ['request: the current policy cannot be loaded'], cached: false };
     return this.engine.decide(req);
   }
 
@@ -136,7 +141,8 @@ export class PolicyService extends EventEmitter {
       entities: await this.entities(),
     };
     this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
-    this.engine = compileEngine(bundle);
+    this.bundle = bundle;
+    this.engine = undefined;
     const changed = version !== this.bundleVersion;
     this.bundleVersion = version;
     if (changed) this.emit('bundle', version);
@@ -148,11 +154,11 @@ export class PolicyService extends EventEmitter {
   }
 }
 
-/** An engine over the bundle, or undefined (deny everything) when a stored version no longer loads. */
-function compileEngine(bundle: PolicyBundle): PolicyEngine | undefined {
+/** An engine over the bundle, or null (deny everything) when a stored version no longer loads. */
+function compileEngine(bundle: PolicyBundle): PolicyEngine | null {
   try {
     return new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities);
   } catch {
-    return undefined;
+    return null;
   }
 }
