@@ -210,7 +210,7 @@ async function main(): Promise<void> {
   const policyDir = join(ROOT, 'policies');
   const v1 = readPolicyDir(policyDir);
   const applied = await admin.call<{ version: number }>('POST', '/v1/policies', { files: v1.policies, reason: 'demo: initial policy from policies/' });
-  say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, PCI data stays in its site, the db secret opens only for PCI in cloud-eu`);
+  say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, PCI data stays in its site, the db secret opens only for PCI in cloud-eu, frontend may get JWT-SVIDs for orders-api`);
 
   // Blind secrets: three key servers, each a process with its own agent (entry, join token, SVID)
   // that decides every unseal with the Cedar policy (secret:unseal) and holds one key share.

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -68,7 +68,13 @@ describe('tessera CLI against a real control plane', () => {
   });
 
   it('bootstraps an agent process from a token, never prints the token, refuses a replay with exit 4', async () => {
-    tessera(['entry', 'create', '--spiffe-id', 'spiffe://example.org/web', '--app', 'web', '--site', 'cloud-eu']);
+    tessera(['entry', 'create', '--spiffe-id', 'spiffe://example.org/web', '--app', 'web', '--site', 'cloud-eu', '--apikey-max-ttl', '2h']);
+    // Derived credentials are default deny: web may hold JWT-SVIDs for payments and orders:read API keys.
+    const policyDir = join(dir, 'policies');
+    mkdirSync(policyDir, { recursive: true });
+    writeFileSync(join(policyDir, 'derive.cedar'), `permit (principal == Tessera::Workload::"spiffe://example.org/web", action == Tessera::Action::"credential:derive", resource)
+when { context.audience == "payments" || context.scope == "orders:read" };`);
+    expect(tessera(['policy', 'apply', '-f', policyDir]).status).toBe(0);
     const tok = tessera(['token', 'create', '--entry', 'spiffe://example.org/web', '--ttl', '2m', '--json']);
     expect(tok.status).toBe(0);
     const token = tok.json.token as string;
@@ -88,6 +94,20 @@ describe('tessera CLI against a real control plane', () => {
     expect(jwt.json.spiffe_id).toBe('spiffe://example.org/web');
     const key = tessera(['svid', 'apikey', '--agent-dir', agentDir, '--scope', 'orders:read', '--json']);
     expect(key.json.api_key).toMatch(/^tak_/);
+    // Outside policy, or beyond the entry's bound: refused with a code, exit 1.
+    const outside = tessera(['svid', 'jwt', '--agent-dir', agentDir, '--audience', 'billing', '--json']);
+    expect([outside.status, outside.json.error.code]).toEqual([1, 'TESSERA_CREDENTIAL_DENIED']);
+    const tooLong = tessera(['svid', 'apikey', '--agent-dir', agentDir, '--scope', 'orders:read', '--ttl', '3h', '--json']);
+    expect([tooLong.status, tooLong.json.error.code]).toEqual([1, 'TESSERA_CREDENTIAL_DENIED']);
+    // apikey list / revoke: the admin, and the workload for its own keys.
+    const listed = tessera(['apikey', 'list', '--owner', 'spiffe://example.org/web', '--json']);
+    expect(listed.json.api_keys).toEqual([expect.objectContaining({ id: key.json.id, state: 'active', scopes: ['orders:read'] })]);
+    expect(tessera(['apikey', 'list', '--agent-dir', agentDir]).stdout).toContain(key.json.id as string);
+    const revoked = tessera(['apikey', 'revoke', key.json.id as string, '--reason', 'rotated', '--json']);
+    expect(revoked.json).toMatchObject({ id: key.json.id, state: 'revoked', revoked_reason: 'rotated' });
+    const unknown = tessera(['apikey', 'revoke', 'ffffffffffffffff', '--json']);
+    expect([unknown.status, unknown.json.error.code]).toEqual([1, 'TESSERA_APIKEY_NOT_FOUND']);
+    expect(tessera(['apikey', 'revoke', 'nope', '--json']).json.error.code).toBe('TESSERA_BAD_REQUEST');
 
     await new Promise<void>((r) => { child.once('exit', () => r()); child.kill('SIGTERM'); });
 
@@ -107,7 +127,7 @@ describe('tessera CLI against a real control plane', () => {
     expect(denied).toHaveLength(1);
     expect(denied[0].code).toBe('TESSERA_TOKEN_INVALID');
     expect(readFileSync(join(agentDir, 'svid.key'), 'utf8')).toContain('PRIVATE KEY');
-  }, 40_000);
+  }, 90_000);
 
   it('lists and rotates CAs', () => {
     const before = tessera(['ca', 'list', '--json']);

@@ -30,7 +30,7 @@ describe('npm run demo', () => {
     // by orders (cloud-eu, PCI) into a 0600 file, refused to inventory (edge-7), still opened with a
     // key server killed.
     for (const i of [1, 2, 3]) expect(out).toMatch(new RegExp(`ks-${i}\\s+key server ready on https://127\\.0\\.0\\.1:\\d+ as spiffe://tessera.test/keyserver/${i}`));
-    expect(out).toContain('policy v1 applied from policies/ (residency.cedar, secrets.cedar, shop.cedar)');
+    expect(out).toContain('policy v1 applied from policies/ (credentials.cedar, residency.cedar, secrets.cedar, shop.cedar)');
     expect(out).toMatch(/secrets\s+secret policy "db" created: 2 of 3 key servers \(ks-1 cloud-eu, ks-2 edge-7, ks-3 cloud-us\)/);
     expect(out).toMatch(/secrets\s+sealed offline with the signed record \(\.tessera\/demo\/repo\/db\.record\.json\) → \.tessera\/demo\/repo\/db-password\.sealed/);
     expect(out).toMatch(/secrets\s+safe to commit: \d+ characters of tessera-sealed:v1 text for policy "db" key epoch 1/);
@@ -56,5 +56,5 @@ describe('npm run demo', () => {
     expect(readFileSync(`${DEMO_DIR}repo/db-password.sealed`, 'utf8').includes(password!)).toBe(false);
     expect(out).toContain('stopped cleanly');
     expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
-  }, 60_000);
+  }, 120_000);
 });

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
 import { silentLogger } from '../src/core/log.js';
-import { startControlPlane, type TestControlPlane } from './support/server.js';
+import { applyPolicy, startControlPlane, type TestControlPlane } from './support/server.js';
 
 const ID = 'spiffe://tessera.test/shop/web';
 const PROTO = fileURLToPath(new URL('../proto/workload.proto', import.meta.url));
@@ -46,6 +46,10 @@ describe('Workload API on a real agent', () => {
     dir = mkdtempSync(join(tmpdir(), 'twa-'));
     socket = join(dir, 'a.sock');
     await t.admin.call('POST', '/v1/entries', { spiffe_id: ID, selectors: [`unix:uid:${process.getuid!()}`], attributes: { site: 'cloud-eu' } });
+    // JWT-SVIDs are derived credentials: web may get them for the audience "payments" only.
+    await applyPolicy(t.admin, {
+      'jwt.cedar': `permit (principal == Tessera::Workload::"${ID}", action == Tessera::Action::"credential:derive", resource) when { context.audience == "payments" };`,
+    });
     const { token } = await t.admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: ID });
     agent = new Agent({ serverUrl: t.cp.url, dataDir: join(dir, 'agent'), joinToken: token, trustBundleFile: join(t.cp.dataDir, 'bundle.pem'), log: silentLogger });
     await agent.start();
@@ -76,6 +80,17 @@ describe('Workload API on a real agent', () => {
         { audience: 'payments', svid: jwt.svids[0]!.svid }, header(), (e, v) => (e ? reject(e) : resolve(v))));
     expect(jwt.svids[0]!.spiffe_id).toBe(ID);
     expect(validated.spiffe_id).toBe(ID);
+    client.close();
+  });
+
+  it('a JWT-SVID for an audience policy does not permit is PermissionDenied, saying why', async () => {
+    const client = workloadClient(socket);
+    const err = await new Promise<grpc.ServiceError>((resolve, reject) =>
+      (client.FetchJWTSVID as (r: unknown, m: grpc.Metadata, cb: (e: grpc.ServiceError | null) => void) => void)(
+        { audience: ['payments', 'billing'] }, header(), (e) => (e ? resolve(e) : reject(new Error('minted a JWT-SVID policy does not permit')))));
+    expect(err.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(err.details).toContain('TESSERA_CREDENTIAL_DENIED');
+    expect(err.details).toContain('"billing"');
     client.close();
   });
 });

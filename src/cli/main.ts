@@ -11,6 +11,7 @@ import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from 
 import { ControlPlane, DEFAULTS } from '../server/server.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
+import { apikeyCommands } from './apikey.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
@@ -218,6 +219,7 @@ export function buildProgram(): Command {
     .option('--env <env>', 'attribute: environment')
     .option('--x509-ttl <duration>', 'X.509-SVID lifetime (default: the server\'s)')
     .option('--jwt-ttl <duration>', 'JWT-SVID lifetime (default: the server\'s)')
+    .option('--apikey-max-ttl <duration>', 'longest lifetime of this identity\'s API keys (default 1d, at most 7d)')
     .action(run(async (g, o: Json) => {
       const attributes = Object.fromEntries(['app', 'site', 'compliance', 'location', 'env'].filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
       const x509 = seconds(o.x509Ttl as string | undefined, '--x509-ttl');
@@ -225,6 +227,7 @@ export function buildProgram(): Command {
       const res = await withAdmin(g, (c) => c.call<Json>('POST', '/v1/entries', {
         spiffe_id: o.spiffeId, selectors: (o.selector as string[] | undefined) ?? [], attributes,
         ...(x509 ? { x509_ttl_seconds: x509 } : {}), ...(jwt ? { jwt_ttl_seconds: jwt } : {}),
+        ...(o.apikeyMaxTtl ? { apikey_max_ttl_seconds: seconds(String(o.apikeyMaxTtl), '--apikey-max-ttl') } : {}),
       }));
       output(g, res, () => describeEntry(res));
     }));
@@ -297,11 +300,12 @@ export function buildProgram(): Command {
   svid.command('apikey').description('create a scoped, expiring API key (shown once)')
     .requiredOption('--agent-dir <dir>', 'the agent\'s data directory')
     .requiredOption('--scope <scope...>', 'scopes, e.g. orders:read')
-    .option('--ttl <duration>', 'lifetime', '24h')
+    .option('--ttl <duration>', 'lifetime (at most the entry\'s API key bound, default 1d)')
     .action(run(async (g, o: Json) => {
       const client = svidClient(String(o.agentDir), g.server);
       try {
-        const res = await client.call<Json>('POST', '/v1/apikeys', { scopes: o.scope, ttl_seconds: seconds(String(o.ttl), '--ttl') });
+        const ttl = seconds(o.ttl as string | undefined, '--ttl');
+        const res = await client.call<Json>('POST', '/v1/apikeys', { scopes: o.scope, ...(ttl ? { ttl_seconds: ttl } : {}) });
         output(g, res, () => `${String(res.api_key)}\n# scopes ${(res.scopes as string[]).join(',')}, expires ${String(res.expires_at)}`);
       } finally {
         client.close();
@@ -311,6 +315,7 @@ export function buildProgram(): Command {
   validateJwtCommand(svid, run);
   idCommands(program, run);
   policyCommands(program, run);
+  apikeyCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }

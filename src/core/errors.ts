@@ -43,7 +43,9 @@ export const ERROR_CODES = {
   TESSERA_JWT_AUDIENCE: { status: 401, description: 'The JWT-SVID is not intended for this audience.' },
 
   // API keys.
-  TESSERA_APIKEY_INVALID: { status: 401, description: 'The API key is unknown, malformed, revoked or expired.' },
+  TESSERA_APIKEY_INVALID: { status: 401, description: 'The API key is unknown, malformed, revoked or expired, or its owner is deleted or revoked.' },
+  TESSERA_APIKEY_NOT_FOUND: { status: 404, description: 'No API key with this id (among those the caller may see).' },
+  TESSERA_CREDENTIAL_DENIED: { status: 403, description: 'Policy (Cedar `credential:derive`) or the entry\'s TTL bound does not permit this API key scope, JWT audience or lifetime.' },
 
   // CA.
   TESSERA_CA_ROTATION_IN_PROGRESS: { status: 409, description: 'A prepared CA is already waiting for activation.' },

@@ -15,6 +15,7 @@ import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { isSpiffeId } from '../core/spiffe-id.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../core/x509.js';
 import {
+  applyPolicy,
   errorCode,
   isHealthy,
   joinAgent,
@@ -496,6 +497,7 @@ describe('renewal, JWT-SVIDs and API keys', () => {
   beforeAll(async () => {
     agent = await joinAgent(t().cp, t().admin, `spiffe://${TD}/svc/renewer`);
     tls = { ca: t().adminTls.ca, cert: agent.certPem, key: agent.keyPem };
+    await applyPolicy(t().admin);
   });
 
   it('renew with a CSR naming another identity → 403 TESSERA_CSR_IDENTITY_MISMATCH', async () => {

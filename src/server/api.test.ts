@@ -11,6 +11,7 @@ import { verifyJwtSvid } from '../core/jwt-svid.js';
 import { certificateUriSans, pemDecodeAll } from '../core/x509.js';
 import {
   agentClient,
+  applyPolicy,
   httpsFetchTrusting,
   isHealthy,
   joinAgent,
@@ -59,6 +60,8 @@ describe('control plane API: happy paths', () => {
   beforeAll(async () => {
     t = await startControlPlane({ trustDomain: TD });
     admin = t.admin;
+    // Derived credentials are default deny: these happy paths run under a policy permitting them all.
+    await applyPolicy(admin);
   });
 
   afterEach(async () => {

@@ -227,6 +227,14 @@ export async function joinAgent(
   }
 }
 
+/** Cedar: every identity may derive any API key scope and any JWT-SVID audience (tests where minting is a side issue). */
+export const PERMIT_ALL_DERIVE = 'permit (principal, action == Tessera::Action::"credential:derive", resource);';
+
+/** Applies `files` (default {@link PERMIT_ALL_DERIVE}) as the control plane's policy: derived credentials are default deny. */
+export async function applyPolicy(admin: ApiClient, files: Record<string, string> = { 'derive.cedar': PERMIT_ALL_DERIVE }): Promise<void> {
+  await admin.call('POST', '/v1/policies', { files, reason: 'test policy' });
+}
+
 /** An ApiClient authenticating as a joined agent. */
 export function agentClient(cp: ControlPlane, agent: Pick<JoinedAgent, 'certPem' | 'keyPem'>): ApiClient {
   return new ApiClient(cp.url, { ca: readAdminTls(cp).ca, cert: agent.certPem, key: agent.keyPem });

@@ -39,7 +39,8 @@ export function grpcErrorOf(err: unknown): GrpcError {
   if (!isTesseraError(err)) return grpcError(Status.INTERNAL, 'internal error');
   const code = OVERRIDES[err.code] ?? fromHttpStatus(ERROR_CODES[err.code].status);
   if (code === Status.INTERNAL) return grpcError(code, 'internal error');
-  if (code === Status.PERMISSION_DENIED) return grpcError(code, NO_IDENTITY);
+  // A caller with an identity that policy refuses a JWT audience is told so (it may ask for another).
+  if (code === Status.PERMISSION_DENIED && err.code !== 'TESSERA_CREDENTIAL_DENIED') return grpcError(code, NO_IDENTITY);
   // TesseraError messages never hold secrets (errors.ts), and they tell a client what was wrong.
   return grpcError(code, `${err.code}: ${err.message}`);
 }

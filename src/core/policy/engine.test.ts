@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../../test/support/expect.js';
 import { PolicyEngine, type DecisionRequest } from './engine.js';
-import { IDS, SHOP_ENTITIES, SHOP_POLICIES, baseContext, httpContext } from './fixtures.js';
+import { IDS, SHOP_ENTITIES, SHOP_POLICIES, baseContext, deriveContext, httpContext } from './fixtures.js';
 import { TESSERA_SCHEMA, schemaText } from './schema.js';
 import type { PolicyAction, PolicyContext } from './types.js';
 
@@ -37,7 +37,7 @@ describe('PolicyEngine: a realistic policy set', () => {
     ['a stranger connects to the db', req(IDS.stranger, 'tcp:connect', IDS.ordersDb, baseContext()), false, []],
     ['risky orders calls payments', req(IDS.ordersEu, 'http:request', IDS.payments, httpContext('POST', '/charge', { risk: 90 })), false, ['residency.cedar#1']],
     ['nobody may unseal (no policy)', req(IDS.ordersEu, 'secret:unseal', IDS.payments, baseContext()), false, []],
-    ['nobody may derive credentials (no policy)', req(IDS.ordersEu, 'credential:derive', IDS.ordersEu, baseContext()), false, []],
+    ['nobody may derive credentials (no policy)', req(IDS.ordersEu, 'credential:derive', IDS.ordersEu, deriveContext('jwt', 'payments')), false, []],
   ];
   it.each(table)('%s', (_name, r, allow, reasons) => {
     const d = engine.decide(r);
@@ -72,8 +72,8 @@ describe('PolicyEngine: a realistic policy set', () => {
 
   it('decides a workload calling itself (one entity)', () => {
     const e = new PolicyEngine(PolicyEngine.compile({ policies: { 'self.cedar': 'permit(principal, action, resource) when { principal == resource && principal has app && principal.app == "orders" };' } }), SHOP_ENTITIES);
-    expect(e.decide(req(IDS.ordersEu, 'credential:derive', IDS.ordersEu, baseContext())).allow).toBe(true);
-    expect(e.decide(req(IDS.ordersEu, 'credential:derive', IDS.payments, baseContext())).allow).toBe(false);
+    expect(e.decide(req(IDS.ordersEu, 'credential:derive', IDS.ordersEu, deriveContext('jwt', 'payments'))).allow).toBe(true);
+    expect(e.decide(req(IDS.ordersEu, 'credential:derive', IDS.payments, deriveContext('jwt', 'payments'))).allow).toBe(false);
   });
 });
 

@@ -73,7 +73,12 @@ export function httpContext(method: string, path: string, over: Partial<Record<'
   return { method, path, site: 'cloud-eu', time: 1767258000, hour: 9, risk: 5, ...over };
 }
 
-/** A context for `tcp:connect`, `secret:unseal`, `credential:derive`. */
+/** A context for `credential:derive` (an API key scope, or a JWT audience), with {@link baseContext}'s defaults. */
+export function deriveContext(kind: 'apikey' | 'jwt', value: string, ttlSeconds = 3600, over: Partial<Record<'site' | 'time' | 'hour' | 'risk', string | number>> = {}): PolicyContext {
+  return { kind, scope: kind === 'apikey' ? value : '', audience: kind === 'jwt' ? value : '', ttl_seconds: ttlSeconds, ...baseContext(over) };
+}
+
+/** A context for `tcp:connect`, `secret:unseal`. */
 export function baseContext(over: Partial<Record<'site' | 'time' | 'hour' | 'risk', string | number>> = {}): PolicyContext {
   return { site: 'cloud-eu', time: 1767258000, hour: 9, risk: 5, ...over };
 }

@@ -56,7 +56,15 @@ const ACTIONS: Record<PolicyAction, object> = {
   'http:request': action({ method: { type: 'String' }, path: { type: 'String' }, ...BASE_CONTEXT }),
   'tcp:connect': action({ ...BASE_CONTEXT }),
   'secret:unseal': action({ ...BASE_CONTEXT }),
-  'credential:derive': action({ ...BASE_CONTEXT }),
+  /**
+   * A derived credential the control plane is asked to mint for the principal: one decision per
+   * API key scope or JWT audience. Resource `spiffe://<td>/tessera/credential/apikey` or `.../jwt`;
+   * `scope` is "" for a JWT, `audience` is "" for an API key (every attribute is always present, so
+   * policies need no `has`).
+   */
+  'credential:derive': action({
+    kind: { type: 'String' }, scope: { type: 'String' }, audience: { type: 'String' }, ttl_seconds: { type: 'Long' }, ...BASE_CONTEXT,
+  }),
 };
 
 /** The Tessera schema as Cedar JSON schema. Deeply frozen: copy it (structuredClone) to extend it. */

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { PolicyEngine } from '../../core/policy/engine.js';
+import { PolicyEngine, type Decision, type DecisionRequest } from '../../core/policy/engine.js';
 import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
 import type { CertificateAuthority } from '../ca/ca.js';
@@ -30,6 +30,12 @@ export interface Flip {
 export class PolicyService extends EventEmitter {
   private signed: SignedPolicyBundle | undefined;
   private bundleVersion = 0;
+  /**
+   * The control plane's own decisions (credential:derive) over the current bundle: compiled at most
+   * once per rebuild, on the first decision after it (entry changes need not pay for it).
+   */
+  private engine: PolicyEngine | null | undefined;
+  private bundle: PolicyBundle | undefined;
 
   constructor(private readonly store: Store, private readonly ca: CertificateAuthority) {
     super();
@@ -44,6 +50,16 @@ export class PolicyService extends EventEmitter {
   /** The current signed bundle and its version. */
   current(): { version: number; signed: SignedPolicyBundle } {
     return { version: this.bundleVersion, signed: this.signed! };
+  }
+
+  /**
+   * Decides a request the control plane itself enforces (`credential:derive`) with the current
+   * policy and entities. Denies (fail closed) when the current policy could not be loaded.
+   */
+  decide(req: DecisionRequest): Decision {
+    if (this.engine === undefined) this.engine = compileEngine(this.bundle!);
+    if (this.engine === null) return { allow: false, reasons: [], errors: ['request: the current policy cannot be loaded'], cached: false };
+    return this.engine.decide(req);
   }
 
   /** Follows changes made by another process on the same store (cheap when nothing changed). */
@@ -125,6 +141,8 @@ export class PolicyService extends EventEmitter {
       entities: await this.entities(),
     };
     this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
+    this.bundle = bundle;
+    this.engine = undefined;
     const changed = version !== this.bundleVersion;
     this.bundleVersion = version;
     if (changed) this.emit('bundle', version);
@@ -133,5 +151,14 @@ export class PolicyService extends EventEmitter {
   /** Re-signs the current bundle (after a CA activation) without changing its version. */
   async resign(): Promise<void> {
     await this.rebuild();
+  }
+}
+
+/** An engine over the bundle, or null (deny everything) when a stored version no longer loads. */
+function compileEngine(bundle: PolicyBundle): PolicyEngine | null {
+  try {
+    return new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities);
+  } catch {
+    return null;
   }
 }

@@ -12,11 +12,17 @@ const ATTRIBUTE_VALUE = /^[A-Za-z0-9._:-]{1,128}$/;
 const SELECTOR = /^[a-z0-9_-]{1,32}:[\x21-\x7e]{1,223}$/;
 export const JOIN_TOKEN = /^tjt_[A-Za-z0-9_-]{43}$/;
 const MAX_TTL_SECONDS = 30 * 86400;
+/**
+ * API keys are bearer credentials (not bound to a key the holder proves): an identity's keys live at
+ * most its entry's `apikey_max_ttl_seconds` (default a day), and never more than a week.
+ */
+export const APIKEY_MAX_TTL_SECONDS = 7 * 86400;
+export const APIKEY_DEFAULT_MAX_TTL_SECONDS = 86400;
 
 export function entryView(e: EntryRecord): Record<string, unknown> {
   return {
     id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors, attributes: e.attributes,
-    x509_ttl_seconds: e.x509TtlSeconds, jwt_ttl_seconds: e.jwtTtlSeconds, created_at: new Date(e.createdAt).toISOString(),
+    x509_ttl_seconds: e.x509TtlSeconds, jwt_ttl_seconds: e.jwtTtlSeconds, apikey_max_ttl_seconds: e.apikeyMaxTtlSeconds, created_at: new Date(e.createdAt).toISOString(),
   };
 }
 
@@ -51,7 +57,7 @@ async function lookupEntry(ctx: ServerContext, id: string): Promise<EntryRecord>
 export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.post('/v1/entries', (req, reply) => audited(ctx, req, 'entry.create', async (ev) => {
     adminCaller(ctx, req, ev);
-    const b = body(req.body, ['spiffe_id', 'selectors', 'attributes', 'x509_ttl_seconds', 'jwt_ttl_seconds']);
+    const b = body(req.body, ['spiffe_id', 'selectors', 'attributes', 'x509_ttl_seconds', 'jwt_ttl_seconds', 'apikey_max_ttl_seconds']);
     const id = parseSpiffeId(reqStr(b, 'spiffe_id', { max: 2048 }));
     ev.target = id.id;
     if (!isMemberOf(id, ctx.trustDomain)) throw new TesseraError('TESSERA_SPIFFE_ID_INVALID', `the SPIFFE ID must be in trust domain ${ctx.trustDomain}`);
@@ -65,6 +71,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
       attributes: parseAttributes(b.attributes),
       x509TtlSeconds: int(b, 'x509_ttl_seconds', { min: 10, max: MAX_TTL_SECONDS, optional: true }) ?? ctx.defaults.x509TtlSeconds,
       jwtTtlSeconds: int(b, 'jwt_ttl_seconds', { min: 10, max: 86400, optional: true }) ?? ctx.defaults.jwtTtlSeconds,
+      apikeyMaxTtlSeconds: int(b, 'apikey_max_ttl_seconds', { min: 60, max: APIKEY_MAX_TTL_SECONDS, optional: true }) ?? APIKEY_DEFAULT_MAX_TTL_SECONDS,
       createdAt: Date.now(),
     };
     if (await ctx.store.getEntryBySpiffeId(entry.spiffeId)) throw new TesseraError('TESSERA_CONFLICT', `an entry for ${entry.spiffeId} already exists`);

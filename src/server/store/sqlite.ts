@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS audit (
   outcome TEXT NOT NULL CHECK (outcome IN ('denied', 'success')), code TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_action ON audit(action, id);
+CREATE INDEX IF NOT EXISTS api_keys_owner ON api_keys(owner, created_at);
 CREATE TABLE IF NOT EXISTS policy_versions (
   version INTEGER PRIMARY KEY, created_at INTEGER NOT NULL, author TEXT NOT NULL, reason TEXT NOT NULL,
   hash TEXT NOT NULL, policies TEXT NOT NULL, schema TEXT NOT NULL
@@ -43,7 +44,17 @@ interface CaRow {
   id: string; state: string; cert_der: Buffer; key_sealed: Buffer; jwt_kid: string; jwt_key_sealed: Buffer;
   not_before: number; not_after: number; created_at: number; activate_at: number | null; activated_at: number | null; retired_at: number | null;
 }
-interface EntryRow { id: string; spiffe_id: string; selectors: string; attributes: string; x509_ttl: number; jwt_ttl: number; created_at: number }
+interface EntryRow { id: string; spiffe_id: string; selectors: string; attributes: string; x509_ttl: number; jwt_ttl: number; apikey_max_ttl: number; created_at: number }
+interface ApiKeyRow {
+  id: string; hash: string; owner: string; scopes: string; created_at: number; expires_at: number; revoked_at: number | null; revoked_reason: string | null;
+}
+
+function apiKeyFromRow(r: ApiKeyRow): ApiKeyRecord {
+  return {
+    id: r.id, hash: r.hash, owner: r.owner, scopes: JSON.parse(r.scopes) as string[], createdAt: r.created_at, expiresAt: r.expires_at,
+    revokedAt: r.revoked_at, revokedReason: r.revoked_reason,
+  };
+}
 interface PolicyRow { version: number; created_at: number; author: string; reason: string; hash: string; policies: string; schema: string }
 
 function policyFromRow(r: PolicyRow): PolicyVersionRecord {
@@ -60,6 +71,9 @@ const secretFromRow = (r: SecretRow): SecretPolicyRow => ({ id: r.id, epoch: r.e
 const ADDED_COLUMNS: { table: string; column: string; ddl: string }[] = [
   { table: 'secret_policies', column: 'generation', ddl: 'generation INTEGER NOT NULL DEFAULT 1' },
   { table: 'secret_policies', column: 'retired_at', ddl: 'retired_at INTEGER' },
+  { table: 'entries', column: 'apikey_max_ttl', ddl: 'apikey_max_ttl INTEGER NOT NULL DEFAULT 86400' },
+  { table: 'api_keys', column: 'revoked_at', ddl: 'revoked_at INTEGER' },
+  { table: 'api_keys', column: 'revoked_reason', ddl: 'revoked_reason TEXT' },
 ];
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
@@ -75,7 +89,7 @@ function caFromRow(r: CaRow): CaRecord {
 function entryFromRow(r: EntryRow): EntryRecord {
   return {
     id: r.id, spiffeId: r.spiffe_id, selectors: JSON.parse(r.selectors) as string[],
-    attributes: JSON.parse(r.attributes) as EntryRecord['attributes'], x509TtlSeconds: r.x509_ttl, jwtTtlSeconds: r.jwt_ttl, createdAt: r.created_at,
+    attributes: JSON.parse(r.attributes) as EntryRecord['attributes'], x509TtlSeconds: r.x509_ttl, jwtTtlSeconds: r.jwt_ttl, apikeyMaxTtlSeconds: r.apikey_max_ttl, createdAt: r.created_at,
   };
 }
 
@@ -109,7 +123,8 @@ export class SqliteStore implements Store {
         @createdAt, @activateAt, @activatedAt, @retiredAt)`),
       updateCa: db.prepare('UPDATE cas SET state = @state, activated_at = @activatedAt, retired_at = @retiredAt WHERE id = @id'),
       deleteCa: db.prepare('DELETE FROM cas WHERE id = ?'),
-      insertEntry: db.prepare('INSERT INTO entries VALUES (@id, @spiffeId, @selectors, @attributes, @x509TtlSeconds, @jwtTtlSeconds, @createdAt)'),
+      insertEntry: db.prepare(`INSERT INTO entries (id, spiffe_id, selectors, attributes, x509_ttl, jwt_ttl, apikey_max_ttl, created_at)
+        VALUES (@id, @spiffeId, @selectors, @attributes, @x509TtlSeconds, @jwtTtlSeconds, @apikeyMaxTtlSeconds, @createdAt)`),
       getEntry: db.prepare<[string], EntryRow>('SELECT * FROM entries WHERE id = ?'),
       getEntryBySpiffe: db.prepare<[string], EntryRow>('SELECT * FROM entries WHERE spiffe_id = ?'),
       listEntries: db.prepare<[], EntryRow>('SELECT * FROM entries ORDER BY spiffe_id'),
@@ -119,9 +134,13 @@ export class SqliteStore implements Store {
       getToken: db.prepare<[string], { entry_id: string; expires_at: number; used_at: number | null }>(
         'SELECT entry_id, expires_at, used_at FROM join_tokens WHERE hash = ?'),
       useToken: db.prepare('UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
-      insertApiKey: db.prepare('INSERT INTO api_keys VALUES (@id, @hash, @owner, @scopes, @createdAt, @expiresAt)'),
-      getApiKey: db.prepare<[string], { id: string; hash: string; owner: string; scopes: string; created_at: number; expires_at: number }>(
-        'SELECT * FROM api_keys WHERE id = ?'),
+      insertApiKey: db.prepare(`INSERT INTO api_keys (id, hash, owner, scopes, created_at, expires_at)
+        VALUES (@id, @hash, @owner, @scopes, @createdAt, @expiresAt)`),
+      getApiKey: db.prepare<[string], ApiKeyRow>('SELECT * FROM api_keys WHERE id = ?'),
+      listApiKeys: db.prepare<[number], ApiKeyRow>('SELECT * FROM api_keys ORDER BY created_at DESC, id LIMIT ?'),
+      listApiKeysOf: db.prepare<[string, number], ApiKeyRow>('SELECT * FROM api_keys WHERE owner = ? ORDER BY created_at DESC, id LIMIT ?'),
+      revokeApiKey: db.prepare<[number, string, string], ApiKeyRow>(
+        'UPDATE api_keys SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL RETURNING *'),
       insertPolicy: db.prepare<[number, string, string, string, string, string], { version: number }>(`INSERT INTO policy_versions(version, created_at, author, reason, hash, policies, schema)
         VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions), ?, ?, ?, ?, ?, ?) RETURNING version`),
       getPolicy: db.prepare<[number], PolicyRow>('SELECT * FROM policy_versions WHERE version = ?'),
@@ -212,9 +231,17 @@ export class SqliteStore implements Store {
 
   async getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
     const r = this.stmts.getApiKey.get(id);
-    return r && {
-      id: r.id, hash: r.hash, owner: r.owner, scopes: JSON.parse(r.scopes) as string[], createdAt: r.created_at, expiresAt: r.expires_at,
-    };
+    return r && apiKeyFromRow(r);
+  }
+
+  async listApiKeys(q: { owner?: string; limit: number }): Promise<ApiKeyRecord[]> {
+    const rows = q.owner === undefined ? this.stmts.listApiKeys.all(q.limit) : this.stmts.listApiKeysOf.all(q.owner, q.limit);
+    return rows.map(apiKeyFromRow);
+  }
+
+  async revokeApiKey(id: string, at: number, reason: string): Promise<ApiKeyRecord | undefined> {
+    const r = this.stmts.revokeApiKey.get(at, reason, id) ?? this.stmts.getApiKey.get(id);
+    return r && apiKeyFromRow(r);
   }
 
   async insertPolicyVersion(rec: Omit<PolicyVersionRecord, 'version'>): Promise<PolicyVersionRecord> {

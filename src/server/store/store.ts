@@ -39,6 +39,8 @@ export interface EntryRecord {
   attributes: EntryAttributes;
   x509TtlSeconds: number;
   jwtTtlSeconds: number;
+  /** Longest lifetime of an API key this identity may derive (`entry create --apikey-max-ttl`). */
+  apikeyMaxTtlSeconds: number;
   createdAt: number;
   /** When the entry was revoked (`tessera entry revoke`): its current and future SVIDs are refused. Absent or null: live. */
   revokedAt?: number | null;
@@ -65,6 +67,9 @@ export interface ApiKeyRecord {
   scopes: string[];
   createdAt: number;
   expiresAt: number;
+  /** When the key was revoked (`tessera apikey revoke`); revoked keys are kept for the audit trail. Absent or null: not revoked. */
+  revokedAt?: number | null;
+  revokedReason?: string | null;
 }
 
 export type AuditOutcome = 'denied' | 'success';
@@ -139,6 +144,13 @@ export interface Store {
 
   insertApiKey(key: ApiKeyRecord): Promise<void>;
   getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
+  /** Newest first; only `owner`'s keys when given. */
+  listApiKeys(q: { owner?: string; limit: number }): Promise<ApiKeyRecord[]>;
+  /**
+   * Marks the key revoked at `at` unless it already is (the first revocation and its reason stay).
+   * Returns the key as stored afterwards, or undefined if there is no such key.
+   */
+  revokeApiKey(id: string, at: number, reason: string): Promise<ApiKeyRecord | undefined>;
 
   /** Stores a new policy version; its number is the previous highest plus one. */
   insertPolicyVersion(rec: Omit<PolicyVersionRecord, 'version'>): Promise<PolicyVersionRecord>;

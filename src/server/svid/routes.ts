@@ -7,6 +7,7 @@ import type { AuditEvent } from '../audit/audit.js';
 import { audited, liveSvidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, queryStr, reqStr, strList } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
+import { authorizeDerive } from '../credentials/derive.js';
 import { entryView, JOIN_TOKEN, tokenHash, tokenRef } from '../registry/routes.js';
 import type { EntryRecord } from '../store/store.js';
 
@@ -91,9 +92,12 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
     ev.target = caller.spiffeId;
     const b = body(req.body, ['audience', 'ttl_seconds']);
     const audience = strList(b, 'audience', { minItems: 1, maxItems: 16, maxLength: 256, pattern: AUDIENCE })!;
+    // A longer TTL than the entry's is clipped to it (JWT-SVID clients take the `exp` they get).
     const ttl = Math.min(int(b, 'ttl_seconds', { min: 1, max: 86400, optional: true }) ?? entry.jwtTtlSeconds, entry.jwtTtlSeconds);
-    const jwt = ctx.ca.signJwt(caller.spiffeId, audience, ttl, ctx.issuer);
     ev.detail.audience = audience;
+    ev.detail.ttl_seconds = ttl;
+    await authorizeDerive(ctx, ev, caller.spiffeId, 'jwt', audience, ttl);
+    const jwt = ctx.ca.signJwt(caller.spiffeId, audience, ttl, ctx.issuer);
     ev.detail.expires_at = jwt.expiresAt.toISOString();
     ev.succeed();
     return { token: jwt.token, spiffe_id: caller.spiffeId, audience, expires_at: jwt.expiresAt.toISOString() };
