@@ -1,8 +1,8 @@
 /**
  * The agent's inbound proxy: terminates mTLS from other workloads' agents in front of the local
  * application. The caller must present an X509-SVID that chains to the bundle (OpenSSL checks
- * the chain and validity during the handshake) and carries exactly one SPIFFE ID of our trust
- * domain; then every connection (`tcp` mode) or every request (`http` mode) is put to the
+ * the chain and validity during the handshake) and passes the one X509-SVID leaf check
+ * (src/core/x509-svid.ts) for our trust domain; then every connection (`tcp` mode) or every request (`http` mode) is put to the
  * injected authorizer before a byte reaches the app.
  *
  * The server's certificate, key and trusted CAs are rebuilt from the TlsSource when the SVID or
@@ -13,8 +13,9 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { createServer, type SecureContextOptions, type Server, type TLSSocket } from 'node:tls';
 import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { DEFAULT_HEAD_LIMITS } from '../../core/http-head.js';
+import { verifyPeerSvid } from '../../core/x509-svid.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
-import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from './tls-source.js';
+import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from './tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
 
 export type { Authorize, AuthorizeRequest, AuthorizeResult, DecisionRecord, InboundStats } from './http.js';
@@ -174,10 +175,10 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       // tcp mode passes half-closes on. (A server made allowHalfOpen would also keep sockets
       // whose handshake the peer abandoned with a FIN, until the handshake timeout.)
       socket.allowHalfOpen = true;
-      const verdict = peerSpiffeId(socket.getPeerX509Certificate(), trustDomain);
-      if ('refused' in verdict || verdict.notAfter <= Date.now()) {
+      const verdict = verifyPeerSvid(socket.getPeerX509Certificate()?.raw, socket.authorized, { trustDomain }, Date.now());
+      if (!verdict.ok) {
         stats.identityRefused++;
-        refused('TESSERA_PROXY_PEER_IDENTITY', 'refused' in verdict ? verdict.refused : 'peer certificate expired', remoteOf(socket));
+        refused('TESSERA_PROXY_PEER_IDENTITY', verdict.reason, remoteOf(socket));
         socket.destroy();
         return;
       }
@@ -185,9 +186,9 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       stats.active++;
       let entry: Tracked;
       if (opts.mode === 'http') {
-        entry = new HttpConnection(socket, verdict.id, verdict.notAfter, httpCtx);
+        entry = new HttpConnection(socket, verdict.spiffeId, verdict.notAfter, httpCtx);
       } else {
-        if (!callAuthorize(httpCtx, { peer: verdict.id, action: 'tcp:connect' })) {
+        if (!callAuthorize(httpCtx, { peer: verdict.spiffeId, action: 'tcp:connect' })) {
           stats.active--;
           socket.destroy();
           return;
