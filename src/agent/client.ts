@@ -49,7 +49,7 @@ function serverIdentityCheck(tls: ClientTls) {
     expect = undefined;
   }
   return (_host: string, cert: PeerCertificate): Error | undefined => {
-    if (expect === undefined) return new Error('the control plane\'s SPIFFE ID is unknown: the trust bundle names no single trust domain');
+    if (expect === undefined) return new Error('the server\'s SPIFFE ID is unknown: pass a valid server ID, or a trust bundle whose CAs name one trust domain');
     const v = verifyPeerSvid(cert.raw, true, expect, Date.now());
     return v.ok ? undefined : new Error(`server certificate refused (${v.reason}): the control plane must be ${expected}`);
   };
