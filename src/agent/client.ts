@@ -51,7 +51,7 @@ function serverIdentityCheck(tls: ClientTls) {
   return (_host: string, cert: PeerCertificate): Error | undefined => {
     if (expect === undefined) return new Error('the server\'s SPIFFE ID is unknown: pass a valid server ID, or a trust bundle whose CAs name one trust domain');
     const v = verifyPeerSvid(cert.raw, true, expect, Date.now());
-    return v.ok ? undefined : new Error(`server certificate refused (${v.reason}): the control plane must be ${expected}`);
+    return v.ok ? undefined : new Error(`server certificate refused (${v.reason}): the server must be ${expected}`);
   };
 }
 

@@ -2,8 +2,8 @@
  * The agent's inbound proxy: terminates mTLS from other workloads' agents in front of the local
  * application. The caller must present an X509-SVID that chains to the bundle (OpenSSL checks
  * the chain and validity during the handshake) and passes the one X509-SVID leaf check
- * (src/core/x509-svid.ts) for our trust domain; then every connection (`tcp` mode) or every request (`http` mode) is put to the
- * injected authorizer before a byte reaches the app.
+ * (src/core/x509-svid.ts) for our trust domain; then every connection (`tcp` mode) or every
+ * request (`http` mode) is put to the injected authorizer before a byte reaches the app.
  *
  * The server's certificate, key and trusted CAs are rebuilt from the TlsSource when the SVID or
  * bundle rotates (`server.setSecureContext`): established connections keep going on the

@@ -3,8 +3,8 @@
  * port on 127.0.0.1, and the agent carries the bytes over mTLS to the target workload's inbound
  * proxy, presenting our X509-SVID. The server must chain to the bundle AND pass the one X509-SVID
  * leaf check (src/core/x509-svid.ts) as exactly the expected SPIFFE ID (X509-SVID §5: authorize
- * the peer's identity, not a DNS name); anything
- * else closes the app's connection before a byte of it is sent.
+ * the peer's identity, not a DNS name); anything else closes the app's connection before a byte
+ * of it is sent.
  *
  * The client SecureContext is built once per SVID or bundle rotation and shared by every
  * connection: building one per connection halves the handshake rate.
@@ -109,9 +109,8 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
   const expect = { trustDomain: parseSpiffeId(expectedId).trustDomain, id: expectedId };
   const checkServerIdentity = (_host: string, cert: PeerCertificate): Error | undefined => {
     const v = verifyPeerSvid(cert.raw, true, expect, Date.now());
-    const reason = v.ok ? undefined : `the target's certificate was refused: ${v.reason}`;
-    if (reason === undefined) return undefined;
-    const err = new TesseraError('TESSERA_PROXY_PEER_IDENTITY', reason);
+    if (v.ok) return undefined;
+    const err = new TesseraError('TESSERA_PROXY_PEER_IDENTITY', `the target's certificate was refused: ${v.reason}`);
     (err as unknown as Record<symbol, boolean>)[IDENTITY_ERROR] = true;
     return err;
   };
