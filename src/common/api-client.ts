@@ -1,7 +1,9 @@
 import { Agent as HttpsAgent, request } from 'node:https';
 import type { PeerCertificate } from 'node:tls';
 import { ERROR_CODES, TesseraError, type ErrorCode } from '../core/errors.js';
-import { certificateUriSans } from '../core/x509.js';
+import { parseSpiffeId } from '../core/spiffe-id.js';
+import { verifyPeerSvid, type PeerExpectation } from '../core/x509-svid.js';
+import { certificateUriSans, pemDecodeAll } from '../core/x509.js';
 
 export interface ClientTls {
   /** PEM of every trusted CA (the trust bundle). */
@@ -9,24 +11,47 @@ export interface ClientTls {
   /** Client certificate chain and key (PEM), when calling as an SVID or admin. */
   cert?: string;
   key?: string;
-  /** Expected SPIFFE ID of the server; by default any `spiffe://<td>/tessera/server`. */
+  /** Expected SPIFFE ID of the server; by default `spiffe://<td>/tessera/server` for the bundle's trust domain. */
   serverId?: string;
 }
 
 /**
- * Checks the server by its SPIFFE ID (URI SAN), not its host name: the chain is verified against
- * the bundle by OpenSSL, and this adds "is it the control plane of our trust domain".
+ * The control plane's SPIFFE ID when the caller did not name it: `spiffe://<td>/tessera/server`
+ * for the one trust domain the bundle's CAs name (X509-SVID §3.2: a signing certificate carries
+ * the trust-domain ID). undefined when the bundle names none or several.
  */
-function serverIdentityCheck(expected: string | undefined) {
-  return (_host: string, cert: PeerCertificate): Error | undefined => {
-    let uris: string[];
-    try {
-      uris = certificateUriSans(cert.raw);
-    } catch {
-      return new Error('server certificate is malformed');
+function serverIdFromBundle(caPem: string): string | undefined {
+  const tds = new Set<string>();
+  try {
+    for (const der of pemDecodeAll(caPem, 'CERTIFICATE')) {
+      for (const uri of certificateUriSans(der)) {
+        const id = parseSpiffeId(uri);
+        if (id.path === '') tds.add(id.trustDomain);
+      }
     }
-    const ok = uris.length === 1 && (expected ? uris[0] === expected : /^spiffe:\/\/[^/]+\/tessera\/server$/.test(uris[0]!));
-    return ok ? undefined : new Error(`server certificate does not carry the control plane's SPIFFE ID${expected ? ` (${expected})` : ''}`);
+  } catch {
+    return undefined;
+  }
+  return tds.size === 1 ? `spiffe://${[...tds][0]}/tessera/server` : undefined;
+}
+
+/**
+ * Checks the server by its SPIFFE ID, not its host name: node calls this only once OpenSSL has
+ * verified the chain to the bundle (hence `true`), and the one X509-SVID leaf check adds "is it
+ * the control plane of our trust domain".
+ */
+function serverIdentityCheck(tls: ClientTls) {
+  const expected = tls.serverId ?? serverIdFromBundle(tls.ca);
+  let expect: PeerExpectation | undefined;
+  try {
+    if (expected !== undefined) expect = { trustDomain: parseSpiffeId(expected).trustDomain, id: expected };
+  } catch {
+    expect = undefined;
+  }
+  return (_host: string, cert: PeerCertificate): Error | undefined => {
+    if (expect === undefined) return new Error('the server\'s SPIFFE ID is unknown: pass a valid server ID, or a trust bundle whose CAs name one trust domain');
+    const v = verifyPeerSvid(cert.raw, true, expect, Date.now());
+    return v.ok ? undefined : new Error(`server certificate refused (${v.reason}): the server must be ${expected}`);
   };
 }
 
@@ -49,7 +74,7 @@ export class ApiClient {
       ca: tls.ca,
       ...(tls.cert ? { cert: tls.cert } : {}),
       ...(tls.key ? { key: tls.key } : {}),
-      checkServerIdentity: serverIdentityCheck(tls.serverId),
+      checkServerIdentity: serverIdentityCheck(tls),
       minVersion: 'TLSv1.2',
     });
   }

@@ -3,10 +3,9 @@
  * signal when either changes. The Agent class satisfies it; tests pass a fake backed by a real
  * test CA. The proxies never import the agent itself.
  */
-import type { KeyObject, X509Certificate } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { TesseraError, listenFailure } from '../core/errors.js';
-import { isMemberOf, parseSpiffeId } from '../core/spiffe-id.js';
-import { certificateUriSans } from '../core/x509.js';
+import { parseSpiffeId } from '../core/spiffe-id.js';
 
 export interface TlsMaterial {
   spiffeId: string;
@@ -61,32 +60,6 @@ export function watchTlsSource(source: TlsSource, rebuild: () => void, onError: 
     source.off('svid', handler);
     source.off('bundle', handler);
   };
-}
-
-/**
- * The SPIFFE ID of a peer whose chain OpenSSL has already verified against the bundle: the
- * certificate must be a leaf with exactly one URI SAN, a valid SPIFFE ID in `trustDomain`
- * (X509-SVID standard §4, §5). Returns the ID, or a short reason for the refusal.
- */
-export function peerSpiffeId(cert: X509Certificate | undefined, trustDomain: string): { id: string; notAfter: number } | { refused: string } {
-  if (cert === undefined) return { refused: 'no peer certificate' };
-  if (cert.ca) return { refused: 'peer certificate is a CA' };
-  let uris: string[];
-  try {
-    uris = certificateUriSans(cert.raw);
-  } catch {
-    return { refused: 'malformed peer certificate' };
-  }
-  if (uris.length !== 1) return { refused: 'peer certificate must carry exactly one URI SAN' };
-  let id: string;
-  try {
-    id = parseSpiffeId(uris[0]!).id;
-  } catch {
-    return { refused: 'URI SAN is not a SPIFFE ID' };
-  }
-  if (!isMemberOf(id, trustDomain)) return { refused: 'peer is in another trust domain' };
-  if (id.length === 'spiffe://'.length + trustDomain.length) return { refused: 'peer presents the trust-domain ID itself' };
-  return { id, notAfter: Date.parse(cert.validTo) };
 }
 
 /** The trust domain of our own SPIFFE ID. */

@@ -19,7 +19,7 @@ export const ERROR_CODES = {
 
   // Authentication / authorization of callers.
   TESSERA_AUTH_REQUIRED: { status: 401, description: 'A client certificate (SVID or admin credential) is required.' },
-  TESSERA_AUTH_INVALID: { status: 401, description: 'The client certificate is not trusted (unknown CA, expired, not yet valid, other trust domain).' },
+  TESSERA_AUTH_INVALID: { status: 401, description: 'The client certificate is not trusted or is not an X509-SVID leaf (unknown CA, expired, not yet valid, other trust domain, a CA or signing key usage, no path).' },
   TESSERA_FORBIDDEN: { status: 403, description: 'The authenticated caller may not perform this operation.' },
   TESSERA_RATE_LIMITED: { status: 429, description: 'The caller has made too many requests; retry later.' },
 
@@ -53,7 +53,7 @@ export const ERROR_CODES = {
 
   // The sidecar proxies (agent inbound/outbound).
   TESSERA_PROXY_DENIED: { status: 403, description: 'The sidecar\'s policy does not allow this caller to make this request or connection.' },
-  TESSERA_PROXY_PEER_IDENTITY: { status: 403, description: 'The peer\'s certificate does not carry exactly one SPIFFE ID of the expected trust domain, or not the expected one.' },
+  TESSERA_PROXY_PEER_IDENTITY: { status: 403, description: 'The peer\'s certificate is not an X509-SVID leaf with exactly one SPIFFE ID of the expected trust domain, or not the expected one.' },
   TESSERA_PROXY_UPSTREAM_TIMEOUT: { status: 504, description: 'The application did not answer the request in time (the sidecar\'s response timeout).' },
   TESSERA_PROXY_PATH_REFUSED: { status: 400, description: 'The sidecar refuses a request target the application could read differently from the policy: dot or empty segments, `;` parameters, escaped unreserved characters, control bytes, or invalid UTF-8 after percent-decoding.' },
   TESSERA_PROXY_LOCAL_CALLER: { status: 403, description: 'The local process connecting to an outbound proxy\'s Unix socket does not match the entry\'s unix selectors, or its peer credentials cannot be read.' },

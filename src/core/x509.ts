@@ -14,6 +14,8 @@ import {
   decodeIa5String,
   decodeOid,
   decodeOctetString,
+  decodeInteger,
+  decodeTime,
   derBitString,
   derBoolean,
   derContext,
@@ -159,7 +161,7 @@ function loadIssuer(issuer: IssuerMaterial): IssuerState {
     throw new TesseraError(code, 'issuer private key does not match the issuer certificate');
   }
   const bc = cert.extensions.get(OID.basicConstraints);
-  if (bc === undefined || !basicConstraintsIsCa(bc.value, code)) {
+  if (bc === undefined || !decodeBasicConstraints(bc.value, code).cA) {
     throw new TesseraError(code, 'issuer certificate is not a CA (basicConstraints cA is not true)');
   }
   const ski = cert.extensions.get(OID.subjectKeyIdentifier);
@@ -169,12 +171,6 @@ function loadIssuer(issuer: IssuerMaterial): IssuerState {
     nameDer: cert.subjectDer,
     akiExtension: extension(OID.authorityKeyIdentifier, false, derSequence(derContext(0, keyId, false))),
   };
-}
-
-function basicConstraintsIsCa(value: Buffer, code: ErrorCode): boolean {
-  const seq = readDer(value, code, TAG.SEQUENCE);
-  const first = readChildren(value, seq, code)[0];
-  return first !== undefined && first.tag === TAG.BOOLEAN && decodeBoolean(first, code);
 }
 
 /**
@@ -489,6 +485,9 @@ export function pemDecodeAll(pem: string, label: string): Buffer[] {
 // ---------------------------------------------------------------------------------------------
 
 interface CertificateParts {
+  /** The serialNumber INTEGER and the Validity SEQUENCE, undecoded (offsets in the certificate). */
+  serial: Tlv;
+  validity: Tlv;
   subjectDer: Buffer;
   spkiDer: Buffer;
   extensions: Map<string, { critical: boolean; value: Buffer }>;
@@ -536,6 +535,8 @@ function parseCertificateParts(der: Buffer, code: ErrorCode): CertificateParts {
     }
   }
   return {
+    serial,
+    validity: fields[i + 3] as Tlv,
     subjectDer: der.subarray(subject.start, subject.end),
     spkiDer: der.subarray(spki.start, spki.end),
     extensions,
@@ -567,8 +568,7 @@ export function parseGeneralNames(value: Buffer, code: ErrorCode): { uris: strin
  */
 export function certificateUriSans(certDer: Buffer): string[] {
   const code: ErrorCode = 'TESSERA_AUTH_INVALID';
-  if (!(certDer instanceof Uint8Array)) throw new TesseraError(code, 'certificate must be DER bytes');
-  const parts = parseCertificateParts(Buffer.isBuffer(certDer) ? certDer : Buffer.from(certDer), code);
+  const parts = parseCertificateParts(asCertDer(certDer, code), code);
   const san = parts.extensions.get(OID.subjectAltName);
   return san === undefined ? [] : parseGeneralNames(san.value, code).uris;
 }
@@ -576,4 +576,117 @@ export function certificateUriSans(certDer: Buffer): string[] {
 /** Lowercase hex SHA-256 of a certificate's DER: how a bundle names its signer. */
 export function certificateFingerprint(certDer: Buffer): string {
   return createHash('sha256').update(certDer).digest('hex');
+}
+
+function asCertDer(certDer: Uint8Array, code: ErrorCode): Buffer {
+  if (!(certDer instanceof Uint8Array)) throw new TesseraError(code, 'certificate must be DER bytes');
+  return Buffer.isBuffer(certDer) ? certDer : Buffer.from(certDer.buffer, certDer.byteOffset, certDer.byteLength);
+}
+
+/** keyUsage bits as a mask: RFC 5280 §4.2.1.3 numbers them from the first (most significant) bit. */
+export const KEY_USAGE = {
+  digitalSignature: 1 << 0,
+  nonRepudiation: 1 << 1,
+  keyEncipherment: 1 << 2,
+  dataEncipherment: 1 << 3,
+  keyAgreement: 1 << 4,
+  keyCertSign: 1 << 5,
+  cRLSign: 1 << 6,
+  encipherOnly: 1 << 7,
+  decipherOnly: 1 << 8,
+} as const;
+
+/**
+ * The keyUsage extension value (RFC 5280 §4.2.1.3, a BIT STRING) as a {@link KEY_USAGE} mask.
+ * Bits past decipherOnly are ignored; trailing zero bits (which DER would have dropped) are
+ * tolerated, since they change nothing. Malformed input throws a TesseraError with `code`.
+ */
+export function decodeKeyUsage(value: Buffer, code: ErrorCode): number {
+  const { bytes } = decodeBitString(readDer(value, code), code);
+  // A KeyUsage has 9 named bits; more than a few octets is not a KeyUsage.
+  if (bytes.length > 4) throw new TesseraError(code, 'malformed keyUsage');
+  let mask = 0;
+  for (let bit = 0; bit <= 8; bit++) {
+    const byte = bytes[bit >> 3];
+    if (byte !== undefined && (byte & (0x80 >> (bit & 7))) !== 0) mask |= 1 << bit;
+  }
+  return mask;
+}
+
+/**
+ * The basicConstraints extension value (RFC 5280 §4.2.1.9): `SEQUENCE { cA BOOLEAN DEFAULT
+ * FALSE, pathLenConstraint INTEGER (0..MAX) OPTIONAL }`. An explicit `cA FALSE` (which DER
+ * would omit) is read as false. Malformed input throws a TesseraError with `code`.
+ */
+export function decodeBasicConstraints(value: Buffer, code: ErrorCode): { cA: boolean; pathLen: number | undefined } {
+  const seq = readDer(value, code, TAG.SEQUENCE);
+  const items = readChildren(value, seq, code);
+  let i = 0;
+  let cA = false;
+  if (items[0]?.tag === TAG.BOOLEAN) {
+    cA = decodeBoolean(items[0], code);
+    i = 1;
+  }
+  let pathLen: number | undefined;
+  const pl = items[i];
+  if (pl !== undefined) {
+    const n = decodeInteger(pl, code);
+    if (n < 0n || n > 0xffffffffn) throw new TesseraError(code, 'malformed basicConstraints');
+    pathLen = Number(n);
+    i++;
+  }
+  if (i !== items.length) throw new TesseraError(code, 'malformed basicConstraints');
+  return { cA, pathLen };
+}
+
+/** What an X509-SVID check reads from a leaf (see src/core/x509-svid.ts). */
+export interface LeafFields {
+  /** The serial as node's X509Certificate.serialNumber prints it: uppercase hex, no leading 00 octets. */
+  serial: string;
+  /** Milliseconds since the epoch. */
+  notBefore: number;
+  notAfter: number;
+  uris: string[];
+  /** undefined when the certificate has no basicConstraints extension. */
+  cA: boolean | undefined;
+  /** {@link KEY_USAGE} mask; undefined when the certificate has no keyUsage extension. */
+  keyUsage: number | undefined;
+}
+
+/**
+ * Reads, in one pass over the DER, the fields a peer-certificate check needs. Anything malformed
+ * throws TESSERA_AUTH_INVALID (and nothing else). Does not verify the signature.
+ */
+export function readLeafFields(certDer: Buffer): LeafFields {
+  const code: ErrorCode = 'TESSERA_AUTH_INVALID';
+  const der = asCertDer(certDer, code);
+  const parts = parseCertificateParts(der, code);
+  const times = readChildren(der, parts.validity, code);
+  if (times.length !== 2) throw new TesseraError(code, 'malformed certificate validity');
+  const san = parts.extensions.get(OID.subjectAltName);
+  const bc = parts.extensions.get(OID.basicConstraints);
+  const ku = parts.extensions.get(OID.keyUsage);
+  return {
+    serial: serialHex(parts.serial, code),
+    notBefore: decodeTime(times[0] as Tlv, code).getTime(),
+    notAfter: decodeTime(times[1] as Tlv, code).getTime(),
+    uris: san === undefined ? [] : parseGeneralNames(san.value, code).uris,
+    cA: bc === undefined ? undefined : decodeBasicConstraints(bc.value, code).cA,
+    keyUsage: ku === undefined ? undefined : decodeKeyUsage(ku.value, code),
+  };
+}
+
+/** Node prints a serial with OpenSSL's BN_bn2hex: the magnitude's octets in uppercase hex, "-" when negative. */
+function serialHex(serial: Tlv, code: ErrorCode): string {
+  const v = serial.value;
+  if (v.length === 0) throw new TesseraError(code, 'malformed serial number');
+  if (((v[0] as number) & 0x80) !== 0) {
+    const n = -decodeInteger(serial, code);
+    const hex = n.toString(16).toUpperCase();
+    return `-${hex.length % 2 === 1 ? `0${hex}` : hex}`;
+  }
+  // DER INTEGERs are minimal (X.690 8.3.2): at most one 00 octet, and only before a high bit.
+  if (v.length > 1 && v[0] === 0 && ((v[1] as number) & 0x80) === 0) throw new TesseraError(code, 'malformed serial number');
+  if (v.length === 1 && v[0] === 0) return '0';
+  return v.subarray(v[0] === 0 ? 1 : 0).toString('hex').toUpperCase();
 }

@@ -1,9 +1,9 @@
 /**
  * The agent's inbound proxy: terminates mTLS from other workloads' agents in front of the local
  * application. The caller must present an X509-SVID that chains to the bundle (OpenSSL checks
- * the chain and validity during the handshake) and carries exactly one SPIFFE ID of our trust
- * domain; then every connection (`tcp` mode) or every request (`http` mode) is put to the
- * injected authorizer before a byte reaches the app.
+ * the chain and validity during the handshake) and passes the one X509-SVID leaf check
+ * (src/core/x509-svid.ts) for our trust domain; then every connection (`tcp` mode) or every
+ * request (`http` mode) is put to the injected authorizer before a byte reaches the app.
  *
  * The server's certificate, key and trusted CAs are rebuilt from the TlsSource when the SVID or
  * bundle rotates (`server.setSecureContext`): established connections keep going on the
@@ -21,7 +21,8 @@ import { DEFAULT_HEAD_LIMITS, STRICT_PATH, type PathAllowances } from '../../cor
 import { PerSecondSampler } from '../../core/sampler.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
 import { peerRefusal, rejudge, type Judged, type PeerStatus, type RejudgeResult } from './rejudge.js';
-import { MIN_TLS_VERSION, keyPem, listenOn, peerSpiffeId, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
+import { verifyPeerSvid } from '../../core/x509-svid.js';
+import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
 
 export type { Authorize, AuthorizeRequest, AuthorizeResult, DecisionRecord, InboundStats } from './http.js';
@@ -250,17 +251,16 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       // tcp mode passes half-closes on. (A server made allowHalfOpen would also keep sockets
       // whose handshake the peer abandoned with a FIN, until the handshake timeout.)
       socket.allowHalfOpen = true;
-      const cert = socket.getPeerX509Certificate();
-      const verdict = peerSpiffeId(cert, trustDomain);
-      if ('refused' in verdict || verdict.notAfter <= Date.now()) {
+      const verdict = verifyPeerSvid(socket.getPeerX509Certificate()?.raw, socket.authorized, { trustDomain }, Date.now());
+      if (!verdict.ok) {
         stats.identityRefused++;
-        refused('TESSERA_PROXY_PEER_IDENTITY', 'refused' in verdict ? verdict.refused : 'peer certificate expired', remoteOf(socket));
+        refused('TESSERA_PROXY_PEER_IDENTITY', verdict.reason, remoteOf(socket));
         socket.destroy();
         return;
       }
       // A revoked or unknown caller: refused before any decision, in both modes.
-      const serial = cert?.serialNumber ?? '';
-      const standing = peerRefusal(opts.peerStatus, verdict.id, serial);
+      const serial = verdict.serial;
+      const standing = peerRefusal(opts.peerStatus, verdict.spiffeId, serial);
       if (standing !== undefined) {
         stats.identityRefused++;
         refused('TESSERA_PROXY_PEER_IDENTITY', standing, remoteOf(socket));
@@ -271,14 +271,14 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       stats.active++;
       let entry: Tracked;
       if (opts.mode === 'http') {
-        entry = new HttpConnection(socket, verdict.id, verdict.notAfter, httpCtx, serial);
+        entry = new HttpConnection(socket, verdict.spiffeId, verdict.notAfter, httpCtx, serial);
       } else {
-        if (!callAuthorize(httpCtx, { peer: verdict.id, action: 'tcp:connect' })) {
+        if (!callAuthorize(httpCtx, { peer: verdict.spiffeId, action: 'tcp:connect' })) {
           stats.active--;
           socket.destroy();
           return;
         }
-        entry = relayTcp(socket, opts.app, stats, verdict.id, serial, verdict.notAfter);
+        entry = relayTcp(socket, opts.app, stats, verdict.spiffeId, serial, verdict.notAfter);
       }
       tracked.add(entry);
       socket.once('close', () => {

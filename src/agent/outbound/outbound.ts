@@ -1,9 +1,10 @@
 /**
  * The agent's outbound proxy: the local app connects in plain TCP (HTTP or anything else) to a
  * port on 127.0.0.1, and the agent carries the bytes over mTLS to the target workload's inbound
- * proxy, presenting our X509-SVID. The server must chain to the bundle AND present exactly the
- * expected SPIFFE ID (X509-SVID §5: authorize the peer's identity, not a DNS name); anything
- * else closes the app's connection before a byte of it is sent.
+ * proxy, presenting our X509-SVID. The server must chain to the bundle AND pass the one X509-SVID
+ * leaf check (src/core/x509-svid.ts) as exactly the expected SPIFFE ID (X509-SVID §5: authorize
+ * the peer's identity, not a DNS name); anything else closes the app's connection before a byte
+ * of it is sent.
  *
  * The client SecureContext is built once per SVID or bundle rotation and shared by every
  * connection: building one per connection halves the handshake rate.
@@ -23,8 +24,8 @@ import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { assertPeerCredentialsAvailable, peerCredentialsOf, type PeerCredentials } from '../attest/peercred.js';
 import { entryMatchesCaller } from '../attest/selectors.js';
 import { listenOnUnixSocket, type UnixSocket } from '../attest/unix-socket.js';
-import { isSpiffeId } from '../../core/spiffe-id.js';
-import { certificateUriSans } from '../../core/x509.js';
+import { isSpiffeId, parseSpiffeId } from '../../core/spiffe-id.js';
+import { verifyPeerSvid } from '../../core/x509-svid.js';
 import { peerRefusal, type PeerStatus } from '../inbound/rejudge.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 
@@ -135,6 +136,8 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
   }
   const expectedId = opts.upstream.expectedId;
   if (typeof expectedId !== 'string' || !isSpiffeId(expectedId)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'upstream.expectedId must be a SPIFFE ID');
+  // X509-SVID §3.1: a leaf's ID has a path, so the bare trust-domain ID can never be a target.
+  if (parseSpiffeId(expectedId).path === '') throw new TesseraError('TESSERA_CONFIG_INVALID', 'upstream.expectedId needs a path (the trust-domain ID is not a workload)');
   const unixListen = 'path' in opts.listen ? opts.listen : undefined;
   const entrySelectors = opts.entrySelectors;
   if (unixListen !== undefined) {
@@ -164,21 +167,13 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     }
   };
 
-  // Replaces hostname verification: the peer is identified by its SPIFFE ID only.
+  // Replaces hostname verification: the peer is identified by its SPIFFE ID only. Node calls this
+  // only once OpenSSL has verified the chain to the bundle (rejectUnauthorized), hence `true`.
+  const expect = { trustDomain: parseSpiffeId(expectedId).trustDomain, id: expectedId };
   const checkServerIdentity = (_host: string, cert: PeerCertificate): Error | undefined => {
-    let reason: string | undefined;
-    if (cert.ca) reason = 'the target presented a CA certificate';
-    else {
-      let uris: string[] = [];
-      try {
-        uris = certificateUriSans(cert.raw);
-      } catch {
-        reason = 'the target presented a malformed certificate';
-      }
-      if (reason === undefined && (uris.length !== 1 || uris[0] !== expectedId)) reason = 'the target did not present the expected SPIFFE ID';
-    }
-    if (reason === undefined) return undefined;
-    const err = new TesseraError('TESSERA_PROXY_PEER_IDENTITY', reason);
+    const v = verifyPeerSvid(cert.raw, true, expect, Date.now());
+    if (v.ok) return undefined;
+    const err = new TesseraError('TESSERA_PROXY_PEER_IDENTITY', `the target's certificate was refused: ${v.reason}`);
     (err as unknown as Record<symbol, boolean>)[IDENTITY_ERROR] = true;
     return err;
   };

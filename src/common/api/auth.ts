@@ -1,12 +1,13 @@
 import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
-import { isMemberOf, parseSpiffeId } from '../../core/spiffe-id.js';
-import { certificateUriSans } from '../../core/x509.js';
+import { verifyPeerSvid } from '../../core/x509-svid.js';
 
 export interface Caller {
   spiffeId: string;
   notAfter: number;
+  /** Serial of the caller's leaf, as node prints it (uppercase hex), for revocation checks. */
+  serial: string;
   /** Hex SHA-256 fingerprint of the leaf, for audit records. */
   fingerprint: string;
 }
@@ -20,26 +21,14 @@ const verdicts = new WeakMap<TLSSocket, CallerResult>();
 function evaluate(socket: TLSSocket, trustDomain: string): CallerResult {
   const cert = socket.getPeerX509Certificate?.();
   if (!cert) return { ok: false, error: new TesseraError('TESSERA_AUTH_REQUIRED'), reason: 'no client certificate' };
-  if (!socket.authorized) {
-    const reason = String(socket.authorizationError ?? 'untrusted');
+  // The server asks for a certificate without requiring one (join and health need none), so the
+  // chain verdict is OpenSSL's `authorized`, passed on to the one peer check.
+  const v = verifyPeerSvid(cert.raw, socket.authorized, { trustDomain }, Date.now());
+  if (!v.ok) {
+    const reason = v.reason === 'chain not verified' ? String(socket.authorizationError ?? 'untrusted') : v.reason;
     return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason };
   }
-  let uris: string[];
-  try {
-    uris = certificateUriSans(cert.raw);
-  } catch {
-    return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason: 'malformed certificate' };
-  }
-  if (uris.length !== 1) return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason: 'certificate must carry exactly one URI SAN' };
-  let id: string;
-  try {
-    id = parseSpiffeId(uris[0]!).id;
-  } catch {
-    return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason: 'URI SAN is not a SPIFFE ID' };
-  }
-  if (!isMemberOf(id, trustDomain)) return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason: 'other trust domain' };
-  if (cert.ca) return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason: 'CA certificate used as client' };
-  return { ok: true, caller: { spiffeId: id, notAfter: Date.parse(cert.validTo), fingerprint: cert.fingerprint256.replaceAll(':', '').toLowerCase() } };
+  return { ok: true, caller: { spiffeId: v.spiffeId, notAfter: v.notAfter, serial: v.serial, fingerprint: cert.fingerprint256.replaceAll(':', '').toLowerCase() } };
 }
 
 /**
