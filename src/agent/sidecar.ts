@@ -60,7 +60,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       const self = agent.spiffeId!;
       inbound = await startInbound({
         listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent,
-        authorize: (r) => enforcer.authorize({ principal: r.peer, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
+        authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
         onDecision: (r) => { if (!r.allow) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons }); },
         onRefused: (r) => {
           log.info('connection refused', { code: r.code, reason: r.reason, remote: r.remote });
@@ -73,6 +73,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     for (const o of opts.outbounds ?? []) {
       const out = await startOutbound({
         listen: o.listen, upstream: o.upstream, tls: agent,
+        peerStatus: (id, serial) => enforcer.peerStatus(id, serial),
         onRefused: (r) => {
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
           enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');

@@ -27,6 +27,8 @@ import type { Upstream, UpstreamOwner, UpstreamPool } from './upstream-pool.js';
 export interface AuthorizeRequest {
   /** The caller's SPIFFE ID, from its verified client certificate. */
   peer: string;
+  /** The serial of the caller's certificate (uppercase hex), for the revocation list. */
+  serial?: string;
   action: 'tcp:connect' | 'http:request';
   method?: string;
   /** The request path without the query (never with `.`/`..` segments or escaped unreserved characters). */
@@ -179,6 +181,7 @@ export class HttpConnection implements UpstreamOwner {
     readonly peer: string,
     readonly peerNotAfter: number,
     readonly ctx: HttpContext,
+    readonly peerSerial?: string,
   ) {
     this.#idleSince = ctx.clock.now;
     const limits = { maxHeadBytes: ctx.limits.maxHeadBytes, maxHeaders: ctx.limits.maxHeaders };
@@ -261,7 +264,7 @@ export class HttpConnection implements UpstreamOwner {
         this.#refuse('TESSERA_PROXY_PEER_IDENTITY', 'the caller\'s certificate has expired');
         return;
       }
-      const allowed = callAuthorize(ctx, { peer: this.peer, action: 'http:request', method: head.method, path: head.path });
+      const allowed = callAuthorize(ctx, { peer: this.peer, serial: this.peerSerial, action: 'http:request', method: head.method, path: head.path });
       if (allowed) {
         this.#startExchange(head, rest, off);
         return;

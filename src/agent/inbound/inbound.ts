@@ -174,7 +174,8 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       // tcp mode passes half-closes on. (A server made allowHalfOpen would also keep sockets
       // whose handshake the peer abandoned with a FIN, until the handshake timeout.)
       socket.allowHalfOpen = true;
-      const verdict = peerSpiffeId(socket.getPeerX509Certificate(), trustDomain);
+      const peerCert = socket.getPeerX509Certificate();
+      const verdict = peerSpiffeId(peerCert, trustDomain);
       if ('refused' in verdict || verdict.notAfter <= Date.now()) {
         stats.identityRefused++;
         refused('TESSERA_PROXY_PEER_IDENTITY', 'refused' in verdict ? verdict.refused : 'peer certificate expired', remoteOf(socket));
@@ -185,9 +186,9 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       stats.active++;
       let entry: Tracked;
       if (opts.mode === 'http') {
-        entry = new HttpConnection(socket, verdict.id, verdict.notAfter, httpCtx);
+        entry = new HttpConnection(socket, verdict.id, verdict.notAfter, httpCtx, peerCert?.serialNumber);
       } else {
-        if (!callAuthorize(httpCtx, { peer: verdict.id, action: 'tcp:connect' })) {
+        if (!callAuthorize(httpCtx, { peer: verdict.id, serial: peerCert?.serialNumber, action: 'tcp:connect' })) {
           stats.active--;
           socket.destroy();
           return;

@@ -49,6 +49,11 @@ export interface OutboundOptions {
   upstream: { host: string; port: number; expectedId: string };
   tls: TlsSource;
   limits?: Partial<OutboundLimits>;
+  /**
+   * Whether the target, once its SPIFFE ID is the expected one, is a live workload (not revoked,
+   * has an entry): the policy enforcer's `peerStatus`. Absent: not checked.
+   */
+  peerStatus?: (spiffeId: string, serial: string) => { ok: true } | { ok: false; reason: 'unknown' | 'revoked' };
   /** Every connection refused: the target's identity or handshake. */
   onRefused?: (record: OutboundRefusal) => void;
 }
@@ -113,6 +118,10 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
         reason = 'the target presented a malformed certificate';
       }
       if (reason === undefined && (uris.length !== 1 || uris[0] !== expectedId)) reason = 'the target did not present the expected SPIFFE ID';
+      if (reason === undefined && opts.peerStatus !== undefined) {
+        const status = opts.peerStatus(expectedId, cert.serialNumber.toUpperCase());
+        if (!status.ok) reason = status.reason === 'revoked' ? 'the target\'s identity is revoked' : 'the target has no live entry';
+      }
     }
     if (reason === undefined) return undefined;
     const err = new TesseraError('TESSERA_PROXY_PEER_IDENTITY', reason);

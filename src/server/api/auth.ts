@@ -9,6 +9,8 @@ export interface Caller {
   notAfter: number;
   /** Hex SHA-256 fingerprint of the leaf, for audit records. */
   fingerprint: string;
+  /** The leaf's serial (uppercase hex): revocation lists name SVIDs by it. */
+  serial: string;
 }
 
 /** TLS-level reasons that mean "not trusted" rather than "absent". Kept for audit details only. */
@@ -39,7 +41,7 @@ function evaluate(socket: TLSSocket, trustDomain: string): CallerResult {
   }
   if (!isMemberOf(id, trustDomain)) return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason: 'other trust domain' };
   if (cert.ca) return { ok: false, error: new TesseraError('TESSERA_AUTH_INVALID'), reason: 'CA certificate used as client' };
-  return { ok: true, caller: { spiffeId: id, notAfter: Date.parse(cert.validTo), fingerprint: cert.fingerprint256.replaceAll(':', '').toLowerCase() } };
+  return { ok: true, caller: { spiffeId: id, notAfter: Date.parse(cert.validTo), fingerprint: cert.fingerprint256.replaceAll(':', '').toLowerCase(), serial: cert.serialNumber.toUpperCase() } };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
-import { audited, liveSvidCaller, svidCaller } from '../api/handlers.js';
+import { audited, liveSvidCaller } from '../api/handlers.js';
 import { body, int, reqStr, str, strList } from '../api/validate.js';
 import type { ServerContext } from '../context.js';
 
@@ -34,7 +34,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post('/v1/apikeys/verify', (req) => audited(ctx, req, 'apikey.verify', async (ev) => {
-    svidCaller(ctx, req, ev);
+    await liveSvidCaller(ctx, req, ev);
     const b = body(req.body, ['api_key', 'scope']);
     const key = reqStr(b, 'api_key', { max: 128 });
     const scope = str(b, 'scope', { optional: true, max: 128, pattern: SCOPE });
