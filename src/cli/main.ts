@@ -164,6 +164,8 @@ export function buildProgram(): Command {
         allowSampleRate: fraction(String(o.allowSample)),
       });
       sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
+      // A bundle loaded from the cache at start (static stability) was installed before the listener above.
+      if (sidecar.enforcer.version > 0) log.info('policy bundle in force', { version: sidecar.enforcer.version, from: 'cache' });
       if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });
       for (const out of sidecar.outbounds) log.info('outbound proxy listening', { port: out.port });
       const secretFiles = startSecretFiles(agent, unsealSpecs, log);
