@@ -3,14 +3,19 @@
  * identity. A control plane (child process), three key servers in this process (2-of-3 policy, Cedar
  * secret:unseal for compliance == "pci"), then two agents as child processes: the pci agent writes
  * the plaintext 0600 in a 0700 directory and logs only the policy and path; the other agent is
- * refused, writes nothing, retries and keeps running.
+ * refused, writes nothing, retries and keeps running. Then a pci identity is revoked: every key
+ * server refuses its unseal within a second.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ApiClient } from '../src/common/api-client.js';
+import { ApiClient } from '../src/common/api-client.js';
+import { unsealSealedText } from '../src/agent/secrets/unseal.js';
+import { TesseraError } from '../src/core/errors.js';
+import { pemDecodeAll } from '../src/core/x509.js';
+import { makeCsrPem } from './support/server.js';
 import { parseUnsealSpec } from '../src/agent/secrets/files.js';
 import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
 import { silentLogger } from '../src/core/log.js';
@@ -173,4 +178,32 @@ describe('agent --unseal: sealed files opened for the app', () => {
     const code = await new Promise<number | null>((res) => { p.child.once('exit', (c) => res(c)); p.child.kill('SIGTERM'); });
     expect(code).toBe(0);
   }, 40_000);
+
+  it('the key servers refuse the unseal of a revoked identity (the revocation list reaches them within a second)', async () => {
+    const id = `spiffe://${TD}/shop/orders-2`;
+    await admin.call('POST', '/v1/entries', { spiffe_id: id, attributes: { app: 'orders', compliance: 'pci' } });
+    const bundlePem = readFileSync(join(server.dataDir, 'bundle.pem'), 'utf8');
+    const csr = makeCsrPem();
+    const anon = new ApiClient(server.url, { ca: bundlePem });
+    const joined = await anon.call<{ svid_pem: string }>('POST', '/v1/agent/join', { join_token: await token(id), csr: csr.pem }).finally(() => anon.close());
+    await waitFor('the key servers to know the new entry', () => nodes.every((n) => n.sidecar.enforcer.peerStatus(id).ok), 5_000);
+    // The signed record is fetched as the admin, so that only the key servers' check is exercised.
+    const unseal = () => unsealSealedText({
+      text: readFileSync(sealedFile, 'utf8'), call: (method, path, body) => admin.call(method, path, body),
+      tls: { certPem: joined.svid_pem, keyPem: csr.keyPem, bundlePem }, trustedCas: pemDecodeAll(bundlePem, 'CERTIFICATE'),
+    });
+    expect((await unseal()).plaintext.toString()).toContain('agent-file-s3cret');
+
+    const since = Date.now();
+    const revoked = await admin.call<{ bundle_version: number }>('POST', `/v1/entries/${encodeURIComponent(id)}/revoke`, { reason: 'host compromised' });
+    await waitFor('every key server to hold the revocation', () => nodes.every((n) => n.sidecar.enforcer.version >= revoked.bundle_version), 1_000, 10);
+    console.log(`revoke → all three key servers hold the list after ${Date.now() - since} ms`);
+    const err = await unseal().then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(TesseraError);
+    expect((err as TesseraError).code).toBe('TESSERA_SECRET_THRESHOLD');
+    const failures = (err as TesseraError & { failures?: { code: string }[] }).failures ?? [];
+    expect(failures.length).toBeGreaterThanOrEqual(2);
+    expect(failures.every((f) => f.code === 'TESSERA_FORBIDDEN')).toBe(true);
+    for (const n of nodes) expect(n.sidecar.enforcer.peerStatus(id)).toEqual({ ok: false, reason: 'revoked' });
+  }, 30_000);
 });

@@ -396,7 +396,8 @@ describe('http mode', () => {
       // Hop-by-hop fields of the app's hop are not passed back.
       expect(r.headers['keep-alive']).toBeUndefined();
     }
-    expect(seen[3]).toEqual({ peer: CLIENT_ID, action: 'http:request', method: 'DELETE', path: '/hello/3' });
+    // The caller's certificate serial goes with every request, for the revocation list.
+    expect(seen[3]).toEqual({ peer: CLIENT_ID, serial: expect.stringMatching(/^[0-9A-F]{32}$/), action: 'http:request', method: 'DELETE', path: '/hello/3' });
     expect(ib.stats).toMatchObject({ connections: 1, requests: 10, allowed: 10 });
     expect(appPorts.size).toBe(1); // one pooled connection to the app
   });

@@ -64,11 +64,14 @@ function count(name: string, max: number): (v: string) => number {
 
 function entryRow(e: Json): string[] {
   const attrs = Object.entries((e.attributes as Json) ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',');
-  return [String(e.id), String(e.spiffe_id), attrs || '-', (e.selectors as string[]).join(',') || '-', formatDuration(Number(e.x509_ttl_seconds) * 1000)];
+  return [String(e.id), String(e.spiffe_id), attrs || '-', (e.selectors as string[]).join(',') || '-', formatDuration(Number(e.x509_ttl_seconds) * 1000),
+    e.revoked_at ? `revoked ${String(e.revoked_at)}` : 'live'];
 }
 
+const ENTRY_COLUMNS = ['ID', 'SPIFFE ID', 'ATTRIBUTES', 'SELECTORS', 'X509 TTL', 'STATE'];
+
 function describeEntry(e: Json): string {
-  return table(['ID', 'SPIFFE ID', 'ATTRIBUTES', 'SELECTORS', 'X509 TTL'], [entryRow(e)]);
+  return table(ENTRY_COLUMNS, [entryRow(e)]) + (e.revoked_reason ? `\nrevoked: ${String(e.revoked_reason)}` : '');
 }
 
 /** Wraps an action: global options, errors with stable codes and exit statuses. */
@@ -199,6 +202,8 @@ export function buildProgram(): Command {
         throw err;
       });
       sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
+      // A bundle loaded from the cache at start (static stability) was installed before the listener above.
+      if (sidecar.enforcer.version > 0) log.info('policy bundle in force', { version: sidecar.enforcer.version, from: 'cache' });
       if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });
       for (const out of sidecar.outbounds) log.info('outbound proxy listening', out.socketPath ? { socket: out.socketPath } : { port: out.port, warning: 'any local user can use this port; prefer --outbound unix:PATH' });
       const secretFiles = startSecretFiles(agent, unsealSpecs, log);
@@ -233,16 +238,24 @@ export function buildProgram(): Command {
     }));
   entry.command('list').description('list registration entries').action(run(async (g) => {
     const res = await withAdmin(g, (c) => c.call<{ entries: Json[] }>('GET', '/v1/entries'));
-    output(g, res, () => (res.entries.length ? table(['ID', 'SPIFFE ID', 'ATTRIBUTES', 'SELECTORS', 'X509 TTL'], res.entries.map(entryRow)) : 'no entries'));
+    output(g, res, () => (res.entries.length ? table(ENTRY_COLUMNS, res.entries.map(entryRow)) : 'no entries'));
   }));
   entry.command('show').description('show one entry').argument('<id>', 'entry id or SPIFFE ID').action(run(async (g, id: string) => {
     const res = await withAdmin(g, (c) => c.call<Json>('GET', `/v1/entries/${encodeURIComponent(id)}`));
     output(g, res, () => describeEntry(res));
   }));
-  entry.command('delete').description('delete an entry (its agents can no longer renew)').argument('<id>', 'entry id or SPIFFE ID').action(run(async (g, id: string) => {
-    const res = await withAdmin(g, (c) => c.call<Json>('DELETE', `/v1/entries/${encodeURIComponent(id)}`));
-    output(g, res, () => `deleted ${String(res.spiffe_id)} (${String(res.deleted)})`);
-  }));
+  entry.command('delete').description('delete an entry: its SPIFFE ID and every SVID it was issued are revoked at once, everywhere')
+    .argument('<id>', 'entry id or SPIFFE ID').action(run(async (g, id: string) => {
+      const res = await withAdmin(g, (c) => c.call<Json>('DELETE', `/v1/entries/${encodeURIComponent(id)}`));
+      output(g, res, () => `deleted ${String(res.spiffe_id)} (${String(res.deleted)}); revoked in policy bundle ${String(res.bundle_version)}`);
+    }));
+  entry.command('revoke').description('revoke an entry: kept, but its current and future SVIDs are refused everywhere (within a second)')
+    .argument('<id>', 'entry id or SPIFFE ID')
+    .requiredOption('--reason <text>', 'why (printable text, up to 256 characters; audited and shown to operators)')
+    .action(run(async (g, id: string, o: Json) => {
+      const res = await withAdmin(g, (c) => c.call<Json>('POST', `/v1/entries/${encodeURIComponent(id)}/revoke`, { reason: o.reason }));
+      output(g, res, () => `revoked ${String(res.spiffe_id)} (${String(res.id)}) at ${String(res.revoked_at)}; in policy bundle ${String(res.bundle_version)}`);
+    }));
 
   program.command('token').description('join tokens (admin)').command('create')
     .description('create a single-use join token bound to one entry (shown once)')

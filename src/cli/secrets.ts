@@ -85,7 +85,7 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       tls: agent,
       trustDomain: td,
       provisioners: [`spiffe://${td}/tessera/admin`],
-      authorize: (caller, policy) => enforcer.authorize({ principal: caller.spiffeId, action: 'secret:unseal', resource: secretResource(td, policy) }).allow,
+      authorize: (caller, policy) => enforcer.authorize({ principal: caller.spiffeId, ...(caller.serial !== undefined ? { serial: caller.serial } : {}), action: 'secret:unseal', resource: secretResource(td, policy) }).allow,
       log,
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),

@@ -116,7 +116,10 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     void reply.code(404).send({ error: new TesseraError('TESSERA_NOT_FOUND').toJSON() });
   });
 
-  const caller = (req: FastifyRequest): KeyCaller => ({ spiffeId: authenticate(req, trustDomain).spiffeId });
+  const caller = (req: FastifyRequest): KeyCaller => {
+    const c = authenticate(req, trustDomain);
+    return { spiffeId: c.spiffeId, serial: c.serial };
+  };
 
   app.get('/v1/healthz', async () => ({ status: 'ok', shares: store.list().length }));
 

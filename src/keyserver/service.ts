@@ -12,6 +12,8 @@ import type { ShareStore } from './store.js';
 
 export interface KeyCaller {
   spiffeId: string;
+  /** The caller's certificate serial (uppercase hex), checked against the revocation list. */
+  serial?: string;
 }
 
 export interface EvaluateRequest {

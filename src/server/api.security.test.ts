@@ -513,10 +513,10 @@ describe('renewal, JWT-SVIDs and API keys', () => {
   });
 
   it('the admin credential cannot renew or mint (it has no entry) → 403', async () => {
-    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem().pem }), 'TESSERA_FORBIDDEN');
-    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem({ uriSan: ADMIN_ID }).pem }), 'TESSERA_FORBIDDEN');
-    expectError(await post(t(), '/v1/svid/jwt', { audience: 'x' }), 'TESSERA_FORBIDDEN');
-    expectError(await post(t(), '/v1/apikeys', { scopes: ['x'] }), 'TESSERA_FORBIDDEN');
+    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem().pem }), 'TESSERA_IDENTITY_REVOKED');
+    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem({ uriSan: ADMIN_ID }).pem }), 'TESSERA_IDENTITY_REVOKED');
+    expectError(await post(t(), '/v1/svid/jwt', { audience: 'x' }), 'TESSERA_IDENTITY_REVOKED');
+    expectError(await post(t(), '/v1/apikeys', { scopes: ['x'] }), 'TESSERA_IDENTITY_REVOKED');
   });
 
   it('JWT mint with missing, empty or oversized audience → 400 TESSERA_BAD_REQUEST', async () => {
@@ -563,18 +563,17 @@ describe('renewal, JWT-SVIDs and API keys', () => {
     }
   });
 
-  it('renew, mint and API key creation after the entry was deleted → 403 TESSERA_FORBIDDEN', async () => {
+  it('renew, mint and API key creation after the entry was deleted → 403 TESSERA_IDENTITY_REVOKED', async () => {
     const doomed = await joinAgent(t().cp, t().admin, `spiffe://${TD}/svc/doomed`);
     const dtls = { ca: t().adminTls.ca, cert: doomed.certPem, key: doomed.keyPem };
     expect((await post(t(), '/v1/svid/renew', { csr: makeCsrPem().pem }, dtls)).status).toBe(200);
     await t().admin.call('DELETE', `/v1/entries/${doomed.entryId}`);
-    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem().pem }, dtls), 'TESSERA_FORBIDDEN');
-    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem({ uriSan: doomed.spiffeId }).pem }, dtls), 'TESSERA_FORBIDDEN');
-    expectError(await post(t(), '/v1/svid/jwt', { audience: 'x' }, dtls), 'TESSERA_FORBIDDEN');
-    expectError(await post(t(), '/v1/apikeys', { scopes: ['x'] }, dtls), 'TESSERA_FORBIDDEN');
-    // Re-registering the same ID does not make the old SVID useless, but it is a new entry.
+    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem().pem }, dtls), 'TESSERA_IDENTITY_REVOKED');
+    expectError(await post(t(), '/v1/svid/renew', { csr: makeCsrPem({ uriSan: doomed.spiffeId }).pem }, dtls), 'TESSERA_IDENTITY_REVOKED');
+    expectError(await post(t(), '/v1/svid/jwt', { audience: 'x' }, dtls), 'TESSERA_IDENTITY_REVOKED');
+    expectError(await post(t(), '/v1/apikeys', { scopes: ['x'] }, dtls), 'TESSERA_IDENTITY_REVOKED');
     const records = await auditRecords(t(), '&action=svid.renew&outcome=denied');
-    expect(records.some((r) => r.actor === doomed.spiffeId && r.code === 'TESSERA_FORBIDDEN')).toBe(true);
+    expect(records.some((r) => r.actor === doomed.spiffeId && r.code === 'TESSERA_IDENTITY_REVOKED' && r.detail.identity === 'unknown')).toBe(true);
   });
 });
 

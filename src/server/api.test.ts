@@ -119,10 +119,10 @@ describe('control plane API: happy paths', () => {
     expect(await admin.call<Entry>('GET', `/v1/entries/${created.id}`)).toEqual(created);
     expect(await admin.call<Entry>('GET', `/v1/entries/${encodeURIComponent(spiffeId)}`)).toEqual(created);
 
-    expect(await admin.call('DELETE', `/v1/entries/${created.id}`)).toEqual({ deleted: created.id, spiffe_id: spiffeId });
+    expect(await admin.call('DELETE', `/v1/entries/${created.id}`)).toEqual({ deleted: created.id, spiffe_id: spiffeId, bundle_version: expect.any(Number) });
     expect(await rejectionCode(admin.call('GET', `/v1/entries/${created.id}`))).toBe('TESSERA_ENTRY_NOT_FOUND');
 
-    expect(await admin.call('DELETE', `/v1/entries/${encodeURIComponent(other.spiffe_id)}`)).toEqual({ deleted: other.id, spiffe_id: other.spiffe_id });
+    expect(await admin.call('DELETE', `/v1/entries/${encodeURIComponent(other.spiffe_id)}`)).toEqual({ deleted: other.id, spiffe_id: other.spiffe_id, bundle_version: expect.any(Number) });
     const after = await admin.call<{ entries: Entry[] }>('GET', '/v1/entries');
     expect(after.entries.map((e) => e.id)).not.toContain(created.id);
     expect(after.entries.map((e) => e.id)).not.toContain(other.id);
@@ -132,7 +132,7 @@ describe('control plane API: happy paths', () => {
     const spiffeId = `spiffe://${TD}/${'segment/'.repeat(30)}end`;
     const created = await admin.call<Entry>('POST', '/v1/entries', { spiffe_id: spiffeId });
     expect(await admin.call<Entry>('GET', `/v1/entries/${encodeURIComponent(spiffeId)}`)).toEqual(created);
-    expect(await admin.call('DELETE', `/v1/entries/${encodeURIComponent(spiffeId)}`)).toEqual({ deleted: created.id, spiffe_id: spiffeId });
+    expect(await admin.call('DELETE', `/v1/entries/${encodeURIComponent(spiffeId)}`)).toEqual({ deleted: created.id, spiffe_id: spiffeId, bundle_version: expect.any(Number) });
   });
 
   it('creates a join token, joins with a CSR and gets an SVID for the entry plus the bundle', async () => {

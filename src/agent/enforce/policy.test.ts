@@ -12,7 +12,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../core/log.js';
 import { createPolicyBundle, signPolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
-import type { PolicyEntity } from '../../core/policy/types.js';
+import type { PolicyEntity, RevokedIdentity } from '../../core/policy/types.js';
 import { createSelfSignedCa } from '../../core/x509.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
 import { PolicyEnforcer, type PolicyEnforcerOptions } from './policy.js';
@@ -63,9 +63,9 @@ class TestCa {
     });
   }
 
-  sign(version: number, policies: Record<string, string>, entities: PolicyEntity[] = ENTITIES): SignedPolicyBundle {
+  sign(version: number, policies: Record<string, string>, entities: PolicyEntity[] = ENTITIES, revoked: RevokedIdentity[] = []): SignedPolicyBundle {
     const bundle = createPolicyBundle({
-      version, author: `${TD}/tessera/admin`, reason: `test v${version}`, policies, schema: TESSERA_SCHEMA as Record<string, unknown>, entities,
+      version, author: `${TD}/tessera/admin`, reason: `test v${version}`, policies, schema: TESSERA_SCHEMA as Record<string, unknown>, entities, revoked,
     });
     return signPolicyBundle(bundle, { privateKey: this.privateKey, certDer: this.certDer });
   }
@@ -192,6 +192,67 @@ describe('PolicyEnforcer', () => {
     // The next long-poll asks for anything newer than what it holds.
     await waitUntil(() => cp.calls.length >= 2);
     expect(cp.calls[1]!.after).toBe(1);
+  });
+
+  it('refuses an unknown principal before Cedar, even when a `principal ==` permit names it', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const loaded = nextEvent(e, 'policy');
+    e.start();
+    // The permit names STRANGER, which the bundle does not hold as an entity (no live entry).
+    const byName = { 'x.cedar': `permit (principal == Tessera::Workload::"${STRANGER}", action, resource);\npermit (principal == Tessera::Workload::"${FRONTEND}", action, resource);` };
+    cp.send(ca.sign(1, byName), 1);
+    await loaded;
+    expect(e.peerStatus(STRANGER)).toEqual({ ok: false, reason: 'unknown' });
+    const d = e.authorize({ principal: STRANGER, action: 'tcp:connect', resource: ORDERS });
+    expect(d).toMatchObject({ allow: false, reasons: ['unknown principal: no live entry'] });
+    expect(e.authorize({ ...GET, principal: STRANGER }).allow).toBe(false);
+    expect(e.authorize({ principal: FRONTEND, action: 'tcp:connect', resource: ORDERS }).allow).toBe(true);
+    expect(e.peerStatus(FRONTEND)).toEqual({ ok: true });
+    await e.decisions.flush();
+    expect(shipped.filter((r) => r.principal === STRANGER).map((r) => [r.allow, r.reasons])).toEqual([
+      [false, ['unknown principal: no live entry']], [false, ['unknown principal: no live entry']],
+    ]);
+  });
+
+  it('refuses revoked identities and revoked serials (also of an ID live again), and fires policy on a new list', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const all = { 'all.cedar': 'permit (principal, action, resource);' };
+    expect(e.peerStatus(FRONTEND)).toEqual({ ok: false, reason: 'unknown' }); // no bundle yet: default deny
+    let loaded = nextEvent<{ version: number; revoked: number }>(e, 'policy');
+    e.start();
+    cp.send(ca.sign(1, all), 1);
+    await loaded;
+    const tcp = (principal: string, serial?: string) => e.authorize({ principal, action: 'tcp:connect', resource: ORDERS, ...(serial ? { serial } : {}) });
+    expect(tcp(FRONTEND, 'AA01').allow).toBe(true);
+
+    // v2: FRONTEND revoked (entry kept, not an entity); ORDERS re-created after a delete: its old serial is listed.
+    loaded = nextEvent(e, 'policy');
+    const revoked: RevokedIdentity[] = [
+      { id: FRONTEND, serials: ['AA01'], at: '2026-01-01T00:00:00.000Z', reason: 'compromised' },
+      { id: ORDERS, serials: ['BB01'], at: '2026-01-01T00:00:00.000Z', reason: 'entry deleted' },
+    ];
+    cp.send(ca.sign(2, all, [ENTITIES[1]!], revoked), 2);
+    expect(await loaded).toMatchObject({ version: 2, revoked: 2 });
+    expect(e.peerStatus(FRONTEND, 'AA01')).toEqual({ ok: false, reason: 'revoked' });
+    // Another certificate of the revoked ID: refused by ID.
+    expect(e.peerStatus(FRONTEND, 'AA02')).toEqual({ ok: false, reason: 'revoked' });
+    expect(e.peerStatus(FRONTEND)).toEqual({ ok: false, reason: 'revoked' });
+    expect(tcp(FRONTEND, 'AA02')).toMatchObject({ allow: false, reasons: ['revoked'] });
+    // ORDERS is live again: its new certificate is fine, the old one is not.
+    expect(e.peerStatus(ORDERS, 'BB02')).toEqual({ ok: true });
+    expect(tcp(ORDERS, 'BB02').allow).toBe(true);
+    expect(e.peerStatus(ORDERS, 'BB01')).toEqual({ ok: false, reason: 'revoked' });
+    expect(tcp(ORDERS, 'BB01')).toMatchObject({ allow: false, reasons: ['revoked'] });
+
+    // The list survives a restart from the cache, with the control plane away.
+    await e.stop();
+    const again = enforcer(new FakeControlPlane());
+    again.start();
+    expect(again.version).toBe(2);
+    expect(again.peerStatus(FRONTEND, 'AA02')).toEqual({ ok: false, reason: 'revoked' });
+    expect(again.peerStatus(ORDERS, 'BB01')).toEqual({ ok: false, reason: 'revoked' });
   });
 
   it('refuses a bundle signed by a CA outside the trust bundle and keeps the last good one', async () => {

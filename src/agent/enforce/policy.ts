@@ -12,6 +12,8 @@ export type Action = 'http:request' | 'tcp:connect' | 'secret:unseal' | 'credent
 export interface AuthorizeRequest {
   /** The caller's verified SPIFFE ID. */
   principal: string;
+  /** The serial of the caller's certificate (uppercase hex), checked against the revocation list. */
+  serial?: string;
   action: Action;
   /** The SPIFFE ID of the workload being called (this agent's own, for inbound traffic). */
   resource: string;
@@ -39,6 +41,22 @@ export interface PolicyEnforcerOptions {
 }
 
 const CACHE_FILE = 'policy-bundle.json';
+
+/** Whether a peer is a live workload of the bundle in force (see {@link PolicyEnforcer.peerStatus}). */
+export type PeerStatus = { ok: true } | { ok: false; reason: 'unknown' | 'revoked' };
+const PEER_OK: PeerStatus = Object.freeze({ ok: true });
+const PEER_UNKNOWN: PeerStatus = Object.freeze({ ok: false, reason: 'unknown' });
+const PEER_REVOKED: PeerStatus = Object.freeze({ ok: false, reason: 'revoked' });
+// Refusals before Cedar: constant answers, no allocation per refused request.
+const DENY_UNKNOWN: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['unknown principal: no live entry']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
+const DENY_REVOKED: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['revoked']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
+
+/** The bundle's identities, as sets built once per bundle: the per-request check is two lookups. */
+interface Identities {
+  live: ReadonlySet<string>;
+  revokedIds: ReadonlySet<string>;
+  revokedSerials: ReadonlySet<string>;
+}
 /**
  * Longest context string shipped in a decision record: the control plane refuses a batch holding a
  * longer one (a request path can be far longer), and a refused batch would block the decision log.
@@ -57,6 +75,7 @@ export class PolicyEnforcer extends EventEmitter {
   private bundle: PolicyBundle | undefined;
   /** The signed form of `bundle`, as cached on disk. */
   private signed: SignedPolicyBundle | undefined;
+  private identities: Identities | undefined;
   private stopped = false;
   readonly decisions: DecisionLog;
 
@@ -93,6 +112,22 @@ export class PolicyEnforcer extends EventEmitter {
     return this.decisions.stop();
   }
 
+  /**
+   * Whether `spiffeId` (presenting the certificate `serial`) is a live workload of the bundle in
+   * force: `revoked` when the serial is on the revocation list, or the ID is listed and no live
+   * entity carries it; `unknown` when the bundle has no entity for it (never judged as a workload
+   * without attributes: DESIGN.md, "Revocation and quarantine"); also `unknown` before any bundle
+   * is loaded (default deny). Cheap: two or three set lookups. The 'policy' event fires whenever a
+   * new bundle, and so a new revocation list, is installed.
+   */
+  peerStatus(spiffeId: string, serial?: string): PeerStatus {
+    const ids = this.identities;
+    if (ids === undefined) return PEER_UNKNOWN;
+    if (serial !== undefined && ids.revokedSerials.size > 0 && ids.revokedSerials.has(serial)) return PEER_REVOKED;
+    if (ids.live.has(spiffeId)) return PEER_OK;
+    return ids.revokedIds.has(spiffeId) ? PEER_REVOKED : PEER_UNKNOWN;
+  }
+
   authorize(req: AuthorizeRequest): Decision {
     const now = Date.now();
     // `time` is rounded to the minute: at seconds resolution every decision would be unique and
@@ -105,8 +140,12 @@ export class PolicyEnforcer extends EventEmitter {
       context.path = req.path ?? '';
     }
     let decision: Decision;
+    let status: PeerStatus;
     if (!this.engine) {
       decision = { allow: false, reasons: ['no policy bundle loaded: default deny'], errors: [], cached: false };
+    } else if (!(status = this.peerStatus(req.principal, req.serial)).ok) {
+      // Refused before Cedar: an identity without a live entry is not a workload.
+      decision = status.reason === 'revoked' ? DENY_REVOKED : DENY_UNKNOWN;
     } else {
       decision = this.engine.decide({ principal: req.principal, action: req.action, resource: req.resource, context });
     }
@@ -137,11 +176,14 @@ export class PolicyEnforcer extends EventEmitter {
       return;
     }
     const engine = new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities);
+    const revokedSerials = new Set<string>();
+    for (const r of bundle.revoked) for (const s of r.serials) revokedSerials.add(s);
+    this.identities = { live: new Set(bundle.entities.map((e) => e.id)), revokedIds: new Set(bundle.revoked.map((r) => r.id)), revokedSerials };
     this.engine = engine;
     this.bundle = bundle;
     this.signed = signed;
     if (source === 'server') writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
-    this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source });
+    this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source, revoked: bundle.revoked.length });
   }
 
   private async watch(): Promise<void> {

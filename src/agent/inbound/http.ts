@@ -29,6 +29,8 @@ import type { Upstream, UpstreamOwner, UpstreamPool } from './upstream-pool.js';
 export interface AuthorizeRequest {
   /** The caller's SPIFFE ID, from its verified client certificate. */
   peer: string;
+  /** The serial of the caller's certificate (uppercase hex), for the revocation list. */
+  serial?: string;
   action: 'tcp:connect' | 'http:request';
   method?: string;
   /** The request path without the query (never with `.`/`..` segments or escaped unreserved characters). */
@@ -285,7 +287,7 @@ export class HttpConnection implements UpstreamOwner {
         this.#refuse('TESSERA_PROXY_PEER_IDENTITY', 'the caller\'s certificate has expired');
         return;
       }
-      const allowed = callAuthorize(ctx, { peer: this.peer, action: 'http:request', method: head.method, path: head.path });
+      const allowed = callAuthorize(ctx, { peer: this.peer, serial: this.serial, action: 'http:request', method: head.method, path: head.path });
       if (allowed) {
         this.#startExchange(head, rest, off);
         return;

@@ -273,7 +273,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       if (opts.mode === 'http') {
         entry = new HttpConnection(socket, verdict.spiffeId, verdict.notAfter, httpCtx, serial);
       } else {
-        if (!callAuthorize(httpCtx, { peer: verdict.spiffeId, action: 'tcp:connect' })) {
+        if (!callAuthorize(httpCtx, { peer: verdict.spiffeId, serial, action: 'tcp:connect' })) {
           stats.active--;
           socket.destroy();
           return;

@@ -193,3 +193,37 @@ describe('signed policy bundle', () => {
     );
   });
 });
+
+describe('the revocation list in the bundle', () => {
+  const ID = 'spiffe://example.org/shop/gone';
+  const item = { id: ID, serials: ['4A01', '7F'], at: '2026-01-02T03:04:05.000Z', reason: 'entry deleted' };
+
+  it('round-trips, and a bundle without one (signed before revocation existed) means an empty list', () => {
+    const b = createPolicyBundle({ version: 8, author: 'a', reason: 'r', policies: SHOP_POLICIES, schema: TESSERA_SCHEMA as Record<string, unknown>, entities: SHOP_ENTITIES, revoked: [item] });
+    expect(verifyPolicyBundle(signPolicyBundle(b, ca), trusted).revoked).toEqual([item]);
+    const { revoked: _dropped, ...old } = bundle();
+    expect(verifyPolicyBundle(signRaw(canonicalJson(old)), trusted).revoked).toEqual([]);
+  });
+
+  it('refuses a malformed or oversized list', () => {
+    const many = (n: number, f: (i: number) => unknown) => Array.from({ length: n }, (_, i) => f(i));
+    for (const revoked of [
+      {},
+      [{ ...item, id: 'not a spiffe id' }],
+      [item, { ...item }],
+      [{ ...item, serials: ['4a01'] }],
+      [{ ...item, serials: ['0x4A'] }],
+      [{ ...item, serials: ['A'.repeat(41)] }],
+      [{ ...item, serials: 'A1' }],
+      [{ ...item, at: 'yesterday' }],
+      [{ ...item, reason: 'line\nbreak' }],
+      [{ ...item, reason: 'x'.repeat(257) }],
+      [{ ...item, extra: 1 }],
+      [{ id: ID, serials: [], at: item.at }],
+      [{ ...item, serials: many(257, (i) => (i + 1).toString(16).toUpperCase()) }],
+      many(81, (i) => ({ ...item, id: `${ID}/${i}`, serials: many(250, (j) => (i * 1000 + j + 1).toString(16).toUpperCase()) })),
+    ]) {
+      expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...bundle(), revoked })), trusted), BAD);
+    }
+  });
+});

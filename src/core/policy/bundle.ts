@@ -16,7 +16,7 @@ import { canonicalJson } from '../canonical-json.js';
 import { openEnvelope, signEnvelope, type EnvelopeKind, type EnvelopeSigner, type SignedEnvelope } from '../signed-envelope.js';
 import { exactObject } from '../shape.js';
 import { isSpiffeId } from '../spiffe-id.js';
-import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity } from './types.js';
+import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity, type RevokedIdentity } from './types.js';
 
 export interface PolicyBundle {
   /** Monotonic version (1, 2, ...): agents refuse anything older than what they hold. */
@@ -31,7 +31,13 @@ export interface PolicyBundle {
   policies: Record<string, string>;
   /** Cedar JSON schema the policies were validated against. */
   schema: Record<string, unknown>;
+  /** The workloads with a live registration entry (deleted and revoked entries are not here). */
   entities: PolicyEntity[];
+  /**
+   * The revocation list (deleted or revoked entries, their unexpired serials). Optional on the
+   * wire: a bundle cached before revocation existed has none, which means an empty list.
+   */
+  revoked: RevokedIdentity[];
 }
 
 /** A signed policy bundle: the one signed envelope (src/core/signed-envelope.ts) holding a {@link PolicyBundle}. */
@@ -50,7 +56,11 @@ const MAX_AUTHOR = 256;
 const MAX_REASON = 8192;
 const HEX64 = /^[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
-const BUNDLE_KEYS = ['author', 'createdAt', 'entities', 'hash', 'policies', 'reason', 'schema', 'version'] as const;
+const BUNDLE_KEYS = ['author', 'createdAt', 'entities', 'hash', 'policies', 'reason', 'revoked', 'schema', 'version'] as const;
+const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked']);
+/** Certificate serials: uppercase hex of a positive INTEGER of at most 20 octets (RFC 5280 §4.1.2.2). */
+const SERIAL = /^[0-9A-F]{1,40}$/;
+const REASON_TEXT = /^[\x20-\x7e]*$/;
 const MAX_PAYLOAD_CHARS = Math.ceil((LIMITS.maxBundlePayloadBytes * 4) / 3);
 
 function invalid(message: string): TesseraError {
@@ -78,7 +88,7 @@ export function policyHash(policies: Record<string, string>, schema: object): st
  *
  * @throws TesseraError TESSERA_POLICY_BUNDLE_INVALID
  */
-export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt'> & { createdAt?: string }): PolicyBundle {
+export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt' | 'revoked'> & { createdAt?: string; revoked?: RevokedIdentity[] }): PolicyBundle {
   const bundle: PolicyBundle = {
     version: input.version,
     createdAt: input.createdAt ?? new Date().toISOString(),
@@ -88,6 +98,7 @@ export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt
     policies: input.policies,
     schema: input.schema,
     entities: input.entities,
+    revoked: input.revoked ?? [],
   };
   bundle.hash = policyHash(bundle.policies, bundle.schema);
   return checkBundle(bundle);
@@ -151,7 +162,7 @@ function verifyUnchecked(signed: unknown, trustedCas: readonly Buffer[], opts: V
 
 /** Checks a bundle's shape, sizes and hash; returns a clean copy (fresh objects, known fields only). */
 function checkBundle(v: unknown): PolicyBundle {
-  const b = exactObject(v, BUNDLE_KEYS, 'bundle', invalid);
+  const b = exactObject(v, BUNDLE_KEYS, 'bundle', invalid, OPTIONAL_BUNDLE_KEYS);
   if (typeof b.version !== 'number' || !Number.isSafeInteger(b.version) || b.version < 1) throw invalid('bundle: version must be a positive integer');
   if (typeof b.createdAt !== 'string' || !ISO_UTC.test(b.createdAt) || !Number.isFinite(Date.parse(b.createdAt))) {
     throw invalid('bundle: createdAt must be an ISO 8601 UTC time');
@@ -186,6 +197,8 @@ function checkBundle(v: unknown): PolicyBundle {
     return { id: o.id, attrs };
   });
 
+  const revoked = checkRevoked(b.revoked ?? []);
+
   // A fresh copy of the schema (canonical JSON refuses anything that is not plain JSON).
   let schemaText: string;
   try {
@@ -195,5 +208,31 @@ function checkBundle(v: unknown): PolicyBundle {
   }
   const schema = JSON.parse(schemaText) as Record<string, unknown>;
   if (policyHash(policies, schema) !== b.hash) throw invalid('bundle: hash does not match the policies and schema');
-  return { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities };
+  return { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities, revoked };
+}
+
+/** Checks the revocation list: bounded, one item per SPIFFE ID, serials as uppercase hex. */
+function checkRevoked(v: unknown): RevokedIdentity[] {
+  if (!Array.isArray(v)) throw invalid('bundle: revoked must be an array');
+  if (v.length > LIMITS.maxRevoked) throw invalid(`bundle: more than ${LIMITS.maxRevoked} revoked identities`);
+  const seen = new Set<string>();
+  let serialCount = 0;
+  return v.map((e: unknown, i: number) => {
+    const o = exactObject(e, ['id', 'serials', 'at', 'reason'] as const, `bundle: revoked[${i}]`, invalid);
+    if (typeof o.id !== 'string' || !isSpiffeId(o.id)) throw invalid(`bundle: revoked[${i}].id must be a SPIFFE ID`);
+    if (seen.has(o.id)) throw invalid(`bundle: revoked[${i}] repeats ${o.id}`);
+    seen.add(o.id);
+    if (!Array.isArray(o.serials) || o.serials.length > LIMITS.maxSerialsPerRevoked) throw invalid(`bundle: revoked[${i}].serials must be an array of at most ${LIMITS.maxSerialsPerRevoked}`);
+    serialCount += o.serials.length;
+    if (serialCount > LIMITS.maxRevokedSerials) throw invalid(`bundle: more than ${LIMITS.maxRevokedSerials} revoked serials`);
+    const serials = o.serials.map((s: unknown) => {
+      if (typeof s !== 'string' || !SERIAL.test(s)) throw invalid(`bundle: revoked[${i}].serials must be uppercase hex serials`);
+      return s;
+    });
+    if (typeof o.at !== 'string' || !ISO_UTC.test(o.at) || !Number.isFinite(Date.parse(o.at))) throw invalid(`bundle: revoked[${i}].at must be an ISO 8601 UTC time`);
+    if (typeof o.reason !== 'string' || o.reason.length > LIMITS.maxRevocationReason || !REASON_TEXT.test(o.reason)) {
+      throw invalid(`bundle: revoked[${i}].reason must be printable text of at most ${LIMITS.maxRevocationReason} characters`);
+    }
+    return { id: o.id, serials, at: o.at, reason: o.reason };
+  });
 }

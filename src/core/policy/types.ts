@@ -18,6 +18,21 @@ export interface PolicyEntity {
   attrs: EntityAttributes;
 }
 
+/**
+ * A revoked identity, as the signed policy bundle lists it: an entry deleted or revoked, and the
+ * X509-SVIDs it was issued that had not expired when the list was built. Every certificate whose
+ * serial is listed is refused; the SPIFFE ID itself is refused unless the bundle also holds it as
+ * a live entity (an entry re-created with the same ID: only its new SVIDs are good).
+ */
+export interface RevokedIdentity {
+  id: string;
+  /** Uppercase hex serials, as `X509Certificate.serialNumber` writes them. */
+  serials: string[];
+  /** ISO 8601 UTC. */
+  at: string;
+  reason: string;
+}
+
 /** Context values are a few scalars (Cedar String, Long or Boolean). */
 export type PolicyContext = Record<string, string | number | boolean>;
 
@@ -36,6 +51,14 @@ export const LIMITS = {
   maxEntities: 100_000,
   /** Characters of an attribute value. */
   maxAttributeLength: 256,
+  /** Revoked identities in one bundle's revocation list. */
+  maxRevoked: 10_000,
+  /** Certificate serials listed for one revoked identity (its newest unexpired SVIDs). */
+  maxSerialsPerRevoked: 256,
+  /** Certificate serials in one bundle's revocation list, all identities together. */
+  maxRevokedSerials: 20_000,
+  /** Characters of a revocation reason. */
+  maxRevocationReason: 256,
   /** Bytes of a bundle's decoded payload (the canonical JSON). */
   maxBundlePayloadBytes: 4 * 1024 * 1024,
 } as const;

@@ -33,14 +33,44 @@ export function svidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEve
 }
 
 /**
- * Authenticates an SVID caller that must hold a live registration entry (it exists and is not
- * revoked): an identity without one is not a workload and gets nothing (DESIGN.md, revocation).
+ * The caller's live registration entry, or why it has none: the entry must exist and not be
+ * revoked, and the certificate must not be one issued for a revoked or deleted entry (re-creating
+ * an entry with the same SPIFFE ID does not bring its old SVIDs back). DESIGN.md, "Revocation and
+ * quarantine": an identity without a live entry is not a workload.
  */
-export async function liveSvidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Promise<{ caller: Caller; entry: EntryRecord }> {
-  const caller = svidCaller(ctx, req, ev);
+async function liveEntry(ctx: ServerContext, caller: Caller): Promise<EntryRecord | 'unknown' | 'revoked' | 'revoked serial'> {
   const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
-  if (!entry || entry.revokedAt) throw new TesseraError('TESSERA_FORBIDDEN', 'no live registration entry for this identity');
+  if (!entry) return 'unknown';
+  if (entry.revokedAt) return 'revoked';
+  if (await ctx.store.isSerialRevoked(caller.serial)) return 'revoked serial';
+  return entry;
+}
+
+/**
+ * Authenticates an SVID caller that must hold a live registration entry (see {@link liveEntry}).
+ * The refusal says as little as possible: one code, TESSERA_IDENTITY_REVOKED, for no entry, a
+ * revoked entry and a revoked certificate; the audit record says which (`detail.identity`).
+ * `ev` undefined: a frequent route that is not audited (the policy bundle's long poll).
+ */
+export async function liveSvidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined): Promise<{ caller: Caller; entry: EntryRecord }> {
+  const caller = authenticate(req, ctx.trustDomain);
+  if (ev) ev.actor = caller.spiffeId;
+  const entry = await liveEntry(ctx, caller);
+  if (typeof entry === 'string') {
+    if (ev) ev.detail.identity = entry;
+    throw new TesseraError('TESSERA_IDENTITY_REVOKED', 'this identity is not a live workload');
+  }
   return { caller, entry };
+}
+
+/** A live SVID caller (see {@link liveSvidCaller}) or the admin credential (which has no entry): read-only routes. */
+export async function liveOrAdminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined): Promise<Caller> {
+  const caller = authenticate(req, ctx.trustDomain);
+  if (caller.spiffeId === ctx.adminId) {
+    if (ev) ev.actor = caller.spiffeId;
+    return caller;
+  }
+  return (await liveSvidCaller(ctx, req, ev)).caller;
 }
 
 /** Authenticates the admin credential; any other identity is refused. */

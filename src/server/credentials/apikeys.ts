@@ -107,7 +107,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post('/v1/apikeys/verify', (req) => audited(ctx, req, 'apikey.verify', async (ev) => {
-    svidCaller(ctx, req, ev);
+    await liveSvidCaller(ctx, req, ev);
     const b = body(req.body, ['api_key', 'scope']);
     const key = reqStr(b, 'api_key', { max: 128 });
     const scope = str(b, 'scope', { optional: true, max: 128, pattern: SCOPE });

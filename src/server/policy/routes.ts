@@ -1,8 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
-import { authenticate } from '../../common/api/auth.js';
-import { adminCaller, audited, svidCaller, waitFor } from '../api/handlers.js';
+import { adminCaller, audited, liveOrAdminCaller, liveSvidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, reqStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import type { AuditRecord } from '../store/store.js';
@@ -134,7 +133,8 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   // The signed bundle, for agents (any SVID of the trust domain) and the admin. Long-polls with ?after=.
   app.get('/v1/policy/bundle', async (req, reply) => {
-    authenticate(req, ctx.trustDomain); // frequent (long polls): authenticated, not audited
+    // Frequent (long polls): authenticated, not audited. A revoked or unknown identity gets nothing.
+    await liveOrAdminCaller(ctx, req, undefined);
     const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
     if (timeout > 0) await waitFor(ctx.policy, 'bundle', () => ctx.policy.current().version > after, timeout * 1000, reply);
@@ -143,7 +143,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext): void {
   });
 
   app.post('/v1/decisions', { bodyLimit: DECISIONS_BODY_LIMIT }, (req) => audited(ctx, req, 'decision.ship', async (ev) => {
-    const caller = svidCaller(ctx, req, ev);
+    const { caller } = await liveSvidCaller(ctx, req, ev);
     const b = body(req.body, ['decisions']);
     if (!Array.isArray(b.decisions) || b.decisions.length > 1000) throw new TesseraError('TESSERA_BAD_REQUEST', '"decisions" must be a list of at most 1000 records');
     const records = b.decisions.map((d) => decisionRecord(d, caller.spiffeId));

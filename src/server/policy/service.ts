@@ -2,11 +2,18 @@ import { EventEmitter } from 'node:events';
 import { PolicyEngine, type Decision, type DecisionRequest } from '../../core/policy/engine.js';
 import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
+import { LIMITS, type RevokedIdentity } from '../../core/policy/types.js';
 import type { CertificateAuthority } from '../ca/ca.js';
 import type { PolicyVersionRecord, Store, StoredAuditRecord } from '../store/store.js';
 
 /** Meta key of the bundle counter: bumped by every policy or registry change, in any process. */
 const BUNDLE_VERSION = 'policy_bundle_version';
+/**
+ * How long a deleted entry stays on the revocation list after its last SVID expired (and how long
+ * an expired serial stays listed): covers clocks that disagree. After that its certificates are
+ * refused as expired anyway, and its SPIFFE ID, having no entry, as unknown.
+ */
+export const REVOCATION_GRACE_MS = 60 * 60 * 1000;
 
 export interface Flip {
   principal: string;
@@ -85,9 +92,14 @@ export class PolicyService extends EventEmitter {
     return this.apply({ policies: old.policies, schema: old.schema, author, reason: `rollback to v${version}: ${reason}` });
   }
 
-  /** Registration entries changed: their attributes are part of the bundle. */
-  async entriesChanged(): Promise<void> {
+  /**
+   * Registration entries changed (created, deleted, revoked): their attributes and the revocation
+   * list are part of the bundle. Returns the new bundle version, which agents long-polling the
+   * bundle receive at once.
+   */
+  async entriesChanged(): Promise<number> {
     await this.publish();
+    return this.bundleVersion;
   }
 
   /**
@@ -117,7 +129,32 @@ export class PolicyService extends EventEmitter {
   }
 
   private async entities(): Promise<PolicyBundle['entities']> {
-    return (await this.store.listEntries()).map((e) => ({ id: e.spiffeId, attrs: { ...e.attributes } }));
+    return (await this.store.listEntries()).filter((e) => !e.revokedAt).map((e) => ({ id: e.spiffeId, attrs: { ...e.attributes } }));
+  }
+
+  /**
+   * The revocation list, bounded to what a bundle may carry (LIMITS): newest revocations first,
+   * each with its newest unexpired serials. What falls off is an old revocation (its ID, with no
+   * entry, is still refused as unknown) or an old serial of an identity listed many times.
+   */
+  private async revoked(now: number): Promise<RevokedIdentity[]> {
+    const byId = new Map<string, RevokedIdentity>();
+    let serialBudget: number = LIMITS.maxRevokedSerials;
+    for (const r of await this.store.listRevocations(now, REVOCATION_GRACE_MS)) {
+      let item = byId.get(r.spiffeId);
+      if (!item) {
+        if (byId.size >= LIMITS.maxRevoked) continue;
+        // Rows come newest first: the first one for an ID gives its time and reason.
+        item = { id: r.spiffeId, serials: [], at: new Date(r.revokedAt).toISOString(), reason: r.reason };
+        byId.set(r.spiffeId, item);
+      }
+      for (const s of r.serials) {
+        if (item.serials.length >= LIMITS.maxSerialsPerRevoked || serialBudget === 0) break;
+        item.serials.push(s.serial);
+        serialBudget--;
+      }
+    }
+    return [...byId.values()];
   }
 
   private async publish(): Promise<void> {
@@ -128,17 +165,19 @@ export class PolicyService extends EventEmitter {
   private async rebuild(): Promise<void> {
     const version = Number((await this.store.getMeta(BUNDLE_VERSION)) ?? '1');
     const latest = await this.store.latestPolicyVersion();
+    const now = Date.now();
     const schema = latest?.schema ?? (TESSERA_SCHEMA as Record<string, unknown>);
     const policies = latest?.policies ?? {};
     const bundle: PolicyBundle = {
       version,
-      createdAt: new Date().toISOString(),
+      createdAt: new Date(now).toISOString(),
       author: latest?.author ?? 'tessera',
       reason: latest ? `policy v${latest.version}: ${latest.reason}` : 'no policy yet: everything is denied',
       hash: policyHash(policies, schema),
       policies,
       schema,
       entities: await this.entities(),
+      revoked: await this.revoked(now),
     };
     this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
     this.bundle = bundle;

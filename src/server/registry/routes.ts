@@ -18,11 +18,14 @@ const MAX_TTL_SECONDS = 30 * 86400;
  */
 export const APIKEY_MAX_TTL_SECONDS = 7 * 86400;
 export const APIKEY_DEFAULT_MAX_TTL_SECONDS = 86400;
+/** A revocation reason: one line of printable text (it is shown to operators and travels in the bundle). */
+const REASON = /^[\x20-\x7e]{1,256}$/;
 
 export function entryView(e: EntryRecord): Record<string, unknown> {
   return {
     id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors, attributes: e.attributes,
     x509_ttl_seconds: e.x509TtlSeconds, jwt_ttl_seconds: e.jwtTtlSeconds, apikey_max_ttl_seconds: e.apikeyMaxTtlSeconds, created_at: new Date(e.createdAt).toISOString(),
+    ...(e.revokedAt ? { revoked_at: new Date(e.revokedAt).toISOString(), revoked_reason: e.revokedReason ?? '' } : {}),
   };
 }
 
@@ -96,14 +99,39 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     return entryView(entry);
   }));
 
+  // Deleting revokes: the entry's SPIFFE ID and the SVIDs it was issued go on the revocation list.
   app.delete<{ Params: { id: string } }>('/v1/entries/:id', (req) => audited(ctx, req, 'entry.delete', async (ev) => {
     adminCaller(ctx, req, ev);
     const entry = await lookupEntry(ctx, req.params.id);
     ev.target = entry.spiffeId;
-    await ctx.store.deleteEntry(entry.id);
-    await ctx.policy.entriesChanged();
+    ev.detail.entry_id = entry.id;
+    if (!(await ctx.store.deleteEntry(entry.id, Date.now()))) throw new TesseraError('TESSERA_ENTRY_NOT_FOUND');
+    const bundleVersion = await ctx.policy.entriesChanged();
+    ev.detail.bundle_version = bundleVersion;
     ev.succeed();
-    return { deleted: entry.id, spiffe_id: entry.spiffeId };
+    return { deleted: entry.id, spiffe_id: entry.spiffeId, bundle_version: bundleVersion };
+  }));
+
+  /**
+   * Revokes an entry: it is kept (so its SPIFFE ID cannot be re-registered by mistake) but its
+   * current and future SVIDs are refused everywhere. Revoking twice is a conflict (409): the first
+   * revocation's time and reason stand.
+   */
+  app.post<{ Params: { id: string } }>('/v1/entries/:id/revoke', (req) => audited(ctx, req, 'entry.revoke', async (ev) => {
+    adminCaller(ctx, req, ev);
+    const entry = await lookupEntry(ctx, req.params.id);
+    ev.target = entry.spiffeId;
+    ev.detail.entry_id = entry.id;
+    const b = body(req.body, ['reason']);
+    const reason = reqStr(b, 'reason', { max: 256, pattern: REASON });
+    ev.detail.reason = reason;
+    const res = await ctx.store.revokeEntry(entry.id, Date.now(), reason);
+    if (!res.ok && res.reason === 'missing') throw new TesseraError('TESSERA_ENTRY_NOT_FOUND');
+    if (!res.ok) throw new TesseraError('TESSERA_CONFLICT', `the entry was already revoked at ${new Date(res.entry!.revokedAt!).toISOString()}`);
+    const bundleVersion = await ctx.policy.entriesChanged();
+    ev.detail.bundle_version = bundleVersion;
+    ev.succeed();
+    return { ...entryView(res.entry), bundle_version: bundleVersion };
   }));
 
   app.post('/v1/tokens', (req, reply) => audited(ctx, req, 'token.create', async (ev) => {
@@ -111,6 +139,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const b = body(req.body, ['entry_id', 'ttl_seconds']);
     const entry = await lookupEntry(ctx, reqStr(b, 'entry_id', { max: 2048 }));
     ev.target = entry.spiffeId;
+    if (entry.revokedAt) throw new TesseraError('TESSERA_CONFLICT', 'the entry is revoked: it gets no join token');
     const ttl = int(b, 'ttl_seconds', { min: 1, max: 86400, optional: true }) ?? 600;
     const token = `tjt_${randomBytes(32).toString('base64url')}`;
     const hash = tokenHash(token);

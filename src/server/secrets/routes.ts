@@ -3,7 +3,7 @@
  *
  *   POST /v1/secret-policies        (admin)  {id, epoch, t, n, commitments, servers} → 201 {id, epoch, record, signed}
  *   GET  /v1/secret-policies        (admin)  → {policies: [{id, epoch, generation, created_at, retired_at}]}
- *   GET  /v1/secret-policies/:id    (any SVID of the trust domain) [?epoch=] → {id, epoch, generation, created_at, signed}
+ *   GET  /v1/secret-policies/:id    (a live workload's SVID, or the admin) [?epoch=] → {id, epoch, generation, created_at, signed}
  *        without ?epoch: the newest epoch not retired; a retired epoch → 410 TESSERA_SECRET_EPOCH_RETIRED
  *   POST /v1/secret-policies/:id/epochs/:epoch/refresh  (admin) {generation, commitments} → {id, epoch, generation, record, signed}
  *   POST /v1/secret-policies/:id/epochs/:epoch/retire   (admin) → {id, epoch, retired, retired_at}
@@ -14,7 +14,7 @@ import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { SECRET_POLICY_ID_RULE, isSecretPolicyId } from '../../core/secrets/index.js';
 import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
-import { adminCaller, audited, svidCaller } from '../api/handlers.js';
+import { adminCaller, audited, liveOrAdminCaller } from '../api/handlers.js';
 import { body, int, queryInt } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import { SecretPolicyService } from './service.js';
@@ -86,7 +86,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   }));
 
   app.get<{ Params: { id: string } }>('/v1/secret-policies/:id', (req) => audited(ctx, req, 'secret.policy.show', async (ev) => {
-    svidCaller(ctx, req, ev);
+    await liveOrAdminCaller(ctx, req, ev);
     const { id } = req.params;
     if (!isSecretPolicyId(id)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
     ev.target = `secret:${id}`;

@@ -130,3 +130,51 @@ describe('SqliteStore: secret policies on a database from before share generatio
     expect(await store.getSecretPolicy('a', 0)).toMatchObject({ generation: 3, retiredAt: 42 });
   });
 });
+
+describe('entries: revocation and issued serials', () => {
+  const OLD_ENTRIES = `CREATE TABLE entries (
+    id TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL UNIQUE, selectors TEXT NOT NULL, attributes TEXT NOT NULL,
+    x509_ttl INTEGER NOT NULL, jwt_ttl INTEGER NOT NULL, created_at INTEGER NOT NULL)`;
+  const HOUR = 3600_000;
+
+  it('migrates an entries table created before revocation, then revokes, lists and prunes', async () => {
+    const file = tmpFile();
+    const db = new Database(file);
+    db.exec(OLD_ENTRIES);
+    db.prepare('INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)').run('e1', 'spiffe://td/a', '[]', '{}', 3600, 300, CREATED);
+    db.prepare('INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)').run('e2', 'spiffe://td/b', '[]', '{}', 3600, 300, CREATED);
+    db.close();
+    const s = open(file);
+    const a = await s.getEntry('e1');
+    expect(a).toMatchObject({ id: 'e1', spiffeId: 'spiffe://td/a' });
+    expect(a!.revokedAt).toBeUndefined();
+    const now = Date.now();
+    await s.recordIssuedSvid({ serial: 'A1', entryId: 'e1', spiffeId: 'spiffe://td/a', notAfter: now + HOUR, issuedAt: now });
+    await s.recordIssuedSvid({ serial: 'A2', entryId: 'e1', spiffeId: 'spiffe://td/a', notAfter: now - 2 * HOUR, issuedAt: now - 3 * HOUR });
+    await s.recordIssuedSvid({ serial: 'B1', entryId: 'e2', spiffeId: 'spiffe://td/b', notAfter: now + 2 * HOUR, issuedAt: now });
+    expect(await s.isSerialRevoked('A1')).toBe(false);
+
+    expect(await s.revokeEntry('e1', now, 'leaked')).toMatchObject({ ok: true, entry: { revokedAt: now, revokedReason: 'leaked' } });
+    expect(await s.revokeEntry('e1', now + 1, 'again')).toMatchObject({ ok: false, reason: 'already' });
+    expect(await s.revokeEntry('nope', now, 'x')).toEqual({ ok: false, reason: 'missing' });
+    expect(await s.deleteEntry('e2', now + 5)).toBe(true);
+    expect(await s.deleteEntry('e2', now + 6)).toBe(false);
+    expect(await s.isSerialRevoked('A1')).toBe(true);
+    expect(await s.isSerialRevoked('B1')).toBe(true);
+
+    // Only unexpired serials are listed; newest revocation first.
+    expect(await s.listRevocations(now, HOUR)).toEqual([
+      { entryId: 'e2', spiffeId: 'spiffe://td/b', revokedAt: now + 5, reason: 'entry deleted', deleted: true, serials: [{ serial: 'B1', notAfter: now + 2 * HOUR }] },
+      { entryId: 'e1', spiffeId: 'spiffe://td/a', revokedAt: now, reason: 'leaked', deleted: false, serials: [{ serial: 'A1', notAfter: now + HOUR }] },
+    ]);
+    // Survives a reopen.
+    await s.close();
+    const again = open(file);
+    expect((await again.getEntry('e1'))!.revokedReason).toBe('leaked');
+    // A day later: the deleted entry (all serials expired for longer than the grace) is forgotten;
+    // the revoked entry, still present, stays listed (without serials).
+    expect(await again.listRevocations(now + 24 * HOUR, HOUR)).toEqual([
+      { entryId: 'e1', spiffeId: 'spiffe://td/a', revokedAt: now, reason: 'leaked', deleted: false, serials: [] },
+    ]);
+  });
+});

@@ -1,7 +1,7 @@
 import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type {
-  PolicyVersionRecord, SecretPolicyRow,
+  PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
   ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult,
 } from './store.js';
 
@@ -35,6 +35,15 @@ CREATE TABLE IF NOT EXISTS policy_versions (
 CREATE TABLE IF NOT EXISTS secret_policies (
   id TEXT NOT NULL, epoch INTEGER NOT NULL, signed TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (id, epoch)
 );
+-- Every X509-SVID issued per entry (join, renewal), so that revoking the entry can list them.
+CREATE TABLE IF NOT EXISTS svid_serials (
+  serial TEXT PRIMARY KEY, entry_id TEXT NOT NULL, spiffe_id TEXT NOT NULL, not_after INTEGER NOT NULL, issued_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS svid_serials_entry ON svid_serials(entry_id, not_after);
+-- Revoked entries (kept) and deleted ones: the revocation list. No foreign key: it outlives the entry.
+CREATE TABLE IF NOT EXISTS revocations (
+  entry_id TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, revoked_at INTEGER NOT NULL, reason TEXT NOT NULL, deleted INTEGER NOT NULL
+);
 -- The audit table is append-only: the database itself refuses edits and deletions.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
@@ -44,7 +53,9 @@ interface CaRow {
   id: string; state: string; cert_der: Buffer; key_sealed: Buffer; jwt_kid: string; jwt_key_sealed: Buffer;
   not_before: number; not_after: number; created_at: number; activate_at: number | null; activated_at: number | null; retired_at: number | null;
 }
-interface EntryRow { id: string; spiffe_id: string; selectors: string; attributes: string; x509_ttl: number; jwt_ttl: number; apikey_max_ttl: number; created_at: number }
+interface EntryRow { id: string; spiffe_id: string; selectors: string; attributes: string; x509_ttl: number; jwt_ttl: number; apikey_max_ttl: number; created_at: number;
+  revoked_at: number | null; revoked_reason: string | null;
+}
 interface ApiKeyRow {
   id: string; hash: string; owner: string; scopes: string; created_at: number; expires_at: number; revoked_at: number | null; revoked_reason: string | null;
 }
@@ -55,6 +66,7 @@ function apiKeyFromRow(r: ApiKeyRow): ApiKeyRecord {
     revokedAt: r.revoked_at, revokedReason: r.revoked_reason,
   };
 }
+interface RevocationRow { entry_id: string; spiffe_id: string; revoked_at: number; reason: string; deleted: number }
 interface PolicyRow { version: number; created_at: number; author: string; reason: string; hash: string; policies: string; schema: string }
 
 function policyFromRow(r: PolicyRow): PolicyVersionRecord {
@@ -74,6 +86,8 @@ const ADDED_COLUMNS: { table: string; column: string; ddl: string }[] = [
   { table: 'entries', column: 'apikey_max_ttl', ddl: 'apikey_max_ttl INTEGER NOT NULL DEFAULT 86400' },
   { table: 'api_keys', column: 'revoked_at', ddl: 'revoked_at INTEGER' },
   { table: 'api_keys', column: 'revoked_reason', ddl: 'revoked_reason TEXT' },
+  { table: 'entries', column: 'revoked_at', ddl: 'revoked_at INTEGER' },
+  { table: 'entries', column: 'revoked_reason', ddl: 'revoked_reason TEXT' },
 ];
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
@@ -90,6 +104,7 @@ function entryFromRow(r: EntryRow): EntryRecord {
   return {
     id: r.id, spiffeId: r.spiffe_id, selectors: JSON.parse(r.selectors) as string[],
     attributes: JSON.parse(r.attributes) as EntryRecord['attributes'], x509TtlSeconds: r.x509_ttl, jwtTtlSeconds: r.jwt_ttl, apikeyMaxTtlSeconds: r.apikey_max_ttl, createdAt: r.created_at,
+    ...(r.revoked_at !== null ? { revokedAt: r.revoked_at, revokedReason: r.revoked_reason ?? '' } : {}),
   };
 }
 
@@ -123,8 +138,21 @@ export class SqliteStore implements Store {
         @createdAt, @activateAt, @activatedAt, @retiredAt)`),
       updateCa: db.prepare('UPDATE cas SET state = @state, activated_at = @activatedAt, retired_at = @retiredAt WHERE id = @id'),
       deleteCa: db.prepare('DELETE FROM cas WHERE id = ?'),
-      insertEntry: db.prepare(`INSERT INTO entries (id, spiffe_id, selectors, attributes, x509_ttl, jwt_ttl, apikey_max_ttl, created_at)
-        VALUES (@id, @spiffeId, @selectors, @attributes, @x509TtlSeconds, @jwtTtlSeconds, @apikeyMaxTtlSeconds, @createdAt)`),
+      insertEntry: db.prepare(`INSERT INTO entries(id, spiffe_id, selectors, attributes, x509_ttl, jwt_ttl, apikey_max_ttl, created_at, revoked_at, revoked_reason)
+        VALUES (@id, @spiffeId, @selectors, @attributes, @x509TtlSeconds, @jwtTtlSeconds, @apikeyMaxTtlSeconds, @createdAt, @revokedAt, @revokedReason)`),
+      revokeEntry: db.prepare('UPDATE entries SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL'),
+      // Deleting an entry already revoked keeps the first revocation's time and reason.
+      insertRevocation: db.prepare(`INSERT INTO revocations(entry_id, spiffe_id, revoked_at, reason, deleted) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT(entry_id) DO UPDATE SET deleted = MAX(deleted, excluded.deleted)`),
+      insertSerial: db.prepare('INSERT OR IGNORE INTO svid_serials(serial, entry_id, spiffe_id, not_after, issued_at) VALUES (@serial, @entryId, @spiffeId, @notAfter, @issuedAt)'),
+      serialRevoked: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM svid_serials s JOIN revocations r ON r.entry_id = s.entry_id WHERE s.serial = ?'),
+      pruneSerials: db.prepare('DELETE FROM svid_serials WHERE not_after < ?'),
+      pruneRevocations: db.prepare(`DELETE FROM revocations WHERE deleted = 1 AND revoked_at < ?
+        AND NOT EXISTS (SELECT 1 FROM svid_serials s WHERE s.entry_id = revocations.entry_id)`),
+      listRevocations: db.prepare<[], RevocationRow>('SELECT * FROM revocations ORDER BY revoked_at DESC, entry_id'),
+      listRevokedSerials: db.prepare<[number], { entry_id: string; serial: string; not_after: number }>(
+        `SELECT s.entry_id, s.serial, s.not_after FROM svid_serials s JOIN revocations r ON r.entry_id = s.entry_id
+         WHERE s.not_after > ? ORDER BY s.not_after DESC, s.serial`),
       getEntry: db.prepare<[string], EntryRow>('SELECT * FROM entries WHERE id = ?'),
       getEntryBySpiffe: db.prepare<[string], EntryRow>('SELECT * FROM entries WHERE spiffe_id = ?'),
       listEntries: db.prepare<[], EntryRow>('SELECT * FROM entries ORDER BY spiffe_id'),
@@ -186,7 +214,9 @@ export class SqliteStore implements Store {
   }
 
   async insertEntry(e: EntryRecord): Promise<void> {
-    this.stmts.insertEntry.run({ ...e, selectors: JSON.stringify(e.selectors), attributes: JSON.stringify(e.attributes) });
+    this.stmts.insertEntry.run({
+      ...e, selectors: JSON.stringify(e.selectors), attributes: JSON.stringify(e.attributes), revokedAt: e.revokedAt ?? null, revokedReason: e.revokedReason ?? null,
+    });
   }
 
   async getEntry(id: string): Promise<EntryRecord | undefined> {
@@ -203,11 +233,49 @@ export class SqliteStore implements Store {
     return this.stmts.listEntries.all().map(entryFromRow);
   }
 
-  async deleteEntry(id: string): Promise<boolean> {
+  async deleteEntry(id: string, at = Date.now()): Promise<boolean> {
     return this.db.transaction(() => {
+      const row = this.stmts.getEntry.get(id);
+      if (!row) return false;
+      this.stmts.insertRevocation.run(id, row.spiffe_id, at, 'entry deleted', 1);
       this.stmts.deleteEntryTokens.run(id);
       return this.stmts.deleteEntry.run(id).changes > 0;
-    })();
+    }).immediate();
+  }
+
+  async revokeEntry(id: string, at: number, reason: string): Promise<RevokeResult> {
+    return this.db.transaction((): RevokeResult => {
+      const row = this.stmts.getEntry.get(id);
+      if (!row) return { ok: false, reason: 'missing' };
+      if (row.revoked_at !== null) return { ok: false, reason: 'already', entry: entryFromRow(row) };
+      this.stmts.revokeEntry.run(at, reason, id);
+      this.stmts.insertRevocation.run(id, row.spiffe_id, at, reason, 0);
+      return { ok: true, entry: entryFromRow({ ...row, revoked_at: at, revoked_reason: reason }) };
+    }).immediate();
+  }
+
+  async recordIssuedSvid(rec: IssuedSvidRecord): Promise<void> {
+    this.stmts.insertSerial.run(rec);
+  }
+
+  async isSerialRevoked(serial: string): Promise<boolean> {
+    return this.stmts.serialRevoked.get(serial) !== undefined;
+  }
+
+  async listRevocations(now: number, graceMs: number): Promise<RevocationRecord[]> {
+    return this.db.transaction(() => {
+      this.stmts.pruneSerials.run(now - graceMs);
+      this.stmts.pruneRevocations.run(now - graceMs);
+      const serials = new Map<string, { serial: string; notAfter: number }[]>();
+      for (const s of this.stmts.listRevokedSerials.all(now)) {
+        let list = serials.get(s.entry_id);
+        if (!list) serials.set(s.entry_id, (list = []));
+        list.push({ serial: s.serial, notAfter: s.not_after });
+      }
+      return this.stmts.listRevocations.all().map((r) => ({
+        entryId: r.entry_id, spiffeId: r.spiffe_id, revokedAt: r.revoked_at, reason: r.reason, deleted: r.deleted === 1, serials: serials.get(r.entry_id) ?? [],
+      }));
+    }).immediate();
   }
 
   async insertJoinToken(t: JoinTokenRecord): Promise<void> {

@@ -47,6 +47,33 @@ export interface EntryRecord {
   revokedReason?: string | null;
 }
 
+/** An X509-SVID the CA issued for an entry (join or renewal): kept so that revocation can list it. */
+export interface IssuedSvidRecord {
+  /** Uppercase hex, as `X509Certificate.serialNumber` writes it. */
+  serial: string;
+  entryId: string;
+  spiffeId: string;
+  notAfter: number;
+  issuedAt: number;
+}
+
+/**
+ * A revoked identity: an entry revoked (kept, refused) or deleted. Its SVIDs still unexpired are
+ * listed with it; the list travels in the signed policy bundle.
+ */
+export interface RevocationRecord {
+  entryId: string;
+  spiffeId: string;
+  revokedAt: number;
+  reason: string;
+  /** True when the entry was deleted (false: `entry revoke`, the entry is kept). */
+  deleted: boolean;
+  /** Unexpired SVIDs issued for the entry, newest first. */
+  serials: { serial: string; notAfter: number }[];
+}
+
+export type RevokeResult = { ok: true; entry: EntryRecord } | { ok: false; reason: 'missing' | 'already'; entry?: EntryRecord };
+
 export interface JoinTokenRecord {
   /** hex SHA-256 of the token: the token itself is never stored. */
   hash: string;
@@ -135,8 +162,23 @@ export interface Store {
   getEntry(id: string): Promise<EntryRecord | undefined>;
   getEntryBySpiffeId(spiffeId: string): Promise<EntryRecord | undefined>;
   listEntries(): Promise<EntryRecord[]>;
-  /** Deletes the entry and its unused join tokens. Returns false if it did not exist. */
-  deleteEntry(id: string): Promise<boolean>;
+  /**
+   * Deletes the entry and its unused join tokens, and records its revocation (deleting revokes:
+   * its issued SVIDs go on the revocation list). Returns false if it did not exist.
+   */
+  deleteEntry(id: string, at?: number): Promise<boolean>;
+  /** Marks the entry revoked (kept, refused) and records the revocation; refuses a missing or already revoked entry. */
+  revokeEntry(id: string, at: number, reason: string): Promise<RevokeResult>;
+  /** Records an SVID issued for an entry. */
+  recordIssuedSvid(rec: IssuedSvidRecord): Promise<void>;
+  /** Whether this serial was issued for an entry that is now revoked or deleted. */
+  isSerialRevoked(serial: string): Promise<boolean>;
+  /**
+   * The revocation list: revoked or deleted entries with their SVIDs unexpired at `now`, newest
+   * revocation first. First forgets what can no longer matter: issued SVIDs expired before
+   * `now - graceMs`, and revocations of deleted entries none of whose SVIDs is younger than that.
+   */
+  listRevocations(now: number, graceMs: number): Promise<RevocationRecord[]>;
 
   insertJoinToken(token: JoinTokenRecord): Promise<void>;
   /** Atomically marks the token used if it exists, is unused and unexpired. */

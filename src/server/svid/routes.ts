@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { bundleToJwks, jwtKeysAsJwks } from '../../core/bundle.js';
 import { parseCsrPem, type ParsedCsr } from '../../core/csr.js';
@@ -28,8 +29,12 @@ function checkCsrIdentity(csr: ParsedCsr, entry: EntryRecord): void {
  * Issues the SVID. The bundle is included unless the caller says it already holds the current
  * one (`bundle_sequence`): renewals are the hot path and the bundle is most of the response.
  */
-function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: AuditEvent, callerSequence?: number): Record<string, unknown> {
+async function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: AuditEvent, callerSequence?: number): Promise<Record<string, unknown>> {
   const cert = ctx.ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId] }, entry.x509TtlSeconds * 1000);
+  // Every serial is recorded before the SVID leaves, so that revoking the entry can list it.
+  const serial = new X509Certificate(cert.der).serialNumber.toUpperCase();
+  await ctx.store.recordIssuedSvid({ serial, entryId: entry.id, spiffeId: entry.spiffeId, notAfter: cert.notAfter.getTime(), issuedAt: Date.now() });
+  ev.detail.serial = serial;
   ev.detail.not_after = cert.notAfter.toISOString();
   ev.detail.ca_id = cert.caId;
   return {
@@ -62,15 +67,15 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
       throw new TesseraError('TESSERA_TOKEN_INVALID');
     }
     const entry = await ctx.store.getEntry(used.entryId);
-    if (!entry) {
-      ev.detail.reason = 'entry deleted';
+    if (!entry || entry.revokedAt) {
+      ev.detail.reason = entry ? 'entry revoked' : 'entry deleted';
       throw new TesseraError('TESSERA_TOKEN_INVALID');
     }
     ev.target = entry.spiffeId;
     ev.actor = `join:${tokenRef(hash)}`;
     // The token is spent even when the CSR asks for another identity: that attempt is suspicious.
     checkCsrIdentity(csr, entry);
-    const out = issueSvid(ctx, csr, entry, ev);
+    const out = await issueSvid(ctx, csr, entry, ev);
     ev.succeed();
     return out;
   }));
@@ -82,7 +87,7 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const sequence = int(b, 'bundle_sequence', { min: 0, max: Number.MAX_SAFE_INTEGER, optional: true });
     const csr = csrFrom(b);
     checkCsrIdentity(csr, entry);
-    const out = issueSvid(ctx, csr, entry, ev, sequence);
+    const out = await issueSvid(ctx, csr, entry, ev, sequence);
     ev.succeed();
     return out;
   }));
