@@ -172,19 +172,23 @@ describe('decision ingestion: an enforcer ships only what it decided', () => {
 
   it('no odd body gets a 5xx (fast-check)', async () => {
     const scalar = fc.oneof(fc.string({ maxLength: 40 }), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant(ORDERS), fc.constant('-'));
-    const odd = fc.oneof(scalar, fc.jsonValue({ maxDepth: 3 }), fc.array(scalar, { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 70 }), scalar, { maxKeys: 20 }));
+    // `undefined`: the field is left out of the JSON.
+    const odd = fc.oneof(scalar, fc.constant(undefined), fc.jsonValue({ maxDepth: 3 }), fc.array(scalar, { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 70 }), scalar, { maxKeys: 20 }));
+    // Mostly well-formed fields, so that each odd one is reached by the checks after the others.
+    const field = <T,>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<unknown> = odd) => fc.oneof({ arbitrary: good, weight: 4 }, { arbitrary: bad, weight: 1 });
+    const oddContext = fc.oneof(odd, fc.constantFrom(null, [], 'GET', {}, { a: null }, { a: [] }, { ['k'.repeat(70)]: 1 }, { '': 1 }, { a: 'x'.repeat(2049) }));
     const record = fc.record({
-      ts: fc.oneof(fc.constant(Date.now()), odd), principal: fc.oneof(fc.constant(FRONTEND), fc.constant('-'), odd),
-      action: fc.oneof(fc.constantFrom('http:request', 'tcp:connect', 'secret:unseal', 'credential:derive', 'tls:handshake', 'tls:upstream', 'policy:bundle'), odd),
-      resource: fc.oneof(fc.constant(ORDERS), fc.constant(`spiffe://${TD}/tessera/secret/payments`), odd),
-      context: fc.oneof(fc.constant(ctx('GET', '/')), odd), allow: fc.oneof(fc.boolean(), odd), reasons: fc.oneof(fc.constant([]), odd),
-    }, { requiredKeys: [] });
-    const batch = fc.oneof(fc.record({ decisions: fc.array(record, { maxLength: 4 }) }), fc.record({ decisions: odd }), odd);
+      ts: field(fc.constant(Date.now())), principal: field(fc.constantFrom(FRONTEND, '-')),
+      action: field(fc.constantFrom('http:request', 'tcp:connect', 'secret:unseal', 'credential:derive', 'tls:handshake', 'tls:upstream', 'policy:bundle')),
+      resource: field(fc.constantFrom(ORDERS, `spiffe://${TD}/tessera/secret/payments`)),
+      context: field(fc.constant(ctx('GET', '/')), oddContext), allow: field(fc.boolean()), reasons: field(fc.constant([])),
+    });
+    const batch = fc.oneof({ arbitrary: fc.record({ decisions: fc.array(record, { minLength: 1, maxLength: 4 }) }), weight: 4 }, fc.record({ decisions: odd }), odd);
     await fc.assert(fc.asyncProperty(batch, async (b) => {
       const res = await ship(t, orders, b);
       expect(res.status, res.text).toBeLessThan(500);
       if (res.status !== 200) expect(errorCode(res)).toMatch(/^TESSERA_/);
-    }), { numRuns: 150 });
+    }), { numRuns: 300 });
     // Not JSON at all.
     const raw = await rawRequest(t.cp.url, { method: 'POST', path: '/v1/decisions', headers: { 'content-type': 'application/json' }, body: '{"decisions": [', ca: t.adminTls.ca, cert: orders.certPem, key: orders.keyPem });
     expectError(raw, 400, 'TESSERA_BAD_REQUEST');
