@@ -10,10 +10,15 @@
  * - records the replay cannot use (older, larger, malformed rows) are skipped, never fatal;
  * - no body on POST /v1/decisions gets a 5xx (fast-check).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DecisionLog } from '../../agent/enforce/decision-log.js';
 import { randomScalar, ready, split } from '../../core/secrets/index.js';
 import {
+  agentClient,
   errorCode,
   joinAgent,
   rawJson,
@@ -220,6 +225,27 @@ describe('decision ingestion: per-identity rate limit', () => {
     expect((await ship(t, frontend, { decisions: [decision(ORDERS, FRONTEND, 'GET', '/', false)] })).status).toBe(200);
     const refused = await audit(t, 'action=decision.ship&outcome=denied');
     expect(refused.some((r) => r.actor === ORDERS && r.code === 'TESSERA_RATE_LIMITED')).toBe(true);
+  });
+
+  it('is backpressure for the agent\'s decision log: a 429 batch waits on disk (not dropped, not rejected)', async () => {
+    const stock = await joinAgent(t.cp, t.admin, `spiffe://${TD}/shop/stock`);
+    const client = agentClient(t.cp, stock);
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-decision-log-'));
+    const log = new DecisionLog({ dir, allowSampleRate: 1, flushMs: 50, maxRetryMs: 100, ship: async (records) => { await client.call('POST', '/v1/decisions', { decisions: records }); } });
+    try {
+      const rec = () => ({ ...decision(FRONTEND, stock.spiffeId, 'GET', '/', false), reasons: [] });
+      for (let i = 0; i < 1000; i++) log.record(rec());
+      await log.flush();
+      expect(log.shipped).toBe(1000);
+      for (let i = 0; i < 10; i++) log.record(rec());
+      await log.flush();
+      expect({ shipped: log.shipped, rejected: log.rejected, dropped: log.dropped }).toEqual({ shipped: 1000, rejected: 0, dropped: 0 });
+      expect(log.spilledBytes).toBeGreaterThan(0);
+    } finally {
+      await log.stop();
+      client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
