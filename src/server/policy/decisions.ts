@@ -4,7 +4,8 @@
  *
  * The enforcer of a record is always the caller (its SVID, which must belong to a live
  * registration entry): it is stored as the record's actor and as `detail.enforcer`; the body has
- * no way to name another. What an enforcer may claim, by record action:
+ * no way to name another. What an enforcer may claim, by record action (anything else it ships is
+ * dropped, counted in the answer's `refused` and audited as `decision.refused`):
  *
  * | action                       | made by                       | resource must be                                         |
  * |------------------------------|-------------------------------|----------------------------------------------------------|
@@ -176,11 +177,14 @@ export class DecisionIngest {
   }
 
   /**
-   * The audit records of one batch shipped by `enforcer`, all or nothing:
-   * TESSERA_BAD_REQUEST (malformed), TESSERA_RATE_LIMITED (with `retryAfterSeconds`),
-   * TESSERA_FORBIDDEN (a record the caller may not claim).
+   * The audit records of one batch shipped by `enforcer`. A malformed batch is refused whole
+   * (TESSERA_BAD_REQUEST), so is one over the rate limit (TESSERA_RATE_LIMITED, with
+   * `retryAfterSeconds`). Records the caller may not claim are dropped and reported in `refused`
+   * (one audit record `decision.refused` for the batch), not refused with the batch: an honest
+   * key server records decisions about policies it does not serve (a caller may ask for any), and
+   * an agent would otherwise retry such a batch forever.
    */
-  async accept(enforcer: string, input: unknown): Promise<AuditRecord[]> {
+  async accept(enforcer: string, input: unknown): Promise<{ records: AuditRecord[]; refused: number; refusal?: AuditRecord }> {
     const b = body(input, ['decisions']);
     if (!Array.isArray(b.decisions) || b.decisions.length > MAX_BATCH) throw new TesseraError('TESSERA_BAD_REQUEST', `"decisions" must be a list of at most ${MAX_BATCH} records`);
     const cost = Math.max(1, b.decisions.length);
@@ -190,12 +194,33 @@ export class DecisionIngest {
     }
     const shipped = b.decisions.map(parseRecord);
     const keyServers = new Map<string, Set<string>>();
-    const out: AuditRecord[] = [];
+    const records: AuditRecord[] = [];
+    let refusal: { count: number; first: TesseraError; resource: string } | undefined;
     for (const [i, r] of shipped.entries()) {
-      await this.checkClaim(enforcer, r, i, keyServers);
-      out.push(this.toAudit(enforcer, r));
+      const problem = await this.claimProblem(enforcer, r, i, keyServers);
+      if (problem === undefined) records.push(this.toAudit(enforcer, r));
+      else if (refusal) refusal.count += 1;
+      else refusal = { count: 1, first: problem, resource: r.resource };
     }
-    return out;
+    if (!refusal) return { records, refused: 0 };
+    return {
+      records, refused: refusal.count,
+      refusal: {
+        ts: Date.now(), actor: enforcer, action: 'decision.refused', target: refusal.resource, outcome: 'denied', code: 'TESSERA_FORBIDDEN',
+        detail: { enforcer, count: refusal.count, reason: refusal.first.message },
+      },
+    };
+  }
+
+  /** Why `enforcer` may not ship `r` (TESSERA_FORBIDDEN), or undefined if it may. */
+  private async claimProblem(enforcer: string, r: Shipped, i: number, keyServers: Map<string, Set<string>>): Promise<TesseraError | undefined> {
+    try {
+      await this.checkClaim(enforcer, r, i, keyServers);
+      return undefined;
+    } catch (err) {
+      if (err instanceof TesseraError && err.code === 'TESSERA_FORBIDDEN') return err;
+      throw err;
+    }
   }
 
   private async checkClaim(enforcer: string, r: Shipped, i: number, keyServers: Map<string, Set<string>>): Promise<void> {

@@ -361,7 +361,7 @@ describe('policy administration, bundle and decisions', () => {
       ],
     });
     expect(res.status, res.text).toBe(200);
-    expect(res.json).toEqual({ accepted: 3 });
+    expect(res.json).toEqual({ accepted: 3, refused: 0 });
 
     const decisions = (await t.admin.call<{ records: AuditRow[] }>('GET', '/v1/audit?action=decision')).records;
     const allowed = decisions.find((r) => (r.detail.context as { path?: string }).path === '/orders/7' && r.outcome === 'success');
@@ -415,7 +415,7 @@ describe('policy administration, bundle and decisions', () => {
     // Nothing of any refused batch reached the audit table (one good record in a bad batch included).
     expect(await count()).toBe(before);
     // An empty batch is fine.
-    expect((await agent.post('/v1/decisions', { decisions: [] })).json).toEqual({ accepted: 0 });
+    expect((await agent.post('/v1/decisions', { decisions: [] })).json).toEqual({ accepted: 0, refused: 0 });
   });
 
   it('takes a full batch of 1000 decisions (an agent ships up to 500 at once)', async () => {
@@ -425,7 +425,7 @@ describe('policy administration, bundle and decisions', () => {
     }));
     const res = await c.agent(orders).post('/v1/decisions', { decisions });
     expect(res.status, res.text).toBe(200);
-    expect(res.json).toEqual({ accepted: 1000 });
+    expect(res.json).toEqual({ accepted: 1000, refused: 0 });
     // A context value of exactly 2048 characters is accepted (the agent clips to that).
     const edge = await c.agent(orders).post('/v1/decisions', { decisions: [{ ...decisions[0], context: httpContext('GET', 'p'.repeat(2048)) }] });
     expect(edge.status, edge.text).toBe(200);

@@ -98,17 +98,18 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
   // Enforcers ship the decisions they made: the caller must be a live entry, and is the enforcer (decisions.ts).
   app.post('/v1/decisions', { bodyLimit: DECISIONS_BODY_LIMIT }, (req, reply) => audited(ctx, req, 'decision.ship', async (ev) => {
     const { caller } = await liveSvidCaller(ctx, req, ev);
-    let records;
+    let batch;
     try {
-      records = await ingest.accept(caller.spiffeId, req.body);
+      batch = await ingest.accept(caller.spiffeId, req.body);
     } catch (err) {
       const retry = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
       if (retry !== undefined) void reply.header('retry-after', String(retry));
       throw err;
     }
-    await ctx.store.appendAudit(records);
-    ev.detail.count = records.length;
+    await ctx.store.appendAudit(batch.refusal ? [...batch.records, batch.refusal] : batch.records);
+    ev.detail.count = batch.records.length;
+    if (batch.refused > 0) ev.detail.refused = batch.refused;
     ev.succeed();
-    return { accepted: records.length };
+    return { accepted: batch.records.length, refused: batch.refused };
   }));
 }
