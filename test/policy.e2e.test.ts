@@ -318,11 +318,14 @@ describe('policy end to end', () => {
     const dry = tessera(['policy', 'apply', '-f', fixture('shop-v2'), '--dry-run']);
     expect(dry.status, dry.stderr).toBe(0);
     expect(dry.stdout).toContain('dry run: nothing applied');
+    // What was replayed: how many decisions, from how many enforcers, over which time span.
+    expect(dry.stdout).toMatch(/replayed \d+ recorded decisions from \d+ enforcers? made \d{4}-\d\d-\d\dT\S+Z \.\. \d{4}-\d\d-\d\dT\S+Z; \d+ would change/);
     expect(dry.stdout).toMatch(/^deny\s+allow\s+1\s+spiffe:\/\/example\.org\/shop\/frontend\s+http:request\s+spiffe:\/\/example\.org\/shop\/orders\s+.*method=POST path=\/orders\/new-a/m);
     // `policy diff` is the same replay, as JSON here.
     const dryJson = tessera(['--json', 'policy', 'diff', '-f', fixture('shop-v2')]);
     expect(dryJson.status, dryJson.stderr).toBe(0);
     expect(dryJson.json.dry_run).toBe(true);
+    expect(dryJson.json).toMatchObject({ replayed: expect.any(Number), enforcers: expect.any(Number), span: { from: expect.any(String), to: expect.any(String) }, truncated: false });
     const flips = dryJson.json.flips as { principal: string; before: string; after: string; context: { method: string; path: string } }[];
     expect(flips.length).toBeGreaterThan(0);
     for (const f of flips) expect(f).toMatchObject({ principal: FRONTEND, before: 'deny', after: 'allow', context: { method: 'POST' } });

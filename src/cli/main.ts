@@ -12,6 +12,7 @@ import { ControlPlane, DEFAULTS } from '../server/server.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
+import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
@@ -116,6 +117,10 @@ export function buildProgram(): Command {
     .option('--jwt-ttl <duration>', 'default JWT-SVID lifetime for new entries', '5m')
     .option('--public-url <url>', 'external base URL: JWT issuer and OIDC discovery (default https://HOST:PORT)')
     .option('--workers <n>', 'processes serving the API on one port and store (one leader runs the CA schedule)', '1')
+    .option('--decision-rate-limit <rate>', 'decision records each identity may ship, per worker: PER_SECOND[:BURST] (BURST >= 1000)',
+      `${DEFAULT_DECISION_SETTINGS.rateLimit.perSecond}:${DEFAULT_DECISION_SETTINGS.rateLimit.burst}`)
+    .option('--replay-limit <limits>', 'decisions a policy dry run replays: PER_ENFORCER:TOTAL',
+      `${DEFAULT_DECISION_SETTINGS.replay.perEnforcer}:${DEFAULT_DECISION_SETTINGS.replay.maxTotal}`)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
     .action(run(async (g, o: Json) => {
@@ -123,6 +128,7 @@ export function buildProgram(): Command {
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const workers = Number(o.workers);
       if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new TesseraError('TESSERA_CONFIG_INVALID', '--workers must be an integer from 1 to 64');
+      const decisions = parseDecisionSettings(String(o.decisionRateLimit), String(o.replayLimit));
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
@@ -135,6 +141,7 @@ export function buildProgram(): Command {
         caTtlMs: parseDuration(String(o.caTtl), '--ca-ttl'),
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
+        decisions,
       });
       if (role === 'leader') log.info('admin credential written', { dir: cp.adminDir });
       reportListening();

@@ -37,11 +37,35 @@ export function readPolicyDir(dir: string): { policies: Record<string, string>; 
   }
 }
 
-function flipsText(res: { replayed: number; flips: Json[] }): string {
-  if (res.flips.length === 0) return `replayed ${res.replayed} recent decisions: none would change`;
-  return `replayed ${res.replayed} recent decisions; these would change:\n${table(['BEFORE', 'AFTER', 'COUNT', 'PRINCIPAL', 'ACTION', 'RESOURCE', 'CONTEXT'],
+/** The dry-run answer of POST /v1/policies (DryRun in src/server/policy/service.ts). */
+interface Replay {
+  replayed: number;
+  skipped?: number;
+  truncated?: boolean;
+  enforcers?: number;
+  span?: { from: string; to: string } | null;
+  flipped?: number;
+  flip_groups?: number;
+  flips: Json[];
+}
+
+/** What was replayed: how many decisions, from how many enforcers, over which time span. */
+function replayLine(res: Replay): string {
+  const span = res.span ? ` made ${res.span.from} .. ${res.span.to}` : '';
+  const from = res.enforcers !== undefined ? ` from ${res.enforcers} enforcer${res.enforcers === 1 ? '' : 's'}` : '';
+  const notes = [
+    res.skipped ? `${res.skipped} unreadable records skipped` : '',
+    res.truncated ? 'stopped at the time budget: not every sampled decision was replayed' : '',
+  ].filter(Boolean);
+  return `replayed ${res.replayed} recorded decisions${from}${span}${notes.length ? ` (${notes.join('; ')})` : ''}`;
+}
+
+function flipsText(res: Replay): string {
+  if (res.flips.length === 0) return `${replayLine(res)}: none would change`;
+  const more = res.flip_groups !== undefined && res.flip_groups > res.flips.length ? `\n(the ${res.flips.length} largest of ${res.flip_groups} groups shown)` : '';
+  return `${replayLine(res)}; ${res.flipped ?? ''}${res.flipped !== undefined ? ' ' : ''}would change:\n${table(['BEFORE', 'AFTER', 'COUNT', 'PRINCIPAL', 'ACTION', 'RESOURCE', 'CONTEXT'],
     res.flips.map((f) => [String(f.before), String(f.after), String(f.count), String(f.principal), String(f.action), String(f.resource),
-      Object.entries((f.context as Json) ?? {}).filter(([k]) => k === 'method' || k === 'path' || k === 'site').map(([k, v]) => `${k}=${String(v)}`).join(' ')]))}`;
+      Object.entries((f.context as Json) ?? {}).filter(([k]) => k === 'method' || k === 'path' || k === 'site').map(([k, v]) => `${k}=${String(v)}`).join(' ')]))}${more}`;
 }
 
 export function policyCommands(program: Command, run: Run): void {
@@ -55,7 +79,7 @@ export function policyCommands(program: Command, run: Run): void {
       const { policies, schema } = readPolicyDir(String(o.file));
       const client = adminClient(g);
       try {
-        const res = await client.call<Json & { replayed: number; flips: Json[] }>('POST', '/v1/policies', {
+        const res = await client.call<Json & Replay>('POST', '/v1/policies', {
           files: policies, ...(schema ? { schema } : {}), reason: o.reason, ...(o.dryRun ? { dry_run: true } : {}),
         });
         output(g, res, () => (o.dryRun ? `dry run: nothing applied\n${flipsText(res)}`
@@ -71,7 +95,7 @@ export function policyCommands(program: Command, run: Run): void {
       const { policies, schema } = readPolicyDir(String(o.file));
       const client = adminClient(g);
       try {
-        const res = await client.call<Json & { replayed: number; flips: Json[] }>('POST', '/v1/policies', { files: policies, ...(schema ? { schema } : {}), reason: 'diff', dry_run: true });
+        const res = await client.call<Json & Replay>('POST', '/v1/policies', { files: policies, ...(schema ? { schema } : {}), reason: 'diff', dry_run: true });
         output(g, res, () => flipsText(res));
       } finally {
         client.close();

@@ -33,7 +33,8 @@ import { pemDecodeAll } from '../core/x509.js';
 import { secretResource } from '../keyserver/authorize.js';
 import { dealEpoch, refreshEpoch, retireEpoch, rotateEpoch, type SecretAdmin } from './secret-admin.js';
 import { startKeyServer, type KeyServer } from '../keyserver/server.js';
-import { DEFAULT_RATE_LIMIT, type KeyAuditEvent, type RateLimit } from '../keyserver/service.js';
+import { parseRateLimit, type RateLimit } from '../core/rate-limit.js';
+import { DEFAULT_RATE_LIMIT, type KeyAuditEvent } from '../keyserver/service.js';
 import { DEFAULT_SERVER_DIR, adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
@@ -158,14 +159,7 @@ export function parseServers(specs: string[]): SecretPolicyServer[] {
   });
 }
 
-/** `PER_SECOND[:BURST]`, e.g. `20:40`; the burst defaults to twice the rate (at least 1). */
-export function parseRateLimit(v: string): RateLimit {
-  const m = /^(\d{1,9}(?:\.\d{1,6})?)(?::(\d{1,9}))?$/.exec(v.trim());
-  const perSecond = m ? Number(m[1]) : NaN;
-  const burst = m?.[2] !== undefined ? Number(m[2]) : Math.max(1, Math.ceil(perSecond * 2));
-  if (!m || !(perSecond > 0) || !(burst >= 1)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--rate-limit must be PER_SECOND[:BURST] with PER_SECOND > 0 and BURST >= 1, e.g. 20:40');
-  return { perSecond, burst };
-}
+export { parseRateLimit };
 
 function checkServers(servers: SecretPolicyServer[]): void {
   if (servers.length < 1 || servers.length > 255) throw new TesseraError('TESSERA_CONFIG_INVALID', '--servers must list 1..255 key servers');

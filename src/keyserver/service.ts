@@ -8,7 +8,10 @@
  */
 import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
 import { decodePoint, evaluateAndProve, isSecretPolicyId, unsealContext, type Evaluation } from '../core/secrets/index.js';
+import { RateLimiter, type RateLimit } from '../core/rate-limit.js';
 import type { ShareStore } from './store.js';
+
+export { RateLimiter, type RateLimit };
 
 export interface KeyCaller {
   spiffeId: string;
@@ -34,13 +37,6 @@ export interface KeyAuditEvent {
   code?: ErrorCode;
 }
 
-export interface RateLimit {
-  /** Tokens added per second. */
-  perSecond: number;
-  /** Bucket size. */
-  burst: number;
-}
-
 export interface KeyServiceOptions {
   store: ShareStore;
   /** Whether `caller` may unseal under `policy` (the process wires it to Cedar: action `secret:unseal`). */
@@ -52,45 +48,6 @@ export interface KeyServiceOptions {
 }
 
 export const DEFAULT_RATE_LIMIT: RateLimit = { perSecond: 20, burst: 40 };
-const MAX_BUCKETS = 10_000;
-
-/** One token bucket per identity; full buckets are forgotten when the table grows large. */
-export class RateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-
-  constructor(private readonly limit: RateLimit, private readonly now: () => number = Date.now) {
-    if (!(limit.perSecond > 0) || !(limit.burst >= 1)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the rate limit needs perSecond > 0 and burst >= 1');
-  }
-
-  take(id: string): boolean {
-    const now = this.now();
-    let b = this.buckets.get(id);
-    if (b === undefined) {
-      if (this.buckets.size >= MAX_BUCKETS) this.prune(now);
-      b = { tokens: this.limit.burst, at: now };
-      this.buckets.set(id, b);
-    } else {
-      b.tokens = Math.min(this.limit.burst, b.tokens + ((now - b.at) / 1000) * this.limit.perSecond);
-      b.at = now;
-    }
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  }
-
-  private prune(now: number): void {
-    for (const [id, b] of this.buckets) {
-      if (b.tokens + ((now - b.at) / 1000) * this.limit.perSecond >= this.limit.burst) this.buckets.delete(id);
-    }
-    // Still full of active identities: drop the oldest (insertion order) rather than grow without bound.
-    while (this.buckets.size >= MAX_BUCKETS) {
-      const first = this.buckets.keys().next();
-      if (first.done) break;
-      this.buckets.delete(first.value);
-    }
-  }
-}
-
 export class KeyService {
   private readonly limiter: RateLimiter;
   private readonly now: () => number;

@@ -22,6 +22,7 @@ import type { Store } from './store/store.js';
 import { svidRoutes } from './svid/routes.js';
 import { PolicyService } from './policy/service.js';
 import { policyRoutes } from './policy/routes.js';
+import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './policy/decisions.js';
 import { secretPolicyRoutes } from './secrets/routes.js';
 
 export interface ControlPlaneOptions {
@@ -42,6 +43,8 @@ export interface ControlPlaneOptions {
   role?: 'leader' | 'follower';
   log?: Logger;
   env?: NodeJS.ProcessEnv;
+  /** Decision ingestion and replay limits (default DEFAULT_DECISION_SETTINGS). */
+  decisions?: Partial<DecisionSettings>;
 }
 
 export const DEFAULTS = {
@@ -151,7 +154,7 @@ export class ControlPlane {
     apiKeyRoutes(app, ctx);
     caRoutes(app, ctx);
     auditRoutes(app, ctx);
-    policyRoutes(app, ctx);
+    policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
     secretPolicyRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {

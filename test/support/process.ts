@@ -33,7 +33,7 @@ export class ServerProcess {
   child: ChildProcess | undefined;
   output = '';
 
-  constructor(readonly dataDir: string, readonly port: number, readonly extraArgs: string[] = []) {}
+  constructor(readonly dataDir: string, readonly port: number, readonly extraArgs: string[] = [], readonly env: NodeJS.ProcessEnv = process.env) {}
 
   get url(): string {
     return `https://127.0.0.1:${this.port}`;
@@ -45,7 +45,7 @@ export class ServerProcess {
 
   async start(): Promise<void> {
     const child = spawn(process.execPath, [CLI, 'server', '--data-dir', this.dataDir, '--listen', `127.0.0.1:${this.port}`, ...this.extraArgs], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'], env: this.env,
     });
     this.child = child;
     child.stdout!.on('data', (d: Buffer) => { this.output += d.toString(); });

@@ -93,13 +93,14 @@ describe('policy administration, bundle and decisions', () => {
   let t: TestControlPlane;
   let c: ReturnType<typeof clientsFor>;
   let frontend: JoinedAgent;
+  let orders: JoinedAgent;
   let v1: { version: number; hash: string; bundle_version: number };
 
   beforeAll(async () => {
     t = await startControlPlane({ trustDomain: TD });
     c = clientsFor(t);
     frontend = await joinAgent(t.cp, t.admin, FRONTEND, { entry: { attributes: { app: 'shop-frontend', site: 'cloud-eu', env: 'prod' } } });
-    await t.admin.call('POST', '/v1/entries', { spiffe_id: ORDERS, attributes: { app: 'orders', site: 'cloud-eu', compliance: 'pci' } });
+    orders = await joinAgent(t.cp, t.admin, ORDERS, { entry: { attributes: { app: 'orders', site: 'cloud-eu', compliance: 'pci' } } });
   });
 
   afterAll(async () => {
@@ -349,7 +350,8 @@ describe('policy administration, bundle and decisions', () => {
   });
 
   it('records shipped decisions in the audit table: decisions by outcome, refused handshakes as connection.refused', async () => {
-    const agent = c.agent(frontend);
+    // Orders' inbound sidecar records the calls it judged: the enforcer is orders.
+    const agent = c.agent(orders);
     const now = Date.now();
     const res = await agent.post('/v1/decisions', {
       decisions: [
@@ -359,23 +361,23 @@ describe('policy administration, bundle and decisions', () => {
       ],
     });
     expect(res.status, res.text).toBe(200);
-    expect(res.json).toEqual({ accepted: 3 });
+    expect(res.json).toEqual({ accepted: 3, refused: 0 });
 
     const decisions = (await t.admin.call<{ records: AuditRow[] }>('GET', '/v1/audit?action=decision')).records;
     const allowed = decisions.find((r) => (r.detail.context as { path?: string }).path === '/orders/7' && r.outcome === 'success');
     const denied = decisions.find((r) => (r.detail.context as { method?: string }).method === 'DELETE');
-    expect(allowed).toMatchObject({ actor: FRONTEND, action: 'decision', target: ORDERS, outcome: 'success', code: 'ALLOW', detail: { principal: FRONTEND, action: 'http:request', reasons: ['frontend-reads-orders'] } });
-    expect(denied).toMatchObject({ actor: FRONTEND, action: 'decision', target: ORDERS, outcome: 'denied', code: 'DENY' });
+    expect(allowed).toMatchObject({ actor: ORDERS, action: 'decision', target: ORDERS, outcome: 'success', code: 'ALLOW', detail: { enforcer: ORDERS, principal: FRONTEND, action: 'http:request', reasons: ['frontend-reads-orders'] } });
+    expect(denied).toMatchObject({ actor: ORDERS, action: 'decision', target: ORDERS, outcome: 'denied', code: 'DENY' });
     const refused = (await t.admin.call<{ records: AuditRow[] }>('GET', '/v1/audit?action=connection.refused')).records;
     expect(refused).toHaveLength(1);
-    expect(refused[0]).toMatchObject({ actor: FRONTEND, target: ORDERS, outcome: 'denied', code: 'TESSERA_AUTH_INVALID', detail: { reason: 'unknown CA', site: 'cloud-eu' } });
+    expect(refused[0]).toMatchObject({ actor: ORDERS, target: ORDERS, outcome: 'denied', code: 'TESSERA_AUTH_INVALID', detail: { enforcer: ORDERS, reason: 'unknown CA', site: 'cloud-eu' } });
     // The shipment itself is audited too.
     const ship = (await t.admin.call<{ records: AuditRow[] }>('GET', '/v1/audit?action=decision.ship&outcome=success')).records;
-    expect(ship[0]).toMatchObject({ actor: FRONTEND, detail: expect.objectContaining({ count: 3 }) });
+    expect(ship[0]).toMatchObject({ actor: ORDERS, detail: expect.objectContaining({ count: 3 }) });
   });
 
   it('refuses malformed decision batches whole (400), and anonymous ones (401)', async () => {
-    const agent = c.agent(frontend);
+    const agent = c.agent(orders);
     const count = async (): Promise<number> => (await t.admin.call<{ records: AuditRow[] }>('GET', '/v1/audit?action=decision&limit=10000')).records.length;
     const before = await count();
     const good = { ts: Date.now(), principal: FRONTEND, action: 'http:request', resource: ORDERS, context: httpContext('GET', '/x'), allow: false, reasons: [] };
@@ -413,7 +415,7 @@ describe('policy administration, bundle and decisions', () => {
     // Nothing of any refused batch reached the audit table (one good record in a bad batch included).
     expect(await count()).toBe(before);
     // An empty batch is fine.
-    expect((await agent.post('/v1/decisions', { decisions: [] })).json).toEqual({ accepted: 0 });
+    expect((await agent.post('/v1/decisions', { decisions: [] })).json).toEqual({ accepted: 0, refused: 0 });
   });
 
   it('takes a full batch of 1000 decisions (an agent ships up to 500 at once)', async () => {
@@ -421,14 +423,14 @@ describe('policy administration, bundle and decisions', () => {
     const decisions = Array.from({ length: 1000 }, (_, i) => ({
       ts, principal: FRONTEND, action: 'http:request', resource: ORDERS, context: httpContext('GET', `/orders/${i}/${'x'.repeat(100)}`), allow: false, reasons: [],
     }));
-    const res = await c.agent(frontend).post('/v1/decisions', { decisions });
+    const res = await c.agent(orders).post('/v1/decisions', { decisions });
     expect(res.status, res.text).toBe(200);
-    expect(res.json).toEqual({ accepted: 1000 });
+    expect(res.json).toEqual({ accepted: 1000, refused: 0 });
     // A context value of exactly 2048 characters is accepted (the agent clips to that).
-    const edge = await c.agent(frontend).post('/v1/decisions', { decisions: [{ ...decisions[0], context: httpContext('GET', 'p'.repeat(2048)) }] });
+    const edge = await c.agent(orders).post('/v1/decisions', { decisions: [{ ...decisions[0], context: httpContext('GET', 'p'.repeat(2048)) }] });
     expect(edge.status, edge.text).toBe(200);
     // Still bounded: a body over 1 MiB is refused before it is parsed.
-    const huge = await c.agent(frontend).post('/v1/decisions', { decisions: [{ ...decisions[0], context: { note: 'x'.repeat(1100 * 1024) } }] });
+    const huge = await c.agent(orders).post('/v1/decisions', { decisions: [{ ...decisions[0], context: { note: 'x'.repeat(1100 * 1024) } }] });
     expectError(huge, 413, 'TESSERA_PAYLOAD_TOO_LARGE');
   });
 });

@@ -4,7 +4,16 @@ import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundl
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
 import { LIMITS, type RevokedIdentity } from '../../core/policy/types.js';
 import type { CertificateAuthority } from '../ca/ca.js';
-import type { PolicyVersionRecord, Store, StoredAuditRecord } from '../store/store.js';
+import { isPolicyAction, type PolicyAction } from '../../core/policy/types.js';
+import type { DecisionSampleQuery, PolicyVersionRecord, Store } from '../store/store.js';
+import { MAX_REPLAYED_DETAIL_CHARS } from './decisions.js';
+
+/** Longest a dry run replays before it stops and says so (`truncated`). */
+const REPLAY_BUDGET_MS = 10_000;
+/** Flip groups listed in a dry run's answer (the largest first); `flip_groups` counts them all. */
+const MAX_FLIPS_LISTED = 1000;
+/** A recorded principal longer than any SPIFFE ID, or a larger context, is not a decision an enforcer made. */
+const MAX_REPLAYED_CONTEXT_ENTRIES = 32;
 
 /** Meta key of the bundle counter: bumped by every policy or registry change, in any process. */
 const BUNDLE_VERSION = 'policy_bundle_version';
@@ -23,6 +32,45 @@ export interface Flip {
   before: 'allow' | 'deny';
   after: 'allow' | 'deny';
   count: number;
+}
+
+/** What a dry run replayed and what would change. */
+export interface DryRun {
+  /** Decisions replayed. */
+  replayed: number;
+  /** Sampled records not replayed: malformed, or larger than today's ingestion limits allow (older records). */
+  skipped: number;
+  /** The replay stopped at its time budget: fewer decisions than sampled were replayed. */
+  truncated: boolean;
+  /** Enforcers whose decisions were sampled. */
+  enforcers: number;
+  /** When the oldest and the newest replayed decision were made (ISO 8601), null if none. */
+  span: { from: string; to: string } | null;
+  /** Replayed decisions that would change. */
+  flipped: number;
+  /** Distinct (principal, action, resource, context) among them; `flips` lists the largest. */
+  flip_groups: number;
+  flips: Flip[];
+}
+
+type ReplayContext = Record<string, string | number | boolean>;
+
+/** The recorded request of a decision record's detail, if it is one the engine can be asked. */
+function replayable(detail: unknown): { principal: string; action: PolicyAction; context: ReplayContext } | undefined {
+  if (typeof detail !== 'object' || detail === null) return undefined;
+  const { principal, action, context } = detail as Record<string, unknown>;
+  if (typeof principal !== 'string' || principal.length === 0 || principal.length > 2048 || !isPolicyAction(action)) return undefined;
+  if (context === undefined) return { principal, action, context: {} };
+  if (typeof context !== 'object' || context === null || Array.isArray(context)) return undefined;
+  const entries = Object.entries(context);
+  if (entries.length > MAX_REPLAYED_CONTEXT_ENTRIES) return undefined;
+  for (const [, v] of entries) if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') return undefined;
+  return { principal, action, context: context as ReplayContext };
+}
+
+function isoTime(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString();
 }
 
 /**
@@ -103,29 +151,55 @@ export class PolicyService extends EventEmitter {
   }
 
   /**
-   * Replays recorded decisions against a candidate policy set and reports exactly which would change,
-   * grouped by (principal, action, resource, context).
+   * Replays a sample of recorded decisions (Store.sampleDecisions: no identity can flood the
+   * others out) against a candidate policy set and reports exactly which would change, grouped by
+   * (principal, action, resource, context). The records are whatever enforcers shipped: each is
+   * checked before it is replayed, the replay yields to the event loop as it goes and stops at
+   * REPLAY_BUDGET_MS, and only the MAX_FLIPS_LISTED largest groups are listed.
    */
-  async dryRun(policies: Record<string, string>, schema: Record<string, unknown> | undefined, recent: StoredAuditRecord[]): Promise<{ replayed: number; flips: Flip[] }> {
+  async dryRun(policies: Record<string, string>, schema: Record<string, unknown> | undefined, sample: Pick<DecisionSampleQuery, 'perEnforcer' | 'maxTotal'>): Promise<DryRun> {
     const compiled = PolicyEngine.compile({ policies, schema: schema ?? (TESSERA_SCHEMA as Record<string, unknown>) });
     const engine = new PolicyEngine(compiled, await this.entities());
+    const { records, enforcers, oversized } = await this.store.sampleDecisions({ ...sample, maxDetailChars: MAX_REPLAYED_DETAIL_CHARS });
+    const deadline = Date.now() + REPLAY_BUDGET_MS;
     const flips = new Map<string, Flip>();
     let replayed = 0;
-    for (const r of recent) {
-      const d = r.detail as { principal?: string; action?: string; context?: Record<string, string | number | boolean> };
-      if (typeof d.principal !== 'string' || typeof d.action !== 'string') continue;
+    let skipped = oversized;
+    let flipped = 0;
+    let from = Infinity;
+    let to = -Infinity;
+    let truncated = false;
+    for (const [i, r] of records.entries()) {
+      if (i % 256 === 255) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (Date.now() > deadline) {
+          truncated = true;
+          break;
+        }
+      }
+      const d = replayable(r.detail);
+      if (!d) {
+        skipped += 1;
+        continue;
+      }
       replayed += 1;
+      from = Math.min(from, r.ts);
+      to = Math.max(to, r.ts);
       const before = r.outcome === 'success' ? 'allow' : 'deny';
-      const context = d.context ?? {};
-      const decision = engine.decide({ principal: d.principal, action: d.action as 'http:request', resource: r.target, context });
+      const decision = engine.decide({ principal: d.principal, action: d.action, resource: r.target, context: d.context });
       const after = decision.allow ? 'allow' : 'deny';
       if (before === after) continue;
-      const key = JSON.stringify([d.principal, d.action, r.target, context]);
+      flipped += 1;
+      const key = JSON.stringify([d.principal, d.action, r.target, d.context]);
       const f = flips.get(key);
       if (f) f.count += 1;
-      else flips.set(key, { principal: d.principal, action: d.action, resource: r.target, context, before, after, count: 1 });
+      else flips.set(key, { principal: d.principal, action: d.action, resource: r.target, context: d.context, before, after, count: 1 });
     }
-    return { replayed, flips: [...flips.values()] };
+    const listed = [...flips.values()].sort((a, b) => b.count - a.count).slice(0, MAX_FLIPS_LISTED);
+    return {
+      replayed, skipped, truncated, enforcers, flipped, flip_groups: flips.size, flips: listed,
+      span: replayed > 0 ? { from: isoTime(from), to: isoTime(to) } : null,
+    };
   }
 
   private async entities(): Promise<PolicyBundle['entities']> {

@@ -87,6 +87,16 @@ export class SecretPolicyService {
     return row && fromRow(row);
   }
 
+  /** SPIFFE IDs of the key servers named by any key epoch (retired ones too) of policy `id`. */
+  async keyServers(id: string): Promise<Set<string>> {
+    await ready();
+    const out = new Set<string>();
+    for (const row of await this.store.listSecretPolicies()) {
+      if (row.id === id) for (const s of recordOf(fromRow(row)).servers) out.add(s.spiffeId);
+    }
+    return out;
+  }
+
   async list(): Promise<StoredSecretPolicy[]> {
     return (await this.store.listSecretPolicies()).map(fromRow);
   }

@@ -2,7 +2,7 @@ import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
-  ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult,
+  ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
 } from './store.js';
 
 const SCHEMA = `
@@ -88,7 +88,12 @@ const ADDED_COLUMNS: { table: string; column: string; ddl: string }[] = [
   { table: 'api_keys', column: 'revoked_reason', ddl: 'revoked_reason TEXT' },
   { table: 'entries', column: 'revoked_at', ddl: 'revoked_at INTEGER' },
   { table: 'entries', column: 'revoked_reason', ddl: 'revoked_reason TEXT' },
+  { table: 'audit', column: 'principal', ddl: 'principal TEXT' },
 ];
+/** Indexes on added columns: created once the columns exist. */
+const ADDED_INDEXES = `
+CREATE INDEX IF NOT EXISTS audit_decision_sample ON audit(action, actor, principal, id);
+`;
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
 
@@ -127,6 +132,7 @@ export class SqliteStore implements Store {
       const have = this.db.prepare<[], { name: string }>(`PRAGMA table_info(${c.table})`).all().some((r) => r.name === c.column);
       if (!have) this.db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.ddl}`);
     }
+    this.db.exec(ADDED_INDEXES);
     const db = this.db;
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
@@ -181,7 +187,16 @@ export class SqliteStore implements Store {
       newGeneration: db.prepare('UPDATE secret_policies SET signed = ?, generation = ? WHERE id = ? AND epoch = ? AND generation = ? AND retired_at IS NULL'),
       retireSecret: db.prepare('UPDATE secret_policies SET retired_at = ? WHERE id = ? AND epoch = ? AND retired_at IS NULL'),
       listSecrets: db.prepare<[], SecretRow>('SELECT * FROM secret_policies ORDER BY id, epoch'),
-      insertAudit: db.prepare('INSERT INTO audit(ts, actor, action, target, outcome, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      insertAudit: db.prepare('INSERT INTO audit(ts, actor, action, target, outcome, code, detail, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      // Decision sampling: each statement is a seek or a short range scan of audit_decision_sample.
+      nextEnforcer: db.prepare<[string], { v: string | null }>("SELECT MIN(actor) AS v FROM audit WHERE action = 'decision' AND actor > ?"),
+      nextPrincipal: db.prepare<[string, string], { v: string | null }>("SELECT MIN(principal) AS v FROM audit WHERE action = 'decision' AND actor = ? AND principal > ?"),
+      hasUnindexed: db.prepare<[string], { v: number }>("SELECT 1 AS v FROM audit WHERE action = 'decision' AND actor = ? AND principal IS NULL LIMIT 1"),
+      groupIds: db.prepare<[string, string | null, number, number], { id: number }>(
+        "SELECT id FROM audit WHERE action = 'decision' AND actor = ? AND principal IS ? AND id < ? ORDER BY id DESC LIMIT ?"),
+      sampledRows: db.prepare<[number, string], Omit<AuditRow, 'detail'> & { detail: string | null }>(
+        `SELECT id, ts, actor, action, target, outcome, code, CASE WHEN length(detail) <= ? THEN detail END AS detail
+         FROM audit WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
     };
   }
 
@@ -356,7 +371,7 @@ export class SqliteStore implements Store {
     if (records.length === 0) return;
     this.db.transaction(() => {
       for (const r of records) {
-        this.stmts.insertAudit.run(r.ts, r.actor, r.action, r.target, r.outcome, r.code, JSON.stringify(r.detail));
+        this.stmts.insertAudit.run(r.ts, r.actor, r.action, r.target, r.outcome, r.code, JSON.stringify(r.detail), r.principal ?? null);
       }
     })();
   }
@@ -374,6 +389,59 @@ export class SqliteStore implements Store {
       id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'],
       code: r.code, detail: JSON.parse(r.detail) as Record<string, unknown>,
     }));
+  }
+
+  async sampleDecisions(q: DecisionSampleQuery): Promise<DecisionSample> {
+    const maxTotal = Math.max(0, Math.floor(q.maxTotal));
+    const enforcers: string[] = [];
+    for (let e = this.stmts.nextEnforcer.get('')?.v; e != null && enforcers.length < maxTotal; e = this.stmts.nextEnforcer.get(e)?.v) enforcers.push(e);
+    const ids: number[] = [];
+    enforcers.forEach((enforcer, i) => {
+      // An equal share of what is left; what an enforcer leaves unused goes to the ones after it.
+      const quota = Math.min(q.perEnforcer, Math.ceil((maxTotal - ids.length) / (enforcers.length - i)));
+      if (quota > 0) ids.push(...this.sampleEnforcer(enforcer, quota));
+    });
+    let oversized = 0;
+    const records: StoredAuditRecord[] = [];
+    // json_each takes the ids as one JSON array; in chunks so no single statement holds too many.
+    for (let i = 0; i < ids.length; i += 1000) {
+      for (const r of this.stmts.sampledRows.all(q.maxDetailChars, JSON.stringify(ids.slice(i, i + 1000)))) {
+        if (r.detail === null) {
+          oversized += 1;
+          continue;
+        }
+        records.push({ ...r, outcome: r.outcome as AuditRecord['outcome'], detail: JSON.parse(r.detail) as Record<string, unknown> });
+      }
+    }
+    records.sort((a, b) => a.id - b.id);
+    return { records, enforcers: enforcers.length, oversized };
+  }
+
+  /**
+   * The ids of up to `quota` decisions of one enforcer, its principals sharing the quota equally
+   * (newest first within each). Rows stored before the principal column existed form one group.
+   * Rounds: every principal still holding rows gets an equal share of what is left; one that has
+   * fewer is done, and the rest is shared again, so few rounds and at most quota + principals rows.
+   */
+  private sampleEnforcer(enforcer: string, quota: number): number[] {
+    const groups: { principal: string | null; before: number; done: boolean }[] = [];
+    if (this.stmts.hasUnindexed.get(enforcer)) groups.push({ principal: null, before: Number.MAX_SAFE_INTEGER, done: false });
+    for (let p = this.stmts.nextPrincipal.get(enforcer, '')?.v; p != null && groups.length < quota; p = this.stmts.nextPrincipal.get(enforcer, p)?.v) {
+      groups.push({ principal: p, before: Number.MAX_SAFE_INTEGER, done: false });
+    }
+    const out: number[] = [];
+    for (let active = groups; active.length > 0 && out.length < quota; active = active.filter((g) => !g.done)) {
+      const share = Math.max(1, Math.floor((quota - out.length) / active.length));
+      for (const g of active) {
+        const room = Math.min(share, quota - out.length);
+        if (room <= 0) return out;
+        const rows = this.stmts.groupIds.all(enforcer, g.principal, g.before, room);
+        for (const r of rows) out.push(r.id);
+        if (rows.length < room) g.done = true;
+        else g.before = rows[rows.length - 1]!.id;
+      }
+    }
+    return out;
   }
 
   async close(): Promise<void> {

@@ -109,6 +109,11 @@ export interface AuditRecord {
   outcome: AuditOutcome;
   code: string;
   detail: Record<string, unknown>;
+  /**
+   * The principal a decision record is about (`detail.principal`), stored in its own indexed
+   * column so that dry runs can sample decisions per enforcer and per principal.
+   */
+  principal?: string;
 }
 
 export interface StoredAuditRecord extends AuditRecord {
@@ -120,6 +125,24 @@ export interface AuditQuery {
   afterId?: number;
   action?: string;
   outcome?: AuditOutcome;
+}
+
+/** Bounds of {@link Store.sampleDecisions}. */
+export interface DecisionSampleQuery {
+  /** At most this many records from one enforcer (the record's actor, the agent that shipped it). */
+  perEnforcer: number;
+  /** At most this many records in all. */
+  maxTotal: number;
+  /** Records whose stored detail is longer than this (characters) are counted in `oversized`, not returned. */
+  maxDetailChars: number;
+}
+
+export interface DecisionSample {
+  records: StoredAuditRecord[];
+  /** Enforcers sampled. */
+  enforcers: number;
+  /** Records picked but not returned because their detail exceeded maxDetailChars. */
+  oversized: number;
 }
 
 /** A signed secret-policy record (the envelope's JSON), one per (policy id, key epoch): its newest share generation. */
@@ -217,6 +240,13 @@ export interface Store {
 
   appendAudit(records: readonly AuditRecord[]): Promise<void>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
+  /**
+   * Recorded decisions (action `decision`) for a dry run, chosen so that no identity can flood the
+   * others out: the enforcers share `maxTotal` equally (at most `perEnforcer` each; what one leaves
+   * unused goes to the next), and within an enforcer the principals share its part equally, newest
+   * first. Oldest first, like listAudit. Work and memory are bounded by the query, not by the table.
+   */
+  sampleDecisions(query: DecisionSampleQuery): Promise<DecisionSample>;
 
   close(): Promise<void>;
 }
