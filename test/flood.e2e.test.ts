@@ -129,7 +129,10 @@ describe('an inbound agent under a flood of denied pipelined requests', () => {
   beforeAll(async () => {
     expect(existsSync(CLI), 'run `npx tsc -p tsconfig.json` first: the test runs dist/src/cli/main.js').toBe(true);
     dir = mkdtempSync(join(tmpdir(), 'tessera-flood-e2e-'));
-    server = new ServerProcess(join(dir, 'server'), await freePort(), ['--trust-domain', TD]);
+    // The first test leaves the agent with up to 10,000 denial records to ship; at the control
+    // plane's default per-identity rate (100 records/s) they would delay the refusal records the
+    // second test counts by minutes. That rate limit has its own tests (decisions.test.ts).
+    server = new ServerProcess(join(dir, 'server'), await freePort(), ['--trust-domain', TD, '--decision-rate-limit', '1000000:1000000']);
     await server.start();
     admin = server.admin();
     for (const id of [PAYMENTS, ORDERS, MALLORY]) await admin.call('POST', '/v1/entries', { spiffe_id: id, attributes: { site: 'cloud-eu' } });

@@ -323,7 +323,7 @@ describe('tcp mode: re-judging open connections', () => {
     expect(echo.bytes).toBe(bytesBefore);
 
     expect(ib.stats).toMatchObject({ rejudged: 2, identityRefused: 2 });
-    expect(refusals.map((r) => [r.code, r.reason])).toEqual([['TESSERA_PROXY_PEER_IDENTITY', 'peer revoked'], ['TESSERA_PROXY_PEER_IDENTITY', 'peer revoked']]);
+    expect(refusals.map((r) => [r.code, r.reason])).toEqual([['TESSERA_IDENTITY_REVOKED', 'peer revoked'], ['TESSERA_IDENTITY_REVOKED', 'peer revoked']]);
   });
 
   it('closes a connection at its caller\'s certificate expiry while another stays open', async () => {
@@ -423,11 +423,14 @@ describe('http mode', () => {
     await other.waitFor('"url":"/three"');
     expect(ib.stats.rejudged).toBe(2);
     expect(decisions.filter((d) => !d.allow)).toEqual([expect.objectContaining({ peer: CLIENT_ID, action: 'http:request', reasons: ['re-judged: peer revoked', '2 open connection(s) closed'] })]);
-    // And a new connection of the revoked caller is refused at the handshake.
+    // And a new connection of the revoked caller is refused before any decision: its request gets
+    // 403 TESSERA_IDENTITY_REVOKED (whatever the authorizer would say) and the connection closes.
     const fresh = await openTls(ib.port, ca.issue([CLIENT_ID]));
     fresh.write('GET /four HTTP/1.1\r\nHost: a\r\n\r\n');
     expect(await closesWithin(fresh, 2000)).toBe(true);
-    expect(fresh.received()).toBe('');
+    expect(fresh.received()).toMatch(/^HTTP\/1\.1 403 /);
+    expect(fresh.received()).toContain('TESSERA_IDENTITY_REVOKED');
+    expect(fresh.received()).not.toContain('/four');
     expect(ib.stats.identityRefused).toBe(1);
   }, 20_000);
 });

@@ -84,6 +84,8 @@ describe('sidecar: re-judging on a policy change', () => {
     const orders = await workload('orders', ORDERS, { inbound: { listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: echoPort }, mode: 'tcp' } });
     const frontend = await workload('frontend', FRONTEND, { outbounds: [{ listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: orders.inbound!.port, expectedId: ORDERS } }] });
     await waitFor('orders to enforce v1', () => orders.enforcer.version >= v1.bundle_version, 10_000);
+    // The outbound refuses a target it cannot yet vouch for (no bundle, no revocation list): default deny.
+    await waitFor('frontend to hold v1', () => frontend.enforcer.version >= v1.bundle_version, 10_000);
 
     const socket = netConnect({ host: '127.0.0.1', port: frontend.outbounds[0]!.port });
     socket.on('error', () => {});

@@ -60,7 +60,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     ...(opts.policyWatchSeconds !== undefined ? { watchSeconds: opts.policyWatchSeconds } : {}),
   });
   enforcer.start();
-  const peerStatus = peerStatusOf(enforcer);
+  const peerStatus: PeerStatus = (id, serial) => enforcer.peerStatus(id, serial);
 
   const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
   let inbound: Inbound | undefined;
@@ -205,13 +205,4 @@ function localCallerLog(log: Logger): (r: OutboundRefusal) => void {
     last = r.time;
     suppressed = 0;
   };
-}
-
-/**
- * The enforcer's view of the revocation list (`peerStatus`), bound, or undefined while the
- * enforcer has none (then the proxies refuse nobody for their standing; policy still decides).
- */
-function peerStatusOf(enforcer: PolicyEnforcer): PeerStatus | undefined {
-  const fn = (enforcer as unknown as { peerStatus?: PeerStatus }).peerStatus;
-  return typeof fn === 'function' ? fn.bind(enforcer) : undefined;
 }

@@ -11,6 +11,7 @@ import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { verifyPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../core/policy/bundle.js';
 import { pemDecodeAll } from '../core/x509.js';
 import {
+  applyPolicy,
   errorCode,
   joinAgent,
   makeCsrPem,
@@ -53,6 +54,8 @@ describe('revocation at the control plane', () => {
 
   beforeAll(async () => {
     t = await startControlPlane({ trustDomain: TD });
+    // JWT-SVIDs are derived credentials: default deny unless policy permits them.
+    await applyPolicy(t.admin);
   });
   afterAll(async () => {
     await t?.close();

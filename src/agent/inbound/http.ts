@@ -202,6 +202,11 @@ export class HttpConnection implements UpstreamOwner {
     readonly ctx: HttpContext,
     /** The serial of the caller's certificate (for re-judging against the revocation list). */
     readonly serial = '',
+    /**
+     * Set when the caller's standing (revocation list) refused it at accept: every request on the
+     * connection is answered 403 TESSERA_IDENTITY_REVOKED (the caller learns why) and it is closed.
+     */
+    readonly standingRefused?: string,
   ) {
     this.#idleSince = ctx.clock.now;
     const limits = { maxHeadBytes: ctx.limits.maxHeadBytes, maxHeaders: ctx.limits.maxHeaders };
@@ -288,6 +293,12 @@ export class HttpConnection implements UpstreamOwner {
         return;
       }
       const allowed = callAuthorize(ctx, { peer: this.peer, serial: this.serial, action: 'http:request', method: head.method, path: head.path });
+      if (this.standingRefused !== undefined) {
+        // Asked anyway so that the decision is recorded with its reason (the enforcer refuses
+        // unknown and revoked principals itself); the answer does not depend on it.
+        this.#refuse('TESSERA_IDENTITY_REVOKED', 'the caller is not a live workload');
+        return;
+      }
       if (allowed) {
         this.#startExchange(head, rest, off);
         return;

@@ -258,12 +258,15 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
         socket.destroy();
         return;
       }
-      // A revoked or unknown caller: refused before any decision, in both modes.
+      // A revoked or unknown caller. In tcp mode the connection is refused and closed (a byte
+      // stream cannot say why); in http mode its first request is decided (so the enforcer records
+      // the denial with its reason) and answered 403 TESSERA_IDENTITY_REVOKED whatever the
+      // answer, and the connection is closed.
       const serial = verdict.serial;
       const standing = peerRefusal(opts.peerStatus, verdict.spiffeId, serial);
-      if (standing !== undefined) {
-        stats.identityRefused++;
-        refused('TESSERA_PROXY_PEER_IDENTITY', standing, remoteOf(socket));
+      if (standing !== undefined) stats.identityRefused++;
+      if (standing !== undefined && opts.mode === 'tcp') {
+        refused('TESSERA_IDENTITY_REVOKED', standing, remoteOf(socket));
         socket.destroy();
         return;
       }
@@ -271,7 +274,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       stats.active++;
       let entry: Tracked;
       if (opts.mode === 'http') {
-        entry = new HttpConnection(socket, verdict.spiffeId, verdict.notAfter, httpCtx, serial);
+        entry = new HttpConnection(socket, verdict.spiffeId, verdict.notAfter, httpCtx, serial, standing);
       } else {
         if (!callAuthorize(httpCtx, { peer: verdict.spiffeId, serial, action: 'tcp:connect' })) {
           stats.active--;

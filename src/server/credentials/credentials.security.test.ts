@@ -188,7 +188,18 @@ describe('derived credentials under policy', () => {
     expect(reasons).toEqual(['owner_deleted', 'owner_replaced']);
   });
 
-  it('a key of a revoked owner is refused (the verification rule; see the report for the end-to-end test)', () => {
+  it('a key of a revoked owner fails verification (tessera entry revoke)', async () => {
+    const doomed = await joinAgent(t.cp, t.admin, `spiffe://${TD}/shop/stolen`);
+    await applyPolicy(t.admin, { ...POLICY, 'stolen.cedar': `permit (principal == Tessera::Workload::"spiffe://${TD}/shop/stolen", action, resource);` });
+    const k = await mintKey(client(doomed), { scopes: ['stolen:read'] });
+    await verify(rc, k.api_key);
+    await t.admin.call('POST', `/v1/entries/${doomed.entryId}/revoke`, { reason: 'laptop stolen' });
+    expect(await rejectionCode(verify(rc, k.api_key))).toBe('TESSERA_APIKEY_INVALID');
+    const reasons = (await audit('apikey.verify')).filter((r) => r.outcome === 'denied' && r.detail.key_id === k.id).map((r) => r.detail.reason);
+    expect(reasons).toEqual(['owner_revoked']);
+  });
+
+  it('the verification rule: revoked key, revoked or deleted owner, a bound lowered after issuance', () => {
     const now = Date.now();
     const rec: ApiKeyRecord = { id: '0123456789abcdef', hash: '', owner: ORDERS, scopes: ['x'], createdAt: now - 1000, expiresAt: now + 60_000 };
     const owner: EntryRecord = { id: 'e', spiffeId: ORDERS, selectors: [], attributes: {}, x509TtlSeconds: 60, jwtTtlSeconds: 60, apikeyMaxTtlSeconds: 86400, createdAt: now - 2000 };
@@ -204,7 +215,7 @@ describe('derived credentials under policy', () => {
   it('list and revoke: the admin sees every key; a workload only its own; never a secret or hash', async () => {
     const mine = await mintKey(rc, { scopes: ['reports:read'] });
     const all = await t.admin.call<{ api_keys: (KeyView & { hash?: string })[] }>('GET', '/v1/apikeys');
-    expect(new Set(all.api_keys.map((k) => k.owner))).toEqual(new Set([ORDERS, REPORTS, `spiffe://${TD}/shop/bounded`, `spiffe://${TD}/shop/gone`]));
+    expect(new Set(all.api_keys.map((k) => k.owner))).toEqual(new Set([ORDERS, REPORTS, `spiffe://${TD}/shop/bounded`, `spiffe://${TD}/shop/gone`, `spiffe://${TD}/shop/stolen`]));
     const own = await rc.call<{ api_keys: KeyView[] }>('GET', '/v1/apikeys');
     expect(own.api_keys.length).toBeGreaterThan(0);
     expect(own.api_keys.every((k) => k.owner === REPORTS)).toBe(true);
@@ -240,7 +251,7 @@ describe('derived credentials under policy', () => {
     const doomed = await joinAgent(t.cp, t.admin, `spiffe://${TD}/shop/doomed`);
     const dc = client(doomed);
     await t.admin.call('DELETE', `/v1/entries/${doomed.entryId}`);
-    expect(await rejectionCode(dc.call('GET', '/v1/apikeys'))).toBe('TESSERA_FORBIDDEN');
+    expect(await rejectionCode(dc.call('GET', '/v1/apikeys'))).toBe('TESSERA_IDENTITY_REVOKED');
     const stillThere = await t.admin.call<{ api_keys: KeyView[] }>('GET', `/v1/apikeys?owner=${encodeURIComponent(ORDERS)}`);
     expect(stillThere.api_keys.find((k) => k.id === theirs.id)?.state).toBe('active');
   });

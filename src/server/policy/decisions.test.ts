@@ -159,11 +159,11 @@ describe('decision ingestion: an enforcer ships only what it decided', () => {
   });
 
   it('refuses callers without a live registration entry: the admin, and an agent whose entry was deleted', async () => {
-    expectError(await ship(t, undefined, { decisions: [] }), 403, 'TESSERA_FORBIDDEN');
+    expectError(await ship(t, undefined, { decisions: [] }), 403, 'TESSERA_IDENTITY_REVOKED');
     const gone = await joinAgent(t.cp, t.admin, `spiffe://${TD}/shop/gone`);
     expect((await ship(t, gone, { decisions: [] })).status).toBe(200);
     await t.admin.call('DELETE', `/v1/entries/${gone.entryId}`);
-    expectError(await ship(t, gone, { decisions: [decision(ORDERS, gone.spiffeId, 'GET', '/', false)] }), 403, 'TESSERA_FORBIDDEN');
+    expectError(await ship(t, gone, { decisions: [decision(ORDERS, gone.spiffeId, 'GET', '/', false)] }), 403, 'TESSERA_IDENTITY_REVOKED');
     expectError(await rawJson(t.cp.url, { path: '/v1/decisions', json: { decisions: [] }, ca: t.adminTls.ca }), 401, 'TESSERA_AUTH_REQUIRED');
   });
 
