@@ -1,14 +1,23 @@
 import type { CertificateAuthority } from './ca/ca.js';
 import type { AuditLog } from './audit/audit.js';
-import type { Store } from './store/store.js';
 import type { Logger } from '../core/log.js';
 import type { PolicyService } from './policy/service.js';
+import type { RegistryService } from './registry/service.js';
+import type { SvidService } from './svid/service.js';
+import type { CredentialService } from './credentials/service.js';
+import type { SecretPolicyService } from './secrets/service.js';
 
-/** What route handlers share. Built once by the control plane. */
+/**
+ * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
+ * and shape the response; only services hold the Store (it is deliberately not in here).
+ */
 export interface ServerContext {
-  store: Store;
   ca: CertificateAuthority;
   policy: PolicyService;
+  registry: RegistryService;
+  svids: SvidService;
+  credentials: CredentialService;
+  secrets: SecretPolicyService;
   audit: AuditLog;
   log: Logger;
   trustDomain: string;
@@ -16,5 +25,4 @@ export interface ServerContext {
   serverId: string;
   /** The issuer (`iss`) of JWT-SVIDs and the OIDC discovery document. */
   issuer: string;
-  defaults: { x509TtlSeconds: number; jwtTtlSeconds: number };
 }

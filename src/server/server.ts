@@ -16,14 +16,18 @@ import { KeyEncryptionKey } from '../common/kek.js';
 import { caRoutes } from './ca/routes.js';
 import type { ServerContext } from './context.js';
 import { apiKeyRoutes } from './credentials/apikeys.js';
+import { CredentialService } from './credentials/service.js';
 import { registryRoutes } from './registry/routes.js';
+import { RegistryService } from './registry/service.js';
 import { SqliteStore } from './store/sqlite.js';
 import type { Store } from './store/store.js';
 import { svidRoutes } from './svid/routes.js';
+import { SvidService } from './svid/service.js';
 import { PolicyService } from './policy/service.js';
 import { policyRoutes } from './policy/routes.js';
 import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './policy/decisions.js';
 import { secretPolicyRoutes } from './secrets/routes.js';
+import { SecretPolicyService } from './secrets/service.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -72,7 +76,11 @@ export class ControlPlane {
   private serverCertNotAfter = 0;
   private serverCertCa = '';
 
-  private constructor(private readonly opts: ControlPlaneOptions & typeof DEFAULTS, readonly ctx: ServerContext, private readonly store: Store) {
+  /**
+   * `store`: the services' store, public for tests that must write as an older control plane did;
+   * routes never see it (ServerContext).
+   */
+  private constructor(private readonly opts: ControlPlaneOptions & typeof DEFAULTS, readonly ctx: ServerContext, readonly store: Store) {
     this.app = Fastify({
       https: this.tlsOptions(),
       bodyLimit: opts.bodyLimit,
@@ -100,12 +108,16 @@ export class ControlPlane {
       const policy = new PolicyService(store, ca);
       await policy.init();
       const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
+      const now = Date.now;
+      const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
-        store, ca, policy, audit, log, trustDomain,
+        ca, policy, registry, audit, log, trustDomain,
+        svids: new SvidService({ store, ca, registry, policy, trustDomain, now, issuer: () => ctx.issuer }),
+        credentials: new CredentialService({ store, registry, policy, trustDomain, now }),
+        secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
-        defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds },
       };
       const cp = new ControlPlane(opts, ctx, store);
       await cp.listen();

@@ -33,21 +33,8 @@ export function svidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEve
 }
 
 /**
- * The caller's live registration entry, or why it has none: the entry must exist and not be
- * revoked, and the certificate must not be one issued for a revoked or deleted entry (re-creating
- * an entry with the same SPIFFE ID does not bring its old SVIDs back). DESIGN.md, "Revocation and
- * quarantine": an identity without a live entry is not a workload.
- */
-async function liveEntry(ctx: ServerContext, caller: Caller): Promise<EntryRecord | 'unknown' | 'revoked' | 'revoked serial'> {
-  const entry = await ctx.store.getEntryBySpiffeId(caller.spiffeId);
-  if (!entry) return 'unknown';
-  if (entry.revokedAt) return 'revoked';
-  if (await ctx.store.isSerialRevoked(caller.serial)) return 'revoked serial';
-  return entry;
-}
-
-/**
- * Authenticates an SVID caller that must hold a live registration entry (see {@link liveEntry}).
+ * Authenticates an SVID caller that must hold a live registration entry (RegistryService.liveEntry:
+ * an existing, unrevoked entry, and a certificate not issued for a revoked or deleted one).
  * The refusal says as little as possible: one code, TESSERA_IDENTITY_REVOKED, for no entry, a
  * revoked entry and a revoked certificate; the audit record says which (`detail.identity`).
  * `ev` undefined: a frequent route that is not audited (the policy bundle's long poll).
@@ -55,7 +42,7 @@ async function liveEntry(ctx: ServerContext, caller: Caller): Promise<EntryRecor
 export async function liveSvidCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined): Promise<{ caller: Caller; entry: EntryRecord }> {
   const caller = authenticate(req, ctx.trustDomain);
   if (ev) ev.actor = caller.spiffeId;
-  const entry = await liveEntry(ctx, caller);
+  const entry = await ctx.registry.liveEntry(caller.spiffeId, caller.serial);
   if (typeof entry === 'string') {
     if (ev) ev.detail.identity = entry;
     throw new TesseraError('TESSERA_IDENTITY_REVOKED', 'this identity is not a live workload');

@@ -28,6 +28,19 @@ export class AuditEvent {
 }
 
 /**
+ * The part of an audit event a service may write: who and what it concerns, and the facts only the
+ * service knows (why a token was refused, the serial it issued, the policies that decided). The
+ * outcome is not part of it: the route marks success (`succeed()`) once it has a response to send,
+ * so a service can never record a success the client did not get.
+ */
+export type AuditNotes = Pick<AuditEvent, 'target' | 'actor' | 'detail'>;
+
+/** Notes that go nowhere, for callers (tests, tools) that do not audit. */
+export function scratchNotes(): AuditNotes {
+  return { target: '', actor: '', detail: {} };
+}
+
+/**
  * Group commit for audit records: every record produced in one turn of the event loop is written in
  * one transaction (≈ 8× the row rate of a transaction per row on SQLite), and `record()` resolves
  * only once its record is durable, so a response never leaves before its audit record is stored —
@@ -79,6 +92,14 @@ export class AuditLog {
       }
     })();
     await this.writing;
+  }
+
+  /**
+   * Stores records made elsewhere (decision records shipped by enforcers) at once, in one
+   * transaction of their own outside the group commit: a batch is already one write.
+   */
+  async append(records: readonly AuditRecord[]): Promise<void> {
+    await this.store.appendAudit(records);
   }
 
   /** Reads stored records (everything recorded so far is flushed first, so a reader sees its own writes). */

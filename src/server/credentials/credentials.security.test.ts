@@ -21,7 +21,8 @@ import {
   type TestControlPlane,
 } from '../../../test/support/server.js';
 import type { ApiKeyRecord, EntryRecord } from '../store/store.js';
-import { apiKeyRefusal, parseApiKeyListQuery, parseApiKeyRequest, parseRevokeRequest } from './apikeys.js';
+import { parseApiKeyListQuery, parseApiKeyRequest, parseRevokeRequest } from './apikeys.js';
+import { apiKeyRefusal } from './service.js';
 
 const TD = 'tessera.test';
 const ORDERS = `spiffe://${TD}/shop/orders`;

@@ -11,10 +11,17 @@
  */
 import { TesseraError } from '../../core/errors.js';
 import type { PolicyContext } from '../../core/policy/types.js';
-import type { AuditEvent } from '../audit/audit.js';
-import type { ServerContext } from '../context.js';
+import type { AuditNotes } from '../audit/audit.js';
+import type { PolicyService } from '../policy/service.js';
 
 export type CredentialKind = 'apikey' | 'jwt';
+
+/** What a `credential:derive` decision needs: the policy (followed across processes) and the clock. */
+export interface DeriveDeps {
+  policy: Pick<PolicyService, 'sync' | 'decide'>;
+  trustDomain: string;
+  now: () => number;
+}
 
 /** The resource of a `credential:derive` decision: `spiffe://<td>/tessera/credential/<kind>`. */
 export function credentialResource(trustDomain: string, kind: CredentialKind): string {
@@ -30,19 +37,19 @@ export const CONTROL_PLANE_SITE = 'control-plane';
 /**
  * Throws TESSERA_CREDENTIAL_DENIED unless policy allows `principal` to derive a `kind` credential
  * for every one of `values` (scopes or audiences) with this lifetime. The decisions go into the
- * audit event (policy ids, never the credential).
+ * audit notes (policy ids, never the credential).
  */
-export async function authorizeDerive(ctx: ServerContext, ev: AuditEvent, principal: string, kind: CredentialKind, values: readonly string[], ttlSeconds: number): Promise<void> {
+export async function authorizeDerive(deps: DeriveDeps, ev: AuditNotes, principal: string, kind: CredentialKind, values: readonly string[], ttlSeconds: number): Promise<void> {
   // Another process (cluster worker) may have applied a policy: follow it before deciding.
-  await ctx.policy.sync();
-  const resource = credentialResource(ctx.trustDomain, kind);
-  const now = Date.now();
+  await deps.policy.sync();
+  const resource = credentialResource(deps.trustDomain, kind);
+  const now = deps.now();
   const base = { site: CONTROL_PLANE_SITE, time: Math.floor(now / 1000), hour: new Date(now).getUTCHours(), risk: 0 };
   const denied: string[] = [];
   const reasons = new Set<string>();
   for (const value of values) {
     const context: PolicyContext = { kind, scope: kind === 'apikey' ? value : '', audience: kind === 'jwt' ? value : '', ttl_seconds: ttlSeconds, ...base };
-    const d = ctx.policy.decide({ principal, action: 'credential:derive', resource, context });
+    const d = deps.policy.decide({ principal, action: 'credential:derive', resource, context });
     for (const r of d.reasons) reasons.add(r);
     if (!d.allow) {
       denied.push(value);

@@ -309,7 +309,7 @@ describe('dry runs replay a sample no identity can flood', () => {
   it('skips stored rows a replay cannot use (larger than ingestion allows, malformed) instead of failing', async () => {
     const ts = Date.now();
     // Rows as an older control plane may have stored them (straight into the store).
-    await t.cp.ctx.store.appendAudit([
+    await t.cp.store.appendAudit([
       { ts, actor: ORDERS, action: 'decision', target: ORDERS, outcome: 'denied', code: 'DENY', principal: FRONTEND, detail: { principal: FRONTEND, action: 'http:request', context: { ['k'.repeat(200_000)]: 'v' }, reasons: [] } },
       { ts, actor: ORDERS, action: 'decision', target: ORDERS, outcome: 'denied', code: 'DENY', principal: FRONTEND, detail: { principal: FRONTEND, action: 'http:fly', context: {} } },
       { ts, actor: ORDERS, action: 'decision', target: ORDERS, outcome: 'denied', code: 'DENY', principal: FRONTEND, detail: { principal: FRONTEND, action: 'http:request', context: [1, 2] } },

@@ -3,7 +3,6 @@ import { TesseraError } from '../../core/errors.js';
 import { adminCaller, audited, liveOrAdminCaller, liveSvidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, reqStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
-import { SecretPolicyService } from '../secrets/service.js';
 import { DECISIONS_BODY_LIMIT, DEFAULT_DECISION_SETTINGS, DecisionIngest, type DecisionSettings } from './decisions.js';
 
 // Starts with a letter or digit, as the bundle requires (no `/abs`, `.hidden`, `_x`): a bad name is a bad request.
@@ -30,7 +29,7 @@ function schemaOf(v: unknown): Record<string, unknown> | undefined {
 
 /** Policy administration (admin), the signed bundle for agents, and decision records from agents. */
 export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings: DecisionSettings = DEFAULT_DECISION_SETTINGS): void {
-  const ingest = new DecisionIngest(ctx.trustDomain, new SecretPolicyService(ctx.store, ctx.ca), settings);
+  const ingest = new DecisionIngest(ctx.trustDomain, ctx.secrets, settings);
 
   app.post('/v1/policies', (req, reply) => audited(ctx, req, 'policy.apply', async (ev) => {
     const caller = adminCaller(ctx, req, ev);
@@ -57,7 +56,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
   app.get('/v1/policies', (req) => audited(ctx, req, 'policy.history', async (ev) => {
     adminCaller(ctx, req, ev);
     const limit = queryInt(req.query, 'limit', 50, 1, 1000);
-    const versions = await ctx.store.listPolicyVersions(limit);
+    const versions = await ctx.policy.history(limit);
     ev.succeed();
     return { versions: versions.map((v) => ({ ...v, createdAt: new Date(v.createdAt).toISOString() })), bundle_version: ctx.policy.current().version };
   }));
@@ -65,7 +64,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
   app.get<{ Params: { version: string } }>('/v1/policies/:version', (req) => audited(ctx, req, 'policy.show', async (ev) => {
     adminCaller(ctx, req, ev);
     const version = /^\d{1,9}$/.test(req.params.version) ? Number(req.params.version) : NaN;
-    const rec = Number.isFinite(version) ? await ctx.store.getPolicyVersion(version) : undefined;
+    const rec = Number.isFinite(version) ? await ctx.policy.version(version) : undefined;
     if (!rec) throw new TesseraError('TESSERA_NOT_FOUND', 'no such policy version');
     ev.succeed(`policy v${rec.version}`);
     return { ...rec, createdAt: new Date(rec.createdAt).toISOString() };
@@ -106,7 +105,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
       if (retry !== undefined) void reply.header('retry-after', String(retry));
       throw err;
     }
-    await ctx.store.appendAudit(batch.refusal ? [...batch.records, batch.refusal] : batch.records);
+    await ctx.audit.append(batch.refusal ? [...batch.records, batch.refusal] : batch.records);
     ev.detail.count = batch.records.length;
     if (batch.refused > 0) ev.detail.refused = batch.refused;
     ev.succeed();

@@ -134,6 +134,16 @@ export class PolicyService extends EventEmitter {
     return rec;
   }
 
+  /** Stored policy versions, newest first, without their content. */
+  history(limit: number): Promise<Omit<PolicyVersionRecord, 'policies' | 'schema'>[]> {
+    return this.store.listPolicyVersions(limit);
+  }
+
+  /** One stored policy version with its content, if it exists. */
+  version(version: number): Promise<PolicyVersionRecord | undefined> {
+    return this.store.getPolicyVersion(version);
+  }
+
   async rollback(version: number, author: string, reason: string): Promise<PolicyVersionRecord | undefined> {
     const old = await this.store.getPolicyVersion(version);
     if (!old) return undefined;

@@ -17,7 +17,7 @@ import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
 import { adminCaller, audited, liveOrAdminCaller } from '../api/handlers.js';
 import { body, int, queryInt } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
-import { SecretPolicyService } from './service.js';
+import type { SecretPolicyService } from './service.js';
 
 function serverList(v: unknown): SecretPolicyServer[] {
   if (!Array.isArray(v) || v.length > 255) throw new TesseraError('TESSERA_BAD_REQUEST', '"servers" must be a list of at most 255 {url, spiffeId, index}');
@@ -27,7 +27,7 @@ function serverList(v: unknown): SecretPolicyServer[] {
   });
 }
 
-export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, service = new SecretPolicyService(ctx.store, ctx.ca)): void {
+export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, service: SecretPolicyService = ctx.secrets): void {
   app.post('/v1/secret-policies', (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
     adminCaller(ctx, req, ev);
     const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers']);

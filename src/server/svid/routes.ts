@@ -1,16 +1,14 @@
-import { X509Certificate } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { bundleToJwks, jwtKeysAsJwks } from '../../core/bundle.js';
 import { parseCsrPem, type ParsedCsr } from '../../core/csr.js';
 import { TesseraError } from '../../core/errors.js';
 import { pemEncode } from '../../core/x509.js';
-import type { AuditEvent } from '../audit/audit.js';
 import { audited, liveSvidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, queryStr, reqStr, strList } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
-import { authorizeDerive } from '../credentials/derive.js';
-import { entryView, JOIN_TOKEN, tokenHash, tokenRef } from '../registry/routes.js';
-import type { EntryRecord } from '../store/store.js';
+import { entryView } from '../registry/routes.js';
+import { JOIN_TOKEN } from '../registry/service.js';
+import type { IssuedSvid } from './service.js';
 
 const AUDIENCE = /^[\x21-\x7e]{1,256}$/;
 
@@ -18,38 +16,22 @@ function csrFrom(b: Record<string, unknown>): ParsedCsr {
   return parseCsrPem(reqStr(b, 'csr', { max: 16 * 1024 }));
 }
 
-/** The CSR may name its SPIFFE ID (a URI SAN); when it does, it must be the entry's, and only that. */
-function checkCsrIdentity(csr: ParsedCsr, entry: EntryRecord): void {
-  if (csr.uriSans.length > 1 || (csr.uriSans.length === 1 && csr.uriSans[0] !== entry.spiffeId)) {
-    throw new TesseraError('TESSERA_CSR_IDENTITY_MISMATCH');
-  }
-}
-
-/**
- * Issues the SVID. The bundle is included unless the caller says it already holds the current
- * one (`bundle_sequence`): renewals are the hot path and the bundle is most of the response.
- */
-async function issueSvid(ctx: ServerContext, csr: ParsedCsr, entry: EntryRecord, ev: AuditEvent, callerSequence?: number): Promise<Record<string, unknown>> {
-  const cert = ctx.ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId] }, entry.x509TtlSeconds * 1000);
-  // Every serial is recorded before the SVID leaves, so that revoking the entry can list it.
-  const serial = new X509Certificate(cert.der).serialNumber.toUpperCase();
-  await ctx.store.recordIssuedSvid({ serial, entryId: entry.id, spiffeId: entry.spiffeId, notAfter: cert.notAfter.getTime(), issuedAt: Date.now() });
-  ev.detail.serial = serial;
-  ev.detail.not_after = cert.notAfter.toISOString();
-  ev.detail.ca_id = cert.caId;
+function svidView(svid: IssuedSvid): Record<string, unknown> {
   return {
-    spiffe_id: entry.spiffeId,
-    svid_pem: pemEncode(cert.der, 'CERTIFICATE'),
-    not_before: cert.notBefore.toISOString(),
-    not_after: cert.notAfter.toISOString(),
-    bundle_sequence: ctx.ca.bundleSequence(),
-    ...(callerSequence === ctx.ca.bundleSequence() ? {} : { bundle_pem: ctx.ca.bundlePem() }),
-    entry: entryView(entry),
+    spiffe_id: svid.entry.spiffeId,
+    svid_pem: pemEncode(svid.der, 'CERTIFICATE'),
+    not_before: svid.notBefore.toISOString(),
+    not_after: svid.notAfter.toISOString(),
+    bundle_sequence: svid.bundleSequence,
+    ...(svid.bundlePem !== undefined ? { bundle_pem: svid.bundlePem } : {}),
+    entry: entryView(svid.entry),
   };
 }
 
 /** Identity issuance (join, renewal), derived credentials (JWT-SVIDs) and the public trust material. */
 export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const { svids } = ctx;
+
   app.post('/v1/agent/join', (req) => audited(ctx, req, 'svid.join', async (ev) => {
     const b = body(req.body, ['join_token', 'csr']);
     const token = b.join_token;
@@ -59,25 +41,9 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
       ev.detail.reason = 'malformed';
       throw new TesseraError('TESSERA_TOKEN_INVALID');
     }
-    const hash = tokenHash(token);
-    ev.detail.token_ref = tokenRef(hash);
-    const used = await ctx.store.consumeJoinToken(hash, Date.now());
-    if (!used.ok) {
-      ev.detail.reason = used.reason;
-      throw new TesseraError('TESSERA_TOKEN_INVALID');
-    }
-    const entry = await ctx.store.getEntry(used.entryId);
-    if (!entry || entry.revokedAt) {
-      ev.detail.reason = entry ? 'entry revoked' : 'entry deleted';
-      throw new TesseraError('TESSERA_TOKEN_INVALID');
-    }
-    ev.target = entry.spiffeId;
-    ev.actor = `join:${tokenRef(hash)}`;
-    // The token is spent even when the CSR asks for another identity: that attempt is suspicious.
-    checkCsrIdentity(csr, entry);
-    const out = await issueSvid(ctx, csr, entry, ev);
+    const svid = await svids.join(token, csr, ev);
     ev.succeed();
-    return out;
+    return svidView(svid);
   }));
 
   app.post('/v1/svid/renew', (req) => audited(ctx, req, 'svid.renew', async (ev) => {
@@ -86,10 +52,9 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const b = body(req.body, ['csr', 'bundle_sequence']);
     const sequence = int(b, 'bundle_sequence', { min: 0, max: Number.MAX_SAFE_INTEGER, optional: true });
     const csr = csrFrom(b);
-    checkCsrIdentity(csr, entry);
-    const out = await issueSvid(ctx, csr, entry, ev, sequence);
+    const svid = await svids.renew(entry, csr, ev, sequence);
     ev.succeed();
-    return out;
+    return svidView(svid);
   }));
 
   app.post('/v1/svid/jwt', (req) => audited(ctx, req, 'svid.jwt', async (ev) => {
@@ -97,13 +62,8 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
     ev.target = caller.spiffeId;
     const b = body(req.body, ['audience', 'ttl_seconds']);
     const audience = strList(b, 'audience', { minItems: 1, maxItems: 16, maxLength: 256, pattern: AUDIENCE })!;
-    // A longer TTL than the entry's is clipped to it (JWT-SVID clients take the `exp` they get).
-    const ttl = Math.min(int(b, 'ttl_seconds', { min: 1, max: 86400, optional: true }) ?? entry.jwtTtlSeconds, entry.jwtTtlSeconds);
-    ev.detail.audience = audience;
-    ev.detail.ttl_seconds = ttl;
-    await authorizeDerive(ctx, ev, caller.spiffeId, 'jwt', audience, ttl);
-    const jwt = ctx.ca.signJwt(caller.spiffeId, audience, ttl, ctx.issuer);
-    ev.detail.expires_at = jwt.expiresAt.toISOString();
+    const ttl = int(b, 'ttl_seconds', { min: 1, max: 86400, optional: true });
+    const jwt = await svids.mintJwt(caller.spiffeId, entry, audience, ttl, ev);
     ev.succeed();
     return { token: jwt.token, spiffe_id: caller.spiffeId, audience, expires_at: jwt.expiresAt.toISOString() };
   }));
