@@ -222,6 +222,14 @@ describe('a listen address in use is TESSERA_ADDRESS_IN_USE, exit 2', () => {
     });
   }, 40_000);
 
+  it('tessera server --workers 2: the primary reports the worker\'s error once, with its code and status', async () => {
+    await withHeldPort((port) => {
+      const r = tessera(['server', '--workers', '2', '--data-dir', join(dir, 'server-3'), '--listen', `127.0.0.1:${port}`, '--json']);
+      expect(r.status, r.stdout + r.stderr).toBe(2);
+      expect(r.stdout.match(/"code":"TESSERA_ADDRESS_IN_USE"/g), r.stdout).toHaveLength(1);
+    });
+  }, 40_000);
+
   it('tessera agent: inbound, outbound (TCP and Unix socket), Workload API socket; a relative outbound socket path is a config error', async () => {
     expect(tessera(['agent', '--help']).stdout).toMatch(/ANY local user\s+can use it/);
     const agentDir = await joinedAgent('spiffe://example.org/busy', 'agent-busy');

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInbound, type Inbound } from '../src/agent/inbound/inbound.js';
 import { startOutbound, type Outbound, type OutboundRefusal } from '../src/agent/outbound/outbound.js';
-import { TestCa } from './support/tls.js';
+import { TestCa } from './support/tls-ca.js';
 
 const TD = 'outbound-unix.test';
 const CLIENT_ID = `spiffe://${TD}/shop/orders`;

@@ -11,10 +11,10 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parsePathAllowances, startInbound, type AuthorizeRequest, type DecisionRecord, type Inbound, type InboundOptions, type TlsMaterial, type TlsSource } from '../src/agent/inbound/inbound.js';
 import { startOutbound, type Outbound } from '../src/agent/outbound/outbound.js';
-import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';
+import { FakeSource, TestCa } from './support/tls-ca.js';
 
 // ---------------------------------------------------------------------------------------------
-// A real test CA and a TlsSource fake that can rotate
+// Constants (the test CA and TlsSource fake: test/support/tls-ca.ts)
 // ---------------------------------------------------------------------------------------------
 
 const TD = 'sidecar.test';
@@ -22,52 +22,11 @@ const CLIENT_ID = `spiffe://${TD}/shop/orders`;
 const SERVER_ID = `spiffe://${TD}/shop/payments`;
 const HOUR = 3600_000;
 
-class TestCa {
-  readonly pem: string;
-  readonly #issuer: CertificateIssuer;
-
-  constructor(readonly trustDomain: string, name: string) {
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const now = Date.now();
-    const der = createSelfSignedCa({
-      privateKey, publicKey, commonName: name, trustDomainUri: `spiffe://${trustDomain}`,
-      notBefore: new Date(now - HOUR), notAfter: new Date(now + 24 * HOUR),
-    });
-    this.pem = pemEncode(der, 'CERTIFICATE');
-    this.#issuer = new CertificateIssuer({ certDer: der, privateKey });
-  }
-
-  issue(uriSans: string[], validity: { notBefore?: number; notAfter?: number } = {}): { certPem: string; key: KeyObject; serial: string } {
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const now = Date.now();
-    const der = this.#issuer.issueLeaf({
-      publicKey, uriSans, notBefore: new Date(validity.notBefore ?? now - 60_000), notAfter: new Date(validity.notAfter ?? now + HOUR),
-    });
-    return { certPem: pemEncode(der, 'CERTIFICATE'), key: privateKey, serial: '' };
-  }
-}
-
-class FakeSource extends EventEmitter implements TlsSource {
-  constructor(public material: TlsMaterial) {
-    super();
-  }
-
-  current(): TlsMaterial {
-    return { ...this.material };
-  }
-
-  rotate(material: Partial<TlsMaterial>, event: 'svid' | 'bundle' = 'svid'): void {
-    this.material = { ...this.material, ...material };
-    this.emit(event);
-  }
-}
-
 let ca: TestCa;
 let otherCa: TestCa;
 
 function source(ca: TestCa, id: string, bundlePem = ca.pem): FakeSource {
-  const { certPem, key } = ca.issue([id]);
-  return new FakeSource({ spiffeId: id, certPem, key, bundlePem });
+  return ca.source(id, bundlePem);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import { parseSpiffeId } from '../core/spiffe-id.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
-import { isPrimary, leaveCluster, reportListening, supervise, workerRole } from '../server/cluster.js';
+import { isPrimary, leaveCluster, reportListening, reportStartFailure, supervise, workerRole } from '../server/cluster.js';
 import { ControlPlane, DEFAULTS } from '../server/server.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
@@ -142,7 +142,12 @@ export function buildProgram(): Command {
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
+      }).catch((err: unknown) => {
+        // A worker of --workers N: its primary reports the error once, with its code and status.
+        if (reportStartFailure(err)) return undefined;
+        throw err;
       });
+      if (cp === undefined) return;
       if (role === 'leader') log.info('admin credential written', { dir: cp.adminDir });
       reportListening();
       await untilSignal(() => cp.stop());

@@ -22,7 +22,7 @@ export class TestCa {
   readonly pem: string;
   readonly #issuer: CertificateIssuer;
 
-  constructor(readonly trustDomain: string, name: string) {
+  constructor(readonly trustDomain: string, name = 'test-ca') {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const now = Date.now();
     const der = createSelfSignedCa({
@@ -41,6 +41,12 @@ export class TestCa {
     });
     const cert = new X509Certificate(der);
     return { certPem: pemEncode(der, 'CERTIFICATE'), key: privateKey, serial: cert.serialNumber, notAfter: Date.parse(cert.validTo) };
+  }
+
+  /** A TlsSource holding a fresh leaf for `spiffeId` (valid one hour) and this CA as its bundle. */
+  source(spiffeId: string, bundlePem = this.pem): FakeSource {
+    const { certPem, key } = this.issue([spiffeId]);
+    return new FakeSource({ spiffeId, certPem, key, bundlePem });
   }
 }
 
