@@ -19,7 +19,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
 import { ApiClient } from '../src/common/api-client.js';
-import { readPolicyDir } from '../src/cli/policy.js';
+import { readPolicyDir } from '../src/admin/policy-dir.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
 import { parseSealedText, ready as secretsReady } from '../src/core/secrets/index.js';
 

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
+import { adminClient, svidClient } from '../admin/clients.js';
+import { output, table, type GlobalOptions, type Run } from './context.js';
 
 type Json = Record<string, unknown>;
-type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
 
 /** The admin credential, or a workload's SVID (`--agent-dir`: that workload's own keys only). */
 function clientFor(g: GlobalOptions, agentDir: unknown): ReturnType<typeof adminClient> {

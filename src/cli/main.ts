@@ -1,8 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
-import { Agent } from '../agent/agent.js';
-import { startSidecar } from '../agent/sidecar.js';
+import { startAgentNode } from '../agent/node.js';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
-import { parseUnsealSpec, startSecretFiles } from '../agent/secrets/files.js';
+import { parseUnsealSpec } from '../agent/secrets/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
@@ -15,7 +14,8 @@ import { apikeyCommands } from './apikey.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
-import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
+import { adminClient, DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
+import { EXIT, output, reportError, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
 
@@ -176,49 +176,24 @@ export function buildProgram(): Command {
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
       const unsealSpecs = ((o.unseal as string[] | undefined) ?? []).map(parseUnsealSpec);
-      // Checked before joining: a bad flag must not spend the one-time join token.
-      const caps = {
+      // Every flag is checked before the node starts: a bad flag must not spend the one-time join token.
+      const sidecar = {
         allowSampleRate: fraction(String(o.allowSample)),
         decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
         inboundLimits: {
           refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
           maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
         },
-      };
-      const agent = new Agent({
-        serverUrl: g.server, dataDir: String(o.dataDir), log,
-        ...(joinToken ? { joinToken } : {}),
-        ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
-      });
-      agent.on('svid', (e) => log.info(e.reason === 'loaded' ? 'SVID loaded from disk' : e.reason === 'join' ? 'joined: SVID issued' : 'SVID rotated', {
-        spiffe_id: e.spiffeId, serial: e.serial, not_after: e.notAfter.toISOString(), issuer: e.issuer,
-      }));
-      agent.on('bundle', (e) => log.info('trust bundle updated', { sequence: e.sequence, authorities: e.authorities }));
-      // Options are checked before the agent starts, and a sidecar that cannot start (a port in
-      // use) stops the agent again, so the command exits with the error instead of hanging.
-      const sidecarOptions = {
-        dataDir: String(o.dataDir), log,
         ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
-        ...caps,
       };
-      await agent.start();
-      const sidecar = await startSidecar(agent, sidecarOptions).catch(async (err: unknown) => {
-        await agent.stop();
-        throw err;
+      const node = await startAgentNode({
+        serverUrl: g.server, dataDir: String(o.dataDir), log, sidecar, unseal: unsealSpecs,
+        ...(joinToken ? { joinToken } : {}),
+        ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
       });
-      sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
-      // A bundle loaded from the cache at start (static stability) was installed before the listener above.
-      if (sidecar.enforcer.version > 0) log.info('policy bundle in force', { version: sidecar.enforcer.version, from: 'cache' });
-      if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });
-      for (const out of sidecar.outbounds) log.info('outbound proxy listening', out.socketPath ? { socket: out.socketPath } : { port: out.port, warning: 'any local user can use this port; prefer --outbound unix:PATH' });
-      const secretFiles = startSecretFiles(agent, unsealSpecs, log);
-      await untilSignal(async () => {
-        secretFiles.close();
-        await sidecar.close();
-        await agent.stop();
-      });
+      await untilSignal(() => node.close());
     }));
 
   const entry = program.command('entry').description('manage registration entries (admin)');

@@ -1,7 +1,8 @@
 /**
  * The admin's side of secret policies, run by the CLI (never by the control plane, which sees only
  * public commitments): deal a key epoch to the key servers, rotate to a new epoch, refresh the
- * shares of an epoch, retire an epoch.
+ * shares of an epoch, retire an epoch. Also sealing to a verified record, and unsealing with an
+ * agent's SVID files (`tessera secret seal | unseal | reseal`).
  *
  * - deal: k_p is drawn here, split t-of-n, each share sent to its key server over mTLS (checked by
  *   SPIFFE ID), then wiped; the record is published only when every server took its share, and the
@@ -12,10 +13,14 @@
  *   (deleting generation g). A run interrupted after publishing is finished by the next run.
  * - retire: each server deletes its share of the epoch; the control plane marks it retired.
  */
+import { readFileSync } from 'node:fs';
+import { fetchSecretPolicy, unsealSealedText, type KeyServerFailure } from '../agent/secrets/unseal.js';
 import { ApiClient, type ClientTls } from '../common/api-client.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
-import { dealRefresh, decodePoint, randomScalar, refreshedCommitments, split } from '../core/secrets/index.js';
+import { dealRefresh, decodePoint, randomScalar, ready, refreshedCommitments, seal, split } from '../core/secrets/index.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
+import { pemDecodeAll } from '../core/x509.js';
+import { adminClient, adminTls, agentTls, svidClient, type AdminLocation } from './clients.js';
 
 type Json = Record<string, unknown>;
 
@@ -62,12 +67,14 @@ async function onEachServer<T>(admin: SecretAdmin, servers: SecretPolicyServer[]
 
 const failedList = (outcomes: ServerOutcome[]): string => outcomes.filter((o) => !o.ok).map((o) => `${o.spiffeId}: ${o.code}`).join('; ');
 
-/** The newest record of a policy (or the given epoch), verified against the trust bundle. */
-export async function fetchRecord(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
-  const res = await admin.control.call<Json>('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`);
-  const record = verifySecretPolicy(res.signed, admin.trusted);
-  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane answered with another policy or key epoch');
-  return { record, signed: res.signed as SignedSecretPolicy };
+/** The newest record of a policy (or the given epoch), fetched with `client` and verified against the trust bundle. */
+export function fetchRecordWith(client: ApiClient, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  return fetchSecretPolicy((method, path, body) => client.call(method, path, body), id, epoch, trusted);
+}
+
+/** The newest record of a policy (or the given epoch), as the admin, verified against the trust bundle. */
+export function fetchRecord(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  return fetchRecordWith(admin.control, id, epoch, admin.trusted);
 }
 
 /** Every key epoch of a policy known to the control plane (admin list), oldest first. */
@@ -234,4 +241,61 @@ export async function retireEpoch(admin: SecretAdmin, id: string, epoch: number,
   if (kept >= record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${record.n - kept} of ${record.n} key servers deleted their share; ${kept} (at least t = ${record.t}) still could open blobs, so the epoch is not marked retired: run it again (${failedList(deletes)})`);
   const r = await admin.control.call<{ retired: boolean }>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${epoch}/retire`, {});
   return { deletes, retired: r.retired };
+}
+
+/** Runs `fn` (libsodium ready) with the admin's credential for the key servers and the control plane. */
+export async function withSecretAdmin<T>(at: AdminLocation, progress: ((line: string) => void) | undefined, fn: (admin: SecretAdmin) => Promise<T>): Promise<T> {
+  await ready();
+  const tls = adminTls(at);
+  const control = adminClient(at);
+  try {
+    return await fn({ tls, control, trusted: pemDecodeAll(tls.ca, 'CERTIFICATE'), ...(progress ? { progress } : {}) });
+  } finally {
+    control.close();
+  }
+}
+
+/** The signed envelope from a show/create answer, a saved `show --json`, or a bare envelope. */
+function envelopeOf(v: unknown): unknown {
+  if (typeof v === 'object' && v !== null && 'signed' in v) return (v as { signed: unknown }).signed;
+  return v;
+}
+
+/** A saved signed record (`tessera secret policy show NAME --json`), verified, and checked to be of policy `id` (and `epoch`). */
+export function readSavedRecord(file: string, id: string, epoch: number | undefined, trusted: Buffer[]): SecretPolicyRecord {
+  let saved: unknown;
+  try {
+    saved = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${file} is not a saved signed record (JSON)`);
+  }
+  const record = verifySecretPolicy(envelopeOf(saved), trusted);
+  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${file} is the record of ${record.id} epoch ${record.epoch}`);
+  return record;
+}
+
+/** Seals `plain` under a verified record's public key (its first commitment). */
+export function sealToRecord(plain: Uint8Array, record: SecretPolicyRecord): Buffer {
+  return seal(plain, { id: record.id, epoch: record.epoch, publicKey: point(record.commitments[0]!) });
+}
+
+/** Unseals a sealed text as the agent whose SVID files are in `agentDir` (the flow is src/agent/secrets/unseal.ts). */
+export async function unsealWithAgentDir(text: string, agentDir: string, server: string | undefined, report: (f: KeyServerFailure) => void): Promise<Buffer> {
+  const tls = agentTls(agentDir);
+  const client = svidClient(agentDir, server);
+  try {
+    const res = await unsealSealedText({
+      text,
+      call: (method, path, body) => client.call(method, path, body),
+      tls: { certPem: tls.cert!, keyPem: tls.key!, bundlePem: tls.ca },
+      trustedCas: pemDecodeAll(tls.ca, 'CERTIFICATE'),
+    });
+    for (const f of res.bad) report(f);
+    return res.plaintext;
+  } catch (err) {
+    for (const f of (err as { failures?: KeyServerFailure[] }).failures ?? []) report(f);
+    throw err;
+  } finally {
+    client.close();
+  }
 }
