@@ -8,6 +8,7 @@ import { parseJwksBundle } from '../core/bundle.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import type { JwksLike } from '../core/jwt-svid.js';
 import { parseTrustDomain } from '../core/spiffe-id.js';
+import type { BundleResponse, HealthResponse } from '../core/wire/control-plane.js';
 import { adminClient, svidClient, type AdminLocation } from './clients.js';
 
 const MAX_BUNDLE_FILE_BYTES = 1 << 20;
@@ -39,7 +40,7 @@ export function bundleFromFile(file: string, trustDomain: string | undefined): {
 export async function bundleFromControlPlane(at: AdminLocation, agentDir: string | undefined, trustDomain: string | undefined): Promise<{ jwks: JwksLike; trustDomain: string }> {
   const client = agentDir !== undefined ? svidClient(agentDir, at.server) : adminClient(at);
   try {
-    const [health, jwks] = await Promise.all([client.call<{ trust_domain?: unknown }>('GET', '/healthz'), client.call<JwksLike>('GET', '/v1/bundle')]);
+    const [health, jwks] = await Promise.all([client.call<Partial<HealthResponse>>('GET', '/healthz'), client.call<BundleResponse>('GET', '/v1/bundle')]);
     const served = typeof health.trust_domain === 'string' ? parseTrustDomain(health.trust_domain) : undefined;
     if (served === undefined) throw new TesseraError('TESSERA_UNAVAILABLE', 'the control plane did not say its trust domain');
     if (trustDomain !== undefined && parseTrustDomain(trustDomain) !== served) {

@@ -31,6 +31,7 @@ import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll } from '../core/x509.js';
 import { startKeyServerNode } from '../keyserver/node.js';
 import { DEFAULT_RATE_LIMIT } from '../keyserver/service.js';
+import type { SecretPolicyListResponse } from '../core/wire/control-plane.js';
 import { output, table, type GlobalOptions, type Run } from './context.js';
 
 type Json = Record<string, unknown>;
@@ -238,7 +239,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
   policy.command('list').description('list secret policies (admin)').action(run(async (g) => {
     const client = adminClient(g);
     try {
-      const res = await client.call<{ policies: Json[] }>('GET', '/v1/secret-policies');
+      const res = await client.call<SecretPolicyListResponse>('GET', '/v1/secret-policies');
       output(g, res, () => (res.policies.length ? table(['ID', 'EPOCH', 'GENERATION', 'CREATED', 'RETIRED'], res.policies.map((p) => [String(p.id), String(p.epoch), String(p.generation ?? 1), String(p.created_at), p.retired_at ? String(p.retired_at) : '-'])) : 'no secret policies'));
     } finally {
       client.close();

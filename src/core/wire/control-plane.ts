@@ -195,8 +195,11 @@ export interface PolicyDryRun {
   flips: PolicyFlip[];
 }
 
-/** The answer of POST /v1/policies: a dry run (200), or the new version (201) with the same replay. */
-export type ApplyPolicyResponse = (PolicyDryRun & { dry_run: true }) | (PolicyDryRun & { version: number; hash: string; bundle_version: number });
+/** POST /v1/policies with `dry_run: true` (200): nothing applied. */
+export type PolicyDryRunResponse = PolicyDryRun & { dry_run: true };
+/** POST /v1/policies (201): the new version, with the same replay. */
+export type AppliedPolicyResponse = PolicyDryRun & { version: number; hash: string; bundle_version: number };
+export type ApplyPolicyResponse = PolicyDryRunResponse | AppliedPolicyResponse;
 
 /** A policy version without its files. */
 export interface PolicyVersionSummary { version: number; createdAt: string; author: string; reason: string; hash: string }
