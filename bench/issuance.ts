@@ -30,6 +30,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../src/common/api-client.js';
 import { createCsr, parseCsrPem } from '../src/core/csr.js';
+import type { CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, EntryView, JoinRequest, SvidResponse } from '../src/core/wire/control-plane.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x509.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -398,11 +399,11 @@ async function setupWorkers(o: Options, srv: Awaited<ReturnType<typeof startServ
   const run = Date.now().toString(36);
   const make = async (i: number): Promise<Worker> => {
     const spiffeId = `spiffe://${srv.trustDomain}/bench/${run}/w${i}`;
-    const entry = await admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: spiffeId, selectors: ['bench:worker'], attributes: { app: 'bench' } });
-    const token = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id, ttl_seconds: 600 });
+    const entry = await admin.call<EntryView>('POST', '/v1/entries', { spiffe_id: spiffeId, selectors: ['bench:worker'], attributes: { app: 'bench' } } satisfies CreateEntryRequest);
+    const token = await admin.call<CreateTokenResponse>('POST', '/v1/tokens', { entry_id: entry.id, ttl_seconds: 600 } satisfies CreateTokenRequest);
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const csr = pemEncode(createCsr({ privateKey, publicKey }), 'CERTIFICATE REQUEST');
-    const joined = await anon.call<{ svid_pem: string; spiffe_id: string; bundle_sequence: number }>('POST', '/v1/agent/join', { join_token: token.token, csr });
+    const joined = await anon.call<SvidResponse>('POST', '/v1/agent/join', { join_token: token.token, csr } satisfies JoinRequest);
     if (joined.spiffe_id !== spiffeId) throw new Error(`join returned ${joined.spiffe_id}, expected ${spiffeId}`);
     // The renewal CSRs, as the agent builds them (fresh key, URI SAN): generated now, reused round-robin.
     const bodies = Array.from({ length: perWorker }, () => {

@@ -40,6 +40,8 @@ import { openWithPoint, parseBlob, seal, sealedToText } from '../src/core/secret
 import { fakePolicy, type FakePolicy } from '../src/core/secrets/fixtures.js';
 import { decodePoint, randomScalar, ready } from '../src/core/secrets/group.js';
 import { split } from '../src/core/secrets/shamir.js';
+import type { AppliedPolicyResponse, ApplyPolicyRequest, CreateEntryRequest, CreateSecretPolicyRequest, CreateSecretPolicyResponse, CreateTokenRequest, CreateTokenResponse, EntryView } from '../src/core/wire/control-plane.js';
+import type { InstallShareRequest, InstallShareResponse } from '../src/core/wire/keyserver.js';
 import { parseBenchArgs, type BenchArgs, type RateRow } from './args.js';
 import { CLI, Children, cleanEnv, machineBusySeconds, type Child } from './procs.js';
 
@@ -204,9 +206,9 @@ async function main(): Promise<void> {
     const adminTls = { ca: rd('bundle.pem'), cert: rd('admin.pem'), key: rd('admin.key') };
     admin = new ApiClient(cpUrl, adminTls);
     const bundleFile = join(cpDir, 'admin', 'bundle.pem');
-    const token = async (id: string): Promise<string> => (await admin!.call<{ token: string }>('POST', '/v1/tokens', { entry_id: id, ttl_seconds: 300 })).token;
-    for (const id of KS) await admin.call('POST', '/v1/entries', { spiffe_id: id, attributes: { app: 'keyserver' } });
-    await admin.call('POST', '/v1/entries', { spiffe_id: AGENT_ID, attributes: { app: 'orders', compliance: 'pci' } });
+    const token = async (id: string): Promise<string> => (await admin!.call<CreateTokenResponse>('POST', '/v1/tokens', { entry_id: id, ttl_seconds: 300 } satisfies CreateTokenRequest)).token;
+    for (const id of KS) await admin.call<EntryView>('POST', '/v1/entries', { spiffe_id: id, attributes: { app: 'keyserver' } } satisfies CreateEntryRequest);
+    await admin.call<EntryView>('POST', '/v1/entries', { spiffe_id: AGENT_ID, attributes: { app: 'orders', compliance: 'pci' } } satisfies CreateEntryRequest);
 
     // --- five key servers, started together --------------------------------------------------
     const ksUrls = await Promise.all(KS.map(async (id, i) => {
@@ -218,7 +220,7 @@ async function main(): Promise<void> {
       return String((await children.waitForLine(ks, 'key server ready', START_TIMEOUT_MS)).url);
     }));
     const cedar = ['b23', 'b35'].map((p) => `@id("bench-${p}")\npermit (principal, action == Tessera::Action::"secret:unseal", resource == Tessera::Workload::"spiffe://${TD}/tessera/secret/${p}") when { principal has compliance && principal.compliance == "pci" };\n`).join('\n');
-    await admin.call('POST', '/v1/policies', { files: { 'secrets.cedar': cedar }, reason: 'bench' });
+    await admin.call<AppliedPolicyResponse>('POST', '/v1/policies', { files: { 'secrets.cedar': cedar }, reason: 'bench' } satisfies ApplyPolicyRequest);
 
     // --- deal the two policies (what `tessera secret policy create` does) ---------------------
     const publicKeys: Record<string, Uint8Array> = {};
@@ -233,7 +235,7 @@ async function main(): Promise<void> {
           const share = sharing.shares[i]!;
           const c = new ApiClient(s.url, { ...adminTls, serverId: s.spiffeId });
           try {
-            await c.call('PUT', `/v1/shares/${id}/1`, { t, n, index: share.index, value: b64u(share.value), commitments });
+            await c.call<InstallShareResponse>('PUT', `/v1/shares/${id}/1`, { t, n, index: share.index, value: b64u(share.value), commitments } satisfies InstallShareRequest);
           } finally {
             c.close();
           }
@@ -241,7 +243,7 @@ async function main(): Promise<void> {
       } finally {
         for (const s of sharing.shares) s.value.fill(0);
       }
-      await admin.call('POST', '/v1/secret-policies', { id, epoch: 1, t, n, commitments, servers });
+      await admin.call<CreateSecretPolicyResponse>('POST', '/v1/secret-policies', { id, epoch: 1, t, n, commitments, servers } satisfies CreateSecretPolicyRequest);
       publicKeys[id] = decodePoint(sharing.commitments[0]!);
     }
 

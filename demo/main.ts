@@ -19,8 +19,9 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
 import { ApiClient } from '../src/common/api-client.js';
-import { readPolicyDir } from '../src/cli/policy.js';
+import { readPolicyDir } from '../src/admin/policy-dir.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
+import type { AppliedPolicyResponse, ApplyPolicyRequest, BundleResponse, CaRotateRequest, CaRotateResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, EntryView, JwtSvidRequest, JwtSvidResponse, PolicyDryRunResponse } from '../src/core/wire/control-plane.js';
 import { parseSealedText, ready as secretsReady } from '../src/core/secrets/index.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -192,30 +193,30 @@ async function main(): Promise<void> {
   const admin = new ApiClient(url, { ca: f('bundle.pem'), cert: f('admin.pem'), key: f('admin.key') });
 
   for (const s of SERVICES) {
-    await admin.call('POST', '/v1/entries', {
+    await admin.call<EntryView>('POST', '/v1/entries', {
       spiffe_id: s.id, selectors: [`unix:uid:${process.getuid?.() ?? 0}`],
       attributes: { app: s.app, site: s.site, compliance: s.compliance, location: s.location, env: 'demo' },
-    });
+    } satisfies CreateEntryRequest);
     say(s.name, s.colour, `registered ${s.id} [site ${s.site}, compliance ${s.compliance}]`);
   }
   for (const k of KEYSERVERS) {
-    await admin.call('POST', '/v1/entries', {
+    await admin.call<EntryView>('POST', '/v1/entries', {
       spiffe_id: k.id, selectors: [`unix:uid:${process.getuid?.() ?? 0}`],
       attributes: { app: 'keyserver', site: k.site, location: k.location, env: 'demo' },
-    });
+    } satisfies CreateEntryRequest);
     say(k.name, KS_COLOUR, `registered ${k.id} [site ${k.site}]`);
   }
 
   // Policy as code: the repository's policies/ directory, applied as version 1.
   const policyDir = join(ROOT, 'policies');
   const v1 = readPolicyDir(policyDir);
-  const applied = await admin.call<{ version: number }>('POST', '/v1/policies', { files: v1.policies, reason: 'demo: initial policy from policies/' });
+  const applied = await admin.call<AppliedPolicyResponse>('POST', '/v1/policies', { files: v1.policies, reason: 'demo: initial policy from policies/' } satisfies ApplyPolicyRequest);
   say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, PCI data stays in its site, the db secret opens only for PCI in cloud-eu, frontend may get JWT-SVIDs for orders-api`);
 
   // Blind secrets: three key servers, each a process with its own agent (entry, join token, SVID)
   // that decides every unseal with the Cedar policy (secret:unseal) and holds one key share.
   const keyServers = await Promise.all(KEYSERVERS.map(async (k, i) => {
-    const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: k.id, ttl_seconds: 120 });
+    const { token } = await admin.call<CreateTokenResponse>('POST', '/v1/tokens', { entry_id: k.id, ttl_seconds: 120 } satisfies CreateTokenRequest);
     let onReady!: (ksUrl: string) => void;
     const ksUrl = new Promise<string>((r) => { onReady = r; });
     const child = tessera(['keyserver', '--json', '--server', url, '--data-dir', join(DIR, `ks${i + 1}`), '--join-token', token,
@@ -290,7 +291,7 @@ async function main(): Promise<void> {
   let onOpened!: () => void;
   const opened = new Promise<void>((r) => { onOpened = r; });
   const startAgent = async (s: (typeof SERVICES)[number], extra: string[] = []): Promise<void> => {
-    const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: s.id, ttl_seconds: 120 });
+    const { token } = await admin.call<CreateTokenResponse>('POST', '/v1/tokens', { entry_id: s.id, ttl_seconds: 120 } satisfies CreateTokenRequest);
     let onJoined!: () => void;
     joined.set(s.name, new Promise<void>((r) => { onJoined = r; }));
     tessera(['agent', '--json', '--server', url, '--data-dir', join(DIR, s.name), '--join-token', token, '--trust-bundle', join(serverDir, 'bundle.pem'), ...sidecarArgs[s.name]!, ...extra], (o) => {
@@ -378,11 +379,11 @@ permit (
   resource == Tessera::Workload::"${SERVICES[1]!.id}"
 ) when { context.method == "POST" && context.path == "/orders" };
 ` };
-    const diff = await admin.call<{ flips: { before: string; after: string; principal: string; context: { method?: string; path?: string } }[]; replayed: number }>(
-      'POST', '/v1/policies', { files: v2, reason: 'demo: frontend may create orders', dry_run: true });
+    const diff = await admin.call<PolicyDryRunResponse>(
+      'POST', '/v1/policies', { files: v2, reason: 'demo: frontend may create orders', dry_run: true } satisfies ApplyPolicyRequest);
     say('control', 1, `policy diff (replayed ${diff.replayed} recorded decisions): ${diff.flips.map((f) => `${f.context.method ?? ''} ${f.context.path ?? ''} ${f.before}→${f.after}`).join(', ') || 'no flips'}`);
     const t0 = Date.now();
-    const res = await admin.call<{ version: number }>('POST', '/v1/policies', { files: v2, reason: 'demo: frontend may create orders' });
+    const res = await admin.call<AppliedPolicyResponse>('POST', '/v1/policies', { files: v2, reason: 'demo: frontend may create orders' } satisfies ApplyPolicyRequest);
     say('control', 1, paint(32, `policy v${res.version} applied: frontend may POST /orders`));
     for (;;) {
       const r = await call(feToOrders, 'POST', '/orders');
@@ -403,8 +404,8 @@ permit (
     const dir = join(DIR, 'frontend');
     const client = new ApiClient(url, { ca: readFileSync(join(dir, 'bundle.pem'), 'utf8'), cert: readFileSync(join(dir, 'svid.pem'), 'utf8'), key: readFileSync(join(dir, 'svid.key'), 'utf8') });
     try {
-      const jwt = await client.call<{ token: string; expires_at: string }>('POST', '/v1/svid/jwt', { audience: ['orders-api'] });
-      const jwks = await client.call<{ keys: object[] }>('GET', '/v1/bundle');
+      const jwt = await client.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience: ['orders-api'] } satisfies JwtSvidRequest);
+      const jwks = await client.call<BundleResponse>('GET', '/v1/bundle');
       const v = await verifyJwtSvid(jwt.token, jwks, { audience: 'orders-api', trustDomain: TD });
       say('frontend', 36, `JWT-SVID for audience "orders-api" verified: sub=${v.spiffeId}, expires ${jwt.expires_at.slice(11, 19)}`);
     } catch (err) {
@@ -415,8 +416,8 @@ permit (
   })(), 6000).unref();
 
   setTimeout(() => void (async () => {
-    const res = await admin.call<{ prepared: { id: string; activateAt: string } }>('POST', '/v1/ca/rotate', { grace_seconds: 10 });
-    say('control', 1, paint(32, `CA rotation: prepared ${res.prepared.id.slice(0, 8)}, published in the bundle now, signing from ${res.prepared.activateAt.slice(11, 19)}`));
+    const res = await admin.call<CaRotateResponse>('POST', '/v1/ca/rotate', { grace_seconds: 10 } satisfies CaRotateRequest);
+    say('control', 1, paint(32, `CA rotation: prepared ${res.prepared.id.slice(0, 8)}, published in the bundle now, signing from ${String(res.prepared.activateAt).slice(11, 19)}`));
   })().catch((err: unknown) => say('control', 31, `CA rotation failed: ${(err as Error).message}`)), 30_000).unref();
 
   setInterval(() => {

@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, type SvidEvent } from '../src/agent/agent.js';
 import type { ApiClient } from '../src/common/api-client.js';
 import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
-import { readPolicyDir } from '../src/cli/policy.js';
+import { readPolicyDir } from '../src/admin/policy-dir.js';
 import { silentLogger } from '../src/core/log.js';
 import { CLI, freePort, ServerProcess, waitFor } from './support/process.js';
 

@@ -17,7 +17,7 @@ import { TesseraError } from '../src/core/errors.js';
 import { pemDecodeAll } from '../src/core/x509.js';
 import { makeCsrPem } from './support/server.js';
 import { parseUnsealSpec } from '../src/agent/secrets/files.js';
-import { startKeyServerNode, type KeyServerNode } from '../src/cli/secrets.js';
+import { startKeyServerNode, type KeyServerNode } from '../src/keyserver/node.js';
 import { silentLogger } from '../src/core/log.js';
 import { CLI, freePort, ServerProcess, waitFor, runTessera } from './support/process.js';
 

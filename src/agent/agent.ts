@@ -6,6 +6,7 @@ import { TesseraError, isTesseraError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll, pemEncode } from '../core/x509.js';
+import type { BundleWatchResponse, JoinRequest, RenewRequest, SvidResponse } from '../core/wire/control-plane.js';
 import { ApiClient } from '../common/api-client.js';
 import { StateDir, type AgentState, type Svid } from './svid/state.js';
 
@@ -25,8 +26,6 @@ export interface AgentOptions {
 export interface SvidEvent { spiffeId: string; notBefore: Date; notAfter: Date; serial: string; issuer: string; reason: 'join' | 'renew' | 'loaded' }
 export interface BundleEvent { sequence: number; authorities: number }
 
-interface SvidResponse { spiffe_id: string; svid_pem: string; bundle_pem?: string; bundle_sequence: number; not_after: string; entry?: Record<string, unknown> }
-interface WatchResponse { sequence: number; changed: boolean; bundle_pem: string }
 
 const MIN_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 30_000;
@@ -126,7 +125,7 @@ export class Agent extends EventEmitter {
     if (!this.client || !this.state) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', 'agent has no identity yet');
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const csr = pemEncode(createCsr({ privateKey, publicKey, uriSan: this.state.spiffeId }), 'CERTIFICATE REQUEST');
-    const res = await this.client.call<SvidResponse>('POST', '/v1/svid/renew', { csr, bundle_sequence: this.state.bundleSequence });
+    const res = await this.client.call<SvidResponse>('POST', '/v1/svid/renew', { csr, bundle_sequence: this.state.bundleSequence } satisfies RenewRequest);
     this.accept(res, privateKey, 'renew');
   }
 
@@ -142,7 +141,7 @@ export class Agent extends EventEmitter {
     try {
       for (;;) {
         try {
-          const res = await client.call<SvidResponse>('POST', '/v1/agent/join', { join_token: token, csr });
+          const res = await client.call<SvidResponse>('POST', '/v1/agent/join', { join_token: token, csr } satisfies JoinRequest);
           const id = parseSpiffeId(res.spiffe_id);
           this.state = { spiffeId: id.id, trustDomain: id.trustDomain, serverUrl: this.opts.serverUrl, bundleSequence: 0, joinTokenHash: tokenHash };
           this.accept(res, privateKey, 'join');
@@ -240,7 +239,7 @@ export class Agent extends EventEmitter {
     while (!this.watchAbort) {
       try {
         const after = this.state?.bundleSequence ?? 0;
-        const res = await this.client!.call<WatchResponse>('GET', `/v1/bundle/watch?after=${after}&timeout_seconds=${seconds}`, undefined, { timeoutMs: (seconds + 10) * 1000 });
+        const res = await this.client!.call<BundleWatchResponse>('GET', `/v1/bundle/watch?after=${after}&timeout_seconds=${seconds}`, undefined, { timeoutMs: (seconds + 10) * 1000 });
         if (res.changed) {
           this.applyBundle(res.bundle_pem, res.sequence);
           this.buildClient();

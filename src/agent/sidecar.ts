@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/log.js';
-import type { SignedPolicyBundle } from '../core/policy/bundle.js';
+import type { BundleResponse, DecisionsRequest, DecisionsResponse, JwtSvidRequest, JwtSvidResponse, PolicyBundleResponse } from '../core/wire/control-plane.js';
 import type { Agent } from './agent.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
@@ -52,9 +52,9 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     ...(agent.spiffeId ? { self: agent.spiffeId } : {}),
     log,
     trustedCas: () => agent.trustedCas(),
-    fetch: (after, timeout) => agent.call<{ version: number; changed: boolean; bundle: SignedPolicyBundle }>(
+    fetch: (after, timeout) => agent.call<PolicyBundleResponse>(
       'GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}`, undefined, { timeoutMs: (timeout + 10) * 1000 }),
-    ship: async (records: DecisionRecord[]) => { await agent.call('POST', '/v1/decisions', { decisions: records }); },
+    ship: async (records: DecisionRecord[]) => { await agent.call<DecisionsResponse>('POST', '/v1/decisions', { decisions: records } satisfies DecisionsRequest); },
     ...(opts.allowSampleRate !== undefined ? { allowSampleRate: opts.allowSampleRate } : {}),
     ...(opts.decisionBuffer !== undefined ? { decisionBuffer: opts.decisionBuffer } : {}),
     ...(opts.policyWatchSeconds !== undefined ? { watchSeconds: opts.policyWatchSeconds } : {}),
@@ -125,7 +125,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       const bus = new EventEmitter();
       let jwks: { keys: object[] } = { keys: [] };
       const refresh = async (): Promise<void> => {
-        jwks = await agent.call<{ keys: object[] }>('GET', '/v1/bundle');
+        jwks = await agent.call<BundleResponse>('GET', '/v1/bundle');
         bus.emit('bundle');
       };
       agent.on('svid', () => bus.emit('svid'));
@@ -137,7 +137,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
           get trustDomain() { return agent.trustDomain ?? ''; },
           current: () => agent.current(),
           jwtBundle: () => jwks,
-          mintJwt: (audience) => agent.call<{ token: string }>('POST', '/v1/svid/jwt', { audience }),
+          mintJwt: (audience) => agent.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience } satisfies JwtSvidRequest),
           entrySelectors: () => agent.entry?.selectors ?? [],
           on: (e, f) => bus.on(e, f),
           off: (e, f) => bus.off(e, f),

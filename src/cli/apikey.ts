@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
-import { adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
+import { adminClient, svidClient } from '../admin/clients.js';
+import type { ApiKeyListResponse, ApiKeyView, RevokeApiKeyRequest } from '../core/wire/control-plane.js';
+import { output, table, type GlobalOptions, type Run } from './context.js';
 
 type Json = Record<string, unknown>;
-type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
 
 /** The admin credential, or a workload's SVID (`--agent-dir`: that workload's own keys only). */
 function clientFor(g: GlobalOptions, agentDir: unknown): ReturnType<typeof adminClient> {
@@ -22,9 +23,9 @@ export function apikeyCommands(program: Command, run: Run): void {
       if (o.owner !== undefined) q.set('owner', String(o.owner));
       const client = clientFor(g, o.agentDir);
       try {
-        const res = await client.call<{ api_keys: Json[] }>('GET', `/v1/apikeys?${q}`);
+        const res = await client.call<ApiKeyListResponse>('GET', `/v1/apikeys?${q}`);
         output(g, res, () => (res.api_keys.length === 0 ? 'no API keys' : table(['ID', 'OWNER', 'SCOPES', 'STATE', 'EXPIRES'],
-          res.api_keys.map((k) => [String(k.id), String(k.owner), (k.scopes as string[]).join(','), String(k.state), String(k.expires_at)]))));
+          res.api_keys.map((k) => [String(k.id), String(k.owner), k.scopes.join(','), String(k.state), String(k.expires_at)]))));
       } finally {
         client.close();
       }
@@ -37,7 +38,7 @@ export function apikeyCommands(program: Command, run: Run): void {
     .action(run(async (g, id: string, o: Json) => {
       const client = clientFor(g, o.agentDir);
       try {
-        const res = await client.call<Json>('POST', `/v1/apikeys/${encodeURIComponent(id)}/revoke`, o.reason === undefined ? {} : { reason: o.reason });
+        const res = await client.call<ApiKeyView>('POST', `/v1/apikeys/${encodeURIComponent(id)}/revoke`, (o.reason === undefined ? {} : { reason: String(o.reason) }) satisfies RevokeApiKeyRequest);
         output(g, res, () => `revoked ${String(res.id)} (${String(res.owner)}) at ${String(res.revoked_at)}`);
       } finally {
         client.close();

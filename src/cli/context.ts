@@ -1,13 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { ApiClient } from '../common/api-client.js';
+/** What every command shares: global options, exit statuses, output and error reporting. */
+import type { AdminLocation } from '../admin/clients.js';
 import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
 
-export const DEFAULT_SERVER_DIR = '.tessera/server';
-
-export interface GlobalOptions {
-  adminDir?: string;
-  server?: string;
+/** The global options: where the admin credential and the control plane are (--admin-dir, --server), --json. */
+export interface GlobalOptions extends AdminLocation {
   json?: boolean;
 }
 
@@ -37,45 +33,6 @@ export function exitStatusFor(code: ErrorCode): number {
     default:
       return EXIT.failed;
   }
-}
-
-function readRequired(file: string, what: string): string {
-  if (!existsSync(file)) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `${what} not found at ${file}`);
-  return readFileSync(file, 'utf8');
-}
-
-/** An API client authenticated with the admin credential the server wrote into its data directory. */
-export function adminClient(g: GlobalOptions): ApiClient {
-  const dir = resolve(g.adminDir ?? process.env.TESSERA_ADMIN_DIR ?? join(DEFAULT_SERVER_DIR, 'admin'));
-  if (!existsSync(dir)) {
-    throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `no admin credential directory at ${dir}: start \`tessera server\` first, or pass --admin-dir / set TESSERA_ADMIN_DIR`);
-  }
-  let url = g.server ?? process.env.TESSERA_SERVER;
-  let trustDomain: string | undefined;
-  if (existsSync(join(dir, 'server.json'))) {
-    const info = JSON.parse(readFileSync(join(dir, 'server.json'), 'utf8')) as { url?: string; trust_domain?: string };
-    url ??= info.url;
-    trustDomain = info.trust_domain;
-  }
-  if (!url) throw new TesseraError('TESSERA_CONFIG_INVALID', 'no server URL: pass --server https://HOST:PORT');
-  return new ApiClient(url, {
-    ca: readRequired(join(dir, 'bundle.pem'), 'trust bundle'),
-    cert: readRequired(join(dir, 'admin.pem'), 'admin certificate'),
-    key: readRequired(join(dir, 'admin.key'), 'admin key'),
-    ...(trustDomain ? { serverId: `spiffe://${trustDomain}/tessera/server` } : {}),
-  });
-}
-
-/** An API client authenticated with an agent's SVID files (derived credentials on the command line). */
-export function svidClient(agentDir: string, server?: string): ApiClient {
-  const dir = resolve(agentDir);
-  const state = JSON.parse(readRequired(join(dir, 'agent.json'), 'agent state')) as { serverUrl: string; trustDomain: string };
-  return new ApiClient(server ?? state.serverUrl, {
-    ca: readRequired(join(dir, 'bundle.pem'), 'trust bundle'),
-    cert: readRequired(join(dir, 'svid.pem'), 'SVID'),
-    key: readRequired(join(dir, 'svid.key'), 'SVID key'),
-    serverId: `spiffe://${state.trustDomain}/tessera/server`,
-  });
 }
 
 /** Prints a result: JSON for scripts, or a human rendering. */

@@ -12,18 +12,14 @@
  * not land in the shell history or in the process list. Exit 0 valid, 1 refused
  * (TESSERA_JWT_INVALID / _EXPIRED / _AUDIENCE), 2 bad options or bundle file, 3 unreachable.
  */
-import { readFileSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { parseJwksBundle } from '../core/bundle.js';
-import { TesseraError, isTesseraError } from '../core/errors.js';
-import { MAX_JWT_SVID_LENGTH, verifyJwtSvid, type JwksLike } from '../core/jwt-svid.js';
-import { parseTrustDomain } from '../core/spiffe-id.js';
+import { bundleFromControlPlane, bundleFromFile } from '../admin/jwt-bundle.js';
+import { TesseraError } from '../core/errors.js';
+import { MAX_JWT_SVID_LENGTH, verifyJwtSvid } from '../core/jwt-svid.js';
 import { formatDuration } from '../core/duration.js';
-import { adminClient, output, svidClient, type GlobalOptions, type Run } from './context.js';
+import { output, type Run } from './context.js';
 
 type Json = Record<string, unknown>;
-
-const MAX_BUNDLE_FILE_BYTES = 1 << 20;
 
 /** Reads the token from stdin, bounded (a JWT-SVID is at most 8 KiB; whitespace around it is dropped). */
 async function readTokenFromStdin(): Promise<string> {
@@ -34,43 +30,6 @@ async function readTokenFromStdin(): Promise<string> {
     if (text.length > limit) throw new TesseraError('TESSERA_JWT_INVALID');
   }
   return text.trim();
-}
-
-function bundleFromFile(file: string, trustDomain: string | undefined): { jwks: JwksLike; trustDomain: string } {
-  if (trustDomain === undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--bundle needs --trust-domain (a bundle holds the keys of one trust domain)');
-  const td = parseTrustDomain(trustDomain);
-  let text: string;
-  try {
-    if (statSync(file).size > MAX_BUNDLE_FILE_BYTES) throw new Error('larger than 1 MiB');
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot read the bundle ${file}: ${(err as Error).message}`);
-  }
-  let jwks: unknown;
-  try {
-    jwks = JSON.parse(text);
-    const content = parseJwksBundle(jwks, td);
-    if (content.jwtAuthorities.length === 0) throw new TesseraError('TESSERA_BAD_REQUEST', 'it holds no JWT authority (use "jwt-svid")');
-  } catch (err) {
-    const reason = isTesseraError(err) ? err.message : 'not valid JSON';
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `${file} is not a SPIFFE bundle in JWK Set form (GET /v1/bundle): ${reason}`);
-  }
-  return { jwks: jwks as JwksLike, trustDomain: td };
-}
-
-async function bundleFromControlPlane(g: GlobalOptions, agentDir: string | undefined, trustDomain: string | undefined): Promise<{ jwks: JwksLike; trustDomain: string }> {
-  const client = agentDir !== undefined ? svidClient(agentDir, g.server) : adminClient(g);
-  try {
-    const [health, jwks] = await Promise.all([client.call<{ trust_domain?: unknown }>('GET', '/healthz'), client.call<JwksLike>('GET', '/v1/bundle')]);
-    const served = typeof health.trust_domain === 'string' ? parseTrustDomain(health.trust_domain) : undefined;
-    if (served === undefined) throw new TesseraError('TESSERA_UNAVAILABLE', 'the control plane did not say its trust domain');
-    if (trustDomain !== undefined && parseTrustDomain(trustDomain) !== served) {
-      throw new TesseraError('TESSERA_CONFIG_INVALID', `--trust-domain ${trustDomain} is not the control plane's (${served})`);
-    }
-    return { jwks, trustDomain: served };
-  } finally {
-    client.close();
-  }
 }
 
 export function validateJwtCommand(svid: Command, run: Run): void {

@@ -1,8 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
-import { Agent } from '../agent/agent.js';
-import { startSidecar } from '../agent/sidecar.js';
+import { startAgentNode } from '../agent/node.js';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
-import { parseUnsealSpec, startSecretFiles } from '../agent/secrets/files.js';
+import { parseUnsealSpec } from '../agent/secrets/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
@@ -15,7 +14,9 @@ import { apikeyCommands } from './apikey.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
-import { adminClient, DEFAULT_SERVER_DIR, EXIT, output, reportError, svidClient, table, type GlobalOptions } from './context.js';
+import { adminClient, DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
+import type { AuditListResponse, CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
+import { EXIT, output, reportError, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
 
@@ -63,15 +64,15 @@ function count(name: string, max: number): (v: string) => number {
   };
 }
 
-function entryRow(e: Json): string[] {
-  const attrs = Object.entries((e.attributes as Json) ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',');
-  return [String(e.id), String(e.spiffe_id), attrs || '-', (e.selectors as string[]).join(',') || '-', formatDuration(Number(e.x509_ttl_seconds) * 1000),
+function entryRow(e: EntryView): string[] {
+  const attrs = Object.entries(e.attributes ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',');
+  return [String(e.id), String(e.spiffe_id), attrs || '-', e.selectors.join(',') || '-', formatDuration(Number(e.x509_ttl_seconds) * 1000),
     e.revoked_at ? `revoked ${String(e.revoked_at)}` : 'live'];
 }
 
 const ENTRY_COLUMNS = ['ID', 'SPIFFE ID', 'ATTRIBUTES', 'SELECTORS', 'X509 TTL', 'STATE'];
 
-function describeEntry(e: Json): string {
+function describeEntry(e: EntryView): string {
   return table(ENTRY_COLUMNS, [entryRow(e)]) + (e.revoked_reason ? `\nrevoked: ${String(e.revoked_reason)}` : '');
 }
 
@@ -181,49 +182,24 @@ export function buildProgram(): Command {
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
       const unsealSpecs = ((o.unseal as string[] | undefined) ?? []).map(parseUnsealSpec);
-      // Checked before joining: a bad flag must not spend the one-time join token.
-      const caps = {
+      // Every flag is checked before the node starts: a bad flag must not spend the one-time join token.
+      const sidecar = {
         allowSampleRate: fraction(String(o.allowSample)),
         decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
         inboundLimits: {
           refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
           maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
         },
-      };
-      const agent = new Agent({
-        serverUrl: g.server, dataDir: String(o.dataDir), log,
-        ...(joinToken ? { joinToken } : {}),
-        ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
-      });
-      agent.on('svid', (e) => log.info(e.reason === 'loaded' ? 'SVID loaded from disk' : e.reason === 'join' ? 'joined: SVID issued' : 'SVID rotated', {
-        spiffe_id: e.spiffeId, serial: e.serial, not_after: e.notAfter.toISOString(), issuer: e.issuer,
-      }));
-      agent.on('bundle', (e) => log.info('trust bundle updated', { sequence: e.sequence, authorities: e.authorities }));
-      // Options are checked before the agent starts, and a sidecar that cannot start (a port in
-      // use) stops the agent again, so the command exits with the error instead of hanging.
-      const sidecarOptions = {
-        dataDir: String(o.dataDir), log,
         ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
-        ...caps,
       };
-      await agent.start();
-      const sidecar = await startSidecar(agent, sidecarOptions).catch(async (err: unknown) => {
-        await agent.stop();
-        throw err;
+      const node = await startAgentNode({
+        serverUrl: g.server, dataDir: String(o.dataDir), log, sidecar, unseal: unsealSpecs,
+        ...(joinToken ? { joinToken } : {}),
+        ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
       });
-      sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
-      // A bundle loaded from the cache at start (static stability) was installed before the listener above.
-      if (sidecar.enforcer.version > 0) log.info('policy bundle in force', { version: sidecar.enforcer.version, from: 'cache' });
-      if (sidecar.inbound) log.info('inbound proxy listening', { port: sidecar.inbound.port, mode: o.mode, app: o.app });
-      for (const out of sidecar.outbounds) log.info('outbound proxy listening', out.socketPath ? { socket: out.socketPath } : { port: out.port, warning: 'any local user can use this port; prefer --outbound unix:PATH' });
-      const secretFiles = startSecretFiles(agent, unsealSpecs, log);
-      await untilSignal(async () => {
-        secretFiles.close();
-        await sidecar.close();
-        await agent.stop();
-      });
+      await untilSignal(() => node.close());
     }));
 
   const entry = program.command('entry').description('manage registration entries (admin)');
@@ -241,31 +217,31 @@ export function buildProgram(): Command {
       const attributes = Object.fromEntries(['app', 'site', 'compliance', 'location', 'env'].filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
       const x509 = seconds(o.x509Ttl as string | undefined, '--x509-ttl');
       const jwt = seconds(o.jwtTtl as string | undefined, '--jwt-ttl');
-      const res = await withAdmin(g, (c) => c.call<Json>('POST', '/v1/entries', {
-        spiffe_id: o.spiffeId, selectors: (o.selector as string[] | undefined) ?? [], attributes,
+      const res = await withAdmin(g, (c) => c.call<EntryView>('POST', '/v1/entries', {
+        spiffe_id: o.spiffeId as string, selectors: (o.selector as string[] | undefined) ?? [], attributes,
         ...(x509 ? { x509_ttl_seconds: x509 } : {}), ...(jwt ? { jwt_ttl_seconds: jwt } : {}),
         ...(o.apikeyMaxTtl ? { apikey_max_ttl_seconds: seconds(String(o.apikeyMaxTtl), '--apikey-max-ttl') } : {}),
-      }));
+      } satisfies CreateEntryRequest));
       output(g, res, () => describeEntry(res));
     }));
   entry.command('list').description('list registration entries').action(run(async (g) => {
-    const res = await withAdmin(g, (c) => c.call<{ entries: Json[] }>('GET', '/v1/entries'));
+    const res = await withAdmin(g, (c) => c.call<EntryListResponse>('GET', '/v1/entries'));
     output(g, res, () => (res.entries.length ? table(ENTRY_COLUMNS, res.entries.map(entryRow)) : 'no entries'));
   }));
   entry.command('show').description('show one entry').argument('<id>', 'entry id or SPIFFE ID').action(run(async (g, id: string) => {
-    const res = await withAdmin(g, (c) => c.call<Json>('GET', `/v1/entries/${encodeURIComponent(id)}`));
+    const res = await withAdmin(g, (c) => c.call<EntryView>('GET', `/v1/entries/${encodeURIComponent(id)}`));
     output(g, res, () => describeEntry(res));
   }));
   entry.command('delete').description('delete an entry: its SPIFFE ID and every SVID it was issued are revoked at once, everywhere')
     .argument('<id>', 'entry id or SPIFFE ID').action(run(async (g, id: string) => {
-      const res = await withAdmin(g, (c) => c.call<Json>('DELETE', `/v1/entries/${encodeURIComponent(id)}`));
+      const res = await withAdmin(g, (c) => c.call<DeleteEntryResponse>('DELETE', `/v1/entries/${encodeURIComponent(id)}`));
       output(g, res, () => `deleted ${String(res.spiffe_id)} (${String(res.deleted)}); revoked in policy bundle ${String(res.bundle_version)}`);
     }));
   entry.command('revoke').description('revoke an entry: kept, but its current and future SVIDs are refused everywhere (within a second)')
     .argument('<id>', 'entry id or SPIFFE ID')
     .requiredOption('--reason <text>', 'why (printable text, up to 256 characters; audited and shown to operators)')
     .action(run(async (g, id: string, o: Json) => {
-      const res = await withAdmin(g, (c) => c.call<Json>('POST', `/v1/entries/${encodeURIComponent(id)}/revoke`, { reason: o.reason }));
+      const res = await withAdmin(g, (c) => c.call<RevokeEntryResponse>('POST', `/v1/entries/${encodeURIComponent(id)}/revoke`, { reason: o.reason as string } satisfies RevokeEntryRequest));
       output(g, res, () => `revoked ${String(res.spiffe_id)} (${String(res.id)}) at ${String(res.revoked_at)}; in policy bundle ${String(res.bundle_version)}`);
     }));
 
@@ -275,13 +251,13 @@ export function buildProgram(): Command {
     .option('--ttl <duration>', 'how long the token stays usable', '10m')
     .action(run(async (g, o: Json) => {
       const ttl = seconds(String(o.ttl), '--ttl');
-      const res = await withAdmin(g, (c) => c.call<Json>('POST', '/v1/tokens', { entry_id: o.entry, ttl_seconds: ttl }));
+      const res = await withAdmin(g, (c) => c.call<CreateTokenResponse>('POST', '/v1/tokens', { entry_id: o.entry as string, ttl_seconds: ttl } satisfies CreateTokenRequest));
       output(g, res, () => `${String(res.token)}\n# single use, for ${String(res.spiffe_id)}, expires ${String(res.expires_at)} (ref ${String(res.token_ref)})`);
     }));
 
   const ca = program.command('ca').description('certificate authorities (admin)');
   ca.command('list').description('list CAs and the bundle').action(run(async (g) => {
-    const res = await withAdmin(g, (c) => c.call<{ trust_domain: string; bundle_sequence: number; authorities: Json[] }>('GET', '/v1/ca'));
+    const res = await withAdmin(g, (c) => c.call<CaListResponse>('GET', '/v1/ca'));
     output(g, res, () => `trust domain ${res.trust_domain}, bundle sequence ${res.bundle_sequence}\n${table(['ID', 'STATE', 'NOT AFTER', 'ACTIVATES', 'IN BUNDLE'],
       res.authorities.map((a) => [String(a.id), String(a.state), String(a.notAfter), String(a.activateAt ?? '-'), a.inBundle ? 'yes' : 'no']))}`);
   }));
@@ -289,7 +265,7 @@ export function buildProgram(): Command {
     .option('--grace <duration>', 'time for every agent to learn the new CA before it signs', '10m')
     .action(run(async (g, o: Json) => {
       const grace = Math.round(parseDuration(String(o.grace), '--grace') / 1000);
-      const res = await withAdmin(g, (c) => c.call<{ prepared: Json }>('POST', '/v1/ca/rotate', { grace_seconds: grace }));
+      const res = await withAdmin(g, (c) => c.call<CaRotateResponse>('POST', '/v1/ca/rotate', { grace_seconds: grace } satisfies CaRotateRequest));
       output(g, res, () => `prepared CA ${String(res.prepared.id)}; it signs from ${String(res.prepared.activateAt)}`);
     }));
 
@@ -302,7 +278,7 @@ export function buildProgram(): Command {
       const q = new URLSearchParams({ limit: String(o.limit) });
       if (o.action) q.set('action', String(o.action));
       if (o.outcome) q.set('outcome', String(o.outcome));
-      const res = await withAdmin(g, (c) => c.call<{ records: Json[] }>('GET', `/v1/audit?${q}`));
+      const res = await withAdmin(g, (c) => c.call<AuditListResponse>('GET', `/v1/audit?${q}`));
       output(g, res, () => table(['ID', 'TIME', 'ACTION', 'OUTCOME', 'CODE', 'ACTOR', 'TARGET'],
         res.records.map((r) => [String(r.id), String(r.ts), String(r.action), String(r.outcome), String(r.code), String(r.actor), String(r.target)])));
     }));
@@ -316,7 +292,7 @@ export function buildProgram(): Command {
       const client = svidClient(String(o.agentDir), g.server);
       try {
         const ttl = seconds(o.ttl as string | undefined, '--ttl');
-        const res = await client.call<Json>('POST', '/v1/svid/jwt', { audience: o.audience, ...(ttl ? { ttl_seconds: ttl } : {}) });
+        const res = await client.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience: o.audience as string[], ...(ttl ? { ttl_seconds: ttl } : {}) } satisfies JwtSvidRequest);
         output(g, res, () => String(res.token));
       } finally {
         client.close();
@@ -330,7 +306,7 @@ export function buildProgram(): Command {
       const client = svidClient(String(o.agentDir), g.server);
       try {
         const ttl = seconds(o.ttl as string | undefined, '--ttl');
-        const res = await client.call<Json>('POST', '/v1/apikeys', { scopes: o.scope, ...(ttl ? { ttl_seconds: ttl } : {}) });
+        const res = await client.call<CreateApiKeyResponse>('POST', '/v1/apikeys', { scopes: o.scope as string[], ...(ttl ? { ttl_seconds: ttl } : {}) } satisfies CreateApiKeyRequest);
         output(g, res, () => `${String(res.api_key)}\n# scopes ${(res.scopes as string[]).join(',')}, expires ${String(res.expires_at)}`);
       } finally {
         client.close();

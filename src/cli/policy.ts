@@ -1,53 +1,17 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { TesseraError } from '../core/errors.js';
+import { adminClient } from '../admin/clients.js';
+import { readPolicyDir } from '../admin/policy-dir.js';
 import { parseCases, runCases } from '../core/policy/cases.js';
 import { PolicyEngine } from '../core/policy/engine.js';
 import { TESSERA_SCHEMA } from '../core/policy/schema.js';
-import { adminClient, output, table, type GlobalOptions } from './context.js';
+import type { ApplyPolicyRequest, ApplyPolicyResponse, PolicyDryRun, PolicyHistoryResponse, PolicyVersionResponse, RollbackPolicyRequest, RollbackPolicyResponse } from '../core/wire/control-plane.js';
+import { output, table, type Run } from './context.js';
 
 type Json = Record<string, unknown>;
-type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
 
-/**
- * Reads a policy directory as it is in Git: every `*.cedar` file below it (names relative to it)
- * and, if present, `schema.json` (a Cedar JSON schema; default: Tessera's).
- */
-export function readPolicyDir(dir: string): { policies: Record<string, string>; schema?: Record<string, unknown> } {
-  const root = resolve(dir);
-  if (!existsSync(root) || !statSync(root).isDirectory()) throw new TesseraError('TESSERA_CONFIG_INVALID', `${dir} is not a directory of .cedar files`);
-  const policies: Record<string, string> = {};
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d).sort()) {
-      if (name.startsWith('.')) continue;
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (name.endsWith('.cedar')) policies[relative(root, p)] = readFileSync(p, 'utf8');
-    }
-  };
-  walk(root);
-  if (Object.keys(policies).length === 0) throw new TesseraError('TESSERA_CONFIG_INVALID', `no .cedar files in ${dir}`);
-  const schemaFile = join(root, 'schema.json');
-  if (!existsSync(schemaFile)) return { policies };
-  try {
-    return { policies, schema: JSON.parse(readFileSync(schemaFile, 'utf8')) as Record<string, unknown> };
-  } catch {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `${schemaFile} is not valid JSON`);
-  }
-}
-
-/** The dry-run answer of POST /v1/policies (DryRun in src/server/policy/service.ts). */
-interface Replay {
-  replayed: number;
-  skipped?: number;
-  truncated?: boolean;
-  enforcers?: number;
-  span?: { from: string; to: string } | null;
-  flipped?: number;
-  flip_groups?: number;
-  flips: Json[];
-}
+/** A dry-run answer, from this control plane or an older one (which left some fields out). */
+type Replay = Pick<PolicyDryRun, 'replayed' | 'flips'> & Partial<PolicyDryRun>;
 
 /** What was replayed: how many decisions, from how many enforcers, over which time span. */
 function replayLine(res: Replay): string {
@@ -79,11 +43,11 @@ export function policyCommands(program: Command, run: Run): void {
       const { policies, schema } = readPolicyDir(String(o.file));
       const client = adminClient(g);
       try {
-        const res = await client.call<Json & Replay>('POST', '/v1/policies', {
-          files: policies, ...(schema ? { schema } : {}), reason: o.reason, ...(o.dryRun ? { dry_run: true } : {}),
-        });
-        output(g, res, () => (o.dryRun ? `dry run: nothing applied\n${flipsText(res)}`
-          : `applied policy v${String(res.version)} (${Object.keys(policies).length} files, hash ${String(res.hash).slice(0, 12)}); bundle ${String(res.bundle_version)} is on its way to the agents\n${flipsText(res)}`));
+        const res = await client.call<ApplyPolicyResponse>('POST', '/v1/policies', {
+          files: policies, ...(schema ? { schema } : {}), reason: String(o.reason), ...(o.dryRun ? { dry_run: true } : {}),
+        } satisfies ApplyPolicyRequest);
+        output(g, res, () => (!('version' in res) ? `dry run: nothing applied\n${flipsText(res)}`
+          : `applied policy v${res.version} (${Object.keys(policies).length} files, hash ${res.hash.slice(0, 12)}); bundle ${res.bundle_version} is on its way to the agents\n${flipsText(res)}`));
       } finally {
         client.close();
       }
@@ -95,7 +59,7 @@ export function policyCommands(program: Command, run: Run): void {
       const { policies, schema } = readPolicyDir(String(o.file));
       const client = adminClient(g);
       try {
-        const res = await client.call<Json & Replay>('POST', '/v1/policies', { files: policies, ...(schema ? { schema } : {}), reason: 'diff', dry_run: true });
+        const res = await client.call<ApplyPolicyResponse>('POST', '/v1/policies', { files: policies, ...(schema ? { schema } : {}), reason: 'diff', dry_run: true } satisfies ApplyPolicyRequest);
         output(g, res, () => flipsText(res));
       } finally {
         client.close();
@@ -123,7 +87,7 @@ export function policyCommands(program: Command, run: Run): void {
     .action(run(async (g, o: Json) => {
       const client = adminClient(g);
       try {
-        const res = await client.call<{ versions: Json[] }>('GET', `/v1/policies?limit=${encodeURIComponent(String(o.limit))}`);
+        const res = await client.call<PolicyHistoryResponse>('GET', `/v1/policies?limit=${encodeURIComponent(String(o.limit))}`);
         output(g, res, () => (res.versions.length ? table(['VERSION', 'CREATED', 'AUTHOR', 'HASH', 'REASON'],
           res.versions.map((v) => [String(v.version), String(v.createdAt), String(v.author), String(v.hash).slice(0, 12), String(v.reason)])) : 'no policy versions yet (everything is denied)'));
       } finally {
@@ -135,7 +99,7 @@ export function policyCommands(program: Command, run: Run): void {
     .action(run(async (g, version: string) => {
       const client = adminClient(g);
       try {
-        const res = await client.call<Json & { policies: Record<string, string> }>('GET', `/v1/policies/${encodeURIComponent(version)}`);
+        const res = await client.call<PolicyVersionResponse>('GET', `/v1/policies/${encodeURIComponent(version)}`);
         output(g, res, () => Object.entries(res.policies).map(([f, t]) => `// ${f}\n${t.trimEnd()}`).join('\n\n'));
       } finally {
         client.close();
@@ -147,7 +111,7 @@ export function policyCommands(program: Command, run: Run): void {
     .action(run(async (g, version: string, o: Json) => {
       const client = adminClient(g);
       try {
-        const res = await client.call<Json>('POST', '/v1/policies/rollback', { version: Number(version), reason: o.reason });
+        const res = await client.call<RollbackPolicyResponse>('POST', '/v1/policies/rollback', { version: Number(version), reason: String(o.reason) } satisfies RollbackPolicyRequest);
         output(g, res, () => `policy v${version} restored as v${String(res.version)}`);
       } finally {
         client.close();

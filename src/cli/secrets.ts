@@ -16,124 +16,29 @@
  * after; the control plane only ever sees the public commitments. The plaintext and the sealed
  * blob are written only to the requested output.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { Agent } from '../agent/agent.js';
-import { ApiClient, type ClientTls } from '../common/api-client.js';
-import { startSidecar, type Sidecar } from '../agent/sidecar.js';
+import { adminClient, adminDir, agentTls, adminTls, readCredential, svidClient } from '../admin/clients.js';
+import { dealEpoch, fetchRecordWith, readSavedRecord, refreshEpoch, retireEpoch, rotateEpoch, sealToRecord, unsealWithAgentDir, withSecretAdmin, type SecretAdmin } from '../admin/secrets.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
-import { createLogger, type Logger } from '../core/log.js';
-import { SECRET_POLICY_ID_RULE, decodePoint, isSecretPolicyId, parseSealedText, ready, seal, sealedToText } from '../core/secrets/index.js';
-import { fetchSecretPolicy, unsealSealedText, type KeyServerFailure } from '../agent/secrets/unseal.js';
-import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../core/secrets/policy-record.js';
+import { createLogger } from '../core/log.js';
+import { parseRateLimit } from '../core/rate-limit.js';
+import { SECRET_POLICY_ID_RULE, isSecretPolicyId, parseSealedText, ready, sealedToText } from '../core/secrets/index.js';
+import type { SecretPolicyRecord, SecretPolicyServer } from '../core/secrets/policy-record.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll } from '../core/x509.js';
-import { secretResource } from '../keyserver/authorize.js';
-import { dealEpoch, refreshEpoch, retireEpoch, rotateEpoch, type SecretAdmin } from './secret-admin.js';
-import { startKeyServer, type KeyServer } from '../keyserver/server.js';
-import { parseRateLimit, type RateLimit } from '../core/rate-limit.js';
-import { DEFAULT_RATE_LIMIT, type KeyAuditEvent } from '../keyserver/service.js';
-import { DEFAULT_SERVER_DIR, adminClient, output, svidClient, table, type GlobalOptions } from './context.js';
+import { startKeyServerNode } from '../keyserver/node.js';
+import { DEFAULT_RATE_LIMIT } from '../keyserver/service.js';
+import type { SecretPolicyListResponse } from '../core/wire/control-plane.js';
+import { output, table, type GlobalOptions, type Run } from './context.js';
 
 type Json = Record<string, unknown>;
-type Run = <A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<void>) => (...args: A) => Promise<void>;
-
-
-// ---------------------------------------------------------------------------------------------
-// Key server node: an Agent (its SVID), the policy enforcer (Cedar, secret:unseal), the key server
-// ---------------------------------------------------------------------------------------------
-
-export interface KeyServerNodeOptions {
-  serverUrl: string;
-  dataDir: string;
-  listen: { host: string; port: number };
-  log: Logger;
-  joinToken?: string;
-  trustBundleFile?: string;
-  env?: NodeJS.ProcessEnv;
-  /** Extra audit sink (tests); every event is also logged. */
-  onAudit?: (event: KeyAuditEvent) => void;
-  policyWatchSeconds?: number;
-  /** Per-caller rate limit of /v1/evaluate (default DEFAULT_RATE_LIMIT; benchmarks raise it). */
-  rateLimit?: RateLimit;
-}
-
-export interface KeyServerNode {
-  agent: Agent;
-  sidecar: Sidecar;
-  keyServer: KeyServer;
-  close(): Promise<void>;
-}
-
-export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<KeyServerNode> {
-  const { log } = opts;
-  const agent = new Agent({
-    serverUrl: opts.serverUrl, dataDir: opts.dataDir, log,
-    ...(opts.joinToken ? { joinToken: opts.joinToken } : {}),
-    ...(opts.trustBundleFile ? { trustBundleFile: opts.trustBundleFile } : {}),
-  });
-  await agent.start();
-  let sidecar: Sidecar | undefined;
-  try {
-    sidecar = await startSidecar(agent, { dataDir: opts.dataDir, log, allowSampleRate: 1, ...(opts.policyWatchSeconds !== undefined ? { policyWatchSeconds: opts.policyWatchSeconds } : {}) });
-    const enforcer = sidecar.enforcer;
-    const td = agent.trustDomain!;
-    const keyServer = await startKeyServer({
-      dataDir: opts.dataDir,
-      listen: opts.listen,
-      tls: agent,
-      trustDomain: td,
-      provisioners: [`spiffe://${td}/tessera/admin`],
-      authorize: (caller, policy) => enforcer.authorize({ principal: caller.spiffeId, ...(caller.serial !== undefined ? { serial: caller.serial } : {}), action: 'secret:unseal', resource: secretResource(td, policy) }).allow,
-      log,
-      ...(opts.env ? { env: opts.env } : {}),
-      ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
-      onAudit: (ev) => {
-        // No point material is in an event: who, which policy and epoch, the outcome.
-        log.info('keyserver audit', { ...ev });
-        opts.onAudit?.(ev);
-      },
-    });
-    const sc = sidecar;
-    return {
-      agent, sidecar: sc, keyServer,
-      async close() {
-        await keyServer.close().catch(() => {});
-        await sc.close();
-        await agent.stop();
-      },
-    };
-  } catch (err) {
-    await sidecar?.close().catch(() => {});
-    await agent.stop().catch(() => {});
-    throw err;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-function adminDir(g: GlobalOptions): string {
-  return resolve(g.adminDir ?? process.env.TESSERA_ADMIN_DIR ?? join(DEFAULT_SERVER_DIR, 'admin'));
-}
-
-function readFile(file: string, what: string): string {
-  if (!existsSync(file)) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `${what} not found at ${file}`);
-  return readFileSync(file, 'utf8');
-}
-
-function adminTls(g: GlobalOptions): ClientTls {
-  const dir = adminDir(g);
-  return { ca: readFile(join(dir, 'bundle.pem'), 'trust bundle'), cert: readFile(join(dir, 'admin.pem'), 'admin certificate'), key: readFile(join(dir, 'admin.key'), 'admin key') };
-}
-
-function agentTls(agentDir: string): ClientTls {
-  const dir = resolve(agentDir);
-  return { ca: readFile(join(dir, 'bundle.pem'), 'trust bundle'), cert: readFile(join(dir, 'svid.pem'), 'SVID'), key: readFile(join(dir, 'svid.key'), 'SVID key') };
-}
 
 /** `URL@SPIFFE_ID` list (comma-separated, repeatable), indices 1..n in order. */
 export function parseServers(specs: string[]): SecretPolicyServer[] {
@@ -172,16 +77,14 @@ function checkThreshold(t: number, n: number, allowSingleServer: boolean): void 
   if (t === 1 && !allowSingleServer) throw new TesseraError('TESSERA_CONFIG_INVALID', '--threshold 1 lets any one key server decrypt; use 2 or more (or --allow-single-server for a test setup)');
 }
 
-/** Runs `fn` (libsodium ready) with the admin's credential for the key servers and the control plane. */
-async function withAdmin<T>(g: GlobalOptions, fn: (admin: SecretAdmin) => Promise<T>): Promise<T> {
-  await ready();
-  const tls = adminTls(g);
-  const control = adminClient(g);
-  try {
-    return await fn({ tls, control, trusted: pemDecodeAll(tls.ca, 'CERTIFICATE'), progress: (line) => { if (!g.json) process.stderr.write(`tessera: ${line}\n`); } });
-  } finally {
-    control.close();
-  }
+/** The admin's credential for the key servers and the control plane; progress lines on stderr unless --json. */
+function withAdmin<T>(g: GlobalOptions, fn: (admin: SecretAdmin) => Promise<T>): Promise<T> {
+  return withSecretAdmin(g, (line) => { if (!g.json) process.stderr.write(`tessera: ${line}\n`); }, fn);
+}
+
+/** Prints which key servers failed an unseal (their codes, never material). */
+function reportFailure(f: { spiffeId: string; index: number; code: string }): void {
+  process.stderr.write(`tessera: key server ${f.spiffeId} (index ${f.index}) failed: ${f.code}\n`);
 }
 
 function readInput(file: string | undefined): Buffer {
@@ -191,16 +94,6 @@ function readInput(file: string | undefined): Buffer {
 function writeOutput(file: string | undefined, data: Buffer | string): void {
   if (file === undefined || file === '-') process.stdout.write(data);
   else writeFileAtomic(file, data, 0o600);
-}
-
-/** The signed envelope from a show/create answer, a saved `show --json`, or a bare envelope. */
-function envelopeOf(v: unknown): unknown {
-  if (typeof v === 'object' && v !== null && 'signed' in v) return (v as { signed: unknown }).signed;
-  return v;
-}
-
-function fetchRecord(client: ApiClient, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: unknown }> {
-  return fetchSecretPolicy((method, path, body) => client.call(method, path, body), id, epoch, trusted);
 }
 
 function epochOpt(v: unknown): number | undefined {
@@ -221,30 +114,6 @@ function summary(r: SecretPolicyRecord): string {
     `public key ${r.commitments[0]!}`,
     table(['INDEX', 'SPIFFE ID', 'URL'], r.servers.map((s) => [String(s.index), s.spiffeId, s.url])),
   ].join('\n');
-}
-
-// ---------------------------------------------------------------------------------------------
-// Unseal (the agent's side): the flow lives in src/agent/secrets/unseal.ts
-// ---------------------------------------------------------------------------------------------
-
-export async function unsealText(text: string, agentDir: string, server: string | undefined, report: (f: KeyServerFailure) => void): Promise<Buffer> {
-  const tls = agentTls(agentDir);
-  const client = svidClient(agentDir, server);
-  try {
-    const res = await unsealSealedText({
-      text,
-      call: (method, path, body) => client.call(method, path, body),
-      tls: { certPem: tls.cert!, keyPem: tls.key!, bundlePem: tls.ca },
-      trustedCas: pemDecodeAll(tls.ca, 'CERTIFICATE'),
-    });
-    for (const f of res.bad) report(f);
-    return res.plaintext;
-  } catch (err) {
-    for (const f of (err as { failures?: KeyServerFailure[] }).failures ?? []) report(f);
-    throw err;
-  } finally {
-    client.close();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,7 +229,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       const tls = o.agentDir ? agentTls(String(o.agentDir)) : adminTls(g);
       const client = o.agentDir ? svidClient(String(o.agentDir), g.server) : adminClient(g);
       try {
-        const { record, signed } = await fetchRecord(client, id, epochOpt(o.epoch), pemDecodeAll(tls.ca, 'CERTIFICATE'));
+        const { record, signed } = await fetchRecordWith(client, id, epochOpt(o.epoch), pemDecodeAll(tls.ca, 'CERTIFICATE'));
         output(g, signed, () => summary(record));
       } finally {
         client.close();
@@ -370,7 +239,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
   policy.command('list').description('list secret policies (admin)').action(run(async (g) => {
     const client = adminClient(g);
     try {
-      const res = await client.call<{ policies: Json[] }>('GET', '/v1/secret-policies');
+      const res = await client.call<SecretPolicyListResponse>('GET', '/v1/secret-policies');
       output(g, res, () => (res.policies.length ? table(['ID', 'EPOCH', 'GENERATION', 'CREATED', 'RETIRED'], res.policies.map((p) => [String(p.id), String(p.epoch), String(p.generation ?? 1), String(p.created_at), p.retired_at ? String(p.retired_at) : '-'])) : 'no secret policies'));
     } finally {
       client.close();
@@ -389,28 +258,21 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       await ready();
       const id = policyId(o.policy);
       const epoch = epochOpt(o.epoch);
-      const bundlePem = o.trustBundle ? readFile(String(o.trustBundle), 'trust bundle') : o.agentDir ? agentTls(String(o.agentDir)).ca : readFile(join(adminDir(g), 'bundle.pem'), 'trust bundle');
+      const bundlePem = o.trustBundle ? readCredential(String(o.trustBundle), 'trust bundle') : o.agentDir ? agentTls(String(o.agentDir)).ca : readCredential(join(adminDir(g), 'bundle.pem'), 'trust bundle');
       const trusted = pemDecodeAll(bundlePem, 'CERTIFICATE');
       let record: SecretPolicyRecord;
       if (o.record) {
-        let saved: unknown;
-        try {
-          saved = JSON.parse(readFileSync(String(o.record), 'utf8'));
-        } catch {
-          throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${String(o.record)} is not a saved signed record (JSON)`);
-        }
-        record = verifySecretPolicy(envelopeOf(saved), trusted);
-        if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${String(o.record)} is the record of ${record.id} epoch ${record.epoch}`);
+        record = readSavedRecord(String(o.record), id, epoch, trusted);
       } else {
         const client = o.agentDir ? svidClient(String(o.agentDir), g.server) : adminClient(g);
         try {
-          record = (await fetchRecord(client, id, epoch, trusted)).record;
+          record = (await fetchRecordWith(client, id, epoch, trusted)).record;
         } finally {
           client.close();
         }
       }
       const plain = readInput(o.in as string | undefined);
-      const blob = seal(plain, { id: record.id, epoch: record.epoch, publicKey: decodePoint(new Uint8Array(Buffer.from(record.commitments[0]!, 'base64url'))) });
+      const blob = sealToRecord(plain, record);
       plain.fill(0);
       writeOutput(o.out as string | undefined, `${sealedToText(blob)}\n`);
     }));
@@ -421,9 +283,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
     .option('--out <file>', 'where to write the plaintext (default: stdout; a file is written 0600)')
     .action(run(async (g, o: Json) => {
       const text = readInput(o.in as string | undefined).toString('utf8').trim();
-      const plain = await unsealText(text, String(o.agentDir), g.server, (f) => {
-        process.stderr.write(`tessera: key server ${f.spiffeId} (index ${f.index}) failed: ${f.code}\n`);
-      });
+      const plain = await unsealWithAgentDir(text, String(o.agentDir), g.server, reportFailure);
       writeOutput(o.out as string | undefined, plain);
       // stdout may still be flushing a pipe asynchronously: only a file write can be followed by zeroing.
       if (o.out !== undefined && o.out !== '-') plain.fill(0);
@@ -438,18 +298,16 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       const text = readInput(o.in as string | undefined).toString('utf8').trim();
       const from = parseSealedText(text);
       const agentDir = String(o.agentDir);
-      const plain = await unsealText(text, agentDir, g.server, (f) => {
-        process.stderr.write(`tessera: key server ${f.spiffeId} (index ${f.index}) failed: ${f.code}\n`);
-      });
+      const plain = await unsealWithAgentDir(text, agentDir, g.server, reportFailure);
       try {
         const client = svidClient(agentDir, g.server);
         let record: SecretPolicyRecord;
         try {
-          record = (await fetchRecord(client, from.policyId, undefined, pemDecodeAll(agentTls(agentDir).ca, 'CERTIFICATE'))).record;
+          record = (await fetchRecordWith(client, from.policyId, undefined, pemDecodeAll(agentTls(agentDir).ca, 'CERTIFICATE'))).record;
         } finally {
           client.close();
         }
-        const blob = seal(plain, { id: record.id, epoch: record.epoch, publicKey: decodePoint(new Uint8Array(Buffer.from(record.commitments[0]!, 'base64url'))) });
+        const blob = sealToRecord(plain, record);
         writeOutput(o.out as string | undefined, `${sealedToText(blob)}\n`);
         if (!g.json) process.stderr.write(`tessera: re-sealed ${record.id} from key epoch ${from.epoch} to ${record.epoch}\n`);
       } finally {

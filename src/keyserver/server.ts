@@ -4,6 +4,8 @@
  * context is rebuilt when the SVID or bundle rotates. Every route but /v1/healthz needs a client
  * SVID of the trust domain; a client without a certificate the bundle trusts fails the handshake.
  *
+ * Request and response types: src/core/wire/keyserver.ts.
+ *
  *   POST /v1/evaluate                 {policy, epoch, generation?, b}          → {index, generation, z, proof}
  *   GET  /v1/healthz                                                            → {status, shares}
  *
@@ -31,6 +33,7 @@ import { MIN_TLS_VERSION, keyPem, requireMaterial, watchTlsSource, type TlsSourc
 import { authenticate } from '../common/api/auth.js';
 import { body, int, reqStr } from '../common/api/validate.js';
 import { KeyEncryptionKey } from '../common/kek.js';
+import type { AbortShareResponse, CommitShareResponse, DeleteShareResponse, EvaluateResponse, InstallShareResponse, KeyServerHealthResponse, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
 import { KeyService, type KeyAuditEvent, type KeyCaller, type RateLimit } from './service.js';
 import { ShareStore } from './store.js';
 
@@ -121,7 +124,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     return { spiffeId: c.spiffeId, serial: c.serial };
   };
 
-  app.get('/v1/healthz', async () => ({ status: 'ok', shares: store.list().length }));
+  app.get('/v1/healthz', async () => ({ status: 'ok', shares: store.list().length }) satisfies KeyServerHealthResponse);
 
   app.post('/v1/evaluate', async (req) => {
     const who = caller(req);
@@ -131,7 +134,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     const generation = int(b, 'generation', { min: 1, max: 0xffffffff, optional: true });
     const B = b64(reqStr(b, 'b', { max: 64 }), 'b', B64URL_32);
     const ev = service.evaluate(who, { policy, epoch, B, ...(generation === undefined ? {} : { generation }) });
-    return { index: ev.index, generation: ev.generation, z: Buffer.from(ev.Z).toString('base64url'), proof: Buffer.from(encodeProof(ev.proof)).toString('base64url') };
+    return { index: ev.index, generation: ev.generation, z: Buffer.from(ev.Z).toString('base64url'), proof: Buffer.from(encodeProof(ev.proof)).toString('base64url') } satisfies EvaluateResponse;
   });
 
   /** A provisioning route: admin only, (policy, epoch) from the path, audited whatever happens. */
@@ -168,7 +171,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
   app.get('/v1/shares', async (req) => {
     const who = caller(req);
     if (!provisioners.has(who.spiffeId)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not list key shares');
-    return { shares: store.list().map((s) => ({ policy: s.policyId, epoch: s.epoch, generation: s.generation, index: s.index, t: s.t, n: s.n, ...(s.pending ? { pending: s.pending } : {}) })) };
+    return { shares: store.list().map((s) => ({ policy: s.policyId, epoch: s.epoch, generation: s.generation, index: s.index, t: s.t, n: s.n, ...(s.pending ? { pending: s.pending } : {}) })) } satisfies ShareListResponse;
   });
 
   app.post<Params>('/v1/shares/:policy/:epoch/refresh', (req) => provisioning(req, 'secret:share-refresh', (policy, epoch) => {
@@ -177,7 +180,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     const delta = b64(reqStr(b, 'delta', { max: 64 }), 'delta', B64URL_32);
     try {
       const r = store.prepareRefresh(policy, epoch, from, delta, points(b, 'd', 1));
-      return { policy, epoch, index: r.index, generation: r.generation, commitments: b64list(r.commitments) };
+      return { policy, epoch, index: r.index, generation: r.generation, commitments: b64list(r.commitments) } satisfies RefreshShareResponse;
     } finally {
       delta.fill(0);
     }
@@ -187,12 +190,12 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     const b = body(req.body, ['generation', 'commitments']);
     const generation = int(b, 'generation', { min: 1, max: 0xffffffff }) as number;
     const { committed } = store.commitRefresh(policy, epoch, generation, points(b, 'commitments', 1));
-    return { policy, epoch, generation, committed };
+    return { policy, epoch, generation, committed } satisfies CommitShareResponse;
   }));
 
-  app.delete<Params>('/v1/shares/:policy/:epoch/pending', (req) => provisioning(req, 'secret:share-abort', (policy, epoch) => ({ policy, epoch, aborted: store.abortRefresh(policy, epoch) })));
+  app.delete<Params>('/v1/shares/:policy/:epoch/pending', (req) => provisioning(req, 'secret:share-abort', (policy, epoch) => ({ policy, epoch, aborted: store.abortRefresh(policy, epoch) }) satisfies AbortShareResponse));
 
-  app.delete<Params>('/v1/shares/:policy/:epoch', (req) => provisioning(req, 'secret:share-delete', (policy, epoch) => ({ policy, epoch, deleted: store.delete(policy, epoch) })));
+  app.delete<Params>('/v1/shares/:policy/:epoch', (req) => provisioning(req, 'secret:share-delete', (policy, epoch) => ({ policy, epoch, deleted: store.delete(policy, epoch) }) satisfies DeleteShareResponse));
 
   app.put<Params>('/v1/shares/:policy/:epoch', (req, reply) => provisioning(req, 'secret:share-install', (policy, epoch) => {
     const b = body(req.body, ['t', 'n', 'index', 'value', 'commitments']);
@@ -205,7 +208,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     try {
       const { created } = store.put({ policyId: policy, epoch, t, n, index, value, commitments });
       void reply.code(201);
-      return { policy, epoch, index, created };
+      return { policy, epoch, index, created } satisfies InstallShareResponse;
     } finally {
       value.fill(0);
     }

@@ -2,17 +2,10 @@ import { appendFileSync, existsSync, readFileSync, renameSync, statSync, unlinkS
 import { join } from 'node:path';
 import { TesseraError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
+import type { DecisionRecord } from '../../core/wire/control-plane.js';
 
-/** One local authorization decision, as shipped to the control plane's audit table. */
-export interface DecisionRecord {
-  ts: number;
-  principal: string;
-  action: string;
-  resource: string;
-  context: Record<string, string | number | boolean>;
-  allow: boolean;
-  reasons: string[];
-}
+/** One local authorization decision, as shipped to the control plane's audit table (POST /v1/decisions). */
+export type { DecisionRecord } from '../../core/wire/control-plane.js';
 
 export interface DecisionLogOptions {
   /** Sends a batch; rejects when the control plane cannot take it. */

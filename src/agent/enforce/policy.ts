@@ -6,6 +6,7 @@ import type { Logger } from '../../core/log.js';
 import { verifyPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { PolicyEngine, type Decision } from '../../core/policy/engine.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
+import type { PolicyBundleResponse } from '../../core/wire/control-plane.js';
 
 export type Action = 'http:request' | 'tcp:connect' | 'secret:unseal' | 'credential:derive';
 
@@ -31,7 +32,7 @@ export interface PolicyEnforcerOptions {
   /** CA certificates (DER) of the current trust bundle: the bundle's signer must be one of them. */
   trustedCas: () => Buffer[];
   /** Long-polls the control plane for a bundle newer than `after`. */
-  fetch: (after: number, timeoutSeconds: number) => Promise<{ version: number; changed: boolean; bundle: SignedPolicyBundle }>;
+  fetch: (after: number, timeoutSeconds: number) => Promise<PolicyBundleResponse>;
   /** Ships decision records (the decision log batches them). */
   ship: (records: DecisionRecord[]) => Promise<void>;
   allowSampleRate?: number;

@@ -11,9 +11,12 @@ import { TesseraError, isTesseraError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { EvaluationCollector, type Blinded } from '../../core/secrets/blind.js';
 import { blind, decodePoint, decodeProof, openWithPoint, parseSealedText, ready, unsealContext } from '../../core/secrets/index.js';
-import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer } from '../../core/secrets/policy-record.js';
+import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../../core/secrets/policy-record.js';
+import type { SecretPolicyResponse } from '../../core/wire/control-plane.js';
+import type { EvaluateRequest, EvaluateResponse } from '../../core/wire/keyserver.js';
 
-type Json = Record<string, unknown>;
+/** A key server's answer before it is checked: every field may be missing or of another type. */
+type Unchecked<T> = { [K in keyof T]?: unknown };
 
 /** Calls the control plane as the agent. */
 export type ControlPlaneCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
@@ -110,8 +113,8 @@ const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
 const pointOf = (s: string): Uint8Array => decodePoint(new Uint8Array(Buffer.from(s, 'base64url')));
 
 /** Fetches a policy's signed record from the control plane and verifies it against the bundle. */
-export async function fetchSecretPolicy(call: ControlPlaneCall, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: unknown }> {
-  const res = (await call('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`)) as Json;
+export async function fetchSecretPolicy(call: ControlPlaneCall, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  const res = (await call('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`)) as SecretPolicyResponse;
   const record = verifySecretPolicy(res.signed, trusted);
   if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane answered with another policy or key epoch');
   return { record, signed: res.signed };
@@ -151,7 +154,7 @@ async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeySer
   const { record, commitments } = v;
   const collector = new EvaluationCollector(commitments, blinded, record.t, context);
   const failures: KeyServerFailure[] = [];
-  const body = { policy: record.id, epoch: record.epoch, generation: record.generation, b: b64u(blinded.B) };
+  const body = { policy: record.id, epoch: record.epoch, generation: record.generation, b: b64u(blinded.B) } satisfies EvaluateRequest;
   return new Promise((resolveAll, reject) => {
     let pending = record.servers.length;
     let done = false;
@@ -172,7 +175,7 @@ async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeySer
       }
     };
     /** Decodes and checks one answer (its proof through the collector); throws a TesseraError for a bad one. */
-    const check = (s: SecretPolicyServer, res: Json): void => {
+    const check = (s: SecretPolicyServer, res: Unchecked<EvaluateResponse>): void => {
       if (res.index !== s.index || typeof res.z !== 'string' || typeof res.proof !== 'string') throw new TesseraError('TESSERA_SECRET_PROOF_INVALID', 'malformed answer');
       if (res.generation !== undefined && res.generation !== record.generation) throw new TesseraError('TESSERA_SECRET_STALE', `answered with share generation ${String(res.generation)}`);
       const ev = { index: s.index, Z: pointOf(res.z), proof: decodeProof(new Uint8Array(Buffer.from(res.proof, 'base64url'))) };
@@ -191,7 +194,7 @@ async function gatherEvaluations(v: VerifiedRecord, tls: UnsealTls, pool: KeySer
         pending -= 1;
         continue;
       }
-      client.call<Json>('POST', '/v1/evaluate', body).then((res) => {
+      client.call<Unchecked<EvaluateResponse>>('POST', '/v1/evaluate', body).then((res) => {
         if (done) {
           // Late: the unseal went on without it. Still checked, on a later turn of the event loop
           // (by then the caller has combined: it does not wait between gathering and combining,

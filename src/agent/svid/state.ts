@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TesseraError } from '../../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../core/files.js';
+import type { EntryView } from '../../core/wire/control-plane.js';
 
 /** What the agent keeps on disk so that it survives its own restarts and control-plane outages. */
 export interface AgentState {
@@ -12,7 +13,8 @@ export interface AgentState {
   bundleSequence: number;
   /** SHA-256 reference of the join token that was spent, so a restart with the same flag does not retry it. */
   joinTokenHash?: string;
-  entry?: Record<string, unknown>;
+  /** The registration entry, as the last join or renewal answered it. */
+  entry?: EntryView;
 }
 
 export interface Svid {

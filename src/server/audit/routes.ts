@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { adminCaller, audited } from '../api/handlers.js';
 import { queryInt, queryStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
+import type { AuditListResponse } from '../../core/wire/control-plane.js';
 
 /** Reading the audit log: admin only (and itself audited). */
 export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
@@ -13,6 +14,6 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const outcome = queryStr(req.query, 'outcome', /^(denied|success)$/) as 'denied' | 'success' | undefined;
     const records = await ctx.audit.read({ limit, afterId, ...(action ? { action } : {}), ...(outcome ? { outcome } : {}) });
     ev.succeed();
-    return { records: records.map((r) => ({ ...r, ts: new Date(r.ts).toISOString() })) };
+    return { records: records.map((r) => ({ ...r, ts: new Date(r.ts).toISOString() })) } satisfies AuditListResponse;
   }));
 }

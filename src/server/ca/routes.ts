@@ -2,13 +2,14 @@ import type { FastifyInstance } from 'fastify';
 import { adminCaller, audited } from '../api/handlers.js';
 import { body, int } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
+import type { CaListResponse, CaRotateResponse } from '../../core/wire/control-plane.js';
 
 /** CA inspection and rotation: admin only. */
 export function caRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.get('/v1/ca', (req) => audited(ctx, req, 'ca.list', async (ev) => {
     adminCaller(ctx, req, ev);
     ev.succeed();
-    return { trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence(), authorities: ctx.ca.list() };
+    return { trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence(), authorities: ctx.ca.list() } satisfies CaListResponse;
   }));
 
   app.post('/v1/ca/rotate', (req) => audited(ctx, req, 'ca.rotate', async (ev) => {
@@ -19,6 +20,6 @@ export function caRoutes(app: FastifyInstance, ctx: ServerContext): void {
     ev.target = prepared.id;
     ev.detail.activate_at = prepared.activateAt;
     ev.succeed();
-    return { prepared, bundle_sequence: ctx.ca.bundleSequence() };
+    return { prepared, bundle_sequence: ctx.ca.bundleSequence() } satisfies CaRotateResponse;
   }));
 }

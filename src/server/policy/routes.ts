@@ -3,6 +3,7 @@ import { TesseraError } from '../../core/errors.js';
 import { adminCaller, audited, liveOrAdminCaller, liveSvidCaller, waitFor } from '../api/handlers.js';
 import { body, int, queryInt, reqStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
+import type { ApplyPolicyResponse, DecisionsResponse, PolicyBundleResponse, PolicyHistoryResponse, PolicyVersionResponse, RollbackPolicyResponse } from '../../core/wire/control-plane.js';
 import { DECISIONS_BODY_LIMIT, DEFAULT_DECISION_SETTINGS, DecisionIngest, type DecisionSettings } from './decisions.js';
 
 // Starts with a letter or digit, as the bundle requires (no `/abs`, `.hidden`, `_x`): a bad name is a bad request.
@@ -43,14 +44,14 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     if (b.dry_run === true) {
       ev.detail.dry_run = true;
       ev.succeed();
-      return { dry_run: true, ...diff };
+      return { dry_run: true, ...diff } satisfies ApplyPolicyResponse;
     }
     const rec = await ctx.policy.apply({ policies, ...(schema ? { schema } : {}), author: caller.spiffeId, reason });
     ev.target = `policy v${rec.version}`;
     ev.detail.hash = rec.hash;
     ev.detail.reason = reason;
     ev.succeed();
-    return reply.code(201).send({ version: rec.version, hash: rec.hash, bundle_version: ctx.policy.current().version, ...diff });
+    return reply.code(201).send({ version: rec.version, hash: rec.hash, bundle_version: ctx.policy.current().version, ...diff } satisfies ApplyPolicyResponse);
   }));
 
   app.get('/v1/policies', (req) => audited(ctx, req, 'policy.history', async (ev) => {
@@ -58,7 +59,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     const limit = queryInt(req.query, 'limit', 50, 1, 1000);
     const versions = await ctx.policy.history(limit);
     ev.succeed();
-    return { versions: versions.map((v) => ({ ...v, createdAt: new Date(v.createdAt).toISOString() })), bundle_version: ctx.policy.current().version };
+    return { versions: versions.map((v) => ({ ...v, createdAt: new Date(v.createdAt).toISOString() })), bundle_version: ctx.policy.current().version } satisfies PolicyHistoryResponse;
   }));
 
   app.get<{ Params: { version: string } }>('/v1/policies/:version', (req) => audited(ctx, req, 'policy.show', async (ev) => {
@@ -67,7 +68,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     const rec = Number.isFinite(version) ? await ctx.policy.version(version) : undefined;
     if (!rec) throw new TesseraError('TESSERA_NOT_FOUND', 'no such policy version');
     ev.succeed(`policy v${rec.version}`);
-    return { ...rec, createdAt: new Date(rec.createdAt).toISOString() };
+    return { ...rec, createdAt: new Date(rec.createdAt).toISOString() } satisfies PolicyVersionResponse;
   }));
 
   app.post('/v1/policies/rollback', (req, reply) => audited(ctx, req, 'policy.rollback', async (ev) => {
@@ -80,7 +81,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     ev.target = `policy v${rec.version}`;
     ev.detail.rolled_back_to = version;
     ev.succeed();
-    return reply.code(201).send({ version: rec.version, hash: rec.hash, bundle_version: ctx.policy.current().version });
+    return reply.code(201).send({ version: rec.version, hash: rec.hash, bundle_version: ctx.policy.current().version } satisfies RollbackPolicyResponse);
   }));
 
   // The signed bundle, for agents (any SVID of the trust domain) and the admin. Long-polls with ?after=.
@@ -91,7 +92,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
     if (timeout > 0) await waitFor(ctx.policy, 'bundle', () => ctx.policy.current().version > after, timeout * 1000, reply);
     const { version, signed } = ctx.policy.current();
-    return { version, changed: version > after, bundle: signed };
+    return { version, changed: version > after, bundle: signed } satisfies PolicyBundleResponse;
   });
 
   // Enforcers ship the decisions they made: the caller must be a live entry, and is the enforcer (decisions.ts).
@@ -109,6 +110,6 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     ev.detail.count = batch.records.length;
     if (batch.refused > 0) ev.detail.refused = batch.refused;
     ev.succeed();
-    return { accepted: batch.records.length, refused: batch.refused };
+    return { accepted: batch.records.length, refused: batch.refused } satisfies DecisionsResponse;
   }));
 }

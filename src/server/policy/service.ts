@@ -7,6 +7,7 @@ import type { CertificateAuthority } from '../ca/ca.js';
 import { isPolicyAction, type PolicyAction } from '../../core/policy/types.js';
 import type { DecisionSampleQuery, PolicyVersionRecord, Store } from '../store/store.js';
 import { MAX_REPLAYED_DETAIL_CHARS } from './decisions.js';
+import type { PolicyDryRun as DryRun, PolicyFlip as Flip } from '../../core/wire/control-plane.js';
 
 /** Longest a dry run replays before it stops and says so (`truncated`). */
 const REPLAY_BUDGET_MS = 10_000;
@@ -24,34 +25,8 @@ const BUNDLE_VERSION = 'policy_bundle_version';
  */
 export const REVOCATION_GRACE_MS = 60 * 60 * 1000;
 
-export interface Flip {
-  principal: string;
-  action: string;
-  resource: string;
-  context: Record<string, string | number | boolean>;
-  before: 'allow' | 'deny';
-  after: 'allow' | 'deny';
-  count: number;
-}
-
-/** What a dry run replayed and what would change. */
-export interface DryRun {
-  /** Decisions replayed. */
-  replayed: number;
-  /** Sampled records not replayed: malformed, or larger than today's ingestion limits allow (older records). */
-  skipped: number;
-  /** The replay stopped at its time budget: fewer decisions than sampled were replayed. */
-  truncated: boolean;
-  /** Enforcers whose decisions were sampled. */
-  enforcers: number;
-  /** When the oldest and the newest replayed decision were made (ISO 8601), null if none. */
-  span: { from: string; to: string } | null;
-  /** Replayed decisions that would change. */
-  flipped: number;
-  /** Distinct (principal, action, resource, context) among them; `flips` lists the largest. */
-  flip_groups: number;
-  flips: Flip[];
-}
+/** A group of replayed decisions that would change, and what a dry run answers: wire types (POST /v1/policies). */
+export type { PolicyFlip as Flip, PolicyDryRun as DryRun } from '../../core/wire/control-plane.js';
 
 type ReplayContext = Record<string, string | number | boolean>;
 

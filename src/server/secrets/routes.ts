@@ -8,7 +8,7 @@
  *   POST /v1/secret-policies/:id/epochs/:epoch/refresh  (admin) {generation, commitments} → {id, epoch, generation, record, signed}
  *   POST /v1/secret-policies/:id/epochs/:epoch/retire   (admin) → {id, epoch, retired, retired_at}
  *
- * Every call is audited. The records carry only public material (commitments, key server URLs).
+ * Request and response types: src/core/wire/control-plane.ts. Every call is audited. The records carry only public material (commitments, key server URLs).
  */
 import type { FastifyInstance } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
@@ -17,6 +17,7 @@ import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
 import { adminCaller, audited, liveOrAdminCaller } from '../api/handlers.js';
 import { body, int, queryInt } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
+import type { CreateSecretPolicyResponse, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse, SecretPolicyResponse } from '../../core/wire/control-plane.js';
 import type { SecretPolicyService } from './service.js';
 
 function serverList(v: unknown): SecretPolicyServer[] {
@@ -43,14 +44,14 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     ev.detail.n = n;
     ev.detail.servers = record.servers.map((s) => s.spiffeId);
     ev.succeed();
-    return reply.code(201).send({ id: record.id, epoch: record.epoch, record, signed });
+    return reply.code(201).send({ id: record.id, epoch: record.epoch, record, signed } satisfies CreateSecretPolicyResponse);
   }));
 
   app.get('/v1/secret-policies', (req) => audited(ctx, req, 'secret.policy.list', async (ev) => {
     adminCaller(ctx, req, ev);
     const all = await service.list();
     ev.succeed();
-    return { policies: all.map((p) => ({ id: p.id, epoch: p.epoch, generation: p.generation, created_at: p.createdAt, retired_at: p.retiredAt })) };
+    return { policies: all.map((p) => ({ id: p.id, epoch: p.epoch, generation: p.generation, created_at: p.createdAt, retired_at: p.retiredAt })) } satisfies SecretPolicyListResponse;
   }));
 
   const epochParams = (params: { id: string; epoch: string }): { id: string; epoch: number } => {
@@ -70,7 +71,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     ev.detail.generation = generation;
     const { record, signed } = await service.refresh(id, epoch, generation, b.commitments as string[]);
     ev.succeed();
-    return { id, epoch, generation: record.generation, record, signed };
+    return { id, epoch, generation: record.generation, record, signed } satisfies RefreshSecretPolicyResponse;
   }));
 
   app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/retire', (req) => audited(ctx, req, 'secret.policy.retire', async (ev) => {
@@ -82,7 +83,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     const r = await service.retire(id, epoch);
     ev.detail.already = !r.retired;
     ev.succeed();
-    return { id, epoch, retired: r.retired, retired_at: r.retiredAt };
+    return { id, epoch, retired: r.retired, retired_at: r.retiredAt } satisfies RetireSecretPolicyResponse;
   }));
 
   app.get<{ Params: { id: string } }>('/v1/secret-policies/:id', (req) => audited(ctx, req, 'secret.policy.show', async (ev) => {
@@ -97,6 +98,6 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     ev.detail.epoch = p.epoch;
     if (p.retiredAt !== null) throw new TesseraError('TESSERA_SECRET_EPOCH_RETIRED', `key epoch ${p.epoch} of ${p.id} was retired at ${p.retiredAt}`);
     ev.succeed();
-    return { id: p.id, epoch: p.epoch, generation: p.generation, created_at: p.createdAt, signed: p.signed };
+    return { id: p.id, epoch: p.epoch, generation: p.generation, created_at: p.createdAt, signed: p.signed } satisfies SecretPolicyResponse;
   }));
 }

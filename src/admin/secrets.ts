@@ -1,7 +1,8 @@
 /**
  * The admin's side of secret policies, run by the CLI (never by the control plane, which sees only
  * public commitments): deal a key epoch to the key servers, rotate to a new epoch, refresh the
- * shares of an epoch, retire an epoch.
+ * shares of an epoch, retire an epoch. Also sealing to a verified record, and unsealing with an
+ * agent's SVID files (`tessera secret seal | unseal | reseal`).
  *
  * - deal: k_p is drawn here, split t-of-n, each share sent to its key server over mTLS (checked by
  *   SPIFFE ID), then wiped; the record is published only when every server took its share, and the
@@ -12,12 +13,16 @@
  *   (deleting generation g). A run interrupted after publishing is finished by the next run.
  * - retire: each server deletes its share of the epoch; the control plane marks it retired.
  */
+import { readFileSync } from 'node:fs';
+import { fetchSecretPolicy, unsealSealedText, type KeyServerFailure } from '../agent/secrets/unseal.js';
 import { ApiClient, type ClientTls } from '../common/api-client.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
-import { dealRefresh, decodePoint, randomScalar, refreshedCommitments, split } from '../core/secrets/index.js';
+import { dealRefresh, decodePoint, randomScalar, ready, refreshedCommitments, seal, split } from '../core/secrets/index.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
-
-type Json = Record<string, unknown>;
+import { pemDecodeAll } from '../core/x509.js';
+import type { CreateSecretPolicyRequest, CreateSecretPolicyResponse, RefreshSecretPolicyRequest, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse } from '../core/wire/control-plane.js';
+import type { AbortShareResponse, CommitShareRequest, CommitShareResponse, DeleteShareResponse, InstallShareRequest, InstallShareResponse, RefreshShareRequest, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
+import { adminClient, adminTls, agentTls, svidClient, type AdminLocation } from './clients.js';
 
 export interface SecretAdmin {
   /** The admin credential, presented to the key servers. */
@@ -62,17 +67,19 @@ async function onEachServer<T>(admin: SecretAdmin, servers: SecretPolicyServer[]
 
 const failedList = (outcomes: ServerOutcome[]): string => outcomes.filter((o) => !o.ok).map((o) => `${o.spiffeId}: ${o.code}`).join('; ');
 
-/** The newest record of a policy (or the given epoch), verified against the trust bundle. */
-export async function fetchRecord(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
-  const res = await admin.control.call<Json>('GET', `/v1/secret-policies/${encodeURIComponent(id)}${epoch === undefined ? '' : `?epoch=${epoch}`}`);
-  const record = verifySecretPolicy(res.signed, admin.trusted);
-  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane answered with another policy or key epoch');
-  return { record, signed: res.signed as SignedSecretPolicy };
+/** The newest record of a policy (or the given epoch), fetched with `client` and verified against the trust bundle. */
+export function fetchRecordWith(client: ApiClient, id: string, epoch: number | undefined, trusted: Buffer[]): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  return fetchSecretPolicy((method, path, body) => client.call(method, path, body), id, epoch, trusted);
+}
+
+/** The newest record of a policy (or the given epoch), as the admin, verified against the trust bundle. */
+export function fetchRecord(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  return fetchRecordWith(admin.control, id, epoch, admin.trusted);
 }
 
 /** Every key epoch of a policy known to the control plane (admin list), oldest first. */
 export async function listEpochs(admin: SecretAdmin, id: string): Promise<{ epoch: number; generation: number; retired_at: string | null }[]> {
-  const res = await admin.control.call<{ policies: { id: string; epoch: number; generation?: number; retired_at?: string | null }[] }>('GET', '/v1/secret-policies');
+  const res = await admin.control.call<SecretPolicyListResponse>('GET', '/v1/secret-policies');
   return res.policies.filter((p) => p.id === id).map((p) => ({ epoch: p.epoch, generation: p.generation ?? 1, retired_at: p.retired_at ?? null })).sort((a, b) => a.epoch - b.epoch);
 }
 
@@ -92,7 +99,7 @@ export async function dealEpoch(admin: SecretAdmin, input: { id: string; epoch: 
   try {
     installed = await onEachServer(admin, servers, async (client, s, i) => {
       const share = sharing.shares[i]!;
-      return client.call<{ created: boolean }>('PUT', `/v1/shares/${id}/${epoch}`, { t, n, index: share.index, value: b64u(share.value), commitments });
+      return client.call<InstallShareResponse>('PUT', `/v1/shares/${id}/${epoch}`, { t, n, index: share.index, value: b64u(share.value), commitments } satisfies InstallShareRequest);
     });
   } finally {
     for (const s of sharing.shares) s.value.fill(0);
@@ -100,7 +107,7 @@ export async function dealEpoch(admin: SecretAdmin, input: { id: string; epoch: 
   /** Takes back what this call installed (never a share that was there before it); says how that went. */
   const takeBack = async (): Promise<string> => {
     const mine = servers.filter((_, i) => installed.values[i]?.created === true);
-    const undone = await onEachServer(admin, mine, (client) => client.call('DELETE', `/v1/shares/${id}/${epoch}`));
+    const undone = await onEachServer(admin, mine, (client) => client.call<DeleteShareResponse>('DELETE', `/v1/shares/${id}/${epoch}`));
     const left = undone.outcomes.filter((o) => !o.ok);
     if (left.length) return `; could not remove the shares already installed on ${left.map((o) => o.spiffeId).join(', ')} (delete them there: DELETE /v1/shares/${id}/${epoch})`;
     return mine.length ? '; the shares already installed were removed' : '';
@@ -109,7 +116,7 @@ export async function dealEpoch(admin: SecretAdmin, input: { id: string; epoch: 
     throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server took its share; nothing was published (${failedList(installed.outcomes)})${await takeBack()}`);
   }
   try {
-    const res = await admin.control.call<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }>('POST', '/v1/secret-policies', { id, epoch, t, n, commitments, servers });
+    const res = await admin.control.call<CreateSecretPolicyResponse>('POST', '/v1/secret-policies', { id, epoch, t, n, commitments, servers } satisfies CreateSecretPolicyRequest);
     return { record: res.record, signed: res.signed };
   } catch (err) {
     // Refused for sure (e.g. the epoch exists): the shares just dealt would serve no record. An
@@ -155,7 +162,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
   // 0. Where is each server? A server one generation behind with the published one prepared was
   //    not reached by the last run's commit: commit it now.
   const states = await onEachServer(admin, record.servers, async (client) => {
-    const res = await client.call<{ shares: { policy: string; epoch: number; generation: number; pending?: number }[] }>('GET', '/v1/shares');
+    const res = await client.call<ShareListResponse>('GET', '/v1/shares');
     return res.shares.find((s) => s.policy === id && s.epoch === record.epoch);
   });
   const unreachable = states.outcomes.filter((o) => !o.ok);
@@ -165,7 +172,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
     const lost = behind.filter((s) => states.values[record.servers.indexOf(s)]?.pending !== record.generation);
     if (lost.length) throw new TesseraError('TESSERA_CONFLICT', `key servers without share generation ${record.generation}: ${lost.map((s) => s.spiffeId).join(', ')}`);
     progress(`finishing generation ${record.generation} on ${behind.map((s) => s.spiffeId).join(', ')}`);
-    const done = await onEachServer(admin, behind, (client) => client.call('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments }));
+    const done = await onEachServer(admin, behind, (client) => client.call<CommitShareResponse>('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments } satisfies CommitShareRequest));
     if (done.outcomes.some((o) => !o.ok)) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `cannot finish the previous refresh: ${failedList(done.outcomes)}`);
   }
 
@@ -177,7 +184,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
   try {
     prepared = await onEachServer(admin, record.servers, async (client, s) => {
       const delta = deal.deltas[s.index - 1]!;
-      const res = await client.call<{ generation: number; index: number; commitments: string[] }>('POST', `${path}/refresh`, { from: record.generation, delta: b64u(delta.value), d: D });
+      const res = await client.call<RefreshShareResponse>('POST', `${path}/refresh`, { from: record.generation, delta: b64u(delta.value), d: D } satisfies RefreshShareRequest);
       if (res.generation !== record.generation + 1 || res.index !== s.index || res.commitments.join() !== expected.join()) {
         throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', 'the key server prepared another share generation or commitments than dealt');
       }
@@ -187,21 +194,21 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
     for (const d of deal.deltas) d.value.fill(0);
   }
   if (prepared.outcomes.some((o) => !o.ok)) {
-    await onEachServer(admin, record.servers, (client) => client.call('DELETE', `${path}/pending`));
+    await onEachServer(admin, record.servers, (client) => client.call<AbortShareResponse>('DELETE', `${path}/pending`));
     throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server prepared the refresh; nothing was published and the prepared shares were dropped (${failedList(prepared.outcomes)})`);
   }
   progress(`all ${record.n} key servers prepared share generation ${record.generation + 1}`);
 
   // 2. Publish, 3. commit.
-  let res: { signed: SignedSecretPolicy };
+  let res: RefreshSecretPolicyResponse;
   try {
-    res = await admin.control.call<{ signed: SignedSecretPolicy }>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: expected });
+    res = await admin.control.call<RefreshSecretPolicyResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: expected } satisfies RefreshSecretPolicyRequest);
   } catch (err) {
     // Refused for sure (another refresh won, retired, ...): drop the prepared shares. Outcome unknown
     // (unreachable, timeout): keep them, since the record may have been published; the next run
     // either commits them (published) or prepares anew (not published).
     if (isTesseraError(err) && DEFINITE_REFUSALS.has(err.code)) {
-      await onEachServer(admin, record.servers, (client) => client.call('DELETE', `${path}/pending`));
+      await onEachServer(admin, record.servers, (client) => client.call<AbortShareResponse>('DELETE', `${path}/pending`));
       throw new TesseraError(err.code, `the control plane refused the new generation (${err.message}); the prepared shares were dropped`);
     }
     throw new TesseraError(isTesseraError(err) ? err.code : 'TESSERA_INTERNAL', `publishing share generation ${record.generation + 1} failed with an unknown outcome; run \`secret policy refresh ${id}\` again to finish or redo it`);
@@ -210,7 +217,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
   if (next.generation !== record.generation + 1 || next.commitments.join() !== expected.join()) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane published another record than asked');
   record = next;
   signed = res.signed;
-  const commits = await onEachServer(admin, record.servers, (client) => client.call('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments }));
+  const commits = await onEachServer(admin, record.servers, (client) => client.call<CommitShareResponse>('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments } satisfies CommitShareRequest));
   return { record, signed, commits: commits.outcomes };
 }
 
@@ -229,9 +236,66 @@ export async function retireEpoch(admin: SecretAdmin, id: string, epoch: number,
   const active = epochs.filter((x) => x.retired_at === null);
   if (!force && active.length === 1) throw new TesseraError('TESSERA_CONFIG_INVALID', `epoch ${epoch} is the only active key epoch of ${id}: rotate first, or pass --force`);
   const { record } = await fetchRecord(admin, id, epoch);
-  const deletes = (await onEachServer(admin, record.servers, (client) => client.call('DELETE', `/v1/shares/${id}/${epoch}`))).outcomes;
+  const deletes = (await onEachServer(admin, record.servers, (client) => client.call<DeleteShareResponse>('DELETE', `/v1/shares/${id}/${epoch}`))).outcomes;
   const kept = deletes.filter((o) => !o.ok).length;
   if (kept >= record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${record.n - kept} of ${record.n} key servers deleted their share; ${kept} (at least t = ${record.t}) still could open blobs, so the epoch is not marked retired: run it again (${failedList(deletes)})`);
-  const r = await admin.control.call<{ retired: boolean }>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${epoch}/retire`, {});
+  const r = await admin.control.call<RetireSecretPolicyResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${epoch}/retire`, {});
   return { deletes, retired: r.retired };
+}
+
+/** Runs `fn` (libsodium ready) with the admin's credential for the key servers and the control plane. */
+export async function withSecretAdmin<T>(at: AdminLocation, progress: ((line: string) => void) | undefined, fn: (admin: SecretAdmin) => Promise<T>): Promise<T> {
+  await ready();
+  const tls = adminTls(at);
+  const control = adminClient(at);
+  try {
+    return await fn({ tls, control, trusted: pemDecodeAll(tls.ca, 'CERTIFICATE'), ...(progress ? { progress } : {}) });
+  } finally {
+    control.close();
+  }
+}
+
+/** The signed envelope from a show/create answer, a saved `show --json`, or a bare envelope. */
+function envelopeOf(v: unknown): unknown {
+  if (typeof v === 'object' && v !== null && 'signed' in v) return (v as { signed: unknown }).signed;
+  return v;
+}
+
+/** A saved signed record (`tessera secret policy show NAME --json`), verified, and checked to be of policy `id` (and `epoch`). */
+export function readSavedRecord(file: string, id: string, epoch: number | undefined, trusted: Buffer[]): SecretPolicyRecord {
+  let saved: unknown;
+  try {
+    saved = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${file} is not a saved signed record (JSON)`);
+  }
+  const record = verifySecretPolicy(envelopeOf(saved), trusted);
+  if (record.id !== id || (epoch !== undefined && record.epoch !== epoch)) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', `${file} is the record of ${record.id} epoch ${record.epoch}`);
+  return record;
+}
+
+/** Seals `plain` under a verified record's public key (its first commitment). */
+export function sealToRecord(plain: Uint8Array, record: SecretPolicyRecord): Buffer {
+  return seal(plain, { id: record.id, epoch: record.epoch, publicKey: point(record.commitments[0]!) });
+}
+
+/** Unseals a sealed text as the agent whose SVID files are in `agentDir` (the flow is src/agent/secrets/unseal.ts). */
+export async function unsealWithAgentDir(text: string, agentDir: string, server: string | undefined, report: (f: KeyServerFailure) => void): Promise<Buffer> {
+  const tls = agentTls(agentDir);
+  const client = svidClient(agentDir, server);
+  try {
+    const res = await unsealSealedText({
+      text,
+      call: (method, path, body) => client.call(method, path, body),
+      tls: { certPem: tls.cert!, keyPem: tls.key!, bundlePem: tls.ca },
+      trustedCas: pemDecodeAll(tls.ca, 'CERTIFICATE'),
+    });
+    for (const f of res.bad) report(f);
+    return res.plaintext;
+  } catch (err) {
+    for (const f of (err as { failures?: KeyServerFailure[] }).failures ?? []) report(f);
+    throw err;
+  } finally {
+    client.close();
+  }
 }

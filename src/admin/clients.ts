@@ -1,0 +1,70 @@
+/**
+ * The credentials an operator's tools call with, read from disk: the admin credential the control
+ * plane writes into DATA_DIR/admin/, and an agent's SVID files (to act as that workload). Used by
+ * the CLI's commands and by the admin operations in this folder.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ApiClient, type ClientTls } from '../common/api-client.js';
+import { TesseraError } from '../core/errors.js';
+
+/** Where `tessera server` keeps its state by default (its admin credential is in `admin/` below). */
+export const DEFAULT_SERVER_DIR = '.tessera/server';
+
+/** Where to find the admin credential and the control plane (the CLI's global --admin-dir and --server). */
+export interface AdminLocation {
+  adminDir?: string;
+  server?: string;
+}
+
+export function readCredential(file: string, what: string): string {
+  if (!existsSync(file)) throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `${what} not found at ${file}`);
+  return readFileSync(file, 'utf8');
+}
+
+/** The admin credential directory: --admin-dir, else $TESSERA_ADMIN_DIR, else the default server's. */
+export function adminDir(at: AdminLocation): string {
+  return resolve(at.adminDir ?? process.env.TESSERA_ADMIN_DIR ?? join(DEFAULT_SERVER_DIR, 'admin'));
+}
+
+/** The admin credential (trust bundle, certificate, key) as client TLS material. */
+export function adminTls(at: AdminLocation): ClientTls {
+  const dir = adminDir(at);
+  return { ca: readCredential(join(dir, 'bundle.pem'), 'trust bundle'), cert: readCredential(join(dir, 'admin.pem'), 'admin certificate'), key: readCredential(join(dir, 'admin.key'), 'admin key') };
+}
+
+/** An agent's SVID files (trust bundle, SVID, key) as client TLS material. */
+export function agentTls(agentDir: string): ClientTls {
+  const dir = resolve(agentDir);
+  return { ca: readCredential(join(dir, 'bundle.pem'), 'trust bundle'), cert: readCredential(join(dir, 'svid.pem'), 'SVID'), key: readCredential(join(dir, 'svid.key'), 'SVID key') };
+}
+
+/** An API client authenticated with the admin credential the server wrote into its data directory. */
+export function adminClient(at: AdminLocation): ApiClient {
+  const dir = adminDir(at);
+  if (!existsSync(dir)) {
+    throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `no admin credential directory at ${dir}: start \`tessera server\` first, or pass --admin-dir / set TESSERA_ADMIN_DIR`);
+  }
+  let url = at.server ?? process.env.TESSERA_SERVER;
+  let trustDomain: string | undefined;
+  if (existsSync(join(dir, 'server.json'))) {
+    const info = JSON.parse(readFileSync(join(dir, 'server.json'), 'utf8')) as { url?: string; trust_domain?: string };
+    url ??= info.url;
+    trustDomain = info.trust_domain;
+  }
+  if (!url) throw new TesseraError('TESSERA_CONFIG_INVALID', 'no server URL: pass --server https://HOST:PORT');
+  return new ApiClient(url, {
+    ...adminTls(at),
+    ...(trustDomain ? { serverId: `spiffe://${trustDomain}/tessera/server` } : {}),
+  });
+}
+
+/** An API client authenticated with an agent's SVID files (derived credentials on the command line). */
+export function svidClient(agentDir: string, server?: string): ApiClient {
+  const dir = resolve(agentDir);
+  const state = JSON.parse(readCredential(join(dir, 'agent.json'), 'agent state')) as { serverUrl: string; trustDomain: string };
+  return new ApiClient(server ?? state.serverUrl, {
+    ...agentTls(agentDir),
+    serverId: `spiffe://${state.trustDomain}/tessera/server`,
+  });
+}
