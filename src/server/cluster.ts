@@ -86,8 +86,9 @@ export function supervise(workers: number, log: Logger): Promise<void> {
       for (let i = 1; i < workers; i++) await fork('follower');
       log.info('control plane running', { workers });
     })().catch((err: unknown) => {
-      stop();
+      // Settle with the error first: stop() resolves at once when no worker is left alive.
       reject(err);
+      stop();
     });
   });
 }

@@ -28,6 +28,7 @@ import { policyRoutes } from './policy/routes.js';
 import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './policy/decisions.js';
 import { secretPolicyRoutes } from './secrets/routes.js';
 import { SecretPolicyService } from './secrets/service.js';
+import type { HealthResponse } from '../core/wire/control-plane.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -160,7 +161,7 @@ export class ControlPlane {
     app.setNotFoundHandler((_req, reply) => {
       void reply.code(404).send({ error: new TesseraError('TESSERA_NOT_FOUND').toJSON() });
     });
-    app.get('/healthz', async () => ({ status: 'ok', trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence() }));
+    app.get('/healthz', async () => ({ status: 'ok', trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence() }) satisfies HealthResponse);
     registryRoutes(app, ctx);
     svidRoutes(app, ctx);
     apiKeyRoutes(app, ctx);

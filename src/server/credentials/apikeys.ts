@@ -7,6 +7,7 @@ import { body, int, queryInt, queryStr, reqStr, str, strList } from '../../commo
 import type { ServerContext } from '../context.js';
 import { APIKEY_MAX_TTL_SECONDS } from '../registry/service.js';
 import type { ApiKeyRecord } from '../store/store.js';
+import type { ApiKeyListResponse, ApiKeyView, CreateApiKeyResponse, VerifyApiKeyResponse } from '../../core/wire/control-plane.js';
 
 const KEY_ID = /^[0-9a-f]{16}$/;
 const SCOPE = /^[a-z0-9][a-z0-9._:/-]{0,127}$/;
@@ -37,7 +38,7 @@ export function parseRevokeRequest(id: unknown, input: unknown): { id: string; r
   return reason === undefined ? { id } : { id, reason };
 }
 
-function keyView(k: ApiKeyRecord, now: number): Record<string, unknown> {
+function keyView(k: ApiKeyRecord, now: number): ApiKeyView {
   return {
     id: k.id, owner: k.owner, scopes: k.scopes, created_at: new Date(k.createdAt).toISOString(), expires_at: new Date(k.expiresAt).toISOString(),
     state: k.revokedAt ? 'revoked' : k.expiresAt <= now ? 'expired' : 'active',
@@ -65,7 +66,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const { scopes, ttlSeconds } = parseApiKeyRequest(req.body);
     const key = await credentials.create(caller.spiffeId, entry, scopes, ttlSeconds, ev);
     ev.succeed();
-    return reply.code(201).send({ api_key: key.apiKey, id: key.id, owner: caller.spiffeId, scopes, expires_at: new Date(key.expiresAt).toISOString() });
+    return reply.code(201).send({ api_key: key.apiKey, id: key.id, owner: caller.spiffeId, scopes, expires_at: new Date(key.expiresAt).toISOString() } satisfies CreateApiKeyResponse);
   }));
 
   app.post('/v1/apikeys/verify', (req) => audited(ctx, req, 'apikey.verify', async (ev) => {
@@ -75,7 +76,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const scope = str(b, 'scope', { optional: true, max: 128, pattern: SCOPE });
     const rec = await credentials.verify(key, scope, ev);
     ev.succeed();
-    return { valid: true, id: rec.id, owner: rec.owner, scopes: rec.scopes, expires_at: new Date(rec.expiresAt).toISOString() };
+    return { valid: true, id: rec.id, owner: rec.owner, scopes: rec.scopes, expires_at: new Date(rec.expiresAt).toISOString() } satisfies VerifyApiKeyResponse;
   }));
 
   app.get('/v1/apikeys', (req) => audited(ctx, req, 'apikey.list', async (ev) => {
@@ -84,7 +85,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const keys = await credentials.list({ ...q, ...(self !== undefined ? { self } : {}) }, ev);
     const now = Date.now();
     ev.succeed();
-    return { api_keys: keys.map((k) => keyView(k, now)) };
+    return { api_keys: keys.map((k) => keyView(k, now)) } satisfies ApiKeyListResponse;
   }));
 
   app.post<{ Params: { id: string } }>('/v1/apikeys/:id/revoke', (req) => audited(ctx, req, 'apikey.revoke', async (ev) => {

@@ -5,6 +5,7 @@ import { body, int, reqStr, str, strList } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import type { EntryAttributes, EntryRecord } from '../store/store.js';
 import { APIKEY_MAX_TTL_SECONDS } from './service.js';
+import type { CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, RevokeEntryResponse } from '../../core/wire/control-plane.js';
 
 const ATTRIBUTE_NAMES = ['app', 'site', 'compliance', 'location', 'env'] as const;
 const ATTRIBUTE_VALUE = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -13,7 +14,7 @@ const MAX_TTL_SECONDS = 30 * 86400;
 /** A revocation reason: one line of printable text (it is shown to operators and travels in the bundle). */
 const REASON = /^[\x20-\x7e]{1,256}$/;
 
-export function entryView(e: EntryRecord): Record<string, unknown> {
+export function entryView(e: EntryRecord): EntryView {
   return {
     id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors, attributes: e.attributes,
     x509_ttl_seconds: e.x509TtlSeconds, jwt_ttl_seconds: e.jwtTtlSeconds, apikey_max_ttl_seconds: e.apikeyMaxTtlSeconds, created_at: new Date(e.createdAt).toISOString(),
@@ -62,7 +63,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     adminCaller(ctx, req, ev);
     const entries = await registry.list();
     ev.succeed();
-    return { entries: entries.map(entryView) };
+    return { entries: entries.map(entryView) } satisfies EntryListResponse;
   }));
 
   app.get<{ Params: { id: string } }>('/v1/entries/:id', (req) => audited(ctx, req, 'entry.show', async (ev) => {
@@ -81,7 +82,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const bundleVersion = await registry.delete(entry.id);
     ev.detail.bundle_version = bundleVersion;
     ev.succeed();
-    return { deleted: entry.id, spiffe_id: entry.spiffeId, bundle_version: bundleVersion };
+    return { deleted: entry.id, spiffe_id: entry.spiffeId, bundle_version: bundleVersion } satisfies DeleteEntryResponse;
   }));
 
   // Revoking twice is a conflict (409): the first revocation's time and reason stand.
@@ -96,7 +97,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const res = await registry.revoke(entry.id, reason);
     ev.detail.bundle_version = res.bundleVersion;
     ev.succeed();
-    return { ...entryView(res.entry), bundle_version: res.bundleVersion };
+    return { ...entryView(res.entry), bundle_version: res.bundleVersion } satisfies RevokeEntryResponse;
   }));
 
   app.post('/v1/tokens', (req, reply) => audited(ctx, req, 'token.create', async (ev) => {
@@ -111,6 +112,6 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     ev.succeed();
     return reply.code(201).send({
       token: t.token, token_ref: t.ref, entry_id: entry.id, spiffe_id: entry.spiffeId, expires_at: new Date(t.expiresAt).toISOString(),
-    });
+    } satisfies CreateTokenResponse);
   }));
 }

@@ -9,6 +9,7 @@ import type { ServerContext } from '../context.js';
 import { entryView } from '../registry/routes.js';
 import { JOIN_TOKEN } from '../registry/service.js';
 import type { IssuedSvid } from './service.js';
+import type { BundleWatchResponse, JwtSvidResponse, SvidResponse } from '../../core/wire/control-plane.js';
 
 const AUDIENCE = /^[\x21-\x7e]{1,256}$/;
 
@@ -16,7 +17,7 @@ function csrFrom(b: Record<string, unknown>): ParsedCsr {
   return parseCsrPem(reqStr(b, 'csr', { max: 16 * 1024 }));
 }
 
-function svidView(svid: IssuedSvid): Record<string, unknown> {
+function svidView(svid: IssuedSvid): SvidResponse {
   return {
     spiffe_id: svid.entry.spiffeId,
     svid_pem: pemEncode(svid.der, 'CERTIFICATE'),
@@ -65,7 +66,7 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const ttl = int(b, 'ttl_seconds', { min: 1, max: 86400, optional: true });
     const jwt = await svids.mintJwt(caller.spiffeId, entry, audience, ttl, ev);
     ev.succeed();
-    return { token: jwt.token, spiffe_id: caller.spiffeId, audience, expires_at: jwt.expiresAt.toISOString() };
+    return { token: jwt.token, spiffe_id: caller.spiffeId, audience, expires_at: jwt.expiresAt.toISOString() } satisfies JwtSvidResponse;
   }));
 
   app.get('/v1/bundle', async (req, reply) => {
@@ -79,7 +80,7 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const timeout = queryInt(req.query, 'timeout_seconds', 25, 0, 60);
     await waitFor(ctx.ca, 'bundle', () => ctx.ca.bundleSequence() > after, timeout * 1000, reply);
     const sequence = ctx.ca.bundleSequence();
-    return { sequence, changed: sequence > after, bundle_pem: ctx.ca.bundlePem(), jwks: bundleToJwks(ctx.ca.bundle()) };
+    return { sequence, changed: sequence > after, bundle_pem: ctx.ca.bundlePem(), jwks: bundleToJwks(ctx.ca.bundle()) } satisfies BundleWatchResponse;
   });
 
   app.get('/.well-known/openid-configuration', async () => ({
