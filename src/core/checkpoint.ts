@@ -212,7 +212,8 @@ export function verifyCosignature(
 ): Cosignature {
   parseCheckpoint(text);
   const sig = parseSignatureLine(line);
-  const keyId = noteKeyId(witness?.name, witness.publicKey, 'cosignature/v1');
+  if (typeof witness !== 'object' || witness === null) throw invalidNote('a witness key is { name, publicKey }');
+  const keyId = noteKeyId(witness.name, witness.publicKey, 'cosignature/v1');
   if (sig.name !== witness.name || sig.keyId !== keyId) throw invalidNote(`the line is not a cosignature by witness key ${keyId}`);
   const opened = openNote(`${text}\n${line.endsWith('\n') ? line : `${line}\n`}`, [{ ...witness, type: 'cosignature/v1' }]);
   const timestamp = opened.verified[0]?.timestamp as number;
