@@ -76,6 +76,9 @@ export const ERROR_CODES = {
   TESSERA_SECRET_STALE: { status: 409, description: 'The key server holds another share generation than the caller asked for (a refresh is under way): fetch the policy record again.' },
   TESSERA_SECRET_POLICY_INVALID: { status: 400, description: 'The secret policy record is malformed (threshold, commitments, key servers), not signed by a trusted CA, or altered.' },
 
+  // The verifiable audit log (C2SP signed-note, tlog-checkpoint, tlog-cosignature).
+  TESSERA_AUDIT_CHECKPOINT_INVALID: { status: 400, description: 'A checkpoint, signed note, cosignature or verifier key is malformed (C2SP signed-note / tlog-checkpoint / tlog-cosignature), too large, not signed by the expected log key, for another origin, or a signature on it does not verify.' },
+
   // Local (CLI / agent) problems.
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },
   TESSERA_CREDENTIAL_MISSING: { status: 400, description: 'A needed credential file (admin credential, SVID, bundle) is missing or unreadable.' },
