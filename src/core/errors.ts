@@ -76,6 +76,10 @@ export const ERROR_CODES = {
   TESSERA_SECRET_STALE: { status: 409, description: 'The key server holds another share generation than the caller asked for (a refresh is under way): fetch the policy record again.' },
   TESSERA_SECRET_POLICY_INVALID: { status: 400, description: 'The secret policy record is malformed (threshold, commitments, key servers), not signed by a trusted CA, or altered.' },
 
+  // The audit log's Merkle tree (RFC 9162 §2.1).
+  TESSERA_AUDIT_RANGE: { status: 400, description: 'A Merkle proof or subtree was asked for an impossible range: a leaf index not below the tree size, a first tree size above the second, a size that is negative or not an integer, or leaves the log does not hold.' },
+  TESSERA_AUDIT_STATE_INVALID: { status: 500, description: 'Stored Merkle tree state is malformed: a frontier that is not { size, hashes } with one 64-digit hex hash per set bit of the size, or a leaf or subtree hash that is not 32 bytes.' },
+
   // Local (CLI / agent) problems.
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },
   TESSERA_CREDENTIAL_MISSING: { status: 400, description: 'A needed credential file (admin credential, SVID, bundle) is missing or unreadable.' },
