@@ -381,6 +381,7 @@ describe('inclusion proofs (RFC 9162 §2.1.3)', () => {
       ['a 33-byte proof hash', () => verifyInclusion(leaves[3]!, 3, 10, [Buffer.concat([proof[0]!, Buffer.alloc(1)]), ...proof.slice(1)], roots[10]!)],
       ['a 1,000-hash proof', () => verifyInclusion(leaves[3]!, 3, 10, Array.from({ length: 1000 }, () => proof[0]!), roots[10]!)],
       ['a short root', () => verifyInclusion(leaves[3]!, 3, 10, proof, roots[10]!.subarray(1))],
+      ['a sparse proof array', () => verifyInclusion(leaves[3]!, 3, 10, new Array<Buffer>(proof.length), roots[10]!)],
       ['leaf undefined', () => verifyInclusion(undefined as unknown as Buffer, 3, 10, proof, roots[10]!)],
     ];
     for (const [name, run] of cases) expect(run(), name).toBe(false);
@@ -531,6 +532,7 @@ describe('consistency proofs (RFC 9162 §2.1.4)', () => {
       ['a null in the proof', () => verifyConsistency(3, 10, roots[3]!, roots[10]!, [null as unknown as Buffer, ...proof.slice(1)])],
       ['a 1,000-hash proof', () => verifyConsistency(3, 10, roots[3]!, roots[10]!, Array.from({ length: 1000 }, () => proof[0]!))],
       ['a 31-byte root', () => verifyConsistency(3, 10, roots[3]!.subarray(1), roots[10]!, proof)],
+      ['a sparse proof array', () => verifyConsistency(3, 10, roots[3]!, roots[10]!, [proof[0]!, ...new Array<Buffer>(proof.length - 1)])],
     ];
     for (const [name, run] of cases) expect(run(), name).toBe(false);
     fc.assert(

@@ -369,7 +369,10 @@ function subproof(src: LeafHashSource, m: number, lo: number, hi: number, b: boo
 }
 
 function isProof(proof: unknown): proof is Uint8Array[] {
-  return Array.isArray(proof) && proof.length <= MAX_PROOF_HASHES && proof.every(isHash);
+  if (!Array.isArray(proof) || proof.length > MAX_PROOF_HASHES) return false;
+  // An indexed loop, not every(): every() skips the holes of a sparse array.
+  for (let i = 0; i < proof.length; i++) if (!isHash(proof[i])) return false;
+  return true;
 }
 
 function equalHash(a: Uint8Array, b: Uint8Array): boolean {
