@@ -11,6 +11,7 @@ import { parseTrustDomain } from '../core/spiffe-id.js';
 import { pemEncode } from '../core/x509.js';
 import { AuditLog } from './audit/audit.js';
 import { auditRoutes } from './audit/routes.js';
+import { TransparencyLog } from './audit/tlog.js';
 import { CertificateAuthority } from './ca/ca.js';
 import { KeyEncryptionKey } from '../common/kek.js';
 import { caRoutes } from './ca/routes.js';
@@ -109,10 +110,13 @@ export class ControlPlane {
       const policy = new PolicyService(store, ca);
       await policy.init();
       const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
+      const tlog = new TransparencyLog(store, kek, trustDomain, audit);
+      await tlog.init();
+      if (opts.role === 'leader') await tlog.checkpoint();
       const now = Date.now;
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
-        ca, policy, registry, audit, log, trustDomain,
+        ca, policy, registry, audit, tlog, log, trustDomain,
         svids: new SvidService({ store, ca, registry, policy, trustDomain, now, issuer: () => ctx.issuer }),
         credentials: new CredentialService({ store, registry, policy, trustDomain, now }),
         secrets: new SecretPolicyService(store, ca, now),
@@ -194,7 +198,9 @@ export class ControlPlane {
       }
     });
     // The leader runs the CA schedule; followers (other processes on the same store) only follow it.
+    // The leader alone signs audit checkpoints (one writer): at most one a tick, when the tree grew.
     this.tickTimer = setInterval(() => {
+      if (leader) void ctx.tlog.checkpoint().catch((err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }));
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
