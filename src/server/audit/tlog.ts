@@ -94,7 +94,7 @@ export class TransparencyLog {
     if (!Number.isSafeInteger(id) || id < 1 || id > checkpoint.size) {
       throw new TesseraError('TESSERA_NOT_FOUND', `no audit record ${id} in the checkpoint of size ${checkpoint.size}`);
     }
-    const [record] = await this.audit.read({ afterId: id - 1, limit: 1 });
+    const [record] = await this.audit.read({ afterId: id - 1, untilId: id, limit: 1 });
     if (!record || record.id !== id) throw new TesseraError('TESSERA_NOT_FOUND', `no audit record ${id}`);
     const src = this.store.auditLeafSource();
     const [leafHash] = src.leafHashes(id - 1, id);

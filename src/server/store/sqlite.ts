@@ -496,6 +496,7 @@ export class SqliteStore implements Store {
     const where: string[] = [];
     const args: (string | number)[] = [];
     if (q.afterId !== undefined) { where.push('id > ?'); args.push(q.afterId); }
+    if (q.untilId !== undefined) { where.push('id <= ?'); args.push(q.untilId); }
     if (q.action !== undefined) { where.push('action = ?'); args.push(q.action); }
     if (q.outcome !== undefined) { where.push('outcome = ?'); args.push(q.outcome); }
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 10_000);

@@ -140,6 +140,8 @@ export interface CheckpointRecord {
 export interface AuditQuery {
   limit?: number;
   afterId?: number;
+  /** Only records with id ≤ this. */
+  untilId?: number;
   action?: string;
   outcome?: AuditOutcome;
 }
