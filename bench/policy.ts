@@ -16,13 +16,12 @@
  * Single thread, after a warm-up; each row runs for --seconds (default 1) in 5 rounds and reports
  * the median round.
  */
-import { performance } from 'node:perf_hooks';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import { PolicyEngine, type DecisionRequest } from '../src/core/policy/engine.js';
 import { IDS, SHOP_ENTITIES, SHOP_POLICIES, TD, baseContext, httpContext } from '../src/core/policy/fixtures.js';
 import { TESSERA_SCHEMA, WORKLOAD_TYPE } from '../src/core/policy/schema.js';
 import type { PolicyEntity } from '../src/core/policy/types.js';
-import { parseBenchArgs, type BenchArgs, type RateRow } from './args.js';
+import { formatRateRows, measureRate, parseBenchArgs, type BenchArgs, type RateRow } from './args.js';
 
 type Row = RateRow;
 
@@ -74,26 +73,7 @@ const REQUESTS: DecisionRequest[] = [
 ];
 
 function measure(name: string, seconds: number, op: (i: number) => unknown): Row {
-  // Warm-up, then 5 rounds; the median round is reported (this VM has noisy neighbours).
-  const warmUntil = performance.now() + Math.max(100, seconds * 100);
-  let i = 0;
-  while (performance.now() < warmUntil || i < 300) op(i++);
-  const rounds: number[] = [];
-  for (let r = 0; r < 5; r++) {
-    let n = 0;
-    const start = performance.now();
-    const end = start + (seconds * 1000) / 5;
-    let now = start;
-    // Read the clock every 256 calls, so that reading it is not what is measured.
-    while (now < end) {
-      for (let k = 0; k < 256; k++) op(n++);
-      now = performance.now();
-    }
-    rounds.push(((now - start) * 1000) / n);
-  }
-  rounds.sort((a, b) => a - b);
-  const us = rounds[2]!;
-  return { name, usPerOp: us, opsPerSecond: 1e6 / us };
+  return measureRate(name, seconds, op);
 }
 
 /** The same request with a fresh path string, as an HTTP server hands over each request. */
@@ -166,11 +146,7 @@ function main(): void {
     return;
   }
   process.stdout.write(`policy decisions: ${policyCount} policies, ${ENTITIES.length} entities, ${REQUESTS.length} requests in rotation (${allows} allow), Node ${process.version}, Cedar ${setup.cedar}\n\n`);
-  const width = Math.max(...rows.map((r) => r.name.length));
-  process.stdout.write(`${'call'.padEnd(width)}  ${'µs/decision'.padStart(12)}  ${'ops/s'.padStart(12)}\n`);
-  for (const r of rows) {
-    process.stdout.write(`${r.name.padEnd(width)}  ${r.usPerOp.toFixed(r.usPerOp < 10 ? 3 : 1).padStart(12)}  ${Math.round(r.opsPerSecond).toLocaleString('en-US').padStart(12)}\n`);
-  }
+  process.stdout.write(formatRateRows(rows, 'call', 'µs/decision'));
   const cached = rows[rows.length - 2]!;
   const stateful = rows[4]!;
   const engine = rows[5]!;

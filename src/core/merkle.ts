@@ -248,11 +248,14 @@ function log2Floor(n: number): number {
  *
  * Cost without `subtreeHash`: a proof needs MTH of sibling subtrees that together cover every
  * leaf but one, so generating it reads all `size` leaf hashes (in chunks of 256, never all at
- * once) and computes ~size node hashes: about 1 µs per leaf, ~0.1 s at 100,000 leaves. With a
- * cache of every complete subtree of level ≥ L (2^L leaves; the {@link SubtreeSink} of
- * {@link MerkleFrontier.append} yields exactly these, 2^-L rows per leaf, so L = 8 adds 0.4%),
- * a proof is O(log n) lookups plus at most ~2·2^L leaf reads and node hashes, whatever the size:
- * what a very large log needs (Trillian and tlog-tiles store such subtrees as "tiles").
+ * once) and computes ~size node hashes: 1–2 µs per leaf, 0.1–0.2 s at 100,000 leaves, linear
+ * beyond. With every complete subtree of level ≥ L stored (the {@link SubtreeSink} of
+ * {@link MerkleFrontier.append} yields exactly these; 2^(1−L) rows per leaf), a proof is O(log n)
+ * lookups plus at most ~2·2^L leaf reads and node hashes, whatever the size: what a very large
+ * log needs (Trillian and tlog-tiles store such subtrees as "tiles"). Measured at 100,000 leaves
+ * (bench/merkle.ts): L = 8 (1/128 row per leaf) 0.6–0.9 ms a proof, L = 4 (1/8 row) 25–45 µs.
+ * `subtreeHash` should answer undefined at once for levels the store does not keep: the
+ * generator asks for every complete subtree it needs, from the top down, before reading leaves.
  */
 export interface LeafHashSource {
   /** The leaf hashes of positions [start, end), in order, each 32 bytes; exactly end − start of them. */
@@ -271,17 +274,23 @@ function readLeaves(src: LeafHashSource, start: number, end: number): Buffer[] {
   return got;
 }
 
-/** MTH(D[start:end]) of the source, using its subtree cache for complete aligned subtrees. */
+/**
+ * MTH(D[start:end]) of the source. Without a subtree cache, ranges of up to LEAF_CHUNK leaves are
+ * read in one call. With one, the range is split along §2.1.1 down to complete aligned subtrees
+ * (every range a proof needs is aligned so), each asked of the cache, and only a miss is read
+ * from the leaves; a store answers undefined at once for levels it does not keep.
+ */
 function mth(src: LeafHashSource, start: number, end: number): Buffer {
   const n = end - start;
-  if (n >= 2 && src.subtreeHash && isPowerOfTwo(n) && start % n === 0) {
+  const complete = isPowerOfTwo(n) && start % n === 0;
+  if (n >= 2 && complete && src.subtreeHash) {
     const cached = src.subtreeHash(log2(n), start / n);
     if (cached !== undefined) {
       if (!isHash(cached)) throw stateInvalid('the source returned a subtree hash that is not 32 bytes');
       return Buffer.from(cached);
     }
   }
-  if (n <= LEAF_CHUNK) return mthOfArray(readLeaves(src, start, end), 0, n);
+  if (n <= LEAF_CHUNK && (complete || !src.subtreeHash)) return mthOfArray(readLeaves(src, start, end), 0, n);
   const k = splitPoint(n);
   return nodeHash(mth(src, start, start + k), mth(src, start + k, end));
 }
@@ -360,7 +369,10 @@ function subproof(src: LeafHashSource, m: number, lo: number, hi: number, b: boo
 }
 
 function isProof(proof: unknown): proof is Uint8Array[] {
-  return Array.isArray(proof) && proof.length <= MAX_PROOF_HASHES && proof.every(isHash);
+  if (!Array.isArray(proof) || proof.length > MAX_PROOF_HASHES) return false;
+  // An indexed loop, not every(): every() skips the holes of a sparse array.
+  for (let i = 0; i < proof.length; i++) if (!isHash(proof[i])) return false;
+  return true;
 }
 
 function equalHash(a: Uint8Array, b: Uint8Array): boolean {
