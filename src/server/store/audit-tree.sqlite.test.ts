@@ -155,3 +155,16 @@ describe('SqliteStore: the audit Merkle tree', () => {
     expect(await store.setMetaIfAbsent('k', 'second')).toBe('first');
   });
 });
+
+describe('SqliteStore: a frontier that disagrees with the table', () => {
+  it('is refused at open with TESSERA_AUDIT_STATE_INVALID (appends would otherwise all fail)', async () => {
+    const file = tmpFile();
+    const store = open(file);
+    await recordMany(new AuditLog(store), 3, 'e');
+    await store.close();
+    const db = new Database(file);
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'audit_frontier'").run(JSON.stringify({ size: 0, hashes: [] }));
+    db.close();
+    expect(() => new SqliteStore(file)).toThrow(expect.objectContaining({ code: 'TESSERA_AUDIT_STATE_INVALID' }));
+  });
+});

@@ -468,8 +468,20 @@ export class SqliteStore implements Store {
    */
   private migrateAuditTree(): void {
     this.db.transaction(() => {
-      if (this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(FRONTIER_KEY)) return;
       const { n, top } = this.db.prepare<[], { n: number; top: number | null }>('SELECT COUNT(*) AS n, MAX(id) AS top FROM audit').get()!;
+      const stored = this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(FRONTIER_KEY);
+      if (stored) {
+        // The next id is the frontier's size + 1: a table and a frontier that disagree (a restored or
+        // edited file) would make every append fail, so say why at start instead.
+        let size: unknown;
+        try {
+          size = (JSON.parse(stored.value) as { size?: unknown } | null)?.size;
+        } catch {
+          throw treeStateInvalid('the audit tree frontier is not JSON');
+        }
+        if (size !== n || (top ?? 0) !== n) throw treeStateInvalid(`the audit tree holds ${String(size)} leaves but the table ${n} records (last id ${top ?? 0})`);
+        return;
+      }
       if ((top ?? 0) !== n) throw treeStateInvalid(`audit ids are not 1..${n} without gaps: the log cannot be rebuilt`);
       const frontier = new MerkleFrontier();
       if (n > 0) {
