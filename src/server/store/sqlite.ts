@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS revocations (
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
   size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, created_at INTEGER NOT NULL
 );
+-- Roots of complete subtrees of the audit tree of level >= SUBTREE_MIN_LEVEL (2^8 leaves and up), so a
+-- proof reads O(log n) of these plus a few hundred leaf hashes instead of every leaf.
+CREATE TABLE IF NOT EXISTS audit_subtrees (
+  level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
 -- The audit table is append-only: the database itself refuses edits and deletions.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
@@ -103,6 +108,8 @@ const ADDED_COLUMNS: { table: string; column: string; ddl: string }[] = [
 
 /** Meta key of the audit tree's frontier (MerkleFrontierState JSON), updated with every append. */
 const FRONTIER_KEY = 'audit_frontier';
+/** Smallest stored subtree: 2^8 leaves, one row per 256 records (0.4 %). */
+const SUBTREE_MIN_LEVEL = 8;
 const NO_UPDATE_TRIGGER = "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;";
 
 /** The leaf hash of a row as stored: the detail as its JSON text parses back, the principal or null. */
@@ -217,6 +224,8 @@ export class SqliteStore implements Store {
       // Ids are given, not left to AUTOINCREMENT: the id is part of the leaf, hashed before the insert.
       insertAudit: db.prepare('INSERT INTO audit(id, ts, actor, action, target, outcome, code, detail, principal, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
       leafHashes: db.prepare<[number, number], { leaf_hash: Buffer | null }>('SELECT leaf_hash FROM audit WHERE id > ? AND id <= ? ORDER BY id'),
+      insertSubtree: db.prepare('INSERT OR REPLACE INTO audit_subtrees(level, idx, hash) VALUES (?, ?, ?)'),
+      getSubtree: db.prepare<[number, number], { hash: Buffer }>('SELECT hash FROM audit_subtrees WHERE level = ? AND idx = ?'),
       insertCheckpoint: db.prepare('INSERT OR IGNORE INTO audit_checkpoints(size, root, note, created_at) VALUES (?, ?, ?, ?)'),
       getCheckpoint: db.prepare<[number], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints WHERE size = ?'),
       latestCheckpoint: db.prepare<[], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1'),
@@ -413,7 +422,7 @@ export class SqliteStore implements Store {
         };
         const h = rowLeafHash(row);
         this.stmts.insertAudit.run(row.id, row.ts, row.actor, row.action, row.target, row.outcome, row.code, row.detail, row.principal, h);
-        frontier.append(h);
+        frontier.append(h, this.subtreeSink);
       }
       this.stmts.setMeta.run(FRONTIER_KEY, JSON.stringify(frontier.toJSON()));
     }).immediate();
@@ -430,8 +439,17 @@ export class SqliteStore implements Store {
         if (r.leaf_hash === null) throw treeStateInvalid('an audit record has no leaf hash');
         return Buffer.from(r.leaf_hash);
       }),
+      subtreeHash: (level, index) => {
+        const r = level >= SUBTREE_MIN_LEVEL ? this.stmts.getSubtree.get(level, index) : undefined;
+        return r && Buffer.from(r.hash);
+      },
     };
   }
+
+  /** Stores the complete subtrees an append forms, from SUBTREE_MIN_LEVEL up (MerkleFrontier.append). */
+  private readonly subtreeSink = (level: number, index: number, hash: Buffer): void => {
+    if (level >= SUBTREE_MIN_LEVEL) this.stmts.insertSubtree.run(level, index, hash);
+  };
 
   async insertCheckpoint(rec: CheckpointRecord): Promise<boolean> {
     return this.stmts.insertCheckpoint.run(rec.size, rec.rootHash, rec.note, rec.createdAt).changes > 0;
@@ -487,6 +505,10 @@ export class SqliteStore implements Store {
       if (n > 0) {
         this.db.exec('DROP TRIGGER IF EXISTS audit_no_update');
         const update = this.db.prepare('UPDATE audit SET leaf_hash = ? WHERE id = ?');
+        const subtree = this.db.prepare('INSERT OR REPLACE INTO audit_subtrees(level, idx, hash) VALUES (?, ?, ?)');
+        const sink = (level: number, index: number, hash: Buffer): void => {
+          if (level >= SUBTREE_MIN_LEVEL) subtree.run(level, index, hash);
+        };
         // In chunks: better-sqlite3 cannot update while a SELECT is being iterated, and a whole
         // table in memory at once is not needed.
         const rows = this.db.prepare<[number, number], AuditRow & { principal: string | null }>(
@@ -495,7 +517,7 @@ export class SqliteStore implements Store {
           for (const r of rows.all(after, after + 1000)) {
             const h = rowLeafHash(r);
             update.run(h, r.id);
-            frontier.append(h);
+            frontier.append(h, sink);
           }
         }
         this.db.exec(NO_UPDATE_TRIGGER);
