@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { auditLeafData } from '../../core/audit-leaf.js';
 import { EMPTY_ROOT, MemoryLeafSource, consistencyProof, inclusionProof, leafHash, rootOf, verifyInclusion } from '../../core/merkle.js';
@@ -184,5 +185,58 @@ describe('SqliteStore: a frontier that disagrees with the table', () => {
     db.prepare("UPDATE meta SET value = ? WHERE key = 'audit_frontier'").run(JSON.stringify({ size: 0, hashes: [] }));
     db.close();
     expect(() => new SqliteStore(file)).toThrow(expect.objectContaining({ code: 'TESSERA_AUDIT_STATE_INVALID' }));
+  });
+});
+
+describe('SqliteStore: the tree migration is all or nothing', () => {
+  it('a row that cannot be hashed aborts it: no leaf hash written, the update trigger still in force', () => {
+    const file = tmpFile();
+    const db = new Database(file);
+    db.exec(`CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+        outcome TEXT NOT NULL, code TEXT NOT NULL, detail TEXT NOT NULL);
+      CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;`);
+    const ins = db.prepare("INSERT INTO audit(ts, actor, action, target, outcome, code, detail) VALUES (1, 'a', 'x', '', 'success', 'OK', ?)");
+    ins.run('{}');
+    // Nested deeper than canonical JSON allows (64): this row has no leaf.
+    ins.run(`${'['.repeat(70)}${']'.repeat(70)}`.replace(/^/, '{"deep":').concat('}'));
+    db.close();
+    expect(() => new SqliteStore(file)).toThrow(expect.objectContaining({ code: 'TESSERA_CANONICAL_JSON_INVALID' }));
+    const raw = new Database(file);
+    try {
+      expect(() => raw.prepare("UPDATE audit SET actor = 'mallory' WHERE id = 1").run()).toThrow(/append-only/);
+      expect(raw.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM audit WHERE leaf_hash IS NOT NULL').get()!.n).toBe(0);
+      expect(raw.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM meta WHERE key = 'audit_frontier'").get()!.n).toBe(0);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
+describe('SqliteStore: property', () => {
+  it('after any sequence of batches the stored root is rootOf the records as read back, across a reopen', async () => {
+    const record = fc.record({
+      ts: fc.integer({ min: 0, max: 8.64e15 }),
+      actor: fc.string({ maxLength: 20 }),
+      action: fc.constantFrom('svid.join', 'decision', 'audit.read'),
+      target: fc.string({ maxLength: 20 }),
+      outcome: fc.constantFrom('denied' as const, 'success' as const),
+      code: fc.constantFrom('OK', 'ALLOW', 'TESSERA_FORBIDDEN'),
+      detail: fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 })),
+      principal: fc.option(fc.string({ maxLength: 10 }), { nil: undefined }),
+    });
+    await fc.assert(fc.asyncProperty(fc.array(fc.array(record, { minLength: 1, maxLength: 12 }), { maxLength: 6 }), async (batches) => {
+      const file = tmpFile();
+      let store = open(file);
+      for (const [i, batch] of batches.entries()) {
+        await store.appendAudit(batch);
+        if (i === 2) {
+          await store.close();
+          store = open(file);
+        }
+      }
+      const all = await store.listAudit({ limit: 10_000 });
+      expect(all).toHaveLength(batches.flat().length);
+      expect((await store.auditTreeHead()).rootHash.equals(rootOf(recomputed(all)))).toBe(true);
+    }), { numRuns: 25 });
   });
 });
