@@ -73,6 +73,8 @@ export class ControlPlane {
   readonly app: FastifyInstance;
   url = '';
   private tickTimer: NodeJS.Timeout | undefined;
+  /** The checkpoint being signed, if any: one at a time, and stop() waits for it before closing the store. */
+  private checkpointing: Promise<void> | undefined;
   private serverKey: KeyObject | undefined;
   private serverCertNotBefore = 0;
   private serverCertNotAfter = 0;
@@ -151,6 +153,7 @@ export class ControlPlane {
     if (this.tickTimer) clearInterval(this.tickTimer);
     await this.app.close();
     await this.ctx.audit.flush();
+    await this.checkpointing;
     await this.store.close();
   }
 
@@ -200,7 +203,10 @@ export class ControlPlane {
     // The leader runs the CA schedule; followers (other processes on the same store) only follow it.
     // The leader alone signs audit checkpoints (one writer): at most one a tick, when the tree grew.
     this.tickTimer = setInterval(() => {
-      if (leader) void ctx.tlog.checkpoint().catch((err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }));
+      if (leader && !this.checkpointing) {
+        this.checkpointing = ctx.tlog.checkpoint().then(() => undefined, (err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }))
+          .finally(() => { this.checkpointing = undefined; });
+      }
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
