@@ -79,6 +79,7 @@ export const ERROR_CODES = {
   // The verifiable audit log (C2SP signed-note, tlog-checkpoint, tlog-cosignature).
   TESSERA_AUDIT_CHECKPOINT_INVALID: { status: 400, description: 'A checkpoint, signed note, cosignature or verifier key is malformed (C2SP signed-note / tlog-checkpoint / tlog-cosignature), too large, not signed by the expected log key, for another origin, or a signature on it does not verify.' },
   // The audit log's Merkle tree (RFC 9162 §2.1).
+  TESSERA_AUDIT_PROOF_INVALID: { status: 400, description: 'An audit proof did not verify on the client: the record does not hash to its leaf, the inclusion or consistency proof does not lead to the signed root, or the answer names another log key than the pinned one.' },
   TESSERA_AUDIT_RANGE: { status: 400, description: 'A Merkle proof or subtree was asked for an impossible range: a leaf index not below the tree size, a first tree size above the second, a size that is negative or not an integer, or leaves the log does not hold.' },
   TESSERA_AUDIT_STATE_INVALID: { status: 500, description: 'Stored Merkle tree state is malformed: a frontier that is not { size, hashes } with one 64-digit hex hash per set bit of the size, or a leaf or subtree hash that is not 32 bytes.' },
 

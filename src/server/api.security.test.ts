@@ -187,6 +187,9 @@ describe('admin routes: caller authentication', () => {
     ['GET', '/v1/ca'],
     ['POST', '/v1/ca/rotate', {}],
     ['GET', '/v1/audit'],
+    ['GET', '/v1/audit/checkpoint'],
+    ['GET', '/v1/audit/proof/inclusion?id=1'],
+    ['GET', '/v1/audit/proof/consistency?from=1&to=2'],
   ];
   const creds: Record<string, Tls & { code: ErrorCode; reason?: RegExp }> = {};
   let agent: JoinedAgent;

@@ -1,5 +1,6 @@
 import type { CertificateAuthority } from './ca/ca.js';
 import type { AuditLog } from './audit/audit.js';
+import type { TransparencyLog } from './audit/tlog.js';
 import type { Logger } from '../core/log.js';
 import type { PolicyService } from './policy/service.js';
 import type { RegistryService } from './registry/service.js';
@@ -19,6 +20,8 @@ export interface ServerContext {
   credentials: CredentialService;
   secrets: SecretPolicyService;
   audit: AuditLog;
+  /** Checkpoints and proofs of the audit log's Merkle tree. */
+  tlog: TransparencyLog;
   log: Logger;
   trustDomain: string;
   adminId: string;

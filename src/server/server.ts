@@ -11,6 +11,7 @@ import { parseTrustDomain } from '../core/spiffe-id.js';
 import { pemEncode } from '../core/x509.js';
 import { AuditLog } from './audit/audit.js';
 import { auditRoutes } from './audit/routes.js';
+import { TransparencyLog } from './audit/tlog.js';
 import { CertificateAuthority } from './ca/ca.js';
 import { KeyEncryptionKey } from '../common/kek.js';
 import { caRoutes } from './ca/routes.js';
@@ -72,6 +73,8 @@ export class ControlPlane {
   readonly app: FastifyInstance;
   url = '';
   private tickTimer: NodeJS.Timeout | undefined;
+  /** The checkpoint being signed, if any: one at a time, and stop() waits for it before closing the store. */
+  private checkpointing: Promise<void> | undefined;
   private serverKey: KeyObject | undefined;
   private serverCertNotBefore = 0;
   private serverCertNotAfter = 0;
@@ -109,10 +112,13 @@ export class ControlPlane {
       const policy = new PolicyService(store, ca);
       await policy.init();
       const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
+      const tlog = new TransparencyLog(store, kek, trustDomain, audit);
+      await tlog.init();
+      if (opts.role === 'leader') await tlog.checkpoint();
       const now = Date.now;
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
-        ca, policy, registry, audit, log, trustDomain,
+        ca, policy, registry, audit, tlog, log, trustDomain,
         svids: new SvidService({ store, ca, registry, policy, trustDomain, now, issuer: () => ctx.issuer }),
         credentials: new CredentialService({ store, registry, policy, trustDomain, now }),
         secrets: new SecretPolicyService(store, ca, now),
@@ -147,6 +153,7 @@ export class ControlPlane {
     if (this.tickTimer) clearInterval(this.tickTimer);
     await this.app.close();
     await this.ctx.audit.flush();
+    await this.checkpointing;
     await this.store.close();
   }
 
@@ -194,7 +201,12 @@ export class ControlPlane {
       }
     });
     // The leader runs the CA schedule; followers (other processes on the same store) only follow it.
+    // The leader alone signs audit checkpoints (one writer): at most one a tick, when the tree grew.
     this.tickTimer = setInterval(() => {
+      if (leader && !this.checkpointing) {
+        this.checkpointing = ctx.tlog.checkpoint().then(() => undefined, (err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }))
+          .finally(() => { this.checkpointing = undefined; });
+      }
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();

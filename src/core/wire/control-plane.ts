@@ -160,6 +160,45 @@ export interface AuditRecordView {
 /** GET /v1/audit?limit=&after=&action=&outcome=. */
 export interface AuditListResponse { records: AuditRecordView[] }
 
+/** A signed checkpoint of the audit log (C2SP tlog-checkpoint); hashes are base64, as in the note. */
+export interface AuditCheckpointView {
+  /** The whole signed note: check it with `log_key` (openCheckpoint). */
+  note: string;
+  origin: string;
+  size: number;
+  root_hash: string;
+  created_at: string;
+}
+
+/** GET /v1/audit/checkpoint (admin): the latest checkpoint and the log's verifier key. */
+export interface AuditCheckpointResponse {
+  checkpoint: AuditCheckpointView;
+  /** C2SP signed-note verifier key of the log: `<origin>+<key id>+<base64(0x01 ‖ Ed25519 key)>`. */
+  log_key: string;
+}
+
+/** GET /v1/audit/proof/inclusion?id=N[&size=S] (admin): RFC 9162 §2.1.3 inclusion proof. */
+export interface AuditInclusionResponse {
+  record: AuditRecordView;
+  leaf_index: number;
+  /** base64 SHA-256(0x00 ‖ auditLeafData(record)). */
+  leaf_hash: string;
+  /** base64 hashes, leaf to root. */
+  proof: string[];
+  checkpoint: AuditCheckpointView;
+  log_key: string;
+}
+
+/** GET /v1/audit/proof/consistency?from=M&to=N (admin): RFC 9162 §2.1.4 consistency proof. */
+export interface AuditConsistencyResponse {
+  from: number;
+  to: number;
+  proof: string[];
+  /** The checkpoint of size `to`. */
+  checkpoint: AuditCheckpointView;
+  log_key: string;
+}
+
 // --- Policy -------------------------------------------------------------------------------------
 
 /** POST /v1/policies (admin). */

@@ -1,8 +1,11 @@
 import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import { auditLeafData } from '../../core/audit-leaf.js';
+import { TesseraError } from '../../core/errors.js';
+import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle.js';
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
-  ApiKeyRecord, AuditQuery, AuditRecord, CaRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
+  ApiKeyRecord, AuditQuery, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
 } from './store.js';
 
 const SCHEMA = `
@@ -44,6 +47,15 @@ CREATE INDEX IF NOT EXISTS svid_serials_entry ON svid_serials(entry_id, not_afte
 CREATE TABLE IF NOT EXISTS revocations (
   entry_id TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, revoked_at INTEGER NOT NULL, reason TEXT NOT NULL, deleted INTEGER NOT NULL
 );
+-- Signed checkpoints of the audit log's Merkle tree (C2SP tlog-checkpoint), one per tree size.
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, created_at INTEGER NOT NULL
+);
+-- Roots of complete subtrees of the audit tree of level >= SUBTREE_MIN_LEVEL (2^8 leaves and up), so a
+-- proof reads O(log n) of these plus a few hundred leaf hashes instead of every leaf.
+CREATE TABLE IF NOT EXISTS audit_subtrees (
+  level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
 -- The audit table is append-only: the database itself refuses edits and deletions.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
@@ -89,13 +101,34 @@ const ADDED_COLUMNS: { table: string; column: string; ddl: string }[] = [
   { table: 'entries', column: 'revoked_at', ddl: 'revoked_at INTEGER' },
   { table: 'entries', column: 'revoked_reason', ddl: 'revoked_reason TEXT' },
   { table: 'audit', column: 'principal', ddl: 'principal TEXT' },
+  // SHA-256(0x00 ‖ auditLeafData(row)): the row's Merkle leaf (RFC 9162 §2.1.1). Rows of a database
+  // made before it are hashed once by migrateAuditTree.
+  { table: 'audit', column: 'leaf_hash', ddl: 'leaf_hash BLOB' },
 ];
+
+/** Meta key of the audit tree's frontier (MerkleFrontierState JSON), updated with every append. */
+const FRONTIER_KEY = 'audit_frontier';
+/** Smallest stored subtree: 2^8 leaves, one row per 256 records (0.4 %). */
+const SUBTREE_MIN_LEVEL = 8;
+const NO_UPDATE_TRIGGER = "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;";
+
+/** The leaf hash of a row as stored: the detail as its JSON text parses back, the principal or null. */
+function rowLeafHash(r: { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string; principal: string | null }): Buffer {
+  return leafHash(auditLeafData({
+    id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'], code: r.code,
+    detail: JSON.parse(r.detail) as Record<string, unknown>, principal: r.principal,
+  }));
+}
+
+function treeStateInvalid(message: string): TesseraError {
+  return new TesseraError('TESSERA_AUDIT_STATE_INVALID', message);
+}
 /** Indexes on added columns: created once the columns exist. */
 const ADDED_INDEXES = `
 CREATE INDEX IF NOT EXISTS audit_decision_sample ON audit(action, actor, principal, id);
 `;
 
-interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string }
+interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string; principal?: string | null }
 
 function caFromRow(r: CaRow): CaRecord {
   return {
@@ -133,6 +166,7 @@ export class SqliteStore implements Store {
       if (!have) this.db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.ddl}`);
     }
     this.db.exec(ADDED_INDEXES);
+    this.migrateAuditTree();
     const db = this.db;
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
@@ -187,14 +221,22 @@ export class SqliteStore implements Store {
       newGeneration: db.prepare('UPDATE secret_policies SET signed = ?, generation = ? WHERE id = ? AND epoch = ? AND generation = ? AND retired_at IS NULL'),
       retireSecret: db.prepare('UPDATE secret_policies SET retired_at = ? WHERE id = ? AND epoch = ? AND retired_at IS NULL'),
       listSecrets: db.prepare<[], SecretRow>('SELECT * FROM secret_policies ORDER BY id, epoch'),
-      insertAudit: db.prepare('INSERT INTO audit(ts, actor, action, target, outcome, code, detail, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      // Ids are given, not left to AUTOINCREMENT: the id is part of the leaf, hashed before the insert.
+      insertAudit: db.prepare('INSERT INTO audit(id, ts, actor, action, target, outcome, code, detail, principal, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      leafHashes: db.prepare<[number, number], { leaf_hash: Buffer | null }>('SELECT leaf_hash FROM audit WHERE id > ? AND id <= ? ORDER BY id'),
+      insertSubtree: db.prepare('INSERT OR REPLACE INTO audit_subtrees(level, idx, hash) VALUES (?, ?, ?)'),
+      getSubtree: db.prepare<[number, number], { hash: Buffer }>('SELECT hash FROM audit_subtrees WHERE level = ? AND idx = ?'),
+      insertCheckpoint: db.prepare('INSERT OR IGNORE INTO audit_checkpoints(size, root, note, created_at) VALUES (?, ?, ?, ?)'),
+      getCheckpoint: db.prepare<[number], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints WHERE size = ?'),
+      latestCheckpoint: db.prepare<[], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1'),
+      insertMetaIfAbsent: db.prepare('INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)'),
       // Decision sampling: each statement is a seek or a short range scan of audit_decision_sample.
       nextEnforcer: db.prepare<[string], { v: string | null }>("SELECT MIN(actor) AS v FROM audit WHERE action = 'decision' AND actor > ?"),
       nextPrincipal: db.prepare<[string, string], { v: string | null }>("SELECT MIN(principal) AS v FROM audit WHERE action = 'decision' AND actor = ? AND principal > ?"),
       hasUnindexed: db.prepare<[string], { v: number }>("SELECT 1 AS v FROM audit WHERE action = 'decision' AND actor = ? AND principal IS NULL LIMIT 1"),
       groupIds: db.prepare<[string, string | null, number, number], { id: number }>(
         "SELECT id FROM audit WHERE action = 'decision' AND actor = ? AND principal IS ? AND id < ? ORDER BY id DESC LIMIT ?"),
-      sampledRows: db.prepare<[number, string], Omit<AuditRow, 'detail'> & { detail: string | null }>(
+      sampledRows: db.prepare<[number, string], Omit<AuditRow, 'detail' | 'principal'> & { detail: string | null }>(
         `SELECT id, ts, actor, action, target, outcome, code, CASE WHEN length(detail) <= ? THEN detail END AS detail
          FROM audit WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
     };
@@ -369,25 +411,135 @@ export class SqliteStore implements Store {
 
   async appendAudit(records: readonly AuditRecord[]): Promise<void> {
     if (records.length === 0) return;
+    // IMMEDIATE: the frontier is read and written under the write lock, so processes sharing the file
+    // (`--workers`) append one after the other and every id is the tree size + 1.
     this.db.transaction(() => {
+      const frontier = this.readFrontier();
       for (const r of records) {
-        this.stmts.insertAudit.run(r.ts, r.actor, r.action, r.target, r.outcome, r.code, JSON.stringify(r.detail), r.principal ?? null);
+        const row = {
+          id: frontier.size + 1, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome, code: r.code,
+          detail: JSON.stringify(r.detail), principal: r.principal ?? null,
+        };
+        const h = rowLeafHash(row);
+        this.stmts.insertAudit.run(row.id, row.ts, row.actor, row.action, row.target, row.outcome, row.code, row.detail, row.principal, h);
+        frontier.append(h, this.subtreeSink);
       }
-    })();
+      this.stmts.setMeta.run(FRONTIER_KEY, JSON.stringify(frontier.toJSON()));
+    }).immediate();
+  }
+
+  async auditTreeHead(): Promise<AuditTreeHead> {
+    const f = this.readFrontier();
+    return { size: f.size, rootHash: f.root() };
+  }
+
+  auditLeafSource(): LeafHashSource {
+    return {
+      leafHashes: (start, end) => this.stmts.leafHashes.all(start, end).map((r) => {
+        if (r.leaf_hash === null) throw treeStateInvalid('an audit record has no leaf hash');
+        return Buffer.from(r.leaf_hash);
+      }),
+      subtreeHash: (level, index) => {
+        const r = level >= SUBTREE_MIN_LEVEL ? this.stmts.getSubtree.get(level, index) : undefined;
+        return r && Buffer.from(r.hash);
+      },
+    };
+  }
+
+  /** Stores the complete subtrees an append forms, from SUBTREE_MIN_LEVEL up (MerkleFrontier.append). */
+  private readonly subtreeSink = (level: number, index: number, hash: Buffer): void => {
+    if (level >= SUBTREE_MIN_LEVEL) this.stmts.insertSubtree.run(level, index, hash);
+  };
+
+  async insertCheckpoint(rec: CheckpointRecord): Promise<boolean> {
+    return this.stmts.insertCheckpoint.run(rec.size, rec.rootHash, rec.note, rec.createdAt).changes > 0;
+  }
+
+  async getCheckpoint(size?: number): Promise<CheckpointRecord | undefined> {
+    const r = size === undefined ? this.stmts.latestCheckpoint.get() : this.stmts.getCheckpoint.get(size);
+    return r && { size: r.size, rootHash: Buffer.from(r.root), note: r.note, createdAt: r.created_at };
+  }
+
+  async setMetaIfAbsent(key: string, value: string): Promise<string> {
+    this.stmts.insertMetaIfAbsent.run(key, value);
+    return this.stmts.getMeta.get(key)!.value;
+  }
+
+  private readFrontier(): MerkleFrontier {
+    const text = this.stmts.getMeta.get(FRONTIER_KEY)?.value;
+    if (text === undefined) throw treeStateInvalid('the audit tree frontier is missing');
+    let state: unknown;
+    try {
+      state = JSON.parse(text);
+    } catch {
+      throw treeStateInvalid('the audit tree frontier is not JSON');
+    }
+    return MerkleFrontier.fromJSON(state);
+  }
+
+  /**
+   * Builds the audit tree of a database that has none yet (new, or made before the tree existed):
+   * hashes every row in id order once and stores the frontier, in one transaction. The append-only
+   * trigger is dropped and re-created inside that transaction for the one-time leaf-hash update, so
+   * no other writer ever sees the table without it. Ids must run 1..n without gaps (leaf index =
+   * id − 1); a database where they do not is refused.
+   */
+  private migrateAuditTree(): void {
+    this.db.transaction(() => {
+      const { n, top } = this.db.prepare<[], { n: number; top: number | null }>('SELECT COUNT(*) AS n, MAX(id) AS top FROM audit').get()!;
+      const stored = this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(FRONTIER_KEY);
+      if (stored) {
+        // The next id is the frontier's size + 1: a table and a frontier that disagree (a restored or
+        // edited file) would make every append fail, so say why at start instead.
+        let size: unknown;
+        try {
+          size = (JSON.parse(stored.value) as { size?: unknown } | null)?.size;
+        } catch {
+          throw treeStateInvalid('the audit tree frontier is not JSON');
+        }
+        if (size !== n || (top ?? 0) !== n) throw treeStateInvalid(`the audit tree holds ${String(size)} leaves but the table ${n} records (last id ${top ?? 0})`);
+        return;
+      }
+      if ((top ?? 0) !== n) throw treeStateInvalid(`audit ids are not 1..${n} without gaps: the log cannot be rebuilt`);
+      const frontier = new MerkleFrontier();
+      if (n > 0) {
+        this.db.exec('DROP TRIGGER IF EXISTS audit_no_update');
+        const update = this.db.prepare('UPDATE audit SET leaf_hash = ? WHERE id = ?');
+        const subtree = this.db.prepare('INSERT OR REPLACE INTO audit_subtrees(level, idx, hash) VALUES (?, ?, ?)');
+        const sink = (level: number, index: number, hash: Buffer): void => {
+          if (level >= SUBTREE_MIN_LEVEL) subtree.run(level, index, hash);
+        };
+        // In chunks: better-sqlite3 cannot update while a SELECT is being iterated, and a whole
+        // table in memory at once is not needed.
+        const rows = this.db.prepare<[number, number], AuditRow & { principal: string | null }>(
+          'SELECT id, ts, actor, action, target, outcome, code, detail, principal FROM audit WHERE id > ? AND id <= ? ORDER BY id');
+        for (let after = 0; after < n; after += 1000) {
+          for (const r of rows.all(after, after + 1000)) {
+            const h = rowLeafHash(r);
+            update.run(h, r.id);
+            frontier.append(h, sink);
+          }
+        }
+        this.db.exec(NO_UPDATE_TRIGGER);
+      }
+      this.db.prepare('INSERT INTO meta(key, value) VALUES (?, ?)').run(FRONTIER_KEY, JSON.stringify(frontier.toJSON()));
+    }).immediate();
   }
 
   async listAudit(q: AuditQuery): Promise<StoredAuditRecord[]> {
     const where: string[] = [];
     const args: (string | number)[] = [];
     if (q.afterId !== undefined) { where.push('id > ?'); args.push(q.afterId); }
+    if (q.untilId !== undefined) { where.push('id <= ?'); args.push(q.untilId); }
     if (q.action !== undefined) { where.push('action = ?'); args.push(q.action); }
     if (q.outcome !== undefined) { where.push('outcome = ?'); args.push(q.outcome); }
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 10_000);
     const sql = `SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ${limit}`;
     const rows = this.db.prepare<(string | number)[], AuditRow>(sql).all(...args);
+    // The principal is returned when set: it is part of the record's Merkle leaf (auditLeafData).
     return rows.reverse().map((r) => ({
       id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'],
-      code: r.code, detail: JSON.parse(r.detail) as Record<string, unknown>,
+      code: r.code, detail: JSON.parse(r.detail) as Record<string, unknown>, ...(r.principal != null ? { principal: r.principal } : {}),
     }));
   }
 

@@ -3,6 +3,7 @@
  * PostgreSQL (several replicas) will implement the same contract. Methods are async so that a
  * networked engine fits without changing callers. Records are plain data: never live objects.
  */
+import type { LeafHashSource } from '../../core/merkle.js';
 
 export type CaState = 'prepared' | 'active' | 'retired';
 
@@ -120,9 +121,27 @@ export interface StoredAuditRecord extends AuditRecord {
   id: number;
 }
 
+/** The audit log's Merkle tree as stored: its size (= the last record id) and root (RFC 9162 §2.1.1). */
+export interface AuditTreeHead {
+  size: number;
+  /** 32 bytes; SHA-256 of the empty string when the log is empty. */
+  rootHash: Buffer;
+}
+
+/** A signed checkpoint (C2SP tlog-checkpoint) of the audit log, as stored. */
+export interface CheckpointRecord {
+  size: number;
+  rootHash: Buffer;
+  /** The whole signed note. */
+  note: string;
+  createdAt: number;
+}
+
 export interface AuditQuery {
   limit?: number;
   afterId?: number;
+  /** Only records with id ≤ this. */
+  untilId?: number;
   action?: string;
   outcome?: AuditOutcome;
 }
@@ -238,7 +257,22 @@ export interface Store {
   /** Every record, by id then epoch. */
   listSecretPolicies(): Promise<SecretPolicyRow[]>;
 
+  /**
+   * Appends records in one transaction. Each record's leaf hash (SHA-256(0x00 ‖ auditLeafData of the
+   * record as stored, id included)) and the tree's frontier are written in that same transaction, so
+   * the Merkle tree never lags or leads the table.
+   */
   appendAudit(records: readonly AuditRecord[]): Promise<void>;
+  /** The current size and root of the audit log's Merkle tree. */
+  auditTreeHead(): Promise<AuditTreeHead>;
+  /** The stored leaf hashes, by position (leaf index = record id − 1), for proofs. */
+  auditLeafSource(): LeafHashSource;
+  /** Stores a signed checkpoint; false when one of that size is already stored. */
+  insertCheckpoint(rec: CheckpointRecord): Promise<boolean>;
+  /** The checkpoint of that size, else the latest (largest) one when size is undefined. */
+  getCheckpoint(size?: number): Promise<CheckpointRecord | undefined>;
+  /** Sets a meta value unless one is set; returns the value that holds afterwards (first writer wins). */
+  setMetaIfAbsent(key: string, value: string): Promise<string>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
   /**
    * Recorded decisions (action `decision`) for a dry run, chosen so that no identity can flood the

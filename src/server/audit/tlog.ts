@@ -1,0 +1,110 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import type { KeyEncryptionKey } from '../../common/kek.js';
+import { auditLogOrigin, signCheckpoint } from '../../core/checkpoint.js';
+import { TesseraError } from '../../core/errors.js';
+import { consistencyProof, inclusionProof } from '../../core/merkle.js';
+import { encodeVerifierKey } from '../../core/signed-note.js';
+import type { CheckpointRecord, Store, StoredAuditRecord } from '../store/store.js';
+import type { AuditLog } from './audit.js';
+
+/** Meta key of the log's sealed Ed25519 key (PKCS#8 DER sealed by the KEK, base64). */
+const LOG_KEY_META = 'audit_log_key';
+/** The KEK's associated data for the log key: a sealed CA key cannot be passed off as it. */
+const LOG_KEY_AAD = 'audit-log-key';
+
+export interface InclusionResult {
+  record: StoredAuditRecord;
+  leafIndex: number;
+  leafHash: Buffer;
+  proof: Buffer[];
+  checkpoint: CheckpointRecord;
+}
+
+export interface ConsistencyResult {
+  from: number;
+  proof: Buffer[];
+  checkpoint: CheckpointRecord;
+}
+
+/**
+ * The audit log as a transparency log (issue 10): the log's own Ed25519 key (sealed by the KEK like
+ * the CA keys, made at first start, never leaving the process), signed checkpoints of the Merkle tree
+ * the store keeps (C2SP tlog-checkpoint), and inclusion and consistency proofs against them
+ * (RFC 9162 §2.1.3, §2.1.4). Proofs are only given against stored checkpoints: a verifier checks them
+ * with the log key, never against an unsigned root.
+ */
+export class TransparencyLog {
+  readonly origin: string;
+  #key: KeyObject | undefined;
+  #verifierKey = '';
+
+  constructor(private readonly store: Store, private readonly kek: KeyEncryptionKey, trustDomain: string, private readonly audit: AuditLog) {
+    this.origin = auditLogOrigin(trustDomain);
+  }
+
+  /** Loads the log key, creating it when none is stored (first writer wins between processes). */
+  async init(): Promise<void> {
+    let sealed = await this.store.getMeta(LOG_KEY_META);
+    if (sealed === undefined) {
+      const { privateKey } = generateKeyPairSync('ed25519');
+      const fresh = this.kek.seal(privateKey.export({ format: 'der', type: 'pkcs8' }), LOG_KEY_AAD).toString('base64');
+      sealed = await this.store.setMetaIfAbsent(LOG_KEY_META, fresh);
+    }
+    this.#key = createPrivateKey({ key: this.kek.open(Buffer.from(sealed, 'base64'), LOG_KEY_AAD), format: 'der', type: 'pkcs8' });
+    this.#verifierKey = encodeVerifierKey(this.origin, createPublicKey(this.#key));
+  }
+
+  /** The log's public key as a C2SP signed-note verifier key: `<origin>+<key id>+<base64(0x01 ‖ key)>`. */
+  get verifierKey(): string {
+    return this.#verifierKey;
+  }
+
+  /**
+   * Signs and stores a checkpoint when the tree grew since the latest one (or none exists yet); the
+   * leader calls it on its 1 s tick, so at most one checkpoint a second and one within a second of
+   * records arriving. Returns the new checkpoint, if any. One writer: the leader only.
+   */
+  async checkpoint(now = Date.now()): Promise<CheckpointRecord | undefined> {
+    if (!this.#key) throw new TesseraError('TESSERA_INTERNAL', 'the transparency log is not initialised');
+    const [head, latest] = await Promise.all([this.store.auditTreeHead(), this.store.getCheckpoint()]);
+    if (latest && head.size <= latest.size) return undefined;
+    const note = signCheckpoint({ origin: this.origin, size: head.size, rootHash: head.rootHash }, this.#key);
+    const rec: CheckpointRecord = { size: head.size, rootHash: head.rootHash, note, createdAt: now };
+    return (await this.store.insertCheckpoint(rec)) ? rec : undefined;
+  }
+
+  /** The latest signed checkpoint (404 until the first one is signed). */
+  async latest(): Promise<CheckpointRecord> {
+    const cp = await this.store.getCheckpoint();
+    if (!cp) throw new TesseraError('TESSERA_NOT_FOUND', 'no checkpoint has been signed yet');
+    return cp;
+  }
+
+  /** A stored checkpoint of that size (the latest when undefined); 404 when there is none. */
+  async checkpointOf(size?: number): Promise<CheckpointRecord> {
+    if (size === undefined) return this.latest();
+    const cp = await this.store.getCheckpoint(size);
+    if (!cp) throw new TesseraError('TESSERA_NOT_FOUND', `no checkpoint of size ${size}`);
+    return cp;
+  }
+
+  /** Proof that record `id` (leaf index id − 1) is in the checkpoint of `size` (default: the latest). */
+  async inclusion(id: number, size?: number): Promise<InclusionResult> {
+    const checkpoint = await this.checkpointOf(size);
+    if (!Number.isSafeInteger(id) || id < 1 || id > checkpoint.size) {
+      throw new TesseraError('TESSERA_NOT_FOUND', `no audit record ${id} in the checkpoint of size ${checkpoint.size}`);
+    }
+    const [record] = await this.audit.read({ afterId: id - 1, untilId: id, limit: 1 });
+    if (!record || record.id !== id) throw new TesseraError('TESSERA_NOT_FOUND', `no audit record ${id}`);
+    const src = this.store.auditLeafSource();
+    const [leafHash] = src.leafHashes(id - 1, id);
+    return { record, leafIndex: id - 1, leafHash: leafHash!, proof: inclusionProof(src, id - 1, checkpoint.size), checkpoint };
+  }
+
+  /** Proof that the tree of size `from` is a prefix of the checkpoint of size `to`. */
+  async consistency(from: number, to: number): Promise<ConsistencyResult> {
+    const checkpoint = await this.checkpointOf(to);
+    if (from > to) throw new TesseraError('TESSERA_AUDIT_RANGE', `from (${from}) must not exceed to (${to})`);
+    return { from, proof: consistencyProof(this.store.auditLeafSource(), from, to), checkpoint };
+  }
+}
