@@ -2,32 +2,13 @@
  * SqliteStore's API keys and the entry's API key bound: the migration of a database from before
  * them (ADDED_COLUMNS), listing, and revocation that keeps the key and its first reason.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from './sqlite.js';
+import { sqliteTestFiles } from './test-files.js';
 
 const T0 = Date.parse('2026-01-02T03:04:05.000Z');
-const dirs: string[] = [];
-const stores: SqliteStore[] = [];
-afterEach(async () => {
-  for (const s of stores.splice(0)) await s.close();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmpFile(): string {
-  const d = mkdtempSync(join(tmpdir(), 'tessera-apikeys-'));
-  dirs.push(d);
-  return join(d, 'tessera.db');
-}
-
-function open(file: string): SqliteStore {
-  const s = new SqliteStore(file);
-  stores.push(s);
-  return s;
-}
+const { tmpFile, open } = sqliteTestFiles('apikeys');
 
 const key = (id: string, owner: string, createdAt: number) => ({ id, hash: 'ab'.repeat(32), owner, scopes: ['orders:read'], createdAt, expiresAt: createdAt + 3600_000 });
 

@@ -3,9 +3,6 @@
  * append's transaction, resumed after a restart, built once for a database from before the tree,
  * and the append-only triggers still in force afterwards. Real SQLite files.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -13,26 +10,10 @@ import { auditLeafData } from '../../core/audit-leaf.js';
 import { EMPTY_ROOT, MemoryLeafSource, consistencyProof, inclusionProof, leafHash, rootOf, verifyInclusion } from '../../core/merkle.js';
 import { AuditLog } from '../audit/audit.js';
 import { SqliteStore } from './sqlite.js';
+import { sqliteTestFiles } from './test-files.js';
 import type { StoredAuditRecord } from './store.js';
 
-const dirs: string[] = [];
-const stores: SqliteStore[] = [];
-afterEach(async () => {
-  for (const s of stores.splice(0)) await s.close();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmpFile(): string {
-  const d = mkdtempSync(join(tmpdir(), 'tessera-tree-'));
-  dirs.push(d);
-  return join(d, 'tessera.db');
-}
-
-function open(file: string): SqliteStore {
-  const s = new SqliteStore(file);
-  stores.push(s);
-  return s;
-}
+const { tmpFile, open } = sqliteTestFiles('tree');
 
 /** The leaf hashes recomputed from the records as read back (not from the stored column). */
 function recomputed(records: StoredAuditRecord[]): Buffer[] {

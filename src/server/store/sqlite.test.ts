@@ -3,34 +3,16 @@
  * and retirement (ADDED_COLUMNS), and the compare-and-set semantics of
  * replaceSecretPolicyGeneration / retireSecretPolicy on it and on a fresh database.
  */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from './sqlite.js';
+import { sqliteTestFiles } from './test-files.js';
 
 const OLD_SCHEMA = 'CREATE TABLE secret_policies (id TEXT NOT NULL, epoch INTEGER NOT NULL, signed TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (id, epoch))';
 const CREATED = Date.parse('2024-05-06T07:08:09.000Z');
 
-const dirs: string[] = [];
-const stores: SqliteStore[] = [];
-afterEach(async () => {
-  for (const s of stores.splice(0)) await s.close();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmpFile(): string {
-  const d = mkdtempSync(join(tmpdir(), 'tessera-sqlite-'));
-  dirs.push(d);
-  return join(d, 'tessera.db');
-}
-
-function open(file: string): SqliteStore {
-  const s = new SqliteStore(file);
-  stores.push(s);
-  return s;
-}
+const { tmpFile, open } = sqliteTestFiles('sqlite');
 
 /** A database file as written before generations: the old secret_policies table and two rows. */
 function oldDatabase(): string {
