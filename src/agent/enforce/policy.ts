@@ -44,10 +44,10 @@ export interface PolicyEnforcerOptions {
 const CACHE_FILE = 'policy-bundle.json';
 
 /** Whether a peer is a live workload of the bundle in force (see {@link PolicyEnforcer.peerStatus}). */
-export type PeerStatus = { ok: true } | { ok: false; reason: 'unknown' | 'revoked' };
-const PEER_OK: PeerStatus = Object.freeze({ ok: true });
-const PEER_UNKNOWN: PeerStatus = Object.freeze({ ok: false, reason: 'unknown' });
-const PEER_REVOKED: PeerStatus = Object.freeze({ ok: false, reason: 'revoked' });
+export type PeerStanding = { ok: true } | { ok: false; reason: 'unknown' | 'revoked' };
+const PEER_OK: PeerStanding = Object.freeze({ ok: true });
+const PEER_UNKNOWN: PeerStanding = Object.freeze({ ok: false, reason: 'unknown' });
+const PEER_REVOKED: PeerStanding = Object.freeze({ ok: false, reason: 'revoked' });
 // Refusals before Cedar: constant answers, no allocation per refused request.
 const DENY_UNKNOWN: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['unknown principal: no live entry']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
 const DENY_REVOKED: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['revoked']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
@@ -121,7 +121,7 @@ export class PolicyEnforcer extends EventEmitter {
    * is loaded (default deny). Cheap: two or three set lookups. The 'policy' event fires whenever a
    * new bundle, and so a new revocation list, is installed.
    */
-  peerStatus(spiffeId: string, serial?: string): PeerStatus {
+  peerStatus(spiffeId: string, serial?: string): PeerStanding {
     const ids = this.identities;
     if (ids === undefined) return PEER_UNKNOWN;
     if (serial !== undefined && ids.revokedSerials.size > 0 && ids.revokedSerials.has(serial)) return PEER_REVOKED;
@@ -141,7 +141,7 @@ export class PolicyEnforcer extends EventEmitter {
       context.path = req.path ?? '';
     }
     let decision: Decision;
-    let status: PeerStatus;
+    let status: PeerStanding;
     if (!this.engine) {
       decision = { allow: false, reasons: ['no policy bundle loaded: default deny'], errors: [], cached: false };
     } else if (!(status = this.peerStatus(req.principal, req.serial)).ok) {

@@ -10,13 +10,14 @@
  * authorizer calls, and nothing is allocated per connection.
  */
 import type { Authorize, AuthorizeRequest, DecisionRecord } from './http.js';
+import type { PeerStanding } from '../enforce/policy.js';
 
 /**
  * The standing of a peer's identity (and certificate serial) in the current revocation list:
  * `unknown` when no registration entry holds the ID, `revoked` when the entry or that serial
  * was revoked. Synchronous, like the authorizer: it reads local state.
  */
-export type PeerStatus = (spiffeId: string, serial?: string) => { ok: true } | { ok: false; reason: 'unknown' | 'revoked' };
+export type PeerStatus = (spiffeId: string, serial?: string) => PeerStanding;
 
 /** An open connection as re-judging sees it. */
 export interface Judged {
