@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Installs the system tools the tests use (the openssl CLI checks our certificates), if missing.
+# Installs the system tools the tests use, if missing, from Debian packages:
+#   openssl          the openssl CLI checks our certificates
+#   rsyslog(-gnutls) a real syslog receiver (RFC 5424/5425) for the SIEM export tests
+#   prometheus       a real Prometheus server scrapes every process's /metrics in the metrics tests
+# The packages' own services are not used: tests start their own daemons on 127.0.0.1 in temp directories.
 set -euo pipefail
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v rsyslogd >/dev/null 2>&1 || need+=(rsyslog)
+[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -1)" ] || need+=(rsyslog-gnutls)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, or run as root so this script can)" >&2
     exit 1
   fi
   echo "installing ${need[*]} from Debian packages..."
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
