@@ -53,3 +53,12 @@ export function table(headers: string[], rows: string[][]): string {
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
 }
+
+/** A whole number from 1 to max for the flag `name`. */
+export function count(name: string, max: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new TesseraError('TESSERA_CONFIG_INVALID', `${name} must be a whole number from 1 to ${max}`);
+    return n;
+  };
+}

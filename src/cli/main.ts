@@ -11,13 +11,13 @@ import { ControlPlane, DEFAULTS } from '../server/server.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
+import { auditCommands } from './audit.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
-import { checkCheckpointResponse, checkInclusionResponse } from '../admin/audit-proof.js';
-import type { AuditCheckpointResponse, AuditInclusionResponse, AuditListResponse, CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
-import { EXIT, output, reportError, table, type GlobalOptions } from './context.js';
+import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
+import { count, EXIT, output, reportError, table, type GlobalOptions } from './context.js';
 
 type Json = Record<string, unknown>;
 
@@ -54,15 +54,6 @@ function fraction(v: string): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0 || n > 1) throw new TesseraError('TESSERA_CONFIG_INVALID', '--allow-sample must be a number from 0 to 1');
   return n;
-}
-
-/** A whole number from 1 to max for the flag `name`. */
-function count(name: string, max: number): (v: string) => number {
-  return (v: string) => {
-    const n = Number(v);
-    if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new TesseraError('TESSERA_CONFIG_INVALID', `${name} must be a whole number from 1 to ${max}`);
-    return n;
-  };
 }
 
 function entryRow(e: EntryView): string[] {
@@ -270,52 +261,6 @@ export function buildProgram(): Command {
       output(g, res, () => `prepared CA ${String(res.prepared.id)}; it signs from ${String(res.prepared.activateAt)}`);
     }));
 
-  const audit = program.command('audit').description('audit log (admin)');
-  audit.command('list')
-    .description('show recent audit records')
-    .option('--limit <n>', 'how many records', '50')
-    .option('--action <action>', 'only this action, e.g. svid.join')
-    .addOption(new Option('--outcome <outcome>', 'only this outcome').choices(['denied', 'success']))
-    .action(run(async (g, o: Json) => {
-      const q = new URLSearchParams({ limit: String(o.limit) });
-      if (o.action) q.set('action', String(o.action));
-      if (o.outcome) q.set('outcome', String(o.outcome));
-      const res = await withAdmin(g, (c) => c.call<AuditListResponse>('GET', `/v1/audit?${q}`));
-      output(g, res, () => table(['ID', 'TIME', 'ACTION', 'OUTCOME', 'CODE', 'ACTOR', 'TARGET'],
-        res.records.map((r) => [String(r.id), String(r.ts), String(r.action), String(r.outcome), String(r.code), String(r.actor), String(r.target)])));
-    }));
-  audit.command('checkpoint')
-    .description('show the latest signed checkpoint of the audit log (checks its signature) and the log key')
-    .option('--log-key <key>', 'the log\'s verifier key to check against (default: the one the server names)')
-    .action(run(async (g, o: Json) => {
-      const res = await withAdmin(g, (c) => c.call<AuditCheckpointResponse>('GET', '/v1/audit/checkpoint'));
-      const checked = checkCheckpointResponse(res, o.logKey as string | undefined);
-      output(g, { ...res, verified: true, pinned: checked.pinned }, () => [
-        `checkpoint: size ${checked.checkpoint.size}, root ${checked.checkpoint.rootHash.toString('base64')}`,
-        `signed at:  ${res.checkpoint.created_at}`,
-        `log key:    ${res.log_key}`,
-        `signature:  verified with ${checked.pinned ? 'the pinned' : 'the server\'s'} log key ${checked.logKeyId}`,
-        '',
-        res.checkpoint.note.trimEnd(),
-      ].join('\n'));
-    }));
-  audit.command('prove').argument('<id>', 'the audit record id')
-    .description('prove that an audit record is in the latest signed checkpoint, checking the proof locally')
-    .option('--size <n>', 'prove against the checkpoint of this tree size instead of the latest')
-    .option('--log-key <key>', 'the log\'s verifier key to check against (default: the one the server names)')
-    .action(run(async (g, idText: string, o: Json) => {
-      const id = count('ID', Number.MAX_SAFE_INTEGER)(idText);
-      const q = new URLSearchParams({ id: String(id) });
-      if (o.size !== undefined) q.set('size', String(count('--size', Number.MAX_SAFE_INTEGER)(String(o.size))));
-      const res = await withAdmin(g, (c) => c.call<AuditInclusionResponse>('GET', `/v1/audit/proof/inclusion?${q}`));
-      const checked = checkInclusionResponse(res, id, o.logKey as string | undefined);
-      output(g, { ...res, verified: true, pinned: checked.pinned }, () => [
-        `record ${id} (${res.record.action} by ${res.record.actor}, ${res.record.outcome}) is leaf ${checked.leafIndex} of the checkpoint of size ${checked.checkpoint.size}`,
-        `proof: ${res.proof.length} hashes, verified against root ${checked.checkpoint.rootHash.toString('base64')}`,
-        `signature: verified with ${checked.pinned ? 'the pinned' : 'the server\'s'} log key ${checked.logKeyId}`,
-      ].join('\n'));
-    }));
-
   const svid = program.command('svid').description('derived credentials, requested with an agent\'s SVID');
   svid.command('jwt').description('mint a JWT-SVID for an audience (prints the token)')
     .requiredOption('--agent-dir <dir>', 'the agent\'s data directory (its SVID authenticates the request)')
@@ -350,6 +295,7 @@ export function buildProgram(): Command {
   idCommands(program, run);
   policyCommands(program, run);
   apikeyCommands(program, run);
+  auditCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }
