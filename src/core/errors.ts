@@ -82,6 +82,8 @@ export const ERROR_CODES = {
   TESSERA_AUDIT_PROOF_INVALID: { status: 400, description: 'An audit proof did not verify on the client: the record does not hash to its leaf, the inclusion or consistency proof does not lead to the signed root, or the answer names another log key than the pinned one.' },
   TESSERA_AUDIT_RANGE: { status: 400, description: 'A Merkle proof or subtree was asked for an impossible range: a leaf index not below the tree size, a first tree size above the second, a size that is negative or not an integer, or leaves the log does not hold.' },
   TESSERA_AUDIT_STATE_INVALID: { status: 500, description: 'Stored Merkle tree state is malformed: a frontier that is not { size, hashes } with one 64-digit hex hash per set bit of the size, or a leaf or subtree hash that is not 32 bytes.' },
+  TESSERA_AUDIT_WITNESS_ALARM: { status: 409, description: 'A witness saw a checkpoint that contradicts the one it holds: not consistent with it (a fork), smaller (a rewind), not signed by the log key, or signed by another log key. The witness keeps its checkpoint and reports the alarm.' },
+  TESSERA_AUDIT_WITNESS_STATE_INVALID: { status: 400, description: 'A witness state file is malformed, or the checkpoint it holds does not verify with the log key it pins.' },
 
   // Local (CLI / agent) problems.
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },

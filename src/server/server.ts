@@ -11,6 +11,8 @@ import { parseTrustDomain } from '../core/spiffe-id.js';
 import { pemEncode } from '../core/x509.js';
 import { AuditLog } from './audit/audit.js';
 import { auditRoutes } from './audit/routes.js';
+import { DEFAULT_ALARM_RATE, witnessRoutes } from './audit/witness-routes.js';
+import type { RateLimit } from '../core/rate-limit.js';
 import { TransparencyLog } from './audit/tlog.js';
 import { CertificateAuthority } from './ca/ca.js';
 import { KeyEncryptionKey } from '../common/kek.js';
@@ -51,6 +53,8 @@ export interface ControlPlaneOptions {
   env?: NodeJS.ProcessEnv;
   /** Decision ingestion and replay limits (default DEFAULT_DECISION_SETTINGS). */
   decisions?: Partial<DecisionSettings>;
+  /** Rate of witness alarms each caller may report (POST /v1/audit/alarms); default DEFAULT_ALARM_RATE. */
+  witnessAlarms?: Partial<RateLimit>;
 }
 
 export const DEFAULTS = {
@@ -109,11 +113,12 @@ export class ControlPlane {
       if (!stored) await store.setMeta('trust_domain', trustDomain);
       const ca = new CertificateAuthority(store, kek, { trustDomain, caTtlMs: opts.caTtlMs });
       await ca.init(opts.role === 'leader');
-      const policy = new PolicyService(store, ca);
-      await policy.init();
       const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
       const tlog = new TransparencyLog(store, kek, trustDomain, audit);
       await tlog.init();
+      // The bundle carries the log key: agents witnessing checkpoints trust it through the CA.
+      const policy = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey });
+      await policy.init();
       if (opts.role === 'leader') await tlog.checkpoint();
       const now = Date.now;
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
@@ -174,6 +179,7 @@ export class ControlPlane {
     apiKeyRoutes(app, ctx);
     caRoutes(app, ctx);
     auditRoutes(app, ctx);
+    witnessRoutes(app, ctx, { ...DEFAULT_ALARM_RATE, ...this.opts.witnessAlarms });
     policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
     secretPolicyRoutes(app, ctx);
 

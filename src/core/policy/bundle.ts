@@ -15,6 +15,7 @@ import { TesseraError } from '../errors.js';
 import { canonicalJson } from '../canonical-json.js';
 import { openEnvelope, signEnvelope, type EnvelopeKind, type EnvelopeSigner, type SignedEnvelope } from '../signed-envelope.js';
 import { exactObject } from '../shape.js';
+import { parseVerifierKey } from '../signed-note.js';
 import { isSpiffeId } from '../spiffe-id.js';
 import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity, type RevokedIdentity } from './types.js';
 
@@ -38,6 +39,12 @@ export interface PolicyBundle {
    * wire: a bundle cached before revocation existed has none, which means an empty list.
    */
   revoked: RevokedIdentity[];
+  /**
+   * The audit log's C2SP verifier key (`<td>/tessera/audit+<key id>+<key>`), so agents witnessing the
+   * log's checkpoints trust the key through the CA, not the wire. Optional: bundles of control planes
+   * before the witness had none.
+   */
+  auditLogKey?: string;
 }
 
 /** A signed policy bundle: the one signed envelope (src/core/signed-envelope.ts) holding a {@link PolicyBundle}. */
@@ -56,8 +63,8 @@ const MAX_AUTHOR = 256;
 const MAX_REASON = 8192;
 const HEX64 = /^[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
-const BUNDLE_KEYS = ['author', 'createdAt', 'entities', 'hash', 'policies', 'reason', 'revoked', 'schema', 'version'] as const;
-const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked']);
+const BUNDLE_KEYS = ['auditLogKey', 'author', 'createdAt', 'entities', 'hash', 'policies', 'reason', 'revoked', 'schema', 'version'] as const;
+const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked', 'auditLogKey']);
 /** Certificate serials: uppercase hex of a positive INTEGER of at most 20 octets (RFC 5280 §4.1.2.2). */
 const SERIAL = /^[0-9A-F]{1,40}$/;
 const REASON_TEXT = /^[\x20-\x7e]*$/;
@@ -99,6 +106,7 @@ export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt
     schema: input.schema,
     entities: input.entities,
     revoked: input.revoked ?? [],
+    ...(input.auditLogKey !== undefined ? { auditLogKey: input.auditLogKey } : {}),
   };
   bundle.hash = policyHash(bundle.policies, bundle.schema);
   return checkBundle(bundle);
@@ -198,6 +206,15 @@ function checkBundle(v: unknown): PolicyBundle {
   });
 
   const revoked = checkRevoked(b.revoked ?? []);
+  if (b.auditLogKey !== undefined) {
+    let ok = false;
+    try {
+      ok = parseVerifierKey(b.auditLogKey).type === 'ed25519';
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw invalid('bundle: auditLogKey must be an Ed25519 signed-note verifier key');
+  }
 
   // A fresh copy of the schema (canonical JSON refuses anything that is not plain JSON).
   let schemaText: string;
@@ -208,7 +225,9 @@ function checkBundle(v: unknown): PolicyBundle {
   }
   const schema = JSON.parse(schemaText) as Record<string, unknown>;
   if (policyHash(policies, schema) !== b.hash) throw invalid('bundle: hash does not match the policies and schema');
-  return { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities, revoked };
+  const out: PolicyBundle = { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities, revoked };
+  if (b.auditLogKey !== undefined) out.auditLogKey = b.auditLogKey as string;
+  return out;
 }
 
 /** Checks the revocation list: bounded, one item per SPIFFE ID, serials as uppercase hex. */

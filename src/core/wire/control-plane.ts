@@ -170,12 +170,48 @@ export interface AuditCheckpointView {
   created_at: string;
 }
 
-/** GET /v1/audit/checkpoint (admin): the latest checkpoint and the log's verifier key. */
+/** A witness's cosignature of a checkpoint (C2SP tlog-cosignature v1), as stored by the control plane. */
+export interface AuditCosignatureView {
+  name: string;
+  key_id: string;
+  /** The witness's cosignature/v1 verifier key: check `line` over the checkpoint text with it. */
+  witness_key: string;
+  /** POSIX seconds, from the cosignature. */
+  timestamp: number;
+  /** The signature line, also appended to the checkpoint's note. */
+  line: string;
+}
+
+/**
+ * GET /v1/audit/checkpoint[?size=N] (admin): the latest (or size-N) checkpoint, whose note carries the
+ * witnesses' cosignature lines after the log's signature, and the log's verifier key.
+ */
 export interface AuditCheckpointResponse {
   checkpoint: AuditCheckpointView;
   /** C2SP signed-note verifier key of the log: `<origin>+<key id>+<base64(0x01 ‖ Ed25519 key)>`. */
   log_key: string;
+  /** The witnesses' cosignatures stored for this checkpoint (absent from servers before witnesses). */
+  cosignatures?: AuditCosignatureView[];
 }
+
+/** POST /v1/audit/cosignatures (admin): a witness's cosignature of the stored checkpoint of `size`. */
+export interface AuditCosignatureRequest { size: number; witness_key: string; line: string }
+export interface AuditCosignatureResponse { stored: true; size: number; name: string; key_id: string; timestamp: number }
+
+/** A tree as a witness alarm names it (size −1 and root "" when the checkpoint could not be read). */
+export interface WitnessTreeRef { size: number; root_hash: string }
+
+/** POST /v1/audit/alarms (any live SVID, or the admin): a witness reports a contradicting checkpoint. */
+export interface WitnessAlarmRequest {
+  kind: 'fork' | 'rewind' | 'bad_signature' | 'key_changed';
+  message: string;
+  held: WitnessTreeRef;
+  seen: WitnessTreeRef;
+  /** The contradicting note: the evidence (at most 16 KiB). */
+  note: string;
+  note_hash: string;
+}
+export interface WitnessAlarmResponse { recorded: true }
 
 /** GET /v1/audit/proof/inclusion?id=N[&size=S] (admin): RFC 9162 §2.1.3 inclusion proof. */
 export interface AuditInclusionResponse {
@@ -254,7 +290,12 @@ export interface RollbackPolicyRequest { version: number; reason: string }
 export interface RollbackPolicyResponse { version: number; hash: string; bundle_version: number }
 
 /** GET /v1/policy/bundle?after=V&timeout_seconds=S (a live SVID or the admin; long poll). */
-export interface PolicyBundleResponse { version: number; changed: boolean; bundle: SignedPolicyBundle }
+/**
+ * GET /v1/policy/bundle?after=N[&timeout_seconds=T][&witness=S]. With `witness` (the size of the audit
+ * checkpoint the agent's witness holds, 0 for none) the answer carries the latest checkpoint and the
+ * consistency proof from S (base64 hashes), changed or not; absent until the log has a checkpoint.
+ */
+export interface PolicyBundleResponse { version: number; changed: boolean; bundle: SignedPolicyBundle; checkpoint?: { note: string; consistency: string[] } }
 
 /** One local authorization decision, as an enforcer ships it. */
 export interface DecisionRecord {

@@ -35,10 +35,15 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   app.get('/v1/audit/checkpoint', (req) => audited(ctx, req, 'audit.checkpoint', async (ev) => {
     adminCaller(ctx, req, ev);
-    const cp = await ctx.tlog.latest();
+    const size = (req.query as Record<string, unknown> | undefined)?.size === undefined ? undefined : queryInt(req.query, 'size', 0, 0, MAX_ID);
+    const cp = await ctx.tlog.checkpointOf(size);
+    const { note, cosignatures } = await ctx.tlog.cosigned(cp);
     ev.detail.size = cp.size;
     ev.succeed();
-    return { checkpoint: checkpointView(ctx.tlog.origin, cp), log_key: ctx.tlog.verifierKey } satisfies AuditCheckpointResponse;
+    return {
+      checkpoint: checkpointView(ctx.tlog.origin, { ...cp, note }), log_key: ctx.tlog.verifierKey,
+      cosignatures: cosignatures.map((c) => ({ name: c.name, key_id: c.keyId, witness_key: c.witnessKey, timestamp: c.timestamp, line: c.line })),
+    } satisfies AuditCheckpointResponse;
   }));
 
   app.get('/v1/audit/proof/inclusion', (req) => audited(ctx, req, 'audit.prove', async (ev) => {

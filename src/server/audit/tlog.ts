@@ -1,10 +1,10 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { KeyEncryptionKey } from '../../common/kek.js';
-import { auditLogOrigin, signCheckpoint } from '../../core/checkpoint.js';
+import { auditLogOrigin, signCheckpoint, verifyCosignature } from '../../core/checkpoint.js';
 import { TesseraError } from '../../core/errors.js';
 import { consistencyProof, inclusionProof } from '../../core/merkle.js';
-import { encodeVerifierKey } from '../../core/signed-note.js';
-import type { CheckpointRecord, Store, StoredAuditRecord } from '../store/store.js';
+import { appendSignatures, encodeVerifierKey, parseNote, parseVerifierKey } from '../../core/signed-note.js';
+import type { CheckpointRecord, CosignatureRecord, Store, StoredAuditRecord } from '../store/store.js';
 import type { AuditLog } from './audit.js';
 
 /** Meta key of the log's sealed Ed25519 key (PKCS#8 DER sealed by the KEK, base64). */
@@ -18,6 +18,16 @@ export interface InclusionResult {
   leafHash: Buffer;
   proof: Buffer[];
   checkpoint: CheckpointRecord;
+}
+
+/** The most witnesses' cosignatures kept per checkpoint. */
+export const MAX_COSIGNATURES_PER_CHECKPOINT = 32;
+
+/** What the policy stream carries for the agents' witnesses: the latest note and a proof from their size. */
+export interface WitnessCheckpoint {
+  note: string;
+  /** base64 RFC 9162 consistency proof from the size the agent holds; empty when it holds more (a rewind it will see). */
+  consistency: string[];
 }
 
 export interface ConsistencyResult {
@@ -37,6 +47,8 @@ export class TransparencyLog {
   readonly origin: string;
   #key: KeyObject | undefined;
   #verifierKey = '';
+  /** Proofs for the agents' witnesses, by the size they hold, for the latest checkpoint only. */
+  #witnessCache: { size: number; note: string; proofs: Map<number, string[]> } | undefined;
 
   constructor(private readonly store: Store, private readonly kek: KeyEncryptionKey, trustDomain: string, private readonly audit: AuditLog) {
     this.origin = auditLogOrigin(trustDomain);
@@ -99,6 +111,54 @@ export class TransparencyLog {
     const src = this.store.auditLeafSource();
     const [leafHash] = src.leafHashes(id - 1, id);
     return { record, leafIndex: id - 1, leafHash: leafHash!, proof: inclusionProof(src, id - 1, checkpoint.size), checkpoint };
+  }
+
+  /**
+   * The latest checkpoint for an agent's witness holding a checkpoint of size `held` (0: none), with
+   * the consistency proof from `held` (none when `held` is larger: the witness sees the rewind itself).
+   * Undefined until a checkpoint exists. Every agent asks once per watch period, mostly from the same
+   * few sizes: proofs are cached per held size until the next checkpoint.
+   */
+  async forWitness(held: number): Promise<WitnessCheckpoint | undefined> {
+    const cp = await this.store.getCheckpoint();
+    if (!cp) return undefined;
+    if (this.#witnessCache?.size !== cp.size) this.#witnessCache = { size: cp.size, note: cp.note, proofs: new Map() };
+    const cache = this.#witnessCache;
+    let consistency = cache.proofs.get(held);
+    if (consistency === undefined) {
+      consistency = held > cp.size ? [] : consistencyProof(this.store.auditLeafSource(), held, cp.size).map((h) => h.toString('base64'));
+      if (cache.proofs.size < 256) cache.proofs.set(held, consistency);
+    }
+    return { note: cache.note, consistency };
+  }
+
+  /**
+   * Stores a witness's cosignature of the stored checkpoint of `size` after verifying it (C2SP
+   * tlog-cosignature v1) with `witnessKey`, a cosignature/v1 verifier key. Any valid cosignature is
+   * taken (the route is admin-only: the admin is who registers witnesses). Throws
+   * TESSERA_AUDIT_CHECKPOINT_INVALID for a bad key or line, TESSERA_NOT_FOUND for an unknown size.
+   */
+  async addCosignature(size: number, witnessKey: string, line: string, now = Date.now()): Promise<CosignatureRecord> {
+    const vk = parseVerifierKey(witnessKey);
+    if (vk.type !== 'cosignature/v1') throw new TesseraError('TESSERA_AUDIT_CHECKPOINT_INVALID', 'the witness key must be a cosignature/v1 verifier key (type 0x04)');
+    if (vk.name === this.origin) throw new TesseraError('TESSERA_AUDIT_CHECKPOINT_INVALID', 'a witness may not use the log\'s own name');
+    const cp = await this.checkpointOf(size);
+    const text = parseNote(cp.note).text;
+    const sig = verifyCosignature(text, line, { name: vk.name, publicKey: vk.publicKey }, { now: Math.floor(now / 1000) });
+    const rec: CosignatureRecord = {
+      size, witnessKey, name: sig.name, keyId: sig.keyId, timestamp: sig.timestamp, line: line.endsWith('\n') ? line : `${line}\n`, createdAt: now,
+    };
+    if (!(await this.store.putCosignature(rec, MAX_COSIGNATURES_PER_CHECKPOINT))) {
+      throw new TesseraError('TESSERA_BAD_REQUEST', `the checkpoint of size ${size} already has ${MAX_COSIGNATURES_PER_CHECKPOINT} witnesses' cosignatures`);
+    }
+    return rec;
+  }
+
+  /** The checkpoint's note with its witnesses' cosignature lines appended (a signed note holds several), and those cosignatures. */
+  async cosigned(cp: CheckpointRecord): Promise<{ note: string; cosignatures: CosignatureRecord[] }> {
+    const cosignatures = await this.store.listCosignatures(cp.size);
+    if (cosignatures.length === 0) return { note: cp.note, cosignatures };
+    return { note: appendSignatures(cp.note, cosignatures.map((c) => c.line)), cosignatures };
   }
 
   /** Proof that the tree of size `from` is a prefix of the checkpoint of size `to`. */

@@ -90,9 +90,14 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     await liveOrAdminCaller(ctx, req, undefined);
     const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
+    const held = queryInt(req.query, 'witness', -1, 0, Number.MAX_SAFE_INTEGER);
     if (timeout > 0) await waitFor(ctx.policy, 'bundle', () => ctx.policy.current().version > after, timeout * 1000, reply);
     const { version, signed } = ctx.policy.current();
-    return { version, changed: version > after, bundle: signed } satisfies PolicyBundleResponse;
+    // The agents' witnesses: the latest checkpoint rides along (changed or not), with the proof from the
+    // size the agent holds. The long poll does not wake for a checkpoint (the leader signs one a second):
+    // a witness sees the log at most one watch period late.
+    const checkpoint = held >= 0 ? await ctx.tlog.forWitness(held) : undefined;
+    return { version, changed: version > after, bundle: signed, ...(checkpoint ? { checkpoint } : {}) } satisfies PolicyBundleResponse;
   });
 
   // Enforcers ship the decisions they made: the caller must be a live entry, and is the enforcer (decisions.ts).

@@ -67,7 +67,8 @@ export class PolicyService extends EventEmitter {
   private engine: PolicyEngine | null | undefined;
   private bundle: PolicyBundle | undefined;
 
-  constructor(private readonly store: Store, private readonly ca: CertificateAuthority) {
+  /** `auditLogKey`: the audit log's verifier key, carried in every bundle for the agents' witnesses. */
+  constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { auditLogKey?: string } = {}) {
     super();
     this.setMaxListeners(0);
   }
@@ -237,6 +238,7 @@ export class PolicyService extends EventEmitter {
       schema,
       entities: await this.entities(),
       revoked: await this.revoked(now),
+      ...(this.opts.auditLogKey !== undefined ? { auditLogKey: this.opts.auditLogKey } : {}),
     };
     this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
     this.bundle = bundle;

@@ -5,7 +5,7 @@ import { TesseraError } from '../../core/errors.js';
 import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle.js';
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
-  ApiKeyRecord, AuditQuery, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
+  ApiKeyRecord, AuditQuery, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
 } from './store.js';
 
 const SCHEMA = `
@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS revocations (
 -- Signed checkpoints of the audit log's Merkle tree (C2SP tlog-checkpoint), one per tree size.
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
   size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, created_at INTEGER NOT NULL
+);
+-- Witnesses' cosignatures (C2SP tlog-cosignature v1) of stored checkpoints: one per witness key and size.
+CREATE TABLE IF NOT EXISTS audit_cosignatures (
+  size INTEGER NOT NULL, witness_key TEXT NOT NULL, name TEXT NOT NULL, key_id TEXT NOT NULL, timestamp INTEGER NOT NULL,
+  line TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (size, witness_key)
 );
 -- Roots of complete subtrees of the audit tree of level >= SUBTREE_MIN_LEVEL (2^8 leaves and up), so a
 -- proof reads O(log n) of these plus a few hundred leaf hashes instead of every leaf.
@@ -229,6 +234,13 @@ export class SqliteStore implements Store {
       insertCheckpoint: db.prepare('INSERT OR IGNORE INTO audit_checkpoints(size, root, note, created_at) VALUES (?, ?, ?, ?)'),
       getCheckpoint: db.prepare<[number], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints WHERE size = ?'),
       latestCheckpoint: db.prepare<[], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1'),
+      countCosignatures: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM audit_cosignatures WHERE size = ?'),
+      hasCosignature: db.prepare<[number, string], { one: number }>('SELECT 1 AS one FROM audit_cosignatures WHERE size = ? AND witness_key = ?'),
+      putCosignature: db.prepare(`INSERT INTO audit_cosignatures(size, witness_key, name, key_id, timestamp, line, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT(size, witness_key) DO UPDATE SET timestamp = excluded.timestamp, line = excluded.line, created_at = excluded.created_at
+        WHERE excluded.timestamp > audit_cosignatures.timestamp`),
+      listCosignatures: db.prepare<[number], { size: number; witness_key: string; name: string; key_id: string; timestamp: number; line: string; created_at: number }>(
+        'SELECT * FROM audit_cosignatures WHERE size = ? ORDER BY created_at, witness_key'),
       insertMetaIfAbsent: db.prepare('INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)'),
       // Decision sampling: each statement is a seek or a short range scan of audit_decision_sample.
       nextEnforcer: db.prepare<[string], { v: string | null }>("SELECT MIN(actor) AS v FROM audit WHERE action = 'decision' AND actor > ?"),
@@ -458,6 +470,20 @@ export class SqliteStore implements Store {
   async getCheckpoint(size?: number): Promise<CheckpointRecord | undefined> {
     const r = size === undefined ? this.stmts.latestCheckpoint.get() : this.stmts.getCheckpoint.get(size);
     return r && { size: r.size, rootHash: Buffer.from(r.root), note: r.note, createdAt: r.created_at };
+  }
+
+  async putCosignature(rec: CosignatureRecord, maxPerCheckpoint: number): Promise<boolean> {
+    return this.db.transaction(() => {
+      if (!this.stmts.hasCosignature.get(rec.size, rec.witnessKey) && this.stmts.countCosignatures.get(rec.size)!.n >= maxPerCheckpoint) return false;
+      this.stmts.putCosignature.run(rec.size, rec.witnessKey, rec.name, rec.keyId, rec.timestamp, rec.line, rec.createdAt);
+      return true;
+    }).immediate();
+  }
+
+  async listCosignatures(size: number): Promise<CosignatureRecord[]> {
+    return this.stmts.listCosignatures.all(size).map((r) => ({
+      size: r.size, witnessKey: r.witness_key, name: r.name, keyId: r.key_id, timestamp: r.timestamp, line: r.line, createdAt: r.created_at,
+    }));
   }
 
   async setMetaIfAbsent(key: string, value: string): Promise<string> {

@@ -137,6 +137,21 @@ export interface CheckpointRecord {
   createdAt: number;
 }
 
+/** A witness's cosignature (C2SP tlog-cosignature v1) of a stored checkpoint. */
+export interface CosignatureRecord {
+  /** The tree size of the checkpoint it signs. */
+  size: number;
+  /** The witness's cosignature/v1 verifier key (`<name>+<key id>+<base64(0x04 ‖ key)>`). */
+  witnessKey: string;
+  name: string;
+  keyId: string;
+  /** The cosigner's POSIX time (seconds). */
+  timestamp: number;
+  /** The signature line ("— <name> <base64>\n"). */
+  line: string;
+  createdAt: number;
+}
+
 export interface AuditQuery {
   limit?: number;
   afterId?: number;
@@ -271,6 +286,14 @@ export interface Store {
   insertCheckpoint(rec: CheckpointRecord): Promise<boolean>;
   /** The checkpoint of that size, else the latest (largest) one when size is undefined. */
   getCheckpoint(size?: number): Promise<CheckpointRecord | undefined>;
+  /**
+   * Stores a cosignature of the checkpoint of `rec.size`; one per witness key and checkpoint, a newer
+   * timestamp replacing an older one. False when that witness key is new and the checkpoint already has
+   * `maxPerCheckpoint` cosignatures.
+   */
+  putCosignature(rec: CosignatureRecord, maxPerCheckpoint: number): Promise<boolean>;
+  /** The cosignatures of the checkpoint of that size, oldest witness first. */
+  listCosignatures(size: number): Promise<CosignatureRecord[]>;
   /** Sets a meta value unless one is set; returns the value that holds afterwards (first writer wins). */
   setMetaIfAbsent(key: string, value: string): Promise<string>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
