@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/log.js';
-import type { BundleResponse, DecisionsRequest, DecisionsResponse, JwtSvidRequest, JwtSvidResponse, PolicyBundleResponse } from '../core/wire/control-plane.js';
+import type { BundleResponse, DecisionsRequest, DecisionsResponse, JwtSvidRequest, JwtSvidResponse, PolicyBundleResponse, WitnessAlarmRequest, WitnessAlarmResponse } from '../core/wire/control-plane.js';
 import type { Agent } from './agent.js';
 import { PolicyEnforcer } from './enforce/policy.js';
+import { Witness } from './witness.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
 import { PerSecondSampler } from '../core/sampler.js';
 import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
@@ -33,6 +34,8 @@ export interface SidecarOptions {
 
 export interface Sidecar {
   enforcer: PolicyEnforcer;
+  /** The audit log witness: `witness.alarms` is the counter behind tessera_audit_witness_alarms_total. */
+  witness: Witness;
   inbound: Inbound | undefined;
   outbounds: Outbound[];
   close(): Promise<void>;
@@ -46,6 +49,11 @@ export interface Sidecar {
  */
 export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<Sidecar> {
   const { log } = opts;
+  // The agent witnesses the audit log's checkpoints, which ride on the policy stream.
+  const witness = new Witness({
+    dir: opts.dataDir, log,
+    report: (alarm) => agent.call<WitnessAlarmResponse>('POST', '/v1/audit/alarms', alarm satisfies WitnessAlarmRequest),
+  });
   const enforcer = new PolicyEnforcer({
     dir: opts.dataDir,
     site: agent.entry?.attributes?.site ?? 'default',
@@ -53,7 +61,8 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     log,
     trustedCas: () => agent.trustedCas(),
     fetch: (after, timeout) => agent.call<PolicyBundleResponse>(
-      'GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}`, undefined, { timeoutMs: (timeout + 10) * 1000 }),
+      'GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}&witness=${witness.size}`, undefined, { timeoutMs: (timeout + 10) * 1000 }),
+    onCheckpoint: (checkpoint, logKey) => witness.observe(checkpoint, logKey),
     ship: async (records: DecisionRecord[]) => { await agent.call<DecisionsResponse>('POST', '/v1/decisions', { decisions: records } satisfies DecisionsRequest); },
     ...(opts.allowSampleRate !== undefined ? { allowSampleRate: opts.allowSampleRate } : {}),
     ...(opts.decisionBuffer !== undefined ? { decisionBuffer: opts.decisionBuffer } : {}),
@@ -151,7 +160,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     throw err;
   }
   return {
-    enforcer, inbound, outbounds,
+    enforcer, witness, inbound, outbounds,
     close: async () => {
       for (const c of closers.reverse()) await c().catch(() => {});
     },

@@ -1,6 +1,9 @@
 import { Option, type Command } from 'commander';
 import { adminClient } from '../admin/clients.js';
 import { checkCheckpointResponse, checkInclusionResponse } from '../admin/audit-proof.js';
+import { runWitness } from '../admin/audit-witness.js';
+import { verifyCosignature } from '../core/checkpoint.js';
+import { parseNote, parseVerifierKey } from '../core/signed-note.js';
 import type { AuditCheckpointResponse, AuditInclusionResponse, AuditListResponse } from '../core/wire/control-plane.js';
 import { count, output, table, type GlobalOptions, type Run } from './context.js';
 
@@ -13,6 +16,22 @@ async function withAdmin<T>(g: GlobalOptions, fn: (c: ReturnType<typeof adminCli
   } finally {
     client.close();
   }
+}
+
+/** The served cosignatures, each checked over the checkpoint text with the witness key it names. */
+function checkCosignatures(res: AuditCheckpointResponse): { name: string; key_id: string; timestamp: number; witness_key: string; verified: boolean }[] {
+  const list = Array.isArray(res.cosignatures) ? res.cosignatures : [];
+  const text = parseNote(res.checkpoint.note).text;
+  return list.map((c) => {
+    let verified = false;
+    try {
+      const vk = parseVerifierKey(c.witness_key);
+      verified = vk.type === 'cosignature/v1' && verifyCosignature(text, c.line, { name: vk.name, publicKey: vk.publicKey }).keyId === c.key_id;
+    } catch {
+      verified = false;
+    }
+    return { name: String(c.name), key_id: String(c.key_id), timestamp: Number(c.timestamp), witness_key: String(c.witness_key), verified };
+  });
 }
 
 /** `tessera audit ...`: the audit log as a transparency log (records, checkpoints, proofs). */
@@ -32,18 +51,45 @@ export function auditCommands(program: Command, run: Run): void {
         res.records.map((r) => [String(r.id), String(r.ts), String(r.action), String(r.outcome), String(r.code), String(r.actor), String(r.target)])));
     }));
   audit.command('checkpoint')
-    .description('show the latest signed checkpoint of the audit log (checks its signature) and the log key')
+    .description('show the latest (or size-N) signed checkpoint of the audit log (checks its signature and the witnesses\' cosignatures) and the log key')
+    .option('--size <n>', 'the checkpoint of this tree size instead of the latest')
     .option('--log-key <key>', 'the log\'s verifier key to check against (default: the one the server names)')
     .action(run(async (g, o: Json) => {
-      const res = await withAdmin(g, (c) => c.call<AuditCheckpointResponse>('GET', '/v1/audit/checkpoint'));
+      const q = o.size !== undefined ? `?size=${count('--size', Number.MAX_SAFE_INTEGER)(String(o.size))}` : '';
+      const res = await withAdmin(g, (c) => c.call<AuditCheckpointResponse>('GET', `/v1/audit/checkpoint${q}`));
       const checked = checkCheckpointResponse(res, o.logKey as string | undefined);
-      output(g, { ...res, verified: true, pinned: checked.pinned }, () => [
+      const cosignatures = checkCosignatures(res);
+      output(g, { ...res, verified: true, pinned: checked.pinned, cosignatures }, () => [
         `checkpoint: size ${checked.checkpoint.size}, root ${checked.checkpoint.rootHash.toString('base64')}`,
         `signed at:  ${res.checkpoint.created_at}`,
         `log key:    ${res.log_key}`,
         `signature:  verified with ${checked.pinned ? 'the pinned' : 'the server\'s'} log key ${checked.logKeyId}`,
+        ...(cosignatures.length === 0 ? ['cosigned:   by no witness'] : cosignatures.map((c) =>
+          `cosigned:   by ${c.name} (key ${c.key_id}) at ${new Date(c.timestamp * 1000).toISOString()}: ${c.verified ? 'verified' : 'DOES NOT VERIFY'}`)),
         '',
         res.checkpoint.note.trimEnd(),
+      ].join('\n'));
+    }));
+  audit.command('witness')
+    .description('witness the audit log: check the latest checkpoint is consistent with the one in the state file, keep the newer one, optionally cosign it')
+    .requiredOption('--state <file>', 'the witness state file (created 0600 on the first run; pins the log key)')
+    .option('--log-key <key>', 'the log\'s verifier key to pin on the first run (default: the one the server names)')
+    .option('--cosign-key <file>', 'Ed25519 key (PKCS#8 PEM) to cosign the checkpoint with (C2SP tlog-cosignature); created 0600 when absent')
+    .option('--name <name>', 'the witness\'s name in its cosignatures, e.g. example.org/witness/site-b (with --cosign-key)')
+    .action(run(async (g, o: Json) => {
+      const r = await withAdmin(g, (c) => runWitness(c, {
+        stateFile: String(o.state),
+        ...(o.logKey !== undefined ? { logKey: String(o.logKey) } : {}),
+        ...(o.cosignKey !== undefined ? { cosignKeyFile: String(o.cosignKey) } : {}),
+        ...(o.name !== undefined ? { name: String(o.name) } : {}),
+      }));
+      output(g, r, () => [
+        r.result === 'created' ? `first run: holding size ${r.size}, root ${r.root_hash} (log key pinned in ${r.state_file})`
+          : r.result === 'advanced' ? `consistent: size ${r.from} -> ${r.size}, root ${r.root_hash}` : `unchanged: size ${r.size}, root ${r.root_hash}`,
+        ...(r.cosignature ? [
+          `cosigned:   as ${r.cosignature.name} (key ${r.cosignature.key_id}), stored by the control plane`,
+          `${r.cosignature.key_created ? 'new witness key' : 'witness key'}: ${r.cosignature.witness_key}`,
+        ] : []),
       ].join('\n'));
     }));
   audit.command('prove').argument('<id>', 'the audit record id')

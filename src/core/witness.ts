@@ -125,12 +125,11 @@ function describeTree(t: TreeRef): string {
  * (from the CA-signed policy bundle, or pinned), `consistency` the base64 proof from the held size to
  * the shown size (ignored when nothing is held). `now` stamps the new state.
  *
- * Never throws for anything the log sends: a bad note or proof is an alarm. Throws
- * TESSERA_AUDIT_CHECKPOINT_INVALID only when `logKey` itself is not a verifier key (a local problem).
+ * Never throws for anything the log sends: a bad note or proof is an alarm, so is a log key other than
+ * the held one. Throws TESSERA_AUDIT_CHECKPOINT_INVALID when, with nothing held, `logKey` is not an
+ * Ed25519 verifier key.
  */
-export function witnessStep(held: WitnessState | undefined, logKey: string, note: unknown, consistency: unknown, now: Date = new Date()): WitnessVerdict {
-  const vk = parseVerifierKey(logKey);
-  if (vk.type !== 'ed25519') throw new TesseraError('TESSERA_AUDIT_CHECKPOINT_INVALID', 'the log key must be an Ed25519 signed-note verifier key');
+export function witnessStep(held: WitnessState | undefined, logKey: unknown, note: unknown, consistency: unknown, now: Date = new Date()): WitnessVerdict {
   const text = typeof note === 'string' ? note : '';
   const clipped = text.slice(0, MAX_WITNESS_NOTE_CHARS);
   const heldRef: TreeRef = held ? { size: held.size, root_hash: held.root_hash } : { size: 0, root_hash: '' };
@@ -143,8 +142,10 @@ export function witnessStep(held: WitnessState | undefined, logKey: string, note
   });
 
   if (held && held.log_key !== logKey) {
-    return alarm('key_changed', `the log key changed from ${keyLabel(held.log_key)} to ${vk.name}+${vk.keyId}`);
+    return alarm('key_changed', `the log key changed from ${keyLabel(held.log_key)} to ${keyLabel(logKey)}`);
   }
+  const vk = parseVerifierKey(logKey);
+  if (vk.type !== 'ed25519') throw new TesseraError('TESSERA_AUDIT_CHECKPOINT_INVALID', 'the log key must be an Ed25519 signed-note verifier key');
   if (typeof note !== 'string' || note.length > MAX_WITNESS_NOTE_CHARS) return alarm('bad_signature', 'the checkpoint is not a note of a sensible size');
   let opened;
   try {
@@ -154,7 +155,7 @@ export function witnessStep(held: WitnessState | undefined, logKey: string, note
   }
   const cp = opened.checkpoint;
   const seen: TreeRef = { size: cp.size, root_hash: cp.rootHash.toString('base64') };
-  const state: WitnessState = { log_key: logKey, size: cp.size, root_hash: seen.root_hash, note, updated_at: now.toISOString() };
+  const state: WitnessState = { log_key: logKey as string, size: cp.size, root_hash: seen.root_hash, note, updated_at: now.toISOString() };
   if (!held) return { ok: true, state, checkpoint: cp, text: opened.text, from: 0, advanced: true };
   if (cp.size < held.size) return alarm('rewind', 'the log shows a smaller tree than the witness holds (a rewind)', seen);
   const proof = decodeProof(consistency);
@@ -166,9 +167,10 @@ export function witnessStep(held: WitnessState | undefined, logKey: string, note
   return { ok: true, state: cp.size === held.size ? held : state, checkpoint: cp, text: opened.text, from: held.size, advanced: cp.size > held.size };
 }
 
-function keyLabel(key: string): string {
-  const parts = key.split('+');
-  return parts.length >= 2 ? `${parts[0]}+${parts[1]}` : 'an unreadable key';
+/** `<name>+<key id>` of a verifier key, for messages (never the key itself: it is public, but long). */
+function keyLabel(key: unknown): string {
+  const parts = typeof key === 'string' ? key.split('+') : [];
+  return parts.length === 3 && /^[0-9a-f]{8}$/.test(parts[1]!) ? `${parts[0]!.slice(0, 128)}+${parts[1]}` : 'an unreadable key';
 }
 
 function decodeProof(v: unknown): Buffer[] | undefined {

@@ -39,6 +39,11 @@ export interface PolicyEnforcerOptions {
   /** Most decision records waiting in memory to be shipped (DecisionLog `maxBuffer`, default 10,000). */
   decisionBuffer?: number;
   watchSeconds?: number;
+  /**
+   * Called with the audit checkpoint of every policy-stream answer that carries one, after the answer's
+   * bundle was handled, and the audit log key of the bundle in force (the agent's witness).
+   */
+  onCheckpoint?: (checkpoint: NonNullable<PolicyBundleResponse['checkpoint']>, auditLogKey: string | undefined) => void;
 }
 
 const CACHE_FILE = 'policy-bundle.json';
@@ -91,6 +96,11 @@ export class PolicyEnforcer extends EventEmitter {
 
   get version(): number {
     return this.bundle?.version ?? 0;
+  }
+
+  /** The audit log's verifier key named by the bundle in force (CA-signed), if any. */
+  get auditLogKey(): string | undefined {
+    return this.bundle?.auditLogKey;
   }
 
   /** Loads the cached bundle (if it still verifies) and starts following the control plane. */
@@ -167,7 +177,9 @@ export class PolicyEnforcer extends EventEmitter {
   /** Verifies and installs a bundle; throws (and keeps the current one) if it is bad or older. */
   load(signed: SignedPolicyBundle, source: 'cache' | 'server'): void {
     const bundle = verifyPolicyBundle(signed, this.opts.trustedCas(), { minVersion: this.version });
-    if (this.bundle && bundle.version === this.bundle.version && bundle.hash === this.bundle.hash) {
+    // The same version and policy: only a re-signature, unless the log key changed (a bundle signed
+    // before the control plane carried the key, then the same bundle with it).
+    if (this.bundle && bundle.version === this.bundle.version && bundle.hash === this.bundle.hash && bundle.auditLogKey === this.bundle.auditLogKey) {
       // The same bundle re-signed by a newly active CA: cache that copy, which stays verifiable
       // at the next start after the old CA has left the trust bundle.
       if (source === 'server' && signed.signer !== this.signed?.signer) {
@@ -201,6 +213,13 @@ export class PolicyEnforcer extends EventEmitter {
             this.emit('refused', { error: err });
             this.recordRefusal(this.opts.self ?? '-', (err as { code?: string }).code ?? 'TESSERA_POLICY_BUNDLE_INVALID', (err as Error).message, 'policy:bundle');
             await sleep(1000);
+          }
+        }
+        if (res.checkpoint !== undefined && this.opts.onCheckpoint) {
+          try {
+            this.opts.onCheckpoint(res.checkpoint, this.auditLogKey);
+          } catch (err) {
+            this.opts.log.warn('audit checkpoint not witnessed', { error: (err as Error).message });
           }
         }
         failures = 0;
