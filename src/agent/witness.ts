@@ -104,7 +104,7 @@ export class Witness extends EventEmitter {
     this.alarms += 1;
     this.opts.log.error('audit log witness alarm: keeping the held checkpoint', {
       code: 'TESSERA_AUDIT_WITNESS_ALARM', kind: alarm.kind, message: alarm.message,
-      heldSize: alarm.held.size, heldRoot: alarm.held.root_hash, seenSize: alarm.seen.size, seenRoot: alarm.seen.root_hash,
+      heldSize: alarm.held.size, heldRoot: alarm.held.root_hash, seenSize: alarm.seen.size, seenRoot: alarm.seen.root_hash, alarmsTotal: this.alarms,
     });
     this.emit('alarm', alarm);
     if (this.opts.report) {
