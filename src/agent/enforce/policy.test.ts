@@ -14,6 +14,7 @@ import { createPolicyBundle, signPolicyBundle, type SignedPolicyBundle } from '.
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
 import type { PolicyEntity, RevokedIdentity } from '../../core/policy/types.js';
 import { createSelfSignedCa } from '../../core/x509.js';
+import { encodeVerifierKey } from '../../core/signed-note.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
 import { PolicyEnforcer, type PolicyEnforcerOptions } from './policy.js';
 
@@ -519,6 +520,20 @@ describe('PolicyEnforcer', () => {
     await waitUntil(() => shipped.length === 1, 3_000);
     expect(shipped[0]).toMatchObject({ principal: FRONTEND, context: { method: 'POST', path: '/orders' }, allow: false });
     expect(next.decisions.spilledBytes).toBe(0);
+  });
+
+  it('takes the audit log key of the same bundle re-issued with it (a control plane upgraded to carry it)', () => {
+    const e = enforcer(new FakeControlPlane());
+    const plain = ca.sign(3, READ_ONLY);
+    e.load(plain, 'server');
+    expect(e.auditLogKey).toBeUndefined();
+    const logKey = encodeVerifierKey('example.org/tessera/audit', generateKeyPairSync('ed25519').publicKey);
+    const withKey = signPolicyBundle(createPolicyBundle({
+      version: 3, author: `${TD}/tessera/admin`, reason: 'test v3', policies: READ_ONLY, schema: TESSERA_SCHEMA as Record<string, unknown>, entities: ENTITIES, auditLogKey: logKey,
+    }), { privateKey: ca.privateKey, certDer: ca.certDer });
+    e.load(withKey, 'server');
+    expect(e.auditLogKey).toBe(logKey);
+    expect(JSON.parse(readFileSync(join(dir, 'policy-bundle.json'), 'utf8'))).toEqual(withKey);
   });
 
   it('clips long context strings in records to what the control plane accepts (the decision sees them whole)', async () => {

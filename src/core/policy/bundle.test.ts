@@ -16,6 +16,7 @@ import {
 } from './bundle.js';
 import { SHOP_ENTITIES, SHOP_POLICIES } from './fixtures.js';
 import { TESSERA_SCHEMA } from './schema.js';
+import { encodeVerifierKey } from '../signed-note.js';
 
 const BAD = 'TESSERA_POLICY_BUNDLE_INVALID';
 const DAY = 86_400_000;
@@ -224,6 +225,23 @@ describe('the revocation list in the bundle', () => {
       many(81, (i) => ({ ...item, id: `${ID}/${i}`, serials: many(250, (j) => (i * 1000 + j + 1).toString(16).toUpperCase()) })),
     ]) {
       expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...bundle(), revoked })), trusted), BAD);
+    }
+  });
+});
+
+describe('the audit log key in the bundle', () => {
+  const logKey = encodeVerifierKey('example.org/tessera/audit', generateKeyPairSync('ed25519').publicKey);
+
+  it('round-trips inside the signature; a bundle without one (signed before witnesses) has none', () => {
+    const withKey = createPolicyBundle({ ...bundle(), auditLogKey: logKey });
+    expect(verifyPolicyBundle(signPolicyBundle(withKey, ca), trusted).auditLogKey).toBe(logKey);
+    expect('auditLogKey' in verifyPolicyBundle(signed, trusted)).toBe(false);
+  });
+
+  it('refuses a key that is not an Ed25519 signed-note verifier key, even when signed', () => {
+    const cosignKey = encodeVerifierKey('example.org/witness', generateKeyPairSync('ed25519').publicKey, 'cosignature/v1');
+    for (const bad of ['', 'nope', logKey.slice(0, -2), `${logKey} `, cosignKey, 7, null]) {
+      expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...bundle(), auditLogKey: bad })), trusted), BAD);
     }
   });
 });
