@@ -181,6 +181,13 @@ describe('POST /v1/audit/cosignatures', () => {
     for (const body of [{}, { size, witness_key: w.vkey }, { size: -1, witness_key: w.vkey, line }, { size, witness_key: w.vkey, line, extra: 1 }]) {
       expect(await post(body)).toBe('TESSERA_BAD_REQUEST');
     }
+    const anon = await rawJson(t.cp.url, { method: 'POST', path: '/v1/audit/cosignatures', ca: t.adminTls.ca, json: { size, witness_key: w.vkey, line } });
+    expect(anon.status).toBe(401);
+    expect(await rejectionCode(t.admin.call('GET', '/v1/audit/checkpoint?size=x'))).toBe('TESSERA_BAD_REQUEST');
+    expect(await rejectionCode(t.admin.call('GET', `/v1/audit/checkpoint?size=${size + 1000}`))).toBe('TESSERA_NOT_FOUND');
+    expect(await rejectionCode(client.call('GET', '/v1/audit/checkpoint'))).toBe('TESSERA_FORBIDDEN');
+    // Nothing refused was stored.
+    expect((await t.admin.call<AuditCheckpointResponse>('GET', `/v1/audit/checkpoint?size=${size}`)).cosignatures?.some((c) => c.name === w.name)).toBe(false);
   });
 
   it('keeps at most 32 witnesses per checkpoint', async () => {
