@@ -71,7 +71,7 @@ export function auditCommands(program: Command, run: Run): void {
       ].join('\n'));
     }));
   audit.command('witness')
-    .description('witness the audit log: check the latest checkpoint is consistent with the one in the state file, keep the newer one, optionally cosign it')
+    .description('witness the audit log: check the latest checkpoint is consistent with the one in the state file, keep the newer one, optionally cosign it. Exit 0 when consistent; 1 with TESSERA_AUDIT_WITNESS_ALARM on a fork, rewind, bad signature or changed log key (the state file is kept, the alarm reported)')
     .requiredOption('--state <file>', 'the witness state file (created 0600 on the first run; pins the log key)')
     .option('--log-key <key>', 'the log\'s verifier key to pin on the first run (default: the one the server names)')
     .option('--cosign-key <file>', 'Ed25519 key (PKCS#8 PEM) to cosign the checkpoint with (C2SP tlog-cosignature); created 0600 when absent')
