@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient } from '../src/common/api-client.js';
-import { CLI, freePort, ServerProcess, waitFor } from './support/process.js';
+import { CLI, freePort, runTessera, ServerProcess, waitFor } from './support/process.js';
 import { makeCsrPem } from './support/server.js';
 
 const TD = 'example.org';
@@ -235,4 +235,27 @@ describe('metrics scraped by a real Prometheus', () => {
     await valueOf('tessera_keyserver_evaluation_duration_seconds_count', (v) => v >= 3, 'key server latency histogram');
     expect(await valueOf('tessera_keyserver_evaluations_total{outcome="allowed"}', (v) => v >= 0, 'allowed series')).toBe(0);
   });
+
+  it('refuses bad --metrics-listen values with stable codes, and a port in use before spending the join token', async () => {
+    const bundle = join(server.dataDir, 'bundle.pem');
+    const code = (r: { status: number | null; stdout: string }): string => `${r.status} ${String((JSON.parse(r.stdout || '{}') as { error?: { code?: string } }).error?.code)}`;
+    for (const bad of ['9464', ':9464', '127.0.0.1', '127.0.0.1:99999', 'http://127.0.0.1:9464']) {
+      const r = await runTessera(['--json', '--server', server.url, 'agent', '--data-dir', join(dir, 'never'), '--metrics-listen', bad]);
+      expect(`${bad}: ${code(r)}`).toBe(`${bad}: 2 TESSERA_CONFIG_INVALID`);
+    }
+    const workers = await runTessera(['--json', 'server', '--data-dir', join(dir, 'never-server'), '--listen', '127.0.0.1:0', '--workers', '2', '--metrics-listen', '127.0.0.1:0']);
+    expect(code(workers)).toBe('2 TESSERA_CONFIG_INVALID');
+    // The agent's metrics port is taken (by the agent above): refused before the join.
+    const t = await token(FRONTEND);
+    const inUse = await runTessera(['--json', '--server', server.url, 'agent', '--data-dir', join(dir, 'second'), '--trust-bundle', bundle, '--join-token', t,
+      '--metrics-listen', `127.0.0.1:${metricsPorts.agent}`]);
+    expect(code(inUse)).toBe('2 TESSERA_ADDRESS_IN_USE');
+    const anon = new ApiClient(server.url, { ca: readFileSync(bundle, 'utf8') });
+    try {
+      const res = await anon.call<{ spiffe_id: string }>('POST', '/v1/agent/join', { join_token: t, csr: makeCsrPem().pem });
+      expect(res.spiffe_id).toBe(FRONTEND);
+    } finally {
+      anon.close();
+    }
+  }, 60_000);
 });
