@@ -26,7 +26,9 @@
  * Defaults: --seconds 3 per measurement, --concurrency 16 connections, --rounds 3 (every row
  * measured 3 times, rows interleaved, the run with the median req/s reported with the range: on
  * a shared 2-core VM single runs swing by ±50 %). Extra flags: --warmup S (default 1),
- * --only row,row, --no-haproxy, --cpu-prof DIR (Tessera proxies run under --cpu-prof).
+ * --only row,row, --no-haproxy, --cpu-prof DIR (Tessera proxies run under --cpu-prof), --metrics (the
+ * Tessera inbound counts for Prometheus as `tessera agent --metrics-listen` does: decisions per caller
+ * edge, request histogram, and a scrape of its registry every second).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
@@ -40,6 +42,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, createSecureContext, createServer as createTlsServer } from 'node:tls';
 import { startInbound } from '../src/agent/inbound/inbound.js';
+import { AgentMetrics } from '../src/agent/metrics.js';
 import type { TlsMaterial, TlsSource } from '../src/common/tls-source.js';
 import { startOutbound } from '../src/agent/outbound/outbound.js';
 import { ChunkedBodyTracker } from '../src/core/http-head.js';
@@ -60,11 +63,12 @@ interface Options {
   only: Set<Row>;
   haproxy: boolean;
   cpuProf: string | undefined;
+  metrics: boolean;
   /** Each row is measured this many times, rows interleaved; the run with the median req/s is reported. */
   rounds: number;
 }
 
-const USAGE = 'usage: node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR]';
+const USAGE = 'usage: node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR] [--metrics]';
 const TD = 'bench.test';
 const CLIENT_ID = `spiffe://${TD}/client`;
 const SERVER_ID = `spiffe://${TD}/server`;
@@ -76,7 +80,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 3 };
+  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 3, metrics: false };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
@@ -93,6 +97,7 @@ function parseArgs(argv: string[]): Options {
       case '--rounds': o.rounds = Math.round(num(flag, value(), 1, 20)); break;
       case '--json': o.json = true; break;
       case '--no-haproxy': o.haproxy = false; break;
+      case '--metrics': o.metrics = true; break;
       case '--cpu-prof': o.cpuProf = resolve(value() ?? usage('--cpu-prof needs a directory')); break;
       case '--only': {
         const rows = (value() ?? '').split(',').filter(Boolean);
@@ -124,6 +129,7 @@ interface RoleConfig {
   seconds?: number;
   warmup?: number;
   concurrency?: number;
+  metrics?: boolean;
 }
 
 function ready(port: number): void {
@@ -158,10 +164,17 @@ async function runRole(cfg: RoleConfig): Promise<void> {
       return;
     }
     case 'tessera-in': {
+      const m = cfg.metrics ? new AgentMetrics() : undefined;
       const ib = await startInbound({
         listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: cfg.appPort! }, mode: cfg.mode!,
-        tls: staticSource(cfg.certs!, 'server'), authorize: () => ALLOW,
+        tls: staticSource(cfg.certs!, 'server'),
+        // With --metrics the decision is counted in the authorizer: the real sidecar counts it in the
+        // onDecision callback it already has, whose record (allocated per decision) is not a cost of metrics.
+        authorize: m ? (r) => { m.decision(r.peer, true); return ALLOW; } : () => ALLOW,
+        ...(m ? { metrics: m.inbound } : {}),
       });
+      // Prometheus scraping every second, as it would.
+      if (m) setInterval(() => void m.registry.metrics(), 1000).unref();
       ready(ib.port);
       return;
     }
@@ -696,7 +709,7 @@ async function runRow(row: Row, dir: string, app: Child, appPort: number, haprox
       case 'tessera-tcp':
       case 'tessera-http': {
         const mode = row === 'tessera-tcp' ? 'tcp' : 'http';
-        const tin = nodeRole('tessera-in', { role: 'tessera-in', certs: dir, appPort, mode }, o);
+        const tin = nodeRole('tessera-in', { role: 'tessera-in', certs: dir, appPort, mode, metrics: o.metrics }, o);
         started.push(tin);
         const inPort = await readyPort(tin);
         const tout = nodeRole('tessera-out', { role: 'tessera-out', certs: dir, targetPort: inPort }, o);

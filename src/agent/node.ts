@@ -5,6 +5,7 @@
  */
 import type { Logger } from '../core/log.js';
 import { Agent } from './agent.js';
+import type { AgentMetrics } from './metrics.js';
 import { startSecretFiles, type SecretFiles, type SecretFileSpec } from './secrets/files.js';
 import { startSidecar, type Sidecar, type SidecarOptions } from './sidecar.js';
 
@@ -18,6 +19,8 @@ export interface AgentNodeOptions {
   sidecar?: Omit<SidecarOptions, 'dataDir' | 'log'>;
   /** Sealed files to open for the app (`--unseal`). */
   unseal?: SecretFileSpec[];
+  /** Prometheus metrics of this agent (`--metrics-listen`; the caller serves its registry). */
+  metrics?: AgentMetrics;
 }
 
 export interface AgentNode {
@@ -47,10 +50,12 @@ export async function startAgentNode(opts: AgentNodeOptions): Promise<AgentNode>
   }));
   agent.on('bundle', (e) => log.info('trust bundle updated', { sequence: e.sequence, authorities: e.authorities }));
   await agent.start();
-  const sidecar = await startSidecar(agent, { ...opts.sidecar, dataDir: opts.dataDir, log }).catch(async (err: unknown) => {
+  opts.metrics?.attachAgent(agent);
+  const sidecar = await startSidecar(agent, { ...opts.sidecar, dataDir: opts.dataDir, log, ...(opts.metrics ? { metrics: opts.metrics } : {}) }).catch(async (err: unknown) => {
     await agent.stop();
     throw err;
   });
+  opts.metrics?.attachSidecar(sidecar);
   sidecar.enforcer.on('policy', (e: { version: number; reason: string; source: string }) => log.info('policy bundle in force', { version: e.version, reason: e.reason, from: e.source }));
   // A bundle loaded from the cache at start (static stability) was installed before the listener above.
   if (sidecar.enforcer.version > 0) log.info('policy bundle in force', { version: sidecar.enforcer.version, from: 'cache' });

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/log.js';
 import type { BundleResponse, DecisionsRequest, DecisionsResponse, JwtSvidRequest, JwtSvidResponse, PolicyBundleResponse, WitnessAlarmRequest, WitnessAlarmResponse } from '../core/wire/control-plane.js';
 import type { Agent } from './agent.js';
+import type { AgentMetrics } from './metrics.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import { Witness } from './witness.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
@@ -30,6 +31,8 @@ export interface SidecarOptions {
   inboundLimits?: Partial<InboundLimits>;
   /** Long-poll time of the policy watch. */
   policyWatchSeconds?: number;
+  /** Prometheus metrics (`--metrics-listen`): the proxies report decisions, refusals and durations to it. */
+  metrics?: AgentMetrics;
 }
 
 export interface Sidecar {
@@ -48,12 +51,13 @@ export interface Sidecar {
  * contexts on every rotation.
  */
 export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<Sidecar> {
-  const { log } = opts;
+  const { log, metrics } = opts;
   // The agent witnesses the audit log's checkpoints, which ride on the policy stream.
   const witness = new Witness({
     dir: opts.dataDir, log,
     report: (alarm) => agent.call<WitnessAlarmResponse>('POST', '/v1/audit/alarms', alarm satisfies WitnessAlarmRequest),
   });
+  if (metrics) witness.on('alarm', () => metrics.recordWitnessAlarm());
   const enforcer = new PolicyEnforcer({
     dir: opts.dataDir,
     site: agent.entry?.attributes?.site ?? 'default',
@@ -98,8 +102,10 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       inbound = await startInbound({
         listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, peerStatus, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
+        ...(metrics ? { metrics: metrics.inbound } : {}),
         authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
         onDecision: (r) => {
+          metrics?.decision(r.peer, r.allow);
           if (!r.allow && deniedLines.take(r.peer, r.time)) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons });
         },
         onRefused: (r) => {
@@ -121,6 +127,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
         listen: o.listen, upstream: o.upstream, tls: agent, peerStatus,
         entrySelectors: () => agent.entry?.selectors ?? [],
         onRefused: (r) => {
+          metrics?.outboundRefused(r.code);
           if (r.code === 'TESSERA_PROXY_LOCAL_CALLER') return callerRefused(r);
           if (!upstreamRefusals.take(r.code, r.time)) return;
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });

@@ -18,6 +18,9 @@ import { secretCommands } from './secrets.js';
 import { adminClient, DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
 import { count, EXIT, output, reportError, table, type GlobalOptions } from './context.js';
+import { metricsListenOption, serveMetricsFlag } from './metrics.js';
+import { ControlPlaneMetrics } from '../server/metrics.js';
+import { AgentMetrics } from '../agent/metrics.js';
 
 type Json = Record<string, unknown>;
 
@@ -100,7 +103,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
-  program.command('server')
+  metricsListenOption(program.command('server'))
     .description('run the control plane: CA, registry, join tokens, derived credentials and audit, on an HTTPS API')
     .option('--data-dir <dir>', 'state directory (SQLite database, sealed CA keys, admin credential)', DEFAULT_SERVER_DIR)
     .option('--listen <host:port>', 'address to listen on', `${DEFAULTS.host}:${DEFAULTS.port}`)
@@ -122,11 +125,15 @@ export function buildProgram(): Command {
       const workers = Number(o.workers);
       if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new TesseraError('TESSERA_CONFIG_INVALID', '--workers must be an integer from 1 to 64');
       const decisions = parseDecisionSettings(String(o.decisionRateLimit), String(o.replayLimit));
+      // Each worker counts its own requests: one listener would show one worker's (to be aggregated later).
+      if (workers > 1 && o.metricsListen !== undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--metrics-listen needs --workers 1 (metrics of several workers are not aggregated yet)');
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
       }
       const role = workerRole() ?? 'leader';
+      const metrics = o.metricsListen !== undefined ? new ControlPlaneMetrics() : undefined;
+      const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const cp = await ControlPlane.start({
         dataDir: String(o.dataDir), host, port, log: role === 'leader' ? log : log.child({ worker: process.pid }), role,
         ...(o.trustDomain ? { trustDomain: String(o.trustDomain) } : {}),
@@ -135,7 +142,9 @@ export function buildProgram(): Command {
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
-      }).catch((err: unknown) => {
+        ...(metrics ? { metrics } : {}),
+      }).catch(async (err: unknown) => {
+        await metricsListener?.close();
         // A worker of --workers N: its primary reports the error once, with its code and status.
         if (reportStartFailure(err)) return undefined;
         throw err;
@@ -143,11 +152,14 @@ export function buildProgram(): Command {
       if (cp === undefined) return;
       if (role === 'leader') log.info('admin credential written', { dir: cp.adminDir });
       reportListening();
-      await untilSignal(() => cp.stop());
+      await untilSignal(async () => {
+        await cp.stop();
+        await metricsListener?.close();
+      });
       leaveCluster();
     }));
 
-  program.command('agent')
+  metricsListenOption(program.command('agent'))
     .description('run an agent: join with a one-time token, keep the SVID fresh, follow the trust bundle')
     .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem)')
     .option('--join-token <token>', 'one-time join token (only needed until the agent has an identity); or $TESSERA_JOIN_TOKEN')
@@ -186,12 +198,21 @@ export function buildProgram(): Command {
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
       };
+      const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
+      const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startAgentNode({
         serverUrl: g.server, dataDir: String(o.dataDir), log, sidecar, unseal: unsealSpecs,
         ...(joinToken ? { joinToken } : {}),
         ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
+        ...(metrics ? { metrics } : {}),
+      }).catch(async (err: unknown) => {
+        await metricsListener?.close();
+        throw err;
       });
-      await untilSignal(() => node.close());
+      await untilSignal(async () => {
+        await node.close();
+        await metricsListener?.close();
+      });
     }));
 
   const entry = program.command('entry').description('manage registration entries (admin)');

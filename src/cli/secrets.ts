@@ -31,6 +31,8 @@ import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll } from '../core/x509.js';
 import { startKeyServerNode } from '../keyserver/node.js';
 import { DEFAULT_RATE_LIMIT } from '../keyserver/service.js';
+import { KeyServerMetrics } from '../keyserver/metrics.js';
+import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 import type { SecretPolicyListResponse } from '../core/wire/control-plane.js';
 import { output, table, type GlobalOptions, type Run } from './context.js';
 
@@ -121,7 +123,7 @@ function summary(r: SecretPolicyRecord): string {
 // ---------------------------------------------------------------------------------------------
 
 export function secretCommands(program: Command, run: Run, parseListen: (v: string) => { host: string; port: number }, untilSignal: (stop: () => Promise<void>) => Promise<void>): void {
-  program.command('keyserver')
+  metricsListenOption(program.command('keyserver'))
     .description('run a blind-secrets key server: its own agent (SVID), Cedar secret:unseal decisions, mTLS on --listen')
     .requiredOption('--data-dir <dir>', 'state directory (agent SVID, sealed key shares)')
     .option('--join-token <token>', 'one-time join token (only until the agent has an identity); or $TESSERA_JOIN_TOKEN')
@@ -134,14 +136,25 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       if (!g.server) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the key server needs --server https://HOST:PORT (the control plane URL)');
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
+      const listen = parseListen(String(o.listen));
+      const rateLimit = parseRateLimit(String(o.rateLimit));
+      const metrics = o.metricsListen !== undefined ? new KeyServerMetrics() : undefined;
+      const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startKeyServerNode({
-        serverUrl: g.server, dataDir: String(o.dataDir), listen: parseListen(String(o.listen)), log,
+        serverUrl: g.server, dataDir: String(o.dataDir), listen, log,
         ...(joinToken ? { joinToken } : {}),
         ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
-        rateLimit: parseRateLimit(String(o.rateLimit)),
+        rateLimit,
+        ...(metrics ? { metrics } : {}),
+      }).catch(async (err: unknown) => {
+        await metricsListener?.close();
+        throw err;
       });
       log.info('key server ready', { url: node.keyServer.url, spiffe_id: node.agent.spiffeId });
-      await untilSignal(() => node.close());
+      await untilSignal(async () => {
+        await node.close();
+        await metricsListener?.close();
+      });
     }));
 
   const secret = program.command('secret').description('blind threshold secrets: policies, seal, unseal');

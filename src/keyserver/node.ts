@@ -14,6 +14,7 @@ import type { RateLimit } from '../core/rate-limit.js';
 import { secretResource } from './authorize.js';
 import { startKeyServer, type KeyServer } from './server.js';
 import type { KeyAuditEvent } from './service.js';
+import type { KeyServerMetrics } from './metrics.js';
 
 export interface KeyServerNodeOptions {
   serverUrl: string;
@@ -28,6 +29,8 @@ export interface KeyServerNodeOptions {
   policyWatchSeconds?: number;
   /** Per-caller rate limit of /v1/evaluate (default DEFAULT_RATE_LIMIT; benchmarks raise it). */
   rateLimit?: RateLimit;
+  /** Prometheus metrics (`--metrics-listen`; the caller serves its registry). */
+  metrics?: KeyServerMetrics;
 }
 
 export interface KeyServerNode {
@@ -49,6 +52,8 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
   try {
     sidecar = await startSidecar(agent, { dataDir: opts.dataDir, log, allowSampleRate: 1, ...(opts.policyWatchSeconds !== undefined ? { policyWatchSeconds: opts.policyWatchSeconds } : {}) });
     const enforcer = sidecar.enforcer;
+    const metrics = opts.metrics;
+    metrics?.attach(agent, enforcer);
     const td = agent.trustDomain!;
     const keyServer = await startKeyServer({
       dataDir: opts.dataDir,
@@ -60,7 +65,9 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       log,
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
+      ...(metrics ? { observeEvaluate: (s: number) => metrics.observeEvaluate(s) } : {}),
       onAudit: (ev) => {
+        metrics?.audit(ev);
         // No point material is in an event: who, which policy and epoch, the outcome.
         log.info('keyserver audit', { ...ev });
         opts.onAudit?.(ev);

@@ -55,6 +55,8 @@ export interface KeyServerOptions {
   rateLimit?: RateLimit;
   /** Audit sink; default: an `info` log line per event (no point material is in an event). */
   onAudit?: (event: KeyAuditEvent) => void;
+  /** Seconds taken by each POST /v1/evaluate answer (metrics). */
+  observeEvaluate?: (seconds: number) => void;
   /** Tests only: sees every raw request body as received. */
   onRequestBody?: (info: { method: string; url: string; body: string }) => void;
 }
@@ -123,6 +125,13 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     const c = authenticate(req, trustDomain);
     return { spiffeId: c.spiffeId, serial: c.serial };
   };
+
+  const observe = opts.observeEvaluate;
+  if (observe) {
+    app.addHook('onResponse', async (req, reply) => {
+      if (req.routeOptions.url === '/v1/evaluate') observe(reply.elapsedTime / 1000);
+    });
+  }
 
   app.get('/v1/healthz', async () => ({ status: 'ok', shares: store.list().length }) satisfies KeyServerHealthResponse);
 

@@ -7,6 +7,7 @@ import type { RegistryService } from './registry/service.js';
 import type { SvidService } from './svid/service.js';
 import type { CredentialService } from './credentials/service.js';
 import type { SecretPolicyService } from './secrets/service.js';
+import type { ControlPlaneMetrics } from './metrics.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -28,4 +29,6 @@ export interface ServerContext {
   serverId: string;
   /** The issuer (`iss`) of JWT-SVIDs and the OIDC discovery document. */
   issuer: string;
+  /** Prometheus metrics (served when `--metrics-listen` is given). */
+  metrics: ControlPlaneMetrics;
 }

@@ -32,6 +32,8 @@ import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './policy/decis
 import { secretPolicyRoutes } from './secrets/routes.js';
 import { SecretPolicyService } from './secrets/service.js';
 import type { HealthResponse } from '../core/wire/control-plane.js';
+import { ControlPlaneMetrics } from './metrics.js';
+import { Registry } from 'prom-client';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -55,6 +57,8 @@ export interface ControlPlaneOptions {
   decisions?: Partial<DecisionSettings>;
   /** Rate of witness alarms each caller may report (POST /v1/audit/alarms); default DEFAULT_ALARM_RATE. */
   witnessAlarms?: Partial<RateLimit>;
+  /** Prometheus metrics to fill (the caller serves its registry); default: kept, not served. */
+  metrics?: ControlPlaneMetrics;
 }
 
 export const DEFAULTS = {
@@ -119,7 +123,7 @@ export class ControlPlane {
       // The bundle carries the log key: agents witnessing checkpoints trust it through the CA.
       const policy = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey });
       await policy.init();
-      if (opts.role === 'leader') await tlog.checkpoint();
+      const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
       const now = Date.now;
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
@@ -130,7 +134,11 @@ export class ControlPlane {
         adminId: `spiffe://${trustDomain}/tessera/admin`,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
+        // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
+        metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
       };
+      ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
+      if (firstCheckpoint) ctx.metrics.checkpointSigned();
       const cp = new ControlPlane(opts, ctx, store);
       await cp.listen();
       return cp;
@@ -173,6 +181,7 @@ export class ControlPlane {
     app.setNotFoundHandler((_req, reply) => {
       void reply.code(404).send({ error: new TesseraError('TESSERA_NOT_FOUND').toJSON() });
     });
+    ctx.metrics.observeApi(app);
     app.get('/healthz', async () => ({ status: 'ok', trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence() }) satisfies HealthResponse);
     registryRoutes(app, ctx);
     svidRoutes(app, ctx);
@@ -210,7 +219,7 @@ export class ControlPlane {
     // The leader alone signs audit checkpoints (one writer): at most one a tick, when the tree grew.
     this.tickTimer = setInterval(() => {
       if (leader && !this.checkpointing) {
-        this.checkpointing = ctx.tlog.checkpoint().then(() => undefined, (err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }))
+        this.checkpointing = ctx.tlog.checkpoint().then((cp) => { if (cp) ctx.metrics.checkpointSigned(); }, (err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }))
           .finally(() => { this.checkpointing = undefined; });
       }
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {

@@ -106,6 +106,8 @@ export interface HttpContext {
   stats: InboundStats;
   /** Coarse clock (ms), advanced by the proxy's sweep timer: cheaper than Date.now() per chunk. */
   clock: { now: number };
+  /** Prometheus hooks; undefined: requests are not timed. */
+  metrics: { observeRequest(seconds: number): void; refused(code: ErrorCode): void } | undefined;
 }
 
 const enum Phase {
@@ -194,6 +196,8 @@ export class HttpConnection implements UpstreamOwner {
   #deniedBurst = 0;
   /** Reading from the caller stopped until its denied answers have gone out. */
   #waitingCaller = false;
+  /** performance.now() when the current request's head was read (0: not timed). */
+  #reqSince = 0;
 
   constructor(
     readonly client: TLSSocket,
@@ -285,6 +289,7 @@ export class HttpConnection implements UpstreamOwner {
       }
       this.#headSince = 0;
       ctx.stats.requests++;
+      if (ctx.metrics !== undefined) this.#reqSince = performance.now();
       const rest = this.#reader.buffer;
       const off = this.#reader.bodyStart;
       if (ctx.clock.now >= this.peerNotAfter) {
@@ -601,6 +606,10 @@ export class HttpConnection implements UpstreamOwner {
 
   #finishExchange(): void {
     const ctx = this.ctx;
+    if (this.#reqSince !== 0) {
+      ctx.metrics!.observeRequest((performance.now() - this.#reqSince) / 1000);
+      this.#reqSince = 0;
+    }
     const up = this.#up;
     this.#up = undefined;
     if (this.#upPausedForClient) {
@@ -667,6 +676,7 @@ export class HttpConnection implements UpstreamOwner {
   /** Answers with an error and closes (after the caller has had time to read it). */
   #refuse(code: ErrorCode, message: string): void {
     if (this.#phase === Phase.Closing) return;
+    if (code !== 'TESSERA_PROXY_DENIED') this.ctx.metrics?.refused(code);
     this.client.write(errorResponse(code, message, true));
     this.#startClosing();
   }

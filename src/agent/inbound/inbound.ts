@@ -125,6 +125,18 @@ export interface InboundOptions {
   /** The trust domain callers must belong to (default: our own SVID's). */
   trustDomain?: string;
   limits?: Partial<InboundLimits>;
+  /** Prometheus hooks (src/agent/metrics.ts); absent: nothing is timed. */
+  metrics?: InboundMetrics;
+}
+
+/** What the proxy reports for metrics: cheap calls, made per request (http) or per connection (tcp). */
+export interface InboundMetrics {
+  /** http mode: seconds from a request head's arrival to the end of the app's response (requests forwarded to the app). */
+  observeRequest(seconds: number): void;
+  /** tcp mode: seconds an accepted caller connection was open. */
+  observeConnection(seconds: number): void;
+  /** A connection or request refused with `code` (not a policy denial: those are decisions). */
+  refused(code: ErrorCode): void;
 }
 
 export interface Inbound {
@@ -132,6 +144,8 @@ export interface Inbound {
   readonly port: number;
   /** A snapshot of the counters. */
   readonly stats: InboundStats;
+  /** Bytes received from and sent to callers on the wire (TLS records included), closed and open connections; computed when asked. */
+  bytes(): { received: number; sent: number };
   /**
    * Re-judges every open connection (policy or revocation list changed): tcp-mode connections
    * the authorizer now refuses, and connections of callers `peerStatus` refuses, are closed
@@ -207,11 +221,13 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
   const pool = new UpstreamPool({ host: opts.app.host, port: opts.app.port, maxIdle: limits.upstreamMaxIdle, idleTimeoutMs: limits.upstreamIdleTimeoutMs });
   const httpCtx: HttpContext = {
     pool, idHeader, limits, authorize: opts.authorize, onDecision: opts.onDecision, stats, clock,
-    allowPath,
+    allowPath, metrics: opts.metrics,
   };
+  const metrics = opts.metrics;
 
   const sampler = new PerSecondSampler(limits.refusalRecordsPerSecond);
   const refused = (code: ErrorCode, reason: string, remote: string | undefined): void => {
+    metrics?.refused(code);
     if (opts.onRefused === undefined) return;
     if (!sampler.take(code, Date.now())) {
       stats.refusalsNotRecorded++;
@@ -233,9 +249,15 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
   server.maxConnections = limits.maxConnections;
   // Every TCP connection, handshaking or not, so that close() ends them all.
   const sockets = new Set<Socket>();
+  // Bytes of closed connections; open ones are added when bytes() is asked (no per-chunk counting).
+  const closedBytes = { received: 0, sent: 0 };
   server.on('connection', (raw: Socket) => {
     sockets.add(raw);
-    raw.once('close', () => sockets.delete(raw));
+    raw.once('close', () => {
+      sockets.delete(raw);
+      closedBytes.received += raw.bytesRead;
+      closedBytes.sent += raw.bytesWritten;
+    });
   });
 
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
@@ -272,6 +294,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       }
       stats.connections++;
       stats.active++;
+      const since = metrics !== undefined && opts.mode === 'tcp' ? performance.now() : 0;
       let entry: Tracked;
       if (opts.mode === 'http') {
         entry = new HttpConnection(socket, verdict.spiffeId, verdict.notAfter, httpCtx, serial, standing);
@@ -287,6 +310,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       socket.once('close', () => {
         tracked.delete(entry);
         stats.active--;
+        if (since !== 0) metrics!.observeConnection((performance.now() - since) / 1000);
       });
     } catch {
       stats.internalErrors++;
@@ -324,6 +348,14 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
     port,
     get stats(): InboundStats {
       return { ...stats };
+    },
+    bytes(): { received: number; sent: number } {
+      let { received, sent } = closedBytes;
+      for (const raw of sockets) {
+        received += raw.bytesRead;
+        sent += raw.bytesWritten;
+      }
+      return { received, sent };
     },
     rejudge(): RejudgeResult {
       const r = rejudge(tracked, { authorize: opts.authorize, peerStatus: opts.peerStatus, onDecision: opts.onDecision });

@@ -55,6 +55,7 @@ export function witnessRoutes(app: FastifyInstance, ctx: ServerContext, alarmRat
     if (note.length < MAX_WITNESS_NOTE_CHARS && noteHash(note) !== hash) throw bad('"note_hash" is not the SHA-256 of "note"');
     ev.target = `${held.size} -> ${seen.size}`;
     Object.assign(ev.detail, { kind, message, held, seen, note_hash: hash, note });
+    ctx.metrics.recordWitnessAlarm();
     ctx.log.error('audit witness alarm reported', { code: 'TESSERA_AUDIT_WITNESS_ALARM', witness: caller.spiffeId, kind, held, seen });
     ev.succeed();
     return reply.code(201).send({ recorded: true } satisfies WitnessAlarmResponse);

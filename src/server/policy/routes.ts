@@ -112,6 +112,7 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
       throw err;
     }
     await ctx.audit.append(batch.refusal ? [...batch.records, batch.refusal] : batch.records);
+    ctx.metrics.decisionsIngested(batch.records, batch.refused);
     ev.detail.count = batch.records.length;
     if (batch.refused > 0) ev.detail.refused = batch.refused;
     ev.succeed();
