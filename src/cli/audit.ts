@@ -3,6 +3,7 @@ import { adminClient } from '../admin/clients.js';
 import { checkCheckpointResponse, checkInclusionResponse } from '../admin/audit-proof.js';
 import type { AuditCheckpointResponse, AuditInclusionResponse, AuditListResponse } from '../core/wire/control-plane.js';
 import { count, output, table, type GlobalOptions, type Run } from './context.js';
+import { tailCommand } from './tail.js';
 
 type Json = Record<string, unknown>;
 
@@ -31,6 +32,7 @@ export function auditCommands(program: Command, run: Run): void {
       output(g, res, () => table(['ID', 'TIME', 'ACTION', 'OUTCOME', 'CODE', 'ACTOR', 'TARGET'],
         res.records.map((r) => [String(r.id), String(r.ts), String(r.action), String(r.outcome), String(r.code), String(r.actor), String(r.target)])));
     }));
+  tailCommand(audit);
   audit.command('checkpoint')
     .description('show the latest signed checkpoint of the audit log (checks its signature) and the log key')
     .option('--log-key <key>', 'the log\'s verifier key to check against (default: the one the server names)')

@@ -12,6 +12,7 @@ import { pemEncode } from '../core/x509.js';
 import { AuditLog } from './audit/audit.js';
 import { auditRoutes } from './audit/routes.js';
 import { TransparencyLog } from './audit/tlog.js';
+import { SiemExporter, type SiemExporterOptions } from './audit/siem.js';
 import { CertificateAuthority } from './ca/ca.js';
 import { KeyEncryptionKey } from '../common/kek.js';
 import { caRoutes } from './ca/routes.js';
@@ -51,6 +52,8 @@ export interface ControlPlaneOptions {
   env?: NodeJS.ProcessEnv;
   /** Decision ingestion and replay limits (default DEFAULT_DECISION_SETTINGS). */
   decisions?: Partial<DecisionSettings>;
+  /** Ship every audit record to a syslog receiver (`--siem`); run by the leader only. */
+  siem?: SiemExporterOptions;
 }
 
 export const DEFAULTS = {
@@ -76,6 +79,8 @@ export class ControlPlane {
   /** The checkpoint being signed, if any: one at a time, and stop() waits for it before closing the store. */
   private checkpointing: Promise<void> | undefined;
   private serverKey: KeyObject | undefined;
+  /** The SIEM exporter, on the leader when `siem` is set (its `stats` are for metrics). */
+  siem: SiemExporter | undefined;
   private serverCertNotBefore = 0;
   private serverCertNotAfter = 0;
   private serverCertCa = '';
@@ -151,6 +156,7 @@ export class ControlPlane {
 
   async stop(): Promise<void> {
     if (this.tickTimer) clearInterval(this.tickTimer);
+    await this.siem?.stop();
     await this.app.close();
     await this.ctx.audit.flush();
     await this.checkpointing;
@@ -213,6 +219,13 @@ export class ControlPlane {
       }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));
     }, leader ? 1000 : 250);
     this.tickTimer.unref();
+    // One exporter (the leader's) reads the store in order and keeps one cursor: followers would
+    // only send the same records again.
+    if (leader && this.opts.siem) {
+      this.siem = new SiemExporter(this.store, ctx.audit, this.opts.siem, ctx.log);
+      this.siem.start();
+      ctx.log.info('SIEM export started', { destination: this.siem.destination });
+    }
     ctx.log.info('control plane listening', { url: this.url, trust_domain: ctx.trustDomain });
   }
 
