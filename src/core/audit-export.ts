@@ -57,7 +57,7 @@ const ACTIVITIES: Record<ClassUid, Record<number, string>> = {
 };
 
 /** Tessera action → [class, activity, managed entity type (3004 only)]; the README's table. */
-const ACTION_MAP: Record<string, [ClassUid, number, string?]> = {
+const ACTION_MAP = new Map<string, [ClassUid, number, string?]>(Object.entries({
   'svid.join': [3002, 1],
   'svid.renew': [3002, 5],
   'svid.jwt': [3002, 4],
@@ -77,11 +77,12 @@ const ACTION_MAP: Record<string, [ClassUid, number, string?]> = {
   'secret.policy.retire': [3004, 3, 'Secret Policy'],
   'ca.rotate': [3004, 1, 'Certificate Authority'],
   'decision.ship': [6003, 1],
-};
+} satisfies Record<string, [ClassUid, number, string?]>) as [string, [ClassUid, number, string?]][]);
 
 /** Which OCSF class and activity a Tessera action maps to (see the README's table). */
 export function ocsfClassOf(action: string): { classUid: ClassUid; activityId: number; entityType?: string } {
-  const m = ACTION_MAP[action];
+  // A Map, not an object: an action named like an Object.prototype member must not match.
+  const m = ACTION_MAP.get(action);
   if (m) return { classUid: m[0], activityId: m[1], ...(m[2] ? { entityType: m[2] } : {}) };
   // Refusals an enforcer records before any decision (failed handshakes, refused identities).
   if (action.startsWith('refusal.') || action.startsWith('tls:')) return { classUid: 3003, activityId: 99 };

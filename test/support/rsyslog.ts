@@ -12,8 +12,11 @@ import { waitFor } from './process.js';
 
 export interface RsyslogTls { ca: string; cert: string; key: string }
 
-/** A test PKI made with the openssl CLI: a CA, a server certificate for 127.0.0.1/localhost, and a second, unrelated CA. */
-export function makePki(dir: string): { ca: string; cert: string; key: string; otherCa: string; otherCert: string; otherKey: string } {
+/**
+ * A test PKI made with the openssl CLI: a CA and a server certificate for 127.0.0.1/localhost; the
+ * same from a second, unrelated CA (other*); and one from the first CA for another name (misnamed*).
+ */
+export function makePki(dir: string): { ca: string; cert: string; key: string; otherCa: string; otherCert: string; otherKey: string; misnamedCert: string; misnamedKey: string } {
   mkdirSync(dir, { recursive: true });
   const ssl = (args: string[]): void => {
     const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
@@ -25,8 +28,14 @@ export function makePki(dir: string): { ca: string; cert: string; key: string; o
     ssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${p}server.key`, '-out', `${p}server.csr`, '-subj', '/CN=localhost']);
     ssl(['x509', '-req', '-in', `${p}server.csr`, '-CA', `${p}ca.pem`, '-CAkey', `${p}ca.key`, '-CAcreateserial', '-out', `${p}server.pem`, '-days', '2', '-extfile', 'ext.cnf']);
   }
+  writeFileSync(join(dir, 'misnamed.cnf'), 'subjectAltName=DNS:siem.other.example\n');
+  ssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'misnamed.key', '-out', 'misnamed.csr', '-subj', '/CN=siem.other.example']);
+  ssl(['x509', '-req', '-in', 'misnamed.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'misnamed.pem', '-days', '2', '-extfile', 'misnamed.cnf']);
   const f = (n: string): string => join(dir, n);
-  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key'), otherCa: f('other-ca.pem'), otherCert: f('other-server.pem'), otherKey: f('other-server.key') };
+  return {
+    ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key'), otherCa: f('other-ca.pem'), otherCert: f('other-server.pem'), otherKey: f('other-server.key'),
+    misnamedCert: f('misnamed.pem'), misnamedKey: f('misnamed.key'),
+  };
 }
 
 export class Rsyslog {
