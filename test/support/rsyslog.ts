@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { parseStructuredData } from '../../src/core/syslog.js';
-import { waitFor } from './process.js';
+import { signalChild, waitFor } from './process.js';
 
 export interface RsyslogTls { ca: string; cert: string; key: string }
 
@@ -81,14 +81,9 @@ action(type="omfile" file="${this.file}" template="raw")
     }, 15_000, 100);
   }
 
-  /** SIGKILL (a crash) by default; SIGTERM drains its queues. */
+  /** SIGTERM (a clean stop: it drains its queues) by default; SIGKILL is a crash. */
   stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    return new Promise((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill(signal);
-    });
+    return signalChild(this.child, signal);
   }
 
   lines(): string[] {
