@@ -6,6 +6,7 @@ import { verifyCosignature } from '../core/checkpoint.js';
 import { parseNote, parseVerifierKey } from '../core/signed-note.js';
 import type { AuditCheckpointResponse, AuditInclusionResponse, AuditListResponse } from '../core/wire/control-plane.js';
 import { count, output, table, type GlobalOptions, type Run } from './context.js';
+import { tailCommand } from './tail.js';
 
 type Json = Record<string, unknown>;
 
@@ -50,6 +51,7 @@ export function auditCommands(program: Command, run: Run): void {
       output(g, res, () => table(['ID', 'TIME', 'ACTION', 'OUTCOME', 'CODE', 'ACTOR', 'TARGET'],
         res.records.map((r) => [String(r.id), String(r.ts), String(r.action), String(r.outcome), String(r.code), String(r.actor), String(r.target)])));
     }));
+  tailCommand(audit);
   audit.command('checkpoint')
     .description('show the latest (or size-N) signed checkpoint of the audit log (checks its signature and the witnesses\' cosignatures) and the log key')
     .option('--size <n>', 'the checkpoint of this tree size instead of the latest')

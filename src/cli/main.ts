@@ -21,6 +21,8 @@ import { count, EXIT, output, reportError, table, type GlobalOptions } from './c
 import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 import { ControlPlaneMetrics } from '../server/metrics.js';
 import { AgentMetrics } from '../agent/metrics.js';
+import { siemOptions } from './siem-options.js';
+import { PRODUCT_VERSION } from '../core/audit-export.js';
 
 type Json = Record<string, unknown>;
 
@@ -96,7 +98,7 @@ async function withAdmin<T>(g: GlobalOptions, fn: (c: ReturnType<typeof adminCli
 export function buildProgram(): Command {
   const program = new Command('tessera')
     .description('Tessera: workload identity (SPIFFE), mTLS and policy for applications across clouds, data centres and edge sites.')
-    .version('0.1.0')
+    .version(PRODUCT_VERSION)
     .option('--json', 'print machine-readable JSON')
     .option('--admin-dir <dir>', `admin credential directory (default $TESSERA_ADMIN_DIR or ${DEFAULT_SERVER_DIR}/admin)`)
     .option('--server <url>', 'control plane URL (default: from the admin directory)')
@@ -117,6 +119,11 @@ export function buildProgram(): Command {
       `${DEFAULT_DECISION_SETTINGS.rateLimit.perSecond}:${DEFAULT_DECISION_SETTINGS.rateLimit.burst}`)
     .option('--replay-limit <limits>', 'decisions a policy dry run replays: PER_ENFORCER:TOTAL',
       `${DEFAULT_DECISION_SETTINGS.replay.perEnforcer}:${DEFAULT_DECISION_SETTINGS.replay.maxTotal}`)
+    .option('--siem <url>', 'ship every audit record to a syslog receiver: syslog+tls://HOST:PORT (RFC 5425) or syslog+tcp://HOST:PORT; at least once, from a stored cursor')
+    .option('--siem-ca <file>', 'PEM CA certificate(s) the receiver\'s certificate must chain to (syslog+tls; default: the system roots); its name must match HOST')
+    .option('--siem-cert <file>', 'client certificate (PEM) for a receiver that asks for one (with --siem-key)')
+    .option('--siem-key <file>', 'client private key (PEM) for --siem-cert')
+    .option('--siem-settle <duration>', 'a record counts as delivered once written this long ago on a connection still up (default 3s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
     .action(run(async (g, o: Json) => {
@@ -127,6 +134,7 @@ export function buildProgram(): Command {
       const decisions = parseDecisionSettings(String(o.decisionRateLimit), String(o.replayLimit));
       // Each worker counts its own requests: one listener would show one worker's (to be aggregated later).
       if (workers > 1 && o.metricsListen !== undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--metrics-listen needs --workers 1 (metrics of several workers are not aggregated yet)');
+      const siem = siemOptions(o);
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
@@ -142,6 +150,7 @@ export function buildProgram(): Command {
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
+        ...(siem ? { siem } : {}),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {
         await metricsListener?.close();

@@ -99,6 +99,59 @@ export class ApiClient {
     this.retired = [];
   }
 
+  /**
+   * GET a newline-delimited JSON stream: `onLine` gets each non-empty line as it arrives (empty
+   * lines are keep-alives). Resolves when the server ends the stream; rejects with the server's
+   * error (HTTP ≥ 400), TESSERA_SERVER_UNREACHABLE when the connection fails or is cut, or when no
+   * byte arrives for `idleMs`. Aborting `signal` ends it quietly (resolves).
+   */
+  stream(path: string, onLine: (line: string) => void | Promise<void>, opts: { signal?: AbortSignal; idleMs?: number } = {}): Promise<void> {
+    const url = new URL(path, this.baseUrl);
+    return new Promise<void>((resolve, reject) => {
+      const unreachable = (why: string): TesseraError => new TesseraError('TESSERA_SERVER_UNREACHABLE', `stream from ${url.host} ${why}`);
+      const req = request(url, { method: 'GET', agent: this.agent, timeout: opts.idleMs ?? 60_000, ...(opts.signal ? { signal: opts.signal } : {}) }, (res) => {
+        if ((res.statusCode ?? 500) >= 400) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            let err: { code?: string; message?: string } | undefined;
+            try { err = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: typeof err }).error; } catch { /* not JSON */ }
+            const code = err?.code && err.code in ERROR_CODES ? (err.code as ErrorCode) : 'TESSERA_INTERNAL';
+            reject(new TesseraError(code, err?.message ?? `HTTP ${res.statusCode}`));
+          });
+          return;
+        }
+        let rest = '';
+        let chain = Promise.resolve();
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          const parts = (rest + chunk).split('\n');
+          rest = parts.pop()!;
+          // The consumer may be slower than the server (a pipe): pause until it has taken each line.
+          res.pause();
+          chain = chain.then(async () => {
+            for (const line of parts) if (line !== '') await onLine(line);
+            res.resume();
+          });
+          chain.catch((err: unknown) => {
+            req.destroy();
+            reject(err);
+          });
+        });
+        res.on('end', () => void chain.then(() => (rest === '' ? resolve() : reject(unreachable('ended in the middle of a line'))), () => {}));
+        const cut = (err?: Error): void => {
+          if (opts.signal?.aborted) resolve();
+          else reject(unreachable(`was cut: ${err?.message ?? 'connection closed'}`));
+        };
+        res.on('error', cut);
+        res.on('close', () => { if (!res.complete) cut(); });
+      });
+      req.on('timeout', () => req.destroy(new Error('went quiet')));
+      req.on('error', (err) => (opts.signal?.aborted ? resolve() : reject(unreachable(`failed: ${err.message}`))));
+      req.end();
+    });
+  }
+
   async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
     const url = new URL(path, this.baseUrl);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));

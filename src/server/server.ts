@@ -14,6 +14,7 @@ import { auditRoutes } from './audit/routes.js';
 import { DEFAULT_ALARM_RATE, witnessRoutes } from './audit/witness-routes.js';
 import type { RateLimit } from '../core/rate-limit.js';
 import { TransparencyLog } from './audit/tlog.js';
+import { SiemExporter, type SiemExporterOptions } from './audit/siem.js';
 import { CertificateAuthority } from './ca/ca.js';
 import { KeyEncryptionKey } from '../common/kek.js';
 import { caRoutes } from './ca/routes.js';
@@ -59,6 +60,8 @@ export interface ControlPlaneOptions {
   witnessAlarms?: Partial<RateLimit>;
   /** Prometheus metrics to fill (the caller serves its registry); default: kept, not served. */
   metrics?: ControlPlaneMetrics;
+  /** Ship every audit record to a syslog receiver (`--siem`); run by the leader only. */
+  siem?: SiemExporterOptions;
 }
 
 export const DEFAULTS = {
@@ -84,6 +87,8 @@ export class ControlPlane {
   /** The checkpoint being signed, if any: one at a time, and stop() waits for it before closing the store. */
   private checkpointing: Promise<void> | undefined;
   private serverKey: KeyObject | undefined;
+  /** The SIEM exporter, on the leader when `siem` is set (its `stats` are for metrics). */
+  siem: SiemExporter | undefined;
   private serverCertNotBefore = 0;
   private serverCertNotAfter = 0;
   private serverCertCa = '';
@@ -164,6 +169,7 @@ export class ControlPlane {
 
   async stop(): Promise<void> {
     if (this.tickTimer) clearInterval(this.tickTimer);
+    await this.siem?.stop();
     await this.app.close();
     await this.ctx.audit.flush();
     await this.checkpointing;
@@ -228,6 +234,13 @@ export class ControlPlane {
       }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));
     }, leader ? 1000 : 250);
     this.tickTimer.unref();
+    // One exporter (the leader's) reads the store in order and keeps one cursor: followers would
+    // only send the same records again.
+    if (leader && this.opts.siem) {
+      this.siem = new SiemExporter(this.store, ctx.audit, this.opts.siem, ctx.log);
+      this.siem.start();
+      ctx.log.info('SIEM export started', { destination: this.siem.destination });
+    }
     ctx.log.info('control plane listening', { url: this.url, trust_domain: ctx.trustDomain });
   }
 

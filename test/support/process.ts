@@ -28,6 +28,15 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
   }
 }
 
+/** Sends `signal` to a child process that is still running and resolves once it has exited. */
+export function signalChild(child: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill(signal);
+  });
+}
+
 /** `tessera server` as a real child process (so it can be SIGKILLed), on a fixed port. */
 export class ServerProcess {
   child: ChildProcess | undefined;
@@ -58,12 +67,7 @@ export class ServerProcess {
   }
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    return new Promise((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill(signal);
-    });
+    return signalChild(this.child, signal);
   }
 
   admin(): ApiClient {

@@ -160,6 +160,20 @@ export interface AuditRecordView {
 /** GET /v1/audit?limit=&after=&action=&outcome=. */
 export interface AuditListResponse { records: AuditRecordView[] }
 
+/**
+ * One audit record as exported (`tessera audit tail --json`, the syslog exporter's MSG): the stored
+ * record and its Merkle leaf hash (base64 SHA-256(0x00 ‖ auditLeafData(record))), so that a receiver
+ * can check it against a checkpoint later (`tessera audit prove ID`).
+ */
+export interface AuditExportRecord extends AuditRecordView { leaf_hash: string }
+
+/**
+ * GET /v1/audit/tail?after=ID[&follow=true] (admin): newline-delimited JSON (application/x-ndjson),
+ * one AuditExportRecord a line in id order; empty lines are keep-alives. Without follow, the last
+ * line is AuditTailEnd: a stream without it was cut short.
+ */
+export interface AuditTailEnd { end: true; last_id: number }
+
 /** A signed checkpoint of the audit log (C2SP tlog-checkpoint); hashes are base64, as in the note. */
 export interface AuditCheckpointView {
   /** The whole signed note: check it with `log_key` (openCheckpoint). */

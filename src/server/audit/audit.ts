@@ -1,5 +1,5 @@
 import type { ErrorCode } from '../../core/errors.js';
-import { isTesseraError } from '../../core/errors.js';
+import { isTesseraError, TesseraError } from '../../core/errors.js';
 import type { AuditQuery, AuditRecord, Store, StoredAuditRecord } from '../store/store.js';
 
 /**
@@ -100,6 +100,23 @@ export class AuditLog {
    */
   async append(records: readonly AuditRecord[]): Promise<void> {
     await this.store.appendAudit(records);
+  }
+
+  /**
+   * The first `limit` stored records after `afterId`, oldest first, each with its Merkle leaf hash
+   * (for the SIEM export). Only what is already stored: nothing is flushed, so a page never waits
+   * for a write. Work and memory are bounded by `limit`.
+   */
+  async page(afterId: number, limit: number): Promise<{ record: StoredAuditRecord; leafHash: Buffer }[]> {
+    const records = await this.store.listAudit({ afterId, limit, oldestFirst: true });
+    if (records.length === 0) return [];
+    // Ids are leaf positions + 1 without gaps; bounded by the last id read, so a record appended
+    // meanwhile (by this or another process) cannot shift the hashes.
+    const hashes = this.store.auditLeafSource().leafHashes(afterId, records[records.length - 1]!.id);
+    return records.map((record, i) => {
+      if (record.id !== afterId + 1 + i) throw new TesseraError('TESSERA_AUDIT_STATE_INVALID', `audit record ids are not contiguous after ${afterId}`);
+      return { record, leafHash: hashes[i]! };
+    });
   }
 
   /** Reads stored records (everything recorded so far is flushed first, so a reader sees its own writes). */

@@ -7,6 +7,7 @@ import type {
   AuditCheckpointResponse, AuditCheckpointView, AuditConsistencyResponse, AuditInclusionResponse, AuditListResponse, AuditRecordView,
 } from '../../core/wire/control-plane.js';
 import type { CheckpointRecord, StoredAuditRecord } from '../store/store.js';
+import { auditTailRoute } from './tail.js';
 
 const MAX_ID = Number.MAX_SAFE_INTEGER;
 
@@ -22,6 +23,7 @@ const b64 = (hs: Buffer[]): string[] => hs.map((h) => h.toString('base64'));
 
 /** Reading the audit log and its transparency-log proofs: admin only (and itself audited). */
 export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  auditTailRoute(app, ctx);
   app.get('/v1/audit', (req) => audited(ctx, req, 'audit.read', async (ev) => {
     adminCaller(ctx, req, ev);
     const limit = queryInt(req.query, 'limit', 100, 1, 10_000);

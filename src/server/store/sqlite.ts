@@ -560,8 +560,9 @@ export class SqliteStore implements Store {
     if (q.action !== undefined) { where.push('action = ?'); args.push(q.action); }
     if (q.outcome !== undefined) { where.push('outcome = ?'); args.push(q.outcome); }
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 10_000);
-    const sql = `SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ${limit}`;
+    const sql = `SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${q.oldestFirst ? 'ASC' : 'DESC'} LIMIT ${limit}`;
     const rows = this.db.prepare<(string | number)[], AuditRow>(sql).all(...args);
+    if (q.oldestFirst) rows.reverse();
     // The principal is returned when set: it is part of the record's Merkle leaf (auditLeafData).
     return rows.reverse().map((r) => ({
       id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'],

@@ -159,6 +159,11 @@ export interface AuditQuery {
   untilId?: number;
   action?: string;
   outcome?: AuditOutcome;
+  /**
+   * The first `limit` records after afterId (paging forward, as the SIEM export does) instead of
+   * the newest `limit`. Either way they are returned oldest first.
+   */
+  oldestFirst?: boolean;
 }
 
 /** Bounds of {@link Store.sampleDecisions}. */
