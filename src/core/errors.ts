@@ -81,7 +81,8 @@ export const ERROR_CODES = {
   // The audit log's Merkle tree (RFC 9162 §2.1).
   TESSERA_AUDIT_PROOF_INVALID: { status: 400, description: 'An audit proof did not verify on the client: the record does not hash to its leaf, the inclusion or consistency proof does not lead to the signed root, or the answer names another log key than the pinned one.' },
   TESSERA_AUDIT_RANGE: { status: 400, description: 'A Merkle proof or subtree was asked for an impossible range: a leaf index not below the tree size, a first tree size above the second, a size that is negative or not an integer, or leaves the log does not hold.' },
-  TESSERA_AUDIT_STATE_INVALID: { status: 500, description: 'Stored Merkle tree state is malformed: a frontier that is not { size, hashes } with one 64-digit hex hash per set bit of the size, or a leaf or subtree hash that is not 32 bytes.' },
+  TESSERA_AUDIT_STATE_INVALID: { status: 500, description: 'Stored Merkle tree state is malformed or inconsistent: a frontier that is not { size, hashes } with one 64-digit hex hash per set bit of the size, a leaf or subtree hash that is not 32 bytes, or (at start) a stored tree that does not extend the last signed checkpoint.' },
+  TESSERA_AUDIT_TAMPERED: { status: 409, description: 'tessera audit verify found the audit log altered: a record edited, deleted, inserted or reordered, the tail truncated or rolled back below a signed or saved checkpoint, a checkpoint root or signature that does not match, or another log key than the pinned one (the message names the first record id or tree size).' },
 
   // Local (CLI / agent) problems.
   TESSERA_CONFIG_INVALID: { status: 400, description: 'A command-line option or configuration value is invalid.' },

@@ -228,6 +228,7 @@ export class SqliteStore implements Store {
       getSubtree: db.prepare<[number, number], { hash: Buffer }>('SELECT hash FROM audit_subtrees WHERE level = ? AND idx = ?'),
       insertCheckpoint: db.prepare('INSERT OR IGNORE INTO audit_checkpoints(size, root, note, created_at) VALUES (?, ?, ?, ?)'),
       getCheckpoint: db.prepare<[number], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints WHERE size = ?'),
+      listCheckpoints: db.prepare<[number, number], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?'),
       latestCheckpoint: db.prepare<[], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1'),
       insertMetaIfAbsent: db.prepare('INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)'),
       // Decision sampling: each statement is a seek or a short range scan of audit_decision_sample.
@@ -458,6 +459,10 @@ export class SqliteStore implements Store {
   async getCheckpoint(size?: number): Promise<CheckpointRecord | undefined> {
     const r = size === undefined ? this.stmts.latestCheckpoint.get() : this.stmts.getCheckpoint.get(size);
     return r && { size: r.size, rootHash: Buffer.from(r.root), note: r.note, createdAt: r.created_at };
+  }
+
+  async listCheckpoints(afterSize: number | undefined, limit: number): Promise<CheckpointRecord[]> {
+    return this.stmts.listCheckpoints.all(afterSize ?? -1, limit).map((r) => ({ size: r.size, rootHash: Buffer.from(r.root), note: r.note, createdAt: r.created_at }));
   }
 
   async setMetaIfAbsent(key: string, value: string): Promise<string> {

@@ -271,6 +271,8 @@ export interface Store {
   insertCheckpoint(rec: CheckpointRecord): Promise<boolean>;
   /** The checkpoint of that size, else the latest (largest) one when size is undefined. */
   getCheckpoint(size?: number): Promise<CheckpointRecord | undefined>;
+  /** Up to `limit` stored checkpoints of size > afterSize (all sizes when undefined), by increasing size. */
+  listCheckpoints(afterSize: number | undefined, limit: number): Promise<CheckpointRecord[]>;
   /** Sets a meta value unless one is set; returns the value that holds afterwards (first writer wins). */
   setMetaIfAbsent(key: string, value: string): Promise<string>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
