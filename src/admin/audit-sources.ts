@@ -98,8 +98,9 @@ export interface DbSource extends AuditVerifySource {
 }
 
 /**
- * The log in a SQLite file, opened read-only (`fileMustExist`): nothing is written, not even the WAL
- * index, so a copy on read-only media works as long as it was closed cleanly.
+ * The log in a SQLite file, opened read-only (`fileMustExist`): the database is never written (SQLite
+ * may create its -wal/-shm side files when the directory is writable), and a copy in a read-only
+ * directory works too.
  */
 export function dbSource(file: string): DbSource {
   if (!existsSync(file)) throw new TesseraError('TESSERA_CONFIG_INVALID', `--db: no file at ${file}`);
@@ -111,7 +112,12 @@ export function dbSource(file: string): DbSource {
     throw new TesseraError('TESSERA_CONFIG_INVALID', `--db: cannot open ${file} as SQLite: ${(err as Error).message}`);
   }
   try {
-    const tables = new Set(db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((r) => r.name));
+    let tables: Set<string>;
+    try {
+      tables = new Set(db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((r) => r.name));
+    } catch (err) {
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--db: ${file} is not a readable SQLite database: ${(err as Error).message}`);
+    }
     for (const t of ['meta', 'audit', 'audit_checkpoints']) {
       if (!tables.has(t)) throw new TesseraError('TESSERA_CONFIG_INVALID', `--db: ${file} is not a Tessera control-plane database with an audit log (no table ${t})`);
     }
