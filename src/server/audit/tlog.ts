@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import type { KeyEncryptionKey } from '../../common/kek.js';
 import { auditLogOrigin, openCheckpoint, signCheckpoint } from '../../core/checkpoint.js';
 import { TesseraError } from '../../core/errors.js';
-import { consistencyProof, inclusionProof, verifyConsistency } from '../../core/merkle.js';
+import { consistencyProof, inclusionProof, subtreeRoot, verifyConsistency } from '../../core/merkle.js';
 import { encodeVerifierKey } from '../../core/signed-note.js';
 import type { CheckpointRecord, Store, StoredAuditRecord } from '../store/store.js';
 import type { AuditLog } from './audit.js';
@@ -83,13 +83,18 @@ export class TransparencyLog {
     if (signed.size !== cp.size || !signed.rootHash.equals(cp.rootHash)) throw bad('its stored size or root differs from the signed note');
     const head = await this.store.auditTreeHead();
     if (head.size < cp.size) throw bad(`the log holds only ${head.size} records (truncated or rolled back)`);
+    const src = this.store.auditLeafSource();
     let proof: Buffer[];
+    let storedRoot: Buffer;
     try {
-      proof = consistencyProof(this.store.auditLeafSource(), cp.size, head.size);
+      proof = consistencyProof(src, cp.size, head.size);
+      // The frontier's root from the stored hashes too (≤ 255 leaf reads beside the subtrees): with
+      // the checkpoint at the head's size the proof is empty and would not read them at all.
+      storedRoot = subtreeRoot(src, 0, head.size);
     } catch (err) {
       throw bad(`no consistency proof from the stored hashes (${(err as Error).message})`);
     }
-    if (!verifyConsistency(cp.size, head.size, signed.rootHash, head.rootHash, proof)) {
+    if (!verifyConsistency(cp.size, head.size, signed.rootHash, head.rootHash, proof) || !storedRoot.equals(head.rootHash)) {
       throw bad(`the stored tree of size ${head.size} is not an extension of it (stored hashes rewritten)`);
     }
   }
