@@ -137,6 +137,8 @@ export function dbSource(file: string): DbSource {
       `SELECT id, ts, actor, action, target, outcome, code, detail, principal, ${hasLeafHash ? 'leaf_hash' : 'NULL AS leaf_hash'} FROM audit WHERE id > ? ORDER BY id LIMIT ?`);
     const cps = db.prepare<[number, number], { size: number; root: Buffer; note: string }>('SELECT size, root, note FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?');
     const subtree = tables.has('audit_subtrees') ? db.prepare<[number, number], { hash: Buffer }>('SELECT hash FROM audit_subtrees WHERE level = ? AND idx = ?') : undefined;
+    // Only the levels the store keeps (8 and up) are looked up: one query per 256 records, not per merge.
+    const minLevel = subtree ? (db.prepare<[], { l: number | null }>('SELECT MIN(level) AS l FROM audit_subtrees').get()?.l ?? Infinity) : Infinity;
     return {
       name: file,
       logKey: meta.get(LOG_VERIFIER_KEY_META)?.value,
@@ -166,7 +168,13 @@ export function dbSource(file: string): DbSource {
           after = chunk[chunk.length - 1]!.size;
         }
       },
-      ...(subtree ? { subtreeHash: (level: number, index: number) => { const r = subtree.get(level, index); return r && Buffer.from(r.hash); } } : {}),
+      ...(subtree ? {
+        subtreeHash: (level: number, index: number) => {
+          if (level < minLevel) return undefined;
+          const r = subtree.get(level, index);
+          return r && Buffer.from(r.hash);
+        },
+      } : {}),
       close: () => db.close(),
     };
   } catch (err) {
