@@ -7,6 +7,12 @@
  * standard) by the key servers' Cedar policy (policies/secrets.cedar), and still opened with one key
  * server killed. The plaintext is never printed, only a masked form. Ctrl-C stops everything.
  *
+ * The audit log: at ~13 s `tessera audit verify` checks it over the API and the latest signed
+ * checkpoint is saved (DIR/audit-checkpoint.json, as an auditor would keep it elsewhere); when the demo
+ * stops, `tessera audit verify --db` checks the stopped control plane's SQLite file offline against
+ * it. `npm run demo -- --tamper` stops after 20 s (unless DEMO_SECONDS says otherwise), then edits one
+ * record in that file and shows `tessera audit verify --db` catching it (exit 1, naming the record).
+ *
  * DEMO_SECONDS=N stops it after N seconds (used by the test of the demo).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -18,6 +24,7 @@ import { basename, join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
+import Database from 'better-sqlite3';
 import { ApiClient } from '../src/common/api-client.js';
 import { readPolicyDir } from '../src/admin/policy-dir.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
@@ -47,6 +54,12 @@ const KS_COLOUR = 34;
 const SECRETS_COLOUR = 94;
 /** The key server killed to show that 2 of 3 still open the secret. */
 const KILLED = 1;
+
+/** `npm run demo -- --tamper`: after the demo, edit one audit record in the SQLite file and catch it. */
+const TAMPER = process.argv.includes('--tamper');
+const AUDIT_COLOUR = 92;
+const SERVER_DIR = join(DIR, 'server');
+const SAVED_CHECKPOINT = join(DIR, 'audit-checkpoint.json');
 
 const children: ChildProcess[] = [];
 const apps: HttpServer[] = [];
@@ -165,8 +178,70 @@ async function stopAll(code = 0): Promise<never> {
       c.kill('SIGTERM');
     })));
     process.stdout.write('stopped cleanly.\n');
+    code = (await auditAtStop()) ? code : 1;
   }
   process.exit(code);
+}
+
+interface VerifyJson { ok: boolean; records: number; verified_size: number; checkpoints: number; unsigned: number; pinned: boolean; problems: { kind: string; id?: number; size?: number; message: string }[]; error?: { code: string } }
+
+/** `tessera audit verify --json ...`: its exit status and result (undefined when it printed none). */
+async function auditVerify(args: string[]): Promise<{ status: number | null; result: VerifyJson | undefined; code: string }> {
+  const r = await runTessera(['--json', 'audit', 'verify', ...args], { TESSERA_ADMIN_DIR: join(SERVER_DIR, 'admin') }, 60_000);
+  let result: VerifyJson | undefined;
+  try { result = JSON.parse(r.stdout) as VerifyJson; } catch { /* no result */ }
+  return { status: r.status, result, code: result?.error?.code ?? errorCode(r) };
+}
+
+function verifiedLine(what: string, v: VerifyJson): string {
+  return `${paint(32, `${what}: verified`)}: ${v.records} records rehashed, ${v.checkpoints} signed checkpoints checked, intact up to size ${v.verified_size}${v.unsigned ? ` (${v.unsigned} newer records not yet signed)` : ''}, log key ${v.pinned ? 'pinned' : 'unpinned'}`;
+}
+
+/**
+ * When the demo stops: the stopped control plane's SQLite file is checked offline against the
+ * checkpoint saved during the run; with --tamper, one record is then edited and the check repeated.
+ * False when a check did not come out as it should.
+ */
+async function auditAtStop(): Promise<boolean> {
+  const db = join(SERVER_DIR, 'tessera.db');
+  if (!existsSync(db)) return true;
+  const saved = existsSync(SAVED_CHECKPOINT) ? ['--from-checkpoint', SAVED_CHECKPOINT] : [];
+  const clean = await auditVerify(['--db', db, ...saved]);
+  if (clean.status !== 0 || !clean.result?.ok) {
+    say('auditor', 31, `tessera audit verify --db failed on the untouched file: ${clean.code}`);
+    return false;
+  }
+  say('auditor', AUDIT_COLOUR, verifiedLine(`tessera audit verify --db ${relative(ROOT, db)}${saved.length ? ' --from-checkpoint (saved at ~13 s)' : ''}`, clean.result));
+  if (!TAMPER) return true;
+  // An insider with the file: drops the append-only trigger and rewrites who registered orders.
+  const d = new Database(db);
+  let id: number | undefined;
+  let before = '';
+  try {
+    const row = d.prepare<[string], { id: number; actor: string }>("SELECT id, actor FROM audit WHERE action = 'entry.create' AND target = ? ORDER BY id LIMIT 1").get(SERVICES[1]!.id)
+      ?? d.prepare<[], { id: number; actor: string }>("SELECT id, actor FROM audit WHERE action = 'entry.create' ORDER BY id LIMIT 1").get();
+    if (row) {
+      id = row.id;
+      before = row.actor;
+      d.exec('DROP TRIGGER IF EXISTS audit_no_update');
+      d.prepare('UPDATE audit SET actor = ? WHERE id = ?').run(`spiffe://${TD}/ops/mallory`, id);
+    }
+  } finally {
+    d.close();
+  }
+  if (id === undefined) {
+    say('tamper', 31, 'no entry.create record to edit');
+    return false;
+  }
+  say('tamper', 31, `edited record ${id} in ${relative(ROOT, db)}: the registration of orders (entry.create) now says it was done by spiffe://${TD}/ops/mallory, not ${before} (append-only trigger dropped first)`);
+  const caught = await auditVerify(['--db', db, ...saved]);
+  const first = caught.result?.problems[0];
+  if (caught.status === 1 && first?.id === id) {
+    say('auditor', AUDIT_COLOUR, `${paint(31, `tessera audit verify --db: exit 1 ${caught.code}`)}: ${first.kind}: ${first.message}`);
+    return true;
+  }
+  say('auditor', 31, `tessera audit verify --db did not name record ${id}: exit ${String(caught.status)} ${caught.code}`);
+  return false;
 }
 
 async function main(): Promise<void> {
@@ -179,9 +254,9 @@ async function main(): Promise<void> {
 
   process.stdout.write(`${paint(1, 'Tessera demo')}: a control plane, three services with sidecars in two sites (cloud-eu, edge-7) and three key servers (cloud-eu, edge-7, cloud-us), all on 127.0.0.1.\n`);
   process.stdout.write(`Blind secrets: a database password sealed offline into the repository (2 of 3 key servers), opened by orders (cloud-eu, PCI), refused to inventory (edge-7), still opened with a key server killed.\n`);
-  process.stdout.write(`SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s and a CA rotation at ~30 s. Ctrl-C stops everything.\n\n`);
+  process.stdout.write(`SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s, the audit log verified at ~13 s and a CA rotation at ~30 s. Ctrl-C stops everything${TAMPER ? '; --tamper: stops at 20 s, then edits one audit record in the SQLite file and verifies again' : ''}.\n\n`);
 
-  const serverDir = join(DIR, 'server');
+  const serverDir = SERVER_DIR;
   tessera(['server', '--json', '--data-dir', serverDir, '--listen', `127.0.0.1:${port}`, '--trust-domain', TD, '--ca-ttl', '4m', '--svid-ttl', '20s', '--log-level', 'info'], (o) => {
     if (o.msg === 'control plane listening') say('control', 1, `listening on ${String(o.url)} (trust domain ${TD})`);
     else if (o.msg === 'CA activated') say('control', 1, paint(32, `new CA is now signing (${String(o.ca).slice(0, 8)})`));
@@ -430,7 +505,17 @@ permit (
     say('files', 90, rows.join('  |  '));
   }, 15_000).unref();
 
-  const seconds = Number(process.env.DEMO_SECONDS ?? 0);
+  // The audit log, checked over the API as an auditor would; the checkpoint is saved for the end.
+  setTimeout(() => void (async () => {
+    const env = { TESSERA_ADMIN_DIR: adminDir };
+    const cp = await runTessera(['--json', '--server', url, 'audit', 'checkpoint'], env);
+    if (cp.status === 0) writeFileSync(SAVED_CHECKPOINT, cp.stdout);
+    const v = await auditVerify([...(cp.status === 0 ? ['--from-checkpoint', SAVED_CHECKPOINT] : [])]);
+    if (v.status === 0 && v.result?.ok) say('auditor', AUDIT_COLOUR, verifiedLine('tessera audit verify (over the API)', v.result));
+    else say('auditor', 31, `tessera audit verify failed: ${v.code}`);
+  })().catch((err: unknown) => say('auditor', 31, `audit verify failed: ${(err as Error).message}`)), 13_000).unref();
+
+  const seconds = Number(process.env.DEMO_SECONDS ?? (TAMPER ? 20 : 0));
   if (seconds > 0) setTimeout(() => void stopAll(0), seconds * 1000);
   setInterval(() => {}, 1 << 30);
 }

@@ -55,6 +55,8 @@ describe('npm run demo', () => {
     expect(existsSync(`${DEMO_DIR}repo/db-password.sealed`)).toBe(true);
     expect(readFileSync(`${DEMO_DIR}repo/db-password.sealed`, 'utf8').includes(password!)).toBe(false);
     expect(out).toContain('stopped cleanly');
+    // The audit log of the stopped control plane, rehashed offline from its SQLite file.
+    expect(out).toMatch(/auditor\s+tessera audit verify --db \.tessera\/demo\/server\/tessera\.db.*: verified: \d+ records rehashed, \d+ signed checkpoints checked, intact up to size \d+/);
     expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
   }, 120_000);
 });

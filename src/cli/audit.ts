@@ -1,11 +1,15 @@
 import { Option, type Command } from 'commander';
 import { adminClient } from '../admin/clients.js';
+import { readFileSync } from 'node:fs';
 import { checkCheckpointResponse, checkInclusionResponse } from '../admin/audit-proof.js';
 import { runWitness } from '../admin/audit-witness.js';
+import { apiSource, dbSource, type DbSource } from '../admin/audit-sources.js';
+import { parseSavedCheckpoint, tamperedError, verifyAuditLog, type SavedCheckpoint, type VerifyResult } from '../admin/audit-verify.js';
 import { verifyCosignature } from '../core/checkpoint.js';
+import { TesseraError } from '../core/errors.js';
 import { parseNote, parseVerifierKey } from '../core/signed-note.js';
 import type { AuditCheckpointResponse, AuditInclusionResponse, AuditListResponse } from '../core/wire/control-plane.js';
-import { count, output, table, type GlobalOptions, type Run } from './context.js';
+import { EXIT, count, output, table, type GlobalOptions, type Run } from './context.js';
 import { tailCommand } from './tail.js';
 
 type Json = Record<string, unknown>;
@@ -110,4 +114,66 @@ export function auditCommands(program: Command, run: Run): void {
         `signature: verified with ${checked.pinned ? 'the pinned' : 'the server\'s'} log key ${checked.logKeyId}`,
       ].join('\n'));
     }));
+  audit.command('verify')
+    .description('recompute the audit log\'s Merkle tree from its records and check every signed checkpoint; exit 1 (TESSERA_AUDIT_TAMPERED) naming the first bad record id or tree size')
+    .option('--db <file>', 'read the control plane\'s SQLite file offline (read-only; no server, no KEK) instead of the admin API')
+    .option('--from-checkpoint <file>', 'also prove the log extends this checkpoint saved earlier: `tessera audit checkpoint --json` output (pins its log key) or a bare signed note')
+    .option('--log-key <key>', 'the log\'s verifier key to check against (default: the saved checkpoint\'s, else the one the server or database names: unpinned)')
+    .action(run(async (g, o: Json) => {
+      let saved: SavedCheckpoint | undefined;
+      if (o.fromCheckpoint !== undefined) {
+        let text: string;
+        try {
+          text = readFileSync(String(o.fromCheckpoint), 'utf8');
+        } catch (err) {
+          throw new TesseraError('TESSERA_CONFIG_INVALID', `--from-checkpoint: cannot read ${String(o.fromCheckpoint)}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+        }
+        saved = parseSavedCheckpoint(text);
+      }
+      const started = Date.now();
+      let shown = started;
+      const onProgress = g.json ? undefined : (n: number): void => {
+        // Only for long runs, at most once a second, on stderr (stdout stays the result).
+        if (Date.now() - shown < 1000) return;
+        shown = Date.now();
+        process.stderr.write(`verify: ${n} records read (${((shown - started) / 1000).toFixed(0)} s)\n`);
+      };
+      const opts = { ...(o.logKey !== undefined ? { logKey: String(o.logKey) } : {}), ...(saved ? { saved } : {}), ...(onProgress ? { onProgress } : {}) };
+      let result: VerifyResult;
+      if (o.db !== undefined) {
+        const src: DbSource = dbSource(String(o.db));
+        try {
+          result = await verifyAuditLog(src, opts);
+        } finally {
+          src.close();
+        }
+      } else {
+        result = await withAdmin(g, async (c) => verifyAuditLog(await apiSource(c, 'the control plane'), opts));
+      }
+      if (!result.ok) {
+        const err = tamperedError(result);
+        if (g.json) {
+          process.stdout.write(`${JSON.stringify({ ...result, error: err.toJSON() }, null, 2)}\n`);
+          process.exitCode = EXIT.failed;
+          return;
+        }
+        process.stdout.write(`${verifyReport(result)}\n`);
+        throw err;
+      }
+      output(g, result, () => verifyReport(result));
+    }));
+}
+
+/** The human report of `tessera audit verify`. */
+function verifyReport(r: VerifyResult): string {
+  const keyId = r.log_key.split('+')[1] ?? '?';
+  const lines = [
+    r.ok ? `audit log verified (${r.source}): ${r.records} records, root ${r.root}` : `audit log does NOT verify (${r.source}): ${r.problem_count} problem${r.problem_count === 1 ? '' : 's'}`,
+    `checkpoints: ${r.checkpoints} signed checkpoint${r.checkpoints === 1 ? '' : 's'} checked; intact up to size ${r.verified_size}${r.unsigned ? ` (${r.unsigned} record${r.unsigned === 1 ? '' : 's'} after the last checkpoint, not yet signed)` : ''}`,
+    `log key: ${keyId} (${r.pinned ? 'pinned' : 'NOT pinned: the key the log names; pin it with --log-key or --from-checkpoint'})`,
+  ];
+  if (r.from_checkpoint) lines.push(`saved checkpoint: size ${r.from_checkpoint.size}: ${r.from_checkpoint.extended ? 'the log extends it' : 'NOT extended by the log'}`);
+  for (const p of r.problems) lines.push(`  ${p.kind.padEnd(10)} ${p.id !== undefined ? `id ${p.id}` : p.size !== undefined ? `size ${p.size}` : ''}`.padEnd(26) + p.message);
+  if (r.problem_count > r.problems.length) lines.push(`  ... ${r.problem_count - r.problems.length} more`);
+  return lines.join('\n');
 }

@@ -227,6 +227,12 @@ export interface WitnessAlarmRequest {
 }
 export interface WitnessAlarmResponse { recorded: true }
 
+/** GET /v1/audit/checkpoints?after_size=N&limit=L (admin): stored checkpoints, by increasing size. */
+export interface AuditCheckpointsResponse {
+  checkpoints: AuditCheckpointView[];
+  log_key: string;
+}
+
 /** GET /v1/audit/proof/inclusion?id=N[&size=S] (admin): RFC 9162 §2.1.3 inclusion proof. */
 export interface AuditInclusionResponse {
   record: AuditRecordView;

@@ -4,7 +4,7 @@ import { adminCaller, audited } from '../api/handlers.js';
 import { queryInt, queryStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import type {
-  AuditCheckpointResponse, AuditCheckpointView, AuditConsistencyResponse, AuditInclusionResponse, AuditListResponse, AuditRecordView,
+  AuditCheckpointResponse, AuditCheckpointView, AuditCheckpointsResponse, AuditConsistencyResponse, AuditInclusionResponse, AuditListResponse, AuditRecordView,
 } from '../../core/wire/control-plane.js';
 import type { CheckpointRecord, StoredAuditRecord } from '../store/store.js';
 import { auditTailRoute } from './tail.js';
@@ -28,9 +28,11 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
     adminCaller(ctx, req, ev);
     const limit = queryInt(req.query, 'limit', 100, 1, 10_000);
     const afterId = queryInt(req.query, 'after', 0, 0, MAX_ID);
+    // `until` (ids ≤ it) lets a reader page forward: with `after` alone the newest `limit` are returned.
+    const untilId = queryInt(req.query, 'until', MAX_ID, 0, MAX_ID);
     const action = queryStr(req.query, 'action', /^[a-z0-9._-]{1,64}$/);
     const outcome = queryStr(req.query, 'outcome', /^(denied|success)$/) as 'denied' | 'success' | undefined;
-    const records = await ctx.audit.read({ limit, afterId, ...(action ? { action } : {}), ...(outcome ? { outcome } : {}) });
+    const records = await ctx.audit.read({ limit, afterId, ...(untilId < MAX_ID ? { untilId } : {}), ...(action ? { action } : {}), ...(outcome ? { outcome } : {}) });
     ev.succeed();
     return { records: records.map(recordView) } satisfies AuditListResponse;
   }));
@@ -46,6 +48,18 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
       checkpoint: checkpointView(ctx.tlog.origin, { ...cp, note }), log_key: ctx.tlog.verifierKey,
       cosignatures: cosignatures.map((c) => ({ name: c.name, key_id: c.keyId, witness_key: c.witnessKey, timestamp: c.timestamp, line: c.line })),
     } satisfies AuditCheckpointResponse;
+  }));
+
+  // Every stored checkpoint, by size, in pages (what `tessera audit verify` checks one by one).
+  app.get('/v1/audit/checkpoints', (req) => audited(ctx, req, 'audit.checkpoints', async (ev) => {
+    adminCaller(ctx, req, ev);
+    const q = req.query as Record<string, unknown> | undefined;
+    const limit = queryInt(q, 'limit', 100, 1, 1000);
+    const afterSize = q?.after_size === undefined ? undefined : queryInt(q, 'after_size', 0, 0, MAX_ID);
+    if (afterSize !== undefined) ev.detail.after_size = afterSize;
+    const cps = await ctx.tlog.list(afterSize, limit);
+    ev.succeed();
+    return { checkpoints: cps.map((c) => checkpointView(ctx.tlog.origin, c)), log_key: ctx.tlog.verifierKey } satisfies AuditCheckpointsResponse;
   }));
 
   app.get('/v1/audit/proof/inclusion', (req) => audited(ctx, req, 'audit.prove', async (ev) => {

@@ -10,7 +10,7 @@ import { auditLeafData } from '../../core/audit-leaf.js';
 import { auditLogOrigin, openCheckpoint } from '../../core/checkpoint.js';
 import { leafHash, rootOf, verifyConsistency, verifyInclusion } from '../../core/merkle.js';
 import { parseVerifierKey } from '../../core/signed-note.js';
-import type { AuditCheckpointResponse, AuditConsistencyResponse, AuditInclusionResponse, AuditListResponse, AuditRecordView } from '../../core/wire/control-plane.js';
+import type { AuditCheckpointResponse, AuditCheckpointsResponse, AuditConsistencyResponse, AuditInclusionResponse, AuditListResponse, AuditRecordView } from '../../core/wire/control-plane.js';
 import { ControlPlane } from '../server.js';
 import { errorCode, joinAgent, rawRequest, readAdminTls, startControlPlane, type TestControlPlane } from '../../../test/support/server.js';
 import { ApiClient } from '../../common/api-client.js';
@@ -112,6 +112,28 @@ describe('transparency log API', () => {
     expect(records.some((r) => r.target === '1' && r.outcome === 'success')).toBe(true);
   });
 
+  it('lists stored checkpoints by size in pages (audited), and GET /v1/audit pages forward with until', async () => {
+    for (let i = 0; i < 3; i++) {
+      await admin.call('GET', '/v1/audit?limit=1');
+      const size = (await admin.call<AuditListResponse>('GET', '/v1/audit?limit=1')).records[0]!.id;
+      await waitFor('a checkpoint', async () => ((await checkpoint()).checkpoint.size >= size ? true : undefined));
+    }
+    const all = await admin.call<AuditCheckpointsResponse>('GET', '/v1/audit/checkpoints?limit=1000');
+    expect(all.log_key).toBe((await checkpoint()).log_key);
+    const sizes = all.checkpoints.map((c) => c.size);
+    expect(sizes.length).toBeGreaterThanOrEqual(3);
+    expect(sizes).toEqual([...new Set(sizes)].sort((a, b) => a - b));
+    const vk = parseVerifierKey(all.log_key);
+    for (const c of all.checkpoints) expect(openCheckpoint(c.note, { origin: ORIGIN, logKey: vk.publicKey }).checkpoint.size).toBe(c.size);
+    const page = await admin.call<AuditCheckpointsResponse>('GET', `/v1/audit/checkpoints?after_size=${sizes[0]}&limit=2`);
+    expect(page.checkpoints.map((c) => c.size)).toEqual(sizes.slice(1, 3));
+    const { records } = await admin.call<AuditListResponse>('GET', '/v1/audit?action=audit.checkpoints&limit=10');
+    expect(records.some((r) => r.detail.after_size === sizes[0] && r.outcome === 'success')).toBe(true);
+    // `after` alone gives the newest records after it; with `until` a reader walks forward from 1.
+    const window = await admin.call<AuditListResponse>('GET', '/v1/audit?after=1&until=3&limit=10000');
+    expect(window.records.map((r) => r.id)).toEqual([2, 3]);
+  });
+
   it('bad parameters → 400, unknown ids and sizes → 404, a non-admin caller → 403', async () => {
     const tls = t.adminTls;
     const size = (await checkpoint()).checkpoint.size;
@@ -133,13 +155,18 @@ describe('transparency log API', () => {
       [`/v1/audit/proof/consistency?from=${size}&to=1`, 404, 'TESSERA_NOT_FOUND'],
       [`/v1/audit/proof/consistency?from=${size + 1}&to=${size}`, 400, 'TESSERA_AUDIT_RANGE'],
       ['/v1/audit/proof/consistency?from=1&to=999999', 404, 'TESSERA_NOT_FOUND'],
+      ['/v1/audit/checkpoints?limit=0', 400, 'TESSERA_BAD_REQUEST'],
+      ['/v1/audit/checkpoints?limit=1001', 400, 'TESSERA_BAD_REQUEST'],
+      ['/v1/audit/checkpoints?after_size=-1', 400, 'TESSERA_BAD_REQUEST'],
+      ['/v1/audit/checkpoints?after_size=1&after_size=2', 400, 'TESSERA_BAD_REQUEST'],
+      ['/v1/audit?until=-1', 400, 'TESSERA_BAD_REQUEST'],
     ];
     for (const [path, status, code] of cases) {
       const res = await rawRequest(t.cp.url, { path, ...tls });
       expect(`${path} → ${res.status} ${errorCode(res)}`).toBe(`${path} → ${status} ${code}`);
     }
     const agent = await joinAgent(t.cp, admin, `spiffe://${TD}/tlog/reader`);
-    for (const path of ['/v1/audit/checkpoint', '/v1/audit/proof/inclusion?id=1', '/v1/audit/proof/consistency?from=1&to=2']) {
+    for (const path of ['/v1/audit/checkpoint', '/v1/audit/checkpoints', '/v1/audit/proof/inclusion?id=1', '/v1/audit/proof/consistency?from=1&to=2']) {
       const res = await rawRequest(t.cp.url, { path, ca: tls.ca, cert: agent.certPem, key: agent.keyPem });
       expect(`${path} → ${res.status} ${errorCode(res)}`).toBe(`${path} → 403 TESSERA_FORBIDDEN`);
     }

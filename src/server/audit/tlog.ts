@@ -1,8 +1,8 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { KeyEncryptionKey } from '../../common/kek.js';
-import { auditLogOrigin, signCheckpoint, verifyCosignature } from '../../core/checkpoint.js';
+import { auditLogOrigin, openCheckpoint, signCheckpoint, verifyCosignature } from '../../core/checkpoint.js';
 import { TesseraError } from '../../core/errors.js';
-import { consistencyProof, inclusionProof } from '../../core/merkle.js';
+import { consistencyProof, inclusionProof, subtreeRoot, verifyConsistency } from '../../core/merkle.js';
 import { appendSignatures, encodeVerifierKey, parseNote, parseVerifierKey } from '../../core/signed-note.js';
 import type { CheckpointRecord, CosignatureRecord, Store, StoredAuditRecord } from '../store/store.js';
 import type { AuditLog } from './audit.js';
@@ -11,6 +11,11 @@ import type { AuditLog } from './audit.js';
 const LOG_KEY_META = 'audit_log_key';
 /** The KEK's associated data for the log key: a sealed CA key cannot be passed off as it. */
 const LOG_KEY_AAD = 'audit-log-key';
+/**
+ * Meta key of the log's verifier key in clear, for `tessera audit verify --db` without the KEK. Not
+ * trusted by anything: whoever can edit the file can replace it, so an auditor pins the key.
+ */
+const LOG_VERIFIER_KEY_META = 'audit_log_verifier_key';
 
 export interface InclusionResult {
   record: StoredAuditRecord;
@@ -64,6 +69,51 @@ export class TransparencyLog {
     }
     this.#key = createPrivateKey({ key: this.kek.open(Buffer.from(sealed, 'base64'), LOG_KEY_AAD), format: 'der', type: 'pkcs8' });
     this.#verifierKey = encodeVerifierKey(this.origin, createPublicKey(this.#key));
+    if ((await this.store.getMeta(LOG_VERIFIER_KEY_META)) !== this.#verifierKey) await this.store.setMeta(LOG_VERIFIER_KEY_META, this.#verifierKey);
+    await this.checkStoredTree();
+  }
+
+  /**
+   * The start-up check: the stored tree must extend the last signed checkpoint. Its note must be signed
+   * by this log's key and say what its columns say, and a consistency proof (RFC 9162 §2.1.4) built
+   * from the stored leaf hashes and subtrees must lead from its root to the stored frontier's root:
+   * O(log n) subtree reads and one signature, not a rehash of the log. A truncated or rolled-back
+   * file, a replaced checkpoint or log key, or stored hashes rewritten below the checkpoint refuse to
+   * start (TESSERA_AUDIT_STATE_INVALID). Records edited while their stored leaf hashes were left alone
+   * pass this check; `tessera audit verify` rehashes every record and finds them.
+   */
+  private async checkStoredTree(): Promise<void> {
+    const cp = await this.store.getCheckpoint();
+    if (!cp) return;
+    const bad = (why: string): TesseraError => new TesseraError('TESSERA_AUDIT_STATE_INVALID', `the audit log does not extend its last signed checkpoint (size ${cp.size}): ${why}; run \`tessera audit verify --db\``);
+    let signed;
+    try {
+      signed = openCheckpoint(cp.note, { origin: this.origin, logKey: createPublicKey(this.#key!) }).checkpoint;
+    } catch (err) {
+      throw bad(`its note does not verify with the log key (${(err as Error).message})`);
+    }
+    if (signed.size !== cp.size || !signed.rootHash.equals(cp.rootHash)) throw bad('its stored size or root differs from the signed note');
+    const head = await this.store.auditTreeHead();
+    if (head.size < cp.size) throw bad(`the log holds only ${head.size} records (truncated or rolled back)`);
+    const src = this.store.auditLeafSource();
+    let proof: Buffer[];
+    let storedRoot: Buffer;
+    try {
+      proof = consistencyProof(src, cp.size, head.size);
+      // The frontier's root from the stored hashes too (≤ 255 leaf reads beside the subtrees): with
+      // the checkpoint at the head's size the proof is empty and would not read them at all.
+      storedRoot = subtreeRoot(src, 0, head.size);
+    } catch (err) {
+      throw bad(`no consistency proof from the stored hashes (${(err as Error).message})`);
+    }
+    if (!verifyConsistency(cp.size, head.size, signed.rootHash, head.rootHash, proof) || !storedRoot.equals(head.rootHash)) {
+      throw bad(`the stored tree of size ${head.size} is not an extension of it (stored hashes rewritten)`);
+    }
+  }
+
+  /** Stored checkpoints of size > afterSize (all when undefined), by size, at most `limit`. */
+  list(afterSize: number | undefined, limit: number): Promise<CheckpointRecord[]> {
+    return this.store.listCheckpoints(afterSize, limit);
   }
 
   /** The log's public key as a C2SP signed-note verifier key: `<origin>+<key id>+<base64(0x01 ‖ key)>`. */

@@ -233,6 +233,7 @@ export class SqliteStore implements Store {
       getSubtree: db.prepare<[number, number], { hash: Buffer }>('SELECT hash FROM audit_subtrees WHERE level = ? AND idx = ?'),
       insertCheckpoint: db.prepare('INSERT OR IGNORE INTO audit_checkpoints(size, root, note, created_at) VALUES (?, ?, ?, ?)'),
       getCheckpoint: db.prepare<[number], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints WHERE size = ?'),
+      listCheckpoints: db.prepare<[number, number], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?'),
       latestCheckpoint: db.prepare<[], { size: number; root: Buffer; note: string; created_at: number }>('SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1'),
       countCosignatures: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM audit_cosignatures WHERE size = ?'),
       hasCosignature: db.prepare<[number, string], { one: number }>('SELECT 1 AS one FROM audit_cosignatures WHERE size = ? AND witness_key = ?'),
@@ -484,6 +485,10 @@ export class SqliteStore implements Store {
     return this.stmts.listCosignatures.all(size).map((r) => ({
       size: r.size, witnessKey: r.witness_key, name: r.name, keyId: r.key_id, timestamp: r.timestamp, line: r.line, createdAt: r.created_at,
     }));
+  }
+
+  async listCheckpoints(afterSize: number | undefined, limit: number): Promise<CheckpointRecord[]> {
+    return this.stmts.listCheckpoints.all(afterSize ?? -1, limit).map((r) => ({ size: r.size, rootHash: Buffer.from(r.root), note: r.note, createdAt: r.created_at }));
   }
 
   async setMetaIfAbsent(key: string, value: string): Promise<string> {

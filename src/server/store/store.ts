@@ -299,6 +299,8 @@ export interface Store {
   putCosignature(rec: CosignatureRecord, maxPerCheckpoint: number): Promise<boolean>;
   /** The cosignatures of the checkpoint of that size, oldest witness first. */
   listCosignatures(size: number): Promise<CosignatureRecord[]>;
+  /** Up to `limit` stored checkpoints of size > afterSize (all sizes when undefined), by increasing size. */
+  listCheckpoints(afterSize: number | undefined, limit: number): Promise<CheckpointRecord[]>;
   /** Sets a meta value unless one is set; returns the value that holds afterwards (first writer wins). */
   setMetaIfAbsent(key: string, value: string): Promise<string>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
