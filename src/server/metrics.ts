@@ -10,7 +10,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { gaugeFrom, newRegistry } from '../common/metrics.js';
+import { counterFrom, gaugeFrom, newRegistry } from '../common/metrics.js';
+import type { SiemStats } from './audit/siem.js';
 import type { AuditRecord, AuditTreeHead, CheckpointRecord } from './store/store.js';
 
 /** The routes that issue SVIDs, and the kind each issues (join and renew: X.509-SVIDs). */
@@ -65,6 +66,15 @@ export class ControlPlaneMetrics {
       const cp = await src.latestCheckpoint();
       return cp === undefined ? undefined : (Date.now() - cp.createdAt) / 1000;
     });
+  }
+
+  /** The SIEM exporter's counts (`--siem`), read at each scrape; absent on a process that does not export. */
+  watchSiem(siem: () => SiemStats | undefined): void {
+    counterFrom(this.registry, 'tessera_siem_records_sent_total', 'Audit records written to the SIEM receiver by this process (resends included)', () => siem()?.sent ?? 0);
+    counterFrom(this.registry, 'tessera_siem_records_resent_total', 'Audit records written again after a disconnect, within this process', () => siem()?.resent ?? 0);
+    counterFrom(this.registry, 'tessera_siem_connect_failures_total', 'Failed or lost connections to the SIEM receiver', () => siem()?.failures ?? 0);
+    gaugeFrom(this.registry, 'tessera_siem_connected', '1 while connected to the SIEM receiver, 0 otherwise (absent when not exporting)', () => { const st = siem(); return st ? Number(st.connected) : undefined; });
+    gaugeFrom(this.registry, 'tessera_siem_cursor', 'Id of the last audit record acknowledged by the SIEM export (settled; stored)', () => siem()?.cursor);
   }
 
   /** Counts every API response (fastify onResponse: after it was sent, off the request's path). */

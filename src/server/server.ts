@@ -145,6 +145,7 @@ export class ControlPlane {
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
       const cp = new ControlPlane(opts, ctx, store);
+      if (opts.siem) ctx.metrics.watchSiem(() => cp.siem?.stats);
       await cp.listen();
       return cp;
     } catch (err) {

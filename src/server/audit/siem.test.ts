@@ -94,6 +94,8 @@ describe('SIEM exporter', () => {
     expect(Math.max(...rx.ids)).toBeGreaterThan(atCut);
     rx.cut();
     await waitFor('a resend after reconnecting', () => siem.stats.resent > 0 && siem.stats.connects >= 2, 15_000);
+    // What was written has to reach the receiver too (it reads asynchronously).
+    await waitFor('the resent tail at the receiver', () => rx.ids.filter((id) => id === atCut + 1).length >= 2 && Math.max(...rx.ids) === siem.stats.sent, 15_000);
     const counts = new Map<number, number>();
     for (const id of rx.ids) counts.set(id, (counts.get(id) ?? 0) + 1);
     expect(atCut).toBeGreaterThanOrEqual(settled);
@@ -101,6 +103,12 @@ describe('SIEM exporter', () => {
     // Settled records are not sent twice.
     expect(counts.get(1)).toBe(1);
     expect(siem.stats.sent).toBe(Math.max(...rx.ids));
+    // The same counts are what Prometheus scrapes.
+    const scraped = await t.cp.ctx.metrics.registry.metrics();
+    expect(scraped).toMatch(new RegExp(`^tessera_siem_records_sent_total ${siem.stats.sent}$`, 'm'));
+    expect(scraped).toMatch(new RegExp(`^tessera_siem_records_resent_total ${siem.stats.resent}$`, 'm'));
+    expect(scraped).toMatch(/^tessera_siem_connected 1$/m);
+    expect(scraped).toMatch(new RegExp(`^tessera_siem_cursor ${siem.stats.cursor}$`, 'm'));
   }, 60_000);
 
   it('keeps serving and retries with backoff while the receiver is unreachable, then delivers everything', async () => {
