@@ -378,6 +378,8 @@ async function main(): Promise<void> {
       else if (o.msg === 'policy bundle in force') {
         say(s.name, s.colour, `policy bundle ${String(o.version)} in force (${String(o.reason)})`);
         ready += 1;
+      } else if (o.msg === 'audit checkpoint witnessed') {
+        say(s.name, s.colour, `witnessed audit checkpoint: ${String(o.size)} records, root ${String(o.root_hash).slice(0, 12)}…${Number(o.from) === 0 ? ' (first seen: signed by the log key in the policy bundle)' : `: signed, and consistent with the ${String(o.from)} it held`}`);
       } else if (o.msg === 'denied') say(s.name, s.colour, `${paint(31, 'sidecar denied')} ${String(o.peer)} ${String(o.method)} ${String(o.path)}${Array.isArray(o.reasons) && o.reasons.length ? ` by ${o.reasons.join(', ')}` : ' (no permit)'}`);
       else if (o.msg === 'secret opened') {
         // The agent logs only the policy and the path; the demo checks the file and shows a masked form.
