@@ -174,6 +174,27 @@ describe('transparency log API', () => {
 });
 
 describe('transparency log across a restart', () => {
+  it('a clean stop signs a last checkpoint: no record is left unsigned', async () => {
+    const t = await startControlPlane({ trustDomain: TD });
+    const dataDir = t.dataDir;
+    let second: ControlPlane | undefined;
+    try {
+      // Records written just before the stop, inside the 1 s checkpoint tick.
+      for (let i = 0; i < 5; i++) await t.admin.call('POST', '/v1/entries', { spiffe_id: `spiffe://${TD}/stop/e${i}` });
+      t.admin.close();
+      await t.cp.stop();
+      second = await ControlPlane.start({ trustDomain: TD, env: {}, dataDir, host: '127.0.0.1', port: 0, role: 'follower', log: createLogger({ write: () => {} }) });
+      const head = await second.store.auditTreeHead();
+      const latest = await second.store.getCheckpoint();
+      expect(head.size).toBeGreaterThanOrEqual(5);
+      expect(latest?.size).toBe(head.size);
+      expect(latest?.rootHash.equals(head.rootHash)).toBe(true);
+    } finally {
+      await second?.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps the log key, resumes the tree and signs a checkpoint consistent with the one before', async () => {
     const t = await startControlPlane({ trustDomain: TD });
     const dataDir = t.dataDir;
