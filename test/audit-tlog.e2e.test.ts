@@ -76,4 +76,33 @@ describe('tessera audit checkpoint / prove', () => {
     const noSize = tessera(['audit', 'prove', '1', '--size', '999999', '--json']);
     expect([noSize.status, noSize.json.error?.code]).toEqual([1, 'TESSERA_NOT_FOUND']);
   });
+
+  it('proves one signed size extends another (tessera audit consistency), with stable codes for bad sizes', async () => {
+    const first = tessera(['audit', 'checkpoint', '--json']);
+    expect(first.status).toBe(0);
+    const from = first.json.checkpoint.size as number;
+    expect(tessera(['entry', 'create', '--spiffe-id', 'spiffe://example.org/shop/consistency']).status).toBe(0);
+    const later = await waitFor('a larger checkpoint', () => {
+      const r = tessera(['audit', 'checkpoint', '--json']);
+      return r.status === 0 && (r.json.checkpoint.size as number) > from ? r : undefined;
+    }, 10_000);
+    const to = later.json.checkpoint.size as number;
+    const ok = tessera(['audit', 'consistency', String(from), String(to), '--log-key', first.json.log_key as string, '--json']);
+    expect(ok.status).toBe(0);
+    expect(ok.json).toMatchObject({ from, to, verified: true, pinned: true });
+    const human = tessera(['audit', 'consistency', String(from)]);
+    expect(human.status).toBe(0);
+    expect(human.stdout).toMatch(new RegExp(`the log of size \\d+ extends the log of size ${from}`));
+    const backwards = tessera(['audit', 'consistency', String(to), String(from), '--json']);
+    expect([backwards.status, backwards.json.error?.code]).toEqual([1, 'TESSERA_AUDIT_RANGE']);
+    const other = encodeVerifierKey(auditLogOrigin('example.org'), generateKeyPairSync('ed25519').publicKey);
+    const wrongKey = tessera(['audit', 'consistency', String(from), '--log-key', other, '--json']);
+    expect([wrongKey.status, wrongKey.json.error?.code]).toEqual([1, 'TESSERA_AUDIT_PROOF_INVALID']);
+    const unsigned = tessera(['audit', 'consistency', '999999', '--json']);
+    expect(unsigned.status).toBe(1);
+    for (const bad of ['0', 'x', '-3']) {
+      const r = tessera(['audit', 'consistency', bad, '--json']);
+      expect(`${bad}: ${r.status} ${r.json.error?.code}`).toBe(`${bad}: 2 TESSERA_CONFIG_INVALID`);
+    }
+  });
 });

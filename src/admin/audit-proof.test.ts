@@ -11,8 +11,8 @@ import { startControlPlane, type TestControlPlane } from '../../test/support/ser
 import { auditLogOrigin, signCheckpoint } from '../core/checkpoint.js';
 import { isTesseraError } from '../core/errors.js';
 import { encodeVerifierKey } from '../core/signed-note.js';
-import type { AuditCheckpointResponse, AuditInclusionResponse } from '../core/wire/control-plane.js';
-import { checkCheckpointResponse, checkInclusionResponse } from './audit-proof.js';
+import type { AuditCheckpointResponse, AuditConsistencyResponse, AuditInclusionResponse } from '../core/wire/control-plane.js';
+import { checkCheckpointResponse, checkConsistencyResponse, checkInclusionResponse } from './audit-proof.js';
 
 const TD = 'tessera.test';
 let t: TestControlPlane;
@@ -104,5 +104,40 @@ describe('checkCheckpointResponse / checkInclusionResponse', () => {
     fc.assert(fc.property(fc.constantFrom(...keys), fc.jsonValue(), (k, v) => {
       onlyTessera(() => checkInclusionResponse({ ...clone(inc), [k]: v } as never, ID));
     }), { numRuns: 300 });
+  });
+});
+
+describe('checkConsistencyResponse', () => {
+  it('accepts a real proof between two signed sizes and catches a changed hash, size or older note', async () => {
+    const older = cp;
+    await t.admin.call('POST', '/v1/entries', { spiffe_id: `spiffe://${TD}/proof/later` });
+    let newer = older;
+    const until = Date.now() + 5000;
+    while (newer.checkpoint.size <= older.checkpoint.size && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 50));
+      newer = await t.admin.call<AuditCheckpointResponse>('GET', '/v1/audit/checkpoint');
+    }
+    expect(newer.checkpoint.size).toBeGreaterThan(older.checkpoint.size);
+    const res = await t.admin.call<AuditConsistencyResponse>('GET', `/v1/audit/proof/consistency?from=${older.checkpoint.size}&to=${newer.checkpoint.size}`);
+    const ok = checkConsistencyResponse(older, res, older.log_key);
+    expect([ok.older.size, ok.checkpoint.size, ok.pinned]).toEqual([older.checkpoint.size, newer.checkpoint.size, true]);
+    expect(res.proof.length).toBeGreaterThan(0);
+    for (let i = 0; i < res.proof.length; i++) {
+      const bad = clone(res);
+      const h = Buffer.from(bad.proof[i]!, 'base64');
+      h[0] = h[0]! ^ 1;
+      bad.proof[i] = h.toString('base64');
+      expectTesseraError(() => checkConsistencyResponse(older, bad), 'TESSERA_AUDIT_PROOF_INVALID');
+    }
+    expectTesseraError(() => checkConsistencyResponse(older, { ...clone(res), from: res.from - 1 }), 'TESSERA_AUDIT_PROOF_INVALID');
+    expectTesseraError(() => checkConsistencyResponse(older, { ...clone(res), proof: res.proof.slice(1) }), 'TESSERA_AUDIT_PROOF_INVALID');
+    const otherKey = encodeVerifierKey(auditLogOrigin(TD), generateKeyPairSync('ed25519').publicKey);
+    expectTesseraError(() => checkConsistencyResponse(older, res, otherKey), 'TESSERA_AUDIT_PROOF_INVALID');
+    // The older checkpoint's note re-signed by another key is refused under the newer one's key.
+    const other = generateKeyPairSync('ed25519');
+    const forged = clone(older);
+    forged.checkpoint.note = signCheckpoint({ origin: auditLogOrigin(TD), size: older.checkpoint.size, rootHash: Buffer.from(older.checkpoint.root_hash, 'base64') }, other.privateKey);
+    forged.log_key = encodeVerifierKey(auditLogOrigin(TD), other.publicKey);
+    expect(() => checkConsistencyResponse(forged, res)).toThrow();
   });
 });

@@ -11,9 +11,9 @@
 import { auditLeafData } from '../core/audit-leaf.js';
 import { openCheckpoint, type Checkpoint } from '../core/checkpoint.js';
 import { TesseraError } from '../core/errors.js';
-import { leafHash, verifyInclusion } from '../core/merkle.js';
+import { leafHash, verifyConsistency, verifyInclusion } from '../core/merkle.js';
 import { decodeBase64Strict, parseVerifierKey, type VerifierKey } from '../core/signed-note.js';
-import type { AuditCheckpointResponse, AuditCheckpointView, AuditInclusionResponse } from '../core/wire/control-plane.js';
+import type { AuditCheckpointResponse, AuditCheckpointView, AuditConsistencyResponse, AuditInclusionResponse } from '../core/wire/control-plane.js';
 
 export interface CheckedCheckpoint {
   checkpoint: Checkpoint;
@@ -81,4 +81,28 @@ export function checkInclusionResponse(res: AuditInclusionResponse, id: number, 
     throw proofInvalid(`the inclusion proof of record ${id} does not lead to the signed root of size ${checked.checkpoint.size}`);
   }
   return { ...checked, id, leafIndex: id - 1, leafHash: leaf };
+}
+
+export interface CheckedConsistency extends CheckedCheckpoint {
+  /** The older checkpoint, its signature checked with the same key. */
+  older: Checkpoint;
+}
+
+/**
+ * `tessera audit consistency FROM [TO]`: both checkpoints are signed by the (pinned) log key and the
+ * proof (RFC 9162 §2.1.4.2) leads from the older signed root to the newer one, so the log of size TO
+ * extends the log of size FROM: nothing in the first FROM records was changed, removed or reordered.
+ * A proof alone does not bind the sizes: it is only checked against two signed (size, root) pairs.
+ */
+export function checkConsistencyResponse(older: AuditCheckpointResponse, res: AuditConsistencyResponse, pinnedKey?: string): CheckedConsistency {
+  const newer = checkCheckpointView(res?.checkpoint, res?.log_key, pinnedKey);
+  const old = checkCheckpointView(older?.checkpoint, older?.log_key, pinnedKey ?? newer.logKey);
+  if (res.from !== old.checkpoint.size) throw proofInvalid(`the proof starts at size ${String(res.from)}, not at the older checkpoint's ${old.checkpoint.size}`);
+  if (res.to !== newer.checkpoint.size) throw proofInvalid(`the proof ends at size ${String(res.to)}, not at the newer checkpoint's ${newer.checkpoint.size}`);
+  if (!Array.isArray(res.proof)) throw proofInvalid('the proof is not a list');
+  const proof = res.proof.map((h, i) => hashOf(h, `proof hash ${i}`));
+  if (!verifyConsistency(old.checkpoint.size, newer.checkpoint.size, old.checkpoint.rootHash, newer.checkpoint.rootHash, proof)) {
+    throw proofInvalid(`the log of size ${newer.checkpoint.size} does not extend the signed log of size ${old.checkpoint.size}: the consistency proof fails`);
+  }
+  return { ...newer, older: old.checkpoint };
 }

@@ -1,14 +1,14 @@
 import { Option, type Command } from 'commander';
 import { adminClient } from '../admin/clients.js';
 import { readFileSync } from 'node:fs';
-import { checkCheckpointResponse, checkInclusionResponse } from '../admin/audit-proof.js';
+import { checkCheckpointResponse, checkConsistencyResponse, checkInclusionResponse } from '../admin/audit-proof.js';
 import { runWitness } from '../admin/audit-witness.js';
 import { apiSource, dbSource, type DbSource } from '../admin/audit-sources.js';
 import { parseSavedCheckpoint, tamperedError, verifyAuditLog, type SavedCheckpoint, type VerifyResult } from '../admin/audit-verify.js';
 import { verifyCosignature } from '../core/checkpoint.js';
 import { TesseraError } from '../core/errors.js';
 import { parseNote, parseVerifierKey } from '../core/signed-note.js';
-import type { AuditCheckpointResponse, AuditInclusionResponse, AuditListResponse } from '../core/wire/control-plane.js';
+import type { AuditCheckpointResponse, AuditConsistencyResponse, AuditInclusionResponse, AuditListResponse } from '../core/wire/control-plane.js';
 import { EXIT, count, output, table, type GlobalOptions, type Run } from './context.js';
 import { tailCommand } from './tail.js';
 
@@ -112,6 +112,28 @@ export function auditCommands(program: Command, run: Run): void {
         `record ${id} (${res.record.action} by ${res.record.actor}, ${res.record.outcome}) is leaf ${checked.leafIndex} of the checkpoint of size ${checked.checkpoint.size}`,
         `proof: ${res.proof.length} hashes, verified against root ${checked.checkpoint.rootHash.toString('base64')}`,
         `signature: verified with ${checked.pinned ? 'the pinned' : 'the server\'s'} log key ${checked.logKeyId}`,
+      ].join('\n'));
+    }));
+  audit.command('consistency').argument('<from>', 'the size of the older signed checkpoint').argument('[to]', 'the size of the newer signed checkpoint (default: the latest)')
+    .description('prove that the audit log of size TO extends the signed log of size FROM (both sizes of signed checkpoints), checking both signatures and the proof locally')
+    .option('--log-key <key>', 'the log\'s verifier key to check against (default: the one the server names)')
+    .action(run(async (g, fromText: string, toText: string | undefined, o: Json) => {
+      const from = count('FROM', Number.MAX_SAFE_INTEGER)(fromText);
+      const pinned = o.logKey as string | undefined;
+      const { older, res } = await withAdmin(g, async (c) => {
+        const newer = await c.call<AuditCheckpointResponse>('GET', toText === undefined ? '/v1/audit/checkpoint' : `/v1/audit/checkpoint?size=${count('TO', Number.MAX_SAFE_INTEGER)(toText)}`);
+        const to = newer.checkpoint.size;
+        if (from > to) throw new TesseraError('TESSERA_AUDIT_RANGE', `FROM (${from}) must not exceed TO (${to})`);
+        return {
+          older: await c.call<AuditCheckpointResponse>('GET', `/v1/audit/checkpoint?size=${from}`),
+          res: await c.call<AuditConsistencyResponse>('GET', `/v1/audit/proof/consistency?from=${from}&to=${to}`),
+        };
+      });
+      const checked = checkConsistencyResponse(older, res, pinned);
+      output(g, { ...res, verified: true, pinned: checked.pinned }, () => [
+        `the log of size ${checked.checkpoint.size} extends the log of size ${checked.older.size}`,
+        `proof: ${res.proof.length} hashes, from root ${checked.older.rootHash.toString('base64')} to root ${checked.checkpoint.rootHash.toString('base64')}`,
+        `signatures: both verified with ${checked.pinned ? 'the pinned' : 'the server\'s'} log key ${checked.logKeyId}`,
       ].join('\n'));
     }));
   audit.command('verify')
