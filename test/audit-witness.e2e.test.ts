@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgentNode, type AgentNode } from '../src/agent/node.js';
+import { AgentMetrics } from '../src/agent/metrics.js';
 import { WITNESS_STATE_FILE } from '../src/agent/witness.js';
 import type { ApiClient } from '../src/common/api-client.js';
 import { createLogger } from '../src/core/log.js';
@@ -55,11 +56,13 @@ async function latestSize(server: ServerProcess): Promise<number> {
   return (await admin(server).call<AuditCheckpointResponse>('GET', '/v1/audit/checkpoint')).checkpoint.size;
 }
 
+let agentMetrics: AgentMetrics | undefined;
+
 async function startAgent(server: ServerProcess, dataDir: string, joinToken?: string): Promise<AgentNode> {
   const log = createLogger({ level: 'debug', write: (l) => lines.push(l) });
   node = await startAgentNode({
     serverUrl: server.url, dataDir, log, trustBundleFile: join(server.dataDir, 'bundle.pem'), ...(joinToken ? { joinToken } : {}),
-    sidecar: { policyWatchSeconds: 1 },
+    sidecar: { policyWatchSeconds: 1 }, metrics: (agentMetrics = new AgentMetrics()),
   });
   return node;
 }
@@ -145,6 +148,8 @@ describe('witnesses and a forked control plane', () => {
     expect(alarmLines.map((l) => l.kind)).toEqual(alarmLines.map(() => 'fork'));
     expect(alarmLines.map((l) => l.alarmsTotal)).toEqual(alarmLines.map((_l, i) => i + 1));
     expect(n2.sidecar.witness.alarms).toBe(alarmLines.length);
+    // The same count is what Prometheus scrapes from the agent.
+    expect(await agentMetrics!.registry.metrics()).toMatch(new RegExp(`^tessera_audit_witness_alarms_total ${alarmLines.length}$`, 'm'));
     expect(n2.sidecar.witness.witnessed).toBe(0);
     expect(readFileSync(stateFile, 'utf8')).toBe(stateBefore);
     await n2.close();

@@ -95,6 +95,8 @@ describe('POST /v1/audit/alarms', () => {
     expect(rec?.target).toBe('5 -> 5');
     expect(rec?.detail).toMatchObject({ kind: 'fork', held: { size: 5 }, seen: { size: 5 }, note_hash: alarm().note_hash });
     expect(t.logs.some((l) => l.includes('TESSERA_AUDIT_WITNESS_ALARM') && l.includes('"level":"error"'))).toBe(true);
+    // Counted for Prometheus too.
+    expect(await t.cp.ctx.metrics.registry.metrics()).toMatch(/^tessera_audit_witness_alarms_total [1-9]\d*$/m);
   });
 
   it('refuses malformed alarms with TESSERA_BAD_REQUEST', async () => {
