@@ -26,7 +26,7 @@
  * refused-connection records and admin records (AuditEvent details).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
@@ -173,13 +173,22 @@ interface AppendRow {
   ratio: number;
   treeUsPerRecord: number;
   plainUsPerRecord: number;
+  /** CPU time (user + system) of this process per record: what the code costs, less the wait for a shared core. */
+  treeCpuUsPerRecord: number;
+  plainCpuUsPerRecord: number;
   checkpoints: number;
 }
 
-/** Records/s of `append` over one round of `ms`, every batch a slice of the pool in rotation. */
-async function round(ms: number, batches: readonly (readonly AuditRecord[])[], append: (b: readonly AuditRecord[]) => Promise<void> | void, tick?: () => Promise<void>): Promise<number> {
+interface Round {
+  recordsPerSec: number;
+  cpuUsPerRecord: number;
+}
+
+/** Records/s of `append` over one round of `ms`, every batch a slice of the pool in rotation, and its CPU time per record. */
+async function round(ms: number, batches: readonly (readonly AuditRecord[])[], append: (b: readonly AuditRecord[]) => Promise<void> | void, tick?: () => Promise<void>): Promise<Round> {
   let n = 0;
   let k = 0;
+  const cpu0 = process.cpuUsage();
   const start = performance.now();
   const end = start + ms;
   let now = start;
@@ -195,7 +204,8 @@ async function round(ms: number, batches: readonly (readonly AuditRecord[])[], a
       now = performance.now();
     }
   }
-  return (n * 1000) / (now - start);
+  const cpu = process.cpuUsage(cpu0);
+  return { recordsPerSec: (n * 1000) / (now - start), cpuUsPerRecord: (cpu.user + cpu.system) / n };
 }
 
 function median(xs: number[]): number {
@@ -228,16 +238,19 @@ async function measureAppends(dir: string, pool: readonly AuditRecord[], opts: O
       // Warm-up of both paths (JIT, page cache), not counted.
       await round(Math.min(300, ms), batches, (b) => store.appendAudit(b));
       await round(Math.min(300, ms), batches, (b) => plain.append(b));
-      const tree: number[] = [];
-      const flat: number[] = [];
+      const tree: Round[] = [];
+      const flat: Round[] = [];
       const before = checkpoints;
       for (let r = 0; r < 5; r++) {
         tree.push(await round(ms, batches, (b) => store.appendAudit(b), tick));
         flat.push(await round(ms, batches, (b) => plain.append(b)));
       }
-      const t = median(tree);
-      const p = median(flat);
-      rows.push({ batch: size, treeRecordsPerSec: t, plainRecordsPerSec: p, ratio: t / p, treeUsPerRecord: 1e6 / t, plainUsPerRecord: 1e6 / p, checkpoints: checkpoints - before });
+      const t = median(tree.map((x) => x.recordsPerSec));
+      const p = median(flat.map((x) => x.recordsPerSec));
+      rows.push({
+        batch: size, treeRecordsPerSec: t, plainRecordsPerSec: p, ratio: t / p, treeUsPerRecord: 1e6 / t, plainUsPerRecord: 1e6 / p,
+        treeCpuUsPerRecord: median(tree.map((x) => x.cpuUsPerRecord)), plainCpuUsPerRecord: median(flat.map((x) => x.cpuUsPerRecord)), checkpoints: checkpoints - before,
+      });
     }
     // The tree on disk must still be the tree of the records: a checkpoint of everything verifies
     // an inclusion proof of the last record.
@@ -353,6 +366,7 @@ async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-audit-'));
   const started = performance.now();
+  const loadBefore = loadavg()[0]!;
   try {
     const pool = makeRecords(Math.max(10_000, ...opts.batches) * 2);
     const limits = measureLimits(dir, pool, Math.min(opts.seconds, 2));
@@ -362,7 +376,7 @@ async function main(): Promise<void> {
     const [hashRow, commitRow] = limits.rows as [RateRow, RateRow];
     const verdictRows = appends.filter((a) => a.batch >= 100);
     const meets = verdictRows.length > 0 && verdictRows.every((a) => a.ratio >= AIM_RATIO && a.treeRecordsPerSec > AIM_RATE);
-    const setup = { node: process.version, seconds: opts.seconds, leafBytesAvg: Math.round(limits.leafBytes), pool: pool.length, totalSeconds: 0 };
+    const setup = { node: process.version, cores: availableParallelism(), loadBefore, seconds: opts.seconds, leafBytesAvg: Math.round(limits.leafBytes), pool: pool.length, totalSeconds: 0 };
     setup.totalSeconds = Math.round((performance.now() - started) / 100) / 10;
     if (opts.json) {
       process.stdout.write(`${JSON.stringify({ setup, limits: limits.rows, steps, appends, proofs, aim: { ratio: AIM_RATIO, recordsPerSec: AIM_RATE }, meetsAim: meets }, null, 2)}\n`);
@@ -370,6 +384,7 @@ async function main(): Promise<void> {
     }
     const out: string[] = [];
     out.push(`audit log appends, SQLite WAL (synchronous = NORMAL), Node ${process.version}, single thread, ${setup.leafBytesAvg}-byte leaves on average`);
+    out.push(`machine: ${availableParallelism()} cores, load average ${loadBefore.toFixed(2)} before the run (other processes share the cores: compare the CPU µs columns)`);
     out.push('records: 90 % shipped decisions, 5 % refusals, 5 % admin events; medians of 5 alternating rounds\n');
     out.push('the limit on this machine:');
     out.push(formatRateRows(limits.rows, 'operation', 'µs/op'));
@@ -377,13 +392,14 @@ async function main(): Promise<void> {
     out.push(formatRateRows(steps, 'step', 'µs/record'));
     const w = 'records per batch'.length;
     out.push(`appendAudit (tree, subtrees, checkpoint each second) vs plain insert, records/s:`);
-    out.push(`${'records per batch'.padEnd(w)}  ${'tree'.padStart(9)}  ${'µs/rec'.padStart(7)}  ${'plain'.padStart(9)}  ${'µs/rec'.padStart(7)}  ${'tree/plain'.padStart(10)}  ${'limit'.padStart(9)}  ${'checkpoints'.padStart(11)}`);
+    out.push(`${'records per batch'.padEnd(w)}  ${'tree'.padStart(9)}  ${'µs/rec'.padStart(7)}  ${'CPU µs'.padStart(7)}  ${'plain'.padStart(9)}  ${'µs/rec'.padStart(7)}  ${'CPU µs'.padStart(7)}  ${'tree/plain'.padStart(10)}  ${'limit'.padStart(9)}  ${'checkpoints'.padStart(11)}`);
     for (const a of appends) {
       // The limit for this batch size: one commit per batch plus one leaf hash per record.
       const limit = 1e6 / (hashRow.usPerOp + commitRow.usPerOp / a.batch);
-      out.push(`${String(a.batch).padEnd(w)}  ${fmtInt(a.treeRecordsPerSec).padStart(9)}  ${fmtUs(a.treeUsPerRecord).padStart(7)}  ${fmtInt(a.plainRecordsPerSec).padStart(9)}  ${fmtUs(a.plainUsPerRecord).padStart(7)}  ${a.ratio.toFixed(2).padStart(10)}  ${fmtInt(limit).padStart(9)}  ${String(a.checkpoints).padStart(11)}`);
+      out.push(`${String(a.batch).padEnd(w)}  ${fmtInt(a.treeRecordsPerSec).padStart(9)}  ${fmtUs(a.treeUsPerRecord).padStart(7)}  ${fmtUs(a.treeCpuUsPerRecord).padStart(7)}  ${fmtInt(a.plainRecordsPerSec).padStart(9)}  ${fmtUs(a.plainUsPerRecord).padStart(7)}  ${fmtUs(a.plainCpuUsPerRecord).padStart(7)}  ${a.ratio.toFixed(2).padStart(10)}  ${fmtInt(limit).padStart(9)}  ${String(a.checkpoints).padStart(11)}`);
     }
-    out.push('(limit = one smallest commit per batch + one SHA-256 leaf hash per record)\n');
+    out.push('(µs/rec = wall clock; CPU µs = this process\'s user + system time per record, what the code costs whatever the');
+    out.push(' neighbours take; limit = one smallest commit per batch + one SHA-256 leaf hash per record)\n');
     out.push('proofs from the SQLite leaf source (stored subtrees ≥ 256 leaves), µs:');
     out.push(`${'records'.padStart(10)}  ${'built in s'.padStart(10)}  ${'inclusion'.padStart(9)}  ${'verify'.padStart(7)}  ${'consistency'.padStart(11)}  ${'verify'.padStart(7)}`);
     for (const p of proofs) {
