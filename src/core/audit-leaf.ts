@@ -11,7 +11,7 @@
  * recomputes from the database is exactly what was hashed when it was appended.
  */
 import { hash } from 'node:crypto';
-import { canonicalJson, canonicalJsonChecked, tryCanonicalJson } from './canonical-json.js';
+import { canonicalJson, canonicalJsonChecked, jsonString, tryCanonicalJson } from './canonical-json.js';
 import { TesseraError } from './errors.js';
 
 /** A stored audit record, as the log hashes it. */
@@ -82,9 +82,9 @@ export function auditLeafHash(id: number, r: AuditLeafFields, canonicalDetail: s
   return hash('sha256', `\0${DOMAIN}${leafBody(r, id, canonicalDetail, {})}`, 'buffer');
 }
 
-/** A string field as canonicalJson writes it (JSON.stringify); anything else through the full encoder. */
+/** A string field as canonicalJson writes it; anything else through the full encoder. */
 function str(v: unknown): string | undefined {
-  return typeof v === 'string' ? JSON.stringify(v) : tryCanonicalJson(v);
+  return typeof v === 'string' ? jsonString(v) : tryCanonicalJson(v);
 }
 
 /**

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../test/support/expect.js';
-import { canonicalJson, canonicalJsonChecked, tryCanonicalJson } from './canonical-json.js';
+import { canonicalJson, canonicalJsonChecked, jsonString, tryCanonicalJson } from './canonical-json.js';
 
 describe('canonicalJson', () => {
   it('sorts keys and drops whitespace', () => {
@@ -87,6 +87,12 @@ describe('canonicalJson', () => {
     it('on arbitrary values, JSON and not (property)', () => {
       fc.assert(fc.property(value, (v) => same(v)), { numRuns: 3000 });
       fc.assert(fc.property(fc.anything({ withBigInt: true, withDate: true, withMap: true, withSet: true, withTypedArray: true, withNullPrototype: true, withSparseArray: true, withObjectString: true, withBoxedValues: true, withUnicodeString: true }), (v) => same(v)), { numRuns: 2000 });
+    });
+
+    it('jsonString is JSON.stringify of any string (property)', () => {
+      fc.assert(fc.property(fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.string({ unit: fc.constantFrom('a', '"', '\\', '\n', '\u0000', '\u001f', '\u007f', '\u2028', '\ud800', '\udfff', '\ud83d\ude00', 'é') })), (s) => {
+        expect(jsonString(s)).toBe(JSON.stringify(s));
+      }), { numRuns: 3000 });
     });
 
     it('on the edges: own __proto__ keys, symbol keys, cycles, shared references, the depth limit', () => {
