@@ -37,7 +37,7 @@ import { AuditLog } from '../src/server/audit/audit.js';
 import { TransparencyLog } from '../src/server/audit/tlog.js';
 import { SqliteStore } from '../src/server/store/sqlite.js';
 import type { AuditRecord } from '../src/server/store/store.js';
-import { formatRateRows, measureRate, type RateRow } from './args.js';
+import { formatRateRows, measureRate, secondsArg, type RateRow } from './args.js';
 
 const AIM_RATIO = 0.5;
 const AIM_RATE = 20_000;
@@ -68,11 +68,8 @@ function parseArgs(argv: string[]): Options {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') o.json = true;
-    else if (a === '--seconds') {
-      const v = Number(argv[++i]);
-      if (!(v > 0 && v <= 60)) usage('--seconds must be in (0, 60]');
-      o.seconds = v;
-    } else if (a === '--batches') o.batches = intList(argv[++i], '--batches', 1, 10_000);
+    else if (a === '--seconds') o.seconds = secondsArg(argv[++i], usage);
+    else if (a === '--batches') o.batches = intList(argv[++i], '--batches', 1, 10_000);
     else if (a === '--proof-sizes') o.proofSizes = intList(argv[++i], '--proof-sizes', 2, 10_000_000).sort((x, y) => x - y);
     else if (a === '--help' || a === '-h') {
       process.stdout.write(`${USAGE}\n`);
