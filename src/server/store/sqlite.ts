@@ -135,6 +135,7 @@ function parseFrontier(text: string | undefined): MerkleFrontier {
   }
   return MerkleFrontier.fromJSON(state);
 }
+
 /** Indexes on added columns: created once the columns exist. */
 const ADDED_INDEXES = `
 CREATE INDEX IF NOT EXISTS audit_decision_sample ON audit(action, actor, principal, id);
