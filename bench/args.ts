@@ -22,13 +22,17 @@ export function parseBenchArgs(argv: string[], name: string, defaultSeconds: num
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') o.json = true;
-    else if (a === '--seconds') {
-      const v = Number(argv[++i]);
-      if (!(v > 0 && v <= 60)) usage('--seconds must be in (0, 60]');
-      o.seconds = v;
-    } else usage(`unknown argument ${a}`);
+    else if (a === '--seconds') o.seconds = secondsArg(argv[++i], usage);
+    else usage(`unknown argument ${a}`);
   }
   return o;
+}
+
+/** The value of `--seconds`: a number in (0, 60]. */
+export function secondsArg(value: string | undefined, usage: (msg: string) => never): number {
+  const v = Number(value);
+  if (!(v > 0 && v <= 60)) usage('--seconds must be in (0, 60]');
+  return v;
 }
 
 /**

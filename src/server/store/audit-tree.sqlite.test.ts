@@ -221,3 +221,48 @@ describe('SqliteStore: property', () => {
     }), { numRuns: 25 });
   });
 });
+
+describe('SqliteStore: the append path', () => {
+  const rec = (i: number, detail: Record<string, unknown> = { i, z: 'last', a: { y: 1, x: [i] } }) => ({
+    ts: 1_767_225_600_000 + i, actor: `spiffe://t.test/w/${i % 3}`, action: 'decision', target: 't', outcome: 'success' as const, code: 'ALLOW', detail,
+  });
+
+  it('two stores appending to one file in turn (--workers) keep one tree: the frontier is re-read when another wrote it', async () => {
+    const file = tmpFile();
+    const a = open(file);
+    const b = open(file);
+    for (let i = 0; i < 40; i++) await (i % 3 === 0 ? b : a).appendAudit(Array.from({ length: 1 + (i % 5) }, (_, k) => rec(i * 10 + k)));
+    const all = await a.listAudit({ limit: 10_000 });
+    expect(all.map((r) => r.id)).toEqual(all.map((_, i) => i + 1));
+    const root = rootOf(recomputed(all));
+    expect((await a.auditTreeHead()).rootHash.equals(root)).toBe(true);
+    expect((await b.auditTreeHead()).rootHash.equals(root)).toBe(true);
+  });
+
+  it('a batch that fails rolls back whole and the next one extends the tree from before it', async () => {
+    const store = open(tmpFile());
+    await store.appendAudit([rec(1), rec(2)]);
+    let deep: unknown = 1;
+    for (let i = 0; i < 100; i++) deep = [deep];
+    await expect(store.appendAudit([rec(3), rec(4, { deep })])).rejects.toMatchObject({ code: 'TESSERA_CANONICAL_JSON_INVALID' });
+    await store.appendAudit([rec(5)]);
+    const all = await store.listAudit({ limit: 100 });
+    expect(all.map((r) => [r.id, r.ts - 1_767_225_600_000])).toEqual([[1, 1], [2, 2], [3, 5]]);
+    expect((await store.auditTreeHead()).rootHash.equals(rootOf(recomputed(all)))).toBe(true);
+  });
+
+  it('stores a plain detail as its canonical JSON, and one with undefined members as JSON.stringify writes it', async () => {
+    const file = tmpFile();
+    const store = open(file);
+    await store.appendAudit([rec(1, { b: 1, a: { d: 2, c: 3 } }), rec(2, { b: undefined, a: 1 })]);
+    await store.close();
+    const raw = new Database(file, { readonly: true });
+    try {
+      expect(raw.prepare<[], { detail: string }>('SELECT detail FROM audit ORDER BY id').all().map((r) => r.detail)).toEqual(['{"a":{"c":3,"d":2},"b":1}', '{"a":1}']);
+    } finally {
+      raw.close();
+    }
+    const again = open(file);
+    expect((await again.auditTreeHead()).rootHash.equals(rootOf(recomputed(await again.listAudit({ limit: 10 }))))).toBe(true);
+  });
+});

@@ -1,6 +1,6 @@
 import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { auditLeafData } from '../../core/audit-leaf.js';
+import { auditDetailJson, auditLeafData, auditLeafHash } from '../../core/audit-leaf.js';
 import { TesseraError } from '../../core/errors.js';
 import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle.js';
 import type {
@@ -128,6 +128,19 @@ function rowLeafHash(r: { id: number; ts: number; actor: string; action: string;
 function treeStateInvalid(message: string): TesseraError {
   return new TesseraError('TESSERA_AUDIT_STATE_INVALID', message);
 }
+
+/** The frontier from its stored text (meta `audit_frontier`). */
+function parseFrontier(text: string | undefined): MerkleFrontier {
+  if (text === undefined) throw treeStateInvalid('the audit tree frontier is missing');
+  let state: unknown;
+  try {
+    state = JSON.parse(text);
+  } catch {
+    throw treeStateInvalid('the audit tree frontier is not JSON');
+  }
+  return MerkleFrontier.fromJSON(state);
+}
+
 /** Indexes on added columns: created once the columns exist. */
 const ADDED_INDEXES = `
 CREATE INDEX IF NOT EXISTS audit_decision_sample ON audit(action, actor, principal, id);
@@ -155,6 +168,8 @@ function entryFromRow(r: EntryRow): EntryRecord {
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
+  /** {@link appendBatch} as a transaction, made once (not per batch). */
+  private readonly appendAuditTx: Database.Transaction<(records: readonly AuditRecord[]) => void>;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -253,6 +268,7 @@ export class SqliteStore implements Store {
         `SELECT id, ts, actor, action, target, outcome, code, CASE WHEN length(detail) <= ? THEN detail END AS detail
          FROM audit WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
     };
+    this.appendAuditTx = db.transaction((records: readonly AuditRecord[]) => this.appendBatch(records));
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -426,19 +442,34 @@ export class SqliteStore implements Store {
     if (records.length === 0) return;
     // IMMEDIATE: the frontier is read and written under the write lock, so processes sharing the file
     // (`--workers`) append one after the other and every id is the tree size + 1.
-    this.db.transaction(() => {
-      const frontier = this.readFrontier();
-      for (const r of records) {
-        const row = {
-          id: frontier.size + 1, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome, code: r.code,
-          detail: JSON.stringify(r.detail), principal: r.principal ?? null,
-        };
-        const h = rowLeafHash(row);
-        this.stmts.insertAudit.run(row.id, row.ts, row.actor, row.action, row.target, row.outcome, row.code, row.detail, row.principal, h);
-        frontier.append(h, this.subtreeSink);
-      }
-      this.stmts.setMeta.run(FRONTIER_KEY, JSON.stringify(frontier.toJSON()));
-    }).immediate();
+    this.appendAuditTx.immediate(records);
+  }
+
+  /**
+   * The frontier as this process last wrote it, with its stored text: reused while the stored text
+   * is still that text (no other process appended since, no failed commit), so a batch does not
+   * parse and hex-decode the frontier again.
+   */
+  private frontierCache: { text: string; frontier: MerkleFrontier } | undefined;
+
+  /** One batch, inside {@link appendAuditTx}: rows with their leaf hashes, subtrees, and the frontier. */
+  private appendBatch(records: readonly AuditRecord[]): void {
+    const text = this.stmts.getMeta.get(FRONTIER_KEY)?.value;
+    const cached = this.frontierCache;
+    // Mutated below: dropped until this transaction has written its state.
+    this.frontierCache = undefined;
+    const frontier = cached !== undefined && cached.text === text ? cached.frontier : parseFrontier(text);
+    for (const r of records) {
+      const id = frontier.size + 1;
+      // The detail is encoded once: its canonical JSON is the stored text and the leaf's detail.
+      const detail = auditDetailJson(r.detail);
+      const h = auditLeafHash(id, r, detail.canonical);
+      this.stmts.insertAudit.run(id, r.ts, r.actor, r.action, r.target, r.outcome, r.code, detail.text, r.principal ?? null, h);
+      frontier.append(h, this.subtreeSink);
+    }
+    const next = JSON.stringify(frontier.toJSON());
+    this.stmts.setMeta.run(FRONTIER_KEY, next);
+    this.frontierCache = { text: next, frontier };
   }
 
   async auditTreeHead(): Promise<AuditTreeHead> {
@@ -497,15 +528,7 @@ export class SqliteStore implements Store {
   }
 
   private readFrontier(): MerkleFrontier {
-    const text = this.stmts.getMeta.get(FRONTIER_KEY)?.value;
-    if (text === undefined) throw treeStateInvalid('the audit tree frontier is missing');
-    let state: unknown;
-    try {
-      state = JSON.parse(text);
-    } catch {
-      throw treeStateInvalid('the audit tree frontier is not JSON');
-    }
-    return MerkleFrontier.fromJSON(state);
+    return parseFrontier(this.stmts.getMeta.get(FRONTIER_KEY)?.value);
   }
 
   /**
