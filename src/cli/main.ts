@@ -33,7 +33,7 @@ function seconds(value: string | undefined, what: string): number | undefined {
 /** `--policy-watch`: whole seconds, 1 to 60 (the control plane holds a long poll at most 60 s). */
 function policyWatch(value: string): number {
   const ms = parseDuration(value, '--policy-watch');
-  if (ms % 1000 !== 0 || ms > 60_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--policy-watch must be whole seconds from 1s to 60s, e.g. 25s');
+  if (ms < 1000 || ms % 1000 !== 0 || ms > 60_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--policy-watch must be whole seconds from 1s to 60s, e.g. 25s');
   return ms / 1000;
 }
 
