@@ -10,8 +10,19 @@
  * The audit log: at ~13 s `tessera audit verify` checks it over the API and the latest signed
  * checkpoint is saved (DIR/audit-checkpoint.json, as an auditor would keep it elsewhere); when the demo
  * stops, `tessera audit verify --db` checks the stopped control plane's SQLite file offline against
- * it. `npm run demo -- --tamper` stops after 20 s (unless DEMO_SECONDS says otherwise), then edits one
- * record in that file and shows `tessera audit verify --db` catching it (exit 1, naming the record).
+ * it.
+ *
+ * `npm run demo -- --tamper` (agents long-poll the policy stream every 2 s, SVIDs live 30 s, no CA
+ * rotation): after 20 s (unless DEMO_SECONDS says otherwise) only the control plane stops; the agents
+ * and key servers keep running. Two attacker moves on its SQLite file: (a) one record's field edited —
+ * `tessera audit verify --db` names the record (the edit is then undone); (b) the tail cut back
+ * consistently (records, frontier, subtrees, checkpoints: demo/audit-tamper.ts), which the file alone
+ * cannot show and the control plane's start-up check accepts. The control plane restarts on the same
+ * data directory and port and signs checkpoints of the shorter log; each agent, at its next policy
+ * long-poll, raises TESSERA_AUDIT_WITNESS_ALARM (a rewind), keeps its checkpoint and reports it (an
+ * `audit.witness_alarm` record); `tessera audit verify --from-checkpoint` with the checkpoint saved at
+ * ~13 s catches the truncation over the API. It then stops with a summary: exit 0 when all three
+ * catches happened, 1 otherwise.
  *
  * DEMO_SECONDS=N stops it after N seconds (used by the test of the demo).
  */
@@ -26,9 +37,11 @@ import { fileURLToPath } from 'node:url';
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
 import Database from 'better-sqlite3';
 import { ApiClient } from '../src/common/api-client.js';
+import { cutAuditLogBack } from './audit-tamper.js';
 import { readPolicyDir } from '../src/admin/policy-dir.js';
+import { WITNESS_STATE_FILE } from '../src/agent/witness.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
-import type { AppliedPolicyResponse, ApplyPolicyRequest, BundleResponse, CaRotateRequest, CaRotateResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, EntryView, JwtSvidRequest, JwtSvidResponse, PolicyDryRunResponse } from '../src/core/wire/control-plane.js';
+import type { AppliedPolicyResponse, ApplyPolicyRequest, AuditListResponse, BundleResponse, CaRotateRequest, CaRotateResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, EntryView, JwtSvidRequest, JwtSvidResponse, PolicyDryRunResponse } from '../src/core/wire/control-plane.js';
 import { parseSealedText, ready as secretsReady } from '../src/core/secrets/index.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -55,13 +68,22 @@ const SECRETS_COLOUR = 94;
 /** The key server killed to show that 2 of 3 still open the secret. */
 const KILLED = 1;
 
-/** `npm run demo -- --tamper`: after the demo, edit one audit record in the SQLite file and catch it. */
+/** `npm run demo -- --tamper`: stop the control plane, tamper with its SQLite file, catch it (see the top). */
 const TAMPER = process.argv.includes('--tamper');
+/** With --tamper the agents witness the log every 2 s (default 25 s), and SVIDs outlive the outage. */
+const AGENT_WATCH = TAMPER ? ['--policy-watch', '2s'] : [];
+const SVID_TTL = TAMPER ? '30s' : '20s';
+/** The agent's log line of a witness alarm (src/agent/witness.ts). */
+const ALARM_MSG = 'audit log witness alarm: keeping the held checkpoint';
 const AUDIT_COLOUR = 92;
 const SERVER_DIR = join(DIR, 'server');
 const SAVED_CHECKPOINT = join(DIR, 'audit-checkpoint.json');
 
 const children: ChildProcess[] = [];
+let controlPlane: ChildProcess | undefined;
+/** Witness alarms the service agents raised (--tamper), by service name. */
+const alarms = new Map<string, { kind: string; held: number; seen: number }>();
+let onAlarm: (() => void) | undefined;
 const apps: HttpServer[] = [];
 const timers: NodeJS.Timeout[] = [];
 let stopping = false;
@@ -165,20 +187,26 @@ async function waitForFile(file: string, ms = 20_000): Promise<void> {
   }
 }
 
+/** SIGTERM, then SIGKILL after 5 s; resolves once the process has exited. */
+function stopChild(c: ChildProcess): Promise<void> {
+  return new Promise<void>((r) => {
+    if (c.exitCode !== null || c.signalCode !== null) return r();
+    const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+    c.once('exit', () => { clearTimeout(t); r(); });
+    c.kill('SIGTERM');
+  });
+}
+
 async function stopAll(code = 0): Promise<never> {
   if (!stopping) {
     stopping = true;
     process.stdout.write(`\n${paint(1, 'stopping')}: agents, key servers and control plane...\n`);
     for (const t of timers) clearInterval(t);
     for (const a of apps) a.close();
-    await Promise.all(children.map((c) => new Promise<void>((r) => {
-      if (c.exitCode !== null || c.signalCode !== null) return r();
-      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-      c.once('exit', () => { clearTimeout(t); r(); });
-      c.kill('SIGTERM');
-    })));
+    await Promise.all(children.map(stopChild));
     process.stdout.write('stopped cleanly.\n');
-    code = (await auditAtStop()) ? code : 1;
+    // With --tamper the file was checked (and tampered with) before; the scene gave the code.
+    if (!TAMPER) code = (await auditAtStop()) ? code : 1;
   }
   process.exit(code);
 }
@@ -197,51 +225,179 @@ function verifiedLine(what: string, v: VerifyJson): string {
   return `${paint(32, `${what}: verified`)}: ${v.records} records rehashed, ${v.checkpoints} signed checkpoints checked, intact up to size ${v.verified_size}${v.unsigned ? ` (${v.unsigned} newer records not yet signed)` : ''}, log key ${v.pinned ? 'pinned' : 'unpinned'}`;
 }
 
+const DB = join(SERVER_DIR, 'tessera.db');
+const SAVED = ['--from-checkpoint', SAVED_CHECKPOINT];
+
 /**
  * When the demo stops: the stopped control plane's SQLite file is checked offline against the
- * checkpoint saved during the run; with --tamper, one record is then edited and the check repeated.
- * False when a check did not come out as it should.
+ * checkpoint saved during the run. False when the check did not pass.
  */
 async function auditAtStop(): Promise<boolean> {
-  const db = join(SERVER_DIR, 'tessera.db');
-  if (!existsSync(db)) return true;
-  const saved = existsSync(SAVED_CHECKPOINT) ? ['--from-checkpoint', SAVED_CHECKPOINT] : [];
-  const clean = await auditVerify(['--db', db, ...saved]);
+  if (!existsSync(DB)) return true;
+  const saved = existsSync(SAVED_CHECKPOINT) ? SAVED : [];
+  const clean = await auditVerify(['--db', DB, ...saved]);
   if (clean.status !== 0 || !clean.result?.ok) {
     say('auditor', 31, `tessera audit verify --db failed on the untouched file: ${clean.code}`);
     return false;
   }
-  say('auditor', AUDIT_COLOUR, verifiedLine(`tessera audit verify --db ${relative(ROOT, db)}${saved.length ? ' --from-checkpoint (saved at ~13 s)' : ''}`, clean.result));
-  if (!TAMPER) return true;
-  // An insider with the file: drops the append-only trigger and rewrites who registered orders.
-  const d = new Database(db);
-  let id: number | undefined;
-  let before = '';
+  say('auditor', AUDIT_COLOUR, verifiedLine(`tessera audit verify --db ${relative(ROOT, DB)}${saved.length ? ' --from-checkpoint (saved at ~13 s)' : ''}`, clean.result));
+  return true;
+}
+
+/**
+ * Move (a): an insider with the file drops the append-only trigger and rewrites who registered
+ * orders; `tessera audit verify --db` must name that record. The edit is then undone, so that move (b)
+ * is shown on its own. The record's id when it was named.
+ */
+async function editMove(): Promise<number | undefined> {
+  const d = new Database(DB);
+  let row: { id: number; actor: string } | undefined;
   try {
-    const row = d.prepare<[string], { id: number; actor: string }>("SELECT id, actor FROM audit WHERE action = 'entry.create' AND target = ? ORDER BY id LIMIT 1").get(SERVICES[1]!.id)
+    row = d.prepare<[string], { id: number; actor: string }>("SELECT id, actor FROM audit WHERE action = 'entry.create' AND target = ? ORDER BY id LIMIT 1").get(SERVICES[1]!.id)
       ?? d.prepare<[], { id: number; actor: string }>("SELECT id, actor FROM audit WHERE action = 'entry.create' ORDER BY id LIMIT 1").get();
     if (row) {
-      id = row.id;
-      before = row.actor;
       d.exec('DROP TRIGGER IF EXISTS audit_no_update');
-      d.prepare('UPDATE audit SET actor = ? WHERE id = ?').run(`spiffe://${TD}/ops/mallory`, id);
+      d.prepare('UPDATE audit SET actor = ? WHERE id = ?').run(`spiffe://${TD}/ops/mallory`, row.id);
     }
   } finally {
     d.close();
   }
-  if (id === undefined) {
+  if (!row) {
     say('tamper', 31, 'no entry.create record to edit');
+    return undefined;
+  }
+  const { id } = row;
+  say('tamper', 31, `(a) edited record ${id} in ${relative(ROOT, DB)}: the registration of orders (entry.create) now says it was done by spiffe://${TD}/ops/mallory, not ${row.actor} (append-only trigger dropped first)`);
+  const caught = await auditVerify(['--db', DB, ...SAVED]);
+  const first = caught.result?.problems[0];
+  const named = caught.status === 1 && first?.id === id;
+  if (named) say('auditor', AUDIT_COLOUR, `${paint(31, `tessera audit verify --db: exit 1 ${caught.code}`)}: ${first.kind}: ${first.message}`);
+  else say('auditor', 31, `tessera audit verify --db did not name record ${id}: exit ${String(caught.status)} ${caught.code}`);
+  const undo = new Database(DB);
+  try {
+    undo.prepare('UPDATE audit SET actor = ? WHERE id = ?').run(row.actor, id);
+  } finally {
+    undo.close();
+  }
+  say('tamper', 31, `(a) undone: record ${id} put back as it was`);
+  return named ? id : undefined;
+}
+
+/**
+ * Move (b): the attacker hides the tail — everything since the secret policy "db" was created (its
+ * dealing, orders opening the secret, the policy change) — and makes the file agree with the shorter
+ * log, so that neither the file alone nor the control plane's start-up check shows it. The size kept.
+ */
+function cutMove(savedSize: number): { keep: number; last: number } {
+  const d = new Database(DB);
+  try {
+    const since = d.prepare<[], { id: number | null }>("SELECT MIN(id) AS id FROM audit WHERE action = 'secret.policy.create'").get()?.id;
+    // Below the saved checkpoint, or that checkpoint cannot catch it.
+    const keep = since != null && since - 1 < savedSize ? since - 1 : Math.floor(savedSize / 2);
+    const last = d.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM audit').get()?.id ?? 0;
+    const actions = d.prepare<[number], { action: string; n: number }>('SELECT action, COUNT(*) AS n FROM audit WHERE id > ? GROUP BY action ORDER BY MIN(id)').all(keep);
+    const removed = cutAuditLogBack(d, keep);
+    say('tamper', 31, `(b) deleted records ${keep + 1}..${last} (${removed}: ${actions.map((a) => `${a.action}${a.n > 1 ? ` ×${a.n}` : ''}`).join(', ')}) and rewrote the frontier (meta audit_frontier), subtrees and checkpoints above size ${keep}: the file is consistent with a log of ${keep} records`);
+    return { keep, last };
+  } finally {
+    d.close();
+  }
+}
+
+/** The alarm line of an agent's or key server's witness alarm log record. */
+function alarmLine(o: Record<string, unknown>): string {
+  const root = (v: unknown): string => `${String(v).slice(0, 12)}…`;
+  return `${paint(31, `WITNESS ALARM ${String(o.code)} (${String(o.kind)})`)}: holds the checkpoint of ${String(o.heldSize)} records (root ${root(o.heldRoot)}), was shown ${String(o.seenSize)} (root ${root(o.seenRoot)}); keeps its own and reports it`;
+}
+
+/**
+ * --tamper, after DEMO_SECONDS: only the control plane stops; the two moves on its file; it restarts
+ * on the same data directory and port; the agents and the saved checkpoint must catch move (b).
+ * True when every expected catch happened.
+ */
+async function tamperScene(port: number): Promise<boolean> {
+  process.stdout.write(`\n${paint(1, 'tamper')}: the control plane stops; the agents and key servers keep running on what they hold.\n`);
+  if (controlPlane) await stopChild(controlPlane);
+  say('control', 1, 'stopped (SIGTERM)');
+  if (!existsSync(SAVED_CHECKPOINT)) {
+    say('auditor', 31, 'no checkpoint was saved during the run');
     return false;
   }
-  say('tamper', 31, `edited record ${id} in ${relative(ROOT, db)}: the registration of orders (entry.create) now says it was done by spiffe://${TD}/ops/mallory, not ${before} (append-only trigger dropped first)`);
-  const caught = await auditVerify(['--db', db, ...saved]);
-  const first = caught.result?.problems[0];
-  if (caught.status === 1 && first?.id === id) {
-    say('auditor', AUDIT_COLOUR, `${paint(31, `tessera audit verify --db: exit 1 ${caught.code}`)}: ${first.kind}: ${first.message}`);
-    return true;
+  if (!(await auditAtStop())) return false;
+  const savedSize = (JSON.parse(readFileSync(SAVED_CHECKPOINT, 'utf8')) as { checkpoint: { size: number } }).checkpoint.size;
+
+  const edited = await editMove();
+  const { keep, last } = cutMove(savedSize);
+  const plain = await auditVerify(['--db', DB]);
+  if (plain.status === 0 && plain.result?.ok) say('auditor', AUDIT_COLOUR, `${verifiedLine('tessera audit verify --db (no saved checkpoint)', plain.result)}: nothing in the file itself shows the cut`);
+  else say('auditor', 31, `tessera audit verify --db on the cut-back file: exit ${String(plain.status)} ${plain.code}`);
+
+  const agentsCaught = new Promise<void>((resolve) => {
+    onAlarm = () => { if (SERVICES.every((s) => alarms.has(s.name))) resolve(); };
+    onAlarm();
+  });
+  try {
+    await startControlPlane(port, true);
+  } catch (err) {
+    say('control', 31, `did not restart: ${(err as Error).message}`);
+    return false;
   }
-  say('auditor', 31, `tessera audit verify --db did not name record ${id}: exit ${String(caught.status)} ${caught.code}`);
-  return false;
+  // Each agent sees the shorter log at its next policy long-poll (2 s here, after its reconnection backoff).
+  await Promise.race([agentsCaught, new Promise((r) => setTimeout(r, 30_000))]);
+  const env = { TESSERA_ADMIN_DIR: join(SERVER_DIR, 'admin') };
+  const listed = await runTessera(['--json', 'audit', 'list', '--action', 'audit.witness_alarm'], env);
+  if (listed.status === 0) {
+    const records = (JSON.parse(listed.stdout) as AuditListResponse).records;
+    for (const r of records.slice().reverse()) {
+      const d = r.detail as { kind?: string; held?: { size?: number }; seen?: { size?: number } };
+      const who = SERVICES.find((s) => s.id === r.actor)?.name ?? KEYSERVERS.find((k) => k.id === r.actor)?.name ?? r.actor;
+      say('auditor', AUDIT_COLOUR, `tessera audit list --action audit.witness_alarm: record ${r.id} at ${r.ts.slice(11, 19)}: ${who} reported a ${String(d.kind)}: held ${String(d.held?.size)}, shown ${String(d.seen?.size)}`);
+    }
+    if (records.length === 0) say('auditor', 31, 'tessera audit list --action audit.witness_alarm: no alarm recorded');
+  } else say('auditor', 31, `tessera audit list failed: ${errorCode(listed)}`);
+
+  const v = await auditVerify(SAVED);
+  const truncated = v.status === 1 ? v.result?.problems.find((p) => p.kind === 'truncated') : undefined;
+  if (truncated) say('auditor', AUDIT_COLOUR, `${paint(31, `tessera audit verify --from-checkpoint (saved at ~13 s, size ${savedSize}): exit 1 ${v.code}`)}: ${truncated.kind}: ${truncated.message}`);
+  else say('auditor', 31, `tessera audit verify --from-checkpoint did not find the truncation: exit ${String(v.status)} ${v.code}${v.result?.problems[0] ? ` (${v.result.problems[0].kind})` : ''}`);
+
+  const rewinds = SERVICES.filter((s) => alarms.get(s.name)?.kind === 'rewind');
+  const kinds = [...new Set(SERVICES.map((s) => alarms.get(s.name)?.kind).filter((k) => k !== undefined))];
+  const caught = [
+    edited !== undefined ? `verify --db (record ${edited} edited)` : undefined,
+    rewinds.length > 0 ? `${rewinds.length} agent${rewinds.length > 1 ? 's' : ''} (${kinds.join(', ')})` : undefined,
+    truncated ? 'verify --from-checkpoint (truncated)' : undefined,
+  ].filter((c) => c !== undefined);
+  const missed = [
+    edited === undefined ? 'the edited record (verify --db)' : undefined,
+    ...SERVICES.filter((s) => alarms.get(s.name)?.kind !== 'rewind').map((s) => `the cut at ${s.name} (${alarms.get(s.name)?.kind ?? 'no alarm'})`),
+    truncated ? undefined : 'the truncation (verify --from-checkpoint)',
+  ].filter((c) => c !== undefined);
+  process.stdout.write(`\n${paint(1, 'summary')}: (a) record edited, (b) log cut back from ${last} to ${keep} records and the control plane restarted on it.\n`);
+  process.stdout.write(`${paint(32, 'caught by')}: ${caught.join(', ') || 'nothing'}\n`);
+  if (missed.length > 0) process.stdout.write(`${paint(31, 'NOT caught')}: ${missed.join(', ')}\n`);
+  return missed.length === 0;
+}
+
+/** `tessera server` on the demo's data directory and port; resolves once it listens. */
+function startControlPlane(port: number, restart = false): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const who = (id: unknown): string => SERVICES.find((s) => s.id === id)?.name ?? KEYSERVERS.find((k) => k.id === id)?.name ?? String(id);
+    controlPlane = tessera(['server', '--json', '--data-dir', SERVER_DIR, '--listen', `127.0.0.1:${port}`, '--trust-domain', TD, '--ca-ttl', '4m', '--svid-ttl', SVID_TTL, '--log-level', 'info'], (o) => {
+      if (o.msg === 'control plane listening') {
+        say('control', 1, restart
+          ? `restarted on the same data directory and port (${String(o.url)}): its start-up check accepts the file; it signs checkpoints of the shorter log`
+          : `listening on ${String(o.url)} (trust domain ${TD})`);
+        resolve();
+      } else if (o.msg === 'CA activated') say('control', 1, paint(32, `new CA is now signing (${String(o.ca).slice(0, 8)})`));
+      else if (o.msg === 'audit witness alarm reported') {
+        const held = o.held as { size?: number } | undefined;
+        const seen = o.seen as { size?: number } | undefined;
+        say('control', 31, `witness alarm reported by ${who(o.witness)} (${String(o.kind)}: held ${String(held?.size)}, shown ${String(seen?.size)}), recorded as audit.witness_alarm`);
+      } else if (o.level === 'error' || o.level === 'warn') say('control', 31, `${String(o.msg)}${o.code ? ` (${String(o.code)})` : ''}${o.route ? ` on ${String(o.route)}` : ''}${o.error ? `: ${String(o.error)}` : ''}`);
+    });
+    controlPlane.once('exit', (code) => reject(new Error(`the control plane exited with status ${String(code)}`)));
+  });
 }
 
 async function main(): Promise<void> {
@@ -254,14 +410,12 @@ async function main(): Promise<void> {
 
   process.stdout.write(`${paint(1, 'Tessera demo')}: a control plane, three services with sidecars in two sites (cloud-eu, edge-7) and three key servers (cloud-eu, edge-7, cloud-us), all on 127.0.0.1.\n`);
   process.stdout.write(`Blind secrets: a database password sealed offline into the repository (2 of 3 key servers), opened by orders (cloud-eu, PCI), refused to inventory (edge-7), still opened with a key server killed.\n`);
-  process.stdout.write(`SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s, the audit log verified at ~13 s and a CA rotation at ~30 s. Ctrl-C stops everything${TAMPER ? '; --tamper: stops at 20 s, then edits one audit record in the SQLite file and verifies again' : ''}.\n\n`);
+  process.stdout.write(TAMPER
+    ? `SVIDs live 30 s (rotated at half life); a policy change at ~10 s and the audit log verified at ~13 s (its checkpoint saved). --tamper: at 20 s the control plane stops, its SQLite file is tampered with twice, it restarts, and the auditor and the agents (witnessing every 2 s) must catch it.\n\n`
+    : `SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s, the audit log verified at ~13 s and a CA rotation at ~30 s. Ctrl-C stops everything.\n\n`);
 
   const serverDir = SERVER_DIR;
-  tessera(['server', '--json', '--data-dir', serverDir, '--listen', `127.0.0.1:${port}`, '--trust-domain', TD, '--ca-ttl', '4m', '--svid-ttl', '20s', '--log-level', 'info'], (o) => {
-    if (o.msg === 'control plane listening') say('control', 1, `listening on ${String(o.url)} (trust domain ${TD})`);
-    else if (o.msg === 'CA activated') say('control', 1, paint(32, `new CA is now signing (${String(o.ca).slice(0, 8)})`));
-    else if (o.level === 'error' || o.level === 'warn') say('control', 31, `${String(o.msg)}`);
-  });
+  startControlPlane(port).catch(() => {});
   await waitForFile(join(serverDir, 'admin', 'server.json'));
   const adminDir = join(serverDir, 'admin');
   const f = (n: string): string => readFileSync(join(adminDir, n), 'utf8');
@@ -304,7 +458,8 @@ async function main(): Promise<void> {
       } else if (o.msg === 'keyserver audit') {
         const who = SERVICES.find((s) => s.id === o.actor)?.name ?? String(o.actor);
         say(k.name, KS_COLOUR, `${o.outcome === 'allowed' ? paint(32, 'evaluated') : paint(31, String(o.outcome))} "${String(o.policy)}" for ${who}${o.code ? ` (${String(o.code)})` : ''}`);
-      } else if (o.level === 'warn' || o.level === 'error') say(k.name, 31, String(o.msg));
+      } else if (o.msg === ALARM_MSG) say(k.name, KS_COLOUR, alarmLine(o));
+      else if (o.level === 'warn' || o.level === 'error') say(k.name, 31, String(o.msg));
     });
     const exited = new Promise<never>((_, rej) => child.once('exit', () => rej(new Error(`key server ${k.name} exited`))));
     exited.catch(() => {});
@@ -365,11 +520,12 @@ async function main(): Promise<void> {
   const joined = new Map<string, Promise<void>>();
   let onOpened!: () => void;
   const opened = new Promise<void>((r) => { onOpened = r; });
+  const lastWitnessLine = new Map<string, number>();
   const startAgent = async (s: (typeof SERVICES)[number], extra: string[] = []): Promise<void> => {
     const { token } = await admin.call<CreateTokenResponse>('POST', '/v1/tokens', { entry_id: s.id, ttl_seconds: 120 } satisfies CreateTokenRequest);
     let onJoined!: () => void;
     joined.set(s.name, new Promise<void>((r) => { onJoined = r; }));
-    tessera(['agent', '--json', '--server', url, '--data-dir', join(DIR, s.name), '--join-token', token, '--trust-bundle', join(serverDir, 'bundle.pem'), ...sidecarArgs[s.name]!, ...extra], (o) => {
+    tessera(['agent', '--json', '--server', url, '--data-dir', join(DIR, s.name), '--join-token', token, '--trust-bundle', join(serverDir, 'bundle.pem'), ...AGENT_WATCH, ...sidecarArgs[s.name]!, ...extra], (o) => {
       if (o.msg === 'joined: SVID issued') {
         say(s.name, s.colour, `joined → ${String(o.spiffe_id)}, serial ${String(o.serial).slice(0, 8)}, valid until ${String(o.not_after).slice(11, 19)}, signed by ${String(o.issuer)}`);
         onJoined();
@@ -378,7 +534,19 @@ async function main(): Promise<void> {
       else if (o.msg === 'policy bundle in force') {
         say(s.name, s.colour, `policy bundle ${String(o.version)} in force (${String(o.reason)})`);
         ready += 1;
+      } else if (o.msg === ALARM_MSG) {
+        // The agent keeps the checkpoint it held: its state file says so.
+        let kept = '';
+        try {
+          kept = `; its ${WITNESS_STATE_FILE} still holds size ${String((JSON.parse(readFileSync(join(DIR, s.name, WITNESS_STATE_FILE), 'utf8')) as { size: number }).size)}`;
+        } catch { /* no state file to show */ }
+        say(s.name, s.colour, `${alarmLine(o)}${kept}`);
+        if (!alarms.has(s.name)) alarms.set(s.name, { kind: String(o.kind), held: Number(o.heldSize), seen: Number(o.seenSize) });
+        onAlarm?.();
       } else if (o.msg === 'audit checkpoint witnessed') {
+        // With --tamper the agents witness every 2 s: one line per agent every 10 s is enough to follow.
+        if (TAMPER && Date.now() - (lastWitnessLine.get(s.name) ?? 0) < 10_000) return;
+        lastWitnessLine.set(s.name, Date.now());
         say(s.name, s.colour, `witnessed audit checkpoint: ${String(o.size)} records, root ${String(o.root_hash).slice(0, 12)}…${Number(o.from) === 0 ? ' (first seen: signed by the log key in the policy bundle)' : `: signed, and consistent with the ${String(o.from)} it held`}`);
       } else if (o.msg === 'denied') say(s.name, s.colour, `${paint(31, 'sidecar denied')} ${String(o.peer)} ${String(o.method)} ${String(o.path)}${Array.isArray(o.reasons) && o.reasons.length ? ` by ${o.reasons.join(', ')}` : ' (no permit)'}`);
       else if (o.msg === 'secret opened') {
@@ -492,7 +660,8 @@ permit (
     }
   })(), 6000).unref();
 
-  setTimeout(() => void (async () => {
+  // Not with --tamper: the control plane is down then.
+  if (!TAMPER) setTimeout(() => void (async () => {
     const res = await admin.call<CaRotateResponse>('POST', '/v1/ca/rotate', { grace_seconds: 10 } satisfies CaRotateRequest);
     say('control', 1, paint(32, `CA rotation: prepared ${res.prepared.id.slice(0, 8)}, published in the bundle now, signing from ${String(res.prepared.activateAt).slice(11, 19)}`));
   })().catch((err: unknown) => say('control', 31, `CA rotation failed: ${(err as Error).message}`)), 30_000).unref();
@@ -518,7 +687,12 @@ permit (
   })().catch((err: unknown) => say('auditor', 31, `audit verify failed: ${(err as Error).message}`)), 13_000).unref();
 
   const seconds = Number(process.env.DEMO_SECONDS ?? (TAMPER ? 20 : 0));
-  if (seconds > 0) setTimeout(() => void stopAll(0), seconds * 1000);
+  if (seconds > 0) {
+    setTimeout(() => void (TAMPER ? tamperScene(port).catch((err: unknown) => {
+      say('tamper', 31, `failed: ${(err as Error).message}`);
+      return false;
+    }).then((ok) => stopAll(ok ? 0 : 1)) : stopAll(0)), seconds * 1000);
+  }
   setInterval(() => {}, 1 << 30);
 }
 

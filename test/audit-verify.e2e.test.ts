@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cutAuditLogBack } from '../demo/audit-tamper.js';
 import { auditLeafData } from '../src/core/audit-leaf.js';
 import { auditLogOrigin, signCheckpoint } from '../src/core/checkpoint.js';
 import { MerkleFrontier, leafHash } from '../src/core/merkle.js';
@@ -240,7 +241,7 @@ describe('tampering with the SQLite file', () => {
     expect(r.json.problems.filter((p: { kind: string }) => p.kind === 'edited').map((p: { id: number }) => p.id)).toEqual([2, 5]);
   });
 
-  it('a truncated tail is named; cut back consistently it needs the saved checkpoint', () => {
+  it('a truncated tail is named; cut back consistently it needs the saved checkpoint, and the control plane starts on it', async () => {
     const keep = 3;
     const { db } = copyData();
     tamper(db, (d) => d.prepare('DELETE FROM audit WHERE id > ?').run(keep));
@@ -250,20 +251,24 @@ describe('tampering with the SQLite file', () => {
 
     // Frontier, subtrees and checkpoints made to agree with the shorter log: nothing in the file
     // itself can tell (honest limit, README); the checkpoint saved earlier does.
-    const consistent = copyData().db;
-    tamper(consistent, (d) => {
-      d.prepare('DELETE FROM audit WHERE id > ?').run(keep);
-      const rows = d.prepare<[], { leaf_hash: Buffer }>('SELECT leaf_hash FROM audit ORDER BY id').all();
-      const f = new MerkleFrontier();
-      for (const x of rows) f.append(x.leaf_hash);
-      d.prepare("UPDATE meta SET value = ? WHERE key = 'audit_frontier'").run(JSON.stringify(f.toJSON()));
-      d.prepare('DELETE FROM audit_checkpoints WHERE size > ?').run(keep);
-    });
+    const { dataDir, db: consistent } = copyData();
+    tamper(consistent, (d) => expect(cutAuditLogBack(d, keep)).toBe(size - keep));
     expect(verifyDb(consistent).status).toBe(0);
     const caught = verifyDb(consistent, '--from-checkpoint', savedFile);
     expect(caught.status).toBe(1);
     expect(caught.json.problems[0]).toMatchObject({ kind: 'truncated', id: keep + 1, size: savedSize });
-  });
+    // The start-up check passes it (nothing stored is signed past the cut); over the API, the saved
+    // checkpoint tells (before the restarted log, which grows by its own reads, regrows past it).
+    const restarted = new ServerProcess(dataDir, await freePort());
+    await restarted.start();
+    try {
+      const api = tessera(['audit', 'verify', '--json', '--from-checkpoint', savedFile], restarted.adminDir);
+      expect(api.status).toBe(1);
+      expect(api.json.problems[0]).toMatchObject({ kind: 'truncated', size: savedSize });
+    } finally {
+      await restarted.stop(false);
+    }
+  }, 60_000);
 
   it('a history rewritten and re-signed with another key passes unpinned, and is caught by the pinned key', async () => {
     const { dataDir, db } = copyData();

@@ -258,6 +258,35 @@ describe('a listen address in use is TESSERA_ADDRESS_IN_USE, exit 2', () => {
     }
   }, 90_000);
 
+  it('tessera agent --policy-watch: bad periods refused before the join (the token stays usable); 1s witnesses the growing log within seconds', async () => {
+    expect(tessera(['agent', '--help']).stdout).toContain('--policy-watch <duration>');
+    const id = 'spiffe://example.org/watcher';
+    expect(tessera(['entry', 'create', '--spiffe-id', id, '--selector', `unix:uid:${process.getuid!()}`]).status).toBe(0);
+    const token = tessera(['token', 'create', '--entry', id, '--json']).json.token as string;
+    const agentDir = join(dir, 'agent-watcher');
+    const base = ['--json', 'agent', '--server', server.url, '--data-dir', agentDir, '--join-token', token, '--trust-bundle', join(server.dataDir, 'bundle.pem')];
+    for (const bad of ['0', '0s', '500ms', '1500ms', '61s', '2m', 'soon', '']) {
+      const r = tessera([...base, '--policy-watch', bad]);
+      expect([bad, r.status, r.json.error?.code]).toEqual([bad, 2, 'TESSERA_CONFIG_INVALID']);
+    }
+    const child = spawn(process.execPath, [CLI, ...base, '--policy-watch', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const sizes = (): number[] => [...out.matchAll(/"msg":"audit checkpoint witnessed".*?"size":(\d+)/g)].map((m) => Number(m[1]));
+    try {
+      await waitFor('the agent to witness a checkpoint', () => sizes().length > 0, 20_000);
+      const first = sizes()[0]!;
+      // Audited reads grow the log without changing the policy: only the 1 s long poll shows it.
+      for (let i = 0; i < 3; i++) expect(tessera(['audit', 'list', '--limit', '1']).status).toBe(0);
+      const t0 = Date.now();
+      await waitFor('a larger checkpoint witnessed', () => sizes().some((n) => n > first), 8000);
+      expect(Date.now() - t0).toBeLessThan(8000);
+    } finally {
+      await new Promise<void>((r) => { child.once('exit', () => r()); child.kill('SIGTERM'); });
+    }
+  }, 60_000);
+
   it('tessera keyserver', async () => {
     expect(tessera(['entry', 'create', '--spiffe-id', 'spiffe://example.org/keyserver/1']).status).toBe(0);
     const token = tessera(['token', 'create', '--entry', 'spiffe://example.org/keyserver/1', '--json']).json.token as string;

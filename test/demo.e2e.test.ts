@@ -55,8 +55,52 @@ describe('npm run demo', () => {
     expect(existsSync(`${DEMO_DIR}repo/db-password.sealed`)).toBe(true);
     expect(readFileSync(`${DEMO_DIR}repo/db-password.sealed`, 'utf8').includes(password!)).toBe(false);
     expect(out).toContain('stopped cleanly');
+    expect(out).not.toContain('internal error');
     // The audit log of the stopped control plane, rehashed offline from its SQLite file.
     expect(out).toMatch(/auditor\s+tessera audit verify --db \.tessera\/demo\/server\/tessera\.db.*: verified: \d+ records rehashed, \d+ signed checkpoints checked, intact up to size \d+/);
     expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
   }, 120_000);
+});
+
+describe('npm run demo -- --tamper', () => {
+  it('two moves on the stopped control plane\'s SQLite file are caught: the edited record by verify --db, the consistent cut-back by the three agents (rewind) and verify --from-checkpoint', async () => {
+    const started = Date.now();
+    const child = spawn(process.execPath, [DEMO, '--tamper'], { env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    // Bounded: the demo must end by itself; a hang is killed and fails below.
+    const kill = setTimeout(() => child.kill('SIGKILL'), 85_000);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    clearTimeout(kill);
+    expect(code, out.slice(-6000)).toBe(0);
+    expect(Date.now() - started).toBeLessThan(85_000);
+    // Only the control plane stopped; the agents stayed up and kept serving.
+    expect(out).toMatch(/control\s+stopped \(SIGTERM\)/);
+    // (a) the edited field, named offline, then undone.
+    const edited = /tamper\s+\(a\) edited record (\d+) in \.tessera\/demo\/server\/tessera\.db/.exec(out)?.[1];
+    expect(edited).toBeDefined();
+    expect(out).toMatch(new RegExp(`auditor\\s+tessera audit verify --db: exit 1 TESSERA_AUDIT_TAMPERED: edited: record ${edited} `));
+    // (b) the consistent cut-back: the file alone verifies, the control plane starts on it.
+    const cut = /tamper\s+\(b\) deleted records (\d+)\.\.(\d+) .*above size (\d+)/.exec(out);
+    expect(cut).not.toBeNull();
+    const keep = Number(cut![3]);
+    expect(Number(cut![1])).toBe(keep + 1);
+    expect(out).toMatch(new RegExp(`tessera audit verify --db \\(no saved checkpoint\\): verified: ${keep} records rehashed.*nothing in the file itself shows the cut`));
+    expect(out).toMatch(/control\s+restarted on the same data directory and port/);
+    // Each agent: the alarm (held vs shown), its state file unchanged, the alarm recorded at the control plane.
+    for (const name of ['frontend', 'orders', 'inventory']) {
+      const m = new RegExp(`${name}\\s+WITNESS ALARM TESSERA_AUDIT_WITNESS_ALARM \\(rewind\\): holds the checkpoint of (\\d+) records \\(root [^)]+\\), was shown (\\d+) .*still holds size (\\d+)`).exec(out);
+      expect(m, name).not.toBeNull();
+      expect(Number(m![2])).toBeLessThan(Number(m![1]));
+      expect(m![3]).toBe(m![1]);
+      expect(out).toMatch(new RegExp(`tessera audit list --action audit\\.witness_alarm: record \\d+ at [0-9:]+: ${name} reported a rewind: held ${m![1]}, shown ${m![2]}`));
+    }
+    expect(out).toMatch(/tessera audit verify --from-checkpoint \(saved at ~13 s, size \d+\): exit 1 TESSERA_AUDIT_TAMPERED: truncated: /);
+    expect(out).toMatch(new RegExp(`caught by: verify --db \\(record ${edited} edited\\), 3 agents \\(rewind\\), verify --from-checkpoint \\(truncated\\)`));
+    expect(out).not.toContain('NOT caught');
+    expect(out).not.toContain('internal error');
+    expect(out).toContain('stopped cleanly');
+    expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
+  }, 90_000);
 });

@@ -30,6 +30,13 @@ function seconds(value: string | undefined, what: string): number | undefined {
   return value === undefined ? undefined : Math.max(1, Math.round(parseDuration(value, what) / 1000));
 }
 
+/** `--policy-watch`: whole seconds, 1 to 60 (the control plane holds a long poll at most 60 s). */
+function policyWatch(value: string): number {
+  const ms = parseDuration(value, '--policy-watch');
+  if (ms < 1000 || ms % 1000 !== 0 || ms > 60_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--policy-watch must be whole seconds from 1s to 60s, e.g. 25s');
+  return ms / 1000;
+}
+
 function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : NaN;
@@ -184,6 +191,7 @@ export function buildProgram(): Command {
     .option('--refusal-sample <per-second>', 'inbound refusals before any decision (failed handshakes, refused identities) recorded per second and code; the rest are counted', '10')
     .option('--max-connections <n>', 'inbound caller connections accepted at once', '10000')
     .option('--unseal <spec...>', 'open a sealed file for the app: SEALED_FILE=OUTPUT_PATH (written 0600; retried with backoff until it succeeds)')
+    .option('--policy-watch <duration>', 'long-poll period of the policy stream, 1s to 60s: a new policy arrives at once, but the audit checkpoint the agent witnesses rides on each answer, so this is how late it sees the log', '25s')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).\n\n'
       + 'Outbound listeners: on a Unix socket (--outbound unix:/run/tessera/orders.sock=10.0.0.7:9443@spiffe://td/orders)\n'
@@ -206,6 +214,7 @@ export function buildProgram(): Command {
         ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
+        policyWatchSeconds: policyWatch(String(o.policyWatch)),
       };
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);

@@ -35,6 +35,24 @@ async function waitFor<T>(what: string, f: () => Promise<T | undefined>, timeout
   }
 }
 
+describe('the witness long poll at shutdown', () => {
+  it('a policy long poll carrying the checkpoint, in flight when the control plane stops, ends without an internal error', async () => {
+    const t = await startControlPlane({ trustDomain: TD });
+    try {
+      const { version } = await t.admin.call<{ version: number }>('GET', '/v1/policy/bundle');
+      const polls = [0, 1].map((held) => t.admin.call('GET', `/v1/policy/bundle?after=${version}&timeout_seconds=30&witness=${held}`).catch(() => undefined));
+      await new Promise((r) => setTimeout(r, 300));
+      await t.close();
+      await Promise.all(polls);
+      // Its store is closed once the connections are: the woken handler must not read it.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(t.logs.filter((l) => l.includes('"internal error"'))).toEqual([]);
+    } finally {
+      await t.close().catch(() => {});
+    }
+  });
+});
+
 describe('transparency log API', () => {
   let t: TestControlPlane;
   let admin: ApiClient;

@@ -92,6 +92,9 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
     const held = queryInt(req.query, 'witness', -1, 0, Number.MAX_SAFE_INTEGER);
     if (timeout > 0) await waitFor(ctx.policy, 'bundle', () => ctx.policy.current().version > after, timeout * 1000, reply);
+    // Woken by its connection closing (the caller left, or the control plane is stopping and its store
+    // may already be closed): nobody to answer, and nothing to read.
+    if (reply.raw.destroyed) return reply.hijack();
     const { version, signed } = ctx.policy.current();
     // The agents' witnesses: the latest checkpoint rides along (changed or not), with the proof from the
     // size the agent holds. The long poll does not wake for a checkpoint (the leader signs one a second):
