@@ -8,7 +8,7 @@ describe('parseDuration', () => {
     ['30s', 30_000], ['10m', 600_000], ['24h', 86_400_000], ['1h30m', 5_400_000], ['250ms', 250], ['2d', 172_800_000], ['45', 45_000],
   ])('%s', (input, ms) => expect(parseDuration(input)).toBe(ms));
 
-  it.each(['', 'abc', '10x', '-5s', '1.5h', 'h', '0s', '10m garbage', '9'.repeat(40)])('rejects %j', (input) => {
+  it.each(['', 'abc', '10x', '-5s', '1.5h', 'h', '0s', '0', '000', '10m garbage', '9'.repeat(40)])('rejects %j', (input) => {
     expect(() => parseDuration(input)).toThrowError(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
   });
 

@@ -9,7 +9,11 @@ const PART = /^(\d{1,9})(ms|s|m|h|d)/;
  */
 export function parseDuration(input: string, what = 'duration'): number {
   const s = input.trim();
-  if (/^\d{1,9}$/.test(s)) return Number(s) * 1000;
+  if (/^\d{1,9}$/.test(s)) {
+    // A bare number is seconds; zero is as meaningless here as "0s" below.
+    if (Number(s) === 0) throw new TesseraError('TESSERA_CONFIG_INVALID', `${what} must be greater than zero`);
+    return Number(s) * 1000;
+  }
   let rest = s;
   let total = 0;
   if (rest.length === 0 || rest.length > 32) throw new TesseraError('TESSERA_CONFIG_INVALID', `${what} must look like 30s, 10m, 1h30m or 24h`);
