@@ -1,5 +1,4 @@
 import { Option, type Command } from 'commander';
-import { adminClient } from '../admin/clients.js';
 import { readFileSync } from 'node:fs';
 import { checkCheckpointResponse, checkConsistencyResponse, checkInclusionResponse } from '../admin/audit-proof.js';
 import { runWitness } from '../admin/audit-witness.js';
@@ -9,19 +8,10 @@ import { verifyCosignature } from '../core/checkpoint.js';
 import { TesseraError } from '../core/errors.js';
 import { parseNote, parseVerifierKey } from '../core/signed-note.js';
 import type { AuditCheckpointResponse, AuditConsistencyResponse, AuditInclusionResponse, AuditListResponse } from '../core/wire/control-plane.js';
-import { EXIT, count, output, table, type GlobalOptions, type Run } from './context.js';
+import { EXIT, count, output, table, withAdmin, type GlobalOptions, type Run } from './context.js';
 import { tailCommand } from './tail.js';
 
 type Json = Record<string, unknown>;
-
-async function withAdmin<T>(g: GlobalOptions, fn: (c: ReturnType<typeof adminClient>) => Promise<T>): Promise<T> {
-  const client = adminClient(g);
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
 
 /** The served cosignatures, each checked over the checkpoint text with the witness key it names. */
 function checkCosignatures(res: AuditCheckpointResponse): { name: string; key_id: string; timestamp: number; witness_key: string; verified: boolean }[] {

@@ -1,5 +1,5 @@
 /** What every command shares: global options, exit statuses, output and error reporting. */
-import type { AdminLocation } from '../admin/clients.js';
+import { adminClient, type AdminLocation } from '../admin/clients.js';
 import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
 
 /** The global options: where the admin credential and the control plane are (--admin-dir, --server), --json. */
@@ -61,4 +61,14 @@ export function count(name: string, max: number): (v: string) => number {
     if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new TesseraError('TESSERA_CONFIG_INVALID', `${name} must be a whole number from 1 to ${max}`);
     return n;
   };
+}
+
+/** Runs `fn` with an admin API client (the admin credential), closed afterwards. */
+export async function withAdmin<T>(g: GlobalOptions, fn: (c: ReturnType<typeof adminClient>) => Promise<T>): Promise<T> {
+  const client = adminClient(g);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
 }

@@ -15,9 +15,9 @@ import { auditCommands } from './audit.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
-import { adminClient, DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
+import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
-import { count, EXIT, output, reportError, table, type GlobalOptions } from './context.js';
+import { count, EXIT, output, reportError, table, withAdmin, type GlobalOptions } from './context.js';
 import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 import { ControlPlaneMetrics } from '../server/metrics.js';
 import { AgentMetrics } from '../agent/metrics.js';
@@ -91,15 +91,6 @@ function run<A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<
       process.exitCode = reportError(err, Boolean(g.json));
     }
   };
-}
-
-async function withAdmin<T>(g: GlobalOptions, fn: (c: ReturnType<typeof adminClient>) => Promise<T>): Promise<T> {
-  const client = adminClient(g);
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
 }
 
 export function buildProgram(): Command {
