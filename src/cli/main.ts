@@ -14,6 +14,8 @@ import { apikeyCommands } from './apikey.js';
 import { auditCommands } from './audit.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
+import { adminCommands } from './admin.js';
+import { grantCommands } from './grant.js';
 import { secretCommands } from './secrets.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
@@ -326,6 +328,8 @@ export function buildProgram(): Command {
   policyCommands(program, run);
   apikeyCommands(program, run);
   auditCommands(program, run);
+  adminCommands(program, run);
+  grantCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   TESSERA_AUTH_INVALID: { status: 401, description: 'The client certificate is not trusted or is not an X509-SVID leaf (unknown CA, expired, not yet valid, other trust domain, a CA or signing key usage, no path).' },
   TESSERA_FORBIDDEN: { status: 403, description: 'The authenticated caller may not perform this operation.' },
   TESSERA_IDENTITY_REVOKED: { status: 403, description: 'The caller\'s identity has no live registration entry: it was deleted or revoked, or the certificate presented was revoked.' },
+  TESSERA_ADMIN_REVOKED: { status: 403, description: 'This admin credential was removed (`tessera admin remove`) or is not the one issued to that admin: it is refused.' },
   TESSERA_RATE_LIMITED: { status: 429, description: 'The caller has made too many requests; retry later.' },
 
   // SPIFFE IDs.
@@ -95,6 +96,11 @@ export const ERROR_CODES = {
   // The agent's SPIFFE Workload API endpoint.
   TESSERA_WORKLOAD_API_SOCKET_IN_USE: { status: 409, description: 'Another process is already serving the Workload API on this socket path.' },
   TESSERA_PEER_CREDENTIALS_UNAVAILABLE: { status: 500, description: 'The Unix peer credentials of a Workload API caller cannot be read (native addon not built, or not Linux).' },
+
+  // Just-in-time grants (tessera grant).
+  TESSERA_GRANT_INVALID: { status: 400, description: 'The grant request is invalid: principal or resource not a SPIFFE ID, unknown action, duration out of bounds, start in the past or too far ahead, or a missing reason.' },
+  TESSERA_GRANT_SELF_APPROVAL: { status: 403, description: 'A grant must be approved or denied by an admin other than the one who requested it (two-person rule).' },
+  TESSERA_GRANT_STATE: { status: 409, description: 'The grant is not in a state that allows this step (only a pending grant can be approved or denied; an expired, denied or revoked grant cannot be revoked).' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -8,6 +8,8 @@ import type { SvidService } from './svid/service.js';
 import type { CredentialService } from './credentials/service.js';
 import type { SecretPolicyService } from './secrets/service.js';
 import type { ControlPlaneMetrics } from './metrics.js';
+import type { AdminService } from './grants/admins.js';
+import type { GrantService } from './grants/grants.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -31,4 +33,8 @@ export interface ServerContext {
   issuer: string;
   /** Prometheus metrics (served when `--metrics-listen` is given). */
   metrics: ControlPlaneMetrics;
+  /** Named admin identities (the bootstrap credential, `adminId`, is always an admin). */
+  admins: AdminService;
+  /** Just-in-time grants (two-person rule). */
+  grants: GrantService;
 }

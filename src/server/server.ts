@@ -35,6 +35,9 @@ import { SecretPolicyService } from './secrets/service.js';
 import type { HealthResponse } from '../core/wire/control-plane.js';
 import { ControlPlaneMetrics } from './metrics.js';
 import { Registry } from 'prom-client';
+import { AdminService } from './grants/admins.js';
+import { GrantService, MIN_GRANT_SECONDS } from './grants/grants.js';
+import { auditExpired, grantRoutes } from './grants/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -62,6 +65,11 @@ export interface ControlPlaneOptions {
   metrics?: ControlPlaneMetrics;
   /** Ship every audit record to a syslog receiver (`--siem`); run by the leader only. */
   siem?: SiemExporterOptions;
+  /**
+   * Shortest just-in-time grant admins may request, in seconds (default MIN_GRANT_SECONDS, 60).
+   * A server option, not a CLI flag: tests lower it to watch a grant expire.
+   */
+  grantMinSeconds?: number;
 }
 
 export const DEFAULTS = {
@@ -126,7 +134,9 @@ export class ControlPlane {
       const tlog = new TransparencyLog(store, kek, trustDomain, audit);
       await tlog.init();
       // The bundle carries the log key: agents witnessing checkpoints trust it through the CA.
-      const policy = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey });
+      // Grants go into the bundle; approving one publishes a bundle (hence the late-bound `policy`).
+      const grants: GrantService = new GrantService(store, { now: Date.now, minSeconds: options.grantMinSeconds ?? MIN_GRANT_SECONDS, changed: (): Promise<number> => policy.grantsChanged() });
+      const policy: PolicyService = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey, grants: (now) => grants.forBundle(now) });
       await policy.init();
       const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
       const now = Date.now;
@@ -137,6 +147,8 @@ export class ControlPlane {
         credentials: new CredentialService({ store, registry, policy, trustDomain, now }),
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
+        admins: new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now }),
+        grants,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
         // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
@@ -144,6 +156,7 @@ export class ControlPlane {
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
+      await ctx.admins.sync();
       const cp = new ControlPlane(opts, ctx, store);
       if (opts.siem) ctx.metrics.watchSiem(() => cp.siem?.stats);
       await cp.listen();
@@ -203,6 +216,7 @@ export class ControlPlane {
     witnessRoutes(app, ctx, { ...DEFAULT_ALARM_RATE, ...this.opts.witnessAlarms });
     policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
     secretPolicyRoutes(app, ctx);
+    grantRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
@@ -234,6 +248,9 @@ export class ControlPlane {
         this.checkpointing = ctx.tlog.checkpoint().then((cp) => { if (cp) ctx.metrics.checkpointSigned(); }, (err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }))
           .finally(() => { this.checkpointing = undefined; });
       }
+      // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
+      ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)) : undefined))
+        .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();

@@ -5,6 +5,7 @@ import { writeFileAtomic } from '../../core/files.js';
 import type { Logger } from '../../core/log.js';
 import { verifyPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { PolicyEngine, type Decision } from '../../core/policy/engine.js';
+import { GrantClock } from '../../core/policy/grants.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
 import type { PolicyBundleResponse } from '../../core/wire/control-plane.js';
 
@@ -82,6 +83,8 @@ export class PolicyEnforcer extends EventEmitter {
   /** The signed form of `bundle`, as cached on disk. */
   private signed: SignedPolicyBundle | undefined;
   private identities: Identities | undefined;
+  /** `context.time` of decisions: minute buckets split at every grant start and expiry of the bundle. */
+  private clock = new GrantClock([]);
   private stopped = false;
   readonly decisions: DecisionLog;
 
@@ -142,9 +145,10 @@ export class PolicyEnforcer extends EventEmitter {
   authorize(req: AuthorizeRequest): Decision {
     const now = Date.now();
     // `time` is rounded to the minute: at seconds resolution every decision would be unique and
-    // the cache useless; a minute is fine for time-of-day rules (which can also use `hour`).
+    // the cache useless; a minute is fine for time-of-day rules (which can also use `hour`). It is
+    // never rounded back across a grant's start or expiry (GrantClock): grants are exact to the second.
     const context: Record<string, string | number> = {
-      site: this.opts.site, time: Math.floor(now / 60_000) * 60, hour: new Date(now).getUTCHours(), risk: 0,
+      site: this.opts.site, time: this.clock.time(now), hour: new Date(now).getUTCHours(), risk: 0,
     };
     if (req.action === 'http:request') {
       context.method = req.method ?? '';
@@ -188,10 +192,12 @@ export class PolicyEnforcer extends EventEmitter {
       }
       return;
     }
-    const engine = new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities);
+    const grants = bundle.grants ?? [];
+    const engine = new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities, { grants });
     const revokedSerials = new Set<string>();
     for (const r of bundle.revoked) for (const s of r.serials) revokedSerials.add(s);
     this.identities = { live: new Set(bundle.entities.map((e) => e.id)), revokedIds: new Set(bundle.revoked.map((r) => r.id)), revokedSerials };
+    this.clock = new GrantClock(grants);
     this.engine = engine;
     this.bundle = bundle;
     this.signed = signed;

@@ -17,6 +17,7 @@ import { openEnvelope, signEnvelope, type EnvelopeKind, type EnvelopeSigner, typ
 import { exactObject } from '../shape.js';
 import { parseVerifierKey } from '../signed-note.js';
 import { isSpiffeId } from '../spiffe-id.js';
+import { checkGrant, MAX_BUNDLE_GRANTS, type BundleGrant } from './grants.js';
 import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity, type RevokedIdentity } from './types.js';
 
 export interface PolicyBundle {
@@ -45,6 +46,11 @@ export interface PolicyBundle {
    * before the witness had none.
    */
   auditLogKey?: string;
+  /**
+   * Approved just-in-time grants (src/core/policy/grants.ts): each a template-linked permit with its
+   * own window. Optional: absent means none.
+   */
+  grants?: BundleGrant[];
 }
 
 /** A signed policy bundle: the one signed envelope (src/core/signed-envelope.ts) holding a {@link PolicyBundle}. */
@@ -63,8 +69,8 @@ const MAX_AUTHOR = 256;
 const MAX_REASON = 8192;
 const HEX64 = /^[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
-const BUNDLE_KEYS = ['auditLogKey', 'author', 'createdAt', 'entities', 'hash', 'policies', 'reason', 'revoked', 'schema', 'version'] as const;
-const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked', 'auditLogKey']);
+const BUNDLE_KEYS = ['auditLogKey', 'author', 'createdAt', 'entities', 'grants', 'hash', 'policies', 'reason', 'revoked', 'schema', 'version'] as const;
+const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked', 'auditLogKey', 'grants']);
 /** Certificate serials: uppercase hex of a positive INTEGER of at most 20 octets (RFC 5280 §4.1.2.2). */
 const SERIAL = /^[0-9A-F]{1,40}$/;
 const REASON_TEXT = /^[\x20-\x7e]*$/;
@@ -107,6 +113,7 @@ export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt
     entities: input.entities,
     revoked: input.revoked ?? [],
     ...(input.auditLogKey !== undefined ? { auditLogKey: input.auditLogKey } : {}),
+    ...(input.grants !== undefined ? { grants: input.grants } : {}),
   };
   bundle.hash = policyHash(bundle.policies, bundle.schema);
   return checkBundle(bundle);
@@ -227,7 +234,21 @@ function checkBundle(v: unknown): PolicyBundle {
   if (policyHash(policies, schema) !== b.hash) throw invalid('bundle: hash does not match the policies and schema');
   const out: PolicyBundle = { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities, revoked };
   if (b.auditLogKey !== undefined) out.auditLogKey = b.auditLogKey as string;
+  if (b.grants !== undefined) out.grants = checkGrants(b.grants);
   return out;
+}
+
+/** Checks the grants: bounded, unique ids, each well formed (grants.ts `checkGrant`). */
+function checkGrants(v: unknown): BundleGrant[] {
+  if (!Array.isArray(v) || v.length > MAX_BUNDLE_GRANTS) throw invalid(`bundle: grants must be an array of at most ${MAX_BUNDLE_GRANTS}`);
+  const seen = new Set<string>();
+  return v.map((e: unknown, i: number) => {
+    const g = checkGrant(e);
+    if (typeof g === 'string') throw invalid(`bundle: grants[${i}]: ${g}`);
+    if (seen.has(g.id)) throw invalid(`bundle: grants[${i}] repeats ${g.id}`);
+    seen.add(g.id);
+    return g;
+  });
 }
 
 /** Checks the revocation list: bounded, one item per SPIFFE ID, serials as uppercase hex. */

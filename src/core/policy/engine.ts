@@ -20,6 +20,7 @@ import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import { TesseraError } from '../errors.js';
 import { canonicalJson } from '../canonical-json.js';
 import { policyHash } from './bundle.js';
+import { grantPolicyParts, type BundleGrant } from './grants.js';
 import { ACTION_TYPE, TESSERA_SCHEMA, WORKLOAD_TYPE } from './schema.js';
 import { LIMITS, POLICY_ACTIONS, POLICY_FILE_NAME, checkEntityAttributes, isPolicyAction, type PolicyAction, type PolicyContext, type PolicyEntity } from './types.js';
 
@@ -74,6 +75,8 @@ export interface Decision {
 export interface PolicyEngineOptions {
   /** Decisions kept in the cache before it is cleared (default 10,000; 0 disables the cache). */
   cacheSize?: number;
+  /** Just-in-time grants of the bundle: template-linked permits with their own windows (grants.ts). */
+  grants?: readonly BundleGrant[];
 }
 
 type EntityJson = cedar.EntityJson;
@@ -96,6 +99,7 @@ export class PolicyEngine {
   readonly #digest: string;
   readonly #policies: Readonly<Record<string, string>>;
   readonly #schema: Readonly<Record<string, unknown>>;
+  readonly #grants: readonly BundleGrant[];
   #slot: number;
   readonly #entities = new Map<string, EntityJson>();
   readonly #contextSpecs = new Map<string, ContextSpec>();
@@ -127,8 +131,11 @@ export class PolicyEngine {
     this.hash = compiled.hash;
     this.#policies = Object.freeze({ ...compiled.policies });
     this.#schema = compiled.schema;
-    this.#digest = createHash('sha256').update(canonicalJson({ policies: this.#policies, schema: this.#schema }), 'utf8').digest('hex');
-    this.#slot = loadSlot(this.#digest, this.#policies, this.#schema);
+    this.#grants = opts.grants ?? [];
+    // The grants are part of what the slot holds: without any, the digest is what it always was.
+    const content = this.#grants.length > 0 ? { policies: this.#policies, schema: this.#schema, grants: this.#grants } : { policies: this.#policies, schema: this.#schema };
+    this.#digest = createHash('sha256').update(canonicalJson(content), 'utf8').digest('hex');
+    this.#slot = loadSlot(this.#digest, this.#policies, this.#schema, this.#grants);
 
     for (const a of POLICY_ACTIONS) {
       this.#actionUids.set(a, { type: ACTION_TYPE, id: a });
@@ -187,7 +194,7 @@ export class PolicyEngine {
     if (slotHolder[this.#slot] !== this.#digest) {
       // A newer engine took this engine's slot: parse the set again.
       try {
-        this.#slot = loadSlot(this.#digest, this.#policies, this.#schema);
+        this.#slot = loadSlot(this.#digest, this.#policies, this.#schema, this.#grants);
       } catch (err) {
         return transient(deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]));
       }
@@ -241,13 +248,13 @@ const SCHEMA_SLOT_NAMES = Array.from({ length: SLOTS }, (_, i) => `tessera-schem
 const slotHolder: (string | undefined)[] = new Array<string | undefined>(SLOTS).fill(undefined);
 let nextSlot = 0;
 
-function loadSlot(digest: string, policies: Readonly<Record<string, string>>, schema: Readonly<Record<string, unknown>>): number {
+function loadSlot(digest: string, policies: Readonly<Record<string, string>>, schema: Readonly<Record<string, unknown>>, grants: readonly BundleGrant[]): number {
   const held = slotHolder.indexOf(digest);
   if (held >= 0) return held;
   const slot = nextSlot;
   nextSlot = (nextSlot + 1) % SLOTS;
   slotHolder[slot] = undefined;
-  const ps = cedar.preparsePolicySet(POLICY_SLOT_NAMES[slot]!, { staticPolicies: { ...policies } });
+  const ps = cedar.preparsePolicySet(POLICY_SLOT_NAMES[slot]!, { staticPolicies: { ...policies }, ...(grants.length > 0 ? grantPolicyParts(grants, WORKLOAD_TYPE) : {}) });
   if (ps.type !== 'success') throw new TesseraError('TESSERA_POLICY_INVALID', `policy set: ${ps.errors.map((e) => e.message).join('; ')}`);
   const sc = cedar.preparseSchema(SCHEMA_SLOT_NAMES[slot]!, schema as cedar.SchemaJson<string>);
   if (sc.type !== 'success') throw new TesseraError('TESSERA_POLICY_INVALID', `schema: ${sc.errors.map((e) => e.message).join('; ')}`);

@@ -50,20 +50,24 @@ export async function liveSvidCaller(ctx: ServerContext, req: FastifyRequest, ev
   return { caller, entry };
 }
 
-/** A live SVID caller (see {@link liveSvidCaller}) or the admin credential (which has no entry): read-only routes. */
+/** A live SVID caller (see {@link liveSvidCaller}) or an admin credential (which has no entry): read-only routes. */
 export async function liveOrAdminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined): Promise<Caller> {
   const caller = authenticate(req, ctx.trustDomain);
-  if (caller.spiffeId === ctx.adminId) {
+  if (ctx.admins.isAdmin(caller)) {
     if (ev) ev.actor = caller.spiffeId;
     return caller;
   }
   return (await liveSvidCaller(ctx, req, ev)).caller;
 }
 
-/** Authenticates the admin credential; any other identity is refused. */
+/**
+ * Authenticates an admin credential (the bootstrap one or a named admin's, AdminService.check);
+ * any other identity is refused, a removed admin with TESSERA_ADMIN_REVOKED. The actor of the
+ * audit record is the admin's own identity (`spiffe://<td>/tessera/admin/<name>`).
+ */
 export function adminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Caller {
   const caller = svidCaller(ctx, req, ev);
-  if (caller.spiffeId !== ctx.adminId) throw new TesseraError('TESSERA_FORBIDDEN', 'this operation needs the admin credential');
+  ctx.admins.check(caller);
   return caller;
 }
 

@@ -52,7 +52,7 @@ function keyView(k: ApiKeyRecord, now: number): ApiKeyView {
  * is limited to, or undefined for the admin.
  */
 async function keyHolder(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Promise<string | undefined> {
-  if (svidCaller(ctx, req, ev).spiffeId === ctx.adminId) return undefined;
+  if (ctx.admins.isAdmin(svidCaller(ctx, req, ev))) return undefined;
   return (await liveSvidCaller(ctx, req, ev)).caller.spiffeId;
 }
 

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { PolicyEngine, type Decision, type DecisionRequest } from '../../core/policy/engine.js';
 import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
+import type { BundleGrant } from '../../core/policy/grants.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
 import { LIMITS, type RevokedIdentity } from '../../core/policy/types.js';
 import type { CertificateAuthority } from '../ca/ca.js';
@@ -68,7 +69,7 @@ export class PolicyService extends EventEmitter {
   private bundle: PolicyBundle | undefined;
 
   /** `auditLogKey`: the audit log's verifier key, carried in every bundle for the agents' witnesses. */
-  constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { auditLogKey?: string } = {}) {
+  constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { auditLogKey?: string; grants?: (now: number) => Promise<BundleGrant[]> } = {}) {
     super();
     this.setMaxListeners(0);
   }
@@ -134,6 +135,11 @@ export class PolicyService extends EventEmitter {
   async entriesChanged(): Promise<number> {
     await this.publish();
     return this.bundleVersion;
+  }
+
+  /** Just-in-time grants changed (approved, revoked, ended): publishes the next bundle; returns its version. */
+  grantsChanged(): Promise<number> {
+    return this.entriesChanged();
   }
 
   /**
@@ -240,6 +246,9 @@ export class PolicyService extends EventEmitter {
       revoked: await this.revoked(now),
       ...(this.opts.auditLogKey !== undefined ? { auditLogKey: this.opts.auditLogKey } : {}),
     };
+    // Approved just-in-time grants, each with its window (none: no `grants` field, as before).
+    const grants = (await this.opts.grants?.(now)) ?? [];
+    if (grants.length > 0) bundle.grants = grants;
     this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
     this.bundle = bundle;
     this.engine = undefined;
@@ -257,7 +266,7 @@ export class PolicyService extends EventEmitter {
 /** An engine over the bundle, or null (deny everything) when a stored version no longer loads. */
 function compileEngine(bundle: PolicyBundle): PolicyEngine | null {
   try {
-    return new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities);
+    return new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities, { grants: bundle.grants ?? [] });
   } catch {
     return null;
   }

@@ -522,6 +522,16 @@ export class SqliteStore implements Store {
     return this.stmts.listCheckpoints.all(afterSize ?? -1, limit).map((r) => ({ size: r.size, rootHash: Buffer.from(r.root), note: r.note, createdAt: r.created_at }));
   }
 
+  async listMeta(prefix: string): Promise<{ key: string; value: string }[]> {
+    // substr, not LIKE: a prefix holding % or _ is taken literally.
+    return this.db.prepare<[string, number], { key: string; value: string }>('SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1 ORDER BY key')
+      .all(prefix, prefix.length);
+  }
+
+  async replaceMeta(key: string, expected: string, value: string): Promise<boolean> {
+    return this.db.prepare('UPDATE meta SET value = ? WHERE key = ? AND value = ?').run(value, key, expected).changes === 1;
+  }
+
   async setMetaIfAbsent(key: string, value: string): Promise<string> {
     this.stmts.insertMetaIfAbsent.run(key, value);
     return this.stmts.getMeta.get(key)!.value;

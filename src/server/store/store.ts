@@ -303,6 +303,10 @@ export interface Store {
   listCheckpoints(afterSize: number | undefined, limit: number): Promise<CheckpointRecord[]>;
   /** Sets a meta value unless one is set; returns the value that holds afterwards (first writer wins). */
   setMetaIfAbsent(key: string, value: string): Promise<string>;
+  /** Meta rows whose key starts with `prefix` (named admins, grants: src/server/grants/), by key. */
+  listMeta(prefix: string): Promise<{ key: string; value: string }[]>;
+  /** Sets `key` to `value` only if it now holds `expected` (compare and set); false if it did not. */
+  replaceMeta(key: string, expected: string, value: string): Promise<boolean>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
   /**
    * Recorded decisions (action `decision`) for a dry run, chosen so that no identity can flood the
