@@ -86,7 +86,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const b = body(req.body, ['principal', 'action', 'resource', 'duration_seconds', 'start', 'reason']);
     const g = await grants.request({
       principal: reqStr(b, 'principal', { max: 4096 }), action: reqStr(b, 'action', { max: 64 }), resource: reqStr(b, 'resource', { max: 4096 }),
-      durationSeconds: int(b, 'duration_seconds', { min: 1, max: Number.MAX_SAFE_INTEGER })!,
+      durationSeconds: int(b, 'duration_seconds', { min: 0, max: Number.MAX_SAFE_INTEGER })!,
       ...(b.start !== undefined ? { start: str(b, 'start', { max: 64 })! } : {}),
       reason: reqStr(b, 'reason', { max: 256 }),
     }, caller.spiffeId);

@@ -524,8 +524,8 @@ export class SqliteStore implements Store {
 
   async listMeta(prefix: string): Promise<{ key: string; value: string }[]> {
     // substr, not LIKE: a prefix holding % or _ is taken literally.
-    return this.db.prepare<[string, number], { key: string; value: string }>('SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1 ORDER BY key')
-      .all(prefix, prefix.length);
+    return this.db.prepare<[number, string], { key: string; value: string }>('SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key')
+      .all(prefix.length, prefix);
   }
 
   async replaceMeta(key: string, expected: string, value: string): Promise<boolean> {
