@@ -29,6 +29,8 @@ export function exitStatusFor(code: ErrorCode): number {
     case 'TESSERA_TOKEN_INVALID':
     case 'TESSERA_CSR_IDENTITY_MISMATCH':
     case 'TESSERA_APIKEY_INVALID':
+    case 'TESSERA_ADMIN_REVOKED':
+    case 'TESSERA_GRANT_SELF_APPROVAL':
       return EXIT.refused;
     default:
       return EXIT.failed;
