@@ -151,7 +151,8 @@ export class PolicyService extends EventEmitter {
    */
   async dryRun(policies: Record<string, string>, schema: Record<string, unknown> | undefined, sample: Pick<DecisionSampleQuery, 'perEnforcer' | 'maxTotal'>): Promise<DryRun> {
     const compiled = PolicyEngine.compile({ policies, schema: schema ?? (TESSERA_SCHEMA as Record<string, unknown>) });
-    const engine = new PolicyEngine(compiled, await this.entities());
+    // Grants stay in force whatever the policy: replay with them (each within its window at the recorded time).
+    const engine = new PolicyEngine(compiled, await this.entities(), { grants: this.bundle?.grants ?? [] });
     const { records, enforcers, oversized } = await this.store.sampleDecisions({ ...sample, maxDetailChars: MAX_REPLAYED_DETAIL_CHARS });
     const deadline = Date.now() + REPLAY_BUDGET_MS;
     const flips = new Map<string, Flip>();
