@@ -82,6 +82,8 @@ export class PolicyEnforcer extends EventEmitter {
   /** The signed form of `bundle`, as cached on disk. */
   private signed: SignedPolicyBundle | undefined;
   private identities: Identities | undefined;
+  /** Sites of the bundle's entities, built at the first siteOf() after a bundle is installed. */
+  private sites: Map<string, string> | undefined;
   private stopped = false;
   readonly decisions: DecisionLog;
 
@@ -139,6 +141,18 @@ export class PolicyEnforcer extends EventEmitter {
     return ids.revokedIds.has(spiffeId) ? PEER_REVOKED : PEER_UNKNOWN;
   }
 
+  /**
+   * The `site` attribute of `spiffeId`'s entity in the bundle in force, if it has one (telemetry
+   * names both ends' sites; called once per edge and window, not per request).
+   */
+  siteOf(spiffeId: string): string | undefined {
+    if (this.sites === undefined && this.bundle !== undefined) {
+      this.sites = new Map();
+      for (const e of this.bundle.entities) if (e.attrs.site !== undefined) this.sites.set(e.id, e.attrs.site);
+    }
+    return this.sites?.get(spiffeId);
+  }
+
   authorize(req: AuthorizeRequest): Decision {
     const now = Date.now();
     // `time` is rounded to the minute: at seconds resolution every decision would be unique and
@@ -194,6 +208,7 @@ export class PolicyEnforcer extends EventEmitter {
     this.identities = { live: new Set(bundle.entities.map((e) => e.id)), revokedIds: new Set(bundle.revoked.map((r) => r.id)), revokedSerials };
     this.engine = engine;
     this.bundle = bundle;
+    this.sites = undefined;
     this.signed = signed;
     if (source === 'server') writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
     this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source, revoked: bundle.revoked.length });
