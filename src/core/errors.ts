@@ -95,6 +95,7 @@ export const ERROR_CODES = {
   // The agent's SPIFFE Workload API endpoint.
   TESSERA_WORKLOAD_API_SOCKET_IN_USE: { status: 409, description: 'Another process is already serving the Workload API on this socket path.' },
   TESSERA_PEER_CREDENTIALS_UNAVAILABLE: { status: 500, description: 'The Unix peer credentials of a Workload API caller cannot be read (native addon not built, or not Linux).' },
+  TESSERA_TELEMETRY_INVALID: { status: 400, description: "A shipped telemetry window (or a telemetry file's line) is malformed: unknown or missing field, wrong type, a count that is not a non-negative integer, a bad SPIFFE ID, time or action class (the message names the window and field)." },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

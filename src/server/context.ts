@@ -8,6 +8,7 @@ import type { SvidService } from './svid/service.js';
 import type { CredentialService } from './credentials/service.js';
 import type { SecretPolicyService } from './secrets/service.js';
 import type { ControlPlaneMetrics } from './metrics.js';
+import type { TelemetryService } from './telemetry/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -31,4 +32,6 @@ export interface ServerContext {
   issuer: string;
   /** Prometheus metrics (served when `--metrics-listen` is given). */
   metrics: ControlPlaneMetrics;
+  /** Sidecar telemetry: ingestion, the stored windows, and the sink of accepted windows (`onWindows`) for the risk engine. */
+  telemetry: TelemetryService;
 }

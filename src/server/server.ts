@@ -35,6 +35,8 @@ import { SecretPolicyService } from './secrets/service.js';
 import type { HealthResponse } from '../core/wire/control-plane.js';
 import { ControlPlaneMetrics } from './metrics.js';
 import { Registry } from 'prom-client';
+import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
+import { telemetryRoutes } from './telemetry/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -56,6 +58,8 @@ export interface ControlPlaneOptions {
   env?: NodeJS.ProcessEnv;
   /** Decision ingestion and replay limits (default DEFAULT_DECISION_SETTINGS). */
   decisions?: Partial<DecisionSettings>;
+  /** Telemetry ingestion: rate limit per identity and retention (default DEFAULT_TELEMETRY_SETTINGS). */
+  telemetry?: Partial<TelemetrySettings>;
   /** Rate of witness alarms each caller may report (POST /v1/audit/alarms); default DEFAULT_ALARM_RATE. */
   witnessAlarms?: Partial<RateLimit>;
   /** Prometheus metrics to fill (the caller serves its registry); default: kept, not served. */
@@ -141,6 +145,7 @@ export class ControlPlane {
         issuer: opts.publicUrl ?? '',
         // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
         metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
+        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -203,6 +208,7 @@ export class ControlPlane {
     witnessRoutes(app, ctx, { ...DEFAULT_ALARM_RATE, ...this.opts.witnessAlarms });
     policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
     secretPolicyRoutes(app, ctx);
+    telemetryRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);

@@ -13,6 +13,7 @@ import type { TelemetryWindow } from '../../core/risk/types.js';
 export const DEFAULT_TELEMETRY_QUEUE = 10_000;
 /** Windows per POST: the control plane takes up to 1000 (src/server/telemetry/validate.ts). */
 export const DEFAULT_TELEMETRY_BATCH = 500;
+const MAX_BATCH_BYTES = 512 * 1024;
 
 export interface TelemetryShipperOptions {
   /** Sends one batch; rejects when the control plane does not take it (errors carry `code`, and `retryAfterSeconds` on 429). */
@@ -88,7 +89,7 @@ export class TelemetryShipper {
   async #run(): Promise<void> {
     while (this.#queue.length > 0) {
       // Taken out while in flight (enqueue may trim the queue meanwhile); put back in front on failure.
-      const batch = this.#queue.splice(0, this.#maxBatch);
+      const batch = this.#queue.splice(0, this.#batchLength());
       const dropped = this.#pendingDropped;
       try {
         await this.opts.ship(batch, dropped);
@@ -112,6 +113,22 @@ export class TelemetryShipper {
         return;
       }
     }
+  }
+
+  /**
+   * Windows in the next batch: at most maxBatch, and about 512 KiB of JSON (the control plane
+   * refuses bodies over 1 MiB with 413, and a refused batch is lost). SPIFFE IDs dominate a
+   * window's size; the rest is under 400 bytes.
+   */
+  #batchLength(): number {
+    let bytes = 0;
+    const n = Math.min(this.#queue.length, this.#maxBatch);
+    for (let i = 0; i < n; i++) {
+      const w = this.#queue[i]!;
+      bytes += 400 + w.caller.length + w.callee.length;
+      if (bytes > MAX_BATCH_BYTES) return Math.max(1, i);
+    }
+    return n;
   }
 
   #scheduleRetry(retryAfterSeconds: number | undefined): void {
