@@ -53,7 +53,9 @@ export function telemetryRoutes(app: FastifyInstance, ctx: ServerContext): void 
     if (identity !== undefined && (typeof identity !== 'string' || !isSpiffeId(identity))) throw new TesseraError('TESSERA_BAD_REQUEST', 'query "identity" must be a SPIFFE ID');
     const limit = queryInt(req.query, 'limit', 100, 1, 10_000);
     const after = q.after !== undefined ? queryInt(req.query, 'after', 0, 0, MAX_ID) : undefined;
-    const since = q.since !== undefined ? queryInt(req.query, 'since', 0, 0, 8.64e15) : undefined;
+    // Milliseconds since the epoch: 13 digits, beyond queryInt's 12.
+    if (q.since !== undefined && (typeof q.since !== 'string' || !/^\d{1,15}$/.test(q.since))) throw new TesseraError('TESSERA_BAD_REQUEST', 'query "since" must be milliseconds since the epoch');
+    const since = q.since !== undefined ? Number(q.since) : undefined;
     if (identity !== undefined) ev.target = identity;
     const rows = await ctx.telemetry.list({ limit, ...(identity !== undefined ? { identity } : {}), ...(after !== undefined ? { after } : {}), ...(since !== undefined ? { since } : {}) });
     ev.detail.count = rows.length;
