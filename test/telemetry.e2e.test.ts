@@ -21,7 +21,7 @@ import { silentLogger } from '../src/core/log.js';
 import type { TelemetryWindow } from '../src/core/risk/types.js';
 import type { TelemetryListResponse } from '../src/core/wire/control-plane.js';
 import { ControlPlane } from '../src/server/server.js';
-import { waitFor } from './support/process.js';
+import { runTessera, waitFor } from './support/process.js';
 
 const TD = 'tessera.test';
 const FRONTEND = `spiffe://${TD}/shop/frontend`;
@@ -175,4 +175,25 @@ describe('telemetry: both ends of an edge, shipped and ingested', () => {
     expect({ callee: sum(rows.filter((r) => r.reporter === 'callee'), 'requests'), caller: sum(rows.filter((r) => r.reporter === 'caller'), 'requests') }).toEqual({ callee: 6, caller: 6 });
     expect(sidecars.every((s) => s.telemetry!.shipper.overflowed === 0 && s.telemetry!.shipper.rejected === 0)).toBe(true);
   }, 90_000);
+
+  it('tessera telemetry export writes the stored windows as JSON lines, the interchange format', async () => {
+    const env = { TESSERA_ADMIN_DIR: cp.adminDir };
+    const stored = await windows();
+    const r = await runTessera(['telemetry', 'export', '--identity', ORDERS, '--since', '1h'], { env });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.length).toBe(stored.length);
+    expect(lines.length).toBeGreaterThan(2);
+    // The records alone: no row id, no reporter identity.
+    expect(lines[0]).toEqual((({ id: _i, reported_by: _r, ...w }) => w)(stored[0]!));
+    expect(Object.keys(lines[0]!)).not.toContain('id');
+    expect(r.stderr).toContain(`exported ${stored.length} telemetry window(s)`);
+    const none = await runTessera(['telemetry', 'export', '--since', new Date(Date.now() + 3600_000).toISOString()], { env });
+    expect({ status: none.status, out: none.stdout }).toEqual({ status: 0, out: '' });
+    for (const bad of [['--since', 'yesterday'], ['--identity', 'orders']]) {
+      const b = await runTessera(['telemetry', 'export', ...bad], { env });
+      expect(b.status, bad.join(' ')).toBe(2);
+      expect(b.stderr).toContain('TESSERA_CONFIG_INVALID');
+    }
+  }, 60_000);
 });
