@@ -28,7 +28,8 @@
  * a shared 2-core VM single runs swing by ±50 %). Extra flags: --warmup S (default 1),
  * --only row,row, --no-haproxy, --cpu-prof DIR (Tessera proxies run under --cpu-prof), --metrics (the
  * Tessera inbound counts for Prometheus as `tessera agent --metrics-listen` does: decisions per caller
- * edge, request histogram, and a scrape of its registry every second).
+ * edge, request histogram, and a scrape of its registry every second), --telemetry (both Tessera proxies
+ * collect telemetry windows as the sidecar does, 5 s windows, each window serialized as for shipping).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
@@ -43,6 +44,7 @@ import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, createSecureContext, createServer as createTlsServer } from 'node:tls';
 import { startInbound } from '../src/agent/inbound/inbound.js';
 import { AgentMetrics } from '../src/agent/metrics.js';
+import { TelemetryCollector, type ActionClass, type Reporter } from '../src/agent/telemetry/collector.js';
 import type { TlsMaterial, TlsSource } from '../src/common/tls-source.js';
 import { startOutbound } from '../src/agent/outbound/outbound.js';
 import { ChunkedBodyTracker } from '../src/core/http-head.js';
@@ -64,11 +66,12 @@ interface Options {
   haproxy: boolean;
   cpuProf: string | undefined;
   metrics: boolean;
+  telemetry: boolean;
   /** Each row is measured this many times, rows interleaved; the run with the median req/s is reported. */
   rounds: number;
 }
 
-const USAGE = 'usage: node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR] [--metrics]';
+const USAGE = 'usage: node dist/bench/sidecar.js [--seconds N] [--concurrency N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR] [--metrics] [--telemetry]';
 const TD = 'bench.test';
 const CLIENT_ID = `spiffe://${TD}/client`;
 const SERVER_ID = `spiffe://${TD}/server`;
@@ -80,7 +83,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 3, metrics: false };
+  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 3, metrics: false, telemetry: false };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
@@ -98,6 +101,7 @@ function parseArgs(argv: string[]): Options {
       case '--json': o.json = true; break;
       case '--no-haproxy': o.haproxy = false; break;
       case '--metrics': o.metrics = true; break;
+      case '--telemetry': o.telemetry = true; break;
       case '--cpu-prof': o.cpuProf = resolve(value() ?? usage('--cpu-prof needs a directory')); break;
       case '--only': {
         const rows = (value() ?? '').split(',').filter(Boolean);
@@ -130,6 +134,15 @@ interface RoleConfig {
   warmup?: number;
   concurrency?: number;
   metrics?: boolean;
+  telemetry?: boolean;
+}
+
+/** --telemetry: a collector closing 5 s windows, each serialized as the shipper would send it. */
+function telemetryLane(cfg: RoleConfig, self: string, reporter: Reporter, action: ActionClass): ReturnType<TelemetryCollector['lane']> | undefined {
+  if (!cfg.telemetry) return undefined;
+  const c = new TelemetryCollector({ self, selfSite: 'bench', peerSite: () => undefined, onWindows: (w) => { JSON.stringify({ windows: w }); } });
+  c.start();
+  return c.lane(reporter, action);
 }
 
 function ready(port: number): void {
@@ -172,6 +185,7 @@ async function runRole(cfg: RoleConfig): Promise<void> {
         // onDecision callback it already has, whose record (allocated per decision) is not a cost of metrics.
         authorize: m ? (r) => { m.decision(r.peer, true); return ALLOW; } : () => ALLOW,
         ...(m ? { metrics: m.inbound } : {}),
+        ...(cfg.telemetry ? { telemetry: telemetryLane(cfg, SERVER_ID, 'callee', cfg.mode!)! } : {}),
       });
       // Prometheus scraping every second, as it would.
       if (m) setInterval(() => void m.registry.metrics(), 1000).unref();
@@ -182,6 +196,7 @@ async function runRole(cfg: RoleConfig): Promise<void> {
       const ob = await startOutbound({
         listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: cfg.targetPort!, expectedId: SERVER_ID },
         tls: staticSource(cfg.certs!, 'client'),
+        ...(cfg.telemetry ? { telemetry: telemetryLane(cfg, CLIENT_ID, 'caller', 'tcp')! } : {}),
       });
       ready(ob.port);
       return;
@@ -709,10 +724,10 @@ async function runRow(row: Row, dir: string, app: Child, appPort: number, haprox
       case 'tessera-tcp':
       case 'tessera-http': {
         const mode = row === 'tessera-tcp' ? 'tcp' : 'http';
-        const tin = nodeRole('tessera-in', { role: 'tessera-in', certs: dir, appPort, mode, metrics: o.metrics }, o);
+        const tin = nodeRole('tessera-in', { role: 'tessera-in', certs: dir, appPort, mode, metrics: o.metrics, telemetry: o.telemetry }, o);
         started.push(tin);
         const inPort = await readyPort(tin);
-        const tout = nodeRole('tessera-out', { role: 'tessera-out', certs: dir, targetPort: inPort }, o);
+        const tout = nodeRole('tessera-out', { role: 'tessera-out', certs: dir, targetPort: inPort, telemetry: o.telemetry }, o);
         started.unshift(tout);
         entry = await readyPort(tout);
         break;

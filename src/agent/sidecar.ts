@@ -10,6 +10,9 @@ import { PerSecondSampler } from '../core/sampler.js';
 import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
 import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
+import { TelemetryCollector } from './telemetry/collector.js';
+import { TelemetryShipper } from './telemetry/shipper.js';
+import type { TelemetryRequest, TelemetryResponse } from '../core/wire/control-plane.js';
 
 export interface SidecarOptions {
   dataDir: string;
@@ -33,6 +36,11 @@ export interface SidecarOptions {
   policyWatchSeconds?: number;
   /** Prometheus metrics (`--metrics-listen`): the proxies report decisions, refusals and durations to it. */
   metrics?: AgentMetrics;
+  /**
+   * Telemetry windows shipped to the control plane (src/agent/telemetry): on by default with 5 s
+   * windows; `false` turns it off (`--no-telemetry`).
+   */
+  telemetry?: false | { windowSeconds?: number; maxEdges?: number; maxQueue?: number };
 }
 
 export interface Sidecar {
@@ -41,6 +49,8 @@ export interface Sidecar {
   witness: Witness;
   inbound: Inbound | undefined;
   outbounds: Outbound[];
+  /** Telemetry collection and shipping, unless turned off. */
+  telemetry: { collector: TelemetryCollector; shipper: TelemetryShipper } | undefined;
   close(): Promise<void>;
 }
 
@@ -76,6 +86,27 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
   const peerStatus: PeerStatus = (id, serial) => enforcer.peerStatus(id, serial);
 
   const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
+  let telemetry: Sidecar['telemetry'];
+  if (opts.telemetry !== false && agent.spiffeId !== undefined) {
+    const t = opts.telemetry ?? {};
+    const shipper = new TelemetryShipper({
+      ship: async (windows, dropped) => { await agent.call<TelemetryResponse>('POST', '/v1/telemetry', { windows, ...(dropped > 0 ? { dropped } : {}) } satisfies TelemetryRequest); },
+      ...(t.maxQueue !== undefined ? { maxQueue: t.maxQueue } : {}),
+    });
+    const collector = new TelemetryCollector({
+      self: agent.spiffeId, selfSite: agent.entry?.attributes?.site ?? 'unknown', dir: opts.dataDir,
+      peerSite: (id) => enforcer.siteOf(id),
+      onWindows: (windows, dropped) => shipper.enqueue(windows, dropped),
+      ...(t.windowSeconds !== undefined ? { windowSeconds: t.windowSeconds } : {}),
+      ...(t.maxEdges !== undefined ? { maxEdges: t.maxEdges } : {}),
+    });
+    telemetry = { collector, shipper };
+    // Closed after the proxies (closers run in reverse): the last window is shipped, once.
+    closers.push(async () => {
+      collector.stop();
+      await shipper.stop();
+    });
+  }
   let inbound: Inbound | undefined;
   const outbounds: Outbound[] = [];
   // A new policy bundle (which carries the revocation list) re-judges every open connection:
@@ -103,6 +134,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
         listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, peerStatus, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
         ...(metrics ? { metrics: metrics.inbound } : {}),
+        ...(telemetry ? { telemetry: telemetry.collector.lane('callee', opts.inbound.mode) } : {}),
         authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
         onDecision: (r) => {
           metrics?.decision(r.peer, r.allow);
@@ -125,6 +157,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       const callerRefused = localCallerLog(log);
       const out = await startOutbound({
         listen: o.listen, upstream: o.upstream, tls: agent, peerStatus,
+        ...(telemetry ? { telemetry: telemetry.collector.lane('caller', 'tcp') } : {}),
         entrySelectors: () => agent.entry?.selectors ?? [],
         onRefused: (r) => {
           metrics?.outboundRefused(r.code);
@@ -166,8 +199,9 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     for (const c of closers.reverse()) await c().catch(() => {});
     throw err;
   }
+  telemetry?.collector.start();
   return {
-    enforcer, witness, inbound, outbounds,
+    enforcer, witness, inbound, outbounds, telemetry,
     close: async () => {
       for (const c of closers.reverse()) await c().catch(() => {});
     },

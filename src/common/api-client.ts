@@ -177,7 +177,11 @@ export class ApiClient {
           if ((res.statusCode ?? 500) >= 400) {
             const err = (json as { error?: { code?: string; message?: string } }).error;
             const code = err?.code && err.code in ERROR_CODES ? (err.code as ErrorCode) : 'TESSERA_INTERNAL';
-            reject(new TesseraError(code, err?.message));
+            const failure = new TesseraError(code, err?.message);
+            // A 429's Retry-After (delay-seconds form, RFC 9110 §10.2.3) for callers that back off by it.
+            const retryAfter = Number(res.headers['retry-after']);
+            if (res.statusCode === 429 && Number.isFinite(retryAfter) && retryAfter >= 0) Object.assign(failure, { retryAfterSeconds: retryAfter });
+            reject(failure);
             return;
           }
           resolve(json as T);

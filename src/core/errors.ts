@@ -101,6 +101,7 @@ export const ERROR_CODES = {
   TESSERA_GRANT_INVALID: { status: 400, description: 'The grant request is invalid: principal or resource not a SPIFFE ID, unknown action, duration out of bounds, start in the past or too far ahead, or a missing reason.' },
   TESSERA_GRANT_SELF_APPROVAL: { status: 403, description: 'A grant must be approved or denied by an admin other than the one who requested it (two-person rule).' },
   TESSERA_GRANT_STATE: { status: 409, description: 'The grant is not in a state that allows this step (only a pending grant can be approved or denied; an expired, denied or revoked grant cannot be revoked).' },
+  TESSERA_TELEMETRY_INVALID: { status: 400, description: "A shipped telemetry window (or a telemetry file's line) is malformed: unknown or missing field, wrong type, a count that is not a non-negative integer, a bad SPIFFE ID, time or action class (the message names the window and field)." },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

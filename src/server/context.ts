@@ -10,6 +10,7 @@ import type { SecretPolicyService } from './secrets/service.js';
 import type { ControlPlaneMetrics } from './metrics.js';
 import type { AdminService } from './grants/admins.js';
 import type { GrantService } from './grants/grants.js';
+import type { TelemetryService } from './telemetry/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -37,4 +38,6 @@ export interface ServerContext {
   admins: AdminService;
   /** Just-in-time grants (two-person rule). */
   grants: GrantService;
+  /** Sidecar telemetry: ingestion, the stored windows, and the sink of accepted windows (`onWindows`) for the risk engine. */
+  telemetry: TelemetryService;
 }

@@ -38,6 +38,8 @@ import { Registry } from 'prom-client';
 import { AdminService } from './grants/admins.js';
 import { GrantService, MIN_GRANT_SECONDS } from './grants/grants.js';
 import { auditExpired, grantRoutes } from './grants/routes.js';
+import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
+import { telemetryRoutes } from './telemetry/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -59,6 +61,8 @@ export interface ControlPlaneOptions {
   env?: NodeJS.ProcessEnv;
   /** Decision ingestion and replay limits (default DEFAULT_DECISION_SETTINGS). */
   decisions?: Partial<DecisionSettings>;
+  /** Telemetry ingestion: rate limit per identity and retention (default DEFAULT_TELEMETRY_SETTINGS). */
+  telemetry?: Partial<TelemetrySettings>;
   /** Rate of witness alarms each caller may report (POST /v1/audit/alarms); default DEFAULT_ALARM_RATE. */
   witnessAlarms?: Partial<RateLimit>;
   /** Prometheus metrics to fill (the caller serves its registry); default: kept, not served. */
@@ -153,6 +157,7 @@ export class ControlPlane {
         issuer: opts.publicUrl ?? '',
         // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
         metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
+        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -217,6 +222,7 @@ export class ControlPlane {
     policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
     secretPolicyRoutes(app, ctx);
     grantRoutes(app, ctx);
+    telemetryRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);

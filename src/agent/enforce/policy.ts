@@ -85,6 +85,8 @@ export class PolicyEnforcer extends EventEmitter {
   private identities: Identities | undefined;
   /** `context.time` of decisions: minute buckets split at every grant start and expiry of the bundle. */
   private clock = new GrantClock([]);
+  /** Sites of the bundle's entities, built at the first siteOf() after a bundle is installed. */
+  private sites: Map<string, string> | undefined;
   private stopped = false;
   readonly decisions: DecisionLog;
 
@@ -140,6 +142,18 @@ export class PolicyEnforcer extends EventEmitter {
     if (serial !== undefined && ids.revokedSerials.size > 0 && ids.revokedSerials.has(serial)) return PEER_REVOKED;
     if (ids.live.has(spiffeId)) return PEER_OK;
     return ids.revokedIds.has(spiffeId) ? PEER_REVOKED : PEER_UNKNOWN;
+  }
+
+  /**
+   * The `site` attribute of `spiffeId`'s entity in the bundle in force, if it has one (telemetry
+   * names both ends' sites; called once per edge and window, not per request).
+   */
+  siteOf(spiffeId: string): string | undefined {
+    if (this.sites === undefined && this.bundle !== undefined) {
+      this.sites = new Map();
+      for (const e of this.bundle.entities) if (e.attrs.site !== undefined) this.sites.set(e.id, e.attrs.site);
+    }
+    return this.sites?.get(spiffeId);
   }
 
   authorize(req: AuthorizeRequest): Decision {
@@ -200,6 +214,7 @@ export class PolicyEnforcer extends EventEmitter {
     this.clock = new GrantClock(grants);
     this.engine = engine;
     this.bundle = bundle;
+    this.sites = undefined;
     this.signed = signed;
     if (source === 'server') writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
     this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source, revoked: bundle.revoked.length });

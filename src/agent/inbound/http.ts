@@ -25,6 +25,8 @@ import {
   type ResponseHead,
 } from '../../core/http-head.js';
 import type { Upstream, UpstreamOwner, UpstreamPool } from './upstream-pool.js';
+import type { EdgeStats } from '../telemetry/edge.js';
+import type { TelemetryLane } from '../telemetry/collector.js';
 
 export interface AuthorizeRequest {
   /** The caller's SPIFFE ID, from its verified client certificate. */
@@ -108,6 +110,8 @@ export interface HttpContext {
   clock: { now: number };
   /** Prometheus hooks; undefined: requests are not timed. */
   metrics: { observeRequest(seconds: number): void; refused(code: ErrorCode): void } | undefined;
+  /** Telemetry of the callee's end (src/agent/telemetry); undefined: nothing is counted. */
+  telemetry: TelemetryLane | undefined;
 }
 
 const enum Phase {
@@ -198,6 +202,10 @@ export class HttpConnection implements UpstreamOwner {
   #waitingCaller = false;
   /** performance.now() when the current request's head was read (0: not timed). */
   #reqSince = 0;
+  /** The telemetry edge of the forwarded request in progress (its latency and a 5xx go there). */
+  #tEdge: EdgeStats | undefined;
+  /** Its error is counted already. */
+  #tFailed = false;
 
   constructor(
     readonly client: TLSSocket,
@@ -289,7 +297,7 @@ export class HttpConnection implements UpstreamOwner {
       }
       this.#headSince = 0;
       ctx.stats.requests++;
-      if (ctx.metrics !== undefined) this.#reqSince = performance.now();
+      if (ctx.metrics !== undefined || ctx.telemetry !== undefined) this.#reqSince = performance.now();
       const rest = this.#reader.buffer;
       const off = this.#reader.bodyStart;
       if (ctx.clock.now >= this.peerNotAfter) {
@@ -298,6 +306,17 @@ export class HttpConnection implements UpstreamOwner {
         return;
       }
       const allowed = callAuthorize(ctx, { peer: this.peer, serial: this.serial, action: 'http:request', method: head.method, path: head.path });
+      const tel = ctx.telemetry;
+      if (tel !== undefined) {
+        // One Map lookup, integer additions and a path hash (telemetry/edge.ts).
+        const e = tel.edge(this.peer);
+        e.requests++;
+        e.path(head.path);
+        if (allowed) {
+          this.#tEdge = e;
+          this.#tFailed = false;
+        } else e.denials++;
+      }
       if (this.standingRefused !== undefined) {
         // Asked anyway so that the decision is recorded with its reason (the enforcer refuses
         // unknown and revoked principals itself); the answer does not depend on it.
@@ -527,6 +546,7 @@ export class HttpConnection implements UpstreamOwner {
         continue;
       }
       this.#res = head;
+      if (head.status >= 500) this.#telemetryError();
       const framing = responseFraming(head, req.method);
       this.#resFraming = framing;
       if (framing === 'close') this.#closeAfter = true;
@@ -607,9 +627,13 @@ export class HttpConnection implements UpstreamOwner {
   #finishExchange(): void {
     const ctx = this.ctx;
     if (this.#reqSince !== 0) {
-      ctx.metrics!.observeRequest((performance.now() - this.#reqSince) / 1000);
+      const ms = performance.now() - this.#reqSince;
+      ctx.metrics?.observeRequest(ms / 1000);
+      const te = this.#tEdge;
+      if (te !== undefined) ctx.telemetry!.current(te).latency(ms);
       this.#reqSince = 0;
     }
+    this.#tEdge = undefined;
     const up = this.#up;
     this.#up = undefined;
     if (this.#upPausedForClient) {
@@ -656,7 +680,18 @@ export class HttpConnection implements UpstreamOwner {
     ctx.stats.upstreamErrors++;
     this.#fwdHead = undefined;
     if (this.#res === undefined) this.#refuse('TESSERA_PROXY_UPSTREAM', reason);
-    else this.client.destroy();
+    else {
+      this.#telemetryError();
+      this.client.destroy();
+    }
+  }
+
+  /** The forwarded request in progress ended in a 5xx or an abort: one error on its telemetry edge (once). */
+  #telemetryError(): void {
+    const te = this.#tEdge;
+    if (te === undefined || this.#tFailed) return;
+    this.#tFailed = true;
+    this.ctx.telemetry!.current(te).errors++;
   }
 
   /** Closes the app connection of the current exchange without reusing it. */
@@ -677,6 +712,7 @@ export class HttpConnection implements UpstreamOwner {
   #refuse(code: ErrorCode, message: string): void {
     if (this.#phase === Phase.Closing) return;
     if (code !== 'TESSERA_PROXY_DENIED') this.ctx.metrics?.refused(code);
+    if (ERROR_CODES[code].status >= 500) this.#telemetryError();
     this.client.write(errorResponse(code, message, true));
     this.#startClosing();
   }

@@ -24,6 +24,8 @@ import { peerRefusal, rejudge, type Judged, type PeerStatus, type RejudgeResult 
 import { verifyPeerSvid } from '../../core/x509-svid.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
+import type { TelemetryLane } from '../telemetry/collector.js';
+import { ConnectionMeter } from '../telemetry/meter.js';
 
 export type { Authorize, AuthorizeRequest, AuthorizeResult, DecisionRecord, InboundStats } from './http.js';
 export type { TlsMaterial, TlsSource } from '../../common/tls-source.js';
@@ -127,6 +129,11 @@ export interface InboundOptions {
   limits?: Partial<InboundLimits>;
   /** Prometheus hooks (src/agent/metrics.ts); absent: nothing is timed. */
   metrics?: InboundMetrics;
+  /**
+   * Telemetry of this end (reporter 'callee', the lane's action class matching `mode`;
+   * src/agent/telemetry): requests or connections, denials, errors, bytes, latency per caller.
+   */
+  telemetry?: TelemetryLane;
 }
 
 /** What the proxy reports for metrics: cheap calls, made per request (http) or per connection (tcp). */
@@ -221,8 +228,10 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
   const pool = new UpstreamPool({ host: opts.app.host, port: opts.app.port, maxIdle: limits.upstreamMaxIdle, idleTimeoutMs: limits.upstreamIdleTimeoutMs });
   const httpCtx: HttpContext = {
     pool, idHeader, limits, authorize: opts.authorize, onDecision: opts.onDecision, stats, clock,
-    allowPath, metrics: opts.metrics,
+    allowPath, metrics: opts.metrics, telemetry: opts.telemetry,
   };
+  const tel = opts.telemetry;
+  const meter = tel !== undefined ? new ConnectionMeter(tel, opts.mode === 'tcp') : undefined;
   const metrics = opts.metrics;
 
   const sampler = new PerSecondSampler(limits.refusalRecordsPerSecond);
@@ -294,12 +303,18 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       }
       stats.connections++;
       stats.active++;
-      const since = metrics !== undefined && opts.mode === 'tcp' ? performance.now() : 0;
+      const since = (metrics !== undefined && opts.mode === 'tcp') || tel !== undefined ? performance.now() : 0;
       let entry: Tracked;
       if (opts.mode === 'http') {
         entry = new HttpConnection(socket, verdict.spiffeId, verdict.notAfter, httpCtx, serial, standing);
       } else {
-        if (!callAuthorize(httpCtx, { peer: verdict.spiffeId, serial, action: 'tcp:connect' })) {
+        const allowed = callAuthorize(httpCtx, { peer: verdict.spiffeId, serial, action: 'tcp:connect' });
+        if (tel !== undefined) {
+          const e = tel.edge(verdict.spiffeId);
+          e.requests++;
+          if (!allowed) e.denials++;
+        }
+        if (!allowed) {
           stats.active--;
           socket.destroy();
           return;
@@ -307,10 +322,11 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
         entry = relayTcp(socket, opts.app, stats, verdict.spiffeId, serial, verdict.notAfter);
       }
       tracked.add(entry);
+      meter?.track(socket, verdict.spiffeId, since);
       socket.once('close', () => {
         tracked.delete(entry);
         stats.active--;
-        if (since !== 0) metrics!.observeConnection((performance.now() - since) / 1000);
+        if (since !== 0 && metrics !== undefined && opts.mode === 'tcp') metrics.observeConnection((performance.now() - since) / 1000);
       });
     } catch {
       stats.internalErrors++;
@@ -366,6 +382,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       closing ??= new Promise<void>((resolve) => {
         clearInterval(sweep);
         unwatch();
+        meter?.close();
         server.close(() => resolve());
         for (const t of tracked) t.destroy();
         tracked.clear();

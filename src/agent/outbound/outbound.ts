@@ -28,6 +28,8 @@ import { isSpiffeId, parseSpiffeId } from '../../core/spiffe-id.js';
 import { verifyPeerSvid } from '../../core/x509-svid.js';
 import { peerRefusal, type PeerStatus } from '../inbound/rejudge.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
+import type { TelemetryLane } from '../telemetry/collector.js';
+import { ConnectionMeter } from '../telemetry/meter.js';
 
 export interface OutboundLimits {
   /** TCP connect plus TLS handshake to the target (default 10 s). */
@@ -87,6 +89,12 @@ export interface OutboundOptions {
   onRefused?: (record: OutboundRefusal) => void;
   /** The standing of the target's identity and certificate serial (revocation list): a target not `ok` is refused. */
   peerStatus?: PeerStatus;
+  /**
+   * Telemetry of this end (reporter 'caller', action class tcp: src/agent/telemetry): per
+   * connection to the target, counted under `upstream.expectedId`. A connection that fails before
+   * the target's identity is verified counts as an error.
+   */
+  telemetry?: TelemetryLane;
 }
 
 export interface Outbound {
@@ -199,6 +207,8 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return false;
   }
 
+  const tel = opts.telemetry;
+  const meter = tel !== undefined ? new ConnectionMeter(tel, true) : undefined;
   const open = new Set<() => void>();
   const established = new Set<Established>();
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (local) => {
@@ -218,9 +228,12 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     let up: TLSSocket | undefined;
     let secure = false;
     let failed = false;
+    const since = tel !== undefined ? performance.now() : 0;
+    if (tel !== undefined) tel.edge(expectedId).requests++;
     const fail = (): void => {
       if (failed) return;
       failed = true;
+      if (!secure && tel !== undefined) tel.edge(expectedId).errors++;
       local.destroy();
       up?.destroy();
     };
@@ -282,6 +295,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       // Half-closes are passed on once connected (see the inbound proxy for why not before).
       tls.allowHalfOpen = true;
       stats.connections++;
+      meter?.track(tls, expectedId, since);
       // Only now, with the target's identity verified, do the app's bytes start to flow.
       local.pipe(tls);
       tls.pipe(local);
@@ -363,6 +377,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       closing ??= new Promise<void>((resolve) => {
         clearInterval(sweep);
         unwatch();
+        meter?.close();
         server.close(() => {
           socket?.unlink();
           resolve();

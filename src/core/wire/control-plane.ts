@@ -10,6 +10,7 @@
  */
 import type { SpiffeBundleJwks, OidcJwk } from '../bundle.js';
 import type { SignedPolicyBundle } from '../policy/bundle.js';
+import type { TelemetryWindow } from '../risk/types.js';
 import type { SecretPolicyRecord, SecretPolicyServer, SignedSecretPolicy } from '../secrets/policy-record.js';
 
 // --- Health ---------------------------------------------------------------------------------
@@ -331,6 +332,17 @@ export interface DecisionRecord {
 /** POST /v1/decisions (a live SVID: the enforcer). */
 export interface DecisionsRequest { decisions: DecisionRecord[] }
 export interface DecisionsResponse { accepted: number; refused: number }
+
+// --- Telemetry (issue 11) ------------------------------------------------------------------------
+
+/**
+ * POST /v1/telemetry (a live SVID: the reporter, a party to every edge it reports). `dropped`: calls
+ * the sidecar could not attribute to an edge (its per-window edge bound) since its last batch.
+ */
+export interface TelemetryRequest { windows: TelemetryWindow[]; dropped?: number }
+export interface TelemetryResponse { accepted: number }
+/** GET /v1/telemetry?identity=ID&after=N&since=T&limit=N (admin). `id`: the stored row, for paging with `after`. */
+export interface TelemetryListResponse { windows: (TelemetryWindow & { id: number; reported_by: string })[] }
 
 // --- Secret policies ------------------------------------------------------------------------------
 

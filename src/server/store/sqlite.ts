@@ -6,6 +6,7 @@ import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
   ApiKeyRecord, AuditQuery, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
+  StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow,
 } from './store.js';
 
 const SCHEMA = `
@@ -61,6 +62,14 @@ CREATE TABLE IF NOT EXISTS audit_cosignatures (
 CREATE TABLE IF NOT EXISTS audit_subtrees (
   level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
+-- Sidecar telemetry windows (issue 11): a bounded table, pruned by count and age at each insert.
+CREATE TABLE IF NOT EXISTS telemetry_windows (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, received_at INTEGER NOT NULL, reported_by TEXT NOT NULL,
+  caller TEXT NOT NULL, callee TEXT NOT NULL, window TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS telemetry_by_caller ON telemetry_windows(caller, id);
+CREATE INDEX IF NOT EXISTS telemetry_by_callee ON telemetry_windows(callee, id);
+CREATE INDEX IF NOT EXISTS telemetry_by_received ON telemetry_windows(received_at);
 -- The audit table is append-only: the database itself refuses edits and deletions.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
@@ -659,6 +668,32 @@ export class SqliteStore implements Store {
       }
     }
     return out;
+  }
+
+  async insertTelemetry(rows: readonly TelemetryRow[], keep: TelemetryRetention): Promise<void> {
+    const db = this.db;
+    const insert = db.prepare('INSERT INTO telemetry_windows(ts, received_at, reported_by, caller, callee, window) VALUES (?, ?, ?, ?, ?, ?)');
+    db.transaction(() => {
+      for (const r of rows) insert.run(Date.parse(r.window.ts), r.receivedAt, r.reportedBy, r.window.caller, r.window.callee, JSON.stringify(r.window));
+      const last = db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM telemetry_windows').get()?.id ?? 0;
+      // Both prunes are range deletions on an index (the rowid, received_at).
+      db.prepare('DELETE FROM telemetry_windows WHERE id <= ?').run(last - keep.maxRows);
+      db.prepare('DELETE FROM telemetry_windows WHERE received_at < ?').run(keep.now - keep.maxAgeMs);
+    })();
+  }
+
+  async listTelemetry(q: TelemetryQuery): Promise<StoredTelemetryRow[]> {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (q.identity !== undefined) { where.push('(caller = ? OR callee = ?)'); args.push(q.identity, q.identity); }
+    if (q.since !== undefined) { where.push('ts >= ?'); args.push(q.since); }
+    if (q.after !== undefined) { where.push('id > ?'); args.push(q.after); }
+    const limit = Math.min(Math.max(Math.floor(q.limit), 1), 10_000);
+    const order = q.after !== undefined ? 'ASC' : 'DESC';
+    const rows = this.db.prepare<(string | number)[], { id: number; received_at: number; reported_by: string; window: string }>(
+      `SELECT id, received_at, reported_by, window FROM telemetry_windows ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${order} LIMIT ${limit}`).all(...args);
+    if (order === 'DESC') rows.reverse();
+    return rows.map((r) => ({ id: r.id, receivedAt: r.received_at, reportedBy: r.reported_by, window: JSON.parse(r.window) as StoredTelemetryRow['window'] }));
   }
 
   async close(): Promise<void> {

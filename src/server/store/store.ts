@@ -4,6 +4,7 @@
  * networked engine fits without changing callers. Records are plain data: never live objects.
  */
 import type { LeafHashSource } from '../../core/merkle.js';
+import type { TelemetryWindow } from '../../core/risk/types.js';
 
 export type CaState = 'prepared' | 'active' | 'retired';
 
@@ -316,5 +317,26 @@ export interface Store {
    */
   sampleDecisions(query: DecisionSampleQuery): Promise<DecisionSample>;
 
+  /**
+   * Stores accepted telemetry windows (issue 11), then applies the retention: the table keeps at
+   * most `keep.maxRows` rows and none received before `keep.now - keep.maxAgeMs`.
+   */
+  insertTelemetry(rows: readonly TelemetryRow[], keep: TelemetryRetention): Promise<void>;
+  /**
+   * Stored windows, oldest first: with `after`, the `limit` rows after that id; without it, the most
+   * recent `limit` rows. `identity` matches the caller or the callee; `since` (ms) the window start.
+   */
+  listTelemetry(query: TelemetryQuery): Promise<StoredTelemetryRow[]>;
+
   close(): Promise<void>;
 }
+
+export interface TelemetryRow {
+  /** The live identity that shipped it (the reporter). */
+  reportedBy: string;
+  receivedAt: number;
+  window: TelemetryWindow;
+}
+export interface StoredTelemetryRow extends TelemetryRow { id: number }
+export interface TelemetryRetention { maxRows: number; maxAgeMs: number; now: number }
+export interface TelemetryQuery { identity?: string; since?: number; after?: number; limit: number }
