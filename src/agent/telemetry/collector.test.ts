@@ -186,7 +186,8 @@ describe('TelemetryShipper', () => {
     let maxInFlight = 0;
     const got: number[] = [];
     const s = new TelemetryShipper({
-      maxQueue: 5, maxBatch: 2, minRetryMs: 20, maxRetryMs: 40,
+      // A retry far later than the checks below, so none is in flight when the queue is counted.
+      maxQueue: 5, maxBatch: 2, minRetryMs: 1000, maxRetryMs: 2000,
       ship: async (w) => {
         inFlight++;
         maxInFlight = Math.max(maxInFlight, inFlight);
@@ -201,6 +202,7 @@ describe('TelemetryShipper', () => {
     expect(s.queued).toBe(5);
     expect(s.overflowed).toBe(3);
     up = true;
+    void s.flush();
     const t0 = Date.now();
     while (s.queued > 0 && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 10));
     await s.flush();
