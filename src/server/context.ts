@@ -8,6 +8,7 @@ import type { SvidService } from './svid/service.js';
 import type { CredentialService } from './credentials/service.js';
 import type { SecretPolicyService } from './secrets/service.js';
 import type { ControlPlaneMetrics } from './metrics.js';
+import type { RiskService } from './risk/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -20,6 +21,8 @@ export interface ServerContext {
   svids: SvidService;
   credentials: CredentialService;
   secrets: SecretPolicyService;
+  /** Risk states of identities (issue 11): quarantine, step-up. */
+  risk: RiskService;
   audit: AuditLog;
   /** Checkpoints and proofs of the audit log's Merkle tree. */
   tlog: TransparencyLog;

@@ -34,6 +34,8 @@ import { secretPolicyRoutes } from './secrets/routes.js';
 import { SecretPolicyService } from './secrets/service.js';
 import type { HealthResponse } from '../core/wire/control-plane.js';
 import { ControlPlaneMetrics } from './metrics.js';
+import { RiskService, type RiskSettings } from './risk/service.js';
+import { riskRoutes } from './risk/routes.js';
 import { Registry } from 'prom-client';
 
 export interface ControlPlaneOptions {
@@ -62,6 +64,8 @@ export interface ControlPlaneOptions {
   metrics?: ControlPlaneMetrics;
   /** Ship every audit record to a syslog receiver (`--siem`); run by the leader only. */
   siem?: SiemExporterOptions;
+  /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
+  risk?: Partial<RiskSettings>;
 }
 
 export const DEFAULTS = {
@@ -86,6 +90,8 @@ export class ControlPlane {
   private tickTimer: NodeJS.Timeout | undefined;
   /** The checkpoint being signed, if any: one at a time, and stop() waits for it before closing the store. */
   private checkpointing: Promise<void> | undefined;
+  /** The risk expiry pass under way, if any (one at a time; stop() waits for it). */
+  private expiring: Promise<void> | undefined;
   private serverKey: KeyObject | undefined;
   /** The SIEM exporter, on the leader when `siem` is set (its `stats` are for metrics). */
   siem: SiemExporter | undefined;
@@ -130,11 +136,16 @@ export class ControlPlane {
       await policy.init();
       const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
       const now = Date.now;
+      const risk = new RiskService({
+        store, audit, now, serverId: `spiffe://${trustDomain}/tessera/server`, publish: () => policy.riskChanged(), ...(options.risk ? { settings: options.risk } : {}),
+      });
+      await policy.setRiskSource((at) => risk.listed(at));
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
         ca, policy, registry, audit, tlog, log, trustDomain,
-        svids: new SvidService({ store, ca, registry, policy, trustDomain, now, issuer: () => ctx.issuer }),
-        credentials: new CredentialService({ store, registry, policy, trustDomain, now }),
+        svids: new SvidService({ store, ca, registry, policy, trustDomain, now, risk, issuer: () => ctx.issuer }),
+        credentials: new CredentialService({ store, registry, policy, trustDomain, now, risk }),
+        risk,
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
         serverId: `spiffe://${trustDomain}/tessera/server`,
@@ -172,6 +183,7 @@ export class ControlPlane {
     if (this.tickTimer) clearInterval(this.tickTimer);
     await this.siem?.stop();
     await this.app.close();
+    await this.expiring;
     await this.ctx.audit.flush();
     await this.checkpointing;
     // A clean stop leaves no unsigned tail: the leader signs the records of its last second.
@@ -203,6 +215,7 @@ export class ControlPlane {
     witnessRoutes(app, ctx, { ...DEFAULT_ALARM_RATE, ...this.opts.witnessAlarms });
     policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
     secretPolicyRoutes(app, ctx);
+    riskRoutes(app, ctx, ctx.risk);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
@@ -233,6 +246,11 @@ export class ControlPlane {
       if (leader && !this.checkpointing) {
         this.checkpointing = ctx.tlog.checkpoint().then((cp) => { if (cp) ctx.metrics.checkpointSigned(); }, (err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }))
           .finally(() => { this.checkpointing = undefined; });
+      }
+      // The leader ends step-ups and quarantines at their TTL (audited, published).
+      if (leader && !this.expiring) {
+        this.expiring = ctx.risk.expire().then(() => undefined, (err: unknown) => ctx.log.error('risk expiry failed', { error: String(err) }))
+          .finally(() => { this.expiring = undefined; });
       }
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { PolicyEngine, type Decision, type DecisionRequest } from '../../core/policy/engine.js';
 import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
-import { LIMITS, type RevokedIdentity } from '../../core/policy/types.js';
+import { LIMITS, type RevokedIdentity, type RiskListed } from '../../core/policy/types.js';
 import type { CertificateAuthority } from '../ca/ca.js';
 import { isPolicyAction, type PolicyAction } from '../../core/policy/types.js';
 import type { DecisionSampleQuery, PolicyVersionRecord, Store } from '../store/store.js';
@@ -66,6 +66,9 @@ export class PolicyService extends EventEmitter {
    */
   private engine: PolicyEngine | null | undefined;
   private bundle: PolicyBundle | undefined;
+
+  /** The bundle's risk list (step-up and quarantined identities): RiskService.listed, set once it exists. */
+  private riskSource: ((now: number) => Promise<RiskListed[]>) | undefined;
 
   /** `auditLogKey`: the audit log's verifier key, carried in every bundle for the agents' witnesses. */
   constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { auditLogKey?: string } = {}) {
@@ -132,6 +135,21 @@ export class PolicyService extends EventEmitter {
    * bundle receive at once.
    */
   async entriesChanged(): Promise<number> {
+    await this.publish();
+    return this.bundleVersion;
+  }
+
+  /**
+   * Where the bundle's risk list comes from (the RiskService); rebuilds the bundle so that it is
+   * in force from the start.
+   */
+  async setRiskSource(source: (now: number) => Promise<RiskListed[]>): Promise<void> {
+    this.riskSource = source;
+    await this.rebuild();
+  }
+
+  /** An identity's risk state changed: publishes a new bundle (its risk list) at once; returns its version. */
+  async riskChanged(): Promise<number> {
     await this.publish();
     return this.bundleVersion;
   }
@@ -217,6 +235,12 @@ export class PolicyService extends EventEmitter {
     return [...byId.values()];
   }
 
+  /** The `risk` field of a bundle: omitted when nobody is listed (agents before issue 11 refuse the field). */
+  private async riskList(now: number): Promise<{ risk?: RiskListed[] }> {
+    const risk = this.riskSource === undefined ? [] : await this.riskSource(now);
+    return risk.length > 0 ? { risk } : {};
+  }
+
   private async publish(): Promise<void> {
     await this.store.incrementMeta(BUNDLE_VERSION);
     await this.rebuild();
@@ -238,6 +262,7 @@ export class PolicyService extends EventEmitter {
       schema,
       entities: await this.entities(),
       revoked: await this.revoked(now),
+      ...(await this.riskList(now)),
       ...(this.opts.auditLogKey !== undefined ? { auditLogKey: this.opts.auditLogKey } : {}),
     };
     this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
