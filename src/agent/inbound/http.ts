@@ -25,6 +25,7 @@ import {
   type ResponseHead,
 } from '../../core/http-head.js';
 import type { Upstream, UpstreamOwner, UpstreamPool } from './upstream-pool.js';
+import { standingCode } from './rejudge.js';
 
 export interface AuthorizeRequest {
   /** The caller's SPIFFE ID, from its verified client certificate. */
@@ -300,8 +301,9 @@ export class HttpConnection implements UpstreamOwner {
       const allowed = callAuthorize(ctx, { peer: this.peer, serial: this.serial, action: 'http:request', method: head.method, path: head.path });
       if (this.standingRefused !== undefined) {
         // Asked anyway so that the decision is recorded with its reason (the enforcer refuses
-        // unknown and revoked principals itself); the answer does not depend on it.
-        this.#refuse('TESSERA_IDENTITY_REVOKED', 'the caller is not a live workload');
+        // unknown, revoked and quarantined principals itself); the answer does not depend on it.
+        const code = standingCode(this.standingRefused);
+        this.#refuse(code, code === 'TESSERA_IDENTITY_QUARANTINED' ? 'the caller is quarantined' : 'the caller is not a live workload');
         return;
       }
       if (allowed) {
