@@ -12,6 +12,7 @@ import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
 import { auditCommands } from './audit.js';
+import { riskCommands } from './risk.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
@@ -326,6 +327,7 @@ export function buildProgram(): Command {
   policyCommands(program, run);
   apikeyCommands(program, run);
   auditCommands(program, run);
+  riskCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }
