@@ -63,6 +63,8 @@ export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskS
   for (const state of ['quarantined', 'step-up'] as const) {
     const verb = state === 'quarantined' ? 'quarantine' : 'step-up';
     app.post<{ Params: { id: string } }>(`/v1/risk/:id/${verb}`, (req) => audited(ctx, req, `risk.${verb}`, async (ev) => {
+      // Named before the caller is checked: a refused attempt (a workload releasing itself) says on whom.
+      ev.target = req.params.id.slice(0, 2048);
       const admin = adminCaller(ctx, req, ev);
       const id = workloadId(ctx, req.params.id);
       ev.target = id;
@@ -82,6 +84,7 @@ export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskS
   }
 
   app.post<{ Params: { id: string } }>('/v1/risk/:id/release', (req) => audited(ctx, req, 'risk.release', async (ev) => {
+    ev.target = req.params.id.slice(0, 2048);
     const admin = adminCaller(ctx, req, ev);
     const id = workloadId(ctx, req.params.id);
     ev.target = id;
