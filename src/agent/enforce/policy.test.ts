@@ -12,7 +12,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../core/log.js';
 import { createPolicyBundle, signPolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
-import type { PolicyEntity, RevokedIdentity } from '../../core/policy/types.js';
+import type { PolicyEntity, RevokedIdentity, RiskListed } from '../../core/policy/types.js';
 import { createSelfSignedCa } from '../../core/x509.js';
 import { encodeVerifierKey } from '../../core/signed-note.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
