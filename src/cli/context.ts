@@ -29,6 +29,7 @@ export function exitStatusFor(code: ErrorCode): number {
     case 'TESSERA_TOKEN_INVALID':
     case 'TESSERA_CSR_IDENTITY_MISMATCH':
     case 'TESSERA_APIKEY_INVALID':
+    case 'TESSERA_IDENTITY_QUARANTINED':
       return EXIT.refused;
     default:
       return EXIT.failed;
