@@ -26,7 +26,7 @@ import { TesseraError } from '../src/core/errors.js';
 import { silentLogger } from '../src/core/log.js';
 import type { RiskChangeResponse } from '../src/core/wire/risk.js';
 import { ControlPlane } from '../src/server/server.js';
-import { waitFor } from './support/process.js';
+import { runTessera, waitFor } from './support/process.js';
 import { makeCsrPem } from './support/server.js';
 
 const TD = 'tessera.test';
@@ -215,5 +215,36 @@ describe('quarantine and step-up end to end', () => {
     await admin.call('POST', riskPath(CALLER, 'release'), { reason: 'done' });
     await within('traffic to flow again', async () => (await plainGet(caller.port, '/orders/10')) === 200, Date.now(), 2000);
   });
-});
 
+  it('tessera risk: quarantine, list, show, release by the CLI, with clear exit statuses for bad input', async () => {
+    const env = { TESSERA_ADMIN_DIR: cp.adminDir };
+    const cli = (...args: string[]) => runTessera(['risk', ...args], { env });
+    const q = await cli('quarantine', CALLER, '--ttl', '10m', '--reason', 'by the CLI', '--score', '77', '--json');
+    expect(q.status, q.stderr).toBe(0);
+    expect(JSON.parse(q.stdout)).toMatchObject({ previous: 'normal', state: { spiffe_id: CALLER, state: 'quarantined', score: 77, reason: 'by the CLI' } });
+    const list = await cli('list', '--json');
+    expect((JSON.parse(list.stdout) as { identities: { spiffe_id: string; state: string }[] }).identities).toContainEqual(expect.objectContaining({ spiffe_id: CALLER, state: 'quarantined' }));
+    expect((await cli('list')).stdout).toMatch(new RegExp(`${CALLER}\\s+quarantined\\s+77`));
+    const show = await cli('show', CALLER, '--json');
+    expect((JSON.parse(show.stdout) as { history: { state: string; reason: string }[] }).history[0]).toMatchObject({ state: 'quarantined', reason: 'by the CLI' });
+    expect((await cli('show', CALLER)).stdout).toContain('state:    quarantined');
+    const r = await cli('release', CALLER, '--reason', 'checked');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('quarantined -> normal');
+
+    for (const [args, status, code] of [
+      [['quarantine', CALLER, '--ttl', '30s', '--reason', 'x'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['quarantine', CALLER, '--ttl', '31d', '--reason', 'x'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['quarantine', CALLER, '--ttl', 'soon', '--reason', 'x'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['quarantine', CALLER, '--ttl', '10m', '--reason', ''], 2, 'TESSERA_CONFIG_INVALID'],
+      [['step-up', CALLER, '--ttl', '10m', '--reason', 'x', '--score', '101'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['quarantine', `spiffe://${TD}/shop/nobody`, '--ttl', '10m', '--reason', 'x'], 1, 'TESSERA_ENTRY_NOT_FOUND'],
+      [['quarantine', 'frontend', '--ttl', '10m', '--reason', 'x'], 1, 'TESSERA_SPIFFE_ID_INVALID'],
+      [['release', CALLER, '--reason', 'again'], 1, 'TESSERA_CONFLICT'],
+    ] as const) {
+      const res = await cli(...args);
+      expect({ status: res.status, code: /\[(TESSERA_[A-Z_]+)\]/.exec(res.stderr)?.[1] }, res.stderr).toEqual({ status, code });
+    }
+    expect((await cli('quarantine', CALLER, '--ttl', '10m')).status).not.toBe(0); // --reason is required
+  }, 60_000);
+});
