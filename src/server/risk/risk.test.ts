@@ -150,6 +150,10 @@ describe('risk states at the control plane', () => {
     const w = await joinAgent(t.cp, t.admin, `spiffe://${TD}/shop/engine`);
     const svc = t.cp.ctx.risk;
     const reason = { signal: 'bytes_out', observed: 9e6, expected: 1e4, unusual: 40, text: 'bytes out 900x the baseline' };
+    const releasesBefore = (await audit('risk.release')).length;
+    expect(await svc.apply({ identity: w.spiffeId, time: Date.now(), score: 12, state: 'normal', previous: 'normal', reasons: [] }, { setBy: 'engine' })).toMatchObject({ applied: true });
+    expect((await audit('risk.release')).length).toBe(releasesBefore);
+    expect(((await get('/v1/risk')).json as RiskListResponse).identities.find((i) => i.spiffe_id === w.spiffeId)).toMatchObject({ state: 'normal', score: 12 });
     const up = await svc.apply({ identity: w.spiffeId, time: Date.now(), score: 55.4, state: 'step-up', previous: 'normal', reasons: [reason] }, { setBy: 'engine' });
     expect(up).toMatchObject({ applied: true, record: { state: 'step-up', score: 55, setBy: 'engine', note: 'bytes out 900x the baseline' } });
     const down = await svc.apply({ identity: w.spiffeId, time: Date.now(), score: 10, state: 'normal', previous: 'step-up', reasons: [] }, { setBy: 'engine' });

@@ -179,6 +179,8 @@ export class RiskService {
       note: bundleReason(by.setBy === 'admin' ? by.reason : summarize(reasons)),
     };
     await store.putRiskState(record, effective);
+    // A score update of a normal identity is no state change: kept (list, history), not audited, not published.
+    if (effective === 'normal' && record.state === 'normal') return { applied: true, record };
     const listedBefore = effective !== 'normal';
     const bundleVersion = listedBefore || record.state !== 'normal' ? await this.deps.publish() : undefined;
     const action = record.state === 'quarantined' ? 'risk.quarantine' : record.state === 'step-up' ? 'risk.step-up' : 'risk.release';
