@@ -206,4 +206,32 @@ describe('agent --unseal: sealed files opened for the app', () => {
     expect(failures.every((f) => f.code === 'TESSERA_FORBIDDEN')).toBe(true);
     for (const n of nodes) expect(n.sidecar.enforcer.peerStatus(id)).toEqual({ ok: false, reason: 'revoked' });
   }, 30_000);
+
+  it('the key servers refuse the unseals of a quarantined identity, and serve it again once released (issue 11)', async () => {
+    const id = `spiffe://${TD}/shop/orders-3`;
+    await admin.call('POST', '/v1/entries', { spiffe_id: id, attributes: { app: 'orders', compliance: 'pci' } });
+    const bundlePem = readFileSync(join(server.dataDir, 'bundle.pem'), 'utf8');
+    const csr = makeCsrPem();
+    const anon = new ApiClient(server.url, { ca: bundlePem });
+    const joined = await anon.call<{ svid_pem: string }>('POST', '/v1/agent/join', { join_token: await token(id), csr: csr.pem }).finally(() => anon.close());
+    await waitFor('the key servers to know the new entry', () => nodes.every((n) => n.sidecar.enforcer.peerStatus(id).ok), 5_000);
+    const unseal = () => unsealSealedText({
+      text: readFileSync(sealedFile, 'utf8'), call: (method, path, body) => admin.call(method, path, body),
+      tls: { certPem: joined.svid_pem, keyPem: csr.keyPem, bundlePem }, trustedCas: pemDecodeAll(bundlePem, 'CERTIFICATE'),
+    });
+    expect((await unseal()).plaintext.toString()).toContain('agent-file-s3cret');
+
+    const since = Date.now();
+    const q = await admin.call<{ bundle_version: number }>('POST', `/v1/risk/${encodeURIComponent(id)}/quarantine`, { ttl_seconds: 600, reason: 'pulling unseals' });
+    await waitFor('every key server to hold the quarantine', () => nodes.every((n) => n.sidecar.enforcer.version >= q.bundle_version), 1_000, 10);
+    console.log(`quarantine → all three key servers hold it after ${Date.now() - since} ms`);
+    for (const n of nodes) expect(n.sidecar.enforcer.peerStatus(id)).toEqual({ ok: false, reason: 'quarantined' });
+    const err = await unseal().then(() => undefined, (e: unknown) => e);
+    expect((err as TesseraError).code).toBe('TESSERA_SECRET_THRESHOLD');
+    expect(((err as TesseraError & { failures?: { code: string }[] }).failures ?? []).every((f) => f.code === 'TESSERA_FORBIDDEN')).toBe(true);
+
+    const r = await admin.call<{ bundle_version: number }>('POST', `/v1/risk/${encodeURIComponent(id)}/release`, { reason: 'checked' });
+    await waitFor('every key server to hold the release', () => nodes.every((n) => n.sidecar.enforcer.version >= r.bundle_version), 1_000, 10);
+    expect((await unseal()).plaintext.toString()).toContain('agent-file-s3cret');
+  }, 30_000);
 });

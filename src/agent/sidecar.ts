@@ -8,6 +8,7 @@ import { Witness } from './witness.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
 import { PerSecondSampler } from '../core/sampler.js';
 import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
+import { QUARANTINED_REFUSAL } from './inbound/rejudge.js';
 import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
 import { TelemetryCollector } from './telemetry/collector.js';
@@ -158,6 +159,10 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
       const out = await startOutbound({
         listen: o.listen, upstream: o.upstream, tls: agent, peerStatus,
         ...(telemetry ? { telemetry: telemetry.collector.lane('caller', 'tcp') } : {}),
+        selfRefusal: () => {
+          const self = agent.spiffeId;
+          return self !== undefined && enforcer.isQuarantined(self) ? QUARANTINED_REFUSAL : undefined;
+        },
         entrySelectors: () => agent.entry?.selectors ?? [],
         onRefused: (r) => {
           metrics?.outboundRefused(r.code);

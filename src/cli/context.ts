@@ -31,6 +31,7 @@ export function exitStatusFor(code: ErrorCode): number {
     case 'TESSERA_APIKEY_INVALID':
     case 'TESSERA_ADMIN_REVOKED':
     case 'TESSERA_GRANT_SELF_APPROVAL':
+    case 'TESSERA_IDENTITY_QUARANTINED':
       return EXIT.refused;
     default:
       return EXIT.failed;

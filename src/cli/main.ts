@@ -13,6 +13,7 @@ import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
 import { auditCommands } from './audit.js';
 import { telemetryCommands } from './telemetry.js';
+import { riskCommands } from './risk.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { adminCommands } from './admin.js';
@@ -342,6 +343,7 @@ export function buildProgram(): Command {
   adminCommands(program, run);
   grantCommands(program, run);
   telemetryCommands(program, run);
+  riskCommands(program, run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }

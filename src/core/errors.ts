@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   TESSERA_FORBIDDEN: { status: 403, description: 'The authenticated caller may not perform this operation.' },
   TESSERA_IDENTITY_REVOKED: { status: 403, description: 'The caller\'s identity has no live registration entry: it was deleted or revoked, or the certificate presented was revoked.' },
   TESSERA_ADMIN_REVOKED: { status: 403, description: 'This admin credential was removed (`tessera admin remove`) or is not the one issued to that admin: it is refused.' },
+  TESSERA_IDENTITY_QUARANTINED: { status: 403, description: 'The identity is quarantined (`tessera risk quarantine` or the risk engine): its calls, unseals, renewals and derived credentials are refused until an admin releases it or the quarantine expires.' },
   TESSERA_RATE_LIMITED: { status: 429, description: 'The caller has made too many requests; retry later.' },
 
   // SPIFFE IDs.

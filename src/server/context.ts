@@ -11,6 +11,7 @@ import type { ControlPlaneMetrics } from './metrics.js';
 import type { AdminService } from './grants/admins.js';
 import type { GrantService } from './grants/grants.js';
 import type { TelemetryService } from './telemetry/service.js';
+import type { RiskService } from './risk/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -23,6 +24,8 @@ export interface ServerContext {
   svids: SvidService;
   credentials: CredentialService;
   secrets: SecretPolicyService;
+  /** Risk states of identities (issue 11): quarantine, step-up. */
+  risk: RiskService;
   audit: AuditLog;
   /** Checkpoints and proofs of the audit log's Merkle tree. */
   tlog: TransparencyLog;

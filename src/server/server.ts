@@ -34,6 +34,8 @@ import { secretPolicyRoutes } from './secrets/routes.js';
 import { SecretPolicyService } from './secrets/service.js';
 import type { HealthResponse } from '../core/wire/control-plane.js';
 import { ControlPlaneMetrics } from './metrics.js';
+import { RiskService, type RiskSettings } from './risk/service.js';
+import { riskRoutes } from './risk/routes.js';
 import { Registry } from 'prom-client';
 import { AdminService } from './grants/admins.js';
 import { GrantService, MIN_GRANT_SECONDS } from './grants/grants.js';
@@ -74,6 +76,8 @@ export interface ControlPlaneOptions {
    * A server option, not a CLI flag: tests lower it to watch a grant expire.
    */
   grantMinSeconds?: number;
+  /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
+  risk?: Partial<RiskSettings>;
 }
 
 export const DEFAULTS = {
@@ -98,6 +102,8 @@ export class ControlPlane {
   private tickTimer: NodeJS.Timeout | undefined;
   /** The checkpoint being signed, if any: one at a time, and stop() waits for it before closing the store. */
   private checkpointing: Promise<void> | undefined;
+  /** The risk expiry pass under way, if any (one at a time; stop() waits for it). */
+  private expiring: Promise<void> | undefined;
   private serverKey: KeyObject | undefined;
   /** The SIEM exporter, on the leader when `siem` is set (its `stats` are for metrics). */
   siem: SiemExporter | undefined;
@@ -144,11 +150,16 @@ export class ControlPlane {
       await policy.init();
       const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
       const now = Date.now;
+      const risk = new RiskService({
+        store, audit, now, serverId: `spiffe://${trustDomain}/tessera/server`, publish: () => policy.riskChanged(), ...(options.risk ? { settings: options.risk } : {}),
+      });
+      await policy.setRiskSource((at) => risk.listed(at));
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
         ca, policy, registry, audit, tlog, log, trustDomain,
-        svids: new SvidService({ store, ca, registry, policy, trustDomain, now, issuer: () => ctx.issuer }),
-        credentials: new CredentialService({ store, registry, policy, trustDomain, now }),
+        svids: new SvidService({ store, ca, registry, policy, trustDomain, now, risk, issuer: () => ctx.issuer }),
+        credentials: new CredentialService({ store, registry, policy, trustDomain, now, risk }),
+        risk,
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
         admins: new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now }),
@@ -190,6 +201,7 @@ export class ControlPlane {
     if (this.tickTimer) clearInterval(this.tickTimer);
     await this.siem?.stop();
     await this.app.close();
+    await this.expiring;
     await this.ctx.audit.flush();
     await this.checkpointing;
     // A clean stop leaves no unsigned tail: the leader signs the records of its last second.
@@ -223,6 +235,7 @@ export class ControlPlane {
     secretPolicyRoutes(app, ctx);
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
+    riskRoutes(app, ctx, ctx.risk);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
@@ -257,6 +270,11 @@ export class ControlPlane {
       // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
       ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)) : undefined))
         .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));
+      // The leader ends step-ups and quarantines at their TTL (audited, published).
+      if (leader && !this.expiring) {
+        this.expiring = ctx.risk.expire().then(() => undefined, (err: unknown) => ctx.log.error('risk expiry failed', { error: String(err) }))
+          .finally(() => { this.expiring = undefined; });
+      }
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();

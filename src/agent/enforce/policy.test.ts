@@ -12,7 +12,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../core/log.js';
 import { createPolicyBundle, signPolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
-import type { PolicyEntity, RevokedIdentity } from '../../core/policy/types.js';
+import type { PolicyEntity, RevokedIdentity, RiskListed } from '../../core/policy/types.js';
 import { createSelfSignedCa } from '../../core/x509.js';
 import { encodeVerifierKey } from '../../core/signed-note.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
@@ -64,9 +64,9 @@ class TestCa {
     });
   }
 
-  sign(version: number, policies: Record<string, string>, entities: PolicyEntity[] = ENTITIES, revoked: RevokedIdentity[] = []): SignedPolicyBundle {
+  sign(version: number, policies: Record<string, string>, entities: PolicyEntity[] = ENTITIES, revoked: RevokedIdentity[] = [], risk: RiskListed[] = []): SignedPolicyBundle {
     const bundle = createPolicyBundle({
-      version, author: `${TD}/tessera/admin`, reason: `test v${version}`, policies, schema: TESSERA_SCHEMA as Record<string, unknown>, entities, revoked,
+      version, author: `${TD}/tessera/admin`, reason: `test v${version}`, policies, schema: TESSERA_SCHEMA as Record<string, unknown>, entities, revoked, risk,
     });
     return signPolicyBundle(bundle, { privateKey: this.privateKey, certDer: this.certDer });
   }
@@ -254,6 +254,42 @@ describe('PolicyEnforcer', () => {
     expect(again.version).toBe(2);
     expect(again.peerStatus(FRONTEND, 'AA02')).toEqual({ ok: false, reason: 'revoked' });
     expect(again.peerStatus(ORDERS, 'BB01')).toEqual({ ok: false, reason: 'revoked' });
+  });
+
+  it('quarantine: refuses the identity as caller and as resource until its TTL on the local clock, also from the cache; step-up scores are context.risk', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const policies = { 'all.cedar': 'permit (principal, action, resource);\nforbid (principal, action, resource) when { context.risk > 50 };' };
+    let loaded = nextEvent<{ quarantined: number }>(e, 'policy');
+    e.start();
+    cp.send(ca.sign(1, policies), 1);
+    await loaded;
+    const tcp = (principal: string, resource = ORDERS) => e.authorize({ principal, action: 'tcp:connect', resource });
+    expect(tcp(FRONTEND).allow).toBe(true);
+
+    const until = Date.now() + 1500;
+    loaded = nextEvent(e, 'policy');
+    cp.send(ca.sign(2, policies, ENTITIES, [], [{ id: FRONTEND, state: 'quarantined', score: 30, until, reason: 'exfiltration' }, { id: ORDERS, state: 'step-up', score: 70, until, reason: 'volume' }]), 2);
+    expect(await loaded).toMatchObject({ quarantined: 1 });
+    expect(e.peerStatus(FRONTEND, 'AA01')).toEqual({ ok: false, reason: 'quarantined' });
+    expect(e.isQuarantined(FRONTEND)).toBe(true);
+    expect(tcp(FRONTEND)).toMatchObject({ allow: false, reasons: ['quarantined'] });
+    expect(e.authorize({ principal: FRONTEND, action: 'secret:unseal', resource: `${TD}/tessera/secret/db` }).allow).toBe(false);
+    // Calls into the quarantined workload are refused too.
+    expect(e.peerStatus(ORDERS)).toEqual({ ok: true });
+    expect(tcp(ORDERS, FRONTEND)).toMatchObject({ allow: false, reasons: ['resource quarantined'] });
+    // ORDERS is stepped up with score 70: the forbid on context.risk > 50 applies to it alone.
+    expect(tcp(ORDERS, ORDERS).allow).toBe(false);
+
+    // Cut off from the control plane (restart from the cache): still refused, until the TTL.
+    await e.stop();
+    const again = enforcer(new FakeControlPlane());
+    again.start();
+    expect(again.peerStatus(FRONTEND)).toEqual({ ok: false, reason: 'quarantined' });
+    await new Promise((r) => setTimeout(r, Math.max(0, until - Date.now()) + 50));
+    expect(again.peerStatus(FRONTEND)).toEqual({ ok: true });
+    expect(again.authorize({ principal: FRONTEND, action: 'tcp:connect', resource: ORDERS }).allow).toBe(true);
+    await again.stop();
   });
 
   it('refuses a bundle signed by a CA outside the trust bundle and keeps the last good one', async () => {

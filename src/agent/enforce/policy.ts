@@ -50,19 +50,26 @@ export interface PolicyEnforcerOptions {
 const CACHE_FILE = 'policy-bundle.json';
 
 /** Whether a peer is a live workload of the bundle in force (see {@link PolicyEnforcer.peerStatus}). */
-export type PeerStanding = { ok: true } | { ok: false; reason: 'unknown' | 'revoked' };
+export type PeerStanding = { ok: true } | { ok: false; reason: 'unknown' | 'revoked' | 'quarantined' };
 const PEER_OK: PeerStanding = Object.freeze({ ok: true });
 const PEER_UNKNOWN: PeerStanding = Object.freeze({ ok: false, reason: 'unknown' });
 const PEER_REVOKED: PeerStanding = Object.freeze({ ok: false, reason: 'revoked' });
+const PEER_QUARANTINED: PeerStanding = Object.freeze({ ok: false, reason: 'quarantined' });
 // Refusals before Cedar: constant answers, no allocation per refused request.
 const DENY_UNKNOWN: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['unknown principal: no live entry']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
 const DENY_REVOKED: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['revoked']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
+const DENY_RESOURCE_QUARANTINED: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['resource quarantined']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
+const DENY_QUARANTINED: Decision = Object.freeze({ allow: false, reasons: Object.freeze(['quarantined']) as string[], errors: Object.freeze([]) as unknown as string[], cached: false });
 
 /** The bundle's identities, as sets built once per bundle: the per-request check is two lookups. */
 interface Identities {
   live: ReadonlySet<string>;
   revokedIds: ReadonlySet<string>;
   revokedSerials: ReadonlySet<string>;
+  /** Quarantined SPIFFE IDs → end of the quarantine (ms): refused until then, even cut off from the control plane. */
+  quarantined: ReadonlyMap<string, number>;
+  /** Risk scores of stepped-up and quarantined identities (context.risk); everyone else is 0. */
+  scores: ReadonlyMap<string, number>;
 }
 /**
  * Longest context string shipped in a decision record: the control plane refuses a batch holding a
@@ -133,14 +140,17 @@ export class PolicyEnforcer extends EventEmitter {
    * force: `revoked` when the serial is on the revocation list, or the ID is listed and no live
    * entity carries it; `unknown` when the bundle has no entity for it (never judged as a workload
    * without attributes: DESIGN.md, "Revocation and quarantine"); also `unknown` before any bundle
-   * is loaded (default deny). Cheap: two or three set lookups. The 'policy' event fires whenever a
-   * new bundle, and so a new revocation list, is installed.
+   * is loaded (default deny); `quarantined` when the bundle's risk list quarantines a live ID and
+   * its quarantine has not ended on this agent's clock (an agent cut off from the control plane
+   * keeps refusing until then: fail closed; the control plane releases it at the same time).
+   * Cheap: two or three set lookups, a clock read only for a quarantined ID. The 'policy' event
+   * fires whenever a new bundle, and so a new revocation or risk list, is installed.
    */
   peerStatus(spiffeId: string, serial?: string): PeerStanding {
     const ids = this.identities;
     if (ids === undefined) return PEER_UNKNOWN;
     if (serial !== undefined && ids.revokedSerials.size > 0 && ids.revokedSerials.has(serial)) return PEER_REVOKED;
-    if (ids.live.has(spiffeId)) return PEER_OK;
+    if (ids.live.has(spiffeId)) return this.isQuarantined(spiffeId) ? PEER_QUARANTINED : PEER_OK;
     return ids.revokedIds.has(spiffeId) ? PEER_REVOKED : PEER_UNKNOWN;
   }
 
@@ -156,13 +166,23 @@ export class PolicyEnforcer extends EventEmitter {
     return this.sites?.get(spiffeId);
   }
 
+  /** Whether the bundle in force quarantines `spiffeId` now (see {@link peerStatus}). */
+  isQuarantined(spiffeId: string): boolean {
+    const q = this.identities?.quarantined;
+    if (q === undefined || q.size === 0) return false;
+    const until = q.get(spiffeId);
+    return until !== undefined && Date.now() < until;
+  }
+
   authorize(req: AuthorizeRequest): Decision {
     const now = Date.now();
+    const scores = this.identities?.scores;
     // `time` is rounded to the minute: at seconds resolution every decision would be unique and
     // the cache useless; a minute is fine for time-of-day rules (which can also use `hour`). It is
     // never rounded back across a grant's start or expiry (GrantClock): grants are exact to the second.
     const context: Record<string, string | number> = {
-      site: this.opts.site, time: this.clock.time(now), hour: new Date(now).getUTCHours(), risk: 0,
+      site: this.opts.site, time: this.clock.time(now), hour: new Date(now).getUTCHours(),
+      risk: scores !== undefined && scores.size > 0 ? scores.get(req.principal) ?? 0 : 0,
     };
     if (req.action === 'http:request') {
       context.method = req.method ?? '';
@@ -174,7 +194,10 @@ export class PolicyEnforcer extends EventEmitter {
       decision = { allow: false, reasons: ['no policy bundle loaded: default deny'], errors: [], cached: false };
     } else if (!(status = this.peerStatus(req.principal, req.serial)).ok) {
       // Refused before Cedar: an identity without a live entry is not a workload.
-      decision = status.reason === 'revoked' ? DENY_REVOKED : DENY_UNKNOWN;
+      decision = status.reason === 'revoked' ? DENY_REVOKED : status.reason === 'quarantined' ? DENY_QUARANTINED : DENY_UNKNOWN;
+    } else if (this.isQuarantined(req.resource)) {
+      // Calls into a quarantined workload are refused too (its own inbound, when the caller's sidecar did not stop them).
+      decision = DENY_RESOURCE_QUARANTINED;
     } else {
       decision = this.engine.decide({ principal: req.principal, action: req.action, resource: req.resource, context });
     }
@@ -210,14 +233,20 @@ export class PolicyEnforcer extends EventEmitter {
     const engine = new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities, { grants });
     const revokedSerials = new Set<string>();
     for (const r of bundle.revoked) for (const s of r.serials) revokedSerials.add(s);
-    this.identities = { live: new Set(bundle.entities.map((e) => e.id)), revokedIds: new Set(bundle.revoked.map((r) => r.id)), revokedSerials };
+    const quarantined = new Map<string, number>();
+    const scores = new Map<string, number>();
+    for (const r of bundle.risk ?? []) {
+      if (r.state === 'quarantined') quarantined.set(r.id, r.until);
+      if (r.score > 0) scores.set(r.id, r.score);
+    }
+    this.identities = { live: new Set(bundle.entities.map((e) => e.id)), revokedIds: new Set(bundle.revoked.map((r) => r.id)), revokedSerials, quarantined, scores };
     this.clock = new GrantClock(grants);
     this.engine = engine;
     this.bundle = bundle;
     this.sites = undefined;
     this.signed = signed;
     if (source === 'server') writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
-    this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source, revoked: bundle.revoked.length });
+    this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source, revoked: bundle.revoked.length, quarantined: quarantined.size });
   }
 
   private async watch(): Promise<void> {

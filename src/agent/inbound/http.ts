@@ -27,6 +27,7 @@ import {
 import type { Upstream, UpstreamOwner, UpstreamPool } from './upstream-pool.js';
 import type { EdgeStats } from '../telemetry/edge.js';
 import type { TelemetryLane } from '../telemetry/collector.js';
+import { standingCode } from './rejudge.js';
 
 export interface AuthorizeRequest {
   /** The caller's SPIFFE ID, from its verified client certificate. */
@@ -319,8 +320,9 @@ export class HttpConnection implements UpstreamOwner {
       }
       if (this.standingRefused !== undefined) {
         // Asked anyway so that the decision is recorded with its reason (the enforcer refuses
-        // unknown and revoked principals itself); the answer does not depend on it.
-        this.#refuse('TESSERA_IDENTITY_REVOKED', 'the caller is not a live workload');
+        // unknown, revoked and quarantined principals itself); the answer does not depend on it.
+        const code = standingCode(this.standingRefused);
+        this.#refuse(code, code === 'TESSERA_IDENTITY_QUARANTINED' ? 'the caller is quarantined' : 'the caller is not a live workload');
         return;
       }
       if (allowed) {

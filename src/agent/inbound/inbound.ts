@@ -20,7 +20,7 @@ import { TesseraError, type ErrorCode } from '../../core/errors.js';
 import { DEFAULT_HEAD_LIMITS, STRICT_PATH, type PathAllowances } from '../../core/http-head.js';
 import { PerSecondSampler } from '../../core/sampler.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
-import { peerRefusal, rejudge, type Judged, type PeerStatus, type RejudgeResult } from './rejudge.js';
+import { peerRefusal, rejudge, standingCode, type Judged, type PeerStatus, type RejudgeResult } from './rejudge.js';
 import { verifyPeerSvid } from '../../core/x509-svid.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
@@ -297,7 +297,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       const standing = peerRefusal(opts.peerStatus, verdict.spiffeId, serial);
       if (standing !== undefined) stats.identityRefused++;
       if (standing !== undefined && opts.mode === 'tcp') {
-        refused('TESSERA_IDENTITY_REVOKED', standing, remoteOf(socket));
+        refused(standingCode(standing), standing, remoteOf(socket));
         socket.destroy();
         return;
       }

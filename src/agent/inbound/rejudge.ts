@@ -46,6 +46,14 @@ export interface RejudgeResult {
   peers: number;
 }
 
+/** What {@link peerRefusal} says of a quarantined peer (issue 11). */
+export const QUARANTINED_REFUSAL = 'peer quarantined';
+
+/** The stable code a refusal from {@link peerRefusal} is answered with. */
+export function standingCode(refusal: string): 'TESSERA_IDENTITY_QUARANTINED' | 'TESSERA_IDENTITY_REVOKED' {
+  return refusal === QUARANTINED_REFUSAL ? 'TESSERA_IDENTITY_QUARANTINED' : 'TESSERA_IDENTITY_REVOKED';
+}
+
 /**
  * Why `peerStatus` refuses this peer, or undefined when it accepts it (or there is no status
  * source). A lookup that throws refuses: fail closed.

@@ -57,6 +57,8 @@ export interface OutboundStats {
   rejudged: number;
   /** Established connections closed at the target certificate's expiry. */
   expired: number;
+  /** App connections refused, and open ones closed, because the local workload itself is quarantined. */
+  selfRefused: number;
 }
 
 export interface OutboundRefusal {
@@ -95,6 +97,11 @@ export interface OutboundOptions {
    * the target's identity is verified counts as an error.
    */
   telemetry?: TelemetryLane;
+  /**
+   * Why the local workload itself may not call out now (it is quarantined: issue 11), or
+   * undefined. Read at every app connection and by `rejudge()`; a throw refuses (fail closed).
+   */
+  selfRefusal?: () => string | undefined;
 }
 
 export interface Outbound {
@@ -159,7 +166,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return createSecureContext({ cert: m.certPem, key: keyPem(m.key), ca: m.bundlePem, minVersion: MIN_TLS_VERSION });
   };
   let context = build();
-  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, callerRefused: 0, rejudged: 0, expired: 0 };
+  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, callerRefused: 0, rejudged: 0, expired: 0, selfRefused: 0 };
   const unwatch = watchTlsSource(opts.tls, () => {
     context = build();
   }, () => {
@@ -209,10 +216,26 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
 
   const tel = opts.telemetry;
   const meter = tel !== undefined ? new ConnectionMeter(tel, true) : undefined;
+  const selfRefusal = (): string | undefined => {
+    if (opts.selfRefusal === undefined) return undefined;
+    try {
+      return opts.selfRefusal();
+    } catch {
+      return 'self status lookup failed';
+    }
+  };
+
   const open = new Set<() => void>();
   const established = new Set<Established>();
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (local) => {
     if (entrySelectors !== undefined && unixListen !== undefined && !admit(local, entrySelectors)) return;
+    const self = selfRefusal();
+    if (self !== undefined) {
+      stats.selfRefused++;
+      local.destroy();
+      refused('TESSERA_IDENTITY_QUARANTINED', `this workload may not call out: ${self}`);
+      return;
+    }
     stats.active++;
     const destroy = carry(local);
     open.add(destroy);
@@ -350,6 +373,21 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     rejudge(): { checked: number; closed: number } {
       let checked = 0;
       let closed = 0;
+      // The local workload quarantined: every connection it has open closes, whatever the target.
+      const self = selfRefusal();
+      if (self !== undefined) {
+        for (const destroy of open) {
+          checked++;
+          closed++;
+          destroy();
+        }
+        established.clear();
+        if (closed > 0) {
+          stats.selfRefused += closed;
+          refused('TESSERA_IDENTITY_QUARANTINED', `re-judged: this workload may not call out (${self}); ${closed} open connection(s) closed`);
+        }
+        return { checked, closed };
+      }
       // Every connection goes to the same target: one lookup per certificate serial (consecutive
       // connections mostly share one), none allocated per connection.
       let lastSerial: string | undefined;

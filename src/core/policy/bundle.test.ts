@@ -229,6 +229,41 @@ describe('the revocation list in the bundle', () => {
   });
 });
 
+describe('the risk list in the bundle (issue 11)', () => {
+  const ID = 'spiffe://example.org/shop/exfil';
+  const item = { id: ID, state: 'quarantined' as const, score: 97, until: Date.UTC(2026, 0, 2), reason: 'bulk exfiltration' };
+
+  it('round-trips; an empty list is omitted, and a bundle without one (older control plane) has none', () => {
+    const b = createPolicyBundle({ ...bundle(), risk: [item, { ...item, id: `${ID}2`, state: 'step-up', score: 0 }] });
+    expect(verifyPolicyBundle(signPolicyBundle(b, ca), trusted).risk).toEqual(b.risk);
+    expect('risk' in createPolicyBundle({ ...bundle(), risk: [] })).toBe(false);
+    expect(verifyPolicyBundle(signed, trusted).risk).toBeUndefined();
+  });
+
+  it('refuses a malformed or oversized list, even when signed', () => {
+    for (const risk of [
+      {}, 'x', [{ ...item, id: 'not a spiffe id' }], [item, { ...item }], [{ ...item, state: 'normal' }], [{ ...item, state: 'QUARANTINED' }],
+      [{ ...item, score: 101 }], [{ ...item, score: -1 }], [{ ...item, score: 5.5 }], [{ ...item, score: '5' }],
+      [{ ...item, until: -1 }], [{ ...item, until: 1.5 }], [{ ...item, until: '2026-01-01' }], [{ ...item, until: Date.UTC(10000, 0, 1) }],
+      [{ ...item, reason: 'line\nbreak' }], [{ ...item, reason: 'x'.repeat(257) }], [{ ...item, extra: 1 }], [{ id: ID, state: 'quarantined', score: 1, until: 1 }],
+      Array.from({ length: 10_001 }, (_, i) => ({ ...item, id: `${ID}/${i}` })),
+    ]) {
+      expectTesseraError(() => verifyPolicyBundle(signRaw(canonicalJson({ ...bundle(), risk })), trusted), BAD);
+    }
+  });
+
+  it('never throws anything but TESSERA_POLICY_BUNDLE_INVALID on arbitrary risk items (property)', () => {
+    fc.assert(fc.property(fc.array(fc.record({ id: fc.oneof(fc.constant(ID), fc.string()), state: fc.oneof(fc.constantFrom('step-up', 'quarantined'), fc.string()), score: fc.oneof(fc.integer({ min: -5, max: 105 }), fc.double({ noNaN: true, noDefaultInfinity: true })), until: fc.oneof(fc.nat(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.string()), reason: fc.string() }, { requiredKeys: [] }), { maxLength: 3 }), (risk) => {
+      try {
+        const b = verifyPolicyBundle(signRaw(canonicalJson({ ...bundle(), risk })), trusted);
+        for (const r of b.risk ?? []) expect(r.score >= 0 && r.score <= 100 && Number.isInteger(r.score)).toBe(true);
+      } catch (err) {
+        expect((err as TesseraError).code).toBe(BAD);
+      }
+    }), { numRuns: 300 });
+  });
+});
+
 describe('the audit log key in the bundle', () => {
   const logKey = encodeVerifierKey('example.org/tessera/audit', generateKeyPairSync('ed25519').publicKey);
 

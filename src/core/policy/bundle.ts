@@ -18,7 +18,7 @@ import { exactObject } from '../shape.js';
 import { parseVerifierKey } from '../signed-note.js';
 import { isSpiffeId } from '../spiffe-id.js';
 import { checkGrant, MAX_BUNDLE_GRANTS, type BundleGrant } from './grants.js';
-import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity, type RevokedIdentity } from './types.js';
+import { LIMITS, POLICY_FILE_NAME, checkEntityAttributes, type PolicyEntity, type RevokedIdentity, type RiskListed } from './types.js';
 
 export interface PolicyBundle {
   /** Monotonic version (1, 2, ...): agents refuse anything older than what they hold. */
@@ -40,6 +40,11 @@ export interface PolicyBundle {
    * wire: a bundle cached before revocation existed has none, which means an empty list.
    */
   revoked: RevokedIdentity[];
+  /**
+   * Identities in a non-normal risk state (step-up, quarantined). Optional on the wire and omitted
+   * when empty, so agents that predate it keep accepting bundles until something is listed.
+   */
+  risk?: RiskListed[];
   /**
    * The audit log's C2SP verifier key (`<td>/tessera/audit+<key id>+<key>`), so agents witnessing the
    * log's checkpoints trust the key through the CA, not the wire. Optional: bundles of control planes
@@ -69,8 +74,8 @@ const MAX_AUTHOR = 256;
 const MAX_REASON = 8192;
 const HEX64 = /^[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
-const BUNDLE_KEYS = ['auditLogKey', 'author', 'createdAt', 'entities', 'grants', 'hash', 'policies', 'reason', 'revoked', 'schema', 'version'] as const;
-const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked', 'auditLogKey', 'grants']);
+const BUNDLE_KEYS = ['auditLogKey', 'author', 'createdAt', 'entities', 'grants', 'hash', 'policies', 'reason', 'revoked', 'risk', 'schema', 'version'] as const;
+const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked', 'auditLogKey', 'grants', 'risk']);
 /** Certificate serials: uppercase hex of a positive INTEGER of at most 20 octets (RFC 5280 §4.1.2.2). */
 const SERIAL = /^[0-9A-F]{1,40}$/;
 const REASON_TEXT = /^[\x20-\x7e]*$/;
@@ -114,6 +119,7 @@ export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt
     revoked: input.revoked ?? [],
     ...(input.auditLogKey !== undefined ? { auditLogKey: input.auditLogKey } : {}),
     ...(input.grants !== undefined ? { grants: input.grants } : {}),
+    ...(input.risk !== undefined && input.risk.length > 0 ? { risk: input.risk } : {}),
   };
   bundle.hash = policyHash(bundle.policies, bundle.schema);
   return checkBundle(bundle);
@@ -213,6 +219,7 @@ function checkBundle(v: unknown): PolicyBundle {
   });
 
   const revoked = checkRevoked(b.revoked ?? []);
+  const risk = b.risk === undefined ? undefined : checkRisk(b.risk);
   if (b.auditLogKey !== undefined) {
     let ok = false;
     try {
@@ -235,6 +242,7 @@ function checkBundle(v: unknown): PolicyBundle {
   const out: PolicyBundle = { version: b.version, createdAt: b.createdAt, author: b.author, reason: b.reason, hash: b.hash, policies, schema, entities, revoked };
   if (b.auditLogKey !== undefined) out.auditLogKey = b.auditLogKey as string;
   if (b.grants !== undefined) out.grants = checkGrants(b.grants);
+  if (risk !== undefined) out.risk = risk;
   return out;
 }
 
@@ -274,5 +282,28 @@ function checkRevoked(v: unknown): RevokedIdentity[] {
       throw invalid(`bundle: revoked[${i}].reason must be printable text of at most ${LIMITS.maxRevocationReason} characters`);
     }
     return { id: o.id, serials, at: o.at, reason: o.reason };
+  });
+}
+
+/** Latest `until` a bundle may carry: far beyond any quarantine TTL, well inside a Date's range. */
+const MAX_UNTIL_MS = Date.UTC(9999, 0, 1);
+
+/** Checks the risk list (issue 11): bounded, one item per SPIFFE ID, known states, integer scores 0-100. */
+function checkRisk(v: unknown): RiskListed[] {
+  if (!Array.isArray(v)) throw invalid('bundle: risk must be an array');
+  if (v.length > LIMITS.maxRisk) throw invalid(`bundle: more than ${LIMITS.maxRisk} risk items`);
+  const seen = new Set<string>();
+  return v.map((e: unknown, i: number) => {
+    const o = exactObject(e, ['id', 'state', 'score', 'until', 'reason'] as const, `bundle: risk[${i}]`, invalid);
+    if (typeof o.id !== 'string' || !isSpiffeId(o.id)) throw invalid(`bundle: risk[${i}].id must be a SPIFFE ID`);
+    if (seen.has(o.id)) throw invalid(`bundle: risk[${i}] repeats ${o.id}`);
+    seen.add(o.id);
+    if (o.state !== 'step-up' && o.state !== 'quarantined') throw invalid(`bundle: risk[${i}].state must be step-up or quarantined`);
+    if (typeof o.score !== 'number' || !Number.isInteger(o.score) || o.score < 0 || o.score > 100) throw invalid(`bundle: risk[${i}].score must be an integer 0-100`);
+    if (typeof o.until !== 'number' || !Number.isSafeInteger(o.until) || o.until < 0 || o.until > MAX_UNTIL_MS) throw invalid(`bundle: risk[${i}].until must be a time in milliseconds`);
+    if (typeof o.reason !== 'string' || o.reason.length > LIMITS.maxRevocationReason || !REASON_TEXT.test(o.reason)) {
+      throw invalid(`bundle: risk[${i}].reason must be printable text of at most ${LIMITS.maxRevocationReason} characters`);
+    }
+    return { id: o.id, state: o.state, score: o.score, until: o.until, reason: o.reason };
   });
 }

@@ -33,6 +33,23 @@ export interface RevokedIdentity {
   reason: string;
 }
 
+/**
+ * An identity in a non-normal risk state, as the signed policy bundle lists it (issue 11). Only
+ * `step-up` and `quarantined` identities are listed, so the list stays small. Enforcement points
+ * refuse a `quarantined` identity until `until` (their own clock: the control plane expires it at
+ * the same time) or until a bundle no longer lists it; `score` is `context.risk` in Cedar.
+ */
+export interface RiskListed {
+  id: string;
+  state: 'step-up' | 'quarantined';
+  /** Integer 0-100. */
+  score: number;
+  /** End of the state, milliseconds since the epoch. */
+  until: number;
+  /** Printable ASCII, at most LIMITS.maxRevocationReason characters. */
+  reason: string;
+}
+
 /** Context values are a few scalars (Cedar String, Long or Boolean). */
 export type PolicyContext = Record<string, string | number | boolean>;
 
@@ -59,6 +76,8 @@ export const LIMITS = {
   maxRevokedSerials: 20_000,
   /** Characters of a revocation reason. */
   maxRevocationReason: 256,
+  /** Identities in one bundle's risk list (step-up and quarantined). */
+  maxRisk: 10_000,
   /** Bytes of a bundle's decoded payload (the canonical JSON). */
   maxBundlePayloadBytes: 4 * 1024 * 1024,
 } as const;

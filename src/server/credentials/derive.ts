@@ -13,6 +13,7 @@ import { TesseraError } from '../../core/errors.js';
 import type { PolicyContext } from '../../core/policy/types.js';
 import type { AuditNotes } from '../audit/audit.js';
 import type { PolicyService } from '../policy/service.js';
+import type { RiskService, RiskStanding } from '../risk/service.js';
 
 export type CredentialKind = 'apikey' | 'jwt';
 
@@ -21,6 +22,18 @@ export interface DeriveDeps {
   policy: Pick<PolicyService, 'sync' | 'decide'>;
   trustDomain: string;
   now: () => number;
+  /** Risk states (issue 11): a quarantined identity derives nothing, step-up shortens TTLs. Absent: everyone is normal. */
+  risk?: Pick<RiskService, 'assertNotQuarantined' | 'settings'>;
+}
+
+const NORMAL: RiskStanding = Object.freeze({ state: 'normal', score: 0, until: null });
+
+/**
+ * The risk standing of `principal` before anything is derived or issued for it: throws
+ * TESSERA_IDENTITY_QUARANTINED when it is quarantined.
+ */
+export function riskStanding(deps: Pick<DeriveDeps, 'risk'>, notes: AuditNotes, principal: string): Promise<RiskStanding> {
+  return deps.risk === undefined ? Promise.resolve(NORMAL) : deps.risk.assertNotQuarantined(principal, notes);
 }
 
 /** The resource of a `credential:derive` decision: `spiffe://<td>/tessera/credential/<kind>`. */
@@ -35,16 +48,17 @@ export function credentialResource(trustDomain: string, kind: CredentialKind): s
 export const CONTROL_PLANE_SITE = 'control-plane';
 
 /**
+ * `risk`: the principal's risk score (context.risk).
  * Throws TESSERA_CREDENTIAL_DENIED unless policy allows `principal` to derive a `kind` credential
  * for every one of `values` (scopes or audiences) with this lifetime. The decisions go into the
  * audit notes (policy ids, never the credential).
  */
-export async function authorizeDerive(deps: DeriveDeps, ev: AuditNotes, principal: string, kind: CredentialKind, values: readonly string[], ttlSeconds: number): Promise<void> {
+export async function authorizeDerive(deps: DeriveDeps, ev: AuditNotes, principal: string, kind: CredentialKind, values: readonly string[], ttlSeconds: number, risk = 0): Promise<void> {
   // Another process (cluster worker) may have applied a policy: follow it before deciding.
   await deps.policy.sync();
   const resource = credentialResource(deps.trustDomain, kind);
   const now = deps.now();
-  const base = { site: CONTROL_PLANE_SITE, time: Math.floor(now / 1000), hour: new Date(now).getUTCHours(), risk: 0 };
+  const base = { site: CONTROL_PLANE_SITE, time: Math.floor(now / 1000), hour: new Date(now).getUTCHours(), risk };
   const denied: string[] = [];
   const reasons = new Set<string>();
   for (const value of values) {

@@ -8,7 +8,7 @@ import { TesseraError } from '../../core/errors.js';
 import type { AuditNotes } from '../audit/audit.js';
 import type { RegistryService } from '../registry/service.js';
 import type { ApiKeyRecord, EntryRecord, Store } from '../store/store.js';
-import { authorizeDerive, type DeriveDeps } from './derive.js';
+import { authorizeDerive, riskStanding, type DeriveDeps } from './derive.js';
 
 const API_KEY = /^tak_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 /** Lifetime of a key when the request names none: a day, or less if the entry's bound is lower. */
@@ -46,14 +46,17 @@ export class CredentialService {
    * month must not believe it holds one.
    */
   async create(owner: string, entry: EntryRecord, scopes: string[], ttlSeconds: number | undefined, notes: AuditNotes): Promise<{ apiKey: string; id: string; expiresAt: number }> {
-    const ttl = ttlSeconds ?? Math.min(DEFAULT_TTL_SECONDS, entry.apikeyMaxTtlSeconds);
+    const standing = await riskStanding(this.deps, notes, owner);
+    let ttl = ttlSeconds ?? Math.min(DEFAULT_TTL_SECONDS, entry.apikeyMaxTtlSeconds);
+    // Step-up: the shortest lifetime (clipped, not refused: the answer's expires_at says so).
+    if (standing.state === 'step-up') ttl = Math.min(ttl, this.deps.risk!.settings.stepUpApiKeyTtlSeconds);
     notes.detail.scopes = scopes;
     notes.detail.ttl_seconds = ttl;
     if (ttl > entry.apikeyMaxTtlSeconds) {
       notes.detail.reason = 'ttl';
       throw new TesseraError('TESSERA_CREDENTIAL_DENIED', `ttl_seconds ${ttl} is above this identity's API key bound of ${entry.apikeyMaxTtlSeconds} seconds`);
     }
-    await authorizeDerive(this.deps, notes, owner, 'apikey', scopes, ttl);
+    await authorizeDerive(this.deps, notes, owner, 'apikey', scopes, ttl, standing.score);
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(32).toString('base64url');
     const now = this.deps.now();
@@ -85,6 +88,8 @@ export class CredentialService {
       throw new TesseraError('TESSERA_APIKEY_INVALID');
     }
     notes.target = rec.owner;
+    // A good key of a quarantined owner: refused with a code that says so (the key is not bad).
+    await riskStanding(this.deps, notes, rec.owner);
     if (scope !== undefined && !rec.scopes.includes(scope)) throw new TesseraError('TESSERA_FORBIDDEN', 'the API key does not carry this scope');
     return rec;
   }

@@ -3,7 +3,7 @@ import { PolicyEngine, type Decision, type DecisionRequest } from '../../core/po
 import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import type { BundleGrant } from '../../core/policy/grants.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
-import { LIMITS, type RevokedIdentity } from '../../core/policy/types.js';
+import { LIMITS, type RevokedIdentity, type RiskListed } from '../../core/policy/types.js';
 import type { CertificateAuthority } from '../ca/ca.js';
 import { isPolicyAction, type PolicyAction } from '../../core/policy/types.js';
 import type { DecisionSampleQuery, PolicyVersionRecord, Store } from '../store/store.js';
@@ -67,6 +67,9 @@ export class PolicyService extends EventEmitter {
    */
   private engine: PolicyEngine | null | undefined;
   private bundle: PolicyBundle | undefined;
+
+  /** The bundle's risk list (step-up and quarantined identities): RiskService.listed, set once it exists. */
+  private riskSource: ((now: number) => Promise<RiskListed[]>) | undefined;
 
   /** `auditLogKey`: the audit log's verifier key, carried in every bundle for the agents' witnesses. */
   constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { auditLogKey?: string; grants?: (now: number) => Promise<BundleGrant[]> } = {}) {
@@ -140,6 +143,21 @@ export class PolicyService extends EventEmitter {
   /** Just-in-time grants changed (approved, revoked, ended): publishes the next bundle; returns its version. */
   grantsChanged(): Promise<number> {
     return this.entriesChanged();
+  }
+
+  /**
+   * Where the bundle's risk list comes from (the RiskService); rebuilds the bundle so that it is
+   * in force from the start.
+   */
+  async setRiskSource(source: (now: number) => Promise<RiskListed[]>): Promise<void> {
+    this.riskSource = source;
+    await this.rebuild();
+  }
+
+  /** An identity's risk state changed: publishes a new bundle (its risk list) at once; returns its version. */
+  async riskChanged(): Promise<number> {
+    await this.publish();
+    return this.bundleVersion;
   }
 
   /**
@@ -224,6 +242,12 @@ export class PolicyService extends EventEmitter {
     return [...byId.values()];
   }
 
+  /** The `risk` field of a bundle: omitted when nobody is listed (agents before issue 11 refuse the field). */
+  private async riskList(now: number): Promise<{ risk?: RiskListed[] }> {
+    const risk = this.riskSource === undefined ? [] : await this.riskSource(now);
+    return risk.length > 0 ? { risk } : {};
+  }
+
   private async publish(): Promise<void> {
     await this.store.incrementMeta(BUNDLE_VERSION);
     await this.rebuild();
@@ -245,6 +269,7 @@ export class PolicyService extends EventEmitter {
       schema,
       entities: await this.entities(),
       revoked: await this.revoked(now),
+      ...(await this.riskList(now)),
       ...(this.opts.auditLogKey !== undefined ? { auditLogKey: this.opts.auditLogKey } : {}),
     };
     // Approved just-in-time grants, each with its window (none: no `grants` field, as before).

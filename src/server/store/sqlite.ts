@@ -5,7 +5,7 @@ import { TesseraError } from '../../core/errors.js';
 import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle.js';
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
-  ApiKeyRecord, AuditQuery, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
+  ApiKeyRecord, AuditQuery, RiskStateRecord, RiskHistoryRecord, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
   StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow,
 } from './store.js';
 
@@ -70,6 +70,16 @@ CREATE TABLE IF NOT EXISTS telemetry_windows (
 CREATE INDEX IF NOT EXISTS telemetry_by_caller ON telemetry_windows(caller, id);
 CREATE INDEX IF NOT EXISTS telemetry_by_callee ON telemetry_windows(callee, id);
 CREATE INDEX IF NOT EXISTS telemetry_by_received ON telemetry_windows(received_at);
+-- Risk states (issue 11): one row per identity scored or set by hand, and every change.
+CREATE TABLE IF NOT EXISTS risk_states (
+  spiffe_id TEXT PRIMARY KEY, state TEXT NOT NULL, score INTEGER NOT NULL, since INTEGER NOT NULL, until INTEGER,
+  reasons TEXT NOT NULL, set_by TEXT NOT NULL, actor TEXT NOT NULL, note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS risk_history (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, spiffe_id TEXT NOT NULL, at INTEGER NOT NULL, state TEXT NOT NULL, previous TEXT NOT NULL,
+  score INTEGER NOT NULL, until INTEGER, reasons TEXT NOT NULL, set_by TEXT NOT NULL, actor TEXT NOT NULL, note TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS risk_history_id ON risk_history(spiffe_id, id);
 -- The audit table is append-only: the database itself refuses edits and deletions.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
@@ -90,6 +100,15 @@ function apiKeyFromRow(r: ApiKeyRow): ApiKeyRecord {
   return {
     id: r.id, hash: r.hash, owner: r.owner, scopes: JSON.parse(r.scopes) as string[], createdAt: r.created_at, expiresAt: r.expires_at,
     revokedAt: r.revoked_at, revokedReason: r.revoked_reason,
+  };
+}
+interface RiskRow { spiffe_id: string; state: string; score: number; since: number; until: number | null; reasons: string; set_by: string; actor: string; note: string }
+interface RiskHistoryRow extends Omit<RiskRow, 'since'> { id: number; at: number; previous: string }
+
+function riskFromRow(r: RiskRow): RiskStateRecord {
+  return {
+    spiffeId: r.spiffe_id, state: r.state as RiskStateRecord['state'], score: r.score, since: r.since, until: r.until,
+    reasons: JSON.parse(r.reasons) as unknown[], setBy: r.set_by as RiskStateRecord['setBy'], actor: r.actor, note: r.note,
   };
 }
 interface RevocationRow { entry_id: string; spiffe_id: string; revoked_at: number; reason: string; deleted: number }
@@ -178,6 +197,8 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
   /** {@link appendBatch} as a transaction, made once (not per batch). */
+  private readonly riskStmts;
+  private readonly putRiskTx: Database.Transaction<(rec: RiskStateRecord, previous: string, expect?: { state: string; since: number }) => boolean>;
   private readonly appendAuditTx: Database.Transaction<(records: readonly AuditRecord[]) => void>;
 
   constructor(file: string) {
@@ -277,6 +298,27 @@ export class SqliteStore implements Store {
         `SELECT id, ts, actor, action, target, outcome, code, CASE WHEN length(detail) <= ? THEN detail END AS detail
          FROM audit WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
     };
+    this.riskStmts = {
+      get: db.prepare<[string], RiskRow>('SELECT * FROM risk_states WHERE spiffe_id = ?'),
+      list: db.prepare<[number], RiskRow>("SELECT * FROM risk_states ORDER BY state = 'normal', score DESC, spiffe_id LIMIT ?"),
+      upsert: db.prepare(`INSERT INTO risk_states(spiffe_id, state, score, since, until, reasons, set_by, actor, note)
+        VALUES (@spiffeId, @state, @score, @since, @until, @reasons, @setBy, @actor, @note)
+        ON CONFLICT(spiffe_id) DO UPDATE SET state = excluded.state, score = excluded.score, since = excluded.since, until = excluded.until,
+        reasons = excluded.reasons, set_by = excluded.set_by, actor = excluded.actor, note = excluded.note`),
+      history: db.prepare(`INSERT INTO risk_history(spiffe_id, at, state, previous, score, until, reasons, set_by, actor, note)
+        VALUES (@spiffeId, @since, @state, @previous, @score, @until, @reasons, @setBy, @actor, @note)`),
+      listHistory: db.prepare<[string, number], RiskHistoryRow>('SELECT * FROM risk_history WHERE spiffe_id = ? ORDER BY id DESC LIMIT ?'),
+    };
+    this.putRiskTx = db.transaction((rec: RiskStateRecord, previous: string, expect?: { state: string; since: number }): boolean => {
+      if (expect !== undefined) {
+        const cur = this.riskStmts.get.get(rec.spiffeId);
+        if (cur === undefined || cur.state !== expect.state || cur.since !== expect.since) return false;
+      }
+      const row = { ...rec, reasons: JSON.stringify(rec.reasons) };
+      this.riskStmts.upsert.run(row);
+      this.riskStmts.history.run({ ...row, previous });
+      return true;
+    });
     this.appendAuditTx = db.transaction((records: readonly AuditRecord[]) => this.appendBatch(records));
   }
 
@@ -694,6 +736,26 @@ export class SqliteStore implements Store {
       `SELECT id, received_at, reported_by, window FROM telemetry_windows ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${order} LIMIT ${limit}`).all(...args);
     if (order === 'DESC') rows.reverse();
     return rows.map((r) => ({ id: r.id, receivedAt: r.received_at, reportedBy: r.reported_by, window: JSON.parse(r.window) as StoredTelemetryRow['window'] }));
+  }
+
+  async getRiskState(spiffeId: string): Promise<RiskStateRecord | undefined> {
+    const r = this.riskStmts.get.get(spiffeId);
+    return r && riskFromRow(r);
+  }
+
+  async listRiskStates(limit: number): Promise<RiskStateRecord[]> {
+    return this.riskStmts.list.all(limit).map(riskFromRow);
+  }
+
+  async putRiskState(rec: RiskStateRecord, previous: RiskStateRecord['state'], expect?: { state: RiskStateRecord['state']; since: number }): Promise<boolean> {
+    return this.putRiskTx(rec, previous, expect);
+  }
+
+  async listRiskHistory(spiffeId: string, limit: number): Promise<RiskHistoryRecord[]> {
+    return this.riskStmts.listHistory.all(spiffeId, limit).map((r) => {
+      const { since: _since, ...rest } = riskFromRow({ ...r, since: r.at });
+      return { ...rest, at: r.at, previous: r.previous as RiskHistoryRecord['previous'] };
+    });
   }
 
   async close(): Promise<void> {

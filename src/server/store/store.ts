@@ -210,6 +210,37 @@ export interface PolicyVersionRecord {
   schema: Record<string, unknown>;
 }
 
+/** Who set a risk state: the risk engine, an admin (`tessera risk ...`), or the control plane at a TTL's end. */
+export type RiskSetter = 'engine' | 'admin' | 'expiry';
+
+/**
+ * The current risk state of one identity (issue 11). A row exists once the engine scored the
+ * identity or an admin set its state; `normal` rows keep the last score.
+ */
+export interface RiskStateRecord {
+  spiffeId: string;
+  state: 'normal' | 'step-up' | 'quarantined';
+  /** Integer 0-100. */
+  score: number;
+  /** When the identity entered this state (ms). */
+  since: number;
+  /** When a step-up or quarantine ends (ms); null for normal. */
+  until: number | null;
+  /** The RiskReason[] of the change, as JSON-able data. */
+  reasons: unknown[];
+  setBy: RiskSetter;
+  /** The actor: the admin's SPIFFE ID, `tessera/risk-engine` or the control plane's. */
+  actor: string;
+  /** The reason text an admin gave (or a summary of the engine's reasons). */
+  note: string;
+}
+
+/** One change in an identity's risk history (newest first when listed). */
+export interface RiskHistoryRecord extends Omit<RiskStateRecord, 'since'> {
+  at: number;
+  previous: RiskStateRecord['state'];
+}
+
 export interface Store {
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
@@ -327,6 +358,18 @@ export interface Store {
    * recent `limit` rows. `identity` matches the caller or the callee; `since` (ms) the window start.
    */
   listTelemetry(query: TelemetryQuery): Promise<StoredTelemetryRow[]>;
+  /** The risk state of `spiffeId`, if it ever had one. */
+  getRiskState(spiffeId: string): Promise<RiskStateRecord | undefined>;
+  /** Every risk state row (non-normal first, then by score), at most `limit`. */
+  listRiskStates(limit: number): Promise<RiskStateRecord[]>;
+  /**
+   * Writes `rec` as the identity's state and appends the change to its history, in one
+   * transaction. With `expect`, only if the stored state is still that one (compare-and-set:
+   * false when another writer got there first).
+   */
+  putRiskState(rec: RiskStateRecord, previous: RiskStateRecord['state'], expect?: { state: RiskStateRecord['state']; since: number }): Promise<boolean>;
+  /** The identity's risk history, newest first, at most `limit` changes. */
+  listRiskHistory(spiffeId: string, limit: number): Promise<RiskHistoryRecord[]>;
 
   close(): Promise<void>;
 }

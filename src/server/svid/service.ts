@@ -7,7 +7,7 @@ import type { ParsedCsr } from '../../core/csr.js';
 import { TesseraError } from '../../core/errors.js';
 import type { AuditNotes } from '../audit/audit.js';
 import type { CertificateAuthority } from '../ca/ca.js';
-import { authorizeDerive, type DeriveDeps } from '../credentials/derive.js';
+import { authorizeDerive, riskStanding, type DeriveDeps } from '../credentials/derive.js';
 import type { RegistryService } from '../registry/service.js';
 import type { EntryRecord, Store } from '../store/store.js';
 
@@ -64,10 +64,13 @@ export class SvidService {
    * each. A TTL longer than the entry's is clipped to it (JWT-SVID clients take the `exp` they get).
    */
   async mintJwt(principal: string, entry: EntryRecord, audience: string[], ttlSeconds: number | undefined, notes: AuditNotes): Promise<{ token: string; expiresAt: Date }> {
-    const ttl = Math.min(ttlSeconds ?? entry.jwtTtlSeconds, entry.jwtTtlSeconds);
+    const standing = await riskStanding(this.deps, notes, principal);
+    let ttl = Math.min(ttlSeconds ?? entry.jwtTtlSeconds, entry.jwtTtlSeconds);
+    // Step-up: the shortest lifetime, whatever was asked.
+    if (standing.state === 'step-up') ttl = Math.min(ttl, this.deps.risk!.settings.stepUpJwtTtlSeconds);
     notes.detail.audience = audience;
     notes.detail.ttl_seconds = ttl;
-    await authorizeDerive(this.deps, notes, principal, 'jwt', audience, ttl);
+    await authorizeDerive(this.deps, notes, principal, 'jwt', audience, ttl, standing.score);
     const jwt = this.deps.ca.signJwt(principal, audience, ttl, this.deps.issuer());
     notes.detail.expires_at = jwt.expiresAt.toISOString();
     return jwt;
@@ -79,7 +82,10 @@ export class SvidService {
    */
   private async issue(csr: ParsedCsr, entry: EntryRecord, notes: AuditNotes, callerSequence?: number): Promise<IssuedSvid> {
     const { ca, store } = this.deps;
-    const cert = ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId] }, entry.x509TtlSeconds * 1000);
+    // A quarantined identity gets no SVID (join or renewal): it cannot renew its way out.
+    const standing = await riskStanding(this.deps, notes, entry.spiffeId);
+    const ttlSeconds = standing.state === 'step-up' ? Math.min(entry.x509TtlSeconds, this.deps.risk!.settings.stepUpX509TtlSeconds) : entry.x509TtlSeconds;
+    const cert = ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId] }, ttlSeconds * 1000);
     // Every serial is recorded before the SVID leaves, so that revoking the entry can list it.
     const serial = new X509Certificate(cert.der).serialNumber.toUpperCase();
     await store.recordIssuedSvid({ serial, entryId: entry.id, spiffeId: entry.spiffeId, notAfter: cert.notAfter.getTime(), issuedAt: this.deps.now() });
