@@ -92,6 +92,8 @@ export const ERROR_CODES = {
   TESSERA_SERVER_UNREACHABLE: { status: 503, description: 'The control plane could not be reached.' },
   TESSERA_ADDRESS_IN_USE: { status: 409, description: 'The address (host and port, or Unix socket path) to listen on is already in use by another process.' },
 
+  // Risk (issue 11): the telemetry interchange format.
+  TESSERA_TELEMETRY_INVALID: { status: 400, description: 'A telemetry record or replay-file line is malformed (the message names the line and field): not JSON, an unknown field, a bad SPIFFE ID, site, time, count or latency, a line over 64 KiB, or a window that does not fit the risk engine.' },
   // The agent's SPIFFE Workload API endpoint.
   TESSERA_WORKLOAD_API_SOCKET_IN_USE: { status: 409, description: 'Another process is already serving the Workload API on this socket path.' },
   TESSERA_PEER_CREDENTIALS_UNAVAILABLE: { status: 500, description: 'The Unix peer credentials of a Workload API caller cannot be read (native addon not built, or not Linux).' },
