@@ -15,6 +15,8 @@ import { auditCommands } from './audit.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { secretCommands } from './secrets.js';
+import { riskCommand } from './risk-group.js';
+import { riskReplayCommand } from './risk-replay.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
 import { count, EXIT, output, reportError, table, withAdmin, type GlobalOptions } from './context.js';
@@ -326,6 +328,7 @@ export function buildProgram(): Command {
   policyCommands(program, run);
   apikeyCommands(program, run);
   auditCommands(program, run);
+  riskReplayCommand(riskCommand(program), run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }
