@@ -18,6 +18,8 @@ export interface RiskConfig {
   graceWindows: number;
   /** Score at or above which a normal identity goes to step-up. */
   stepUpAt: number;
+  /** Consecutive windows the score must stay at or above `stepUpAt` before a step-up (quarantine acts at once). */
+  stepUpConfirm: number;
   /** Score below which a step-up identity goes back to normal (hysteresis). */
   stepDownBelow: number;
   /** Score at or above which an identity is quarantined. */
@@ -49,6 +51,7 @@ export const DEFAULT_RISK_CONFIG: Readonly<RiskConfig> = Object.freeze({
   windowS: 5,
   graceWindows: 1,
   stepUpAt: 40,
+  stepUpConfirm: 2,
   stepDownBelow: 20,
   quarantineAt: 70,
   quarantineTtlMs: 3_600_000,
@@ -98,7 +101,7 @@ function duration(o: Json, key: string, maxMs: number): number | undefined {
   return ms;
 }
 
-const TOP_KEYS = ['window_s', 'grace_windows', 'step_up_at', 'step_down_below', 'quarantine_at', 'quarantine_ttl', 'learning_period', 'min_samples',
+const TOP_KEYS = ['window_s', 'grace_windows', 'step_up_at', 'step_up_confirm', 'step_down_below', 'quarantine_at', 'quarantine_ttl', 'learning_period', 'min_samples',
   'half_life', 'sustain_gain', 'z_start', 'z_full', 'new_edge_horizon', 'weights', 'caps', 'cold_start'] as const;
 const COLD_KEYS = ['denials', 'paths', 'bytes_out', 'bytes_in', 'unreported'] as const;
 
@@ -116,6 +119,7 @@ export function parseRiskConfig(obj: unknown): RiskConfig {
     windowS: num(o, 'window_s', 1, 3600, true) ?? d.windowS,
     graceWindows: num(o, 'grace_windows', 0, 60, true) ?? d.graceWindows,
     stepUpAt: num(o, 'step_up_at', 1, 100) ?? d.stepUpAt,
+    stepUpConfirm: num(o, 'step_up_confirm', 1, 720, true) ?? d.stepUpConfirm,
     stepDownBelow: num(o, 'step_down_below', 0, 100) ?? d.stepDownBelow,
     quarantineAt: num(o, 'quarantine_at', 1, 100) ?? d.quarantineAt,
     quarantineTtlMs: duration(o, 'quarantine_ttl', 30 * 86_400_000) ?? d.quarantineTtlMs,

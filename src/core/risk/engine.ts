@@ -36,7 +36,8 @@
  * only blatant signals act, on absolute per-window thresholds (`coldStart`): a denial burst, scanning
  * breadth, huge bytes out or in, and unreported traffic; new edges are learned silently.
  *
- * States. normal → step-up at `stepUpAt`; step-up → normal below `stepDownBelow` (hysteresis); any →
+ * States. normal → step-up at `stepUpAt` held for `stepUpConfirm` slots (one window's blip, such as a
+ * big export, does not step an identity up); step-up → normal below `stepDownBelow` (hysteresis); any →
  * quarantined at `quarantineAt`. A quarantine lasts until `release(id, time)` or its TTL; either resets
  * the identity's evidence, and windows older than the release are never judged again for it.
  */
@@ -64,6 +65,16 @@ const BLATANT_Z = 16;
 /** Least counts before a deviation of errors / denials / paths scores at all. */
 const MIN_COUNT = { errors: 10, denials: 5, paths: 10 };
 /** An identity's sidecar counts as reporting for this long after its last report. */
+/**
+ * Sustained deviations: the trend is an EWMA of z clipped to ±TREND_CLIP with α = TREND_ALPHA (≈ the
+ * last 10 windows). For independent windows its spread is sqrt(α/(2−α)) ≈ 0.23 z; windows are not
+ * independent in practice, so it is scaled by TREND_SCALE (< 1/0.23) into a z-like figure: ×3 bytes
+ * per request at a per-window spread of 0.3 (z ≈ 3.7, hardly above zStart alone) becomes ≈ 11.
+ */
+const TREND_ALPHA = 0.1;
+const TREND_CLIP = 6;
+const TREND_SCALE = 3;
+interface Assessment { z: Float64Array; mu: Float64Array; trend: Float64Array }
 const REPORTING_MEMORY_MS = 86_400_000;
 const RECENT = 24;
 
@@ -128,11 +139,16 @@ function updateEst(a: Float64Array, off: number, x: number, floor: number, mode:
 class Baseline {
   readonly global = new Float64Array(M * 3);
   readonly seasonal = new Float64Array(BUCKETS * M * 3);
+  /** Exponentially weighted mean of recent (clipped) z-scores per metric: sustained small deviations. */
+  readonly trend = new Float64Array(M);
 
   update(x: Float64Array, bucket: number, mode: UpdateMode): void {
     for (let m = 0; m < M; m++) {
-      updateEst(this.global, m * 3, x[m]!, FLOOR[m]!, mode);
-      updateEst(this.seasonal, (bucket * M + m) * 3, x[m]!, FLOOR[m]!, mode);
+      // A metric that has been off for a while (its trend) learns slowly too: a sustained attack
+      // that stays inside the clipping range must not become the new normal within minutes.
+      const mm: UpdateMode = Math.abs(this.trend[m]!) * TREND_SCALE >= CLIP ? 'slow' : mode;
+      updateEst(this.global, m * 3, x[m]!, FLOOR[m]!, mm);
+      updateEst(this.seasonal, (bucket * M + m) * 3, x[m]!, FLOOR[m]!, mm);
     }
   }
 
@@ -140,18 +156,34 @@ class Baseline {
     return this.global[2]!;
   }
 
-  /** z and expected (log space) of metric m for value x, or undefined while the baseline is young. */
-  judge(m: number, x: number, bucket: number, minSamples: number): { z: number; mu: number } | undefined {
+  /**
+   * Judges a whole feature vector: per metric the robust z (the smaller of the global and, when mature,
+   * seasonal one) and the expected value (log space); also moves the sustained-deviation trend.
+   * Undefined while the global baseline holds fewer than `minSamples` windows.
+   */
+  assess(x: Float64Array, bucket: number, minSamples: number): Assessment | undefined {
     const g = this.global;
-    if (g[m * 3 + 2]! < minSamples) return undefined;
-    const zg = (x - g[m * 3]!) / Math.max(1.25 * g[m * 3 + 1]!, FLOOR[m]!);
-    const off = (bucket * M + m) * 3;
+    if (g[2]! < minSamples) return undefined;
+    const z = new Float64Array(M);
+    const mu = new Float64Array(M);
     const s = this.seasonal;
-    if (s[off + 2]! >= minSamples) {
-      const zs = (x - s[off]!) / Math.max(1.25 * s[off + 1]!, FLOOR[m]!);
-      if (zs < zg) return { z: zs, mu: s[off]! };
+    for (let m = 0; m < M; m++) {
+      let zm = (x[m]! - g[m * 3]!) / Math.max(1.25 * g[m * 3 + 1]!, FLOOR[m]!);
+      let mum = g[m * 3]!;
+      const off = (bucket * M + m) * 3;
+      if (s[off + 2]! >= minSamples) {
+        const zs = (x[m]! - s[off]!) / Math.max(1.25 * s[off + 1]!, FLOOR[m]!);
+        if (zs < zm) {
+          zm = zs;
+          mum = s[off]!;
+        }
+      }
+      z[m] = zm;
+      mu[m] = mum;
+      // Clipped so one extreme window cannot make a trend; see TREND_ALPHA.
+      this.trend[m] = this.trend[m]! + TREND_ALPHA * (Math.min(TREND_CLIP, Math.max(-TREND_CLIP, zm)) - this.trend[m]!);
     }
-    return { z: zg, mu: g[m * 3]! };
+    return { z, mu, trend: this.trend };
   }
 
   summary(bucket: number): Record<Metric, { expected: number; spread: number; samples: number; this_hour?: number }> {
@@ -188,6 +220,8 @@ interface IdentityState {
   /** Slots starting before this are not judged for this identity (released). */
   mutedBefore: number;
   lastEval: number;
+  /** Consecutive judged slots with a score at or above the step-up threshold. */
+  above: number;
   evidence: Float64Array;
   reasons: Map<Signal, RiskReason>;
   asCaller: Baseline;
@@ -388,7 +422,7 @@ export class RiskEngine {
     if (!s) {
       s = {
         id, firstSeen: time, lastReport: -Infinity, state: 'normal', since: time, score: 0, quarantinedUntil: 0, mutedBefore: -Infinity,
-        lastEval: time, evidence: new Float64Array(SIGNALS.length), reasons: new Map(), asCaller: new Baseline(), asCallee: new Baseline(),
+        lastEval: time, above: 0, evidence: new Float64Array(SIGNALS.length), reasons: new Map(), asCaller: new Baseline(), asCallee: new Baseline(),
         callees: new Map(), newEdges: [], recent: [],
       };
       this.identities.set(id, s);
@@ -441,7 +475,7 @@ export class RiskEngine {
       this.score(s, slot.start, hits, evalTime, changes);
       // Learn after judging, so a window is never compared with itself.
       if (s.state !== 'quarantined') {
-        const mode: UpdateMode = s.state === 'step-up' || s.score >= cfg.stepUpAt ? 'slow' : 'normal';
+        const mode: UpdateMode = s.state === 'step-up' || s.score >= cfg.stepDownBelow ? 'slow' : 'normal';
         s.asCaller.update(features(agg.total, this.scratch), bucket, mode);
         for (const { e, m } of agg.edges) {
           const key = `${e.caller} -> ${e.callee}`;
@@ -470,25 +504,24 @@ export class RiskEngine {
       } });
     };
     // Deviation signals, against the identity's totals and each edge; the most unusual one counts.
-    const best = new Map<Signal, { u: number; mu: number; edge?: string; observed: number; what: string; ratio: boolean; metric: number }>();
+    const best = new Map<Signal, { u: number; mu: number; edge: string | undefined; observed: number; what: string; ratio: boolean }>();
     const consider = (b: Baseline | undefined, c: Counts, fx: Float64Array, edge: string | undefined): void => {
-      if (!b || !learned) return;
-      const j = (m: number) => b.judge(m, fx[m]!, bucket, cfg.minSamples);
-      const keep = (signal: Signal, metric: number, r: { z: number; mu: number } | undefined, observed: number, what: string, ratio: boolean): void => {
-        if (!r) return;
+      const a = b?.assess(fx, bucket, cfg.minSamples);
+      if (!a || !learned) return;
+      const keep = (signal: Signal, metric: number, observed: number, what: string, ratio: boolean, instantOnly = false): void => {
+        const sustained = instantOnly ? -Infinity : TREND_SCALE * a.trend[metric]!;
+        const u = Math.max(a.z[metric]!, sustained);
         const cur = best.get(signal);
-        if (!cur || r.z > cur.u) best.set(signal, { u: r.z, mu: r.mu, edge, observed, what, ratio, metric });
+        if (!cur || u > cur.u) best.set(signal, { u, mu: a.mu[metric]!, edge, observed, what: sustained > a.z[metric]! ? `${what} (sustained)` : what, ratio });
       };
-      keep('volume', REQ, j(REQ), c.req, 'requests', false);
+      keep('volume', REQ, c.req, 'requests', false);
       for (const [signal, total, perReq, bytes, label] of [['bytes_out', BOUT, BOUT_PR, c.bout, 'sent'], ['bytes_in', BIN, BIN_PR, c.bin, 'received']] as const) {
-        const pr = j(perReq);
-        const tot = j(total);
-        if (tot && tot.z >= BLATANT_Z && (!pr || tot.z > pr.z)) keep(signal, total, tot, bytes, `bytes ${label}`, false);
-        else keep(signal, perReq, pr, (bytes + 1) / (c.req + 1), `bytes ${label} per request`, true);
+        if (a.z[total]! >= BLATANT_Z && a.z[total]! > a.z[perReq]!) keep(signal, total, bytes, `bytes ${label}`, false, true);
+        else keep(signal, perReq, (bytes + 1) / (c.req + 1), `bytes ${label} per request`, true);
       }
-      if (c.err >= MIN_COUNT.errors) keep('errors', ERR, j(ERR), c.err, 'errors', false);
-      if (c.den >= MIN_COUNT.denials) keep('denials', DEN, j(DEN), c.den, 'denials', false);
-      if (c.paths >= MIN_COUNT.paths) keep('paths', PATHS, j(PATHS), c.paths, 'distinct paths', false);
+      if (c.err >= MIN_COUNT.errors) keep('errors', ERR, c.err, 'errors', false, true);
+      if (c.den >= MIN_COUNT.denials) keep('denials', DEN, c.den, 'denials', false, true);
+      if (c.paths >= MIN_COUNT.paths) keep('paths', PATHS, c.paths, 'distinct paths', false, true);
     };
     consider(s.asCaller, agg.total, x, undefined);
     const fx = new Float64Array(M);
@@ -586,6 +619,7 @@ export class RiskEngine {
       score += contribution;
     });
     s.score = Math.min(100, score);
+    s.above = s.score >= cfg.stepUpAt ? s.above + 1 : 0;
     if (any || s.state !== 'normal') this.active.add(s.id);
     else this.active.delete(s.id);
 
@@ -598,7 +632,7 @@ export class RiskEngine {
     }
     let next: RiskState = s.state;
     if (s.score >= cfg.quarantineAt) next = 'quarantined';
-    else if (s.state === 'normal' && s.score >= cfg.stepUpAt) next = 'step-up';
+    else if (s.state === 'normal' && s.above >= cfg.stepUpConfirm) next = 'step-up';
     else if (s.state === 'step-up' && s.score < cfg.stepDownBelow) next = 'normal';
     if (next === s.state) return;
     const previous = s.state;

@@ -1,7 +1,8 @@
 /**
  * A deterministic telemetry generator for tests and benchmarks of the risk engine: a small shop fleet
  * (web → orders, web → catalog, orders → payments, orders → db, catalog → db) over simulated days with
- * diurnal and weekly load, noise from a seeded PRNG, both ends reporting every edge, and labelled
+ * diurnal and weekly load, noise from a seeded PRNG (load ±10%, bytes per request ±30%, rare big payloads
+ * and brief outages), both ends reporting every edge, and labelled
  * attacks or legitimate changes injected. Pure: the same options give the same windows.
  */
 import type { TelemetryWindow } from './types.js';
@@ -93,7 +94,7 @@ export function* simulate(opts: SimulationOptions): Generator<TelemetryWindow> {
   for (let offset = 0; offset < opts.durationMs; offset += windowMs) {
     const t = start + offset;
     const ts = new Date(t).toISOString();
-    const load = diurnal(t) * Math.exp(0.05 * gaussian(rand));
+    const load = diurnal(t) * Math.exp(0.1 * gaussian(rand));
     const now = injections.filter((i) => active(i, offset));
     const emit = function* (caller: string, callee: string, c: { requests: number; errors: number; denials: number; bytes_in: number; bytes_out: number; paths_distinct: number }, reporters: ('caller' | 'callee')[]) {
       const p50 = Math.round((4 + rand() * 2) * 100) / 100;
@@ -107,8 +108,11 @@ export function* simulate(opts: SimulationOptions): Generator<TelemetryWindow> {
       for (const i of now) if (i.kind === 'deploy' && i.identity === svc(e.caller)) volume *= i.factor;
       let requests = poisson(rand, e.requests * load * volume);
       if (requests === 0) continue;
-      let bytesOut = Math.round(requests * e.bytesOut * Math.exp(0.08 * gaussian(rand)));
-      const bytesIn = Math.round(requests * e.bytesIn * Math.exp(0.08 * gaussian(rand)));
+      // Payload mix: bytes per request vary ±30% window to window, and now and then (0.2% of windows)
+      // a window carries a few big requests or answers (an export, a report) of 2–5× the usual bytes.
+      const spike = (): number => (rand() < 0.002 ? 2 + 3 * rand() : 1);
+      let bytesOut = Math.round(requests * e.bytesOut * Math.exp(0.3 * gaussian(rand)) * spike());
+      const bytesIn = Math.round(requests * e.bytesIn * Math.exp(0.3 * gaussian(rand)) * spike());
       let paths = Math.min(requests, Math.max(1, Math.round(e.paths * (0.8 + 0.4 * rand()))));
       let denials = 0;
       for (const i of now) {
@@ -120,7 +124,8 @@ export function* simulate(opts: SimulationOptions): Generator<TelemetryWindow> {
           denials = Math.round(requests * 0.3);
         }
       }
-      const errors = Math.min(requests, poisson(rand, requests * e.errorRate));
+      // A brief upstream outage now and then (0.05% of windows): a fifth of the requests fail.
+      const errors = Math.min(requests, rand() < 0.0005 ? Math.round(requests * 0.2) : poisson(rand, requests * e.errorRate));
       yield* emit(svc(e.caller), svc(e.callee), { requests, errors, denials, bytes_in: bytesIn, bytes_out: bytesOut, paths_distinct: paths }, ['caller', 'callee']);
     }
     for (const i of now) {
