@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TesseraError } from '../errors.js';
 import { DEFAULT_RISK_CONFIG, parseRiskConfig, type RiskConfig } from './config.js';
@@ -92,7 +93,6 @@ describe('RiskEngine on simulated fleets (deterministic)', () => {
     const changes = scenario({ kind: 'deploy', identity: svc('web'), at: AT, durationMs: HOUR, factor: 2 }, HOUR + 20 * MIN);
     figures.push(`deploy ×2 volume for 1 h: ${changes.length === 0 ? 'no change' : changes.map((c) => c.state).join(', ')}`);
     expect(changes.filter((c) => c.state === 'quarantined')).toEqual([]);
-    // eslint-disable-next-line no-console
     console.log(`risk engine figures (seed 7, 5 s windows):\n  ${figures.join('\n  ')}`);
   }, 60_000);
 });
@@ -232,5 +232,43 @@ describe('parseRiskConfig', () => {
     [{ window: 5 }], [{ cold_start: { denials: 0 } }], [{ window_s: 2.5 }], [{ learning_period: '-1h' }],
   ])('refuses %j with TESSERA_CONFIG_INVALID', (obj) => {
     expect(() => parseRiskConfig(obj)).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
+  });
+});
+
+describe('RiskEngine and parseRiskConfig properties (fast-check)', () => {
+  it('parseRiskConfig takes any JSON: a valid config or TESSERA_CONFIG_INVALID, nothing else', () => {
+    const keys = fc.constantFrom('window_s', 'grace_windows', 'step_up_at', 'step_up_confirm', 'step_down_below', 'quarantine_at', 'quarantine_ttl', 'learning_period',
+      'min_samples', 'half_life', 'sustain_gain', 'z_start', 'z_full', 'new_edge_horizon', 'weights', 'caps', 'cold_start', 'other');
+    fc.assert(fc.property(fc.oneof(fc.jsonValue(), fc.dictionary(keys, fc.jsonValue())), (obj) => {
+      try {
+        const c = parseRiskConfig(obj);
+        expect(c.stepDownBelow).toBeLessThanOrEqual(c.stepUpAt);
+        expect(c.stepUpAt).toBeLessThanOrEqual(c.quarantineAt);
+      } catch (err) {
+        expect(err).toBeInstanceOf(TesseraError);
+        expect((err as TesseraError).code).toBe('TESSERA_CONFIG_INVALID');
+      }
+    }), { numRuns: 2000 });
+  });
+
+  it('any valid windows, in any order: no throw, scores stay within 0..100, every change is a real transition', () => {
+    const ids = ['a', 'b', 'c'].map(svc);
+    const arbW = fc.record({
+      slot: fc.integer({ min: 0, max: 200 }), caller: fc.constantFrom(...ids), callee: fc.constantFrom(...ids), reporter: fc.constantFrom('caller' as const, 'callee' as const),
+      requests: fc.oneof(fc.nat(1000), fc.maxSafeNat()), f: fc.double({ min: 0, max: 1, noNaN: true }), bytes: fc.oneof(fc.nat(1e6), fc.maxSafeNat()),
+    }).map((r): TelemetryWindow => ({
+      ts: new Date(SIM_START + r.slot * 5000).toISOString(), window_s: 5, caller: r.caller, callee: r.callee, caller_site: 's', callee_site: 's', reporter: r.reporter,
+      requests: r.requests, errors: Math.floor(r.requests * r.f), denials: Math.floor(r.requests * r.f), bytes_in: r.bytes, bytes_out: r.bytes,
+      latency_p50_ms: 1, latency_p99_ms: 1, paths_distinct: Math.floor(r.requests * r.f),
+    }));
+    const config = parseRiskConfig({ learning_period: 0, min_samples: 3 });
+    fc.assert(fc.property(fc.array(arbW, { maxLength: 300 }), (windows) => {
+      const { engine, changes } = replay(windows, config);
+      for (const c of changes) {
+        expect(c.state).not.toBe(c.previous);
+        expect(c.score >= 0 && c.score <= 100).toBe(true);
+      }
+      for (const s of engine.list()) expect(s.score >= 0 && s.score <= 100).toBe(true);
+    }), { numRuns: 200 });
   });
 });
