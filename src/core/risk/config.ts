@@ -6,6 +6,7 @@
  */
 import { parseDuration } from '../duration.js';
 import { TesseraError } from '../errors.js';
+import { parseSpiffeId } from '../spiffe-id.js';
 
 /** The signals the engine scores, in README order. */
 export const SIGNALS = ['volume', 'bytes_out', 'bytes_in', 'errors', 'denials', 'new_edge', 'paths', 'unreported_by_caller'] as const;
@@ -43,6 +44,12 @@ export interface RiskConfig {
   weights: Record<Signal, number>;
   /** Highest score one signal can contribute, accumulated evidence included. */
   caps: Record<Signal, number>;
+  /**
+   * Identities allowed to call without their sidecar (they use the SVID files the agent writes for
+   * legacy apps): `unreported_by_caller` is not judged for them. Everyone else's unreported traffic is
+   * a credential used outside its sidecar.
+   */
+  unreportedExempt: string[];
   /** Cold start: absolute per-window thresholds used while an identity or one of its baselines is still learning. */
   coldStart: { denials: number; paths: number; bytesOut: number; bytesIn: number; unreported: number };
 }
@@ -65,6 +72,7 @@ export const DEFAULT_RISK_CONFIG: Readonly<RiskConfig> = Object.freeze({
   weights: Object.freeze({ volume: 15, bytes_out: 45, bytes_in: 45, errors: 10, denials: 35, new_edge: 15, paths: 40, unreported_by_caller: 80 }),
   // Volume and errors alone cannot pass the step-up threshold: a deploy or an outage is not an attack.
   caps: Object.freeze({ volume: 25, bytes_out: 100, bytes_in: 100, errors: 15, denials: 100, new_edge: 100, paths: 100, unreported_by_caller: 100 }),
+  unreportedExempt: Object.freeze([]) as unknown as string[],
   coldStart: Object.freeze({ denials: 20, paths: 50, bytesOut: 50 * 1024 * 1024, bytesIn: 200 * 1024 * 1024, unreported: 5 }),
 }) as RiskConfig;
 
@@ -102,7 +110,7 @@ function duration(o: Json, key: string, maxMs: number): number | undefined {
 }
 
 const TOP_KEYS = ['window_s', 'grace_windows', 'step_up_at', 'step_up_confirm', 'step_down_below', 'quarantine_at', 'quarantine_ttl', 'learning_period', 'min_samples',
-  'half_life', 'sustain_gain', 'z_start', 'z_full', 'new_edge_horizon', 'weights', 'caps', 'cold_start'] as const;
+  'half_life', 'sustain_gain', 'z_start', 'z_full', 'new_edge_horizon', 'weights', 'caps', 'cold_start', 'unreported_exempt'] as const;
 const COLD_KEYS = ['denials', 'paths', 'bytes_out', 'bytes_in', 'unreported'] as const;
 
 /**
@@ -134,7 +142,20 @@ export function parseRiskConfig(obj: unknown): RiskConfig {
     weights: { ...d.weights },
     caps: { ...d.caps },
     coldStart: { ...d.coldStart },
+    unreportedExempt: [...d.unreportedExempt],
   };
+  if (Object.prototype.hasOwnProperty.call(o, 'unreported_exempt')) {
+    const list = o.unreported_exempt;
+    if (!Array.isArray(list) || list.length > 10_000) throw bad('unreported_exempt must be an array of at most 10000 SPIFFE IDs');
+    c.unreportedExempt = list.map((v, i) => {
+      if (typeof v !== 'string') throw bad(`unreported_exempt[${i}] must be a SPIFFE ID string`);
+      try {
+        return parseSpiffeId(v).id;
+      } catch (err) {
+        throw bad(`unreported_exempt[${i}]: ${(err as Error).message}`);
+      }
+    });
+  }
   for (const key of ['weights', 'caps'] as const) {
     if (!Object.prototype.hasOwnProperty.call(o, key)) continue;
     const w = plainObject(o[key], key);

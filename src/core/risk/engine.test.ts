@@ -115,6 +115,11 @@ describe('RiskEngine states', () => {
     expect(a).toEqual(b);
   });
 
+  it('an identity exempt from unreported_by_caller (legacy app using its SVID files) is not quarantined for it', () => {
+    const exempt = parseRiskConfig({ learning_period: '1h', unreported_exempt: [svc('payments')] });
+    expect(replay(short([stolen(T0, MIN)], T0 + 5 * MIN), exempt).changes.filter((c) => c.state === 'quarantined')).toEqual([]);
+  });
+
   it('a quarantine lasts until its TTL, then the identity is normal again with reason ttl_expired', () => {
     const { changes } = replay(short([stolen(T0, MIN)], T0 + 20 * MIN), SHORT);
     const q = changes.find((c) => c.state === 'quarantined')!;
@@ -221,7 +226,7 @@ describe('RiskEngine cold start and input', () => {
 
 describe('parseRiskConfig', () => {
   it('fills defaults and takes overrides', () => {
-    expect(parseRiskConfig({})).toEqual({ ...DEFAULT_RISK_CONFIG, weights: { ...DEFAULT_RISK_CONFIG.weights }, caps: { ...DEFAULT_RISK_CONFIG.caps }, coldStart: { ...DEFAULT_RISK_CONFIG.coldStart } });
+    expect(parseRiskConfig({})).toEqual({ ...DEFAULT_RISK_CONFIG, weights: { ...DEFAULT_RISK_CONFIG.weights }, caps: { ...DEFAULT_RISK_CONFIG.caps }, coldStart: { ...DEFAULT_RISK_CONFIG.coldStart }, unreportedExempt: [] });
     const c = parseRiskConfig({ quarantine_at: 80, quarantine_ttl: '30m', learning_period: 0, weights: { volume: 5 }, cold_start: { denials: 50 } });
     expect(c).toMatchObject({ quarantineAt: 80, quarantineTtlMs: 30 * MIN, learningPeriodMs: 0, weights: { volume: 5, bytes_out: 45 }, coldStart: { denials: 50, paths: 50 } });
   });
@@ -229,7 +234,7 @@ describe('parseRiskConfig', () => {
   it.each([
     [null], [[]], ['x'], [{ quarantine_at: 101 }], [{ quarantine_at: '70' }], [{ step_up_at: 80, quarantine_at: 70 }], [{ step_down_below: 50 }],
     [{ quarantine_ttl: 3600 }], [{ quarantine_ttl: '0s' }], [{ z_start: 9, z_full: 8 }], [{ weights: { volume: -1 } }], [{ weights: { nope: 1 } }],
-    [{ window: 5 }], [{ cold_start: { denials: 0 } }], [{ window_s: 2.5 }], [{ learning_period: '-1h' }],
+    [{ window: 5 }], [{ cold_start: { denials: 0 } }], [{ unreported_exempt: 'spiffe://a/b' }], [{ unreported_exempt: ['spiffe://A/b'] }], [{ window_s: 2.5 }], [{ learning_period: '-1h' }],
   ])('refuses %j with TESSERA_CONFIG_INVALID', (obj) => {
     expect(() => parseRiskConfig(obj)).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
   });

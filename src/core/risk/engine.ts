@@ -283,11 +283,13 @@ export class RiskEngine {
   private late = 0;
   private windows = 0;
   private readonly scratch = new Float64Array(M);
+  private readonly exempt: ReadonlySet<string>;
 
   constructor(config: RiskConfig = DEFAULT_RISK_CONFIG) {
     this.config = config;
     this.windowMs = config.windowS * 1000;
     this.decayPerSlot = 0.5 ** (this.windowMs / config.halfLifeMs);
+    this.exempt = new Set(config.unreportedExempt);
   }
 
   /** Takes one validated window; returns the changes of every slot this window's time closes. */
@@ -564,7 +566,7 @@ export class RiskEngine {
     }
 
     // Traffic the callee saw that the caller's own (reporting) sidecar did not: a credential used elsewhere.
-    if (s.lastReport > slot.start - REPORTING_MEMORY_MS) {
+    if (s.lastReport > slot.start - REPORTING_MEMORY_MS && !this.exempt.has(s.id)) {
       let excess = 0;
       let worst: { edge: string; seen: number; reported: number; excess: number } | undefined;
       for (const { e } of agg.edges) {
