@@ -19,6 +19,8 @@ import { policyCommands } from './policy.js';
 import { adminCommands } from './admin.js';
 import { grantCommands } from './grant.js';
 import { secretCommands } from './secrets.js';
+import { riskCommand } from './risk-group.js';
+import { riskReplayCommand } from './risk-replay.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
 import { count, EXIT, output, reportError, table, withAdmin, type GlobalOptions } from './context.js';
@@ -344,6 +346,7 @@ export function buildProgram(): Command {
   grantCommands(program, run);
   telemetryCommands(program, run);
   riskCommands(program, run);
+  riskReplayCommand(riskCommand(program), run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;
 }

@@ -94,6 +94,8 @@ export const ERROR_CODES = {
   TESSERA_SERVER_UNREACHABLE: { status: 503, description: 'The control plane could not be reached.' },
   TESSERA_ADDRESS_IN_USE: { status: 409, description: 'The address (host and port, or Unix socket path) to listen on is already in use by another process.' },
 
+  // Risk (issue 11): the telemetry interchange format.
+  TESSERA_TELEMETRY_INVALID: { status: 400, description: 'A telemetry record or replay-file line is malformed (the message names the line and field): not JSON, an unknown field, a bad SPIFFE ID, site, time, count or latency, a line over 64 KiB, or a window that does not fit the risk engine.' },
   // The agent's SPIFFE Workload API endpoint.
   TESSERA_WORKLOAD_API_SOCKET_IN_USE: { status: 409, description: 'Another process is already serving the Workload API on this socket path.' },
   TESSERA_PEER_CREDENTIALS_UNAVAILABLE: { status: 500, description: 'The Unix peer credentials of a Workload API caller cannot be read (native addon not built, or not Linux).' },
@@ -102,7 +104,6 @@ export const ERROR_CODES = {
   TESSERA_GRANT_INVALID: { status: 400, description: 'The grant request is invalid: principal or resource not a SPIFFE ID, unknown action, duration out of bounds, start in the past or too far ahead, or a missing reason.' },
   TESSERA_GRANT_SELF_APPROVAL: { status: 403, description: 'A grant must be approved or denied by an admin other than the one who requested it (two-person rule).' },
   TESSERA_GRANT_STATE: { status: 409, description: 'The grant is not in a state that allows this step (only a pending grant can be approved or denied; an expired, denied or revoked grant cannot be revoked).' },
-  TESSERA_TELEMETRY_INVALID: { status: 400, description: "A shipped telemetry window (or a telemetry file's line) is malformed: unknown or missing field, wrong type, a count that is not a non-negative integer, a bad SPIFFE ID, time or action class (the message names the window and field)." },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -50,6 +50,8 @@ export interface RiskReason {
   edge?: string;
   /** A sentence a person can read. */
   text: string;
+  /** Optional (added by the engine's author): the points this signal adds to the score now. */
+  points?: number;
 }
 
 /** A state change of one identity, as the engine decides it and `tessera risk replay` prints it. */
