@@ -128,7 +128,7 @@ describe('telemetry: both ends of an edge, shipped and ingested', () => {
       rows = await windows();
       const callee = rows.filter((r) => r.reporter === 'callee');
       const caller = rows.filter((r) => r.reporter === 'caller');
-      return sum(callee, 'requests') === 25 && sum(caller, 'requests') === 25 && sum(caller, 'bytes_out') === sum(callee, 'bytes_in') && sum(caller, 'bytes_in') === sum(callee, 'bytes_out');
+      return sum(callee, 'requests') === 25 && sum(caller, 'requests') === 25 && sum(caller, 'bytes_out') === sum(callee, 'bytes_out') && sum(caller, 'bytes_in') === sum(callee, 'bytes_in');
     }, 15_000, 250).catch(() => {});
     const callee = rows.filter((r) => r.reporter === 'callee');
     const caller = rows.filter((r) => r.reporter === 'caller');
@@ -141,10 +141,11 @@ describe('telemetry: both ends of an edge, shipped and ingested', () => {
     expect(sum(callee, 'errors')).toBe(1);
     expect(sum(caller, 'errors')).toBe(0);
     // The same bytes on the wire between the sidecars, counted at each end.
-    expect(sum(callee, 'bytes_in')).toBeGreaterThan(25 * 50);
-    expect(sum(callee, 'bytes_out')).toBeGreaterThan(20 * 1000);
-    expect(sum(caller, 'bytes_out')).toBe(sum(callee, 'bytes_in'));
-    expect(sum(caller, 'bytes_in')).toBe(sum(callee, 'bytes_out'));
+    // Edge-relative bytes: both ends name caller → callee bytes_out and callee → caller bytes_in.
+    expect(sum(callee, 'bytes_out')).toBeGreaterThan(25 * 50);
+    expect(sum(callee, 'bytes_in')).toBeGreaterThan(20 * 1000);
+    expect(sum(caller, 'bytes_out')).toBe(sum(callee, 'bytes_out'));
+    expect(sum(caller, 'bytes_in')).toBe(sum(callee, 'bytes_in'));
     // Window by window the ends agree within the skew of a boundary (a request counted at the
     // caller's connect and at the callee's request head).
     const byTs = new Map<string, number>();

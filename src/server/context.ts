@@ -12,6 +12,7 @@ import type { AdminService } from './grants/admins.js';
 import type { GrantService } from './grants/grants.js';
 import type { TelemetryService } from './telemetry/service.js';
 import type { RiskService } from './risk/service.js';
+import type { RiskEngineLink } from './risk/engine-link.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -26,6 +27,8 @@ export interface ServerContext {
   secrets: SecretPolicyService;
   /** Risk states of identities (issue 11): quarantine, step-up. */
   risk: RiskService;
+  /** The risk engine fed by stored telemetry: the leader's only (one engine, one writer of its changes). */
+  riskEngine?: RiskEngineLink;
   audit: AuditLog;
   /** Checkpoints and proofs of the audit log's Merkle tree. */
   tlog: TransparencyLog;

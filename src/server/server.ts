@@ -40,6 +40,7 @@ import { Registry } from 'prom-client';
 import { AdminService } from './grants/admins.js';
 import { GrantService, MIN_GRANT_SECONDS } from './grants/grants.js';
 import { auditExpired, grantRoutes } from './grants/routes.js';
+import { RiskEngineLink } from './risk/engine-link.js';
 import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
 import { telemetryRoutes } from './telemetry/routes.js';
 
@@ -173,6 +174,11 @@ export class ControlPlane {
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
       await ctx.admins.sync();
+      if (opts.role === 'leader') {
+        const link = new RiskEngineLink({ store, risk: ctx.risk, log });
+        await link.init();
+        ctx.riskEngine = link;
+      }
       const cp = new ControlPlane(opts, ctx, store);
       if (opts.siem) ctx.metrics.watchSiem(() => cp.siem?.stats);
       await cp.listen();
@@ -270,6 +276,8 @@ export class ControlPlane {
       // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
       ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)) : undefined))
         .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));
+      // The leader's risk engine reads the telemetry stored since its last step and acts on it.
+      if (leader) ctx.riskEngine?.step().catch((err: unknown) => ctx.log.error('risk engine step failed', { error: String(err) }));
       // The leader ends step-ups and quarantines at their TTL (audited, published).
       if (leader && !this.expiring) {
         this.expiring = ctx.risk.expire().then(() => undefined, (err: unknown) => ctx.log.error('risk expiry failed', { error: String(err) }))

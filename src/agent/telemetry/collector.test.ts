@@ -107,7 +107,7 @@ describe('TelemetryCollector', () => {
     expect(rest).toEqual([]);
     expect(w1).toEqual({
       ts: '2023-11-14T22:13:20.000Z', window_s: 5, caller: PEER, callee: SELF, caller_site: 'lyon', callee_site: 'paris', reporter: 'callee', action: 'http',
-      requests: 3, errors: 0, denials: 1, bytes_in: 100, bytes_out: 2000, latency_p50_ms: w1!.latency_p50_ms, latency_p99_ms: w1!.latency_p99_ms, paths_distinct: 2, first_seen: true,
+      requests: 3, errors: 0, denials: 1, bytes_in: 2000, bytes_out: 100, latency_p50_ms: w1!.latency_p50_ms, latency_p99_ms: w1!.latency_p99_ms, paths_distinct: 2, first_seen: true,
     });
     expect(w1!.latency_p50_ms).toBeGreaterThanOrEqual(3);
     expect(w1!.latency_p50_ms).toBeLessThanOrEqual(4);

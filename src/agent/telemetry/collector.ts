@@ -186,7 +186,10 @@ export class TelemetryCollector {
           caller_site: lane.reporter === 'callee' ? peerSite : selfSite,
           callee_site: lane.reporter === 'callee' ? selfSite : peerSite,
           reporter: lane.reporter, action: lane.action,
-          requests: e.requests, errors: e.errors, denials: e.denials, bytes_in: e.bytesIn, bytes_out: e.bytesOut,
+          requests: e.requests, errors: e.errors, denials: e.denials,
+          // Edge-relative, whichever end reports (the risk engine compares both ends): bytes_out flows
+          // caller → callee, bytes_in callee → caller. The callee's inbound read what the caller sent.
+          bytes_in: lane.reporter === 'callee' ? e.bytesOut : e.bytesIn, bytes_out: lane.reporter === 'callee' ? e.bytesIn : e.bytesOut,
           latency_p50_ms: e.percentile(0.5), latency_p99_ms: e.percentile(0.99), paths_distinct: e.distinctPaths(),
         };
         if (this.#firstSeen(`${lane.reporter} ${lane.action} ${caller} ${callee}`)) w.first_seen = true;

@@ -57,7 +57,8 @@ export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskS
     const view: RiskStateView = state === undefined
       ? { spiffe_id: id, state: 'normal', score: 0, since: iso(now)!, until: null, set_by: 'none', actor: '', reason: '', reasons: [] }
       : riskStateView(state);
-    return { spiffe_id: id, state: view, history: history.map(historyView) } satisfies RiskShowResponse;
+    const engine = ctx.riskEngine?.engine.identity(id);
+    return { spiffe_id: id, state: view, history: history.map(historyView), ...(engine ? { engine: engine as unknown as Record<string, unknown> } : {}) } satisfies RiskShowResponse;
   }));
 
   for (const state of ['quarantined', 'step-up'] as const) {

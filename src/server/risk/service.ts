@@ -102,6 +102,16 @@ function summarize(reasons: readonly RiskReason[]): string {
 
 export class RiskService {
   readonly settings: RiskSettings;
+  readonly #listeners: ((rec: RiskStateRecord, previous: RiskState) => void)[] = [];
+
+  /** Called after every stored state change (the engine's link follows people's actions and TTLs). */
+  onChange(fn: (rec: RiskStateRecord, previous: RiskState) => void): void {
+    this.#listeners.push(fn);
+  }
+
+  #changed(rec: RiskStateRecord, previous: RiskState): void {
+    for (const fn of this.#listeners) fn(rec, previous);
+  }
 
   constructor(private readonly deps: RiskDeps) {
     this.settings = { ...DEFAULT_RISK_SETTINGS, ...deps.settings };
@@ -179,6 +189,7 @@ export class RiskService {
       note: bundleReason(by.setBy === 'admin' ? by.reason : summarize(reasons)),
     };
     await store.putRiskState(record, effective);
+    this.#changed(record, effective);
     // A score update of a normal identity is no state change: kept (list, history), not audited, not published.
     if (effective === 'normal' && record.state === 'normal') return { applied: true, record };
     const listedBefore = effective !== 'normal';
@@ -211,6 +222,7 @@ export class RiskService {
       const next: RiskStateRecord = { ...r, state: 'normal', since: at, until: null, reasons: [], setBy: 'expiry' satisfies RiskSetter, actor: this.deps.serverId, note: `${r.state} TTL ended` };
       // Compare-and-set: an admin's change meanwhile wins.
       if (!(await store.putRiskState(next, r.state, { state: r.state, since: r.since }))) continue;
+      this.#changed(next, r.state);
       ended++;
       await this.audit('risk.release', this.deps.serverId, undefined, (n) => {
         n.target = r.spiffeId;
