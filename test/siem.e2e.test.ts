@@ -78,7 +78,7 @@ describe.skipIf(!rsyslogInstalled).each(['tls', 'tcp'] as const)('SIEM export to
       await sleep(300);
       await server.start();
       const afterServer = made;
-      await waitFor('records after the control-plane restart', () => made > afterServer + 20, 30_000, 100);
+      await waitFor('records after the control-plane restart', () => made > afterServer + 20, 60_000, 100);
     } finally {
       generating = false;
       await generator;

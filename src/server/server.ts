@@ -251,8 +251,11 @@ export class ControlPlane {
     if (!ctx.issuer) ctx.issuer = this.url;
     const leader = this.opts.role === 'leader';
     if (leader) {
-      this.writeAdminFiles();
+      // server.json (written last by writeAdminFiles) says the admin directory is complete: the
+      // bundle goes first, so a reader that waits for server.json never finds it missing.
+      ensurePrivateDir(this.adminDir);
       this.writeBundleFiles();
+      this.writeAdminFiles();
     }
     ctx.ca.on('bundle', () => {
       this.refreshTls();
