@@ -10,7 +10,7 @@ import type { TelemetryWindow } from './types.js';
 export const TRUST_DOMAIN = 'spiffe://tessera.test';
 export const svc = (name: string): string => `${TRUST_DOMAIN}/shop/${name}`;
 
-interface EdgeSpec { caller: string; callee: string; requests: number; bytesOut: number; bytesIn: number; paths: number; errorRate: number }
+export interface EdgeSpec { caller: string; callee: string; requests: number; bytesOut: number; bytesIn: number; paths: number; errorRate: number }
 
 /** The calm fleet: requests per 5 s window at the daily mean, bytes per request each way, distinct paths. */
 export const FLEET: readonly EdgeSpec[] = [
@@ -37,6 +37,8 @@ export interface SimulationOptions {
   start?: number;
   windowS?: number;
   injections?: Injection[];
+  /** The edges (names under `svc()`); default {@link FLEET}. A benchmark passes several copies of it for a larger fleet. */
+  fleet?: readonly EdgeSpec[];
 }
 
 export const SIM_START = Date.UTC(2026, 10, 30);
@@ -103,7 +105,7 @@ export function* simulate(opts: SimulationOptions): Generator<TelemetryWindow> {
           ...c, latency_p50_ms: p50, latency_p99_ms: Math.round(p50 * 4 * 100) / 100 } satisfies TelemetryWindow;
       }
     };
-    for (const e of FLEET) {
+    for (const e of opts.fleet ?? FLEET) {
       let volume = 1;
       for (const i of now) if (i.kind === 'deploy' && i.identity === svc(e.caller)) volume *= i.factor;
       let requests = poisson(rand, e.requests * load * volume);
