@@ -2,14 +2,18 @@
  * The risk engine's configuration as versioned, audited admin state (issue 11), over real HTTPS + mTLS
  * and a real SQLite file: set → show → history → rollback, the leader's engine switching to the new
  * version (a scan that quarantines under the defaults does not under a lenient version, and does again
- * after the rollback), and the negative cases of every route.
+ * after the rollback), the negative cases of every route, and `tessera risk config` (the built CLI, dist/).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODES, type ErrorCode } from '../../core/errors.js';
 import { createLogger } from '../../core/log.js';
 import type { TelemetryWindow } from '../../core/risk/types.js';
 import type { RiskConfigHistoryResponse, RiskConfigResponse, RiskConfigVersionView } from '../../core/wire/risk.js';
 import { errorCode, joinAgent, rawJson, rawRequest, startControlPlane, type JoinedAgent, type RawResponse, type TestControlPlane } from '../../../test/support/server.js';
+import { runTessera } from '../../../test/support/process.js';
 import { RiskEngineLink } from './engine-link.js';
 
 const TD = 'tessera.test';
@@ -159,5 +163,45 @@ describe('risk engine configuration (versioned, audited)', () => {
     const refused = (await audit('risk.config.set')).filter((r) => r.outcome !== 'success');
     expect(refused.map((r) => r.code)).toEqual(expect.arrayContaining(['TESSERA_FORBIDDEN', 'TESSERA_CONFIG_INVALID', 'TESSERA_BAD_REQUEST']));
     expect((await audit('risk.config.rollback')).some((r) => r.code === 'TESSERA_NOT_FOUND')).toBe(true);
+  });
+
+  it('tessera risk config set|show|history|rollback, with clear exit statuses for bad input', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-riskcfg-'));
+    try {
+      const cli = (...args: string[]) => runTessera(['risk', 'config', ...args], { env: { TESSERA_ADMIN_DIR: t.cp.adminDir } });
+      const good = join(dir, 'risk.json');
+      writeFileSync(good, JSON.stringify({ quarantine_at: 85, quarantine_ttl: '30m' }));
+      const set = await cli('set', good, '--reason', 'by the CLI', '--json');
+      expect(set.status, set.stderr).toBe(0);
+      const v = JSON.parse(set.stdout) as RiskConfigVersionView;
+      expect(v).toMatchObject({ author: t.cp.ctx.adminId, reason: 'by the CLI', config: { quarantine_at: 85, quarantine_ttl: '1800s' } });
+      const show = await cli('show');
+      expect(show.status, show.stderr).toBe(0);
+      expect(show.stdout).toContain(`version: ${v.version}`);
+      expect(show.stdout).toContain('"quarantine_at": 85');
+      const hist = await cli('history', '--limit', '2');
+      expect(hist.stdout).toMatch(new RegExp(`^${v.version}\\s.*by the CLI$`, 'm'));
+      const rb = await cli('rollback', '0', '--reason', 'defaults again');
+      expect(rb.status, rb.stderr).toBe(0);
+      expect(rb.stdout).toContain(`risk config v0 restored as v${v.version + 1}`);
+
+      // Refused before anything is sent: an unknown key, not JSON, no file, no reason.
+      const bad = join(dir, 'bad.json');
+      writeFileSync(bad, JSON.stringify({ quarantine_after: 3 }));
+      const unknown = await cli('set', bad, '--reason', 'x');
+      expect(unknown.status).toBe(2);
+      expect(unknown.stderr).toContain('unknown key "quarantine_after"');
+      writeFileSync(bad, '{ not json');
+      expect((await cli('set', bad, '--reason', 'x')).stderr).toContain('not valid JSON');
+      expect((await cli('set', join(dir, 'missing.json'), '--reason', 'x')).status).toBe(2);
+      expect((await cli('set', good)).status).not.toBe(0);
+      expect((await cli('rollback', 'v1', '--reason', 'x')).status).toBe(2);
+      const none = await cli('rollback', '999999', '--reason', 'x');
+      expect(none.status).toBe(1);
+      expect(none.stderr).toContain('TESSERA_NOT_FOUND');
+      expect(((await get('/v1/risk/config')).json as RiskConfigResponse).version).toBe(v.version + 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
