@@ -109,9 +109,15 @@ describe('risk engine configuration (versioned, audited)', () => {
     const lenient = await send('PUT', '/v1/risk/config', { config: LENIENT, reason: 'pen test week' });
     expect(lenient.status, lenient.text).toBe(201);
     const lenientVersion = (lenient.json as RiskConfigVersionView).version;
+    // A leader starting now runs the stored version in force, not the built-in default.
+    const fresh = new RiskEngineLink({ store: t.cp.store, risk: t.cp.ctx.risk, log: createLogger({ write: () => {} }), now: () => clock, config: t.cp.ctx.riskConfig });
+    await fresh.init();
+    expect(fresh.configVersion).toBe(lenientVersion);
+    expect(fresh.engine.config).toMatchObject({ quarantineAt: 100, stepUpAt: 100, coldStart: { denials: 1_000_000 } });
     await storeScan();
     await link.step();
     expect(link.configVersion).toBe(lenientVersion);
+    expect(link.engine.config.quarantineAt).toBe(100);
     expect((await t.cp.ctx.risk.standing(A)).state).toBe('normal');
 
     const back = await send('POST', '/v1/risk/config/rollback', { version: 0, reason: 'pen test over' });
