@@ -13,7 +13,7 @@ import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
 import { auditCommands } from './audit.js';
 import { telemetryCommands } from './telemetry.js';
-import { riskCommands } from './risk.js';
+import { riskCommands, riskConfigCommands } from './risk.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { adminCommands } from './admin.js';
@@ -346,6 +346,7 @@ export function buildProgram(): Command {
   grantCommands(program, run);
   telemetryCommands(program, run);
   riskCommands(program, run);
+  riskConfigCommands(program, run);
   riskReplayCommand(riskCommand(program), run);
   secretCommands(program, run, parseListen, untilSignal);
   return program;

@@ -22,21 +22,24 @@ type Json = Record<string, unknown>;
 
 export const MAX_REPLAY_WINDOWS = 5_000_000;
 
-async function loadConfig(file: string | undefined): Promise<RiskConfig> {
-  if (file === undefined) return DEFAULT_RISK_CONFIG;
+/** A risk configuration file's JSON (not yet validated); `what` names it in errors (`--config x.json`). */
+export async function readRiskConfigFile(file: string, what: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `--config ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `${what}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  let obj: unknown;
   try {
-    obj = JSON.parse(text);
+    return JSON.parse(text) as unknown;
   } catch {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `--config ${file}: not valid JSON`);
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `${what}: not valid JSON`);
   }
-  return parseRiskConfig(obj);
+}
+
+async function loadConfig(file: string | undefined): Promise<RiskConfig> {
+  if (file === undefined) return DEFAULT_RISK_CONFIG;
+  return parseRiskConfig(await readRiskConfigFile(file, `--config ${file}`));
 }
 
 function speedOf(v: unknown): number | undefined {

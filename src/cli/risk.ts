@@ -1,11 +1,18 @@
 /**
  * `tessera risk list|show|quarantine|step-up|release` (issue 11): risk states by hand, admin only.
- * The engine's commands (`tessera risk replay`) join the same `risk` group.
+ * The engine's commands (`tessera risk replay`) join the same `risk` group; `tessera risk config ...`
+ * (riskConfigCommands) sets and versions the engine's configuration.
  */
 import type { Command } from 'commander';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
-import type { RiskChangeResponse, RiskListResponse, RiskReleaseRequest, RiskSetRequest, RiskShowResponse, RiskStateView } from '../core/wire/risk.js';
+import { parseRiskConfig } from '../core/risk/config.js';
+import type {
+  RiskChangeResponse, RiskConfigHistoryResponse, RiskConfigResponse, RiskConfigRollbackRequest, RiskConfigSetRequest, RiskConfigVersionView, RiskListResponse, RiskReleaseRequest, RiskSetRequest,
+  RiskShowResponse, RiskStateView,
+} from '../core/wire/risk.js';
+import { riskCommand } from './risk-group.js';
+import { readRiskConfigFile } from './risk-replay.js';
 import { output, table, withAdmin, type Run } from './context.js';
 
 type Json = Record<string, unknown>;
@@ -95,5 +102,55 @@ export function riskCommands(program: Command, run: Run): void {
     .action(run(async (g, id: string, o: Json) => {
       const res = await withAdmin(g, (c) => c.call<RiskChangeResponse>('POST', `/v1/risk/${encodeURIComponent(id)}/release`, { reason: reasonOf(o) } satisfies RiskReleaseRequest));
       output(g, res, () => changed(res));
+    }));
+}
+
+function versionLine(v: RiskConfigVersionView): string[] {
+  return [String(v.version), v.created_at, v.author || '-', v.hash.slice(0, 12), v.reason];
+}
+
+/** `tessera risk config show|set|history|rollback`: the engine's thresholds and weights, versioned and audited like policy. */
+export function riskConfigCommands(program: Command, run: Run): void {
+  const config = riskCommand(program).command('config').description('the risk engine\'s thresholds, weights and actions: versioned, audited, set by an admin');
+  config.command('show')
+    .description('the configuration in force (every key, JSON form) and its version; version 0 is the built-in default')
+    .action(run(async (g) => {
+      const res = await withAdmin(g, (c) => c.call<RiskConfigResponse>('GET', '/v1/risk/config'));
+      output(g, res, () => [
+        `version: ${res.version}${res.engine_version !== undefined && res.engine_version !== res.version ? ` (the engine still runs v${res.engine_version}; it switches within a second)` : ''}`,
+        `created: ${res.version === 0 ? '-' : res.created_at}`, `author:  ${res.author || '-'}`, `reason:  ${res.reason}`, `hash:    ${res.hash}`,
+        JSON.stringify(res.config, null, 2),
+      ].join('\n'));
+    }));
+  config.command('set')
+    .description('validate FILE (JSON; keys as in README "The risk engine"; missing keys take the defaults) and make it the new version in force')
+    .argument('<file>', 'risk configuration, JSON')
+    .requiredOption('--reason <text>', 'why (printable text, up to 256 characters; stored with the version, audited)')
+    .action(run(async (g, file: string, o: Json) => {
+      const obj = await readRiskConfigFile(file, file);
+      // Checked here first: a mistake is reported before anything is sent (the server checks again).
+      parseRiskConfig(obj);
+      const res = await withAdmin(g, (c) => c.call<RiskConfigVersionView>('PUT', '/v1/risk/config', { config: obj as Json, reason: reasonOf(o) } satisfies RiskConfigSetRequest));
+      output(g, res, () => `risk config v${res.version} in force (hash ${res.hash.slice(0, 12)}); the engine switches within a second`);
+    }));
+  config.command('history')
+    .description('the stored versions, newest first')
+    .option('--limit <n>', 'how many (1-1000)', '20')
+    .action(run(async (g, o: Json) => {
+      const limit = String(o.limit);
+      if (!/^\d{1,4}$/.test(limit) || Number(limit) < 1 || Number(limit) > 1000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--limit must be a whole number from 1 to 1000');
+      const res = await withAdmin(g, (c) => c.call<RiskConfigHistoryResponse>('GET', `/v1/risk/config/history?limit=${limit}`));
+      output(g, res, () => (res.versions.length
+        ? table(['VERSION', 'CREATED', 'AUTHOR', 'HASH', 'REASON'], res.versions.map(versionLine))
+        : 'no risk config versions yet: the built-in default (v0) is in force'));
+    }));
+  config.command('rollback')
+    .description('make an earlier version (0: the built-in default) current again, as a new version')
+    .argument('<version>', 'version to restore')
+    .requiredOption('--reason <text>', 'why (printable text, up to 256 characters; audited)')
+    .action(run(async (g, version: string, o: Json) => {
+      if (!/^\d{1,9}$/.test(version)) throw new TesseraError('TESSERA_CONFIG_INVALID', 'VERSION must be a whole number');
+      const res = await withAdmin(g, (c) => c.call<RiskConfigVersionView>('POST', '/v1/risk/config/rollback', { version: Number(version), reason: reasonOf(o) } satisfies RiskConfigRollbackRequest));
+      output(g, res, () => `risk config v${version} restored as v${res.version}`);
     }));
 }

@@ -12,6 +12,7 @@ import type { AdminService } from './grants/admins.js';
 import type { GrantService } from './grants/grants.js';
 import type { TelemetryService } from './telemetry/service.js';
 import type { RiskService } from './risk/service.js';
+import type { RiskConfigService } from './risk/config-service.js';
 import type { RiskEngineLink } from './risk/engine-link.js';
 
 /**
@@ -29,6 +30,8 @@ export interface ServerContext {
   risk: RiskService;
   /** The risk engine fed by stored telemetry: the leader's only (one engine, one writer of its changes). */
   riskEngine?: RiskEngineLink;
+  /** The risk engine's settings, versioned and admin-set (`/v1/risk/config`). */
+  riskConfig: RiskConfigService;
   audit: AuditLog;
   /** Checkpoints and proofs of the audit log's Merkle tree. */
   tlog: TransparencyLog;

@@ -40,7 +40,8 @@ import { Registry } from 'prom-client';
 import { AdminService } from './grants/admins.js';
 import { GrantService, MIN_GRANT_SECONDS } from './grants/grants.js';
 import { auditExpired, grantRoutes } from './grants/routes.js';
-import { RiskEngineLink } from './risk/engine-link.js';
+import { CONTROL_PLANE_RISK_CONFIG, RiskEngineLink } from './risk/engine-link.js';
+import { RiskConfigService } from './risk/config-service.js';
 import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
 import { telemetryRoutes } from './telemetry/routes.js';
 
@@ -161,6 +162,7 @@ export class ControlPlane {
         svids: new SvidService({ store, ca, registry, policy, trustDomain, now, risk, issuer: () => ctx.issuer }),
         credentials: new CredentialService({ store, registry, policy, trustDomain, now, risk }),
         risk,
+        riskConfig: new RiskConfigService(store, CONTROL_PLANE_RISK_CONFIG),
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
         admins: new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now }),
@@ -175,7 +177,7 @@ export class ControlPlane {
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
       await ctx.admins.sync();
       if (opts.role === 'leader') {
-        const link = new RiskEngineLink({ store, risk: ctx.risk, log });
+        const link = new RiskEngineLink({ store, risk: ctx.risk, log, config: ctx.riskConfig });
         await link.init();
         ctx.riskEngine = link;
       }

@@ -178,3 +178,38 @@ export function parseRiskConfig(obj: unknown): RiskConfig {
   if (c.zFull <= c.zStart) throw bad('z_full must exceed z_start');
   return c;
 }
+
+/** A duration in the form `parseDuration` reads back exactly (whole seconds where it can: `3600s`, else `1s500ms`). */
+function durationText(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  const rest = ms - s * 1000;
+  return `${s > 0 ? `${s}s` : ''}${rest > 0 || s === 0 ? `${rest}ms` : ''}`;
+}
+
+/**
+ * The JSON form of a whole configuration, every key present: what the control plane stores as a
+ * version (so a stored version means the same after the defaults change) and what `parseRiskConfig`
+ * reads back into an equal `RiskConfig`.
+ */
+export function riskConfigJson(c: RiskConfig): Record<string, unknown> {
+  return {
+    window_s: c.windowS,
+    grace_windows: c.graceWindows,
+    step_up_at: c.stepUpAt,
+    step_up_confirm: c.stepUpConfirm,
+    step_down_below: c.stepDownBelow,
+    quarantine_at: c.quarantineAt,
+    quarantine_ttl: durationText(c.quarantineTtlMs),
+    learning_period: c.learningPeriodMs === 0 ? 0 : durationText(c.learningPeriodMs),
+    min_samples: c.minSamples,
+    half_life: durationText(c.halfLifeMs),
+    sustain_gain: c.sustainGain,
+    z_start: c.zStart,
+    z_full: c.zFull,
+    new_edge_horizon: durationText(c.newEdgeHorizonMs),
+    weights: { ...c.weights },
+    caps: { ...c.caps },
+    cold_start: { denials: c.coldStart.denials, paths: c.coldStart.paths, bytes_out: c.coldStart.bytesOut, bytes_in: c.coldStart.bytesIn, unreported: c.coldStart.unreported },
+    unreported_exempt: [...c.unreportedExempt],
+  };
+}

@@ -60,3 +60,40 @@ export interface RiskChangeResponse {
   /** The policy bundle version that carries the change to agents. */
   bundle_version?: number;
 }
+
+/** One version of the risk engine's configuration (`/v1/risk/config...`). Version 0 is the built-in default. */
+export interface RiskConfigVersionView {
+  version: number;
+  /** The whole configuration in its JSON form (snake_case, every key), as `tessera risk config set` reads it. */
+  config: Record<string, unknown>;
+  /** SPIFFE ID of the admin who set it ('' for the default). */
+  author: string;
+  reason: string;
+  created_at: string;
+  /** sha256 hex of the canonical JSON of `config`. */
+  hash: string;
+}
+
+/** GET /v1/risk/config: the version in force; `engine_version`: the one the leader's engine runs (this process's, when it is the leader). */
+export interface RiskConfigResponse extends RiskConfigVersionView {
+  engine_version?: number;
+}
+
+/** PUT /v1/risk/config. */
+export interface RiskConfigSetRequest {
+  config: Record<string, unknown>;
+  /** Printable ASCII, 1..256 characters. */
+  reason: string;
+}
+
+/** POST /v1/risk/config/rollback: a new version with the content of `version` (0: the built-in default). */
+export interface RiskConfigRollbackRequest {
+  version: number;
+  reason: string;
+}
+
+export interface RiskConfigHistoryResponse {
+  /** Newest first. */
+  versions: RiskConfigVersionView[];
+  current: number;
+}

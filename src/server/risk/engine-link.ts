@@ -7,6 +7,13 @@
  *
  * At start the engine rebuilds its baselines from the stored windows (the telemetry retention: at
  * most 200,000 windows or 7 days) without acting on them: what it would have decided then is history.
+ * Its view of each identity is then aligned with the states in force (a person's release or
+ * quarantine, a TTL that ended), so replayed windows do not leave it believing otherwise.
+ *
+ * With a RiskConfigService, the settings are the admin's stored version in force: each step checks the
+ * version number (one meta read) and, when it changed (set or rolled back from any process), builds a
+ * new engine with the new settings and rebuilds it the same way. Nothing else of the old engine is kept:
+ * baselines learned under other settings (a window length, a learning period) would not be the same.
  */
 import { DEFAULT_RISK_CONFIG, type RiskConfig } from '../../core/risk/config.js';
 import { RiskEngine } from '../../core/risk/engine.js';
@@ -14,6 +21,7 @@ import type { RiskChange } from '../../core/risk/types.js';
 import type { Logger } from '../../core/log.js';
 import type { Store } from '../store/store.js';
 import type { RiskService } from './service.js';
+import type { RiskConfigService } from './config-service.js';
 
 const PAGE = 5_000;
 
@@ -21,8 +29,10 @@ const PAGE = 5_000;
 export const CONTROL_PLANE_RISK_CONFIG: Readonly<RiskConfig> = Object.freeze({ ...DEFAULT_RISK_CONFIG, graceWindows: 2 });
 
 export class RiskEngineLink {
-  readonly engine: RiskEngine;
+  #engine: RiskEngine;
   #cursor = 0;
+  /** The stored configuration version the engine runs on (0: the default); undefined without a config service. */
+  #configVersion: number | undefined;
   #running: Promise<void> | undefined;
   /** Stored windows the engine refused (e.g. another window length), counted, never fatal. */
   refused = 0;
@@ -30,8 +40,9 @@ export class RiskEngineLink {
   applied = 0;
   notApplied = 0;
 
-  constructor(private readonly deps: { store: Store; risk: RiskService; log: Logger; now?: () => number }, config: RiskConfig = CONTROL_PLANE_RISK_CONFIG) {
-    this.engine = new RiskEngine(config);
+  /** `config`: the settings when there is no config service (else the service's version in force). */
+  constructor(private readonly deps: { store: Store; risk: RiskService; log: Logger; now?: () => number; config?: RiskConfigService }, config: RiskConfig = CONTROL_PLANE_RISK_CONFIG) {
+    this.#engine = new RiskEngine(config);
     deps.risk.onChange((rec, previous) => {
       if (rec.setBy === 'engine') return;
       if (rec.state === 'quarantined') this.engine.quarantine(rec.spiffeId, rec.since, rec.until ?? rec.since);
@@ -39,15 +50,45 @@ export class RiskEngineLink {
     });
   }
 
-  /** Rebuilds the baselines from the stored windows without applying anything. */
+  get engine(): RiskEngine {
+    return this.#engine;
+  }
+
+  /** The stored risk configuration version in force in the engine (0: the default). */
+  get configVersion(): number | undefined {
+    return this.#configVersion;
+  }
+
+  /** Loads the configuration in force (if there is a config service), then rebuilds the baselines from the stored windows without applying anything. */
   async init(): Promise<void> {
+    if (this.deps.config) {
+      const v = await this.deps.config.current();
+      this.#engine = new RiskEngine(this.deps.config.settings(v));
+      this.#configVersion = v.version;
+    }
+    this.#cursor = 0;
     for (;;) {
       const rows = await this.deps.store.listTelemetry({ after: this.#cursor, limit: PAGE });
       for (const r of rows) this.#ingest(r.window);
       if (rows.length > 0) this.#cursor = rows[rows.length - 1]!.id;
       if (rows.length < PAGE) break;
     }
-    this.engine.tick((this.deps.now ?? Date.now)());
+    const now = (this.deps.now ?? Date.now)();
+    this.#engine.tick(now);
+    await this.#align(now);
+  }
+
+  /** Makes the engine's view agree with the states in force: what a replay decided was never applied. */
+  async #align(now: number): Promise<void> {
+    const inForce = new Map((await this.deps.risk.list()).map((r) => [r.spiffeId, r]));
+    for (const s of this.#engine.list()) {
+      const rec = inForce.get(s.identity);
+      const held = rec?.state ?? 'normal';
+      if (s.state !== 'normal' && s.state !== held && held !== 'quarantined') this.#engine.release(s.identity, now);
+    }
+    for (const rec of inForce.values()) {
+      if (rec.state === 'quarantined') this.#engine.quarantine(rec.spiffeId, rec.since, rec.until ?? rec.since);
+    }
   }
 
   /** One step of the leader's tick: new windows in, the clock forward, the changes applied. One at a time. */
@@ -57,6 +98,10 @@ export class RiskEngineLink {
   }
 
   async #step(): Promise<void> {
+    if (this.deps.config && (await this.deps.config.currentVersion()) !== this.#configVersion) {
+      await this.init();
+      this.deps.log.info('risk engine restarted with a new configuration', { version: this.#configVersion });
+    }
     const changes: RiskChange[] = [];
     for (;;) {
       const rows = await this.deps.store.listTelemetry({ after: this.#cursor, limit: PAGE });
@@ -64,7 +109,7 @@ export class RiskEngineLink {
       if (rows.length > 0) this.#cursor = rows[rows.length - 1]!.id;
       if (rows.length < PAGE) break;
     }
-    changes.push(...this.engine.tick((this.deps.now ?? Date.now)()));
+    changes.push(...this.#engine.tick((this.deps.now ?? Date.now)()));
     for (const c of changes) {
       const res = await this.deps.risk.apply(c, { setBy: 'engine' });
       if (res.applied) {
@@ -78,7 +123,7 @@ export class RiskEngineLink {
 
   #ingest(w: Parameters<RiskEngine['ingest']>[0]): RiskChange[] {
     try {
-      return this.engine.ingest(w);
+      return this.#engine.ingest(w);
     } catch {
       this.refused++;
       return [];

@@ -12,6 +12,7 @@ import { body, int, reqStr } from '../../common/api/validate.js';
 import { adminCaller, audited } from '../api/handlers.js';
 import type { ServerContext } from '../context.js';
 import type { RiskHistoryRecord, RiskStateRecord } from '../store/store.js';
+import { riskConfigRoutes } from './config-routes.js';
 import { RISK_REASON, RISK_TTL_MAX_MS, RISK_TTL_MIN_MS, type RiskService } from './service.js';
 import type { RiskReason } from '../../core/risk/types.js';
 
@@ -38,6 +39,8 @@ function workloadId(ctx: ServerContext, raw: string): string {
 }
 
 export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskService): void {
+  // Static paths: they take precedence over `/v1/risk/:id` (a SPIFFE ID is never the word "config").
+  riskConfigRoutes(app, ctx);
   app.get('/v1/risk', (req) => audited(ctx, req, 'risk.list', async (ev) => {
     adminCaller(ctx, req, ev);
     const rows = await risk.list();
