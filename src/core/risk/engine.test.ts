@@ -277,3 +277,39 @@ describe('RiskEngine and parseRiskConfig properties (fast-check)', () => {
     }), { numRuns: 200 });
   });
 });
+
+describe('RiskEngine: a caller end that counts connections (tcp outbound) against a callee that counts HTTP requests', () => {
+  const CALLER = 'spiffe://td/shop/frontend';
+  const CALLEE = 'spiffe://td/shop/orders';
+  const OTHER = 'spiffe://td/shop/inventory';
+  const base = Math.floor(Date.UTC(2026, 11, 3, 10) / 5000) * 5000;
+  const win = (start: number, reporter: 'caller' | 'callee', callee: string, requests: number, action: 'http' | 'tcp'): TelemetryWindow => ({
+    ts: new Date(start).toISOString(), window_s: 5, caller: CALLER, callee, caller_site: 'eu', callee_site: 'eu', reporter, action,
+    requests, errors: 0, denials: 0, bytes_in: requests * 900, bytes_out: requests * 120, latency_p50_ms: 2, latency_p99_ms: 5, paths_distinct: 1,
+  });
+  const run = (withCallerReports: boolean): RiskChange[] => {
+    const engine = new RiskEngine();
+    const out: RiskChange[] = [];
+    for (let k = 0; k < 8; k++) {
+      const t = base + k * 5000;
+      // The caller's sidecar reports: one kept-alive connection to orders (or nothing on that edge), and traffic elsewhere.
+      if (withCallerReports) out.push(...engine.ingest(win(t, 'caller', CALLEE, 1, 'tcp')));
+      out.push(...engine.ingest(win(t, 'caller', OTHER, 1, 'tcp')));
+      out.push(...engine.ingest(win(t, 'callee', CALLEE, 150, 'http')));
+    }
+    out.push(...engine.flush());
+    return out;
+  };
+  const unreported = (changes: RiskChange[]): boolean => changes.some((c) => c.reasons.some((r) => r.signal === 'unreported_by_caller'));
+
+  it('150 requests on one kept-alive connection are reported traffic, not a stolen SVID', () => {
+    const changes = run(true);
+    expect(unreported(changes)).toBe(false);
+    expect(changes.filter((c) => c.identity === CALLER && c.state === 'quarantined')).toEqual([]);
+  });
+
+  it('the same requests with no report from the caller on that edge are still caught', () => {
+    const changes = run(false);
+    expect(unreported(changes)).toBe(true);
+  });
+});

@@ -78,7 +78,11 @@ interface Assessment { z: Float64Array; mu: Float64Array; trend: Float64Array }
 const REPORTING_MEMORY_MS = 86_400_000;
 const RECENT = 24;
 
-interface Counts { req: number; err: number; den: number; bin: number; bout: number; paths: number }
+interface Counts {
+  req: number; err: number; den: number; bin: number; bout: number; paths: number;
+  /** The caller's end counted connections (action class tcp: its outbound does not parse HTTP), not requests. */
+  conn?: boolean;
+}
 interface EdgeSlot { caller: string; callee: string; c?: Counts; e?: Counts }
 interface Slot { start: number; edges: Map<string, EdgeSlot> }
 
@@ -317,6 +321,7 @@ export class RiskEngine {
     }
     const side = w.reporter === 'caller' ? (e.c ??= emptyCounts()) : (e.e ??= emptyCounts());
     addWindow(side, w);
+    if (w.reporter === 'caller' && w.action === 'tcp') side.conn = true;
     const reporterId = w.reporter === 'caller' ? w.caller : w.callee;
     for (const id of [w.caller, w.callee]) {
       const s = this.ensure(id, start);
@@ -575,6 +580,11 @@ export class RiskEngine {
         const surplus = (n: EdgeSlot | undefined): number => (n ? Math.max(0, (n.c?.req ?? 0) - (n.e?.req ?? 0)) : 0);
         const next = this.slots.get(slot.start + this.windowMs)?.edges.get(key);
         const prev = this.previous?.start === slot.start - this.windowMs ? this.previous.edges.get(key) : undefined;
+        // A caller end that counts connections (tcp) cannot be compared with the callee's HTTP request
+        // count (one kept-alive connection carries many requests): there, any traffic it reported in this
+        // slot or a neighbour counts as reported, and only an edge it never reported is unreported.
+        const connReported = (n: EdgeSlot | undefined): boolean => n?.c?.conn === true && (n.c.req > 0 || n.c.bout > 0 || n.c.bin > 0);
+        if (connReported(e) || connReported(prev) || connReported(next)) continue;
         const x1 = e.e.req - (e.c?.req ?? 0) - surplus(prev) - surplus(next);
         if (x1 < cfg.coldStart.unreported || x1 < 0.1 * e.e.req) continue;
         excess += x1;
