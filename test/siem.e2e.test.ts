@@ -49,15 +49,19 @@ describe.skipIf(!rsyslogInstalled).each(['tls', 'tcp'] as const)('SIEM export to
   };
 
   it('delivers every record at least once across receiver and control-plane restarts', async () => {
-    const admin = server.admin();
+    let admin = server.admin();
     let generating = true;
     let made = 0;
+    let lastError = '';
+    let attempt = 0;
     const generator = (async () => {
       while (generating) {
         try {
-          await admin.call('POST', '/v1/entries', { spiffe_id: `spiffe://tessera.test/gen/e${made}`, selectors: [], attributes: {} });
+          // A fresh name per attempt: a create whose answer was lost to the kill did happen (409 on a retry).
+          await admin.call('POST', '/v1/entries', { spiffe_id: `spiffe://tessera.test/gen/e${attempt++}`, selectors: [], attributes: {} });
           made++;
-        } catch {
+        } catch (err) {
+          lastError = `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`;
           await sleep(200); // the control plane is restarting
         }
         await sleep(20);
@@ -77,8 +81,12 @@ describe.skipIf(!rsyslogInstalled).each(['tls', 'tcp'] as const)('SIEM export to
       await server.kill('SIGKILL');
       await sleep(300);
       await server.start();
+      // A client of its own for the new process (the old one's pool saw its connections die mid-request).
+      admin.close();
+      admin = server.admin();
       const afterServer = made;
-      await waitFor('records after the control-plane restart', () => made > afterServer + 20, 60_000, 100);
+      await waitFor('records after the control-plane restart', () => made > afterServer + 20, 60_000, 100)
+        .catch((err: unknown) => { throw new Error(`${(err as Error).message} (made ${made - afterServer}; last error: ${lastError}; server: ${server.output.slice(-1500)})`); });
     } finally {
       generating = false;
       await generator;
