@@ -28,8 +28,10 @@
  * a shared 2-core VM single runs swing by ±50 %). Extra flags: --warmup S (default 1),
  * --only row,row, --no-haproxy, --cpu-prof DIR (Tessera proxies run under --cpu-prof), --metrics (the
  * Tessera inbound counts for Prometheus as `tessera agent --metrics-listen` does: decisions per caller
- * edge, request histogram, and a scrape of its registry every second), --telemetry (both Tessera proxies
- * collect telemetry windows as the sidecar does, 5 s windows, each window serialized as for shipping).
+ * edge, request histogram, and a scrape of its registry every second), --telemetry (adds the rows
+ * tessera-tcp+telemetry and tessera-http+telemetry: the same pair with both proxies collecting telemetry
+ * windows as the sidecar does, 5 s windows, each serialized as for shipping; each is measured right after
+ * its plain row in every round, and the cost is the median over rounds of the paired req/s ratio, aim ≤ 3 %).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
@@ -54,7 +56,9 @@ import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x5
 // Options
 // ---------------------------------------------------------------------------------------------
 
-const ROWS = ['direct', 'node-pipe', 'tessera-tcp', 'tessera-http', 'haproxy-tcp', 'haproxy-http'] as const;
+const ROWS = ['direct', 'node-pipe', 'tessera-tcp', 'tessera-tcp+telemetry', 'tessera-http', 'tessera-http+telemetry', 'haproxy-tcp', 'haproxy-http'] as const;
+/** The `+telemetry` rows run only with --telemetry: the same pair collecting telemetry, measured right after its plain row in each round. */
+const TELEMETRY_ROWS: ReadonlySet<Row> = new Set(['tessera-tcp+telemetry', 'tessera-http+telemetry']);
 type Row = (typeof ROWS)[number];
 
 interface Options {
@@ -722,12 +726,15 @@ async function runRow(row: Row, dir: string, app: Child, appPort: number, haprox
         break;
       }
       case 'tessera-tcp':
-      case 'tessera-http': {
-        const mode = row === 'tessera-tcp' ? 'tcp' : 'http';
-        const tin = nodeRole('tessera-in', { role: 'tessera-in', certs: dir, appPort, mode, metrics: o.metrics, telemetry: o.telemetry }, o);
+      case 'tessera-http':
+      case 'tessera-tcp+telemetry':
+      case 'tessera-http+telemetry': {
+        const mode = row.startsWith('tessera-tcp') ? 'tcp' : 'http';
+        const telemetry = TELEMETRY_ROWS.has(row);
+        const tin = nodeRole('tessera-in', { role: 'tessera-in', certs: dir, appPort, mode, metrics: o.metrics, telemetry }, o);
         started.push(tin);
         const inPort = await readyPort(tin);
-        const tout = nodeRole('tessera-out', { role: 'tessera-out', certs: dir, targetPort: inPort, telemetry: o.telemetry }, o);
+        const tout = nodeRole('tessera-out', { role: 'tessera-out', certs: dir, targetPort: inPort, telemetry }, o);
         started.unshift(tout);
         entry = await readyPort(tout);
         break;
@@ -799,6 +806,22 @@ function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '-';
 }
 
+interface TelemetryCost {
+  row: Row;
+  /** Per round: req/s with telemetry / req/s of the same pair without, sorted. */
+  ratios: number[];
+  median: number;
+}
+
+/** Issue 11's aim: collecting telemetry costs the sidecar at most 3 % of its throughput. */
+function telemetryAims(cost: TelemetryCost[]): Aim[] {
+  return cost.map((c) => {
+    const pct = (1 - c.median) * 100;
+    const range = c.ratios.length > 1 ? ` (rounds ${((1 - c.ratios[c.ratios.length - 1]!) * 100).toFixed(1)} to ${((1 - c.ratios[0]!) * 100).toFixed(1)} %)` : '';
+    return { what: `${c.row} throughput cost (paired, median of rounds)`, aim: '≤ 3 %', measured: `${pct.toFixed(1)} %${range}`, met: pct <= 3 };
+  });
+}
+
 interface Aim {
   what: string;
   aim: string;
@@ -830,7 +853,7 @@ function aims(results: Map<Row, RowResult>): Aim[] {
   return out;
 }
 
-function printTable(results: RowResult[], o: Options, notes: string[]): void {
+function printTable(results: RowResult[], o: Options, notes: string[], telemetryCost: TelemetryCost[]): void {
   const direct = results.find((r) => r.row === 'direct');
   const lines: string[] = [];
   lines.push(`sidecar bench: keep-alive HTTP/1.1, ${BODY_BYTES} B responses, ${o.concurrency} connections, ${o.seconds} s after ${o.warmup} s warm-up${o.rounds > 1 ? `, median of ${o.rounds} interleaved rounds` : ''}; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.versions.node}`);
@@ -847,7 +870,7 @@ function printTable(results: RowResult[], o: Options, notes: string[]): void {
     lines.push(`| ${r.row} | ${rps} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${added} | ${cpu} | ${rss} | ${fmt(r.appCpuPer10k, 2)} | ${fmt(r.otherCpuCores, 2)} | ${r.errors} |`);
   }
   const byRow = new Map(results.map((r) => [r.row, r]));
-  const a = aims(byRow);
+  const a = [...aims(byRow), ...telemetryAims(telemetryCost)];
   if (a.length > 0) {
     lines.push('');
     lines.push('| aim | target | measured | met |');
@@ -878,6 +901,7 @@ async function main(): Promise<void> {
   const notes: string[] = [];
   // A hard bound on the whole run, whatever happens.
   const budgetMs = (o.rounds * ROWS.length * (o.seconds + o.warmup + 30) + 360) * 1000;
+  const telemetryCost: TelemetryCost[] = [];
   const watchdog = setTimeout(() => {
     process.stderr.write(`bench/sidecar: gave up after ${budgetMs / 1000} s\n`);
     void cleanup().finally(() => process.exit(1));
@@ -896,23 +920,28 @@ async function main(): Promise<void> {
     if (h.note) notes.push(h.note);
     if (haproxy !== undefined) notes.push(`HAProxy ${haproxyVersion(haproxy)}, nbthread 1 per process; it cannot check the server's URI SAN (chain only), Tessera does`);
   }
-  const rows = ROWS.filter((r) => o.only.has(r) && (haproxy !== undefined || !r.startsWith('haproxy')));
+  const rows = ROWS.filter((r) => o.only.has(r) && (haproxy !== undefined || !r.startsWith('haproxy')) && (o.telemetry || !TELEMETRY_ROWS.has(r)));
 
   const dir = mkdtempSync(join(tmpdir(), 'tessera-sidecar-bench-'));
   state.dir = dir;
   if (o.cpuProf !== undefined) mkdirSync(o.cpuProf, { recursive: true });
   const results: RowResult[] = [];
+  const telemetryRatios = new Map<Row, number[]>();
   try {
     writeCerts(dir);
     const app = nodeRole('app', { role: 'app' }, o);
     const appPort = await readyPort(app);
     const runs = new Map<Row, RowResult[]>();
+    // --telemetry: each round's (pair with telemetry) / (same pair without, measured just before):
+    // paired ratios cancel most of the drift a shared VM shows between rounds.
     for (let round = 1; round <= o.rounds; round++) {
       for (const row of rows) {
         log(`measuring ${row}${o.rounds > 1 ? ` (round ${round}/${o.rounds})` : ''}...`);
         try {
           const r = await runRow(row, dir, app, appPort, haproxy, o);
           runs.set(row, [...(runs.get(row) ?? []), r]);
+          const plain = TELEMETRY_ROWS.has(row) ? runs.get(row.replace('+telemetry', '') as Row)?.[round - 1] : undefined;
+          if (plain !== undefined) telemetryRatios.set(row, [...(telemetryRatios.get(row) ?? []), r.rps / plain.rps]);
         } catch (err) {
           notes.push(`${row} failed: ${(err as Error).message.split('\n')[0]}`);
         }
@@ -923,13 +952,17 @@ async function main(): Promise<void> {
       const median = list[Math.floor((list.length - 1) / 2)];
       if (median !== undefined) results.push({ ...median, rpsRuns: list.map((r) => r.rps) });
     }
+    for (const [row, ratios] of telemetryRatios) {
+      const sorted = [...ratios].sort((a, b) => a - b);
+      telemetryCost.push({ row, ratios: sorted, median: sorted[Math.floor((sorted.length - 1) / 2)]! });
+    }
   } finally {
     await cleanup();
   }
   if (o.json) {
-    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup, rounds: o.rounds }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: aims(new Map(results.map((r) => [r.row, r]))), notes }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup, rounds: o.rounds }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: [...aims(new Map(results.map((r) => [r.row, r]))), ...telemetryAims(telemetryCost)], telemetry_cost: telemetryCost, notes }, null, 2)}\n`);
   } else {
-    printTable(results, o, notes);
+    printTable(results, o, notes, telemetryCost);
   }
   process.exitCode = results.length === rows.length ? 0 : 1;
 }
