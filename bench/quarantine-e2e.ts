@@ -35,18 +35,16 @@
  * this process exits first (bench/procs.ts).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent as HttpAgent } from 'node:http';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditListResponse } from '../src/core/wire/control-plane.js';
 import { CLI, Children } from './procs.js';
 import {
-  BundleWatcher, EXFIL, FLEET_RISK_CONFIG, everyAgentAllows, everyAgentRefuses, installedAt, openConnectionRtts, riskCall, riskOf, spread, startFleet, throughOutbound,
+  BundleWatcher, EXFIL, EXFIL_BODY_BYTES, FLEET_RISK_CONFIG, calmThenExfiltrate, everyAgentAllows, everyAgentRefuses, installedAt, openConnectionRtts, riskCall, riskOf, spread, startFleet,
   type Fleet, type Spread,
 } from './quarantine-fleet.js';
 
 const USAGE = 'usage: node dist/bench/quarantine-e2e.js [--agents N (3-60, default 20)] [--runs R (1-50, default 5)] [--json]';
-const EXFIL_BODY = Buffer.alloc(256 * 1024, 0x41);
 const DETECT_LIMIT_MS = 30_000;
 const ENFORCE_LIMIT_MS = 15_000;
 
@@ -107,33 +105,15 @@ async function release(fleet: Fleet, why: string): Promise<void> {
 
 /** One detection run: calm, then exfiltration until refused; the engine's quarantine measured. */
 async function detectionRun(fleet: Fleet, watcher: BundleWatcher, run: number): Promise<{ detect: number; push: Push; endToEnd: number; sent: number; reasons: string[]; confirmed: boolean }> {
-  const keep = new HttpAgent({ keepAlive: true, maxSockets: 1 });
-  try {
-    for (let i = 0; i < 10; i++) {
-      const s = await throughOutbound(fleet.outboundPort, `/orders/${i}`, undefined, keep);
-      if (s !== 200) throw new Error(`calm phase: a call through the sidecars answered ${s}`);
-      await sleep(100);
-    }
-    const first = Date.now();
-    let sent = 0;
-    for (;;) {
-      const s = await throughOutbound(fleet.outboundPort, '/upload', EXFIL_BODY, keep);
-      if (s !== 200) break;
-      sent += EXFIL_BODY.length;
-      if (Date.now() - first > DETECT_LIMIT_MS) throw new Error(`run ${run}: not quarantined ${DETECT_LIMIT_MS} ms after exfiltration began (${sent} bytes sent)`);
-      await sleep(50);
-    }
-    // Refused: by its own outbound or the callee's inbound, whichever enforced first. The decision:
-    const state = await riskOf(fleet);
-    if (state.state !== 'quarantined' || state.set_by !== 'engine') throw new Error(`run ${run}: refused, but the risk state is ${state.state} set by ${state.set_by}`);
-    const decision = Date.parse(state.since);
-    const p = await push(fleet, watcher, decision, await quarantineBundle(fleet));
-    const confirmed = await everyAgentRefuses(fleet);
-    if (confirmed.failures.length > 0) process.stderr.write(`bench/quarantine-e2e: run ${run}: not refused by ${confirmed.failures.join(', ')}\n`);
-    return { detect: decision - first, push: p, endToEnd: decision + p.every - first, sent, reasons: state.reasons.map((r) => r.text), confirmed: confirmed.failures.length === 0 };
-  } finally {
-    keep.destroy();
-  }
+  const { first, sent } = await calmThenExfiltrate(fleet, 10, DETECT_LIMIT_MS);
+  // Refused: by its own outbound or the callee's inbound, whichever enforced first. The decision:
+  const state = await riskOf(fleet);
+  if (state.state !== 'quarantined' || state.set_by !== 'engine') throw new Error(`run ${run}: refused, but the risk state is ${state.state} set by ${state.set_by}`);
+  const decision = Date.parse(state.since);
+  const p = await push(fleet, watcher, decision, await quarantineBundle(fleet));
+  const confirmed = await everyAgentRefuses(fleet);
+  if (confirmed.failures.length > 0) process.stderr.write(`bench/quarantine-e2e: run ${run}: not refused by ${confirmed.failures.join(', ')}\n`);
+  return { detect: decision - first, push: p, endToEnd: decision + p.every - first, sent, reasons: state.reasons.map((r) => r.text), confirmed: confirmed.failures.length === 0 };
 }
 
 async function main(): Promise<void> {
@@ -199,7 +179,7 @@ async function main(): Promise<void> {
     const result = {
       agents: o.agents, runs: o.runs, cpus: cpus().length, load_before: Math.round(loadBefore * 100) / 100, load_after: Math.round(loadavg()[0]! * 100) / 100, setup_ms: setupMs,
       risk_config: FLEET_RISK_CONFIG,
-      exfil: { body_bytes: EXFIL_BODY.length, mean_bytes_sent_before_refused: Math.round(sentBytes / o.runs), reasons },
+      exfil: { body_bytes: EXFIL_BODY_BYTES, mean_bytes_sent_before_refused: Math.round(sentBytes / o.runs), reasons },
       detect_ms: spread(detect),
       engine_push_per_agent_ms: spread(engine.perAgent),
       engine_push_every_agent_ms: spread(engine.every),

@@ -165,6 +165,38 @@ export function throughOutbound(port: number, path: string, body?: Buffer, agent
   });
 }
 
+/**
+ * The exfiltrator's workload through its sidecar: `calls` small GETs 100 ms apart (all must pass),
+ * then 256 KiB POSTs 50 ms apart (about 4 MiB/s) until one is refused. Returns when the first
+ * exfiltrating request was sent (epoch ms), the bytes that got through, and the refusal's status
+ * (0: its own outbound cut or refused it; 403: the callee's inbound). Throws after `limitMs`.
+ */
+export async function calmThenExfiltrate(fleet: Fleet, calls: number, limitMs: number): Promise<{ first: number; sent: number; status: number }> {
+  const keep = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+  try {
+    for (let i = 0; i < calls; i++) {
+      const s = await throughOutbound(fleet.outboundPort, `/orders/${i}`, undefined, keep);
+      if (s !== 200) throw new Error(`calm phase: a call through the sidecars answered ${s}`);
+      await sleep(100);
+    }
+    const first = Date.now();
+    let sent = 0;
+    for (;;) {
+      const status = await throughOutbound(fleet.outboundPort, '/upload', EXFIL_BODY, keep);
+      if (status !== 200) return { first, sent, status };
+      sent += EXFIL_BODY.length;
+      if (Date.now() - first > limitMs) throw new Error(`not refused ${limitMs} ms after exfiltration began (${sent} bytes sent)`);
+      await sleep(50);
+    }
+  } finally {
+    keep.destroy();
+  }
+}
+
+export const EXFIL_BODY_BYTES = 256 * 1024;
+const EXFIL_BODY = Buffer.alloc(EXFIL_BODY_BYTES, 0x41);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 /** Whether every agent refuses the exfiltrator: each inbound answers 403 TESSERA_IDENTITY_QUARANTINED, its own outbound carries nothing. */
 export async function everyAgentRefuses(fleet: Fleet): Promise<{ refused: number; of: number; failures: string[] }> {
   const tls = exfilTls(fleet);
