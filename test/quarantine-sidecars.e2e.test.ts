@@ -7,9 +7,11 @@
  * every inbound answers 403 TESSERA_IDENTITY_QUARANTINED to its SVID); `tessera risk release` lets it
  * through everywhere again.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditListResponse } from '../src/core/wire/control-plane.js';
 import { Children } from '../bench/procs.js';
@@ -39,7 +41,7 @@ describe('quarantine by the risk engine, enforced by every agent process', () =>
     const { first, sent, status } = await calmThenExfiltrate(f, 5, 30_000);
     // Refused by a sidecar, after more than the cold-start threshold went through (no earlier refusal).
     expect([0, 403]).toContain(status);
-    expect(sent).toBeGreaterThan(1_048_576);
+    expect(sent).toBeGreaterThan(524_288);
 
     const state = await riskOf(f);
     expect(state).toMatchObject({ state: 'quarantined', set_by: 'engine' });
@@ -65,4 +67,13 @@ describe('quarantine by the risk engine, enforced by every agent process', () =>
     await waitFor('every agent to let the exfiltrator through again', () => everyAgentAllows(f), 15_000, 100);
     expect((await riskOf(f)).state).toBe('normal');
   }, 90_000);
+
+  it('bench:quarantine-e2e refuses bad arguments with exit 2 and its usage, before starting anything', () => {
+    const bench = fileURLToPath(new URL('../dist/bench/quarantine-e2e.js', import.meta.url));
+    for (const args of [['--agents', '2'], ['--agents', '61'], ['--runs', '0'], ['--runs', '1.5'], ['--agents'], ['--runs', 'x'], ['--seconds', '3']]) {
+      const r = spawnSync(process.execPath, [bench, ...args], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toContain('usage: node dist/bench/quarantine-e2e.js');
+    }
+  });
 });
