@@ -40,7 +40,7 @@ import { join } from 'node:path';
 import type { AuditListResponse } from '../src/core/wire/control-plane.js';
 import { CLI, Children } from './procs.js';
 import {
-  BundleWatcher, EXFIL, EXFIL_BODY_BYTES, FLEET_RISK_CONFIG, calmThenExfiltrate, everyAgentAllows, everyAgentRefuses, installedAt, openConnectionRtts, riskCall, riskOf, spread, startFleet,
+  BundleWatcher, EXFIL, EXFIL_BODY_BYTES, FLEET_RISK_CONFIG, calmThenExfiltrate, everyAgentAllows, everyAgentRefuses, installedAt, openConnectionRtts, quarantinedState, riskCall, spread, startFleet,
   type Fleet, type Spread,
 } from './quarantine-fleet.js';
 
@@ -107,7 +107,7 @@ async function release(fleet: Fleet, why: string): Promise<void> {
 async function detectionRun(fleet: Fleet, watcher: BundleWatcher, run: number): Promise<{ detect: number; push: Push; endToEnd: number; sent: number; reasons: string[]; confirmed: boolean }> {
   const { first, sent } = await calmThenExfiltrate(fleet, 10, DETECT_LIMIT_MS);
   // Refused: by its own outbound or the callee's inbound, whichever enforced first. The decision:
-  const state = await riskOf(fleet);
+  const state = await quarantinedState(fleet, 5_000);
   if (state.state !== 'quarantined' || state.set_by !== 'engine') throw new Error(`run ${run}: refused, but the risk state is ${state.state} set by ${state.set_by}`);
   const decision = Date.parse(state.since);
   const p = await push(fleet, watcher, decision, await quarantineBundle(fleet));

@@ -222,6 +222,19 @@ export async function riskOf(fleet: Fleet): Promise<RiskShowResponse['state']> {
   return (await fleet.admin.call<RiskShowResponse>('GET', `/v1/risk/${encodeURIComponent(EXFIL)}`)).state;
 }
 
+/**
+ * The exfiltrator's state once it is quarantined (a refusal seen by the workload may be a proxy's
+ * view a moment before the API answers it), or the last state read after `timeoutMs`.
+ */
+export async function quarantinedState(fleet: Fleet, timeoutMs: number): Promise<RiskShowResponse['state']> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await riskOf(fleet);
+    if (s.state === 'quarantined' || Date.now() > deadline) return s;
+    await sleep(50);
+  }
+}
+
 export function riskCall(fleet: Fleet, verb: 'quarantine' | 'release', reason: string): Promise<RiskChangeResponse> {
   return fleet.admin.call<RiskChangeResponse>('POST', `/v1/risk/${encodeURIComponent(EXFIL)}/${verb}`, verb === 'quarantine' ? { ttl_seconds: 600, reason } : { reason });
 }

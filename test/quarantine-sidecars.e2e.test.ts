@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditListResponse } from '../src/core/wire/control-plane.js';
 import { Children } from '../bench/procs.js';
-import { EXFIL, calmThenExfiltrate, everyAgentAllows, everyAgentRefuses, installedAt, riskOf, startFleet, type Fleet } from '../bench/quarantine-fleet.js';
+import { EXFIL, calmThenExfiltrate, everyAgentAllows, everyAgentRefuses, installedAt, quarantinedState, riskOf, startFleet, type Fleet } from '../bench/quarantine-fleet.js';
 import { CLI, runTessera, waitFor } from './support/process.js';
 
 describe('quarantine by the risk engine, enforced by every agent process', () => {
@@ -43,7 +43,7 @@ describe('quarantine by the risk engine, enforced by every agent process', () =>
     expect([0, 403]).toContain(status);
     expect(sent).toBeGreaterThan(524_288);
 
-    const state = await riskOf(f);
+    const state = await quarantinedState(f, 10_000);
     expect(state).toMatchObject({ state: 'quarantined', set_by: 'engine' });
     expect(state.reasons.map((r) => r.signal)).toContain('bytes_out');
     const audit = (await f.admin.call<AuditListResponse>('GET', '/v1/audit?action=risk.quarantine&limit=100')).records.filter((r) => r.target === EXFIL);
