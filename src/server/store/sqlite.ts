@@ -6,7 +6,7 @@ import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
   ApiKeyRecord, AuditQuery, RiskStateRecord, RiskHistoryRecord, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
-  StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow,
+  StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow, TelemetryEdgeAggregate, DecisionEdgeAggregate,
 } from './store.js';
 
 const SCHEMA = `
@@ -172,6 +172,9 @@ function parseFrontier(text: string | undefined): MerkleFrontier {
 /** Indexes on added columns: created once the columns exist. */
 const ADDED_INDEXES = `
 CREATE INDEX IF NOT EXISTS audit_decision_sample ON audit(action, actor, principal, id);
+-- The console's map: telemetry and decisions of the last minutes (a range of ts, not of ids).
+CREATE INDEX IF NOT EXISTS telemetry_by_ts ON telemetry_windows(ts);
+CREATE INDEX IF NOT EXISTS audit_decision_ts ON audit(ts) WHERE action = 'decision';
 `;
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string; principal?: string | null }
@@ -757,6 +760,44 @@ export class SqliteStore implements Store {
       return { ...rest, at: r.at, previous: r.previous as RiskHistoryRecord['previous'] };
     });
   }
+
+  async aggregateTelemetryEdges(since: number, until: number): Promise<TelemetryEdgeAggregate[]> {
+    return this.mapStmts.telemetry.all(since, until);
+  }
+
+  async aggregateDecisionEdges(since: number, until: number): Promise<DecisionEdgeAggregate[]> {
+    return this.mapStmts.decisions.all(since, until);
+  }
+
+  async listEdgeDecisions(caller: string, callee: string, limit: number): Promise<StoredAuditRecord[]> {
+    const n = Math.min(Math.max(Math.floor(limit), 1), 1000);
+    return this.mapStmts.edgeDecisions.all(callee, caller, n).map((r) => ({
+      id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'],
+      code: r.code, detail: JSON.parse(r.detail) as Record<string, unknown>, ...(r.principal != null ? { principal: r.principal } : {}),
+    }));
+  }
+
+  /** The map's statements (made on first use: most stores never serve the console). */
+  private get mapStmts() {
+    this.#mapStmts ??= {
+      // One pass over the windows of the range (telemetry_by_ts); the fields live in the window's JSON.
+      telemetry: this.db.prepare<[number, number], TelemetryEdgeAggregate>(`SELECT caller, callee, window ->> '$.reporter' AS reporter,
+          MAX(window ->> '$.caller_site') AS callerSite, MAX(window ->> '$.callee_site') AS calleeSite, COUNT(*) AS windows,
+          SUM(window ->> '$.requests') AS requests, SUM(window ->> '$.denials') AS denials, SUM(window ->> '$.errors') AS errors,
+          SUM((window ->> '$.bytes_in') + (window ->> '$.bytes_out')) AS bytes
+        FROM telemetry_windows WHERE ts >= ? AND ts < ? GROUP BY caller, callee, reporter`),
+      // audit_decision_ts (partial: decisions only). actor = target: a sidecar's decision about a call to itself.
+      decisions: this.db.prepare<[number, number], DecisionEdgeAggregate>(`SELECT principal AS caller, target AS callee,
+          SUM(outcome = 'success') AS allowed, SUM(outcome = 'denied') AS denied
+        FROM audit WHERE action = 'decision' AND ts >= ? AND ts < ? AND actor = target AND principal IS NOT NULL GROUP BY principal, target`),
+      // audit_decision_sample (action, actor, principal, id): a seek, then the newest rows.
+      edgeDecisions: this.db.prepare<[string, string, number], AuditRow>(
+        "SELECT id, ts, actor, action, target, outcome, code, detail, principal FROM audit WHERE action = 'decision' AND actor = ? AND principal = ? AND target = actor ORDER BY id DESC LIMIT ?"),
+    };
+    return this.#mapStmts;
+  }
+
+  #mapStmts: { telemetry: Database.Statement<[number, number], TelemetryEdgeAggregate>; decisions: Database.Statement<[number, number], DecisionEdgeAggregate>; edgeDecisions: Database.Statement<[string, string, number], AuditRow> } | undefined;
 
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
