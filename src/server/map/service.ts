@@ -53,7 +53,10 @@ export interface MapDeps {
 
 interface Service { id: string; site: string | null; registered: boolean }
 interface Edge { caller: string; callee: string; requests: number; allowed: number; denied: number; errors: number; bytes: number; reportedBy: ('caller' | 'callee')[]; decisions: { allowed: number; denied: number } }
-type Item = { key: MapPosition; service: MapServiceView } | { key: MapPosition; edge: MapEdgeView };
+/** `sort` is the position's parts joined by NUL (in none of them, and below every character): string order = tuple order. */
+type Item = { key: MapPosition; sort: string; service?: MapServiceView; edge?: MapEdgeView };
+
+const sortKey = (k: MapPosition): string => k.join('\u0000');
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
@@ -155,9 +158,14 @@ export class MapService {
       standing.set(r.spiffeId, lapsed ? { state: 'normal', score: r.score, until: null } : { state: r.state, score: r.score, until: r.until });
       if (!lapsed && r.state !== 'normal') place(r.spiffeId, null);
     }
+    const views = new Map<string, MapServiceView>();
     const view = (s: Service): MapServiceView => {
+      const known = views.get(s.id);
+      if (known) return known;
       const st = standing.get(s.id) ?? { state: 'normal' as const, score: 0, until: null };
-      return { id: s.id, site: s.site, risk: { state: st.state, score: st.score, until: iso(st.until) }, quarantined: st.state === 'quarantined', registered: s.registered };
+      const v: MapServiceView = { id: s.id, site: s.site, risk: { state: st.state, score: st.score, until: iso(st.until) }, quarantined: st.state === 'quarantined', registered: s.registered };
+      views.set(s.id, v);
+      return v;
     };
 
     const siteOf = (id: string): string | null => services.get(id)?.site ?? null;
@@ -190,7 +198,9 @@ export class MapService {
     const inFilter = (id: string): boolean => q.site === undefined || (siteOf(id) ?? '') === q.site;
     const items: Item[] = [];
     for (const s of services.values()) {
-      if (inFilter(s.id)) items.push({ key: [s.site ?? '', s.id, '0', ''], service: view(s) });
+      if (!inFilter(s.id)) continue;
+      const key: MapPosition = [s.site ?? '', s.id, '0', ''];
+      items.push({ key, sort: sortKey(key), service: view(s) });
     }
     for (const e of edges.values()) {
       const outgoing = inFilter(e.caller);
@@ -199,21 +209,23 @@ export class MapService {
       const key: MapPosition = [siteOf(anchor) ?? '', anchor, '1', outgoing ? `o${e.callee}` : `i${e.caller}`];
       items.push({
         key,
+        sort: sortKey(key),
         edge: {
           caller: e.caller, callee: e.callee, caller_site: siteOf(e.caller), callee_site: siteOf(e.callee),
           requests: e.requests, allowed: e.allowed, denied: e.denied, errors: e.errors, bytes: e.bytes, reported_by: e.reportedBy, decisions: e.decisions,
         },
       });
     }
-    items.sort((a, b) => compareKeys(a.key, b.key));
+    items.sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0));
     let start = 0;
     if (q.after) {
       // The first item after the cursor's position (binary search: the list is sorted by key).
+      const after = sortKey(q.after);
       let lo = 0;
       let hi = items.length;
       while (lo < hi) {
         const mid = (lo + hi) >> 1;
-        if (compareKeys(items[mid]!.key, q.after) <= 0) lo = mid + 1;
+        if (items[mid]!.sort <= after) lo = mid + 1;
         else hi = mid;
       }
       start = lo;
@@ -221,7 +233,7 @@ export class MapService {
     const page = items.slice(start, start + q.limit);
     const more = start + page.length < items.length;
     let serviceCount = 0;
-    for (const it of items) if ('service' in it) serviceCount += 1;
+    for (const it of items) if (it.service) serviceCount += 1;
     const sortSite = <T extends { name?: string | null; from?: string | null; to?: string | null }>(a: T, b: T): number =>
       compareKeys([a.name ?? a.from ?? '', a.to ?? '', '0', ''], [b.name ?? b.from ?? '', b.to ?? '', '0', '']);
     return {
@@ -232,8 +244,8 @@ export class MapService {
       totals: { sites: sites.size, services: serviceCount, edges: items.length - serviceCount },
       sites: [...sites.values()].sort(sortSite),
       site_edges: [...siteEdges.values()].sort(sortSite),
-      services: page.flatMap((it) => ('service' in it ? [it.service] : [])),
-      edges: page.flatMap((it) => ('edge' in it ? [it.edge] : [])),
+      services: page.flatMap((it) => (it.service ? [it.service] : [])),
+      edges: page.flatMap((it) => (it.edge ? [it.edge] : [])),
       next_cursor: more && page.length > 0 ? encodeCursor(page[page.length - 1]!.key) : null,
     };
   }
