@@ -112,17 +112,27 @@ function SitesOverview({ map, onSite }: { map: MapResponse; onSite: (s: string) 
       {map.sites.map((s) => {
         const p = pos.get(s.name ?? '')!;
         const inner = map.site_edges.find((e) => e.from === s.name && e.to === s.name);
-        const label = `Site ${siteLabel(s.name)}: ${s.services} services, ${s.quarantined} quarantined, highest risk ${s.max_risk}${inner ? `, ${inner.denied} denied inside` : ''}`;
+        const label = `${siteLabel(s.name)}: ${s.services} services, ${s.quarantined} quarantined, highest risk ${s.max_risk}${inner ? `, ${inner.denied} denied inside` : ''}`;
         const open = (): void => onSite(s.name ?? '');
         return (
-          <g key={s.name ?? ''} class="site" role="button" tabIndex={0} aria-label={label} onClick={open} onKeyDown={(e) => (e.key === 'Enter' || e.key === ' ') && (e.preventDefault(), open())}>
+          <g key={s.name ?? ''} class="site" role="button" tabindex={0} aria-label={label} onClick={open} onKeyDown={(e) => (e.key === 'Enter' || e.key === ' ') && (e.preventDefault(), open())}>
             <circle cx={p.x} cy={p.y} r={p.r} class={riskClass({ quarantined: false, risk: { score: s.max_risk, state: 'normal', until: null } })} />
             {s.quarantined > 0 && <circle cx={p.x} cy={p.y} r={p.r + 5} class="quarantine-ring" />}
-            <text x={p.x} y={p.y - p.r - 8} text-anchor="middle">{siteLabel(s.name)}</text>
-            <text x={p.x} y={p.y + 4} text-anchor="middle" class="count">{s.services}</text>
           </g>
         );
       })}
+      {/* Labels drawn over the buttons, out of the accessibility tree: each button's name says it all. */}
+      <g aria-hidden="true" class="labels">
+        {map.sites.map((s) => {
+          const p = pos.get(s.name ?? '')!;
+          return (
+            <g key={s.name ?? ''}>
+              <text x={p.x} y={p.y - p.r - 8} text-anchor="middle">{siteLabel(s.name)}</text>
+              <text x={p.x} y={p.y + 4} text-anchor="middle" class="count">{s.services}</text>
+            </g>
+          );
+        })}
+      </g>
     </svg>
   );
 }
