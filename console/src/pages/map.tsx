@@ -84,11 +84,11 @@ export function MapPage() {
         {site !== undefined && <button type="button" onClick={() => { setSite(undefined); setDetail(undefined); }}>All sites</button>}
         {overview && <span class="totals" role="status">{overview.totals.sites} sites · {overview.totals.services} services · {overview.totals.edges} edges</span>}
       </div>
+      {edge && <EdgePanel edge={edge} onClose={() => setEdge(undefined)} />}
       {!overview ? <p role="status">Loading the map…</p>
         : site === undefined ? <SitesOverview map={overview} onSite={setSite} />
           : !detail ? <p role="status">Loading {siteLabel(site)}…</p>
             : <SiteDetail site={site} detail={detail} onEdge={openEdge} />}
-      {edge && <EdgePanel edge={edge} onClose={() => setEdge(undefined)} />}
       <Legend />
     </div>
   );
@@ -143,7 +143,7 @@ function SiteDetail({ site, detail, onEdge }: { site: string; detail: { services
   const cell = Math.max(24, Math.min(70, (W - 220) / columns));
   const pos = layoutGrid(view.services.map((s) => s.id), columns, cell, { x: cell / 2 + 10, y: cell / 2 + 30 });
   const rows = Math.ceil(view.services.length / columns);
-  const height = Math.max(H, rows * cell + 60, view.outer.length * 40 + 60);
+  const height = Math.max(240, rows * cell + 60, view.outer.length * 40 + 60);
   const portals = new Map(view.outer.map((o, i) => [o.site, { x: W - 90, y: 50 + i * 40 }]));
   const ranked = [...view.inner, ...detail.edges.filter((e) => (e.caller_site ?? '') !== (e.callee_site ?? ''))]
     .sort((a, b) => b.denied - a.denied || b.requests - a.requests).slice(0, 50);
