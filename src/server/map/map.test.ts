@@ -3,6 +3,7 @@
  * risk states, sites, the site filter, paging, and what a decision view leaves out.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -148,6 +149,21 @@ describe('MapService', () => {
     for (const [i, item] of seen.entries()) {
       if (item.startsWith('e ')) expect(seen.slice(0, i)).toContain(`s ${item.split(' ')[1]}`);
     }
+  });
+
+  it('a database made before the figures\' columns: its rows are filled from their JSON when opened', async () => {
+    await store.close();
+    const file = join(dir, 'old.db');
+    const old = new Database(file);
+    old.exec(`CREATE TABLE telemetry_windows (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, received_at INTEGER NOT NULL, reported_by TEXT NOT NULL,
+      caller TEXT NOT NULL, callee TEXT NOT NULL, window TEXT NOT NULL)`);
+    const w = window(`${TD}/a`, `${TD}/b`, 'callee', { requests: 9, denials: 2, errors: 1, callee_site: 'us' });
+    old.prepare('INSERT INTO telemetry_windows(ts, received_at, reported_by, caller, callee, window) VALUES (?, ?, ?, ?, ?, ?)').run(Date.parse(w.ts), NOW, w.callee, w.caller, w.callee, JSON.stringify(w));
+    old.close();
+    store = new SqliteStore(file);
+    expect(await store.aggregateTelemetryEdges(NOW - 300_000, NOW)).toEqual([
+      { caller: `${TD}/a`, callee: `${TD}/b`, reporter: 'callee', callerSite: 'eu', calleeSite: 'us', windows: 1, requests: 9, denials: 2, errors: 1, bytes: 300 },
+    ]);
   });
 
   it('cursors: round trip, and anything else refused with TESSERA_BAD_REQUEST', () => {
