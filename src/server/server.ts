@@ -44,6 +44,9 @@ import { CONTROL_PLANE_RISK_CONFIG, RiskEngineLink } from './risk/engine-link.js
 import { RiskConfigService } from './risk/config-service.js';
 import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
 import { telemetryRoutes } from './telemetry/routes.js';
+import { MapService } from './map/service.js';
+import { mapRoutes } from './map/routes.js';
+import { consoleRoutes, defaultConsoleDir, loadConsoleAssets } from './console/static.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -80,6 +83,8 @@ export interface ControlPlaneOptions {
   grantMinSeconds?: number;
   /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
   risk?: Partial<RiskSettings>;
+  /** The built web console served under /console/ (default dist/console of this checkout; see src/server/console/static.ts). */
+  consoleDir?: string;
 }
 
 export const DEFAULTS = {
@@ -172,6 +177,7 @@ export class ControlPlane {
         // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
         metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
+        map: new MapService({ store, risk, registry, now }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -244,6 +250,8 @@ export class ControlPlane {
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
     riskRoutes(app, ctx, ctx.risk);
+    mapRoutes(app, ctx);
+    consoleRoutes(app, loadConsoleAssets(this.opts.consoleDir ?? defaultConsoleDir()));
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
