@@ -28,6 +28,7 @@ import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 import { ControlPlaneMetrics } from '../server/metrics.js';
 import { AgentMetrics } from '../agent/metrics.js';
 import { siemOptions } from './siem-options.js';
+import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
 import { PRODUCT_VERSION } from '../core/audit-export.js';
 
 type Json = Record<string, unknown>;
@@ -40,13 +41,6 @@ function seconds(value: string | undefined, what: string): number | undefined {
 function policyWatch(value: string): number {
   const ms = parseDuration(value, '--policy-watch');
   if (ms < 1000 || ms % 1000 !== 0 || ms > 60_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--policy-watch must be whole seconds from 1s to 60s, e.g. 25s');
-  return ms / 1000;
-}
-
-/** `--telemetry-window`: whole seconds, 1 to 3600. */
-function telemetryWindow(value: string): number {
-  const ms = parseDuration(value, '--telemetry-window');
-  if (ms < 1000 || ms % 1000 !== 0 || ms > 3600_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--telemetry-window must be whole seconds from 1s to 1h, e.g. 5s');
   return ms / 1000;
 }
 
@@ -179,7 +173,7 @@ export function buildProgram(): Command {
       leaveCluster();
     }));
 
-  metricsListenOption(program.command('agent'))
+  telemetryFlags(metricsListenOption(program.command('agent')), 'the proxies\' counts')
     .description('run an agent: join with a one-time token, keep the SVID fresh, follow the trust bundle')
     .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem)')
     .option('--join-token <token>', 'one-time join token (only needed until the agent has an identity); or $TESSERA_JOIN_TOKEN')
@@ -196,8 +190,6 @@ export function buildProgram(): Command {
     .option('--max-connections <n>', 'inbound caller connections accepted at once', '10000')
     .option('--unseal <spec...>', 'open a sealed file for the app: SEALED_FILE=OUTPUT_PATH (written 0600; retried with backoff until it succeeds)')
     .option('--policy-watch <duration>', 'long-poll period of the policy stream, 1s to 60s: a new policy arrives at once, but the audit checkpoint the agent witnesses rides on each answer, so this is how late it sees the log', '25s')
-    .option('--telemetry-window <duration>', 'telemetry window: whole seconds from 1s to 1h; per window and edge the proxies\' counts are shipped to the control plane', '5s')
-    .option('--no-telemetry', 'collect and ship no telemetry')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).\n\n'
       + 'Outbound listeners: on a Unix socket (--outbound unix:/run/tessera/orders.sock=10.0.0.7:9443@spiffe://td/orders)\n'
@@ -221,7 +213,7 @@ export function buildProgram(): Command {
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
         policyWatchSeconds: policyWatch(String(o.policyWatch)),
-        telemetry: o.telemetry === false ? false as const : { windowSeconds: telemetryWindow(String(o.telemetryWindow)) },
+        telemetry: telemetryOption(o),
       };
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);

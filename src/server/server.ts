@@ -176,7 +176,8 @@ export class ControlPlane {
         issuer: opts.publicUrl ?? '',
         // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
         metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
-        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
+        // Unseal telemetry is taken only from key servers that a secret-policy record names.
+        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id)),
         map: new MapService({ store, risk, registry, now }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
