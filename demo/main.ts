@@ -100,7 +100,7 @@ let controlPlane: ChildProcess | undefined;
 /** Witness alarms the service agents raised (--tamper), by service name. */
 const alarms = new Map<string, { kind: string; held: number; seen: number }>();
 let onAlarm: (() => void) | undefined;
-/** Policy bundles each service's agent put in force: version, and when the demo read its log line. */
+/** Policy bundles each service's agent put in force: version, and when (its log line's time). */
 const bundles = new Map<string, { version: number; at: number }[]>();
 /** The last code each service's own outbound sidecar refused a call with (its `upstream refused` line). */
 const outboundRefusals = new Map<string, string>();
@@ -476,7 +476,7 @@ async function adaptiveScenes(p: { admin: ApiClient; ordToInv: number; feToOrder
     return false;
   }
   const since = Date.parse(st.since);
-  say('risk', RISK_COLOUR, `${paint(31, 'orders QUARANTINED')} by the ${st.set_by} ${((since - t0) / 1000).toFixed(1)} s after its first exfiltrating request: score ${st.score}, until ${hms(st.until)} (tessera risk show):`);
+  say('risk', RISK_COLOUR, `${paint(31, 'orders QUARANTINED')} by the ${st.set_by === 'engine' ? 'risk engine' : st.set_by} ${((since - t0) / 1000).toFixed(1)} s after its first exfiltrating request: score ${st.score}, until ${hms(st.until)} (tessera risk show):`);
   for (const r of st.reasons) {
     const q = (n: number): string => (r.signal.startsWith('bytes') ? `${(n / 1048576).toFixed(1)} MiB` : String(n));
     say('risk', RISK_COLOUR, `  reason ${r.signal}: observed ${q(r.observed)}, expected ${q(r.expected)}, ${r.unusual}× as unusual${r.edge ? ` on ${r.edge.split(' -> ').map(nameOf).join(' → ')}` : ''}: ${r.text}`);
@@ -595,7 +595,7 @@ async function main(): Promise<void> {
   process.stdout.write(`Blind secrets: a database password sealed offline into the repository (2 of 3 key servers), opened by orders (cloud-eu, PCI), refused to inventory (edge-7), still opened with a key server killed.\n`);
   process.stdout.write(TAMPER
     ? `SVIDs live 30 s (rotated at half life); a policy change at ~10 s and the audit log verified at ~13 s (its checkpoint saved). --tamper: at 20 s the control plane stops, its SQLite file is tampered with twice, it restarts, and the auditor and the agents (witnessing every 2 s) must catch it.\n\n`
-    : `SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s, the audit log verified at ~13 s and a CA rotation at ~30 s.\nAdaptive zero trust from ~16 s: orders starts exfiltrating and the risk engine quarantines it everywhere; bob releases it; alice asks for a ${GRANT_SECONDS} s grant, bob approves, it is used and expires (about 40 s). Ctrl-C stops everything.\n\n`);
+    : `SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s and the audit log verified at ~13 s.\nAdaptive zero trust from ~16 s: orders starts exfiltrating and the risk engine quarantines it everywhere; bob releases it; alice asks for a ${GRANT_SECONDS} s grant, bob approves, it is used and expires (about 40 s). Then a CA rotation. Ctrl-C stops everything.\n\n`);
 
   const serverDir = SERVER_DIR;
   startControlPlane(port).catch(() => {});
@@ -721,7 +721,7 @@ async function main(): Promise<void> {
       else if (o.msg === 'trust bundle updated') say(s.name, s.colour, `trust bundle #${String(o.sequence)}: ${String(o.authorities)} CA(s)`);
       else if (o.msg === 'policy bundle in force') {
         say(s.name, s.colour, `policy bundle ${String(o.version)} in force (${String(o.reason)})`);
-        bundles.set(s.name, [...(bundles.get(s.name) ?? []), { version: Number(o.version), at: Date.now() }]);
+        bundles.set(s.name, [...(bundles.get(s.name) ?? []), { version: Number(o.version), at: Date.parse(String(o.ts)) || Date.now() }]);
         ready += 1;
       } else if (o.msg === ALARM_MSG) {
         // The agent keeps the checkpoint it held: its state file says so.
@@ -849,11 +849,13 @@ permit (
     }
   })(), 6000).unref();
 
-  // Not with --tamper: the control plane is down then.
-  if (!TAMPER) setTimeout(() => void (async () => {
+  // After the adaptive scenes (their named admins' CLI runs keep their bundle.pem current, but need
+  // not run inside the rotation's grace); not with --tamper: the control plane is down then.
+  const rotateCa = async (): Promise<void> => {
+    if (stopping) return;
     const res = await admin.call<CaRotateResponse>('POST', '/v1/ca/rotate', { grace_seconds: 10 } satisfies CaRotateRequest);
     say('control', 1, paint(32, `CA rotation: prepared ${res.prepared.id.slice(0, 8)}, published in the bundle now, signing from ${String(res.prepared.activateAt).slice(11, 19)}`));
-  })().catch((err: unknown) => say('control', 31, `CA rotation failed: ${(err as Error).message}`)), 30_000).unref();
+  };
 
   setInterval(() => {
     const rows = SERVICES.map((s) => {
@@ -888,6 +890,8 @@ permit (
       return false;
     }).then(resolve), ADAPTIVE_AT_MS);
   });
+
+  if (!TAMPER) void adaptive.then(() => new Promise((r) => setTimeout(r, 2000))).then(rotateCa).catch((err: unknown) => say('control', 31, `CA rotation failed: ${(err as Error).message}`));
 
   // DEMO_SECONDS: stop after that many seconds, and not before the adaptive scenes are done.
   const seconds = Number(process.env.DEMO_SECONDS ?? (TAMPER ? 20 : 0));
