@@ -624,11 +624,6 @@ async function main(): Promise<void> {
   const v1 = readPolicyDir(policyDir);
   const applied = await admin.call<AppliedPolicyResponse>('POST', '/v1/policies', { files: v1.policies, reason: 'demo: initial policy from policies/' } satisfies ApplyPolicyRequest);
   say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, orders updates stock, PCI data stays in its site, the db secret opens only for PCI in cloud-eu, frontend may get JWT-SVIDs for orders-api`);
-  // Named admins and the risk engine's configuration, for the adaptive scenes (while the agents start).
-  const setup = TAMPER ? Promise.resolve(false) : adaptiveSetup(adminDir).then(() => true, (err: unknown) => {
-    say('risk', 31, `admins or risk configuration failed: ${(err as Error).message}`);
-    return false;
-  });
 
   // Blind secrets: three key servers, each a process with its own agent (entry, join token, SVID)
   // that decides every unseal with the Cedar policy (secret:unseal) and holds one key share.
@@ -784,6 +779,12 @@ async function main(): Promise<void> {
   await startAgent(SERVICES[0]!);
   await startAgent(SERVICES[2]!);
   const sealedOk = await sealing;
+  // Named admins and the risk engine's configuration, for the adaptive scenes: while orders' agent
+  // starts, after the sealing (fewer CLI processes at once on a busy machine).
+  const setup = TAMPER ? Promise.resolve(false) : adaptiveSetup(adminDir).then(() => true, (err: unknown) => {
+    say('risk', 31, `admins or risk configuration failed: ${(err as Error).message}`);
+    return false;
+  });
   await startAgent(SERVICES[1]!, sealedOk ? ['--unseal', `${sealedFile}=${join(DIR, 'orders', 'run', 'db-password')}`] : []);
   const secretsDone = sealedOk ? secretScenes().catch((err: unknown) => say('secrets', 31, `blind secrets part failed: ${(err as Error).message}`)) : Promise.resolve();
 
