@@ -17,7 +17,7 @@ import { riskCommands, riskConfigCommands } from './risk.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { adminCommands } from './admin.js';
-import { grantCommands } from './grant.js';
+import { grantCommands, parseGrantMin } from './grant.js';
 import { secretCommands } from './secrets.js';
 import { riskCommand } from './risk-group.js';
 import { riskReplayCommand } from './risk-replay.js';
@@ -124,6 +124,7 @@ export function buildProgram(): Command {
       `${DEFAULT_DECISION_SETTINGS.rateLimit.perSecond}:${DEFAULT_DECISION_SETTINGS.rateLimit.burst}`)
     .option('--replay-limit <limits>', 'decisions a policy dry run replays: PER_ENFORCER:TOTAL',
       `${DEFAULT_DECISION_SETTINGS.replay.perEnforcer}:${DEFAULT_DECISION_SETTINGS.replay.maxTotal}`)
+    .option('--grant-min <duration>', 'shortest just-in-time grant an admin may request: whole seconds, 1s to 1h (default 1m)')
     .option('--siem <url>', 'ship every audit record to a syslog receiver: syslog+tls://HOST:PORT (RFC 5425) or syslog+tcp://HOST:PORT; at least once, from a stored cursor')
     .option('--siem-ca <file>', 'PEM CA certificate(s) the receiver\'s certificate must chain to (syslog+tls; default: the system roots); its name must match HOST')
     .option('--siem-cert <file>', 'client certificate (PEM) for a receiver that asks for one (with --siem-key)')
@@ -140,6 +141,7 @@ export function buildProgram(): Command {
       // Each worker counts its own requests: one listener would show one worker's (to be aggregated later).
       if (workers > 1 && o.metricsListen !== undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--metrics-listen needs --workers 1 (metrics of several workers are not aggregated yet)');
       const siem = siemOptions(o);
+      const grantMinSeconds = o.grantMin !== undefined ? parseGrantMin(String(o.grantMin)) : undefined;
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
@@ -155,6 +157,7 @@ export function buildProgram(): Command {
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
+        ...(grantMinSeconds !== undefined ? { grantMinSeconds } : {}),
         ...(siem ? { siem } : {}),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {
