@@ -30,6 +30,7 @@ import { SvidService } from './svid/service.js';
 import { PolicyService } from './policy/service.js';
 import { policyRoutes } from './policy/routes.js';
 import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './policy/decisions.js';
+import { DEFAULT_BUNDLE_POLL_SETTINGS, type BundlePollSettings } from './policy/poll-gate.js';
 import { secretPolicyRoutes } from './secrets/routes.js';
 import { SecretPolicyService } from './secrets/service.js';
 import type { HealthResponse } from '../core/wire/control-plane.js';
@@ -67,6 +68,8 @@ export interface ControlPlaneOptions {
   decisions?: Partial<DecisionSettings>;
   /** Telemetry ingestion: rate limit per identity and retention (default DEFAULT_TELEMETRY_SETTINGS). */
   telemetry?: Partial<TelemetrySettings>;
+  /** Requests and open long polls per identity on GET /v1/policy/bundle (default DEFAULT_BUNDLE_POLL_SETTINGS). */
+  bundlePolls?: Partial<BundlePollSettings>;
   /** Rate of witness alarms each caller may report (POST /v1/audit/alarms); default DEFAULT_ALARM_RATE. */
   witnessAlarms?: Partial<RateLimit>;
   /** Prometheus metrics to fill (the caller serves its registry); default: kept, not served. */
@@ -239,7 +242,7 @@ export class ControlPlane {
     caRoutes(app, ctx);
     auditRoutes(app, ctx);
     witnessRoutes(app, ctx, { ...DEFAULT_ALARM_RATE, ...this.opts.witnessAlarms });
-    policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
+    policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions }, { ...DEFAULT_BUNDLE_POLL_SETTINGS, ...this.opts.bundlePolls });
     secretPolicyRoutes(app, ctx);
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
