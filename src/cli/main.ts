@@ -132,6 +132,7 @@ export function buildProgram(): Command {
     .option('--bundle-rate-limit <rate>', 'policy bundle requests (agents\' long polls) each identity may make, per worker: PER_SECOND[:BURST]',
       `${DEFAULT_BUNDLE_POLL_SETTINGS.rateLimit.perSecond}:${DEFAULT_BUNDLE_POLL_SETTINGS.rateLimit.burst}`)
     .option('--bundle-max-polls <n>', 'policy bundle long polls each identity may hold open at once, per worker', String(DEFAULT_BUNDLE_POLL_SETTINGS.maxPolls))
+    .option('--grant-retention <duration>', 'how long ended just-in-time grants (expired, denied, revoked) stay listed before they are deleted; the audit log keeps their history', '30d')
     .option('--replay-limit <limits>', 'decisions a policy dry run replays: PER_ENFORCER:TOTAL',
       `${DEFAULT_DECISION_SETTINGS.replay.perEnforcer}:${DEFAULT_DECISION_SETTINGS.replay.maxTotal}`)
     .option('--siem <url>', 'ship every audit record to a syslog receiver: syslog+tls://HOST:PORT (RFC 5425) or syslog+tcp://HOST:PORT; at least once, from a stored cursor')
@@ -167,6 +168,7 @@ export function buildProgram(): Command {
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
         bundlePolls,
+        grantRetentionMs: parseDuration(String(o.grantRetention), '--grant-retention'),
         ...(siem ? { siem } : {}),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {

@@ -81,6 +81,8 @@ export interface ControlPlaneOptions {
    * A server option, not a CLI flag: tests lower it to watch a grant expire.
    */
   grantMinSeconds?: number;
+  /** How long ended grants stay listed before the leader deletes them (ms; default GRANT_RETENTION_MS, 30 days). */
+  grantRetentionMs?: number;
   /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
   risk?: Partial<RiskSettings>;
 }
@@ -150,7 +152,8 @@ export class ControlPlane {
       await tlog.init();
       // The bundle carries the log key: agents witnessing checkpoints trust it through the CA.
       // Grants go into the bundle; approving one publishes a bundle (hence the late-bound `policy`).
-      const grants: GrantService = new GrantService(store, { now: Date.now, minSeconds: options.grantMinSeconds ?? MIN_GRANT_SECONDS, changed: (): Promise<number> => policy.grantsChanged() });
+      const grants: GrantService = new GrantService(store, { now: Date.now, minSeconds: options.grantMinSeconds ?? MIN_GRANT_SECONDS,
+        ...(options.grantRetentionMs !== undefined ? { retentionMs: options.grantRetentionMs } : {}), changed: (): Promise<number> => policy.grantsChanged() });
       const policy: PolicyService = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey, grants: (now) => grants.forBundle(now) });
       await policy.init();
       const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
@@ -282,7 +285,10 @@ export class ControlPlane {
           .finally(() => { this.checkpointing = undefined; });
       }
       // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
-      ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)) : undefined))
+      // Ended grants past their retention are deleted (their history stays in the audit log).
+      ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
+        if (pruned.length > 0) ctx.log.info('ended grants deleted after their retention', { count: pruned.length });
+      }) : undefined))
         .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));
       // The leader's risk engine reads the telemetry stored since its last step and acts on it.
       if (leader) ctx.riskEngine?.step().catch((err: unknown) => ctx.log.error('risk engine step failed', { error: String(err) }));
