@@ -154,7 +154,9 @@ export class ControlPlane {
       // Grants go into the bundle; approving one publishes a bundle (hence the late-bound `policy`).
       const grants: GrantService = new GrantService(store, { now: Date.now, minSeconds: options.grantMinSeconds ?? MIN_GRANT_SECONDS,
         ...(options.grantRetentionMs !== undefined ? { retentionMs: options.grantRetentionMs } : {}), changed: (): Promise<number> => policy.grantsChanged() });
-      const policy: PolicyService = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey, grants: (now) => grants.forBundle(now) });
+      // Named admins go into the bundle too, for the key servers (hence the late-bound `admins`).
+      const admins: AdminService = new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now: Date.now, changed: () => policy.entriesChanged() });
+      const policy: PolicyService = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey, grants: (now) => grants.forBundle(now), admins: (now) => admins.forBundle(now) });
       await policy.init();
       const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
       const now = Date.now;
@@ -171,7 +173,7 @@ export class ControlPlane {
         riskConfig: new RiskConfigService(store, CONTROL_PLANE_RISK_CONFIG),
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
-        admins: new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now }),
+        admins,
         grants,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',

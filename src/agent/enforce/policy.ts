@@ -166,6 +166,16 @@ export class PolicyEnforcer extends EventEmitter {
     return this.sites?.get(spiffeId);
   }
 
+  /**
+   * Whether `spiffeId` presenting a certificate of `serial` is a live named admin in the bundle in
+   * force (its `admins`): key servers let those provision shares. No bundle: false (fail closed).
+   * Called per provisioning request only (rare): a scan, no index.
+   */
+  isNamedAdmin(spiffeId: string, serial: string | undefined): boolean {
+    if (serial === undefined) return false;
+    return this.bundle?.admins?.some((a) => a.id === spiffeId && a.serials.includes(serial)) ?? false;
+  }
+
   /** Whether the bundle in force quarantines `spiffeId` now (see {@link peerStatus}). */
   isQuarantined(spiffeId: string): boolean {
     const q = this.identities?.quarantined;
