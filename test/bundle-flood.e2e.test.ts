@@ -11,13 +11,12 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PolicyEnforcer } from '../src/agent/enforce/policy.js';
 import { silentLogger } from '../src/core/log.js';
 import type { PolicyBundleResponse } from '../src/core/wire/control-plane.js';
-import { Fabric, inboundTo, outboundTo, type Workload } from './support/fabric.js';
+import { Fabric, inboundTo, outboundTo, plainGet, type Workload } from './support/fabric.js';
 import { waitFor } from './support/process.js';
 
 const TD = 'tessera.test';
@@ -63,17 +62,6 @@ await Promise.all(Array.from({ length: Number(env.FLOOD_CONNECTIONS) }, async (_
 agent.destroy();
 console.log(JSON.stringify({ counts, retryAfterMissing }));
 `;
-
-function plainGet(port: number, path: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = httpGet({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('error', () => resolve(0));
-    req.setTimeout(5_000, () => req.destroy());
-  });
-}
 
 describe('a flood of the policy bundle stream from one identity', () => {
   let f: Fabric;

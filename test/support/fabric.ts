@@ -12,7 +12,7 @@
  */
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, get as httpGet, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -63,6 +63,18 @@ export async function startWorkload(host: WorkloadHost, name: string, spiffeId: 
     await agent.stop().catch(() => {});
     throw err;
   }
+}
+
+/** GET through a local port (an outbound proxy) on a fresh connection: the status, or 0 when the connection is refused or fails. */
+export function plainGet(port: number, path: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = httpGet({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', () => resolve(0));
+    req.setTimeout(5_000, () => req.destroy());
+  });
 }
 
 /** A plain HTTP app on 127.0.0.1 (default: reads the request, answers 200 `ok`). */
@@ -156,7 +168,8 @@ export class Fabric implements WorkloadHost {
 
   /** Starts the control plane (again, after stopControlPlane: same directory and port) and a new admin client. */
   async startControlPlane(): Promise<void> {
-    this.cp = await ControlPlane.start({ ...this.opts.server, dataDir: join(this.dir, 'server'), port: this.#port, log: silentLogger });
+    // No environment: the KEK is the data directory's own file, whatever the developer's shell holds.
+    this.cp = await ControlPlane.start({ env: {}, ...this.opts.server, dataDir: join(this.dir, 'server'), port: this.#port, log: silentLogger });
     this.#port = this.cp.port;
     this.#running = true;
     this.admin = new ApiClient(this.cp.url, this.adminTls());
