@@ -96,7 +96,7 @@ export function policyRoutes(
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
     const held = queryInt(req.query, 'witness', -1, 0, Number.MAX_SAFE_INTEGER);
     // Per identity: a token per request, a slot per long poll (poll-gate.ts). Not audited: a flood
-    // would flood the log; the 429s show in the API metrics.
+    // would flood the log; the refusals count in tessera_api_requests_total (this route, 4xx).
     let release: () => void;
     try {
       release = gate.admit(caller.spiffeId, timeout > 0);
