@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PolicyEnforcer } from '../src/agent/enforce/policy.js';
 import { silentLogger } from '../src/core/log.js';
 import type { PolicyBundleResponse } from '../src/core/wire/control-plane.js';
+import { DEFAULT_BUNDLE_POLL_SETTINGS } from '../src/server/policy/poll-gate.js';
 import { Fabric, inboundTo, outboundTo, plainGet, type Workload } from './support/fabric.js';
 import { waitFor } from './support/process.js';
 
@@ -143,11 +144,12 @@ describe('a flood of the policy bundle stream from one identity', () => {
     expect(line, floodOut.slice(0, 2000)).toBeDefined();
     const { counts, retryAfterMissing } = JSON.parse(line!) as { counts: Record<string, number>; retryAfterMissing: number };
     console.log(`[bundle-flood] ${floodSeconds.toFixed(1)} s of flood: ${JSON.stringify(counts)}; the honest watch made ${honestCalls} requests`);
-    // Refused with both codes, each with a Retry-After; a token bucket's worth (50, then 5 a second) answered.
+    // Refused with both codes, each with a Retry-After; a token bucket's worth (the burst, then the rate) answered.
     expect(counts.TESSERA_RATE_LIMITED ?? 0).toBeGreaterThan(100);
     expect(counts.TESSERA_POLL_LIMIT ?? 0).toBeGreaterThan(100);
     expect(retryAfterMissing).toBe(0);
-    expect(counts['200'] ?? 0).toBeLessThanOrEqual(50 + 5 * Math.ceil(floodSeconds) + 5);
+    const { rateLimit } = DEFAULT_BUNDLE_POLL_SETTINGS;
+    expect(counts['200'] ?? 0).toBeLessThanOrEqual(rateLimit.burst + rateLimit.perSecond * Math.ceil(floodSeconds) + 5);
     expect(counts['500'] ?? 0).toBe(0);
     // Backoff: at least 500 ms after each refusal, so a few requests a second at most, never a tight loop.
     expect(honestCalls).toBeLessThanOrEqual(3 * Math.ceil(floodSeconds) + 5);

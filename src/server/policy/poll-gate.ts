@@ -18,10 +18,12 @@ export interface BundlePollSettings {
 
 /**
  * An agent asks once per watch period (1 s at the least, 25 s by default) and once more after each
- * bundle change: 5 a second with bursts of 50 leaves room for a storm of changes. One agent holds one
- * long poll; 4 leave room for a restart whose old connection the control plane has not yet seen close.
+ * bundle change, and changes come in storms (entries registered by a script, the risk engine acting on
+ * many identities): 20 a second with bursts of 100 keeps an agent out of the limit through those, and
+ * still bounds a flooding identity to 20 answers (and uncached proofs) a second. One agent holds one long
+ * poll; 4 leave room for a restart whose old connection the control plane has not yet seen close.
  */
-export const DEFAULT_BUNDLE_POLL_SETTINGS: BundlePollSettings = { rateLimit: { perSecond: 5, burst: 50 }, maxPolls: 4 };
+export const DEFAULT_BUNDLE_POLL_SETTINGS: BundlePollSettings = { rateLimit: { perSecond: 20, burst: 100 }, maxPolls: 4 };
 
 /** `--bundle-rate-limit PER_SECOND[:BURST]` and `--bundle-max-polls N`. */
 export function parseBundlePollSettings(rate: string, maxPolls: string): BundlePollSettings {
