@@ -9,19 +9,13 @@
  * within a second; a second grant stops at its expiry on the agent's own clock with the control
  * plane gone (no bundle can change). Every step is in the audit log with the person's identity.
  */
-import { once } from 'node:events';
-import { existsSync, rmSync, statSync } from 'node:fs';
-import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { existsSync, statSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent/agent.js';
-import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
-import { ApiClient } from '../src/common/api-client.js';
-import { silentLogger } from '../src/core/log.js';
-import { ControlPlane } from '../src/server/server.js';
+import type { Sidecar } from '../src/agent/sidecar.js';
+import { Fabric, inboundTo, outboundTo } from './support/fabric.js';
 import { CLI, runTessera, waitFor } from './support/process.js';
-import { readAdminTls, startControlPlane, type TestControlPlane } from './support/server.js';
 
 const TD = 'example.org';
 const FRONTEND = `spiffe://${TD}/shop/frontend`;
@@ -44,11 +38,7 @@ function call(port: number, path: string): Promise<number> {
 const sleepUntil = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms - Date.now())));
 
 describe('just-in-time grants end to end', () => {
-  let t: TestControlPlane;
-  let cp: ControlPlane | undefined;
-  let app: Server;
-  const agents: Agent[] = [];
-  const sidecars: Sidecar[] = [];
+  let f: Fabric;
   let orders: Sidecar;
   let frontendPort: number;
 
@@ -59,46 +49,26 @@ describe('just-in-time grants end to end', () => {
     return { ...r, json };
   }
 
-  async function startWorkload(name: string, spiffeId: string, opts: Omit<Parameters<typeof startSidecar>[1], 'dataDir' | 'log'>): Promise<Sidecar> {
-    const { token } = await t.admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: spiffeId, ttl_seconds: 120 });
-    const dataDir = join(t.dataDir, 'agents', name);
-    const agent = new Agent({ serverUrl: t.cp.url, dataDir, log: silentLogger, watchSeconds: 5, trustBundleFile: join(t.dataDir, 'bundle.pem'), joinToken: token });
-    agents.push(agent);
-    await agent.start();
-    const sidecar = await startSidecar(agent, { dataDir, log: silentLogger, ...opts });
-    sidecars.push(sidecar);
-    return sidecar;
-  }
-
   beforeAll(async () => {
     expect(existsSync(CLI), 'run `npx tsc -p tsconfig.json` first: the test runs dist/src/cli/main.js').toBe(true);
-    t = await startControlPlane({ trustDomain: TD, grantMinSeconds: 1 });
-    for (const id of [FRONTEND, ORDERS]) await t.admin.call('POST', '/v1/entries', { spiffe_id: id });
+    f = await Fabric.start({ name: 'grants-e2e', server: { trustDomain: TD, grantMinSeconds: 1 }, entries: { [FRONTEND]: {}, [ORDERS]: {} } });
     // Only health checks are allowed: the frontend reading orders is denied by policy.
-    await t.admin.call('POST', '/v1/policies', { files: { 'health.cedar': 'permit (principal, action == Tessera::Action::"http:request", resource) when { context.path == "/healthz" };' }, reason: 'health only' });
-    app = createServer((req, res) => { req.resume(); res.end('ok'); });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    orders = await startWorkload('orders', ORDERS, { inbound: { listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: (app.address() as AddressInfo).port }, mode: 'http' } });
-    const frontend = await startWorkload('frontend', FRONTEND, { outbounds: [{ listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: orders.inbound!.port, expectedId: ORDERS } }] });
+    await f.admin.call('POST', '/v1/policies', { files: { 'health.cedar': 'permit (principal, action == Tessera::Action::"http:request", resource) when { context.path == "/healthz" };' }, reason: 'health only' });
+    const appPort = await f.httpApp();
+    orders = (await f.workload('orders', ORDERS, { inbound: inboundTo(appPort) })).sidecar;
+    const frontend = (await f.workload('frontend', FRONTEND, { outbounds: outboundTo(orders.inbound!.port, ORDERS) })).sidecar;
     frontendPort = frontend.outbounds[0]!.port;
     await waitFor('the orders sidecar to hold a bundle', () => orders.enforcer.version > 1, 10_000);
   }, 30_000);
 
   afterAll(async () => {
-    for (const s of sidecars) await s.close().catch(() => {});
-    for (const a of agents) await a.stop().catch(() => {});
-    if (app) await new Promise<void>((r) => app.close(() => r()));
-    await cp?.stop().catch(() => {});
-    t?.admin.close();
-    await t?.cp.stop().catch(() => {});
-    if (t) rmSync(t.dataDir, { recursive: true, force: true });
+    await f?.close();
   });
 
   it('two admins, a scheduled grant honoured by the sidecar only inside its window, revoked within a second, expiring while cut off', async () => {
-    const boot = t.cp.adminDir;
-    const aliceDir = join(t.dataDir, 'alice');
-    const bobDir = join(t.dataDir, 'bob');
+    const boot = f.cp.adminDir;
+    const aliceDir = join(f.dir, 'alice');
+    const bobDir = join(f.dir, 'bob');
     const addA = await tessera(boot, ['admin', 'add', 'alice', '--out', aliceDir]);
     expect(addA.status, addA.stderr).toBe(0);
     expect(addA.json).toMatchObject({ name: 'alice', spiffe_id: ALICE, state: 'active' });
@@ -148,8 +118,8 @@ describe('just-in-time grants end to end', () => {
     const expiry = Date.parse(ok2.json.expiry as string);
     await waitFor('grant 2 to reach the orders sidecar', () => orders.enforcer.version >= ok2.json.bundle_version, 5_000);
     expect(await call(frontendPort, '/orders/3')).toBe(200);
-    const audited = await t.admin.call<{ records: { action: string; actor: string; target: string; outcome: string; code: string }[] }>('GET', '/v1/audit?limit=1000');
-    await t.cp.stop();
+    const audited = await f.admin.call<{ records: { action: string; actor: string; target: string; outcome: string; code: string }[] }>('GET', '/v1/audit?limit=1000');
+    await f.stopControlPlane();
     const held = orders.enforcer.version;
     if (Date.now() < expiry - 300) expect(await call(frontendPort, '/orders/3')).toBe(200);
     await sleepUntil(expiry + 50);
@@ -170,16 +140,11 @@ describe('just-in-time grants end to end', () => {
       .toEqual([[`spiffe://${TD}/tessera/admin`, ALICE], [ALICE, BOB]]);
 
     // The control plane back on the same data: grant 2 is marked expired, audited, and alice's credential still works.
-    cp = await ControlPlane.start({ dataDir: t.dataDir, trustDomain: TD, env: {}, log: silentLogger, host: '127.0.0.1', port: 0, grantMinSeconds: 1 });
-    const admin = new ApiClient(cp.url, readAdminTls(cp));
-    try {
-      const expired = await waitFor('grant.expire in the audit log', async () =>
-        (await admin.call<{ records: { target: string; actor: string }[] }>('GET', '/v1/audit?limit=100&action=grant.expire')).records.find((r) => r.target === id2), 5_000, 100);
-      expect(expired.actor).toBe('tessera');
-      const listed = await admin.call<{ grants: { id: string; state: string }[] }>('GET', '/v1/grants');
-      expect(Object.fromEntries(listed.grants.map((g) => [g.id, g.state]))).toMatchObject({ [id1]: 'revoked', [id2]: 'expired' });
-    } finally {
-      admin.close();
-    }
+    await f.startControlPlane();
+    const expired = await waitFor('grant.expire in the audit log', async () =>
+      (await f.admin.call<{ records: { target: string; actor: string }[] }>('GET', '/v1/audit?limit=100&action=grant.expire')).records.find((r) => r.target === id2), 5_000, 100);
+    expect(expired.actor).toBe('tessera');
+    const listed = await f.admin.call<{ grants: { id: string; state: string }[] }>('GET', '/v1/grants');
+    expect(Object.fromEntries(listed.grants.map((g) => [g.id, g.state]))).toMatchObject({ [id1]: 'revoked', [id2]: 'expired' });
   }, 60_000);
 });

@@ -12,20 +12,16 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, get as httpGet, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { connect as netConnect, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent/agent.js';
-import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
-import { ApiClient } from '../src/common/api-client.js';
+import type { Agent } from '../src/agent/agent.js';
+import type { Sidecar } from '../src/agent/sidecar.js';
 import { TesseraError } from '../src/core/errors.js';
-import { silentLogger } from '../src/core/log.js';
 import type { RiskChangeResponse } from '../src/core/wire/risk.js';
-import { ControlPlane } from '../src/server/server.js';
+import { Fabric, inboundTo, outboundTo, plainGet } from './support/fabric.js';
 import { runTessera, waitFor } from './support/process.js';
 import { makeCsrPem } from './support/server.js';
 
@@ -41,18 +37,6 @@ const POLICY = {
 const RISKY = { ...POLICY, 'risk.cedar': 'forbid (principal, action, resource) when { context.risk >= 80 };' };
 
 interface Tls { ca: string; cert: string; key: string }
-
-/** GET through a local port (the outbound proxy) on a fresh connection: status, or 0 when the connection is refused. */
-function plainGet(port: number, path: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = httpGet({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('error', () => resolve(0));
-    req.setTimeout(5_000, () => req.destroy());
-  });
-}
 
 /** GET straight to the callee's inbound over mTLS with `tls` (fresh connection): status and error code. */
 function mtlsGet(port: number, tls: Tls): Promise<{ status: number; code?: string }> {
@@ -79,30 +63,14 @@ function mtlsGet(port: number, tls: Tls): Promise<{ status: number; code?: strin
 const codeOf = (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: unknown) => (e instanceof TesseraError ? e.code : String(e)));
 
 describe('quarantine and step-up end to end', () => {
-  let dir: string;
-  let cp: ControlPlane;
-  let admin: ApiClient;
-  let app: Server;
-  let appPort = 0;
-  const agents: Agent[] = [];
-  const sidecars: Sidecar[] = [];
+  let f: Fabric;
   let callee: Sidecar;
   let caller: { agent: Agent; sidecar: Sidecar; port: number };
   let inboundPort = 0;
   const callerTls = (): Tls => ({
-    ca: readFileSync(join(cp.dataDir, 'bundle.pem'), 'utf8'), cert: readFileSync(join(dir, 'frontend', 'svid.pem'), 'utf8'), key: readFileSync(join(dir, 'frontend', 'svid.key'), 'utf8'),
+    ca: readFileSync(f.bundleFile, 'utf8'), cert: readFileSync(join(f.dir, 'frontend', 'svid.pem'), 'utf8'), key: readFileSync(join(f.dir, 'frontend', 'svid.key'), 'utf8'),
   });
   const riskPath = (id: string, verb: string): string => `/v1/risk/${encodeURIComponent(id)}/${verb}`;
-
-  async function workload(name: string, id: string, opts: Omit<Parameters<typeof startSidecar>[1], 'dataDir' | 'log'>): Promise<{ agent: Agent; sidecar: Sidecar }> {
-    const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: id });
-    const agent = new Agent({ serverUrl: cp.url, dataDir: join(dir, name), joinToken: token, trustBundleFile: join(cp.dataDir, 'bundle.pem'), log: silentLogger, watchSeconds: 5 });
-    agents.push(agent);
-    await agent.start();
-    const sidecar = await startSidecar(agent, { dataDir: join(dir, name), log: silentLogger, policyWatchSeconds: 5, ...opts });
-    sidecars.push(sidecar);
-    return { agent, sidecar };
-  }
 
   /** Polls until `check` holds; returns the ms since `since`. */
   async function within(what: string, check: () => Promise<boolean>, since: number, limitMs: number): Promise<number> {
@@ -114,34 +82,21 @@ describe('quarantine and step-up end to end', () => {
   }
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tessera-quarantine-'));
-    cp = await ControlPlane.start({ dataDir: join(dir, 'server'), port: 0, trustDomain: TD, log: silentLogger });
-    const f = (n: string): string => readFileSync(join(cp.adminDir, n), 'utf8');
-    admin = new ApiClient(cp.url, { ca: f('bundle.pem'), cert: f('admin.pem'), key: f('admin.key') });
-    await admin.call('POST', '/v1/entries', { spiffe_id: CALLER, attributes: { app: 'frontend' } });
-    await admin.call('POST', '/v1/entries', { spiffe_id: CALLEE, attributes: { app: 'orders' } });
-    await admin.call('POST', '/v1/policies', { files: POLICY, reason: 'frontend calls orders' });
-    app = createServer((req, res) => {
-      req.resume();
-      res.end('ok');
+    f = await Fabric.start({
+      name: 'quarantine', server: { trustDomain: TD }, sidecar: { policyWatchSeconds: 5 },
+      entries: { [CALLER]: { app: 'frontend' }, [CALLEE]: { app: 'orders' } },
     });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    appPort = (app.address() as AddressInfo).port;
-    callee = (await workload('orders', CALLEE, { inbound: { listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: appPort }, mode: 'http' } })).sidecar;
+    await f.admin.call('POST', '/v1/policies', { files: POLICY, reason: 'frontend calls orders' });
+    const appPort = await f.httpApp();
+    callee = (await f.workload('orders', CALLEE, { inbound: inboundTo(appPort) })).sidecar;
     inboundPort = callee.inbound!.port;
-    const c = await workload('frontend', CALLER, { outbounds: [{ listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: inboundPort, expectedId: CALLEE } }] });
+    const c = await f.workload('frontend', CALLER, { outbounds: outboundTo(inboundPort, CALLEE) });
     caller = { ...c, port: c.sidecar.outbounds[0]!.port };
     await waitFor('both sidecars to hold a bundle', () => callee.enforcer.version > 0 && caller.sidecar.enforcer.version > 0, 10_000);
   }, 60_000);
 
   afterAll(async () => {
-    for (const s of sidecars) await s.close().catch(() => {});
-    for (const a of agents) await a.stop().catch(() => {});
-    if (app) await new Promise((r) => app.close(r));
-    admin?.close();
-    await cp?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await f?.close();
   });
 
   it('quarantine: refused at the callee within a second of the decision, at its own outbound (open connection cut), no renewal or JWT-SVID; release restores', async () => {
@@ -154,7 +109,7 @@ describe('quarantine and step-up end to end', () => {
     await once(open, 'data');
     const closed = once(open, 'close');
 
-    const res = await admin.call<RiskChangeResponse>('POST', riskPath(CALLER, 'quarantine'), { ttl_seconds: 600, reason: 'exfiltration suspected' });
+    const res = await f.admin.call<RiskChangeResponse>('POST', riskPath(CALLER, 'quarantine'), { ttl_seconds: 600, reason: 'exfiltration suspected' });
     const answered = Date.now();
     expect(res.state.state).toBe('quarantined');
     const ms = await within('the callee to refuse the caller', async () => (await mtlsGet(inboundPort, callerTls())).status === 403, answered, 2000);
@@ -170,7 +125,7 @@ describe('quarantine and step-up end to end', () => {
     expect(await codeOf(caller.agent.call('POST', riskPath(CALLER, 'release'), { reason: 'let me out' }))).toBe('TESSERA_FORBIDDEN');
     expect(await codeOf(caller.agent.call('GET', '/v1/policy/bundle'))).toBe('ok');
 
-    await admin.call('POST', riskPath(CALLER, 'release'), { reason: 'false positive' });
+    await f.admin.call('POST', riskPath(CALLER, 'release'), { reason: 'false positive' });
     const back = await within('traffic to flow again', async () => (await plainGet(caller.port, '/orders/4')) === 200, Date.now(), 2000);
     console.log(`release → traffic flows again after ${back} ms`);
     expect(await mtlsGet(inboundPort, callerTls())).toEqual({ status: 200 });
@@ -181,10 +136,10 @@ describe('quarantine and step-up end to end', () => {
     const times: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       await waitFor('the caller to be allowed', async () => (await mtlsGet(inboundPort, callerTls())).status === 200, 5_000);
-      await admin.call('POST', riskPath(CALLER, 'quarantine'), { ttl_seconds: 600, reason: `bench ${i}` });
+      await f.admin.call('POST', riskPath(CALLER, 'quarantine'), { ttl_seconds: 600, reason: `bench ${i}` });
       const answered = Date.now();
       times.push(await within('refused', async () => (await mtlsGet(inboundPort, callerTls())).status === 403, answered, 2000));
-      await admin.call('POST', riskPath(CALLER, 'release'), { reason: `bench ${i}` });
+      await f.admin.call('POST', riskPath(CALLER, 'release'), { reason: `bench ${i}` });
     }
     times.sort((a, b) => a - b);
     console.log(`quarantine → refused at the callee, ${RUNS} runs: ${times.join(', ')} ms (median ${times[Math.floor(RUNS / 2)]} ms)`);
@@ -194,30 +149,30 @@ describe('quarantine and step-up end to end', () => {
   it('a quarantine ends by itself at its TTL on the agents (audited as risk.release, cause ttl)', async () => {
     await waitFor('the caller to be allowed', async () => (await plainGet(caller.port, '/orders/5')) === 200, 5_000);
     // The route's minimum TTL is a minute; the service takes a shorter one (as the engine's settings may).
-    await cp.ctx.risk.apply({ identity: CALLER, time: Date.now(), score: 90, state: 'quarantined', previous: 'normal', reasons: [] },
-      { setBy: 'admin', actor: cp.ctx.adminId, ttlMs: 2000, reason: 'short quarantine' });
+    await f.cp.ctx.risk.apply({ identity: CALLER, time: Date.now(), score: 90, state: 'quarantined', previous: 'normal', reasons: [] },
+      { setBy: 'admin', actor: f.cp.ctx.adminId, ttlMs: 2000, reason: 'short quarantine' });
     await within('refused', async () => (await plainGet(caller.port, '/orders/6')) === 0, Date.now(), 2000);
     await within('released at the TTL', async () => (await plainGet(caller.port, '/orders/7')) === 200, Date.now(), 5000);
     await waitFor('the expiry to be audited', async () => {
-      const rows = (await admin.call<{ records: { target: string; detail: { cause?: string } }[] }>('GET', '/v1/audit?action=risk.release&limit=100')).records;
+      const rows = (await f.admin.call<{ records: { target: string; detail: { cause?: string } }[] }>('GET', '/v1/audit?action=risk.release&limit=100')).records;
       return rows.some((r) => r.target === CALLER && r.detail.cause === 'ttl');
     }, 5_000, 100);
   });
 
   it('step-up: the next SVID is short-lived and a policy on context.risk denies at the callee', async () => {
-    await admin.call('POST', '/v1/policies', { files: RISKY, reason: 'deny risky callers' });
+    await f.admin.call('POST', '/v1/policies', { files: RISKY, reason: 'deny risky callers' });
     await waitFor('traffic to flow', async () => (await plainGet(caller.port, '/orders/8')) === 200, 5_000);
-    await admin.call('POST', riskPath(CALLER, 'step-up'), { ttl_seconds: 600, reason: 'unusual volume', score: 85 });
+    await f.admin.call('POST', riskPath(CALLER, 'step-up'), { ttl_seconds: 600, reason: 'unusual volume', score: 85 });
     await within('the callee to deny on context.risk', async () => (await plainGet(caller.port, '/orders/9')) === 403, Date.now(), 2000);
     const svid = await caller.agent.call<{ svid_pem: string }>('POST', '/v1/svid/renew', { csr: makeCsrPem().pem });
     const cert = new X509Certificate(svid.svid_pem);
     expect(Date.parse(cert.validTo) - Date.now()).toBeLessThanOrEqual(301_000);
-    await admin.call('POST', riskPath(CALLER, 'release'), { reason: 'done' });
+    await f.admin.call('POST', riskPath(CALLER, 'release'), { reason: 'done' });
     await within('traffic to flow again', async () => (await plainGet(caller.port, '/orders/10')) === 200, Date.now(), 2000);
   });
 
   it('tessera risk: quarantine, list, show, release by the CLI, with clear exit statuses for bad input', async () => {
-    const env = { TESSERA_ADMIN_DIR: cp.adminDir };
+    const env = { TESSERA_ADMIN_DIR: f.cp.adminDir };
     const cli = (...args: string[]) => runTessera(['risk', ...args], { env });
     const q = await cli('quarantine', CALLER, '--ttl', '10m', '--reason', 'by the CLI', '--score', '77', '--json');
     expect(q.status, q.stderr).toBe(0);

@@ -15,17 +15,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, get as httpGet, type Server } from 'node:http';
+import { get as httpGet } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent/agent.js';
+import type { Agent } from '../src/agent/agent.js';
 import { ApiClient } from '../src/common/api-client.js';
-import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
+import type { Sidecar } from '../src/agent/sidecar.js';
 import { TesseraError } from '../src/core/errors.js';
-import { silentLogger } from '../src/core/log.js';
+import { outboundTo, startHttpApp, startWorkload } from './support/fabric.js';
 import { CLI, freePort, runTessera, ServerProcess, waitFor } from './support/process.js';
 import { makeCsrPem } from './support/server.js';
 
@@ -69,7 +68,7 @@ describe('revocation end to end', () => {
   let dir: string;
   let server: ServerProcess;
   let admin: ApiClient;
-  let app: Server;
+  let app: Awaited<ReturnType<typeof startHttpApp>>;
   let appPort: number;
   let callee: ChildProcess | undefined;
   let calleeOut = '';
@@ -100,13 +99,10 @@ describe('revocation end to end', () => {
 
   /** An in-process agent for `spiffeId` with one outbound proxy to `target`. */
   async function caller(name: string, spiffeId: string, target: string): Promise<{ agent: Agent; sidecar: Sidecar; port: number }> {
-    const dataDir = join(dir, name);
-    const agent = new Agent({ serverUrl: server.url, dataDir, log: silentLogger, watchSeconds: 5, trustBundleFile: join(server.dataDir, 'bundle.pem'), joinToken: await token(spiffeId) });
-    await agent.start();
-    const sidecar = await startSidecar(agent, { dataDir, log: silentLogger, outbounds: [{ listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: inboundPort, expectedId: target } }] });
-    workloads.push({ agent, sidecar });
-    await waitFor(`${name} to hold a policy bundle`, () => sidecar.enforcer.version > 0, 10_000);
-    return { agent, sidecar, port: sidecar.outbounds[0]!.port };
+    const w = await startWorkload({ url: server.url, bundleFile: join(server.dataDir, 'bundle.pem'), admin, dir }, name, spiffeId, { outbounds: outboundTo(inboundPort, target) });
+    workloads.push(w);
+    await waitFor(`${name} to hold a policy bundle`, () => w.sidecar.enforcer.version > 0, 10_000);
+    return { ...w, port: w.sidecar.outbounds[0]!.port };
   }
 
   /** `tessera agent` for ORDERS as a child process (joins with a token the first time). */
@@ -159,13 +155,8 @@ describe('revocation end to end', () => {
     const targets = `permit (principal == Tessera::Workload::"${AUDITOR}", action, resource);`;
     await admin.call('POST', '/v1/policies', { files: { 'named.cedar': [...named, targets].join('\n') }, reason: 'callers by name' });
 
-    app = createServer((req, res) => {
-      req.resume();
-      res.end('ok');
-    });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    appPort = (app.address() as AddressInfo).port;
+    app = await startHttpApp();
+    appPort = app.port;
     inboundPort = await freePort();
     await startCallee(await token(ORDERS));
   }, 60_000);
@@ -176,7 +167,7 @@ describe('revocation end to end', () => {
       await w.agent.stop().catch(() => {});
     }
     await stopCallee();
-    app?.close();
+    await app?.close();
     admin?.close();
     await server?.stop(false);
     rmSync(dir, { recursive: true, force: true });

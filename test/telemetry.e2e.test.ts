@@ -7,20 +7,12 @@
  * same bytes on the wire between the sidecars, the callee's denials. Then the control plane goes
  * away and comes back on the same port: the windows closed meanwhile arrive after it returns.
  */
-import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent/agent.js';
-import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
-import { ApiClient } from '../src/common/api-client.js';
-import { silentLogger } from '../src/core/log.js';
+import type { Sidecar } from '../src/agent/sidecar.js';
 import type { TelemetryWindow } from '../src/core/risk/types.js';
 import type { TelemetryListResponse } from '../src/core/wire/control-plane.js';
-import { ControlPlane } from '../src/server/server.js';
+import { Fabric, inboundTo, outboundTo, type WorkloadOptions } from './support/fabric.js';
 import { runTessera, waitFor } from './support/process.js';
 
 const TD = 'tessera.test';
@@ -37,32 +29,13 @@ function sum(rows: Row[], k: keyof TelemetryWindow): number {
 }
 
 describe('telemetry: both ends of an edge, shipped and ingested', () => {
-  let dir: string;
-  let cp: ControlPlane;
-  let port = 0;
-  let admin: ApiClient;
-  let app: Server;
+  let f: Fabric;
   let appPort = 0;
-  const agents: Agent[] = [];
-  const sidecars: Sidecar[] = [];
   let outPort = 0;
+  const sidecars = (): Sidecar[] => f.workloads.map((w) => w.sidecar);
 
-  async function startCp(): Promise<void> {
-    cp = await ControlPlane.start({ dataDir: join(dir, 'server'), port, log: silentLogger });
-    port = cp.port;
-    const f = (n: string): string => readFileSync(join(cp.adminDir, n), 'utf8');
-    admin = new ApiClient(cp.url, { ca: f('bundle.pem'), cert: f('admin.pem'), key: f('admin.key') });
-  }
-
-  async function workload(name: string, id: string, opts: Omit<Parameters<typeof startSidecar>[1], 'dataDir' | 'log'>): Promise<Sidecar> {
-    const entry = (await admin.call<{ entries: { id: string; spiffe_id: string }[] }>('GET', '/v1/entries')).entries.find((e) => e.spiffe_id === id)!;
-    const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id });
-    const agent = new Agent({ serverUrl: cp.url, dataDir: join(dir, name), joinToken: token, trustBundleFile: join(cp.dataDir, 'bundle.pem'), log: silentLogger, watchSeconds: 5 });
-    agents.push(agent);
-    await agent.start();
-    const sidecar = await startSidecar(agent, { dataDir: join(dir, name), log: silentLogger, policyWatchSeconds: 5, telemetry: { windowSeconds: 1 }, ...opts });
-    sidecars.push(sidecar);
-    return sidecar;
+  async function workload(name: string, id: string, opts: WorkloadOptions): Promise<Sidecar> {
+    return (await f.workload(name, id, opts)).sidecar;
   }
 
   /** One request on its own connection through the frontend's outbound proxy. */
@@ -78,39 +51,31 @@ describe('telemetry: both ends of an edge, shipped and ingested', () => {
   }
 
   async function windows(): Promise<Row[]> {
-    return (await admin.call<TelemetryListResponse>('GET', `/v1/telemetry?identity=${encodeURIComponent(ORDERS)}&limit=10000`)).windows;
+    return (await f.admin.call<TelemetryListResponse>('GET', `/v1/telemetry?identity=${encodeURIComponent(ORDERS)}&limit=10000`)).windows;
   }
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tessera-telemetry-'));
-    await startCp();
-    await admin.call('POST', '/v1/entries', { spiffe_id: FRONTEND, attributes: { app: 'shop-frontend', site: 'paris' } });
-    await admin.call('POST', '/v1/entries', { spiffe_id: ORDERS, attributes: { app: 'orders', site: 'lyon' } });
-    app = createServer((req, res) => {
+    f = await Fabric.start({
+      name: 'telemetry', sidecar: { policyWatchSeconds: 5, telemetry: { windowSeconds: 1 } },
+      entries: { [FRONTEND]: { app: 'shop-frontend', site: 'paris' }, [ORDERS]: { app: 'orders', site: 'lyon' } },
+    });
+    appPort = await f.httpApp((req, res) => {
       req.resume();
       req.on('end', () => {
         if (req.url === '/orders/fail') res.writeHead(503).end('down');
         else res.end(`order ${req.url} ${'x'.repeat(1000)}`);
       });
     });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    appPort = (app.address() as AddressInfo).port;
   }, 30_000);
 
   afterAll(async () => {
-    for (const s of sidecars) await s.close().catch(() => {});
-    for (const a of agents) await a.stop().catch(() => {});
-    if (app) await new Promise((r) => app.close(r));
-    admin?.close();
-    await cp?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await f?.close();
   });
 
   it('both ends report the same requests and bytes; the callee its denials, 5xx, paths; sites from the entries', async () => {
-    const v = await admin.call<{ bundle_version: number }>('POST', '/v1/policies', { files: { 'orders.cedar': POLICY }, reason: 'frontend reads orders' });
-    const orders = await workload('orders', ORDERS, { inbound: { listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: appPort }, mode: 'http' } });
-    const frontend = await workload('frontend', FRONTEND, { outbounds: [{ listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: orders.inbound!.port, expectedId: ORDERS } }] });
+    const v = await f.admin.call<{ bundle_version: number }>('POST', '/v1/policies', { files: { 'orders.cedar': POLICY }, reason: 'frontend reads orders' });
+    const orders = await workload('orders', ORDERS, { inbound: inboundTo(appPort) });
+    const frontend = await workload('frontend', FRONTEND, { outbounds: outboundTo(orders.inbound!.port, ORDERS) });
     outPort = frontend.outbounds[0]!.port;
     await waitFor('both to enforce the policy', () => orders.enforcer.version >= v.bundle_version && frontend.enforcer.version >= v.bundle_version, 10_000);
 
@@ -160,25 +125,24 @@ describe('telemetry: both ends of an edge, shipped and ingested', () => {
 
   it('windows closed while the control plane is away are shipped once it is back', async () => {
     const before = await windows();
-    const shipped = sidecars.map((s) => s.telemetry!.shipper.shipped);
-    admin.close();
-    await cp.stop();
+    const shipped = sidecars().map((s) => s.telemetry!.shipper.shipped);
+    await f.stopControlPlane();
     for (let i = 0; i < 6; i++) expect(await call('GET', `/orders/offline-${i}`)).toBe(200);
     // At least one window closed and failed to ship at each end.
-    await waitFor('windows queued at both ends', () => sidecars.every((s) => s.telemetry!.shipper.queued > 0 && s.telemetry!.shipper.failures > 0), 10_000);
-    expect(sidecars.map((s) => s.telemetry!.shipper.shipped)).toEqual(shipped);
-    await startCp();
+    await waitFor('windows queued at both ends', () => sidecars().every((s) => s.telemetry!.shipper.queued > 0 && s.telemetry!.shipper.failures > 0), 10_000);
+    expect(sidecars().map((s) => s.telemetry!.shipper.shipped)).toEqual(shipped);
+    await f.startControlPlane();
     let rows: Row[] = [];
     await waitFor('the queued windows at the control plane', async () => {
       rows = (await windows()).filter((r) => !before.some((b) => b.id === r.id));
       return sum(rows.filter((r) => r.reporter === 'callee'), 'requests') === 6 && sum(rows.filter((r) => r.reporter === 'caller'), 'requests') === 6;
     }, 40_000, 250).catch(() => {});
     expect({ callee: sum(rows.filter((r) => r.reporter === 'callee'), 'requests'), caller: sum(rows.filter((r) => r.reporter === 'caller'), 'requests') }).toEqual({ callee: 6, caller: 6 });
-    expect(sidecars.every((s) => s.telemetry!.shipper.overflowed === 0 && s.telemetry!.shipper.rejected === 0)).toBe(true);
+    expect(sidecars().every((s) => s.telemetry!.shipper.overflowed === 0 && s.telemetry!.shipper.rejected === 0)).toBe(true);
   }, 90_000);
 
   it('tessera telemetry export writes the stored windows as JSON lines, the interchange format', async () => {
-    const env = { TESSERA_ADMIN_DIR: cp.adminDir };
+    const env = { TESSERA_ADMIN_DIR: f.cp.adminDir };
     const stored = await windows();
     const r = await runTessera(['telemetry', 'export', '--identity', ORDERS, '--since', '1h'], { env });
     expect(r.status, r.stderr).toBe(0);

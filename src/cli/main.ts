@@ -15,6 +15,7 @@ import { auditCommands } from './audit.js';
 import { telemetryCommands } from './telemetry.js';
 import { riskCommands, riskConfigCommands } from './risk.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
+import { DEFAULT_BUNDLE_POLL_SETTINGS, parseBundlePollSettings } from '../server/policy/poll-gate.js';
 import { policyCommands } from './policy.js';
 import { adminCommands } from './admin.js';
 import { grantCommands, parseGrantMin } from './grant.js';
@@ -122,6 +123,10 @@ export function buildProgram(): Command {
     .option('--workers <n>', 'processes serving the API on one port and store (one leader runs the CA schedule)', '1')
     .option('--decision-rate-limit <rate>', 'decision records each identity may ship, per worker: PER_SECOND[:BURST] (BURST >= 1000)',
       `${DEFAULT_DECISION_SETTINGS.rateLimit.perSecond}:${DEFAULT_DECISION_SETTINGS.rateLimit.burst}`)
+    .option('--bundle-rate-limit <rate>', 'policy bundle requests (agents\' long polls) each identity may make, per worker: PER_SECOND[:BURST]',
+      `${DEFAULT_BUNDLE_POLL_SETTINGS.rateLimit.perSecond}:${DEFAULT_BUNDLE_POLL_SETTINGS.rateLimit.burst}`)
+    .option('--bundle-max-polls <n>', 'policy bundle long polls each identity may hold open at once, per worker', String(DEFAULT_BUNDLE_POLL_SETTINGS.maxPolls))
+    .option('--grant-retention <duration>', 'how long ended just-in-time grants (expired, denied, revoked) stay listed before they are deleted; the audit log keeps their history', '30d')
     .option('--replay-limit <limits>', 'decisions a policy dry run replays: PER_ENFORCER:TOTAL',
       `${DEFAULT_DECISION_SETTINGS.replay.perEnforcer}:${DEFAULT_DECISION_SETTINGS.replay.maxTotal}`)
     .option('--grant-min <duration>', 'shortest just-in-time grant an admin may request: whole seconds, 1s to 1h (default 1m)')
@@ -138,6 +143,7 @@ export function buildProgram(): Command {
       const workers = Number(o.workers);
       if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new TesseraError('TESSERA_CONFIG_INVALID', '--workers must be an integer from 1 to 64');
       const decisions = parseDecisionSettings(String(o.decisionRateLimit), String(o.replayLimit));
+      const bundlePolls = parseBundlePollSettings(String(o.bundleRateLimit), String(o.bundleMaxPolls));
       // Each worker counts its own requests: one listener would show one worker's (to be aggregated later).
       if (workers > 1 && o.metricsListen !== undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--metrics-listen needs --workers 1 (metrics of several workers are not aggregated yet)');
       const siem = siemOptions(o);
@@ -158,6 +164,8 @@ export function buildProgram(): Command {
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
         ...(grantMinSeconds !== undefined ? { grantMinSeconds } : {}),
+        bundlePolls,
+        grantRetentionMs: parseDuration(String(o.grantRetention), '--grant-retention'),
         ...(siem ? { siem } : {}),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {

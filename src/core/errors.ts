@@ -26,6 +26,7 @@ export const ERROR_CODES = {
   TESSERA_ADMIN_REVOKED: { status: 403, description: 'This admin credential was removed (`tessera admin remove`) or is not the one issued to that admin: it is refused.' },
   TESSERA_IDENTITY_QUARANTINED: { status: 403, description: 'The identity is quarantined (`tessera risk quarantine` or the risk engine): its calls, unseals, renewals and derived credentials are refused until an admin releases it or the quarantine expires.' },
   TESSERA_RATE_LIMITED: { status: 429, description: 'The caller has made too many requests; retry later.' },
+  TESSERA_POLL_LIMIT: { status: 429, description: 'The caller already holds as many policy bundle long polls as one identity may (`--bundle-max-polls`); retry when one ends.' },
 
   // SPIFFE IDs.
   TESSERA_SPIFFE_ID_INVALID: { status: 400, description: 'The SPIFFE ID does not conform to the SPIFFE-ID standard.' },

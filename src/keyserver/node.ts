@@ -71,6 +71,9 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       tls: agent,
       trustDomain: td,
       provisioners: [`spiffe://${td}/tessera/admin`],
+      // Named admins as the signed bundle lists them: one removed is refused once the bundle without
+      // it arrives (within a second while the control plane is reachable).
+      isProvisioner: (caller) => enforcer.isNamedAdmin(caller.spiffeId, caller.serial),
       authorize: (caller, policy) => enforcer.authorize({ principal: caller.spiffeId, ...(caller.serial !== undefined ? { serial: caller.serial } : {}), action: 'secret:unseal', resource: secretResource(td, policy) }).allow,
       log,
       ...(opts.env ? { env: opts.env } : {}),

@@ -9,7 +9,7 @@
  *   POST /v1/evaluate                 {policy, epoch, generation?, b}          → {index, generation, z, proof}
  *   GET  /v1/healthz                                                            → {status, shares}
  *
- * Provisioning, for the admin (the `provisioners`) only, each audited:
+ * Provisioning, for the admins only (the `provisioners` and `isProvisioner`), each audited:
  *   PUT    /v1/shares/:policy/:epoch          {t, n, index, value, commitments} → 201 {policy, epoch, index, created}
  *   POST   /v1/shares/:policy/:epoch/refresh  {from, delta, d}                  → {policy, epoch, index, generation, commitments}
  *   POST   /v1/shares/:policy/:epoch/commit   {generation, commitments}         → {policy, epoch, generation, committed}
@@ -50,6 +50,11 @@ export interface KeyServerOptions {
   authorize: (caller: KeyCaller, policy: string) => boolean;
   /** SPIFFE IDs allowed to install shares (e.g. the admin). */
   provisioners: string[];
+  /**
+   * Callers allowed to provision besides `provisioners`: the node lets the live named admins of the
+   * signed policy bundle (`tessera admin add`), checked by SPIFFE ID and certificate serial.
+   */
+  isProvisioner?: (caller: KeyCaller) => boolean;
   log: Logger;
   env?: NodeJS.ProcessEnv;
   rateLimit?: RateLimit;
@@ -103,6 +108,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
   await ready();
   const trustDomain = parseTrustDomain(opts.trustDomain);
   const provisioners = new Set(opts.provisioners);
+  const mayProvision = (who: KeyCaller): boolean => provisioners.has(who.spiffeId) || (opts.isProvisioner?.(who) ?? false);
   const log = opts.log.child({ component: 'keyserver' });
   ensurePrivateDir(opts.dataDir);
   const kek = KeyEncryptionKey.load(opts.dataDir, opts.env);
@@ -198,7 +204,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
       try { onAudit(ev); } catch { /* the sink reports its own failures */ }
     };
     try {
-      if (!provisioners.has(who.spiffeId)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not provision key shares');
+      if (!mayProvision(who)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not provision key shares');
       if (!isSecretPolicyId(policy)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
       if (!EPOCH_RE.test(epochText) || Number(epochText) > 0xffffffff) throw new TesseraError('TESSERA_BAD_REQUEST', 'the key epoch must be an integer in 0..2^32-1');
       const out = fn(policy, Number(epochText));
@@ -221,7 +227,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
 
   app.get('/v1/shares', async (req) => {
     const who = caller(req);
-    if (!provisioners.has(who.spiffeId)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not list key shares');
+    if (!mayProvision(who)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not list key shares');
     return { shares: store.list().map((s) => ({ policy: s.policyId, epoch: s.epoch, generation: s.generation, index: s.index, t: s.t, n: s.n, ...(s.pending ? { pending: s.pending } : {}) })) } satisfies ShareListResponse;
   });
 

@@ -30,6 +30,7 @@ import { SvidService } from './svid/service.js';
 import { PolicyService } from './policy/service.js';
 import { policyRoutes } from './policy/routes.js';
 import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './policy/decisions.js';
+import { DEFAULT_BUNDLE_POLL_SETTINGS, type BundlePollSettings } from './policy/poll-gate.js';
 import { secretPolicyRoutes } from './secrets/routes.js';
 import { SecretPolicyService } from './secrets/service.js';
 import type { HealthResponse } from '../core/wire/control-plane.js';
@@ -70,6 +71,8 @@ export interface ControlPlaneOptions {
   decisions?: Partial<DecisionSettings>;
   /** Telemetry ingestion: rate limit per identity and retention (default DEFAULT_TELEMETRY_SETTINGS). */
   telemetry?: Partial<TelemetrySettings>;
+  /** Requests and open long polls per identity on GET /v1/policy/bundle (default DEFAULT_BUNDLE_POLL_SETTINGS). */
+  bundlePolls?: Partial<BundlePollSettings>;
   /** Rate of witness alarms each caller may report (POST /v1/audit/alarms); default DEFAULT_ALARM_RATE. */
   witnessAlarms?: Partial<RateLimit>;
   /** Prometheus metrics to fill (the caller serves its registry); default: kept, not served. */
@@ -81,6 +84,8 @@ export interface ControlPlaneOptions {
    * A server option, not a CLI flag: tests lower it to watch a grant expire.
    */
   grantMinSeconds?: number;
+  /** How long ended grants stay listed before the leader deletes them (ms; default GRANT_RETENTION_MS, 30 days). */
+  grantRetentionMs?: number;
   /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
   risk?: Partial<RiskSettings>;
   /** The built web console served under /console/ (default dist/console of this checkout; see src/server/console/static.ts). */
@@ -152,8 +157,11 @@ export class ControlPlane {
       await tlog.init();
       // The bundle carries the log key: agents witnessing checkpoints trust it through the CA.
       // Grants go into the bundle; approving one publishes a bundle (hence the late-bound `policy`).
-      const grants: GrantService = new GrantService(store, { now: Date.now, minSeconds: options.grantMinSeconds ?? MIN_GRANT_SECONDS, changed: (): Promise<number> => policy.grantsChanged() });
-      const policy: PolicyService = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey, grants: (now) => grants.forBundle(now) });
+      const grants: GrantService = new GrantService(store, { now: Date.now, minSeconds: options.grantMinSeconds ?? MIN_GRANT_SECONDS,
+        ...(options.grantRetentionMs !== undefined ? { retentionMs: options.grantRetentionMs } : {}), changed: (): Promise<number> => policy.grantsChanged() });
+      // Named admins go into the bundle too, for the key servers (hence the late-bound `admins`).
+      const admins: AdminService = new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now: Date.now, changed: () => policy.entriesChanged() });
+      const policy: PolicyService = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey, grants: (now) => grants.forBundle(now), admins: (now) => admins.forBundle(now) });
       await policy.init();
       const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
       const now = Date.now;
@@ -170,7 +178,7 @@ export class ControlPlane {
         riskConfig: new RiskConfigService(store, CONTROL_PLANE_RISK_CONFIG),
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
-        admins: new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now }),
+        admins,
         grants,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
@@ -246,7 +254,7 @@ export class ControlPlane {
     caRoutes(app, ctx);
     auditRoutes(app, ctx);
     witnessRoutes(app, ctx, { ...DEFAULT_ALARM_RATE, ...this.opts.witnessAlarms });
-    policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions });
+    policyRoutes(app, ctx, { ...DEFAULT_DECISION_SETTINGS, ...this.opts.decisions }, { ...DEFAULT_BUNDLE_POLL_SETTINGS, ...this.opts.bundlePolls });
     secretPolicyRoutes(app, ctx);
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
@@ -288,7 +296,10 @@ export class ControlPlane {
           .finally(() => { this.checkpointing = undefined; });
       }
       // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
-      ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)) : undefined))
+      // Ended grants past their retention are deleted (their history stays in the audit log).
+      ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
+        if (pruned.length > 0) ctx.log.info('ended grants deleted after their retention', { count: pruned.length });
+      }) : undefined))
         .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));
       // The leader's risk engine reads the telemetry stored since its last step and acts on it.
       if (leader) ctx.riskEngine?.step().catch((err: unknown) => ctx.log.error('risk engine step failed', { error: String(err) }));

@@ -166,6 +166,16 @@ export class PolicyEnforcer extends EventEmitter {
     return this.sites?.get(spiffeId);
   }
 
+  /**
+   * Whether `spiffeId` presenting a certificate of `serial` is a live named admin in the bundle in
+   * force (its `admins`): key servers let those provision shares. No bundle: false (fail closed).
+   * Called per provisioning request only (rare): a scan, no index.
+   */
+  isNamedAdmin(spiffeId: string, serial: string | undefined): boolean {
+    if (serial === undefined) return false;
+    return this.bundle?.admins?.some((a) => a.id === spiffeId && a.serials.includes(serial)) ?? false;
+  }
+
   /** Whether the bundle in force quarantines `spiffeId` now (see {@link peerStatus}). */
   isQuarantined(spiffeId: string): boolean {
     const q = this.identities?.quarantined;
@@ -277,7 +287,7 @@ export class PolicyEnforcer extends EventEmitter {
         if (this.stopped) return;
         failures += 1;
         this.opts.log.debug('policy watch failed; will retry', { error: (err as Error).message });
-        await sleep(Math.min(30_000, 250 * 2 ** Math.min(failures, 7)));
+        await sleep(retryDelayMs(failures, (err as { retryAfterSeconds?: number }).retryAfterSeconds));
       }
     }
   }
@@ -293,6 +303,17 @@ function recordable(context: Record<string, string | number>): Record<string, st
     }
   }
   return out;
+}
+
+/**
+ * The wait before the next poll after `failures` failures in a row: doubling from 500 ms to 30 s, and
+ * never less than a 429's Retry-After (RFC 9110 §10.2.3; the control plane limits polls per identity),
+ * itself capped at 5 minutes so a bogus header cannot park the agent's policy stream for hours.
+ */
+export function retryDelayMs(failures: number, retryAfterSeconds: number | undefined): number {
+  const backoff = Math.min(30_000, 250 * 2 ** Math.min(Math.max(failures, 1), 7));
+  if (retryAfterSeconds === undefined || !Number.isFinite(retryAfterSeconds) || retryAfterSeconds <= 0) return backoff;
+  return Math.max(backoff, Math.min(retryAfterSeconds * 1000, 300_000));
 }
 
 function sleep(ms: number): Promise<void> {

@@ -56,7 +56,24 @@ export interface PolicyBundle {
    * own window. Optional: absent means none.
    */
   grants?: BundleGrant[];
+  /**
+   * The live named admins (`tessera admin add`) and the serials of the certificates issued to them,
+   * for key servers, which let them provision shares like the bootstrap admin. Optional: absent means
+   * none (older agents refuse the field only once an admin is added).
+   */
+  admins?: BundleAdmin[];
 }
+
+/** A named admin as the bundle lists it: its SPIFFE ID and the certificate serials it may present. */
+export interface BundleAdmin {
+  id: string;
+  /** Uppercase hex serials, at most MAX_ADMIN_SERIALS (the control plane keeps the last five). */
+  serials: string[];
+}
+
+/** Most named admins a bundle lists, and serials per admin. */
+export const MAX_BUNDLE_ADMINS = 1000;
+export const MAX_ADMIN_SERIALS = 8;
 
 /** A signed policy bundle: the one signed envelope (src/core/signed-envelope.ts) holding a {@link PolicyBundle}. */
 export type SignedPolicyBundle = SignedEnvelope;
@@ -74,8 +91,8 @@ const MAX_AUTHOR = 256;
 const MAX_REASON = 8192;
 const HEX64 = /^[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
-const BUNDLE_KEYS = ['auditLogKey', 'author', 'createdAt', 'entities', 'grants', 'hash', 'policies', 'reason', 'revoked', 'risk', 'schema', 'version'] as const;
-const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked', 'auditLogKey', 'grants', 'risk']);
+const BUNDLE_KEYS = ['admins', 'auditLogKey', 'author', 'createdAt', 'entities', 'grants', 'hash', 'policies', 'reason', 'revoked', 'risk', 'schema', 'version'] as const;
+const OPTIONAL_BUNDLE_KEYS: ReadonlySet<string> = new Set(['revoked', 'auditLogKey', 'grants', 'risk', 'admins']);
 /** Certificate serials: uppercase hex of a positive INTEGER of at most 20 octets (RFC 5280 §4.1.2.2). */
 const SERIAL = /^[0-9A-F]{1,40}$/;
 const REASON_TEXT = /^[\x20-\x7e]*$/;
@@ -120,6 +137,7 @@ export function createPolicyBundle(input: Omit<PolicyBundle, 'hash' | 'createdAt
     ...(input.auditLogKey !== undefined ? { auditLogKey: input.auditLogKey } : {}),
     ...(input.grants !== undefined ? { grants: input.grants } : {}),
     ...(input.risk !== undefined && input.risk.length > 0 ? { risk: input.risk } : {}),
+    ...(input.admins !== undefined && input.admins.length > 0 ? { admins: input.admins } : {}),
   };
   bundle.hash = policyHash(bundle.policies, bundle.schema);
   return checkBundle(bundle);
@@ -243,7 +261,24 @@ function checkBundle(v: unknown): PolicyBundle {
   if (b.auditLogKey !== undefined) out.auditLogKey = b.auditLogKey as string;
   if (b.grants !== undefined) out.grants = checkGrants(b.grants);
   if (risk !== undefined) out.risk = risk;
+  if (b.admins !== undefined) out.admins = checkAdmins(b.admins);
   return out;
+}
+
+/** Checks the named admins: bounded, one item per SPIFFE ID, a few uppercase hex serials each. */
+function checkAdmins(v: unknown): BundleAdmin[] {
+  if (!Array.isArray(v) || v.length > MAX_BUNDLE_ADMINS) throw invalid(`bundle: admins must be an array of at most ${MAX_BUNDLE_ADMINS}`);
+  const seen = new Set<string>();
+  return v.map((e: unknown, i: number) => {
+    const o = exactObject(e, ['id', 'serials'] as const, `bundle: admins[${i}]`, invalid);
+    if (typeof o.id !== 'string' || !isSpiffeId(o.id)) throw invalid(`bundle: admins[${i}].id must be a SPIFFE ID`);
+    if (seen.has(o.id)) throw invalid(`bundle: admins[${i}] repeats ${o.id}`);
+    seen.add(o.id);
+    if (!Array.isArray(o.serials) || o.serials.length > MAX_ADMIN_SERIALS || o.serials.some((x) => typeof x !== 'string' || !SERIAL.test(x))) {
+      throw invalid(`bundle: admins[${i}].serials must be at most ${MAX_ADMIN_SERIALS} uppercase hex serials`);
+    }
+    return { id: o.id, serials: [...(o.serials as string[])] };
+  });
 }
 
 /** Checks the grants: bounded, unique ids, each well formed (grants.ts `checkGrant`). */

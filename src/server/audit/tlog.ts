@@ -177,7 +177,11 @@ export class TransparencyLog {
     let consistency = cache.proofs.get(held);
     if (consistency === undefined) {
       consistency = held > cp.size ? [] : consistencyProof(this.store.auditLeafSource(), held, cp.size).map((h) => h.toString('base64'));
-      if (cache.proofs.size < 256) cache.proofs.set(held, consistency);
+      // Only sizes an honest witness can hold (none, or a signed checkpoint's) take one of the 256
+      // slots: sizes made up by a caller would fill them and leave every agent's proof uncached.
+      if (cache.proofs.size < 256 && (held === 0 || held === cp.size || (held < cp.size && (await this.store.getCheckpoint(held)) !== undefined))) {
+        cache.proofs.set(held, consistency);
+      }
     }
     return { note: cache.note, consistency };
   }

@@ -12,6 +12,7 @@ import { X509Certificate, type KeyObject } from 'node:crypto';
 import { TesseraError } from '../../core/errors.js';
 import type { Caller } from '../../common/api/auth.js';
 import type { CertificateAuthority } from '../ca/ca.js';
+import { MAX_ADMIN_SERIALS, type BundleAdmin } from '../../core/policy/bundle.js';
 import type { Store } from '../store/store.js';
 
 /** An admin name: what follows /tessera/admin/ in its SPIFFE ID. */
@@ -41,7 +42,14 @@ export class AdminService {
   #removed = new Set<string>();
   #snapshot = '';
 
-  constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { trustDomain: string; bootstrapId: string; now: () => number }) {}
+  /**
+   * `changed`: publishes a policy bundle after an admin is added, renewed or removed (the bundle lists
+   * the live admins for the key servers, which follow it within a second).
+   */
+  constructor(
+    private readonly store: Store, private readonly ca: CertificateAuthority,
+    private readonly opts: { trustDomain: string; bootstrapId: string; now: () => number; changed?: () => Promise<unknown> },
+  ) {}
 
   idOf(name: string): string {
     return `spiffe://${this.opts.trustDomain}/tessera/admin/${name}`;
@@ -86,6 +94,14 @@ export class AdminService {
     }
   }
 
+  /** The bundle's `admins`: live named admins and the serials of their unexpired certificates, by SPIFFE ID. */
+  async forBundle(now: number): Promise<BundleAdmin[]> {
+    return (await this.list()).filter((a) => a.removedAt === undefined)
+      .map((a) => ({ id: a.spiffeId, serials: a.certs.filter((c) => c.notAfter > now).map((c) => c.serial).slice(-MAX_ADMIN_SERIALS) }))
+      .filter((a) => a.serials.length > 0)
+      .sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+  }
+
   async list(): Promise<AdminRecord[]> {
     return (await this.store.listMeta(PREFIX)).map((r) => JSON.parse(r.value) as AdminRecord);
   }
@@ -105,6 +121,7 @@ export class AdminService {
     const ok = old === undefined ? (await this.store.setMetaIfAbsent(key, JSON.stringify(admin))) === JSON.stringify(admin) : await this.store.replaceMeta(key, old, JSON.stringify(admin));
     if (!ok) throw new TesseraError('TESSERA_CONFLICT', `admin ${name} exists`);
     await this.sync();
+    await this.opts.changed?.();
     return { admin, der: issued.der, notAfter: issued.notAfter };
   }
 
@@ -124,6 +141,7 @@ export class AdminService {
     const admin: AdminRecord = { ...rec, certs: [...rec.certs.filter((c) => c.notAfter > now).slice(-4), issued.cert] };
     if (!(await this.store.replaceMeta(key, old!, JSON.stringify(admin)))) throw new TesseraError('TESSERA_CONFLICT', `admin ${name} changed meanwhile: try again`);
     await this.sync();
+    await this.opts.changed?.();
     return { admin, der: issued.der, notAfter: issued.notAfter };
   }
 
@@ -139,6 +157,7 @@ export class AdminService {
     const admin: AdminRecord = { ...rec, removedAt: this.opts.now(), removedBy: by, removedReason: reason };
     if (!(await this.store.replaceMeta(key, old!, JSON.stringify(admin)))) throw new TesseraError('TESSERA_CONFLICT', `admin ${name} changed meanwhile: try again`);
     await this.sync();
+    await this.opts.changed?.();
     return admin;
   }
 

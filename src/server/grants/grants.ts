@@ -8,7 +8,8 @@
  * audited (`grant.request`, `grant.approve`, `grant.deny`, `grant.revoke`, `grant.expire`).
  *
  * Stored as one meta row per grant (`grant:<id>`), changed by compare-and-set so that two admins
- * (or two processes) racing on the same grant cannot both win.
+ * (or two processes) racing on the same grant cannot both win. Ended grants are deleted after
+ * GRANT_RETENTION_MS (`tessera server --grant-retention`).
  */
 import { randomBytes } from 'node:crypto';
 import { TesseraError } from '../../core/errors.js';
@@ -24,6 +25,13 @@ export const PENDING_TTL_MS = 24 * 3600_000;
 export const MIN_GRANT_SECONDS = 60;
 /** How far ahead a start may be scheduled. */
 export const MAX_SCHEDULE_AHEAD_MS = 30 * 86_400_000;
+/**
+ * Ended grants (expired, denied, revoked) are kept this long after they ended, for `grant list`, then
+ * deleted from the store by the leader's sweep; the audit log keeps every step of their history.
+ */
+export const GRANT_RETENTION_MS = 30 * 86_400_000;
+/** The leader deletes ended grants past their retention at most this often (a full listing each time). */
+const PRUNE_EVERY_MS = 60_000;
 /** Most grants kept pending or in force at once. */
 export const MAX_OPEN_GRANTS = 1000;
 const REASON = /^[\x20-\x7e]{1,256}$/;
@@ -88,9 +96,13 @@ function workload(v: string, what: string): string {
 }
 
 export class GrantService {
-  constructor(private readonly store: Store, private readonly opts: { now: () => number; minSeconds: number; changed: () => Promise<number> }) {}
+  #prunedAt = -Infinity;
+
+  constructor(private readonly store: Store, private readonly opts: { now: () => number; minSeconds: number; changed: () => Promise<number>; retentionMs?: number }) {}
 
   view(g: GrantRecord, now = this.opts.now()): GrantView {
+    // A lapsed request is expired as soon as it lapses, not only once the leader's sweep marks it.
+    if (g.state === 'pending') return now >= g.requestedAt + PENDING_TTL_MS ? 'expired' : 'pending';
     if (g.state !== 'approved') return g.state;
     const s = Math.floor(now / 1000);
     if (s >= g.expiry!) return 'expired';
@@ -187,6 +199,25 @@ export class GrantService {
     return out;
   }
 
+  /**
+   * Deletes ended grants (expired, denied, revoked) that ended more than the retention ago and returns
+   * them; at most once a minute unless `force`. Compare and delete: a grant changed meanwhile stays.
+   */
+  async prune(force = false): Promise<GrantRecord[]> {
+    const now = this.opts.now();
+    if (!force && now - this.#prunedAt < PRUNE_EVERY_MS) return [];
+    this.#prunedAt = now;
+    const keepFrom = now - (this.opts.retentionMs ?? GRANT_RETENTION_MS);
+    const out: GrantRecord[] = [];
+    for (const row of await this.store.listMeta(PREFIX)) {
+      const g = JSON.parse(row.value) as GrantRecord;
+      const ended = endedAt(g);
+      if (ended === undefined || ended > keepFrom) continue;
+      if (await this.store.deleteMetaIf(row.key, row.value)) out.push(g);
+    }
+    return out;
+  }
+
   /** The grants the bundle carries: approved, not yet expired. */
   async forBundle(now: number): Promise<BundleGrant[]> {
     const s = Math.floor(now / 1000);
@@ -204,6 +235,16 @@ export class GrantService {
 
   private async swap(id: string, old: string, next: GrantRecord): Promise<void> {
     if (!(await this.store.replaceMeta(PREFIX + id, old, JSON.stringify(next)))) throw new TesseraError('TESSERA_GRANT_STATE', `grant ${id} changed meanwhile`);
+  }
+}
+
+/** When an ended grant ended (ms); undefined for one pending or approved (the sweep ends those first). */
+export function endedAt(g: GrantRecord): number | undefined {
+  switch (g.state) {
+    case 'expired': return g.expiredAt ?? g.requestedAt;
+    case 'denied': return g.decidedAt ?? g.requestedAt;
+    case 'revoked': return g.revokedAt ?? g.requestedAt;
+    default: return undefined;
   }
 }
 

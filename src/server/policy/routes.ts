@@ -5,6 +5,7 @@ import { body, int, queryInt, reqStr } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import type { ApplyPolicyResponse, DecisionsResponse, PolicyBundleResponse, PolicyHistoryResponse, PolicyVersionResponse, RollbackPolicyResponse } from '../../core/wire/control-plane.js';
 import { DECISIONS_BODY_LIMIT, DEFAULT_DECISION_SETTINGS, DecisionIngest, type DecisionSettings } from './decisions.js';
+import { BundlePollGate, DEFAULT_BUNDLE_POLL_SETTINGS, PollRefused, type BundlePollSettings } from './poll-gate.js';
 
 // Starts with a letter or digit, as the bundle requires (no `/abs`, `.hidden`, `_x`): a bad name is a bad request.
 const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\.cedar$/;
@@ -29,8 +30,11 @@ function schemaOf(v: unknown): Record<string, unknown> | undefined {
 }
 
 /** Policy administration (admin), the signed bundle for agents, and decision records from agents. */
-export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings: DecisionSettings = DEFAULT_DECISION_SETTINGS): void {
+export function policyRoutes(
+  app: FastifyInstance, ctx: ServerContext, settings: DecisionSettings = DEFAULT_DECISION_SETTINGS, polls: BundlePollSettings = DEFAULT_BUNDLE_POLL_SETTINGS,
+): void {
   const ingest = new DecisionIngest(ctx.trustDomain, ctx.secrets, settings);
+  const gate = new BundlePollGate(polls);
 
   app.post('/v1/policies', (req, reply) => audited(ctx, req, 'policy.apply', async (ev) => {
     const caller = adminCaller(ctx, req, ev);
@@ -87,11 +91,24 @@ export function policyRoutes(app: FastifyInstance, ctx: ServerContext, settings:
   // The signed bundle, for agents (any SVID of the trust domain) and the admin. Long-polls with ?after=.
   app.get('/v1/policy/bundle', async (req, reply) => {
     // Frequent (long polls): authenticated, not audited. A revoked or unknown identity gets nothing.
-    await liveOrAdminCaller(ctx, req, undefined);
+    const caller = await liveOrAdminCaller(ctx, req, undefined);
     const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
     const held = queryInt(req.query, 'witness', -1, 0, Number.MAX_SAFE_INTEGER);
-    if (timeout > 0) await waitFor(ctx.policy, 'bundle', () => ctx.policy.current().version > after, timeout * 1000, reply);
+    // Per identity: a token per request, a slot per long poll (poll-gate.ts). Not audited: a flood
+    // would flood the log; the refusals count in tessera_api_requests_total (this route, 4xx).
+    let release: () => void;
+    try {
+      release = gate.admit(caller.spiffeId, timeout > 0);
+    } catch (err) {
+      if (err instanceof PollRefused) void reply.header('retry-after', String(err.retryAfterSeconds));
+      throw err;
+    }
+    try {
+      if (timeout > 0) await waitFor(ctx.policy, 'bundle', () => ctx.policy.current().version > after, timeout * 1000, reply);
+    } finally {
+      release();
+    }
     // Woken by its connection closing (the caller left, or the control plane is stopping and its store
     // may already be closed): nobody to answer, and nothing to read.
     if (reply.raw.destroyed) return reply.hijack();

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { PolicyEngine, type Decision, type DecisionRequest } from '../../core/policy/engine.js';
-import { policyHash, signPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
+import { policyHash, signPolicyBundle, type BundleAdmin, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import type { BundleGrant } from '../../core/policy/grants.js';
 import { TESSERA_SCHEMA } from '../../core/policy/schema.js';
 import { LIMITS, type RevokedIdentity, type RiskListed } from '../../core/policy/types.js';
@@ -72,7 +72,7 @@ export class PolicyService extends EventEmitter {
   private riskSource: ((now: number) => Promise<RiskListed[]>) | undefined;
 
   /** `auditLogKey`: the audit log's verifier key, carried in every bundle for the agents' witnesses. */
-  constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { auditLogKey?: string; grants?: (now: number) => Promise<BundleGrant[]> } = {}) {
+  constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly opts: { auditLogKey?: string; grants?: (now: number) => Promise<BundleGrant[]>; admins?: (now: number) => Promise<BundleAdmin[]> } = {}) {
     super();
     this.setMaxListeners(0);
   }
@@ -275,6 +275,9 @@ export class PolicyService extends EventEmitter {
     // Approved just-in-time grants, each with its window (none: no `grants` field, as before).
     const grants = (await this.opts.grants?.(now)) ?? [];
     if (grants.length > 0) bundle.grants = grants;
+    // Live named admins with their certificates' serials, for the key servers (none: no field).
+    const admins = (await this.opts.admins?.(now)) ?? [];
+    if (admins.length > 0) bundle.admins = admins;
     this.signed = signPolicyBundle(bundle, this.ca.signingMaterial());
     this.bundle = bundle;
     this.engine = undefined;

@@ -602,6 +602,10 @@ export class SqliteStore implements Store {
     return this.db.prepare('UPDATE meta SET value = ? WHERE key = ? AND value = ?').run(value, key, expected).changes === 1;
   }
 
+  async deleteMetaIf(key: string, expected: string): Promise<boolean> {
+    return this.db.prepare('DELETE FROM meta WHERE key = ? AND value = ?').run(key, expected).changes === 1;
+  }
+
   async setMetaIfAbsent(key: string, value: string): Promise<string> {
     this.stmts.insertMetaIfAbsent.run(key, value);
     return this.stmts.getMeta.get(key)!.value;

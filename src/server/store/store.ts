@@ -339,6 +339,8 @@ export interface Store {
   listMeta(prefix: string): Promise<{ key: string; value: string }[]>;
   /** Sets `key` to `value` only if it now holds `expected` (compare and set); false if it did not. */
   replaceMeta(key: string, expected: string, value: string): Promise<boolean>;
+  /** Deletes `key` only if it now holds `expected` (compare and delete); false if it did not. */
+  deleteMetaIf(key: string, expected: string): Promise<boolean>;
   listAudit(query: AuditQuery): Promise<StoredAuditRecord[]>;
   /**
    * Recorded decisions (action `decision`) for a dry run, chosen so that no identity can flood the
