@@ -14,6 +14,9 @@ import type { TelemetryService } from './telemetry/service.js';
 import type { RiskService } from './risk/service.js';
 import type { RiskConfigService } from './risk/config-service.js';
 import type { RiskEngineLink } from './risk/engine-link.js';
+import type { UserService } from './people/users.js';
+import type { SessionService } from './people/sessions.js';
+import type { PeopleService } from './people/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -49,4 +52,10 @@ export interface ServerContext {
   grants: GrantService;
   /** Sidecar telemetry: ingestion, the stored windows, and the sink of accepted windows (`onWindows`) for the risk engine. */
   telemetry: TelemetryService;
+  /** People (issue 12): users and groups. */
+  users: UserService;
+  /** People's sessions: `fromRequest`, `requireSession` for any route a signed-in person may call. */
+  sessions: SessionService;
+  /** People's sign-in flows (enrolment, passkey + TOTP, OIDC, console links). */
+  people: PeopleService;
 }

@@ -44,6 +44,10 @@ import { CONTROL_PLANE_RISK_CONFIG, RiskEngineLink } from './risk/engine-link.js
 import { RiskConfigService } from './risk/config-service.js';
 import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
 import { telemetryRoutes } from './telemetry/routes.js';
+import { buildPeople, type PeopleOptions } from './people/index.js';
+import { authRoutes } from './people/auth-routes.js';
+import { peopleAdminRoutes } from './people/routes.js';
+import { peoplePages } from './people/pages.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -80,6 +84,8 @@ export interface ControlPlaneOptions {
   grantMinSeconds?: number;
   /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
   risk?: Partial<RiskSettings>;
+  /** People's sign-in (issue 12): the OIDC provider, session timeouts. */
+  people?: PeopleOptions;
 }
 
 export const DEFAULTS = {
@@ -172,6 +178,7 @@ export class ControlPlane {
         // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
         metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
+        ...buildPeople({ store: store.people, kek, trustDomain, now, issuer: () => ctx.issuer, options: options.people }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -244,6 +251,9 @@ export class ControlPlane {
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
     riskRoutes(app, ctx, ctx.risk);
+    authRoutes(app, ctx);
+    peopleAdminRoutes(app, ctx, this.store.people);
+    peoplePages(app);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
