@@ -7,7 +7,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
-import { body, reqStr, str } from '../../common/api/validate.js';
+import { body, queryInt, reqStr, str } from '../../common/api/validate.js';
 import { audited } from '../api/handlers.js';
 import type { AuditEvent } from '../audit/audit.js';
 import type { ServerContext } from '../context.js';
@@ -40,6 +40,7 @@ function token(b: Record<string, unknown>, field: string): string {
 
 export function authRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { sessions, people, users } = ctx;
+  const now = (): number => people.now();
 
   /** Opens a session for `user` (a new id, replacing the request's old session) and answers with it. */
   async function signedIn(req: FastifyRequest, reply: FastifyReply, ev: AuditEvent, user: UserRecord, mfaAt: number | undefined): Promise<NewSession> {
@@ -56,8 +57,11 @@ export function authRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   app.get('/v1/auth/config', async () => ({ oidc: people.oidc !== undefined, public_url: ctx.issuer }));
 
-  app.get('/v1/auth/session', async (req) => {
-    const s = await sessions.requireSession(req);
+  // `max_mfa_age_seconds`: also refuse (TESSERA_MFA_REQUIRED) unless the session's MFA is that recent,
+  // so a page can offer the step-up before it attempts an action that needs it.
+  app.get<{ Querystring: Record<string, unknown> }>('/v1/auth/session', async (req) => {
+    const maxAge = queryInt(req.query, 'max_mfa_age_seconds', -1, 0, 30 * 86_400);
+    const s = await sessions.requireSession(req, maxAge < 0 ? {} : { maxMfaAgeMs: maxAge * 1000 });
     return { session: sessionView(s), csrf_token: cookieValue(req.headers.cookie, '__Host-tessera_csrf') ?? null };
   });
 
@@ -89,7 +93,7 @@ export function authRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const user = await people.enrolTotp(cookieValue(req.headers.cookie, ENROL_COOKIE), code);
     ev.target = user.spiffeId;
     flowCookie(reply, ENROL_COOKIE, '', 0);
-    const s = await signedIn(req, reply, ev, user, Date.now());
+    const s = await signedIn(req, reply, ev, user, now());
     ev.succeed();
     return sessionBody(s);
   }));
@@ -124,7 +128,7 @@ export function authRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const user = await people.totpSignIn(cookieValue(req.headers.cookie, MFA_COOKIE), code, ev.detail);
     ev.target = user.spiffeId;
     flowCookie(reply, MFA_COOKIE, '', 0);
-    const s = await signedIn(req, reply, ev, user, Date.now());
+    const s = await signedIn(req, reply, ev, user, now());
     ev.succeed();
     return sessionBody(s);
   }));

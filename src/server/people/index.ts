@@ -18,6 +18,8 @@ export interface PeopleOptions {
   /** The OIDC provider people sign in with (`tessera server --oidc-issuer ...`); none: local users only. */
   oidc?: OidcSettings;
   sessions?: Partial<SessionSettings>;
+  /** The clock of sign-in (TOTP steps, expiries); a server option for tests, not a CLI flag. */
+  now?: () => number;
 }
 
 export function buildPeople(deps: {
@@ -25,7 +27,8 @@ export function buildPeople(deps: {
   /** The public base URL (`--public-url`, default the API's URL): WebAuthn origin and RP ID, links, OIDC redirect. */
   issuer: () => string; options: PeopleOptions | undefined;
 }): { users: UserService; sessions: SessionService; people: PeopleService } {
-  const { store, now } = deps;
+  const { store } = deps;
+  const now = deps.options?.now ?? deps.now;
   const base = (): string => deps.issuer().replace(/\/+$/, '');
   const origin = (): string => new URL(base()).origin;
   const users = new UserService(store, { trustDomain: deps.trustDomain, now });

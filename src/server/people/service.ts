@@ -47,6 +47,11 @@ export class PeopleService {
     this.tickets = new Tickets(store, deps.now);
   }
 
+  /** The sign-in clock (PeopleOptions.now). */
+  now(): number {
+    return this.deps.now();
+  }
+
   get oidc(): OidcLogin | undefined {
     return this.deps.oidc;
   }
