@@ -104,6 +104,7 @@ export function authRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const b = body(req.body ?? {}, ['username', 'step_up']);
     let username = str(b, 'username', { max: 63, optional: true, pattern: USERNAME });
     // A step-up is for the session's own user: the challenge is bound to it.
+    if (b.step_up !== undefined && typeof b.step_up !== 'boolean') throw new TesseraError('TESSERA_BAD_REQUEST', '"step_up" must be a boolean');
     if (b.step_up === true) username = (await sessions.requireSession(req)).username;
     if (username) ev.target = users.idOf(username);
     const options = await people.passkeyOptions(username);

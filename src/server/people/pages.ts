@@ -38,7 +38,7 @@ ${TOTP_FORM}
 <p>2. Create a passkey for this site:</p><button id="passkey-create" type="button">Create a passkey</button>
 </section>
 ${TOTP_FORM}`),
-  link: page('link', 'Signing in', ''),
+  link: page('link', 'Signing in', '<form id="logout-form" hidden><button type="submit">Sign out</button></form>'),
 };
 
 /** The page script: base64url ↔ ArrayBuffer for WebAuthn, then the JSON API. */
@@ -67,7 +67,11 @@ const SCRIPT = `'use strict';
     return { id: c.id, rawId: enc(c.rawId), type: c.type, clientExtensionResults: c.getClientExtensionResults(), response: r };
   }
   function fragmentToken() { var m = location.hash.match(/token=([A-Za-z0-9_-]{43})/); history.replaceState(null, '', location.pathname + location.search); return m ? m[1] : ''; }
-  function done(j) { say('Signed in as ' + j.session.username + '.'); var back = new URLSearchParams(location.search).get('return_to'); if (back && back.charAt(0) === '/' && back.charAt(1) !== '/' && back.indexOf('\\\\') < 0) location.assign(back); }
+  function done(j) {
+    say('Signed in as ' + j.session.username + '.');
+    var out = $('logout-form');
+    if (out) { out.hidden = false; out.addEventListener('submit', function (e) { e.preventDefault(); api('/v1/auth/logout').then(function () { out.hidden = true; say('Signed out.'); }, function (err) { say(err.message); }); }); }
+    var back = new URLSearchParams(location.search).get('return_to'); if (back && back.charAt(0) === '/' && back.charAt(1) !== '/' && back.indexOf('\\\\') < 0) location.assign(back); }
   function totp(path) {
     var f = $('totp-form'); f.hidden = false; $('code').focus();
     f.addEventListener('submit', function (e) { e.preventDefault(); api(path, { code: $('code').value }).then(function (j) { f.hidden = true; done(j); }, function (err) { say(err.message); }); });
