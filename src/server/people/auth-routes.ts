@@ -77,6 +77,14 @@ export function authRoutes(app: FastifyInstance, ctx: ServerContext): void {
     return { username: r.user.username, passkey_options: r.passkeyOptions, totp_uri: r.totpUri };
   }));
 
+  app.post('/v1/auth/enrol/passkey/options', (req) => audited(ctx, req, 'user.enrol_challenge', async (ev) => {
+    sessions.checkOrigin(req);
+    body(req.body ?? {}, []);
+    const options = await people.enrolPasskeyOptions(cookieValue(req.headers.cookie, ENROL_COOKIE));
+    ev.succeed();
+    return { options };
+  }));
+
   app.post('/v1/auth/enrol/passkey', (req) => audited(ctx, req, 'user.enrol_passkey', async (ev) => {
     sessions.checkOrigin(req);
     const b = body(req.body, ['response']);

@@ -91,8 +91,12 @@ const SCRIPT = `'use strict';
   } else if (page === 'enrol') {
     api('/v1/auth/enrol/start', { token: fragmentToken() }).then(function (j) {
       $('enrol-steps').hidden = false; $('totp-uri').textContent = j.totp_uri;
+      var opts = j.passkey_options;
       $('passkey-create').addEventListener('click', function () {
-        create(j.passkey_options).then(function (resp) { return api('/v1/auth/enrol/passkey', { response: resp }); })
+        // A refused attempt uses its challenge up: the next one asks for fresh options.
+        (opts ? Promise.resolve(opts) : api('/v1/auth/enrol/passkey/options').then(function (r) { return r.options; }))
+          .then(function (o) { opts = null; return create(o); })
+          .then(function (resp) { return api('/v1/auth/enrol/passkey', { response: resp }); })
           .then(function () { $('passkey-create').disabled = true; say('Passkey created. Now the code from your authenticator app.'); totp('/v1/auth/enrol/totp'); }, function (err) { say(err.message); });
       });
     }, function (err) { say(err.message); });

@@ -144,6 +144,40 @@ describe('enrolment and local sign-in', () => {
   });
 });
 
+describe('passkey registration (WebAuthn L2 §7.1)', () => {
+  it('refuses another origin, another RP ID, a reused or foreign challenge, a credential already registered; fresh options allow a retry', async () => {
+    nextStep();
+    const known = await enrol(browser(), 'lou');
+    const b = browser();
+    const start = await b.post('/v1/auth/enrol/start', { token: await addUser('reg') });
+    type Opts = { challenge: string; rp: { id: string }; user: { id: string } };
+    const opts = (start.json as { passkey_options: Opts }).passkey_options;
+    const pk = new SoftPasskey();
+    expect(codeOf(await b.post('/v1/auth/enrol/passkey', { response: pk.register(opts, 'https://evil.example') }))).toBe('TESSERA_WEBAUTHN_INVALID');
+    // That attempt used the challenge up: even a correct response to it is refused now.
+    expect(codeOf(await b.post('/v1/auth/enrol/passkey', { response: pk.register(opts, b.origin) }))).toBe('TESSERA_WEBAUTHN_INVALID');
+    // The TOTP step needs a registered passkey first.
+    expect(codeOf(await b.post('/v1/auth/enrol/totp', { code: '123456' }))).toBe('TESSERA_WEBAUTHN_INVALID');
+    const fresh = async (): Promise<Opts> => ((await b.post('/v1/auth/enrol/passkey/options', {})).json as { options: Opts }).options;
+    expect(codeOf(await b.post('/v1/auth/enrol/passkey', { response: pk.register(await fresh(), b.origin, { rpId: 'evil.example' }) }))).toBe('TESSERA_WEBAUTHN_INVALID');
+    expect(codeOf(await b.post('/v1/auth/enrol/passkey', { response: pk.register(await fresh(), b.origin, { type: 'webauthn.get' }) }))).toBe('TESSERA_WEBAUTHN_INVALID');
+    // Another person's credential id cannot be registered again.
+    expect(codeOf(await b.post('/v1/auth/enrol/passkey', { response: known.passkey.register(await fresh(), b.origin) }))).toBe('TESSERA_WEBAUTHN_INVALID');
+    // A registration challenge issued for another user's enrolment.
+    const other = browser();
+    await other.post('/v1/auth/enrol/start', { token: await addUser('reg2') });
+    const foreign = ((await other.post('/v1/auth/enrol/passkey/options', {})).json as { options: Opts }).options;
+    expect(codeOf(await b.post('/v1/auth/enrol/passkey', { response: pk.register(foreign, b.origin) }))).toBe('TESSERA_WEBAUTHN_INVALID');
+    // A console link's token is not an enrolment link.
+    const link = await admin('/v1/console/links', { username: 'lou' });
+    expect(codeOf(await browser().post('/v1/auth/enrol/start', { token: (link.json as { url: string }).url.split('#token=')[1] }))).toBe('TESSERA_LINK_INVALID');
+    // A proper retry completes the enrolment.
+    expect((await b.post('/v1/auth/enrol/passkey', { response: pk.register(await fresh(), b.origin) })).status).toBe(200);
+    const secret = new URL((start.json as { totp_uri: string }).totp_uri).searchParams.get('secret')!;
+    expect((await b.post('/v1/auth/enrol/totp', { code: code(secret) })).status).toBe(200);
+  });
+});
+
 describe('TOTP (RFC 6238)', () => {
   it('accepts the codes of the previous, current and next step, and no other', async () => {
     nextStep();

@@ -91,6 +91,12 @@ export class PeopleService {
     return { ticket, data: JSON.parse(ticket.data) as EnrollingData, username: ticket.username };
   }
 
+  /** Fresh passkey registration options for the enrolment under way (after a failed or abandoned attempt). */
+  async enrolPasskeyOptions(token: string | undefined): Promise<PublicKeyCredentialCreationOptionsJSON> {
+    const { username } = await this.enrolling(token);
+    return this.deps.passkeys.registrationOptions(await this.activeUser(username));
+  }
+
   /** Registers the passkey of an enrolment under way (kept with it until the TOTP code completes it). */
   async enrolPasskey(token: string | undefined, response: unknown): Promise<UserRecord> {
     const { ticket, data, username } = await this.enrolling(token);

@@ -71,8 +71,6 @@ const ticketFromRow = (r: TicketRow): AuthTicketRecord => ({
   hash: r.hash, kind: r.kind, username: r.username, data: r.data, createdAt: r.created_at, expiresAt: r.expires_at, usedAt: r.used_at,
 });
 
-/** Used tickets are kept this long past their expiry (a replay then reads "used", not "unknown"), then deleted. */
-const TICKET_KEEP_MS = 24 * 3600_000;
 
 export class SqlitePeopleStore implements PeopleStore {
   private readonly s;
@@ -211,7 +209,8 @@ export class SqlitePeopleStore implements PeopleStore {
   }
 
   async insertTicket(t: Omit<AuthTicketRecord, 'usedAt'>, now: number): Promise<void> {
-    this.s.pruneTickets.run(now - TICKET_KEEP_MS);
+    // Expired tickets go at the next insert: the table holds at most what the TTLs allow.
+    this.s.pruneTickets.run(now);
     this.s.insertTicket.run(t);
   }
 
