@@ -30,6 +30,8 @@ import { ControlPlaneMetrics } from '../server/metrics.js';
 import { AgentMetrics } from '../agent/metrics.js';
 import { siemOptions } from './siem-options.js';
 import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
+import { peopleOptions, withPeopleFlags } from './people-options.js';
+import { userCommands } from './user.js';
 import { PRODUCT_VERSION } from '../core/audit-export.js';
 
 type Json = Record<string, unknown>;
@@ -111,7 +113,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
-  metricsListenOption(program.command('server'))
+  withPeopleFlags(metricsListenOption(program.command('server')))
     .description('run the control plane: CA, registry, join tokens, derived credentials and audit, on an HTTPS API')
     .option('--data-dir <dir>', 'state directory (SQLite database, sealed CA keys, admin credential)', DEFAULT_SERVER_DIR)
     .option('--listen <host:port>', 'address to listen on', `${DEFAULTS.host}:${DEFAULTS.port}`)
@@ -148,6 +150,7 @@ export function buildProgram(): Command {
       if (workers > 1 && o.metricsListen !== undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--metrics-listen needs --workers 1 (metrics of several workers are not aggregated yet)');
       const siem = siemOptions(o);
       const grantMinSeconds = o.grantMin !== undefined ? parseGrantMin(String(o.grantMin)) : undefined;
+      const people = peopleOptions(o);
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
@@ -167,6 +170,7 @@ export function buildProgram(): Command {
         bundlePolls,
         grantRetentionMs: parseDuration(String(o.grantRetention), '--grant-retention'),
         ...(siem ? { siem } : {}),
+        ...(people ? { people } : {}),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {
         await metricsListener?.close();
@@ -347,6 +351,7 @@ export function buildProgram(): Command {
   auditCommands(program, run);
   adminCommands(program, run);
   grantCommands(program, run);
+  userCommands(program, run);
   telemetryCommands(program, run);
   riskCommands(program, run);
   riskConfigCommands(program, run);

@@ -106,6 +106,21 @@ export const ERROR_CODES = {
   TESSERA_GRANT_INVALID: { status: 400, description: 'The grant request is invalid: principal or resource not a SPIFFE ID, unknown action, duration out of bounds, start in the past or too far ahead, or a missing reason.' },
   TESSERA_GRANT_SELF_APPROVAL: { status: 403, description: 'A grant must be approved or denied by an admin other than the one who requested it (two-person rule).' },
   TESSERA_GRANT_STATE: { status: 409, description: 'The grant is not in a state that allows this step (only a pending grant can be approved or denied; an expired, denied or revoked grant cannot be revoked).' },
+
+  // People and sign-in (issue 12): sessions, passkeys, TOTP, OIDC.
+  TESSERA_SESSION_REQUIRED: { status: 401, description: 'This request needs a signed-in session (cookie `__Host-tessera_session`): none was presented, or it is unknown or was ended (logout, logout-all, user disabled or removed).' },
+  TESSERA_SESSION_EXPIRED: { status: 401, description: 'The session passed its idle or absolute timeout: sign in again.' },
+  TESSERA_MFA_REQUIRED: { status: 401, description: 'This action needs a session whose multi-factor sign-in is recent enough: step up (sign in again with both factors, or through the OIDC provider with MFA) and retry.' },
+  TESSERA_CSRF_INVALID: { status: 403, description: 'A state-changing browser request without the CSRF token (header `x-tessera-csrf` equal to the `__Host-tessera_csrf` cookie and bound to the session), or from another Origin.' },
+  TESSERA_REDIRECT_INVALID: { status: 400, description: 'The return-to address is not a same-origin relative path (`/...`, no scheme, host, `//` or backslash).' },
+  TESSERA_LINK_INVALID: { status: 401, description: 'The one-time link (enrolment link, console sign-in link, enrolment in progress) is unknown, malformed, already used or expired.' },
+  TESSERA_WEBAUTHN_INVALID: { status: 401, description: 'The passkey ceremony failed: unknown, used or expired challenge, a response that does not verify (origin, RP ID, signature, flags, counter), or a credential of another user.' },
+  TESSERA_TOTP_INVALID: { status: 401, description: 'The TOTP code is wrong, outside the accepted time window, already used, or too many wrong codes were tried for this sign-in.' },
+  TESSERA_USER_DISABLED: { status: 403, description: 'The user is disabled (`tessera user disable`): sign-in and sessions are refused.' },
+  TESSERA_USER_CONFLICT: { status: 409, description: 'The user name exists, or the name derived from an OIDC identity is taken by another user.' },
+  TESSERA_OIDC_NOT_CONFIGURED: { status: 404, description: 'No OIDC provider is configured (`tessera server --oidc-issuer ...`).' },
+  TESSERA_OIDC_STATE_INVALID: { status: 400, description: 'The OIDC callback\'s `state` is missing, unknown, used, expired, or not the one this browser started.' },
+  TESSERA_OIDC_FAILED: { status: 401, description: 'The OIDC provider refused the sign-in or its answer did not verify (error response, code refused or replayed, ID token signature, issuer, audience, nonce or age).' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -15,6 +15,9 @@ import type { RiskService } from './risk/service.js';
 import type { RiskConfigService } from './risk/config-service.js';
 import type { RiskEngineLink } from './risk/engine-link.js';
 import type { MapService } from './map/service.js';
+import type { UserService } from './people/users.js';
+import type { SessionService } from './people/sessions.js';
+import type { PeopleService } from './people/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -52,4 +55,10 @@ export interface ServerContext {
   telemetry: TelemetryService;
   /** The web console's map: sites, services and edges aggregated from telemetry, decisions and risk states. */
   map: MapService;
+  /** People (issue 12): users and groups. */
+  users: UserService;
+  /** People's sessions: `fromRequest`, `requireSession` for any route a signed-in person may call. */
+  sessions: SessionService;
+  /** People's sign-in flows (enrolment, passkey + TOTP, OIDC, console links). */
+  people: PeopleService;
 }

@@ -48,6 +48,10 @@ import { telemetryRoutes } from './telemetry/routes.js';
 import { MapService } from './map/service.js';
 import { mapRoutes } from './map/routes.js';
 import { consoleRoutes, defaultConsoleDir, loadConsoleAssets } from './console/static.js';
+import { buildPeople, type PeopleOptions } from './people/index.js';
+import { authRoutes } from './people/auth-routes.js';
+import { peopleAdminRoutes } from './people/routes.js';
+import { peoplePages } from './people/pages.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -90,6 +94,8 @@ export interface ControlPlaneOptions {
   risk?: Partial<RiskSettings>;
   /** The built web console served under /console/ (default dist/console of this checkout; see src/server/console/static.ts). */
   consoleDir?: string;
+  /** People's sign-in (issue 12): the OIDC provider, session timeouts. */
+  people?: PeopleOptions;
 }
 
 export const DEFAULTS = {
@@ -187,6 +193,7 @@ export class ControlPlane {
         // Unseal telemetry is taken only from key servers that a secret-policy record names.
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id)),
         map: new MapService({ store, risk, registry, now }),
+        ...buildPeople({ store: store.people, kek, trustDomain, now, issuer: () => ctx.issuer, options: options.people }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -261,6 +268,9 @@ export class ControlPlane {
     riskRoutes(app, ctx, ctx.risk);
     mapRoutes(app, ctx);
     consoleRoutes(app, loadConsoleAssets(this.opts.consoleDir ?? defaultConsoleDir()));
+    authRoutes(app, ctx);
+    peopleAdminRoutes(app, ctx, this.store.people);
+    peoplePages(app);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);

@@ -75,6 +75,8 @@ export class RegistryService {
     // The trust-domain ID names the trust domain, not a workload (X509-SVID §5.2 refuses it in a leaf).
     if (id.path === '') throw new TesseraError('TESSERA_SPIFFE_ID_INVALID', `the SPIFFE ID needs a path naming the workload, e.g. spiffe://${this.trustDomain}/payments`);
     if (id.path === '/tessera' || id.path.startsWith('/tessera/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED');
+    // People's principals (issue 12, src/server/people/): spiffe://<td>/user/<username>.
+    if (id.path === '/user' || id.path.startsWith('/user/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED', 'the /user tree names people (tessera user add), not workloads');
   }
 
   /** Registers a workload. TESSERA_CONFLICT if its SPIFFE ID already has an entry (revoked ones too). */

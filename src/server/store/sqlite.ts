@@ -8,6 +8,8 @@ import type {
   ApiKeyRecord, AuditQuery, RiskStateRecord, RiskHistoryRecord, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
   StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow, TelemetryEdgeAggregate, DecisionEdgeAggregate,
 } from './store.js';
+import type { PeopleStore } from './store.js';
+import { SqlitePeopleStore } from './people-sqlite.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -216,6 +218,7 @@ export class SqliteStore implements Store {
   private readonly riskStmts;
   private readonly putRiskTx: Database.Transaction<(rec: RiskStateRecord, previous: string, expect?: { state: string; since: number }) => boolean>;
   private readonly appendAuditTx: Database.Transaction<(records: readonly AuditRecord[]) => void>;
+  readonly people: PeopleStore;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -237,6 +240,7 @@ export class SqliteStore implements Store {
     this.db.exec(ADDED_INDEXES);
     this.migrateAuditTree();
     const db = this.db;
+    this.people = new SqlitePeopleStore(db);
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),

@@ -387,6 +387,8 @@ export interface Store {
   aggregateDecisionEdges(since: number, until: number): Promise<DecisionEdgeAggregate[]>;
   /** The newest `limit` decision records of one edge (caller = principal, callee = the enforcer), newest first. */
   listEdgeDecisions(caller: string, callee: string, limit: number): Promise<StoredAuditRecord[]>;
+  /** Users, their credentials, sessions and one-time tickets (issue 12, src/server/people/). */
+  readonly people: PeopleStore;
 
   close(): Promise<void>;
 }
@@ -424,3 +426,104 @@ export interface TelemetryRow {
 export interface StoredTelemetryRow extends TelemetryRow { id: number }
 export interface TelemetryRetention { maxRows: number; maxAgeMs: number; now: number }
 export interface TelemetryQuery { identity?: string; since?: number; after?: number; limit: number }
+
+/** A person (issue 12): local (enrolled by an admin) or from the OIDC provider. */
+export interface UserRecord {
+  username: string;
+  /** `spiffe://<td>/user/<username>`. */
+  spiffeId: string;
+  source: 'local' | 'oidc';
+  /** The OIDC identity (issuer, `sub`) an OIDC user is bound to; null for a local user. */
+  oidcIssuer: string | null;
+  oidcSubject: string | null;
+  email: string | null;
+  displayName: string | null;
+  groups: string[];
+  state: 'active' | 'disabled';
+  /** The WebAuthn user handle (random, base64url): never the name, so the authenticator holds no PII of ours. */
+  webauthnId: string;
+  createdAt: number;
+  createdBy: string;
+  updatedAt: number;
+  disabledReason: string | null;
+}
+
+/** A sign-in credential of a local user: a passkey (WebAuthn public key) or a TOTP seed (sealed). */
+export interface UserCredentialRecord {
+  /** The credential id (base64url) for a passkey; `totp:<username>` for the TOTP seed. */
+  id: string;
+  username: string;
+  kind: 'passkey' | 'totp';
+  createdAt: number;
+  /** COSE public key of a passkey. */
+  publicKey: Buffer | null;
+  /** The authenticator's signature counter last seen (WebAuthn L2 §7.2 step 21). */
+  counter: number;
+  transports: string[];
+  /** The TOTP seed sealed with the KEK (associated data `totp:<username>`). */
+  secretSealed: Buffer | null;
+  /** The last TOTP time step accepted (-1: none): a code is never accepted twice. */
+  lastStep: number;
+  lastUsedAt: number | null;
+}
+
+/** A server-side session; the browser holds the id, the store only its SHA-256. */
+export interface SessionRecord {
+  hash: string;
+  username: string;
+  source: 'local' | 'oidc';
+  createdAt: number;
+  lastSeenAt: number;
+  /** The absolute timeout. */
+  expiresAt: number;
+  mfaAt: number | null;
+  csrfHash: string;
+}
+
+/** A one-time ticket (enrolment link, console link, WebAuthn challenge, OIDC state, half-done sign-in). */
+export interface AuthTicketRecord {
+  /** SHA-256 (hex) of the bearer value. */
+  hash: string;
+  kind: string;
+  username: string | null;
+  /** Kind-specific JSON. */
+  data: string;
+  createdAt: number;
+  expiresAt: number;
+  usedAt: number | null;
+}
+
+export interface PeopleStore {
+  /** False when the username, SPIFFE ID or OIDC identity is taken. Also records the user's groups. */
+  insertUser(user: UserRecord): Promise<boolean>;
+  /** Updates email, display name, groups and state; false when there is no such user. */
+  updateUser(user: UserRecord): Promise<boolean>;
+  getUser(username: string): Promise<UserRecord | undefined>;
+  getUserBySubject(issuer: string, subject: string): Promise<UserRecord | undefined>;
+  listUsers(limit: number): Promise<UserRecord[]>;
+  /** Deletes the user with its credentials, sessions and tickets; false when there was none. */
+  deleteUser(username: string): Promise<boolean>;
+  /** Every group a user was ever given (local or from OIDC claims), by name. */
+  listGroups(): Promise<{ name: string; source: string; createdAt: number }[]>;
+  /** Replaces all the user's credentials by `creds`, atomically (enrolment). */
+  replaceCredentials(username: string, creds: readonly UserCredentialRecord[]): Promise<void>;
+  getCredential(id: string): Promise<UserCredentialRecord | undefined>;
+  listCredentials(username: string): Promise<UserCredentialRecord[]>;
+  /** Sets a passkey's counter to `to` only if it is still `from` (compare and set). */
+  setPasskeyCounter(id: string, from: number, to: number, at: number): Promise<boolean>;
+  /** Records TOTP step `step` as used only if it is above the last one used (so no code is accepted twice). */
+  advanceTotpStep(id: string, step: number, at: number): Promise<boolean>;
+  /** Stores a session (first deleting those past their absolute timeout at `now`). */
+  insertSession(rec: SessionRecord, now: number): Promise<void>;
+  getSession(hash: string): Promise<SessionRecord | undefined>;
+  touchSession(hash: string, at: number): Promise<void>;
+  deleteSession(hash: string): Promise<boolean>;
+  /** Ends every session of the user; returns how many. */
+  deleteSessionsOf(username: string): Promise<number>;
+  insertTicket(ticket: Omit<AuthTicketRecord, 'usedAt'>, now: number): Promise<void>;
+  /** Atomically marks the ticket used if it exists with that kind, is unused and unexpired at `now`; returns it, else undefined. */
+  consumeTicket(hash: string, kind: string, now: number): Promise<AuthTicketRecord | undefined>;
+  getTicket(hash: string, kind: string): Promise<AuthTicketRecord | undefined>;
+  /** Sets an unused ticket's data to `to` only if it is still `from` (compare and set). */
+  replaceTicketData(hash: string, from: string, to: string): Promise<boolean>;
+}

@@ -1,0 +1,40 @@
+/**
+ * People and sign-in (issue 12): builds the services the control plane puts into its context.
+ * Other parts use `ctx.sessions` (SessionService.fromRequest / requireSession) and `ctx.users`.
+ */
+import type { KeyEncryptionKey } from '../../common/kek.js';
+import type { PeopleStore } from '../store/store.js';
+import { OidcLogin, type OidcSettings } from './oidc.js';
+import { PasskeyService } from './passkeys.js';
+import { PeopleService } from './service.js';
+import { DEFAULT_SESSION_SETTINGS, SessionService, type SessionSettings } from './sessions.js';
+import { Tickets } from './tickets.js';
+import { UserService } from './users.js';
+
+export type { SessionInfo } from './sessions.js';
+export { SessionService } from './sessions.js';
+
+export interface PeopleOptions {
+  /** The OIDC provider people sign in with (`tessera server --oidc-issuer ...`); none: local users only. */
+  oidc?: OidcSettings;
+  sessions?: Partial<SessionSettings>;
+  /** The clock of sign-in (TOTP steps, expiries); a server option for tests, not a CLI flag. */
+  now?: () => number;
+}
+
+export function buildPeople(deps: {
+  store: PeopleStore; kek: KeyEncryptionKey; trustDomain: string; now: () => number;
+  /** The public base URL (`--public-url`, default the API's URL): WebAuthn origin and RP ID, links, OIDC redirect. */
+  issuer: () => string; options: PeopleOptions | undefined;
+}): { users: UserService; sessions: SessionService; people: PeopleService } {
+  const { store } = deps;
+  const now = deps.options?.now ?? deps.now;
+  const base = (): string => deps.issuer().replace(/\/+$/, '');
+  const origin = (): string => new URL(base()).origin;
+  const users = new UserService(store, { trustDomain: deps.trustDomain, now });
+  const sessions = new SessionService(store, { now, origin, settings: { ...DEFAULT_SESSION_SETTINGS, ...deps.options?.sessions } });
+  const passkeys = new PasskeyService(store, new Tickets(store, now), () => ({ id: new URL(base()).hostname, origin: origin(), name: `Tessera ${deps.trustDomain}` }), now);
+  const oidc = deps.options?.oidc ? new OidcLogin(deps.options.oidc, () => `${base()}/v1/auth/oidc/callback`) : undefined;
+  const people = new PeopleService(store, { users, passkeys, kek: deps.kek, oidc, now, publicUrl: base, totpIssuer: `Tessera ${deps.trustDomain}` });
+  return { users, sessions, people };
+}
