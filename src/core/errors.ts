@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   TESSERA_AUTH_INVALID: { status: 401, description: 'The client certificate is not trusted or is not an X509-SVID leaf (unknown CA, expired, not yet valid, other trust domain, a CA or signing key usage, no path).' },
   TESSERA_FORBIDDEN: { status: 403, description: 'The authenticated caller may not perform this operation.' },
   TESSERA_IDENTITY_REVOKED: { status: 403, description: 'The caller\'s identity has no live registration entry: it was deleted or revoked, or the certificate presented was revoked.' },
+  TESSERA_MFA_REQUIRED: { status: 401, description: 'The admin action needs fresh MFA (no older than `--admin-mfa-max-age`, or what the admin policy asks): sign in again with the second factor (step-up) and retry.' },
   TESSERA_ADMIN_REVOKED: { status: 403, description: 'This admin credential was removed (`tessera admin remove`) or is not the one issued to that admin: it is refused.' },
   TESSERA_IDENTITY_QUARANTINED: { status: 403, description: 'The identity is quarantined (`tessera risk quarantine` or the risk engine): its calls, unseals, renewals and derived credentials are refused until an admin releases it or the quarantine expires.' },
   TESSERA_RATE_LIMITED: { status: 429, description: 'The caller has made too many requests; retry later.' },

@@ -44,6 +44,9 @@ import { CONTROL_PLANE_RISK_CONFIG, RiskEngineLink } from './risk/engine-link.js
 import { RiskConfigService } from './risk/config-service.js';
 import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
 import { telemetryRoutes } from './telemetry/routes.js';
+import { AdminAuthorizer, DEFAULT_ADMIN_MFA_MAX_AGE_MS } from './authz/authorizer.js';
+import { AdminPolicyService } from './authz/policy-service.js';
+import { adminPolicyRoutes } from './authz/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -80,6 +83,8 @@ export interface ControlPlaneOptions {
   grantMinSeconds?: number;
   /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
   risk?: Partial<RiskSettings>;
+  /** How old an MFA may be for an admin action (`--admin-mfa-max-age`); default DEFAULT_ADMIN_MFA_MAX_AGE_MS (15 min). */
+  adminMfaMaxAgeMs?: number;
 }
 
 export const DEFAULTS = {
@@ -156,6 +161,14 @@ export class ControlPlane {
         store, audit, now, serverId: `spiffe://${trustDomain}/tessera/server`, publish: () => policy.riskChanged(), ...(options.risk ? { settings: options.risk } : {}),
       });
       await policy.setRiskSource((at) => risk.listed(at));
+      const admins = new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now });
+      const adminPolicy = new AdminPolicyService(store, now);
+      // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
+      const metrics = options.metrics ?? new ControlPlaneMetrics(new Registry());
+      const adminAuthz = new AdminAuthorizer({
+        trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, mfaMaxAgeMs: options.adminMfaMaxAgeMs ?? DEFAULT_ADMIN_MFA_MAX_AGE_MS,
+        policies: adminPolicy, admins, riskScore: async (id) => (await risk.standing(id)).score, log, metrics, now,
+      });
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
         ca, policy, registry, audit, tlog, log, trustDomain,
@@ -165,17 +178,19 @@ export class ControlPlane {
         riskConfig: new RiskConfigService(store, CONTROL_PLANE_RISK_CONFIG),
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
-        admins: new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now }),
+        admins,
+        adminAuthz,
+        adminPolicy,
         grants,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
-        // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
-        metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
+        metrics,
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
       await ctx.admins.sync();
+      await ctx.adminAuthz.sync();
       if (opts.role === 'leader') {
         const link = new RiskEngineLink({ store, risk: ctx.risk, log, config: ctx.riskConfig });
         await link.init();
@@ -244,6 +259,7 @@ export class ControlPlane {
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
     riskRoutes(app, ctx, ctx.risk);
+    adminPolicyRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
@@ -279,7 +295,7 @@ export class ControlPlane {
           .finally(() => { this.checkpointing = undefined; });
       }
       // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
-      ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)) : undefined))
+      ctx.admins.sync().then(() => ctx.adminAuthz.sync()).then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)) : undefined))
         .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));
       // The leader's risk engine reads the telemetry stored since its last step and acts on it.
       if (leader) ctx.riskEngine?.step().catch((err: unknown) => ctx.log.error('risk engine step failed', { error: String(err) }));
