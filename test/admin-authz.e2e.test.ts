@@ -135,6 +135,23 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
     expect((await tessera(boot(), ['admin', 'policy', 'show'])).json.version).toBe(before);
   });
 
+  it('refuses bad `tessera admin policy` and `--admin-mfa-max-age` input with clear exit statuses, before sending anything', async () => {
+    const cases: [string[], number, string][] = [
+      [['admin', 'policy', 'set', join(t.dataDir, 'no-such.cedar'), '--reason', 'x'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['admin', 'policy', 'set', join(t.dataDir, 'read-only.cedar'), '--reason', 'tab\there'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['admin', 'policy', 'rollback', 'v1', '--reason', 'x'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['admin', 'policy', 'history', '--limit', '0'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['server', '--data-dir', join(t.dataDir, 'unused'), '--admin-mfa-max-age', '25h'], 2, 'TESSERA_CONFIG_INVALID'],
+      [['server', '--data-dir', join(t.dataDir, 'unused'), '--admin-mfa-max-age', 'soon'], 2, 'TESSERA_CONFIG_INVALID'],
+    ];
+    writeFileSync(join(t.dataDir, 'read-only.cedar'), READ_ONLY);
+    for (const [args, status, code] of cases) {
+      const r = await tessera(boot(), args);
+      expect({ args, status: r.status, code: r.json?.error?.code }).toEqual({ args, status, code });
+    }
+    expect(existsSync(join(t.dataDir, 'unused'))).toBe(false);
+  });
+
   it('lets an auditor (a person\'s certificate, group auditors) read but refuses it a write; stale MFA is TESSERA_MFA_REQUIRED', async () => {
     const carol = personDir('carol', CAROL);
     expect((await tessera(carol, ['entry', 'list'])).status).toBe(0);
