@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { DEFAULT_ADMIN_POLICY } from '../../core/policy/admin-schema.js';
 import { compileAdminPolicy } from '../../core/policy/admin-engine.js';
 import type { CompiledPolicySet } from '../../core/policy/engine.js';
+import { advanceMetaPointer } from '../store/meta-pointer.js';
 import type { Store } from '../store/store.js';
 
 const PREFIX = 'admin_policy:v:';
@@ -70,15 +71,7 @@ export class AdminPolicyService {
     const version = await this.store.incrementMeta(SEQUENCE);
     const rec: AdminPolicyVersion = { version, policy, author, reason, createdAt: this.now(), hash: hashOf(policy) };
     await this.store.setMetaIfAbsent(key(version), JSON.stringify(rec));
-    // Forward only: a slower concurrent writer with a lower number does not undo a newer version.
-    for (;;) {
-      const cur = await this.store.getMeta(CURRENT);
-      if (cur === undefined) {
-        if ((await this.store.setMetaIfAbsent(CURRENT, String(version))) === String(version)) break;
-        continue;
-      }
-      if (Number(cur) >= version || (await this.store.replaceMeta(CURRENT, cur, String(version)))) break;
-    }
+    await advanceMetaPointer(this.store, CURRENT, version);
     return { version: rec, compiled };
   }
 
