@@ -69,7 +69,7 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
 
   afterAll(async () => {
     await t?.close();
-  });
+  }, 120_000);
 
   it('allows a named admin by the default policy, refuses it after `admin policy set`, and allows it again after rollback', async () => {
     const create = (n: string) => tessera(aliceDir, ['entry', 'create', '--spiffe-id', `spiffe://${TD}/shop/${n}`]);
@@ -111,7 +111,7 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
       expect.arrayContaining([['success', 'allow', 0], ['denied', 'deny', 1], ['success', 'allow', 2]]),
     );
     expect(byAlice.find((r) => r.outcome === 'denied')!.code).toBe('TESSERA_FORBIDDEN');
-  });
+  }, 120_000);
 
   it('refuses a bad admin policy at set (CLI and API), leaving the version in force', async () => {
     const file = join(t.dataDir, 'bad.cedar');
@@ -133,7 +133,7 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
     const missing = await tessera(boot(), ['admin', 'policy', 'rollback', '99', '--reason', 'none']);
     expect(missing.json.error.code).toBe('TESSERA_NOT_FOUND');
     expect((await tessera(boot(), ['admin', 'policy', 'show'])).json.version).toBe(before);
-  });
+  }, 120_000);
 
   it('refuses bad `tessera admin policy` and `--admin-mfa-max-age` input with clear exit statuses, before sending anything', async () => {
     const cases: [string[], number, string][] = [
@@ -150,7 +150,7 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
       expect({ args, status: r.status, code: r.json?.error?.code }).toEqual({ args, status, code });
     }
     expect(existsSync(join(t.dataDir, 'unused'))).toBe(false);
-  });
+  }, 120_000);
 
   it('lets an auditor (a person\'s certificate, group auditors) read but refuses it a write; stale MFA is TESSERA_MFA_REQUIRED', async () => {
     const carol = personDir('carol', CAROL);
@@ -170,7 +170,7 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
     const stranger = personDir('erin', `spiffe://${TD}/user/erin`);
     const r = await tessera(stranger, ['entry', 'list']);
     expect(r.json.error.code).toBe('TESSERA_FORBIDDEN');
-  });
+  }, 120_000);
 
   it('counts, audits and loudly logs every use of the bootstrap credential', async () => {
     const before = await t.cp.ctx.metrics.registry.metrics();
@@ -193,5 +193,5 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
     // Named admins' records carry no bootstrap mark.
     const aliceRec = records.find((r) => r.actor === ALICE);
     expect(aliceRec?.detail.bootstrap).toBeUndefined();
-  });
+  }, 120_000);
 });
