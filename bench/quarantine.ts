@@ -4,7 +4,10 @@
  * this process, real HTTPS long polls on 127.0.0.1. Each run quarantines one identity through the
  * admin API and records, per agent, the time from the call until the agent's enforcer refuses the
  * identity (its bundle installed); then releases it and waits until every agent lets it through.
- * Prints p50/p99/max over every (run, agent) and the per-run "every agent" time.
+ * Prints p50/p99/max over every (run, agent) and the per-run "every agent" time, beside the limit
+ * measured in the same runs: a bare long-poll client (bench/quarantine-fleet.ts BundleWatcher) that
+ * only receives the new bundle, and the round trip of GET /healthz on an already open connection.
+ * `npm run bench:quarantine-e2e` measures the same with agent processes and the risk engine deciding.
  *
  *   node dist/bench/quarantine.js [--agents N] [--runs R] [--json]
  *
@@ -20,6 +23,7 @@ import { startSidecar, type Sidecar } from '../src/agent/sidecar.js';
 import { ApiClient } from '../src/common/api-client.js';
 import { silentLogger } from '../src/core/log.js';
 import { ControlPlane } from '../src/server/server.js';
+import { BundleWatcher, openConnectionRtts, spread } from './quarantine-fleet.js';
 
 const TD = 'bench.test';
 
@@ -43,10 +47,6 @@ function parseArgs(argv: string[]): { agents: number; runs: number; json: boolea
     else usage(`unknown argument ${a}`);
   }
   return o;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 /** Resolves with the ms from `t0` at which `done()` first holds, checked at each 'policy' event. */
@@ -74,10 +74,12 @@ async function main(): Promise<void> {
   const sidecars: Sidecar[] = [];
   let cp: ControlPlane | undefined;
   let admin: ApiClient | undefined;
+  let watcher: BundleWatcher | undefined;
   try {
     cp = await ControlPlane.start({ dataDir: join(dir, 'server'), port: 0, trustDomain: TD, log: silentLogger });
     const f = (n: string): string => readFileSync(join(cp!.adminDir, n), 'utf8');
-    admin = new ApiClient(cp.url, { ca: f('bundle.pem'), cert: f('admin.pem'), key: f('admin.key') });
+    const adminTls = { ca: f('bundle.pem'), cert: f('admin.pem'), key: f('admin.key') };
+    admin = new ApiClient(cp.url, adminTls);
     for (let i = 0; i < o.agents; i++) {
       const id = `spiffe://${TD}/fleet/w${i}`;
       await admin.call('POST', '/v1/entries', { spiffe_id: id });
@@ -92,43 +94,50 @@ async function main(): Promise<void> {
     // Every agent holds the current bundle and is long-polling before the first run.
     const current = (): number => cp!.ctx.policy.current().version;
     await Promise.all(sidecars.map((s) => whenEnforced(s, () => s.enforcer.version === current(), performance.now(), 10_000)));
+    watcher = new BundleWatcher(cp.url, adminTls);
+    watcher.start(current());
     await new Promise((r) => setTimeout(r, 200));
 
     const all: number[] = [];
     const everyAgent: number[] = [];
     const answers: number[] = [];
+    const wakes: number[] = [];
+    const rtts: number[] = [];
     for (let run = 0; run < o.runs; run++) {
+      rtts.push(...await openConnectionRtts(admin, 10));
+      const wall = Date.now();
       const t0 = performance.now();
       const enforced = Promise.all(sidecars.map((s) => whenEnforced(s, () => s.enforcer.isQuarantined(target), t0, 5_000)));
-      await admin.call('POST', path('quarantine'), { ttl_seconds: 600, reason: `bench run ${run}` });
+      const res = await admin.call<{ bundle_version?: number }>('POST', path('quarantine'), { ttl_seconds: 600, reason: `bench run ${run}` });
       answers.push(performance.now() - t0);
       const times = await enforced;
       all.push(...times);
       everyAgent.push(Math.max(...times));
+      const seen = watcher.firstAt(res.bundle_version ?? Infinity);
+      if (seen !== undefined) wakes.push(seen - wall);
       const t1 = performance.now();
       const released = Promise.all(sidecars.map((s) => whenEnforced(s, () => !s.enforcer.isQuarantined(target), t1, 5_000)));
       await admin.call('POST', path('release'), { reason: `bench run ${run}` });
       await released;
       await new Promise((r) => setTimeout(r, 100));
     }
-    all.sort((a, b) => a - b);
-    everyAgent.sort((a, b) => a - b);
-    answers.sort((a, b) => a - b);
-    const r = (v: number): number => Math.round(v * 10) / 10;
     const result = {
       agents: o.agents, runs: o.runs,
-      api_answer_ms: { p50: r(percentile(answers, 50)), max: r(answers[answers.length - 1]!) },
-      per_agent_ms: { p50: r(percentile(all, 50)), p99: r(percentile(all, 99)), max: r(all[all.length - 1]!) },
-      every_agent_ms: { p50: r(percentile(everyAgent, 50)), p99: r(percentile(everyAgent, 99)), max: r(everyAgent[everyAgent.length - 1]!) },
+      api_answer_ms: spread(answers),
+      per_agent_ms: spread(all),
+      every_agent_ms: spread(everyAgent),
+      limit_long_poll_wake_ms: spread(wakes),
+      limit_open_https_rtt_ms: spread(rtts),
     };
+    const line = (name: string, s: ReturnType<typeof spread>): string => `  ${name.padEnd(54)} ${s ? `p50 ${s.p50} ms, p99 ${s.p99} ms, max ${s.max} ms` : '-'}\n`;
     if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     else {
       process.stdout.write(`quarantine → enforced, ${o.agents} in-process agents, ${o.runs} runs (from the admin API call)\n`);
-      process.stdout.write(`  API answered:        p50 ${result.api_answer_ms.p50} ms, max ${result.api_answer_ms.max} ms\n`);
-      process.stdout.write(`  per agent:           p50 ${result.per_agent_ms.p50} ms, p99 ${result.per_agent_ms.p99} ms, max ${result.per_agent_ms.max} ms\n`);
-      process.stdout.write(`  every agent (a run): p50 ${result.every_agent_ms.p50} ms, p99 ${result.every_agent_ms.p99} ms, max ${result.every_agent_ms.max} ms\n`);
+      process.stdout.write(line('API answered', result.api_answer_ms) + line('per agent', result.per_agent_ms) + line('every agent (a run)', result.every_agent_ms)
+        + line('limit: a bare long-poll client has the bundle', result.limit_long_poll_wake_ms) + line('limit: HTTPS round trip on an open connection (/healthz)', result.limit_open_https_rtt_ms));
     }
   } finally {
+    await watcher?.stop();
     for (const s of sidecars) await s.close().catch(() => {});
     for (const a of agents) await a.stop().catch(() => {});
     admin?.close();

@@ -5,17 +5,18 @@
  *
  *   npm run bench:risk -- [--identities N] [--days D] [--seed S] [--json]
  *
- * 1. The fleet: copies of the simulator's shop (5 identities each: web, orders, catalog, payments, db)
- *    until there are N identities, D simulated days from a Monday 00:00 UTC, 5 s windows, both ends
+ * 1. The fleet: copies of the simulator's shop (5 services each: web, orders, catalog, payments, db)
+ *    until there are N services, each copy with 3 key servers besides, D simulated days from a Monday 00:00 UTC, 5 s windows, both ends
  *    reporting (src/core/risk/simulate.ts: diurnal and weekly load, noise, rare big payloads and outages).
  *    Day 1 is the engine's learning period. Legitimate changes on day 2: a deploy doubling one web's
  *    traffic for an hour, and one that raises an orders' traffic by half for good.
  * 2. Labelled attacks on the last day, every kind on every copy, two hours apart (copies a minute or so
  *    apart, so attacks start at different phases of a window): bulk exfiltration (bytes out ×50),
  *    slow exfiltration (×3 for 30 min), lateral movement (5 new callees), scanning (distinct paths ×30
- *    with denials), a stolen SVID (requests its own sidecar never reported). A compromised key server
- *    pulling unseals is not something the simulator can express (it has no key-server edges): reported
- *    as "not simulated".
+ *    with denials), a stolen SVID (requests its own sidecar never reported), and a compromised key server
+ *    pulling unseals from the other two key servers of its copy (60 a window each, 3 policies). Every
+ *    copy has three key servers; orders and payments unseal their sealed files now and then (calm
+ *    unseals, reported by the key servers only, as in the fabric).
  * 3. Everything replayed through the engine with the telemetry's clock (default config), and through a
  *    naive detector: an identity whose bytes out in a window exceed k × the fleet median of that window
  *    is quarantined for an hour (k = 3 and 10).
@@ -24,7 +25,7 @@
  *    traffic (after the learning day; an attacked identity stops counting as calm at its first attack).
  * 5. The limit side: engine windows/s (the replay timed alone, chunk by chunk), the parser's lines/s
  *    (parseTelemetryLine) against bare JSON.parse, and the fleet one core can follow live.
- * 6. The verdict against the aims: every blatant attack (bulk, lateral, scanning, stolen SVID)
+ * 6. The verdict against the aims: every blatant attack (bulk, lateral, scanning, stolen SVID, unseal pull)
  *    quarantined within 15 s of its start, slow exfiltration within 10 minutes, no false quarantine on
  *    calm days.
  */
@@ -33,7 +34,7 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { DEFAULT_RISK_CONFIG, type RiskConfig } from '../src/core/risk/config.js';
 import { RiskEngine } from '../src/core/risk/engine.js';
-import { DAY_MS, FLEET, SIM_START, simulate, svc, type EdgeSpec, type Injection } from '../src/core/risk/simulate.js';
+import { DAY_MS, FLEET, SIM_START, simulate, svc, type EdgeSpec, type Injection, type UnsealSpec } from '../src/core/risk/simulate.js';
 import { parseTelemetryLine, windowStart } from '../src/core/risk/telemetry.js';
 import type { RiskChange, TelemetryWindow } from '../src/core/risk/types.js';
 import { measureRate, type RateRow } from './args.js';
@@ -46,13 +47,14 @@ const NAIVE_K = [3, 10] as const;
 const NAIVE_TTL_MS = HOUR;
 const CHUNK = 20_000;
 
-export const ATTACK_KINDS = ['bulk_exfil', 'slow_exfil', 'lateral', 'scan', 'stolen_svid', 'keyserver_unseal'] as const;
+export const ATTACK_KINDS = ['bulk_exfil', 'slow_exfil', 'lateral', 'scan', 'stolen_svid', 'unseal_pull'] as const;
 export type AttackKind = (typeof ATTACK_KINDS)[number];
 const LABEL: Record<AttackKind, string> = {
   bulk_exfil: 'bulk exfiltration (bytes out ×50)', slow_exfil: 'slow exfiltration (bytes out ×3, 30 min)', lateral: 'lateral movement (5 new callees)',
-  scan: 'scanning (paths ×30, denials)', stolen_svid: 'stolen SVID (unreported requests)', keyserver_unseal: 'key server pulling unseals',
+  scan: 'scanning (paths ×30, denials)', stolen_svid: 'stolen SVID (unreported requests)', unseal_pull: 'key server pulling unseals',
 };
-const BLATANT: readonly AttackKind[] = ['bulk_exfil', 'lateral', 'scan', 'stolen_svid'];
+const BLATANT: readonly AttackKind[] = ['bulk_exfil', 'lateral', 'scan', 'stolen_svid', 'unseal_pull'];
+const KEY_SERVERS = ['keyserver-1', 'keyserver-2', 'keyserver-3'];
 
 export interface RiskBenchOptions {
   identities: number;
@@ -108,6 +110,16 @@ function fleetOf(copies: number): EdgeSpec[] {
   return out;
 }
 
+/** Calm unseals per copy: orders opens one sealed file about twice an hour, payments two about once an hour. */
+function unsealsOf(copies: number): UnsealSpec[] {
+  const out: UnsealSpec[] = [];
+  for (let c = 0; c < copies; c++) {
+    const keyServers = KEY_SERVERS.map((k) => `c${c}/${k}`);
+    out.push({ caller: `c${c}/orders`, keyServers, policies: 1, perHour: 2 }, { caller: `c${c}/payments`, keyServers, policies: 2, perHour: 1 });
+  }
+  return out;
+}
+
 /** The injections: deploys after learning, every attack kind on every copy on the last day. */
 function plan(copies: number, days: number, learningMs: number): { attacks: Planned[]; deploys: Injection[] } {
   // With more than two days the deploys go on day 2; otherwise just after learning ends.
@@ -129,6 +141,7 @@ function plan(copies: number, days: number, learningMs: number): { attacks: Plan
     add({ kind: 'lateral', identity: id(c, 'orders'), newCallees: ['catalog', 'web', 'vault', 'admin', 'keyserver'].map((n) => id(c, n)), at: hour(12), durationMs: 10 * MIN });
     add({ kind: 'scan', identity: id(c, 'web'), callee: id(c, 'catalog'), at: hour(14), durationMs: 10 * MIN });
     add({ kind: 'stolen_svid', identity: id(c, 'payments'), callee: id(c, 'db'), at: hour(16), durationMs: 10 * MIN, requests: 30 });
+    add({ kind: 'unseal_pull', identity: id(c, 'keyserver-1'), keyServers: [id(c, 'keyserver-2'), id(c, 'keyserver-3')], at: hour(18), durationMs: 10 * MIN, requests: 60, policies: 3 });
   }
   return { attacks, deploys };
 }
@@ -204,7 +217,10 @@ function score(decisions: readonly Decision[], attacks: readonly Planned[], copi
   for (const a of attacks) firstAttack.set(a.identity, Math.min(firstAttack.get(a.identity) ?? Infinity, a.at));
   let exposureMs = 0;
   const all = new Set<string>();
-  for (let c = 0; c < copies; c++) for (const e of FLEET) all.add(id(c, e.caller)).add(id(c, e.callee));
+  for (let c = 0; c < copies; c++) {
+    for (const e of FLEET) all.add(id(c, e.caller)).add(id(c, e.callee));
+    for (const k of KEY_SERVERS) all.add(id(c, k));
+  }
   for (const i of all) exposureMs += Math.max(0, Math.min(endMs, firstAttack.get(i) ?? Infinity) - startCalm);
   const falses = decisions.filter((d) => d.time >= startCalm && d.time < (firstAttack.get(d.identity) ?? Infinity));
   const identityDays = exposureMs / DAY_MS;
@@ -271,7 +287,7 @@ export function runRiskBench(opts: RiskBenchOptions, measureSeconds = 1): RiskBe
     windows += chunk.length;
     chunk.length = 0;
   };
-  for (const w of simulate({ seed: opts.seed, durationMs, windowS: config.windowS, injections: [...deploys, ...attacks.map((a) => a.injection)], fleet: fleetOf(copies) })) {
+  for (const w of simulate({ seed: opts.seed, durationMs, windowS: config.windowS, injections: [...deploys, ...attacks.map((a) => a.injection)], fleet: fleetOf(copies), unseal: unsealsOf(copies) })) {
     chunk.push(w);
     if (chunk.length >= CHUNK) runChunk();
   }
@@ -285,7 +301,8 @@ export function runRiskBench(opts: RiskBenchOptions, measureSeconds = 1): RiskBe
   engineMs += performance.now() - t0;
 
   const deployed = new Set(deploys.map((d) => d.identity));
-  const identities = copies * FLEET.length;
+  // The shop's five services and the three key servers of each copy.
+  const identities = copies * (FLEET.length + KEY_SERVERS.length);
   const judged = (ds: Decision[]) => score(ds, attacks, copies, config.learningPeriodMs, durationMs, deployed);
   const engineScore = judged(decisions);
   const naiveScores = naive.map((n) => ({ k: n.k, ...judged(n.decisions) }));
@@ -306,7 +323,7 @@ export function runRiskBench(opts: RiskBenchOptions, measureSeconds = 1): RiskBe
   if (slow.quarantined < slow.attacks || slow.quarantineDelayS.some((d) => d > SLOW_AIM_S)) failures.push(`slow_exfil ${slow.quarantined}/${slow.attacks} quarantined, worst ${worst(slow.quarantineDelayS)}`);
   if (engineScore.calm.quarantines > 0) failures.push(`${engineScore.calm.quarantines} false quarantines on calm traffic`);
   const meetsAims = failures.length === 0;
-  const verdict = `${meetsAims ? 'MEETS' : 'BELOW'} the aims (blatant attacks quarantined ≤ ${BLATANT_AIM_S} s, slow exfiltration ≤ ${SLOW_AIM_S / 60} min, no false quarantine on calm days)${meetsAims ? '' : `: ${failures.join('; ')}`}; key server pulling unseals: not simulated`;
+  const verdict = `${meetsAims ? 'MEETS' : 'BELOW'} the aims (blatant attacks quarantined ≤ ${BLATANT_AIM_S} s, slow exfiltration ≤ ${SLOW_AIM_S / 60} min, no false quarantine on calm days)${meetsAims ? '' : `: ${failures.join('; ')}`}`;
   return {
     setup: { identities, copies, days: opts.days, seed: opts.seed, windowS: config.windowS, windows, learningHours: config.learningPeriodMs / HOUR, node: process.version, cores: availableParallelism(), loadBefore, totalSeconds: Math.round((performance.now() - started) / 100) / 10 },
     engine: { attacks: engineScore.rows, calm: engineScore.calm, windowsPerSec, seconds: engineMs / 1000 },
@@ -339,7 +356,7 @@ function cell(r: DetectionRow): string {
 export function formatRiskBench(res: RiskBenchResult): string {
   const s = res.setup;
   const out: string[] = [];
-  out.push(`risk engine on simulated traffic (src/core/risk/simulate.ts): ${s.identities} identities (${s.copies} × the 5-service shop), ${s.days} days, seed ${s.seed}, ${s.windowS} s windows, ${fmtInt(s.windows)} windows`);
+  out.push(`risk engine on simulated traffic (src/core/risk/simulate.ts): ${s.identities} identities (${s.copies} × the 5-service shop and its 3 key servers), ${s.days} days, seed ${s.seed}, ${s.windowS} s windows, ${fmtInt(s.windows)} windows`);
   out.push(`learning: the first ${s.learningHours} h; deploys after it (×2 traffic for 1 h, ×1.5 for good); every attack kind on every copy on the last day`);
   out.push(`machine: ${s.cores} cores, load average ${s.loadBefore.toFixed(2)} before the run, Node ${s.node}\n`);
   const heads = ['engine', ...res.naive.map((n) => `naive bytes_out > ${n.k}× median`)];
@@ -355,7 +372,7 @@ export function formatRiskBench(res: RiskBenchResult): string {
   out.push('\nthe engine\'s reasons (signals of the decision, most points first; the first copy\'s top reason):');
   for (const r of res.engine.attacks) {
     if (!r.simulated) {
-      out.push(`  ${r.kind}: not simulated (the simulator has no key-server edges; nothing faked)`);
+      out.push(`  ${r.kind}: not simulated`);
       continue;
     }
     out.push(`  ${r.kind}: ${r.signals.join(', ') || 'none'}${r.reason ? ` — ${r.reason}` : ''}`);
@@ -399,7 +416,7 @@ function main(): void {
     else if (a === '--days') o.days = intArg(argv[++i], a, 2, 14);
     else if (a === '--seed') o.seed = intArg(argv[++i], a, 0, 2 ** 32 - 1);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(`${USAGE}\n  --identities N  fleet size, rounded up to × the 5-service shop (default 30)\n  --days D        simulated days, 2–14; day 1 is learning, attacks on the last (default 3)\n  --seed S        PRNG seed (default 7)\n  --json          machine-readable output\n`);
+      process.stdout.write(`${USAGE}\n  --identities N  services, rounded up to × the 5-service shop; each copy adds 3 key servers (default 30)\n  --days D        simulated days, 2–14; day 1 is learning, attacks on the last (default 3)\n  --seed S        PRNG seed (default 7)\n  --json          machine-readable output\n`);
       return;
     } else usage(`unknown argument ${a}`);
   }

@@ -24,7 +24,17 @@
  * ~13 s catches the truncation over the API. It then stops with a summary: exit 0 when all three
  * catches happened, 1 otherwise.
  *
- * DEMO_SECONDS=N stops it after N seconds (used by the test of the demo).
+ * Adaptive zero trust (issue 11, not with --tamper), from ~16 s: named admins alice and bob; alice sets
+ * the risk engine's configuration (`tessera risk config set`: cold-start bytes out 1 MiB per window,
+ * one window of grace) so that detection takes seconds. orders exfiltrates to inventory through its
+ * own sidecar until the engine quarantines it; the reasons (`tessera risk show`), its spread to every
+ * agent, the sidecars' refusals and the key servers' refusal of its unseal are printed; bob releases
+ * it (`tessera risk release`) and its calls go through again; alice requests a 15 s grant for frontend
+ * to DELETE on orders, her own approval is refused (two-person rule), bob approves, the call is
+ * allowed, and refused again after the expiry. Then a CA rotation.
+ *
+ * DEMO_SECONDS=N stops it after N seconds, and not before the adaptive scenes are done (used by the
+ * test of the demo); exit 1 when one of those scenes did not have the expected outcome.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
@@ -43,6 +53,7 @@ import { WITNESS_STATE_FILE } from '../src/agent/witness.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
 import type { AppliedPolicyResponse, ApplyPolicyRequest, AuditListResponse, BundleResponse, CaRotateRequest, CaRotateResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, EntryView, JwtSvidRequest, JwtSvidResponse, PolicyDryRunResponse } from '../src/core/wire/control-plane.js';
 import { parseSealedText, ready as secretsReady } from '../src/core/secrets/index.js';
+import type { RiskChangeResponse, RiskConfigVersionView, RiskShowResponse } from '../src/core/wire/risk.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -79,11 +90,35 @@ const AUDIT_COLOUR = 92;
 const SERVER_DIR = join(DIR, 'server');
 const SAVED_CHECKPOINT = join(DIR, 'audit-checkpoint.json');
 
+/** The named admins of the adaptive scenes: alice is added by the bootstrap admin, bob by alice. */
+const ADMINS_DIR = join(DIR, 'admins');
+const ADMIN_COLOUR = 95;
+const RISK_COLOUR = 91;
+/**
+ * The risk engine's configuration the demo sets (`tessera risk config set`): every demo identity is
+ * still learning (24 h by default), so the cold-start thresholds judge it; 1 MiB sent in one 5 s
+ * window (default 50 MiB) is blatant, and a slot is judged one window after it ends (default 2).
+ */
+const DEMO_RISK_CONFIG = { grace_windows: 1, cold_start: { bytes_out: 1024 * 1024 } };
+/** How long the demo's just-in-time grant lasts (the demo's control plane runs with --grant-min 10s). */
+const GRANT_SECONDS = 15;
+/**
+ * orders' SVID lifetime: a quarantine refuses renewals and one that outlasts the SVID leaves the agent
+ * without an identity, so orders' SVID (rotated at half life) outlives its quarantine even on a slow machine.
+ */
+const ORDERS_SVID_TTL_S = 60;
+/** When the adaptive scenes start (after the policy change and the audit check), ms after the first calls. */
+const ADAPTIVE_AT_MS = 16_000;
+
 const children: ChildProcess[] = [];
 let controlPlane: ChildProcess | undefined;
 /** Witness alarms the service agents raised (--tamper), by service name. */
 const alarms = new Map<string, { kind: string; held: number; seen: number }>();
 let onAlarm: (() => void) | undefined;
+/** Policy bundles each service's agent put in force: version, and when (its log line's time). */
+const bundles = new Map<string, { version: number; at: number }[]>();
+/** The last code each service's own outbound sidecar refused a call with (its `upstream refused` line). */
+const outboundRefusals = new Map<string, string>();
 const apps: HttpServer[] = [];
 const timers: NodeJS.Timeout[] = [];
 let stopping = false;
@@ -91,6 +126,11 @@ let stopping = false;
 function say(who: string, colour: number, msg: string): void {
   const t = new Date().toISOString().slice(11, 19);
   process.stdout.write(`${paint(90, t)} ${paint(colour, who.padEnd(10))} ${msg}\n`);
+}
+
+/** A service's or key server's short name for its SPIFFE ID (the ID itself for anyone else). */
+function nameOf(id: unknown): string {
+  return SERVICES.find((s) => s.id === id)?.name ?? KEYSERVERS.find((k) => k.id === id)?.name ?? String(id);
 }
 
 function freePort(preferred: number): Promise<number> {
@@ -117,8 +157,8 @@ function startApp(name: string): Promise<number> {
 
 const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: 4 });
 
-/** One plain HTTP call to a local outbound port (what the app would do): status and body. */
-function call(port: number, method: string, path: string): Promise<{ status: number; body: string }> {
+/** One plain HTTP call to a local outbound port (what the app would do): status and body (0 and the error when the connection failed). */
+function call(port: number, method: string, path: string, body?: Buffer): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = httpRequest({ host: '127.0.0.1', port, method, path, agent: keepAlive, timeout: 5000 }, (res) => {
       let body = '';
@@ -128,7 +168,7 @@ function call(port: number, method: string, path: string): Promise<{ status: num
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', (err) => resolve({ status: 0, body: err.message }));
-    req.end(method === 'POST' ? '{"sku":"sku-1","qty":1}' : undefined);
+    req.end(body ?? (method === 'POST' ? '{"sku":"sku-1","qty":1}' : undefined));
   });
 }
 
@@ -350,7 +390,7 @@ async function tamperScene(port: number): Promise<boolean> {
     const records = (JSON.parse(listed.stdout) as AuditListResponse).records;
     for (const r of records.slice().reverse()) {
       const d = r.detail as { kind?: string; held?: { size?: number }; seen?: { size?: number } };
-      const who = SERVICES.find((s) => s.id === r.actor)?.name ?? KEYSERVERS.find((k) => k.id === r.actor)?.name ?? r.actor;
+      const who = nameOf(r.actor);
       say('auditor', AUDIT_COLOUR, `tessera audit list --action audit.witness_alarm: record ${r.id} at ${r.ts.slice(11, 19)}: ${who} reported a ${String(d.kind)}: held ${String(d.held?.size)}, shown ${String(d.seen?.size)}`);
     }
     if (records.length === 0) say('auditor', 31, 'tessera audit list --action audit.witness_alarm: no alarm recorded');
@@ -379,21 +419,178 @@ async function tamperScene(port: number): Promise<boolean> {
   return missed.length === 0;
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const asAdmin = (name: string): NodeJS.ProcessEnv => ({ TESSERA_ADMIN_DIR: join(ADMINS_DIR, name) });
+const hms = (iso: string | null | undefined): string => String(iso).slice(11, 19);
+/** A call's outcome as the traffic lines show it. */
+const verdict = (r: { status: number; body: string }): string => (r.status === 200 ? `${paint(32, '200 allowed')} (${r.body})`
+  : r.status === 0 ? `${paint(31, 'refused')} (connection closed: ${r.body})` : `${paint(31, `${r.status} denied`)} (${/"code":"([A-Z_]+)"/.exec(r.body)?.[1] ?? r.body.slice(0, 80)})`);
+
+/** Calls until `done(answer)` or `ms` pass; the last answer and how long it took. */
+async function callUntil(port: number, method: string, path: string, done: (status: number) => boolean, ms: number): Promise<{ r: { status: number; body: string }; took: number }> {
+  const t0 = Date.now();
+  for (;;) {
+    const r = await call(port, method, path);
+    if (done(r.status) || Date.now() - t0 > ms || stopping) return { r, took: Date.now() - t0 };
+    await sleep(150);
+  }
+}
+
+/**
+ * Before the adaptive scenes: two named admins (alice, added by the bootstrap admin; bob, added by
+ * alice) and the risk engine's configuration, set by alice through its versioned path.
+ */
+async function adaptiveSetup(bootstrapDir: string): Promise<void> {
+  for (const [name, by, byName] of [['alice', bootstrapDir, 'the bootstrap admin'], ['bob', join(ADMINS_DIR, 'alice'), 'alice']] as const) {
+    const r = await runTessera(['--json', 'admin', 'add', name, '--out', join(ADMINS_DIR, name)], { TESSERA_ADMIN_DIR: by });
+    if (r.status !== 0) throw new Error(`tessera admin add ${name}: ${errorCode(r)}`);
+    say(name, ADMIN_COLOUR, `admin added by ${byName} (tessera admin add ${name}): ${String((JSON.parse(r.stdout) as { spiffe_id: string }).spiffe_id)}, a credential of their own`);
+  }
+  const file = join(DIR, 'risk-config.json');
+  writeFileSync(file, JSON.stringify(DEMO_RISK_CONFIG));
+  const r = await runTessera(['--json', 'risk', 'config', 'set', file, '--reason', 'demo: catch exfiltration in seconds'], asAdmin('alice'));
+  if (r.status !== 0) throw new Error(`tessera risk config set: ${errorCode(r)}`);
+  say('risk', RISK_COLOUR, `risk engine configuration v${(JSON.parse(r.stdout) as RiskConfigVersionView).version} set by alice (tessera risk config set ${relative(ROOT, file)}): every demo identity is still learning, so 1 MiB sent in one 5 s window (default 50 MiB) is blatant, judged one window after it ends: detection takes seconds`);
+}
+
+/**
+ * The adaptive scenes (issue 11): orders exfiltrates and the risk engine quarantines it; bob releases
+ * it; a just-in-time grant requested by alice, refused to her own approval, approved by bob, used,
+ * and expired. True when every outcome was the expected one.
+ */
+async function adaptiveScenes(p: { admin: ApiClient; ordToInv: number; feToOrders: number; sealedFile: string | undefined }): Promise<boolean> {
+  const [frontend, orders] = [SERVICES[0]!, SERVICES[1]!];
+  let ok = true;
+  const fail = (who: string, msg: string): void => {
+    ok = false;
+    say(who, 31, msg);
+  };
+
+  // 1. Exfiltration through orders' real sidecar, on a path its policy allows.
+  process.stdout.write(`\n${paint(1, 'exfiltration')}: orders (PCI, cloud-eu) starts sending a 256 KiB body to inventory (edge-7) every 100 ms, through its own sidecar, on a path its policy allows.\n`);
+  const body = randomBytes(256 * 1024);
+  const t0 = Date.now();
+  let sent = 0;
+  let cut: { status: number; body: string } | undefined;
+  while (cut === undefined && !stopping && Date.now() - t0 < 45_000) {
+    const r = await call(p.ordToInv, 'POST', '/stock/sku-1', body);
+    if (r.status === 200) sent += 1;
+    else cut = r;
+    await sleep(100);
+  }
+  if (stopping) return false;
+  say('orders', 35, `sent ${sent} bodies (${(sent / 4).toFixed(1)} MiB) to inventory in ${((Date.now() - t0) / 1000).toFixed(1)} s, then: ${cut ? verdict(cut) : 'nothing stopped it within 45 s'}`);
+  const shown = await runTessera(['--json', 'risk', 'show', orders.id], asAdmin('alice'));
+  if (shown.status !== 0) {
+    fail('risk', `tessera risk show: ${errorCode(shown)}`);
+    return false;
+  }
+  const st = (JSON.parse(shown.stdout) as RiskShowResponse).state;
+  if (st.state !== 'quarantined') {
+    fail('risk', `orders was not quarantined: ${st.state}, score ${st.score}`);
+    return false;
+  }
+  const since = Date.parse(st.since);
+  say('risk', RISK_COLOUR, `${paint(31, 'orders QUARANTINED')} by the ${st.set_by === 'engine' ? 'risk engine' : st.set_by} ${((since - t0) / 1000).toFixed(1)} s after its first exfiltrating request: score ${st.score}, until ${hms(st.until)} (tessera risk show):`);
+  for (const r of st.reasons) {
+    const q = (n: number): string => (r.signal.startsWith('bytes') ? `${(n / 1048576).toFixed(1)} MiB` : String(n));
+    say('risk', RISK_COLOUR, `  reason ${r.signal}: observed ${q(r.observed)}, expected ${q(r.expected)}, ${r.unusual}× as unusual${r.edge ? ` on ${r.edge.split(' -> ').map(nameOf).join(' → ')}` : ''}: ${r.text}`);
+  }
+  // Every service agent puts the next bundle (its risk list) in force.
+  const until = Date.now() + 5000;
+  const first = (name: string): { version: number; at: number } | undefined => bundles.get(name)?.find((b) => b.at >= since);
+  while (SERVICES.some((s) => !first(s.name)) && Date.now() < until) await sleep(50);
+  const late = SERVICES.filter((s) => !first(s.name)).map((s) => s.name);
+  if (late.length) fail('risk', `the quarantine was not in force on ${late.join(', ')} within 5 s`);
+  else say('risk', RISK_COLOUR, `in force on every agent (${SERVICES.map((s) => s.name).join(', ')}: policy bundle ${Math.max(...SERVICES.map((s) => first(s.name)!.version))}) within ${Math.max(...SERVICES.map((s) => first(s.name)!.at - since))} ms of the decision`);
+  // The sidecars' refusals: orders' own outbound refuses to carry its calls, frontend's refuses orders as a target.
+  for (const [from, to, port, method, path, colour, why] of [
+    ['orders', 'inventory', p.ordToInv, 'POST', '/stock/sku-1', 35, 'a quarantined workload cannot call out'],
+    ['frontend', 'orders', p.feToOrders, 'GET', '/orders/42', 36, 'no sidecar carries a call to a quarantined workload'],
+  ] as const) {
+    const r = await call(port, method, path);
+    await sleep(200); // its agent's log line, which names the code
+    const code = outboundRefusals.get(from);
+    if (r.status === 0 && code !== undefined) say(from, colour, `→ ${to} ${method} ${path}: ${paint(31, `refused by its own sidecar: ${code}`)}: ${why}`);
+    else fail(from, `→ ${to} ${method} ${path} while orders is quarantined: ${verdict(r)}`);
+  }
+  if (p.sealedFile) {
+    const u = await runTessera(['secret', 'unseal', '--agent-dir', join(DIR, 'orders'), '--in', p.sealedFile]);
+    // Never print what an unseal wrote: a success is a failure of the scene, named without its output.
+    if (u.status === 0) fail('orders', 'secret unseal of db-password.sealed was NOT refused while quarantined');
+    else say('orders', 35, `${paint(31, 'secret unseal refused')}: ${errorCode(u)} (${keyServerFailures(u.stderr).join(', ')}): the key servers refuse a quarantined identity the policy allowed before`);
+  }
+
+  // 2. An admin releases it, with a reason; its calls go through again.
+  process.stdout.write(`\n${paint(1, 'release')}: bob reads the reasons and releases orders.\n`);
+  const reason = 'demo: the exfiltrating job is stopped';
+  const rel = await runTessera(['--json', 'risk', 'release', orders.id, '--reason', reason], asAdmin('bob'));
+  if (rel.status !== 0) {
+    fail('bob', `tessera risk release: ${errorCode(rel)}`);
+    return false;
+  }
+  const released = JSON.parse(rel.stdout) as RiskChangeResponse;
+  say('bob', ADMIN_COLOUR, `tessera risk release ${orders.id} --reason "${reason}": ${released.previous} → ${released.state.state} (policy bundle ${String(released.bundle_version)})`);
+  const again = await callUntil(p.ordToInv, 'POST', '/stock/sku-1', (s) => s === 200, 10_000);
+  if (again.r.status === 200) say('orders', 35, `→ inventory POST /stock/sku-1: ${paint(32, `200 allowed again ${again.took} ms after the release`)} (${again.r.body})`);
+  else fail('orders', `→ inventory POST /stock/sku-1 after the release: ${verdict(again.r)}`);
+
+  // 3. A just-in-time grant: requested by alice, not approvable by her, approved by bob, used, expired.
+  process.stdout.write(`\n${paint(1, 'just-in-time grant')}: frontend must cancel a stuck order, which no policy allows; alice asks for ${GRANT_SECONDS} s, bob approves.\n`);
+  const before = await call(p.feToOrders, 'DELETE', '/orders/42');
+  say('frontend', 36, `→ orders DELETE /orders/42: ${verdict(before)}`);
+  const req = await runTessera(['--json', 'grant', 'request', '--principal', frontend.id, '--action', 'http:request', '--resource', orders.id,
+    '--for', `${GRANT_SECONDS}s`, '--reason', 'INC-42: cancel a stuck order'], asAdmin('alice'));
+  if (req.status !== 0) {
+    fail('alice', `tessera grant request: ${errorCode(req)}`);
+    return false;
+  }
+  const g = JSON.parse(req.stdout) as { id: string; state: string };
+  say('alice', ADMIN_COLOUR, `tessera grant request --principal frontend --action http:request --resource orders --for ${GRANT_SECONDS}s --reason "INC-42: cancel a stuck order": ${g.id} ${g.state}`);
+  const selfApproval = await runTessera(['grant', 'approve', g.id], asAdmin('alice'));
+  if (selfApproval.status === 0) fail('alice', `tessera grant approve ${g.id}: her own grant was NOT refused`);
+  else say('alice', ADMIN_COLOUR, `tessera grant approve ${g.id}: ${paint(31, `refused, exit ${String(selfApproval.status)} ${errorCode(selfApproval)}`)}: two-person rule, the requester cannot approve`);
+  const ap = await runTessera(['--json', 'grant', 'approve', g.id], asAdmin('bob'));
+  if (ap.status !== 0) {
+    fail('bob', `tessera grant approve: ${errorCode(ap)}`);
+    return false;
+  }
+  const approved = JSON.parse(ap.stdout) as { state: string; start: string; expiry: string; bundle_version?: number };
+  say('bob', ADMIN_COLOUR, `tessera grant approve ${g.id}: ${approved.state} from ${hms(approved.start)} until ${hms(approved.expiry)} (the clock starts at approval; policy bundle ${String(approved.bundle_version)})`);
+  const used = await callUntil(p.feToOrders, 'DELETE', '/orders/42', (s) => s === 200, 5000);
+  if (used.r.status === 200) say('frontend', 36, `→ orders DELETE /orders/42: ${paint(32, `200 allowed ${used.took} ms after bob's approval`)}, by grant:${g.id} (${used.r.body})`);
+  else fail('frontend', `→ orders DELETE /orders/42 with the grant: ${verdict(used.r)}`);
+  const expiry = Date.parse(approved.expiry);
+  say('frontend', 36, `the grant expires at ${hms(approved.expiry)}: waiting ${Math.max(0, Math.round((expiry - Date.now()) / 1000))} s`);
+  await sleep(Math.max(0, expiry - Date.now() - 300));
+  const after = await callUntil(p.feToOrders, 'DELETE', '/orders/42', (s) => s !== 200 || Date.now() > expiry + 5000, 10_000);
+  if (after.r.status === 403) say('frontend', 36, `→ orders DELETE /orders/42: ${paint(31, `403 denied again ${Date.now() - expiry} ms after the grant's expiry`)} (${/"code":"([A-Z_]+)"/.exec(after.r.body)?.[1] ?? ''}): agents stop honouring it on their own clock`);
+  else fail('frontend', `→ orders DELETE /orders/42 after the grant's expiry: ${verdict(after.r)}`);
+  // The leader marks it expired within a second.
+  let state = 'unknown';
+  for (let i = 0; i < 20 && state !== 'expired'; i++) {
+    state = (await p.admin.call<{ grants: { id: string; state: string }[] }>('GET', '/v1/grants')).grants.find((x) => x.id === g.id)?.state ?? 'missing';
+    if (state !== 'expired') await sleep(250);
+  }
+  say('control', 1, `grant ${g.id}: ${state} (tessera grant list)`);
+  return ok;
+}
+
 /** `tessera server` on the demo's data directory and port; resolves once it listens. */
 function startControlPlane(port: number, restart = false): Promise<void> {
   return new Promise((resolve, reject) => {
-    const who = (id: unknown): string => SERVICES.find((s) => s.id === id)?.name ?? KEYSERVERS.find((k) => k.id === id)?.name ?? String(id);
-    controlPlane = tessera(['server', '--json', '--data-dir', SERVER_DIR, '--listen', `127.0.0.1:${port}`, '--trust-domain', TD, '--ca-ttl', '4m', '--svid-ttl', SVID_TTL, '--log-level', 'info'], (o) => {
+    controlPlane = tessera(['server', '--json', '--data-dir', SERVER_DIR, '--listen', `127.0.0.1:${port}`, '--trust-domain', TD, '--ca-ttl', '4m', '--svid-ttl', SVID_TTL, '--grant-min', '10s', '--log-level', 'info'], (o) => {
       if (o.msg === 'control plane listening') {
         say('control', 1, restart
           ? `restarted on the same data directory and port (${String(o.url)}): its start-up check accepts the file; it signs checkpoints of the shorter log`
           : `listening on ${String(o.url)} (trust domain ${TD})`);
         resolve();
       } else if (o.msg === 'CA activated') say('control', 1, paint(32, `new CA is now signing (${String(o.ca).slice(0, 8)})`));
+      else if (o.msg === 'risk engine changed a state') say('control', RISK_COLOUR, `risk engine: ${nameOf(o.identity)} ${String(o.previous)} → ${String(o.state)}, score ${String(o.score)}`);
       else if (o.msg === 'audit witness alarm reported') {
         const held = o.held as { size?: number } | undefined;
         const seen = o.seen as { size?: number } | undefined;
-        say('control', 31, `witness alarm reported by ${who(o.witness)} (${String(o.kind)}: held ${String(held?.size)}, shown ${String(seen?.size)}), recorded as audit.witness_alarm`);
+        say('control', 31, `witness alarm reported by ${nameOf(o.witness)} (${String(o.kind)}: held ${String(held?.size)}, shown ${String(seen?.size)}), recorded as audit.witness_alarm`);
       } else if (o.level === 'error' || o.level === 'warn') say('control', 31, `${String(o.msg)}${o.code ? ` (${String(o.code)})` : ''}${o.route ? ` on ${String(o.route)}` : ''}${o.error ? `: ${String(o.error)}` : ''}`);
     });
     controlPlane.once('exit', (code) => reject(new Error(`the control plane exited with status ${String(code)}`)));
@@ -412,7 +609,7 @@ async function main(): Promise<void> {
   process.stdout.write(`Blind secrets: a database password sealed offline into the repository (2 of 3 key servers), opened by orders (cloud-eu, PCI), refused to inventory (edge-7), still opened with a key server killed.\n`);
   process.stdout.write(TAMPER
     ? `SVIDs live 30 s (rotated at half life); a policy change at ~10 s and the audit log verified at ~13 s (its checkpoint saved). --tamper: at 20 s the control plane stops, its SQLite file is tampered with twice, it restarts, and the auditor and the agents (witnessing every 2 s) must catch it.\n\n`
-    : `SVIDs live 20 s (rotated at half life), the CA 4 min; a policy change at ~10 s, the audit log verified at ~13 s and a CA rotation at ~30 s. Ctrl-C stops everything.\n\n`);
+    : `SVIDs live 20 s (orders' ${ORDERS_SVID_TTL_S} s; rotated at half life), the CA 4 min; a policy change at ~10 s and the audit log verified at ~13 s.\nAdaptive zero trust from ~16 s: orders starts exfiltrating and the risk engine quarantines it everywhere; bob releases it; alice asks for a ${GRANT_SECONDS} s grant, bob approves, it is used and expires (about 40 s). Then a CA rotation. Ctrl-C stops everything.\n\n`);
 
   const serverDir = SERVER_DIR;
   startControlPlane(port).catch(() => {});
@@ -425,8 +622,10 @@ async function main(): Promise<void> {
     await admin.call<EntryView>('POST', '/v1/entries', {
       spiffe_id: s.id, selectors: [`unix:uid:${process.getuid?.() ?? 0}`],
       attributes: { app: s.app, site: s.site, compliance: s.compliance, location: s.location, env: 'demo' },
+      // A quarantine refuses renewals: orders' SVID must outlive its quarantine (README, "Renewal is refused").
+      ...(s.name === 'orders' && !TAMPER ? { x509_ttl_seconds: ORDERS_SVID_TTL_S } : {}),
     } satisfies CreateEntryRequest);
-    say(s.name, s.colour, `registered ${s.id} [site ${s.site}, compliance ${s.compliance}]`);
+    say(s.name, s.colour, `registered ${s.id} [site ${s.site}, compliance ${s.compliance}]${s.name === 'orders' && !TAMPER ? `, SVIDs for ${ORDERS_SVID_TTL_S} s` : ''}`);
   }
   for (const k of KEYSERVERS) {
     await admin.call<EntryView>('POST', '/v1/entries', {
@@ -440,7 +639,7 @@ async function main(): Promise<void> {
   const policyDir = join(ROOT, 'policies');
   const v1 = readPolicyDir(policyDir);
   const applied = await admin.call<AppliedPolicyResponse>('POST', '/v1/policies', { files: v1.policies, reason: 'demo: initial policy from policies/' } satisfies ApplyPolicyRequest);
-  say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, PCI data stays in its site, the db secret opens only for PCI in cloud-eu, frontend may get JWT-SVIDs for orders-api`);
+  say('control', 1, `policy v${applied.version} applied from policies/ (${Object.keys(v1.policies).join(', ')}): default deny, frontend reads, orders updates stock, PCI data stays in its site, the db secret opens only for PCI in cloud-eu, frontend may get JWT-SVIDs for orders-api`);
 
   // Blind secrets: three key servers, each a process with its own agent (entry, join token, SVID)
   // that decides every unseal with the Cedar policy (secret:unseal) and holds one key share.
@@ -456,8 +655,7 @@ async function main(): Promise<void> {
       } else if (o.msg === 'keyserver audit' && o.action === 'secret:share-install') {
         say(k.name, KS_COLOUR, `took its key share of "${String(o.policy)}" (epoch ${String(o.epoch)}), sealed at rest`);
       } else if (o.msg === 'keyserver audit') {
-        const who = SERVICES.find((s) => s.id === o.actor)?.name ?? String(o.actor);
-        say(k.name, KS_COLOUR, `${o.outcome === 'allowed' ? paint(32, 'evaluated') : paint(31, String(o.outcome))} "${String(o.policy)}" for ${who}${o.code ? ` (${String(o.code)})` : ''}`);
+        say(k.name, KS_COLOUR, `${o.outcome === 'allowed' ? paint(32, 'evaluated') : paint(31, String(o.outcome))} "${String(o.policy)}" for ${nameOf(o.actor)}${o.code ? ` (${String(o.code)})` : ''}`);
       } else if (o.msg === ALARM_MSG) say(k.name, KS_COLOUR, alarmLine(o));
       else if (o.level === 'warn' || o.level === 'error') say(k.name, 31, String(o.msg));
     });
@@ -509,9 +707,10 @@ async function main(): Promise<void> {
   // Applications and their sidecars: orders (cloud-eu, PCI) and inventory (edge-7) serve over
   // inbound mTLS proxies; frontend and inventory call out through outbound proxies.
   const [ordersApp, inventoryApp] = [await startApp('orders'), await startApp('inventory')];
-  const [ordersIn, inventoryIn, feToOrders, feToInventory, invToOrders] = [await freePort(0), await freePort(0), await freePort(0), await freePort(0), await freePort(0)];
+  const [ordersIn, inventoryIn, feToOrders, feToInventory, invToOrders, ordToInv] = [await freePort(0), await freePort(0), await freePort(0), await freePort(0), await freePort(0), await freePort(0)];
   const sidecarArgs: Record<string, string[]> = {
-    orders: ['--inbound', `127.0.0.1:${ordersIn}`, '--app', `127.0.0.1:${ordersApp}`, '--mode', 'http'],
+    orders: ['--inbound', `127.0.0.1:${ordersIn}`, '--app', `127.0.0.1:${ordersApp}`, '--mode', 'http',
+      '--outbound', `127.0.0.1:${ordToInv}=127.0.0.1:${inventoryIn}@${SERVICES[2]!.id}`],
     inventory: ['--inbound', `127.0.0.1:${inventoryIn}`, '--app', `127.0.0.1:${inventoryApp}`, '--mode', 'http',
       '--outbound', `127.0.0.1:${invToOrders}=127.0.0.1:${ordersIn}@${SERVICES[1]!.id}`],
     frontend: ['--outbound', `127.0.0.1:${feToOrders}=127.0.0.1:${ordersIn}@${SERVICES[1]!.id}`, `127.0.0.1:${feToInventory}=127.0.0.1:${inventoryIn}@${SERVICES[2]!.id}`],
@@ -533,6 +732,7 @@ async function main(): Promise<void> {
       else if (o.msg === 'trust bundle updated') say(s.name, s.colour, `trust bundle #${String(o.sequence)}: ${String(o.authorities)} CA(s)`);
       else if (o.msg === 'policy bundle in force') {
         say(s.name, s.colour, `policy bundle ${String(o.version)} in force (${String(o.reason)})`);
+        bundles.set(s.name, [...(bundles.get(s.name) ?? []), { version: Number(o.version), at: Date.parse(String(o.ts)) || Date.now() }]);
         ready += 1;
       } else if (o.msg === ALARM_MSG) {
         // The agent keeps the checkpoint it held: its state file says so.
@@ -548,7 +748,7 @@ async function main(): Promise<void> {
         if (TAMPER && Date.now() - (lastWitnessLine.get(s.name) ?? 0) < 10_000) return;
         lastWitnessLine.set(s.name, Date.now());
         say(s.name, s.colour, `witnessed audit checkpoint: ${String(o.size)} records, root ${String(o.root_hash).slice(0, 12)}…${Number(o.from) === 0 ? ' (first seen: signed by the log key in the policy bundle)' : `: signed, and consistent with the ${String(o.from)} it held`}`);
-      } else if (o.msg === 'denied') say(s.name, s.colour, `${paint(31, 'sidecar denied')} ${String(o.peer)} ${String(o.method)} ${String(o.path)}${Array.isArray(o.reasons) && o.reasons.length ? ` by ${o.reasons.join(', ')}` : ' (no permit)'}`);
+      } else if (o.msg === 'denied') say(s.name, s.colour, `${paint(31, 'sidecar denied')} ${String(o.peer)}${o.method !== undefined ? ` ${String(o.method)} ${String(o.path)}` : ''}${Array.isArray(o.reasons) && o.reasons.length ? ` by ${o.reasons.join(', ')}` : ' (no permit)'}`);
       else if (o.msg === 'secret opened') {
         // The agent logs only the policy and the path; the demo checks the file and shows a masked form.
         const out = String(o.output);
@@ -562,6 +762,10 @@ async function main(): Promise<void> {
         }
         onOpened();
       } else if (o.msg === 'secret unseal failed') say(s.name, 31, `secret unseal failed (${String(o.code)}), retrying in ${String(o.retry_in_ms)} ms`);
+      else if (o.msg === 'upstream refused') {
+        outboundRefusals.set(s.name, String(o.code));
+        say(s.name, s.colour, `${paint(31, 'its own sidecar refused')} a call to ${nameOf(o.expected)}: ${String(o.code)} (${String(o.reason)})`);
+      } else if (o.msg === 'renewal failed; will retry') say(s.name, 31, `SVID renewal refused: ${String(o.code)}, retrying in ${String(o.retry_in_ms)} ms`);
       else if (o.msg === 'key server failed') say(s.name, 31, `key server ${KEYSERVERS.find((k) => k.id === o.spiffe_id)?.name ?? String(o.spiffe_id)} failed: ${String(o.code)}`);
       else if (o.level === 'warn' || o.level === 'error') say(s.name, 31, String(o.msg));
     });
@@ -591,8 +795,14 @@ async function main(): Promise<void> {
   await startAgent(SERVICES[0]!);
   await startAgent(SERVICES[2]!);
   const sealedOk = await sealing;
+  // Named admins and the risk engine's configuration, for the adaptive scenes: while orders' agent
+  // starts, after the sealing (fewer CLI processes at once on a busy machine).
+  const setup = TAMPER ? Promise.resolve(false) : adaptiveSetup(adminDir).then(() => true, (err: unknown) => {
+    say('risk', 31, `admins or risk configuration failed: ${(err as Error).message}`);
+    return false;
+  });
   await startAgent(SERVICES[1]!, sealedOk ? ['--unseal', `${sealedFile}=${join(DIR, 'orders', 'run', 'db-password')}`] : []);
-  if (sealedOk) void secretScenes().catch((err: unknown) => say('secrets', 31, `blind secrets part failed: ${(err as Error).message}`));
+  const secretsDone = sealedOk ? secretScenes().catch((err: unknown) => say('secrets', 31, `blind secrets part failed: ${(err as Error).message}`)) : Promise.resolve();
 
   const until = Date.now() + 20_000;
   while (ready < SERVICES.length && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
@@ -602,15 +812,11 @@ async function main(): Promise<void> {
     ['frontend', feToOrders, 'POST', '/orders', 36],
     ['frontend', feToInventory, 'GET', '/stock/sku-1', 36],
     ['inventory', invToOrders, 'GET', '/orders/42', 33],
+    ['orders', ordToInv, 'POST', '/stock/sku-1', 35],
   ];
-  const target = (port: number): string => (port === feToInventory ? 'inventory' : 'orders');
+  const target = (port: number): string => (port === feToInventory || port === ordToInv ? 'inventory' : 'orders');
   const traffic = async (): Promise<void> => {
-    for (const [from, port, method, path, colour] of calls) {
-      const r = await call(port, method, path);
-      const verdict = r.status === 200 ? paint(32, `${r.status} allowed`) : paint(31, `${r.status} denied`);
-      const why = r.status === 200 ? r.body : (/"code":"([A-Z_]+)"/.exec(r.body)?.[1] ?? r.body.slice(0, 80));
-      say(from, colour, `→ ${target(port)} ${method} ${path}: ${verdict} (${why})`);
-    }
+    for (const [from, port, method, path, colour] of calls) say(from, colour, `→ ${target(port)} ${method} ${path}: ${verdict(await call(port, method, path))}`);
   };
   await traffic();
   timers.push(setInterval(() => void (stopping ? undefined : traffic()), 5000));
@@ -660,11 +866,13 @@ permit (
     }
   })(), 6000).unref();
 
-  // Not with --tamper: the control plane is down then.
-  if (!TAMPER) setTimeout(() => void (async () => {
+  // After the adaptive scenes (their named admins' CLI runs keep their bundle.pem current, but need
+  // not run inside the rotation's grace); not with --tamper: the control plane is down then.
+  const rotateCa = async (): Promise<void> => {
+    if (stopping) return;
     const res = await admin.call<CaRotateResponse>('POST', '/v1/ca/rotate', { grace_seconds: 10 } satisfies CaRotateRequest);
     say('control', 1, paint(32, `CA rotation: prepared ${res.prepared.id.slice(0, 8)}, published in the bundle now, signing from ${String(res.prepared.activateAt).slice(11, 19)}`));
-  })().catch((err: unknown) => say('control', 31, `CA rotation failed: ${(err as Error).message}`)), 30_000).unref();
+  };
 
   setInterval(() => {
     const rows = SERVICES.map((s) => {
@@ -686,12 +894,29 @@ permit (
     else say('auditor', 31, `tessera audit verify failed: ${v.code}`);
   })().catch((err: unknown) => say('auditor', 31, `audit verify failed: ${(err as Error).message}`)), 13_000).unref();
 
+  // Exfiltration and quarantine, release, a just-in-time grant (not with --tamper: the control plane stops then).
+  const adaptive = TAMPER ? Promise.resolve(true) : new Promise<boolean>((resolve) => {
+    setTimeout(() => void (async () => {
+      const [prepared] = await Promise.all([setup, secretsDone]);
+      if (!prepared || stopping) return false;
+      const ok = await adaptiveScenes({ admin, ordToInv, feToOrders, sealedFile: sealedOk ? sealedFile : undefined });
+      if (!stopping) process.stdout.write(`\n${ok ? paint(32, 'adaptive scenes done') : paint(31, 'adaptive scenes FAILED')}${process.env.DEMO_SECONDS ? '' : '; Ctrl-C stops everything'}.\n`);
+      return ok;
+    })().catch((err: unknown) => {
+      say('risk', 31, `adaptive scenes failed: ${(err as Error).message}`);
+      return false;
+    }).then(resolve), ADAPTIVE_AT_MS);
+  });
+
+  if (!TAMPER) void adaptive.then(() => new Promise((r) => setTimeout(r, 2000))).then(rotateCa).catch((err: unknown) => say('control', 31, `CA rotation failed: ${(err as Error).message}`));
+
+  // DEMO_SECONDS: stop after that many seconds, and not before the adaptive scenes are done.
   const seconds = Number(process.env.DEMO_SECONDS ?? (TAMPER ? 20 : 0));
   if (seconds > 0) {
     setTimeout(() => void (TAMPER ? tamperScene(port).catch((err: unknown) => {
       say('tamper', 31, `failed: ${(err as Error).message}`);
       return false;
-    }).then((ok) => stopAll(ok ? 0 : 1)) : stopAll(0)), seconds * 1000);
+    }).then((ok) => stopAll(ok ? 0 : 1)) : adaptive.then((ok) => stopAll(ok ? 0 : 1))), seconds * 1000);
   }
   setInterval(() => {}, 1 << 30);
 }

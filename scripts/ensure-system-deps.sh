@@ -3,6 +3,8 @@
 #   openssl          the openssl CLI checks our certificates
 #   rsyslog(-gnutls) a real syslog receiver (RFC 5424/5425) for the SIEM export tests
 #   prometheus       a real Prometheus server scrapes every process's /metrics in the metrics tests
+#   chromium         a real browser (driven by playwright-core) for the web console's tests
+#   libnss3-tools    certutil: those tests make Chromium trust the test CA through its NSS database
 # The packages' own services are not used: tests start their own daemons on 127.0.0.1 in temp directories.
 set -euo pipefail
 need=()
@@ -10,6 +12,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v rsyslogd >/dev/null 2>&1 || need+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -1)" ] || need+=(rsyslog-gnutls)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, or run as root so this script can)" >&2

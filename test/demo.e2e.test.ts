@@ -1,20 +1,43 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const DEMO = fileURLToPath(new URL('../dist/demo/main.js', import.meta.url));
 const DEMO_DIR = fileURLToPath(new URL('../.tessera/demo/', import.meta.url));
 
+/** Processes still running whose command line names this worktree's demo directory (Linux /proc). */
+function demoProcesses(): string[] {
+  if (!existsSync('/proc/self/cmdline')) return [];
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      if (cmd.includes(DEMO_DIR.replace(/\/$/, ''))) found.push(`${pid}: ${cmd.slice(0, 200)}`);
+    } catch { /* gone meanwhile */ }
+  }
+  return found;
+}
+
 describe('npm run demo', () => {
-  it('starts a control plane, three agents and three key servers, shows joins, rotations, a JWT-SVID, allowed and denied calls through sidecars, a live policy change and blind secrets, and stops cleanly', async () => {
+  it('starts a control plane, three agents and three key servers, shows joins, rotations, a JWT-SVID, allowed and denied calls through sidecars, a live policy change, blind secrets, an exfiltrating service quarantined and released, a JIT grant, and stops cleanly', async () => {
+    const started = Date.now();
     const child = spawn(process.execPath, [DEMO], { env: { ...process.env, DEMO_SECONDS: '16', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    // Bounded: the demo must end by itself once its scenes are done; a hang is stopped (SIGTERM stops
+    // its children too) and fails below.
+    const term = setTimeout(() => child.kill('SIGTERM'), 240_000);
+    const kill = setTimeout(() => child.kill('SIGKILL'), 255_000);
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    clearTimeout(term);
+    clearTimeout(kill);
     // On failure, the end of what the demo printed (it never prints a secret or a token unmasked).
     expect(code, out.slice(-4000)).toBe(0);
+    expect(Date.now() - started).toBeLessThan(240_000);
+    // Nothing it started is left running.
+    expect(demoProcesses()).toEqual([]);
     for (const name of ['frontend', 'orders', 'inventory']) {
       expect(out).toMatch(new RegExp(`${name}\\s+joined → spiffe://tessera.test/shop/${name}`));
       expect(out).toMatch(new RegExp(`${name}\\s+rotated SVID`));
@@ -59,7 +82,46 @@ describe('npm run demo', () => {
     // The audit log of the stopped control plane, rehashed offline from its SQLite file.
     expect(out).toMatch(/auditor\s+tessera audit verify --db \.tessera\/demo\/server\/tessera\.db.*: verified: \d+ records rehashed, \d+ signed checkpoints checked, intact up to size \d+/);
     expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
-  }, 120_000);
+
+    // Adaptive zero trust (issue 11). Two named admins and the risk configuration, through their real paths.
+    expect(out).toMatch(/alice\s+admin added by the bootstrap admin \(tessera admin add alice\): spiffe:\/\/tessera\.test\/tessera\/admin\/alice/);
+    expect(out).toMatch(/bob\s+admin added by alice \(tessera admin add bob\): spiffe:\/\/tessera\.test\/tessera\/admin\/bob/);
+    expect(out).toMatch(/risk\s+risk engine configuration v1 set by alice \(tessera risk config set \.tessera\/demo\/risk-config\.json\)/);
+    // 1. orders exfiltrates through its sidecar; the engine quarantines it, with its reasons.
+    expect(out).toMatch(/control\s+risk engine: orders normal → quarantined, score \d+/);
+    const q = /risk\s+orders QUARANTINED by the risk engine ([\d.]+) s after its first exfiltrating request: score (\d+)/.exec(out);
+    expect(q, out.slice(-8000)).not.toBeNull();
+    expect(Number(q![2])).toBeGreaterThanOrEqual(70);
+    expect(Number(q![1])).toBeLessThan(30);
+    expect(out).toMatch(/risk\s+ {2}reason bytes_out: observed [\d.]+ MiB, expected 1\.0 MiB, [\d.]+× as unusual: bytes sent .* \(cold start\)/);
+    expect(out).toMatch(/risk\s+in force on every agent \(frontend, orders, inventory: policy bundle \d+\) within \d+ ms of the decision/);
+    // ...refused by the sidecars (its own, and a caller's) and by the key servers.
+    const refusedOwn = out.search(/orders\s+→ inventory POST \/stock\/sku-1: refused by its own sidecar: TESSERA_IDENTITY_QUARANTINED/);
+    expect(refusedOwn).toBeGreaterThan(out.indexOf('orders QUARANTINED'));
+    expect(out).toMatch(/frontend\s+→ orders GET \/orders\/42: refused by its own sidecar: TESSERA_PROXY_PEER_IDENTITY/);
+    expect(out).toMatch(/orders\s+secret unseal refused: TESSERA_SECRET_THRESHOLD \([^)]*TESSERA_FORBIDDEN[^)]*\): the key servers refuse a quarantined identity/);
+    // 2. bob releases it with a reason; its calls go through again.
+    const released = out.search(/bob\s+tessera risk release spiffe:\/\/tessera\.test\/shop\/orders --reason "[^"]+": quarantined → normal/);
+    expect(released).toBeGreaterThan(refusedOwn);
+    const again = out.search(/orders\s+→ inventory POST \/stock\/sku-1: 200 allowed again \d+ ms after the release/);
+    expect(again).toBeGreaterThan(released);
+    // 3. A JIT grant: refused before, alice cannot approve her own, bob does, used, refused after its expiry.
+    const denied = out.search(/frontend\s+→ orders DELETE \/orders\/42: 403 denied \(TESSERA_PROXY_DENIED\)/);
+    expect(denied).toBeGreaterThan(again);
+    const grant = /alice\s+tessera grant request --principal frontend --action http:request --resource orders --for 15s --reason "[^"]+": (g-[0-9a-f]+) pending/.exec(out)?.[1];
+    expect(grant).toBeDefined();
+    const self = out.search(new RegExp(`alice\\s+tessera grant approve ${grant}: refused, exit 4 TESSERA_GRANT_SELF_APPROVAL`));
+    expect(self).toBeGreaterThan(denied);
+    const approved = out.search(new RegExp(`bob\\s+tessera grant approve ${grant}: active from [0-9:]+ until [0-9:]+`));
+    expect(approved).toBeGreaterThan(self);
+    const used = out.search(new RegExp(`frontend\\s+→ orders DELETE /orders/42: 200 allowed \\d+ ms after bob's approval, by grant:${grant}`));
+    expect(used).toBeGreaterThan(approved);
+    const expired = out.search(/frontend\s+→ orders DELETE \/orders\/42: 403 denied again \d+ ms after the grant's expiry \(TESSERA_PROXY_DENIED\)/);
+    expect(expired).toBeGreaterThan(used);
+    expect(out).toMatch(new RegExp(`control\\s+grant ${grant}: expired`));
+    expect(out).toContain('adaptive scenes done');
+    expect(out).not.toMatch(/adaptive scenes FAILED|NOT refused|admins or risk configuration failed/);
+  }, 270_000);
 });
 
 describe('npm run demo -- --tamper', () => {

@@ -7,6 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ApiClient, type ClientTls } from '../common/api-client.js';
 import { TesseraError } from '../core/errors.js';
+import { writeFileAtomic } from '../core/files.js';
+import type { BundleWatchResponse } from '../core/wire/control-plane.js';
 
 /** Where `tessera server` keeps its state by default (its admin credential is in `admin/` below). */
 export const DEFAULT_SERVER_DIR = '.tessera/server';
@@ -31,6 +33,26 @@ export function adminDir(at: AdminLocation): string {
 export function adminTls(at: AdminLocation): ClientTls {
   const dir = adminDir(at);
   return { ca: readCredential(join(dir, 'bundle.pem'), 'trust bundle'), cert: readCredential(join(dir, 'admin.pem'), 'admin certificate'), key: readCredential(join(dir, 'admin.key'), 'admin key') };
+}
+
+/**
+ * Keeps an admin directory's trust bundle current. The control plane rewrites only its own
+ * DATA_DIR/admin/bundle.pem; a named admin's directory (`tessera admin add --out`) would keep the
+ * CAs of the day it was made and, once a rotated CA signs the control plane's certificate, could no
+ * longer reach it. Called after a command reached the control plane (its certificate verified
+ * against this bundle, so what it publishes is trusted as agents trust it): the bundle in force,
+ * which lists a prepared CA from the rotation on, replaces the file when it differs. Best effort:
+ * the command itself has succeeded.
+ */
+export async function refreshAdminBundle(at: AdminLocation, client: ApiClient): Promise<void> {
+  try {
+    const file = join(adminDir(at), 'bundle.pem');
+    const res = await client.call<BundleWatchResponse>('GET', '/v1/bundle/watch?after=0&timeout_seconds=0');
+    if (typeof res.bundle_pem !== 'string' || !res.bundle_pem.includes('-----BEGIN CERTIFICATE-----')) return;
+    if (readFileSync(file, 'utf8') !== res.bundle_pem) writeFileAtomic(file, res.bundle_pem);
+  } catch {
+    // Not refreshed this time: the next command tries again.
+  }
 }
 
 /** An agent's SVID files (trust bundle, SVID, key) as client TLS material. */

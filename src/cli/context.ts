@@ -1,5 +1,5 @@
 /** What every command shares: global options, exit statuses, output and error reporting. */
-import { adminClient, type AdminLocation } from '../admin/clients.js';
+import { adminClient, refreshAdminBundle, type AdminLocation } from '../admin/clients.js';
 import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
 
 /** The global options: where the admin credential and the control plane are (--admin-dir, --server), --json. */
@@ -71,7 +71,9 @@ export function count(name: string, max: number): (v: string) => number {
 export async function withAdmin<T>(g: GlobalOptions, fn: (c: ReturnType<typeof adminClient>) => Promise<T>): Promise<T> {
   const client = adminClient(g);
   try {
-    return await fn(client);
+    const res = await fn(client);
+    await refreshAdminBundle(g, client);
+    return res;
   } finally {
     client.close();
   }

@@ -11,6 +11,16 @@ interface GrantView {
 }
 const STATES = ['pending', 'scheduled', 'active', 'expired', 'denied', 'revoked'];
 
+/**
+ * `tessera server --grant-min D`: the shortest grant admins may request, whole seconds from 1 s to
+ * 1 h (default 1 min). Shorter than the default only for demos and tests that watch a grant expire.
+ */
+export function parseGrantMin(text: string): number {
+  const ms = parseDuration(text, '--grant-min');
+  if (ms % 1000 !== 0 || ms > 3_600_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--grant-min must be whole seconds from 1s to 1h');
+  return ms / 1000;
+}
+
 function line(g: GrantView): string {
   const window = g.start ? ` from ${g.start} until ${String(g.expiry)}` : ` for ${g.duration_seconds}s`;
   return `${g.id} ${g.state}: ${g.principal} may ${g.action} on ${g.resource}${window}`;

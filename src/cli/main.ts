@@ -17,7 +17,7 @@ import { riskCommands, riskConfigCommands } from './risk.js';
 import { DEFAULT_DECISION_SETTINGS, parseDecisionSettings } from '../server/policy/decisions.js';
 import { policyCommands } from './policy.js';
 import { adminCommands } from './admin.js';
-import { grantCommands } from './grant.js';
+import { grantCommands, parseGrantMin } from './grant.js';
 import { secretCommands } from './secrets.js';
 import { riskCommand } from './risk-group.js';
 import { riskReplayCommand } from './risk-replay.js';
@@ -28,6 +28,7 @@ import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 import { ControlPlaneMetrics } from '../server/metrics.js';
 import { AgentMetrics } from '../agent/metrics.js';
 import { siemOptions } from './siem-options.js';
+import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
 import { PRODUCT_VERSION } from '../core/audit-export.js';
 
 type Json = Record<string, unknown>;
@@ -40,13 +41,6 @@ function seconds(value: string | undefined, what: string): number | undefined {
 function policyWatch(value: string): number {
   const ms = parseDuration(value, '--policy-watch');
   if (ms < 1000 || ms % 1000 !== 0 || ms > 60_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--policy-watch must be whole seconds from 1s to 60s, e.g. 25s');
-  return ms / 1000;
-}
-
-/** `--telemetry-window`: whole seconds, 1 to 3600. */
-function telemetryWindow(value: string): number {
-  const ms = parseDuration(value, '--telemetry-window');
-  if (ms < 1000 || ms % 1000 !== 0 || ms > 3600_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--telemetry-window must be whole seconds from 1s to 1h, e.g. 5s');
   return ms / 1000;
 }
 
@@ -138,6 +132,7 @@ export function buildProgram(): Command {
     .option('--replay-limit <limits>', 'decisions a policy dry run replays: PER_ENFORCER:TOTAL',
       `${DEFAULT_DECISION_SETTINGS.replay.perEnforcer}:${DEFAULT_DECISION_SETTINGS.replay.maxTotal}`)
     .option('--admin-mfa-max-age <duration>', 'how old a person\'s MFA may be for an admin action; older: TESSERA_MFA_REQUIRED (step up)', '15m')
+    .option('--grant-min <duration>', 'shortest just-in-time grant an admin may request: whole seconds, 1s to 1h (default 1m)')
     .option('--siem <url>', 'ship every audit record to a syslog receiver: syslog+tls://HOST:PORT (RFC 5425) or syslog+tcp://HOST:PORT; at least once, from a stored cursor')
     .option('--siem-ca <file>', 'PEM CA certificate(s) the receiver\'s certificate must chain to (syslog+tls; default: the system roots); its name must match HOST')
     .option('--siem-cert <file>', 'client certificate (PEM) for a receiver that asks for one (with --siem-key)')
@@ -154,6 +149,7 @@ export function buildProgram(): Command {
       // Each worker counts its own requests: one listener would show one worker's (to be aggregated later).
       if (workers > 1 && o.metricsListen !== undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--metrics-listen needs --workers 1 (metrics of several workers are not aggregated yet)');
       const siem = siemOptions(o);
+      const grantMinSeconds = o.grantMin !== undefined ? parseGrantMin(String(o.grantMin)) : undefined;
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
@@ -170,6 +166,7 @@ export function buildProgram(): Command {
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
         adminMfaMaxAgeMs: adminMfaMaxAge(String(o.adminMfaMaxAge)),
+        ...(grantMinSeconds !== undefined ? { grantMinSeconds } : {}),
         ...(siem ? { siem } : {}),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {
@@ -188,7 +185,7 @@ export function buildProgram(): Command {
       leaveCluster();
     }));
 
-  metricsListenOption(program.command('agent'))
+  telemetryFlags(metricsListenOption(program.command('agent')), 'the proxies\' counts')
     .description('run an agent: join with a one-time token, keep the SVID fresh, follow the trust bundle')
     .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem)')
     .option('--join-token <token>', 'one-time join token (only needed until the agent has an identity); or $TESSERA_JOIN_TOKEN')
@@ -205,8 +202,6 @@ export function buildProgram(): Command {
     .option('--max-connections <n>', 'inbound caller connections accepted at once', '10000')
     .option('--unseal <spec...>', 'open a sealed file for the app: SEALED_FILE=OUTPUT_PATH (written 0600; retried with backoff until it succeeds)')
     .option('--policy-watch <duration>', 'long-poll period of the policy stream, 1s to 60s: a new policy arrives at once, but the audit checkpoint the agent witnesses rides on each answer, so this is how late it sees the log', '25s')
-    .option('--telemetry-window <duration>', 'telemetry window: whole seconds from 1s to 1h; per window and edge the proxies\' counts are shipped to the control plane', '5s')
-    .option('--no-telemetry', 'collect and ship no telemetry')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane URL).\n\n'
       + 'Outbound listeners: on a Unix socket (--outbound unix:/run/tessera/orders.sock=10.0.0.7:9443@spiffe://td/orders)\n'
@@ -230,7 +225,7 @@ export function buildProgram(): Command {
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
         policyWatchSeconds: policyWatch(String(o.policyWatch)),
-        telemetry: o.telemetry === false ? false as const : { windowSeconds: telemetryWindow(String(o.telemetryWindow)) },
+        telemetry: telemetryOption(o),
       };
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);

@@ -33,6 +33,7 @@ import { startKeyServerNode } from '../keyserver/node.js';
 import { DEFAULT_RATE_LIMIT } from '../keyserver/service.js';
 import { KeyServerMetrics } from '../keyserver/metrics.js';
 import { metricsListenOption, serveMetricsFlag } from './metrics.js';
+import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
 import type { SecretPolicyListResponse } from '../core/wire/control-plane.js';
 import { output, table, type GlobalOptions, type Run } from './context.js';
 
@@ -123,7 +124,7 @@ function summary(r: SecretPolicyRecord): string {
 // ---------------------------------------------------------------------------------------------
 
 export function secretCommands(program: Command, run: Run, parseListen: (v: string) => { host: string; port: number }, untilSignal: (stop: () => Promise<void>) => Promise<void>): void {
-  metricsListenOption(program.command('keyserver'))
+  telemetryFlags(metricsListenOption(program.command('keyserver')), 'each caller\'s unseal counts (action class unseal)')
     .description('run a blind-secrets key server: its own agent (SVID), Cedar secret:unseal decisions, mTLS on --listen')
     .requiredOption('--data-dir <dir>', 'state directory (agent SVID, sealed key shares)')
     .option('--join-token <token>', 'one-time join token (only until the agent has an identity); or $TESSERA_JOIN_TOKEN')
@@ -138,13 +139,14 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
       const listen = parseListen(String(o.listen));
       const rateLimit = parseRateLimit(String(o.rateLimit));
+      const telemetry = telemetryOption(o);
       const metrics = o.metricsListen !== undefined ? new KeyServerMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startKeyServerNode({
         serverUrl: g.server, dataDir: String(o.dataDir), listen, log,
         ...(joinToken ? { joinToken } : {}),
         ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
-        rateLimit,
+        rateLimit, telemetry,
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {
         await metricsListener?.close();

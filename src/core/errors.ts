@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   TESSERA_CONFLICT: { status: 409, description: 'The resource already exists.' },
   TESSERA_INTERNAL: { status: 500, description: 'An unexpected internal error (a bug: please report it).' },
   TESSERA_UNAVAILABLE: { status: 503, description: 'The service is starting, stopping or cannot reach its store.' },
+  TESSERA_CONSOLE_NOT_BUILT: { status: 503, description: 'The web console\'s assets are not built (run `npm run build:console`): the control plane serves no /console/ pages.' },
 
   // Authentication / authorization of callers.
   TESSERA_AUTH_REQUIRED: { status: 401, description: 'A client certificate (SVID or admin credential) is required.' },

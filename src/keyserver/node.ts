@@ -31,6 +31,12 @@ export interface KeyServerNodeOptions {
   rateLimit?: RateLimit;
   /** Prometheus metrics (`--metrics-listen`; the caller serves its registry). */
   metrics?: KeyServerMetrics;
+  /**
+   * Unseal telemetry: per window and caller, the key server's evaluate answers are shipped to the
+   * control plane as `reporter: callee`, `action: unseal` windows by its sidecar's collector and
+   * shipper (default 5 s windows); `false` turns it off (`--no-telemetry`).
+   */
+  telemetry?: false | { windowSeconds?: number };
 }
 
 export interface KeyServerNode {
@@ -50,7 +56,11 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
   await agent.start();
   let sidecar: Sidecar | undefined;
   try {
-    sidecar = await startSidecar(agent, { dataDir: opts.dataDir, log, allowSampleRate: 1, ...(opts.policyWatchSeconds !== undefined ? { policyWatchSeconds: opts.policyWatchSeconds } : {}) });
+    sidecar = await startSidecar(agent, {
+      dataDir: opts.dataDir, log, allowSampleRate: 1,
+      ...(opts.policyWatchSeconds !== undefined ? { policyWatchSeconds: opts.policyWatchSeconds } : {}),
+      ...(opts.telemetry !== undefined ? { telemetry: opts.telemetry } : {}),
+    });
     const enforcer = sidecar.enforcer;
     const metrics = opts.metrics;
     metrics?.attach(agent, enforcer);
@@ -66,6 +76,7 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
       ...(metrics ? { observeEvaluate: (s: number) => metrics.observeEvaluate(s) } : {}),
+      ...(sidecar.telemetry ? { unsealTelemetry: sidecar.telemetry.collector.lane('callee', 'unseal') } : {}),
       onAudit: (ev) => {
         metrics?.audit(ev);
         // No point material is in an event: who, which policy and epoch, the outcome.

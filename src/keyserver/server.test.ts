@@ -784,3 +784,54 @@ describe('key share refresh over mTLS, 2-of-3', () => {
     expect((await unseal(blob, [servers[0]!, servers[1]!])).plain).toBe(PLAIN);
   });
 });
+
+describe('unseal telemetry (the node wires it to its sidecar collector: lane callee, action unseal)', () => {
+  /** A plain counter per caller with the shape the key server counts into. */
+  class Counters { requests = 0; errors = 0; denials = 0; bytesIn = 0; bytesOut = 0; samples = 0; policies = new Set<string>();
+    latency(): void { this.samples++; }
+    path(p: string): void { this.policies.add(p); } }
+  const edges = new Map<string, Counters>();
+  let ks: KeyServer;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-ks-telemetry-'));
+    ks = await startKeyServer({
+      dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, trustDomain: TD, provisioners: [ADMIN], log: silentLogger, env: { TESSERA_KEK: '9'.repeat(64) },
+      tls: new FakeSource({ spiffeId: `spiffe://${TD}/tessera/keyserver/t`, ...svid(`spiffe://${TD}/tessera/keyserver/t`), bundlePem: caPem }),
+      authorize: (caller, policy) => caller.spiffeId === APP && policy === POLICY,
+      rateLimit: { perSecond: 0.001, burst: 3 },
+      unsealTelemetry: { edge: (caller) => edges.get(caller) ?? edges.set(caller, new Counters()).get(caller)! },
+    });
+    const s = sharing.shares[0]!;
+    const r = await call(ks.url, 'PUT', `/v1/shares/${POLICY}/${EPOCH}`, { t: 2, n: 3, index: s.index, value: b64u(s.value), commitments: sharing.commitments.map(b64u) }, creds.admin);
+    expect(r.status).toBe(201);
+  });
+
+  afterAll(async () => {
+    await ks?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('counts per caller: requests, denials (403), other failures as errors, bytes both ways, latency, distinct well-formed policies', async () => {
+    const B = b64u(blind(parseBlob(blob).R).B);
+    expect((await call(ks.url, 'POST', '/v1/evaluate', { policy: POLICY, epoch: EPOCH, b: B }, creds.app)).status).toBe(200);
+    expect((await call(ks.url, 'POST', '/v1/evaluate', { policy: 'other.db', epoch: EPOCH, b: B }, creds.app)).status).toBe(403);
+    // A malformed policy id is an error and not a policy (random ids would inflate the distinct count).
+    expect((await call(ks.url, 'POST', '/v1/evaluate', { policy: 'Not A Policy', epoch: EPOCH, b: B }, creds.app)).status).toBe(400);
+    expect((await call(ks.url, 'POST', '/v1/evaluate', { policy: POLICY, epoch: EPOCH, b: 'x', extra: 1 }, creds.app)).status).toBe(400);
+    // Past the burst of 3 (the malformed body never reached the limiter): rate limited, an error.
+    expect((await call(ks.url, 'POST', '/v1/evaluate', { policy: POLICY, epoch: EPOCH, b: B }, creds.app)).status).toBe(429);
+    expect((await call(ks.url, 'POST', '/v1/evaluate', { policy: POLICY, epoch: EPOCH, b: B }, creds.other)).status).toBe(403);
+    // Healthz and provisioning are not unseals.
+    await call(ks.url, 'GET', '/v1/healthz', undefined, creds.app);
+    await call(ks.url, 'GET', '/v1/shares', undefined, creds.admin);
+    const app = edges.get(APP)!;
+    expect({ requests: app.requests, denials: app.denials, errors: app.errors, samples: app.samples, policies: [...app.policies].sort() })
+      .toEqual({ requests: 5, denials: 1, errors: 3, samples: 5, policies: ['other.db', POLICY] });
+    expect(app.bytesIn).toBeGreaterThan(5 * 40);
+    expect(app.bytesOut).toBeGreaterThan(200);
+    expect(edges.get(OTHER)).toMatchObject({ requests: 1, denials: 1, errors: 0 });
+    expect([...edges.keys()].sort()).toEqual([OTHER, APP].sort());
+  });
+});

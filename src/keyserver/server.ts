@@ -57,8 +57,30 @@ export interface KeyServerOptions {
   onAudit?: (event: KeyAuditEvent) => void;
   /** Seconds taken by each POST /v1/evaluate answer (metrics). */
   observeEvaluate?: (seconds: number) => void;
+  /**
+   * Unseal telemetry (README "Telemetry", key servers): the counters of the edge caller → this key
+   * server in the current window, one call per answered POST /v1/evaluate of an authenticated caller.
+   * The node wires it to its sidecar's telemetry collector (lane `callee`, action class `unseal`).
+   */
+  unsealTelemetry?: UnsealTelemetry;
   /** Tests only: sees every raw request body as received. */
   onRequestBody?: (info: { method: string; url: string; body: string }) => void;
+}
+
+/** The per-window counters of one caller's unseals (structurally the sidecar's EdgeStats). */
+export interface UnsealCounters {
+  requests: number;
+  errors: number;
+  denials: number;
+  /** Bytes received from the caller (request bodies) / sent to it (answers). */
+  bytesIn: number;
+  bytesOut: number;
+  latency(ms: number): void;
+  /** One secret policy id: the window reports their distinct count as `paths_distinct`. */
+  path(p: string): void;
+}
+export interface UnsealTelemetry {
+  edge(caller: string): UnsealCounters;
 }
 
 export interface KeyServer {
@@ -127,9 +149,26 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
   };
 
   const observe = opts.observeEvaluate;
-  if (observe) {
+  const unseals = opts.unsealTelemetry;
+  /** The caller and policy of an evaluate request, set by its handler once known (telemetry). */
+  const evaluating = new WeakMap<FastifyRequest, { caller: string; policy: string }>();
+  if (observe || unseals) {
     app.addHook('onResponse', async (req, reply) => {
-      if (req.routeOptions.url === '/v1/evaluate') observe(reply.elapsedTime / 1000);
+      if (req.routeOptions.url !== '/v1/evaluate') return;
+      observe?.(reply.elapsedTime / 1000);
+      const who = unseals ? evaluating.get(req) : undefined;
+      if (who === undefined) return; // not authenticated or refused before its body was read: no edge to count
+      // Counters only: a refused unseal (403, Cedar or quarantine) is a denial; any other failure
+      // (rate limited, unknown share, stale generation, bad input) an error.
+      const e = unseals!.edge(who.caller);
+      e.requests++;
+      const status = reply.statusCode;
+      if (status === 403) e.denials++;
+      else if (status >= 300) e.errors++;
+      e.bytesIn += Number(req.headers['content-length'] ?? 0) || 0;
+      e.bytesOut += Number(reply.getHeader('content-length') ?? 0) || 0;
+      e.latency(reply.elapsedTime);
+      if (who.policy !== '') e.path(who.policy);
     });
   }
 
@@ -137,8 +176,11 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
 
   app.post('/v1/evaluate', async (req) => {
     const who = caller(req);
+    if (unseals) evaluating.set(req, { caller: who.spiffeId, policy: '' });
     const b = body(req.body, ['policy', 'epoch', 'generation', 'b']);
     const policy = reqStr(b, 'policy', { max: 64 });
+    // Only well-formed policy ids count as distinct policies (random strings would inflate it).
+    if (unseals && isSecretPolicyId(policy)) evaluating.set(req, { caller: who.spiffeId, policy });
     const epoch = int(b, 'epoch', { min: 0, max: 0xffffffff }) as number;
     const generation = int(b, 'generation', { min: 1, max: 0xffffffff, optional: true });
     const B = b64(reqStr(b, 'b', { max: 64 }), 'b', B64URL_32);

@@ -16,6 +16,7 @@ import type { RiskConfigService } from './risk/config-service.js';
 import type { RiskEngineLink } from './risk/engine-link.js';
 import type { AdminAuthorizer } from './authz/authorizer.js';
 import type { AdminPolicyService } from './authz/policy-service.js';
+import type { MapService } from './map/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -55,4 +56,6 @@ export interface ServerContext {
   grants: GrantService;
   /** Sidecar telemetry: ingestion, the stored windows, and the sink of accepted windows (`onWindows`) for the risk engine. */
   telemetry: TelemetryService;
+  /** The web console's map: sites, services and edges aggregated from telemetry, decisions and risk states. */
+  map: MapService;
 }

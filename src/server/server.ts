@@ -47,6 +47,9 @@ import { telemetryRoutes } from './telemetry/routes.js';
 import { AdminAuthorizer, DEFAULT_ADMIN_MFA_MAX_AGE_MS } from './authz/authorizer.js';
 import { AdminPolicyService } from './authz/policy-service.js';
 import { adminPolicyRoutes } from './authz/routes.js';
+import { MapService } from './map/service.js';
+import { mapRoutes } from './map/routes.js';
+import { consoleRoutes, defaultConsoleDir, loadConsoleAssets } from './console/static.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -85,6 +88,8 @@ export interface ControlPlaneOptions {
   risk?: Partial<RiskSettings>;
   /** How old an MFA may be for an admin action (`--admin-mfa-max-age`); default DEFAULT_ADMIN_MFA_MAX_AGE_MS (15 min). */
   adminMfaMaxAgeMs?: number;
+  /** The built web console served under /console/ (default dist/console of this checkout; see src/server/console/static.ts). */
+  consoleDir?: string;
 }
 
 export const DEFAULTS = {
@@ -185,7 +190,9 @@ export class ControlPlane {
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
         metrics,
-        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
+        // Unseal telemetry is taken only from key servers that a secret-policy record names.
+        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id)),
+        map: new MapService({ store, risk, registry, now }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -260,6 +267,8 @@ export class ControlPlane {
     telemetryRoutes(app, ctx);
     riskRoutes(app, ctx, ctx.risk);
     adminPolicyRoutes(app, ctx);
+    mapRoutes(app, ctx);
+    consoleRoutes(app, loadConsoleAssets(this.opts.consoleDir ?? defaultConsoleDir()));
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);

@@ -42,7 +42,8 @@ export interface TelemetryCollectorOptions {
 }
 
 export type Reporter = 'caller' | 'callee';
-export type ActionClass = 'http' | 'tcp';
+/** `unseal`: a key server's POST /v1/evaluate answers (src/keyserver/node.ts), reported by the key server only. */
+export type ActionClass = 'http' | 'tcp' | 'unseal';
 
 /** What a proxy counts into: one reporter and action class. */
 export class TelemetryLane {
@@ -190,7 +191,8 @@ export class TelemetryCollector {
           // Edge-relative, whichever end reports (the risk engine compares both ends): bytes_out flows
           // caller → callee, bytes_in callee → caller. The callee's inbound read what the caller sent.
           bytes_in: lane.reporter === 'callee' ? e.bytesOut : e.bytesIn, bytes_out: lane.reporter === 'callee' ? e.bytesIn : e.bytesOut,
-          latency_p50_ms: e.percentile(0.5), latency_p99_ms: e.percentile(0.99), paths_distinct: e.distinctPaths(),
+          latency_p50_ms: e.percentile(0.5), latency_p99_ms: e.percentile(0.99), // Past the exact cap the count is an estimate: never above the requests (the format's rule).
+          paths_distinct: Math.min(e.distinctPaths(), e.requests),
         };
         if (this.#firstSeen(`${lane.reporter} ${lane.action} ${caller} ${callee}`)) w.first_seen = true;
         out.push(w);

@@ -11,7 +11,7 @@
 import type { TelemetryWindow } from '../../core/risk/types.js';
 
 export const DEFAULT_TELEMETRY_QUEUE = 10_000;
-/** Windows per POST: the control plane takes up to 1000 (src/server/telemetry/validate.ts). */
+/** Windows per POST: the control plane takes up to 1000 (src/server/telemetry/service.ts). */
 export const DEFAULT_TELEMETRY_BATCH = 500;
 const MAX_BATCH_BYTES = 512 * 1024;
 

@@ -28,7 +28,7 @@ const READ = [
   'entry.list', 'entry.show', 'ca.list', 'policy.history', 'policy.show', 'policy.bundle',
   'audit.read', 'audit.tail', 'audit.checkpoint', 'audit.checkpoints', 'audit.prove',
   'secret.policy.list', 'secret.policy.show', 'admin.list', 'admin.policy.show', 'admin.policy.history',
-  'grant.list', 'risk.list', 'risk.show', 'risk.config.show', 'risk.config.history', 'telemetry.read', 'apikey.list',
+  'grant.list', 'risk.list', 'risk.show', 'risk.config.show', 'risk.config.history', 'telemetry.read', 'apikey.list', 'map.read', 'map.edge',
 ] as const;
 
 /** Admin actions that change state (members of the action group `admin:write`). */

@@ -9,7 +9,7 @@ import { TesseraError } from '../errors.js';
 import { parseSpiffeId } from '../spiffe-id.js';
 
 /** The signals the engine scores, in README order. */
-export const SIGNALS = ['volume', 'bytes_out', 'bytes_in', 'errors', 'denials', 'new_edge', 'paths', 'unreported_by_caller'] as const;
+export const SIGNALS = ['volume', 'bytes_out', 'bytes_in', 'errors', 'denials', 'new_edge', 'paths', 'unreported_by_caller', 'unseal_pull'] as const;
 export type Signal = (typeof SIGNALS)[number];
 
 export interface RiskConfig {
@@ -40,7 +40,10 @@ export interface RiskConfig {
   zFull: number;
   /** How long a new callee counts towards `new_edge`, ms. */
   newEdgeHorizonMs: number;
-  /** Points per signal at `zFull` (for `new_edge`: per new callee; for `unreported_by_caller`: at twice `coldStart.unreported`). */
+  /**
+   * Points per signal at `zFull` (for `new_edge`: per new callee; for `unreported_by_caller`: at twice
+   * `coldStart.unreported`; for `unseal_pull`: a key server unsealing at all, or unseals at the identity's allowance).
+   */
   weights: Record<Signal, number>;
   /** Highest score one signal can contribute, accumulated evidence included. */
   caps: Record<Signal, number>;
@@ -50,8 +53,12 @@ export interface RiskConfig {
    * a credential used outside its sidecar.
    */
   unreportedExempt: string[];
-  /** Cold start: absolute per-window thresholds used while an identity or one of its baselines is still learning. */
-  coldStart: { denials: number; paths: number; bytesOut: number; bytesIn: number; unreported: number };
+  /**
+   * Cold start: absolute per-window thresholds used while an identity or one of its baselines is still
+   * learning. `unseals` and `unsealPolicies` are the least unseal allowance of every identity, learnt or
+   * not (per window: unseal requests to one key server, distinct secret policies), see `unseal_pull`.
+   */
+  coldStart: { denials: number; paths: number; bytesOut: number; bytesIn: number; unreported: number; unseals: number; unsealPolicies: number };
 }
 
 export const DEFAULT_RISK_CONFIG: Readonly<RiskConfig> = Object.freeze({
@@ -69,11 +76,13 @@ export const DEFAULT_RISK_CONFIG: Readonly<RiskConfig> = Object.freeze({
   zStart: 3,
   zFull: 8,
   newEdgeHorizonMs: 600_000,
-  weights: Object.freeze({ volume: 15, bytes_out: 45, bytes_in: 45, errors: 10, denials: 35, new_edge: 15, paths: 40, unreported_by_caller: 80 }),
+  weights: Object.freeze({ volume: 15, bytes_out: 45, bytes_in: 45, errors: 10, denials: 35, new_edge: 15, paths: 40, unreported_by_caller: 80, unseal_pull: 80 }),
   // Volume and errors alone cannot pass the step-up threshold: a deploy or an outage is not an attack.
-  caps: Object.freeze({ volume: 25, bytes_out: 100, bytes_in: 100, errors: 15, denials: 100, new_edge: 100, paths: 100, unreported_by_caller: 100 }),
+  caps: Object.freeze({ volume: 25, bytes_out: 100, bytes_in: 100, errors: 15, denials: 100, new_edge: 100, paths: 100, unreported_by_caller: 100, unseal_pull: 100 }),
   unreportedExempt: Object.freeze([]) as unknown as string[],
-  coldStart: Object.freeze({ denials: 20, paths: 50, bytesOut: 50 * 1024 * 1024, bytesIn: 200 * 1024 * 1024, unreported: 5 }),
+  // An unseal asks each key server once: 30 per key server in one window is 6 a second (a workload
+  // opens its few sealed files at start); 10 distinct policies in one window is a sweep.
+  coldStart: Object.freeze({ denials: 20, paths: 50, bytesOut: 50 * 1024 * 1024, bytesIn: 200 * 1024 * 1024, unreported: 5, unseals: 30, unsealPolicies: 10 }),
 }) as RiskConfig;
 
 type Json = Record<string, unknown>;
@@ -111,7 +120,7 @@ function duration(o: Json, key: string, maxMs: number): number | undefined {
 
 const TOP_KEYS = ['window_s', 'grace_windows', 'step_up_at', 'step_up_confirm', 'step_down_below', 'quarantine_at', 'quarantine_ttl', 'learning_period', 'min_samples',
   'half_life', 'sustain_gain', 'z_start', 'z_full', 'new_edge_horizon', 'weights', 'caps', 'cold_start', 'unreported_exempt'] as const;
-const COLD_KEYS = ['denials', 'paths', 'bytes_out', 'bytes_in', 'unreported'] as const;
+const COLD_KEYS = ['denials', 'paths', 'bytes_out', 'bytes_in', 'unreported', 'unseals', 'unseal_policies'] as const;
 
 /**
  * Validates a risk configuration (the JSON form) and fills in the defaults.
@@ -171,6 +180,8 @@ export function parseRiskConfig(obj: unknown): RiskConfig {
       bytesOut: num(w, 'bytes_out', 1, Number.MAX_SAFE_INTEGER, true) ?? c.coldStart.bytesOut,
       bytesIn: num(w, 'bytes_in', 1, Number.MAX_SAFE_INTEGER, true) ?? c.coldStart.bytesIn,
       unreported: num(w, 'unreported', 1, Number.MAX_SAFE_INTEGER, true) ?? c.coldStart.unreported,
+      unseals: num(w, 'unseals', 1, Number.MAX_SAFE_INTEGER, true) ?? c.coldStart.unseals,
+      unsealPolicies: num(w, 'unseal_policies', 1, Number.MAX_SAFE_INTEGER, true) ?? c.coldStart.unsealPolicies,
     };
   }
   if (c.stepDownBelow > c.stepUpAt) throw bad('step_down_below must not exceed step_up_at (hysteresis)');
@@ -209,7 +220,8 @@ export function riskConfigJson(c: RiskConfig): Record<string, unknown> {
     new_edge_horizon: durationText(c.newEdgeHorizonMs),
     weights: { ...c.weights },
     caps: { ...c.caps },
-    cold_start: { denials: c.coldStart.denials, paths: c.coldStart.paths, bytes_out: c.coldStart.bytesOut, bytes_in: c.coldStart.bytesIn, unreported: c.coldStart.unreported },
+    cold_start: { denials: c.coldStart.denials, paths: c.coldStart.paths, bytes_out: c.coldStart.bytesOut, bytes_in: c.coldStart.bytesIn, unreported: c.coldStart.unreported,
+      unseals: c.coldStart.unseals, unseal_policies: c.coldStart.unsealPolicies },
     unreported_exempt: [...c.unreportedExempt],
   };
 }

@@ -313,3 +313,75 @@ describe('RiskEngine: a caller end that counts connections (tcp outbound) agains
     expect(unreported(changes)).toBe(true);
   });
 });
+
+describe('RiskEngine: unseals (key servers report them; a compromised key server or any identity pulling them)', () => {
+  const KS = ['keyserver-1', 'keyserver-2', 'keyserver-3'];
+  const UNSEAL = [
+    { caller: 'orders', keyServers: KS, policies: 1, perHour: 2 },
+    { caller: 'payments', keyServers: KS, policies: 2, perHour: 1 },
+  ];
+  const run = (injections: Injection[], durationMs: number, config?: RiskConfig): { engine: RiskEngine; changes: RiskChange[] } =>
+    replay(simulate({ seed: 11, durationMs, injections, unseal: UNSEAL }), config);
+
+  it('calm days with unseals: no quarantine, no step-up, and the key servers are never blamed', () => {
+    const { changes, engine } = run([], 2 * DAY_MS + 6 * HOUR);
+    expect(changes).toEqual([]);
+    const orders = engine.identity(svc('orders'))!;
+    expect(orders.edges.map((e) => e.callee)).toEqual(expect.arrayContaining(KS.map(svc)));
+    expect(engine.list().every((s) => s.score === 0 || s.reasons.every((r) => r.signal !== 'unseal_pull'))).toBe(true);
+  }, 120_000);
+
+  it('a key server pulling unseals from the other key servers is quarantined within 15 s with unseal_pull', () => {
+    const { changes } = run([{ kind: 'unseal_pull', identity: svc('keyserver-1'), keyServers: [svc('keyserver-2'), svc('keyserver-3')], at: AT, durationMs: 10 * MIN, requests: 60, policies: 3 }], AT + 20 * MIN);
+    const { change, delayS } = detection(changes, svc('keyserver-1'), ['quarantined']);
+    figures.push(`key server pulling unseals: quarantined after ${delayS} s (${change.reasons[0]!.signal})`);
+    expect(delayS).toBeLessThanOrEqual(15);
+    expect(change.reasons[0]).toMatchObject({ signal: 'unseal_pull', unusual: 2 });
+    expect(change.reasons[0]!.text).toMatch(/a key server is unsealing/);
+  }, 60_000);
+
+  it('a key server that unseals even once is quarantined: key servers never ask for unseals', () => {
+    const { changes } = run([{ kind: 'unseal_pull', identity: svc('keyserver-2'), keyServers: [svc('keyserver-3')], at: AT, durationMs: 5000, requests: 1, policies: 1 }], AT + 10 * MIN);
+    expect(detection(changes, svc('keyserver-2'), ['quarantined']).change.reasons[0]!.signal).toBe('unseal_pull');
+  }, 60_000);
+
+  it('a workload sweeping many policies is quarantined within 15 s with unseal_pull; the same volume of its own policy is not an unseal_pull, nor unreported', () => {
+    const sweep = run([{ kind: 'unseal_pull', identity: svc('orders'), keyServers: KS.map(svc), at: AT, durationMs: 10 * MIN, requests: 20, policies: 12 }], AT + 20 * MIN);
+    const { change, delayS } = detection(sweep.changes, svc('orders'), ['quarantined']);
+    figures.push(`workload sweeping 12 policies: quarantined after ${delayS} s (${change.reasons[0]!.signal})`);
+    expect(delayS).toBeLessThanOrEqual(15);
+    expect(change.reasons[0]).toMatchObject({ signal: 'unseal_pull', observed: 12, expected: 10 });
+    // 12 unseals a window of its one policy, for 10 minutes: under the unseal allowance (the edge
+    // baselines may still find the volume unusual), and never read as traffic its own sidecar did not
+    // report (the key servers alone report unseals).
+    const busy = run([{ kind: 'unseal_pull', identity: svc('orders'), keyServers: KS.map(svc), at: AT, durationMs: 10 * MIN, requests: 12, policies: 1 }], AT + 20 * MIN);
+    expect(busy.changes.flatMap((c) => c.reasons.map((r) => r.signal))).not.toContain('unreported_by_caller');
+    expect(busy.changes.flatMap((c) => c.reasons.map((r) => r.signal))).not.toContain('unseal_pull');
+  }, 60_000);
+
+  it('far above its own peak (and past the floor): 100 unseals a window from key servers it used is quarantined', () => {
+    const { changes } = run([{ kind: 'unseal_pull', identity: svc('payments'), keyServers: KS.map(svc), at: AT, durationMs: 10 * MIN, requests: 100, policies: 2 }], AT + 20 * MIN);
+    const { change, delayS } = detection(changes, svc('payments'), ['quarantined']);
+    expect(delayS).toBeLessThanOrEqual(15);
+    expect(change.reasons[0]).toMatchObject({ signal: 'unseal_pull', expected: 30 });
+  }, 60_000);
+
+  it('works in the cold: a new identity pulling unseals is quarantined while still learning', () => {
+    const stranger = svc('intruder');
+    const { changes } = run([{ kind: 'unseal_pull', identity: stranger, keyServers: KS.map(svc), at: 2 * HOUR, durationMs: 10 * MIN, requests: 40, policies: 1 }], 3 * HOUR);
+    const q = changes.find((c) => c.identity === stranger && c.state === 'quarantined');
+    expect(q?.reasons[0]?.signal).toBe('unseal_pull');
+    expect((q!.time - SIM_START - 2 * HOUR) / 1000).toBeLessThanOrEqual(15);
+  }, 60_000);
+
+  it('the unseal allowance is configurable (cold_start.unseals, unseal_policies) and the weight 0 turns the signal off', () => {
+    const inj: Injection[] = [{ kind: 'unseal_pull', identity: svc('orders'), keyServers: KS.map(svc), at: AT, durationMs: 2 * MIN, requests: 20, policies: 12 }];
+    const lenient = run(inj, AT + 5 * MIN, parseRiskConfig({ cold_start: { unseals: 1000, unseal_policies: 1000 } }));
+    expect(lenient.changes.filter((c) => c.identity === svc('orders') && c.reasons.some((r) => r.signal === 'unseal_pull'))).toEqual([]);
+    const off = run(inj, AT + 5 * MIN, parseRiskConfig({ weights: { unseal_pull: 0 } }));
+    // (The other signals still see the sweep in the caller's totals: that is not this signal.)
+    expect(off.changes.flatMap((c) => c.reasons.map((r) => r.signal))).not.toContain('unseal_pull');
+    expect(parseRiskConfig({}).coldStart).toMatchObject({ unseals: 30, unsealPolicies: 10 });
+    expect(() => parseRiskConfig({ cold_start: { unseals: 0 } })).toThrow(/unseals/);
+  }, 60_000);
+});

@@ -31,6 +31,17 @@
  * moderate signal builds up while a blip fades; a signal contributes `min(cap, max(points, E))` and
  * the score is the sum, at most 100. Volume and errors are capped below the step-up threshold.
  *
+ * Unseals (`action: unseal`, reported by key servers only; an identity that reports one is a key server).
+ * Per caller and slot: U, the most unseal requests to one key server (an unseal asks each key server
+ * once), and P, the most distinct secret policies at one. `unseal_pull` scores a key server acting as an
+ * unseal caller at all (its full weight: key servers never unseal), and anyone else at or above its
+ * allowance: `weight × max(U / max(coldStart.unseals, 3 × peak U), P / max(coldStart.unsealPolicies,
+ * 2 × peak P))`. The peaks are the identity's own, learnt from calm slots only (normal, score below
+ * `stepDownBelow`): taken as seen during learning, afterwards raised at most 25% (+1) an hour, so a pull
+ * ramped up within minutes is still far above them.
+ * Key servers it never unsealed from also count as new edges. Unseals are never `unreported_by_caller`:
+ * the caller's side of an unseal (the agent, or a one-shot `tessera secret unseal`) is not its sidecar.
+ *
  * Learning and cold start. An identity is judged against its own baselines only after
  * `learningPeriod` since it was first seen and once a baseline holds `minSamples` windows. Until then
  * only blatant signals act, on absolute per-window thresholds (`coldStart`): a denial burst, scanning
@@ -76,6 +87,9 @@ const TREND_CLIP = 6;
 const TREND_SCALE = 3;
 interface Assessment { z: Float64Array; mu: Float64Array; trend: Float64Array }
 const REPORTING_MEMORY_MS = 86_400_000;
+/** An identity's unseal peaks grow by at most this factor per UNSEAL_RAISE_MS once learnt. */
+const UNSEAL_RAISE = 1.25;
+const UNSEAL_RAISE_MS = 3_600_000;
 const RECENT = 24;
 
 interface Counts {
@@ -83,7 +97,8 @@ interface Counts {
   /** The caller's end counted connections (action class tcp: its outbound does not parse HTTP), not requests. */
   conn?: boolean;
 }
-interface EdgeSlot { caller: string; callee: string; c?: Counts; e?: Counts }
+/** `u`: the part of the callee's report that is unseals (the key server's `action: unseal` windows). */
+interface EdgeSlot { caller: string; callee: string; c?: Counts; e?: Counts; u?: { req: number; paths: number } }
 interface Slot { start: number; edges: Map<string, EdgeSlot> }
 
 function emptyCounts(): Counts {
@@ -234,6 +249,10 @@ interface IdentityState {
   callees: Map<string, number>;
   /** New callees (time, callee) within the horizon, for `new_edge`. */
   newEdges: { time: number; callee: string }[];
+  /** Its own unseal peaks per slot (requests to one key server, distinct policies) and when they last rose. */
+  unsealPeak: { req: number; paths: number; raisedAt: number };
+  /** This slot's unseals, learnt into the peaks after judging if the slot was calm. */
+  unsealSeen: { req: number; paths: number } | undefined;
   recent: TelemetryWindow[];
 }
 
@@ -288,6 +307,8 @@ export class RiskEngine {
   private windows = 0;
   private readonly scratch = new Float64Array(M);
   private readonly exempt: ReadonlySet<string>;
+  /** Identities that reported unseals (as the callee): key servers. */
+  private readonly keyServers = new Set<string>();
 
   constructor(config: RiskConfig = DEFAULT_RISK_CONFIG) {
     this.config = config;
@@ -322,6 +343,12 @@ export class RiskEngine {
     const side = w.reporter === 'caller' ? (e.c ??= emptyCounts()) : (e.e ??= emptyCounts());
     addWindow(side, w);
     if (w.reporter === 'caller' && w.action === 'tcp') side.conn = true;
+    if (w.action === 'unseal' && w.reporter === 'callee') {
+      this.keyServers.add(w.callee);
+      const u = (e.u ??= { req: 0, paths: 0 });
+      u.req += w.requests;
+      u.paths += w.paths_distinct;
+    }
     const reporterId = w.reporter === 'caller' ? w.caller : w.callee;
     for (const id of [w.caller, w.callee]) {
       const s = this.ensure(id, start);
@@ -430,7 +457,7 @@ export class RiskEngine {
       s = {
         id, firstSeen: time, lastReport: -Infinity, state: 'normal', since: time, score: 0, quarantinedUntil: 0, mutedBefore: -Infinity,
         lastEval: time, above: 0, evidence: new Float64Array(SIGNALS.length), reasons: new Map(), asCaller: new Baseline(), asCallee: new Baseline(),
-        callees: new Map(), newEdges: [], recent: [],
+        callees: new Map(), newEdges: [], unsealPeak: { req: 0, paths: 0, raisedAt: -Infinity }, unsealSeen: undefined, recent: [],
       };
       this.identities.set(id, s);
     }
@@ -480,6 +507,7 @@ export class RiskEngine {
       if (slot.start < s.mutedBefore) continue;
       const hits = this.signals(s, slot, agg, bucket);
       this.score(s, slot.start, hits, evalTime, changes);
+      this.learnUnseals(s, slot.start);
       // Learn after judging, so a window is never compared with itself.
       if (s.state !== 'quarantined') {
         const mode: UpdateMode = s.state === 'step-up' || s.score >= cfg.stepDownBelow ? 'slow' : 'normal';
@@ -553,6 +581,9 @@ export class RiskEngine {
       blatant('bytes_in', agg.total.bin, cs.bytesIn, 'bytes received');
     }
 
+    const pull = this.unsealPull(s, agg.edges, learned);
+    if (pull) hits.push(pull);
+
     // New edges: callees this caller never called before (learnt silently while learning).
     for (const { e } of agg.edges) {
       if (s.callees.has(e.callee)) continue;
@@ -575,7 +606,8 @@ export class RiskEngine {
       let excess = 0;
       let worst: { edge: string; seen: number; reported: number; excess: number } | undefined;
       for (const { e } of agg.edges) {
-        if (!e.e) continue;
+        // Unseals are reported by the key server only (the caller's end is not its sidecar).
+        if (!e.e || e.e.req - (e.u?.req ?? 0) <= 0) continue;
         const key = `${e.caller} -> ${e.callee}`;
         const surplus = (n: EdgeSlot | undefined): number => (n ? Math.max(0, (n.c?.req ?? 0) - (n.e?.req ?? 0)) : 0);
         const next = this.slots.get(slot.start + this.windowMs)?.edges.get(key);
@@ -585,7 +617,7 @@ export class RiskEngine {
         // slot or a neighbour counts as reported, and only an edge it never reported is unreported.
         const connReported = (n: EdgeSlot | undefined): boolean => n?.c?.conn === true && (n.c.req > 0 || n.c.bout > 0 || n.c.bin > 0);
         if (connReported(e) || connReported(prev) || connReported(next)) continue;
-        const x1 = e.e.req - (e.c?.req ?? 0) - surplus(prev) - surplus(next);
+        const x1 = e.e.req - (e.u?.req ?? 0) - (e.c?.req ?? 0) - surplus(prev) - surplus(next);
         if (x1 < cfg.coldStart.unreported || x1 < 0.1 * e.e.req) continue;
         excess += x1;
         if (!worst || x1 > worst.excess) worst = { edge: key, seen: e.e.req, reported: e.c?.req ?? 0, excess: x1 };
@@ -599,6 +631,63 @@ export class RiskEngine {
       }
     }
     return hits;
+  }
+
+  /** `unseal_pull` for one caller in one slot (see the file's header), or undefined. Records the slot's unseals for learnUnseals. */
+  private unsealPull(s: IdentityState, edges: readonly { e: EdgeSlot }[], learned: boolean): Hit | undefined {
+    let U = 0;
+    let P = 0;
+    let servers = 0;
+    let fresh = 0;
+    for (const { e } of edges) {
+      const u = e.u;
+      if (!u || u.req === 0) continue;
+      servers++;
+      if (u.req > U) U = u.req;
+      if (u.paths > P) P = u.paths;
+      if (!s.callees.has(e.callee)) fresh++;
+    }
+    s.unsealSeen = servers > 0 ? { req: U, paths: P } : undefined;
+    if (servers === 0) return undefined;
+    const cfg = this.config;
+    const where = `${U} unseal request${U === 1 ? '' : 's'} to ${servers} key server${servers === 1 ? '' : 's'}${fresh > 0 ? ` (${fresh} never used before${learned ? '' : ' or learning'})` : ''}, ${P} distinct polic${P === 1 ? 'y' : 'ies'}`;
+    if (this.keyServers.has(s.id)) {
+      const points = Math.min(cfg.caps.unseal_pull, cfg.weights.unseal_pull);
+      return { signal: 'unseal_pull', points, reason: {
+        signal: 'unseal_pull', observed: U, expected: 0, unusual: servers, points: round(points, 1),
+        text: `a key server is unsealing: ${where} (key servers answer unseals, they never ask for them)`,
+      } };
+    }
+    const cs = cfg.coldStart;
+    const allowReq = Math.max(cs.unseals, 3 * s.unsealPeak.req);
+    const allowPaths = Math.max(cs.unsealPolicies, 2 * s.unsealPeak.paths);
+    const ratio = Math.max(U / allowReq, P / allowPaths);
+    if (ratio < 1) return undefined;
+    const byPaths = P / allowPaths >= U / allowReq;
+    const points = Math.min(cfg.caps.unseal_pull, cfg.weights.unseal_pull * ratio);
+    return { signal: 'unseal_pull', points, reason: {
+      signal: 'unseal_pull', observed: byPaths ? P : U, expected: byPaths ? allowPaths : allowReq, unusual: round(ratio, 1), points: round(points, 1),
+      text: `pulling unseals: ${where}, at or above its allowance of ${allowReq} requests and ${allowPaths} policies a window`,
+    } };
+  }
+
+  /** Learns the slot's unseals into the identity's peaks: as seen while learning, then slowly and only on calm slots. */
+  private learnUnseals(s: IdentityState, slotStart: number): void {
+    const seen = s.unsealSeen;
+    s.unsealSeen = undefined;
+    if (!seen || this.keyServers.has(s.id)) return;
+    const p = s.unsealPeak;
+    if (seen.req <= p.req && seen.paths <= p.paths) return;
+    if (s.state !== 'normal' || s.score >= this.config.stepDownBelow) return;
+    if (!this.learned(s, slotStart)) {
+      p.req = Math.max(p.req, seen.req);
+      p.paths = Math.max(p.paths, seen.paths);
+      return;
+    }
+    if (slotStart - p.raisedAt < UNSEAL_RAISE_MS) return;
+    p.req = Math.max(p.req, Math.min(seen.req, Math.ceil(p.req * UNSEAL_RAISE) + 1));
+    p.paths = Math.max(p.paths, Math.min(seen.paths, Math.ceil(p.paths * UNSEAL_RAISE) + 1));
+    p.raisedAt = slotStart;
   }
 
   /** Folds one slot's hits into the identity's evidence and score; proposes a state change. */

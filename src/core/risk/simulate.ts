@@ -4,6 +4,10 @@
  * diurnal and weekly load, noise from a seeded PRNG (load ±10%, bytes per request ±30%, rare big payloads
  * and brief outages), both ends reporting every edge, and labelled
  * attacks or legitimate changes injected. Pure: the same options give the same windows.
+ *
+ * Unseals (opt-in, `unseal`): workloads open their sealed files now and then (a restart), each unseal
+ * asking every key server once; only the key servers report (`action: unseal`, reporter `callee`), as
+ * in the fabric. Their noise comes from a PRNG of its own, so turning them on leaves the rest unchanged.
  */
 import type { TelemetryWindow } from './types.js';
 
@@ -27,7 +31,12 @@ export type Injection =
   | { kind: 'lateral'; identity: string; newCallees: string[]; at: number; durationMs: number }
   | { kind: 'scan'; identity: string; callee: string; at: number; durationMs: number }
   | { kind: 'stolen_svid'; identity: string; callee: string; at: number; durationMs: number; requests: number }
-  | { kind: 'deploy'; identity: string; at: number; durationMs: number; factor: number };
+  | { kind: 'deploy'; identity: string; at: number; durationMs: number; factor: number }
+  /** `identity` (a key server, or any identity) pulls `requests` unseals a window from each of `keyServers` over `policies` distinct policies. */
+  | { kind: 'unseal_pull'; identity: string; keyServers: string[]; at: number; durationMs: number; requests: number; policies: number };
+
+/** Calm unseals: `caller` opens `policies` sealed files about `perHour` times an hour, from every one of `keyServers` (names under `svc()`, like EdgeSpec). */
+export interface UnsealSpec { caller: string; keyServers: string[]; policies: number; perHour: number }
 
 export interface SimulationOptions {
   seed: number;
@@ -39,6 +48,8 @@ export interface SimulationOptions {
   injections?: Injection[];
   /** The edges (names under `svc()`); default {@link FLEET}. A benchmark passes several copies of it for a larger fleet. */
   fleet?: readonly EdgeSpec[];
+  /** Calm unseal traffic (none by default). */
+  unseal?: readonly UnsealSpec[];
 }
 
 export const SIM_START = Date.UTC(2026, 10, 30);
@@ -89,6 +100,7 @@ function active(i: { at: number; durationMs: number }, offset: number): boolean 
 /** The windows of the simulation, in time order, both reporters per edge and window. */
 export function* simulate(opts: SimulationOptions): Generator<TelemetryWindow> {
   const rand = prng(opts.seed);
+  const urand = prng(opts.seed ^ 0x5ea1);
   const windowS = opts.windowS ?? 5;
   const windowMs = windowS * 1000;
   const start = opts.start ?? SIM_START;
@@ -98,10 +110,10 @@ export function* simulate(opts: SimulationOptions): Generator<TelemetryWindow> {
     const ts = new Date(t).toISOString();
     const load = diurnal(t) * Math.exp(0.1 * gaussian(rand));
     const now = injections.filter((i) => active(i, offset));
-    const emit = function* (caller: string, callee: string, c: { requests: number; errors: number; denials: number; bytes_in: number; bytes_out: number; paths_distinct: number }, reporters: ('caller' | 'callee')[]) {
-      const p50 = Math.round((4 + rand() * 2) * 100) / 100;
+    const emit = function* (caller: string, callee: string, c: { requests: number; errors: number; denials: number; bytes_in: number; bytes_out: number; paths_distinct: number }, reporters: ('caller' | 'callee')[], action = 'http', r = rand) {
+      const p50 = Math.round((4 + r() * 2) * 100) / 100;
       for (const reporter of reporters) {
-        yield { ts, window_s: windowS, caller, callee, caller_site: 'eu-1', callee_site: 'eu-1', reporter, action: 'http',
+        yield { ts, window_s: windowS, caller, callee, caller_site: 'eu-1', callee_site: 'eu-1', reporter, action,
           ...c, latency_p50_ms: p50, latency_p99_ms: Math.round(p50 * 4 * 100) / 100 } satisfies TelemetryWindow;
       }
     };
@@ -137,11 +149,25 @@ export function* simulate(opts: SimulationOptions): Generator<TelemetryWindow> {
           yield* emit(i.identity, callee, { requests, errors: 0, denials: 0, bytes_in: requests * 800, bytes_out: requests * 200, paths_distinct: Math.min(requests, 2) }, ['caller', 'callee']);
         }
       }
+      if (i.kind === 'unseal_pull') {
+        for (const ks of i.keyServers) {
+          const requests = Math.max(i.policies, poisson(urand, i.requests));
+          yield* emit(i.identity, ks, { requests, errors: 0, denials: 0, bytes_in: requests * 260, bytes_out: requests * 110, paths_distinct: Math.min(requests, i.policies) }, ['callee'], 'unseal', urand);
+        }
+      }
       if (i.kind === 'stolen_svid') {
         const requests = poisson(rand, i.requests);
         if (requests > 0) {
           yield* emit(i.identity, i.callee, { requests, errors: 0, denials: 0, bytes_in: requests * 4000, bytes_out: requests * 300, paths_distinct: Math.min(requests, 3) }, ['callee']);
         }
+      }
+    }
+    for (const u of opts.unseal ?? []) {
+      if (urand() >= (u.perHour * windowMs) / 3_600_000) continue;
+      // A restart opens every sealed file once; now and then a retry doubles one.
+      const requests = u.policies + (urand() < 0.1 ? 1 : 0);
+      for (const ks of u.keyServers) {
+        yield* emit(svc(u.caller), svc(ks), { requests, errors: 0, denials: 0, bytes_in: requests * 260, bytes_out: requests * 110, paths_distinct: u.policies }, ['callee'], 'unseal', urand);
       }
     }
   }

@@ -35,9 +35,9 @@ describe('parseTelemetryLine', () => {
     ['window_s', 0], ['window_s', 3601], ['window_s', 2.5], ['window_s', '5'],
     ['caller', 'spiffe://Tessera.test/web'], ['caller', 'https://tessera.test/web'], ['callee', ''], ['callee', null],
     ['caller_site', ''], ['caller_site', 'eu 1'], ['callee_site', 'x'.repeat(65)],
-    ['reporter', 'both'], ['action', 'udp'],
+    ['reporter', 'both'], ['action', 'udp'], ['caller_site', '.eu'], ['latency_p99_ms', 3_600_001],
     ['requests', -1], ['requests', 1.5], ['requests', 2 ** 53], ['bytes_out', '10'], ['bytes_in', null],
-    ['errors', 11], ['denials', 11], ['paths_distinct', 11],
+    ['denials', 11], ['paths_distinct', 11],
     ['latency_p50_ms', -0.1], ['latency_p99_ms', 'fast'], ['latency_p50_ms', 21], ['first_seen', 'yes'],
   ])('refuses %s = %j, naming the line and field', (field, value) => {
     const e = refusal(() => parseTelemetryLine(JSON.stringify({ ...valid, [field]: value }), 7));
@@ -56,6 +56,13 @@ describe('parseTelemetryLine', () => {
     refusal(() => parseTelemetryLine('é'.repeat(MAX_TELEMETRY_LINE_BYTES / 2 + 1)));
   });
 
+  it('takes errors above requests (a failure is counted in the window it happens) and unseals reported by the key server only', () => {
+    expect(parseTelemetryLine(JSON.stringify({ ...valid, requests: 0, errors: 3, denials: 0, paths_distinct: 0 })).errors).toBe(3);
+    expect(parseTelemetryLine(JSON.stringify({ ...valid, action: 'unseal', reporter: 'callee' })).action).toBe('unseal');
+    expect(refusal(() => parseTelemetryLine(JSON.stringify({ ...valid, action: 'unseal', reporter: 'caller' }), 4)).message).toMatch(/telemetry line 4: field "reporter"/);
+    expect(refusal(() => validateTelemetryWindow({ ...valid, denials: 11 }, { window: 2 })).message).toMatch(/^window 2: field "denials"/);
+  });
+
   it('validateTelemetryWindow takes parsed objects and returns a copy', () => {
     const copy = validateTelemetryWindow({ ...valid });
     expect(copy).toEqual(valid);
@@ -68,16 +75,16 @@ const segment = fc.stringMatching(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,11}$/);
 const arbWindow: fc.Arbitrary<TelemetryWindow> = fc.record({
   t: fc.integer({ min: 0, max: Date.UTC(9999, 0, 1) }), window_s: fc.integer({ min: 1, max: 3600 }),
   callerPath: fc.array(segment, { minLength: 1, maxLength: 3 }), calleePath: fc.array(segment, { minLength: 1, maxLength: 3 }),
-  caller_site: fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/), callee_site: fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/),
-  reporter: fc.constantFrom('caller' as const, 'callee' as const), action: fc.option(fc.constantFrom('http', 'tcp'), { nil: undefined }),
+  caller_site: fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/), callee_site: fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/),
+  reporter: fc.constantFrom('caller' as const, 'callee' as const), action: fc.option(fc.constantFrom('http', 'tcp', 'unseal'), { nil: undefined }),
   requests: fc.maxSafeNat(), frac: fc.tuple(fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 1, noNaN: true })),
-  bytes_in: fc.maxSafeNat(), bytes_out: fc.maxSafeNat(), lat: fc.tuple(fc.double({ min: 0, max: 1e9, noNaN: true }), fc.double({ min: 0, max: 1e9, noNaN: true })),
+  bytes_in: fc.maxSafeNat(), bytes_out: fc.maxSafeNat(), lat: fc.tuple(fc.double({ min: 0, max: 3_600_000, noNaN: true }), fc.double({ min: 0, max: 3_600_000, noNaN: true })),
   first_seen: fc.option(fc.boolean(), { nil: undefined }),
 }).map((r) => {
   const sub = (f: number): number => Math.floor(r.requests * f);
   const w: TelemetryWindow = {
     ts: new Date(r.t).toISOString(), window_s: r.window_s, caller: `spiffe://tessera.test/${r.callerPath.join('/')}`, callee: `spiffe://other.test/${r.calleePath.join('/')}`,
-    caller_site: r.caller_site, callee_site: r.callee_site, reporter: r.reporter, requests: r.requests, errors: sub(r.frac[0]), denials: sub(r.frac[1]),
+    caller_site: r.caller_site, callee_site: r.callee_site, reporter: r.action === 'unseal' ? 'callee' : r.reporter, requests: r.requests, errors: sub(r.frac[0]), denials: sub(r.frac[1]),
     bytes_in: r.bytes_in, bytes_out: r.bytes_out, latency_p50_ms: Math.min(...r.lat), latency_p99_ms: Math.max(...r.lat), paths_distinct: sub(r.frac[2]),
   };
   if (r.action !== undefined) w.action = r.action;

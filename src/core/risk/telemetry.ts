@@ -7,16 +7,23 @@
  *   has one spelling of its time.
  * - `window_s`: window length, a whole number of seconds from 1 to 3600.
  * - `caller`, `callee`: SPIFFE IDs in canonical form (src/core/spiffe-id.ts).
- * - `caller_site`, `callee_site`: 1–64 characters of `[A-Za-z0-9._-]`.
- * - `reporter`: `caller` (the caller's outbound sidecar) or `callee` (the callee's inbound sidecar).
- * - `action` (optional): `http` (counts are requests) or `tcp` (counts are connections); default `http`.
+ * - `caller_site`, `callee_site`: 1–64 characters of `[A-Za-z0-9._-]`, the first a letter or digit.
+ * - `reporter`: `caller` (the caller's outbound sidecar) or `callee` (the callee's inbound sidecar, or
+ *   the key server for `unseal`).
+ * - `action` (optional): `http` (counts are requests), `tcp` (counts are connections) or `unseal` (a key
+ *   server's evaluate answers; only its `callee` end reports them); default `http`.
  * - `requests`, `errors`, `denials`, `bytes_in`, `bytes_out`, `paths_distinct`: non-negative safe
- *   integers. `requests` counts every request (or connection) seen on the edge, denied and failed ones
- *   included, so `errors`, `denials` and `paths_distinct` are each at most `requests`. Bytes are
- *   edge-relative, the same for both reporters: `bytes_out` flows from caller to callee (request
- *   bodies), `bytes_in` from callee to caller (responses), so both ends' reports can be compared.
- * - `latency_p50_ms`, `latency_p99_ms`: finite, non-negative, p50 ≤ p99.
+ *   integers. `requests` counts every request (or connection) started in the window, denied ones
+ *   included, so `denials` and `paths_distinct` are each at most `requests`. `errors` is not bounded by
+ *   it: a failure is counted when it happens, and a connection opened (or a request started) in an
+ *   earlier window may reset in this one. Bytes are edge-relative, the same for both reporters:
+ *   `bytes_out` flows from caller to callee (request bodies), `bytes_in` from callee to caller
+ *   (responses), so both ends' reports can be compared.
+ * - `latency_p50_ms`, `latency_p99_ms`: finite, from 0 to 3,600,000 (an hour), p50 ≤ p99.
  * - `first_seen` (optional): boolean, the reporter saw this edge for the first time ever.
+ *
+ * One rule set: the same function checks a line of a replay file (`tessera risk replay`) and each
+ * window of a batch shipped to `POST /v1/telemetry` (src/server/telemetry/service.ts).
  *
  * Unknown fields are refused, not ignored: a misspelt `byte_out` would otherwise read as zero traffic
  * and teach the engine a wrong baseline. A new field means a new version of this parser.
@@ -35,14 +42,24 @@ export const MAX_TELEMETRY_LINE_BYTES = 64 * 1024;
 const COUNT_FIELDS = ['requests', 'errors', 'denials', 'bytes_in', 'bytes_out', 'paths_distinct'] as const;
 const KNOWN_FIELDS = new Set<string>(['ts', 'window_s', 'caller', 'callee', 'caller_site', 'callee_site', 'reporter', 'action',
   ...COUNT_FIELDS, 'latency_p50_ms', 'latency_p99_ms', 'first_seen']);
-const SITE = /^[A-Za-z0-9._-]{1,64}$/;
+const SITE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** A latency above an hour is not a measurement of a proxy or key server (their timeouts are far shorter). */
+export const MAX_LATENCY_MS = 3_600_000;
+const ACTIONS = new Set(['http', 'tcp', 'unseal']);
 const TS = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?Z$/;
 
-function where(lineNo: number | undefined): string {
-  return lineNo === undefined ? 'telemetry window' : `telemetry line ${lineNo}`;
+/**
+ * Where a record comes from, for messages: a line number of a file (`telemetry line N`), the index of
+ * a window in a shipped batch (`{ window: i }` → `window i`), or nothing (`telemetry window`).
+ */
+export type TelemetryWhere = number | { window: number } | undefined;
+
+function where(at: TelemetryWhere): string {
+  if (at === undefined) return 'telemetry window';
+  return typeof at === 'number' ? `telemetry line ${at}` : `window ${at.window}`;
 }
 
-function invalid(lineNo: number | undefined, field: string | undefined, message: string): TesseraError {
+function invalid(lineNo: TelemetryWhere, field: string | undefined, message: string): TesseraError {
   return new TesseraError('TESSERA_TELEMETRY_INVALID', `${where(lineNo)}${field ? `: field "${field}"` : ''}: ${message}`);
 }
 
@@ -60,7 +77,7 @@ export function parseTelemetryTime(ts: string): number {
   return t;
 }
 
-function spiffe(v: unknown, lineNo: number | undefined, field: string): string {
+function spiffe(v: unknown, lineNo: TelemetryWhere, field: string): string {
   if (typeof v !== 'string') throw invalid(lineNo, field, 'must be a SPIFFE ID string');
   try {
     return parseSpiffeId(v).id;
@@ -69,24 +86,25 @@ function spiffe(v: unknown, lineNo: number | undefined, field: string): string {
   }
 }
 
-function count(v: unknown, lineNo: number | undefined, field: string): number {
+function count(v: unknown, lineNo: TelemetryWhere, field: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw invalid(lineNo, field, 'must be a whole number from 0 to 2^53-1');
   return v;
 }
 
-function latency(v: unknown, lineNo: number | undefined, field: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw invalid(lineNo, field, 'must be a finite number of milliseconds, at least 0');
+function latency(v: unknown, lineNo: TelemetryWhere, field: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > MAX_LATENCY_MS) throw invalid(lineNo, field, `must be a number of milliseconds from 0 to ${MAX_LATENCY_MS}`);
   return v;
 }
 
 /**
- * Validates an already-parsed telemetry record (e.g. one element of a shipped batch) and returns a
- * fresh, plain copy holding only the known fields.
+ * Validates an already-parsed telemetry record (a line of a replay file, or one element of a shipped
+ * batch) and returns a fresh, plain copy holding only the known fields (nothing from the input's
+ * prototype). `at` names the record in the error message.
  *
  * @example
- * const w = validateTelemetryWindow(JSON.parse(body).windows[0]); // throws TESSERA_TELEMETRY_INVALID
+ * const w = validateTelemetryWindow(JSON.parse(body).windows[3], { window: 3 }); // throws TESSERA_TELEMETRY_INVALID "window 3: ..."
  */
-export function validateTelemetryWindow(obj: unknown, lineNo?: number): TelemetryWindow {
+export function validateTelemetryWindow(obj: unknown, lineNo?: TelemetryWhere): TelemetryWindow {
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw invalid(lineNo, undefined, 'must be a JSON object');
   const o = obj as Record<string, unknown>;
   for (const k of Object.keys(o)) {
@@ -108,11 +126,13 @@ export function validateTelemetryWindow(obj: unknown, lineNo?: number): Telemetr
   const reporter = own('reporter');
   if (reporter !== 'caller' && reporter !== 'callee') throw invalid(lineNo, 'reporter', 'must be "caller" or "callee"');
   const action = own('action');
-  if (action !== undefined && action !== 'http' && action !== 'tcp') throw invalid(lineNo, 'action', 'must be "http" or "tcp"');
+  if (action !== undefined && (typeof action !== 'string' || !ACTIONS.has(action))) throw invalid(lineNo, 'action', 'must be "http", "tcp" or "unseal"');
+  // Only the key server sees an unseal (the caller's side is the agent or a one-shot CLI, not its sidecar).
+  if (action === 'unseal' && reporter !== 'callee') throw invalid(lineNo, 'reporter', 'must be "callee" for action "unseal": only the key server reports unseals');
   const counts = {} as Record<(typeof COUNT_FIELDS)[number], number>;
   for (const f of COUNT_FIELDS) counts[f] = count(own(f), lineNo, f);
-  for (const f of ['errors', 'denials', 'paths_distinct'] as const) {
-    if (counts[f] > counts.requests) throw invalid(lineNo, f, `${counts[f]} exceeds requests (${counts.requests}): requests counts every request, failed and denied ones included`);
+  for (const f of ['denials', 'paths_distinct'] as const) {
+    if (counts[f] > counts.requests) throw invalid(lineNo, f, `${counts[f]} exceeds requests (${counts.requests}): requests counts every request, denied ones included`);
   }
   const p50 = latency(own('latency_p50_ms'), lineNo, 'latency_p50_ms');
   const p99 = latency(own('latency_p99_ms'), lineNo, 'latency_p99_ms');
@@ -124,7 +144,7 @@ export function validateTelemetryWindow(obj: unknown, lineNo?: number): Telemetr
     requests: counts.requests, errors: counts.errors, denials: counts.denials, bytes_in: counts.bytes_in, bytes_out: counts.bytes_out,
     latency_p50_ms: p50, latency_p99_ms: p99, paths_distinct: counts.paths_distinct,
   };
-  if (action !== undefined) w.action = action;
+  if (action !== undefined) w.action = action as string;
   if (firstSeen !== undefined) w.first_seen = firstSeen;
   return w;
 }

@@ -97,6 +97,24 @@ export class SecretPolicyService {
     return out;
   }
 
+  #keyServers: { at: number; ids: Set<string> } | undefined;
+
+  /**
+   * Whether `spiffeId` is a key server named by any key epoch of any policy (retired ones too): the
+   * only identities whose `unseal` telemetry the control plane takes. The set is rebuilt on a miss at
+   * most once a second (a new policy counts within a second; a flood of misses costs one scan a second).
+   */
+  async isKeyServer(spiffeId: string): Promise<boolean> {
+    const now = this.now();
+    const cached = this.#keyServers;
+    if (cached && (cached.ids.has(spiffeId) || now - cached.at < 1000)) return cached.ids.has(spiffeId);
+    await ready();
+    const ids = new Set<string>();
+    for (const row of await this.store.listSecretPolicies()) for (const s of recordOf(fromRow(row)).servers) ids.add(s.spiffeId);
+    this.#keyServers = { at: now, ids };
+    return ids.has(spiffeId);
+  }
+
   async list(): Promise<StoredSecretPolicy[]> {
     return (await this.store.listSecretPolicies()).map(fromRow);
   }

@@ -6,7 +6,7 @@ import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
   ApiKeyRecord, AuditQuery, RiskStateRecord, RiskHistoryRecord, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
-  StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow,
+  StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow, TelemetryEdgeAggregate, DecisionEdgeAggregate,
 } from './store.js';
 
 const SCHEMA = `
@@ -137,7 +137,20 @@ const ADDED_COLUMNS: { table: string; column: string; ddl: string }[] = [
   // SHA-256(0x00 ‖ auditLeafData(row)): the row's Merkle leaf (RFC 9162 §2.1.1). Rows of a database
   // made before it are hashed once by migrateAuditTree.
   { table: 'audit', column: 'leaf_hash', ddl: 'leaf_hash BLOB' },
+  // The map's figures of a window as columns: summing them is ~20x faster than reading the JSON.
+  // Rows stored before these columns are filled from their JSON once (TELEMETRY_COLUMNS_BACKFILL).
+  { table: 'telemetry_windows', column: 'reporter', ddl: "reporter TEXT NOT NULL DEFAULT ''" },
+  { table: 'telemetry_windows', column: 'caller_site', ddl: "caller_site TEXT NOT NULL DEFAULT ''" },
+  { table: 'telemetry_windows', column: 'callee_site', ddl: "callee_site TEXT NOT NULL DEFAULT ''" },
+  { table: 'telemetry_windows', column: 'requests', ddl: 'requests INTEGER NOT NULL DEFAULT 0' },
+  { table: 'telemetry_windows', column: 'denials', ddl: 'denials INTEGER NOT NULL DEFAULT 0' },
+  { table: 'telemetry_windows', column: 'errors', ddl: 'errors INTEGER NOT NULL DEFAULT 0' },
+  { table: 'telemetry_windows', column: 'bytes', ddl: 'bytes INTEGER NOT NULL DEFAULT 0' },
 ];
+
+const TELEMETRY_COLUMNS_BACKFILL = `UPDATE telemetry_windows SET reporter = window ->> '$.reporter', caller_site = window ->> '$.caller_site',
+  callee_site = window ->> '$.callee_site', requests = window ->> '$.requests', denials = window ->> '$.denials', errors = window ->> '$.errors',
+  bytes = (window ->> '$.bytes_in') + (window ->> '$.bytes_out') WHERE reporter = ''`;
 
 /** Meta key of the audit tree's frontier (MerkleFrontierState JSON), updated with every append. */
 const FRONTIER_KEY = 'audit_frontier';
@@ -172,6 +185,9 @@ function parseFrontier(text: string | undefined): MerkleFrontier {
 /** Indexes on added columns: created once the columns exist. */
 const ADDED_INDEXES = `
 CREATE INDEX IF NOT EXISTS audit_decision_sample ON audit(action, actor, principal, id);
+-- The console's map: telemetry and decisions of the last minutes (a range of ts, not of ids).
+CREATE INDEX IF NOT EXISTS telemetry_by_ts ON telemetry_windows(ts);
+CREATE INDEX IF NOT EXISTS audit_decision_ts ON audit(ts) WHERE action = 'decision';
 `;
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string; principal?: string | null }
@@ -211,10 +227,13 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.db.exec(SCHEMA);
+    let backfillTelemetry = false;
     for (const c of ADDED_COLUMNS) {
       const have = this.db.prepare<[], { name: string }>(`PRAGMA table_info(${c.table})`).all().some((r) => r.name === c.column);
       if (!have) this.db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.ddl}`);
+      if (!have && c.table === 'telemetry_windows') backfillTelemetry = true;
     }
+    if (backfillTelemetry) this.db.exec(TELEMETRY_COLUMNS_BACKFILL);
     this.db.exec(ADDED_INDEXES);
     this.migrateAuditTree();
     const db = this.db;
@@ -714,9 +733,13 @@ export class SqliteStore implements Store {
 
   async insertTelemetry(rows: readonly TelemetryRow[], keep: TelemetryRetention): Promise<void> {
     const db = this.db;
-    const insert = db.prepare('INSERT INTO telemetry_windows(ts, received_at, reported_by, caller, callee, window) VALUES (?, ?, ?, ?, ?, ?)');
+    const insert = db.prepare(`INSERT INTO telemetry_windows(ts, received_at, reported_by, caller, callee, window, reporter, caller_site, callee_site, requests, denials, errors, bytes)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     db.transaction(() => {
-      for (const r of rows) insert.run(Date.parse(r.window.ts), r.receivedAt, r.reportedBy, r.window.caller, r.window.callee, JSON.stringify(r.window));
+      for (const r of rows) {
+        const w = r.window;
+        insert.run(Date.parse(w.ts), r.receivedAt, r.reportedBy, w.caller, w.callee, JSON.stringify(w), w.reporter, w.caller_site, w.callee_site, w.requests, w.denials, w.errors, w.bytes_in + w.bytes_out);
+      }
       const last = db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM telemetry_windows').get()?.id ?? 0;
       // Both prunes are range deletions on an index (the rowid, received_at).
       db.prepare('DELETE FROM telemetry_windows WHERE id <= ?').run(last - keep.maxRows);
@@ -757,6 +780,43 @@ export class SqliteStore implements Store {
       return { ...rest, at: r.at, previous: r.previous as RiskHistoryRecord['previous'] };
     });
   }
+
+  async aggregateTelemetryEdges(since: number, until: number): Promise<TelemetryEdgeAggregate[]> {
+    return this.mapStmts.telemetry.all(since, until);
+  }
+
+  async aggregateDecisionEdges(since: number, until: number): Promise<DecisionEdgeAggregate[]> {
+    return this.mapStmts.decisions.all(since, until);
+  }
+
+  async listEdgeDecisions(caller: string, callee: string, limit: number): Promise<StoredAuditRecord[]> {
+    const n = Math.min(Math.max(Math.floor(limit), 1), 1000);
+    return this.mapStmts.edgeDecisions.all(callee, caller, n).map((r) => ({
+      id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'],
+      code: r.code, detail: JSON.parse(r.detail) as Record<string, unknown>, ...(r.principal != null ? { principal: r.principal } : {}),
+    }));
+  }
+
+  /** The map's statements (made on first use: most stores never serve the console). */
+  private get mapStmts() {
+    this.#mapStmts ??= {
+      // One pass over the windows of the range (telemetry_by_ts), reading the figures' columns.
+      telemetry: this.db.prepare<[number, number], TelemetryEdgeAggregate>(`SELECT caller, callee, reporter,
+          MAX(caller_site) AS callerSite, MAX(callee_site) AS calleeSite, COUNT(*) AS windows,
+          SUM(requests) AS requests, SUM(denials) AS denials, SUM(errors) AS errors, SUM(bytes) AS bytes
+        FROM telemetry_windows WHERE ts >= ? AND ts < ? GROUP BY caller, callee, reporter`),
+      // audit_decision_ts (partial: decisions only). actor = target: a sidecar's decision about a call to itself.
+      decisions: this.db.prepare<[number, number], DecisionEdgeAggregate>(`SELECT principal AS caller, target AS callee,
+          SUM(outcome = 'success') AS allowed, SUM(outcome = 'denied') AS denied
+        FROM audit WHERE action = 'decision' AND ts >= ? AND ts < ? AND actor = target AND principal IS NOT NULL GROUP BY principal, target`),
+      // audit_decision_sample (action, actor, principal, id): a seek, then the newest rows.
+      edgeDecisions: this.db.prepare<[string, string, number], AuditRow>(
+        "SELECT id, ts, actor, action, target, outcome, code, detail, principal FROM audit WHERE action = 'decision' AND actor = ? AND principal = ? AND target = actor ORDER BY id DESC LIMIT ?"),
+    };
+    return this.#mapStmts;
+  }
+
+  #mapStmts: { telemetry: Database.Statement<[number, number], TelemetryEdgeAggregate>; decisions: Database.Statement<[number, number], DecisionEdgeAggregate>; edgeDecisions: Database.Statement<[string, string, number], AuditRow> } | undefined;
 
   async close(): Promise<void> {
     if (this.db.open) this.db.close();

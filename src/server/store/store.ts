@@ -371,7 +371,46 @@ export interface Store {
   /** The identity's risk history, newest first, at most `limit` changes. */
   listRiskHistory(spiffeId: string, limit: number): Promise<RiskHistoryRecord[]>;
 
+  /**
+   * The map's traffic (the console's Map, GET /v1/map): telemetry windows with `since` ≤ ts < `until`,
+   * summed per (caller, callee, reporter) by the store (GROUP BY), so the answer grows with the
+   * edges, not with the windows. Each side of an edge reports its own view: one row per reporter.
+   */
+  aggregateTelemetryEdges(since: number, until: number): Promise<TelemetryEdgeAggregate[]>;
+  /**
+   * The map's decisions: recorded `decision` records with `since` ≤ ts < `until` about a call to
+   * the enforcer itself (http:request, tcp:connect: resource = enforcer), counted per
+   * (principal, resource) and outcome.
+   */
+  aggregateDecisionEdges(since: number, until: number): Promise<DecisionEdgeAggregate[]>;
+  /** The newest `limit` decision records of one edge (caller = principal, callee = the enforcer), newest first. */
+  listEdgeDecisions(caller: string, callee: string, limit: number): Promise<StoredAuditRecord[]>;
+
   close(): Promise<void>;
+}
+
+/** Telemetry of one edge as one side reported it, summed over a time range. */
+export interface TelemetryEdgeAggregate {
+  caller: string;
+  callee: string;
+  reporter: 'caller' | 'callee';
+  /** The sites the windows named (the greatest, should they disagree). */
+  callerSite: string;
+  calleeSite: string;
+  windows: number;
+  requests: number;
+  denials: number;
+  errors: number;
+  /** bytes_in + bytes_out. */
+  bytes: number;
+}
+
+/** Decisions recorded about one edge over a time range. */
+export interface DecisionEdgeAggregate {
+  caller: string;
+  callee: string;
+  allowed: number;
+  denied: number;
 }
 
 export interface TelemetryRow {

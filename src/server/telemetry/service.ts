@@ -1,8 +1,11 @@
 /**
- * Ingestion of sidecar telemetry (POST /v1/telemetry, issue 11): the reporter is the caller's live
- * SVID, and it may only report edges it is a party to (reporter 'callee' → the callee is itself,
- * 'caller' → the caller is itself). Batches are rate limited per identity and checked strictly
- * (validate.ts); accepted windows go to a bounded table and to the `windows` listeners (the risk
+ * Ingestion of sidecar and key server telemetry (POST /v1/telemetry, issue 11): the reporter is the
+ * caller's live SVID, and it may only report edges it is a party to (reporter 'callee' → the callee is
+ * itself, 'caller' → the caller is itself). `unseal` windows come only from a key server (an identity a
+ * secret-policy record names) about its own unseals (reporter 'callee'): anyone else could otherwise
+ * make an innocent identity look like it pulls unseals. Batches are rate limited per identity and
+ * checked with the one rule set of the interchange format (validateTelemetryWindow, src/core/risk/
+ * telemetry.ts); accepted windows go to a bounded table and to the `windows` listeners (the risk
  * engine). Windows are not audited one by one (volume); refusals are, sampled (routes.ts).
  */
 import { EventEmitter } from 'node:events';
@@ -11,7 +14,7 @@ import { RateLimiter, type RateLimit } from '../../core/rate-limit.js';
 import type { TelemetryWindow } from '../../core/risk/types.js';
 import type { Store, StoredTelemetryRow, TelemetryQuery } from '../store/store.js';
 import { body } from '../../common/api/validate.js';
-import { checkShippedWindow } from './validate.js';
+import { validateTelemetryWindow } from '../../core/risk/telemetry.js';
 
 export interface TelemetrySettings {
   /** Windows per second (and burst) each identity may ship; the burst must hold a full batch. */
@@ -43,7 +46,12 @@ export class TelemetryService {
   /** Calls the reporting agents could not attribute to an edge (their edge bound), as they report them. */
   unattributed = 0;
 
-  constructor(private readonly store: Store, readonly settings: TelemetrySettings = DEFAULT_TELEMETRY_SETTINGS, private readonly now: () => number = Date.now) {
+  /**
+   * `isKeyServer`: whether a SPIFFE ID is a key server (named by a secret-policy record); without it,
+   * `unseal` windows are refused from everyone.
+   */
+  constructor(private readonly store: Store, readonly settings: TelemetrySettings = DEFAULT_TELEMETRY_SETTINGS, private readonly now: () => number = Date.now,
+    private readonly isKeyServer?: (spiffeId: string) => Promise<boolean>) {
     if (settings.rateLimit.burst < MAX_TELEMETRY_BATCH) throw new TesseraError('TESSERA_CONFIG_INVALID', `the telemetry rate limit's burst must be at least ${MAX_TELEMETRY_BATCH} (one full batch)`);
     if (!Number.isSafeInteger(settings.maxRows) || settings.maxRows < 1) throw new TesseraError('TESSERA_CONFIG_INVALID', 'telemetry maxRows must be a positive integer');
     this.#limiter = new RateLimiter(settings.rateLimit);
@@ -84,11 +92,18 @@ export class TelemetryService {
       const err = new TesseraError('TESSERA_RATE_LIMITED', `this identity ships more than ${this.#limiter.limit.perSecond} telemetry windows per second; retry later`);
       throw Object.assign(err, { retryAfterSeconds: this.#limiter.retryAfterSeconds(reporter, cost) });
     }
-    const windows = (b.windows as unknown[]).map((v, i) => checkShippedWindow(v, i));
+    const windows = (b.windows as unknown[]).map((v, i) => {
+      const w = validateTelemetryWindow(v, { window: i });
+      w.action ??= 'http';
+      return w;
+    });
+    let unseals = false;
     for (const [i, w] of windows.entries()) {
       const party = w.reporter === 'callee' ? w.callee : w.caller;
       if (party !== reporter) throw new TesseraError('TESSERA_FORBIDDEN', `window ${i}: a sidecar reports only edges it is a party to (reporter "${w.reporter}" must be the ${w.reporter}, ${reporter})`);
+      if (w.action === 'unseal') unseals = true;
     }
+    if (unseals && !(await this.isKeyServer?.(reporter))) throw new TesseraError('TESSERA_FORBIDDEN', `only a key server named by a secret policy reports unseals (${reporter} is none)`);
     if (typeof dropped === 'number') this.unattributed += dropped;
     if (windows.length === 0) return { accepted: 0 };
     const now = this.now();

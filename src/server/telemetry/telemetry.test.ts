@@ -10,7 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TelemetryWindow } from '../../core/risk/types.js';
 import type { TelemetryListResponse } from '../../core/wire/control-plane.js';
 import { errorCode, joinAgent, rawJson, rawRequest, startControlPlane, type JoinedAgent, type RawResponse, type TestControlPlane } from '../../../test/support/server.js';
-import { checkShippedWindow } from './validate.js';
+import { validateTelemetryWindow } from '../../core/risk/telemetry.js';
+
+/** The ingestion endpoint's check of the i-th window of a batch: the interchange format's one rule set. */
+const checkShippedWindow = (v: unknown, i: number): TelemetryWindow => validateTelemetryWindow(v, { window: i });
 
 const TD = 'example.org';
 const FRONTEND = `spiffe://${TD}/shop/frontend`;
@@ -36,9 +39,9 @@ const arbWindow: fc.Arbitrary<TelemetryWindow> = fc.record({
   reporter: fc.constantFrom('caller' as const, 'callee' as const), action: fc.constantFrom('http', 'tcp'),
   requests: fc.nat(), errors: fc.nat(), denials: fc.constant(0), bytes_in: fc.nat(), bytes_out: fc.nat(),
   latency_p50_ms: fc.constant(1), latency_p99_ms: fc.double({ min: 1, max: 3_600_000, noNaN: true }), paths_distinct: fc.nat(),
-});
+}).map((w) => ({ ...w, paths_distinct: Math.min(w.paths_distinct, w.requests) }));
 
-describe('checkShippedWindow (untrusted input)', () => {
+describe('validateTelemetryWindow on shipped windows (untrusted input)', () => {
   it('accepts every well-formed window unchanged', () => {
     fc.assert(fc.property(arbWindow, (w) => { expect(checkShippedWindow(w, 0)).toEqual(w); }), { numRuns: 300 });
   });
@@ -73,7 +76,12 @@ describe('checkShippedWindow (untrusted input)', () => {
     expect(() => checkShippedWindow(win({ latency_p50_ms: 50 }), 0)).toThrow(/latency_p99_ms/);
     expect(() => checkShippedWindow({ ...win(), ts: '2026-12-03 10:00:05' }, 0)).toThrow(/"ts"/);
     expect(() => checkShippedWindow({ ...win(), caller: 'https://x' }, 0)).toThrow(/"caller"/);
-    expect(checkShippedWindow({ ...win(), action: undefined }, 0).action).toBe('http');
+    expect(checkShippedWindow({ ...win(), action: undefined }, 0).action).toBeUndefined();
+    expect(() => checkShippedWindow(win({ paths_distinct: 11 }), 0)).toThrow(/paths_distinct/);
+    expect(() => checkShippedWindow(win({ latency_p99_ms: 3_600_001 }), 0)).toThrow(/latency_p99_ms/);
+    expect(() => checkShippedWindow(win({ action: 'unseal', reporter: 'caller' }), 0)).toThrow(/"reporter"/);
+    // A failure is counted when it happens: a connection opened in an earlier window may reset in this one.
+    expect(checkShippedWindow(win({ requests: 0, errors: 1, denials: 0, paths_distinct: 0 }), 0).errors).toBe(1);
   });
 });
 
@@ -129,6 +137,11 @@ describe('POST /v1/telemetry and GET /v1/telemetry', () => {
     // The callee reporting as the caller of the edge: it is the callee, not the caller.
     expectError(await ship(orders, { windows: [win(), win({ reporter: 'caller' })] }), 403, 'TESSERA_FORBIDDEN');
     expectError(await ship(frontend, { windows: [win({ reporter: 'callee' })] }), 403, 'TESSERA_FORBIDDEN');
+    // Unseal windows: only from a key server a secret-policy record names (none here), as the callee.
+    const unsealRefused = await ship(orders, { windows: [win(), win({ action: 'unseal' })] });
+    expectError(unsealRefused, 403, 'TESSERA_FORBIDDEN');
+    expect(unsealRefused.text).toMatch(/key server/);
+    expectError(await ship(frontend, { windows: [win({ action: 'unseal', reporter: 'caller' })] }), 400, 'TESSERA_TELEMETRY_INVALID');
     expect((await list('limit=1000')).windows.length).toBe(before);
     // A burst of refusals: at most one audit record per reporter, code and second.
     for (let i = 0; i < 10; i++) await ship(other, { windows: [win()] });
@@ -151,6 +164,13 @@ describe('POST /v1/telemetry and GET /v1/telemetry', () => {
     expectError(await ship(orders, { windows: [win(), { ...win(), requests: -1 }] }), 400, 'TESSERA_TELEMETRY_INVALID');
     expectError(await ship(orders, { windows: [{ ...win(), secret: 'x' }] }), 400, 'TESSERA_TELEMETRY_INVALID');
     expectError(await ship(orders, { windows: [win({ caller_site: 'x'.repeat(65) })] }), 400, 'TESSERA_TELEMETRY_INVALID');
+    // The format's cross-field rules (the same function as `tessera risk replay`'s parser).
+    expectError(await ship(orders, { windows: [win({ paths_distinct: 11 })] }), 400, 'TESSERA_TELEMETRY_INVALID');
+    expectError(await ship(orders, { windows: [win({ denials: 11 })] }), 400, 'TESSERA_TELEMETRY_INVALID');
+    expectError(await ship(orders, { windows: [win({ latency_p50_ms: 50 })] }), 400, 'TESSERA_TELEMETRY_INVALID');
+    expectError(await ship(orders, { windows: [win({ caller_site: '.eu' })] }), 400, 'TESSERA_TELEMETRY_INVALID');
+    expectError(await ship(orders, { windows: [win({ action: 'udp' })] }), 400, 'TESSERA_TELEMETRY_INVALID');
+    expectError(await ship(orders, { windows: [win({ ts: '2026-02-30T10:00:00Z' })] }), 400, 'TESSERA_TELEMETRY_INVALID');
     expectError(await ship(orders, { windows: [win({ caller: `${FRONTEND}/${'a'.repeat(1_100_000)}` })] }), 413, 'TESSERA_PAYLOAD_TOO_LARGE');
     const raw = await rawRequest(t.cp.url, { method: 'POST', path: '/v1/telemetry', headers: { 'content-type': 'application/json' }, body: '{"windows": [', ca: t.adminTls.ca, cert: orders.certPem, key: orders.keyPem });
     expectError(raw, 400, 'TESSERA_BAD_REQUEST');
