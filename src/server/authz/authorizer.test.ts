@@ -248,8 +248,10 @@ describe('admin policy versions', () => {
     const err = await policies.set('permit (principal, action, resource) when { context.nope };', BOOTSTRAP, 'bad').catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'TESSERA_POLICY_INVALID' });
     const lines = (err as Error).message.split('\n');
-    expect(lines.length).toBe(2);
+    // One line for the mistake (Cedar's own report stops at 50 problems: "... and N more" may follow).
+    expect(lines.filter((l) => l.includes('nope'))).toHaveLength(1);
     expect(lines[1]).toMatch(/nope.*\(for \d+ actions\)/);
+    expect(lines.length).toBeLessThanOrEqual(3);
   });
 
   it('versions, rolls back to an earlier version or to the default, and a process sees another\'s version at its next sync', async () => {
