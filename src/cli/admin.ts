@@ -12,6 +12,7 @@ import { TesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { pemEncode } from '../core/x509.js';
 import { output, table, withAdmin, type GlobalOptions, type Run } from './context.js';
+import { adminPolicyCommands } from './admin-policy.js';
 
 type Json = Record<string, unknown>;
 interface AdminView { name: string; spiffe_id: string; state: string; created_by: string | null; not_after: string | null; removed_at: string | null; cert_pem?: string; bundle_pem?: string }
@@ -39,7 +40,8 @@ function serverJson(g: GlobalOptions, url: string): string {
 }
 
 export function adminCommands(program: Command, run: Run): void {
-  const admin = program.command('admin').description('named admins: one credential per person (add, renew, list, remove)');
+  const admin = program.command('admin').description('named admins: one credential per person (add, renew, list, remove), and the admin policy');
+  adminPolicyCommands(admin, run);
 
   admin.command('add').description('issue an admin credential for a person (spiffe://<td>/tessera/admin/NAME); the key is generated here')
     .argument('<name>', 'lowercase name: a-z 0-9 . _ - (1..63)')

@@ -103,6 +103,13 @@ function run<A extends unknown[]>(fn: (g: GlobalOptions, ...args: A) => Promise<
   };
 }
 
+/** `--admin-mfa-max-age`: 1 second to 24 hours. */
+function adminMfaMaxAge(value: string): number {
+  const ms = parseDuration(value, '--admin-mfa-max-age');
+  if (ms > 86_400_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--admin-mfa-max-age must be at most 24h');
+  return ms;
+}
+
 export function buildProgram(): Command {
   const program = new Command('tessera')
     .description('Tessera: workload identity (SPIFFE), mTLS and policy for applications across clouds, data centres and edge sites.')
@@ -131,6 +138,7 @@ export function buildProgram(): Command {
     .option('--grant-retention <duration>', 'how long ended just-in-time grants (expired, denied, revoked) stay listed before they are deleted; the audit log keeps their history', '30d')
     .option('--replay-limit <limits>', 'decisions a policy dry run replays: PER_ENFORCER:TOTAL',
       `${DEFAULT_DECISION_SETTINGS.replay.perEnforcer}:${DEFAULT_DECISION_SETTINGS.replay.maxTotal}`)
+    .option('--admin-mfa-max-age <duration>', 'how old a person\'s MFA may be for an admin action; older: TESSERA_MFA_REQUIRED (step up)', '15m')
     .option('--grant-min <duration>', 'shortest just-in-time grant an admin may request: whole seconds, 1s to 1h (default 1m)')
     .option('--siem <url>', 'ship every audit record to a syslog receiver: syslog+tls://HOST:PORT (RFC 5425) or syslog+tcp://HOST:PORT; at least once, from a stored cursor')
     .option('--siem-ca <file>', 'PEM CA certificate(s) the receiver\'s certificate must chain to (syslog+tls; default: the system roots); its name must match HOST')
@@ -166,6 +174,7 @@ export function buildProgram(): Command {
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
+        adminMfaMaxAgeMs: adminMfaMaxAge(String(o.adminMfaMaxAge)),
         ...(grantMinSeconds !== undefined ? { grantMinSeconds } : {}),
         bundlePolls,
         grantRetentionMs: parseDuration(String(o.grantRetention), '--grant-retention'),

@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   TESSERA_AUTH_INVALID: { status: 401, description: 'The client certificate is not trusted or is not an X509-SVID leaf (unknown CA, expired, not yet valid, other trust domain, a CA or signing key usage, no path).' },
   TESSERA_FORBIDDEN: { status: 403, description: 'The authenticated caller may not perform this operation.' },
   TESSERA_IDENTITY_REVOKED: { status: 403, description: 'The caller\'s identity has no live registration entry: it was deleted or revoked, or the certificate presented was revoked.' },
+  TESSERA_MFA_REQUIRED: { status: 401, description: 'The action needs fresh MFA: a session or person certificate whose multi-factor sign-in is no older than `--admin-mfa-max-age` (or what the admin policy or route asks). Step up (sign in again with both factors, or through the OIDC provider with MFA) and retry.' },
   TESSERA_ADMIN_REVOKED: { status: 403, description: 'This admin credential was removed (`tessera admin remove`) or is not the one issued to that admin: it is refused.' },
   TESSERA_IDENTITY_QUARANTINED: { status: 403, description: 'The identity is quarantined (`tessera risk quarantine` or the risk engine): its calls, unseals, renewals and derived credentials are refused until an admin releases it or the quarantine expires.' },
   TESSERA_RATE_LIMITED: { status: 429, description: 'The caller has made too many requests; retry later.' },
@@ -110,7 +111,6 @@ export const ERROR_CODES = {
   // People and sign-in (issue 12): sessions, passkeys, TOTP, OIDC.
   TESSERA_SESSION_REQUIRED: { status: 401, description: 'This request needs a signed-in session (cookie `__Host-tessera_session`): none was presented, or it is unknown or was ended (logout, logout-all, user disabled or removed).' },
   TESSERA_SESSION_EXPIRED: { status: 401, description: 'The session passed its idle or absolute timeout: sign in again.' },
-  TESSERA_MFA_REQUIRED: { status: 401, description: 'This action needs a session whose multi-factor sign-in is recent enough: step up (sign in again with both factors, or through the OIDC provider with MFA) and retry.' },
   TESSERA_CSRF_INVALID: { status: 403, description: 'A state-changing browser request without the CSRF token (header `x-tessera-csrf` equal to the `__Host-tessera_csrf` cookie and bound to the session), or from another Origin.' },
   TESSERA_REDIRECT_INVALID: { status: 400, description: 'The return-to address is not a same-origin relative path (`/...`, no scheme, host, `//` or backslash).' },
   TESSERA_LINK_INVALID: { status: 401, description: 'The one-time link (enrolment link, console sign-in link, enrolment in progress) is unknown, malformed, already used or expired.' },

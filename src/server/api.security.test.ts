@@ -190,6 +190,10 @@ describe('admin routes: caller authentication', () => {
     ['GET', '/v1/audit/checkpoint'],
     ['GET', '/v1/audit/proof/inclusion?id=1'],
     ['GET', '/v1/audit/proof/consistency?from=1&to=2'],
+    ['GET', '/v1/admin/policy'],
+    ['PUT', '/v1/admin/policy', { policy: 'permit (principal, action, resource);', reason: 'take over' }],
+    ['GET', '/v1/admin/policy/history'],
+    ['POST', '/v1/admin/policy/rollback', { version: 0, reason: 'take over' }],
   ];
   const creds: Record<string, Tls & { code: ErrorCode; reason?: RegExp }> = {};
   let agent: JoinedAgent;

@@ -14,6 +14,8 @@ import type { TelemetryService } from './telemetry/service.js';
 import type { RiskService } from './risk/service.js';
 import type { RiskConfigService } from './risk/config-service.js';
 import type { RiskEngineLink } from './risk/engine-link.js';
+import type { AdminAuthorizer } from './authz/authorizer.js';
+import type { AdminPolicyService } from './authz/policy-service.js';
 import type { MapService } from './map/service.js';
 import type { UserService } from './people/users.js';
 import type { SessionService } from './people/sessions.js';
@@ -49,6 +51,10 @@ export interface ServerContext {
   metrics: ControlPlaneMetrics;
   /** Named admin identities (the bootstrap credential, `adminId`, is always an admin). */
   admins: AdminService;
+  /** Admin authorization: every admin action asks the admin policy (Cedar), default deny. */
+  adminAuthz: AdminAuthorizer;
+  /** The admin policy's versions (`/v1/admin/policy`). */
+  adminPolicy: AdminPolicyService;
   /** Just-in-time grants (two-person rule). */
   grants: GrantService;
   /** Sidecar telemetry: ingestion, the stored windows, and the sink of accepted windows (`onWindows`) for the risk engine. */

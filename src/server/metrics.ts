@@ -39,6 +39,7 @@ export class ControlPlaneMetrics {
   readonly #ingested: Counter<'outcome'>;
   readonly #checkpoints: Counter;
   readonly #witnessAlarms: Counter;
+  readonly #bootstrapUses: Counter<'action'>;
 
   constructor(registry: Registry = newRegistry()) {
     this.registry = registry;
@@ -51,6 +52,7 @@ export class ControlPlaneMetrics {
     });
     this.#ingested = new Counter({ name: 'tessera_decisions_ingested_total', help: 'Decision records shipped by enforcers and stored, by outcome (allow, deny, refusal: refused before a decision; rate_limited: not stored)', labelNames: ['outcome'], registers });
     this.#checkpoints = new Counter({ name: 'tessera_audit_checkpoints_signed_total', help: 'Audit log checkpoints signed by this process (the leader)', registers });
+    this.#bootstrapUses = new Counter({ name: 'tessera_admin_bootstrap_uses_total', help: 'Admin actions performed with the bootstrap admin credential (break-glass), by admin action', labelNames: ['action'], registers });
     this.#witnessAlarms = new Counter({ name: 'tessera_audit_witness_alarms_total', help: 'Witness alarms reported to this control plane (audit.witness_alarm records)', registers });
     for (const kind of Object.values(ISSUING_ROUTES)) {
       for (const outcome of ['success', 'denied', 'error']) this.#issued.inc({ kind, outcome }, 0);
@@ -115,5 +117,10 @@ export class ControlPlaneMetrics {
   /** One audit.witness_alarm record stored (a witness reported a forked, rewound or re-keyed log). */
   recordWitnessAlarm(): void {
     this.#witnessAlarms.inc();
+  }
+
+  /** One admin action performed with the bootstrap credential (`action`: `admin:<op>`). */
+  bootstrapAdminUsed(action: string): void {
+    this.#bootstrapUses.inc({ action });
   }
 }

@@ -45,6 +45,9 @@ import { CONTROL_PLANE_RISK_CONFIG, RiskEngineLink } from './risk/engine-link.js
 import { RiskConfigService } from './risk/config-service.js';
 import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
 import { telemetryRoutes } from './telemetry/routes.js';
+import { AdminAuthorizer, DEFAULT_ADMIN_MFA_MAX_AGE_MS } from './authz/authorizer.js';
+import { AdminPolicyService } from './authz/policy-service.js';
+import { adminPolicyRoutes } from './authz/routes.js';
 import { MapService } from './map/service.js';
 import { mapRoutes } from './map/routes.js';
 import { consoleRoutes, defaultConsoleDir, loadConsoleAssets } from './console/static.js';
@@ -92,6 +95,8 @@ export interface ControlPlaneOptions {
   grantRetentionMs?: number;
   /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
   risk?: Partial<RiskSettings>;
+  /** How old an MFA may be for an admin action (`--admin-mfa-max-age`); default DEFAULT_ADMIN_MFA_MAX_AGE_MS (15 min). */
+  adminMfaMaxAgeMs?: number;
   /** The built web console served under /console/ (default dist/console of this checkout; see src/server/console/static.ts). */
   consoleDir?: string;
   /** People's sign-in (issue 12): the OIDC provider, session timeouts. */
@@ -175,6 +180,13 @@ export class ControlPlane {
         store, audit, now, serverId: `spiffe://${trustDomain}/tessera/server`, publish: () => policy.riskChanged(), ...(options.risk ? { settings: options.risk } : {}),
       });
       await policy.setRiskSource((at) => risk.listed(at));
+      const adminPolicy = new AdminPolicyService(store, now);
+      // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
+      const metrics = options.metrics ?? new ControlPlaneMetrics(new Registry());
+      const adminAuthz = new AdminAuthorizer({
+        trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, mfaMaxAgeMs: options.adminMfaMaxAgeMs ?? DEFAULT_ADMIN_MFA_MAX_AGE_MS,
+        policies: adminPolicy, admins, riskScore: async (id) => (await risk.standing(id)).score, log, metrics, now,
+      });
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
       const ctx: ServerContext = {
         ca, policy, registry, audit, tlog, log, trustDomain,
@@ -185,11 +197,12 @@ export class ControlPlane {
         secrets: new SecretPolicyService(store, ca, now),
         adminId: `spiffe://${trustDomain}/tessera/admin`,
         admins,
+        adminAuthz,
+        adminPolicy,
         grants,
         serverId: `spiffe://${trustDomain}/tessera/server`,
         issuer: opts.publicUrl ?? '',
-        // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
-        metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
+        metrics,
         // Unseal telemetry is taken only from key servers that a secret-policy record names.
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id)),
         map: new MapService({ store, risk, registry, now }),
@@ -198,6 +211,7 @@ export class ControlPlane {
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
       await ctx.admins.sync();
+      await ctx.adminAuthz.sync();
       if (opts.role === 'leader') {
         const link = new RiskEngineLink({ store, risk: ctx.risk, log, config: ctx.riskConfig });
         await link.init();
@@ -266,6 +280,7 @@ export class ControlPlane {
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
     riskRoutes(app, ctx, ctx.risk);
+    adminPolicyRoutes(app, ctx);
     mapRoutes(app, ctx);
     consoleRoutes(app, loadConsoleAssets(this.opts.consoleDir ?? defaultConsoleDir()));
     authRoutes(app, ctx);
@@ -307,7 +322,7 @@ export class ControlPlane {
       }
       // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
       // Ended grants past their retention are deleted (their history stays in the audit log).
-      ctx.admins.sync().then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
+      ctx.admins.sync().then(() => ctx.adminAuthz.sync()).then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
         if (pruned.length > 0) ctx.log.info('ended grants deleted after their retention', { count: pruned.length });
       }) : undefined))
         .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));

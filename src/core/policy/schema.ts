@@ -95,7 +95,7 @@ export function schemaText(schema: object = TESSERA_SCHEMA): string {
   return r.text;
 }
 
-function deepFreeze<T>(v: T): T {
+export function deepFreeze<T>(v: T): T {
   if (typeof v === 'object' && v !== null) {
     for (const child of Object.values(v)) deepFreeze(child);
     Object.freeze(v);

@@ -5,6 +5,8 @@ import type { AuditEvent } from '../audit/audit.js';
 import type { ServerContext } from '../context.js';
 import type { EntryRecord } from '../store/store.js';
 import { authenticate, type Caller } from '../../common/api/auth.js';
+import type { AdminAction } from '../../core/policy/admin-schema.js';
+import type { AdminPrincipal } from '../authz/principal.js';
 
 /**
  * Runs a handler inside an audit event: the event starts denied, the handler marks success
@@ -50,24 +52,40 @@ export async function liveSvidCaller(ctx: ServerContext, req: FastifyRequest, ev
   return { caller, entry };
 }
 
-/** A live SVID caller (see {@link liveSvidCaller}) or an admin credential (which has no entry): read-only routes. */
-export async function liveOrAdminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined): Promise<Caller> {
+/**
+ * A live SVID caller (see {@link liveSvidCaller}) or an admin principal allowed `action` by the admin
+ * policy (see {@link adminCaller}; an admin has no entry): routes that workloads use too.
+ */
+export async function liveOrAdminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined, action: AdminAction): Promise<Caller> {
+  return (await liveOrAdmin(ctx, req, ev, action)).caller;
+}
+
+/** {@link liveOrAdminCaller}, saying which of the two the caller is. */
+export async function liveOrAdmin(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined, action: AdminAction): Promise<{ caller: Caller; admin: boolean }> {
   const caller = authenticate(req, ctx.trustDomain);
-  if (ctx.admins.isAdmin(caller)) {
-    if (ev) ev.actor = caller.spiffeId;
-    return caller;
+  let principal: AdminPrincipal | undefined;
+  try {
+    principal = ctx.adminAuthz.principalOfCert(caller);
+  } catch {
+    // Not an admin credential: judged as a workload.
   }
-  return (await liveSvidCaller(ctx, req, ev)).caller;
+  if (principal === undefined) return { caller: (await liveSvidCaller(ctx, req, ev)).caller, admin: false };
+  await ctx.adminAuthz.authorize(principal, action, ev?.target, ev);
+  return { caller, admin: true };
 }
 
 /**
- * Authenticates an admin credential (the bootstrap one or a named admin's, AdminService.check);
- * any other identity is refused, a removed admin with TESSERA_ADMIN_REVOKED. The actor of the
- * audit record is the admin's own identity (`spiffe://<td>/tessera/admin/<name>`).
+ * Authenticates an admin principal by its client certificate (the bootstrap credential, a named
+ * admin's, or a person's) and asks the admin policy whether it may perform `action` (on `target`,
+ * default the event's target). Refusals: TESSERA_FORBIDDEN for a non-admin identity or an action the
+ * policy does not permit (naming the action), TESSERA_ADMIN_REVOKED for a removed admin,
+ * TESSERA_MFA_REQUIRED when fresh MFA would permit it. The actor of the audit record is the
+ * principal's own identity (`spiffe://<td>/tessera/admin/<name>`), and the decision is its
+ * `detail.admin_authorize`.
  */
-export function adminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Caller {
+export async function adminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent, action: AdminAction, target?: string): Promise<Caller> {
   const caller = svidCaller(ctx, req, ev);
-  ctx.admins.check(caller);
+  await ctx.adminAuthz.authorize(ctx.adminAuthz.principalOfCert(caller), action, target ?? ev.target, ev);
   return caller;
 }
 

@@ -25,7 +25,7 @@ const b64 = (hs: Buffer[]): string[] => hs.map((h) => h.toString('base64'));
 export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   auditTailRoute(app, ctx);
   app.get('/v1/audit', (req) => audited(ctx, req, 'audit.read', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:audit.read');
     const limit = queryInt(req.query, 'limit', 100, 1, 10_000);
     const afterId = queryInt(req.query, 'after', 0, 0, MAX_ID);
     // `until` (ids ≤ it) lets a reader page forward: with `after` alone the newest `limit` are returned.
@@ -38,7 +38,7 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/audit/checkpoint', (req) => audited(ctx, req, 'audit.checkpoint', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:audit.checkpoint');
     const size = (req.query as Record<string, unknown> | undefined)?.size === undefined ? undefined : queryInt(req.query, 'size', 0, 0, MAX_ID);
     const cp = await ctx.tlog.checkpointOf(size);
     const { note, cosignatures } = await ctx.tlog.cosigned(cp);
@@ -52,7 +52,7 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   // Every stored checkpoint, by size, in pages (what `tessera audit verify` checks one by one).
   app.get('/v1/audit/checkpoints', (req) => audited(ctx, req, 'audit.checkpoints', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:audit.checkpoints');
     const q = req.query as Record<string, unknown> | undefined;
     const limit = queryInt(q, 'limit', 100, 1, 1000);
     const afterSize = q?.after_size === undefined ? undefined : queryInt(q, 'after_size', 0, 0, MAX_ID);
@@ -63,7 +63,7 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/audit/proof/inclusion', (req) => audited(ctx, req, 'audit.prove', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:audit.prove');
     const id = queryInt(req.query, 'id', 0, 1, MAX_ID);
     if (id === 0) throw badRequest('query "id" is required');
     const size = (req.query as Record<string, unknown> | undefined)?.size === undefined ? undefined : queryInt(req.query, 'size', 0, 1, MAX_ID);
@@ -77,7 +77,7 @@ export function auditRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/audit/proof/consistency', (req) => audited(ctx, req, 'audit.prove', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:audit.prove');
     const q = req.query as Record<string, unknown> | undefined;
     if (q?.from === undefined || q.to === undefined) throw badRequest('queries "from" and "to" are required');
     const from = queryInt(q, 'from', 0, 0, MAX_ID);

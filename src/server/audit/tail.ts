@@ -33,7 +33,7 @@ export const DEFAULT_TAIL_SETTINGS: TailSettings = { pollMs: 250, keepAliveMs: 1
 export function auditTailRoute(app: FastifyInstance, ctx: ServerContext, settings: TailSettings = DEFAULT_TAIL_SETTINGS): void {
   app.get('/v1/audit/tail', async (req, reply) => {
     const { after, follow } = await audited(ctx, req, 'audit.tail', async (ev) => {
-      adminCaller(ctx, req, ev);
+      await adminCaller(ctx, req, ev, 'admin:audit.tail');
       const q = {
         after: queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER),
         follow: queryStr(req.query, 'follow', /^(true|false)$/) === 'true',

@@ -36,7 +36,7 @@ export function witnessRoutes(app: FastifyInstance, ctx: ServerContext, alarmRat
   const limiter = new RateLimiter(alarmRate);
 
   app.post('/v1/audit/alarms', { bodyLimit: ALARM_BODY_LIMIT }, (req, reply) => audited(ctx, req, 'audit.witness_alarm', async (ev) => {
-    const caller = await liveOrAdminCaller(ctx, req, ev);
+    const caller = await liveOrAdminCaller(ctx, req, ev, 'admin:audit.witness_alarm');
     if (!limiter.take(caller.spiffeId)) {
       void reply.header('retry-after', String(limiter.retryAfterSeconds(caller.spiffeId)));
       throw new TesseraError('TESSERA_RATE_LIMITED', 'too many witness alarms from this identity; retry later');
@@ -62,7 +62,7 @@ export function witnessRoutes(app: FastifyInstance, ctx: ServerContext, alarmRat
   }));
 
   app.post('/v1/audit/cosignatures', (req, reply) => audited(ctx, req, 'audit.cosign', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:audit.cosign');
     const b = body(req.body, ['size', 'witness_key', 'line']);
     const size = int(b, 'size', { min: 0, max: Number.MAX_SAFE_INTEGER })!;
     const witnessKey = reqStr(b, 'witness_key', { max: 2048 });

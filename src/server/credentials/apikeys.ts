@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import type { AuditEvent } from '../audit/audit.js';
-import { audited, liveSvidCaller, svidCaller } from '../api/handlers.js';
+import { audited, liveOrAdmin, liveSvidCaller } from '../api/handlers.js';
 import { body, int, queryInt, queryStr, reqStr, str, strList } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
 import { APIKEY_MAX_TTL_SECONDS } from '../registry/service.js';
@@ -51,9 +51,9 @@ function keyView(k: ApiKeyRecord, now: number): ApiKeyView {
  * that it can revoke a key it leaked without waiting for an operator). Returns the owner the caller
  * is limited to, or undefined for the admin.
  */
-async function keyHolder(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent): Promise<string | undefined> {
-  if (ctx.admins.isAdmin(svidCaller(ctx, req, ev))) return undefined;
-  return (await liveSvidCaller(ctx, req, ev)).caller.spiffeId;
+async function keyHolder(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent, action: 'admin:apikey.list' | 'admin:apikey.revoke'): Promise<string | undefined> {
+  const { caller, admin } = await liveOrAdmin(ctx, req, ev, action);
+  return admin ? undefined : caller.spiffeId;
 }
 
 /** API keys (the rules are the CredentialService's): a live workload creates its own; see keyHolder for list and revoke. */
@@ -80,7 +80,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/apikeys', (req) => audited(ctx, req, 'apikey.list', async (ev) => {
-    const self = await keyHolder(ctx, req, ev);
+    const self = await keyHolder(ctx, req, ev, 'admin:apikey.list');
     const q = parseApiKeyListQuery(req.query);
     const keys = await credentials.list({ ...q, ...(self !== undefined ? { self } : {}) }, ev);
     const now = Date.now();
@@ -89,7 +89,7 @@ export function apiKeyRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post<{ Params: { id: string } }>('/v1/apikeys/:id/revoke', (req) => audited(ctx, req, 'apikey.revoke', async (ev) => {
-    const self = await keyHolder(ctx, req, ev);
+    const self = await keyHolder(ctx, req, ev, 'admin:apikey.revoke');
     const { id, reason } = parseRevokeRequest(req.params.id, req.body);
     ev.detail.key_id = id;
     const after = await credentials.revoke(id, reason, self, ev);

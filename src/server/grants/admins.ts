@@ -85,6 +85,11 @@ export class AdminService {
     throw new TesseraError('TESSERA_FORBIDDEN', 'this operation needs an admin credential');
   }
 
+  /** Named admins not removed (as of the last sync). */
+  namedAdmins(): number {
+    return this.#live.size;
+  }
+
   isAdmin(caller: Caller): boolean {
     try {
       this.check(caller);

@@ -42,7 +42,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const out = (g: GrantRecord): Record<string, unknown> => grantView(g, grants.view(g));
 
   app.post('/v1/admins', (req, reply) => audited(ctx, req, 'admin.add', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:admin.add');
     const b = body(req.body, ['name', 'csr']);
     const name = reqStr(b, 'name', { max: 63 });
     if (!ADMIN_NAME.test(name) || name === BOOTSTRAP_ADMIN) throw new TesseraError('TESSERA_BAD_REQUEST', `admin name must be 1..63 of a-z 0-9 . _ - starting with a letter or digit, and not "${BOOTSTRAP_ADMIN}"`);
@@ -54,7 +54,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post('/v1/admins/renew', (req) => audited(ctx, req, 'admin.renew', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:admin.renew');
     ev.target = caller.spiffeId;
     const key = csrKey(body(req.body, ['csr']), caller.spiffeId);
     const r = await admins.renew(caller.spiffeId, key);
@@ -63,14 +63,14 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/admins', (req) => audited(ctx, req, 'admin.list', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:admin.list');
     const list = (await admins.list()).map(adminView);
     ev.succeed();
     return { admins: [{ name: BOOTSTRAP_ADMIN, spiffe_id: ctx.adminId, state: 'active', created_at: null, created_by: null, not_after: null, removed_at: null, removed_by: null, removed_reason: null }, ...list] };
   }));
 
   app.post<{ Params: { name: string } }>('/v1/admins/:name/remove', (req) => audited(ctx, req, 'admin.remove', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:admin.remove');
     const name = req.params.name;
     if (ADMIN_NAME.test(name)) ev.target = admins.idOf(name);
     const reason = reqStr(body(req.body, ['reason']), 'reason', { max: 256, pattern: REASON });
@@ -82,7 +82,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post('/v1/grants', (req, reply) => audited(ctx, req, 'grant.request', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:grant.request');
     const b = body(req.body, ['principal', 'action', 'resource', 'duration_seconds', 'start', 'reason']);
     const g = await grants.request({
       principal: reqStr(b, 'principal', { max: 4096 }), action: reqStr(b, 'action', { max: 64 }), resource: reqStr(b, 'resource', { max: 4096 }),
@@ -98,7 +98,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/grants', (req) => audited(ctx, req, 'grant.list', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:grant.list');
     const state = queryStr(req.query, 'state', /^[a-z]{1,16}$/);
     if (state !== undefined && !GRANT_VIEWS.includes(state as GrantView)) throw new TesseraError('TESSERA_BAD_REQUEST', `state must be one of ${GRANT_VIEWS.join(', ')}`);
     const now = Date.now();
@@ -108,7 +108,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post<{ Params: { id: string } }>('/v1/grants/:id/approve', (req) => audited(ctx, req, 'grant.approve', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:grant.approve');
     ev.target = grantParam(req.params.id);
     body(req.body ?? {}, []);
     const r = await grants.approve(ev.target, caller.spiffeId);
@@ -118,7 +118,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post<{ Params: { id: string } }>('/v1/grants/:id/deny', (req) => audited(ctx, req, 'grant.deny', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:grant.deny');
     ev.target = grantParam(req.params.id);
     const reason = reqStr(body(req.body, ['reason']), 'reason', { max: 256, pattern: REASON });
     ev.detail.reason = reason;
@@ -129,7 +129,7 @@ export function grantRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post<{ Params: { id: string } }>('/v1/grants/:id/revoke', (req) => audited(ctx, req, 'grant.revoke', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:grant.revoke');
     ev.target = grantParam(req.params.id);
     const reason = reqStr(body(req.body, ['reason']), 'reason', { max: 256, pattern: REASON });
     ev.detail.reason = reason;

@@ -46,7 +46,7 @@ function spiffeParam(q: Record<string, string>, name: string): string {
 
 export function mapRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.get('/v1/map', (req) => audited(ctx, req, 'map.read', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:map.read');
     const q = strictQuery(req, ['window', 'site', 'cursor', 'limit']);
     const query: MapQuery = { windowMs: parseWindow(q.window), limit: queryInt(q, 'limit', MAP_PAGE_DEFAULT, 1, MAP_PAGE_MAX) };
     if (q.site !== undefined) {
@@ -61,7 +61,7 @@ export function mapRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/map/edge', (req) => audited(ctx, req, 'map.edge', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:map.edge');
     const q = strictQuery(req, ['caller', 'callee', 'limit']);
     const caller = spiffeParam(q, 'caller');
     const callee = spiffeParam(q, 'callee');

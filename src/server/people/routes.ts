@@ -38,7 +38,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   const { users, people, sessions } = ctx;
 
   app.post('/v1/users', (req, reply) => audited(ctx, req, 'user.add', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:user.add');
     const b = body(req.body, ['username', 'groups', 'email', 'display_name', 'enrol_ttl_seconds']);
     const username = reqStr(b, 'username', { max: 63, pattern: USERNAME });
     ev.target = users.idOf(username);
@@ -54,14 +54,14 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   }));
 
   app.get('/v1/users', (req) => audited(ctx, req, 'user.list', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.list');
     const list = await users.list();
     ev.succeed();
     return { users: list.map((u) => userView(u)) };
   }));
 
   app.get<{ Params: { name: string } }>('/v1/users/:name', (req) => audited(ctx, req, 'user.show', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.show');
     const u = await users.require(nameParam(req.params.name));
     ev.target = u.spiffeId;
     const creds = await store.listCredentials(u.username);
@@ -70,7 +70,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   }));
 
   app.post<{ Params: { name: string } }>('/v1/users/:name/remove', (req) => audited(ctx, req, 'user.remove', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.remove');
     const name = nameParam(req.params.name);
     ev.target = users.idOf(name);
     body(req.body ?? {}, []);
@@ -80,7 +80,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   }));
 
   app.post<{ Params: { name: string } }>('/v1/users/:name/disable', (req) => audited(ctx, req, 'user.disable', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.disable');
     const name = nameParam(req.params.name);
     ev.target = users.idOf(name);
     const reason = reqStr(body(req.body, ['reason']), 'reason', { max: 256, pattern: REASON });
@@ -92,7 +92,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   }));
 
   app.post<{ Params: { name: string } }>('/v1/users/:name/enable', (req) => audited(ctx, req, 'user.enable', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.enable');
     const name = nameParam(req.params.name);
     ev.target = users.idOf(name);
     body(req.body ?? {}, []);
@@ -102,7 +102,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   }));
 
   app.post<{ Params: { name: string } }>('/v1/users/:name/logout-all', (req) => audited(ctx, req, 'user.logout_all', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.logout_all');
     const name = nameParam(req.params.name);
     ev.target = users.idOf(name);
     body(req.body ?? {}, []);
@@ -114,7 +114,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   }));
 
   app.post<{ Params: { name: string } }>('/v1/users/:name/enrolment', (req) => audited(ctx, req, 'user.enrol_link', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.enrol_link');
     const name = nameParam(req.params.name);
     ev.target = users.idOf(name);
     const ttl = int(body(req.body ?? {}, ['enrol_ttl_seconds']), 'enrol_ttl_seconds', { min: 60, max: 7 * 86_400, optional: true });
@@ -124,14 +124,14 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
   }));
 
   app.get('/v1/groups', (req) => audited(ctx, req, 'user.group_list', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:user.group_list');
     const groups = await users.groups();
     ev.succeed();
     return { groups };
   }));
 
   app.post('/v1/console/links', (req, reply) => audited(ctx, req, 'console.link', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:console.link');
     const b = body(req.body ?? {}, ['username', 'ttl_seconds']);
     const username = str(b, 'username', { max: 63, pattern: USERNAME, optional: true }) ?? DEFAULT_CONSOLE_USER;
     const ttlS = int(b, 'ttl_seconds', { min: 10, max: CONSOLE_LINK_MAX_TTL_MS / 1000, optional: true });

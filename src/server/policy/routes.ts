@@ -37,7 +37,7 @@ export function policyRoutes(
   const gate = new BundlePollGate(polls);
 
   app.post('/v1/policies', (req, reply) => audited(ctx, req, 'policy.apply', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:policy.apply');
     const b = body(req.body, ['files', 'schema', 'reason', 'dry_run']);
     const policies = policyFiles(b.files);
     const schema = schemaOf(b.schema);
@@ -59,7 +59,7 @@ export function policyRoutes(
   }));
 
   app.get('/v1/policies', (req) => audited(ctx, req, 'policy.history', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:policy.history');
     const limit = queryInt(req.query, 'limit', 50, 1, 1000);
     const versions = await ctx.policy.history(limit);
     ev.succeed();
@@ -67,7 +67,7 @@ export function policyRoutes(
   }));
 
   app.get<{ Params: { version: string } }>('/v1/policies/:version', (req) => audited(ctx, req, 'policy.show', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:policy.show');
     const version = /^\d{1,9}$/.test(req.params.version) ? Number(req.params.version) : NaN;
     const rec = Number.isFinite(version) ? await ctx.policy.version(version) : undefined;
     if (!rec) throw new TesseraError('TESSERA_NOT_FOUND', 'no such policy version');
@@ -76,7 +76,7 @@ export function policyRoutes(
   }));
 
   app.post('/v1/policies/rollback', (req, reply) => audited(ctx, req, 'policy.rollback', async (ev) => {
-    const caller = adminCaller(ctx, req, ev);
+    const caller = await adminCaller(ctx, req, ev, 'admin:policy.rollback');
     const b = body(req.body, ['version', 'reason']);
     const version = int(b, 'version', { min: 1, max: 1e9 })!;
     const reason = reqStr(b, 'reason', { max: 1024 });
@@ -91,7 +91,7 @@ export function policyRoutes(
   // The signed bundle, for agents (any SVID of the trust domain) and the admin. Long-polls with ?after=.
   app.get('/v1/policy/bundle', async (req, reply) => {
     // Frequent (long polls): authenticated, not audited. A revoked or unknown identity gets nothing.
-    const caller = await liveOrAdminCaller(ctx, req, undefined);
+    const caller = await liveOrAdminCaller(ctx, req, undefined, 'admin:policy.bundle');
     const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeout = queryInt(req.query, 'timeout_seconds', 0, 0, 60);
     const held = queryInt(req.query, 'witness', -1, 0, Number.MAX_SAFE_INTEGER);

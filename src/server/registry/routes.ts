@@ -38,7 +38,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { registry } = ctx;
 
   app.post('/v1/entries', (req, reply) => audited(ctx, req, 'entry.create', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:entry.create');
     const b = body(req.body, ['spiffe_id', 'selectors', 'attributes', 'x509_ttl_seconds', 'jwt_ttl_seconds', 'apikey_max_ttl_seconds']);
     const id = parseSpiffeId(reqStr(b, 'spiffe_id', { max: 2048 }));
     ev.target = id.id;
@@ -60,14 +60,14 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.get('/v1/entries', (req) => audited(ctx, req, 'entry.list', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:entry.list');
     const entries = await registry.list();
     ev.succeed();
     return { entries: entries.map(entryView) } satisfies EntryListResponse;
   }));
 
   app.get<{ Params: { id: string } }>('/v1/entries/:id', (req) => audited(ctx, req, 'entry.show', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:entry.show');
     const entry = await registry.lookup(req.params.id);
     ev.succeed(entry.spiffeId);
     return entryView(entry);
@@ -75,7 +75,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   // Deleting revokes: the entry's SPIFFE ID and the SVIDs it was issued go on the revocation list.
   app.delete<{ Params: { id: string } }>('/v1/entries/:id', (req) => audited(ctx, req, 'entry.delete', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:entry.delete');
     const entry = await registry.lookup(req.params.id);
     ev.target = entry.spiffeId;
     ev.detail.entry_id = entry.id;
@@ -87,7 +87,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   // Revoking twice is a conflict (409): the first revocation's time and reason stand.
   app.post<{ Params: { id: string } }>('/v1/entries/:id/revoke', (req) => audited(ctx, req, 'entry.revoke', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:entry.revoke');
     const entry = await registry.lookup(req.params.id);
     ev.target = entry.spiffeId;
     ev.detail.entry_id = entry.id;
@@ -101,7 +101,7 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }));
 
   app.post('/v1/tokens', (req, reply) => audited(ctx, req, 'token.create', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:token.create');
     const b = body(req.body, ['entry_id', 'ttl_seconds']);
     const entry = await registry.lookup(reqStr(b, 'entry_id', { max: 2048 }));
     ev.target = entry.spiffeId;

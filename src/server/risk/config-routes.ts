@@ -22,7 +22,7 @@ export function riskConfigRoutes(app: FastifyInstance, ctx: ServerContext): void
   const svc = ctx.riskConfig;
 
   app.get('/v1/risk/config', (req) => audited(ctx, req, 'risk.config.show', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:risk.config.show');
     const cur = await svc.current();
     ev.succeed(`risk config v${cur.version}`);
     const engine = ctx.riskEngine?.configVersion;
@@ -30,7 +30,7 @@ export function riskConfigRoutes(app: FastifyInstance, ctx: ServerContext): void
   }));
 
   app.get('/v1/risk/config/history', (req) => audited(ctx, req, 'risk.config.history', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:risk.config.history');
     const limit = queryInt(req.query, 'limit', 50, 1, 1000);
     const versions = await svc.history(limit);
     ev.succeed();
@@ -38,7 +38,7 @@ export function riskConfigRoutes(app: FastifyInstance, ctx: ServerContext): void
   }));
 
   app.put('/v1/risk/config', (req, reply) => audited(ctx, req, 'risk.config.set', async (ev) => {
-    const admin = adminCaller(ctx, req, ev);
+    const admin = await adminCaller(ctx, req, ev, 'admin:risk.config.set');
     const b = body(req.body, ['config', 'reason']);
     if (typeof b.config !== 'object' || b.config === null || Array.isArray(b.config)) throw new TesseraError('TESSERA_BAD_REQUEST', '"config" must be a JSON object (the risk configuration)');
     const reason = reqStr(b, 'reason', { max: 256, pattern: RISK_REASON });
@@ -50,7 +50,7 @@ export function riskConfigRoutes(app: FastifyInstance, ctx: ServerContext): void
   }));
 
   app.post('/v1/risk/config/rollback', (req, reply) => audited(ctx, req, 'risk.config.rollback', async (ev) => {
-    const admin = adminCaller(ctx, req, ev);
+    const admin = await adminCaller(ctx, req, ev, 'admin:risk.config.rollback');
     const b = body(req.body, ['version', 'reason']);
     const version = int(b, 'version', { min: 0, max: 1e9 })!;
     const reason = reqStr(b, 'reason', { max: 256, pattern: RISK_REASON });

@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { canonicalJson } from '../../core/canonical-json.js';
 import { parseRiskConfig, riskConfigJson, type RiskConfig } from '../../core/risk/config.js';
+import { advanceMetaPointer } from '../store/meta-pointer.js';
 import type { Store } from '../store/store.js';
 
 const PREFIX = 'risk_config:v:';
@@ -79,15 +80,7 @@ export class RiskConfigService {
     const version = await this.store.incrementMeta(SEQUENCE);
     const rec: RiskConfigVersion = { version, config, author, reason, createdAt: this.now(), hash: hashOf(config) };
     await this.store.setMetaIfAbsent(key(version), JSON.stringify(rec));
-    // Forward only: a slower concurrent writer with a lower number does not undo a newer version.
-    for (;;) {
-      const cur = await this.store.getMeta(CURRENT);
-      if (cur === undefined) {
-        if ((await this.store.setMetaIfAbsent(CURRENT, String(version))) === String(version)) break;
-        continue;
-      }
-      if (Number(cur) >= version || (await this.store.replaceMeta(CURRENT, cur, String(version)))) break;
-    }
+    await advanceMetaPointer(this.store, CURRENT, version);
     return rec;
   }
 

@@ -42,7 +42,7 @@ export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskS
   // Static paths: they take precedence over `/v1/risk/:id` (a SPIFFE ID is never the word "config").
   riskConfigRoutes(app, ctx);
   app.get('/v1/risk', (req) => audited(ctx, req, 'risk.list', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:risk.list');
     const rows = await risk.list();
     ev.detail.count = rows.length;
     ev.succeed();
@@ -50,7 +50,7 @@ export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskS
   }));
 
   app.get<{ Params: { id: string } }>('/v1/risk/:id', (req) => audited(ctx, req, 'risk.show', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:risk.show');
     const id = workloadId(ctx, req.params.id);
     ev.target = id;
     const { state, history } = await risk.show(id);
@@ -69,7 +69,7 @@ export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskS
     app.post<{ Params: { id: string } }>(`/v1/risk/:id/${verb}`, (req) => audited(ctx, req, `risk.${verb}`, async (ev) => {
       // Named before the caller is checked: a refused attempt (a workload releasing itself) says on whom.
       ev.target = req.params.id.slice(0, 2048);
-      const admin = adminCaller(ctx, req, ev);
+      const admin = await adminCaller(ctx, req, ev, `admin:risk.${verb}` as const);
       const id = workloadId(ctx, req.params.id);
       ev.target = id;
       const b = body(req.body, ['ttl_seconds', 'reason', 'score', 'force']);
@@ -89,7 +89,7 @@ export function riskRoutes(app: FastifyInstance, ctx: ServerContext, risk: RiskS
 
   app.post<{ Params: { id: string } }>('/v1/risk/:id/release', (req) => audited(ctx, req, 'risk.release', async (ev) => {
     ev.target = req.params.id.slice(0, 2048);
-    const admin = adminCaller(ctx, req, ev);
+    const admin = await adminCaller(ctx, req, ev, 'admin:risk.release');
     const id = workloadId(ctx, req.params.id);
     ev.target = id;
     const b = body(req.body, ['reason']);

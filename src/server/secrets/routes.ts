@@ -30,7 +30,7 @@ function serverList(v: unknown): SecretPolicyServer[] {
 
 export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, service: SecretPolicyService = ctx.secrets): void {
   app.post('/v1/secret-policies', (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:secret.policy.create');
     const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers']);
     if (!isSecretPolicyId(b.id)) throw new TesseraError('TESSERA_BAD_REQUEST', `"id" must be ${SECRET_POLICY_ID_RULE}`);
     ev.target = `secret:${b.id}`;
@@ -48,7 +48,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   }));
 
   app.get('/v1/secret-policies', (req) => audited(ctx, req, 'secret.policy.list', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:secret.policy.list');
     const all = await service.list();
     ev.succeed();
     return { policies: all.map((p) => ({ id: p.id, epoch: p.epoch, generation: p.generation, created_at: p.createdAt, retired_at: p.retiredAt })) } satisfies SecretPolicyListResponse;
@@ -61,7 +61,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   };
 
   app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/refresh', (req) => audited(ctx, req, 'secret.policy.refresh', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:secret.policy.refresh');
     const { id, epoch } = epochParams(req.params);
     ev.target = `secret:${id}`;
     ev.detail.epoch = epoch;
@@ -75,7 +75,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   }));
 
   app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/retire', (req) => audited(ctx, req, 'secret.policy.retire', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:secret.policy.retire');
     const { id, epoch } = epochParams(req.params);
     ev.target = `secret:${id}`;
     ev.detail.epoch = epoch;
@@ -87,7 +87,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
   }));
 
   app.get<{ Params: { id: string } }>('/v1/secret-policies/:id', (req) => audited(ctx, req, 'secret.policy.show', async (ev) => {
-    await liveOrAdminCaller(ctx, req, ev);
+    await liveOrAdminCaller(ctx, req, ev, 'admin:secret.policy.show');
     const { id } = req.params;
     if (!isSecretPolicyId(id)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
     ev.target = `secret:${id}`;

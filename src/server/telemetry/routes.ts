@@ -47,7 +47,7 @@ export function telemetryRoutes(app: FastifyInstance, ctx: ServerContext): void 
   });
 
   app.get('/v1/telemetry', (req) => audited(ctx, req, 'telemetry.read', async (ev) => {
-    adminCaller(ctx, req, ev);
+    await adminCaller(ctx, req, ev, 'admin:telemetry.read');
     const q = (req.query ?? {}) as Record<string, unknown>;
     const identity = q.identity;
     if (identity !== undefined && (typeof identity !== 'string' || !isSpiffeId(identity))) throw new TesseraError('TESSERA_BAD_REQUEST', 'query "identity" must be a SPIFFE ID');
