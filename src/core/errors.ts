@@ -28,7 +28,7 @@ export const ERROR_CODES = {
 
   // SPIFFE IDs.
   TESSERA_SPIFFE_ID_INVALID: { status: 400, description: 'The SPIFFE ID does not conform to the SPIFFE-ID standard.' },
-  TESSERA_SPIFFE_ID_RESERVED: { status: 400, description: 'The SPIFFE ID path is reserved for Tessera itself (/tessera/...).' },
+  TESSERA_SPIFFE_ID_RESERVED: { status: 400, description: 'The SPIFFE ID path is reserved for Tessera itself (/tessera/...) or for devices (/device/...).' },
 
   // Certificate signing requests and issuance.
   TESSERA_CSR_INVALID: { status: 400, description: 'The CSR is not a well-formed PKCS#10 request.' },
@@ -104,6 +104,10 @@ export const ERROR_CODES = {
   TESSERA_GRANT_INVALID: { status: 400, description: 'The grant request is invalid: principal or resource not a SPIFFE ID, unknown action, duration out of bounds, start in the past or too far ahead, or a missing reason.' },
   TESSERA_GRANT_SELF_APPROVAL: { status: 403, description: 'A grant must be approved or denied by an admin other than the one who requested it (two-person rule).' },
   TESSERA_GRANT_STATE: { status: 409, description: 'The grant is not in a state that allows this step (only a pending grant can be approved or denied; an expired, denied or revoked grant cannot be revoked).' },
+
+  // Devices (issue 12): enrolment, posture reports.
+  TESSERA_DEVICE_NOT_FOUND: { status: 404, description: 'No enrolled device with this id or SPIFFE ID.' },
+  TESSERA_POSTURE_INVALID: { status: 400, description: 'The posture report is malformed, is not the caller device\'s own, is not signed by that device\'s current key, or is not newer than its last report and close to the server clock.' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

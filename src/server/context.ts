@@ -14,6 +14,7 @@ import type { TelemetryService } from './telemetry/service.js';
 import type { RiskService } from './risk/service.js';
 import type { RiskConfigService } from './risk/config-service.js';
 import type { RiskEngineLink } from './risk/engine-link.js';
+import type { DeviceService } from './devices/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -49,4 +50,6 @@ export interface ServerContext {
   grants: GrantService;
   /** Sidecar telemetry: ingestion, the stored windows, and the sink of accepted windows (`onWindows`) for the risk engine. */
   telemetry: TelemetryService;
+  /** Enrolled devices: enrolment tokens, device certificates, posture reports, `postureContext` (issue 12). */
+  devices: DeviceService;
 }

@@ -44,6 +44,8 @@ import { CONTROL_PLANE_RISK_CONFIG, RiskEngineLink } from './risk/engine-link.js
 import { RiskConfigService } from './risk/config-service.js';
 import { DEFAULT_TELEMETRY_SETTINGS, TelemetryService, type TelemetrySettings } from './telemetry/service.js';
 import { telemetryRoutes } from './telemetry/routes.js';
+import { DeviceService, type DeviceSettings } from './devices/service.js';
+import { deviceRoutes } from './devices/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -80,6 +82,8 @@ export interface ControlPlaneOptions {
   grantMinSeconds?: number;
   /** Step-up TTLs and the TTLs of states the risk engine sets (default DEFAULT_RISK_SETTINGS). */
   risk?: Partial<RiskSettings>;
+  /** Posture staleness, history kept per device, allowed clock skew (default DEFAULT_DEVICE_SETTINGS). */
+  devices?: Partial<DeviceSettings>;
 }
 
 export const DEFAULTS = {
@@ -172,6 +176,7 @@ export class ControlPlane {
         // Without a listener nobody reads them: a bare registry, without the default process metrics' timers.
         metrics: options.metrics ?? new ControlPlaneMetrics(new Registry()),
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }),
+        devices: new DeviceService({ store, ca, policy, trustDomain, now, ...(options.devices ? { settings: options.devices } : {}) }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -244,6 +249,7 @@ export class ControlPlane {
     grantRoutes(app, ctx);
     telemetryRoutes(app, ctx);
     riskRoutes(app, ctx, ctx.risk);
+    deviceRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);

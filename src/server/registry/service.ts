@@ -68,13 +68,15 @@ export class RegistryService {
 
   /**
    * Throws unless `id` may name a workload here: in this trust domain, with a path, and outside the
-   * reserved `/tessera` tree (the control plane's own identities).
+   * reserved `/tessera` tree (the control plane's own identities) and `/device` tree (enrolled devices).
    */
   checkWorkloadId(id: SpiffeId): void {
     if (!isMemberOf(id, this.trustDomain)) throw new TesseraError('TESSERA_SPIFFE_ID_INVALID', `the SPIFFE ID must be in trust domain ${this.trustDomain}`);
     // The trust-domain ID names the trust domain, not a workload (X509-SVID §5.2 refuses it in a leaf).
     if (id.path === '') throw new TesseraError('TESSERA_SPIFFE_ID_INVALID', `the SPIFFE ID needs a path naming the workload, e.g. spiffe://${this.trustDomain}/payments`);
     if (id.path === '/tessera' || id.path.startsWith('/tessera/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED');
+    // Devices (issue 12) get `/device/<id>` by enrolment (src/server/devices/), never by a workload entry.
+    if (id.path === '/device' || id.path.startsWith('/device/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED', 'the /device path tree is reserved for enrolled devices');
   }
 
   /** Registers a workload. TESSERA_CONFLICT if its SPIFFE ID already has an entry (revoked ones too). */

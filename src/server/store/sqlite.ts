@@ -8,6 +8,7 @@ import type {
   ApiKeyRecord, AuditQuery, RiskStateRecord, RiskHistoryRecord, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
   StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow,
 } from './store.js';
+import { SqliteDeviceStore } from './devices.sqlite.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,6 +201,7 @@ export class SqliteStore implements Store {
   private readonly riskStmts;
   private readonly putRiskTx: Database.Transaction<(rec: RiskStateRecord, previous: string, expect?: { state: string; since: number }) => boolean>;
   private readonly appendAuditTx: Database.Transaction<(records: readonly AuditRecord[]) => void>;
+  readonly devices: SqliteDeviceStore;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -217,6 +219,7 @@ export class SqliteStore implements Store {
     }
     this.db.exec(ADDED_INDEXES);
     this.migrateAuditTree();
+    this.devices = new SqliteDeviceStore(this.db);
     const db = this.db;
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
