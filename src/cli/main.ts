@@ -21,6 +21,7 @@ import { grantCommands } from './grant.js';
 import { secretCommands } from './secrets.js';
 import { riskCommand } from './risk-group.js';
 import { riskReplayCommand } from './risk-replay.js';
+import { deviceCommands } from './device.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
 import { count, EXIT, output, reportError, table, withAdmin, type GlobalOptions } from './context.js';
@@ -349,6 +350,7 @@ export function buildProgram(): Command {
   riskConfigCommands(program, run);
   riskReplayCommand(riskCommand(program), run);
   secretCommands(program, run, parseListen, untilSignal);
+  deviceCommands(program, run);
   return program;
 }
 

@@ -145,6 +145,29 @@ export function parsePostureReport(input: unknown): PostureReport {
   return { deviceId: o.device_id, reportedAt, facts: facts as PostureFacts };
 }
 
+/**
+ * Facts supplied from outside the agent (`--posture-file`: an MDM export, a test): an object of fact
+ * names, each either a bare value (observed at `observedAt`, the file's time) or
+ * `{ "value": ..., "observed_at": "<ISO>" }`. Throws TESSERA_POSTURE_INVALID.
+ *
+ * @example parsePostureFacts({ disk_encrypted: true, patch_age_days: { value: 3, observed_at: '2026-01-01T00:00:00Z' } }, Date.now())
+ */
+export function parsePostureFacts(input: unknown, observedAt: number): PostureFacts {
+  const o = plainObject(input, 'posture facts');
+  const facts: Record<string, PostureFact> = {};
+  for (const [name, v] of Object.entries(o)) {
+    if (!(POSTURE_FACT_NAMES as string[]).includes(name)) throw invalid(`posture facts: unknown fact ${JSON.stringify(name.slice(0, 64))} (known: ${POSTURE_FACT_NAMES.join(', ')})`);
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+      const fo = v as Record<string, unknown>;
+      exactKeys(fo, ['value', 'observed_at'], `facts.${name}`);
+      facts[name] = { value: factValue(name as PostureFactName, fo.value), observedAt: isoTime(fo.observed_at, `facts.${name}.observed_at`) };
+    } else {
+      facts[name] = { value: factValue(name as PostureFactName, v), observedAt };
+    }
+  }
+  return facts as PostureFacts;
+}
+
 /** The wire form of a report (what is signed, canonicalized). */
 export function postureReportJson(r: PostureReport): PostureReportJson {
   const facts: PostureReportJson['facts'] = {};
