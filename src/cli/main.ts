@@ -135,6 +135,7 @@ export function buildProgram(): Command {
     .option('--siem-ca <file>', 'PEM CA certificate(s) the receiver\'s certificate must chain to (syslog+tls; default: the system roots); its name must match HOST')
     .option('--siem-cert <file>', 'client certificate (PEM) for a receiver that asks for one (with --siem-key)')
     .option('--siem-key <file>', 'client private key (PEM) for --siem-cert')
+    .option('--device-posture-stale <duration>', 'a device\'s posture older than this is "stale" in context.device (default 2x the device agent\'s 5m interval)', '10m')
     .option('--siem-settle <duration>', 'a record counts as delivered once written this long ago on a connection still up (default 3s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
@@ -162,6 +163,7 @@ export function buildProgram(): Command {
         x509TtlSeconds: seconds(String(o.svidTtl), '--svid-ttl')!,
         jwtTtlSeconds: seconds(String(o.jwtTtl), '--jwt-ttl')!,
         decisions,
+        devices: { postureStaleMs: parseDuration(String(o.devicePostureStale), '--device-posture-stale') },
         ...(siem ? { siem } : {}),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {
