@@ -1,12 +1,12 @@
 /**
- * The device agent (`tessera device run`): keeps the device certificate fresh (renewed at half
- * life) and sends a signed posture report every interval. A failed round is logged and retried at
- * the next tick; a revoked device (TESSERA_IDENTITY_REVOKED) stops the agent.
+ * The device agent (`tessera device run`): follows the trust bundle, keeps the device certificate
+ * fresh (renewed at half life) and sends a signed posture report every interval. A failed round
+ * is logged and retried at the next tick; a revoked device (TESSERA_IDENTITY_REVOKED) stops it.
  */
 import { isTesseraError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { PostureFacts } from '../core/devices/posture.js';
-import { loadDevice, mergeFacts, readPostureFile, renewalDue, renewDevice, sendPosture, type DeviceIdentity } from './device.js';
+import { loadDevice, mergeFacts, refreshBundle, readPostureFile, renewalDue, renewDevice, sendPosture, type DeviceIdentity } from './device.js';
 import { collectPosture } from './posture-linux.js';
 
 export interface DeviceAgentOptions {
@@ -62,6 +62,7 @@ export class DeviceAgent {
   private async round(): Promise<void> {
     const { log } = this.opts;
     try {
+      this.identity = await refreshBundle(this.identity);
       if (renewalDue(this.identity, Date.now())) {
         this.identity = await renewDevice(this.identity);
         log.info('device certificate renewed', { serial: this.identity.serial, not_after: new Date(this.identity.notAfter).toISOString() });

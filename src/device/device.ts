@@ -16,6 +16,7 @@ import { TesseraError } from '../core/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll, pemEncode } from '../core/x509.js';
+import type { BundleWatchResponse } from '../core/wire/control-plane.js';
 import type { DeviceCertResponse, DeviceEnrollRequest, DeviceRenewRequest, PostureAcceptedResponse } from '../core/wire/devices.js';
 
 export const DEVICE_FILES = { key: 'device.key', cert: 'device.pem', bundle: 'bundle.pem', state: 'device.json' } as const;
@@ -112,6 +113,24 @@ export async function renewDevice(d: DeviceIdentity): Promise<DeviceIdentity> {
   } finally {
     client.close();
   }
+  return loadDevice(d.dir);
+}
+
+/**
+ * Follows the trust bundle (public `GET /v1/bundle/watch`, answered at once): a CA prepared for
+ * rotation is published there before it signs, so a device that checks every round trusts the
+ * control plane's next certificate before it is used, even between two renewals.
+ */
+export async function refreshBundle(d: DeviceIdentity): Promise<DeviceIdentity> {
+  const client = deviceClient(d);
+  let res: BundleWatchResponse;
+  try {
+    res = await client.call<BundleWatchResponse>('GET', '/v1/bundle/watch?after=0&timeout_seconds=0');
+  } finally {
+    client.close();
+  }
+  if (res.bundle_pem === d.bundlePem || pemDecodeAll(res.bundle_pem, 'CERTIFICATE').length === 0) return d;
+  writeFileAtomic(join(d.dir, DEVICE_FILES.bundle), res.bundle_pem);
   return loadDevice(d.dir);
 }
 

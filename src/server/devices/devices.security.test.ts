@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient } from '../../common/api-client.js';
 import type { PostureFacts } from '../../core/devices/posture.js';
-import { KEY_USAGE, pemEncode, readLeafFields } from '../../core/x509.js';
+import { KEY_USAGE, pemDecodeAll, pemEncode, readLeafFields } from '../../core/x509.js';
 import { verifyPeerSvid } from '../../core/x509-svid.js';
 import type { PolicyBundle } from '../../core/policy/bundle.js';
 import type { CreateDeviceTokenResponse, DeviceListResponse, DeviceShowResponse, RevokeDeviceResponse } from '../../core/wire/devices.js';
-import { deviceClient, enrollDevice, renewDevice, sendPosture, signPostureReport, type DeviceIdentity } from '../../device/device.js';
+import { deviceClient, enrollDevice, loadDevice, refreshBundle, renewDevice, sendPosture, signPostureReport, type DeviceIdentity } from '../../device/device.js';
 import { agentClient, errorCode, joinAgent, makeCsrPem, rawJson, rejectionCode, startControlPlane, type TestControlPlane } from '../../../test/support/server.js';
 
 const TD = 'tessera.test';
@@ -231,6 +231,16 @@ describe('devices: enrolment, posture, revocation', () => {
     expect((await c.admin.call<DeviceShowResponse>('GET', `/v1/devices/${encodeURIComponent(d.state.spiffeId)}`)).state).toBe('revoked');
     const audit = await c.admin.call<{ records: { target: string; outcome: string }[] }>('GET', '/v1/audit?action=device.revoke&limit=10');
     expect(audit.records.some((r) => r.target === d.state.spiffeId && r.outcome === 'success')).toBe(true);
+  });
+
+  it('the device follows the trust bundle: a CA prepared for rotation reaches it before it signs', async () => {
+    const d = await enrol('lap-b2');
+    const before = pemDecodeAll(d.bundlePem, 'CERTIFICATE').length;
+    expect(await refreshBundle(d)).toBe(d);
+    await c.admin.call('POST', '/v1/ca/rotate', { grace_seconds: 3600 });
+    const after = await refreshBundle(d);
+    expect(pemDecodeAll(after.bundlePem, 'CERTIFICATE').length).toBe(before + 1);
+    expect(loadDevice(after.dir).bundlePem).toBe(after.bundlePem);
   });
 
   it('a certificate of the device id not issued to the stored device is refused (a key of its own is not enough)', async () => {
