@@ -12,8 +12,7 @@ import { spkiDer } from '../../core/x509.js';
 import type { AuditNotes } from '../audit/audit.js';
 import type { CertificateAuthority } from '../ca/ca.js';
 import type { PolicyService } from '../policy/service.js';
-import { deviceRevocationId } from '../store/devices.sqlite.js';
-import type { DeviceRecord, PostureReportRecord, Store } from '../store/store.js';
+import { deviceRevocationId, type DeviceRecord, type PostureReportRecord, type Store } from '../store/store.js';
 
 export const DEVICE_TOKEN = /^tdt_[A-Za-z0-9_-]{43}$/;
 

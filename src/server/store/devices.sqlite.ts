@@ -4,7 +4,7 @@
  * same transaction).
  */
 import type Database from 'better-sqlite3';
-import type { DeviceRecord, DeviceRevokeResult, DeviceStore, DeviceTokenConsumeResult, DeviceTokenRecord, PostureReportRecord } from './store.js';
+import { deviceRevocationId, type DeviceRecord, type DeviceRevokeResult, type DeviceStore, type DeviceTokenConsumeResult, type DeviceTokenRecord, type PostureReportRecord } from './store.js';
 
 export const DEVICE_SCHEMA = `
 CREATE TABLE IF NOT EXISTS device_tokens (
@@ -22,11 +22,6 @@ CREATE TABLE IF NOT EXISTS posture_reports (
 );
 CREATE INDEX IF NOT EXISTS posture_reports_device ON posture_reports(device_id, id);
 `;
-
-/** The revocation-list id of a device (never a UUID, so never an entry's). */
-export function deviceRevocationId(deviceId: string): string {
-  return `device:${deviceId}`;
-}
 
 interface TokenRow { hash: string; device_id: string; owner: string | null; attributes: string; cert_ttl: number; created_at: number; expires_at: number; used_at: number | null }
 interface DeviceRow {

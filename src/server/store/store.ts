@@ -436,6 +436,11 @@ export interface PostureReportRecord {
 
 export type DeviceRevokeResult = { ok: true; device: DeviceRecord } | { ok: false; reason: 'missing' | 'already'; device?: DeviceRecord };
 
+/** The id a device's certificates and revocation are kept under (never a UUID, so never an entry's). */
+export function deviceRevocationId(deviceId: string): string {
+  return `device:${deviceId}`;
+}
+
 /**
  * Storage of devices. A device's certificates are recorded like SVIDs (`recordIssuedSvid`, entry
  * id `device:<id>`) and revoking a device adds a revocation row under that same id, so the
