@@ -8,6 +8,7 @@ function machine(files: Record<string, string> = {}, commands: Record<string, st
   return {
     platform: 'linux',
     kernelRelease: '6.1.0-18-amd64',
+    graphicalSession: true,
     readText: async (p) => files[p],
     mtime: async (p) => mtimes[p],
     run: async (file, args) => commands[[file, ...args].join(' ')],
@@ -41,10 +42,12 @@ describe('Linux posture facts', () => {
     expect(await firewallActive(machine({ '/etc/ufw/ufw.conf': 'ENABLED=no\n' }))).toBeNull();
   });
 
-  it('screen lock from the desktop setting, unknown without one', async () => {
+  it('screen lock from the desktop setting, unknown without one or without a graphical session', async () => {
     expect(await screenLock(machine({}, { 'gsettings get org.gnome.desktop.screensaver lock-enabled': 'true\n' }))).toBe(true);
     expect(await screenLock(machine({}, { 'gsettings get org.gnome.desktop.screensaver lock-enabled': 'false\n' }))).toBe(false);
     expect(await screenLock(machine())).toBeNull();
+    // Outside a graphical session gsettings prints the schema default: not an observation.
+    expect(await screenLock({ ...machine({}, { 'gsettings get org.gnome.desktop.screensaver lock-enabled': 'true\n' }), graphicalSession: false })).toBeNull();
   });
 
   it('patch age from the package database, unknown without one', async () => {

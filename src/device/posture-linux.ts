@@ -15,6 +15,8 @@ import type { PostureFacts } from '../core/devices/posture.js';
 export interface SystemReader {
   platform: NodeJS.Platform;
   kernelRelease: string;
+  /** Whether this process runs inside a graphical session (X11 or Wayland). */
+  graphicalSession: boolean;
   /** File text, or undefined when it cannot be read. */
   readText(path: string): Promise<string | undefined>;
   /** mtime (ms) of a path, or undefined. */
@@ -29,6 +31,7 @@ const COMMAND_TIMEOUT_MS = 5000;
 export const LOCAL_SYSTEM: SystemReader = {
   platform: process.platform,
   kernelRelease: release(),
+  graphicalSession: Boolean(process.env.WAYLAND_DISPLAY || process.env.DISPLAY),
   readText: (path) => readFile(path, 'utf8').then((t) => t, () => undefined),
   mtime: (path) => stat(path).then((s) => s.mtimeMs, () => undefined),
   run: (file, args) => new Promise((resolve) => {
@@ -86,8 +89,12 @@ export async function firewallActive(sys: SystemReader): Promise<boolean | null>
   return null;
 }
 
-/** Whether the desktop locks the screen (GNOME's setting); unknown without a desktop session. */
+/**
+ * Whether the desktop locks the screen (GNOME's setting); unknown without a graphical session:
+ * outside one, gsettings answers the schema's default, which says nothing about any screen.
+ */
 export async function screenLock(sys: SystemReader): Promise<boolean | null> {
+  if (!sys.graphicalSession) return null;
   const out = (await sys.run('gsettings', ['get', 'org.gnome.desktop.screensaver', 'lock-enabled']))?.trim();
   return out === 'true' ? true : out === 'false' ? false : null;
 }
