@@ -33,6 +33,7 @@ export function exitStatusFor(code: ErrorCode): number {
     case 'TESSERA_GRANT_SELF_APPROVAL':
     case 'TESSERA_IDENTITY_QUARANTINED':
     case 'TESSERA_MFA_REQUIRED':
+    case 'TESSERA_POSTURE_INVALID':
       return EXIT.refused;
     default:
       return EXIT.failed;

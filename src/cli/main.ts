@@ -22,6 +22,7 @@ import { grantCommands, parseGrantMin } from './grant.js';
 import { secretCommands } from './secrets.js';
 import { riskCommand } from './risk-group.js';
 import { riskReplayCommand } from './risk-replay.js';
+import { deviceCommands } from './device.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
 import { count, EXIT, output, reportError, table, withAdmin, type GlobalOptions } from './context.js';
@@ -144,6 +145,7 @@ export function buildProgram(): Command {
     .option('--siem-ca <file>', 'PEM CA certificate(s) the receiver\'s certificate must chain to (syslog+tls; default: the system roots); its name must match HOST')
     .option('--siem-cert <file>', 'client certificate (PEM) for a receiver that asks for one (with --siem-key)')
     .option('--siem-key <file>', 'client private key (PEM) for --siem-cert')
+    .option('--device-posture-stale <duration>', 'a device\'s posture older than this is "stale" in context.device (default 2x the device agent\'s 5m interval)', '10m')
     .option('--siem-settle <duration>', 'a record counts as delivered once written this long ago on a connection still up (default 3s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
@@ -178,6 +180,7 @@ export function buildProgram(): Command {
         ...(grantMinSeconds !== undefined ? { grantMinSeconds } : {}),
         bundlePolls,
         grantRetentionMs: parseDuration(String(o.grantRetention), '--grant-retention'),
+        devices: { postureStaleMs: parseDuration(String(o.devicePostureStale), '--device-posture-stale') },
         ...(siem ? { siem } : {}),
         ...(people ? { people } : {}),
         ...(metrics ? { metrics } : {}),
@@ -366,6 +369,7 @@ export function buildProgram(): Command {
   riskConfigCommands(program, run);
   riskReplayCommand(riskCommand(program), run);
   secretCommands(program, run, parseListen, untilSignal);
+  deviceCommands(program, run);
   return program;
 }
 

@@ -31,7 +31,7 @@ export const ERROR_CODES = {
 
   // SPIFFE IDs.
   TESSERA_SPIFFE_ID_INVALID: { status: 400, description: 'The SPIFFE ID does not conform to the SPIFFE-ID standard.' },
-  TESSERA_SPIFFE_ID_RESERVED: { status: 400, description: 'The SPIFFE ID path is reserved for Tessera itself (/tessera/...).' },
+  TESSERA_SPIFFE_ID_RESERVED: { status: 400, description: 'The SPIFFE ID path is reserved for Tessera itself (/tessera/...) or for devices (/device/...).' },
 
   // Certificate signing requests and issuance.
   TESSERA_CSR_INVALID: { status: 400, description: 'The CSR is not a well-formed PKCS#10 request.' },
@@ -121,6 +121,9 @@ export const ERROR_CODES = {
   TESSERA_OIDC_NOT_CONFIGURED: { status: 404, description: 'No OIDC provider is configured (`tessera server --oidc-issuer ...`).' },
   TESSERA_OIDC_STATE_INVALID: { status: 400, description: 'The OIDC callback\'s `state` is missing, unknown, used, expired, or not the one this browser started.' },
   TESSERA_OIDC_FAILED: { status: 401, description: 'The OIDC provider refused the sign-in or its answer did not verify (error response, code refused or replayed, ID token signature, issuer, audience, nonce or age).' },
+  // Devices (issue 12): enrolment, posture reports.
+  TESSERA_DEVICE_NOT_FOUND: { status: 404, description: 'No enrolled device with this id or SPIFFE ID.' },
+  TESSERA_POSTURE_INVALID: { status: 400, description: 'The posture report is malformed, is not the caller device\'s own, is not signed by that device\'s current key, or is not newer than its last report and close to the server clock.' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

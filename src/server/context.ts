@@ -20,6 +20,7 @@ import type { MapService } from './map/service.js';
 import type { UserService } from './people/users.js';
 import type { SessionService } from './people/sessions.js';
 import type { PeopleService } from './people/service.js';
+import type { DeviceService } from './devices/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -67,4 +68,6 @@ export interface ServerContext {
   sessions: SessionService;
   /** People's sign-in flows (enrolment, passkey + TOTP, OIDC, console links). */
   people: PeopleService;
+  /** Enrolled devices: enrolment tokens, device certificates, posture reports, `postureContext` (issue 12). */
+  devices: DeviceService;
 }

@@ -55,6 +55,8 @@ import { buildPeople, type PeopleOptions } from './people/index.js';
 import { authRoutes } from './people/auth-routes.js';
 import { peopleAdminRoutes } from './people/routes.js';
 import { peoplePages } from './people/pages.js';
+import { DeviceService, type DeviceSettings } from './devices/service.js';
+import { deviceRoutes } from './devices/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -101,6 +103,8 @@ export interface ControlPlaneOptions {
   consoleDir?: string;
   /** People's sign-in (issue 12): the OIDC provider, session timeouts. */
   people?: PeopleOptions;
+  /** Posture staleness, history kept per device, allowed clock skew (default DEFAULT_DEVICE_SETTINGS). */
+  devices?: Partial<DeviceSettings>;
 }
 
 export const DEFAULTS = {
@@ -207,6 +211,7 @@ export class ControlPlane {
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id)),
         map: new MapService({ store, risk, registry, now }),
         ...buildPeople({ store: store.people, kek, trustDomain, now, issuer: () => ctx.issuer, options: options.people }),
+        devices: new DeviceService({ store, ca, policy, trustDomain, now, ...(options.devices ? { settings: options.devices } : {}) }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -286,6 +291,7 @@ export class ControlPlane {
     authRoutes(app, ctx);
     peopleAdminRoutes(app, ctx, this.store.people);
     peoplePages(app);
+    deviceRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);

@@ -67,10 +67,56 @@ const ACTIONS: Record<PolicyAction, object> = {
   }),
 };
 
+/**
+ * Device posture as policies see it in `context.device` (issue 12; src/core/devices/posture.ts
+ * builds it). `enrolled` and `posture_state` ("fresh" | "stale" | "missing") are always there; every
+ * fact is optional: absent when unknown, observed too long ago, or when posture is stale or missing,
+ * so a policy reads `context.device has disk_encrypted && context.device.disk_encrypted`.
+ */
+const DEVICE_POSTURE = {
+  type: 'Record',
+  attributes: {
+    id: { type: 'String', required: false },
+    enrolled: { type: 'Boolean' },
+    posture_state: { type: 'String' },
+    posture_age_seconds: { type: 'Long', required: false },
+    os: { type: 'String', required: false },
+    os_version: { type: 'String', required: false },
+    disk_encrypted: { type: 'Boolean', required: false },
+    screen_lock: { type: 'Boolean', required: false },
+    firewall: { type: 'Boolean', required: false },
+    patch_age_days: { type: 'Long', required: false },
+    agent_version: { type: 'String', required: false },
+  },
+};
+
+/**
+ * A person's request through the gateway (issue 12): principal a `User`, resource an `App`, with the
+ * presenting device's posture in `context.device` (always present: `posture_state` "missing" and
+ * `enrolled` false when no device certificate was shown). Not one of POLICY_ACTIONS: the agents'
+ * engine does not decide it; the gateway does.
+ */
+const PEOPLE_ACTIONS = {
+  'gateway:request': {
+    appliesTo: {
+      principalTypes: ['User'],
+      resourceTypes: ['App'],
+      context: { type: 'Record', attributes: { method: { type: 'String' }, path: { type: 'String' }, device: { type: 'DevicePosture' }, ...BASE_CONTEXT } },
+    },
+  },
+};
+
 /** The Tessera schema as Cedar JSON schema. Deeply frozen: copy it (structuredClone) to extend it. */
 export const TESSERA_SCHEMA: Readonly<Record<string, unknown>> = deepFreeze({
   [TESSERA_NAMESPACE]: {
+    commonTypes: { DevicePosture: DEVICE_POSTURE },
     entityTypes: {
+      /** An enrolled device (`spiffe://<td>/device/<id>`): its owner's username and its labels. */
+      Device: { shape: { type: 'Record', attributes: { owner: { type: 'String', required: false } } } },
+      /** Declared minimally for `gateway:request` (the people part adds its attributes and `Group` parents). */
+      User: {},
+      /** An internal web app behind the gateway (declared minimally; the gateway part owns it). */
+      App: {},
       Workload: {
         shape: {
           type: 'Record',
@@ -78,7 +124,7 @@ export const TESSERA_SCHEMA: Readonly<Record<string, unknown>> = deepFreeze({
         },
       },
     },
-    actions: ACTIONS,
+    actions: { ...ACTIONS, ...PEOPLE_ACTIONS },
   },
 });
 

@@ -163,7 +163,7 @@ describe('policy administration, bundle and decisions', () => {
       ['unknown attribute', { 'attr.cedar': 'permit (principal, action, resource) when { principal.colour == "red" };' }, /attr\.cedar:1:\d+/],
       ['unknown context attribute', { 'ctx-attr.cedar': 'permit (principal, action == Tessera::Action::"http:request", resource) when { context.tenant == "a" };' }, /ctx-attr\.cedar:1:\d+/],
       ['unknown action', { 'shop/action.cedar': 'permit (principal, action == Tessera::Action::"http:fly", resource);' }, /shop\/action\.cedar/],
-      ['unknown entity type', { 'type.cedar': 'permit (principal == Tessera::User::"alice", action, resource);' }, /type\.cedar/],
+      ['unknown entity type', { 'type.cedar': 'permit (principal == Tessera::Spaceship::"alice", action, resource);' }, /type\.cedar/],
       ['context attribute of another action', { 'ctx.cedar': 'permit (principal, action == Tessera::Action::"tcp:connect", resource) when { context.method == "GET" };' }, /ctx\.cedar/],
     ];
     for (const [what, files, where] of cases) {

@@ -68,7 +68,7 @@ export class RegistryService {
 
   /**
    * Throws unless `id` may name a workload here: in this trust domain, with a path, and outside the
-   * reserved `/tessera` tree (the control plane's own identities).
+   * reserved `/tessera` tree (the control plane's own identities) and `/device` tree (enrolled devices).
    */
   checkWorkloadId(id: SpiffeId): void {
     if (!isMemberOf(id, this.trustDomain)) throw new TesseraError('TESSERA_SPIFFE_ID_INVALID', `the SPIFFE ID must be in trust domain ${this.trustDomain}`);
@@ -77,6 +77,8 @@ export class RegistryService {
     if (id.path === '/tessera' || id.path.startsWith('/tessera/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED');
     // People's principals (issue 12, src/server/people/): spiffe://<td>/user/<username>.
     if (id.path === '/user' || id.path.startsWith('/user/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED', 'the /user tree names people (tessera user add), not workloads');
+    // Devices (issue 12) get `/device/<id>` by enrolment (src/server/devices/), never by a workload entry.
+    if (id.path === '/device' || id.path.startsWith('/device/')) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED', 'the /device path tree is reserved for enrolled devices');
   }
 
   /** Registers a workload. TESSERA_CONFLICT if its SPIFFE ID already has an entry (revoked ones too). */

@@ -10,6 +10,7 @@ import type {
 } from './store.js';
 import type { PeopleStore } from './store.js';
 import { SqlitePeopleStore } from './people-sqlite.js';
+import { SqliteDeviceStore } from './devices.sqlite.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -219,6 +220,7 @@ export class SqliteStore implements Store {
   private readonly putRiskTx: Database.Transaction<(rec: RiskStateRecord, previous: string, expect?: { state: string; since: number }) => boolean>;
   private readonly appendAuditTx: Database.Transaction<(records: readonly AuditRecord[]) => void>;
   readonly people: PeopleStore;
+  readonly devices: SqliteDeviceStore;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -239,6 +241,7 @@ export class SqliteStore implements Store {
     if (backfillTelemetry) this.db.exec(TELEMETRY_COLUMNS_BACKFILL);
     this.db.exec(ADDED_INDEXES);
     this.migrateAuditTree();
+    this.devices = new SqliteDeviceStore(this.db);
     const db = this.db;
     this.people = new SqlitePeopleStore(db);
     this.stmts = {

@@ -242,6 +242,9 @@ export interface RiskHistoryRecord extends Omit<RiskStateRecord, 'since'> {
 }
 
 export interface Store {
+  /** Enrolled devices, their one-time enrolment tokens and posture reports (issue 12): src/server/devices/. */
+  readonly devices: DeviceStore;
+
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
   /** Atomically adds one to an integer meta value (missing counts as 0) and returns the new value. */
@@ -526,4 +529,86 @@ export interface PeopleStore {
   getTicket(hash: string, kind: string): Promise<AuthTicketRecord | undefined>;
   /** Sets an unused ticket's data to `to` only if it is still `from` (compare and set). */
   replaceTicketData(hash: string, from: string, to: string): Promise<boolean>;
+}
+
+/** A one-time device enrolment token (`tessera device token create`): only its hash is stored. */
+export interface DeviceTokenRecord {
+  /** hex SHA-256 of the token. */
+  hash: string;
+  /** The device id the enrolment will get (`spiffe://<td>/device/<id>`). */
+  deviceId: string;
+  /** The username of the device's owner, if named. */
+  owner: string | null;
+  /** Free-form labels (`--attr k=v`), shown and carried as the Device entity's `attrs`. */
+  attributes: Record<string, string>;
+  /** Lifetime of the device's X.509 identities. */
+  certTtlSeconds: number;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export type DeviceTokenConsumeResult = { ok: true; token: DeviceTokenRecord } | { ok: false; reason: 'unknown' | 'used' | 'expired' };
+
+/** An enrolled device. Kept after revocation (its id cannot be enrolled again by mistake). */
+export interface DeviceRecord {
+  id: string;
+  spiffeId: string;
+  owner: string | null;
+  attributes: Record<string, string>;
+  certTtlSeconds: number;
+  createdAt: number;
+  /** Non-secret reference of the enrolment token (its hash's first bytes). */
+  tokenRef: string;
+  /** The device's current certificate: serial (uppercase hex), expiry and public key (SPKI DER). */
+  certSerial: string;
+  certNotAfter: number;
+  certSpki: Buffer;
+  /** When the current certificate was issued (enrolment or renewal). */
+  certIssuedAt: number;
+  revokedAt?: number | null;
+  revokedReason?: string | null;
+}
+
+/** A posture report as received: the wire JSON of the signed report (src/core/devices/posture.ts). */
+export interface PostureReportRecord {
+  deviceId: string;
+  receivedAt: number;
+  reportedAt: number;
+  /** PostureReportJson, as JSON text. */
+  report: string;
+}
+
+export type DeviceRevokeResult = { ok: true; device: DeviceRecord } | { ok: false; reason: 'missing' | 'already'; device?: DeviceRecord };
+
+/** The id a device's certificates and revocation are kept under (never a UUID, so never an entry's). */
+export function deviceRevocationId(deviceId: string): string {
+  return `device:${deviceId}`;
+}
+
+/**
+ * Storage of devices. A device's certificates are recorded like SVIDs (`recordIssuedSvid`, entry
+ * id `device:<id>`) and revoking a device adds a revocation row under that same id, so the
+ * revocation list of the policy bundle (`listRevocations`) and `isSerialRevoked` cover devices.
+ */
+export interface DeviceStore {
+  insertDeviceToken(t: DeviceTokenRecord): Promise<void>;
+  /** Atomically marks the token used if it exists, is unused and unexpired. */
+  consumeDeviceToken(hash: string, now: number): Promise<DeviceTokenConsumeResult>;
+  /** Whether an unused, unexpired token names this device id. */
+  hasPendingDeviceToken(deviceId: string, now: number): Promise<boolean>;
+  /** Stores a new device; false when its id is taken (by a live or a revoked device). */
+  insertDevice(d: DeviceRecord): Promise<boolean>;
+  getDevice(id: string): Promise<DeviceRecord | undefined>;
+  /** By id, at most `limit`. */
+  listDevices(limit: number): Promise<DeviceRecord[]>;
+  /** Whether `serial` is a certificate issued to this device (enrolment or renewal). */
+  isDeviceSerial(deviceId: string, serial: string): Promise<boolean>;
+  /** Replaces the current certificate of a device not revoked; false otherwise. */
+  updateDeviceCert(id: string, cert: Pick<DeviceRecord, 'certSerial' | 'certNotAfter' | 'certSpki' | 'certIssuedAt'>): Promise<boolean>;
+  /** Marks the device revoked and adds it to the revocation list, in one transaction. */
+  revokeDevice(id: string, at: number, reason: string): Promise<DeviceRevokeResult>;
+  /** Stores a report and keeps only the device's newest `keep` reports. */
+  insertPostureReport(rec: PostureReportRecord, keep: number): Promise<void>;
+  /** The device's reports, newest first, at most `limit`. */
+  listPostureReports(deviceId: string, limit: number): Promise<PostureReportRecord[]>;
 }
