@@ -6,7 +6,10 @@ import type { ServerContext } from '../context.js';
 import type { EntryRecord } from '../store/store.js';
 import { authenticate, type Caller } from '../../common/api/auth.js';
 import type { AdminAction } from '../../core/policy/admin-schema.js';
-import type { AdminPrincipal } from '../authz/principal.js';
+import { principalOfSession, type AdminPrincipal } from '../authz/principal.js';
+import { cookieValue } from '../people/cookies.js';
+import { SESSION_COOKIE } from '../people/sessions.js';
+import type { TLSSocket } from 'node:tls';
 
 /**
  * Runs a handler inside an audit event: the event starts denied, the handler marks success
@@ -62,6 +65,8 @@ export async function liveOrAdminCaller(ctx: ServerContext, req: FastifyRequest,
 
 /** {@link liveOrAdminCaller}, saying which of the two the caller is. */
 export async function liveOrAdmin(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined, action: AdminAction): Promise<{ caller: Caller; admin: boolean }> {
+  const viaSession = await sessionAdmin(ctx, req, ev, action, ev?.target);
+  if (viaSession !== undefined) return { caller: viaSession, admin: true };
   const caller = authenticate(req, ctx.trustDomain);
   let principal: AdminPrincipal | undefined;
   try {
@@ -84,9 +89,32 @@ export async function liveOrAdmin(ctx: ServerContext, req: FastifyRequest, ev: A
  * `detail.admin_authorize`.
  */
 export async function adminCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent, action: AdminAction, target?: string): Promise<Caller> {
+  const viaSession = await sessionAdmin(ctx, req, ev, action, target ?? ev.target);
+  if (viaSession !== undefined) return viaSession;
   const caller = svidCaller(ctx, req, ev);
   await ctx.adminAuthz.authorize(ctx.adminAuthz.principalOfCert(caller), action, target ?? ev.target, ev);
   return caller;
+}
+
+/**
+ * A person's console session as an admin caller: a request with no client certificate and a
+ * session cookie (the console in a browser). The session must be live, a state-changing request
+ * must carry the CSRF token from the same Origin (SessionService.requireSession), and the admin
+ * policy decides with the session's groups and MFA age, exactly as for a certificate. A request
+ * with a client certificate is always judged by its certificate, whatever cookies it carries.
+ * Returns undefined when the request is not a session request. The returned Caller names the
+ * person (`spiffe://<td>/user/<name>`); its serial is `session:<id>` (no certificate).
+ */
+async function sessionAdmin(ctx: ServerContext, req: FastifyRequest, ev: AuditEvent | undefined, action: AdminAction, target: string | undefined): Promise<Caller | undefined> {
+  if ((req.raw.socket as TLSSocket).getPeerX509Certificate?.() !== undefined) return undefined;
+  if (cookieValue(req.headers.cookie, SESSION_COOKIE) === undefined) return undefined;
+  const s = await ctx.sessions.requireSession(req);
+  if (ev) {
+    ev.actor = s.spiffeId;
+    ev.detail.session = s.id;
+  }
+  await ctx.adminAuthz.authorize(principalOfSession(s), action, target, ev);
+  return { spiffeId: s.spiffeId, notAfter: Number.MAX_SAFE_INTEGER, serial: `session:${s.id}`, fingerprint: '' };
 }
 
 /**
