@@ -99,7 +99,7 @@ describe('npm run demo', () => {
     const refusedOwn = out.search(/orders\s+→ inventory POST \/stock\/sku-1: refused by its own sidecar: TESSERA_IDENTITY_QUARANTINED/);
     expect(refusedOwn).toBeGreaterThan(out.indexOf('orders QUARANTINED'));
     expect(out).toMatch(/frontend\s+→ orders GET \/orders\/42: refused by its own sidecar: TESSERA_PROXY_PEER_IDENTITY/);
-    expect(out).toMatch(/orders\s+secret unseal refused: TESSERA_SECRET_THRESHOLD \([^)]*TESSERA_FORBIDDEN[^)]*\): the key servers refuse a quarantined identity/);
+    expect(out).toMatch(/orders\s+secret unseal refused: TESSERA_SECRET_THRESHOLD \([^)]*TESSERA_IDENTITY_QUARANTINED[^)]*\): the key servers refuse a quarantined identity/);
     // 2. bob releases it with a reason; its calls go through again.
     const released = out.search(/bob\s+tessera risk release spiffe:\/\/tessera\.test\/shop\/orders --reason "[^"]+": quarantined → normal/);
     expect(released).toBeGreaterThan(refusedOwn);

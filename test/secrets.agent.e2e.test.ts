@@ -228,7 +228,7 @@ describe('agent --unseal: sealed files opened for the app', () => {
     for (const n of nodes) expect(n.sidecar.enforcer.peerStatus(id)).toEqual({ ok: false, reason: 'quarantined' });
     const err = await unseal().then(() => undefined, (e: unknown) => e);
     expect((err as TesseraError).code).toBe('TESSERA_SECRET_THRESHOLD');
-    expect(((err as TesseraError & { failures?: { code: string }[] }).failures ?? []).every((f) => f.code === 'TESSERA_FORBIDDEN')).toBe(true);
+    expect(((err as TesseraError & { failures?: { code: string }[] }).failures ?? []).every((f) => f.code === 'TESSERA_IDENTITY_QUARANTINED')).toBe(true);
 
     const r = await admin.call<{ bundle_version: number }>('POST', `/v1/risk/${encodeURIComponent(id)}/release`, { reason: 'checked' });
     await waitFor('every key server to hold the release', () => nodes.every((n) => n.sidecar.enforcer.version >= r.bundle_version), 1_000, 10);

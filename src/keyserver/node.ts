@@ -74,7 +74,10 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       // Named admins as the signed bundle lists them: one removed is refused once the bundle without
       // it arrives (within a second while the control plane is reachable).
       isProvisioner: (caller) => enforcer.isNamedAdmin(caller.spiffeId, caller.serial),
-      authorize: (caller, policy) => enforcer.authorize({ principal: caller.spiffeId, ...(caller.serial !== undefined ? { serial: caller.serial } : {}), action: 'secret:unseal', resource: secretResource(td, policy) }).allow,
+      authorize: (caller, policy) => {
+        const d = enforcer.authorize({ principal: caller.spiffeId, ...(caller.serial !== undefined ? { serial: caller.serial } : {}), action: 'secret:unseal', resource: secretResource(td, policy) });
+        return d.allow || (d.reasons[0] === 'quarantined' ? 'quarantined' : false);
+      },
       log,
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),

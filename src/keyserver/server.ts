@@ -34,7 +34,7 @@ import { authenticate } from '../common/api/auth.js';
 import { body, int, reqStr } from '../common/api/validate.js';
 import { KeyEncryptionKey } from '../common/kek.js';
 import type { AbortShareResponse, CommitShareResponse, DeleteShareResponse, EvaluateResponse, InstallShareResponse, KeyServerHealthResponse, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
-import { KeyService, type KeyAuditEvent, type KeyCaller, type RateLimit } from './service.js';
+import { KeyService, type KeyAuditEvent, type KeyCaller, type KeyServiceOptions, type RateLimit } from './service.js';
 import { ShareStore } from './store.js';
 
 export const BODY_LIMIT = 64 * 1024;
@@ -46,8 +46,8 @@ export interface KeyServerOptions {
   listen: { host: string; port: number };
   tls: TlsSource;
   trustDomain: string;
-  /** Whether `caller` may unseal under `policy` (wire to Cedar: action `secret:unseal`). */
-  authorize: (caller: KeyCaller, policy: string) => boolean;
+  /** Whether `caller` may unseal under `policy` (wire to Cedar: action `secret:unseal`); `'quarantined'` see KeyServiceOptions. */
+  authorize: KeyServiceOptions['authorize'];
   /** SPIFFE IDs allowed to install shares (e.g. the admin). */
   provisioners: string[];
   /**

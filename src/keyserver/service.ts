@@ -39,8 +39,12 @@ export interface KeyAuditEvent {
 
 export interface KeyServiceOptions {
   store: ShareStore;
-  /** Whether `caller` may unseal under `policy` (the process wires it to Cedar: action `secret:unseal`). */
-  authorize: (caller: KeyCaller, policy: string) => boolean;
+  /**
+   * Whether `caller` may unseal under `policy` (the process wires it to Cedar: action `secret:unseal`).
+   * `'quarantined'`: refused because the caller is quarantined (the bundle's risk list), answered
+   * with TESSERA_IDENTITY_QUARANTINED so the caller and its operators see why, as sidecars do.
+   */
+  authorize: (caller: KeyCaller, policy: string) => boolean | 'quarantined';
   onAudit?: (event: KeyAuditEvent) => void;
   rateLimit?: RateLimit;
   /** Milliseconds; for tests. */
@@ -67,7 +71,9 @@ export class KeyService {
     try {
       if (!this.limiter.take(caller.spiffeId)) throw new TesseraError('TESSERA_RATE_LIMITED');
       const context = unsealContext(req.policy, req.epoch);
-      if (!this.opts.authorize(caller, req.policy)) throw new TesseraError('TESSERA_FORBIDDEN', 'the caller may not unseal under this policy');
+      const verdict = this.opts.authorize(caller, req.policy);
+      if (verdict === 'quarantined') throw new TesseraError('TESSERA_IDENTITY_QUARANTINED', 'the caller is quarantined: no unseal until it is released');
+      if (verdict !== true) throw new TesseraError('TESSERA_FORBIDDEN', 'the caller may not unseal under this policy');
       const share = req.generation === undefined ? this.opts.store.get(req.policy, req.epoch) : this.opts.store.getGeneration(req.policy, req.epoch, req.generation);
       if (share === undefined) {
         const cur = this.opts.store.get(req.policy, req.epoch);
@@ -80,7 +86,7 @@ export class KeyService {
       return { ...ev, generation: share.generation };
     } catch (err) {
       const code: ErrorCode = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
-      this.audit(caller, policy, epoch, code === 'TESSERA_FORBIDDEN' ? 'denied' : 'error', code);
+      this.audit(caller, policy, epoch, code === 'TESSERA_FORBIDDEN' || code === 'TESSERA_IDENTITY_QUARANTINED' ? 'denied' : 'error', code);
       if (isTesseraError(err)) throw err;
       throw new TesseraError('TESSERA_INTERNAL');
     }
