@@ -15,9 +15,9 @@ export class ApiError extends Error {
     super(message);
   }
 
-  /** The caller has no (valid) session: show the sign-in prompt. */
+  /** The caller has no (valid) session: show the sign-in prompt. (A 401 asking for a step-up is not that.) */
   get signIn(): boolean {
-    return this.status === 401;
+    return this.status === 401 && !this.stepUp;
   }
 
   /** The admin policy wants a fresher MFA: a step-up (passkey + TOTP again) then a retry. */

@@ -15,12 +15,22 @@ const PAGES: Record<string, () => preact.JSX.Element> = {
   map: MapPage, identities: IdentitiesPage, policies: PoliciesPage, risk: RiskPage, grants: GrantsPage, audit: AuditPage, secrets: SecretsPage,
 };
 
-/** A one-time console link (`/console/sign-in#token=...`): redeemed once, on load. */
+/**
+ * A one-time console link (`/console/sign-in#token=...`): redeemed once, on load or when pasted into
+ * an open console (only the fragment changes then: no page load, a hashchange).
+ */
 function useLinkToken(): ApiError | undefined {
   const [error, setError] = useState<ApiError>();
   useEffect(() => {
-    const token = takeLinkToken();
-    if (token) linkSignIn(token).then(() => navigate('map'), (e: unknown) => setError(asApiError(e)));
+    const redeem = (): void => {
+      const token = takeLinkToken();
+      if (!token) return;
+      setError(undefined);
+      linkSignIn(token).then(() => navigate('map'), (e: unknown) => setError(asApiError(e)));
+    };
+    redeem();
+    addEventListener('hashchange', redeem);
+    return () => removeEventListener('hashchange', redeem);
   }, []);
   return error;
 }

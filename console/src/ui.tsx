@@ -48,7 +48,10 @@ export function OutcomeLine({ outcome }: { outcome: Outcome }) {
 }
 
 /** Runs an action (with step-up on TESSERA_MFA_REQUIRED) and keeps its outcome for OutcomeLine. */
-export function useAction(): [Outcome, (label: string, fn: () => Promise<unknown>, then?: () => void) => Promise<void>, boolean] {
+/** Runs an action and records its outcome (see useAction). */
+export type Run = (label: string, fn: () => Promise<unknown>, then?: () => void) => Promise<void>;
+
+export function useAction(): [Outcome, Run, boolean] {
   const [outcome, setOutcome] = useState<Outcome>();
   const [busy, setBusy] = useState(false);
   const run = useCallback(async (label: string, fn: () => Promise<unknown>, then?: () => void) => {
@@ -69,12 +72,15 @@ export function useAction(): [Outcome, (label: string, fn: () => Promise<unknown
 
 /**
  * A button that opens a small form asking for a reason, then calls `act(reason)`. `label` is the
- * verb ("Revoke"), `what` names the object for screen readers ("entry web-1").
+ * verb ("Revoke"), `what` names the object for screen readers ("entry web-1"). `run`: the parent's
+ * (see useAction), when the outcome must outlive this control (an action after which it is gone).
  */
-export function ReasonAction({ label, what, act, done }: { label: string; what: string; act: (reason: string) => Promise<unknown>; done?: () => void }) {
+export function ReasonAction({ label, what, act, done, run: parentRun }: { label: string; what: string; act: (reason: string) => Promise<unknown>; done?: () => void; run?: Run }) {
   const [open, setOpen] = useState(false);
   const [reason, setReason] = useState('');
-  const [outcome, run, busy] = useAction();
+  const [ownOutcome, ownRun, busy] = useAction();
+  const run = parentRun ?? ownRun;
+  const outcome = parentRun ? undefined : ownOutcome;
   const id = useId();
   if (!open) {
     return (

@@ -51,21 +51,15 @@ function RequestForm({ done }: { done: () => void }) {
   );
 }
 
-function Approve({ g, done }: { g: GrantRow; done: () => void }) {
-  const [outcome, run, busy] = useAction();
-  return (
-    <span>
-      <button type="button" disabled={busy} aria-label={`Approve grant ${g.id}`} onClick={() => void run(`Approved ${g.id}.`, () => api.post(`/v1/grants/${seg(g.id)}/approve`, {}), done)}>Approve</button>
-      <OutcomeLine outcome={outcome} />
-    </span>
-  );
-}
 
 export function GrantsPage() {
   const load = useLoad<{ grants: GrantRow[] }>('/v1/grants');
   const me = useSession();
+  // The outcome of an approval lives here: the approved row's button goes away with the reload.
+  const [approval, run, busy] = useAction();
   return (
     <>
+      <OutcomeLine outcome={approval} />
       <Show load={load}>{(d) => (
         <table>
           <caption>Just-in-time grants ({d.grants.length})</caption>
@@ -77,9 +71,11 @@ export function GrantsPage() {
               <td>{g.decided_by ?? ''}{g.deny_reason ? `: ${g.deny_reason}` : ''}</td>
               <td>{g.start ? `${when(g.start)} to ${when(g.expiry)}` : ''}</td>
               <td class="actions">
-                {g.state === 'pending' && <Approve g={g} done={load.reload} />}
-                {g.state === 'pending' && <ReasonAction label="Deny" what={`grant ${g.id}`} act={(reason) => api.post(`/v1/grants/${seg(g.id)}/deny`, { reason })} done={load.reload} />}
-                {(g.state === 'active' || g.state === 'scheduled') && <ReasonAction label="Revoke" what={`grant ${g.id}`} act={(reason) => api.post(`/v1/grants/${seg(g.id)}/revoke`, { reason })} done={load.reload} />}
+                {g.state === 'pending' && (
+                  <button type="button" disabled={busy} aria-label={`Approve grant ${g.id}`} onClick={() => void run(`Approved ${g.id}.`, () => api.post(`/v1/grants/${seg(g.id)}/approve`, {}), load.reload)}>Approve</button>
+                )}
+                {g.state === 'pending' && <ReasonAction label="Deny" what={`grant ${g.id}`} act={(reason) => api.post(`/v1/grants/${seg(g.id)}/deny`, { reason })} done={load.reload} run={run} />}
+                {(g.state === 'active' || g.state === 'scheduled') && <ReasonAction label="Revoke" what={`grant ${g.id}`} act={(reason) => api.post(`/v1/grants/${seg(g.id)}/revoke`, { reason })} done={load.reload} run={run} />}
               </td>
             </tr>
           ))}</tbody>

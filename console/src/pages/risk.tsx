@@ -80,7 +80,7 @@ function Identity({ id, changed }: { id: string; changed: () => void }) {
               <button type="submit" disabled={busy}>Quarantine</button>
             </form>
           ) : null}
-          {r.state.state !== 'normal' && <ReasonAction label="Release" what={id} act={(why) => api.post(`/v1/risk/${seg(id)}/release`, { reason: why })} done={refresh} />}
+          {r.state.state !== 'normal' && <ReasonAction label="Release" what={id} act={(why) => api.post(`/v1/risk/${seg(id)}/release`, { reason: why })} done={refresh} run={run} />}
           <OutcomeLine outcome={outcome} />
         </>
       )}</Show>
