@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { TOTP, URI } from 'otpauth';
 import type { Browser, BrowserContext, ConsoleMessage, Page, Response } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomScalar, ready, split } from '../src/core/secrets/index.js';
 import { fabric } from '../src/server/map/test-fabric.js';
 import { startOidcProvider, type TestOidcProvider } from './support/oidc.js';
 import { freePort } from './support/process.js';
@@ -161,6 +162,12 @@ describe('web console in Chromium, signed in', () => {
     const enrolled = await rawJson(t.cp.url, { path: '/v1/device/enroll', ca: t.adminTls.ca, json: { token: (tok.json as { token: string }).token, csr: makeCsrPem().pem } });
     expect(enrolled.status, enrolled.text).toBeLessThan(300);
     deviceId = (enrolled.json as { device_id: string }).device_id;
+    // A 2-of-3 secret policy whose key servers are registered identities (no key server runs: their health says "no report").
+    await ready();
+    const sharing = split(randomScalar(), 2, 3);
+    const servers = [1, 2, 3].map((i) => ({ url: `https://ks${i}.example:8443`, spiffeId: `spiffe://${TD}/keyserver/${i}`, index: i }));
+    const created = await admin('POST', '/v1/secret-policies', { id: 'payments', epoch: 1, t: 2, n: 3, commitments: sharing.commitments.map((c) => Buffer.from(c).toString('base64url')), servers });
+    expect(created.status, created.text).toBe(201);
     const now = Date.now();
     const fab = fabric({ services: 60, perService: 3, sites: 3, windows: 2, now });
     await t.cp.store.insertTelemetry(fab.telemetry, { maxRows: 100_000, maxAgeMs: 3600_000, now });
@@ -242,6 +249,10 @@ describe('web console in Chromium, signed in', () => {
     await pa.getByRole('button', { name: /^Decisions of / }).first().click();
     await expect.poll(() => pa.getByRole('region', { name: /→/ }).getByRole('cell', { name: 'policy0' }).count(), { timeout: 20_000 }).toBeGreaterThan(0);
     await accessible(pa, 'map');
+    // The README's picture: the site's services and an edge's decisions, one screen high.
+    await pa.setViewportSize({ width: 1280, height: 760 });
+    await pa.screenshot({ path: join(shots, 'map-readme.png') });
+    await pa.setViewportSize({ width: 1280, height: 720 });
   }, 60_000);
 
   it('Identities: entries with their SVIDs, devices, people; a device revoked with a reason', async () => {
@@ -276,6 +287,14 @@ describe('web console in Chromium, signed in', () => {
     await pa.getByRole('button', { name: 'Confirm roll back' }).click();
     await pa.getByRole('table', { name: /Policy versions \(3/ }).waitFor();
     await pa.getByRole('cell', { name: 'stock rule too strict' }).waitFor();
+    // A candidate edited here and applied with a reason becomes the next version.
+    const text = pa.getByLabel('Cedar text of shop.cedar');
+    await text.fill(`${await text.inputValue()}\n// reviewed in the console\n`);
+    await pa.getByLabel('Reason for the change').fill('reviewed');
+    await pa.getByRole('button', { name: 'Apply with this reason' }).click();
+    await pa.getByRole('table', { name: /Policy versions \(4/ }).waitFor();
+    const v4 = await admin('GET', '/v1/policies/4');
+    expect((v4.json as { policies: Record<string, string>; reason: string }).policies['shop.cedar']).toContain('// reviewed in the console');
     await accessible(pa, 'policies');
   }, 60_000);
 
@@ -333,7 +352,10 @@ describe('web console in Chromium, signed in', () => {
     await pa.getByRole('heading', { name: 'Checkpoint and witnesses' }).waitFor();
     await accessible(pa, 'audit');
     await nav(pa, 'Secrets');
-    await pa.getByRole('table', { name: /Secret policies and key epochs/ }).waitFor();
+    await pa.getByRole('table', { name: /Secret policies and key epochs \(1\)/ }).waitFor();
+    await pa.getByRole('button', { name: 'Key servers of payments epoch 1' }).click();
+    await pa.getByRole('table', { name: 'Key servers: any 2 of 3 unseal (generation 1)' }).waitFor();
+    await expect.poll(() => pa.getByRole('cell', { name: 'no report' }).count(), { timeout: 20_000 }).toBe(3);
     await accessible(pa, 'secrets');
   }, 60_000);
 
@@ -417,7 +439,7 @@ describe('web console in Chromium, signed in', () => {
     expect(cspViolations).toEqual([]);
     // The README's screenshots.
     mkdirSync(join(process.cwd(), 'docs', 'screenshots'), { recursive: true });
-    copyFileSync(join(shots, 'map-sites.png'), join(process.cwd(), 'docs', 'screenshots', 'map.png'));
+    copyFileSync(join(shots, 'map-readme.png'), join(process.cwd(), 'docs', 'screenshots', 'map.png'));
     copyFileSync(join(shots, 'policy-diff.png'), join(process.cwd(), 'docs', 'screenshots', 'policy-diff.png'));
   });
 });
