@@ -15,9 +15,47 @@ export class ApiError extends Error {
     super(message);
   }
 
-  /** The caller has no (valid) session: show the sign-in prompt. */
+  /** The caller has no (valid) session: show the sign-in prompt. (A 401 asking for a step-up is not that.) */
   get signIn(): boolean {
-    return this.status === 401;
+    return this.status === 401 && !this.stepUp;
+  }
+
+  /** The admin policy wants a fresher MFA: a step-up (passkey + TOTP again) then a retry. */
+  get stepUp(): boolean {
+    return this.code === 'TESSERA_MFA_REQUIRED';
+  }
+}
+
+/** Whatever was thrown, as an ApiError (for display). */
+export function asApiError(e: unknown): ApiError {
+  return e instanceof ApiError ? e : new ApiError(0, 'TESSERA_INTERNAL', e instanceof Error ? e.message : String(e));
+}
+
+/**
+ * The step-up prompt (rendered by the App): resolves true once the person proved both factors
+ * again, false when they cancelled.
+ */
+let stepUpPrompt: (() => Promise<boolean>) | undefined;
+export function setStepUpPrompt(prompt: (() => Promise<boolean>) | undefined): void {
+  stepUpPrompt = prompt;
+}
+
+/** Opens the step-up prompt; false when there is none or the person cancelled. */
+export function askStepUp(): Promise<boolean> {
+  return stepUpPrompt ? stepUpPrompt() : Promise.resolve(false);
+}
+
+/**
+ * Runs `fn` (an API call); when the API answers TESSERA_MFA_REQUIRED, asks for a step-up and, once
+ * it succeeded, runs `fn` again (once). Any other refusal is thrown as it came.
+ */
+export async function withStepUp<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (!(e instanceof ApiError) || !e.stepUp) throw e;
+    if (!(await askStepUp())) throw e;
+    return fn();
   }
 }
 
@@ -64,4 +102,9 @@ async function call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: u
 export const api = {
   get: <T>(path: string): Promise<T> => call<T>('GET', path),
   post: <T>(path: string, body: unknown): Promise<T> => call<T>('POST', path, body),
+  /** A state-changing call with the step-up prompt on TESSERA_MFA_REQUIRED (see withStepUp). */
+  act: <T>(path: string, body: unknown): Promise<T> => withStepUp(() => call<T>('POST', path, body)),
 };
+
+/** A path segment, encoded (SPIFFE IDs, grant ids, usernames in URLs). */
+export const seg = (s: string | number): string => encodeURIComponent(String(s));

@@ -43,15 +43,19 @@ export function homeTrusting(bundlePem: string): TrustedHome {
   return { home, remove: () => rmSync(home, { recursive: true, force: true }) };
 }
 
-/** Launches headless Chromium with HOME = `home` (see homeTrusting). Close it in afterAll. */
-export async function launchChromium(home: string): Promise<Browser> {
+/**
+ * Launches headless Chromium with HOME = `home` (see homeTrusting). Close it in afterAll.
+ * `hosts`: names that resolve besides 127.0.0.1 (e.g. `localhost`, which a passkey's RP ID needs:
+ * browsers refuse an IP address as RP ID).
+ */
+export async function launchChromium(home: string, opts: { hosts?: string[] } = {}): Promise<Browser> {
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
   return chromium.launch({
     executablePath: chromiumPath(),
     headless: true,
     args: [
       ...(root ? ['--no-sandbox'] : []),
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
+      `--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1${(opts.hosts ?? []).map((h) => `, EXCLUDE ${h}`).join('')}`,
       '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync',
     ],
     env: { ...process.env, HOME: home },

@@ -36,7 +36,8 @@ export interface TestControlPlane {
   close(): Promise<void>;
 }
 
-export type StartOptions = Partial<Omit<ControlPlaneOptions, 'dataDir' | 'port' | 'host'>>;
+/** `port`: default 0 (any free port); a fixed one when the public URL must name it before start. */
+export type StartOptions = Partial<Omit<ControlPlaneOptions, 'dataDir' | 'host'>>;
 
 /** The admin credential and the bundle, as written by the control plane to its admin directory. */
 export function readAdminTls(cp: ControlPlane): AdminTls {
@@ -54,7 +55,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<TestCo
   const log: Logger = opts.log ?? createLogger({ level: 'debug', write: (line) => logs.push(line) });
   let cp: ControlPlane;
   try {
-    cp = await ControlPlane.start({ trustDomain: 'tessera.test', env: {}, ...opts, log, dataDir, host: '127.0.0.1', port: 0 });
+    cp = await ControlPlane.start({ trustDomain: 'tessera.test', env: {}, ...opts, log, dataDir, host: '127.0.0.1', port: opts.port ?? 0 });
   } catch (err) {
     rmSync(dataDir, { recursive: true, force: true });
     throw err;

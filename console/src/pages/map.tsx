@@ -10,7 +10,7 @@
  */
 import { useEffect, useState } from 'preact/hooks';
 import type { MapEdgeResponse, MapEdgeView, MapResponse, MapServiceView } from '../../../src/core/wire/map.js';
-import { ApiError, api } from '../api.js';
+import { api, asApiError, type ApiError } from '../api.js';
 import { compact, edgeClass, edgeWidth, layoutGrid, layoutSites, riskClass, shortName, siteView } from '../map/layout.js';
 import { Failure } from './need-sign-in.js';
 
@@ -19,10 +19,6 @@ const WINDOWS = ['1m', '5m', '15m', '1h'] as const;
 const MAX_PAGES = 10;
 const W = 900;
 const H = 620;
-
-function asApiError(e: unknown): ApiError {
-  return e instanceof ApiError ? e : new ApiError(0, 'TESSERA_INTERNAL', String(e));
-}
 
 async function loadSite(window: string, site: string): Promise<{ services: MapServiceView[]; edges: MapEdgeView[]; truncated: boolean }> {
   const services: MapServiceView[] = [];
@@ -47,15 +43,18 @@ export function MapPage() {
   const [detail, setDetail] = useState<{ services: MapServiceView[]; edges: MapEdgeView[]; truncated: boolean } | undefined>();
   const [edge, setEdge] = useState<{ view: MapEdgeView; res?: MapEdgeResponse; error?: ApiError } | undefined>();
   const [error, setError] = useState<ApiError | undefined>();
+  // Bumped after a step-up: load again.
+  const [tick, setTick] = useState(0);
 
   useEffect(() => {
     let live = true;
+    setError(undefined);
     setOverview(undefined);
     api.get<MapResponse>(`/v1/map?window=${window}&limit=1`).then((r) => live && setOverview(r), (e: unknown) => live && setError(asApiError(e)));
     return () => {
       live = false;
     };
-  }, [window]);
+  }, [window, tick]);
 
   useEffect(() => {
     if (site === undefined) return;
@@ -65,7 +64,7 @@ export function MapPage() {
     return () => {
       live = false;
     };
-  }, [window, site]);
+  }, [window, site, tick]);
 
   const openEdge = (view: MapEdgeView): void => {
     setEdge({ view });
@@ -73,7 +72,7 @@ export function MapPage() {
       .then((res) => setEdge({ view, res }), (e: unknown) => setEdge({ view, error: asApiError(e) }));
   };
 
-  if (error) return <Failure error={error} />;
+  if (error) return <Failure error={error} retry={() => setTick((t) => t + 1)} />;
   return (
     <div class="map-page">
       <div class="toolbar">

@@ -408,7 +408,7 @@ describe('console link and step-up', () => {
     const link = await admin('/v1/console/links', { username: 'ivy', ttl_seconds: 600 });
     expect(link.status, link.text).toBe(201);
     const url = (link.json as { url: string }).url;
-    expect(url.startsWith(`${t.cp.url}/auth/link#token=`)).toBe(true);
+    expect(url.startsWith(`${t.cp.url}/console/sign-in#token=`)).toBe(true);
     const token = url.split('#token=')[1];
     const b = browser();
     const r = await b.post('/v1/auth/link', { token });

@@ -177,7 +177,7 @@ export class PeopleService {
     const u = await this.deps.users.require(username);
     if (u.state !== 'active') throw new TesseraError('TESSERA_USER_DISABLED');
     const { token, expiresAt } = await this.tickets.issue('console', username, {}, ttlMs);
-    return { url: `${this.deps.publicUrl()}/auth/link#token=${token}`, expiresAt };
+    return { url: `${this.deps.publicUrl()}/console/sign-in#token=${token}`, expiresAt };
   }
 
   /** Redeems a console link (uses it up): the user to open a session for, without MFA. */
