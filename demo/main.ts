@@ -33,8 +33,17 @@
  * to DELETE on orders, her own approval is refused (two-person rule), bob approves, the call is
  * allowed, and refused again after the expiry. Then a CA rotation.
  *
- * DEMO_SECONDS=N stops it after N seconds, and not before the adaptive scenes are done (used by the
- * test of the demo); exit 1 when one of those scenes did not have the expected outcome.
+ * People and devices (issue 12): the control plane's public URL is https://localhost:PORT (a browser
+ * refuses an IP as a passkey's RP ID); the demo prints the web console's URL and a one-time sign-in
+ * link for carol (group viewers, not enrolled), after adding a rule to the admin policy with
+ * `tessera admin policy set` so that her group may read; what her session may do is found out with a
+ * second link of the demo's own (demo/console.ts) and said in one line. The map (`GET /v1/map`) is
+ * printed as one line before the exfiltration, during the quarantine and after the release. After the
+ * adaptive scenes, a device scene: carol's laptop is enrolled, reports an MDM's posture file, shows as
+ * `context.device`, is revoked, and its next report is refused.
+ *
+ * DEMO_SECONDS=N stops it after N seconds, and not before the adaptive and device scenes are done (used
+ * by the test of the demo); exit 1 when one of those scenes did not have the expected outcome.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
@@ -762,7 +771,7 @@ async function main(): Promise<void> {
   process.stdout.write(`Blind secrets: a database password sealed offline into the repository (2 of 3 key servers), opened by orders (cloud-eu, PCI), refused to inventory (edge-7), still opened with a key server killed.\n`);
   process.stdout.write(TAMPER
     ? `SVIDs live 30 s (rotated at half life); a policy change at ~10 s and the audit log verified at ~13 s (its checkpoint saved). --tamper: at 20 s the control plane stops, its SQLite file is tampered with twice, it restarts, and the auditor and the agents (witnessing every 2 s) must catch it.\n\n`
-    : `SVIDs live 20 s (orders' ${ORDERS_SVID_TTL_S} s; rotated at half life), the CA 4 min; a policy change at ~10 s and the audit log verified at ~13 s.\nAdaptive zero trust from ~16 s: orders starts exfiltrating and the risk engine quarantines it everywhere; bob releases it; alice asks for a ${GRANT_SECONDS} s grant, bob approves, it is used and expires (about 40 s). Then a CA rotation. Ctrl-C stops everything.\n\n`);
+    : `SVIDs live 20 s (orders' ${ORDERS_SVID_TTL_S} s; rotated at half life), the CA 4 min; a policy change at ~10 s and the audit log verified at ~13 s.\nAdaptive zero trust from ~16 s: orders starts exfiltrating and the risk engine quarantines it everywhere; bob releases it; alice asks for a ${GRANT_SECONDS} s grant, bob approves, it is used and expires (about 40 s).\nThe web console's URL and a one-time sign-in link are printed; its map is checked as orders is quarantined and released. Then a device is enrolled, reports its posture and is revoked (a few seconds), and a CA rotation. Ctrl-C stops everything.\n\n`);
 
   const serverDir = SERVER_DIR;
   startControlPlane(port).catch(() => {});
