@@ -33,8 +33,17 @@
  * to DELETE on orders, her own approval is refused (two-person rule), bob approves, the call is
  * allowed, and refused again after the expiry. Then a CA rotation.
  *
- * DEMO_SECONDS=N stops it after N seconds, and not before the adaptive scenes are done (used by the
- * test of the demo); exit 1 when one of those scenes did not have the expected outcome.
+ * People and devices (issue 12): the control plane's public URL is https://localhost:PORT (a browser
+ * refuses an IP as a passkey's RP ID); the demo prints the web console's URL and a one-time sign-in
+ * link for carol (group viewers, not enrolled), after adding a rule to the admin policy with
+ * `tessera admin policy set` so that her group may read; what her session may do is found out with a
+ * second link of the demo's own (demo/console.ts) and said in one line. The map (`GET /v1/map`) is
+ * printed as one line before the exfiltration, during the quarantine and after the release. After the
+ * adaptive scenes, a device scene: carol's laptop is enrolled, reports an MDM's posture file, shows as
+ * `context.device`, is revoked, and its next report is refused.
+ *
+ * DEMO_SECONDS=N stops it after N seconds, and not before the adaptive and device scenes are done (used
+ * by the test of the demo); exit 1 when one of those scenes did not have the expected outcome.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
@@ -48,11 +57,14 @@ import { Agent as HttpAgent, createServer as createHttpServer, request as httpRe
 import Database from 'better-sqlite3';
 import { ApiClient } from '../src/common/api-client.js';
 import { cutAuditLogBack } from './audit-tamper.js';
+import { answerCode, ConsoleSession, mapLine, type ConsoleAnswer } from './console.js';
 import { readPolicyDir } from '../src/admin/policy-dir.js';
 import { WITNESS_STATE_FILE } from '../src/agent/witness.js';
 import { verifyJwtSvid } from '../src/core/jwt-svid.js';
 import type { AppliedPolicyResponse, ApplyPolicyRequest, AuditListResponse, BundleResponse, CaRotateRequest, CaRotateResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, EntryView, JwtSvidRequest, JwtSvidResponse, PolicyDryRunResponse } from '../src/core/wire/control-plane.js';
 import { parseSealedText, ready as secretsReady } from '../src/core/secrets/index.js';
+import type { DeviceShowResponse } from '../src/core/wire/devices.js';
+import type { MapResponse } from '../src/core/wire/map.js';
 import type { RiskChangeResponse, RiskConfigVersionView, RiskShowResponse } from '../src/core/wire/risk.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -109,6 +121,25 @@ const GRANT_SECONDS = 15;
 const ORDERS_SVID_TTL_S = 60;
 /** When the adaptive scenes start (after the policy change and the audit check), ms after the first calls. */
 const ADAPTIVE_AT_MS = 16_000;
+
+/** The console's person: carol, in group viewers, signs in with a one-time link (no passkey, no MFA). */
+const CONSOLE_USER = 'carol';
+const VIEWERS = 'viewers';
+const CONSOLE_COLOUR = 96;
+const DEVICE = 'lap-carol';
+const DEVICE_COLOUR = 93;
+/**
+ * The rule the demo adds to the admin policy in force (`tessera admin policy set`): the built-in
+ * rules let people read only with fresh MFA, which a console-link session never has.
+ */
+const VIEWERS_RULE = `
+// Added by the demo (npm run demo): people in group "${VIEWERS}" read every console page (every
+// admin:read action) without fresh MFA, e.g. from a one-time console link; they change nothing.
+@id("demo-viewers-read")
+permit (principal in Tessera::Group::"${VIEWERS}", action in Tessera::Action::"admin:read", resource);
+`;
+/** https://localhost:PORT: the control plane's --public-url (the console's origin, the passkeys' RP ID). */
+const publicUrlOf = (port: number): string => `https://localhost:${port}`;
 
 const children: ChildProcess[] = [];
 let controlPlane: ChildProcess | undefined;
@@ -458,7 +489,7 @@ async function adaptiveSetup(bootstrapDir: string): Promise<void> {
  * it; a just-in-time grant requested by alice, refused to her own approval, approved by bob, used,
  * and expired. True when every outcome was the expected one.
  */
-async function adaptiveScenes(p: { admin: ApiClient; ordToInv: number; feToOrders: number; sealedFile: string | undefined }): Promise<boolean> {
+async function adaptiveScenes(p: { admin: ApiClient; ordToInv: number; feToOrders: number; sealedFile: string | undefined; map?: (moment: string, ordersQuarantined: boolean) => Promise<boolean> }): Promise<boolean> {
   const [frontend, orders] = [SERVICES[0]!, SERVICES[1]!];
   let ok = true;
   const fail = (who: string, msg: string): void => {
@@ -503,6 +534,7 @@ async function adaptiveScenes(p: { admin: ApiClient; ordToInv: number; feToOrder
   const late = SERVICES.filter((s) => !first(s.name)).map((s) => s.name);
   if (late.length) fail('risk', `the quarantine was not in force on ${late.join(', ')} within 5 s`);
   else say('risk', RISK_COLOUR, `in force on every agent (${SERVICES.map((s) => s.name).join(', ')}: policy bundle ${Math.max(...SERVICES.map((s) => first(s.name)!.version))}) within ${Math.max(...SERVICES.map((s) => first(s.name)!.at - since))} ms of the decision`);
+  if (p.map && !(await p.map('the console\'s map, orders quarantined', true))) ok = false;
   // The sidecars' refusals: orders' own outbound refuses to carry its calls, frontend's refuses orders as a target.
   for (const [from, to, port, method, path, colour, why] of [
     ['orders', 'inventory', p.ordToInv, 'POST', '/stock/sku-1', 35, 'a quarantined workload cannot call out'],
@@ -534,6 +566,7 @@ async function adaptiveScenes(p: { admin: ApiClient; ordToInv: number; feToOrder
   const again = await callUntil(p.ordToInv, 'POST', '/stock/sku-1', (s) => s === 200, 10_000);
   if (again.r.status === 200) say('orders', 35, `→ inventory POST /stock/sku-1: ${paint(32, `200 allowed again ${again.took} ms after the release`)} (${again.r.body})`);
   else fail('orders', `→ inventory POST /stock/sku-1 after the release: ${verdict(again.r)}`);
+  if (p.map && !(await p.map('the console\'s map, orders released', false))) ok = false;
 
   // 3. A just-in-time grant: requested by alice, not approvable by her, approved by bob, used, expired.
   process.stdout.write(`\n${paint(1, 'just-in-time grant')}: frontend must cancel a stuck order, which no policy allows; alice asks for ${GRANT_SECONDS} s, bob approves.\n`);
@@ -576,10 +609,139 @@ async function adaptiveScenes(p: { admin: ApiClient; ordToInv: number; feToOrder
   return ok;
 }
 
+/** Who reads the map for the demo's map lines, and how. */
+interface MapReader {
+  who: string;
+  read(): Promise<MapResponse>;
+}
+
+/**
+ * The web console (issue 12): its URL, carol (group viewers, not enrolled) and the admin policy
+ * rule that lets her group read, and a one-time sign-in link for her (`tessera console link`),
+ * printed unused. The demo's own session of carol, from a second link, finds out what such a session
+ * may do (said in one line) and reads the map during the scenes; when that session may not read,
+ * the map lines are read with the admin credential, and say so.
+ */
+async function consoleSetup(admin: ApiClient, adminDir: string, port: number): Promise<MapReader> {
+  const env = { TESSERA_ADMIN_DIR: adminDir };
+  const consoleUrl = `${publicUrlOf(port)}/console/`;
+  // The admin policy in force (the built-in default on a fresh start) plus the viewers' rule.
+  const current = await admin.call<{ version: number; policy: string }>('GET', '/v1/admin/policy');
+  const file = join(DIR, 'admin-policy.cedar');
+  writeFileSync(file, `${current.policy.trimEnd()}\n${VIEWERS_RULE}`);
+  const set = await runTessera(['--json', 'admin', 'policy', 'set', file, '--reason', `demo: group ${VIEWERS} reads the console without MFA`], env);
+  if (set.status !== 0) throw new Error(`tessera admin policy set: ${errorCode(set)}`);
+  say('console', CONSOLE_COLOUR, `admin policy v${String((JSON.parse(set.stdout) as { version: number }).version)} set (tessera admin policy set ${relative(ROOT, file)}): the rules of v${current.version}, plus "demo-viewers-read": group ${VIEWERS} may read every page, no MFA asked`);
+  // carol is not enrolled (no passkey, no TOTP): a link is her only way in. Her enrolment link is not shown.
+  await admin.call('POST', '/v1/users', { username: CONSOLE_USER, groups: [VIEWERS], display_name: 'Carol (on call)' });
+  const link = await runTessera(['--json', 'console', 'link', '--user', CONSOLE_USER, '--ttl', '30m'], env);
+  if (link.status !== 0) throw new Error(`tessera console link: ${errorCode(link)}`);
+  const l = JSON.parse(link.stdout) as { url: string; expires_at: string };
+  // What such a session may do, found out with the demo's own session of carol from a second link.
+  const own = await admin.call<{ url: string }>('POST', '/v1/console/links', { username: CONSOLE_USER, ttl_seconds: 600 });
+  const session = await ConsoleSession.open(own.url, '127.0.0.1', readFileSync(join(SERVER_DIR, 'bundle.pem'), 'utf8'));
+  if (typeof session === 'string') throw new Error(`the demo's own console link was refused: ${session}`);
+  const read = await session.call('GET', '/v1/map');
+  const change = await session.call('POST', '/v1/console/links', { username: CONSOLE_USER });
+  const status = (a: ConsoleAnswer): string => (a.status < 400 ? String(a.status) : `${a.status} ${answerCode(a)}`);
+  process.stdout.write(`\n${paint(1, 'web console')}: ${paint(4, consoleUrl)} (trust ${relative(ROOT, join(SERVER_DIR, 'bundle.pem'))} as a CA, or accept the warning)\n`);
+  say('console', CONSOLE_COLOUR, `tessera console link --user ${CONSOLE_USER}: one use, until ${hms(l.expires_at)}: ${l.url}`);
+  const may = read.status === 200
+    ? `reads every page (map, identities, policies, risk, grants, audit, secrets)`
+    : `reads nothing until a step-up with MFA (not enrolled, so she cannot)`;
+  say('console', CONSOLE_COLOUR, `that session: ${CONSOLE_USER} (group ${VIEWERS}), no MFA: ${may}; changes nothing (checked with a second link: GET /v1/map ${status(read)}, POST /v1/console/links ${status(change)})`);
+  if (change.status < 400) throw new Error(`${CONSOLE_USER}'s session was NOT refused a change (POST /v1/console/links ${change.status})`);
+  if (read.status === 200) return { who: `as ${CONSOLE_USER}`, read: async () => {
+    const a = await session.call('GET', '/v1/map?window=5m');
+    if (a.status !== 200) throw new Error(answerCode(a));
+    return a.json as MapResponse;
+  } };
+  return { who: 'with the admin credential', read: () => admin.call<MapResponse>('GET', '/v1/map?window=5m') };
+}
+
+/** Edges the demo's traffic makes (caller → callee); the inventory → orders calls are denied. */
+const DEMO_EDGES: [string, string][] = [['frontend', 'orders'], ['frontend', 'inventory'], ['inventory', 'orders'], ['orders', 'inventory']];
+
+/**
+ * `GET /v1/map` until the map shows what just happened: every demo service and edge, and orders
+ * quarantined or not. Prints one line; false when the map did not show it within 15 s.
+ */
+async function mapCheck(reader: MapReader, moment: string, ordersQuarantined: boolean): Promise<boolean> {
+  const orders = SERVICES[1]!.id;
+  const end = Date.now() + 15_000;
+  let last = 'no answer';
+  while (!stopping) {
+    try {
+      const m = await reader.read();
+      last = mapLine(m, nameOf);
+      const ok = SERVICES.every((s) => m.services.some((x) => x.id === s.id))
+        && DEMO_EDGES.every(([from, to]) => m.edges.some((e) => nameOf(e.caller) === from && nameOf(e.callee) === to))
+        && m.services.some((x) => x.id === orders && x.quarantined === ordersQuarantined);
+      if (ok) {
+        say('console', CONSOLE_COLOUR, `${moment} (GET /v1/map ${reader.who}): ${last}`);
+        return true;
+      }
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > end) break;
+    await sleep(500);
+  }
+  if (!stopping) say('console', 31, `${moment}: the map did not show it within 15 s: ${last}`);
+  return false;
+}
+
+/**
+ * The device scene: carol's laptop is enrolled (its key made on it), reports its posture from an
+ * MDM's file, shows as `context.device`, is revoked, and its next report is refused. True when every
+ * step had the expected outcome.
+ */
+async function deviceScene(url: string): Promise<boolean> {
+  process.stdout.write(`\n${paint(1, 'device')}: carol's laptop gets an identity of its own and reports its posture (an MDM's file); revoked, its next report is refused.\n`);
+  const dataDir = join(DIR, DEVICE);
+  const fail = (who: string, msg: string): false => {
+    say(who, 31, msg);
+    return false;
+  };
+  const tok = await runTessera(['--json', 'device', 'token', 'create', '--name', DEVICE, '--owner', CONSOLE_USER, '--ttl', '10m', '--cert-ttl', '1h'], asAdmin('alice'));
+  if (tok.status !== 0) return fail('alice', `tessera device token create: ${errorCode(tok)}`);
+  const t = JSON.parse(tok.stdout) as { token: string; spiffe_id: string; expires_at: string };
+  say('alice', ADMIN_COLOUR, `tessera device token create --name ${DEVICE} --owner ${CONSOLE_USER}: single use, for ${t.spiffe_id}, until ${hms(t.expires_at)} (not shown; only its hash is stored)`);
+  // The token goes in the environment, not on the command line (which other local users can read).
+  const en = await runTessera(['--json', '--server', url, 'device', 'enroll', '--data-dir', dataDir, '--trust-bundle', join(SERVER_DIR, 'bundle.pem')], { TESSERA_DEVICE_TOKEN: t.token });
+  if (en.status !== 0) return fail(DEVICE, `tessera device enroll: ${errorCode(en)}`);
+  const e = JSON.parse(en.stdout) as { spiffe_id: string; not_after: string };
+  const keyMode = statSync(join(dataDir, 'device.key')).mode & 0o777;
+  say(DEVICE, DEVICE_COLOUR, `tessera device enroll: ${e.spiffe_id}, key made here (device.key ${keyMode === 0o600 ? '0600' : paint(31, `mode 0${keyMode.toString(8)}`)}, never sent), certificate until ${hms(e.not_after)}`);
+  // What an MDM would export: bare values are observed at the file's time; the patch age with its own.
+  const file = join(DIR, 'mdm-posture.json');
+  writeFileSync(file, `${JSON.stringify({ disk_encrypted: true, screen_lock: true, firewall: true, patch_age_days: { value: 3, observed_at: new Date(Date.now() - 60_000).toISOString() } }, null, 2)}\n`);
+  const rep = await runTessera(['--json', 'device', 'report', '--data-dir', dataDir, '--posture-file', file]);
+  if (rep.status !== 0) return fail(DEVICE, `tessera device report: ${errorCode(rep)}`);
+  say(DEVICE, DEVICE_COLOUR, `tessera device report --posture-file ${relative(ROOT, file)}: signed with the device key, ${paint(32, `accepted: posture ${(JSON.parse(rep.stdout) as { posture: { posture_state: string } }).posture.posture_state}`)}`);
+  const shown = await runTessera(['--json', 'device', 'show', DEVICE], asAdmin('alice'));
+  if (shown.status !== 0) return fail('alice', `tessera device show: ${errorCode(shown)}`);
+  const posture = (JSON.parse(shown.stdout) as DeviceShowResponse).posture;
+  say('alice', ADMIN_COLOUR, `tessera device show ${DEVICE}: context.device = ${JSON.stringify(posture)}`);
+  let ok = posture.posture_state === 'fresh' && posture.enrolled && posture.disk_encrypted === true && posture.patch_age_days === 3;
+  if (!ok) say('alice', 31, 'context.device is not the fresh, enrolled posture of the MDM file');
+  const rev = await runTessera(['--json', 'device', 'revoke', DEVICE, '--reason', 'demo: laptop reported lost'], asAdmin('alice'));
+  if (rev.status !== 0) return fail('alice', `tessera device revoke: ${errorCode(rev)}`);
+  const r = JSON.parse(rev.stdout) as { revoked_at: string; bundle_version: number };
+  say('alice', ADMIN_COLOUR, `tessera device revoke ${DEVICE} --reason "demo: laptop reported lost": revoked at ${hms(r.revoked_at)}, on the revocation list of policy bundle ${r.bundle_version}`);
+  const again = await runTessera(['--json', 'device', 'report', '--data-dir', dataDir, '--posture-file', file]);
+  if (again.status === 0) return fail(DEVICE, 'tessera device report after the revocation was NOT refused');
+  say(DEVICE, DEVICE_COLOUR, `tessera device report: ${paint(31, `refused, exit ${String(again.status)} ${errorCode(again)}`)}: a revoked device reports no more`);
+  ok &&= errorCode(again) === 'TESSERA_IDENTITY_REVOKED';
+  return ok;
+}
+
 /** `tessera server` on the demo's data directory and port; resolves once it listens. */
 function startControlPlane(port: number, restart = false): Promise<void> {
   return new Promise((resolve, reject) => {
-    controlPlane = tessera(['server', '--json', '--data-dir', SERVER_DIR, '--listen', `127.0.0.1:${port}`, '--trust-domain', TD, '--ca-ttl', '4m', '--svid-ttl', SVID_TTL, '--grant-min', '10s', '--log-level', 'info'], (o) => {
+    // The public URL names localhost, not 127.0.0.1: a browser refuses an IP as a passkey's RP ID.
+    // Agents, key servers and the CLI keep calling https://127.0.0.1:PORT (the certificate names both).
+    controlPlane = tessera(['server', '--json', '--data-dir', SERVER_DIR, '--listen', `127.0.0.1:${port}`, '--public-url', publicUrlOf(port), '--trust-domain', TD, '--ca-ttl', '4m', '--svid-ttl', SVID_TTL, '--grant-min', '10s', '--log-level', 'info'], (o) => {
       if (o.msg === 'control plane listening') {
         say('control', 1, restart
           ? `restarted on the same data directory and port (${String(o.url)}): its start-up check accepts the file; it signs checkpoints of the shorter log`
@@ -609,7 +771,7 @@ async function main(): Promise<void> {
   process.stdout.write(`Blind secrets: a database password sealed offline into the repository (2 of 3 key servers), opened by orders (cloud-eu, PCI), refused to inventory (edge-7), still opened with a key server killed.\n`);
   process.stdout.write(TAMPER
     ? `SVIDs live 30 s (rotated at half life); a policy change at ~10 s and the audit log verified at ~13 s (its checkpoint saved). --tamper: at 20 s the control plane stops, its SQLite file is tampered with twice, it restarts, and the auditor and the agents (witnessing every 2 s) must catch it.\n\n`
-    : `SVIDs live 20 s (orders' ${ORDERS_SVID_TTL_S} s; rotated at half life), the CA 4 min; a policy change at ~10 s and the audit log verified at ~13 s.\nAdaptive zero trust from ~16 s: orders starts exfiltrating and the risk engine quarantines it everywhere; bob releases it; alice asks for a ${GRANT_SECONDS} s grant, bob approves, it is used and expires (about 40 s). Then a CA rotation. Ctrl-C stops everything.\n\n`);
+    : `SVIDs live 20 s (orders' ${ORDERS_SVID_TTL_S} s; rotated at half life), the CA 4 min; a policy change at ~10 s and the audit log verified at ~13 s.\nAdaptive zero trust from ~16 s: orders starts exfiltrating and the risk engine quarantines it everywhere; bob releases it; alice asks for a ${GRANT_SECONDS} s grant, bob approves, it is used and expires (about 40 s).\nThe web console's URL and a one-time sign-in link are printed; its map is checked as orders is quarantined and released. Then a device is enrolled, reports its posture and is revoked (a few seconds), and a CA rotation. Ctrl-C stops everything.\n\n`);
 
   const serverDir = SERVER_DIR;
   startControlPlane(port).catch(() => {});
@@ -795,6 +957,12 @@ async function main(): Promise<void> {
   await startAgent(SERVICES[0]!);
   await startAgent(SERVICES[2]!);
   const sealedOk = await sealing;
+  // The web console: its URL and a one-time sign-in link (after the sealing, as the admins below);
+  // not with --tamper, whose scene is the audit log's.
+  const consoleReady = TAMPER ? Promise.resolve(undefined) : consoleSetup(admin, adminDir, port).catch((err: unknown) => {
+    say('console', 31, `web console setup failed: ${(err as Error).message}`);
+    return undefined;
+  });
   // Named admins and the risk engine's configuration, for the adaptive scenes: while orders' agent
   // starts, after the sealing (fewer CLI processes at once on a busy machine).
   const setup = TAMPER ? Promise.resolve(false) : adaptiveSetup(adminDir).then(() => true, (err: unknown) => {
@@ -894,14 +1062,25 @@ permit (
     else say('auditor', 31, `tessera audit verify failed: ${v.code}`);
   })().catch((err: unknown) => say('auditor', 31, `audit verify failed: ${(err as Error).message}`)), 13_000).unref();
 
-  // Exfiltration and quarantine, release, a just-in-time grant (not with --tamper: the control plane stops then).
+  // Exfiltration and quarantine (on the console's map too), release, a just-in-time grant, then the
+  // device scene (not with --tamper: the control plane stops then).
   const adaptive = TAMPER ? Promise.resolve(true) : new Promise<boolean>((resolve) => {
     setTimeout(() => void (async () => {
       const [prepared] = await Promise.all([setup, secretsDone]);
       if (!prepared || stopping) return false;
-      const ok = await adaptiveScenes({ admin, ordToInv, feToOrders, sealedFile: sealedOk ? sealedFile : undefined });
-      if (!stopping) process.stdout.write(`\n${ok ? paint(32, 'adaptive scenes done') : paint(31, 'adaptive scenes FAILED')}${process.env.DEMO_SECONDS ? '' : '; Ctrl-C stops everything'}.\n`);
-      return ok;
+      // The console's map before the exfiltration, then at the quarantine and at the release.
+      const reader = await consoleReady;
+      const map = reader ? (moment: string, quarantined: boolean): Promise<boolean> => mapCheck(reader, moment, quarantined) : undefined;
+      const mapOk = map ? await map('the console\'s map, before the exfiltration', false) : false;
+      const ok = await adaptiveScenes({ admin, ordToInv, feToOrders, sealedFile: sealedOk ? sealedFile : undefined, ...(map ? { map } : {}) });
+      if (stopping) return false;
+      process.stdout.write(`\n${ok ? paint(32, 'adaptive scenes done') : paint(31, 'adaptive scenes FAILED')}.\n`);
+      const deviceOk = await deviceScene(url).catch((err: unknown) => {
+        say(DEVICE, 31, `device scene failed: ${(err as Error).message}`);
+        return false;
+      });
+      if (!stopping) process.stdout.write(`\n${deviceOk ? paint(32, 'device scene done') : paint(31, 'device scene FAILED')}${process.env.DEMO_SECONDS ? '' : '; Ctrl-C stops everything'}.\n`);
+      return ok && mapOk && deviceOk;
     })().catch((err: unknown) => {
       say('risk', 31, `adaptive scenes failed: ${(err as Error).message}`);
       return false;

@@ -2,6 +2,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { CONSOLE_CSP } from '../src/server/console/static.js';
+import { Browser, codeOf } from './support/http-browser.js';
 
 const DEMO = fileURLToPath(new URL('../dist/demo/main.js', import.meta.url));
 const DEMO_DIR = fileURLToPath(new URL('../.tessera/demo/', import.meta.url));
@@ -19,12 +21,48 @@ function demoProcesses(): string[] {
   return found;
 }
 
+/** What a browser sees of the console and the printed one-time link, while the demo runs. */
+interface ConsoleSeen {
+  page: { status: number; csp: unknown };
+  redeemed: { status: number; session: boolean };
+  map: { status: number; code: string | undefined; services: string[] };
+  secondUse: string | undefined;
+}
+
+/**
+ * With a browser-like client (test/support/http-browser.ts) on the printed console URL: the page
+ * with its CSP, the printed link redeemed once (a session, which then asks for the map), and a
+ * second use of the same link.
+ */
+async function useConsole(base: string, link: string): Promise<ConsoleSeen> {
+  const ca = readFileSync(`${DEMO_DIR}server/bundle.pem`, 'utf8');
+  const b = new Browser(base, ca);
+  const page = await b.request('/console/');
+  const token = new URLSearchParams(new URL(link).hash.slice(1)).get('token');
+  const redeemed = await b.post('/v1/auth/link', { token });
+  const map = await b.request('/v1/map');
+  const again = await new Browser(base, ca).post('/v1/auth/link', { token });
+  return {
+    page: { status: page.status, csp: page.headers['content-security-policy'] },
+    redeemed: { status: redeemed.status, session: b.cookies.has('__Host-tessera_session') },
+    map: { status: map.status, code: codeOf(map), services: ((map.json as { services?: { id: string }[] } | undefined)?.services ?? []).map((x) => x.id) },
+    secondUse: codeOf(again),
+  };
+}
+
 describe('npm run demo', () => {
-  it('starts a control plane, three agents and three key servers, shows joins, rotations, a JWT-SVID, allowed and denied calls through sidecars, a live policy change, blind secrets, an exfiltrating service quarantined and released, a JIT grant, and stops cleanly', async () => {
+  it('starts a control plane, three agents and three key servers, shows joins, rotations, a JWT-SVID, allowed and denied calls through sidecars, a live policy change, blind secrets, the web console and a one-time link, an exfiltrating service quarantined and released on the map, a JIT grant, a device enrolled, reporting and revoked, and stops cleanly', async () => {
     const started = Date.now();
     const child = spawn(process.execPath, [DEMO], { env: { ...process.env, DEMO_SECONDS: '16', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    // The printed console URL and link are used while the demo runs (a browser would).
+    let seen: Promise<ConsoleSeen | Error> | undefined;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const base = /web console: (https:\/\/localhost:\d+)\/console\//.exec(out)?.[1];
+      const link = /tessera console link --user carol: one use, until [0-9:]+: (https:\/\/localhost:\d+\/auth\/link#token=[A-Za-z0-9_-]+)\n/.exec(out)?.[1];
+      if (seen === undefined && base !== undefined && link !== undefined) seen = useConsole(base, link).catch((err: unknown) => err as Error);
+    });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
     // Bounded: the demo must end by itself once its scenes are done; a hang is stopped (SIGTERM stops
     // its children too) and fails below.
@@ -121,6 +159,62 @@ describe('npm run demo', () => {
     expect(out).toMatch(new RegExp(`control\\s+grant ${grant}: expired`));
     expect(out).toContain('adaptive scenes done');
     expect(out).not.toMatch(/adaptive scenes FAILED|NOT refused|admins or risk configuration failed/);
+
+    // The web console (issue 12): served on the printed URL with its CSP; the printed link signs in once.
+    expect(out).toMatch(/console\s+admin policy v\d+ set \(tessera admin policy set \.tessera\/demo\/admin-policy\.cedar\): the rules of v\d+, plus "demo-viewers-read"/);
+    expect(seen, 'the console URL and link were printed').toBeDefined();
+    const c = await seen!;
+    if (c instanceof Error) throw c;
+    expect(c.page).toEqual({ status: 200, csp: CONSOLE_CSP });
+    expect(c.redeemed).toEqual({ status: 200, session: true });
+    expect(c.secondUse).toBe('TESSERA_LINK_INVALID');
+    // What the demo said that session may do is what the test's session of the printed link got.
+    const may = /console\s+that session: carol \(group viewers\), no MFA: (reads every page|reads nothing until a step-up)[^\n]*; changes nothing \(checked with a second link: GET \/v1\/map (\d+)(?: (TESSERA_[A-Z_]+))?, POST \/v1\/console\/links (\d+) (TESSERA_[A-Z_]+)\)/.exec(out);
+    expect(may, out.slice(0, 20_000)).not.toBeNull();
+    expect({ status: c.map.status, code: c.map.code }).toEqual({ status: Number(may![2]), code: may![3] });
+    expect(may![1] === 'reads every page').toBe(c.map.status === 200);
+    if (c.map.status === 200) expect(c.map.services).toEqual(expect.arrayContaining(['frontend', 'orders', 'inventory'].map((n) => `spiffe://tessera.test/shop/${n}`)));
+    expect(Number(may![4])).toBeGreaterThanOrEqual(400);
+    // The map, read by the demo at the scenes' moments: services, edges, and orders quarantined then released.
+    const mapAt = (moment: string): { at: number; services: string; edges: string; quarantined: string } => {
+      const m = new RegExp(`console\\s+the console's map, ${moment} \\(GET /v1/map (?:as carol|with the admin credential)\\): map: \\d+ services in \\d+ sites \\(([^)]*)\\), \\d+ edges \\((.*)\\); quarantined: (.*)\\n`).exec(out);
+      expect(m, moment).not.toBeNull();
+      return { at: m!.index, services: m![1]!, edges: m![2]!, quarantined: m![3]! };
+    };
+    const before = mapAt('before the exfiltration');
+    const during = mapAt('orders quarantined');
+    const after = mapAt('orders released');
+    for (const m of [before, during, after]) {
+      expect(m.services).toMatch(/cloud-eu: [^|]*\bfrontend\b[^|]*\borders\b/);
+      expect(m.services).toMatch(/edge-7: [^|]*\binventory\b/);
+      for (const edge of ['frontend→orders', 'frontend→inventory', 'orders→inventory', 'inventory→orders']) expect(m.edges).toContain(edge);
+      expect(m.edges).toMatch(/inventory→orders \(\d+ denied\)/);
+    }
+    expect(before.quarantined).toBe('none');
+    expect(during.quarantined).toMatch(/^orders \(score \d+\)$/);
+    expect(after.quarantined).toBe('none');
+    expect(before.at).toBeLessThan(out.indexOf('orders QUARANTINED'));
+    expect(during.at).toBeGreaterThan(out.indexOf('orders QUARANTINED'));
+    expect(during.at).toBeLessThan(released);
+    expect(after.at).toBeGreaterThan(again);
+
+    // The device scene: enrolled (key made on the device, 0600), an MDM's posture reported and seen as
+    // context.device, revoked, its next report refused. The enrolment token is never printed.
+    expect(out).toMatch(/alice\s+tessera device token create --name lap-carol --owner carol: single use, for spiffe:\/\/tessera\.test\/device\/lap-carol/);
+    expect(out).not.toMatch(/tdt_[A-Za-z0-9_-]{10}/);
+    const enrolled = out.search(/lap-carol\s+tessera device enroll: spiffe:\/\/tessera\.test\/device\/lap-carol, key made here \(device\.key 0600, never sent\)/);
+    expect(enrolled).toBeGreaterThan(0);
+    expect(statSync(`${DEMO_DIR}lap-carol/device.key`).mode & 0o777).toBe(0o600);
+    const reported = out.search(/lap-carol\s+tessera device report --posture-file \.tessera\/demo\/mdm-posture\.json: signed with the device key, accepted: posture fresh/);
+    expect(reported).toBeGreaterThan(enrolled);
+    const shown = /alice\s+tessera device show lap-carol: context\.device = (\{.*\})\n/.exec(out);
+    expect(shown).not.toBeNull();
+    expect(JSON.parse(shown![1]!)).toMatchObject({ id: 'spiffe://tessera.test/device/lap-carol', enrolled: true, posture_state: 'fresh', disk_encrypted: true, screen_lock: true, firewall: true, patch_age_days: 3 });
+    const revoked = out.search(/alice\s+tessera device revoke lap-carol --reason "[^"]+": revoked at [0-9:]+, on the revocation list of policy bundle \d+/);
+    expect(revoked).toBeGreaterThan(shown!.index);
+    expect(out.search(/lap-carol\s+tessera device report: refused, exit [1-9]\d* TESSERA_IDENTITY_REVOKED/)).toBeGreaterThan(revoked);
+    expect(out).toContain('device scene done');
+    expect(out).not.toMatch(/device scene FAILED|web console setup failed|the map did not show it/);
   }, 270_000);
 });
 
