@@ -32,7 +32,7 @@ export class ConsoleSession {
     this.#origin = new URL(publicUrl).origin;
   }
 
-  /** Redeems a one-time console link (`…/auth/link#token=…`): the session it opens, or the refusal's code. */
+  /** Redeems a one-time console link (`…/console/sign-in#token=…`): the session it opens, or the refusal's code. */
   static async open(linkUrl: string, connectHost: string, ca: string): Promise<ConsoleSession | string> {
     const url = new URL(linkUrl);
     const token = new URLSearchParams(url.hash.slice(1)).get('token') ?? '';

@@ -60,7 +60,7 @@ describe('npm run demo', () => {
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       const base = /web console: (https:\/\/localhost:\d+)\/console\//.exec(out)?.[1];
-      const link = /tessera console link --user carol: one use, until [0-9:]+: (https:\/\/localhost:\d+\/auth\/link#token=[A-Za-z0-9_-]+)\n/.exec(out)?.[1];
+      const link = /tessera console link --user carol: one use, until [0-9:]+: (https:\/\/localhost:\d+\/(?:console\/sign-in|auth\/link)#token=[A-Za-z0-9_-]+)\n/.exec(out)?.[1];
       if (seen === undefined && base !== undefined && link !== undefined) seen = useConsole(base, link).catch((err: unknown) => err as Error);
     });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
