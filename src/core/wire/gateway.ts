@@ -45,16 +45,16 @@ export interface GatewayView {
   name: string;
   /** The SPIFFE ID of the gateway's own registration entry (its SVID): how the control plane knows it. */
   spiffe_id: string;
-  /** The gateway's public origin, e.g. `https://apps.example.com:8443`. */
-  url: string;
-  /** The one redirect URI the control plane sends codes to: `url` + {@link GATEWAY_CALLBACK_PATH}. */
-  redirect_uri: string;
+  /** The gateway's public origins, one per host it serves, e.g. `https://wiki.example.com:8443`. */
+  urls: string[];
+  /** The redirect URIs the control plane sends codes to: each origin + {@link GATEWAY_CALLBACK_PATH}. */
+  redirect_uris: string[];
   created_at: string;
   created_by: string;
 }
 
 /** POST /v1/gateways (admin). */
-export interface AddGatewayRequest { name: string; spiffe_id: string; url: string }
+export interface AddGatewayRequest { name: string; spiffe_id: string; urls: string[] }
 export interface AddGatewayResponse { gateway: GatewayView }
 export interface GatewayListResponse { gateways: GatewayView[] }
 

@@ -10,7 +10,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
-import { body, reqStr } from '../../common/api/validate.js';
+import { body, reqStr, strList } from '../../common/api/validate.js';
 import {
   GATEWAY_NAME, PKCE_CHALLENGE, SESSION_REF,
   type AddGatewayResponse, type DevicePostureResponse, type GatewayListResponse, type GatewayLogoutAllResponse, type GatewaySessionResponse, type GatewayTokenResponse,
@@ -19,7 +19,7 @@ import { adminCaller, audited, liveSvidCaller } from '../api/handlers.js';
 import type { AuditEvent } from '../audit/audit.js';
 import type { ServerContext } from '../context.js';
 import type { GatewayRecord } from '../store/store.js';
-import { gatewayView, redirectUriOf, type GatewayService } from './service.js';
+import { MAX_GATEWAY_URLS, gatewayView, redirectUrisOf, type GatewayService } from './service.js';
 
 const STATE = /^[A-Za-z0-9_-]{16,128}$/;
 
@@ -54,12 +54,13 @@ export function gatewayRoutes(app: FastifyInstance, ctx: ServerContext, gateways
 
   app.post('/v1/gateways', (req, reply) => audited(ctx, req, 'gateway.add', async (ev) => {
     const caller = await adminCaller(ctx, req, ev, 'admin:gateway.add');
-    const b = body(req.body, ['name', 'spiffe_id', 'url']);
+    const b = body(req.body, ['name', 'spiffe_id', 'urls']);
     const name = reqStr(b, 'name', { max: 63 });
     ev.target = name;
-    const g = await gateways.add({ name, spiffeId: reqStr(b, 'spiffe_id', { max: 2048 }), url: reqStr(b, 'url', { max: 256 }) }, caller.spiffeId);
+    const urls = strList(b, 'urls', { maxItems: MAX_GATEWAY_URLS, maxLength: 256, minItems: 1 })!;
+    const g = await gateways.add({ name, spiffeId: reqStr(b, 'spiffe_id', { max: 2048 }), urls }, caller.spiffeId);
     ev.detail.spiffe_id = g.spiffeId;
-    ev.detail.url = g.url;
+    ev.detail.urls = g.urls.join(' ');
     ev.succeed();
     return reply.code(201).send({ gateway: gatewayView(g) } satisfies AddGatewayResponse);
   }));
@@ -88,7 +89,8 @@ export function gatewayRoutes(app: FastifyInstance, ctx: ServerContext, gateways
     if (!GATEWAY_NAME.test(name)) throw new TesseraError('TESSERA_GATEWAY_NOT_FOUND');
     ev.detail.gateway = name;
     const g = await gateways.require(name);
-    if (q1(req, 'redirect_uri') !== redirectUriOf(g)) throw new TesseraError('TESSERA_REDIRECT_INVALID', 'redirect_uri is not the registered redirect URI of this gateway');
+    const redirectUri = q1(req, 'redirect_uri');
+    if (redirectUri === undefined || !redirectUrisOf(g).includes(redirectUri)) throw new TesseraError('TESSERA_REDIRECT_INVALID', 'redirect_uri is not a registered redirect URI of this gateway');
     const state = q1(req, 'state');
     if (state === undefined || !STATE.test(state)) throw new TesseraError('TESSERA_BAD_REQUEST', '"state" must be 16-128 base64url characters');
     const challenge = q1(req, 'code_challenge');
@@ -112,10 +114,10 @@ export function gatewayRoutes(app: FastifyInstance, ctx: ServerContext, gateways
     ev.actor = session.spiffeId;
     ev.target = session.spiffeId;
     const ref = (await ctx.sessions.refOf(req))!;
-    const code = await gateways.issueCode(g, ref, challenge);
+    const code = await gateways.issueCode(g, ref, redirectUri, challenge);
     ev.detail.session = session.id;
     ev.succeed();
-    const to = new URL(redirectUriOf(g));
+    const to = new URL(redirectUri);
     to.searchParams.set('code', code);
     to.searchParams.set('state', state);
     return reply.code(303).header('location', to.toString()).header('cache-control', 'no-store').header('referrer-policy', 'no-referrer').send();

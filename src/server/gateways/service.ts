@@ -30,14 +30,17 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** The redirect URI of a gateway: its origin and the fixed callback path. */
-export function redirectUriOf(g: Pick<GatewayRecord, 'url'>): string {
-  return `${g.url}${GATEWAY_CALLBACK_PATH}`;
+/** The redirect URIs of a gateway: each of its origins and the fixed callback path. */
+export function redirectUrisOf(g: Pick<GatewayRecord, 'urls'>): string[] {
+  return g.urls.map((u) => `${u}${GATEWAY_CALLBACK_PATH}`);
 }
 
 export function gatewayView(g: GatewayRecord): GatewayView {
-  return { name: g.name, spiffe_id: g.spiffeId, url: g.url, redirect_uri: redirectUriOf(g), created_at: new Date(g.createdAt).toISOString(), created_by: g.createdBy };
+  return { name: g.name, spiffe_id: g.spiffeId, urls: [...g.urls], redirect_uris: redirectUrisOf(g), created_at: new Date(g.createdAt).toISOString(), created_by: g.createdBy };
 }
+
+/** At most this many origins per gateway. */
+export const MAX_GATEWAY_URLS = 32;
 
 /**
  * A gateway's public URL: an `https` origin (host and optional port), nothing else. A path, query,
@@ -61,7 +64,7 @@ export class GatewayService {
 
   constructor(private readonly deps: { store: GatewayStore; trustDomain: string; now: () => number }) {}
 
-  async add(input: { name: string; spiffeId: string; url: string }, by: string): Promise<GatewayRecord> {
+  async add(input: { name: string; spiffeId: string; urls: string[] }, by: string): Promise<GatewayRecord> {
     if (!GATEWAY_NAME.test(input.name)) throw new TesseraError('TESSERA_BAD_REQUEST', '"name" must be 1-63 of a-z, 0-9 and -, starting with a letter or digit');
     let path: string;
     try {
@@ -72,7 +75,9 @@ export class GatewayService {
       throw new TesseraError('TESSERA_BAD_REQUEST', `"spiffe_id" must be a SPIFFE ID of spiffe://${this.deps.trustDomain} (the gateway's registration entry)`);
     }
     if (/^\/(tessera|user|device)(\/|$)/.test(path)) throw new TesseraError('TESSERA_SPIFFE_ID_RESERVED', 'a gateway runs as a workload entry: not under /tessera, /user or /device');
-    const rec: GatewayRecord = { name: input.name, spiffeId: input.spiffeId, url: parseGatewayUrl(input.url), createdAt: this.deps.now(), createdBy: by };
+    if (input.urls.length === 0 || input.urls.length > MAX_GATEWAY_URLS) throw new TesseraError('TESSERA_BAD_REQUEST', `"urls" must list 1-${MAX_GATEWAY_URLS} https origins`);
+    const urls = [...new Set(input.urls.map(parseGatewayUrl))];
+    const rec: GatewayRecord = { name: input.name, spiffeId: input.spiffeId, urls, createdAt: this.deps.now(), createdBy: by };
     if (!(await this.deps.store.insertGateway(rec))) throw new TesseraError('TESSERA_CONFLICT', 'a gateway with this name or SPIFFE ID exists');
     this.#callers.clear();
     return rec;
@@ -113,12 +118,13 @@ export class GatewayService {
     return g;
   }
 
-  /** A new one-time code for `sessionRef`, bound to the gateway, its redirect URI and the PKCE challenge. */
-  async issueCode(g: GatewayRecord, sessionRef: string, challenge: string): Promise<string> {
+  /** A new one-time code for `sessionRef`, bound to the gateway, the redirect URI (one of its own) and the PKCE challenge. */
+  async issueCode(g: GatewayRecord, sessionRef: string, redirectUri: string, challenge: string): Promise<string> {
+    if (!redirectUrisOf(g).includes(redirectUri)) throw new TesseraError('TESSERA_REDIRECT_INVALID');
     if (!PKCE_CHALLENGE.test(challenge)) throw new TesseraError('TESSERA_BAD_REQUEST', '"code_challenge" must be an S256 challenge (43 base64url characters)');
     const code = `gwc_${randomBytes(32).toString('base64url')}`;
     const now = this.deps.now();
-    await this.deps.store.insertGatewayCode({ hash: sha256(code), gateway: g.name, sessionHash: sessionRef, redirectUri: redirectUriOf(g), challenge, expiresAt: now + GATEWAY_CODE_TTL_MS }, now);
+    await this.deps.store.insertGatewayCode({ hash: sha256(code), gateway: g.name, sessionHash: sessionRef, redirectUri, challenge, expiresAt: now + GATEWAY_CODE_TTL_MS }, now);
     return code;
   }
 
@@ -133,7 +139,7 @@ export class GatewayService {
     };
     if (!GATEWAY_CODE.test(code) || !PKCE_VERIFIER.test(verifier)) return refuse();
     const rec = await this.deps.store.takeGatewayCode(sha256(code));
-    if (!rec || rec.expiresAt <= this.deps.now() || rec.gateway !== g.name || rec.redirectUri !== redirectUri || rec.redirectUri !== redirectUriOf(g)) return refuse();
+    if (!rec || rec.expiresAt <= this.deps.now() || rec.gateway !== g.name || rec.redirectUri !== redirectUri || !redirectUrisOf(g).includes(rec.redirectUri)) return refuse();
     // RFC 7636 §4.6: BASE64URL-ENCODE(SHA256(ASCII(code_verifier))) == code_challenge.
     const computed = createHash('sha256').update(verifier, 'ascii').digest('base64url');
     if (!sameSecret(computed, rec.challenge)) return refuse();

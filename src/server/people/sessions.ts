@@ -14,7 +14,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import type { PeopleStore, SessionRecord, UserRecord } from '../store/store.js';
-import { cookieValue, serializeCookie } from './cookies.js';
+import { cookieValue, serializeCookie } from '../../common/cookies.js';
 
 export const SESSION_COOKIE = '__Host-tessera_session';
 export const CSRF_COOKIE = '__Host-tessera_csrf';

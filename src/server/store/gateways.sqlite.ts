@@ -7,7 +7,7 @@ import type { GatewayCodeRecord, GatewayRecord, GatewayStore } from './store.js'
 
 export const GATEWAY_SCHEMA = `
 CREATE TABLE IF NOT EXISTS gateways (
-  name TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL UNIQUE, url TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL
+  name TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL UNIQUE, urls TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gateway_codes (
   hash TEXT PRIMARY KEY, gateway TEXT NOT NULL, session_hash TEXT NOT NULL, redirect_uri TEXT NOT NULL, challenge TEXT NOT NULL, expires_at INTEGER NOT NULL
@@ -15,10 +15,10 @@ CREATE TABLE IF NOT EXISTS gateway_codes (
 CREATE INDEX IF NOT EXISTS gateway_codes_expiry ON gateway_codes(expires_at);
 `;
 
-interface GatewayRow { name: string; spiffe_id: string; url: string; created_at: number; created_by: string }
+interface GatewayRow { name: string; spiffe_id: string; urls: string; created_at: number; created_by: string }
 interface CodeRow { hash: string; gateway: string; session_hash: string; redirect_uri: string; challenge: string; expires_at: number }
 
-const gateway = (r: GatewayRow): GatewayRecord => ({ name: r.name, spiffeId: r.spiffe_id, url: r.url, createdAt: r.created_at, createdBy: r.created_by });
+const gateway = (r: GatewayRow): GatewayRecord => ({ name: r.name, spiffeId: r.spiffe_id, urls: JSON.parse(r.urls) as string[], createdAt: r.created_at, createdBy: r.created_by });
 
 export class SqliteGatewayStore implements GatewayStore {
   private readonly s;
@@ -27,7 +27,7 @@ export class SqliteGatewayStore implements GatewayStore {
   constructor(db: Database.Database) {
     db.exec(GATEWAY_SCHEMA);
     this.s = {
-      insert: db.prepare('INSERT OR IGNORE INTO gateways(name, spiffe_id, url, created_at, created_by) VALUES (@name, @spiffeId, @url, @createdAt, @createdBy)'),
+      insert: db.prepare('INSERT OR IGNORE INTO gateways(name, spiffe_id, urls, created_at, created_by) VALUES (@name, @spiffeId, @urls, @createdAt, @createdBy)'),
       get: db.prepare<[string], GatewayRow>('SELECT * FROM gateways WHERE name = ?'),
       bySpiffe: db.prepare<[string], GatewayRow>('SELECT * FROM gateways WHERE spiffe_id = ?'),
       list: db.prepare<[], GatewayRow>('SELECT * FROM gateways ORDER BY name'),
@@ -46,7 +46,7 @@ export class SqliteGatewayStore implements GatewayStore {
   }
 
   async insertGateway(g: GatewayRecord): Promise<boolean> {
-    return this.s.insert.run(g).changes === 1;
+    return this.s.insert.run({ ...g, urls: JSON.stringify(g.urls) }).changes === 1;
   }
 
   async getGateway(name: string): Promise<GatewayRecord | undefined> {

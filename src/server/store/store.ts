@@ -620,8 +620,8 @@ export interface GatewayRecord {
   name: string;
   /** The SPIFFE ID of the gateway's registration entry: the identity it calls the control plane with. */
   spiffeId: string;
-  /** Its public origin; the redirect URI is this + `/_tessera/callback`. */
-  url: string;
+  /** Its public origins (one per host it serves); each redirect URI is one of these + `/_tessera/callback`. */
+  urls: string[];
   createdAt: number;
   createdBy: string;
 }
