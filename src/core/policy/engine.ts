@@ -117,6 +117,8 @@ export class PolicyEngine {
   readonly #actionUids = new Map<string, cedar.EntityUidJson>();
   readonly #cache: DecisionCache;
   #stepUps: Map<string, number> | undefined;
+  /** People's decisions (decidePerson) by their inputs; cleared when full. */
+  readonly #people = new Map<string, Decision>();
 
   /**
    * Parses and validates every policy file against the schema (Cedar strict mode). Policy ids are
@@ -193,6 +195,17 @@ export class PolicyEngine {
    *   context: { method: 'GET', path: '/', site: 'hq', time: 1767225600, hour: 9, risk: 0, device: { enrolled: false, posture_state: 'missing' } } })
    */
   decidePerson(req: PersonRequest): Decision {
+    // Cached by every input (this engine's policies are fixed; `time` comes rounded to the minute):
+    // an uncached decision with request validation costs a few hundred µs, a hit a string key.
+    let key: string | undefined;
+    try {
+      key = JSON.stringify([req.user, req.groups, req.app, req.context]);
+    } catch {
+      key = undefined;
+    }
+    if (key !== undefined && key.length > 4096) key = undefined;
+    const hit = key === undefined ? undefined : this.#people.get(key);
+    if (hit !== undefined) return hit;
     if (slotHolder[this.#slot] !== this.#digest) {
       try {
         this.#slot = loadSlot(this.#digest, this.#policies, this.#schema, this.#grants);
@@ -216,12 +229,19 @@ export class PolicyEngine {
     } catch (err) {
       return deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]);
     }
-    if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
-    const { decision, diagnostics } = answer.response;
-    const errors = diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`).sort();
-    const reasons = [...diagnostics.reason].sort();
-    if (errors.length > 0) return deny(errors, decision === 'deny' ? reasons : []);
-    return Object.freeze({ allow: decision === 'allow', reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
+    let out: Decision;
+    if (answer.type !== 'success') out = deny(answer.errors.map((e) => `request: ${e.message}`));
+    else {
+      const { decision, diagnostics } = answer.response;
+      const errors = diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`).sort();
+      const reasons = [...diagnostics.reason].sort();
+      out = errors.length > 0 ? deny(errors, decision === 'deny' ? reasons : []) : Object.freeze({ allow: decision === 'allow', reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
+    }
+    if (key !== undefined) {
+      if (this.#people.size >= DEFAULT_CACHE_SIZE) this.#people.clear();
+      this.#people.set(key, Object.freeze({ ...out, cached: true }));
+    }
+    return out;
   }
 
   /**
