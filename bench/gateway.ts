@@ -12,6 +12,9 @@
  *   gateway       client → tessera gateway (session cookie, session check cached, device none,
  *                 Cedar gateway:request, every decision recorded and shipped, an ES256 assertion
  *                 signed per request, people's telemetry) → app
+ *   gateway-sampled  the same with `--allow-sample-rate 0.01` (1 % of allows shipped, denials all): the
+ *                 control plane runs in this process, so shipping every decision also costs its audit
+ *                 ingestion here
  *
  * The control plane, the gateway and the bare proxy run in this process (the control plane is idle
  * while measuring but for a session check every 5 s, decision batches and telemetry windows); the
@@ -150,36 +153,48 @@ async function main(): Promise<void> {
     closers.push(async () => admin.close());
     await admin.call('POST', '/v1/policies', { files: { 'gateway.cedar': 'permit (principal in Tessera::Group::"eng", action == Tessera::Action::"gateway:request", resource == Tessera::App::"wiki");' }, reason: 'bench' });
     await admin.call('POST', '/v1/users', { username: 'ana', groups: ['eng'] });
-    const entry = await admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: 'spiffe://bench.test/gateway/apps' });
-    const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id });
     const cert = gatewayCert(['wiki.localhost']);
     writeFileSync(join(dir, 'gw.pem'), cert.certPem);
     writeFileSync(join(dir, 'gw.key'), cert.keyPem, { mode: 0o600 });
     const caFile = join(dir, 'ca.pem');
     writeFileSync(caFile, `${tlsAdmin.ca}\n${cert.caPem}`);
-    const gwPort = await new Promise<number>((resolve) => {
+    const freePort = (): Promise<number> => new Promise<number>((resolve) => {
       const s = createHttpServer().listen(0, '127.0.0.1', () => {
         const p = (s.address() as AddressInfo).port;
         s.close(() => resolve(p));
       });
     });
-    await admin.call('POST', '/v1/gateways', { name: 'apps', spiffe_id: 'spiffe://bench.test/gateway/apps', urls: [`https://wiki.localhost:${gwPort}`] });
-    const node = await startGatewayNode({
-      serverUrl: cp.url, dataDir: join(dir, 'gw'), name: 'apps', listen: { host: '127.0.0.1', port: gwPort }, tlsCertFile: join(dir, 'gw.pem'), tlsKeyFile: join(dir, 'gw.key'),
-      joinToken: token, trustBundleFile: join(cp.adminDir, 'bundle.pem'), routes: [parseRoute(`wiki.localhost=http://127.0.0.1:${appPort}`)], log, policyWatchSeconds: 5,
-      server: { requestDeviceCert: false },
-    });
-    closers.push(() => node.close());
-    const version = (await admin.call<{ version: number }>('GET', '/v1/policy/bundle')).version;
-    for (let i = 0; i < 200 && node.sidecar.enforcer.version < version; i++) await new Promise((r) => setTimeout(r, 50));
+    /** A gateway node `name` shipping `rate` of its allowed decisions (denials always). */
+    const startGw = async (name: string, rate: number): Promise<number> => {
+      const id = `spiffe://bench.test/gateway/${name}`;
+      const entry = await admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: id });
+      const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id });
+      const port = await freePort();
+      await admin.call('POST', '/v1/gateways', { name, spiffe_id: id, urls: [`https://wiki.localhost:${port}`] });
+      const node = await startGatewayNode({
+        serverUrl: cp.url, dataDir: join(dir, name), name, listen: { host: '127.0.0.1', port }, tlsCertFile: join(dir, 'gw.pem'), tlsKeyFile: join(dir, 'gw.key'),
+        joinToken: token, trustBundleFile: join(cp.adminDir, 'bundle.pem'), routes: [parseRoute(`wiki.localhost=http://127.0.0.1:${appPort}`)], log, policyWatchSeconds: 5,
+        server: { requestDeviceCert: false }, allowSampleRate: rate,
+      });
+      closers.push(() => node.close());
+      const version = (await admin.call<{ version: number }>('GET', '/v1/policy/bundle')).version;
+      for (let i = 0; i < 200 && node.sidecar.enforcer.version < version; i++) await new Promise((r) => setTimeout(r, 50));
+      return port;
+    };
+    const gwPort = await startGw('apps', 1);
+    const sampledPort = await startGw('sampled', 0.01);
 
     // Sign in: a console link at the control plane, then the gateway's code flow.
     const link = await admin.call<{ url: string }>('POST', '/v1/console/links', { username: 'ana' });
     const browser = new PeopleBrowser(`${tlsAdmin.ca}\n${cert.caPem}`);
     await browser.fetch(`${cp.url}/v1/auth/link`, { method: 'POST', headers: { origin: new URL(cp.url).origin, 'content-type': 'application/json' }, body: JSON.stringify({ token: link.url.split('#token=')[1] }) });
-    const hops = await browser.navigate(`https://wiki.localhost:${gwPort}/`);
-    if (hops[hops.length - 1]!.status !== 200) throw new Error(`sign-in through the gateway failed: ${hops.map((h) => h.status).join(' → ')}`);
-    const cookie = `__Host-tessera_gw=${browser.cookies('wiki.localhost').get('__Host-tessera_gw')}`;
+    const signIn = async (port: number): Promise<string> => {
+      browser.cookies('wiki.localhost').clear();
+      const hops = await browser.navigate(`https://wiki.localhost:${port}/`);
+      if (hops[hops.length - 1]!.status !== 200) throw new Error(`sign-in through the gateway failed: ${hops.map((h) => h.status).join(' → ')}`);
+      return `__Host-tessera_gw=${browser.cookies('wiki.localhost').get('__Host-tessera_gw')}`;
+    };
+    const cookies = { gateway: await signIn(gwPort), 'gateway-sampled': await signIn(sampledPort) };
 
     // The physical limit: a bare Node HTTPS proxy to the same app.
     const upstream = new HttpAgent({ keepAlive: true, maxSockets: 256 });
@@ -204,14 +219,15 @@ async function main(): Promise<void> {
       direct: { url: `http://127.0.0.1:${appPort}`, host: '127.0.0.1' },
       'tls-proxy': { url: `https://127.0.0.1:${barePort}`, host: 'wiki.localhost' },
       gateway: { url: `https://127.0.0.1:${gwPort}`, host: 'wiki.localhost' },
+      'gateway-sampled': { url: `https://127.0.0.1:${sampledPort}`, host: 'wiki.localhost' },
     };
     const results = new Map<string, LoadResult[]>();
     say(`gateway bench: ${o.concurrency} connections, ${o.seconds} s per run, ${o.rounds} rounds, rows interleaved`);
     for (let r = 0; r < o.rounds; r++) {
       for (const [name, tg] of Object.entries(targets)) {
-        const res = await load(tg.url, tg.host, cookie, caFile, o);
+        const res = await load(tg.url, tg.host, cookies[name as keyof typeof cookies] ?? '', caFile, o);
         results.set(name, [...(results.get(name) ?? []), res]);
-        say(`  round ${r + 1} ${name.padEnd(10)} ${(res.requests / res.seconds).toFixed(0).padStart(7)} req/s  p50 ${res.p50.toFixed(2)} ms  p99 ${res.p99.toFixed(2)} ms${res.errors > 0 ? `  errors ${res.errors}` : ''}`);
+        say(`  round ${r + 1} ${name.padEnd(15)} ${(res.requests / res.seconds).toFixed(0).padStart(7)} req/s  p50 ${res.p50.toFixed(2)} ms  p99 ${res.p99.toFixed(2)} ms${res.errors > 0 ? `  errors ${res.errors}` : ''}`);
       }
     }
     const rows: Row[] = [...results].map(([name, runs]) => {
@@ -224,8 +240,8 @@ async function main(): Promise<void> {
       process.stdout.write(`${JSON.stringify({ concurrency: o.concurrency, seconds: o.seconds, rounds: o.rounds, rows: rows.map((x) => ({ ...x, added_p50_ms: x.p50 - direct.p50, added_p99_ms: x.p99 - direct.p99 })) }, null, 2)}\n`);
     } else {
       say('');
-      say(`${'row'.padEnd(10)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'+p50 ms'.padStart(8)} ${'+p99 ms'.padStart(8)}  runs (req/s)`);
-      for (const x of rows) say(`${x.name.padEnd(10)} ${x.rps.toFixed(0).padStart(8)} ${x.p50.toFixed(2).padStart(8)} ${x.p99.toFixed(2).padStart(8)} ${(x.p50 - direct.p50).toFixed(2).padStart(8)} ${(x.p99 - direct.p99).toFixed(2).padStart(8)}  ${x.all.join(' ')}${x.errors > 0 ? `  errors ${x.errors}` : ''}`);
+      say(`${'row'.padEnd(15)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'+p50 ms'.padStart(8)} ${'+p99 ms'.padStart(8)}  runs (req/s)`);
+      for (const x of rows) say(`${x.name.padEnd(15)} ${x.rps.toFixed(0).padStart(8)} ${x.p50.toFixed(2).padStart(8)} ${x.p99.toFixed(2).padStart(8)} ${(x.p50 - direct.p50).toFixed(2).padStart(8)} ${(x.p99 - direct.p99).toFixed(2).padStart(8)}  ${x.all.join(' ')}${x.errors > 0 ? `  errors ${x.errors}` : ''}`);
       const gw = rows.find((x) => x.name === 'gateway')!;
       const floor = rows.find((x) => x.name === 'tls-proxy')!;
       say(`\ngateway / tls-proxy: ${(gw.rps / floor.rps).toFixed(2)}× the requests/s of a bare Node TLS proxy`);
