@@ -40,7 +40,7 @@ export function parseRoute(spec: string): GatewayRoute {
   const host = (slash < 0 ? left : left.slice(0, slash)).toLowerCase();
   let prefix = slash < 0 ? '' : left.slice(slash).replace(/\/+$/, '');
   if (!HOST.test(host)) throw invalid(spec, 'HOST must be a DNS name');
-  if (!PREFIX.test(prefix)) throw invalid(spec, 'PREFIX must be /segment[/segment...] of unreserved characters');
+  if (!PREFIX.test(prefix) || prefix.split('/').some((seg) => seg === '.' || seg === '..')) throw invalid(spec, 'PREFIX must be /segment[/segment...] of unreserved characters, no dot segments');
   if (prefix === '') prefix = '/';
   let url: URL;
   try {
