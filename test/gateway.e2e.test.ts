@@ -27,7 +27,7 @@ import { createAssertionVerifier } from '../src/gateway/verify.js';
 import { startHttpApp } from './support/fabric.js';
 import { PeopleBrowser, gatewayCert, type GatewayCert } from './support/gateway.js';
 import { freePort, waitFor } from './support/process.js';
-import { applyPolicy, rawRequest, rejectionCode, startControlPlane, type TestControlPlane } from './support/server.js';
+import { agentClient, applyPolicy, joinAgent, rawRequest, rejectionCode, startControlPlane, type TestControlPlane } from './support/server.js';
 
 const TD = 'tessera.test';
 const GATEWAY_ID = `spiffe://${TD}/gateway/apps`;
@@ -370,4 +370,26 @@ describe('audit and telemetry', () => {
       return r.windows.some((w) => w.callee === appId('wiki') && w.reporter === 'callee' && w.requests > 0);
     }, 15_000, 250);
   }, 40_000);
+
+  it('takes people\'s windows and gateway:request records only from a registered gateway, about its own apps and people', async () => {
+    const w = (caller: string, callee: string) => ({
+      caller, callee, reporter: 'callee', action: 'http', ts: new Date(Math.floor(Date.now() / 1000) * 1000 - 5000).toISOString(), window_s: 1, requests: 1, errors: 0, denials: 0,
+      bytes_in: 0, bytes_out: 0, latency_p50_ms: 1, latency_p99_ms: 1, paths_distinct: 1, first_seen: false, caller_site: 'unknown', callee_site: 'unknown',
+    });
+    const ana = `spiffe://${TD}/user/ana`;
+    expect(await node.agent.call('POST', '/v1/telemetry', { windows: [w(ana, appId('wiki'))] })).toEqual({ accepted: 1 });
+    expect(await rejectionCode(node.agent.call('POST', '/v1/telemetry', { windows: [w(ana, `spiffe://${TD}/tessera/gateway/other/app/wiki`)] }))).toBe('TESSERA_FORBIDDEN');
+    expect(await rejectionCode(node.agent.call('POST', '/v1/telemetry', { windows: [w(`spiffe://${TD}/shop/orders`, appId('wiki'))] }))).toBe('TESSERA_FORBIDDEN');
+    const workload = await joinAgent(t.cp, t.admin, `spiffe://${TD}/shop/web`);
+    const wc = agentClient(t.cp, workload);
+    try {
+      expect(await rejectionCode(wc.call('POST', '/v1/telemetry', { windows: [w(ana, appId('wiki'))] }))).toBe('TESSERA_FORBIDDEN');
+      const record = (resource: string, principal = ana) => ({ ts: Date.now(), principal, action: 'gateway:request', resource, context: { app: 'wiki' }, allow: true, reasons: [] });
+      expect(await wc.call('POST', '/v1/decisions', { decisions: [record(appId('wiki'))] })).toEqual({ accepted: 0, refused: 1 });
+    } finally {
+      wc.close();
+    }
+    const record = (resource: string, principal = ana) => ({ ts: Date.now(), principal, action: 'gateway:request', resource, context: { app: 'wiki' }, allow: true, reasons: [] });
+    expect(await node.agent.call('POST', '/v1/decisions', { decisions: [record(appId('wiki')), record(`spiffe://${TD}/tessera/gateway/other/app/x`), record(appId('wiki'), `spiffe://${TD}/shop/web`)] })).toEqual({ accepted: 1, refused: 2 });
+  }, 30_000);
 });
