@@ -22,6 +22,7 @@ import { grantCommands, parseGrantMin } from './grant.js';
 import { secretCommands } from './secrets.js';
 import { riskCommand } from './risk-group.js';
 import { riskReplayCommand } from './risk-replay.js';
+import { gatewayCommands } from './gateway.js';
 import { deviceCommands } from './device.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
@@ -370,6 +371,7 @@ export function buildProgram(): Command {
   riskReplayCommand(riskCommand(program), run);
   secretCommands(program, run, parseListen, untilSignal);
   deviceCommands(program, run);
+  gatewayCommands(program, run, parseListen, untilSignal);
   return program;
 }
 

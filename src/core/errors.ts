@@ -124,6 +124,12 @@ export const ERROR_CODES = {
   // Devices (issue 12): enrolment, posture reports.
   TESSERA_DEVICE_NOT_FOUND: { status: 404, description: 'No enrolled device with this id or SPIFFE ID.' },
   TESSERA_POSTURE_INVALID: { status: 400, description: 'The posture report is malformed, is not the caller device\'s own, is not signed by that device\'s current key, or is not newer than its last report and close to the server clock.' },
+  // The gateway for people (issue 12, src/gateway/).
+  TESSERA_GATEWAY_NOT_FOUND: { status: 404, description: 'No registered gateway with this name (`tessera gateway add`), or the caller\'s identity is not a registered gateway\'s.' },
+  TESSERA_GATEWAY_CODE_INVALID: { status: 400, description: 'The gateway authorization code is unknown, already used, expired, issued to another gateway or redirect URI, or its PKCE verifier does not match the challenge (RFC 7636 S256).' },
+  TESSERA_GATEWAY_STATE_INVALID: { status: 400, description: 'The gateway\'s sign-in callback has no flow cookie, or its `state` does not match the one the gateway sent (a forged or replayed callback).' },
+  TESSERA_ASSERTION_INVALID: { status: 401, description: 'The gateway\'s user assertion (`x-tessera-user-assertion`) is missing, malformed, not signed by a key of the gateway\'s JWKS, expired, or for another issuer or audience.' },
+  TESSERA_ROUTE_NOT_FOUND: { status: 404, description: 'The gateway has no route for this host and path.' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -21,6 +21,7 @@ import type { UserService } from './people/users.js';
 import type { SessionService } from './people/sessions.js';
 import type { PeopleService } from './people/service.js';
 import type { DeviceService } from './devices/service.js';
+import type { GatewayService } from './gateways/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -70,4 +71,6 @@ export interface ServerContext {
   people: PeopleService;
   /** Enrolled devices: enrolment tokens, device certificates, posture reports, `postureContext` (issue 12). */
   devices: DeviceService;
+  /** Gateways for people: registrations and the sign-in code flow (issue 12, src/server/gateways/). */
+  gateways: GatewayService;
 }

@@ -57,6 +57,8 @@ import { peopleAdminRoutes } from './people/routes.js';
 import { peoplePages } from './people/pages.js';
 import { DeviceService, type DeviceSettings } from './devices/service.js';
 import { deviceRoutes } from './devices/routes.js';
+import { GatewayService } from './gateways/service.js';
+import { gatewayRoutes } from './gateways/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -208,10 +210,12 @@ export class ControlPlane {
         issuer: opts.publicUrl ?? '',
         metrics,
         // Unseal telemetry is taken only from key servers that a secret-policy record names.
-        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id)),
+        telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id),
+          async (id) => (await ctx.gateways.ofIdentity(id))?.name),
         map: new MapService({ store, risk, registry, now }),
         ...buildPeople({ store: store.people, kek, trustDomain, now, issuer: () => ctx.issuer, options: options.people }),
         devices: new DeviceService({ store, ca, policy, trustDomain, now, ...(options.devices ? { settings: options.devices } : {}) }),
+        gateways: new GatewayService({ store: store.gateways, trustDomain, now }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
@@ -292,6 +296,7 @@ export class ControlPlane {
     peopleAdminRoutes(app, ctx, this.store.people);
     peoplePages(app);
     deviceRoutes(app, ctx);
+    gatewayRoutes(app, ctx, ctx.gateways);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);

@@ -8,6 +8,7 @@ import { PolicyEngine, type Decision } from '../../core/policy/engine.js';
 import { GrantClock } from '../../core/policy/grants.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
 import type { PolicyBundleResponse } from '../../core/wire/control-plane.js';
+import type { DevicePostureContext } from '../../core/devices/posture.js';
 
 export type Action = 'http:request' | 'tcp:connect' | 'secret:unseal' | 'credential:derive';
 
@@ -212,6 +213,51 @@ export class PolicyEnforcer extends EventEmitter {
       decision = this.engine.decide({ principal: req.principal, action: req.action, resource: req.resource, context });
     }
     this.decisions.record({ ts: now, principal: req.principal, action: req.action, resource: req.resource, context: recordable(context), allow: decision.allow, reasons: decision.reasons });
+    return decision;
+  }
+
+  /**
+   * Whether the bundle in force lists `spiffeId` (or the certificate `serial`) as revoked: a device a
+   * gateway sees in a client certificate is not a workload (it has no entity), so only the revocation
+   * list applies. No bundle: true (fail closed).
+   */
+  isRevoked(spiffeId: string, serial?: string): boolean {
+    const ids = this.identities;
+    if (ids === undefined) return true;
+    return (serial !== undefined && ids.revokedSerials.has(serial)) || ids.revokedIds.has(spiffeId);
+  }
+
+  /** The risk list's state and score of `spiffeId` (people too): `normal` and 0 when not listed. */
+  riskOf(spiffeId: string): { state: 'normal' | 'step-up' | 'quarantined'; score: number } {
+    const score = this.identities?.scores.get(spiffeId) ?? 0;
+    if (this.isQuarantined(spiffeId)) return { state: 'quarantined', score };
+    const listed = this.bundle?.risk?.find((r) => r.id === spiffeId && r.state === 'step-up');
+    return { state: listed ? 'step-up' : 'normal', score };
+  }
+
+  /**
+   * Decides a person's request through a gateway (`gateway:request`, see PolicyEngine.decidePerson):
+   * default deny without a bundle, refused when the person is quarantined, else Cedar with `site`,
+   * `time`, `hour` and `risk` filled in here. `stepUpSeconds`: the MFA age the determining permits ask
+   * for (`@stepup`). Recorded like every decision (`resource` the app's SPIFFE ID, the device flattened).
+   */
+  decidePerson(req: { user: string; groups: readonly string[]; app: string; appId: string; method: string; path: string; device: DevicePostureContext }): Decision & { stepUpSeconds?: number } {
+    const now = Date.now();
+    const context = {
+      method: req.method, path: req.path, site: this.opts.site, time: this.clock.time(now), hour: new Date(now).getUTCHours(),
+      risk: this.identities?.scores.get(req.user) ?? 0, device: req.device,
+    };
+    let decision: Decision & { stepUpSeconds?: number };
+    if (!this.engine) decision = { allow: false, reasons: ['no policy bundle loaded: default deny'], errors: [], cached: false };
+    else if (this.isQuarantined(req.user)) decision = DENY_QUARANTINED;
+    else {
+      decision = this.engine.decidePerson({ user: req.user, groups: req.groups, app: req.app, context });
+      const stepUp = decision.allow ? this.engine.stepUpSeconds(decision.reasons) : undefined;
+      if (stepUp !== undefined) decision = { ...decision, stepUpSeconds: stepUp };
+    }
+    const recorded: Record<string, string | number> = { app: req.app, method: req.method, path: req.path, site: context.site, time: context.time, hour: context.hour, risk: context.risk, device_state: req.device.posture_state };
+    if (req.device.id !== undefined) recorded.device = req.device.id;
+    this.decisions.record({ ts: now, principal: req.user, action: 'gateway:request', resource: req.appId, context: recordable(recorded), allow: decision.allow, reasons: decision.reasons });
     return decision;
   }
 

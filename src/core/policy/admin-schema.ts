@@ -29,7 +29,7 @@ const READ = [
   'audit.read', 'audit.tail', 'audit.checkpoint', 'audit.checkpoints', 'audit.prove',
   'secret.policy.list', 'secret.policy.show', 'admin.list', 'admin.policy.show', 'admin.policy.history',
   'grant.list', 'risk.list', 'risk.show', 'risk.config.show', 'risk.config.history', 'telemetry.read', 'apikey.list', 'map.read', 'map.edge',
-  'user.list', 'user.show', 'user.group_list', 'device.list', 'device.show',
+  'user.list', 'user.show', 'user.group_list', 'device.list', 'device.show', 'gateway.list',
 ] as const;
 
 /** Admin actions that change state (members of the action group `admin:write`). */
@@ -41,7 +41,7 @@ const WRITE = [
   'risk.quarantine', 'risk.step-up', 'risk.release', 'risk.config.set', 'risk.config.rollback',
   'apikey.revoke', 'audit.cosign', 'audit.witness_alarm',
   'user.add', 'user.remove', 'user.disable', 'user.enable', 'user.logout_all', 'user.enrol_link', 'console.link',
-  'device.token.create', 'device.revoke',
+  'device.token.create', 'device.revoke', 'gateway.add', 'gateway.remove',
 ] as const;
 
 /** An admin operation: `Tessera::Action::"admin:<op>"`; `<op>` is the audit action of its route. */

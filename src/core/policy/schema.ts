@@ -25,6 +25,10 @@ import { ENTITY_ATTRIBUTE_NAMES, type PolicyAction } from './types.js';
 export const TESSERA_NAMESPACE = 'Tessera';
 /** Fully qualified entity type of principals and resources. */
 export const WORKLOAD_TYPE = 'Tessera::Workload';
+/** Entity types of people's requests through a gateway (`gateway:request`). */
+export const USER_TYPE = 'Tessera::User';
+export const GROUP_TYPE = 'Tessera::Group';
+export const APP_TYPE = 'Tessera::App';
 /** Fully qualified entity type of actions. */
 export const ACTION_TYPE = 'Tessera::Action';
 
@@ -113,9 +117,11 @@ export const TESSERA_SCHEMA: Readonly<Record<string, unknown>> = deepFreeze({
     entityTypes: {
       /** An enrolled device (`spiffe://<td>/device/<id>`): its owner's username and its labels. */
       Device: { shape: { type: 'Record', attributes: { owner: { type: 'String', required: false } } } },
-      /** Declared minimally for `gateway:request` (the people part adds its attributes and `Group` parents). */
-      User: {},
-      /** An internal web app behind the gateway (declared minimally; the gateway part owns it). */
+      /** A person (`spiffe://<td>/user/<username>`), member of its groups: `principal in Tessera::Group::"eng"`. */
+      User: { memberOfTypes: ['Group'] },
+      /** A group of people (local or from the OIDC provider's claims), by name. */
+      Group: {},
+      /** An internal web app behind a gateway, named by its route: `resource == Tessera::App::"wiki"`. */
       App: {},
       Workload: {
         shape: {

@@ -7,7 +7,7 @@ import type { EntryRecord } from '../store/store.js';
 import { authenticate, type Caller } from '../../common/api/auth.js';
 import type { AdminAction } from '../../core/policy/admin-schema.js';
 import { principalOfSession, type AdminPrincipal } from '../authz/principal.js';
-import { cookieValue } from '../people/cookies.js';
+import { cookieValue } from '../../common/cookies.js';
 import { SESSION_COOKIE } from '../people/sessions.js';
 import type { TLSSocket } from 'node:tls';
 

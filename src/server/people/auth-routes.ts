@@ -12,7 +12,7 @@ import { audited } from '../api/handlers.js';
 import type { AuditEvent } from '../audit/audit.js';
 import type { ServerContext } from '../context.js';
 import type { UserRecord } from '../store/store.js';
-import { cookieValue, serializeCookie } from './cookies.js';
+import { cookieValue, serializeCookie } from '../../common/cookies.js';
 import { parseReturnTo } from './return-to.js';
 import { ENROLLING_TTL_MS, MFA_PENDING_TTL_MS, OIDC_FLOW_TTL_MS } from './service.js';
 import { addCookie, type NewSession, type SessionInfo } from './sessions.js';

@@ -4,7 +4,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { cookieValue, parseCookies, serializeCookie } from './cookies.js';
+import { cookieValue, parseCookies, serializeCookie } from '../../common/cookies.js';
 import { parseReturnTo } from './return-to.js';
 import { matchTotp, totpCode, totpStep, TOTP_DEFAULTS, type TotpParams } from './totp.js';
 import { claimGroups, deriveUsername, USERNAME } from './users.js';

@@ -14,7 +14,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { TesseraError } from '../../core/errors.js';
 import type { PeopleStore, SessionRecord, UserRecord } from '../store/store.js';
-import { cookieValue, serializeCookie } from './cookies.js';
+import { cookieValue, serializeCookie } from '../../common/cookies.js';
 
 export const SESSION_COOKIE = '__Host-tessera_session';
 export const CSRF_COOKIE = '__Host-tessera_csrf';
@@ -184,10 +184,32 @@ export class SessionService {
     return p;
   }
 
+  /**
+   * The reference of the request's live session that a gateway may hold (its stored hash: not a
+   * bearer value, the cookie is), or undefined when the request has no live session.
+   */
+  async refOf(req: FastifyRequest): Promise<string | undefined> {
+    const l = await this.lookup(req);
+    return l.ok ? l.rec.hash : undefined;
+  }
+
+  /**
+   * The live session named by a reference from {@link refOf} (gateways check it: logout everywhere
+   * ends their sessions too), with its absolute end; a check counts as use (idle timeout).
+   */
+  async byRef(ref: string): Promise<{ info: SessionInfo; expiresAt: number } | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(ref)) return undefined;
+    const l = await this.loadHash(ref);
+    return l.ok ? { info: l.info, expiresAt: l.rec.expiresAt } : undefined;
+  }
+
   private async load(req: FastifyRequest): Promise<Lookup> {
     const id = cookieValue(req.headers.cookie, SESSION_COOKIE);
     if (id === undefined || !/^[A-Za-z0-9_-]{43}$/.test(id)) return { ok: false, reason: 'none' };
-    const hash = sha256(id);
+    return this.loadHash(sha256(id));
+  }
+
+  private async loadHash(hash: string): Promise<Lookup> {
     const rec = await this.store.getSession(hash);
     if (!rec) return { ok: false, reason: 'none' };
     const now = this.opts.now();

@@ -14,6 +14,7 @@
  * | `credential:derive`          | the control plane only        | never accepted from an enforcer                          |
  * | `tls:handshake`, `policy:bundle` (refusals) | the sidecar     | the caller itself                                        |
  * | `tls:upstream` (refusal)     | the outbound sidecar          | the upstream it expected: a SPIFFE ID of this trust domain |
+ * | `gateway:request`            | a registered gateway          | `spiffe://TD/tessera/gateway/<its name>/app/<route>`, principal a person (`/user/...`) |
  *
  * The principal of a decision is the caller's verified peer, which only the enforcer knows: it is
  * taken as claimed, and a lying enforcer can only misreport calls to itself (and, in dry runs,
@@ -23,6 +24,7 @@ import { TesseraError } from '../../core/errors.js';
 import { RateLimiter, parseRateLimit, type RateLimit } from '../../core/rate-limit.js';
 import { isSecretPolicyId } from '../../core/secrets/index.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
+import { gatewayAppPrefix, isUserId } from '../../core/wire/gateway.js';
 import type { SecretPolicyService } from '../secrets/service.js';
 import type { AuditRecord, DecisionSampleQuery } from '../store/store.js';
 import { body, int } from '../../common/api/validate.js';
@@ -71,7 +73,7 @@ function checkBurst(limit: RateLimit): void {
  */
 export const DECISIONS_BODY_LIMIT = 1024 * 1024;
 
-const DECISION_ACTIONS = new Set(['http:request', 'tcp:connect', 'secret:unseal', 'credential:derive']);
+const DECISION_ACTIONS = new Set(['http:request', 'tcp:connect', 'secret:unseal', 'credential:derive', 'gateway:request']);
 /**
  * Refusals agents record before (or instead of) a policy decision, and their audit actions: a
  * caller's handshake refused by the inbound proxy, a server refused by the outbound proxy (wrong
@@ -170,7 +172,9 @@ export class DecisionIngest {
   private readonly limiter: RateLimiter;
   private readonly secretPrefix: string;
 
-  constructor(private readonly trustDomain: string, private readonly secrets: SecretPolicyService, settings: DecisionSettings = DEFAULT_DECISION_SETTINGS) {
+  /** `gatewayOf`: the registered gateway named by an identity (gateway:request records come only from it). */
+  constructor(private readonly trustDomain: string, private readonly secrets: SecretPolicyService, settings: DecisionSettings = DEFAULT_DECISION_SETTINGS,
+    private readonly gatewayOf?: (spiffeId: string) => Promise<string | undefined>) {
     checkBurst(settings.rateLimit);
     this.limiter = new RateLimiter(settings.rateLimit);
     this.secretPrefix = `spiffe://${trustDomain}/tessera/secret/`;
@@ -243,6 +247,16 @@ export class DecisionIngest {
           keyServers.set(policy, servers);
         }
         if (!servers.has(enforcer)) throw forbidden(i, `only a key server of secret policy ${policy} records its secret:unseal decisions`);
+        return;
+      }
+      case 'gateway:request': {
+        // A gateway for people records its decisions about people (principal in the /user tree) and
+        // its own apps (spiffe://<td>/tessera/gateway/<its name>/app/<route>).
+        const name = await this.gatewayOf?.(enforcer);
+        const prefix = name === undefined ? undefined : gatewayAppPrefix(this.trustDomain, name);
+        if (prefix === undefined || !r.resource.startsWith(prefix) || r.resource.length === prefix.length || !isUserId(this.trustDomain, r.principal)) {
+          throw forbidden(i, 'gateway:request decisions come from a registered gateway, about people and its own apps');
+        }
         return;
       }
       default:

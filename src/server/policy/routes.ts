@@ -33,7 +33,7 @@ function schemaOf(v: unknown): Record<string, unknown> | undefined {
 export function policyRoutes(
   app: FastifyInstance, ctx: ServerContext, settings: DecisionSettings = DEFAULT_DECISION_SETTINGS, polls: BundlePollSettings = DEFAULT_BUNDLE_POLL_SETTINGS,
 ): void {
-  const ingest = new DecisionIngest(ctx.trustDomain, ctx.secrets, settings);
+  const ingest = new DecisionIngest(ctx.trustDomain, ctx.secrets, settings, async (id) => (await ctx.gateways.ofIdentity(id))?.name);
   const gate = new BundlePollGate(polls);
 
   app.post('/v1/policies', (req, reply) => audited(ctx, req, 'policy.apply', async (ev) => {

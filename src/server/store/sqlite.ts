@@ -11,6 +11,7 @@ import type {
 import type { PeopleStore } from './store.js';
 import { SqlitePeopleStore } from './people-sqlite.js';
 import { SqliteDeviceStore } from './devices.sqlite.js';
+import { SqliteGatewayStore } from './gateways.sqlite.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -221,6 +222,7 @@ export class SqliteStore implements Store {
   private readonly appendAuditTx: Database.Transaction<(records: readonly AuditRecord[]) => void>;
   readonly people: PeopleStore;
   readonly devices: SqliteDeviceStore;
+  readonly gateways: SqliteGatewayStore;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -242,6 +244,7 @@ export class SqliteStore implements Store {
     this.db.exec(ADDED_INDEXES);
     this.migrateAuditTree();
     this.devices = new SqliteDeviceStore(this.db);
+    this.gateways = new SqliteGatewayStore(this.db);
     const db = this.db;
     this.people = new SqlitePeopleStore(db);
     this.stmts = {

@@ -244,6 +244,8 @@ export interface RiskHistoryRecord extends Omit<RiskStateRecord, 'since'> {
 export interface Store {
   /** Enrolled devices, their one-time enrolment tokens and posture reports (issue 12): src/server/devices/. */
   readonly devices: DeviceStore;
+  /** Gateways for people and their one-time authorization codes (issue 12): src/server/gateways/. */
+  readonly gateways: GatewayStore;
 
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
@@ -611,4 +613,42 @@ export interface DeviceStore {
   insertPostureReport(rec: PostureReportRecord, keep: number): Promise<void>;
   /** The device's reports, newest first, at most `limit`. */
   listPostureReports(deviceId: string, limit: number): Promise<PostureReportRecord[]>;
+}
+
+/** A gateway for people registered on the control plane (issue 12, src/server/gateways/). */
+export interface GatewayRecord {
+  name: string;
+  /** The SPIFFE ID of the gateway's registration entry: the identity it calls the control plane with. */
+  spiffeId: string;
+  /** Its public origins (one per host it serves); each redirect URI is one of these + `/_tessera/callback`. */
+  urls: string[];
+  createdAt: number;
+  createdBy: string;
+}
+
+/** A one-time authorization code issued to a gateway (only its SHA-256 is stored). */
+export interface GatewayCodeRecord {
+  hash: string;
+  gateway: string;
+  /** The stored hash of the control-plane session the code was issued for. */
+  sessionHash: string;
+  redirectUri: string;
+  /** The PKCE S256 challenge (RFC 7636 §4.2). */
+  challenge: string;
+  expiresAt: number;
+}
+
+/** Storage of gateways and their one-time codes. */
+export interface GatewayStore {
+  /** false when the name or the SPIFFE ID is taken. */
+  insertGateway(g: GatewayRecord): Promise<boolean>;
+  getGateway(name: string): Promise<GatewayRecord | undefined>;
+  gatewayBySpiffeId(spiffeId: string): Promise<GatewayRecord | undefined>;
+  listGateways(): Promise<GatewayRecord[]>;
+  /** Removes the gateway and its pending codes; false when there was none. */
+  deleteGateway(name: string): Promise<boolean>;
+  /** Stores a code (and drops expired ones). */
+  insertGatewayCode(c: GatewayCodeRecord, now: number): Promise<void>;
+  /** Atomically deletes and returns the code: a code is redeemed at most once, even when it is then refused. */
+  takeGatewayCode(hash: string): Promise<GatewayCodeRecord | undefined>;
 }

@@ -15,6 +15,15 @@ import type { TelemetryWindow } from '../../core/risk/types.js';
 import type { Store, StoredTelemetryRow, TelemetryQuery } from '../store/store.js';
 import { body } from '../../common/api/validate.js';
 import { validateTelemetryWindow } from '../../core/risk/telemetry.js';
+import { gatewayAppPrefix, isUserId } from '../../core/wire/gateway.js';
+import { parseSpiffeId } from '../../core/spiffe-id.js';
+
+/** Whether gateway `name` (SVID `reporter`) may report `w`: people → its own apps, as callee, HTTP. */
+function gatewayMayReport(reporter: string, name: string, w: TelemetryWindow): boolean {
+  const td = parseSpiffeId(reporter).trustDomain;
+  const prefix = gatewayAppPrefix(td, name);
+  return w.reporter === 'callee' && (w.action ?? 'http') === 'http' && w.callee.startsWith(prefix) && w.callee.length > prefix.length && isUserId(td, w.caller);
+}
 
 export interface TelemetrySettings {
   /** Windows per second (and burst) each identity may ship; the burst must hold a full batch. */
@@ -51,7 +60,8 @@ export class TelemetryService {
    * `unseal` windows are refused from everyone.
    */
   constructor(private readonly store: Store, readonly settings: TelemetrySettings = DEFAULT_TELEMETRY_SETTINGS, private readonly now: () => number = Date.now,
-    private readonly isKeyServer?: (spiffeId: string) => Promise<boolean>) {
+    private readonly isKeyServer?: (spiffeId: string) => Promise<boolean>,
+    private readonly gatewayOf?: (spiffeId: string) => Promise<string | undefined>) {
     if (settings.rateLimit.burst < MAX_TELEMETRY_BATCH) throw new TesseraError('TESSERA_CONFIG_INVALID', `the telemetry rate limit's burst must be at least ${MAX_TELEMETRY_BATCH} (one full batch)`);
     if (!Number.isSafeInteger(settings.maxRows) || settings.maxRows < 1) throw new TesseraError('TESSERA_CONFIG_INVALID', 'telemetry maxRows must be a positive integer');
     this.#limiter = new RateLimiter(settings.rateLimit);
@@ -98,9 +108,18 @@ export class TelemetryService {
       return w;
     });
     let unseals = false;
+    let gateway: string | undefined | null = null;
     for (const [i, w] of windows.entries()) {
       const party = w.reporter === 'callee' ? w.callee : w.caller;
-      if (party !== reporter) throw new TesseraError('TESSERA_FORBIDDEN', `window ${i}: a sidecar reports only edges it is a party to (reporter "${w.reporter}" must be the ${w.reporter}, ${reporter})`);
+      if (party !== reporter) {
+        // A gateway for people reports the requests of people (callers in the /user tree) to its own
+        // apps (callees under spiffe://<td>/tessera/gateway/<its name>/app/, a reserved tree no
+        // workload holds), as their callee: it can misreport only its own users' traffic to its own apps.
+        if (gateway === null) gateway = await this.gatewayOf?.(reporter);
+        if (gateway === undefined || !gatewayMayReport(reporter, gateway, w)) {
+          throw new TesseraError('TESSERA_FORBIDDEN', `window ${i}: a sidecar reports only edges it is a party to (reporter "${w.reporter}" must be the ${w.reporter}, ${reporter})`);
+        }
+      }
       if (w.action === 'unseal') unseals = true;
     }
     if (unseals && !(await this.isKeyServer?.(reporter))) throw new TesseraError('TESSERA_FORBIDDEN', `only a key server named by a secret policy reports unseals (${reporter} is none)`);
