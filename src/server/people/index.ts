@@ -56,5 +56,6 @@ export function buildLogin(deps: {
   const personCerts = new PersonCerts(deps.store, deps.ca, { trustDomain: deps.trustDomain, now });
   const settings: LoginSettings = { maxTtlMs: DEFAULT_LOGIN_MAX_TTL_MS, caps: DEFAULT_LOGIN_CAPS, ...deps.options?.login };
   const login = new LoginService(deps.store, { users: deps.users, certs: personCerts, now, settings });
-  return { login, personCerts, signInLimits: new SignInLimits({ ...DEFAULT_SIGNIN_LIMITS, ...deps.options?.signInLimits }, now) };
+  // Rate limits run on the real clock (a request rate is real time), whatever clock sign-in uses.
+  return { login, personCerts, signInLimits: new SignInLimits({ ...DEFAULT_SIGNIN_LIMITS, ...deps.options?.signInLimits }) };
 }

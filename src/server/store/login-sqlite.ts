@@ -61,8 +61,8 @@ export class SqliteLoginStore implements LoginStore {
     db.exec(LOGIN_SCHEMA);
     this.s = {
       prune: db.prepare('DELETE FROM login_requests WHERE expires_at <= ?'),
-      countIp: db.prepare<[string, number], { n: number }>('SELECT COUNT(*) AS n FROM login_requests WHERE client_ip = ? AND expires_at > ?'),
-      countAll: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM login_requests WHERE expires_at > ?'),
+      countIp: db.prepare<[string, number], { n: number }>(`SELECT COUNT(*) AS n FROM login_requests WHERE client_ip = ? AND expires_at > ? AND state IN ('pending', 'approved')`),
+      countAll: db.prepare<[number], { n: number }>(`SELECT COUNT(*) AS n FROM login_requests WHERE expires_at > ? AND state IN ('pending', 'approved')`),
       insert: db.prepare(`INSERT INTO login_requests VALUES (@hash, @kind, @user_code_hash, @state, @username, @mfa_at, @client_ip, @key_thumbprint,
         @ttl_ms, @step_up, @code_challenge, @redirect_uri, @interval_s, @last_poll_at, @serial, @created_at, @expires_at)`),
       get: db.prepare<[string], RequestRow>('SELECT * FROM login_requests WHERE hash = ?'),
