@@ -76,7 +76,7 @@ export type AdminCredential =
   | { kind: 'login'; dir: string; server: string; trustDomain: string };
 
 export function adminCredential(at: AdminLocation, env: NodeJS.ProcessEnv = process.env): AdminCredential {
-  if (at.adminDir !== undefined || env.TESSERA_ADMIN_DIR !== undefined) return { kind: 'dir', dir: adminDir(at) };
+  if (at.adminDir !== undefined || env.TESSERA_ADMIN_DIR) return { kind: 'dir', dir: adminDir(at) };
   const dir = loginDir(env);
   const login = readLogin(dir);
   if (login !== undefined) {

@@ -236,7 +236,7 @@ Reads need an MFA of the last 12 hours; changes need fresh MFA (--admin-mfa-max-
   program.command('whoami').description('who the CLI acts as: the `tessera login` person (asked of the control plane), or the admin credential directory in use')
     .action(run(async (g) => {
       const dir = loginDir();
-      const info = g.adminDir === undefined && process.env.TESSERA_ADMIN_DIR === undefined ? readLogin(dir) : undefined;
+      const info = g.adminDir === undefined && !process.env.TESSERA_ADMIN_DIR ? readLogin(dir) : undefined;
       if (info === undefined) {
         const admin = adminDir(g);
         output(g, { kind: 'admin-dir', admin_dir: admin }, () => `no tessera login in use: admin commands use the credential in ${admin}`);

@@ -11,10 +11,21 @@ import { SoftPasskey } from './webauthn.js';
 
 const STEP = 30_000;
 
-/** A test-driven sign-in clock, starting just after a TOTP step boundary near the real time. */
+/**
+ * A test-driven sign-in clock: real time plus an offset the test moves (so a CLI polling in real
+ * time sees time pass), starting just after a TOTP step boundary.
+ */
 export class TestClock {
-  t = Math.floor(Date.now() / STEP) * STEP + 1000;
-  readonly now = (): number => this.t;
+  #offset = Math.floor(Date.now() / STEP) * STEP + 1000 - Date.now();
+  readonly now = (): number => Date.now() + this.#offset;
+  get t(): number {
+    return this.now();
+  }
+
+  set t(v: number) {
+    this.#offset = v - Date.now();
+  }
+
   /** A fresh TOTP step (three steps on: a code of the last step is never reused). */
   next(): void {
     this.t += 3 * STEP;
