@@ -318,6 +318,30 @@ describe('revocation of person certificates', () => {
     expect((await p.admin('/v1/users/carol/remove', {})).status).toBe(200);
     expect(codeOf(await asPerson(six.issued, six.key, '/v1/entries'))).toBe('TESSERA_LOGIN_REVOKED');
   });
+
+  it('a revocation by another process (straight in the store) takes effect at the next sync', async () => {
+    const { issued, key } = await browserLogin(aliceBrowser);
+    expect(await t.cp.store.login.revokeUserCert(issued.serial, Date.now(), 'by another worker')).toBe(true);
+    expect((await asPerson(issued, key, '/v1/entries')).status).toBe(200);
+    await t.cp.ctx.personCerts.sync();
+    expect(codeOf(await asPerson(issued, key, '/v1/entries'))).toBe('TESSERA_LOGIN_REVOKED');
+    // A certificate for /user/... that tessera login never issued is no admin either.
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const forged = t.cp.ctx.ca.issue({ publicKey: pair.publicKey, uriSans: ['spiffe://tessera.test/user/alice'] }, 600_000);
+    const stray = { cert_pem: pemEncode(forged.der, 'CERTIFICATE') };
+    expect(codeOf(await asPerson(stray, { ...key, keyPem: pair.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string }, '/v1/entries'))).toBe('TESSERA_LOGIN_REVOKED');
+  });
+
+  it('the approval pages are served with a strict CSP and no inline script', async () => {
+    for (const page of ['/auth/cli', '/auth/device']) {
+      const r = await p.browser().request(page);
+      expect(r.status).toBe(200);
+      expect(r.headers['content-security-policy']).toMatch(/script-src 'self'/);
+      expect(r.headers['content-security-policy']).not.toMatch(/unsafe-inline/);
+      expect(r.text).not.toMatch(/<script>|<script [^>]*>[^<]/);
+      expect(r.text).toContain('/auth/static/login.js');
+    }
+  });
 });
 
 describe('a console session as admin caller (sessionAdmin)', () => {
