@@ -25,6 +25,8 @@ export interface PeopleOptions {
   sessions?: Partial<SessionSettings>;
   /** `tessera login`: longest certificate (`--login-max-ttl`), and caps on logins under way. */
   login?: Partial<LoginSettings>;
+  /** Cap on live sign-in tickets anyone may cause (passkey challenges, half-done sign-ins, OIDC states); default 50,000. */
+  maxPendingTickets?: number;
   /** Limits on the unauthenticated sign-in routes (`--signin-rate-limit`). */
   signInLimits?: Partial<SignInLimitSettings>;
   /** The clock of sign-in (TOTP steps, expiries); a server option for tests, not a CLI flag. */
@@ -42,9 +44,11 @@ export function buildPeople(deps: {
   const origin = (): string => new URL(base()).origin;
   const users = new UserService(store, { trustDomain: deps.trustDomain, now });
   const sessions = new SessionService(store, { now, origin, settings: { ...DEFAULT_SESSION_SETTINGS, ...deps.options?.sessions } });
-  const passkeys = new PasskeyService(store, new Tickets(store, now), () => ({ id: new URL(base()).hostname, origin: origin(), name: `Tessera ${deps.trustDomain}` }), now);
+  const passkeys = new PasskeyService(store, new Tickets(store, now, deps.options?.maxPendingTickets), () => ({ id: new URL(base()).hostname, origin: origin(), name: `Tessera ${deps.trustDomain}` }), now);
   const oidc = deps.options?.oidc ? new OidcLogin(deps.options.oidc, () => `${base()}/v1/auth/oidc/callback`) : undefined;
-  const people = new PeopleService(store, { users, passkeys, kek: deps.kek, oidc, now, publicUrl: base, totpIssuer: `Tessera ${deps.trustDomain}` });
+  const people = new PeopleService(store, {
+    users, passkeys, kek: deps.kek, oidc, now, publicUrl: base, totpIssuer: `Tessera ${deps.trustDomain}`, maxPendingTickets: deps.options?.maxPendingTickets,
+  });
   return { users, sessions, people };
 }
 

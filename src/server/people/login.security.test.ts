@@ -396,13 +396,25 @@ describe('a console session as admin caller (sessionAdmin)', () => {
 describe('limits on the sign-in routes', () => {
   let lt: TestControlPlane;
   beforeAll(async () => {
-    lt = await startControlPlane({ people: { signInLimits: { rateLimit: { perSecond: 0.2, burst: 3 } }, login: { caps: { perIp: 2, total: 3 } } } });
+    lt = await startControlPlane({ people: { signInLimits: { rateLimit: { perSecond: 0.2, burst: 3 } }, login: { caps: { perIp: 2, total: 3 } }, maxPendingTickets: 2 } });
   });
   afterAll(async () => {
     await lt?.close();
   });
   const post = (path: string, body: unknown): Promise<RawResponse> =>
     rawRequest(lt.cp.url, { path, method: 'POST', ca: lt.adminTls.ca, body: JSON.stringify(body), headers: { 'content-type': 'application/json', origin: lt.cp.url } });
+
+  it('caps the sign-in tickets anyone may cause (passkey challenges) in all, with a clear refusal', async () => {
+    // Straight at the service: the per-address bucket is for the next test.
+    const issue = () => lt.cp.ctx.people.passkeyOptions(undefined);
+    await issue();
+    await issue();
+    await expect(issue()).rejects.toMatchObject({ code: 'TESSERA_RATE_LIMITED', message: expect.stringContaining('sign-ins are under way') });
+    // Admin-made tickets (enrolment and console links) are not capped by it.
+    const a = lt.adminTls;
+    const link = await rawRequest(lt.cp.url, { path: '/v1/console/links', method: 'POST', ca: a.ca, cert: a.cert, key: a.key, body: '{}', headers: { 'content-type': 'application/json' } });
+    expect(link.status, link.text).toBe(201);
+  });
 
   it('caps logins under way per address (TESSERA_RATE_LIMITED), then limits requests per address: 429 with Retry-After, not audited', async () => {
     const k = cliKey();

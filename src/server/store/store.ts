@@ -531,6 +531,8 @@ export interface PeopleStore {
   getTicket(hash: string, kind: string): Promise<AuthTicketRecord | undefined>;
   /** Sets an unused ticket's data to `to` only if it is still `from` (compare and set). */
   replaceTicketData(hash: string, from: string, to: string): Promise<boolean>;
+  /** Unused, unexpired tickets of these kinds (the cap on sign-ins under way). */
+  countLiveTickets(kinds: readonly string[], now: number): Promise<number>;
 }
 
 /** A one-time device enrolment token (`tessera device token create`): only its hash is stored. */
