@@ -13,12 +13,18 @@ import type { AdminPrincipal } from '../authz/principal.js';
 import type { CertificateAuthority } from '../ca/ca.js';
 import type { LoginStore, UserCertRecord, UserRecord } from '../store/store.js';
 
-interface LiveCert { username: string; spiffeId: string; groups: string[]; mfaAt: number | null; notAfter: number }
+interface LiveCert {
+  username: string; spiffeId: string; groups: string[]; mfaAt: number | null; notAfter: number;
+  /** Set when this process issued it: its place in this process's issue order (see sync). */
+  issuedSeq?: number;
+}
 
 export class PersonCerts {
   #live = new Map<string, LiveCert>();
   /** Serials revoked by this process since the last sync (a sync that began before them must not bring them back). */
   #revokedHere = new Set<string>();
+  /** Certificates this process issued so far: a sync keeps those issued after it read the store. */
+  #issued = 0;
 
   constructor(private readonly store: LoginStore, private readonly ca: CertificateAuthority, private readonly opts: { trustDomain: string; now: () => number }) {}
 
@@ -29,11 +35,15 @@ export class PersonCerts {
   /** Re-reads the live certificates (at start and every tick). */
   async sync(): Promise<void> {
     const revokedBefore = new Set(this.#revokedHere);
+    const issuedBefore = this.#issued;
     const rows = await this.store.liveUserCerts(this.opts.now());
     const live = new Map<string, LiveCert>();
     for (const r of rows) {
       if (this.#revokedHere.has(r.serial)) continue;
       live.set(r.serial, { username: r.username, spiffeId: r.spiffeId, groups: r.groups, mfaAt: r.mfaAt, notAfter: r.notAfter });
+    }
+    for (const [serial, c] of this.#live) {
+      if (!live.has(serial) && c.issuedSeq !== undefined && c.issuedSeq > issuedBefore && !this.#revokedHere.has(serial)) live.set(serial, c);
     }
     this.#live = live;
     for (const s of revokedBefore) this.#revokedHere.delete(s);
@@ -70,7 +80,7 @@ export class PersonCerts {
       notAfter: issued.notAfter.getTime(), flow: o.flow, clientIp: o.clientIp, revokedAt: null, revokedReason: null,
     };
     await this.store.insertUserCert(rec);
-    this.#live.set(serial, { username: user.username, spiffeId: user.spiffeId, groups: [...user.groups], mfaAt: o.mfaAt, notAfter: rec.notAfter });
+    this.#live.set(serial, { username: user.username, spiffeId: user.spiffeId, groups: [...user.groups], mfaAt: o.mfaAt, notAfter: rec.notAfter, issuedSeq: ++this.#issued });
     return { der: issued.der, rec };
   }
 
