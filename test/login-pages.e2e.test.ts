@@ -77,7 +77,9 @@ describe('login approval pages in Chromium', () => {
   it('/auth/cli: Approve sends the browser to the loopback with the code and state; Deny with error=access_denied', async () => {
     const hits: URL[] = [];
     const loop: Server = createServer((req, res) => {
-      hits.push(new URL(req.url ?? '/', 'http://127.0.0.1'));
+      const u = new URL(req.url ?? '/', 'http://127.0.0.1');
+      // Chromium also asks for /favicon.ico: only the redirects count.
+      if (u.pathname === '/' && u.searchParams.has('state')) hits.push(u);
       res.setHeader('content-type', 'text/html');
       res.end('<!doctype html><title>done</title><p>ok</p>');
     });
