@@ -152,7 +152,7 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
     expect(existsSync(join(t.dataDir, 'unused'))).toBe(false);
   }, 120_000);
 
-  it('lets an auditor (a person\'s certificate, group auditors) read but refuses it a write; stale MFA is TESSERA_MFA_REQUIRED', async () => {
+  it('lets an auditor (a person\'s certificate, group auditors) read but refuses it a write; a write with stale MFA is TESSERA_MFA_REQUIRED', async () => {
     const carol = personDir('carol', CAROL);
     expect((await tessera(carol, ['entry', 'list'])).status).toBe(0);
     expect((await tessera(carol, ['audit', 'list', '--limit', '1'])).status).toBe(0);
@@ -162,7 +162,9 @@ describe('admin authorization (Cedar admin policy) end to end', () => {
     expect(write.json.error.message).toContain('admin:entry.create');
 
     const dave = personDir('dave', DAVE);
-    const stale = await runTessera(['entry', 'list'], { env: { TESSERA_ADMIN_DIR: dave }, timeoutMs: 20_000 });
+    // An hour-old MFA reads (the default policy: MFA of the last 12 hours) but does not write.
+    expect((await runTessera(['entry', 'list'], { env: { TESSERA_ADMIN_DIR: dave }, timeoutMs: 20_000 })).status).toBe(0);
+    const stale = await runTessera(['entry', 'create', '--spiffe-id', `spiffe://${TD}/shop/dave`], { env: { TESSERA_ADMIN_DIR: dave }, timeoutMs: 20_000 });
     expect(stale.status).toBe(4);
     expect(stale.stderr).toContain('TESSERA_MFA_REQUIRED');
     expect(stale.stderr).toContain('tessera login');

@@ -9,6 +9,7 @@ import { ApiClient, type ClientTls } from '../common/api-client.js';
 import { TesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
 import type { BundleWatchResponse } from '../core/wire/control-plane.js';
+import { loginDir, loginTls, readLogin } from './login-credential.js';
 
 /** Where `tessera server` keeps its state by default (its admin credential is in `admin/` below). */
 export const DEFAULT_SERVER_DIR = '.tessera/server';
@@ -46,7 +47,7 @@ export function adminTls(at: AdminLocation): ClientTls {
  */
 export async function refreshAdminBundle(at: AdminLocation, client: ApiClient): Promise<void> {
   try {
-    const file = join(adminDir(at), 'bundle.pem');
+    const file = join(adminCredential(at).dir, 'bundle.pem');
     const res = await client.call<BundleWatchResponse>('GET', '/v1/bundle/watch?after=0&timeout_seconds=0');
     if (typeof res.bundle_pem !== 'string' || !res.bundle_pem.includes('-----BEGIN CERTIFICATE-----')) return;
     if (readFileSync(file, 'utf8') !== res.bundle_pem) writeFileAtomic(file, res.bundle_pem);
@@ -61,11 +62,41 @@ export function agentTls(agentDir: string): ClientTls {
   return { ca: readCredential(join(dir, 'bundle.pem'), 'trust bundle'), cert: readCredential(join(dir, 'svid.pem'), 'SVID'), key: readCredential(join(dir, 'svid.key'), 'SVID key') };
 }
 
-/** An API client authenticated with the admin credential the server wrote into its data directory. */
+/**
+ * Which admin credential the CLI calls with, in this order:
+ * 1. `--admin-dir DIR`, else `$TESSERA_ADMIN_DIR`: that directory's credential (a named admin's, or
+ *    the bootstrap credential in DATA_DIR/admin/ for break-glass);
+ * 2. else the `tessera login` credential (see login-credential.ts), when there is one: a person
+ *    certificate; expired, it is refused (TESSERA_CREDENTIAL_EXPIRED: run `tessera login`) rather
+ *    than silently replaced by another credential;
+ * 3. else the default server's DATA_DIR/admin/ (`.tessera/server/admin`, the bootstrap credential).
+ */
+export type AdminCredential =
+  | { kind: 'dir'; dir: string }
+  | { kind: 'login'; dir: string; server: string; trustDomain: string };
+
+export function adminCredential(at: AdminLocation, env: NodeJS.ProcessEnv = process.env): AdminCredential {
+  if (at.adminDir !== undefined || env.TESSERA_ADMIN_DIR) return { kind: 'dir', dir: adminDir(at) };
+  const dir = loginDir(env);
+  const login = readLogin(dir);
+  if (login !== undefined) {
+    if (Date.parse(login.not_after) <= Date.now()) {
+      throw new TesseraError('TESSERA_CREDENTIAL_EXPIRED', `the tessera login certificate of ${login.username} expired at ${login.not_after}: run \`tessera login\` (or pass --admin-dir)`);
+    }
+    return { kind: 'login', dir, server: login.server, trustDomain: login.trust_domain };
+  }
+  return { kind: 'dir', dir: adminDir(at) };
+}
+
+/** An API client authenticated with the admin credential {@link adminCredential} picks. */
 export function adminClient(at: AdminLocation): ApiClient {
-  const dir = adminDir(at);
+  const cred = adminCredential(at);
+  if (cred.kind === 'login') {
+    return new ApiClient(at.server ?? process.env.TESSERA_SERVER ?? cred.server, { ...loginTls(cred.dir), serverId: `spiffe://${cred.trustDomain}/tessera/server` });
+  }
+  const dir = cred.dir;
   if (!existsSync(dir)) {
-    throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `no admin credential directory at ${dir}: start \`tessera server\` first, or pass --admin-dir / set TESSERA_ADMIN_DIR`);
+    throw new TesseraError('TESSERA_CREDENTIAL_MISSING', `no admin credential directory at ${dir}: start \`tessera server\` first, run \`tessera login\`, or pass --admin-dir / set TESSERA_ADMIN_DIR`);
   }
   let url = at.server ?? process.env.TESSERA_SERVER;
   let trustDomain: string | undefined;

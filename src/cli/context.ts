@@ -34,6 +34,10 @@ export function exitStatusFor(code: ErrorCode): number {
     case 'TESSERA_IDENTITY_QUARANTINED':
     case 'TESSERA_MFA_REQUIRED':
     case 'TESSERA_POSTURE_INVALID':
+    case 'TESSERA_CREDENTIAL_EXPIRED':
+    case 'TESSERA_LOGIN_REVOKED':
+    case 'TESSERA_LOGIN_DENIED':
+    case 'TESSERA_LOGIN_EXPIRED':
       return EXIT.refused;
     default:
       return EXIT.failed;

@@ -34,6 +34,7 @@ import { siemOptions } from './siem-options.js';
 import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
 import { peopleOptions, withPeopleFlags } from './people-options.js';
 import { userCommands } from './user.js';
+import { loginCommands } from './login.js';
 import { PRODUCT_VERSION } from '../core/audit-export.js';
 
 type Json = Record<string, unknown>;
@@ -365,6 +366,7 @@ export function buildProgram(): Command {
   adminCommands(program, run);
   grantCommands(program, run);
   userCommands(program, run);
+  loginCommands(program, run);
   telemetryCommands(program, run);
   riskCommands(program, run);
   riskConfigCommands(program, run);

@@ -5,6 +5,7 @@ import { parseDuration } from '../core/duration.js';
 import { TesseraError } from '../core/errors.js';
 import { checkIssuerUrl } from '../server/people/oidc.js';
 import type { PeopleOptions } from '../server/people/index.js';
+import { parseSignInRateLimit } from '../server/people/signin-limits.js';
 
 const CLAIM = /^[A-Za-z0-9_.:/-]{1,128}$/;
 
@@ -16,6 +17,8 @@ const PEOPLE_SERVER_FLAGS: [string, string][] = [
   ['--oidc-mfa-acr <values>', 'comma-separated acr values that count as MFA (besides amr, see the README)'],
   ['--session-idle <duration>', 'a person\'s session unused this long ends (default 30m)'],
   ['--session-max <duration>', 'a person\'s session ends this long after sign-in (default 12h)'],
+  ['--login-max-ttl <duration>', 'longest life of a `tessera login` certificate, 5m to 24h (default 8h)'],
+  ['--signin-rate-limit <rate>', 'sign-in requests (passkey, TOTP, links, OIDC, logins) each client address may make, per worker: PER_SECOND[:BURST] (default 5:60)'],
 ];
 
 /** Adds the flags above to `tessera server`. */
@@ -53,5 +56,11 @@ export function peopleOptions(o: Record<string, unknown>): PeopleOptions | undef
   if (idle !== undefined && (idle < 60_000 || idle > 7 * 86_400_000)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--session-idle must be from 1m to 7d');
   if (max !== undefined && (max < 60_000 || max > 30 * 86_400_000)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--session-max must be from 1m to 30d');
   if (idle !== undefined || max !== undefined) out.sessions = { ...(idle !== undefined ? { idleMs: idle } : {}), ...(max !== undefined ? { absoluteMs: max } : {}) };
-  return out.oidc || out.sessions ? out : undefined;
+  if (o.loginMaxTtl !== undefined) {
+    const ms = parseDuration(String(o.loginMaxTtl), '--login-max-ttl');
+    if (ms < 5 * 60_000 || ms > 86_400_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--login-max-ttl must be from 5m to 24h');
+    out.login = { maxTtlMs: ms };
+  }
+  if (o.signinRateLimit !== undefined) out.signInLimits = { rateLimit: parseSignInRateLimit(String(o.signinRateLimit)) };
+  return out.oidc || out.sessions || out.login || out.signInLimits ? out : undefined;
 }

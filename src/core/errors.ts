@@ -130,6 +130,16 @@ export const ERROR_CODES = {
   TESSERA_GATEWAY_STATE_INVALID: { status: 400, description: 'The gateway\'s sign-in callback has no flow cookie, or its `state` does not match the one the gateway sent (a forged or replayed callback).' },
   TESSERA_ASSERTION_INVALID: { status: 401, description: 'The gateway\'s user assertion (`x-tessera-user-assertion`) is missing, malformed, not signed by a key of the gateway\'s JWKS, expired, or for another issuer or audience.' },
   TESSERA_ROUTE_NOT_FOUND: { status: 404, description: 'The gateway has no route for this host and path.' },
+  // tessera login (issue 12): person certificates for the CLI.
+  TESSERA_LOGIN_CODE_INVALID: { status: 400, description: 'The login code or device code is unknown, malformed, expired, already used (a replayed code also revokes the certificate it gave), or redeemed with the wrong code_verifier or redirect_uri (RFC 6749 invalid_grant).' },
+  TESSERA_LOGIN_PENDING: { status: 400, description: 'Device login: the person has not approved or denied the request yet; poll again after the interval (RFC 8628 authorization_pending).' },
+  TESSERA_LOGIN_SLOW_DOWN: { status: 400, description: 'Device login: polled before the interval passed; the interval grows by 5 seconds for this and every later poll (RFC 8628 slow_down).' },
+  TESSERA_LOGIN_EXPIRED: { status: 400, description: 'Device login: the device code expired before it was approved; start `tessera login` again (RFC 8628 expired_token).' },
+  TESSERA_LOGIN_DENIED: { status: 403, description: 'The person denied this login request (RFC 8628 access_denied).' },
+  TESSERA_LOGIN_KEY_MISMATCH: { status: 400, description: 'The login CSR is not for the key the login was started with (key_thumbprint).' },
+  TESSERA_LOGIN_REVOKED: { status: 401, description: 'This person certificate is no longer accepted: `tessera logout`, logout everywhere, the user was disabled or removed, or it expired; run `tessera login`.' },
+  TESSERA_USER_CODE_INVALID: { status: 400, description: 'No pending device login has this user code (mistyped, expired, or already decided).' },
+  TESSERA_CREDENTIAL_EXPIRED: { status: 401, description: 'The CLI\'s `tessera login` certificate has expired: run `tessera login` again (or pass --admin-dir for another admin credential).' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

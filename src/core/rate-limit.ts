@@ -38,6 +38,13 @@ export class RateLimiter {
     return true;
   }
 
+  /** Tokens `id`'s bucket holds now (without taking any). */
+  peek(id: string): number {
+    const b = this.buckets.get(id);
+    if (b === undefined) return this.limit.burst;
+    return Math.min(this.limit.burst, b.tokens + ((this.now() - b.at) / 1000) * this.limit.perSecond);
+  }
+
   /** Whole seconds until `id`'s bucket holds `cost` tokens (at least 1): a Retry-After value. */
   retryAfterSeconds(id: string, cost = 1): number {
     const b = this.buckets.get(id);

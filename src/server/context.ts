@@ -20,6 +20,9 @@ import type { MapService } from './map/service.js';
 import type { UserService } from './people/users.js';
 import type { SessionService } from './people/sessions.js';
 import type { PeopleService } from './people/service.js';
+import type { LoginService } from './people/login.js';
+import type { PersonCerts } from './people/person-certs.js';
+import type { SignInLimits } from './people/signin-limits.js';
 import type { DeviceService } from './devices/service.js';
 import type { GatewayService } from './gateways/service.js';
 
@@ -69,6 +72,12 @@ export interface ServerContext {
   sessions: SessionService;
   /** People's sign-in flows (enrolment, passkey + TOTP, OIDC, console links). */
   people: PeopleService;
+  /** `tessera login`: the browser and device flows that issue person certificates. */
+  login: LoginService;
+  /** Person certificates: `principalOf(caller)` (admin decisions), `revoke`, `revokeAll` (logout, disable, remove). */
+  personCerts: PersonCerts;
+  /** Per-address limits on the unauthenticated sign-in routes, and on wrong user codes. */
+  signInLimits: SignInLimits;
   /** Enrolled devices: enrolment tokens, device certificates, posture reports, `postureContext` (issue 12). */
   devices: DeviceService;
   /** Gateways for people: registrations and the sign-in code flow (issue 12, src/server/gateways/). */

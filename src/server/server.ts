@@ -51,7 +51,9 @@ import { adminPolicyRoutes } from './authz/routes.js';
 import { MapService } from './map/service.js';
 import { mapRoutes } from './map/routes.js';
 import { consoleRoutes, defaultConsoleDir, loadConsoleAssets } from './console/static.js';
-import { buildPeople, type PeopleOptions } from './people/index.js';
+import { buildLogin, buildPeople, type PeopleOptions } from './people/index.js';
+import { loginRoutes } from './people/login-routes.js';
+import { loginPages } from './people/login-pages.js';
 import { authRoutes } from './people/auth-routes.js';
 import { peopleAdminRoutes } from './people/routes.js';
 import { peoplePages } from './people/pages.js';
@@ -194,6 +196,7 @@ export class ControlPlane {
         policies: adminPolicy, admins, riskScore: async (id) => (await risk.standing(id)).score, log, metrics, now,
       });
       const registry = new RegistryService({ store, policy, trustDomain, now, defaults: { x509TtlSeconds: opts.x509TtlSeconds, jwtTtlSeconds: opts.jwtTtlSeconds } });
+      const people = buildPeople({ store: store.people, kek, trustDomain, now, issuer: () => ctx.issuer, options: options.people });
       const ctx: ServerContext = {
         ca, policy, registry, audit, tlog, log, trustDomain,
         svids: new SvidService({ store, ca, registry, policy, trustDomain, now, risk, issuer: () => ctx.issuer }),
@@ -213,12 +216,19 @@ export class ControlPlane {
         telemetry: new TelemetryService(store, { ...DEFAULT_TELEMETRY_SETTINGS, ...options.telemetry }, Date.now, (id) => ctx.secrets.isKeyServer(id),
           async (id) => (await ctx.gateways.ofIdentity(id))?.name),
         map: new MapService({ store, risk, registry, now }),
-        ...buildPeople({ store: store.people, kek, trustDomain, now, issuer: () => ctx.issuer, options: options.people }),
+        ...people,
+        ...buildLogin({ store: store.login, ca, users: people.users, trustDomain, now, options: options.people }),
         devices: new DeviceService({ store, ca, policy, trustDomain, now, ...(options.devices ? { settings: options.devices } : {}) }),
         gateways: new GatewayService({ store: store.gateways, trustDomain, now }),
       };
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
+      // Person certificates from `tessera login` are admin principals judged by the admin policy.
+      ctx.adminAuthz.usePeople({
+        principalOfCert: (caller) => ctx.personCerts.principalOf(caller),
+        anyUser: async () => (await ctx.users.list(1)).length > 0,
+      });
+      await ctx.personCerts.sync();
       await ctx.admins.sync();
       await ctx.adminAuthz.sync();
       if (opts.role === 'leader') {
@@ -292,7 +302,10 @@ export class ControlPlane {
     adminPolicyRoutes(app, ctx);
     mapRoutes(app, ctx);
     consoleRoutes(app, loadConsoleAssets(this.opts.consoleDir ?? defaultConsoleDir()));
+    ctx.signInLimits.install(app);
     authRoutes(app, ctx);
+    loginRoutes(app, ctx);
+    loginPages(app);
     peopleAdminRoutes(app, ctx, this.store.people);
     peoplePages(app);
     deviceRoutes(app, ctx);
@@ -333,7 +346,7 @@ export class ControlPlane {
       }
       // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
       // Ended grants past their retention are deleted (their history stays in the audit log).
-      ctx.admins.sync().then(() => ctx.adminAuthz.sync()).then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
+      ctx.admins.sync().then(() => ctx.personCerts.sync()).then(() => ctx.adminAuthz.sync()).then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
         if (pruned.length > 0) ctx.log.info('ended grants deleted after their retention', { count: pruned.length });
       }) : undefined))
         .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));

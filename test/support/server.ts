@@ -55,7 +55,10 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<TestCo
   const log: Logger = opts.log ?? createLogger({ level: 'debug', write: (line) => logs.push(line) });
   let cp: ControlPlane;
   try {
-    cp = await ControlPlane.start({ trustDomain: 'tessera.test', env: {}, ...opts, log, dataDir, host: '127.0.0.1', port: opts.port ?? 0 });
+    // A test suite is one very busy client on 127.0.0.1: the per-address sign-in limit is raised
+    // unless the test sets its own (people.signInLimits) to test it.
+    const people = { ...opts.people, signInLimits: { rateLimit: { perSecond: 10_000, burst: 10_000 }, ...opts.people?.signInLimits } };
+    cp = await ControlPlane.start({ trustDomain: 'tessera.test', env: {}, ...opts, people, log, dataDir, host: '127.0.0.1', port: opts.port ?? 0 });
   } catch (err) {
     rmSync(dataDir, { recursive: true, force: true });
     throw err;

@@ -119,7 +119,16 @@ export const DEFAULT_ADMIN_POLICY = `// Tessera admin policy (the built-in defau
 // Principals: Tessera::User (people signed in) and Tessera::Admin (named admins' certificates),
 // both members of Tessera::Group entities; every named admin is in group "admins".
 
-// People in group "admins": every admin action, with MFA no older than --admin-mfa-max-age.
+// People in group "admins": read with a sign-in that used MFA in the last 12 hours (a session, or a
+// \`tessera login\` certificate), and change anything with MFA no older than --admin-mfa-max-age (the
+// server asks for that fresh MFA of every write by a person, whatever this policy says).
+@id("admins-read")
+permit (
+  principal in Tessera::Group::"admins",
+  action in Tessera::Action::"admin:read",
+  resource
+) when { context.mfa_age_seconds <= 43200 };
+
 @id("admins")
 permit (
   principal in Tessera::Group::"admins",
@@ -138,7 +147,15 @@ permit (
   resource
 );
 
-// Auditors: read everything, and witness the audit log (cosign checkpoints, report alarms).
+// Auditors: read everything (MFA in the last 12 hours), and witness the audit log (cosign
+// checkpoints, report alarms: writes, so with fresh MFA).
+@id("auditors-read")
+permit (
+  principal in Tessera::Group::"auditors",
+  action in Tessera::Action::"admin:read",
+  resource
+) when { context.mfa_age_seconds <= 43200 };
+
 @id("auditors")
 permit (
   principal in Tessera::Group::"auditors",

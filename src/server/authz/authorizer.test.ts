@@ -109,6 +109,21 @@ describe('the default admin policy', () => {
 });
 
 describe('MFA freshness', () => {
+  it('default policy: an admin reads with an MFA of the last 12 hours, writes only with fresh MFA; no MFA at all (a console link) gets nothing', async () => {
+    const { authz } = setup();
+    await authz.sync();
+    const twoHours = person('alice', ['admins'], Date.now() - 2 * 3600_000);
+    for (const a of READS) expect((await decide(authz, twoHours, a)).code, a).toBe('OK');
+    for (const a of WRITES) expect((await decide(authz, twoHours, a)).code, a).toBe('TESSERA_MFA_REQUIRED');
+    const auditor = person('carol', ['auditors'], Date.now() - 2 * 3600_000);
+    expect((await decide(authz, auditor, 'admin:audit.read')).code).toBe('OK');
+    expect((await decide(authz, auditor, 'admin:audit.cosign')).code).toBe('TESSERA_MFA_REQUIRED');
+    // Older than 12 hours: a step-up (fresh MFA would allow it), not a plain refusal.
+    expect((await decide(authz, person('alice', ['admins'], Date.now() - 13 * 3600_000), 'admin:entry.list')).code).toBe('TESSERA_MFA_REQUIRED');
+    const link = person('alice', ['admins']);
+    for (const a of Object.keys(ADMIN_ACTIONS) as AdminAction[]) expect((await decide(authz, link, a)).code, a).toBe('TESSERA_MFA_REQUIRED');
+  });
+
   it('refuses a person whose MFA is older than the maximum age with TESSERA_MFA_REQUIRED saying how to step up', async () => {
     const { authz } = setup();
     await authz.sync();
@@ -129,7 +144,9 @@ describe('MFA freshness', () => {
     const r = await decide(authz, person('alice', ['admins']), 'admin:entry.list');
     expect(r.code).toBe('TESSERA_MFA_REQUIRED');
     const cert: AdminPrincipal = { ...person('alice', ['admins'], Date.now() - MAX_AGE - 1000), via: 'cert' };
-    expect((await decide(authz, cert, 'admin:entry.list')).message).toContain('tessera login');
+    // Reads with an older MFA are the policy's to allow (this one does); writes never are.
+    expect((await decide(authz, cert, 'admin:entry.list')).code).toBe('OK');
+    expect((await decide(authz, cert, 'admin:entry.create')).message).toContain('tessera login');
     // The same policy lets the named admin (no MFA floor for certificates that cannot carry one).
     expect((await decide(authz, named('bob'), 'admin:entry.list')).code).toBe('OK');
   });

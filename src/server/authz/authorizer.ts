@@ -142,9 +142,11 @@ export class AdminAuthorizer {
         ...(d && d.errors.length > 0 ? { errors: d.errors.slice(0, 5) } : {}),
       };
     };
-    // People's sessions and certificates need fresh MFA for every admin action, whatever the policy
-    // says (issue 12: "an admin action needs a session with MFA no older than a configurable age").
-    if (principal.kind === 'user' && !mfa.fresh) {
+    // People's sessions and certificates need fresh MFA for every action that changes something,
+    // whatever the policy says (issue 12: "an admin action needs a session with MFA no older than a
+    // configurable age"), and an MFA-backed sign-in for anything at all (a console-link session has
+    // none). How recent an MFA reads need is the policy's choice (the default: the last 12 hours).
+    if (principal.kind === 'user' && (principal.mfaAt === undefined || (ADMIN_ACTIONS[action] === 'write' && !mfa.fresh))) {
       note('mfa_required');
       throw mfaRequired(action, principal);
     }
@@ -198,6 +200,6 @@ function mfaAge(mfaAt: number | undefined, now: number, maxAgeMs: number): { age
 function mfaRequired(action: AdminAction, principal: AdminPrincipal): TesseraError {
   const how = principal.kind === 'admin'
     ? 'this named admin certificate carries no MFA: sign in as a person with `tessera login` (or ask for an admin policy that accepts it)'
-    : principal.via === 'session' ? 'sign in again with your second factor (step-up) and retry' : 'run `tessera login` again to step up (fresh MFA) and retry';
+    : principal.via === 'session' ? 'sign in again with your second factor (step-up) and retry' : 'run `tessera login --step-up` (fresh MFA) and retry';
   return new TesseraError('TESSERA_MFA_REQUIRED', `${action} needs fresh MFA: ${how}`);
 }

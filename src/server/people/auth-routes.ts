@@ -192,6 +192,8 @@ export function authRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const ended = await sessions.endAll(s.username);
     sessions.clearCookies(reply);
     ev.detail.sessions_ended = ended;
+    // Everywhere includes the command line: the person's `tessera login` certificates too.
+    ev.detail.certs_revoked = await ctx.personCerts.revokeAll(s.username, 'logout everywhere');
     ev.succeed();
     return { ended };
   }));

@@ -7,15 +7,17 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 
 const CSP = "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-function secureHeaders(reply: FastifyReply, type: string): FastifyReply {
+/** The security headers of every sign-in page and script (strict CSP, no framing, no caching). */
+export function secureHeaders(reply: FastifyReply, type: string): FastifyReply {
   return reply.header('content-security-policy', CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer')
     .header('cache-control', 'no-store').header('x-frame-options', 'DENY').type(type);
 }
 
-function page(name: string, title: string, main: string): string {
+/** A sign-in page: `script` is its one static script (no inline script or style). */
+export function page(name: string, title: string, main: string, script = '/auth/static/people.js'): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${title} · Tessera</title><script src="/auth/static/people.js" defer></script></head>
+<title>${title} · Tessera</title><script src="${script}" defer></script></head>
 <body data-page="${name}"><main><h1>${title}</h1>
 ${main}
 <p id="status" role="status" aria-live="polite"></p></main></body></html>

@@ -74,6 +74,8 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
     const name = nameParam(req.params.name);
     ev.target = users.idOf(name);
     body(req.body ?? {}, []);
+    // Its `tessera login` certificates first: the user's row (and their records) go with the removal.
+    ev.detail.certs_revoked = await ctx.personCerts.revokeAll(name, 'user removed');
     const u = await users.remove(name);
     ev.succeed();
     return { user: userView(u), removed: true };
@@ -87,6 +89,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
     ev.detail.reason = reason;
     const r = await users.disable(name, reason);
     ev.detail.sessions_ended = r.sessionsEnded;
+    ev.detail.certs_revoked = await ctx.personCerts.revokeAll(name, 'user disabled');
     ev.succeed();
     return { user: userView(r.user), sessions_ended: r.sessionsEnded };
   }));
@@ -109,6 +112,7 @@ export function peopleAdminRoutes(app: FastifyInstance, ctx: ServerContext, stor
     await users.require(name);
     const ended = await sessions.endAll(name);
     ev.detail.sessions_ended = ended;
+    ev.detail.certs_revoked = await ctx.personCerts.revokeAll(name, 'logout everywhere (by an admin)');
     ev.succeed();
     return { username: name, sessions_ended: ended };
   }));

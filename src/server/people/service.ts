@@ -43,8 +43,9 @@ export class PeopleService {
     publicUrl: () => string;
     /** The issuer shown in authenticator apps. */
     totpIssuer: string;
+    maxPendingTickets?: number;
   }) {
-    this.tickets = new Tickets(store, deps.now);
+    this.tickets = new Tickets(store, deps.now, deps.maxPendingTickets);
   }
 
   /** The sign-in clock (PeopleOptions.now). */

@@ -1,8 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { TesseraError } from '../../core/errors.js';
 import type { AuthTicketRecord, PeopleStore } from '../store/store.js';
 
 /** Kinds of one-time tickets; each is consumed only as its own kind. */
 export type TicketKind = 'enrol' | 'enrolling' | 'console' | 'webauthn.reg' | 'webauthn.auth' | 'mfa' | 'oidc';
+
+/** Kinds a client creates without any credential (the sign-in routes): the ones capped in all. */
+const UNAUTHENTICATED: readonly TicketKind[] = ['webauthn.auth', 'mfa', 'oidc'];
+/** Default cap on live tickets of those kinds (PeopleOptions.maxPendingTickets). */
+export const DEFAULT_MAX_PENDING_TICKETS = 50_000;
 
 /** A bearer token we mint: 32 random bytes, base64url (43 characters). */
 export const TOKEN = /^[A-Za-z0-9_-]{43}$/;
@@ -22,11 +28,18 @@ export function tokenHash(token: string): string {
  * winner among concurrent uses) and only before it expires.
  */
 export class Tickets {
-  constructor(private readonly store: PeopleStore, private readonly now: () => number) {}
+  constructor(private readonly store: PeopleStore, private readonly now: () => number, private readonly maxPending = DEFAULT_MAX_PENDING_TICKETS) {}
 
-  /** Stores a ticket for `token` (a fresh one unless given, e.g. a WebAuthn challenge) and returns the token. */
+  /**
+   * Stores a ticket for `token` (a fresh one unless given, e.g. a WebAuthn challenge) and returns the token.
+   * Tickets anyone may cause (challenges, half-done sign-ins, OIDC states) are capped in all:
+   * over `maxPending` live ones, TESSERA_RATE_LIMITED until some expire (5 to 10 minutes).
+   */
   async issue(kind: TicketKind, username: string | null, data: unknown, ttlMs: number, token = newToken()): Promise<{ token: string; expiresAt: number }> {
     const now = this.now();
+    if (UNAUTHENTICATED.includes(kind) && (await this.store.countLiveTickets(UNAUTHENTICATED, now)) >= this.maxPending) {
+      throw new TesseraError('TESSERA_RATE_LIMITED', 'too many sign-ins are under way on this control plane: retry in a few minutes');
+    }
     const expiresAt = now + ttlMs;
     await this.store.insertTicket({ hash: tokenHash(token), kind, username, data: JSON.stringify(data), createdAt: now, expiresAt }, now);
     return { token, expiresAt };

@@ -224,6 +224,12 @@ export class SqlitePeopleStore implements PeopleStore {
     return r && ticketFromRow(r);
   }
 
+  async countLiveTickets(kinds: readonly string[], now: number): Promise<number> {
+    if (kinds.length === 0) return 0;
+    const marks = kinds.map(() => '?').join(', ');
+    return this.db.prepare<unknown[], { n: number }>(`SELECT COUNT(*) AS n FROM auth_tickets WHERE kind IN (${marks}) AND used_at IS NULL AND expires_at > ?`).get(...kinds, now)!.n;
+  }
+
   async replaceTicketData(hash: string, from: string, to: string): Promise<boolean> {
     return this.s.replaceTicketData.run(to, hash, from).changes === 1;
   }

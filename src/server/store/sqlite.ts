@@ -12,6 +12,7 @@ import type { PeopleStore } from './store.js';
 import { SqlitePeopleStore } from './people-sqlite.js';
 import { SqliteDeviceStore } from './devices.sqlite.js';
 import { SqliteGatewayStore } from './gateways.sqlite.js';
+import { SqliteLoginStore } from './login-sqlite.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -221,6 +222,7 @@ export class SqliteStore implements Store {
   private readonly putRiskTx: Database.Transaction<(rec: RiskStateRecord, previous: string, expect?: { state: string; since: number }) => boolean>;
   private readonly appendAuditTx: Database.Transaction<(records: readonly AuditRecord[]) => void>;
   readonly people: PeopleStore;
+  readonly login: SqliteLoginStore;
   readonly devices: SqliteDeviceStore;
   readonly gateways: SqliteGatewayStore;
 
@@ -247,6 +249,7 @@ export class SqliteStore implements Store {
     this.gateways = new SqliteGatewayStore(this.db);
     const db = this.db;
     this.people = new SqlitePeopleStore(db);
+    this.login = new SqliteLoginStore(db);
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),

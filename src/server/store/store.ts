@@ -394,6 +394,8 @@ export interface Store {
   listEdgeDecisions(caller: string, callee: string, limit: number): Promise<StoredAuditRecord[]>;
   /** Users, their credentials, sessions and one-time tickets (issue 12, src/server/people/). */
   readonly people: PeopleStore;
+  /** `tessera login`: login requests and person certificates (issue 12). */
+  readonly login: LoginStore;
 
   close(): Promise<void>;
 }
@@ -531,6 +533,8 @@ export interface PeopleStore {
   getTicket(hash: string, kind: string): Promise<AuthTicketRecord | undefined>;
   /** Sets an unused ticket's data to `to` only if it is still `from` (compare and set). */
   replaceTicketData(hash: string, from: string, to: string): Promise<boolean>;
+  /** Unused, unexpired tickets of these kinds (the cap on sign-ins under way). */
+  countLiveTickets(kinds: readonly string[], now: number): Promise<number>;
 }
 
 /** A one-time device enrolment token (`tessera device token create`): only its hash is stored. */
@@ -651,4 +655,80 @@ export interface GatewayStore {
   insertGatewayCode(c: GatewayCodeRecord, now: number): Promise<void>;
   /** Atomically deletes and returns the code: a code is redeemed at most once, even when it is then refused. */
   takeGatewayCode(hash: string): Promise<GatewayCodeRecord | undefined>;
+}
+
+/**
+ * A `tessera login` under way (issue 12): the browser flow's one-time code, or a device
+ * authorization (RFC 8628). Bearer values (the code, the device code, the user code) are stored as
+ * their SHA-256 only.
+ */
+export interface LoginRequestRecord {
+  /** SHA-256 (hex) of the authorization code (browser flow) or the device code. */
+  hash: string;
+  kind: 'code' | 'device';
+  /** SHA-256 (hex) of the normalised user code (device flow only). */
+  userCodeHash: string | null;
+  /** pending (device, waiting for the person), approved (ready to redeem), denied, used. */
+  state: 'pending' | 'approved' | 'denied' | 'used';
+  /** The person who approved it (set on approval). */
+  username: string | null;
+  /** The approving session's MFA time (ms), null when it had none. */
+  mfaAt: number | null;
+  /** The address the CLI's first request came from (shown to the person who approves). */
+  clientIp: string;
+  /** base64url SHA-256 of the DER SubjectPublicKeyInfo the CLI will certify: the CSR must match it. */
+  keyThumbprint: string;
+  ttlMs: number;
+  stepUp: boolean;
+  /** Browser flow: the S256 code challenge and the loopback redirect URI. */
+  codeChallenge: string | null;
+  redirectUri: string | null;
+  /** Device flow: the polling interval in seconds (raised by 5 at each slow_down, RFC 8628 §3.5). */
+  intervalS: number;
+  lastPollAt: number | null;
+  /** The serial of the certificate issued for it (a replayed code revokes it). */
+  serial: string | null;
+  createdAt: number;
+  expiresAt: number;
+}
+
+/** A person certificate issued by `tessera login`: its serial is what the control plane accepts. */
+export interface UserCertRecord {
+  /** Uppercase hex, as node prints it. */
+  serial: string;
+  username: string;
+  spiffeId: string;
+  /** The groups of the user when it was issued (the live check uses the user's current groups). */
+  groups: string[];
+  /** The MFA time of the sign-in that approved it; null: none. */
+  mfaAt: number | null;
+  issuedAt: number;
+  notAfter: number;
+  flow: 'browser' | 'device';
+  clientIp: string;
+  revokedAt: number | null;
+  revokedReason: string | null;
+}
+
+/** Storage of `tessera login` (login requests, person certificates). Same database as the people tables. */
+export interface LoginStore {
+  /**
+   * Stores a request after deleting expired ones, unless `clientIp` already has `perIp` unexpired
+   * requests or there are `total` in all: then nothing is stored and the reason is returned.
+   */
+  insertLoginRequest(rec: LoginRequestRecord, now: number, caps: { perIp: number; total: number }): Promise<'ok' | 'ip_cap' | 'total_cap'>;
+  getLoginRequest(hash: string): Promise<LoginRequestRecord | undefined>;
+  getLoginRequestByUserCode(userCodeHash: string): Promise<LoginRequestRecord | undefined>;
+  /** Applies `patch` only if the request is still in state `from` (compare and set); false otherwise. */
+  updateLoginRequest(hash: string, from: LoginRequestRecord['state'], patch: Partial<Pick<LoginRequestRecord, 'state' | 'username' | 'mfaAt' | 'intervalS' | 'lastPollAt' | 'serial'>>): Promise<boolean>;
+  /** Records a poll only if the last one is still `lastPollAt` (two concurrent polls: one wins). */
+  recordPoll(hash: string, lastPollAt: number | null, now: number, intervalS: number): Promise<boolean>;
+  insertUserCert(rec: UserCertRecord): Promise<void>;
+  getUserCert(serial: string): Promise<UserCertRecord | undefined>;
+  /** Unrevoked, unexpired certificates of active users, with the users' current groups. */
+  liveUserCerts(now: number): Promise<UserCertRecord[]>;
+  /** Revokes one certificate; false when unknown or already revoked. */
+  revokeUserCert(serial: string, at: number, reason: string): Promise<boolean>;
+  /** Revokes every unrevoked certificate of the user; returns how many. */
+  revokeUserCerts(username: string, at: number, reason: string): Promise<number>;
 }
