@@ -144,9 +144,10 @@ export class AdminAuthorizer {
     };
     // People's sessions and certificates need fresh MFA for every action that changes something,
     // whatever the policy says (issue 12: "an admin action needs a session with MFA no older than a
-    // configurable age"), and an MFA-backed sign-in for anything at all (a console-link session has
-    // none). How recent an MFA reads need is the policy's choice (the default: the last 12 hours).
-    if (principal.kind === 'user' && (principal.mfaAt === undefined || (ADMIN_ACTIONS[action] === 'write' && !mfa.fresh))) {
+    // configurable age"). Reads are the policy's: how recent an MFA they need (the default: the last
+    // 12 hours, so a console-link session, which has none, reads nothing), or none at all for a
+    // group the admin chose (a read-only viewer signed in by a one-time link an admin issued).
+    if (principal.kind === 'user' && ADMIN_ACTIONS[action] === 'write' && !mfa.fresh) {
       note('mfa_required');
       throw mfaRequired(action, principal);
     }
