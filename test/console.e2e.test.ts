@@ -21,11 +21,11 @@
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TOTP, URI } from 'otpauth';
 import type { Browser, BrowserContext, ConsoleMessage, Page, Response } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomScalar, ready, split } from '../src/core/secrets/index.js';
 import { fabric } from '../src/server/map/test-fabric.js';
+import { addVirtualAuthenticator, enrolPasskeyAndTotp, type TotpApp } from './support/console.js';
 import { startOidcProvider, type TestOidcProvider } from './support/oidc.js';
 import { freePort } from './support/process.js';
 import { axe, axeSource, homeTrusting, launchChromium, screenshotDir, serious, tabStops, type TrustedHome } from './support/browser.js';
@@ -58,8 +58,7 @@ describe('web console in Chromium, signed in', () => {
   let ctxB: BrowserContext;
   let pa: Page;
   let pb: Page;
-  let totpUri = '';
-  let lastStep = -1;
+  let totp: TotpApp;
   let deviceId = '';
   const shots = screenshotDir();
   const cspViolations: string[] = [];
@@ -71,23 +70,6 @@ describe('web console in Chromium, signed in', () => {
   const admin = (method: string, path: string, json?: unknown): Promise<RawResponse> => json === undefined
     ? rawRequest(t.cp.url, { method, path, ca: t.adminTls.ca, cert: t.adminTls.cert, key: t.adminTls.key })
     : rawJson(t.cp.url, { method, path, json, ca: t.adminTls.ca, cert: t.adminTls.cert, key: t.adminTls.key });
-
-  /**
-   * The next TOTP code of alice's authenticator app (RFC 6238): a step after the last one used (a
-   * code is never accepted twice) and within the server's window of one step either side of now.
-   */
-  async function nextCode(): Promise<string> {
-    const totp = URI.parse(totpUri) as TOTP;
-    let now = Math.floor(Date.now() / 30_000);
-    let step = Math.max(lastStep + 1, now - 1);
-    while (step > now + 1) {
-      await new Promise((r) => setTimeout(r, 1000));
-      now = Math.floor(Date.now() / 30_000);
-    }
-    step = Math.max(step, now - 1);
-    lastStep = step;
-    return totp.generate({ timestamp: step * 30_000 });
-  }
 
   /** Records the console's API answers on `page` and refuses CSP violations. */
   function watch(page: Page): Page {
@@ -108,15 +90,6 @@ describe('web console in Chromium, signed in', () => {
     return page;
   }
 
-  /** A virtual authenticator in `page` (CDP WebAuthn): a platform passkey with user verification. */
-  async function authenticator(ctx: BrowserContext, page: Page): Promise<void> {
-    const cdp = await ctx.newCDPSession(page);
-    await cdp.send('WebAuthn.enable', { enableUI: false });
-    await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
-    });
-  }
-
   async function noteSession(ctx: BrowserContext): Promise<void> {
     for (const c of await ctx.cookies()) if (c.name === SESSION_COOKIE) bearers.add(c.value);
   }
@@ -134,7 +107,7 @@ describe('web console in Chromium, signed in', () => {
     await scope.getByRole('button', { name: /passkey/ }).click();
     const code = scope.getByLabel('Code from your authenticator app');
     await code.waitFor({ timeout: 20_000 });
-    await code.fill(await nextCode());
+    await code.fill(await totp.next());
     await scope.getByRole('button', { name: 'Continue' }).click();
   }
 
@@ -180,7 +153,7 @@ describe('web console in Chromium, signed in', () => {
     for (const c of [ctxA, ctxB]) await c.addInitScript({ content: axeSource() });
     pa = watch(await ctxA.newPage());
     pb = watch(await ctxB.newPage());
-    await authenticator(ctxA, pa);
+    await addVirtualAuthenticator(ctxA, pa);
   }, 120_000);
 
   afterAll(async () => {
@@ -210,13 +183,7 @@ describe('web console in Chromium, signed in', () => {
     expect(add.status, add.text).toBe(201);
     const enrolUrl = (add.json as { enrolment_url: string }).enrolment_url;
     bearers.add(enrolUrl.split('#token=')[1]!);
-    await pa.goto(enrolUrl.replace(/^https:\/\/[^/]+/, origin));
-    await pa.locator('#totp-uri').filter({ hasText: 'otpauth://' }).waitFor();
-    totpUri = (await pa.locator('#totp-uri').textContent())!;
-    await pa.getByRole('button', { name: 'Create a passkey' }).click();
-    await pa.getByLabel('Code from your authenticator app').fill(await nextCode());
-    await pa.getByRole('button', { name: 'Continue' }).click();
-    await pa.getByText('Signed in as alice.').waitFor();
+    totp = await enrolPasskeyAndTotp(pa, 'alice', enrolUrl, origin);
 
     await pa.goto(`${origin}/console/sign-in`);
     await pa.getByRole('heading', { name: 'Signed in as alice' }).waitFor();
@@ -435,7 +402,7 @@ describe('web console in Chromium, signed in', () => {
     }
     expect(leaks).toEqual([]);
     // The patterns do catch what they are for: the enrolment's otpauth URI (shown once, on the enrolment page, not the console).
-    expect(FORBIDDEN.filter(([, re]) => re.test(totpUri)).length).toBe(2);
+    expect(FORBIDDEN.filter(([, re]) => re.test(totp.uri)).length).toBe(2);
     expect(cspViolations).toEqual([]);
     // The README's screenshots: refreshed only when asked (TESSERA_UPDATE_SCREENSHOTS=1), so a test run
     // never changes tracked files.

@@ -44,6 +44,19 @@ describe('map layout', () => {
     expect(v.hidden).toBe(1);
     expect(v.inner.map((e) => `${e.caller}${e.callee}`)).toEqual(['ab']);
     expect(v.outer).toEqual([{ site: 'us', requests: 20, denied: 2, edges: 2, inbound: 1, outbound: 1 }]);
+    expect(v.hiddenEdges).toBe(0);
+  });
+
+  it('a site view draws at most `edgesShown` edges among its services, the most denied, then the busiest', () => {
+    const services = ['a', 'b', 'c'].map((id) => svc(id, 'eu'));
+    const edges = [
+      edge('a', 'b', 'eu', 'eu', { requests: 5 }), edge('b', 'c', 'eu', 'eu', { denied: 1 }), edge('c', 'a', 'eu', 'eu', { requests: 50 }),
+      edge('a', 'c', 'eu', 'eu', { requests: 50 }), edge('b', 'a', 'eu', 'eu', { denied: 3 }),
+    ];
+    const v = siteView('eu', services, edges, 3, 3);
+    expect(v.inner.map((e) => `${e.caller}${e.callee}`)).toEqual(['ba', 'bc', 'ac']);
+    expect(v.hiddenEdges).toBe(2);
+    expect(siteView('eu', services, edges).inner).toHaveLength(5);
   });
 
   it('labels', () => {

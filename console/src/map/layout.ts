@@ -4,11 +4,17 @@
  * What keeps the page usable at 1,000 services and 5,000 edges: the overview draws only sites and
  * the traffic between sites (the server's `site_edges`, a few dozen lines at most); a site's view
  * draws that site's services (a grid, at most SITE_SERVICES_SHOWN at once, the riskiest first), the
- * edges between them, and one aggregated line per other site it talks to.
+ * edges between them (at most SITE_EDGES_SHOWN, the most denied first), and one aggregated line per
+ * other site it talks to. test/console-map-scale.e2e.test.ts measures it in Chromium.
  */
 import type { MapEdgeView, MapServiceView, MapSiteView } from '../../../src/core/wire/map.js';
 
 export const SITE_SERVICES_SHOWN = 300;
+/**
+ * Edges among the shown services drawn at most: 300 services with 5 edges each among them would
+ * otherwise be 1,500 lines (each with its title), more than the services themselves.
+ */
+export const SITE_EDGES_SHOWN = 400;
 
 export interface Point { x: number; y: number }
 
@@ -70,14 +76,23 @@ export function compact(n: number): string {
   return `${(n / 1_000_000).toFixed(1)}M`;
 }
 
+/** The most denied first, then the busiest, then by caller and callee: which edges are drawn when there are too many. */
+export function byDenials(a: MapEdgeView, b: MapEdgeView): number {
+  const ka = `${a.caller} ${a.callee}`;
+  const kb = `${b.caller} ${b.callee}`;
+  return b.denied - a.denied || b.requests - a.requests || (ka < kb ? -1 : ka > kb ? 1 : 0);
+}
+
 /**
- * A site's view: the services shown (the riskiest SITE_SERVICES_SHOWN), the edges between shown
- * services, and per other site one line summing the edges to and from it.
+ * A site's view: the services shown (the riskiest `shown`), the edges between shown services (the
+ * most denied `edgesShown`), and per other site one line summing the edges to and from it.
  */
-export function siteView(site: string, services: readonly MapServiceView[], edges: readonly MapEdgeView[], shown = SITE_SERVICES_SHOWN): {
+export function siteView(site: string, services: readonly MapServiceView[], edges: readonly MapEdgeView[], shown = SITE_SERVICES_SHOWN, edgesShown = SITE_EDGES_SHOWN): {
   services: MapServiceView[];
   hidden: number;
   inner: MapEdgeView[];
+  /** Edges among the shown services left out (fewer denials). */
+  hiddenEdges: number;
   outer: { site: string; requests: number; denied: number; edges: number; inbound: number; outbound: number }[];
 } {
   const mine = services.filter((s) => (s.site ?? '') === site).sort(byRisk);
@@ -102,5 +117,6 @@ export function siteView(site: string, services: readonly MapServiceView[], edge
     else row.inbound += 1;
     outer.set(other, row);
   }
-  return { services: visible, hidden: mine.length - visible.length, inner, outer: [...outer.values()].sort((a, b) => (a.site < b.site ? -1 : 1)) };
+  inner.sort(byDenials);
+  return { services: visible, hidden: mine.length - visible.length, inner: inner.slice(0, edgesShown), hiddenEdges: Math.max(0, inner.length - edgesShown), outer: [...outer.values()].sort((a, b) => (a.site < b.site ? -1 : 1)) };
 }

@@ -5,13 +5,13 @@
  * Scale (1,000 services, 5,000 edges): the overview asks for one item (`limit=1`) and draws the
  * sites and the aggregated traffic between them (`sites`, `site_edges`: whole on every page). A
  * site's view pages through that site's services and edges (`site=S`), draws at most
- * SITE_SERVICES_SHOWN services (the riskiest), the edges among them, and one aggregated line per
- * other site. Every edge drawn is also in a keyboard-usable table (the riskiest first).
+ * SITE_SERVICES_SHOWN services (the riskiest), at most SITE_EDGES_SHOWN edges among them (the most
+ * denied), and one aggregated line per other site. Every edge drawn is also in a keyboard-usable table (the riskiest first).
  */
 import { useEffect, useState } from 'preact/hooks';
 import type { MapEdgeResponse, MapEdgeView, MapResponse, MapServiceView } from '../../../src/core/wire/map.js';
 import { api, asApiError, type ApiError } from '../api.js';
-import { compact, edgeClass, edgeWidth, layoutGrid, layoutSites, riskClass, shortName, siteView } from '../map/layout.js';
+import { byDenials, compact, edgeClass, edgeWidth, layoutGrid, layoutSites, riskClass, shortName, siteView } from '../map/layout.js';
 import { Failure } from './need-sign-in.js';
 
 const WINDOWS = ['1m', '5m', '15m', '1h'] as const;
@@ -145,11 +145,11 @@ function SiteDetail({ site, detail, onEdge }: { site: string; detail: { services
   const height = Math.max(240, rows * cell + 60, view.outer.length * 40 + 60);
   const portals = new Map(view.outer.map((o, i) => [o.site, { x: W - 90, y: 50 + i * 40 }]));
   const ranked = [...view.inner, ...detail.edges.filter((e) => (e.caller_site ?? '') !== (e.callee_site ?? ''))]
-    .sort((a, b) => b.denied - a.denied || b.requests - a.requests).slice(0, 50);
+    .sort(byDenials).slice(0, 50);
   return (
     <>
       <svg class="map" viewBox={`0 0 ${W} ${height}`} role="group" aria-label={`Services of site ${siteLabel(site)}`}>
-        <text x={10} y={18} class="heading">{siteLabel(site)}: {view.services.length} services shown{view.hidden ? `, ${view.hidden} more (lower risk) not drawn` : ''}</text>
+        <text x={10} y={18} class="heading">{siteLabel(site)}: {view.services.length} services shown{view.hidden ? `, ${view.hidden} more (lower risk) not drawn` : ''}{view.hiddenEdges ? `; ${view.hiddenEdges} edges among them not drawn (fewer denials)` : ''}</text>
         {view.outer.map((o) => {
           const p = portals.get(o.site)!;
           return (
