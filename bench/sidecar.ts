@@ -813,13 +813,52 @@ interface TelemetryCost {
   median: number;
 }
 
-/** Issue 11's aim: collecting telemetry costs the sidecar at most 3 % of its throughput. */
-function telemetryAims(cost: TelemetryCost[]): Aim[] {
-  return cost.map((c) => {
+/**
+ * The telemetry work the HTTP inbound does per request, timed in this process over many requests
+ * with the paths users send (ids in them, so the distinct-path set grows to its cap): two
+ * performance.now() calls, the edge lookup, the counters, the path hash and set insert, the latency
+ * bucket, with a window closed (and serialized) every 50,000 requests. Nanoseconds per request.
+ */
+function telemetryHotPathNs(): number {
+  const c = new TelemetryCollector({ self: SERVER_ID, selfSite: 'bench', peerSite: () => undefined, onWindows: (w) => { JSON.stringify({ windows: w }); } });
+  const lane = c.lane('callee', 'http');
+  const paths = Array.from({ length: 4096 }, (_, i) => `/orders/${(i * 7919) % 100_000}?expand=items`);
+  const run = (n: number): number => {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) {
+      const since = performance.now();
+      const e = lane.edge(CLIENT_ID);
+      e.requests++;
+      e.path(paths[i & 4095]!);
+      lane.current(e).latency(performance.now() - since);
+      if (i % 50_000 === 49_999) c.close();
+    }
+    return Number(process.hrtime.bigint() - t0) / n;
+  };
+  run(200_000); // warm-up (JIT)
+  const samples = [run(1_000_000), run(1_000_000), run(1_000_000)].sort((a, b) => a - b);
+  c.stop();
+  return samples[1]!;
+}
+
+/**
+ * Issue 11's aim: collecting telemetry costs the sidecar at most 3 % of its throughput. On a shared
+ * VM the paired throughput ratio swings by tens of percent either way, so the steadier figure is
+ * the CPU: the telemetry work per request (timed above) over the CPU the plain pair spends per
+ * request (both proxies, measured in the same run); a proxy bound by its CPU loses that share.
+ */
+function telemetryAims(cost: TelemetryCost[], hotPathNs?: number, plainHttp?: RowResult): Aim[] {
+  const out: Aim[] = [];
+  if (hotPathNs !== undefined && plainHttp !== undefined) {
+    const perRequestNs = (plainHttp.proxyCpuPer10k / 10_000) * 1e9;
+    const pct = (hotPathNs / perRequestNs) * 100;
+    out.push({ what: 'tessera-http telemetry CPU per request vs the pair\'s CPU per request', aim: '≤ 3 %', measured: `${hotPathNs.toFixed(0)} ns / ${(perRequestNs / 1000).toFixed(1)} µs = ${pct.toFixed(2)} %`, met: pct <= 3 });
+  }
+  return [...out, ...cost.map((c) => {
     const pct = (1 - c.median) * 100;
     const range = c.ratios.length > 1 ? ` (rounds ${((1 - c.ratios[c.ratios.length - 1]!) * 100).toFixed(1)} to ${((1 - c.ratios[0]!) * 100).toFixed(1)} %)` : '';
-    return { what: `${c.row} throughput cost (paired, median of rounds)`, aim: '≤ 3 %', measured: `${pct.toFixed(1)} %${range}`, met: pct <= 3 };
-  });
+    return { what: `${c.row} throughput cost (paired, median of rounds; noisy on a shared VM)`, aim: '≤ 3 %', measured: `${pct.toFixed(1)} %${range}`, met: pct <= 3 };
+  })];
 }
 
 interface Aim {
@@ -853,7 +892,7 @@ function aims(results: Map<Row, RowResult>): Aim[] {
   return out;
 }
 
-function printTable(results: RowResult[], o: Options, notes: string[], telemetryCost: TelemetryCost[]): void {
+function printTable(results: RowResult[], o: Options, notes: string[], telemetryCost: TelemetryCost[], hotPathNs?: number): void {
   const direct = results.find((r) => r.row === 'direct');
   const lines: string[] = [];
   lines.push(`sidecar bench: keep-alive HTTP/1.1, ${BODY_BYTES} B responses, ${o.concurrency} connections, ${o.seconds} s after ${o.warmup} s warm-up${o.rounds > 1 ? `, median of ${o.rounds} interleaved rounds` : ''}; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.versions.node}`);
@@ -870,7 +909,7 @@ function printTable(results: RowResult[], o: Options, notes: string[], telemetry
     lines.push(`| ${r.row} | ${rps} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${added} | ${cpu} | ${rss} | ${fmt(r.appCpuPer10k, 2)} | ${fmt(r.otherCpuCores, 2)} | ${r.errors} |`);
   }
   const byRow = new Map(results.map((r) => [r.row, r]));
-  const a = [...aims(byRow), ...telemetryAims(telemetryCost)];
+  const a = [...aims(byRow), ...telemetryAims(telemetryCost, hotPathNs, byRow.get('tessera-http'))];
   if (a.length > 0) {
     lines.push('');
     lines.push('| aim | target | measured | met |');
@@ -902,6 +941,7 @@ async function main(): Promise<void> {
   // A hard bound on the whole run, whatever happens.
   const budgetMs = (o.rounds * ROWS.length * (o.seconds + o.warmup + 30) + 360) * 1000;
   const telemetryCost: TelemetryCost[] = [];
+  let hotPathNs: number | undefined;
   const watchdog = setTimeout(() => {
     process.stderr.write(`bench/sidecar: gave up after ${budgetMs / 1000} s\n`);
     void cleanup().finally(() => process.exit(1));
@@ -952,6 +992,10 @@ async function main(): Promise<void> {
       const median = list[Math.floor((list.length - 1) / 2)];
       if (median !== undefined) results.push({ ...median, rpsRuns: list.map((r) => r.rps) });
     }
+    if (o.telemetry) {
+      log('timing the telemetry hot path...');
+      hotPathNs = telemetryHotPathNs();
+    }
     for (const [row, ratios] of telemetryRatios) {
       const sorted = [...ratios].sort((a, b) => a - b);
       telemetryCost.push({ row, ratios: sorted, median: sorted[Math.floor((sorted.length - 1) / 2)]! });
@@ -960,9 +1004,9 @@ async function main(): Promise<void> {
     await cleanup();
   }
   if (o.json) {
-    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup, rounds: o.rounds }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: [...aims(new Map(results.map((r) => [r.row, r]))), ...telemetryAims(telemetryCost)], telemetry_cost: telemetryCost, notes }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup, rounds: o.rounds }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: [...aims(new Map(results.map((r) => [r.row, r]))), ...telemetryAims(telemetryCost, hotPathNs, results.find((r) => r.row === 'tessera-http'))], telemetry_cost: telemetryCost, telemetry_hot_path_ns: hotPathNs, notes }, null, 2)}\n`);
   } else {
-    printTable(results, o, notes, telemetryCost);
+    printTable(results, o, notes, telemetryCost, hotPathNs);
   }
   process.exitCode = results.length === rows.length ? 0 : 1;
 }
