@@ -206,7 +206,9 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
     if (d === undefined) return Promise.resolve(NO_DEVICE);
     const t = now();
     const hit = postures.get(d.id);
-    if (hit && t - hit.at < postureMs) return hit.p;
+    // A cached answer's age grows with the time it has been held: a policy's age threshold is
+    // judged on the report's real age, not on the age when it was fetched.
+    if (hit && t - hit.at < postureMs) return hit.p.then((c) => (c.posture_age_seconds === undefined ? c : { ...c, posture_age_seconds: c.posture_age_seconds + Math.floor((t - hit.at) / 1000) }));
     const p = opts.controlPlane.posture(d.id).then((r) => r.device);
     // A failed read is not cached: the next request asks again (and is refused meanwhile: fail closed).
     p.catch(() => postures.delete(d.id));
