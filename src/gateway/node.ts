@@ -47,7 +47,8 @@ export interface GatewayNodeOptions {
   keyRotationMs?: number;
   /** Prometheus metrics of this gateway (`--metrics-listen`; the caller serves its registry). */
   metrics?: GatewayMetrics;
-  server?: Partial<Pick<GatewayServerOptions, 'sessions' | 'requestDeviceCert' | 'postureCacheSeconds' | 'stepUpMaxAgeSeconds' | 'upstreamTimeoutMs'>>;
+  /** The HTTPS front's settings (`now`: its clock, for tests that age an MFA without waiting). */
+  server?: Partial<Pick<GatewayServerOptions, 'sessions' | 'requestDeviceCert' | 'postureCacheSeconds' | 'stepUpMaxAgeSeconds' | 'upstreamTimeoutMs' | 'now'>>;
 }
 
 export interface GatewayNode {
