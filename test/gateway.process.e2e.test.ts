@@ -12,6 +12,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enrollDevice, sendPosture } from '../src/device/device.js';
 import { createAssertionVerifier } from '../src/gateway/verify.js';
 import { startHttpApp } from './support/fabric.js';
 import { gatewayCert, signedInBrowser, type PeopleBrowser } from './support/gateway.js';
@@ -26,7 +27,12 @@ permit (principal in Tessera::Group::"eng", action == Tessera::Action::"gateway:
 @id("vault-fresh-mfa")
 @stepup("60")
 permit (principal in Tessera::Group::"eng", action == Tessera::Action::"gateway:request", resource == Tessera::App::"vault");
+@id("lab-fresh-device")
+permit (principal in Tessera::Group::"eng", action == Tessera::Action::"gateway:request", resource == Tessera::App::"lab")
+when { context.device.enrolled && context.device.posture_state == "fresh" && context.device has posture_age_seconds && context.device.posture_age_seconds < 600 };
 `;
+/** A device's posture turns stale this long after its report (the control plane's --device-posture-stale). */
+const STALE_MS = 6000;
 
 let t: TestControlPlane;
 let dir: string;
@@ -62,7 +68,7 @@ function refused(p: number): Promise<boolean> {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tessera-gateway-proc-'));
-  t = await startControlPlane();
+  t = await startControlPlane({ devices: { postureStaleMs: STALE_MS } });
   [port, metricsPort] = [await freePort(), await freePort()];
   const cert = gatewayCert(['wiki.localhost']);
   ca = `${t.adminTls.ca}\n${cert.caPem}`;
@@ -84,7 +90,7 @@ beforeAll(async () => {
   child = spawn(process.execPath, [
     CLI, '--server', t.cp.url, 'gateway', 'run', '--name', 'proc', '--data-dir', join(dir, 'gw'), '--trust-bundle', join(t.cp.adminDir, 'bundle.pem'),
     '--listen', `127.0.0.1:${port}`, '--tls-cert', join(dir, 'gw.pem'), '--tls-key', join(dir, 'gw.key'),
-    '--route', `wiki.localhost=${upstream}`, '--route', `vault:wiki.localhost/vault=${upstream}`,
+    '--route', `wiki.localhost=${upstream}`, '--route', `vault:wiki.localhost/vault=${upstream}`, '--route', `lab:wiki.localhost/lab=${upstream}`,
     '--session-check', '1s', '--metrics-listen', `127.0.0.1:${metricsPort}`, '--log-level', 'info',
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TESSERA_JOIN_TOKEN: token } });
   child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
@@ -150,6 +156,28 @@ describe('tessera gateway run (a child process)', () => {
     // Nothing secret in the exposition: no cookie, no assertion.
     expect(m).not.toMatch(/__Host-tessera|eyJ/);
   }, 30_000);
+
+  it('the decision cache hits across seconds with a device (posture age by threshold class), and denies once the posture turns stale', async () => {
+    const tok = await t.admin.call<{ token: string }>('POST', '/v1/devices/tokens', { device_id: 'lap-9', owner: 'ana' });
+    const device = await enrollDevice({ serverUrl: t.cp.url, token: tok.token, dataDir: join(dir, 'lap-9'), trustBundlePem: t.adminTls.ca });
+    const cert = { cert: device.certPem, key: device.key.export({ format: 'pem', type: 'pkcs8' }) as string };
+    // The decision's `time` is rounded to the minute: keep the next seconds inside one minute.
+    if (new Date().getUTCSeconds() > 45) await new Promise((r) => setTimeout(r, (61 - new Date().getUTCSeconds()) * 1000));
+    await sendPosture(device, { os: { value: 'linux', observedAt: Date.now() } });
+    const hits = async (): Promise<number> => sample(await scrape(), 'tessera_gateway_decision_cache_total', 'result="hit"');
+    expect((await ana.fetch(wiki('/lab/a'), cert)).status).toBe(200);
+    const before = await hits();
+    // Two more requests, each in a later second (the posture age grew): answered from the cache.
+    for (let i = 0; i < 2; i++) {
+      await new Promise((r) => setTimeout(r, 1100));
+      expect((await ana.fetch(wiki('/lab/a'), cert)).status).toBe(200);
+    }
+    expect(await hits()).toBe(before + 2);
+    // No new report: past STALE_MS (plus the gateway's 5 s posture cache) the posture is stale and the
+    // same request is denied; the cached allow of the fresh posture is never used for it.
+    await waitFor('the stale posture denied', async () => (await ana.fetch(wiki('/lab/a'), cert)).status === 403, STALE_MS + 15_000, 250);
+    expect((await ana.fetch(wiki('/lab/a'), cert)).status).toBe(403);
+  }, 40_000);
 
   it('SIGTERM stops it cleanly: exit status 0, the HTTPS and metrics ports closed', async () => {
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
