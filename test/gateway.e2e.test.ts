@@ -23,6 +23,7 @@ import { SignJWT, exportJWK } from 'jose';
 import { createLogger } from '../src/core/log.js';
 import { enrollDevice, sendPosture, type DeviceIdentity } from '../src/device/device.js';
 import { AssertionSigner } from '../src/gateway/assertion.js';
+import { GatewayMetrics } from '../src/gateway/metrics.js';
 import { startGatewayNode, type GatewayNode } from '../src/gateway/node.js';
 import { parseRoute } from '../src/gateway/route-table.js';
 import { createAssertionVerifier } from '../src/gateway/verify.js';
@@ -62,6 +63,7 @@ let ca: string;
 let apps: { port: number; close(): Promise<void> };
 /** How far the gateway's clock runs ahead of the control plane's (ages an MFA without waiting). */
 let gatewaySkewMs = 0;
+const metrics = new GatewayMetrics();
 /** What the app saw of each request: its headers. */
 const seen: IncomingHttpHeaders[] = [];
 const wiki = (path = '/'): string => `https://wiki.localhost:${port}${path}`;
@@ -103,7 +105,7 @@ beforeAll(async () => {
     serverUrl: t.cp.url, dataDir: join(dir, 'gw'), name: 'apps', listen: { host: '127.0.0.1', port },
     tlsCertFile: join(dir, 'gw.pem'), tlsKeyFile: join(dir, 'gw.key'), joinToken: token, trustBundleFile: join(t.cp.adminDir, 'bundle.pem'),
     routes: [parseRoute(`wiki.localhost=${app}`), parseRoute(`secure:wiki.localhost/secure=${app}`), parseRoute(`fresh:wiki.localhost/fresh=${app}`), parseRoute(`admin:admin.localhost=${app}`)],
-    log: createLogger({ level: 'error' }), policyWatchSeconds: 1, telemetry: { windowSeconds: 1 },
+    log: createLogger({ level: 'error' }), policyWatchSeconds: 1, telemetry: { windowSeconds: 1 }, metrics,
     server: { sessions: { checkMs: 1000 }, now: () => Date.now() + gatewaySkewMs },
   });
   const version = (await t.admin.call<{ version: number }>('GET', '/v1/policy/bundle')).version;
@@ -200,6 +202,11 @@ describe('authorization', () => {
     const bad = await b.fetch(adminApp('/x'), { cert: stranger.certPem, key: stranger.keyPem });
     expect(bad.status).toBe(401);
     expect(bad.text).toContain('TESSERA_AUTH_INVALID');
+    // Counted: the device-less denial, the allow, and the revoked and untrusted certificates as errors.
+    const m = await metrics.registry.getSingleMetricAsString('tessera_gateway_requests_total');
+    expect(m).toMatch(/route="admin",outcome="denied"\} [1-9]/);
+    expect(m).toMatch(/route="admin",outcome="allowed"\} [1-9]/);
+    expect(m).toMatch(/route="admin",outcome="error"\} ([2-9]|\d\d)/);
   }, 60_000);
 
   it('step-up: a @stepup policy sends a session without fresh MFA back to sign in with step_up=1', async () => {
