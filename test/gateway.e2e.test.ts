@@ -9,10 +9,12 @@
  * not, a revoked device, identity headers and Tessera cookies stripped, the assertion verified by the
  * apps' verifier (and a forged, expired, wrong-audience one refused), state / PKCE / open-redirect
  * refusals, CSRF on logout, logout everywhere ending the gateway session within the check period,
- * step-up, and the decisions and people's telemetry reaching the control plane.
+ * step-up (the redirect, and the round trip: passkey + TOTP again at the control plane, allowed with a
+ * fresh MFA, redirected again once it is older than the policy's @stepup), and the decisions and people's telemetry reaching the control plane.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { Secret, TOTP } from 'otpauth';
 import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,11 +23,13 @@ import { SignJWT, exportJWK } from 'jose';
 import { createLogger } from '../src/core/log.js';
 import { enrollDevice, sendPosture, type DeviceIdentity } from '../src/device/device.js';
 import { AssertionSigner } from '../src/gateway/assertion.js';
+import { GatewayMetrics } from '../src/gateway/metrics.js';
 import { startGatewayNode, type GatewayNode } from '../src/gateway/node.js';
 import { parseRoute } from '../src/gateway/route-table.js';
 import { createAssertionVerifier } from '../src/gateway/verify.js';
+import { SoftPasskey } from './support/webauthn.js';
 import { startHttpApp } from './support/fabric.js';
-import { PeopleBrowser, gatewayCert, type GatewayCert } from './support/gateway.js';
+import { PeopleBrowser, gatewayCert, signedInBrowser, type GatewayCert } from './support/gateway.js';
 import { freePort, waitFor } from './support/process.js';
 import { agentClient, applyPolicy, joinAgent, rawRequest, rejectionCode, startControlPlane, type TestControlPlane } from './support/server.js';
 
@@ -44,6 +48,10 @@ when { context.device.enrolled && context.device.posture_state == "fresh" && con
 @id("secure-fresh-mfa")
 @stepup("300")
 permit (principal in Tessera::Group::"eng", action == Tessera::Action::"gateway:request", resource == Tessera::App::"secure");
+
+@id("fresh-mfa-60")
+@stepup("60")
+permit (principal in Tessera::Group::"eng", action == Tessera::Action::"gateway:request", resource == Tessera::App::"fresh");
 `;
 
 let t: TestControlPlane;
@@ -53,6 +61,9 @@ let node: GatewayNode;
 let cert: GatewayCert;
 let ca: string;
 let apps: { port: number; close(): Promise<void> };
+/** How far the gateway's clock runs ahead of the control plane's (ages an MFA without waiting). */
+let gatewaySkewMs = 0;
+const metrics = new GatewayMetrics();
 /** What the app saw of each request: its headers. */
 const seen: IncomingHttpHeaders[] = [];
 const wiki = (path = '/'): string => `https://wiki.localhost:${port}${path}`;
@@ -63,14 +74,7 @@ async function addUser(username: string, groups: string[]): Promise<void> {
 }
 
 /** A browser signed in at the control plane as `username` (a one-time console link: no MFA). */
-async function signedIn(username: string): Promise<PeopleBrowser> {
-  const link = await t.admin.call<{ url: string }>('POST', '/v1/console/links', { username });
-  const token = link.url.split('#token=')[1]!;
-  const b = new PeopleBrowser(ca);
-  const res = await b.fetch(`${t.cp.url}/v1/auth/link`, { method: 'POST', headers: { origin: new URL(t.cp.url).origin, 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
-  expect(res.status, res.text).toBe(200);
-  return b;
-}
+const signedIn = (username: string): Promise<PeopleBrowser> => signedInBrowser(t, ca, username);
 
 function last<T>(a: T[]): T {
   return a[a.length - 1]!;
@@ -100,9 +104,9 @@ beforeAll(async () => {
   node = await startGatewayNode({
     serverUrl: t.cp.url, dataDir: join(dir, 'gw'), name: 'apps', listen: { host: '127.0.0.1', port },
     tlsCertFile: join(dir, 'gw.pem'), tlsKeyFile: join(dir, 'gw.key'), joinToken: token, trustBundleFile: join(t.cp.adminDir, 'bundle.pem'),
-    routes: [parseRoute(`wiki.localhost=${app}`), parseRoute(`secure:wiki.localhost/secure=${app}`), parseRoute(`admin:admin.localhost=${app}`)],
-    log: createLogger({ level: 'error' }), policyWatchSeconds: 1, telemetry: { windowSeconds: 1 },
-    server: { sessions: { checkMs: 1000 } },
+    routes: [parseRoute(`wiki.localhost=${app}`), parseRoute(`secure:wiki.localhost/secure=${app}`), parseRoute(`fresh:wiki.localhost/fresh=${app}`), parseRoute(`admin:admin.localhost=${app}`)],
+    log: createLogger({ level: 'error' }), policyWatchSeconds: 1, telemetry: { windowSeconds: 1 }, metrics,
+    server: { sessions: { checkMs: 1000 }, now: () => Date.now() + gatewaySkewMs },
   });
   const version = (await t.admin.call<{ version: number }>('GET', '/v1/policy/bundle')).version;
   await waitFor('the gateway holds the policy', () => node.sidecar.enforcer.version >= version, 20_000);
@@ -198,6 +202,11 @@ describe('authorization', () => {
     const bad = await b.fetch(adminApp('/x'), { cert: stranger.certPem, key: stranger.keyPem });
     expect(bad.status).toBe(401);
     expect(bad.text).toContain('TESSERA_AUTH_INVALID');
+    // Counted: the device-less denial, the allow, and the revoked and untrusted certificates as errors.
+    const m = await metrics.registry.getSingleMetricAsString('tessera_gateway_requests_total');
+    expect(m).toMatch(/route="admin",outcome="denied"\} [1-9]/);
+    expect(m).toMatch(/route="admin",outcome="allowed"\} [1-9]/);
+    expect(m).toMatch(/route="admin",outcome="error"\} ([2-9]|\d\d)/);
   }, 60_000);
 
   it('step-up: a @stepup policy sends a session without fresh MFA back to sign in with step_up=1', async () => {
@@ -212,6 +221,81 @@ describe('authorization', () => {
     expect(signin.pathname).toBe('/auth/signin');
     expect(signin.searchParams.get('step_up')).toBe('1');
   });
+});
+
+describe('step-up round trip', () => {
+  /** A JSON POST to the control plane from the browser (same Origin, its cookies, the CSRF header once it has a session). */
+  async function cpPost(b: PeopleBrowser, path: string, body: unknown): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
+    const csrf = b.cookies('127.0.0.1').get('__Host-tessera_csrf');
+    const headers: Record<string, string> = { origin: new URL(t.cp.url).origin, 'content-type': 'application/json', accept: 'application/json', ...(csrf ? { 'x-tessera-csrf': csrf } : {}) };
+    const res = await b.fetch(`${t.cp.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
+    return { status: res.status, text: res.text, json: res.text === '' ? {} : JSON.parse(res.text) as Record<string, unknown> };
+  }
+
+  it('@stepup("60"): redirected to step up, passkey + TOTP again at the control plane, back allowed with a fresh mfa_at; once the MFA is over 60 s old, redirected again', async () => {
+    const STEP = 30_000;
+    // Enrol cy (passkey + TOTP) through the one-time enrolment link, as the enrolment page does.
+    const added = await t.admin.call<{ enrolment_url: string }>('POST', '/v1/users', { username: 'cy', groups: ['eng'] });
+    const b = new PeopleBrowser(ca);
+    const start = await cpPost(b, '/v1/auth/enrol/start', { token: added.enrolment_url.split('#token=')[1]! });
+    expect(start.status, start.text).toBe(200);
+    const passkey = new SoftPasskey();
+    const origin = new URL(t.cp.url).origin;
+    expect((await cpPost(b, '/v1/auth/enrol/passkey', { response: passkey.register(start.json.passkey_options as never, origin) })).status).toBe(200);
+    const secret = Secret.fromBase32(new URL(start.json.totp_uri as string).searchParams.get('secret')!);
+    const enrolledAt = Date.now();
+    expect((await cpPost(b, '/v1/auth/enrol/totp', { code: TOTP.generate({ secret, timestamp: enrolledAt }) })).status).toBe(200);
+    // Enrolment left no session: cy signs in with a console link (no MFA) and reaches the plain route.
+    const signed = await signedIn('cy');
+    signed.jar.get('127.0.0.1')?.forEach((v, k) => b.cookies('127.0.0.1').set(k, v));
+    expect(last(await b.navigate(wiki('/'))).status).toBe(200);
+    // The @stepup("60") route: gateway → authorize?step_up=1&max_mfa_age=60 → the sign-in page with step_up=1.
+    const hops = await b.navigate(wiki('/fresh/doc?v=2'));
+    expect(hops.map((h) => h.status)).toEqual([303, 303, 200]);
+    const authorize = new URL(hops[0]!.location!);
+    expect(authorize.searchParams.get('step_up')).toBe('1');
+    expect(authorize.searchParams.get('max_mfa_age')).toBe('60');
+    const signin = new URL(hops[1]!.location!);
+    expect(signin.pathname).toBe('/auth/signin');
+    expect(signin.searchParams.get('step_up')).toBe('1');
+    const returnTo = signin.searchParams.get('return_to')!;
+    expect(returnTo).toMatch(/^\/v1\/gateway\/authorize\?/);
+    // What the sign-in page does on step_up=1: passkey options bound to the session's user, assertion, TOTP.
+    const opts = await cpPost(b, '/v1/auth/passkey/options', { step_up: true });
+    expect(opts.status, opts.text).toBe(200);
+    const verified = await cpPost(b, '/v1/auth/passkey/verify', { response: passkey.assert((opts.json as { options: { challenge: string; rpId: string } }).options, origin) });
+    expect(verified.status, verified.text).toBe(200);
+    // The next step's code (RFC 6238 §5.2 window of one step; the enrolment used this step's).
+    const mfaAt = Date.now();
+    const totp = await cpPost(b, '/v1/auth/totp', { code: TOTP.generate({ secret, timestamp: enrolledAt + STEP }) });
+    expect(totp.status, totp.text).toBe(200);
+    // Back to where the page sends the person: authorize → code → the gateway → the app.
+    const before = seen.length;
+    const back = await b.navigate(`${t.cp.url}${returnTo}`);
+    expect(back.map((h) => h.status)).toEqual([303, 303, 200]);
+    expect(back[1]!.location).toBe(wiki('/fresh/doc?v=2'));
+    expect(last(back).text).toBe('app /fresh/doc?v=2');
+    expect(seen.length).toBe(before + 1);
+    const gw = node.server.sessions.get(b.cookies('wiki.localhost').get('__Host-tessera_gw'));
+    expect(gw?.username).toBe('cy');
+    expect(gw!.mfaAt).toBeGreaterThanOrEqual(mfaAt - 1000);
+    expect(gw!.mfaAt).toBeLessThanOrEqual(Date.now());
+    // Straight through while the MFA is recent.
+    expect((await b.navigate(wiki('/fresh/again'))).map((h) => h.status)).toEqual([200]);
+    // 61 s later (the gateway's clock moved on): the same session is sent to step up again.
+    gatewaySkewMs = 61_000;
+    try {
+      const stale = await b.navigate(wiki('/fresh/again'), { follow: 0 });
+      expect(stale[0]!.status).toBe(303);
+      const again = new URL(stale[0]!.location!);
+      expect(again.pathname).toBe('/v1/gateway/authorize');
+      expect(again.searchParams.get('step_up')).toBe('1');
+      // A route without @stepup still goes through.
+      expect((await b.navigate(wiki('/plain'))).map((h) => h.status)).toEqual([200]);
+    } finally {
+      gatewaySkewMs = 0;
+    }
+  }, 40_000);
 });
 
 describe('forwarding', () => {

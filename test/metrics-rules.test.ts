@@ -1,6 +1,6 @@
 /**
  * The sample alert rules (deploy/prometheus/) are valid for Prometheus (`promtool check rules`) and
- * fire on the series they are for (`promtool test rules`), and every metric the three processes
+ * fire on the series they are for (`promtool test rules`), and every metric the four processes
  * register, and every metric the rules use, is documented in the README's "Metrics" section.
  */
 import { spawnSync } from 'node:child_process';
@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { AgentMetrics } from '../src/agent/metrics.js';
 import type { Agent } from '../src/agent/agent.js';
 import type { PolicyEnforcer } from '../src/agent/enforce/policy.js';
+import { GatewayMetrics } from '../src/gateway/metrics.js';
 import { KeyServerMetrics } from '../src/keyserver/metrics.js';
 import { ControlPlaneMetrics } from '../src/server/metrics.js';
 
@@ -42,8 +43,10 @@ describe('alert rules and metric documentation', () => {
     agentMetrics.attachAgent(fakeAgent);
     const ks = new KeyServerMetrics();
     ks.attach(fakeAgent, { version: 1 } as PolicyEnforcer);
+    const gw = new GatewayMetrics();
+    gw.attach(fakeAgent, () => ({ version: 1 }));
     const names = new Set<string>();
-    for (const r of [cp.registry, agentMetrics.registry, ks.registry]) {
+    for (const r of [cp.registry, agentMetrics.registry, ks.registry, gw.registry]) {
       for (const m of await r.getMetricsAsJSON()) if (!/^tessera_(process|nodejs)_/.test(m.name)) names.add(m.name);
     }
     expect(names.size).toBeGreaterThan(20);

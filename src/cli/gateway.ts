@@ -9,9 +9,11 @@ import { parseDuration } from '../core/duration.js';
 import { TesseraError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import type { AddGatewayRequest, AddGatewayResponse, GatewayListResponse, GatewayView } from '../core/wire/gateway.js';
+import { GatewayMetrics } from '../gateway/metrics.js';
 import { parseRoute } from '../gateway/route-table.js';
 import { startGatewayNode } from '../gateway/node.js';
 import { output, table, withAdmin, type Run } from './context.js';
+import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 
 type Json = Record<string, unknown>;
 
@@ -24,7 +26,7 @@ const seconds = (v: unknown, flag: string): number => Math.max(1, Math.round(par
 export function gatewayCommands(program: Command, run: Run, parseListen: (v: string) => { host: string; port: number }, untilSignal: (stop: () => Promise<void>) => Promise<void>): void {
   const gw = program.command('gateway').description('the gateway for people: signs people in, asks Cedar (gateway:request), forwards to internal web apps');
 
-  gw.command('run').description('run a gateway: its own agent (SVID), Cedar decisions from the signed bundle, HTTPS on --listen')
+  metricsListenOption(gw.command('run')).description('run a gateway: its own agent (SVID), Cedar decisions from the signed bundle, HTTPS on --listen')
     .requiredOption('--name <name>', 'the gateway\'s registered name (tessera gateway add NAME)')
     .requiredOption('--data-dir <dir>', 'state directory (agent SVID, policy bundle cache, assertion signing keys 0600)')
     .option('--join-token <token>', 'one-time join token for the gateway\'s registration entry; or $TESSERA_JOIN_TOKEN')
@@ -52,6 +54,9 @@ export function gatewayCommands(program: Command, run: Run, parseListen: (v: str
       if (!(rate >= 0 && rate <= 1)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--allow-sample-rate must be a number from 0 to 1');
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
+      // Listening before the join: a port in use fails the command before the one-time token is spent.
+      const metrics = o.metricsListen !== undefined ? new GatewayMetrics() : undefined;
+      const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startGatewayNode({
         serverUrl: g.server, dataDir: String(o.dataDir), name: String(o.name), listen, tlsCertFile: String(o.tlsCert), tlsKeyFile: String(o.tlsKey), routes, log,
         allowSampleRate: rate, keyRotationMs: parseDuration(String(o.keyRotation), '--key-rotation'),
@@ -59,13 +64,20 @@ export function gatewayCommands(program: Command, run: Run, parseListen: (v: str
         ...(joinToken ? { joinToken } : {}),
         ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
         ...(o.telemetry === false ? { telemetry: false as const } : {}),
+        ...(metrics ? { metrics } : {}),
         server: {
           requestDeviceCert: o.deviceCert !== false, stepUpMaxAgeSeconds: seconds(o.stepUpMaxAge, '--step-up-max-age'),
           sessions: { idleMs: parseDuration(String(o.sessionIdle), '--session-idle'), absoluteMs: parseDuration(String(o.sessionMax), '--session-max'), checkMs: parseDuration(String(o.sessionCheck), '--session-check') },
         },
+      }).catch(async (err: unknown) => {
+        await metricsListener?.close();
+        throw err;
       });
       log.info('gateway ready', { port: node.server.port, spiffe_id: node.agent.spiffeId, routes: routes.map((r) => `${r.name}=${r.host}${r.prefix}`).join(' ') });
-      await untilSignal(() => node.close());
+      await untilSignal(async () => {
+        await node.close();
+        await metricsListener?.close();
+      });
     }));
 
   const row = (v: GatewayView): string[] => [v.name, v.spiffe_id, v.urls.join(' '), v.created_at];

@@ -1,5 +1,5 @@
 /**
- * `--metrics-listen HOST:PORT` of `tessera server`, `tessera agent` and `tessera keyserver`: the
+ * `--metrics-listen HOST:PORT` of `tessera server`, `tessera agent`, `tessera keyserver` and `tessera gateway run`: the
  * flag, its parsing, and the listener started before the process's own work (a port in use fails
  * the command before an agent spends its one-time join token).
  */

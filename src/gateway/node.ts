@@ -20,6 +20,7 @@ import type { Logger } from '../core/log.js';
 import type { TelemetryRequest, TelemetryResponse } from '../core/wire/control-plane.js';
 import { gatewayAppId, type DevicePostureResponse, type GatewayLogoutAllResponse, type GatewaySessionResponse, type GatewayTokenResponse } from '../core/wire/gateway.js';
 import { AssertionSigner } from './assertion.js';
+import type { GatewayMetrics } from './metrics.js';
 import type { GatewayRoute } from './route-table.js';
 import { startGatewayServer, type GatewayServer, type GatewayServerOptions } from './server.js';
 
@@ -44,7 +45,10 @@ export interface GatewayNodeOptions {
   telemetry?: false | { windowSeconds?: number };
   /** Assertion signing key rotation period (default 24 h). */
   keyRotationMs?: number;
-  server?: Partial<Pick<GatewayServerOptions, 'sessions' | 'requestDeviceCert' | 'postureCacheSeconds' | 'stepUpMaxAgeSeconds' | 'upstreamTimeoutMs'>>;
+  /** Prometheus metrics of this gateway (`--metrics-listen`; the caller serves its registry). */
+  metrics?: GatewayMetrics;
+  /** The HTTPS front's settings (`now`: its clock, for tests that age an MFA without waiting). */
+  server?: Partial<Pick<GatewayServerOptions, 'sessions' | 'requestDeviceCert' | 'postureCacheSeconds' | 'stepUpMaxAgeSeconds' | 'upstreamTimeoutMs' | 'now'>>;
 }
 
 export interface GatewayNode {
@@ -80,6 +84,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       ...(opts.policyWatchSeconds !== undefined ? { policyWatchSeconds: opts.policyWatchSeconds } : {}),
     });
     const enforcer = sidecar.enforcer;
+    opts.metrics?.attach(agent, () => enforcer);
     const td = agent.trustDomain!;
     const self = agent.spiffeId!;
     const signer = new AssertionSigner({ dir: opts.dataDir, issuer: self, ...(opts.keyRotationMs !== undefined ? { rotateMs: opts.keyRotationMs } : {}) });
@@ -113,6 +118,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
         posture: (id) => call<DevicePostureResponse>('GET', `/v1/devices/posture?id=${encodeURIComponent(id)}`),
       },
       ...(telemetry ? { telemetry } : {}),
+      ...(opts.metrics ? { metrics: opts.metrics } : {}),
       ...opts.server,
     });
     const sc = sidecar;

@@ -25,6 +25,7 @@ import { GATEWAY_CALLBACK_PATH, gatewayAppId, type DevicePostureResponse, type G
 import { MIN_TLS_VERSION, listenOn, watchTlsSource, type TlsSource } from '../common/tls-source.js';
 import { cookieValue, serializeCookie } from '../common/cookies.js';
 import { ASSERTION_HEADER, type AssertionSigner } from './assertion.js';
+import type { GatewayOutcome, GatewayServerMetrics } from './metrics.js';
 import { RouteTable, type GatewayRoute, hostOf } from './route-table.js';
 import { FLOW_COOKIE, GATEWAY_COOKIE, GatewaySessions, sameSecret, type GatewaySession, type GatewaySessionSettings } from './sessions.js';
 
@@ -82,6 +83,8 @@ export interface GatewayServerOptions {
   /** Milliseconds the app has to answer (default 30 s). */
   upstreamTimeoutMs?: number;
   telemetry?: PeopleTelemetry;
+  /** Prometheus hooks (`--metrics-listen`: metrics.ts). */
+  metrics?: GatewayServerMetrics;
   now?: () => number;
 }
 
@@ -170,6 +173,7 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
   const sessions = new GatewaySessions({
     settings: { idleMs: 15 * 60_000, absoluteMs: 8 * 3600_000, checkMs: 5000, graceMs: 30_000, ...opts.sessions },
     check: (ref) => opts.controlPlane.session(ref), now,
+    ...(opts.metrics ? { onCheck: (r: 'ok' | 'ended' | 'unavailable') => opts.metrics!.sessionCheck(r) } : {}),
   });
   const flows = new Map<string, Flow>();
   const postures = new Map<string, { at: number; p: Promise<DevicePostureContext> }>();
@@ -206,7 +210,9 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
     if (d === undefined) return Promise.resolve(NO_DEVICE);
     const t = now();
     const hit = postures.get(d.id);
-    if (hit && t - hit.at < postureMs) return hit.p;
+    // A cached answer's age grows with the time it has been held: a policy's age threshold is
+    // judged on the report's real age, not on the age when it was fetched.
+    if (hit && t - hit.at < postureMs) return hit.p.then((c) => (c.posture_age_seconds === undefined ? c : { ...c, posture_age_seconds: c.posture_age_seconds + Math.floor((t - hit.at) / 1000) }));
     const p = opts.controlPlane.posture(d.id).then((r) => r.device);
     // A failed read is not cached: the next request asks again (and is refused meanwhile: fail closed).
     p.catch(() => postures.delete(d.id));
@@ -315,7 +321,10 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
     throw new TesseraError('TESSERA_NOT_FOUND');
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** What the metrics learn of a request: its route once matched, and what became of it. */
+  interface Track { route?: string; outcome?: GatewayOutcome }
+
+  async function handle(req: IncomingMessage, res: ServerResponse, m: Track): Promise<void> {
     const started = performance.now();
     const host = req.headers.host === undefined ? undefined : hostOf(req.headers.host);
     const target = req.url ?? '';
@@ -326,10 +335,13 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
     if (url.pathname === '/.well-known/jwks.json' || url.pathname === '/_tessera' || url.pathname.startsWith('/_tessera/')) return own(req, res, url, host);
     const route = table.match(req.headers.host, url.pathname);
     if (route === undefined) throw new TesseraError('TESSERA_ROUTE_NOT_FOUND');
+    m.route = route.name;
+    m.outcome = 'unauthenticated';
     const s = sessions.get(cookieValue(req.headers.cookie, GATEWAY_COOKIE));
     if (!s) return signIn(req, res, host);
     const liveness = await sessions.live(s);
     if (liveness === 'ended') return signIn(req, res, host);
+    m.outcome = 'error';
     if (liveness === 'unavailable') throw new TesseraError('TESSERA_UNAVAILABLE', 'the control plane cannot confirm the session');
     const dev = device(req);
     const appId = gatewayAppId(opts.trustDomain, opts.name, route.name);
@@ -339,18 +351,24 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
       edge.path(url.pathname);
     }
     const decision = opts.policy.decidePerson({ user: s.spiffeId, groups: s.groups, app: route.name, appId, method: req.method ?? '', path: url.pathname, device: await posture(dev) });
+    opts.metrics?.decision(decision.cached);
     if (!decision.allow) {
+      m.outcome = 'denied';
       if (edge) edge.denials++;
       throw new TesseraError(decision.reasons.includes('quarantined') ? 'TESSERA_IDENTITY_QUARANTINED' : 'TESSERA_PROXY_DENIED', 'the policy does not allow this request');
     }
     // Step-up: the determining permits' @stepup, or the person's risk state, ask for a recent MFA.
     const risk = opts.policy.riskOf(s.spiffeId);
     const maxAge = Math.min(decision.stepUpSeconds ?? Infinity, risk.state === 'step-up' ? stepUpMaxAge : Infinity);
-    if (maxAge !== Infinity && (s.mfaAt === undefined || now() - s.mfaAt > maxAge * 1000)) return signIn(req, res, host, maxAge);
-    forward(req, res, route, s, appId, dev, edge, started);
+    if (maxAge !== Infinity && (s.mfaAt === undefined || now() - s.mfaAt > maxAge * 1000)) {
+      m.outcome = 'step_up';
+      return signIn(req, res, host, maxAge);
+    }
+    m.outcome = 'allowed';
+    forward(req, res, route, s, appId, dev, edge, started, m);
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse, route: GatewayRoute, s: GatewaySession, appId: string, dev: Device | undefined, edge: EdgeCounters | undefined, started: number): void {
+  function forward(req: IncomingMessage, res: ServerResponse, route: GatewayRoute, s: GatewaySession, appId: string, dev: Device | undefined, edge: EdgeCounters | undefined, started: number, m: Track): void {
     const headers: OutgoingHttpHeaders = {};
     const h: IncomingHttpHeaders = req.headers;
     const connection = String(h.connection ?? '').toLowerCase().split(',').map((x) => x.trim());
@@ -386,6 +404,7 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
     up.on('timeout', () => up.destroy(new TesseraError('TESSERA_PROXY_UPSTREAM_TIMEOUT')));
     up.on('error', (err) => {
       if (edge) edge.errors++;
+      m.outcome = 'error';
       if (res.headersSent) {
         res.destroy();
         return;
@@ -397,7 +416,17 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
   }
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    handle(req, res).catch((err: unknown) => {
+    const m: Track = {};
+    if (opts.metrics) {
+      const started = performance.now();
+      // Counted once the answer is sent (or the connection is gone): an allowed request whose app
+      // fails is an error; a request that never matched a route is not counted.
+      res.once('close', () => {
+        if (m.route === undefined) return;
+        opts.metrics!.request(m.route, m.outcome ?? 'error', (performance.now() - started) / 1000);
+      });
+    }
+    handle(req, res, m).catch((err: unknown) => {
       const e = isTesseraError(err) ? err : new TesseraError('TESSERA_INTERNAL');
       if (!isTesseraError(err)) log.error('internal error', { error: (err as Error)?.message });
       if (res.headersSent) {

@@ -60,7 +60,13 @@ export class GatewaySessions {
   readonly #sessions = new Map<string, GatewaySession>();
   readonly #refs = new Map<string, RefState>();
 
-  constructor(private readonly opts: { settings: GatewaySessionSettings; check: (ref: string) => Promise<GatewaySessionResponse>; now?: () => number }) {}
+  constructor(private readonly opts: {
+    settings: GatewaySessionSettings;
+    check: (ref: string) => Promise<GatewaySessionResponse>;
+    now?: () => number;
+    /** Called with the result of every check that asked the control plane (metrics). */
+    onCheck?: (result: 'ok' | 'ended' | 'unavailable') => void;
+  }) {}
 
   private now(): number {
     return (this.opts.now ?? Date.now)();
@@ -129,6 +135,9 @@ export class GatewaySessions {
       }
       // The control plane is away: trust the last good answer for a bounded time (fail closed after).
       return this.now() - state.checkedAt < this.opts.settings.graceMs ? 'ok' as const : 'unavailable' as const;
+    }).then((r) => {
+      this.opts.onCheck?.(r);
+      return r;
     }).finally(() => {
       state.checking = undefined;
     });

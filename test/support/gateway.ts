@@ -7,6 +7,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { request } from 'node:https';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../../src/core/x509.js';
+import type { TestControlPlane } from './server.js';
 
 export interface GatewayCert { caPem: string; certPem: string; keyPem: string }
 
@@ -95,4 +96,14 @@ export class PeopleBrowser {
     }
     return hops;
   }
+}
+
+/** A browser signed in at the control plane as `username` (a one-time console link: no MFA). */
+export async function signedInBrowser(t: TestControlPlane, ca: string, username: string): Promise<PeopleBrowser> {
+  const link = await t.admin.call<{ url: string }>('POST', '/v1/console/links', { username });
+  const token = link.url.split('#token=')[1]!;
+  const b = new PeopleBrowser(ca);
+  const res = await b.fetch(`${t.cp.url}/v1/auth/link`, { method: 'POST', headers: { origin: new URL(t.cp.url).origin, 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
+  if (res.status !== 200) throw new Error(`console link sign-in failed: ${res.status} ${res.text}`);
+  return b;
 }

@@ -20,6 +20,7 @@ import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import { TesseraError } from '../errors.js';
 import { canonicalJson } from '../canonical-json.js';
 import { policyHash } from './bundle.js';
+import { postureAgeClass, postureAgeThresholds } from './posture-age.js';
 import { grantPolicyParts, type BundleGrant } from './grants.js';
 import { ACTION_TYPE, APP_TYPE, GROUP_TYPE, TESSERA_SCHEMA, USER_TYPE, WORKLOAD_TYPE } from './schema.js';
 import { LIMITS, POLICY_ACTIONS, POLICY_FILE_NAME, checkEntityAttributes, isPolicyAction, type PolicyAction, type PolicyContext, type PolicyEntity } from './types.js';
@@ -117,6 +118,8 @@ export class PolicyEngine {
   readonly #actionUids = new Map<string, cedar.EntityUidJson>();
   readonly #cache: DecisionCache;
   #stepUps: Map<string, number> | undefined;
+  /** The thresholds the policies compare `context.device.posture_age_seconds` with (posture-age.ts); null: key on the exact age. */
+  #ageThresholds: number[] | null | undefined;
   /** People's decisions (decidePerson) by their inputs; cleared when full. */
   readonly #people = new Map<string, Decision>();
 
@@ -187,8 +190,8 @@ export class PolicyEngine {
    * Decides a person's request through a gateway (`gateway:request`): principal `Tessera::User`
    * (member of its `Tessera::Group`s), resource `Tessera::App` (the gateway's route name), and the
    * context (`method`, `path`, `site`, `time`, `hour`, `risk`, and the `device` posture record),
-   * validated by Cedar against the bundle's schema. Never throws; anything wrong denies. Not cached
-   * here: the gateway caches what is safe to (src/gateway/authorize.ts).
+   * validated by Cedar against the bundle's schema. Never throws; anything wrong denies. Cached by
+   * its inputs, the posture age by its class among the policies' thresholds (posture-age.ts).
    *
    * @example
    * engine.decidePerson({ user: 'spiffe://td/user/ana', groups: ['eng'], app: 'wiki',
@@ -197,9 +200,22 @@ export class PolicyEngine {
   decidePerson(req: PersonRequest): Decision {
     // Cached by every input (this engine's policies are fixed; `time` comes rounded to the minute):
     // an uncached decision with request validation costs a few hundred µs, a hit a string key.
+    // The device's posture age is keyed by its class among the policies' age thresholds, not to the
+    // second (posture-age.ts states why that cannot change the answer), so the cache hits across
+    // seconds and a cached allow ends when the age crosses a threshold (or the state, a fact changes).
     let key: string | undefined;
     try {
-      key = JSON.stringify([req.user, req.groups, req.app, req.context]);
+      let context = req.context;
+      const device = context.device as Record<string, unknown> | undefined;
+      if (device !== undefined && typeof device === 'object' && typeof device.posture_age_seconds === 'number') {
+        if (this.#ageThresholds === undefined) {
+          const texts = Object.values(this.#policies);
+          this.#ageThresholds = this.#grants.length > 0 && JSON.stringify(this.#grants).includes('posture_age_seconds') ? null : postureAgeThresholds(texts) ?? null;
+        }
+        const t = this.#ageThresholds;
+        if (t !== null) context = { ...context, device: { ...device, posture_age_seconds: `class:${postureAgeClass(device.posture_age_seconds, t)}` } };
+      }
+      key = JSON.stringify([req.user, req.groups, req.app, context]);
     } catch {
       key = undefined;
     }
