@@ -47,12 +47,20 @@ describe('a named admin\'s trust bundle across a CA rotation', () => {
     expect(certs(readFileSync(join(alice, 'bundle.pem'), 'utf8'))).toBe(2);
     expect(readFileSync(join(alice, 'bundle.pem'), 'utf8')).toBe(readFileSync(join(t.cp.adminDir, 'bundle.pem'), 'utf8'));
 
-    // Once the new CA signs the control plane's certificate, the copy that ran nothing cannot reach it...
+    // Once the new CA signs the control plane's certificate, a copy that ran nothing cannot reach it...
+    // Each attempt runs on a fresh copy of the untouched directory: an attempt that still got through
+    // (before the activation) refreshed its own bundle.pem, as every admin command now does.
     const deadline = Date.now() + 20_000;
-    let staleRun = await as(stale, ['admin', 'list']);
+    let attempt = 0;
+    const staleOnce = async (): Promise<Awaited<ReturnType<typeof as>>> => {
+      const d = `${stale}-${attempt++}`;
+      cpSync(stale, d, { recursive: true });
+      return as(d, ['admin', 'list']);
+    };
+    let staleRun = await staleOnce();
     while (staleRun.status === 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 500));
-      staleRun = await as(stale, ['admin', 'list']);
+      staleRun = await staleOnce();
     }
     expect(staleRun.status).not.toBe(0);
     expect(`${staleRun.stdout}${staleRun.stderr}`).toContain('TESSERA_SERVER_UNREACHABLE');
