@@ -22,8 +22,7 @@ import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, t
 import { pemDecodeAll } from '../core/x509.js';
 import type { ProvisionAuthorizationRequest, ProvisionAuthorizationResponse, CreateSecretPolicyRequest, CreateSecretPolicyResponse, RefreshSecretPolicyRequest, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse } from '../core/wire/control-plane.js';
 import type { AbortShareResponse, CommitShareRequest, CommitShareResponse, DeleteShareResponse, InstallShareRequest, InstallShareResponse, RefreshShareRequest, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
-import { adminClient, adminCredential, adminTls, agentTls, svidClient, type AdminLocation } from './clients.js';
-import { loginTls } from './login-credential.js';
+import { adminClient, adminCredential, adminCredentialTls, agentTls, svidClient, type AdminLocation } from './clients.js';
 import { PROVISION_AUTHORIZATION_HEADER, type ProvisionOp } from '../core/secrets/provision-authorization.js';
 
 export interface SecretAdmin {
@@ -272,7 +271,7 @@ export async function withSecretAdmin<T>(at: AdminLocation, progress: ((line: st
   // A person's `tessera login` certificate provisions with an authorization per phase; an admin
   // credential directory (bootstrap, named admin) as before.
   const cred = adminCredential(at);
-  const tls = cred.kind === 'login' ? loginTls(cred.dir) : adminTls(at);
+  const tls = adminCredentialTls(at);
   const control = adminClient(at);
   try {
     return await fn({
