@@ -17,9 +17,8 @@
  * blob are written only to the requested output.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { adminClient, adminCredentialTls, adminDir, agentTls, adminTls, readCredential, svidClient } from '../admin/clients.js';
+import { adminClient, adminCredentialTls, agentTls, readCredential, svidClient } from '../admin/clients.js';
 import { dealEpoch, fetchRecordWith, readSavedRecord, refreshEpoch, retireEpoch, rotateEpoch, sealToRecord, unsealWithAgentDir, withSecretAdmin, type SecretAdmin } from '../admin/secrets.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
