@@ -133,9 +133,11 @@ afterAll(async () => {
 
 describe('secret policies by a person signed in with tessera login', () => {
   let aliceHome: string;
+  let aliceBrowser: Browser;
 
   it('creates a 2-of-2 policy on real key server processes with a login certificate; a workload then unseals', async () => {
     const { browser } = await people.enrol('alice', ['admins']);
+    aliceBrowser = browser;
     aliceHome = await login('alice', browser);
     const r = await tessera(aliceHome, ['--json', 'secret', 'policy', 'create', 'db', '--threshold', '2', '--servers', servers()]).done;
     expect(r.status, r.stdout + r.stderr).toBe(0);
@@ -194,6 +196,10 @@ describe('secret policies by a person signed in with tessera login', () => {
     });
     const wrong = await keyServerCall(aliceHome, ks[0]!.url, 'DELETE', '/v1/shares/db/1', { [PROVISION_AUTHORIZATION_HEADER]: res.authorization });
     expect(wrong).toEqual({ status: 403, code: 'TESSERA_PROVISION_AUTHORIZATION_INVALID' });
+    // A console session (no certificate to bind to) gets none, even with the admin right and fresh MFA.
+    const viaSession = await aliceBrowser.post('/v1/secret-policies/db/provision-authorization', { epoch: 1, op: 'retire', key_servers: KS });
+    expect(viaSession.status, viaSession.text).toBe(403);
+    expect((viaSession.json as { error: { code: string } }).error.code).toBe('TESSERA_FORBIDDEN');
     const garbage = await keyServerCall(aliceHome, ks[0]!.url, 'DELETE', '/v1/shares/db/1', { [PROVISION_AUTHORIZATION_HEADER]: 'AAAA' });
     expect(garbage).toEqual({ status: 403, code: 'TESSERA_PROVISION_AUTHORIZATION_INVALID' });
     const u = await tessera(aliceHome, ['secret', 'unseal', '--agent-dir', join(dir, 'pci'), '--in', join(dir, 'db.sealed')]).done;
