@@ -88,6 +88,12 @@ export function adminCredential(at: AdminLocation, env: NodeJS.ProcessEnv = proc
   return { kind: 'dir', dir: adminDir(at) };
 }
 
+/** The TLS material (trust bundle, certificate, key) of the admin credential {@link adminCredential} picks. */
+export function adminCredentialTls(at: AdminLocation): ClientTls {
+  const cred = adminCredential(at);
+  return cred.kind === 'login' ? loginTls(cred.dir) : adminTls(at);
+}
+
 /** An API client authenticated with the admin credential {@link adminCredential} picks. */
 export function adminClient(at: AdminLocation): ApiClient {
   const cred = adminCredential(at);

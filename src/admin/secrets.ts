@@ -20,9 +20,10 @@ import { TesseraError, isTesseraError } from '../core/errors.js';
 import { dealRefresh, decodePoint, randomScalar, ready, refreshedCommitments, seal, split } from '../core/secrets/index.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
 import { pemDecodeAll } from '../core/x509.js';
-import type { CreateSecretPolicyRequest, CreateSecretPolicyResponse, RefreshSecretPolicyRequest, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse } from '../core/wire/control-plane.js';
+import type { ProvisionAuthorizationRequest, ProvisionAuthorizationResponse, CreateSecretPolicyRequest, CreateSecretPolicyResponse, RefreshSecretPolicyRequest, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse } from '../core/wire/control-plane.js';
 import type { AbortShareResponse, CommitShareRequest, CommitShareResponse, DeleteShareResponse, InstallShareRequest, InstallShareResponse, RefreshShareRequest, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
-import { adminClient, adminTls, agentTls, svidClient, type AdminLocation } from './clients.js';
+import { adminClient, adminCredential, adminCredentialTls, agentTls, svidClient, type AdminLocation } from './clients.js';
+import { PROVISION_AUTHORIZATION_HEADER, type ProvisionOp } from '../core/secrets/provision-authorization.js';
 
 export interface SecretAdmin {
   /** The admin credential, presented to the key servers. */
@@ -33,6 +34,23 @@ export interface SecretAdmin {
   trusted: Buffer[];
   /** Progress lines for a human (stderr), never secret material. */
   progress?: (line: string) => void;
+  /**
+   * Set when the credential is a person's `tessera login` certificate: asks the control plane for a
+   * provisioning authorization (the admin policy decides) and returns the header value the key
+   * servers named need beside it. Admin credentials (bootstrap, named) provision without one.
+   */
+  authorize?: (op: ProvisionOp, id: string, epoch: number, keyServers: string[]) => Promise<string>;
+}
+
+/** The operation an onEachServer call belongs to (what a provisioning authorization must name). */
+interface Provisioning { op: ProvisionOp; id: string; epoch: number }
+/** A key server call (ApiClient.call with the provisioning authorization header when one is needed). */
+interface ServerClient { call<T>(method: string, path: string, body?: unknown): Promise<T> }
+
+/** Asks the control plane for a provisioning authorization with `control` (a login certificate's client). */
+export async function requestProvisionAuthorization(control: ApiClient, op: ProvisionOp, id: string, epoch: number, keyServers: string[]): Promise<string> {
+  const res = await control.call<ProvisionAuthorizationResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/provision-authorization`, { epoch, op, key_servers: keyServers } satisfies ProvisionAuthorizationRequest);
+  return res.authorization;
 }
 
 /** What one key server did, or why it failed (a stable code). */
@@ -45,11 +63,14 @@ const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
 const point = (s: string): Uint8Array => decodePoint(new Uint8Array(Buffer.from(s, 'base64url')));
 
 /** Calls every key server in parallel, each with its own client checked against its SPIFFE ID. */
-async function onEachServer<T>(admin: SecretAdmin, servers: SecretPolicyServer[], fn: (client: ApiClient, s: SecretPolicyServer, i: number) => Promise<T>): Promise<{ outcomes: ServerOutcome[]; values: (T | undefined)[] }> {
+async function onEachServer<T>(admin: SecretAdmin, what: Provisioning, servers: SecretPolicyServer[], fn: (client: ServerClient, s: SecretPolicyServer, i: number) => Promise<T>): Promise<{ outcomes: ServerOutcome[]; values: (T | undefined)[] }> {
+  // One authorization per phase, for exactly these servers; refused (no right, stale MFA), nothing is sent.
+  const header = servers.length && admin.authorize ? await admin.authorize(what.op, what.id, what.epoch, servers.map((s) => s.spiffeId)) : undefined;
+  const headers = header === undefined ? undefined : { [PROVISION_AUTHORIZATION_HEADER]: header };
   const settled = await Promise.allSettled(servers.map(async (s, i) => {
     const client = new ApiClient(s.url, { ...admin.tls, serverId: s.spiffeId }, 15_000);
     try {
-      return await fn(client, s, i);
+      return await fn({ call: (method, path, body) => client.call(method, path, body, headers ? { headers } : {}) }, s, i);
     } finally {
       client.close();
     }
@@ -97,7 +118,7 @@ export async function dealEpoch(admin: SecretAdmin, input: { id: string; epoch: 
   const commitments = sharing.commitments.map(b64u);
   let installed: { outcomes: ServerOutcome[]; values: ({ created: boolean } | undefined)[] };
   try {
-    installed = await onEachServer(admin, servers, async (client, s, i) => {
+    installed = await onEachServer(admin, { op: 'create', id, epoch }, servers, async (client, s, i) => {
       const share = sharing.shares[i]!;
       return client.call<InstallShareResponse>('PUT', `/v1/shares/${id}/${epoch}`, { t, n, index: share.index, value: b64u(share.value), commitments } satisfies InstallShareRequest);
     });
@@ -107,7 +128,7 @@ export async function dealEpoch(admin: SecretAdmin, input: { id: string; epoch: 
   /** Takes back what this call installed (never a share that was there before it); says how that went. */
   const takeBack = async (): Promise<string> => {
     const mine = servers.filter((_, i) => installed.values[i]?.created === true);
-    const undone = await onEachServer(admin, mine, (client) => client.call<DeleteShareResponse>('DELETE', `/v1/shares/${id}/${epoch}`));
+    const undone = await onEachServer(admin, { op: 'create', id, epoch }, mine, (client) => client.call<DeleteShareResponse>('DELETE', `/v1/shares/${id}/${epoch}`));
     const left = undone.outcomes.filter((o) => !o.ok);
     if (left.length) return `; could not remove the shares already installed on ${left.map((o) => o.spiffeId).join(', ')} (delete them there: DELETE /v1/shares/${id}/${epoch})`;
     return mine.length ? '; the shares already installed were removed' : '';
@@ -157,11 +178,12 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
   let { record, signed } = await fetchRecord(admin, id, epoch);
   if (record.t < 2) throw new TesseraError('TESSERA_CONFIG_INVALID', 'a 1-of-n policy cannot be refreshed (every share is the key): rotate it instead');
   const path = `/v1/shares/${id}/${record.epoch}`;
+  const refreshing: Provisioning = { op: 'refresh', id, epoch: record.epoch };
   const progress = admin.progress ?? (() => {});
 
   // 0. Where is each server? A server one generation behind with the published one prepared was
   //    not reached by the last run's commit: commit it now.
-  const states = await onEachServer(admin, record.servers, async (client) => {
+  const states = await onEachServer(admin, refreshing, record.servers, async (client) => {
     const res = await client.call<ShareListResponse>('GET', '/v1/shares');
     return res.shares.find((s) => s.policy === id && s.epoch === record.epoch);
   });
@@ -172,7 +194,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
     const lost = behind.filter((s) => states.values[record.servers.indexOf(s)]?.pending !== record.generation);
     if (lost.length) throw new TesseraError('TESSERA_CONFLICT', `key servers without share generation ${record.generation}: ${lost.map((s) => s.spiffeId).join(', ')}`);
     progress(`finishing generation ${record.generation} on ${behind.map((s) => s.spiffeId).join(', ')}`);
-    const done = await onEachServer(admin, behind, (client) => client.call<CommitShareResponse>('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments } satisfies CommitShareRequest));
+    const done = await onEachServer(admin, refreshing, behind, (client) => client.call<CommitShareResponse>('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments } satisfies CommitShareRequest));
     if (done.outcomes.some((o) => !o.ok)) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `cannot finish the previous refresh: ${failedList(done.outcomes)}`);
   }
 
@@ -182,7 +204,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
   const D = deal.D.map(b64u);
   let prepared: { outcomes: ServerOutcome[]; values: (unknown)[] };
   try {
-    prepared = await onEachServer(admin, record.servers, async (client, s) => {
+    prepared = await onEachServer(admin, refreshing, record.servers, async (client, s) => {
       const delta = deal.deltas[s.index - 1]!;
       const res = await client.call<RefreshShareResponse>('POST', `${path}/refresh`, { from: record.generation, delta: b64u(delta.value), d: D } satisfies RefreshShareRequest);
       if (res.generation !== record.generation + 1 || res.index !== s.index || res.commitments.join() !== expected.join()) {
@@ -194,7 +216,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
     for (const d of deal.deltas) d.value.fill(0);
   }
   if (prepared.outcomes.some((o) => !o.ok)) {
-    await onEachServer(admin, record.servers, (client) => client.call<AbortShareResponse>('DELETE', `${path}/pending`));
+    await onEachServer(admin, refreshing, record.servers, (client) => client.call<AbortShareResponse>('DELETE', `${path}/pending`));
     throw new TesseraError('TESSERA_SECRET_SHARE_INVALID', `not every key server prepared the refresh; nothing was published and the prepared shares were dropped (${failedList(prepared.outcomes)})`);
   }
   progress(`all ${record.n} key servers prepared share generation ${record.generation + 1}`);
@@ -208,7 +230,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
     // (unreachable, timeout): keep them, since the record may have been published; the next run
     // either commits them (published) or prepares anew (not published).
     if (isTesseraError(err) && DEFINITE_REFUSALS.has(err.code)) {
-      await onEachServer(admin, record.servers, (client) => client.call<AbortShareResponse>('DELETE', `${path}/pending`));
+      await onEachServer(admin, refreshing, record.servers, (client) => client.call<AbortShareResponse>('DELETE', `${path}/pending`));
       throw new TesseraError(err.code, `the control plane refused the new generation (${err.message}); the prepared shares were dropped`);
     }
     throw new TesseraError(isTesseraError(err) ? err.code : 'TESSERA_INTERNAL', `publishing share generation ${record.generation + 1} failed with an unknown outcome; run \`secret policy refresh ${id}\` again to finish or redo it`);
@@ -217,7 +239,7 @@ export async function refreshEpoch(admin: SecretAdmin, id: string, epoch?: numbe
   if (next.generation !== record.generation + 1 || next.commitments.join() !== expected.join()) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'the control plane published another record than asked');
   record = next;
   signed = res.signed;
-  const commits = await onEachServer(admin, record.servers, (client) => client.call<CommitShareResponse>('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments } satisfies CommitShareRequest));
+  const commits = await onEachServer(admin, refreshing, record.servers, (client) => client.call<CommitShareResponse>('POST', `${path}/commit`, { generation: record.generation, commitments: record.commitments } satisfies CommitShareRequest));
   return { record, signed, commits: commits.outcomes };
 }
 
@@ -236,7 +258,7 @@ export async function retireEpoch(admin: SecretAdmin, id: string, epoch: number,
   const active = epochs.filter((x) => x.retired_at === null);
   if (!force && active.length === 1) throw new TesseraError('TESSERA_CONFIG_INVALID', `epoch ${epoch} is the only active key epoch of ${id}: rotate first, or pass --force`);
   const { record } = await fetchRecord(admin, id, epoch);
-  const deletes = (await onEachServer(admin, record.servers, (client) => client.call<DeleteShareResponse>('DELETE', `/v1/shares/${id}/${epoch}`))).outcomes;
+  const deletes = (await onEachServer(admin, { op: 'retire', id, epoch }, record.servers, (client) => client.call<DeleteShareResponse>('DELETE', `/v1/shares/${id}/${epoch}`))).outcomes;
   const kept = deletes.filter((o) => !o.ok).length;
   if (kept >= record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${record.n - kept} of ${record.n} key servers deleted their share; ${kept} (at least t = ${record.t}) still could open blobs, so the epoch is not marked retired: run it again (${failedList(deletes)})`);
   const r = await admin.control.call<RetireSecretPolicyResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${epoch}/retire`, {});
@@ -246,10 +268,16 @@ export async function retireEpoch(admin: SecretAdmin, id: string, epoch: number,
 /** Runs `fn` (libsodium ready) with the admin's credential for the key servers and the control plane. */
 export async function withSecretAdmin<T>(at: AdminLocation, progress: ((line: string) => void) | undefined, fn: (admin: SecretAdmin) => Promise<T>): Promise<T> {
   await ready();
-  const tls = adminTls(at);
+  // A person's `tessera login` certificate provisions with an authorization per phase; an admin
+  // credential directory (bootstrap, named admin) as before.
+  const cred = adminCredential(at);
+  const tls = adminCredentialTls(at);
   const control = adminClient(at);
   try {
-    return await fn({ tls, control, trusted: pemDecodeAll(tls.ca, 'CERTIFICATE'), ...(progress ? { progress } : {}) });
+    return await fn({
+      tls, control, trusted: pemDecodeAll(tls.ca, 'CERTIFICATE'), ...(progress ? { progress } : {}),
+      ...(cred.kind === 'login' ? { authorize: (op: ProvisionOp, id: string, epoch: number, ks: string[]) => requestProvisionAuthorization(control, op, id, epoch, ks) } : {}),
+    });
   } finally {
     control.close();
   }

@@ -17,9 +17,8 @@
  * blob are written only to the requested output.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { adminClient, adminDir, agentTls, adminTls, readCredential, svidClient } from '../admin/clients.js';
+import { adminClient, adminCredentialTls, agentTls, readCredential, svidClient } from '../admin/clients.js';
 import { dealEpoch, fetchRecordWith, readSavedRecord, refreshEpoch, retireEpoch, rotateEpoch, sealToRecord, unsealWithAgentDir, withSecretAdmin, type SecretAdmin } from '../admin/secrets.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
@@ -241,7 +240,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
     .action(run(async (g, name: string, o: Json) => {
       const id = policyId(name);
       await ready();
-      const tls = o.agentDir ? agentTls(String(o.agentDir)) : adminTls(g);
+      const tls = o.agentDir ? agentTls(String(o.agentDir)) : adminCredentialTls(g);
       const client = o.agentDir ? svidClient(String(o.agentDir), g.server) : adminClient(g);
       try {
         const { record, signed } = await fetchRecordWith(client, id, epochOpt(o.epoch), pemDecodeAll(tls.ca, 'CERTIFICATE'));
@@ -273,7 +272,7 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       await ready();
       const id = policyId(o.policy);
       const epoch = epochOpt(o.epoch);
-      const bundlePem = o.trustBundle ? readCredential(String(o.trustBundle), 'trust bundle') : o.agentDir ? agentTls(String(o.agentDir)).ca : readCredential(join(adminDir(g), 'bundle.pem'), 'trust bundle');
+      const bundlePem = o.trustBundle ? readCredential(String(o.trustBundle), 'trust bundle') : o.agentDir ? agentTls(String(o.agentDir)).ca : adminCredentialTls(g).ca;
       const trusted = pemDecodeAll(bundlePem, 'CERTIFICATE');
       let record: SecretPolicyRecord;
       if (o.record) {

@@ -152,14 +152,14 @@ export class ApiClient {
     });
   }
 
-  async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+  async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; headers?: Record<string, string> } = {}): Promise<T> {
     const url = new URL(path, this.baseUrl);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<T>((resolve, reject) => {
       const req = request(url, {
         method,
         agent: this.agent,
-        headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+        headers: { ...opts.headers, ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) },
         timeout: opts.timeoutMs ?? this.timeoutMs,
       }, (res) => {
         const chunks: Buffer[] = [];

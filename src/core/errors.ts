@@ -74,6 +74,7 @@ export const ERROR_CODES = {
   // Blind threshold secrets (sealed blobs, key shares, blinded evaluations).
   TESSERA_SECRET_BLOB_INVALID: { status: 400, description: 'The sealed secret is malformed, altered, for another policy or key epoch, or does not open with the recovered key.' },
   TESSERA_SECRET_POINT_INVALID: { status: 400, description: 'A group element or scalar is not a canonical ristretto255 encoding, or is the identity or zero.' },
+  TESSERA_PROVISION_AUTHORIZATION_INVALID: { status: 403, description: 'A key server refused the provisioning authorization (`tessera login` certificates): not signed by a trusted CA, expired, or issued to another caller, certificate, key server, secret policy, epoch or operation. Run the command again (it asks the control plane for a new one).' },
   TESSERA_SECRET_SHARE_INVALID: { status: 400, description: 'A key share is malformed, duplicated, or does not match the policy\'s published commitments.' },
   TESSERA_SECRET_PROOF_INVALID: { status: 502, description: 'A key server answered without a valid proof that it used its committed key share.' },
   TESSERA_SECRET_THRESHOLD: { status: 503, description: 'Fewer key servers than the policy\'s threshold answered with a valid evaluation.' },

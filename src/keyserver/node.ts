@@ -74,6 +74,9 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       // Named admins as the signed bundle lists them: one removed is refused once the bundle without
       // it arrives (within a second while the control plane is reachable).
       isProvisioner: (caller) => enforcer.isNamedAdmin(caller.spiffeId, caller.serial),
+      // Anyone else (a person's `tessera login` certificate) with a provisioning authorization the
+      // control plane signed after the admin policy allowed the operation (README "Secrets").
+      provisionAuthorization: { self: () => agent.spiffeId, trustedCas: () => agent.trustedCas() },
       authorize: (caller, policy) => {
         const d = enforcer.authorize({ principal: caller.spiffeId, ...(caller.serial !== undefined ? { serial: caller.serial } : {}), action: 'secret:unseal', resource: secretResource(td, policy) });
         return d.allow || (d.reasons[0] === 'quarantined' ? 'quarantined' : false);

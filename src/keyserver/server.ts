@@ -9,7 +9,8 @@
  *   POST /v1/evaluate                 {policy, epoch, generation?, b}          → {index, generation, z, proof}
  *   GET  /v1/healthz                                                            → {status, shares}
  *
- * Provisioning, for the admins only (the `provisioners` and `isProvisioner`), each audited:
+ * Provisioning, for the admins (the `provisioners` and `isProvisioner`) or a caller presenting a
+ * provisioning authorization signed by the control plane (`provisionAuthorization`), each audited:
  *   PUT    /v1/shares/:policy/:epoch          {t, n, index, value, commitments} → 201 {policy, epoch, index, created}
  *   POST   /v1/shares/:policy/:epoch/refresh  {from, delta, d}                  → {policy, epoch, index, generation, commitments}
  *   POST   /v1/shares/:policy/:epoch/commit   {generation, commitments}         → {policy, epoch, generation, committed}
@@ -36,6 +37,7 @@ import { KeyEncryptionKey } from '../common/kek.js';
 import type { AbortShareResponse, CommitShareResponse, DeleteShareResponse, EvaluateResponse, InstallShareResponse, KeyServerHealthResponse, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
 import { KeyService, type KeyAuditEvent, type KeyCaller, type KeyServiceOptions, type RateLimit } from './service.js';
 import { ShareStore } from './store.js';
+import { PROVISION_AUTHORIZATION_HEADER, verifyProvisionAuthorization, type ShareAction } from '../core/secrets/provision-authorization.js';
 
 export const BODY_LIMIT = 64 * 1024;
 const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
@@ -55,6 +57,13 @@ export interface KeyServerOptions {
    * signed policy bundle (`tessera admin add`), checked by SPIFFE ID and certificate serial.
    */
   isProvisioner?: (caller: KeyCaller) => boolean;
+  /**
+   * Accept other callers (a person's `tessera login` certificate) that present a provisioning
+   * authorization (src/core/secrets/provision-authorization.ts) in the PROVISION_AUTHORIZATION_HEADER:
+   * signed by a CA of `trustedCas()`, for `self()` (this key server's SPIFFE ID), the caller's
+   * certificate, the policy, epoch and operation. Absent: only `provisioners` and `isProvisioner`.
+   */
+  provisionAuthorization?: { self: () => string | undefined; trustedCas: () => Buffer[] };
   log: Logger;
   env?: NodeJS.ProcessEnv;
   rateLimit?: RateLimit;
@@ -108,7 +117,21 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
   await ready();
   const trustDomain = parseTrustDomain(opts.trustDomain);
   const provisioners = new Set(opts.provisioners);
-  const mayProvision = (who: KeyCaller): boolean => provisioners.has(who.spiffeId) || (opts.isProvisioner?.(who) ?? false);
+  const isAdmin = (who: KeyCaller): boolean => provisioners.has(who.spiffeId) || (opts.isProvisioner?.(who) ?? false);
+  /**
+   * Whether `who` may make this provisioning call: an admin as before, else only with a valid
+   * provisioning authorization bound to this request (its jti returned, for the audit).
+   */
+  const mayProvision = (req: FastifyRequest, who: KeyCaller, action: ShareAction, policy?: string, epoch?: number): { jti?: string } => {
+    if (isAdmin(who)) return {};
+    const header = req.headers[PROVISION_AUTHORIZATION_HEADER];
+    const pa = opts.provisionAuthorization;
+    if (header === undefined || pa === undefined) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not provision key shares (a person asks the control plane for a provisioning authorization: tessera secret policy ...)');
+    const self = pa.self();
+    if (self === undefined) throw new TesseraError('TESSERA_UNAVAILABLE', 'the key server has no identity yet');
+    const a = verifyProvisionAuthorization(header, pa.trustedCas(), { keyServer: self, caller: who.spiffeId, serial: who.serial, action, now: Math.floor(Date.now() / 1000), ...(policy !== undefined ? { policy, epoch: epoch ?? Number.NaN } : {}) });
+    return { jti: a.jti };
+  };
   const log = opts.log.child({ component: 'keyserver' });
   ensurePrivateDir(opts.dataDir);
   const kek = KeyEncryptionKey.load(opts.dataDir, opts.env);
@@ -196,15 +219,16 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
 
   /** A provisioning route: admin only, (policy, epoch) from the path, audited whatever happens. */
   type Params = { Params: { policy: string; epoch: string } };
-  const provisioning = async <T>(req: FastifyRequest<Params>, action: KeyAuditEvent['action'], fn: (policy: string, epoch: number) => T): Promise<T> => {
+  const provisioning = async <T>(req: FastifyRequest<Params>, action: KeyAuditEvent['action'] & ShareAction, fn: (policy: string, epoch: number) => T): Promise<T> => {
     const who = caller(req);
     const { policy, epoch: epochText } = req.params;
+    let authorization: string | undefined;
     const audit = (outcome: KeyAuditEvent['outcome'], code?: keyof typeof ERROR_CODES): void => {
-      const ev: KeyAuditEvent = { at: new Date().toISOString(), action, actor: who.spiffeId, policy: isSecretPolicyId(policy) ? policy : '(invalid)', epoch: EPOCH_RE.test(epochText) && Number(epochText) <= 0xffffffff ? Number(epochText) : -1, outcome, ...(code ? { code } : {}) };
+      const ev: KeyAuditEvent = { at: new Date().toISOString(), action, actor: who.spiffeId, policy: isSecretPolicyId(policy) ? policy : '(invalid)', epoch: EPOCH_RE.test(epochText) && Number(epochText) <= 0xffffffff ? Number(epochText) : -1, outcome, ...(code ? { code } : {}), ...(authorization ? { authorization } : {}) };
       try { onAudit(ev); } catch { /* the sink reports its own failures */ }
     };
     try {
-      if (!mayProvision(who)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not provision key shares');
+      authorization = mayProvision(req, who, action, policy, EPOCH_RE.test(epochText) ? Number(epochText) : Number.NaN).jti;
       if (!isSecretPolicyId(policy)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
       if (!EPOCH_RE.test(epochText) || Number(epochText) > 0xffffffff) throw new TesseraError('TESSERA_BAD_REQUEST', 'the key epoch must be an integer in 0..2^32-1');
       const out = fn(policy, Number(epochText));
@@ -212,7 +236,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
       return out;
     } catch (err) {
       const code = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
-      audit(code === 'TESSERA_FORBIDDEN' ? 'denied' : 'error', code);
+      audit(code === 'TESSERA_FORBIDDEN' || code === 'TESSERA_PROVISION_AUTHORIZATION_INVALID' ? 'denied' : 'error', code);
       throw err;
     }
   };
@@ -227,7 +251,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
 
   app.get('/v1/shares', async (req) => {
     const who = caller(req);
-    if (!mayProvision(who)) throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not list key shares');
+    mayProvision(req, who, 'secret:share-list');
     return { shares: store.list().map((s) => ({ policy: s.policyId, epoch: s.epoch, generation: s.generation, index: s.index, t: s.t, n: s.n, ...(s.pending ? { pending: s.pending } : {}) })) } satisfies ShareListResponse;
   });
 

@@ -35,6 +35,8 @@ export interface KeyAuditEvent {
   epoch: number;
   outcome: 'allowed' | 'denied' | 'error';
   code?: ErrorCode;
+  /** The jti of the provisioning authorization the caller presented (a person's certificate), if any. */
+  authorization?: string;
 }
 
 export interface KeyServiceOptions {

@@ -365,3 +365,7 @@ export interface RefreshSecretPolicyResponse { id: string; epoch: number; genera
 
 /** POST /v1/secret-policies/:id/epochs/:epoch/retire (admin; empty body). */
 export interface RetireSecretPolicyResponse { id: string; epoch: number; retired: boolean; retired_at: string | null }
+/** POST /v1/secret-policies/:id/provision-authorization (a person's certificate; admin policy as the op's write). */
+export interface ProvisionAuthorizationRequest { epoch: number; op: 'create' | 'refresh' | 'retire'; key_servers: string[] }
+/** `authorization`: the header value (x-tessera-provision-authorization) for the key servers named. */
+export interface ProvisionAuthorizationResponse { authorization: string; jti: string; expires_at: string }

@@ -4,7 +4,7 @@
  * body, generation, public key, retired epoch), the audit trail they leave, and the signed records
  * they return. Plus a data directory whose database predates generations.
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { silentLogger } from '../../core/log.js';
 import { dealRefresh, randomScalar, ready, refreshedCommitments, split, type Point } from '../../core/secrets/index.js';
 import { SECRET_POLICY_DOMAIN, verifySecretPolicy, type SecretPolicyRecord, type SignedSecretPolicy } from '../../core/secrets/policy-record.js';
 import { signEnvelope } from '../../core/signed-envelope.js';
+import { MAX_PROVISION_AUTHORIZATION_SECONDS, verifyProvisionAuthorization } from '../../core/secrets/provision-authorization.js';
 import { createSelfSignedCa, pemDecodeAll } from '../../core/x509.js';
 import { joinAgent, rawRequest, readAdminTls, startControlPlane, type RawResponse, type TestControlPlane } from '../../../test/support/server.js';
 import { ControlPlane } from '../server.js';
@@ -354,6 +355,35 @@ describe('secret policy refresh and retire routes', () => {
     );
     expect((await audit('action=secret.policy.refresh')).filter((x) => x.code === 'TESSERA_INTERNAL')).toEqual([]);
   });
+
+  it('provision-authorization: signs a statement bound to the caller\'s certificate after the admin decision; refuses others and bad input', async () => {
+    const path = '/v1/secret-policies/pa/provision-authorization';
+    const ks = [`spiffe://${TD}/keyserver/1`, `spiffe://${TD}/keyserver/2`];
+    const r = await admin('POST', path, { epoch: 4, op: 'refresh', key_servers: ks });
+    expect(r.status, r.text).toBe(200);
+    const out = r.json as { authorization: string; jti: string; expires_at: string };
+    expect(out.expires_at).toMatch(ISO);
+    expect(Date.parse(out.expires_at) - Date.now()).toBeLessThanOrEqual(MAX_PROVISION_AUTHORIZATION_SECONDS * 1000);
+    const serial = new X509Certificate(adminTls.cert!).serialNumber.toUpperCase();
+    const a = verifyProvisionAuthorization(out.authorization, trusted, { keyServer: ks[1]!, caller: ADMIN, serial, action: 'secret:share-commit', policy: 'pa', epoch: 4, now: Math.floor(Date.now() / 1000) });
+    expect(a).toMatchObject({ jti: out.jti, op: 'refresh', policy: 'pa', epoch: 4, keyServers: ks, caller: ADMIN, serial });
+    const rows = await audit('action=secret.provision.authorize');
+    expect(rows.some((x) => x.outcome === 'success' && x.detail.jti === out.jti && x.target === 'secret:pa')).toBe(true);
+    // An agent is no admin; no certificate at all is unauthenticated.
+    expectRefusal(await agent('POST', path, { epoch: 4, op: 'refresh', key_servers: ks }), 403, 'TESSERA_FORBIDDEN', 'agent');
+    expectRefusal(await send({ ca: adminTls.ca }, 'POST', path, { epoch: 4, op: 'refresh', key_servers: ks }), 401, 'TESSERA_AUTH_REQUIRED', 'no cert');
+    const bad: [string, unknown][] = [
+      [path, { epoch: 4, op: 'delete', key_servers: ks }],
+      [path, { epoch: -1, op: 'create', key_servers: ks }],
+      [path, { epoch: 4, op: 'create', key_servers: [] }],
+      [path, { epoch: 4, op: 'create', key_servers: ['https://ks1'] }],
+      [path, { epoch: 4, op: 'create', key_servers: [ks[0], ks[0]] }],
+      [path, { epoch: 4, op: 'create', key_servers: ks, extra: 1 }],
+      [path, 'not json'],
+      ['/v1/secret-policies/Bad!/provision-authorization', { epoch: 4, op: 'create', key_servers: ks }],
+    ];
+    for (const [p, b] of bad) expectRefusal(await admin('POST', p, b), 400, 'TESSERA_BAD_REQUEST', JSON.stringify(b));
+  });
 });
 
 describe('a data directory whose database predates share generations', () => {
@@ -403,6 +433,7 @@ describe('a data directory whose database predates share generations', () => {
     const after = await client.call<{ policies: ListedPolicy[] }>('GET', '/v1/secret-policies');
     expect(after.policies).toEqual([{ id: 'legacy.db', epoch: 1, generation: 2, created_at: '2024-01-02T03:04:05.000Z', retired_at: expect.stringMatching(ISO) }]);
   });
+
 });
 
 function refreshPathOf(id: string, epoch: number): string {

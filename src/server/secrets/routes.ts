@@ -7,18 +7,27 @@
  *        without ?epoch: the newest epoch not retired; a retired epoch → 410 TESSERA_SECRET_EPOCH_RETIRED
  *   POST /v1/secret-policies/:id/epochs/:epoch/refresh  (admin) {generation, commitments} → {id, epoch, generation, record, signed}
  *   POST /v1/secret-policies/:id/epochs/:epoch/retire   (admin) → {id, epoch, retired, retired_at}
+ *   POST /v1/secret-policies/:id/provision-authorization (admin, a client certificate) {epoch, op, key_servers}
+ *        → {authorization, jti, expires_at}: the admin policy judges `admin:secret.policy.<op>` (writes:
+ *        fresh MFA), then the CA signs a statement for the key servers (src/core/secrets/provision-authorization.ts)
  *
  * Request and response types: src/core/wire/control-plane.ts. Every call is audited. The records carry only public material (commitments, key server URLs).
  */
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import { PROVISION_OPS, encodeProvisionAuthorization, signProvisionAuthorization, type ProvisionOp } from '../../core/secrets/provision-authorization.js';
+import { isSpiffeId } from '../../core/spiffe-id.js';
 import { TesseraError } from '../../core/errors.js';
 import { SECRET_POLICY_ID_RULE, isSecretPolicyId } from '../../core/secrets/index.js';
 import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
 import { adminCaller, audited, liveOrAdminCaller } from '../api/handlers.js';
 import { body, int, queryInt } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
-import type { CreateSecretPolicyResponse, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse, SecretPolicyResponse } from '../../core/wire/control-plane.js';
+import type { ProvisionAuthorizationResponse, CreateSecretPolicyResponse, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse, SecretPolicyResponse } from '../../core/wire/control-plane.js';
 import type { SecretPolicyService } from './service.js';
+
+/** Lifetime of a provisioning authorization (seconds; key servers accept at most MAX_PROVISION_AUTHORIZATION_SECONDS). */
+export const PROVISION_AUTHORIZATION_SECONDS = 90;
 
 function serverList(v: unknown): SecretPolicyServer[] {
   if (!Array.isArray(v) || v.length > 255) throw new TesseraError('TESSERA_BAD_REQUEST', '"servers" must be a list of at most 255 {url, spiffeId, index}');
@@ -29,6 +38,35 @@ function serverList(v: unknown): SecretPolicyServer[] {
 }
 
 export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, service: SecretPolicyService = ctx.secrets): void {
+  app.post<{ Params: { id: string } }>('/v1/secret-policies/:id/provision-authorization', (req) => audited(ctx, req, 'secret.provision.authorize', async (ev) => {
+    const { id } = req.params;
+    if (!isSecretPolicyId(id)) throw new TesseraError('TESSERA_BAD_REQUEST', `the policy id must be ${SECRET_POLICY_ID_RULE}`);
+    ev.target = `secret:${id}`;
+    const b = body(req.body, ['epoch', 'op', 'key_servers']);
+    const op = b.op;
+    if (typeof op !== 'string' || !(PROVISION_OPS as readonly string[]).includes(op)) throw new TesseraError('TESSERA_BAD_REQUEST', `"op" must be one of ${PROVISION_OPS.join(', ')}`);
+    const epoch = int(b, 'epoch', { min: 0, max: 0xffffffff })!;
+    const ks = b.key_servers;
+    if (!Array.isArray(ks) || ks.length < 1 || ks.length > 255 || !ks.every((s) => typeof s === 'string' && isSpiffeId(s)) || new Set(ks).size !== ks.length) {
+      throw new TesseraError('TESSERA_BAD_REQUEST', '"key_servers" must be 1 to 255 distinct SPIFFE IDs');
+    }
+    ev.detail.op = op;
+    ev.detail.epoch = epoch;
+    ev.detail.key_servers = ks;
+    // The very decision the control-plane half of the operation gets (fresh MFA for these writes).
+    const caller = await adminCaller(ctx, req, ev, `admin:secret.policy.${op as ProvisionOp}`);
+    // Bound to a certificate the key server sees in its mTLS handshake: a console session has none.
+    if (caller.serial.startsWith('session:')) throw new TesseraError('TESSERA_FORBIDDEN', 'a provisioning authorization is bound to a client certificate: run the tessera CLI after `tessera login`');
+    const iat = Math.floor(Date.now() / 1000);
+    const exp = Math.min(iat + PROVISION_AUTHORIZATION_SECONDS, Math.floor(caller.notAfter / 1000));
+    if (exp <= iat) throw new TesseraError('TESSERA_FORBIDDEN', 'the client certificate expires now: run `tessera login` again');
+    const jti = randomBytes(18).toString('base64url');
+    const signed = signProvisionAuthorization({ v: 1, jti, caller: caller.spiffeId, serial: caller.serial, op: op as ProvisionOp, policy: id, epoch, keyServers: ks as string[], iat, exp }, ctx.ca.signingMaterial());
+    ev.detail.jti = jti;
+    ev.succeed();
+    return { authorization: encodeProvisionAuthorization(signed), jti, expires_at: new Date(exp * 1000).toISOString() } satisfies ProvisionAuthorizationResponse;
+  }));
+
   app.post('/v1/secret-policies', (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
     await adminCaller(ctx, req, ev, 'admin:secret.policy.create');
     const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers']);
