@@ -66,14 +66,14 @@ describe('npm run demo', () => {
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
     // Bounded: the demo must end by itself once its scenes are done; a hang is stopped (SIGTERM stops
     // its children too) and fails below.
-    const term = setTimeout(() => child.kill('SIGTERM'), 240_000);
-    const kill = setTimeout(() => child.kill('SIGKILL'), 255_000);
+    const term = setTimeout(() => child.kill('SIGTERM'), 420_000);
+    const kill = setTimeout(() => child.kill('SIGKILL'), 435_000);
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     clearTimeout(term);
     clearTimeout(kill);
     // On failure, the end of what the demo printed (it never prints a secret or a token unmasked).
     expect(code, out.slice(-4000)).toBe(0);
-    expect(Date.now() - started).toBeLessThan(240_000);
+    expect(Date.now() - started).toBeLessThan(420_000);
     // Nothing it started is left running.
     expect(demoProcesses()).toEqual([]);
     for (const name of ['frontend', 'orders', 'inventory']) {
@@ -215,7 +215,7 @@ describe('npm run demo', () => {
     expect(out.search(/lap-carol\s+tessera device report: refused, exit [1-9]\d* TESSERA_IDENTITY_REVOKED/)).toBeGreaterThan(revoked);
     expect(out).toContain('device scene done');
     expect(out).not.toMatch(/device scene FAILED|web console setup failed|the map did not show it/);
-  }, 270_000);
+  }, 450_000);
 });
 
 describe('npm run demo -- --tamper', () => {
@@ -226,11 +226,11 @@ describe('npm run demo -- --tamper', () => {
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
     // Bounded: the demo must end by itself; a hang is killed and fails below.
-    const kill = setTimeout(() => child.kill('SIGKILL'), 85_000);
+    const kill = setTimeout(() => child.kill('SIGKILL'), 150_000);
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     clearTimeout(kill);
     expect(code, out.slice(-6000)).toBe(0);
-    expect(Date.now() - started).toBeLessThan(85_000);
+    expect(Date.now() - started).toBeLessThan(150_000);
     // Only the control plane stopped; the agents stayed up and kept serving.
     expect(out).toMatch(/control\s+stopped \(SIGTERM\)/);
     // (a) the edited field, named offline, then undone.
@@ -258,5 +258,5 @@ describe('npm run demo -- --tamper', () => {
     expect(out).not.toContain('internal error');
     expect(out).toContain('stopped cleanly');
     expect(out).not.toMatch(/tjt_[A-Za-z0-9_-]{10}/);
-  }, 90_000);
+  }, 160_000);
 });
