@@ -220,7 +220,20 @@ describe('web console in Chromium, signed in', () => {
     await pa.setViewportSize({ width: 1280, height: 760 });
     await pa.screenshot({ path: join(shots, 'map-readme.png') });
     await pa.setViewportSize({ width: 1280, height: 720 });
-  }, 60_000);
+    // Live: while shown, the map is fetched again every 5 s (the overview and the open site) and
+    // redrawn in place; unticking "Live" stops it.
+    const mapFetches = (): Promise<number> => new Promise((resolve) => {
+      let n = 0;
+      const on = (r: { url(): string }): void => { if (new URL(r.url()).pathname === '/v1/map') n++; };
+      pa.on('request', on);
+      setTimeout(() => { pa.off('request', on); resolve(n); }, 11_000);
+    });
+    expect(await mapFetches()).toBeGreaterThanOrEqual(2);
+    expect(await pa.locator('svg.map circle.risk-quarantined').count()).toBe(1);
+    await pa.getByRole('checkbox', { name: /Live/ }).uncheck();
+    expect(await mapFetches()).toBe(0);
+    await pa.getByRole('checkbox', { name: /Live/ }).check();
+  }, 90_000);
 
   it('Identities: entries with their SVIDs, devices, people; a device revoked with a reason', async () => {
     await nav(pa, 'Identities');

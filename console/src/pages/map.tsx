@@ -36,6 +36,9 @@ async function loadSite(window: string, site: string): Promise<{ services: MapSe
 
 const siteLabel = (name: string | null | undefined): string => (name ? name : '(no site)');
 
+/** How often the live map is fetched again, ms. */
+const LIVE_MS = 5000;
+
 export function MapPage() {
   const [window, setWindow] = useState<string>('5m');
   const [overview, setOverview] = useState<MapResponse | undefined>();
@@ -45,6 +48,29 @@ export function MapPage() {
   const [error, setError] = useState<ApiError | undefined>();
   // Bumped after a step-up: load again.
   const [tick, setTick] = useState(0);
+  // Live: while the tab is visible, the map is fetched again every LIVE_MS and redrawn in place.
+  const [liveOn, setLiveOn] = useState(true);
+  const [refresh, setRefresh] = useState(0);
+
+  useEffect(() => {
+    if (!liveOn) return;
+    const id = setInterval(() => {
+      if (document.visibilityState === 'visible') setRefresh((r) => r + 1);
+    }, LIVE_MS);
+    return () => clearInterval(id);
+  }, [liveOn]);
+
+  // A live refresh keeps what is shown until the new answer arrives (no flicker); a failed refresh
+  // leaves it and the next one tries again.
+  useEffect(() => {
+    if (refresh === 0) return;
+    let live = true;
+    api.get<MapResponse>(`/v1/map?window=${window}&limit=1`).then((r) => live && setOverview(r), () => undefined);
+    if (site !== undefined) loadSite(window, site).then((d) => live && setDetail(d), () => undefined);
+    return () => {
+      live = false;
+    };
+  }, [refresh]);
 
   useEffect(() => {
     let live = true;
@@ -80,6 +106,7 @@ export function MapPage() {
         <select id="map-window" value={window} onChange={(e) => setWindow((e.target as HTMLSelectElement).value)}>
           {WINDOWS.map((w) => <option key={w} value={w}>last {w}</option>)}
         </select>
+        <label class="live"><input type="checkbox" checked={liveOn} onChange={(e) => setLiveOn((e.target as HTMLInputElement).checked)} /> Live (every {LIVE_MS / 1000} s)</label>
         {site !== undefined && <button type="button" onClick={() => { setSite(undefined); setDetail(undefined); }}>All sites</button>}
         {overview && <span class="totals" role="status">{overview.totals.sites} sites · {overview.totals.services} services · {overview.totals.edges} edges</span>}
       </div>
