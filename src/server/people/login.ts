@@ -71,7 +71,10 @@ export function s256(verifier: string): string {
   return createHash('sha256').update(verifier, 'ascii').digest('base64url');
 }
 
-/** A user code: 8 letters of USER_CODE_ALPHABET shown as XXXX-XXXX (about 34 bits). */
+/**
+ * A user code: 8 letters drawn uniformly from USER_CODE_ALPHABET (20 letters, 20^8 ≈ 2^34.6), shown as two
+ * groups of four joined by a dash, e.g. `BCDF-GHJK` (RFC 8628 §6.1: short, unambiguous, case-insensitive).
+ */
 export function newUserCode(): string {
   let s = '';
   for (let i = 0; i < 8; i++) s += USER_CODE_ALPHABET[randomInt(USER_CODE_ALPHABET.length)];
