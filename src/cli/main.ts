@@ -1,5 +1,4 @@
 import { Command, CommanderError, Option } from 'commander';
-import { startAgentNode } from '../agent/node.js';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
 import { parseUnsealSpec } from '../agent/secrets/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
@@ -7,7 +6,7 @@ import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, reportStartFailure, supervise, workerRole } from '../server/cluster.js';
-import { ControlPlane, DEFAULTS } from '../server/server.js';
+import { DEFAULTS } from '../server/defaults.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
@@ -28,8 +27,6 @@ import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
 import { count, EXIT, output, reportError, table, withAdmin, type GlobalOptions } from './context.js';
 import { metricsListenOption, serveMetricsFlag } from './metrics.js';
-import { ControlPlaneMetrics } from '../server/metrics.js';
-import { AgentMetrics } from '../agent/metrics.js';
 import { siemOptions } from './siem-options.js';
 import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
 import { peopleOptions, withPeopleFlags } from './people-options.js';
@@ -168,6 +165,8 @@ export function buildProgram(): Command {
         return;
       }
       const role = workerRole() ?? 'leader';
+      // Loaded here, not at the top: every CLI process (each admin command) would pay for them.
+      const [{ ControlPlane }, { ControlPlaneMetrics }] = await Promise.all([import('../server/server.js'), import('../server/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new ControlPlaneMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const cp = await ControlPlane.start({
@@ -244,6 +243,7 @@ export function buildProgram(): Command {
         policyWatchSeconds: policyWatch(String(o.policyWatch)),
         telemetry: telemetryOption(o),
       };
+      const [{ startAgentNode }, { AgentMetrics }] = await Promise.all([import('../agent/node.js'), import('../agent/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startAgentNode({
