@@ -7,6 +7,7 @@ import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, reportStartFailure, supervise, workerRole } from '../server/cluster.js';
 import { DEFAULTS } from '../server/defaults.js';
+import { DEFAULT_POSTURE_RATE_LIMIT, parsePostureRateLimit } from '../server/devices/limits.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
@@ -145,6 +146,8 @@ export function buildProgram(): Command {
     .option('--siem-cert <file>', 'client certificate (PEM) for a receiver that asks for one (with --siem-key)')
     .option('--siem-key <file>', 'client private key (PEM) for --siem-cert')
     .option('--device-posture-stale <duration>', 'a device\'s posture older than this is "stale" in context.device (default 2x the device agent\'s 5m interval)', '10m')
+    .option('--device-posture-rate-limit <rate>', 'posture reports each device may send, per worker: PER_SECOND[:BURST]; more are refused (429 TESSERA_RATE_LIMITED) before they are audited',
+      `${DEFAULT_POSTURE_RATE_LIMIT.perSecond}:${DEFAULT_POSTURE_RATE_LIMIT.burst}`)
     .option('--siem-settle <duration>', 'a record counts as delivered once written this long ago on a connection still up (default 3s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
@@ -160,6 +163,7 @@ export function buildProgram(): Command {
       const siem = siemOptions(o);
       const grantMinSeconds = o.grantMin !== undefined ? parseGrantMin(String(o.grantMin)) : undefined;
       const people = peopleOptions(o);
+      const postureRateLimit = parsePostureRateLimit(String(o.devicePostureRateLimit));
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
@@ -181,7 +185,7 @@ export function buildProgram(): Command {
         ...(grantMinSeconds !== undefined ? { grantMinSeconds } : {}),
         bundlePolls,
         grantRetentionMs: parseDuration(String(o.grantRetention), '--grant-retention'),
-        devices: { postureStaleMs: parseDuration(String(o.devicePostureStale), '--device-posture-stale') },
+        devices: { postureStaleMs: parseDuration(String(o.devicePostureStale), '--device-posture-stale'), postureRateLimit },
         ...(siem ? { siem } : {}),
         ...(people ? { people } : {}),
         ...(metrics ? { metrics } : {}),
