@@ -11,7 +11,7 @@
  *                 TLS and one HTTP hop, no session, no policy, no assertion: the floor of any Node gateway
  *   gateway       client → tessera gateway (session cookie, session check cached, device none,
  *                 Cedar gateway:request, every decision recorded and shipped, an ES256 assertion
- *                 signed per request, people's telemetry) → app
+ *                 signed per request; people's telemetry off, see startGw) → app
  *   gateway-sampled  the same with `--allow-sample-rate 0.01` (1 % of allows shipped, denials all): the
  *                 control plane runs in this process, so shipping every decision also costs its audit
  *                 ingestion here
@@ -48,7 +48,7 @@ import { readAdminTls } from '../test/support/server.js';
 import { PeopleBrowser, gatewayCert } from '../test/support/gateway.js';
 
 interface Options { seconds: number; concurrency: number; rounds: number; users: number; json: boolean }
-interface LoadResult { requests: number; errors: number; seconds: number; p50: number; p99: number }
+interface LoadResult { requests: number; errors: number; seconds: number; p50: number; p99: number; firstError?: string }
 interface Row { name: string; rps: number; p50: number; p99: number; errors: number; all: number[] }
 
 function usage(msg: string): never {
@@ -88,6 +88,7 @@ async function runLoad(url: string, host: string, cookies: string[], unique: boo
   let stop = false;
   let errors = 0;
   let n = 0;
+  let firstError: string | undefined;
   // Unique across runs too (the gateway's cache outlives a run): a random prefix per load process.
   const prefix = Math.floor(Math.random() * 1e9);
   const one = (): Promise<void> => new Promise((resolve) => {
@@ -97,13 +98,17 @@ async function runLoad(url: string, host: string, cookies: string[], unique: boo
     const req = (tls ? httpsRequest : httpRequest)({ host: '127.0.0.1', port: Number(u.port), path, agent, headers: { host: `${host}:${u.port}`, cookie: cookies[i % cookies.length]!, accept: 'text/plain' } }, (res) => {
       res.resume();
       res.on('end', () => {
-        if (res.statusCode !== 200) errors++;
+        if (res.statusCode !== 200) {
+          errors++;
+          firstError ??= `HTTP ${res.statusCode}${res.headers.location ? ` → ${res.headers.location.slice(0, 60)}` : ''}`;
+        }
         else if (measuring) lat.push(performance.now() - t0);
         resolve();
       });
     });
-    req.on('error', () => {
+    req.on('error', (err) => {
       errors++;
+      firstError ??= err.message;
       resolve();
     });
     req.end();
@@ -123,7 +128,7 @@ async function runLoad(url: string, host: string, cookies: string[], unique: boo
   await Promise.all(loops);
   lat.sort((a, b) => a - b);
   const pct = (p: number): number => (lat.length === 0 ? 0 : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!);
-  process.stdout.write(`${JSON.stringify({ requests: lat.length, errors, seconds: elapsed, p50: pct(0.5), p99: pct(0.99) } satisfies LoadResult)}\n`);
+  process.stdout.write(`${JSON.stringify({ requests: lat.length, errors, seconds: elapsed, p50: pct(0.5), p99: pct(0.99), ...(firstError ? { firstError } : {}) } satisfies LoadResult)}\n`);
   agent.destroy();
 }
 
@@ -196,6 +201,9 @@ async function main(): Promise<void> {
         serverUrl: cp.url, dataDir: join(dir, name), name, listen: { host: '127.0.0.1', port }, tlsCertFile: join(dir, 'gw.pem'), tlsKeyFile: join(dir, 'gw.key'),
         joinToken: token, trustBundleFile: join(cp.adminDir, 'bundle.pem'), routes: [parseRoute(`wiki.localhost=http://127.0.0.1:${appPort}`)], log, policyWatchSeconds: 5,
         server: { requestDeviceCert: false }, allowSampleRate: rate,
+        // No people's telemetry: the risk engine (rightly) quarantines a person who requests thousands
+        // of distinct paths, which would turn the -unique rows, and every later row of that person, into 403s.
+        telemetry: false,
       });
       closers.push(() => node.close());
       const version = (await admin.call<{ version: number }>('GET', '/v1/policy/bundle')).version;
@@ -264,7 +272,7 @@ async function main(): Promise<void> {
       for (const [name, tg] of Object.entries(targets)) {
         const res = await load(tg.url, tg.host, tg.cookies, tg.unique === true, caFile, o);
         results.set(name, [...(results.get(name) ?? []), res]);
-        say(`  round ${r + 1} ${name.padEnd(20)} ${(res.requests / res.seconds).toFixed(0).padStart(7)} req/s  p50 ${res.p50.toFixed(2)} ms  p99 ${res.p99.toFixed(2)} ms${res.errors > 0 ? `  errors ${res.errors}` : ''}`);
+        say(`  round ${r + 1} ${name.padEnd(20)} ${(res.requests / res.seconds).toFixed(0).padStart(7)} req/s  p50 ${res.p50.toFixed(2)} ms  p99 ${res.p99.toFixed(2)} ms${res.errors > 0 ? `  errors ${res.errors} (first: ${res.firstError ?? '?'})` : ''}`);
       }
     }
     const rows: Row[] = [...results].map(([name, runs]) => {
