@@ -164,7 +164,8 @@ describe('witnesses and a forked control plane', () => {
     const human = tessera(cp2, ['audit', 'witness', '--state', cliState]);
     expect(human.status).toBe(1);
     expect(human.stderr).toContain('TESSERA_AUDIT_WITNESS_ALARM');
-  });
+    // Bounded generously: four control-plane starts and several CLI runs (about 15 s on an idle machine).
+  }, 60_000);
 
   it('tessera audit witness cosigns what it verified; audit checkpoint serves and verifies the cosignature', () => {
     const state = join(dir, 'cosigner.json');

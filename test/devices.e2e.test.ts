@@ -22,6 +22,8 @@ import { CLI, freePort, runTessera, ServerProcess, signalChild, waitFor } from '
 import { rejectionCode } from './support/server.js';
 
 const TD = 'tessera.test';
+/** The server's --device-posture-rate-limit burst here (one report per 20 s after it). */
+const POSTURE_BURST = 40;
 
 describe('devices end to end (real processes)', () => {
   let dir: string;
@@ -58,7 +60,7 @@ describe('devices end to end (real processes)', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-devices-e2e-'));
-    server = new ServerProcess(join(dir, 'server'), await freePort(), ['--trust-domain', TD, '--device-posture-stale', '6s']);
+    server = new ServerProcess(join(dir, 'server'), await freePort(), ['--trust-domain', TD, '--device-posture-stale', '6s', '--device-posture-rate-limit', `0.05:${POSTURE_BURST}`]);
     await server.start();
     admin = server.admin();
   }, 60_000);
@@ -151,6 +153,27 @@ describe('devices end to end (real processes)', () => {
     const once = await tessera(['--json', 'device', 'report', '--data-dir', other]);
     expect(once.status, once.stderr).toBe(0);
     expect(JSON.parse(once.stdout)).toMatchObject({ accepted: true, posture: { posture_state: 'fresh' } });
+  }, 60_000);
+
+  it('--device-posture-rate-limit: a device gets its burst, then 429 TESSERA_RATE_LIMITED; a bad value stops the server with exit 2', async () => {
+    const dataDir = join(dir, 'lap-chatty');
+    expect((await enroll(await tokenFor('lap-chatty'), dataDir)).status).toBe(0);
+    const d = loadDevice(dataDir);
+    const client = deviceClient(d, server.url);
+    const outcomes: string[] = [];
+    try {
+      const t0 = Date.now();
+      for (let i = 0; i < POSTURE_BURST + 3; i++) {
+        const report = signPostureReport(d.key, { deviceId: d.state.spiffeId, reportedAt: t0 + i, facts: { firewall: { value: true, observedAt: t0 } } });
+        outcomes.push(await client.call('POST', '/v1/device/posture', report).then(() => 'ok', (err: unknown) => (err as { code: string }).code));
+      }
+    } finally {
+      client.close();
+    }
+    expect(outcomes).toEqual([...Array<string>(POSTURE_BURST).fill('ok'), ...Array<string>(3).fill('TESSERA_RATE_LIMITED')]);
+    const bad = ['0', '1:0', 'fast'];
+    const runs = await Promise.all(bad.map((v) => runTessera(['server', '--data-dir', join(dir, 'never'), '--listen', '127.0.0.1:0', '--device-posture-rate-limit', v])));
+    expect(runs.map((r) => [r.status, /TESSERA_CONFIG_INVALID/.test(r.stderr)])).toEqual(bad.map(() => [2, true]));
   }, 60_000);
 
   it('a revoked device is refused for renewal and posture, is on the bundle\'s revocation list, and its agent stops', async () => {

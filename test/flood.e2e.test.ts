@@ -203,11 +203,12 @@ describe('an inbound agent under a flood of denied pipelined requests', () => {
     expect(rssMax - rssBefore).toBeLessThan(60);
 
     // Nothing was lost: once the attacker reads, every one of its requests has its 403.
-    const answered = await countResponses(attacker, FLOOD_REQUESTS, 20_000);
+    // Bounded for a loaded machine (about 5 s when idle): what is checked is that none is lost.
+    const answered = await countResponses(attacker, FLOOD_REQUESTS, 40_000);
     expect(answered).toBe(FLOOD_REQUESTS);
     attacker.destroy();
     friend.destroy();
-  }, 45_000);
+  }, 70_000);
 
   it('counts and samples a flood of handshakes without a client certificate', async () => {
     const HANDSHAKES = 600;

@@ -23,13 +23,14 @@ import { SignJWT, exportJWK } from 'jose';
 import { createLogger } from '../src/core/log.js';
 import { enrollDevice, sendPosture, type DeviceIdentity } from '../src/device/device.js';
 import { AssertionSigner } from '../src/gateway/assertion.js';
+import { DEFAULT_FLOW_LIMITS } from '../src/gateway/flows.js';
 import { GatewayMetrics } from '../src/gateway/metrics.js';
 import { startGatewayNode, type GatewayNode } from '../src/gateway/node.js';
 import { parseRoute } from '../src/gateway/route-table.js';
 import { createAssertionVerifier } from '../src/gateway/verify.js';
 import { SoftPasskey } from './support/webauthn.js';
 import { startHttpApp } from './support/fabric.js';
-import { PeopleBrowser, gatewayCert, signedInBrowser, type GatewayCert } from './support/gateway.js';
+import { PeopleBrowser, gatewayCert, signedInBrowser, type GatewayCert, type Hop } from './support/gateway.js';
 import { freePort, waitFor } from './support/process.js';
 import { agentClient, applyPolicy, joinAgent, rawRequest, rejectionCode, startControlPlane, type TestControlPlane } from './support/server.js';
 
@@ -410,6 +411,32 @@ describe('state, PKCE and open redirects', () => {
     expect(res.status).toBe(400);
     expect(res.text).toContain('TESSERA_GATEWAY_STATE_INVALID');
     expect(stranger.cookies('wiki.localhost').has('__Host-tessera_gw')).toBe(false);
+  });
+});
+
+describe('pending sign-ins per client address', () => {
+  it('one address gets DEFAULT_FLOW_LIMITS.maxPerAddress pending sign-ins, then 429 TESSERA_RATE_LIMITED with Retry-After; another address\'s pending sign-in survives it and completes', async () => {
+    // ana, from 127.0.0.2, starts signing in (one pending flow) before the flood.
+    const victim = await signedIn('ana');
+    const started = await victim.fetch(wiki('/after-flood'), { localAddress: '127.0.0.2' });
+    expect(started.status).toBe(303);
+    // 127.0.0.3 starts sign-ins and never finishes them (new browsers: no cookies).
+    const flooder = (): Promise<Hop> => new PeopleBrowser(ca).fetch(wiki('/'), { localAddress: '127.0.0.3' });
+    for (let i = 0; i < DEFAULT_FLOW_LIMITS.maxPerAddress; i++) expect((await flooder()).status).toBe(303);
+    const over = await flooder();
+    expect(over.status).toBe(429);
+    expect(over.text).toContain('TESSERA_RATE_LIMITED');
+    expect(over.headers.location).toBeUndefined();
+    expect(over.headers['set-cookie']).toBeUndefined();
+    // Seconds until its oldest pending sign-in expires (they live 10 minutes).
+    const retry = Number(over.headers['retry-after']);
+    expect(retry).toBeGreaterThan(500);
+    expect(retry).toBeLessThanOrEqual(600);
+    // The refusal is per address: ana's flow is still pending and completes; 127.0.0.4 signs in.
+    const done = await victim.navigate(started.location!, { localAddress: '127.0.0.2' });
+    expect(done.map((h) => h.status)).toEqual([303, 303, 200]);
+    expect(last(done).text).toBe('app /after-flood');
+    expect((await new PeopleBrowser(ca).fetch(wiki('/'), { localAddress: '127.0.0.4' })).status).toBe(303);
   });
 });
 

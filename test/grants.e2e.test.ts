@@ -80,15 +80,18 @@ describe('just-in-time grants end to end', () => {
     expect(await call(frontendPort, '/healthz')).toBe(200);
     expect(await call(frontendPort, '/orders/1')).toBe(403);
 
-    // Bad requests from the CLI: stable codes and exit statuses.
+    // Bad requests from the CLI: stable codes and exit statuses (three runs, timed for the lead below).
+    const threeRunsFrom = Date.now();
     const bad = await tessera(aliceDir, ['grant', 'request', '--principal', 'frontend', '--action', 'http:request', '--resource', ORDERS, '--for', '10m', '--reason', 'x']);
     expect(bad.status).toBe(1);
     expect(bad.json.error.code).toBe('TESSERA_GRANT_INVALID');
     expect((await tessera(aliceDir, ['grant', 'request', '--principal', FRONTEND, '--action', 'http:request', '--resource', ORDERS, '--for', 'soon', '--reason', 'x'])).status).toBe(2);
     expect((await tessera(aliceDir, ['grant', 'list', '--state', 'bogus'])).status).toBe(2);
 
-    // 1. A grant scheduled to start in 6 s, for 60 s.
-    const start = Math.ceil(Date.now() / 1000) + 6;
+    const threeRunsMs = Date.now() - threeRunsFrom;
+    // 1. A grant scheduled to start in 6 s, for 60 s: its request and two approvals (three CLI runs)
+    // must happen before the start, so the lead is longer on a machine where they take longer.
+    const start = Math.ceil((Date.now() + Math.max(6000, 2 * threeRunsMs)) / 1000);
     const req1 = await tessera(aliceDir, ['grant', 'request', '--principal', FRONTEND, '--action', 'http:request', '--resource', ORDERS, '--for', '60s', '--start', new Date(start * 1000).toISOString(), '--reason', 'INC-7 read orders']);
     expect(req1.status, req1.stderr).toBe(0);
     const id1 = req1.json.id as string;

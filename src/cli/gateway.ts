@@ -9,9 +9,7 @@ import { parseDuration } from '../core/duration.js';
 import { TesseraError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import type { AddGatewayRequest, AddGatewayResponse, GatewayListResponse, GatewayView } from '../core/wire/gateway.js';
-import { GatewayMetrics } from '../gateway/metrics.js';
 import { parseRoute } from '../gateway/route-table.js';
-import { startGatewayNode } from '../gateway/node.js';
 import { output, table, withAdmin, type Run } from './context.js';
 import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 
@@ -55,6 +53,8 @@ export function gatewayCommands(program: Command, run: Run, parseListen: (v: str
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
       // Listening before the join: a port in use fails the command before the one-time token is spent.
+      // Loaded here, not at the top: every other `tessera` command would pay for them.
+      const [{ startGatewayNode }, { GatewayMetrics }] = await Promise.all([import('../gateway/node.js'), import('../gateway/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new GatewayMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startGatewayNode({

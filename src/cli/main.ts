@@ -1,5 +1,4 @@
 import { Command, CommanderError, Option } from 'commander';
-import { startAgentNode } from '../agent/node.js';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
 import { parseUnsealSpec } from '../agent/secrets/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
@@ -7,7 +6,8 @@ import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, reportStartFailure, supervise, workerRole } from '../server/cluster.js';
-import { ControlPlane, DEFAULTS } from '../server/server.js';
+import { DEFAULTS } from '../server/defaults.js';
+import { DEFAULT_POSTURE_RATE_LIMIT, parsePostureRateLimit } from '../server/devices/limits.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
@@ -28,8 +28,6 @@ import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
 import { count, EXIT, output, reportError, table, withAdmin, type GlobalOptions } from './context.js';
 import { metricsListenOption, serveMetricsFlag } from './metrics.js';
-import { ControlPlaneMetrics } from '../server/metrics.js';
-import { AgentMetrics } from '../agent/metrics.js';
 import { siemOptions } from './siem-options.js';
 import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
 import { peopleOptions, withPeopleFlags } from './people-options.js';
@@ -148,6 +146,8 @@ export function buildProgram(): Command {
     .option('--siem-cert <file>', 'client certificate (PEM) for a receiver that asks for one (with --siem-key)')
     .option('--siem-key <file>', 'client private key (PEM) for --siem-cert')
     .option('--device-posture-stale <duration>', 'a device\'s posture older than this is "stale" in context.device (default 2x the device agent\'s 5m interval)', '10m')
+    .option('--device-posture-rate-limit <rate>', 'posture reports each device may send, per worker: PER_SECOND[:BURST]; more are refused (429 TESSERA_RATE_LIMITED) before they are audited',
+      `${DEFAULT_POSTURE_RATE_LIMIT.perSecond}:${DEFAULT_POSTURE_RATE_LIMIT.burst}`)
     .option('--siem-settle <duration>', 'a record counts as delivered once written this long ago on a connection still up (default 3s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
@@ -163,11 +163,14 @@ export function buildProgram(): Command {
       const siem = siemOptions(o);
       const grantMinSeconds = o.grantMin !== undefined ? parseGrantMin(String(o.grantMin)) : undefined;
       const people = peopleOptions(o);
+      const postureRateLimit = parsePostureRateLimit(String(o.devicePostureRateLimit));
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
       }
       const role = workerRole() ?? 'leader';
+      // Loaded here, not at the top: every CLI process (each admin command) would pay for them.
+      const [{ ControlPlane }, { ControlPlaneMetrics }] = await Promise.all([import('../server/server.js'), import('../server/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new ControlPlaneMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const cp = await ControlPlane.start({
@@ -182,7 +185,7 @@ export function buildProgram(): Command {
         ...(grantMinSeconds !== undefined ? { grantMinSeconds } : {}),
         bundlePolls,
         grantRetentionMs: parseDuration(String(o.grantRetention), '--grant-retention'),
-        devices: { postureStaleMs: parseDuration(String(o.devicePostureStale), '--device-posture-stale') },
+        devices: { postureStaleMs: parseDuration(String(o.devicePostureStale), '--device-posture-stale'), postureRateLimit },
         ...(siem ? { siem } : {}),
         ...(people ? { people } : {}),
         ...(metrics ? { metrics } : {}),
@@ -244,6 +247,7 @@ export function buildProgram(): Command {
         policyWatchSeconds: policyWatch(String(o.policyWatch)),
         telemetry: telemetryOption(o),
       };
+      const [{ startAgentNode }, { AgentMetrics }] = await Promise.all([import('../agent/node.js'), import('../agent/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startAgentNode({

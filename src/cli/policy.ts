@@ -3,8 +3,6 @@ import type { Command } from 'commander';
 import { adminClient } from '../admin/clients.js';
 import { readPolicyDir } from '../admin/policy-dir.js';
 import { parseCases, runCases } from '../core/policy/cases.js';
-import { PolicyEngine } from '../core/policy/engine.js';
-import { TESSERA_SCHEMA } from '../core/policy/schema.js';
 import type { ApplyPolicyRequest, ApplyPolicyResponse, PolicyDryRun, PolicyHistoryResponse, PolicyVersionResponse, RollbackPolicyRequest, RollbackPolicyResponse } from '../core/wire/control-plane.js';
 import { output, table, type Run } from './context.js';
 
@@ -72,6 +70,8 @@ export function policyCommands(program: Command, run: Run): void {
     .action(run(async (g, o: Json) => {
       const { policies, schema } = readPolicyDir(String(o.policies));
       const cases = parseCases(readFileSync(String(o.file), 'utf8'));
+      // Loaded here, not at the top: Cedar's WebAssembly is not needed by the other commands.
+      const [{ PolicyEngine }, { TESSERA_SCHEMA }] = await Promise.all([import('../core/policy/engine.js'), import('../core/policy/schema.js')]);
       const engine = new PolicyEngine(PolicyEngine.compile({ policies, schema: schema ?? (TESSERA_SCHEMA as Record<string, unknown>) }), cases.entities ?? []);
       const results = runCases(engine, cases);
       const failed = results.filter((r) => !r.pass);

@@ -28,9 +28,7 @@ import { SECRET_POLICY_ID_RULE, isSecretPolicyId, parseSealedText, ready, sealed
 import type { SecretPolicyRecord, SecretPolicyServer } from '../core/secrets/policy-record.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { pemDecodeAll } from '../core/x509.js';
-import { startKeyServerNode } from '../keyserver/node.js';
 import { DEFAULT_RATE_LIMIT } from '../keyserver/service.js';
-import { KeyServerMetrics } from '../keyserver/metrics.js';
 import { metricsListenOption, serveMetricsFlag } from './metrics.js';
 import { telemetryFlags, telemetryOption } from './telemetry-flags.js';
 import type { SecretPolicyListResponse } from '../core/wire/control-plane.js';
@@ -139,6 +137,8 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       const listen = parseListen(String(o.listen));
       const rateLimit = parseRateLimit(String(o.rateLimit));
       const telemetry = telemetryOption(o);
+      // Loaded here, not at the top: every other `tessera` command would pay for them.
+      const [{ startKeyServerNode }, { KeyServerMetrics }] = await Promise.all([import('../keyserver/node.js'), import('../keyserver/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new KeyServerMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const node = await startKeyServerNode({

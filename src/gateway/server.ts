@@ -26,6 +26,7 @@ import { MIN_TLS_VERSION, listenOn, watchTlsSource, type TlsSource } from '../co
 import { cookieValue, serializeCookie } from '../common/cookies.js';
 import { ASSERTION_HEADER, type AssertionSigner } from './assertion.js';
 import type { GatewayOutcome, GatewayServerMetrics } from './metrics.js';
+import { DEFAULT_FLOW_LIMITS, FlowsLimited, SignInFlows, type FlowLimits } from './flows.js';
 import { RouteTable, type GatewayRoute, hostOf } from './route-table.js';
 import { FLOW_COOKIE, GATEWAY_COOKIE, GatewaySessions, sameSecret, type GatewaySession, type GatewaySessionSettings } from './sessions.js';
 
@@ -85,6 +86,8 @@ export interface GatewayServerOptions {
   telemetry?: PeopleTelemetry;
   /** Prometheus hooks (`--metrics-listen`: metrics.ts). */
   metrics?: GatewayServerMetrics;
+  /** Pending sign-ins: their lifetime, and how many in all and per client address (default DEFAULT_FLOW_LIMITS). */
+  flows?: Partial<FlowLimits>;
   now?: () => number;
 }
 
@@ -104,12 +107,9 @@ const IDENTITY_HEADERS = [
   'remote-user', 'x-remote-user', 'x-user', 'x-email', 'x-tessera-user', 'x-tessera-device', 'x-spiffe-id', 'x-forwarded-client-cert', 'authorization-user',
 ];
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
-const FLOW_TTL_MS = 10 * 60_000;
-const MAX_FLOWS = 10_000;
 const SAFE = new Set(['GET', 'HEAD']);
 const CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-interface Flow { state: string; verifier: string; returnTo: string; redirectUri: string; expiresAt: number }
 interface Device { id: string; serial: string }
 
 const esc = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -175,7 +175,7 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
     check: (ref) => opts.controlPlane.session(ref), now,
     ...(opts.metrics ? { onCheck: (r: 'ok' | 'ended' | 'unavailable') => opts.metrics!.sessionCheck(r) } : {}),
   });
-  const flows = new Map<string, Flow>();
+  const flows = new SignInFlows({ ...DEFAULT_FLOW_LIMITS, ...opts.flows }, now);
   const postures = new Map<string, { at: number; p: Promise<DevicePostureContext> }>();
   const postureMs = (opts.postureCacheSeconds ?? 5) * 1000;
   const stepUpMaxAge = opts.stepUpMaxAgeSeconds ?? 300;
@@ -227,34 +227,33 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
       refuse(res, new TesseraError(stepUp === undefined ? 'TESSERA_SESSION_REQUIRED' : 'TESSERA_MFA_REQUIRED', `sign in at https://${host}/_tessera/ first`), true);
       return;
     }
-    const t = now();
-    if (flows.size >= MAX_FLOWS) {
-      for (const [k, f] of flows) if (f.expiresAt <= t) flows.delete(k);
-      if (flows.size >= MAX_FLOWS) flows.delete(flows.keys().next().value!);
-    }
     const flowId = randomBytes(32).toString('base64url');
     const verifier = randomBytes(32).toString('base64url');
     const state = randomBytes(24).toString('base64url');
     const redirectUri = `https://${req.headers.host}${GATEWAY_CALLBACK_PATH}`;
     // The path to come back to is this request's own target on this host: never taken from a parameter.
-    flows.set(createHash('sha256').update(flowId).digest('hex'), { state, verifier, returnTo: req.url ?? '/', redirectUri, expiresAt: t + FLOW_TTL_MS });
+    try {
+      flows.add(req.socket.remoteAddress, createHash('sha256').update(flowId).digest('hex'), { state, verifier, returnTo: req.url ?? '/', redirectUri });
+    } catch (err) {
+      if (err instanceof FlowsLimited) res.setHeader('retry-after', String(err.retryAfterSeconds));
+      throw err;
+    }
     const q = new URLSearchParams({
       gateway: opts.name, redirect_uri: redirectUri, state,
       code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256',
       ...(stepUp !== undefined ? { step_up: '1', max_mfa_age: String(stepUp) } : {}),
     });
-    redirect(res, `${cpOrigin}/v1/gateway/authorize?${q.toString()}`, [serializeCookie(FLOW_COOKIE, flowId, { httpOnly: true, sameSite: 'Lax', maxAge: FLOW_TTL_MS / 1000 })]);
+    redirect(res, `${cpOrigin}/v1/gateway/authorize?${q.toString()}`, [serializeCookie(FLOW_COOKIE, flowId, { httpOnly: true, sameSite: 'Lax', maxAge: Math.floor(flows.limits.ttlMs / 1000) })]);
   }
 
   async function callback(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const flowId = cookieValue(req.headers.cookie, FLOW_COOKIE);
     const key = flowId === undefined ? undefined : createHash('sha256').update(flowId).digest('hex');
-    const flow = key === undefined ? undefined : flows.get(key);
-    if (key !== undefined) flows.delete(key);
+    const flow = key === undefined ? undefined : flows.take(key);
     const clear = serializeCookie(FLOW_COOKIE, '', { httpOnly: true, sameSite: 'Lax', maxAge: 0 });
     const state = url.searchParams.getAll('state');
     const code = url.searchParams.getAll('code');
-    if (!flow || flow.expiresAt <= now() || state.length !== 1 || !sameSecret(state[0]!, flow.state) || code.length !== 1 || flow.redirectUri !== `https://${req.headers.host}${GATEWAY_CALLBACK_PATH}`) {
+    if (!flow || state.length !== 1 || !sameSecret(state[0]!, flow.state) || code.length !== 1 || flow.redirectUri !== `https://${req.headers.host}${GATEWAY_CALLBACK_PATH}`) {
       res.setHeader('set-cookie', [clear]);
       throw new TesseraError('TESSERA_GATEWAY_STATE_INVALID');
     }
@@ -441,8 +440,7 @@ export async function startGatewayServer(opts: GatewayServerOptions): Promise<Ga
   const port = await listenOn(server, opts.listen, 'the gateway', () => {});
   const sweep = setInterval(() => {
     sessions.sweep();
-    const t = now();
-    for (const [k, f] of flows) if (f.expiresAt <= t) flows.delete(k);
+    flows.expire();
   }, 60_000);
   sweep.unref();
   return {

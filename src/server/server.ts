@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../core/log.js';
 import { parseTrustDomain } from '../core/spiffe-id.js';
 import { pemEncode } from '../core/x509.js';
 import { AuditLog } from './audit/audit.js';
+import { DEFAULTS } from './defaults.js';
 import { auditRoutes } from './audit/routes.js';
 import { DEFAULT_ALARM_RATE, witnessRoutes } from './audit/witness-routes.js';
 import type { RateLimit } from '../core/rate-limit.js';
@@ -111,16 +112,7 @@ export interface ControlPlaneOptions {
   devices?: Partial<DeviceSettings>;
 }
 
-export const DEFAULTS = {
-  trustDomain: 'tessera.test',
-  host: '127.0.0.1',
-  port: 8443,
-  caTtlMs: 24 * 3600_000,
-  x509TtlSeconds: 3600,
-  jwtTtlSeconds: 300,
-  bodyLimit: 64 * 1024,
-  role: 'leader' as 'leader' | 'follower',
-};
+export { DEFAULTS };
 
 
 /**

@@ -32,6 +32,8 @@ export interface NavOptions {
   key?: string;
   /** Redirects followed at most (default 10); 0 returns the first answer. */
   follow?: number;
+  /** The client's own address (any 127.x.y.z works on Linux loopback): another client, as the gateway sees it. */
+  localAddress?: string;
 }
 
 export class PeopleBrowser {
@@ -60,7 +62,7 @@ export class PeopleBrowser {
       const req = request({
         host: '127.0.0.1', port: Number(u.port), path: `${u.pathname}${u.search}`, method: o.method ?? 'GET', headers: { host: u.host, ...headers },
         servername: /^\d+\.\d+\.\d+\.\d+$/.test(u.hostname) ? undefined : u.hostname, ca: this.ca, agent: false, timeout: 15_000,
-        ...(o.cert ? { cert: o.cert, key: o.key } : {}),
+        ...(o.cert ? { cert: o.cert, key: o.key } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}),
       }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -91,7 +93,7 @@ export class PeopleBrowser {
     hops.push(hop);
     let left = o.follow ?? 10;
     while (hop.location !== undefined && [301, 302, 303, 307, 308].includes(hop.status) && left-- > 0) {
-      hop = await this.fetch(hop.location, { ...(o.cert ? { cert: o.cert, key: o.key } : {}), ...(o.headers ? { headers: o.headers } : {}) });
+      hop = await this.fetch(hop.location, { ...(o.cert ? { cert: o.cert, key: o.key } : {}), ...(o.headers ? { headers: o.headers } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
       hops.push(hop);
     }
     return hops;

@@ -15,6 +15,7 @@ import { verifyPeerSvid } from '../../core/x509-svid.js';
 import type { PolicyBundle } from '../../core/policy/bundle.js';
 import type { CreateDeviceTokenResponse, DeviceListResponse, DeviceShowResponse, RevokeDeviceResponse } from '../../core/wire/devices.js';
 import { deviceClient, enrollDevice, loadDevice, refreshBundle, renewDevice, sendPosture, signPostureReport, type DeviceIdentity } from '../../device/device.js';
+import { DEFAULT_POSTURE_RATE_LIMIT } from './limits.js';
 import { agentClient, errorCode, joinAgent, makeCsrPem, rawJson, rejectionCode, startControlPlane, type TestControlPlane } from '../../../test/support/server.js';
 
 const TD = 'tessera.test';
@@ -175,6 +176,46 @@ describe('devices: enrolment, posture, revocation', () => {
     const audit = await c.admin.call<{ records: { action: string; outcome: string; code: string; detail: Record<string, unknown> }[] }>('GET', '/v1/audit?action=device.posture&limit=100');
     const reasons = audit.records.filter((r) => r.outcome === 'denied').map((r) => r.detail.reason);
     expect(reasons).toEqual(expect.arrayContaining(['signature does not verify with the device key', 'report names another device', 'not newer than the last report']));
+  });
+
+  it('limits posture reports per device (DEFAULT_POSTURE_RATE_LIMIT): over it 429 TESSERA_RATE_LIMITED with Retry-After, not audited; other devices unaffected; a revoked device\'s refusals are limited too', async () => {
+    const { burst, perSecond } = DEFAULT_POSTURE_RATE_LIMIT;
+    const [a, b, x] = [await enrol('lap-flood'), await enrol('lap-calm'), await enrol('lap-lost')];
+    const t0 = Date.now();
+    const report = (d: DeviceIdentity, at: number) => signPostureReport(d.key, { deviceId: d.state.spiffeId, reportedAt: at, facts: FACTS(at) });
+    const clients = new Map<DeviceIdentity, ApiClient>();
+    /** One report over the device's kept-alive connection: the error code, or 'ok'. */
+    const post = async (d: DeviceIdentity, at: number): Promise<string> => {
+      if (!clients.has(d)) clients.set(d, deviceClient(d));
+      return clients.get(d)!.call('POST', '/v1/device/posture', report(d, at)).then(() => 'ok', (err: unknown) => (err as { code: string }).code);
+    };
+    const raw = (d: DeviceIdentity, json: unknown) => rawJson(c.cp.url, { path: '/v1/device/posture', ca: d.bundlePem, cert: d.certPem, key: d.key.export({ format: 'pem', type: 'pkcs8' }) as string, json });
+    const audited = async (actor: string): Promise<number> => (await c.admin.call<{ records: { actor: string }[] }>('GET', '/v1/audit?action=device.posture&limit=1000')).records.filter((r) => r.actor === actor).length;
+    // The whole burst is accepted (one report each, newer each time), and audited.
+    for (let i = 0; i < burst; i++) expect(await post(a, t0 + i)).toBe('ok');
+    const before = await audited(a.state.spiffeId);
+    expect(before).toBe(burst);
+    const over = await raw(a, report(a, t0 + burst));
+    expect([over.status, errorCode(over)]).toEqual([429, 'TESSERA_RATE_LIMITED']);
+    const retry = Number(over.headers['retry-after']);
+    expect(retry).toBeGreaterThanOrEqual(1);
+    expect(retry).toBeLessThanOrEqual(Math.ceil(1 / perSecond));
+    // A body that is not even a report is refused the same way: nothing of it is read.
+    const junk = await raw(a, [1]);
+    expect([junk.status, errorCode(junk)]).toEqual([429, 'TESSERA_RATE_LIMITED']);
+    expect(await audited(a.state.spiffeId)).toBe(before);
+    // Another device reports as usual.
+    expect(await post(b, t0)).toBe('ok');
+    // A revoked device: its refusals are audit records up to the limit, then 429s that are not.
+    await c.admin.call('POST', '/v1/devices/lap-lost/revoke', { reason: 'lost' });
+    const codes = new Map<string, number>();
+    for (let i = 0; i < burst + 3; i++) {
+      const code = await post(x, t0 + i);
+      codes.set(code, (codes.get(code) ?? 0) + 1);
+    }
+    expect(Object.fromEntries(codes)).toEqual({ TESSERA_IDENTITY_REVOKED: burst, TESSERA_RATE_LIMITED: 3 });
+    expect(await audited(x.state.spiffeId)).toBe(burst);
+    for (const cl of clients.values()) cl.close();
   });
 
   it('posture and renewal are for devices only: a workload SVID and the admin are refused', async () => {

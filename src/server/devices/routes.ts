@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { parseCsrPem } from '../../core/csr.js';
 import { TesseraError } from '../../core/errors.js';
+import { RateLimiter } from '../../core/rate-limit.js';
 import { parsePostureSubmission, postureReportJson, type PostureReport } from '../../core/devices/posture.js';
 import { pemEncode } from '../../core/x509.js';
 import { authenticate } from '../../common/api/auth.js';
@@ -58,6 +59,17 @@ async function deviceCaller(ctx: ServerContext, req: FastifyRequest, ev: AuditEv
   }
   ev.target = device.spiffeId;
   return device;
+}
+
+/** The device SPIFFE ID of the caller's verified certificate, without a refusal or an audit record; undefined for anyone else. */
+function deviceCertificateId(ctx: ServerContext, req: FastifyRequest): string | undefined {
+  let id: string;
+  try {
+    id = authenticate(req, ctx.trustDomain).spiffeId;
+  } catch {
+    return undefined;
+  }
+  return ctx.devices.deviceIdOf(id) === undefined ? undefined : id;
 }
 
 async function deviceView(ctx: ServerContext, d: DeviceRecord, latest?: { reportedAt: number; receivedAt: number; report: PostureReport }): Promise<DeviceView> {
@@ -122,14 +134,25 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
     return certView(cert);
   }));
 
-  app.post('/v1/device/posture', (req) => audited(ctx, req, 'device.posture', async (ev) => {
-    const device = await deviceCaller(ctx, req, ev);
-    const { report, signature } = parsePostureSubmission(req.body);
-    const res = await devices.acceptPosture(device, report, signature, ev);
-    ev.detail.posture_state = res.posture.posture_state;
-    ev.succeed();
-    return { accepted: true, device_id: device.id, received_at: new Date(res.receivedAt).toISOString(), posture: res.posture } satisfies PostureAcceptedResponse;
-  }));
+  const postureLimiter = new RateLimiter(devices.settings.postureRateLimit);
+  app.post('/v1/device/posture', async (req, reply) => {
+    // Over its limit, a device certificate's report is refused before it is read, judged or audited
+    // (each report is otherwise an audit record, a refused one too: a revoked device's included).
+    // Keyed by the SPIFFE ID TLS verified; any other caller goes on to be refused below.
+    const id = deviceCertificateId(ctx, req);
+    if (id !== undefined && !postureLimiter.take(id)) {
+      void reply.header('retry-after', String(postureLimiter.retryAfterSeconds(id)));
+      throw new TesseraError('TESSERA_RATE_LIMITED', 'too many posture reports from this device; retry later');
+    }
+    return audited(ctx, req, 'device.posture', async (ev) => {
+      const device = await deviceCaller(ctx, req, ev);
+      const { report, signature } = parsePostureSubmission(req.body);
+      const res = await devices.acceptPosture(device, report, signature, ev);
+      ev.detail.posture_state = res.posture.posture_state;
+      ev.succeed();
+      return { accepted: true, device_id: device.id, received_at: new Date(res.receivedAt).toISOString(), posture: res.posture } satisfies PostureAcceptedResponse;
+    });
+  });
 
   app.get('/v1/devices', (req) => audited(ctx, req, 'device.list', async (ev) => {
     await adminCaller(ctx, req, ev, 'admin:device.list');

@@ -7,6 +7,8 @@
 import { createHash, createPublicKey, randomBytes, verify as verifySignature, X509Certificate } from 'node:crypto';
 import type { ParsedCsr } from '../../core/csr.js';
 import { TesseraError } from '../../core/errors.js';
+import type { RateLimit } from '../../core/rate-limit.js';
+import { DEFAULT_POSTURE_RATE_LIMIT } from './limits.js';
 import { DEVICE_ID, parsePostureReport, postureContext, postureReportJson, postureSigningInput, type DevicePostureContext, type PostureReport } from '../../core/devices/posture.js';
 import { spkiDer } from '../../core/x509.js';
 import type { AuditNotes } from '../audit/audit.js';
@@ -23,9 +25,11 @@ export interface DeviceSettings {
   postureHistory: number;
   /** How far a report's time may be from the server clock. */
   reportSkewMs: number;
+  /** Posture reports each device may send, per process (default DEFAULT_POSTURE_RATE_LIMIT: limits.ts). */
+  postureRateLimit: RateLimit;
 }
 
-export const DEFAULT_DEVICE_SETTINGS: DeviceSettings = { postureStaleMs: 10 * 60_000, postureHistory: 20, reportSkewMs: 5 * 60_000 };
+export const DEFAULT_DEVICE_SETTINGS: DeviceSettings = { postureStaleMs: 10 * 60_000, postureHistory: 20, reportSkewMs: 5 * 60_000, postureRateLimit: DEFAULT_POSTURE_RATE_LIMIT };
 export const DEFAULT_DEVICE_TOKEN_TTL_SECONDS = 3600;
 export const DEFAULT_DEVICE_CERT_TTL_SECONDS = 86400;
 
