@@ -2,9 +2,16 @@
  * The Cedar policy engine: compiles (parses and strictly validates) policy files against the
  * schema, and decides requests locally, fast, and closed.
  *
- * - The policy set is parsed into Cedar's Wasm heap once (`preparsePolicySet`, see `loadSlot`) and
- *   each decision calls `statefulIsAuthorized` with only the two entities it needs: about 10×
- *   cheaper than `isAuthorized`, which re-parses every policy on every call (`bench/policy.ts`).
+ * - Workload decisions are evaluated in process (evaluator.ts, in-process.ts): each policy is
+ *   compiled once per engine from Cedar's JSON form into closures, indexed by action, and run
+ *   against the two entities a request involves, in a few µs (`bench/policy.ts`). A policy the
+ *   evaluator does not support (extension functions, tags, huge literals) is preparsed alone into
+ *   a cedar-wasm slot and decided there, the answers merged as Cedar would. Differential random
+ *   testing against cedar-wasm (drt.ts) shows both decide alike.
+ * - cedar-wasm remains the parser, the validator and the reference: the whole set is parsed into
+ *   its Wasm heap once (`preparsePolicySet`, see `loadSlot`) for requests the JS check below cannot
+ *   validate, for strings that are not well-formed UTF-16, and for people's decisions
+ *   (decidePerson, validated against the schema by Cedar).
  * - The context is checked against the schema here, in JS, for the actions whose context is a
  *   record of scalars (all of Tessera's), instead of asking Cedar to validate the request, which
  *   costs ~40 % more per call. Other schemas fall back to Cedar's request validation.
@@ -22,6 +29,8 @@ import { canonicalJson } from '../canonical-json.js';
 import { policyHash } from './bundle.js';
 import { postureAgeClass, postureAgeThresholds } from './posture-age.js';
 import { grantPolicyParts, type BundleGrant } from './grants.js';
+import { compileInProcess, wellFormed, workloadData, WorkloadEnv, type InProcessSet } from './in-process.js';
+import { EntityRef, combineAnswers, type EntityData, type Value } from './evaluator.js';
 import { ACTION_TYPE, APP_TYPE, GROUP_TYPE, TESSERA_SCHEMA, USER_TYPE, WORKLOAD_TYPE } from './schema.js';
 import { LIMITS, POLICY_ACTIONS, POLICY_FILE_NAME, checkEntityAttributes, isPolicyAction, type PolicyAction, type PolicyContext, type PolicyEntity } from './types.js';
 
@@ -113,6 +122,13 @@ export class PolicyEngine {
   readonly #schema: Readonly<Record<string, unknown>>;
   readonly #grants: readonly BundleGrant[];
   #slot: number;
+  readonly #inProcess: InProcessSet;
+  /** The slot holding the policies left to cedar-wasm (fallback), and its content digest. */
+  #fallbackSlot = -1;
+  readonly #fallbackDigest: string;
+  readonly #env = new WorkloadEnv();
+  readonly #entityData = new Map<string, EntityData>();
+  readonly #actionRefs = new Map<string, EntityRef>();
   readonly #entities = new Map<string, EntityJson>();
   readonly #contextSpecs = new Map<string, ContextSpec>();
   readonly #actionUids = new Map<string, cedar.EntityUidJson>();
@@ -153,9 +169,14 @@ export class PolicyEngine {
     const content = this.#grants.length > 0 ? { policies: this.#policies, schema: this.#schema, grants: this.#grants } : { policies: this.#policies, schema: this.#schema };
     this.#digest = createHash('sha256').update(canonicalJson(content), 'utf8').digest('hex');
     this.#slot = loadSlot(this.#digest, this.#policies, this.#schema, this.#grants);
+    this.#inProcess = compileInProcess(this.#policies, this.#grants);
+    this.#fallbackDigest = `${this.#digest}:fallback`;
+    const fb = this.#inProcess.fallback;
+    if (fb !== undefined) this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
 
     for (const a of POLICY_ACTIONS) {
       this.#actionUids.set(a, { type: ACTION_TYPE, id: a });
+      this.#actionRefs.set(a, new EntityRef(ACTION_TYPE, a));
       const spec = contextSpecOf(compiled.schema, a);
       if (spec !== undefined) this.#contextSpecs.set(a, spec);
     }
@@ -165,6 +186,7 @@ export class PolicyEngine {
       const attrs = checkEntityAttributes(e.attrs);
       if (typeof attrs === 'string') throw new TesseraError('TESSERA_POLICY_INVALID', `entity ${e.id}: ${attrs}`);
       this.#entities.set(e.id, { uid: { type: WORKLOAD_TYPE, id: e.id }, attrs, parents: [] });
+      this.#entityData.set(e.id, workloadData(e.id, attrs));
     }
   }
 
@@ -308,6 +330,7 @@ export class PolicyEngine {
     if (spec !== undefined) {
       const problem = checkContext(spec, context);
       if (problem !== undefined) return deny([`request: ${problem}`]);
+      if (wellFormed(principal, resource, context)) return this.#evaluateInProcess(principal, action, resource, context);
     }
     if (slotHolder[this.#slot] !== this.#digest) {
       // A newer engine took this engine's slot: parse the set again.
@@ -348,6 +371,50 @@ export class PolicyEngine {
       return deny(errors, decision === 'deny' ? reasons : []);
     }
     return Object.freeze({ allow: decision === 'allow', reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
+  }
+
+  /** A checked workload request (scalar context), decided by the compiled policies (+ cedar-wasm for any left to it). */
+  #evaluateInProcess(principal: string, action: PolicyAction, resource: string, context: PolicyContext): Decision {
+    const p = this.#entityData.get(principal) ?? workloadData(principal, {});
+    const r = principal === resource ? p : this.#entityData.get(resource) ?? workloadData(resource, {});
+    const env = this.#env.set(p, this.#actionRefs.get(action)!, r, context as Record<string, Value>);
+    let outcome;
+    try {
+      outcome = this.#inProcess.evaluator.evaluate(env);
+    } finally {
+      env.clear();
+    }
+    let sub: cedar.Response | undefined;
+    if (this.#inProcess.fallback !== undefined) {
+      const fb = this.#inProcess.fallback;
+      if (slotHolder[this.#fallbackSlot] !== this.#fallbackDigest) {
+        try {
+          this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
+        } catch (err) {
+          return transient(deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]));
+        }
+      }
+      const pe = this.#entities.get(principal) ?? bareEntity(principal);
+      const entities = principal === resource ? [pe] : [pe, this.#entities.get(resource) ?? bareEntity(resource)];
+      let answer: cedar.AuthorizationAnswer;
+      try {
+        answer = cedar.statefulIsAuthorized({
+          principal: pe.uid, action: this.#actionUids.get(action)!, resource: entities[entities.length - 1]!.uid, context,
+          preparsedPolicySetId: POLICY_SLOT_NAMES[this.#fallbackSlot]!, entities,
+        });
+      } catch (err) {
+        return transient(deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]));
+      }
+      if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
+      sub = answer.response;
+    }
+    const a = combineAnswers(outcome, sub);
+    const reasons = a.reasons.length > 1 ? a.reasons.sort() : a.reasons;
+    if (a.errors.length > 0) {
+      // Fail closed, as above.
+      return deny(a.errors.map(([id, m]) => `${id}: ${m}`).sort(), a.allow ? [] : reasons);
+    }
+    return Object.freeze({ allow: a.allow, reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
   }
 }
 
