@@ -28,7 +28,7 @@ import { TesseraError } from '../errors.js';
 import { canonicalJson } from '../canonical-json.js';
 import { policyHash } from './bundle.js';
 import { postureAgeClass, postureAgeThresholds } from './posture-age.js';
-import { grantPolicyParts, type BundleGrant } from './grants.js';
+import { grantPolicyId, grantPolicyParts, type BundleGrant } from './grants.js';
 import { compileInProcess, wellFormed, workloadData, WorkloadEnv, type InProcessSet } from './in-process.js';
 import { EntityRef, combineAnswers, type EntityData, type Value } from './evaluator.js';
 import { ACTION_TYPE, APP_TYPE, GROUP_TYPE, TESSERA_SCHEMA, USER_TYPE, WORKLOAD_TYPE } from './schema.js';
@@ -307,6 +307,15 @@ export class PolicyEngine {
       if (s !== undefined && (out === undefined || s < out)) out = s;
     }
     return out;
+  }
+
+  /**
+   * Ids of the policies (and grant links) this engine leaves to cedar-wasm because the in-process
+   * evaluator does not support a construct they use (extension functions, tags, literals beyond ±2^53).
+   */
+  get fallbackPolicyIds(): string[] {
+    const fb = this.#inProcess.fallback;
+    return fb === undefined ? [] : [...Object.keys(fb.policies), ...fb.grants.map((g) => grantPolicyId(g.id))].sort();
   }
 
   /** Forgets every cached decision. */

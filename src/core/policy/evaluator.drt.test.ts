@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Coverage, caseArbitrary, runCase } from './drt.js';
 
-const RUNS = Number(process.env.DRT_RUNS ?? 3000);
+const RUNS = Number(process.env.DRT_RUNS ?? 2500);
 const seed = process.env.DRT_SEED !== undefined ? Number(process.env.DRT_SEED) : undefined;
 const path = process.env.DRT_PATH;
 
