@@ -98,6 +98,11 @@ export interface PolicyEngineOptions {
   cacheSize?: number;
   /** Just-in-time grants of the bundle: template-linked permits with their own windows (grants.ts). */
   grants?: readonly BundleGrant[];
+  /**
+   * Decide workload requests with the in-process evaluator (default true). false: every decision
+   * is a cedar-wasm call, as before the evaluator existed (the baseline of `bench/policy.ts`).
+   */
+  inProcess?: boolean;
 }
 
 type EntityJson = cedar.EntityJson;
@@ -122,7 +127,7 @@ export class PolicyEngine {
   readonly #schema: Readonly<Record<string, unknown>>;
   readonly #grants: readonly BundleGrant[];
   #slot: number;
-  readonly #inProcess: InProcessSet;
+  readonly #inProcess: InProcessSet | undefined;
   /** The slot holding the policies left to cedar-wasm (fallback), and its content digest. */
   #fallbackSlot = -1;
   readonly #fallbackDigest: string;
@@ -169,9 +174,9 @@ export class PolicyEngine {
     const content = this.#grants.length > 0 ? { policies: this.#policies, schema: this.#schema, grants: this.#grants } : { policies: this.#policies, schema: this.#schema };
     this.#digest = createHash('sha256').update(canonicalJson(content), 'utf8').digest('hex');
     this.#slot = loadSlot(this.#digest, this.#policies, this.#schema, this.#grants);
-    this.#inProcess = compileInProcess(this.#policies, this.#grants);
+    this.#inProcess = opts.inProcess === false ? undefined : compileInProcess(this.#policies, this.#grants);
     this.#fallbackDigest = `${this.#digest}:fallback`;
-    const fb = this.#inProcess.fallback;
+    const fb = this.#inProcess?.fallback;
     if (fb !== undefined) this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
 
     for (const a of POLICY_ACTIONS) {
@@ -314,7 +319,7 @@ export class PolicyEngine {
    * evaluator does not support a construct they use (extension functions, tags, literals beyond ±2^53).
    */
   get fallbackPolicyIds(): string[] {
-    const fb = this.#inProcess.fallback;
+    const fb = this.#inProcess?.fallback;
     return fb === undefined ? [] : [...Object.keys(fb.policies), ...fb.grants.map((g) => grantPolicyId(g.id))].sort();
   }
 
@@ -339,7 +344,8 @@ export class PolicyEngine {
     if (spec !== undefined) {
       const problem = checkContext(spec, context);
       if (problem !== undefined) return deny([`request: ${problem}`]);
-      if (wellFormed(principal, resource, context)) return this.#evaluateInProcess(principal, action, resource, context);
+      const ip = this.#inProcess;
+      if (ip !== undefined && wellFormed(principal, resource, context)) return this.#evaluateInProcess(ip, principal, action, resource, context);
     }
     if (slotHolder[this.#slot] !== this.#digest) {
       // A newer engine took this engine's slot: parse the set again.
@@ -383,19 +389,19 @@ export class PolicyEngine {
   }
 
   /** A checked workload request (scalar context), decided by the compiled policies (+ cedar-wasm for any left to it). */
-  #evaluateInProcess(principal: string, action: PolicyAction, resource: string, context: PolicyContext): Decision {
+  #evaluateInProcess(ip: InProcessSet, principal: string, action: PolicyAction, resource: string, context: PolicyContext): Decision {
     const p = this.#entityData.get(principal) ?? workloadData(principal, {});
     const r = principal === resource ? p : this.#entityData.get(resource) ?? workloadData(resource, {});
     const env = this.#env.set(p, this.#actionRefs.get(action)!, r, context as Record<string, Value>);
     let outcome;
     try {
-      outcome = this.#inProcess.evaluator.evaluate(env);
+      outcome = ip.evaluator.evaluate(env);
     } finally {
       env.clear();
     }
     let sub: cedar.Response | undefined;
-    if (this.#inProcess.fallback !== undefined) {
-      const fb = this.#inProcess.fallback;
+    const fb = ip.fallback;
+    if (fb !== undefined) {
       if (slotHolder[this.#fallbackSlot] !== this.#fallbackDigest) {
         try {
           this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
