@@ -117,6 +117,8 @@ const NODES_PER_ENTRY = 8;
 const MAX_CACHED_STRING = 1024;
 const MAX_CACHED_CONTEXT_ENTRIES = 16;
 const MAX_REPORTED_ERRORS = 50;
+/** Unregistered workloads (resources such as `.../tessera/secret/db`, unknown peers) kept as entities. */
+const BARE_ENTITIES = 1024;
 const POLICY_ID = /^[^\x00-\x1f\x7f]{1,256}$/;
 
 export class PolicyEngine {
@@ -133,6 +135,7 @@ export class PolicyEngine {
   readonly #fallbackDigest: string;
   readonly #env = new WorkloadEnv();
   readonly #entityData = new Map<string, EntityData>();
+  readonly #bareData = new Map<string, EntityData>();
   readonly #actionRefs = new Map<string, EntityRef>();
   readonly #entities = new Map<string, EntityJson>();
   readonly #contextSpecs = new Map<string, ContextSpec>();
@@ -388,10 +391,21 @@ export class PolicyEngine {
     return Object.freeze({ allow: decision === 'allow', reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
   }
 
+  /** A workload with no registration entry (no attributes), kept for its next request (bounded). */
+  #bare(id: string): EntityData {
+    let d = this.#bareData.get(id);
+    if (d === undefined) {
+      if (this.#bareData.size >= BARE_ENTITIES) this.#bareData.clear();
+      d = workloadData(id, {});
+      this.#bareData.set(id, d);
+    }
+    return d;
+  }
+
   /** A checked workload request (scalar context), decided by the compiled policies (+ cedar-wasm for any left to it). */
   #evaluateInProcess(ip: InProcessSet, principal: string, action: PolicyAction, resource: string, context: PolicyContext): Decision {
-    const p = this.#entityData.get(principal) ?? workloadData(principal, {});
-    const r = principal === resource ? p : this.#entityData.get(resource) ?? workloadData(resource, {});
+    const p = this.#entityData.get(principal) ?? this.#bare(principal);
+    const r = principal === resource ? p : this.#entityData.get(resource) ?? this.#bare(resource);
     const env = this.#env.set(p, this.#actionRefs.get(action)!, r, context as Record<string, Value>);
     let outcome;
     try {
@@ -585,6 +599,9 @@ function cacheable(req: DecisionRequest): boolean {
   return true;
 }
 
+/** Required attributes per context spec (counted once). */
+const REQUIRED = new WeakMap<ContextSpec, number>();
+
 function checkContext(spec: ContextSpec, context: PolicyContext): string | undefined {
   let present = 0;
   for (const name of Object.keys(context)) {
@@ -604,8 +621,12 @@ function checkContext(spec: ContextSpec, context: PolicyContext): string | undef
     }
     if (t[1]) present++;
   }
-  let required = 0;
-  for (const t of spec.values()) if (t[1]) required++;
+  let required = REQUIRED.get(spec);
+  if (required === undefined) {
+    required = 0;
+    for (const t of spec.values()) if (t[1]) required++;
+    REQUIRED.set(spec, required);
+  }
   if (present !== required) {
     const missing = [...spec].filter(([n, t]) => t[1] && !Object.hasOwn(context, n)).map(([n]) => n);
     return `context is missing ${missing.join(', ')}`;

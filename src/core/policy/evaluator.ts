@@ -657,6 +657,8 @@ export interface Outcome {
   errors: [string, string][];
 }
 
+const NONE = Object.freeze([]) as unknown as never[];
+
 /** Compiled policies indexed by the action their scope names. */
 export class PolicyEvaluator {
   readonly #policies: readonly CompiledPolicy[];
@@ -680,10 +682,15 @@ export class PolicyEvaluator {
     return list;
   }
 
-  /** Evaluates every policy that can match the request. Never throws for evaluation errors. */
+  /**
+   * Evaluates every policy that can match the request. Never throws for evaluation errors. The
+   * arrays of the outcome are one shared frozen empty array when empty (no allocation).
+   */
   evaluate(env: Env): Outcome {
     const list = this.#forAction(env.action.key);
-    const out: Outcome = { permits: [], forbids: [], errors: [] };
+    let permits: string[] = NONE;
+    let forbids: string[] = NONE;
+    let errors: [string, string][] = NONE;
     for (let i = 0; i < list.length; i++) {
       const p = list[i]!;
       let ok: boolean;
@@ -691,12 +698,20 @@ export class PolicyEvaluator {
         ok = p.test(env);
       } catch (err) {
         if (err !== FAIL) throw err;
-        out.errors.push([p.id, FAIL.message]);
+        if (errors.length === 0) errors = [];
+        errors.push([p.id, FAIL.message]);
         continue;
       }
-      if (ok) (p.forbid ? out.forbids : out.permits).push(p.id);
+      if (!ok) continue;
+      if (p.forbid) {
+        if (forbids.length === 0) forbids = [];
+        forbids.push(p.id);
+      } else {
+        if (permits.length === 0) permits = [];
+        permits.push(p.id);
+      }
     }
-    return out;
+    return { permits, forbids, errors };
   }
 }
 
