@@ -7,7 +7,8 @@
  *   node dist/bench/policy.js --differential N [--seed S] [--max-seconds T]
  *
  * `--differential N` runs N cases of differential random testing (src/core/policy/drt.ts): the
- * in-process evaluator against cedar-wasm on random entity stores, policy sets and requests;
+ * in-process evaluator against cedar-wasm on random entity stores and policy sets, each with 1 to
+ * 4 random requests (every request decided both ways);
  * prints the disagreements (must be 0, each with its case), the coverage of constructs, and how
  * many policies were left to cedar-wasm. Stops early after --max-seconds (default: none) and
  * says how many cases ran. Replay with the printed --seed.
@@ -84,12 +85,12 @@ function differential(n: number, seed: number, maxSeconds: number | undefined): 
     }
     if (Date.now() > next) {
       next += 10_000;
-      process.stderr.write(`  ${coverage.cases.total} cases, ${failures.length} disagreements, ${Math.round((Date.now() - started) / 1000)} s\n`);
+      process.stderr.write(`  ${coverage.sets} cases (${coverage.cases.total} decisions), ${failures.length} disagreements, ${Math.round((Date.now() - started) / 1000)} s\n`);
     }
     return true;
   }), { numRuns: n, seed, ...(maxSeconds !== undefined ? { interruptAfterTimeLimit: maxSeconds * 1000, markInterruptAsFailure: false } : {}) });
   const seconds = (Date.now() - started) / 1000;
-  process.stdout.write(`ran ${coverage.cases.total} of ${n} cases in ${seconds.toFixed(0)} s (${(seconds * 1e6 / Math.max(1, coverage.cases.total)).toFixed(0)} µs per case, both ways)${details.interrupted ? ', stopped by --max-seconds' : ''}\n`);
+  process.stdout.write(`ran ${coverage.sets} of ${n} cases (${coverage.cases.total} decisions) in ${seconds.toFixed(0)} s (${(seconds * 1e6 / Math.max(1, coverage.cases.total)).toFixed(0)} µs per decision, both ways, generation included)${details.interrupted ? ', stopped by --max-seconds' : ''}\n`);
   process.stdout.write(`disagreements: ${failures.length}\n`);
   for (const f of failures.filter((x) => x !== '')) process.stdout.write(`  ${f}\n`);
   process.stdout.write(coverage.format());

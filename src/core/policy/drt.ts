@@ -13,17 +13,22 @@ import fc from 'fast-check';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import {
   MapEnv, PolicyEvaluator, EntityRef, combineAnswers, compilePolicy, contextFromJson, entityStore,
-  type CompiledPolicy, type Construct,
+  type CompiledPolicy, type Construct, type EntityData,
 } from './evaluator.js';
 
-export interface DrtCase {
-  entities: cedar.EntityJson[];
+export interface DrtRequest {
   principal: cedar.TypeAndId;
   action: cedar.TypeAndId;
   resource: cedar.TypeAndId;
   context: Record<string, cedar.CedarValueJson>;
+}
+
+/** One entity store and policy set, and 1 to 4 requests decided against them. */
+export interface DrtCase {
+  entities: cedar.EntityJson[];
   /** Policy id → Cedar text. */
   policies: Record<string, string>;
+  requests: DrtRequest[];
 }
 
 export interface DrtVerdict {
@@ -33,10 +38,10 @@ export interface DrtVerdict {
 }
 
 export interface DrtResult {
-  /** undefined when both agree. */
+  /** The first disagreement (request index, both answers); undefined when all agree. */
   disagreement: string | undefined;
-  reference: DrtVerdict | string;
-  ours: DrtVerdict | string;
+  /** cedar-wasm's answer to each request. */
+  references: (DrtVerdict | string)[];
   /** Policies compiled in process, and the constructs they use. */
   compiled: CompiledPolicy[];
   /** Ids of policies left to cedar-wasm. */
@@ -63,18 +68,22 @@ const ATTR_NAMES = Object.keys(ATTRS) as AttrName[];
 const uidArb = fc.record({ type: fc.constantFrom(...TYPES), id: fc.constantFrom(...IDS) });
 const actionArb = fc.record({ type: fc.constant('Action'), id: fc.constantFrom(...ACTIONS) });
 
-/** A JSON value for an attribute; `depth` bounds nesting. */
-const jsonValues = new Map<string, fc.Arbitrary<cedar.CedarValueJson>>();
-
-function jsonValue(kind: string, depth: number): fc.Arbitrary<cedar.CedarValueJson> {
-  const k = `${kind}/${depth}`;
-  let a = jsonValues.get(k);
-  if (a === undefined) {
-    a = buildJsonValue(kind, depth);
-    jsonValues.set(k, a);
-  }
-  return a;
+/** `build` memoized by its arguments: arbitraries are built once per kind and depth, not per generated value. */
+function memo<A extends unknown[], T>(build: (...args: A) => fc.Arbitrary<T>): (...args: A) => fc.Arbitrary<T> {
+  const built = new Map<string, fc.Arbitrary<T>>();
+  return (...args) => {
+    const k = args.join('/');
+    let a = built.get(k);
+    if (a === undefined) {
+      a = build(...args);
+      built.set(k, a);
+    }
+    return a;
+  };
 }
+
+/** A JSON value for an attribute; `depth` bounds nesting. */
+const jsonValue = memo(buildJsonValue);
 
 function buildJsonValue(kind: string, depth: number): fc.Arbitrary<cedar.CedarValueJson> {
   switch (kind) {
@@ -97,16 +106,7 @@ function anyJson(depth: number): fc.Arbitrary<cedar.CedarValueJson> {
 }
 
 /** A record of attributes: mostly each name with its usual type, sometimes another (type errors). */
-const attrArbs = new Map<number, fc.Arbitrary<Record<string, cedar.CedarValueJson>>>();
-
-function attrsArb(depth: number): fc.Arbitrary<Record<string, cedar.CedarValueJson>> {
-  let a = attrArbs.get(depth);
-  if (a === undefined) {
-    a = buildAttrs(depth);
-    attrArbs.set(depth, a);
-  }
-  return a;
-}
+const attrsArb = memo(buildAttrs);
 
 function buildAttrs(depth: number): fc.Arbitrary<Record<string, cedar.CedarValueJson>> {
   const entries = ATTR_NAMES.map((name) => fc.option(
@@ -144,18 +144,8 @@ const uidTextArb = uidArb.map(uidText);
 type Kind = 'bool' | 'long' | 'string' | 'entity' | 'set' | 'record';
 const KINDS: Kind[] = ['bool', 'long', 'string', 'entity', 'set', 'record'];
 
-const exprs = new Map<string, fc.Arbitrary<string>>();
-
-/** Cedar text of an expression that usually has type `kind` (sometimes another: type errors). Built once per kind and depth. */
-function expr(kind: Kind, depth: number): fc.Arbitrary<string> {
-  const k = `${kind}/${depth}`;
-  let a = exprs.get(k);
-  if (a === undefined) {
-    a = buildExpr(kind, depth);
-    exprs.set(k, a);
-  }
-  return a;
-}
+/** Cedar text of an expression that usually has type `kind` (sometimes another: type errors). */
+const expr = memo(buildExpr);
 
 function buildExpr(kind: Kind, depth: number): fc.Arbitrary<string> {
   if (depth <= 0) return leaf(kind);
@@ -209,9 +199,10 @@ function typed(kind: Kind, depth: number): fc.Arbitrary<string> {
         fc.tuple(fc.oneof(e('entity'), e('record')), fc.constantFrom('r.n', 'r.s', 'e.s', 'r.r.b', 's.n')).map(([a, n]) => `(${a} has ${n})`),
         fc.tuple(e('entity'), fc.constantFrom(...TYPES)).map(([a, t]) => `(${a} is ${t})`),
         fc.tuple(e('entity'), fc.constantFrom(...TYPES), fc.oneof(e('entity'), e('set'))).map(([a, t, b]) => `(${a} is ${t} in ${b})`),
-        fc.tuple(e('set'), any).map(([s, v]) => `${s}.contains(${v})`),
-        fc.tuple(e('set'), fc.constantFrom('containsAll', 'containsAny'), e('set')).map(([a, f, b]) => `${a}.${f}(${b})`),
-        e('set').map((s) => `${s}.isEmpty()`),
+        // Receivers in parentheses: `-9223372036854775808.isEmpty()` is `-(9223372036854775808.isEmpty())`.
+        fc.tuple(e('set'), any).map(([s, v]) => `(${s}).contains(${v})`),
+        fc.tuple(e('set'), fc.constantFrom('containsAll', 'containsAny'), e('set')).map(([a, f, b]) => `(${a}).${f}(${b})`),
+        e('set').map((s) => `(${s}).isEmpty()`),
         ite,
         // Extension functions: the in-process evaluator leaves these policies to cedar-wasm.
         fc.constantFrom('ip("10.0.0.1").isInRange(ip("10.0.0.0/8"))', 'decimal("1.5").lessThan(decimal("2.25"))', 'principal.hasTag("s")'),
@@ -263,19 +254,18 @@ const policyArb: fc.Arbitrary<string> = fc.tuple(
   fc.array(fc.tuple(fc.constantFrom('when', 'unless', 'when'), fc.oneof(expr('bool', 1), expr('bool', 2), expr('bool', 3))), { maxLength: 2 }),
 ).map(([effect, p, a, r, conds]) => `${effect} (${p}, ${a}, ${r})${conds.map(([k, b]) => ` ${k} { ${b} }`).join('')};`);
 
-/** A whole case: entities, a request, and 1 to 6 policies. */
+const requestArb: fc.Arbitrary<DrtRequest> = fc.record({ principal: uidArb, action: actionArb, resource: uidArb, context: attrsArb(2) });
+
+/** A whole case: entities, 1 to 6 policies, and 1 to 4 requests. */
 export const caseArbitrary: fc.Arbitrary<DrtCase> = fc.record({
   entities: entitiesArb,
   actions: actionEntitiesArb,
-  principal: uidArb,
-  action: actionArb,
-  resource: uidArb,
-  context: attrsArb(2),
   policies: fc.array(policyArb, { minLength: 1, maxLength: 6 }),
-}).map(({ entities, actions, principal, action, resource, context, policies }) => ({
+  requests: fc.array(requestArb, { minLength: 1, maxLength: 4 }),
+}).map(({ entities, actions, policies, requests }) => ({
   entities: [...entities, ...actions],
-  principal, action, resource, context,
   policies: Object.fromEntries(policies.map((p, i) => [`p${i}`, p])),
+  requests,
 }));
 
 // ---------------------------------------------------------------------------------------------
@@ -287,18 +277,20 @@ function verdict(a: cedar.AuthorizationAnswer): DrtVerdict | string {
   return { decision: a.response.decision, reasons: [...a.response.diagnostics.reason].sort(), errored: [...new Set(a.response.diagnostics.errors.map((e) => e.policyId))].sort() };
 }
 
+const FALLBACK_SET = 'tessera-drt-fallback';
+
 /**
- * Decides a case with cedar-wasm (`isAuthorized`, every policy, no schema) and with the
- * in-process evaluator (policies it does not support decided by cedar-wasm alone, merged as the
- * engine merges them), and compares.
+ * Decides each request of a case with cedar-wasm (`isAuthorized`, every policy, no schema) and
+ * with the in-process evaluator (policies compiled once per case; those it does not support
+ * preparsed alone and decided by cedar-wasm's `statefulIsAuthorized`, merged as the engine merges
+ * them), and compares.
  */
 export function runCase(c: DrtCase, coverage = false): DrtResult {
-  const call = { principal: c.principal, action: c.action, resource: c.resource, context: c.context, entities: c.entities };
-  const reference = verdict(cedar.isAuthorized({ ...call, policies: { staticPolicies: c.policies } }));
-
   const compiled: CompiledPolicy[] = [];
   const fallback: string[] = [];
-  let ours: DrtVerdict | string;
+  const references: (DrtVerdict | string)[] = [];
+  let disagreement: string | undefined;
+  let prepared: { evaluator: PolicyEvaluator; store: Map<string, EntityData> } | string;
   try {
     for (const [id, text] of Object.entries(c.policies)) {
       const j = cedar.policyToJson(text);
@@ -307,56 +299,83 @@ export function runCase(c: DrtCase, coverage = false): DrtResult {
       if (typeof p === 'string') fallback.push(id);
       else compiled.push(p);
     }
-    const store = entityStore(c.entities);
-    const context = contextFromJson(c.context);
-    if (store === undefined || context === undefined) throw new Error('the entities or the context cannot be represented');
-    const env = new MapEnv(new EntityRef(c.principal.type, c.principal.id), new EntityRef(c.action.type, c.action.id), new EntityRef(c.resource.type, c.resource.id), context, store);
-    const outcome = new PolicyEvaluator(compiled).evaluate(env);
-    let sub: cedar.Response | undefined;
     if (fallback.length > 0) {
-      const a = cedar.isAuthorized({ ...call, policies: { staticPolicies: Object.fromEntries(fallback.map((id) => [id, c.policies[id]!])) } });
-      if (a.type !== 'success') throw new Error(`fallback failed: ${a.errors.map((e) => e.message).join('; ')}`);
-      sub = a.response;
+      const ps = cedar.preparsePolicySet(FALLBACK_SET, { staticPolicies: Object.fromEntries(fallback.map((id) => [id, c.policies[id]!])) });
+      if (ps.type !== 'success') throw new Error(`fallback set: ${ps.errors.map((e) => e.message).join('; ')}`);
     }
-    const answer = combineAnswers(outcome, sub);
-    ours = { decision: answer.allow ? 'allow' : 'deny', reasons: [...answer.reasons].sort(), errored: [...new Set(answer.errors.map((e) => e[0]))].sort() };
+    const store = entityStore(c.entities);
+    if (store === undefined) throw new Error('the entities cannot be represented');
+    prepared = { evaluator: new PolicyEvaluator(compiled), store };
   } catch (err) {
-    ours = `error: ${err instanceof Error ? err.message : String(err)}`;
+    prepared = `error: ${err instanceof Error ? err.message : String(err)}`;
   }
-  const disagreement = JSON.stringify(reference) === JSON.stringify(ours) ? undefined : `cedar-wasm ${JSON.stringify(reference)} vs in-process ${JSON.stringify(ours)}`;
-  return { disagreement, reference, ours, compiled, fallback };
+  for (const [i, r] of c.requests.entries()) {
+    const call = { principal: r.principal, action: r.action, resource: r.resource, context: r.context, entities: c.entities };
+    const reference = verdict(cedar.isAuthorized({ ...call, policies: { staticPolicies: c.policies } }));
+    references.push(reference);
+    let ours: DrtVerdict | string;
+    if (typeof prepared === 'string') ours = prepared;
+    else {
+      try {
+        const context = contextFromJson(r.context);
+        if (context === undefined) throw new Error('the context cannot be represented');
+        const env = new MapEnv(new EntityRef(r.principal.type, r.principal.id), new EntityRef(r.action.type, r.action.id), new EntityRef(r.resource.type, r.resource.id), context, prepared.store);
+        const outcome = prepared.evaluator.evaluate(env);
+        let sub: cedar.Response | undefined;
+        if (fallback.length > 0) {
+          const a = cedar.statefulIsAuthorized({ ...call, preparsedPolicySetId: FALLBACK_SET });
+          if (a.type !== 'success') throw new Error(`fallback failed: ${a.errors.map((e) => e.message).join('; ')}`);
+          sub = a.response;
+        }
+        const answer = combineAnswers(outcome, sub);
+        ours = { decision: answer.allow ? 'allow' : 'deny', reasons: [...answer.reasons].sort(), errored: [...new Set(answer.errors.map((e) => e[0]))].sort() };
+      } catch (err) {
+        ours = `error: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    }
+    // Both refusing the case (a policy Cedar cannot parse) is agreement; Coverage counts those.
+    const bothFailed = typeof reference === 'string' && typeof ours === 'string';
+    if (disagreement === undefined && !bothFailed && JSON.stringify(reference) !== JSON.stringify(ours)) {
+      disagreement = `request ${i}: cedar-wasm ${JSON.stringify(reference)} vs in-process ${JSON.stringify(ours)}`;
+    }
+  }
+  return { disagreement, references, compiled, fallback };
 }
 
-/** Per-construct and outcome counts over many cases. */
+/** Per-construct and outcome counts over many cases (a case: one request decided both ways). */
 export class Coverage {
   readonly cases = { total: 0, allow: 0, denyByForbid: 0, denyNoMatch: 0, withErrors: 0, referenceFailures: 0 };
+  /** Policy sets generated (each decides 1 to 4 requests). */
+  sets = 0;
   /** Cases in which some in-process policy used each construct. */
   readonly constructs = new Map<Construct, number>();
   policies = 0;
   fallbackPolicies = 0;
 
   add(r: DrtResult): void {
-    this.cases.total++;
+    this.sets++;
     this.policies += r.compiled.length + r.fallback.length;
     this.fallbackPolicies += r.fallback.length;
-    const v = r.reference;
-    if (typeof v === 'string') this.cases.referenceFailures++;
-    else {
-      if (v.decision === 'allow') this.cases.allow++;
-      else if (v.reasons.length > 0) this.cases.denyByForbid++;
-      else this.cases.denyNoMatch++;
-      if (v.errored.length > 0) this.cases.withErrors++;
+    for (const v of r.references) {
+      this.cases.total++;
+      if (typeof v === 'string') this.cases.referenceFailures++;
+      else {
+        if (v.decision === 'allow') this.cases.allow++;
+        else if (v.reasons.length > 0) this.cases.denyByForbid++;
+        else this.cases.denyNoMatch++;
+        if (v.errored.length > 0) this.cases.withErrors++;
+      }
     }
     const seen = new Set<Construct>();
     for (const p of r.compiled) for (const k of p.constructs ?? []) seen.add(k);
-    for (const k of seen) this.constructs.set(k, (this.constructs.get(k) ?? 0) + 1);
+    for (const k of seen) this.constructs.set(k, (this.constructs.get(k) ?? 0) + r.references.length);
   }
 
   format(): string {
     const c = this.cases;
     const lines = [
       `cases ${c.total}: allow ${c.allow}, deny by forbid ${c.denyByForbid}, deny (nothing satisfied) ${c.denyNoMatch}, with erroring policies ${c.withErrors}, Cedar request failures ${c.referenceFailures}`,
-      `policies ${this.policies}, left to cedar-wasm (unsupported constructs) ${this.fallbackPolicies}`,
+      `policy sets ${this.sets}, policies ${this.policies}, left to cedar-wasm (unsupported constructs) ${this.fallbackPolicies}`,
       'cases exercising each construct in process:',
     ];
     const row = [...this.constructs].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`);

@@ -319,10 +319,12 @@ export class PolicyEngine {
 
   /**
    * Ids of the policies (and grant links) this engine leaves to cedar-wasm because the in-process
-   * evaluator does not support a construct they use (extension functions, tags, literals beyond ±2^53).
+   * evaluator does not support a construct they use (extension functions, tags, literals beyond ±2^53);
+   * every one with `inProcess: false`.
    */
   get fallbackPolicyIds(): string[] {
-    const fb = this.#inProcess?.fallback;
+    if (this.#inProcess === undefined) return [...Object.keys(this.#policies), ...this.#grants.map((g) => grantPolicyId(g.id))].sort();
+    const fb = this.#inProcess.fallback;
     return fb === undefined ? [] : [...Object.keys(fb.policies), ...fb.grants.map((g) => grantPolicyId(g.id))].sort();
   }
 
