@@ -173,7 +173,7 @@ function attrOf(env: Env, v: Value, name: string): Value {
   } else {
     return typeError('entity or record', v);
   }
-  if (!Object.hasOwn(rec.o, name)) return fail(`attribute ${JSON.stringify(name)} is missing`);
+  if (!Object.hasOwn(rec.o, name)) return fail(`${v instanceof EntityRef ? v.key : 'record'} does not have the attribute ${JSON.stringify(name)}`);
   return rec.o[name]!;
 }
 
