@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
-import { PolicyEngine, type DecisionRequest } from './engine.js';
+import { PolicyEngine, type Decision, type DecisionRequest } from './engine.js';
 import { DEMO_ENTITIES, DEMO_REQUESTS, DEMO_TD, demoPolicies, SHOP_ENTITIES, SHOP_POLICIES, TD } from './fixtures.js';
 import { grantPolicyParts, type BundleGrant } from './grants.js';
 import { WORKLOAD_TYPE } from './schema.js';
@@ -37,6 +37,24 @@ permit (principal, action == Tessera::Action::"credential:derive", resource)
 when { context.ttl_seconds * 1000000000000 > 0 && principal has app };
 `;
 
+const GATEWAY = `
+@id("eng-wiki")
+permit (principal in Tessera::Group::"eng", action == Tessera::Action::"gateway:request", resource == Tessera::App::"wiki")
+when { context.device.enrolled && context.device has disk_encrypted && context.device.disk_encrypted && context.risk < 50 };
+
+@id("stale-posture")
+forbid (principal, action == Tessera::Action::"gateway:request", resource)
+when { context.device.posture_state == "stale" && context.device has posture_age_seconds && context.device.posture_age_seconds > 86400 };
+
+@id("admins-read")
+permit (principal is Tessera::User in Tessera::Group::"admins", action, resource is Tessera::App)
+when { context.method == "GET" || (context.hour >= 8 && context.path like "/admin/*") };
+
+@id("gateway-decimal")
+forbid (principal, action == Tessera::Action::"gateway:request", resource)
+when { context.risk > 90 && decimal("1.0").lessThan(decimal("2.0")) };
+`;
+
 const T0 = 1767225600;
 const GRANTS: BundleGrant[] = [
   { id: 'g-00000000000000a1', principal: `${DEMO_TD}/shop/inventory`, action: 'http:request', resource: `${DEMO_TD}/shop/frontend`, start: T0, expiry: T0 + 3600 },
@@ -49,7 +67,7 @@ const IDS = [...ENTITIES.map((e) => e.id), `${TD}/unknown/thing`, `${DEMO_TD}/te
 function policySet(): Record<string, string> {
   // The shop set's one @id clashes with the demo's: drop it there (the policy keeps its `<file>#<n>` id).
   const shop = Object.fromEntries(Object.entries(SHOP_POLICIES).map(([k, v]) => [k, v.replace('@id("frontend-reads-orders")', '')]));
-  return { ...demoPolicies(), ...shop, 'extra.cedar': EXTRA };
+  return { ...demoPolicies(), ...shop, 'extra.cedar': EXTRA, 'gateway.cedar': GATEWAY };
 }
 
 const grantArb = fc.constantFrom(...GRANTS);
@@ -102,7 +120,7 @@ describe('PolicyEngine (in process) vs cedar-wasm over Tessera\'s schema and pol
 
   it('compiles all but the extension-function policy in process', () => {
     expect(Object.keys(compiled.policies).length).toBeGreaterThan(15);
-    expect(engine.fallbackPolicyIds).toEqual(['extra-decimal']);
+    expect(engine.fallbackPolicyIds).toEqual(['extra-decimal', 'gateway-decimal']);
   });
 
   it('decides the demo\'s requests as cedar-wasm does', () => {
@@ -134,5 +152,57 @@ describe('PolicyEngine (in process) vs cedar-wasm over Tessera\'s schema and pol
     expect(seen.forbid).toBeGreaterThan(10);
     expect(seen.errors).toBeGreaterThan(10);
     expect(seen.grant).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+const deviceArb = fc.record({
+  enrolled: fc.boolean(),
+  posture_state: fc.constantFrom('fresh', 'stale', 'missing'),
+  posture_age_seconds: fc.option(fc.constantFrom(0, 86400, 86401, 2 ** 40), { nil: undefined }),
+  disk_encrypted: fc.option(fc.boolean(), { nil: undefined }),
+  os: fc.option(fc.constantFrom('linux', 'macos'), { nil: undefined }),
+}, { requiredKeys: ['enrolled', 'posture_state'] });
+
+/** People's requests; one in six or so malformed (an undeclared or missing attribute, a wrong type, a lone surrogate, a group twice). */
+const personArb = fc.record({
+  user: fc.constantFrom(`${DEMO_TD}/user/ana`, `${DEMO_TD}/user/bo`),
+  groups: fc.subarray(['eng', 'admins', 'ops']),
+  app: fc.constantFrom('wiki', 'grafana'),
+  method: fc.constantFrom('GET', 'POST'),
+  path: fc.constantFrom('/', '/admin/users', '/wiki/page'),
+  hour: fc.integer({ min: 0, max: 23 }),
+  risk: fc.integer({ min: 0, max: 100 }),
+  device: deviceArb,
+  flaw: fc.option(fc.constantFrom('extra', 'missing', 'type', 'surrogate', 'twice'), { freq: 5, nil: undefined }),
+}).map((r) => {
+  const device: Record<string, unknown> = Object.fromEntries(Object.entries(r.device).filter(([, v]) => v !== undefined));
+  const context: Record<string, unknown> = { method: r.method, path: r.path, site: 'hq', time: T0, hour: r.hour, risk: r.risk, device };
+  const groups = [...r.groups];
+  if (r.flaw === 'extra') device.bogus = true;
+  if (r.flaw === 'missing') delete device.enrolled;
+  if (r.flaw === 'type') context.risk = String(r.risk);
+  if (r.flaw === 'surrogate') context.path = '/\ud800';
+  if (r.flaw === 'twice') groups.push(groups[0] ?? 'eng', groups[0] ?? 'eng');
+  return { user: r.user, groups, app: r.app, context };
+});
+
+describe('PolicyEngine.decidePerson in process vs cedar-wasm (with request validation)', () => {
+  const compiled = PolicyEngine.compile({ policies: policySet() });
+  it('decides random people\'s requests alike (decision, reasons, erroring policies; request errors from Cedar)', () => {
+    const seen = { allow: 0, forbid: 0, invalid: 0 };
+    const seed = process.env.ENGINE_DRT_SEED !== undefined ? Number(process.env.ENGINE_DRT_SEED) : undefined;
+    fc.assert(fc.property(personArb, (r) => {
+      // New engines each time: decidePerson caches by its inputs.
+      const ours = new PolicyEngine(compiled, ENTITIES).decidePerson(r);
+      const want = new PolicyEngine(compiled, ENTITIES, { inProcess: false }).decidePerson(r);
+      const ids = (d: Decision): string[] => d.errors.map((e) => (e.startsWith('request: ') ? e : e.slice(0, e.indexOf(': '))));
+      expect({ allow: ours.allow, reasons: ours.reasons, errors: ids(ours) }, JSON.stringify(r)).toEqual({ allow: want.allow, reasons: want.reasons, errors: ids(want) });
+      if (want.allow) seen.allow++;
+      if (want.reasons.length > 0 && !want.allow) seen.forbid++;
+      if (want.errors.some((e) => e.startsWith('request: '))) seen.invalid++;
+    }), { numRuns: 150, ...(seed !== undefined ? { seed } : {}) });
+    expect(seen.allow).toBeGreaterThan(3);
+    expect(seen.forbid).toBeGreaterThan(3);
+    expect(seen.invalid).toBeGreaterThan(3);
   }, 60_000);
 });

@@ -9,9 +9,10 @@
  *   a cedar-wasm slot and decided there, the answers merged as Cedar would. Differential random
  *   testing against cedar-wasm (drt.ts) shows both decide alike.
  * - cedar-wasm remains the parser, the validator and the reference: the whole set is parsed into
- *   its Wasm heap once (`preparsePolicySet`, see `loadSlot`) for requests the JS check below cannot
- *   validate, for strings that are not well-formed UTF-16, and for people's decisions
- *   (decidePerson, validated against the schema by Cedar).
+ *   its Wasm heap once (`preparsePolicySet`, see `loadSlot`) for requests the JS checks cannot
+ *   validate (custom schemas; people's requests that do not certainly conform to Tessera's schema,
+ *   which Cedar then validates and refuses with its own message) and for strings that are not
+ *   well-formed UTF-16.
  * - The context is checked against the schema here, in JS, for the actions whose context is a
  *   record of scalars (all of Tessera's), instead of asking Cedar to validate the request, which
  *   costs ~40 % more per call. Other schemas fall back to Cedar's request validation.
@@ -29,8 +30,8 @@ import { canonicalJson } from '../canonical-json.js';
 import { policyHash } from './bundle.js';
 import { postureAgeClass, postureAgeThresholds } from './posture-age.js';
 import { grantPolicyId, grantPolicyParts, type BundleGrant } from './grants.js';
-import { compileInProcess, wellFormed, workloadData, WorkloadEnv, type InProcessSet } from './in-process.js';
-import { EntityRef, combineAnswers, type EntityData, type Value } from './evaluator.js';
+import { allWellFormed, compileInProcess, conforms, entityData, typeSpec, wellFormed, workloadData, WorkloadEnv, type InProcessSet, type TypeSpec } from './in-process.js';
+import { EntityRef, MapEnv, combineAnswers, contextFromJson, type CedarAnswer, type EntityData, type Value } from './evaluator.js';
 import { ACTION_TYPE, APP_TYPE, GROUP_TYPE, TESSERA_SCHEMA, USER_TYPE, WORKLOAD_TYPE } from './schema.js';
 import { LIMITS, POLICY_ACTIONS, POLICY_FILE_NAME, checkEntityAttributes, isPolicyAction, type PolicyAction, type PolicyContext, type PolicyEntity } from './types.js';
 
@@ -136,6 +137,9 @@ export class PolicyEngine {
   readonly #env = new WorkloadEnv();
   readonly #entityData = new Map<string, EntityData>();
   readonly #bareData = new Map<string, EntityData>();
+  readonly #gatewayAction = new EntityRef(ACTION_TYPE, 'gateway:request');
+  /** What a person's context must conform to for the in-process path (null: never; undefined: not computed yet). */
+  #personSpec: TypeSpec | null | undefined;
   readonly #actionRefs = new Map<string, EntityRef>();
   readonly #entities = new Map<string, EntityJson>();
   readonly #contextSpecs = new Map<string, ContextSpec>();
@@ -260,11 +264,15 @@ export class PolicyEngine {
       }
     }
     const principal = { type: USER_TYPE, id: req.user };
-    const entities: EntityJson[] = [
-      { uid: principal, attrs: {}, parents: req.groups.map((g) => ({ type: GROUP_TYPE, id: g })) },
-      ...req.groups.map((g) => ({ uid: { type: GROUP_TYPE, id: g }, attrs: {}, parents: [] })),
-      { uid: { type: APP_TYPE, id: req.app }, attrs: {}, parents: [] },
-    ];
+    const inProcess = this.#decidePersonInProcess(req);
+    if (inProcess !== undefined) {
+      if (key !== undefined) {
+        if (this.#people.size >= DEFAULT_CACHE_SIZE) this.#people.clear();
+        this.#people.set(key, Object.freeze({ ...inProcess, cached: true }));
+      }
+      return inProcess;
+    }
+    const entities = personEntities(req);
     let answer: cedar.AuthorizationAnswer;
     try {
       answer = cedar.statefulIsAuthorized({
@@ -393,6 +401,58 @@ export class PolicyEngine {
     return Object.freeze({ allow: decision === 'allow', reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
   }
 
+  /**
+   * A person's request decided in process, or undefined when Cedar must validate it: the bundle's
+   * schema is not Tessera's own, or the request does not certainly conform to it (then cedar-wasm
+   * validates and decides it, with its exact errors).
+   */
+  #decidePersonInProcess(req: PersonRequest): Decision | undefined {
+    const ip = this.#inProcess;
+    if (ip === undefined) return undefined;
+    if (this.#personSpec === undefined) {
+      const ns = obj(this.#schema.Tessera);
+      const applies = obj(obj(obj(ns?.actions)?.['gateway:request'])?.appliesTo);
+      this.#personSpec = ns !== undefined && canonicalJson(this.#schema) === canonicalJson(TESSERA_SCHEMA) ? typeSpec(ns, applies?.context) ?? null : null;
+    }
+    const spec = this.#personSpec;
+    const { user, groups, app, context } = req;
+    if (spec === null || !Array.isArray(groups) || !allWellFormed([user, app, ...groups]) || new Set(groups).size !== groups.length || !conforms(spec, context)) return undefined;
+    const ctx = contextFromJson(context);
+    if (ctx === undefined) return undefined;
+    const store = new Map<string, EntityData>();
+    const groupData = groups.map((g) => entityData(GROUP_TYPE, g));
+    for (const g of groupData) store.set(g.uid.key, g);
+    const u = entityData(USER_TYPE, user, new Set(groupData.map((g) => g.uid.key)));
+    const a = entityData(APP_TYPE, app);
+    store.set(u.uid.key, u);
+    store.set(a.uid.key, a);
+    const outcome = ip.evaluator.evaluate(new MapEnv(u.uid, this.#gatewayAction, a.uid, ctx, store));
+    let sub: cedar.Response | undefined;
+    const fb = ip.fallback;
+    if (fb !== undefined) {
+      if (slotHolder[this.#fallbackSlot] !== this.#fallbackDigest) {
+        try {
+          this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
+        } catch (err) {
+          return deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]);
+        }
+      }
+      let answer: cedar.AuthorizationAnswer;
+      try {
+        answer = cedar.statefulIsAuthorized({
+          principal: { type: USER_TYPE, id: user }, action: { type: ACTION_TYPE, id: 'gateway:request' }, resource: { type: APP_TYPE, id: app },
+          context: context as cedar.Context, preparsedPolicySetId: POLICY_SLOT_NAMES[this.#fallbackSlot]!,
+          preparsedSchemaName: SCHEMA_SLOT_NAMES[this.#fallbackSlot]!, validateRequest: true, entities: personEntities(req),
+        });
+      } catch (err) {
+        return deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]);
+      }
+      if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
+      sub = answer.response;
+    }
+    return answerDecision(combineAnswers(outcome, sub));
+  }
+
   /** A workload with no registration entry (no attributes), kept for its next request (bounded). */
   #bare(id: string): EntityData {
     let d = this.#bareData.get(id);
@@ -439,13 +499,7 @@ export class PolicyEngine {
       if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
       sub = answer.response;
     }
-    const a = combineAnswers(outcome, sub);
-    const reasons = a.reasons.length > 1 ? a.reasons.sort() : a.reasons;
-    if (a.errors.length > 0) {
-      // Fail closed, as above.
-      return deny(a.errors.map(([id, m]) => `${id}: ${m}`).sort(), a.allow ? [] : reasons);
-    }
-    return Object.freeze({ allow: a.allow, reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
+    return answerDecision(combineAnswers(outcome, sub));
   }
 }
 
@@ -490,6 +544,22 @@ function transient(d: Decision): Decision {
 
 function deny(errors: string[], reasons: string[] = []): Decision {
   return Object.freeze({ allow: false, reasons: Object.freeze(reasons) as string[], errors: Object.freeze(errors) as string[], cached: false });
+}
+
+/** Tessera's decision from Cedar's answer: sorted, and any error denies (fail closed, as in #evaluate). */
+function answerDecision(a: CedarAnswer): Decision {
+  const reasons = a.reasons.length > 1 ? a.reasons.sort() : a.reasons;
+  if (a.errors.length > 0) return deny(a.errors.map(([id, m]) => `${id}: ${m}`).sort(), a.allow ? [] : reasons);
+  return Object.freeze({ allow: a.allow, reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
+}
+
+/** The entities of a person's request: the user (member of its groups), the groups, the app. */
+function personEntities(req: PersonRequest): EntityJson[] {
+  return [
+    { uid: { type: USER_TYPE, id: req.user }, attrs: {}, parents: req.groups.map((g) => ({ type: GROUP_TYPE, id: g })) },
+    ...req.groups.map((g) => ({ uid: { type: GROUP_TYPE, id: g }, attrs: {}, parents: [] })),
+    { uid: { type: APP_TYPE, id: req.app }, attrs: {}, parents: [] },
+  ];
 }
 
 function bareEntity(id: string): EntityJson {

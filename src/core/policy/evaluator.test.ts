@@ -12,7 +12,7 @@ import { compilePolicy } from './evaluator.js';
 const P = { type: 'User', id: 'alice' };
 const A = { type: 'Action', id: 'read' };
 const R = { type: 'Doc', id: 'd1' };
-const ENTITIES = [
+const ENTITIES: cedar.EntityJson[] = [
   { uid: P, attrs: { n: 2 ** 52, name: 'a😀b*c', r: { s: 'x', inner: { k: 1 } } }, parents: [{ type: 'Group', id: 'eng' }] },
   { uid: { type: 'Group', id: 'eng' }, attrs: {}, parents: [{ type: 'Group', id: 'all' }] },
   { uid: R, attrs: { owner: { __entity: P } }, parents: [] },

@@ -108,3 +108,63 @@ export function wellFormed(principal: string, resource: string, context: Readonl
   }
   return true;
 }
+
+/** A schema type the JS request check understands: scalars and records of them (common types resolved). */
+export type TypeSpec = 'String' | 'Long' | 'Boolean' | { readonly attrs: ReadonlyMap<string, readonly [TypeSpec, boolean]> };
+
+/** The spec of a Cedar JSON schema type in namespace `ns`, or undefined for anything else (sets, entities, extensions, open records). */
+export function typeSpec(ns: Readonly<Record<string, unknown>>, t: unknown, depth = 0): TypeSpec | undefined {
+  if (depth > 8 || typeof t !== 'object' || t === null) return undefined;
+  const type = (t as { type?: unknown }).type;
+  if (type === 'String' || type === 'Long' || type === 'Boolean') return type;
+  if (type === 'Record') {
+    const r = t as { attributes?: unknown; additionalAttributes?: unknown };
+    if (r.additionalAttributes === true || typeof r.attributes !== 'object' || r.attributes === null) return undefined;
+    const attrs = new Map<string, readonly [TypeSpec, boolean]>();
+    for (const [name, a] of Object.entries(r.attributes)) {
+      const s = typeSpec(ns, a, depth + 1);
+      if (s === undefined) return undefined;
+      attrs.set(name, [s, (a as { required?: unknown }).required !== false]);
+    }
+    return { attrs };
+  }
+  const common = (ns.commonTypes as Record<string, unknown> | undefined)?.[String(type)];
+  return typeof type === 'string' && common !== undefined && Object.hasOwn(ns.commonTypes as object, type) ? typeSpec(ns, common, depth + 1) : undefined;
+}
+
+/**
+ * True when `v` certainly conforms to `spec` as Cedar's request validation sees it (strings
+ * well-formed, longs safe integers, records with exactly declared attributes and every required
+ * one). False only means "let Cedar validate it".
+ */
+export function conforms(spec: TypeSpec, v: unknown): boolean {
+  switch (spec) {
+    case 'String': return typeof v === 'string' && isWellFormed.call(v);
+    case 'Long': return Number.isSafeInteger(v);
+    case 'Boolean': return typeof v === 'boolean';
+    default: {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+      const o = v as Record<string, unknown>;
+      let present = 0;
+      for (const k of Object.keys(o)) {
+        const a = spec.attrs.get(k);
+        if (a === undefined || !conforms(a[0], o[k])) return false;
+        if (a[1]) present++;
+      }
+      let required = 0;
+      for (const a of spec.attrs.values()) if (a[1]) required++;
+      return present === required;
+    }
+  }
+}
+
+/** Whether every string is well-formed UTF-16 (see {@link wellFormed}). */
+export function allWellFormed(strings: readonly unknown[]): boolean {
+  for (const s of strings) if (typeof s !== 'string' || !isWellFormed.call(s)) return false;
+  return true;
+}
+
+/** An entity with parents (transitively: the caller lists every ancestor). */
+export function entityData(type: string, id: string, ancestors: ReadonlySet<string> = NO_ANCESTORS): EntityData {
+  return { uid: new EntityRef(type, id), attrs: NO_ATTRS, ancestors };
+}
