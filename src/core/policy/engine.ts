@@ -266,7 +266,7 @@ export class PolicyEngine {
     const principal = { type: USER_TYPE, id: req.user };
     const inProcess = this.#decidePersonInProcess(req);
     if (inProcess !== undefined) {
-      if (key !== undefined) {
+      if (key !== undefined && !TRANSIENT.has(inProcess)) {
         if (this.#people.size >= DEFAULT_CACHE_SIZE) this.#people.clear();
         this.#people.set(key, Object.freeze({ ...inProcess, cached: true }));
       }
@@ -428,29 +428,40 @@ export class PolicyEngine {
     store.set(a.uid.key, a);
     const outcome = ip.evaluator.evaluate(new MapEnv(u.uid, this.#gatewayAction, a.uid, ctx, store));
     let sub: cedar.Response | undefined;
-    const fb = ip.fallback;
-    if (fb !== undefined) {
-      if (slotHolder[this.#fallbackSlot] !== this.#fallbackDigest) {
-        try {
-          this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
-        } catch (err) {
-          return deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]);
-        }
-      }
-      let answer: cedar.AuthorizationAnswer;
-      try {
-        answer = cedar.statefulIsAuthorized({
-          principal: { type: USER_TYPE, id: user }, action: { type: ACTION_TYPE, id: 'gateway:request' }, resource: { type: APP_TYPE, id: app },
-          context: context as cedar.Context, preparsedPolicySetId: POLICY_SLOT_NAMES[this.#fallbackSlot]!,
-          preparsedSchemaName: SCHEMA_SLOT_NAMES[this.#fallbackSlot]!, validateRequest: true, entities: personEntities(req),
-        });
-      } catch (err) {
-        return deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]);
-      }
-      if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
-      sub = answer.response;
+    if (ip.fallback !== undefined) {
+      const answer = this.#fallbackAnswer(ip.fallback, {
+        principal: { type: USER_TYPE, id: user }, action: { type: ACTION_TYPE, id: 'gateway:request' }, resource: { type: APP_TYPE, id: app },
+        context: context as cedar.Context, entities: personEntities(req),
+      }, true);
+      if ('allow' in answer) return answer;
+      sub = answer;
     }
     return answerDecision(combineAnswers(outcome, sub));
+  }
+
+  /**
+   * cedar-wasm's answer over the policies left to it (their own slot, loaded again if a newer engine
+   * took it), or the denial when it cannot answer (never cached when the fault is not the request's).
+   */
+  #fallbackAnswer(fb: NonNullable<InProcessSet['fallback']>, call: Omit<cedar.StatefulAuthorizationCall, 'preparsedPolicySetId'>, validate: boolean): cedar.Response | Decision {
+    if (slotHolder[this.#fallbackSlot] !== this.#fallbackDigest) {
+      try {
+        this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
+      } catch (err) {
+        return transient(deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]));
+      }
+    }
+    let answer: cedar.AuthorizationAnswer;
+    try {
+      answer = cedar.statefulIsAuthorized({
+        ...call, preparsedPolicySetId: POLICY_SLOT_NAMES[this.#fallbackSlot]!,
+        ...(validate ? { preparsedSchemaName: SCHEMA_SLOT_NAMES[this.#fallbackSlot]!, validateRequest: true } : {}),
+      });
+    } catch (err) {
+      return transient(deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]));
+    }
+    if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
+    return answer.response;
   }
 
   /** A workload with no registration entry (no attributes), kept for its next request (bounded). */
@@ -476,28 +487,12 @@ export class PolicyEngine {
       env.clear();
     }
     let sub: cedar.Response | undefined;
-    const fb = ip.fallback;
-    if (fb !== undefined) {
-      if (slotHolder[this.#fallbackSlot] !== this.#fallbackDigest) {
-        try {
-          this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
-        } catch (err) {
-          return transient(deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]));
-        }
-      }
+    if (ip.fallback !== undefined) {
       const pe = this.#entities.get(principal) ?? bareEntity(principal);
       const entities = principal === resource ? [pe] : [pe, this.#entities.get(resource) ?? bareEntity(resource)];
-      let answer: cedar.AuthorizationAnswer;
-      try {
-        answer = cedar.statefulIsAuthorized({
-          principal: pe.uid, action: this.#actionUids.get(action)!, resource: entities[entities.length - 1]!.uid, context,
-          preparsedPolicySetId: POLICY_SLOT_NAMES[this.#fallbackSlot]!, entities,
-        });
-      } catch (err) {
-        return transient(deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]));
-      }
-      if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
-      sub = answer.response;
+      const answer = this.#fallbackAnswer(ip.fallback, { principal: pe.uid, action: this.#actionUids.get(action)!, resource: entities[entities.length - 1]!.uid, context, entities }, false);
+      if ('allow' in answer) return answer;
+      sub = answer;
     }
     return answerDecision(combineAnswers(outcome, sub));
   }
