@@ -2,9 +2,17 @@
  * The Cedar policy engine: compiles (parses and strictly validates) policy files against the
  * schema, and decides requests locally, fast, and closed.
  *
- * - The policy set is parsed into Cedar's Wasm heap once (`preparsePolicySet`, see `loadSlot`) and
- *   each decision calls `statefulIsAuthorized` with only the two entities it needs: about 10×
- *   cheaper than `isAuthorized`, which re-parses every policy on every call (`bench/policy.ts`).
+ * - Workload decisions are evaluated in process (evaluator.ts, in-process.ts): each policy is
+ *   compiled once per engine from Cedar's JSON form into closures, indexed by action, and run
+ *   against the two entities a request involves, in a few µs (`bench/policy.ts`). A policy the
+ *   evaluator does not support (extension functions, tags, huge literals) is preparsed alone into
+ *   a cedar-wasm slot and decided there, the answers merged as Cedar would. Differential random
+ *   testing against cedar-wasm (drt.ts) shows both decide alike.
+ * - cedar-wasm remains the parser, the validator and the reference: the whole set is parsed into
+ *   its Wasm heap once (`preparsePolicySet`, see `loadSlot`) for requests the JS checks cannot
+ *   validate (custom schemas; people's requests that do not certainly conform to Tessera's schema,
+ *   which Cedar then validates and refuses with its own message) and for strings that are not
+ *   well-formed UTF-16.
  * - The context is checked against the schema here, in JS, for the actions whose context is a
  *   record of scalars (all of Tessera's), instead of asking Cedar to validate the request, which
  *   costs ~40 % more per call. Other schemas fall back to Cedar's request validation.
@@ -21,7 +29,9 @@ import { TesseraError } from '../errors.js';
 import { canonicalJson } from '../canonical-json.js';
 import { policyHash } from './bundle.js';
 import { postureAgeClass, postureAgeThresholds } from './posture-age.js';
-import { grantPolicyParts, type BundleGrant } from './grants.js';
+import { grantPolicyId, grantPolicyParts, type BundleGrant } from './grants.js';
+import { allWellFormed, compileInProcess, conforms, entityData, typeSpec, wellFormed, workloadData, WorkloadEnv, type InProcessSet, type TypeSpec } from './in-process.js';
+import { EntityRef, MapEnv, combineAnswers, contextFromJson, type CedarAnswer, type EntityData, type Value } from './evaluator.js';
 import { ACTION_TYPE, APP_TYPE, GROUP_TYPE, TESSERA_SCHEMA, USER_TYPE, WORKLOAD_TYPE } from './schema.js';
 import { LIMITS, POLICY_ACTIONS, POLICY_FILE_NAME, checkEntityAttributes, isPolicyAction, type PolicyAction, type PolicyContext, type PolicyEntity } from './types.js';
 
@@ -89,6 +99,11 @@ export interface PolicyEngineOptions {
   cacheSize?: number;
   /** Just-in-time grants of the bundle: template-linked permits with their own windows (grants.ts). */
   grants?: readonly BundleGrant[];
+  /**
+   * Decide workload requests with the in-process evaluator (default true). false: every decision
+   * is a cedar-wasm call, as before the evaluator existed (the baseline of `bench/policy.ts`).
+   */
+  inProcess?: boolean;
 }
 
 type EntityJson = cedar.EntityJson;
@@ -103,6 +118,8 @@ const NODES_PER_ENTRY = 8;
 const MAX_CACHED_STRING = 1024;
 const MAX_CACHED_CONTEXT_ENTRIES = 16;
 const MAX_REPORTED_ERRORS = 50;
+/** Unregistered workloads (resources such as `.../tessera/secret/db`, unknown peers) kept as entities. */
+const BARE_ENTITIES = 1024;
 const POLICY_ID = /^[^\x00-\x1f\x7f]{1,256}$/;
 
 export class PolicyEngine {
@@ -113,6 +130,17 @@ export class PolicyEngine {
   readonly #schema: Readonly<Record<string, unknown>>;
   readonly #grants: readonly BundleGrant[];
   #slot: number;
+  readonly #inProcess: InProcessSet | undefined;
+  /** The slot holding the policies left to cedar-wasm (fallback), and its content digest. */
+  #fallbackSlot = -1;
+  readonly #fallbackDigest: string;
+  readonly #env = new WorkloadEnv();
+  readonly #entityData = new Map<string, EntityData>();
+  readonly #bareData = new Map<string, EntityData>();
+  readonly #gatewayAction = new EntityRef(ACTION_TYPE, 'gateway:request');
+  /** What a person's context must conform to for the in-process path (null: never; undefined: not computed yet). */
+  #personSpec: TypeSpec | null | undefined;
+  readonly #actionRefs = new Map<string, EntityRef>();
   readonly #entities = new Map<string, EntityJson>();
   readonly #contextSpecs = new Map<string, ContextSpec>();
   readonly #actionUids = new Map<string, cedar.EntityUidJson>();
@@ -153,9 +181,14 @@ export class PolicyEngine {
     const content = this.#grants.length > 0 ? { policies: this.#policies, schema: this.#schema, grants: this.#grants } : { policies: this.#policies, schema: this.#schema };
     this.#digest = createHash('sha256').update(canonicalJson(content), 'utf8').digest('hex');
     this.#slot = loadSlot(this.#digest, this.#policies, this.#schema, this.#grants);
+    this.#inProcess = opts.inProcess === false ? undefined : compileInProcess(this.#policies, this.#grants);
+    this.#fallbackDigest = `${this.#digest}:fallback`;
+    const fb = this.#inProcess?.fallback;
+    if (fb !== undefined) this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
 
     for (const a of POLICY_ACTIONS) {
       this.#actionUids.set(a, { type: ACTION_TYPE, id: a });
+      this.#actionRefs.set(a, new EntityRef(ACTION_TYPE, a));
       const spec = contextSpecOf(compiled.schema, a);
       if (spec !== undefined) this.#contextSpecs.set(a, spec);
     }
@@ -165,6 +198,7 @@ export class PolicyEngine {
       const attrs = checkEntityAttributes(e.attrs);
       if (typeof attrs === 'string') throw new TesseraError('TESSERA_POLICY_INVALID', `entity ${e.id}: ${attrs}`);
       this.#entities.set(e.id, { uid: { type: WORKLOAD_TYPE, id: e.id }, attrs, parents: [] });
+      this.#entityData.set(e.id, workloadData(e.id, attrs));
     }
   }
 
@@ -230,11 +264,15 @@ export class PolicyEngine {
       }
     }
     const principal = { type: USER_TYPE, id: req.user };
-    const entities: EntityJson[] = [
-      { uid: principal, attrs: {}, parents: req.groups.map((g) => ({ type: GROUP_TYPE, id: g })) },
-      ...req.groups.map((g) => ({ uid: { type: GROUP_TYPE, id: g }, attrs: {}, parents: [] })),
-      { uid: { type: APP_TYPE, id: req.app }, attrs: {}, parents: [] },
-    ];
+    const inProcess = this.#decidePersonInProcess(req);
+    if (inProcess !== undefined) {
+      if (key !== undefined && !TRANSIENT.has(inProcess)) {
+        if (this.#people.size >= DEFAULT_CACHE_SIZE) this.#people.clear();
+        this.#people.set(key, Object.freeze({ ...inProcess, cached: true }));
+      }
+      return inProcess;
+    }
+    const entities = personEntities(req);
     let answer: cedar.AuthorizationAnswer;
     try {
       answer = cedar.statefulIsAuthorized({
@@ -287,6 +325,17 @@ export class PolicyEngine {
     return out;
   }
 
+  /**
+   * Ids of the policies (and grant links) this engine leaves to cedar-wasm because the in-process
+   * evaluator does not support a construct they use (extension functions, tags, literals beyond ±2^53);
+   * every one with `inProcess: false`.
+   */
+  get fallbackPolicyIds(): string[] {
+    if (this.#inProcess === undefined) return [...Object.keys(this.#policies), ...this.#grants.map((g) => grantPolicyId(g.id))].sort();
+    const fb = this.#inProcess.fallback;
+    return fb === undefined ? [] : [...Object.keys(fb.policies), ...fb.grants.map((g) => grantPolicyId(g.id))].sort();
+  }
+
   /** Forgets every cached decision. */
   clearCache(): void {
     this.#cache.clear();
@@ -308,6 +357,8 @@ export class PolicyEngine {
     if (spec !== undefined) {
       const problem = checkContext(spec, context);
       if (problem !== undefined) return deny([`request: ${problem}`]);
+      const ip = this.#inProcess;
+      if (ip !== undefined && wellFormed(principal, resource, context)) return this.#evaluateInProcess(ip, principal, action, resource, context);
     }
     if (slotHolder[this.#slot] !== this.#digest) {
       // A newer engine took this engine's slot: parse the set again.
@@ -348,6 +399,102 @@ export class PolicyEngine {
       return deny(errors, decision === 'deny' ? reasons : []);
     }
     return Object.freeze({ allow: decision === 'allow', reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
+  }
+
+  /**
+   * A person's request decided in process, or undefined when Cedar must validate it: the bundle's
+   * schema is not Tessera's own, or the request does not certainly conform to it (then cedar-wasm
+   * validates and decides it, with its exact errors).
+   */
+  #decidePersonInProcess(req: PersonRequest): Decision | undefined {
+    const ip = this.#inProcess;
+    if (ip === undefined) return undefined;
+    if (this.#personSpec === undefined) {
+      const ns = obj(this.#schema.Tessera);
+      const applies = obj(obj(obj(ns?.actions)?.['gateway:request'])?.appliesTo);
+      this.#personSpec = ns !== undefined && canonicalJson(this.#schema) === canonicalJson(TESSERA_SCHEMA) ? typeSpec(ns, applies?.context) ?? null : null;
+    }
+    const spec = this.#personSpec;
+    const { user, groups, app, context } = req;
+    if (spec === null || !Array.isArray(groups) || !allWellFormed([user, app, ...groups]) || new Set(groups).size !== groups.length || !conforms(spec, context)) return undefined;
+    const ctx = contextFromJson(context);
+    if (ctx === undefined) return undefined;
+    const store = new Map<string, EntityData>();
+    const groupData = groups.map((g) => entityData(GROUP_TYPE, g));
+    for (const g of groupData) store.set(g.uid.key, g);
+    const u = entityData(USER_TYPE, user, new Set(groupData.map((g) => g.uid.key)));
+    const a = entityData(APP_TYPE, app);
+    store.set(u.uid.key, u);
+    store.set(a.uid.key, a);
+    const outcome = ip.evaluator.evaluate(new MapEnv(u.uid, this.#gatewayAction, a.uid, ctx, store));
+    let sub: cedar.Response | undefined;
+    if (ip.fallback !== undefined) {
+      const answer = this.#fallbackAnswer(ip.fallback, {
+        principal: { type: USER_TYPE, id: user }, action: { type: ACTION_TYPE, id: 'gateway:request' }, resource: { type: APP_TYPE, id: app },
+        context: context as cedar.Context, entities: personEntities(req),
+      }, true);
+      if ('allow' in answer) return answer;
+      sub = answer;
+    }
+    return answerDecision(combineAnswers(outcome, sub));
+  }
+
+  /**
+   * cedar-wasm's answer over the policies left to it (their own slot, loaded again if a newer engine
+   * took it), or the denial when it cannot answer (never cached when the fault is not the request's).
+   */
+  #fallbackAnswer(fb: NonNullable<InProcessSet['fallback']>, call: Omit<cedar.StatefulAuthorizationCall, 'preparsedPolicySetId'>, validate: boolean): cedar.Response | Decision {
+    if (slotHolder[this.#fallbackSlot] !== this.#fallbackDigest) {
+      try {
+        this.#fallbackSlot = loadSlot(this.#fallbackDigest, fb.policies, this.#schema, fb.grants);
+      } catch (err) {
+        return transient(deny([`request: ${err instanceof Error ? err.message : 'the policy set cannot be loaded'}`]));
+      }
+    }
+    let answer: cedar.AuthorizationAnswer;
+    try {
+      answer = cedar.statefulIsAuthorized({
+        ...call, preparsedPolicySetId: POLICY_SLOT_NAMES[this.#fallbackSlot]!,
+        ...(validate ? { preparsedSchemaName: SCHEMA_SLOT_NAMES[this.#fallbackSlot]!, validateRequest: true } : {}),
+      });
+    } catch (err) {
+      return transient(deny([`request: ${err instanceof Error ? err.message : 'evaluation failed'}`]));
+    }
+    if (answer.type !== 'success') return deny(answer.errors.map((e) => `request: ${e.message}`));
+    return answer.response;
+  }
+
+  /** A workload with no registration entry (no attributes), kept for its next request (bounded). */
+  #bare(id: string): EntityData {
+    let d = this.#bareData.get(id);
+    if (d === undefined) {
+      if (this.#bareData.size >= BARE_ENTITIES) this.#bareData.clear();
+      d = workloadData(id, {});
+      this.#bareData.set(id, d);
+    }
+    return d;
+  }
+
+  /** A checked workload request (scalar context), decided by the compiled policies (+ cedar-wasm for any left to it). */
+  #evaluateInProcess(ip: InProcessSet, principal: string, action: PolicyAction, resource: string, context: PolicyContext): Decision {
+    const p = this.#entityData.get(principal) ?? this.#bare(principal);
+    const r = principal === resource ? p : this.#entityData.get(resource) ?? this.#bare(resource);
+    const env = this.#env.set(p, this.#actionRefs.get(action)!, r, context as Record<string, Value>);
+    let outcome;
+    try {
+      outcome = ip.evaluator.evaluate(env);
+    } finally {
+      env.clear();
+    }
+    let sub: cedar.Response | undefined;
+    if (ip.fallback !== undefined) {
+      const pe = this.#entities.get(principal) ?? bareEntity(principal);
+      const entities = principal === resource ? [pe] : [pe, this.#entities.get(resource) ?? bareEntity(resource)];
+      const answer = this.#fallbackAnswer(ip.fallback, { principal: pe.uid, action: this.#actionUids.get(action)!, resource: entities[entities.length - 1]!.uid, context, entities }, false);
+      if ('allow' in answer) return answer;
+      sub = answer;
+    }
+    return answerDecision(combineAnswers(outcome, sub));
   }
 }
 
@@ -392,6 +539,22 @@ function transient(d: Decision): Decision {
 
 function deny(errors: string[], reasons: string[] = []): Decision {
   return Object.freeze({ allow: false, reasons: Object.freeze(reasons) as string[], errors: Object.freeze(errors) as string[], cached: false });
+}
+
+/** Tessera's decision from Cedar's answer: sorted, and any error denies (fail closed, as in #evaluate). */
+function answerDecision(a: CedarAnswer): Decision {
+  const reasons = a.reasons.length > 1 ? a.reasons.sort() : a.reasons;
+  if (a.errors.length > 0) return deny(a.errors.map(([id, m]) => `${id}: ${m}`).sort(), a.allow ? [] : reasons);
+  return Object.freeze({ allow: a.allow, reasons: Object.freeze(reasons) as string[], errors: NO_ERRORS, cached: false });
+}
+
+/** The entities of a person's request: the user (member of its groups), the groups, the app. */
+function personEntities(req: PersonRequest): EntityJson[] {
+  return [
+    { uid: { type: USER_TYPE, id: req.user }, attrs: {}, parents: req.groups.map((g) => ({ type: GROUP_TYPE, id: g })) },
+    ...req.groups.map((g) => ({ uid: { type: GROUP_TYPE, id: g }, attrs: {}, parents: [] })),
+    { uid: { type: APP_TYPE, id: req.app }, attrs: {}, parents: [] },
+  ];
 }
 
 function bareEntity(id: string): EntityJson {
@@ -503,6 +666,9 @@ function cacheable(req: DecisionRequest): boolean {
   return true;
 }
 
+/** Required attributes per context spec (counted once). */
+const REQUIRED = new WeakMap<ContextSpec, number>();
+
 function checkContext(spec: ContextSpec, context: PolicyContext): string | undefined {
   let present = 0;
   for (const name of Object.keys(context)) {
@@ -522,8 +688,12 @@ function checkContext(spec: ContextSpec, context: PolicyContext): string | undef
     }
     if (t[1]) present++;
   }
-  let required = 0;
-  for (const t of spec.values()) if (t[1]) required++;
+  let required = REQUIRED.get(spec);
+  if (required === undefined) {
+    required = 0;
+    for (const t of spec.values()) if (t[1]) required++;
+    REQUIRED.set(spec, required);
+  }
   if (present !== required) {
     const missing = [...spec].filter(([n, t]) => t[1] && !Object.hasOwn(context, n)).map(([n]) => n);
     return `context is missing ${missing.join(', ')}`;

@@ -2,7 +2,11 @@
  * A realistic policy set and workloads, shared by the policy tests and `bench/policy.ts`.
  * (Test support: not part of the public API.)
  */
-import type { PolicyContext, PolicyEntity } from './types.js';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readPolicyDir } from '../../admin/policy-dir.js';
+import type { PolicyAction, PolicyContext, PolicyEntity } from './types.js';
 
 export const TD = 'spiffe://example.org';
 
@@ -81,4 +85,37 @@ export function deriveContext(kind: 'apikey' | 'jwt', value: string, ttlSeconds 
 /** A context for `tcp:connect`, `secret:unseal`. */
 export function baseContext(over: Partial<Record<'site' | 'time' | 'hour' | 'risk', string | number>> = {}): PolicyContext {
   return { site: 'cloud-eu', time: 1767258000, hour: 9, risk: 5, ...over };
+}
+
+/** The demo's workloads (demo/main.ts registers them with these attributes), for `policies/*.cedar`. */
+export const DEMO_TD = 'spiffe://tessera.test';
+export const DEMO_ENTITIES: PolicyEntity[] = [
+  { id: `${DEMO_TD}/shop/frontend`, attrs: { app: 'shop', site: 'cloud-eu', compliance: 'standard', location: 'eu', env: 'demo' } },
+  { id: `${DEMO_TD}/shop/orders`, attrs: { app: 'shop', site: 'cloud-eu', compliance: 'pci', location: 'eu', env: 'demo' } },
+  { id: `${DEMO_TD}/shop/inventory`, attrs: { app: 'shop', site: 'edge-7', compliance: 'standard', location: 'eu', env: 'demo' } },
+  { id: `${DEMO_TD}/keyserver/1`, attrs: { site: 'cloud-eu', location: 'eu' } },
+];
+
+/** Requests over the demo's policies, as its sidecars, key servers and control plane make them (allows and denies). */
+export const DEMO_REQUESTS: { principal: string; action: PolicyAction; resource: string; context: PolicyContext }[] = [
+  { principal: `${DEMO_TD}/shop/frontend`, action: 'http:request', resource: `${DEMO_TD}/shop/orders`, context: httpContext('GET', '/orders/81723') },
+  { principal: `${DEMO_TD}/shop/frontend`, action: 'http:request', resource: `${DEMO_TD}/shop/orders`, context: httpContext('POST', '/orders') },
+  { principal: `${DEMO_TD}/shop/inventory`, action: 'http:request', resource: `${DEMO_TD}/shop/orders`, context: httpContext('GET', '/orders/42') },
+  { principal: `${DEMO_TD}/shop/frontend`, action: 'http:request', resource: `${DEMO_TD}/shop/inventory`, context: httpContext('GET', '/items/7') },
+  { principal: `${DEMO_TD}/shop/orders`, action: 'http:request', resource: `${DEMO_TD}/shop/inventory`, context: httpContext('POST', '/stock/7') },
+  { principal: `${DEMO_TD}/shop/orders`, action: 'secret:unseal', resource: `${DEMO_TD}/tessera/secret/db`, context: baseContext() },
+  { principal: `${DEMO_TD}/shop/inventory`, action: 'secret:unseal', resource: `${DEMO_TD}/tessera/secret/db`, context: baseContext({ site: 'edge-7' }) },
+  { principal: `${DEMO_TD}/shop/frontend`, action: 'credential:derive', resource: `${DEMO_TD}/tessera/credential/jwt`, context: deriveContext('jwt', 'orders-api') },
+];
+
+/** The demo's policy files (the repository's `policies/` directory, found from here or from dist/), named `demo/<file>`. */
+export function demoPolicies(): Record<string, string> {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'policies', 'shop.cedar'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('policies/ not found');
+    dir = up;
+  }
+  const { policies } = readPolicyDir(join(dir, 'policies'));
+  return Object.fromEntries(Object.entries(policies).map(([k, v]) => [`demo/${k}`, v]));
 }
