@@ -48,7 +48,7 @@
  * requests/s (cached); added p50 latency within 1.5× HAProxy's (same mode, every scenario); the
  * HTTP mode on unique paths ≥ 0.9× its cached req/s.
  *
- * Defaults: --seconds 3 per measurement, --concurrency 16 connections, --rounds 2 (every row
+ * Defaults: --seconds 2 per measurement, --concurrency 16 connections, --rounds 2 (every row
  * measured twice, rows interleaved, the run with the median req/s reported with the range — for
  * paced rows the run with the median p99 — : on a shared 2-core VM single runs swing by ±50 %);
  * the default run takes about 5 minutes. Extra flags: --warmup S (default 1), --rate N (paced),
@@ -185,7 +185,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, scenarios: [...SCENARIOS], rate: 1000 };
+  const o: Options = { seconds: 2, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, scenarios: [...SCENARIOS], rate: 1000 };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
