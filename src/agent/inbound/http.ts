@@ -83,10 +83,12 @@ export interface InboundStats {
   rejudged: number;
   /** Connections closed at the caller's certificate expiry (tcp mode, or http mid-exchange / mid-head). */
   expired: number;
+  /** Accepted connections that resumed a TLS session (the caller's certificate read from the session). */
+  resumed: number;
 }
 
 export function newStats(): InboundStats {
-  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, refusalsNotRecorded: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0, rejudged: 0, expired: 0 };
+  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, refusalsNotRecorded: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0, rejudged: 0, expired: 0, resumed: 0 };
 }
 
 export interface HttpLimits extends HeadLimits {
