@@ -297,11 +297,15 @@ async function runRole(cfg: RoleConfig): Promise<void> {
     case 'app': {
       const body = Buffer.alloc(BODY_BYTES, 'a');
       const big = Buffer.alloc(BIG_BODY_BYTES, 'a');
+      // Answers once it has read the request, as an app taking an upload does (an app answering a
+      // POST before its body has arrived makes the Tessera inbound close the connection after the answer).
       const server = createHttpServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-        req.resume();
         const b = req.method === 'POST' ? big : body;
-        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': b.length });
-        res.end(b);
+        req.on('end', () => {
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': b.length });
+          res.end(b);
+        });
+        req.resume();
       });
       server.listen(0, '127.0.0.1', () => ready(portOf(server)));
       return;
@@ -419,6 +423,8 @@ interface LoadResult {
   p50Ms: number;
   p99Ms: number;
   errors: number;
+  /** What the errors were: `status <code>` answers and `closed` connections (closed before their answer). */
+  errorKinds: Record<string, number>;
   loadCpuSeconds: number;
 }
 
@@ -440,9 +446,14 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
   let stopped = false;
   let completed = 0;
   let errors = 0;
+  const errorKinds: Record<string, number> = {};
+  const fault = (kind: string): void => {
+    errors++;
+    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+  };
 
   const record = (c: Conn, status: number): void => {
-    if (status !== 200) errors++;
+    if (status !== 200) fault(`status ${status}`);
     if (!measuring) return;
     const us = (performance.now() - c.startedAt) * 1000;
     hist[Math.min(BUCKETS, Math.floor(us / BUCKET_US))]!++;
@@ -536,7 +547,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
       }, (c) => {
         if (stopped) return;
         if (!c.answered) {
-          errors++;
+          fault('closed');
           setTimeout(loop, 10);
         } else {
           loop();
@@ -570,7 +581,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
         const i = idle.indexOf(c);
         if (i !== -1) idle.splice(i, 1);
         if (!stopped) {
-          errors++;
+          fault('closed');
           setTimeout(keep, 10);
         }
       });
@@ -602,7 +613,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
         else send(c, performance.now());
       }, () => {
         if (!stopped) {
-          errors++;
+          fault('closed');
           setTimeout(keep, 10); // reconnect
         }
       });
@@ -623,7 +634,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
   stopped = true;
   const result: LoadResult = {
     requests: completed, seconds: elapsed, rps: completed / elapsed,
-    p50Ms: histPercentile(hist, completed, 50), p99Ms: histPercentile(hist, completed, 99), errors,
+    p50Ms: histPercentile(hist, completed, 50), p99Ms: histPercentile(hist, completed, 99), errors, errorKinds,
     loadCpuSeconds: (cpu.user + cpu.system) / 1e6,
   };
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
@@ -939,6 +950,7 @@ interface RowResult {
   p99Ms: number;
   requests: number;
   errors: number;
+  errorKinds: Record<string, number>;
   proxies: ProxyFigures[];
   proxyCpuPer10k: number;
   appCpuPer10k: number;
@@ -974,7 +986,7 @@ async function measure(sc: Scenario, row: Row, entryPort: number, proxies: Child
     const appCpu = cpu1[cpu1.length - 1]! - cpu0[cpu0.length - 1]!;
     const measured = figures.reduce((a, f) => a + f.cpuSeconds, 0) + appCpu + result.loadCpuSeconds;
     return {
-      scenario: sc.name, row, rps: result.rps, p50Ms: result.p50Ms, p99Ms: result.p99Ms, requests: result.requests, errors: result.errors,
+      scenario: sc.name, row, rps: result.rps, p50Ms: result.p50Ms, p99Ms: result.p99Ms, requests: result.requests, errors: result.errors, errorKinds: result.errorKinds,
       proxies: figures, proxyCpuPer10k: figures.reduce((a, f) => a + f.cpuSecondsPer10k, 0),
       appCpuPer10k: per10k(appCpu), loadCpuPer10k: per10k(result.loadCpuSeconds),
       otherCpuCores: Math.max(0, (m1 - m0 - measured) / wall),
@@ -1222,7 +1234,7 @@ function printTable(results: RowResult[], o: Options, notes: string[], telemetry
       const rss = r.proxies.map((p) => fmt(p.rssMb, 0)).join(' / ');
       const runs = r.rpsRuns ?? [];
       const rps = range && runs.length > 1 ? `${fmt(r.rps)} (${fmt(Math.min(...runs))}–${fmt(Math.max(...runs))})` : fmt(r.rps);
-      lines.push(`| ${r.row} | ${rps} | ${xRps} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${Number.isNaN(addedP50) ? '' : fmt(addedP50, 3)} | ${Number.isNaN(addedP99) ? '' : fmt(addedP99, 3)} | ${xLat} | ${cpu} | ${rss} | ${fmt(r.otherCpuCores, 2)} | ${r.errors} |`);
+      lines.push(`| ${r.row} | ${rps} | ${xRps} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${Number.isNaN(addedP50) ? '' : fmt(addedP50, 3)} | ${Number.isNaN(addedP99) ? '' : fmt(addedP99, 3)} | ${xLat} | ${cpu} | ${rss} | ${fmt(r.otherCpuCores, 2)} | ${r.errors}${r.errors > 0 ? ` (${Object.entries(r.errorKinds).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''} |`);
     }
   }
   const a = [...aims(byKey), ...telemetryAims(telemetryCost, hotPathNs, byKey.get(key('cached', 'tessera-http')))];
