@@ -196,13 +196,19 @@ describe('PolicyEnforcer', () => {
     expect(cp.calls[1]!.after).toBe(1);
   });
 
-  it('decide() (the proxies\' call) answers and records exactly as authorize(), with the context the sidecar builds', async () => {
+  /** An enforcer that has loaded READ_ONLY as bundle v1. */
+  async function readOnlyEnforcer(over: Partial<PolicyEnforcerOptions>): Promise<PolicyEnforcer> {
     const cp = new FakeControlPlane();
-    const e = enforcer(cp, { allowSampleRate: 1 });
+    const e = enforcer(cp, over);
     const loaded = nextEvent(e, 'policy');
     e.start();
     cp.send(ca.sign(1, READ_ONLY), 1);
     await loaded;
+    return e;
+  }
+
+  it('decide() (the proxies\' call) answers and records exactly as authorize(), with the context the sidecar builds', async () => {
+    const e = await readOnlyEnforcer({ allowSampleRate: 1 });
     const long = `/orders/${'x'.repeat(3000)}`;
     const cases: [string, string | undefined, 'http:request' | 'tcp:connect', string | undefined, string | undefined][] = [
       [FRONTEND, 'AB12', 'http:request', 'GET', '/orders/7'],
@@ -527,12 +533,7 @@ describe('PolicyEnforcer', () => {
   });
 
   it('records decisions through ship: every denial, allows as sampled, refusals as tls:handshake', async () => {
-    const cp = new FakeControlPlane();
-    const e = enforcer(cp, { allowSampleRate: 0 });
-    const loaded = nextEvent(e, 'policy');
-    e.start();
-    cp.send(ca.sign(1, READ_ONLY), 1);
-    await loaded;
+    const e = await readOnlyEnforcer({ allowSampleRate: 0 });
     for (let i = 0; i < 5; i++) e.authorize(GET);
     e.authorize(POST);
     e.recordRefusal(ORDERS, 'TESSERA_AUTH_INVALID', 'certificate signed by an unknown CA');
