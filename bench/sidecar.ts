@@ -44,11 +44,15 @@
  * Each HAProxy process runs one thread, like each Node process. HAProxy is installed with apt-get
  * when missing and we are root; otherwise its rows are skipped.
  *
+ * After the rows, the inbound's decision path is timed in-process (callAuthorize → the sidecar's
+ * hooks → PolicyEnforcer, cached and unique paths) beside the engine's own decide(), so the cost
+ * around the Cedar decision is seen apart from the noise of the multi-process rows.
+ *
  * Aims (from the issues): TCP mode ≥ 0.9× and HTTP mode ≥ 0.7× the node-pipe floor in
  * requests/s (cached); added p50 latency within 1.5× HAProxy's (same mode, every scenario); the
  * HTTP mode on unique paths ≥ 0.9× its cached req/s.
  *
- * Defaults: --seconds 3 per measurement, --concurrency 16 connections, --rounds 2 (every row
+ * Defaults: --seconds 2 per measurement, --concurrency 16 connections, --rounds 2 (every row
  * measured twice, rows interleaved, the run with the median req/s reported with the range — for
  * paced rows the run with the median p99 — : on a shared 2-core VM single runs swing by ±50 %);
  * the default run takes about 5 minutes. Extra flags: --warmup S (default 1), --rate N (paced),
@@ -79,9 +83,11 @@ import { inboundPolicyHooks } from '../src/agent/sidecar.js';
 import { QUARANTINED_REFUSAL } from '../src/agent/inbound/rejudge.js';
 import { projectRoot } from '../src/agent/project-root.js';
 import { readPolicyDir } from '../src/admin/policy-dir.js';
-import { createPolicyBundle, signPolicyBundle } from '../src/core/policy/bundle.js';
+import { createPolicyBundle, signPolicyBundle, verifyPolicyBundle } from '../src/core/policy/bundle.js';
 import { TESSERA_SCHEMA } from '../src/core/policy/schema.js';
 import { silentLogger } from '../src/core/log.js';
+import { PolicyEngine } from '../src/core/policy/engine.js';
+import { callAuthorize, newStats } from '../src/agent/inbound/http.js';
 import { TelemetryCollector, type ActionClass, type Reporter } from '../src/agent/telemetry/collector.js';
 import type { TlsMaterial, TlsSource } from '../src/common/tls-source.js';
 import { startOutbound } from '../src/agent/outbound/outbound.js';
@@ -185,7 +191,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, scenarios: [...SCENARIOS], rate: 1000 };
+  const o: Options = { seconds: 2, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, scenarios: [...SCENARIOS], rate: 1000 };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
@@ -297,11 +303,15 @@ async function runRole(cfg: RoleConfig): Promise<void> {
     case 'app': {
       const body = Buffer.alloc(BODY_BYTES, 'a');
       const big = Buffer.alloc(BIG_BODY_BYTES, 'a');
+      // Answers once it has read the request, as an app taking an upload does (an app answering a
+      // POST before its body has arrived makes the Tessera inbound close the connection after the answer).
       const server = createHttpServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-        req.resume();
         const b = req.method === 'POST' ? big : body;
-        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': b.length });
-        res.end(b);
+        req.on('end', () => {
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': b.length });
+          res.end(b);
+        });
+        req.resume();
       });
       server.listen(0, '127.0.0.1', () => ready(portOf(server)));
       return;
@@ -419,6 +429,8 @@ interface LoadResult {
   p50Ms: number;
   p99Ms: number;
   errors: number;
+  /** What the errors were: `status <code>` answers and `closed` connections (closed before their answer). */
+  errorKinds: Record<string, number>;
   loadCpuSeconds: number;
 }
 
@@ -440,9 +452,14 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
   let stopped = false;
   let completed = 0;
   let errors = 0;
+  const errorKinds: Record<string, number> = {};
+  const fault = (kind: string): void => {
+    errors++;
+    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+  };
 
   const record = (c: Conn, status: number): void => {
-    if (status !== 200) errors++;
+    if (status !== 200) fault(`status ${status}`);
     if (!measuring) return;
     const us = (performance.now() - c.startedAt) * 1000;
     hist[Math.min(BUCKETS, Math.floor(us / BUCKET_US))]!++;
@@ -536,7 +553,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
       }, (c) => {
         if (stopped) return;
         if (!c.answered) {
-          errors++;
+          fault('closed');
           setTimeout(loop, 10);
         } else {
           loop();
@@ -570,7 +587,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
         const i = idle.indexOf(c);
         if (i !== -1) idle.splice(i, 1);
         if (!stopped) {
-          errors++;
+          fault('closed');
           setTimeout(keep, 10);
         }
       });
@@ -602,7 +619,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
         else send(c, performance.now());
       }, () => {
         if (!stopped) {
-          errors++;
+          fault('closed');
           setTimeout(keep, 10); // reconnect
         }
       });
@@ -623,7 +640,7 @@ async function runLoad(cfg: LoadConfig): Promise<void> {
   stopped = true;
   const result: LoadResult = {
     requests: completed, seconds: elapsed, rps: completed / elapsed,
-    p50Ms: histPercentile(hist, completed, 50), p99Ms: histPercentile(hist, completed, 99), errors,
+    p50Ms: histPercentile(hist, completed, 50), p99Ms: histPercentile(hist, completed, 99), errors, errorKinds,
     loadCpuSeconds: (cpu.user + cpu.system) / 1e6,
   };
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
@@ -939,6 +956,7 @@ interface RowResult {
   p99Ms: number;
   requests: number;
   errors: number;
+  errorKinds: Record<string, number>;
   proxies: ProxyFigures[];
   proxyCpuPer10k: number;
   appCpuPer10k: number;
@@ -974,7 +992,7 @@ async function measure(sc: Scenario, row: Row, entryPort: number, proxies: Child
     const appCpu = cpu1[cpu1.length - 1]! - cpu0[cpu0.length - 1]!;
     const measured = figures.reduce((a, f) => a + f.cpuSeconds, 0) + appCpu + result.loadCpuSeconds;
     return {
-      scenario: sc.name, row, rps: result.rps, p50Ms: result.p50Ms, p99Ms: result.p99Ms, requests: result.requests, errors: result.errors,
+      scenario: sc.name, row, rps: result.rps, p50Ms: result.p50Ms, p99Ms: result.p99Ms, requests: result.requests, errors: result.errors, errorKinds: result.errorKinds,
       proxies: figures, proxyCpuPer10k: figures.reduce((a, f) => a + f.cpuSecondsPer10k, 0),
       appCpuPer10k: per10k(appCpu), loadCpuPer10k: per10k(result.loadCpuSeconds),
       otherCpuCores: Math.max(0, (m1 - m0 - measured) / wall),
@@ -1118,6 +1136,61 @@ function telemetryHotPathNs(): number {
   return samples[1]!;
 }
 
+interface DecisionPath {
+  /** µs per request through the inbound's decision path: callAuthorize → the sidecar's hooks → PolicyEnforcer (decision log included). */
+  cachedUs: number;
+  uniqueUs: number;
+  /** µs per PolicyEngine.decide alone, same requests and context shape: what the path spends in the engine. */
+  engineCachedUs: number;
+  engineUniqueUs: number;
+}
+
+/**
+ * The inbound's per-request decision path timed in this process (one core, no sockets): the same
+ * call the HTTP inbound makes per request (callAuthorize with the sidecar's hooks and enforcer over
+ * the demo's bundle), for one path over and over and for unique paths, next to the engine's own
+ * decide() with the same requests: the difference is what the proxy spends around the decision.
+ */
+function decisionPath(dir: string): DecisionPath {
+  const enforcer = benchEnforcer(dir, WORKLOADS.orders.site);
+  const hooks = inboundPolicyHooks(enforcer, SERVER_ID, silentLogger);
+  const ctx = { authorize: hooks.authorize, onDecision: hooks.onDecision, stats: newStats() };
+  const signed = JSON.parse(readFileSync(join(dir, BUNDLE_FILE), 'utf8')) as Parameters<PolicyEnforcer['load']>[0];
+  const bundle = verifyPolicyBundle(signed, [new X509Certificate(readFileSync(join(dir, 'ca.crt'))).raw]);
+  const engine = new PolicyEngine(PolicyEngine.compile({ policies: bundle.policies, schema: bundle.schema }), bundle.entities);
+  const time = (n: number, f: (i: number) => boolean): number => {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) if (!f(i)) throw new Error('the bench request was denied');
+    return Number(process.hrtime.bigint() - t0) / n / 1000;
+  };
+  /** Medians of `trials` timings of each, the two interleaved (the machine's drift hits both alike). */
+  const paired = (n: number, trials: number, a: (i: number) => boolean, b: (i: number) => boolean): [number, number] => {
+    time(Math.max(1, n >> 1), a); // warm-up (JIT, cache)
+    time(Math.max(1, n >> 1), b);
+    const ta: number[] = [];
+    const tb: number[] = [];
+    for (let k = 0; k < trials; k++) {
+      ta.push(time(n, a));
+      tb.push(time(n, b));
+    }
+    const mid = (xs: number[]): number => xs.sort((x, y) => x - y)[xs.length >> 1]!;
+    return [mid(ta), mid(tb)];
+  };
+  let id = 0;
+  const path = (unique: boolean): string => (unique ? `/orders/${(id++ * 7919 + 13) % ID_SPACE}` : '/orders/1');
+  const viaPath = (unique: boolean) => (): boolean => callAuthorize(ctx, { peer: CLIENT_ID, serial: '01', action: 'http:request', method: 'GET', path: path(unique) });
+  const now = Date.now();
+  const viaEngine = (unique: boolean) => (): boolean => engine.decide({
+    principal: CLIENT_ID, action: 'http:request', resource: SERVER_ID,
+    context: { site: WORKLOADS.orders.site, time: Math.floor(now / 60_000) * 60, hour: new Date(now).getUTCHours(), risk: 0, method: 'GET', path: path(unique) },
+  }).allow;
+  const [cachedUs, engineCachedUs] = paired(100_000, 5, viaPath(false), viaEngine(false));
+  const [uniqueUs, engineUniqueUs] = paired(500, 9, viaPath(true), viaEngine(true));
+  const r = { cachedUs, engineCachedUs, uniqueUs, engineUniqueUs };
+  void enforcer.stop();
+  return r;
+}
+
 /**
  * Issue 11's aim: collecting telemetry costs the sidecar at most 3 % of its throughput. On a shared
  * VM the paired throughput ratio swings by tens of percent either way, so the steadier figure is
@@ -1222,7 +1295,7 @@ function printTable(results: RowResult[], o: Options, notes: string[], telemetry
       const rss = r.proxies.map((p) => fmt(p.rssMb, 0)).join(' / ');
       const runs = r.rpsRuns ?? [];
       const rps = range && runs.length > 1 ? `${fmt(r.rps)} (${fmt(Math.min(...runs))}–${fmt(Math.max(...runs))})` : fmt(r.rps);
-      lines.push(`| ${r.row} | ${rps} | ${xRps} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${Number.isNaN(addedP50) ? '' : fmt(addedP50, 3)} | ${Number.isNaN(addedP99) ? '' : fmt(addedP99, 3)} | ${xLat} | ${cpu} | ${rss} | ${fmt(r.otherCpuCores, 2)} | ${r.errors} |`);
+      lines.push(`| ${r.row} | ${rps} | ${xRps} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${Number.isNaN(addedP50) ? '' : fmt(addedP50, 3)} | ${Number.isNaN(addedP99) ? '' : fmt(addedP99, 3)} | ${xLat} | ${cpu} | ${rss} | ${fmt(r.otherCpuCores, 2)} | ${r.errors}${r.errors > 0 ? ` (${Object.entries(r.errorKinds).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''} |`);
     }
   }
   const a = [...aims(byKey), ...telemetryAims(telemetryCost, hotPathNs, byKey.get(key('cached', 'tessera-http')))];
@@ -1259,6 +1332,7 @@ async function main(): Promise<void> {
   const budgetMs = (o.rounds * scenarios.length * ROWS.length * (o.seconds + o.warmup + 30) + 360) * 1000;
   const telemetryCost: TelemetryCost[] = [];
   let hotPathNs: number | undefined;
+  let decision: DecisionPath | undefined;
   const watchdog = setTimeout(() => {
     process.stderr.write(`bench/sidecar: gave up after ${budgetMs / 1000} s\n`);
     void cleanup().finally(() => process.exit(1));
@@ -1320,6 +1394,8 @@ async function main(): Promise<void> {
       log('timing the telemetry hot path...');
       hotPathNs = telemetryHotPathNs();
     }
+    log('timing the decision path...');
+    decision = decisionPath(dir);
     for (const [row, ratios] of telemetryRatios) {
       const sorted = [...ratios].sort((a, b) => a - b);
       telemetryCost.push({ row, ratios: sorted, median: sorted[Math.floor((sorted.length - 1) / 2)]! });
@@ -1329,9 +1405,14 @@ async function main(): Promise<void> {
   }
   if (o.json) {
     const byKey = new Map(results.map((r) => [key(r.scenario, r.row), r]));
-    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup, rounds: o.rounds, scenarios: o.scenarios, rate: o.rate }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: [...aims(byKey), ...telemetryAims(telemetryCost, hotPathNs, byKey.get(key('cached', 'tessera-http')))], telemetry_cost: telemetryCost, telemetry_hot_path_ns: hotPathNs, notes }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ options: { seconds: o.seconds, concurrency: o.concurrency, warmup: o.warmup, rounds: o.rounds, scenarios: o.scenarios, rate: o.rate }, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node }, results, aims: [...aims(byKey), ...telemetryAims(telemetryCost, hotPathNs, byKey.get(key('cached', 'tessera-http')))], telemetry_cost: telemetryCost, telemetry_hot_path_ns: hotPathNs, decision_path_us: decision, notes }, null, 2)}\n`);
   } else {
     printTable(results, o, notes, telemetryCost, hotPathNs);
+    if (decision !== undefined) {
+      const d = decision;
+      const f = (x: number): string => (x < 10 ? x.toFixed(2) : x.toFixed(0));
+      process.stdout.write(`decision path per request (in-process, one core): cached ${f(d.cachedUs)} µs (engine ${f(d.engineCachedUs)} µs, around it ${f(d.cachedUs - d.engineCachedUs)} µs); unique paths ${f(d.uniqueUs)} µs (engine ${f(d.engineUniqueUs)} µs, around it ${f(d.uniqueUs - d.engineUniqueUs)} µs)\n`);
+    }
   }
   process.exitCode = results.length === planned ? 0 : 1;
 }

@@ -221,7 +221,7 @@ export function inboundPolicyHooks(enforcer: PolicyEnforcer, self: string, log: 
   return {
     deniedLines,
     peerStatus: (id, serial) => enforcer.peerStatus(id, serial),
-    authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
+    authorize: (r) => enforcer.decide(r.peer, r.serial, r.action, self, r.method, r.path),
     onDecision: (r) => {
       metrics?.decision(r.peer, r.allow);
       if (!r.allow && deniedLines.take(r.peer, r.time)) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons });

@@ -25,6 +25,25 @@ describe('DecisionLog', () => {
     expect(got[0]).toHaveLength(10);
   });
 
+  it('keeps() says which records to build: denials always, allows at the sample rate; push() does not sample again', async () => {
+    const got: DecisionRecord[] = [];
+    const none = new DecisionLog({ dir, allowSampleRate: 0, ship: async (b) => { got.push(...b); } });
+    const all = new DecisionLog({ dir, allowSampleRate: 1, ship: async (b) => { got.push(...b); } });
+    const tenth = new DecisionLog({ dir, allowSampleRate: 0.1, ship: async () => undefined });
+    for (let i = 0; i < 100; i++) {
+      expect(none.keeps(false)).toBe(true);
+      expect(none.keeps(true)).toBe(false);
+      expect(all.keeps(true)).toBe(true);
+    }
+    let kept = 0;
+    for (let i = 0; i < 20_000; i++) if (tenth.keeps(true)) kept++;
+    expect(kept).toBeGreaterThan(1600);
+    expect(kept).toBeLessThan(2400);
+    none.push(rec(true, 1));
+    await none.flush();
+    expect(got.map((r) => r.principal)).toEqual(['spiffe://td/p1']);
+  });
+
   it('spills to disk while the control plane is away and sends the spill first when it is back', async () => {
     let up = false;
     const got: DecisionRecord[] = [];

@@ -78,7 +78,20 @@ export class DecisionLog {
   }
 
   record(r: DecisionRecord): void {
-    if (r.allow && Math.random() >= (this.opts.allowSampleRate ?? 0.01)) return;
+    if (this.keeps(r.allow)) this.push(r);
+  }
+
+  /**
+   * Whether a decision with this outcome is to be recorded: denials always, allows with the
+   * probability `allowSampleRate` (one draw per call). With {@link push}, a caller builds the record
+   * only when it is kept.
+   */
+  keeps(allow: boolean): boolean {
+    return !allow || Math.random() < (this.opts.allowSampleRate ?? 0.01);
+  }
+
+  /** Buffers a record {@link keeps} chose (no sampling here). */
+  push(r: DecisionRecord): void {
     if (this.buffer.length >= this.maxBuffer) {
       this.overflow();
       return;

@@ -8,6 +8,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../core/log.js';
 import { createPolicyBundle, signPolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
@@ -16,7 +17,7 @@ import type { PolicyEntity, RevokedIdentity, RiskListed } from '../../core/polic
 import { createSelfSignedCa } from '../../core/x509.js';
 import { encodeVerifierKey } from '../../core/signed-note.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
-import { PolicyEnforcer, type PolicyEnforcerOptions } from './policy.js';
+import { PolicyEnforcer, utcHour, type PolicyEnforcerOptions } from './policy.js';
 
 const TD = 'spiffe://example.org';
 const FRONTEND = `${TD}/shop/frontend`;
@@ -193,6 +194,49 @@ describe('PolicyEnforcer', () => {
     // The next long-poll asks for anything newer than what it holds.
     await waitUntil(() => cp.calls.length >= 2);
     expect(cp.calls[1]!.after).toBe(1);
+  });
+
+  /** An enforcer that has loaded READ_ONLY as bundle v1. */
+  async function readOnlyEnforcer(over: Partial<PolicyEnforcerOptions>): Promise<PolicyEnforcer> {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp, over);
+    const loaded = nextEvent(e, 'policy');
+    e.start();
+    cp.send(ca.sign(1, READ_ONLY), 1);
+    await loaded;
+    return e;
+  }
+
+  it('decide() (the proxies\' call) answers and records exactly as authorize(), with the context the sidecar builds', async () => {
+    const e = await readOnlyEnforcer({ allowSampleRate: 1 });
+    const long = `/orders/${'x'.repeat(3000)}`;
+    const cases: [string, string | undefined, 'http:request' | 'tcp:connect', string | undefined, string | undefined][] = [
+      [FRONTEND, 'AB12', 'http:request', 'GET', '/orders/7'],
+      [FRONTEND, undefined, 'http:request', 'POST', '/orders/7'],
+      [FRONTEND, 'AB12', 'http:request', 'GET', long],
+      [STRANGER, undefined, 'http:request', 'GET', '/orders/7'],
+      [FRONTEND, 'AB12', 'tcp:connect', undefined, undefined],
+    ];
+    const viaDecide = cases.map(([p, serial, action, method, path]) => e.decide(p, serial, action, ORDERS, method, path));
+    const viaAuthorize = cases.map(([p, serial, action, method, path]) => e.authorize({ principal: p, ...(serial !== undefined ? { serial } : {}), action, resource: ORDERS, ...(method !== undefined ? { method } : {}), ...(path !== undefined ? { path } : {}) }));
+    expect(viaDecide.map((d) => [d.allow, d.reasons])).toEqual(viaAuthorize.map((d) => [d.allow, d.reasons]));
+    expect(viaDecide.map((d) => d.allow)).toEqual([true, false, true, false, false]);
+    await e.decisions.flush();
+    // Every decision recorded (allowSampleRate 1), twice over, in the same form both ways.
+    expect(shipped).toHaveLength(2 * cases.length);
+    const strip = (r: DecisionRecord): unknown => ({ ...r, ts: 0 });
+    expect(shipped.slice(0, cases.length).map(strip)).toEqual(shipped.slice(cases.length).map(strip));
+    const hour = new Date(shipped[0]!.ts).getUTCHours();
+    expect(shipped[0]!.context).toMatchObject({ site: 'cloud-eu', hour, risk: 0, method: 'GET', path: '/orders/7' });
+    expect(shipped[0]!.context.time).toBe(Math.floor(shipped[0]!.ts / 60_000) * 60);
+    // The long path was decided whole, recorded clipped; tcp:connect has no method or path.
+    expect(shipped[2]!.context.path).toBe(long.slice(0, 2048));
+    expect(Object.keys(shipped[4]!.context).sort()).toEqual(['hour', 'risk', 'site', 'time']);
+  });
+
+  it('utcHour is Date\'s UTC hour, for any instant', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 8.64e15 }), (ms) => utcHour(ms) === new Date(ms).getUTCHours()), { numRuns: 2000 });
+    for (const ms of [0, 3_599_999, 3_600_000, 86_399_999, 86_400_000, Date.UTC(2026, 11, 3, 23, 59, 59, 999)]) expect(utcHour(ms)).toBe(new Date(ms).getUTCHours());
   });
 
   it('refuses an unknown principal before Cedar, even when a `principal ==` permit names it', async () => {
@@ -489,12 +533,7 @@ describe('PolicyEnforcer', () => {
   });
 
   it('records decisions through ship: every denial, allows as sampled, refusals as tls:handshake', async () => {
-    const cp = new FakeControlPlane();
-    const e = enforcer(cp, { allowSampleRate: 0 });
-    const loaded = nextEvent(e, 'policy');
-    e.start();
-    cp.send(ca.sign(1, READ_ONLY), 1);
-    await loaded;
+    const e = await readOnlyEnforcer({ allowSampleRate: 0 });
     for (let i = 0; i < 5; i++) e.authorize(GET);
     e.authorize(POST);
     e.recordRefusal(ORDERS, 'TESSERA_AUTH_INVALID', 'certificate signed by an unknown CA');

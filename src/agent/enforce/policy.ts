@@ -186,33 +186,42 @@ export class PolicyEnforcer extends EventEmitter {
   }
 
   authorize(req: AuthorizeRequest): Decision {
+    return this.decide(req.principal, req.serial, req.action, req.resource, req.method, req.path);
+  }
+
+  /**
+   * {@link authorize} with its fields as arguments: the sidecar's proxies call this once per
+   * request, with nothing allocated but the decision's context (and a decision record when the
+   * decision log keeps one: denials always, allows sampled).
+   */
+  decide(principal: string, serial: string | undefined, action: Action, resource: string, method?: string, path?: string): Decision {
     const now = Date.now();
     const scores = this.identities?.scores;
     // `time` is rounded to the minute: at seconds resolution every decision would be unique and
     // the cache useless; a minute is fine for time-of-day rules (which can also use `hour`). It is
     // never rounded back across a grant's start or expiry (GrantClock): grants are exact to the second.
-    const context: Record<string, string | number> = {
-      site: this.opts.site, time: this.clock.time(now), hour: new Date(now).getUTCHours(),
-      risk: scores !== undefined && scores.size > 0 ? scores.get(req.principal) ?? 0 : 0,
-    };
-    if (req.action === 'http:request') {
-      context.method = req.method ?? '';
-      context.path = req.path ?? '';
-    }
+    const time = this.clock.time(now);
+    const risk = scores !== undefined && scores.size > 0 ? scores.get(principal) ?? 0 : 0;
+    const context: Record<string, string | number> = action === 'http:request'
+      ? { site: this.opts.site, time, hour: utcHour(now), risk, method: method ?? '', path: path ?? '' }
+      : { site: this.opts.site, time, hour: utcHour(now), risk };
     let decision: Decision;
     let status: PeerStanding;
     if (!this.engine) {
       decision = { allow: false, reasons: ['no policy bundle loaded: default deny'], errors: [], cached: false };
-    } else if (!(status = this.peerStatus(req.principal, req.serial)).ok) {
+    } else if (!(status = this.peerStatus(principal, serial)).ok) {
       // Refused before Cedar: an identity without a live entry is not a workload.
       decision = status.reason === 'revoked' ? DENY_REVOKED : status.reason === 'quarantined' ? DENY_QUARANTINED : DENY_UNKNOWN;
-    } else if (this.isQuarantined(req.resource)) {
+    } else if (this.isQuarantined(resource)) {
       // Calls into a quarantined workload are refused too (its own inbound, when the caller's sidecar did not stop them).
       decision = DENY_RESOURCE_QUARANTINED;
     } else {
-      decision = this.engine.decide({ principal: req.principal, action: req.action, resource: req.resource, context });
+      decision = this.engine.decide({ principal, action, resource, context });
     }
-    this.decisions.record({ ts: now, principal: req.principal, action: req.action, resource: req.resource, context: recordable(context), allow: decision.allow, reasons: decision.reasons });
+    // The record is only built when the log keeps it (a sampled-out allow costs one random draw).
+    if (this.decisions.keeps(decision.allow)) {
+      this.decisions.push({ ts: now, principal, action, resource, context: recordable(context), allow: decision.allow, reasons: decision.reasons });
+    }
     return decision;
   }
 
@@ -342,13 +351,19 @@ export class PolicyEnforcer extends EventEmitter {
 /** The context as recorded: strings clipped to what the control plane accepts (the decision saw them whole). */
 function recordable(context: Record<string, string | number>): Record<string, string | number> {
   let out = context;
-  for (const [k, v] of Object.entries(context)) {
+  for (const k in context) {
+    const v = context[k];
     if (typeof v === 'string' && v.length > MAX_RECORDED_STRING) {
       if (out === context) out = { ...context };
       out[k] = v.slice(0, MAX_RECORDED_STRING);
     }
   }
   return out;
+}
+
+/** The UTC hour (0–23) of `ms` since the epoch (no Date allocated: the epoch is a UTC midnight and UTC has no leap seconds in ms). */
+export function utcHour(ms: number): number {
+  return Math.floor(ms / 3_600_000) % 24;
 }
 
 /**

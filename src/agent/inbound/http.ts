@@ -83,10 +83,12 @@ export interface InboundStats {
   rejudged: number;
   /** Connections closed at the caller's certificate expiry (tcp mode, or http mid-exchange / mid-head). */
   expired: number;
+  /** Accepted connections that resumed a TLS session (the caller's certificate read from the session). */
+  resumed: number;
 }
 
 export function newStats(): InboundStats {
-  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, refusalsNotRecorded: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0, rejudged: 0, expired: 0 };
+  return { connections: 0, active: 0, handshakeFailures: 0, identityRefused: 0, requests: 0, allowed: 0, denied: 0, badRequests: 0, refusalsNotRecorded: 0, timeouts: 0, upstreamErrors: 0, internalErrors: 0, rejudged: 0, expired: 0, resumed: 0 };
 }
 
 export interface HttpLimits extends HeadLimits {
@@ -136,6 +138,8 @@ export function errorResponse(code: ErrorCode, message: string, close: boolean):
   );
 }
 
+const NO_REASONS: string[] = Object.freeze([]) as unknown as string[];
+
 /** The answer to a denied kept-alive request, built once: a denial costs no allocation. */
 const DENIED_KEEP_ALIVE = errorResponse('TESSERA_PROXY_DENIED', 'denied by policy', false);
 
@@ -153,7 +157,9 @@ export function callAuthorize(ctx: { authorize: Authorize; onDecision: ((r: Deci
   const log = ctx.onDecision;
   if (log !== undefined) {
     try {
-      log({ ...req, allow, reasons: result?.reasons ?? [], time: Date.now() });
+      // Fields named one by one: a spread (`{ ...req, allow }`) costs several microseconds here
+      // (V8 clones the request object on a slow path), more than the cached decision itself.
+      log({ peer: req.peer, serial: req.serial, action: req.action, method: req.method, path: req.path, allow, reasons: result?.reasons ?? NO_REASONS, time: Date.now() });
     } catch {
       /* a logging callback must not break the proxy */
     }

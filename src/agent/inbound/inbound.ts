@@ -282,6 +282,12 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       // tcp mode passes half-closes on. (A server made allowHalfOpen would also keep sockets
       // whose handshake the peer abandoned with a FIN, until the handshake timeout.)
       socket.allowHalfOpen = true;
+      // A resumed TLS session (the caller's agent offers the ticket we issued it) carries the caller's
+      // certificate and its verification result: Node reads both from the session, so a resumed
+      // caller gets every check below (SVID leaf rules, expiry against now, revocation, quarantine)
+      // as on a full handshake, and a session without a certificate is refused like a missing one.
+      // Tickets are sealed with keys of the secure context: a rotation (new SVID or bundle) makes
+      // every earlier ticket unusable, so a chain verified against an old bundle never resumes.
       const verdict = verifyPeerSvid(socket.getPeerX509Certificate()?.raw, socket.authorized, { trustDomain }, Date.now());
       if (!verdict.ok) {
         stats.identityRefused++;
@@ -302,6 +308,7 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
         return;
       }
       stats.connections++;
+      if (socket.isSessionReused()) stats.resumed++;
       stats.active++;
       const since = (metrics !== undefined && opts.mode === 'tcp') || tel !== undefined ? performance.now() : 0;
       let entry: Tracked;

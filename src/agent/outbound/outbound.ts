@@ -17,6 +17,17 @@
  * A target whose identity the revocation list refuses (`peerStatus`) is refused after the
  * handshake, before the app's bytes flow; an established connection is closed at the target
  * certificate's expiry, and by `rejudge()` when the target's identity is no longer acceptable.
+ *
+ * TLS session resumption: the last session ticket the target issued on a connection whose identity
+ * was verified is offered on the next connection, which then skips the certificate exchange (and
+ * both ends' signature and chain work). On a resumed TLS 1.3 session Node gives the client neither
+ * the server's certificate nor a checkServerIdentity call: the identity verified at the full
+ * handshake (expected SPIFFE ID, serial, expiry) stays bound to the ticket here, and a resumed
+ * connection gets the same standing check (revocation list) and expiry as a full one. A ticket
+ * is only ever used for the target it was issued by (one target per proxy), dropped when our SVID
+ * or bundle rotates (so a changed bundle re-verifies the target), when the target is refused, and
+ * when the bound certificate has expired. `resumeSessions: false` turns it off. (The inbound proxy
+ * reads the caller's certificate from the resumed session, which Node keeps on the server side.)
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
@@ -59,6 +70,8 @@ export interface OutboundStats {
   expired: number;
   /** App connections refused, and open ones closed, because the local workload itself is quarantined. */
   selfRefused: number;
+  /** Connections to the target that resumed a TLS session (no certificate exchange). */
+  resumed: number;
 }
 
 export interface OutboundRefusal {
@@ -102,6 +115,8 @@ export interface OutboundOptions {
    * undefined. Read at every app connection and by `rejudge()`; a throw refuses (fail closed).
    */
   selfRefusal?: () => string | undefined;
+  /** Offer the target's last session ticket on new connections (default true; see the file comment). */
+  resumeSessions?: boolean;
 }
 
 export interface Outbound {
@@ -123,6 +138,18 @@ interface Established {
   serial: string;
   notAfter: number;
   destroy: () => void;
+}
+
+/**
+ * A session ticket of the target, with the identity verified on the full handshake it descends
+ * from (Node does not give a resumed client session the server's certificate).
+ */
+interface Ticket {
+  session: Buffer;
+  serial: string;
+  notAfter: number;
+  /** The secure context generation it was obtained with: a rotation makes it unusable. */
+  generation: number;
 }
 
 /** How often established connections are checked against their target certificate's expiry. */
@@ -166,9 +193,15 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     return createSecureContext({ cert: m.certPem, key: keyPem(m.key), ca: m.bundlePem, minVersion: MIN_TLS_VERSION });
   };
   let context = build();
-  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, callerRefused: 0, rejudged: 0, expired: 0, selfRefused: 0 };
+  let generation = 0;
+  const resumeSessions = opts.resumeSessions !== false;
+  /** The ticket offered to the next connection (see the file comment). */
+  let ticket: Ticket | undefined;
+  const stats: OutboundStats = { connections: 0, active: 0, identityRefused: 0, handshakeFailures: 0, upstreamErrors: 0, callerRefused: 0, rejudged: 0, expired: 0, selfRefused: 0, resumed: 0 };
   const unwatch = watchTlsSource(opts.tls, () => {
     context = build();
+    generation++;
+    ticket = undefined;
   }, () => {
     /* keep the previous context */
   });
@@ -261,6 +294,16 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       up?.destroy();
     };
     local.on('error', fail);
+    // A ticket whose bound certificate has expired is not offered: the target presents its renewed one.
+    if (ticket !== undefined && !(Date.now() < ticket.notAfter)) ticket = undefined;
+    const offered = ticket;
+    const gen = generation;
+    /** The identity this connection proved (full handshake) or resumed; its tickets inherit it. */
+    let bound: Omit<Ticket, 'session'> | undefined;
+    let early: Buffer | undefined;
+    const keep = (session: Buffer): void => {
+      if (bound !== undefined && bound.generation === generation) ticket = { session, ...bound };
+    };
     try {
       up = tlsConnect({
         host: opts.upstream.host,
@@ -268,7 +311,15 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
         secureContext: context,
         rejectUnauthorized: true,
         checkServerIdentity,
+        ...(offered !== undefined ? { session: offered.session } : {}),
       });
+      if (resumeSessions) {
+        // TLS 1.3 tickets come after the handshake; a TLS 1.2 one can come before 'secureConnect'.
+        up.on('session', (session: Buffer) => {
+          if (bound !== undefined) keep(session);
+          else early = session;
+        });
+      }
       up.setNoDelay(true);
     } catch {
       stats.upstreamErrors++;
@@ -299,18 +350,42 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       fail();
     });
     tls.once('secureConnect', () => {
-      const cert = tls.getPeerX509Certificate();
-      const serial = cert?.serialNumber ?? '';
+      let serial: string;
+      let notAfter: number;
+      if (tls.isSessionReused()) {
+        // No certificate and no checkServerIdentity on a resumed session: the identity is the one
+        // bound to the ticket offered. A resumption we did not offer cannot happen; fail closed.
+        if (offered === undefined || offered.generation !== gen) {
+          ticket = undefined;
+          stats.identityRefused++;
+          refused('TESSERA_PROXY_PEER_IDENTITY', 'the target resumed a session without a verified identity');
+          fail();
+          return;
+        }
+        stats.resumed++;
+        serial = offered.serial;
+        notAfter = offered.notAfter;
+      } else {
+        const cert = tls.getPeerX509Certificate();
+        serial = cert?.serialNumber ?? '';
+        // An unreadable expiry closes at the next sweep (fail closed).
+        const parsed = cert === undefined ? 0 : Date.parse(cert.validTo);
+        notAfter = Number.isFinite(parsed) ? parsed : 0;
+      }
       const refusal = peerRefusal(opts.peerStatus, expectedId, serial);
       if (refusal !== undefined) {
+        if (ticket?.serial === serial) ticket = undefined;
         stats.identityRefused++;
         refused('TESSERA_PROXY_PEER_IDENTITY', `the target is refused: ${refusal}`);
         fail();
         return;
       }
-      // An unreadable expiry closes at the next sweep (fail closed).
-      const notAfter = cert === undefined ? 0 : Date.parse(cert.validTo);
-      const conn: Established = { serial, notAfter: Number.isFinite(notAfter) ? notAfter : 0, destroy: fail };
+      if (resumeSessions && notAfter > 0) {
+        bound = { serial, notAfter, generation: gen };
+        if (early !== undefined) keep(early);
+        early = undefined;
+      }
+      const conn: Established = { serial, notAfter, destroy: fail };
       established.add(conn);
       tls.once('close', () => established.delete(conn));
       secure = true;
@@ -375,6 +450,8 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
       let closed = 0;
       // The local workload quarantined: every connection it has open closes, whatever the target.
       const self = selfRefusal();
+      // The target's standing may have changed: its ticket is re-checked before it is offered again.
+      if (ticket !== undefined && peerRefusal(opts.peerStatus, expectedId, ticket.serial) !== undefined) ticket = undefined;
       if (self !== undefined) {
         for (const destroy of open) {
           checked++;
@@ -400,6 +477,7 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
           refusal = peerRefusal(opts.peerStatus, expectedId, c.serial);
         }
         if (refusal === undefined) continue;
+        if (ticket?.serial === c.serial) ticket = undefined;
         reported = refusal;
         closed++;
         established.delete(c);
