@@ -2,7 +2,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { startAgentNode } from '../agent/node.js';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
 import { parseUnsealSpec } from '../agent/secrets/files.js';
-import { parseSpiffeId } from '../core/spiffe-id.js';
+import { parseHostPort, parseOutboundSpec } from '../agent/listen-spec.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
@@ -51,28 +51,7 @@ function policyWatch(value: string): number {
 }
 
 function parseListen(value: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new TesseraError('TESSERA_CONFIG_INVALID', '--listen must be HOST:PORT, e.g. 127.0.0.1:8443');
-  return { host: (m[1] ?? m[2])!, port };
-}
-
-function parseAddress(value: unknown, flag: string): { host: string; port: number } {
-  if (typeof value !== 'string') throw new TesseraError('TESSERA_CONFIG_INVALID', `${flag} HOST:PORT is required here`);
-  try {
-    return parseListen(value);
-  } catch {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `${flag} must be HOST:PORT`);
-  }
-}
-
-function parseOutbound(spec: string): { listen: { host: string; port: number } | { path: string }; upstream: { host: string; port: number; expectedId: string } } {
-  const m = /^([^=]+)=([^@]+)@(spiffe:\/\/\S+)$/.exec(spec);
-  if (!m) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound must be LISTEN=TARGET@SPIFFE_ID, e.g. unix:/run/tessera/orders.sock=10.0.0.7:9443@spiffe://td/orders');
-  const upstream = parseAddress(m[2], '--outbound target');
-  const unix = m[1]!.startsWith('unix:') ? m[1]!.slice(5) : undefined;
-  if (unix !== undefined && !unix.startsWith('/')) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound unix:PATH needs an absolute path, e.g. unix:/run/tessera/orders.sock');
-  return { listen: unix !== undefined ? { path: unix } : parseAddress(m[1], '--outbound listen'), upstream: { ...upstream, expectedId: parseSpiffeId(m[3]!).id } };
+  return parseHostPort(value, '--listen');
 }
 
 function fraction(v: string): number {
@@ -238,8 +217,8 @@ export function buildProgram(): Command {
           refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
           maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
         },
-        ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
-        outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
+        ...(o.inbound ? { inbound: { listen: parseHostPort(o.inbound, '--inbound'), app: parseHostPort(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
+        outbounds: ((o.outbound as string[] | undefined) ?? []).map((spec) => parseOutboundSpec(spec, '--outbound')),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
         policyWatchSeconds: policyWatch(String(o.policyWatch)),
         telemetry: telemetryOption(o),
