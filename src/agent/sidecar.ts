@@ -10,7 +10,7 @@ import { PerSecondSampler } from '../core/sampler.js';
 import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
 import { QUARANTINED_REFUSAL } from './inbound/rejudge.js';
 import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
-import { startWorkloadApi } from './workload-api/index.js';
+import { startWorkloadApi, type IdentitySource } from './workload-api/index.js';
 import { TelemetryCollector } from './telemetry/collector.js';
 import { TelemetryShipper } from './telemetry/shipper.js';
 import type { TelemetryRequest, TelemetryResponse } from '../core/wire/control-plane.js';
@@ -84,9 +84,59 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     ...(opts.policyWatchSeconds !== undefined ? { watchSeconds: opts.policyWatchSeconds } : {}),
   });
   enforcer.start();
+  const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
+  let proxies: WorkloadProxies;
+  try {
+    proxies = await startWorkloadProxies(agent, enforcer, opts);
+    closers.push(() => proxies.close());
+    if (opts.workloadApiSocket) {
+      const jwt = jwtBundleOf(agent, log);
+      closers.push(async () => jwt.close());
+      const source = workloadIdentity(agent, jwt);
+      await jwt.refresh().catch(() => {});
+      const api = await startWorkloadApi({ socketPath: opts.workloadApiSocket, log, source });
+      closers.push(() => api.close());
+      log.info('Workload API listening', { SPIFFE_ENDPOINT_SOCKET: `unix://${opts.workloadApiSocket}` });
+    }
+  } catch (err) {
+    for (const c of closers.reverse()) await c().catch(() => {});
+    throw err;
+  }
+  proxies.start();
+  return {
+    enforcer, witness, inbound: proxies.inbound, outbounds: proxies.outbounds, telemetry: proxies.telemetry,
+    close: async () => {
+      for (const c of closers.reverse()) await c().catch(() => {});
+    },
+  };
+}
+
+/** What runs per workload: its proxies and telemetry (see {@link startWorkloadProxies}). */
+export type WorkloadProxiesOptions = Omit<SidecarOptions, 'workloadApiSocket' | 'allowSampleRate' | 'decisionBuffer' | 'policyWatchSeconds'> & {
+  /** context.site of this workload's decisions, when one enforcer serves workloads of several sites (default: the enforcer's). */
+  site?: string;
+};
+
+export interface WorkloadProxies {
+  inbound: Inbound | undefined;
+  outbounds: Outbound[];
+  telemetry: Sidecar['telemetry'];
+  /** Starts the telemetry windows (once the caller has started everything else). */
+  start(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * One workload's inbound and outbound proxies and its telemetry, deciding with `enforcer` (its own
+ * in a sidecar; the node's, shared by every workload, in a node agent) and presenting `agent`'s
+ * SVID. Open connections are re-judged on every new policy bundle. Nothing is left running when
+ * it throws (a port in use).
+ */
+export async function startWorkloadProxies(agent: Agent, enforcer: PolicyEnforcer, opts: WorkloadProxiesOptions): Promise<WorkloadProxies> {
+  const { log, metrics } = opts;
   const peerStatus: PeerStatus = (id, serial) => enforcer.peerStatus(id, serial);
 
-  const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
+  const closers: (() => Promise<void>)[] = [];
   let telemetry: Sidecar['telemetry'];
   if (opts.telemetry !== false && agent.spiffeId !== undefined) {
     const t = opts.telemetry ?? {};
@@ -129,6 +179,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
   try {
     if (opts.inbound) {
       const self = agent.spiffeId!;
+      const site = opts.site !== undefined ? { site: opts.site } : undefined;
       // One 'denied' line per caller and second at most: a caller can send denied requests at will.
       const deniedLines = new PerSecondSampler(1);
       inbound = await startInbound({
@@ -136,14 +187,14 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
         ...(metrics ? { metrics: metrics.inbound } : {}),
         ...(telemetry ? { telemetry: telemetry.collector.lane('callee', opts.inbound.mode) } : {}),
-        authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
+        authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}), ...site }),
         onDecision: (r) => {
           metrics?.decision(r.peer, r.allow);
           if (!r.allow && deniedLines.take(r.peer, r.time)) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons });
         },
         onRefused: (r) => {
           log.info('connection refused', { code: r.code, reason: r.reason, remote: r.remote });
-          enforcer.recordRefusal(self, r.code, r.reason);
+          enforcer.recordRefusal(self, r.code, r.reason, 'tls:handshake', opts.site);
         },
       });
       const inb = inbound;
@@ -169,47 +220,59 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
           if (r.code === 'TESSERA_PROXY_LOCAL_CALLER') return callerRefused(r);
           if (!upstreamRefusals.take(r.code, r.time)) return;
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
-          enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');
+          enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream', opts.site);
         },
       });
       outbounds.push(out);
       closers.push(() => out.close());
     }
-    if (opts.workloadApiSocket) {
-      const bus = new EventEmitter();
-      let jwks: { keys: object[] } = { keys: [] };
-      const refresh = async (): Promise<void> => {
-        jwks = await agent.call<BundleResponse>('GET', '/v1/bundle');
-        bus.emit('bundle');
-      };
-      agent.on('svid', () => bus.emit('svid'));
-      agent.on('bundle', () => void refresh().catch((e: { code?: string }) => log.warn('JWT bundle refresh failed', { code: e.code })));
-      await refresh().catch(() => {});
-      const api = await startWorkloadApi({
-        socketPath: opts.workloadApiSocket, log,
-        source: {
-          get trustDomain() { return agent.trustDomain ?? ''; },
-          current: () => agent.current(),
-          jwtBundle: () => jwks,
-          mintJwt: (audience) => agent.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience } satisfies JwtSvidRequest),
-          entrySelectors: () => agent.entry?.selectors ?? [],
-          on: (e, f) => bus.on(e, f),
-          off: (e, f) => bus.off(e, f),
-        },
-      });
-      closers.push(() => api.close());
-      log.info('Workload API listening', { SPIFFE_ENDPOINT_SOCKET: `unix://${opts.workloadApiSocket}` });
-    }
   } catch (err) {
     for (const c of closers.reverse()) await c().catch(() => {});
     throw err;
   }
-  telemetry?.collector.start();
   return {
-    enforcer, witness, inbound, outbounds, telemetry,
+    inbound, outbounds, telemetry,
+    start: () => telemetry?.collector.start(),
     close: async () => {
       for (const c of closers.reverse()) await c().catch(() => {});
     },
+  };
+}
+
+/** The trust domain's JWT bundle (JWKS), fetched through `agent` at start and on every bundle change; 'bundle' when it changed. */
+export interface JwtBundleFeed extends EventEmitter {
+  readonly jwks: { keys: object[] };
+  refresh(): Promise<void>;
+  close(): void;
+}
+
+export function jwtBundleOf(agent: Pick<Agent, 'call' | 'on' | 'off'>, log: Logger): JwtBundleFeed {
+  const feed = new EventEmitter() as JwtBundleFeed & { jwks: { keys: object[] } };
+  feed.setMaxListeners(0); // one listener per workload of a node agent
+  feed.jwks = { keys: [] };
+  feed.refresh = async () => {
+    feed.jwks = await agent.call<BundleResponse>('GET', '/v1/bundle');
+    feed.emit('bundle');
+  };
+  const onBundle = (): void => void feed.refresh().catch((e: { code?: string }) => log.warn('JWT bundle refresh failed', { code: e.code }));
+  agent.on('bundle', onBundle);
+  feed.close = () => { agent.off('bundle', onBundle); };
+  return feed;
+}
+
+/** `agent`'s identity as the Workload API serves it: its SVID and entry selectors, the node's JWT bundle. */
+export function workloadIdentity(agent: Agent, jwt: JwtBundleFeed): IdentitySource {
+  const bus = new EventEmitter();
+  agent.on('svid', () => bus.emit('svid'));
+  jwt.on('bundle', () => bus.emit('bundle'));
+  return {
+    get trustDomain() { return agent.trustDomain ?? ''; },
+    current: () => agent.current(),
+    jwtBundle: () => jwt.jwks,
+    mintJwt: (audience) => agent.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience } satisfies JwtSvidRequest),
+    entrySelectors: () => agent.entry?.selectors ?? [],
+    on: (e, f) => bus.on(e, f),
+    off: (e, f) => bus.off(e, f),
   };
 }
 

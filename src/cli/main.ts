@@ -3,6 +3,8 @@ import { startAgentNode } from '../agent/node.js';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
 import { parseUnsealSpec } from '../agent/secrets/files.js';
 import { parseHostPort, parseOutboundSpec } from '../agent/listen-spec.js';
+import { loadNodeConfig } from '../agent/per-node/config.js';
+import { startNodeAgent } from '../agent/per-node/node-agent.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
@@ -183,7 +185,8 @@ export function buildProgram(): Command {
 
   telemetryFlags(metricsListenOption(program.command('agent')), 'the proxies\' counts')
     .description('run an agent: join with a one-time token, keep the SVID fresh, follow the trust bundle')
-    .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem)')
+    .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem); with --node, the node\'s (DIR/node, DIR/workloads/NAME)')
+    .option('--node <file>', 'one agent for every workload of this host: a JSON file listing them (name, join token file, inbound, outbounds, unseal; see README "One agent per node"), instead of the per-workload flags')
     .option('--join-token <token>', 'one-time join token (only needed until the agent has an identity); or $TESSERA_JOIN_TOKEN')
     .option('--trust-bundle <file>', 'CA bundle to trust for the first connection (the server\'s DATA_DIR/bundle.pem)')
     .option('--inbound <host:port>', 'inbound mTLS proxy: listen here, authorize every caller with the policy, forward to --app')
@@ -207,6 +210,7 @@ export function buildProgram(): Command {
     .action(run(async (g, o: Json) => {
       if (!g.server) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the agent needs --server https://HOST:PORT (the control plane URL)');
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
+      if (o.node !== undefined) return runNodeAgent(g.server, o, log);
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
       const unsealSpecs = ((o.unseal as string[] | undefined) ?? []).map(parseUnsealSpec);
       // Every flag is checked before the node starts: a bad flag must not spend the one-time join token.
@@ -239,6 +243,29 @@ export function buildProgram(): Command {
         await metricsListener?.close();
       });
     }));
+
+  /** `tessera agent --node FILE`: the whole file is checked before anything starts (join tokens are single use). */
+  async function runNodeAgent(server: string, o: Json, log: ReturnType<typeof createLogger>): Promise<void> {
+    const perWorkload = (['joinToken', 'inbound', 'app', 'outbound', 'unseal', 'workloadApiSocket', 'inboundAllow', 'metricsListen'] as const).filter((k) => o[k] !== undefined);
+    if (perWorkload.length > 0) {
+      const flag = perWorkload[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--${flag} cannot be used with --node: each workload's settings are in the node config file${flag === 'metrics-listen' ? ' (a node agent has no metrics listener yet)' : ''}`);
+    }
+    const config = loadNodeConfig(String(o.node));
+    const node = await startNodeAgent({
+      serverUrl: server, dataDir: String(o.dataDir), log, config,
+      ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
+      allowSampleRate: fraction(String(o.allowSample)),
+      decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
+      inboundLimits: {
+        refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
+        maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
+      },
+      policyWatchSeconds: policyWatch(String(o.policyWatch)),
+      telemetry: telemetryOption(o),
+    });
+    await untilSignal(() => node.close());
+  }
 
   const entry = program.command('entry').description('manage registration entries (admin)');
   entry.command('create')

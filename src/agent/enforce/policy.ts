@@ -22,6 +22,8 @@ export interface AuthorizeRequest {
   resource: string;
   method?: string;
   path?: string;
+  /** context.site of this decision: the site of the workload called, when one agent serves several (default: the enforcer's). */
+  site?: string;
 }
 
 export interface PolicyEnforcerOptions {
@@ -192,7 +194,7 @@ export class PolicyEnforcer extends EventEmitter {
     // the cache useless; a minute is fine for time-of-day rules (which can also use `hour`). It is
     // never rounded back across a grant's start or expiry (GrantClock): grants are exact to the second.
     const context: Record<string, string | number> = {
-      site: this.opts.site, time: this.clock.time(now), hour: new Date(now).getUTCHours(),
+      site: req.site ?? this.opts.site, time: this.clock.time(now), hour: new Date(now).getUTCHours(),
       risk: scores !== undefined && scores.size > 0 ? scores.get(req.principal) ?? 0 : 0,
     };
     if (req.action === 'http:request') {
@@ -265,9 +267,9 @@ export class PolicyEnforcer extends EventEmitter {
    * Records a connection refused before any policy decision (no client certificate, untrusted,
    * expired or not-yet-valid SVID, other trust domain): always shipped, like a denial.
    */
-  recordRefusal(resource: string, code: string, reason: string, kind: 'tls:handshake' | 'tls:upstream' | 'policy:bundle' = 'tls:handshake'): void {
+  recordRefusal(resource: string, code: string, reason: string, kind: 'tls:handshake' | 'tls:upstream' | 'policy:bundle' = 'tls:handshake', site = this.opts.site): void {
     this.decisions.record({
-      ts: Date.now(), principal: '-', action: kind, resource, context: { site: this.opts.site, code, reason: reason.slice(0, 256) }, allow: false, reasons: [code],
+      ts: Date.now(), principal: '-', action: kind, resource, context: { site, code, reason: reason.slice(0, 256) }, allow: false, reasons: [code],
     });
   }
 
