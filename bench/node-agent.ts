@@ -5,21 +5,22 @@
  *   node dist/bench/node-agent.js [--workloads N (2-200, default 50)] [--ttl S (10-300, default 20)]
  *                                 [--rate R (total requests/s, default 500)] [--json]   (npm run bench:node-agent)
  *
- * One control plane process, then, one after the other, each given the same warm-up traffic:
+ * One control plane process, then three agent processes side by side:
  *   baseline: one per-workload sidecar process (`tessera agent --inbound --outbound`), what every
  *             workload costs today;
  *   node(1):  a node agent (`tessera agent --node`) serving one workload;
  *   node(N):  a node agent serving N workloads, workload i calling workload i+1 through its outbound
  *             and the other's inbound (http mode, every request decided by the real Cedar engine on a
  *             unique path), X.509-SVIDs of `--ttl` seconds (renewed at half life).
- * RSS (VmRSS of /proc/PID/status) of each; per additional workload = (node(N) − node(1)) / (N − 1).
- * Then node(N) carries `--rate` requests/s spread over its N outbounds until every workload's SVID has
+ * node(N) carries `--rate` requests/s spread over its N outbounds until every workload's SVID has
  * rotated at least once (its "SVID rotated" log lines) and for at least one SVID lifetime (every
  * certificate in use when the traffic started has expired under it), and the bench counts requests sent and failed
- * (any answer but 200, or a connection error). The clients keep their connections alive and recycle
- * each after TTL/4 (like gRPC's MAX_CONNECTION_AGE): the proxies close a connection when the
- * certificate it was admitted with expires, so a connection older than its certificate would end under
- * a request, whatever the node does.
+ * (any answer but 200, or a connection error); the baseline and node(1) carry the same rate per workload
+ * meanwhile. Then the RSS (VmRSS of /proc/PID/status) of each; per additional workload =
+ * (node(N) − node(1)) / (N − 1). The clients keep their connections alive and recycle each one
+ * well before its certificate's end (like gRPC's MAX_CONNECTION_AGE; see connectionMaxAgeMs): the
+ * proxies close a connection when the certificate it was admitted with expires, a kept-alive http one
+ * 3 s before, whatever the node does.
  *
  * Bounded: a deadline; every child is stopped in `finally` and killed if this process exits first.
  */
@@ -30,6 +31,7 @@ import { createServer as createNetServer, type AddressInfo, type Socket } from '
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EXPIRING_PEER_MARGIN_MS } from '../src/agent/inbound/http.js';
 import { ApiClient } from '../src/common/api-client.js';
 import { CLI, Children, cleanEnv, type Child } from './procs.js';
 
@@ -53,7 +55,8 @@ export interface NodeBenchResult {
   cpus: number;
   load_before: number;
   rss_mb: { sidecar: number; node_1: number; node_n: number; per_additional_workload: number };
-  traffic: { seconds: number; sent: number; failed: number; failures: string[]; per_second: number };
+  /** baseline_*: the sidecar's and the 1-workload node's traffic in the same period (same rate per workload). */
+  traffic: { seconds: number; sent: number; failed: number; failures: string[]; per_second: number; baseline_sent: number; baseline_failed: number };
   rotations: { total: number; min_per_workload: number; workloads_rotated: number };
   aims: { per_workload_mb: number; failed: number };
   meets: boolean;
@@ -81,6 +84,18 @@ function parseArgs(argv: string[]): NodeBenchOptions & { json: boolean } {
     }
   }
   return o;
+}
+
+/**
+ * How long the load generator keeps a connection: a connection made just before its workload's
+ * renewal (at half life) has half an SVID lifetime left, and the inbound proxy closes a kept-alive
+ * connection once idle EXPIRING_PEER_MARGIN_MS (3 s) before the caller's certificate expires. A
+ * request sent at that instant meets a closing connection (the HTTP keep-alive race; clients that
+ * retry an idempotent request on a reused connection never see it, Node's does not retry), so the
+ * clients recycle their connections first, with a second to spare.
+ */
+export function connectionMaxAgeMs(ttlSeconds: number): number {
+  return Math.max(500, Math.min((ttlSeconds * 1000) / 4, (ttlSeconds * 1000) / 2 - EXPIRING_PEER_MARGIN_MS - 1000));
 }
 
 /** VmRSS of a process in MB (Linux). */
@@ -222,16 +237,16 @@ export async function runNodeAgentBench(o: NodeBenchOptions): Promise<NodeBenchR
     };
 
     // Baseline: one per-workload sidecar process, its outbound calling its own inbound.
-    say('baseline: one per-workload sidecar process');
-    const [sideIn] = await freePorts(1);
-    const sideId = `spiffe://${TD}/sidecar/w0`;
-    const sidecar = children.spawn('sidecar', cli, ['--json', '--server', cpUrl, 'agent', '--data-dir', join(dir, 'sidecar'), '--trust-bundle', bundleFile,
-      '--inbound', `127.0.0.1:${sideIn}`, '--app', `127.0.0.1:${appPort}`, '--outbound', `127.0.0.1:0=127.0.0.1:${sideIn}@${sideId}`], join(dir, 'sidecar.log'),
-    cleanEnv({ TESSERA_JOIN_TOKEN: await entry(sideId) }));
-    const sideOut = Number((await children.waitForLine(sidecar, 'outbound proxy listening', 60_000)).port);
-    await children.waitForLine(sidecar, 'policy bundle in force', 60_000);
-    await warmup([sideOut]);
-    const rssSidecar = rssMb(sidecar.proc.pid);
+    const startSidecar = async (): Promise<{ child: Child; outPorts: number[] }> => {
+      const [sideIn] = await freePorts(1);
+      const sideId = `spiffe://${TD}/sidecar/w0`;
+      const child = children.spawn('sidecar', cli, ['--json', '--server', cpUrl, 'agent', '--data-dir', join(dir, 'sidecar'), '--trust-bundle', bundleFile,
+        '--inbound', `127.0.0.1:${sideIn}`, '--app', `127.0.0.1:${appPort}`, '--outbound', `127.0.0.1:0=127.0.0.1:${sideIn}@${sideId}`], join(dir, 'sidecar.log'),
+      cleanEnv({ TESSERA_JOIN_TOKEN: await entry(sideId) }));
+      const port = Number((await children.waitForLine(child, 'outbound proxy listening', 60_000)).port);
+      await children.waitForLine(child, 'policy bundle in force', 60_000);
+      return { child, outPorts: [port] };
+    };
 
     const startNode = async (name: string, n: number): Promise<{ child: Child; outPorts: number[] }> => {
       const ports = await freePorts(n);
@@ -256,14 +271,9 @@ export async function runNodeAgentBench(o: NodeBenchOptions): Promise<NodeBenchR
       return { child, outPorts: workloads.map((w) => out.get(w.name)!) };
     };
 
-    say('node agent serving 1 workload');
-    const node1 = await startNode('node1', 1);
-    await warmup(node1.outPorts);
-    const rssNode1 = rssMb(node1.child.proc.pid);
-
-    say(`node agent serving ${o.workloads} workloads`);
-    const nodeN = await startNode('noden', o.workloads);
-    await warmup(nodeN.outPorts);
+    say(`starting a per-workload sidecar process, a node agent serving 1 workload and one serving ${o.workloads}`);
+    const [sidecar, node1, nodeN] = await Promise.all([startSidecar(), startNode('node1', 1), startNode('noden', o.workloads)]);
+    await warmup([...sidecar.outPorts, ...node1.outPorts, ...nodeN.outPorts]);
 
     say(`traffic at ${o.rate} requests/s until every SVID has rotated`);
     const rotations = (): Map<string, number> => {
@@ -272,8 +282,12 @@ export async function runNodeAgentBench(o: NodeBenchOptions): Promise<NodeBenchR
       return m;
     };
     const before = rotations();
-    const load = new Load(nodeN.outPorts, o.rate, (o.ttlSeconds * 1000) / 4);
-    loads.push(load);
+    const maxAgeMs = connectionMaxAgeMs(o.ttlSeconds);
+    const load = new Load(nodeN.outPorts, o.rate, maxAgeMs);
+    // The same traffic per workload through the baseline and the 1-workload node, so that all three
+    // processes are measured after the same work.
+    const companion = new Load([...sidecar.outPorts, ...node1.outPorts], Math.max(2, (2 * o.rate) / o.workloads), maxAgeMs);
+    loads.push(load, companion);
     const started = Date.now();
     // Past the first rotation of each workload: half an SVID's life, plus time for the last renewal to settle.
     const deadline = started + o.ttlSeconds * 1500 + 30_000;
@@ -286,8 +300,11 @@ export async function runNodeAgentBench(o: NodeBenchOptions): Promise<NodeBenchR
     }
     await new Promise((r) => setTimeout(r, 1000)); // requests on the connections made just after the last rotation
     await load.stop();
+    await companion.stop();
     const seconds = (Date.now() - started) / 1000;
     seen = rotations();
+    const rssSidecar = rssMb(sidecar.child.proc.pid);
+    const rssNode1 = rssMb(node1.child.proc.pid);
     const rssNodeN = rssMb(nodeN.child.proc.pid);
     const counts = Array.from({ length: o.workloads }, (_, i) => (seen.get(`w${i}`) ?? 0) - (before.get(`w${i}`) ?? 0));
     const perWorkload = (rssNodeN - rssNode1) / (o.workloads - 1);
@@ -295,7 +312,7 @@ export async function runNodeAgentBench(o: NodeBenchOptions): Promise<NodeBenchR
     const result: NodeBenchResult = {
       workloads: o.workloads, ttl_seconds: o.ttlSeconds, rate: o.rate, cpus: cpus().length, load_before: r2(loadBefore),
       rss_mb: { sidecar: r2(rssSidecar), node_1: r2(rssNode1), node_n: r2(rssNodeN), per_additional_workload: r2(perWorkload) },
-      traffic: { seconds: r2(seconds), sent: load.sent, failed: load.failed, failures: load.failures, per_second: Math.round(load.sent / seconds) },
+      traffic: { seconds: r2(seconds), sent: load.sent, failed: load.failed, failures: load.failures, per_second: Math.round(load.sent / seconds), baseline_sent: companion.sent, baseline_failed: companion.failed },
       rotations: { total: counts.reduce((a, b) => a + b, 0), min_per_workload: Math.min(...counts), workloads_rotated: counts.filter((c) => c >= 1).length },
       aims: { per_workload_mb: 5, failed: 0 },
       meets: false,
@@ -328,6 +345,7 @@ export function formatNodeAgentBench(r: NodeBenchResult): string {
     '',
     `traffic during rotation: ${r.traffic.sent} requests in ${r.traffic.seconds} s (${r.traffic.per_second}/s, unique paths, every one decided by Cedar), failed ${r.traffic.failed} (aim 0)`,
     ...r.traffic.failures.map((f) => `  ${f}`),
+    `  same period, same rate per workload, through the sidecar and the 1-workload node: ${r.traffic.baseline_sent} requests, failed ${r.traffic.baseline_failed}`,
     `rotations seen: ${r.rotations.total} (${r.rotations.workloads_rotated}/${r.workloads} workloads rotated, at least ${r.rotations.min_per_workload} each)`,
     '',
     `verdict: ${r.meets ? 'MEETS' : 'DOES NOT MEET'} the aims (<= ${r.aims.per_workload_mb} MB per additional workload, ${r.aims.failed} failed requests, every SVID rotated)`,

@@ -13,6 +13,7 @@ describe('bench/node-agent, short: 10 workloads, 10 s SVIDs', () => {
     const text = formatNodeAgentBench(r);
     expect(r.traffic.failed, text).toBe(0);
     expect(r.traffic.sent, text).toBeGreaterThan(500);
+    expect(r.traffic.baseline_failed, text).toBe(0);
     expect(r.rotations.workloads_rotated, text).toBe(10);
     expect(r.rotations.min_per_workload, text).toBeGreaterThanOrEqual(1);
     // Ten workloads: the RSS difference is within a few MB of garbage-collection noise, so the bound

@@ -195,6 +195,15 @@ permit (principal == Tessera::Workload::"${WEB}", action == Tessera::Action::"ht
     expect(payments!.proxies.inbound!.stats.identityRefused).toBe(0);
   });
 
+  it('one trust bundle long poll for the node: a CA prepared on the control plane reaches every workload', async () => {
+    expect(node.workloads.every((w) => w.agent.trustedCas().length === 1)).toBe(true);
+    await f.admin.call('POST', '/v1/ca/rotate', { grace_seconds: 600 });
+    for (let i = 0; i < 100 && !node.workloads.every((w) => w.agent.trustedCas().length === 2); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(node.workloads.map((w) => w.agent.trustedCas().length)).toEqual([2, 2, 2, 2]);
+    // Still calling each other with the bundle adopted from the first workload's poll.
+    expect((await get(node.workloads[0]!.proxies.outbounds[0]!.port!, '/after-ca')).status).toBe(200);
+  });
+
   it('tessera agent --node refuses a bad config before joining anything, with a clear error and exit status 2', async () => {
     const dir = join(f.dir, 'bad');
     mkdirSync(dir);

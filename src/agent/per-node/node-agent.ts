@@ -11,9 +11,10 @@
  * Per node (DATA_DIR/node): one policy enforcer (one signed bundle long poll, one Cedar engine and
  * decision cache; a decision's resource is the workload called, context.site its own entry's
  * site), one audit log witness, one Workload API socket answering each caller with the SVID of the
- * workload whose entry selectors match it (selectEntryForCaller), one JWT bundle feed. The node's
- * calls (policy stream, witness alarms, JWT bundle) go out with the SVID of the first workload
- * that holds a valid one.
+ * workload whose entry selectors match it (selectEntryForCaller), one JWT bundle feed, one trust
+ * bundle long poll (the first workload's agent follows it and hands every new bundle to the others;
+ * each also gets the bundle with every renewal). The node's calls (policy stream, witness alarms, JWT
+ * bundle) go out with the SVID of the first workload that holds a valid one.
  */
 import { join } from 'node:path';
 import { EventEmitter } from 'node:events';
@@ -21,7 +22,7 @@ import { TesseraError, isTesseraError } from '../../core/errors.js';
 import { ensurePrivateDir } from '../../core/files.js';
 import type { Logger } from '../../core/log.js';
 import type { DecisionsRequest, DecisionsResponse, PolicyBundleResponse, WitnessAlarmRequest, WitnessAlarmResponse } from '../../core/wire/control-plane.js';
-import { Agent, type AgentOptions } from '../agent.js';
+import { Agent, type AgentOptions, type BundleEvent } from '../agent.js';
 import { DecisionLog, type DecisionRecord } from '../enforce/decision-log.js';
 import { PolicyEnforcer } from '../enforce/policy.js';
 import { logAgentEvents, logListening } from '../node.js';
@@ -190,6 +191,8 @@ async function startAgents(opts: NodeAgentOptions, closers: (() => Promise<void>
       const agent = new Agent({
         serverUrl: opts.serverUrl, dataDir: join(opts.dataDir, 'workloads', w.name), log: wlog,
         ...opts.agent,
+        // One trust bundle long poll per node: the first workload's; the others adopt what it gets.
+        followBundle: i === 0,
         ...(w.joinToken !== undefined ? { joinToken: w.joinToken } : {}),
         ...(opts.trustBundleFile !== undefined ? { trustBundleFile: opts.trustBundleFile } : {}),
       });
@@ -205,6 +208,11 @@ async function startAgents(opts: NodeAgentOptions, closers: (() => Promise<void>
   const results = await Promise.allSettled(Array.from({ length: Math.min(START_CONCURRENCY, config.workloads.length) }, worker));
   const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (refused) throw refused.reason;
+  const first = agents[0]!;
+  first.on('bundle', (e: BundleEvent) => {
+    const pem = first.current()?.bundlePem;
+    if (pem !== undefined) for (const a of agents.slice(1)) a.adoptBundle(pem, e.sequence);
+  });
   return agents;
 }
 
