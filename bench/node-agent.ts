@@ -92,10 +92,13 @@ function parseArgs(argv: string[]): NodeBenchOptions & { json: boolean } {
  * connection once idle EXPIRING_PEER_MARGIN_MS (3 s) before the caller's certificate expires. A
  * request sent at that instant meets a closing connection (the HTTP keep-alive race; clients that
  * retry an idempotent request on a reused connection never see it, Node's does not retry), so the
- * clients recycle their connections first, with a second to spare.
+ * clients recycle their connections first, allowing for a renewal up to RENEWAL_LATENESS_MS late
+ * (seen on a loaded 2-core machine: the renewal's key generation and round trip take that long).
  */
+const RENEWAL_LATENESS_MS = 3000;
+
 export function connectionMaxAgeMs(ttlSeconds: number): number {
-  return Math.max(500, Math.min((ttlSeconds * 1000) / 4, (ttlSeconds * 1000) / 2 - EXPIRING_PEER_MARGIN_MS - 1000));
+  return Math.max(500, Math.min((ttlSeconds * 1000) / 4, (ttlSeconds * 1000) / 2 - EXPIRING_PEER_MARGIN_MS - RENEWAL_LATENESS_MS));
 }
 
 /** VmRSS of a process in MB (Linux). */
@@ -230,7 +233,7 @@ export async function runNodeAgentBench(o: NodeBenchOptions): Promise<NodeBenchR
       return (await admin!.call<{ token: string }>('POST', '/v1/tokens', { entry_id: id, ttl_seconds: 600 })).token;
     };
     const warmup = async (ports: number[]): Promise<void> => {
-      const l = new Load(ports, Math.min(o.rate, 200 * ports.length), 60_000);
+      const l = new Load(ports, Math.min(o.rate, 200 * ports.length), connectionMaxAgeMs(o.ttlSeconds));
       await new Promise((r) => setTimeout(r, 1000));
       await l.stop();
       if (l.failed > 0) throw new Error(`warm-up failed: ${l.failures.join('; ')}`);

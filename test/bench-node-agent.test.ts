@@ -1,15 +1,15 @@
 /**
  * The short version of bench/node-agent (npm run bench:node-agent): a node agent process serving 10
- * workloads with 10 s X.509-SVIDs carries paced traffic for at least one SVID lifetime, every SVID
+ * workloads with 15 s X.509-SVIDs carries paced traffic for at least one SVID lifetime, every SVID
  * rotates, no request fails; its memory is measured against a per-workload sidecar process in the same run.
  */
 import { describe, expect, it } from 'vitest';
 import { formatNodeAgentBench, runNodeAgentBench } from '../bench/node-agent.js';
 import { CLI } from './support/process.js';
 
-describe('bench/node-agent, short: 10 workloads, 10 s SVIDs', () => {
+describe('bench/node-agent, short: 10 workloads, 15 s SVIDs', () => {
   it('rotates every workload\'s SVID under traffic without a failed request; an additional workload costs a fraction of a sidecar', async () => {
-    const r = await runNodeAgentBench({ workloads: 10, ttlSeconds: 10, rate: 150, cli: CLI });
+    const r = await runNodeAgentBench({ workloads: 10, ttlSeconds: 15, rate: 150, cli: CLI });
     const text = formatNodeAgentBench(r);
     expect(r.traffic.failed, text).toBe(0);
     expect(r.traffic.sent, text).toBeGreaterThan(500);

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNodeAgent, type NodeAgent } from '../src/agent/per-node/node-agent.js';
 import { parseNodeConfig } from '../src/agent/per-node/config.js';
+import { AgentMetrics } from '../src/agent/metrics.js';
 import { silentLogger } from '../src/core/log.js';
 import { Fabric } from './support/fabric.js';
 import { CLI, runTessera } from './support/process.js';
@@ -75,6 +76,7 @@ describe('one agent per node', () => {
   let node: NodeAgent;
   let socket: string;
   const callers: Caller[] = [];
+  const metrics = new AgentMetrics();
   const proto = join(process.cwd(), 'proto', 'workload.proto');
 
   beforeAll(async () => {
@@ -125,7 +127,7 @@ permit (principal == Tessera::Workload::"${WEB}", action == Tessera::Action::"ht
         { name: 'batch', join_token: await token(BATCH), inbound: { listen: `127.0.0.1:${batchIn}`, app: `127.0.0.1:${batchApp}`, mode: 'http' } },
       ],
     }));
-    node = await startNodeAgent({ serverUrl: f.url, dataDir: join(f.dir, 'node'), config, log: silentLogger, trustBundleFile: f.bundleFile, allowSampleRate: 1, agent: { watchSeconds: 5 } });
+    node = await startNodeAgent({ serverUrl: f.url, dataDir: join(f.dir, 'node'), config, log: silentLogger, trustBundleFile: f.bundleFile, allowSampleRate: 1, agent: { watchSeconds: 5 }, metrics });
     const { version } = await f.admin.call<{ version: number }>('GET', '/v1/policy/bundle');
     for (let i = 0; node.enforcer.version < version && i < 200; i++) await new Promise((r) => setTimeout(r, 50));
   }, 30_000);
@@ -169,6 +171,14 @@ permit (principal == Tessera::Workload::"${WEB}", action == Tessera::Action::"ht
       `${WEB} -> ${ORDERS} at edge-7 by ${ORDERS}: success`,
       `${WEB} -> ${PAYMENTS} at cloud-eu by ${PAYMENTS}: denied`,
     ]);
+    // One metrics registry for the node: each edge with its own callee.
+    const text = await metrics.registry.metrics();
+    expect(text).toContain(`tessera_sidecar_edge_decisions_total{caller="${WEB}",callee="${ORDERS}",outcome="allow"} 1`);
+    expect(text).toContain(`tessera_sidecar_edge_decisions_total{caller="${ORDERS}",callee="${PAYMENTS}",outcome="allow"} 1`);
+    expect(text).toContain(`tessera_sidecar_edge_decisions_total{caller="${WEB}",callee="${PAYMENTS}",outcome="deny"} 1`);
+    expect(text).toContain('tessera_sidecar_decisions_total{outcome="deny"} 2');
+    expect(Number(/^tessera_svid_time_to_expiry_seconds (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(3000);
+    expect(Number(/^tessera_sidecar_received_bytes_total (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
   });
 
   it('the one Workload API socket answers each caller with the SVID its selectors match (the most specific entry)', async () => {

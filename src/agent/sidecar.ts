@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/log.js';
 import type { BundleResponse, DecisionsRequest, DecisionsResponse, JwtSvidRequest, JwtSvidResponse, PolicyBundleResponse, WitnessAlarmRequest, WitnessAlarmResponse } from '../core/wire/control-plane.js';
 import type { Agent } from './agent.js';
-import type { AgentMetrics } from './metrics.js';
+import type { AgentMetrics, ProxyMetrics } from './metrics.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import { Witness } from './witness.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
@@ -112,7 +112,9 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
 }
 
 /** What runs per workload: its proxies and telemetry (see {@link startWorkloadProxies}). */
-export type WorkloadProxiesOptions = Omit<SidecarOptions, 'workloadApiSocket' | 'allowSampleRate' | 'decisionBuffer' | 'policyWatchSeconds'> & {
+export type WorkloadProxiesOptions = Omit<SidecarOptions, 'workloadApiSocket' | 'allowSampleRate' | 'decisionBuffer' | 'policyWatchSeconds' | 'metrics'> & {
+  /** What the proxies report to: the sidecar's metrics, or this workload's view of the node's. */
+  metrics?: ProxyMetrics;
   /** context.site of this workload's decisions, when one enforcer serves workloads of several sites (default: the enforcer's). */
   site?: string;
 };

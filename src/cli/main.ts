@@ -62,6 +62,20 @@ function fraction(v: string): number {
   return n;
 }
 
+/** The `tessera agent` flags a sidecar and a node agent (every workload of it) share. */
+function agentSettings(o: Json) {
+  return {
+    allowSampleRate: fraction(String(o.allowSample)),
+    decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
+    inboundLimits: {
+      refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
+      maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
+    },
+    policyWatchSeconds: policyWatch(String(o.policyWatch)),
+    telemetry: telemetryOption(o),
+  };
+}
+
 function entryRow(e: EntryView): string[] {
   const attrs = Object.entries(e.attributes ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',');
   return [String(e.id), String(e.spiffe_id), attrs || '-', e.selectors.join(',') || '-', formatDuration(Number(e.x509_ttl_seconds) * 1000),
@@ -215,17 +229,10 @@ export function buildProgram(): Command {
       const unsealSpecs = ((o.unseal as string[] | undefined) ?? []).map(parseUnsealSpec);
       // Every flag is checked before the node starts: a bad flag must not spend the one-time join token.
       const sidecar = {
-        allowSampleRate: fraction(String(o.allowSample)),
-        decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
-        inboundLimits: {
-          refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
-          maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
-        },
+        ...agentSettings(o),
         ...(o.inbound ? { inbound: { listen: parseHostPort(o.inbound, '--inbound'), app: parseHostPort(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map((spec) => parseOutboundSpec(spec, '--outbound')),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
-        policyWatchSeconds: policyWatch(String(o.policyWatch)),
-        telemetry: telemetryOption(o),
       };
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
@@ -246,25 +253,28 @@ export function buildProgram(): Command {
 
   /** `tessera agent --node FILE`: the whole file is checked before anything starts (join tokens are single use). */
   async function runNodeAgent(server: string, o: Json, log: ReturnType<typeof createLogger>): Promise<void> {
-    const perWorkload = (['joinToken', 'inbound', 'app', 'outbound', 'unseal', 'workloadApiSocket', 'inboundAllow', 'metricsListen'] as const).filter((k) => o[k] !== undefined);
+    const perWorkload = (['joinToken', 'inbound', 'app', 'outbound', 'unseal', 'workloadApiSocket', 'inboundAllow'] as const).filter((k) => o[k] !== undefined);
     if (perWorkload.length > 0) {
       const flag = perWorkload[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-      throw new TesseraError('TESSERA_CONFIG_INVALID', `--${flag} cannot be used with --node: each workload's settings are in the node config file${flag === 'metrics-listen' ? ' (a node agent has no metrics listener yet)' : ''}`);
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--${flag} cannot be used with --node: each workload's settings are in the node config file`);
     }
     const config = loadNodeConfig(String(o.node));
-    const node = await startNodeAgent({
+    // Every flag is checked before anything listens or joins.
+    const settings = {
       serverUrl: server, dataDir: String(o.dataDir), log, config,
       ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
-      allowSampleRate: fraction(String(o.allowSample)),
-      decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
-      inboundLimits: {
-        refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
-        maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
-      },
-      policyWatchSeconds: policyWatch(String(o.policyWatch)),
-      telemetry: telemetryOption(o),
+      ...agentSettings(o),
+    };
+    const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
+    const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
+    const node = await startNodeAgent({ ...settings, ...(metrics ? { metrics } : {}) }).catch(async (err: unknown) => {
+      await metricsListener?.close();
+      throw err;
     });
-    await untilSignal(() => node.close());
+    await untilSignal(async () => {
+      await node.close();
+      await metricsListener?.close();
+    });
   }
 
   const entry = program.command('entry').description('manage registration entries (admin)');

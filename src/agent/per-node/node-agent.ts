@@ -25,6 +25,7 @@ import type { DecisionsRequest, DecisionsResponse, PolicyBundleResponse, Witness
 import { Agent, type AgentOptions, type BundleEvent } from '../agent.js';
 import { DecisionLog, type DecisionRecord } from '../enforce/decision-log.js';
 import { PolicyEnforcer } from '../enforce/policy.js';
+import type { AgentMetrics } from '../metrics.js';
 import { logAgentEvents, logListening } from '../node.js';
 import { startSecretFiles, type SecretFiles } from '../secrets/files.js';
 import { jwtBundleOf, startWorkloadProxies, workloadIdentity, type SidecarOptions, type WorkloadProxies } from '../sidecar.js';
@@ -45,6 +46,8 @@ export interface NodeAgentOptions {
   inboundLimits?: SidecarOptions['inboundLimits'];
   policyWatchSeconds?: number;
   telemetry?: SidecarOptions['telemetry'];
+  /** Prometheus metrics of the node (`--metrics-listen`; the caller serves its registry). */
+  metrics?: AgentMetrics;
   /** Agent settings of every workload (tests and benchmarks: renewAt, watchSeconds). */
   agent?: Pick<AgentOptions, 'renewAt' | 'watchSeconds'>;
 }
@@ -92,6 +95,8 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
       dir: nodeDir, log,
       report: (alarm) => lead().call<WitnessAlarmResponse>('POST', '/v1/audit/alarms', alarm satisfies WitnessAlarmRequest),
     });
+    const { metrics } = opts;
+    if (metrics) witness.on('alarm', () => metrics.recordWitnessAlarm());
     // Each workload's records go out as itself: the node's enforcer hands them over (already sampled).
     const logs = new Map<string, DecisionLog>();
     const logOf = (a: Agent, dir: string): DecisionLog => new DecisionLog({
@@ -139,6 +144,7 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
         outbounds: w.outbounds,
         ...(opts.inboundLimits ? { inboundLimits: opts.inboundLimits } : {}),
         ...(opts.telemetry !== undefined ? { telemetry: opts.telemetry } : {}),
+        ...(metrics ? { metrics: metrics.forWorkload(agent.spiffeId!) } : {}),
       }));
       closers.push(() => proxies.close());
       logListening(proxies, w.inbound, wlog);
@@ -165,6 +171,7 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
       closers.push(() => api.close());
       log.info('Workload API listening', { SPIFFE_ENDPOINT_SOCKET: `unix://${config.workloadApiSocket}`, workloads: agents.length });
     }
+    metrics?.attachNode({ agents, proxies: () => workloads.map((w) => w.proxies), enforcer });
     for (const w of workloads) w.proxies.start();
     log.info('node agent ready', { workloads: workloads.length });
     return {
