@@ -11,6 +11,7 @@
 import { Histogram, type Registry } from 'prom-client';
 import { counterFrom, gaugeFrom, LabelledTally, newRegistry, type Tally } from '../common/metrics.js';
 import type { Agent } from './agent.js';
+import type { DecisionLog } from './enforce/decision-log.js';
 import type { PolicyEnforcer } from './enforce/policy.js';
 import type { InboundMetrics } from './inbound/inbound.js';
 import type { Sidecar } from './sidecar.js';
@@ -58,7 +59,8 @@ export class AgentMetrics {
   readonly #witnessAlarms: Tally;
   readonly #renewals: { success: Tally; failure: Tally };
   #proxies: () => readonly ProxySet[] = () => [];
-  #enforcer: Pick<PolicyEnforcer, 'version' | 'decisions'> | undefined;
+  #enforcer: Pick<PolicyEnforcer, 'version'> | undefined;
+  #dropped: () => number = () => 0;
   /** The inbound proxy's hooks (InboundOptions.metrics). */
   readonly inbound: InboundMetrics;
 
@@ -109,7 +111,7 @@ export class AgentMetrics {
       return [{ labels: { direction: 'inbound' }, value: inbound }, { labels: { direction: 'outbound' }, value: outbound }];
     }, ['direction']);
     counterFrom(registry, 'tessera_sidecar_decision_records_dropped_total', 'Decision records dropped because the buffer waiting to be shipped to the control plane was full (--decision-buffer)',
-      () => this.#enforcer?.decisions.dropped ?? 0);
+      () => this.#dropped());
   }
 
   /** Once the agent has its identity (before the sidecar starts): the edges' callee, the SVID gauges, renewals. */
@@ -123,6 +125,7 @@ export class AgentMetrics {
   attachSidecar(sidecar: Sidecar): void {
     this.#proxies = () => [sidecar];
     this.#enforcer = sidecar.enforcer;
+    this.#dropped = () => sidecar.enforcer.decisions.dropped;
   }
 
   /**
@@ -130,7 +133,7 @@ export class AgentMetrics {
    * first, renewals of every workload are counted, bytes and open connections summed over every
    * workload's proxies. Each workload's proxies report through {@link forWorkload}.
    */
-  attachNode(node: { agents: readonly Agent[]; proxies: () => readonly ProxySet[]; enforcer: PolicyEnforcer }): void {
+  attachNode(node: { agents: readonly Agent[]; proxies: () => readonly ProxySet[]; enforcer: PolicyEnforcer; decisionLogs: readonly Pick<DecisionLog, 'dropped'>[] }): void {
     const soonest = {
       current: () => {
         let first: ReturnType<Agent['current']>;
@@ -145,6 +148,8 @@ export class AgentMetrics {
     for (const a of node.agents) this.#countRenewals(a);
     this.#proxies = node.proxies;
     this.#enforcer = node.enforcer;
+    // The node's log hands records over to each workload's, which ship them: drops can happen in either.
+    this.#dropped = () => node.decisionLogs.reduce((n, l) => n + l.dropped, node.enforcer.decisions.dropped);
   }
 
   /** One workload of a node agent: its inbound decisions are counted on edges with it as the callee. */

@@ -171,7 +171,7 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
       closers.push(() => api.close());
       log.info('Workload API listening', { SPIFFE_ENDPOINT_SOCKET: `unix://${config.workloadApiSocket}`, workloads: agents.length });
     }
-    metrics?.attachNode({ agents, proxies: () => workloads.map((w) => w.proxies), enforcer });
+    metrics?.attachNode({ agents, proxies: () => workloads.map((w) => w.proxies), enforcer, decisionLogs: workloadLogs });
     for (const w of workloads) w.proxies.start();
     log.info('node agent ready', { workloads: workloads.length });
     return {
