@@ -131,7 +131,6 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
     enforcer.start();
     // Registered after the workloads' logs: stopped before them, so its last records reach them.
     closers.push(() => enforcer.stop());
-    if (enforcer.version > 0) log.info('policy bundle in force', { version: enforcer.version, from: 'cache' });
 
     const workloads: NodeWorkload[] = [];
     for (const [i, w] of config.workloads.entries()) {
