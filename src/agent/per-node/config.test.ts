@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -150,5 +150,23 @@ describe('node config', () => {
     expect(() => loadNodeConfig(join(dir, 'nope.json'))).toThrow(/cannot read the node config .*nope\.json: ENOENT/);
     writeFileSync(file, ' '.repeat(1024 * 1024 + 1));
     expect(() => loadNodeConfig(file)).toThrow(/larger than 1 MiB/);
+  });
+
+  it('a file holding a join token must be private (0600): the config with an inline token, and each token file', () => {
+    const file = join(dir, 'inline.json');
+    writeFileSync(file, JSON.stringify(good()), { mode: 0o644 });
+    chmodSync(file, 0o644);
+    expect(() => loadNodeConfig(file)).toThrow(/node config .*inline\.json holds a join token and is readable by other users \(mode 0644\): chmod 600 it/);
+    chmodSync(file, 0o600);
+    expect(loadNodeConfig(file).workloads[0]!.joinToken).toBe(TOKEN);
+    const tokenFile = join(dir, 'open.token');
+    writeFileSync(tokenFile, TOKEN);
+    chmodSync(tokenFile, 0o640);
+    const cfg = good() as { workloads: Record<string, unknown>[] };
+    delete cfg.workloads[0]!.join_token;
+    cfg.workloads[0]!.join_token_file = tokenFile;
+    const file2 = join(dir, 'by-file.json');
+    writeFileSync(file2, JSON.stringify(cfg), { mode: 0o644 });
+    expect(() => loadNodeConfig(file2)).toThrow(/workloads\[0\]\.join_token_file holds a join token and is readable by other users \(mode 0640\)/);
   });
 });

@@ -186,23 +186,40 @@ export function parseNodeConfig(text: string): NodeConfig {
   return config;
 }
 
-/** Reads `file` (at most 1 MiB), parses it, and reads every `join_token_file` into `joinToken`. */
+/** A file holding a join token must not be readable by group or others (like a key file: 0600). */
+function checkPrivate(mode: number, what: string): void {
+  if ((mode & 0o077) !== 0) {
+    throw new TesseraError('TESSERA_CONFIG_INVALID', `${what} holds a join token and is readable by other users (mode 0${(mode & 0o777).toString(8)}): chmod 600 it`);
+  }
+}
+
+/**
+ * Reads `file` (at most 1 MiB), parses it, and reads every `join_token_file` into `joinToken`.
+ * A file holding a join token (the config with an inline `join_token`, or a token file) must not be
+ * readable by group or others.
+ */
 export function loadNodeConfig(file: string): NodeConfig {
   let text: string;
+  let mode: number;
   try {
-    if (statSync(file).size > MAX_CONFIG_BYTES) throw new TesseraError('TESSERA_CONFIG_INVALID', `node config ${file} is larger than 1 MiB`);
+    const st = statSync(file);
+    if (st.size > MAX_CONFIG_BYTES) throw new TesseraError('TESSERA_CONFIG_INVALID', `node config ${file} is larger than 1 MiB`);
+    mode = st.mode;
     text = readFileSync(file, 'utf8');
   } catch (err) {
     if (isTesseraError(err)) throw err;
     throw new TesseraError('TESSERA_CONFIG_INVALID', `cannot read the node config ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }
   const config = parseNodeConfig(text);
+  if (config.workloads.some((w) => w.joinToken !== undefined)) checkPrivate(mode, `node config ${file}`);
   config.workloads.forEach((w, i) => {
     if (w.joinTokenFile === undefined) return;
     let content: string;
     try {
+      checkPrivate(statSync(w.joinTokenFile).mode, `node config: workloads[${i}].join_token_file`);
       content = readFileSync(w.joinTokenFile, 'utf8');
     } catch (err) {
+      if (isTesseraError(err)) throw err;
       throw invalid(`workloads[${i}].join_token_file`, `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
     w.joinToken = token(content, `workloads[${i}].join_token_file (its content)`);
