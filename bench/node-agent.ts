@@ -23,6 +23,7 @@
  * 3 s before, whatever the node does.
  *
  * Bounded: a deadline; every child is stopped in `finally` and killed if this process exits first.
+ * BENCH_KEEP_DIR=1 keeps the temporary directory (every process's log) and prints its path.
  */
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
