@@ -20,6 +20,11 @@ export interface AgentOptions {
   renewAt?: number;
   /** Long-poll time for bundle updates. */
   watchSeconds?: number;
+  /**
+   * Whether this agent long-polls the trust bundle itself (default true). A node agent lets one of its
+   * workloads' agents follow it and hands new bundles to the others ({@link Agent.adoptBundle}).
+   */
+  followBundle?: boolean;
   log?: Logger;
 }
 
@@ -110,7 +115,17 @@ export class Agent extends EventEmitter {
         : 'no identity on disk: start the agent with --join-token (create one with `tessera token create --entry ID`)');
     }
     this.scheduleRenewal();
-    void this.watchBundle();
+    if (this.opts.followBundle !== false) void this.watchBundle();
+  }
+
+  /**
+   * A trust bundle another agent of this process received (a node agent follows the bundle once for
+   * all its workloads): installed as if this agent had fetched it, never rolling back.
+   */
+  adoptBundle(pem: string, sequence: number): void {
+    if (this.stopped || !this.svid || !this.state || sequence <= this.state.bundleSequence) return;
+    this.applyBundle(pem, sequence);
+    this.buildClient();
   }
 
   async stop(): Promise<void> {

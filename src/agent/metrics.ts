@@ -11,6 +11,7 @@
 import { Histogram, type Registry } from 'prom-client';
 import { counterFrom, gaugeFrom, LabelledTally, newRegistry, type Tally } from '../common/metrics.js';
 import type { Agent } from './agent.js';
+import type { DecisionLog } from './enforce/decision-log.js';
 import type { PolicyEnforcer } from './enforce/policy.js';
 import type { InboundMetrics } from './inbound/inbound.js';
 import type { Sidecar } from './sidecar.js';
@@ -24,6 +25,12 @@ const REQUEST_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 const CONNECTION_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600];
 
 interface Edge { allow: Tally; deny: Tally }
+
+/** What a workload's proxies report to (a sidecar's AgentMetrics, or one workload's view of a node agent's). */
+export type ProxyMetrics = Pick<AgentMetrics, 'decision' | 'inbound' | 'outboundRefused'>;
+
+/** The proxies whose byte counts and open connections are read at scrape. */
+type ProxySet = Pick<Sidecar, 'inbound' | 'outbounds'>;
 
 /**
  * The SVID's remaining lifetime and the policy bundle version, read at scrape: shared by the
@@ -42,6 +49,8 @@ export class AgentMetrics {
   readonly #maxEdges: number;
   #self = '';
   readonly #edges = new Map<string, Edge>();
+  /** Edges labelled so far, all workloads together (bounded by maxEdges). */
+  #edgeCount = 0;
   readonly #edgeTally: LabelledTally<'caller' | 'callee' | 'outcome'>;
   readonly #outcome: Edge;
   #other: Edge | undefined;
@@ -49,7 +58,9 @@ export class AgentMetrics {
   readonly #refusalSlots = { inbound: new Map<string, Tally>(), outbound: new Map<string, Tally>() };
   readonly #witnessAlarms: Tally;
   readonly #renewals: { success: Tally; failure: Tally };
-  #sidecar: Sidecar | undefined;
+  #proxies: () => readonly ProxySet[] = () => [];
+  #enforcer: Pick<PolicyEnforcer, 'version'> | undefined;
+  #dropped: () => number = () => 0;
   /** The inbound proxy's hooks (InboundOptions.metrics). */
   readonly inbound: InboundMetrics;
 
@@ -81,35 +92,87 @@ export class AgentMetrics {
       observeConnection: (s) => connectionSeconds.observe(s),
       refused: (code) => this.#refusal(refused, 'inbound', code).n++,
     };
-    counterFrom(registry, 'tessera_sidecar_received_bytes_total', 'Bytes received from callers on inbound connections (TLS records included)', () => this.#sidecar?.inbound?.bytes().received ?? 0);
-    counterFrom(registry, 'tessera_sidecar_sent_bytes_total', 'Bytes sent to callers on inbound connections (TLS records included)', () => this.#sidecar?.inbound?.bytes().sent ?? 0);
+    const bytes = (k: 'received' | 'sent'): number => {
+      let n = 0;
+      for (const p of this.#proxies()) n += p.inbound?.bytes()[k] ?? 0;
+      return n;
+    };
+    counterFrom(registry, 'tessera_sidecar_received_bytes_total', 'Bytes received from callers on inbound connections (TLS records included)', () => bytes('received'));
+    counterFrom(registry, 'tessera_sidecar_sent_bytes_total', 'Bytes sent to callers on inbound connections (TLS records included)', () => bytes('sent'));
     gaugeFrom(registry, 'tessera_sidecar_open_connections', 'Proxied connections open now, by direction', () => {
-      const sc = this.#sidecar;
-      if (sc === undefined) return undefined;
+      const all = this.#proxies();
+      if (all.length === 0) return undefined;
+      let inbound = 0;
       let outbound = 0;
-      for (const o of sc.outbounds) outbound += o.stats.active;
-      return [{ labels: { direction: 'inbound' }, value: sc.inbound?.stats.active ?? 0 }, { labels: { direction: 'outbound' }, value: outbound }];
+      for (const p of all) {
+        inbound += p.inbound?.stats.active ?? 0;
+        for (const o of p.outbounds) outbound += o.stats.active;
+      }
+      return [{ labels: { direction: 'inbound' }, value: inbound }, { labels: { direction: 'outbound' }, value: outbound }];
     }, ['direction']);
     counterFrom(registry, 'tessera_sidecar_decision_records_dropped_total', 'Decision records dropped because the buffer waiting to be shipped to the control plane was full (--decision-buffer)',
-      () => this.#sidecar?.enforcer.decisions.dropped ?? 0);
+      () => this.#dropped());
   }
 
   /** Once the agent has its identity (before the sidecar starts): the edges' callee, the SVID gauges, renewals. */
   attachAgent(agent: Agent): void {
     this.#self = agent.spiffeId ?? '';
-    identityGauges(this.registry, agent, () => this.#sidecar?.enforcer);
-    agent.on('svid', (e: { reason: string }) => { if (e.reason === 'renew') this.#renewals.success.n++; });
-    agent.on('renew-failed', () => { this.#renewals.failure.n++; });
+    identityGauges(this.registry, agent, () => this.#enforcer);
+    this.#countRenewals(agent);
   }
 
   /** Once the sidecar runs: its proxies' and enforcer's counts are read at scrape. */
   attachSidecar(sidecar: Sidecar): void {
-    this.#sidecar = sidecar;
+    this.#proxies = () => [sidecar];
+    this.#enforcer = sidecar.enforcer;
+    this.#dropped = () => sidecar.enforcer.decisions.dropped;
+  }
+
+  /**
+   * A node agent's (`tessera agent --node`): the SVID gauge shows the workload SVID that expires
+   * first, renewals of every workload are counted, bytes and open connections summed over every
+   * workload's proxies. Each workload's proxies report through {@link forWorkload}.
+   */
+  attachNode(node: { agents: readonly Agent[]; proxies: () => readonly ProxySet[]; enforcer: PolicyEnforcer; decisionLogs: readonly Pick<DecisionLog, 'dropped'>[] }): void {
+    const soonest = {
+      current: () => {
+        let first: ReturnType<Agent['current']>;
+        for (const a of node.agents) {
+          const c = a.current();
+          if (c !== undefined && (first === undefined || c.notAfter < first.notAfter)) first = c;
+        }
+        return first;
+      },
+    };
+    identityGauges(this.registry, soonest, () => this.#enforcer);
+    for (const a of node.agents) this.#countRenewals(a);
+    this.#proxies = node.proxies;
+    this.#enforcer = node.enforcer;
+    // The node's log hands records over to each workload's, which ship them: drops can happen in either.
+    this.#dropped = () => node.decisionLogs.reduce((n, l) => n + l.dropped, node.enforcer.decisions.dropped);
+  }
+
+  /** One workload of a node agent: its inbound decisions are counted on edges with it as the callee. */
+  forWorkload(self: string): ProxyMetrics {
+    const edges = new Map<string, Edge>();
+    return {
+      inbound: this.inbound,
+      outboundRefused: (code) => this.outboundRefused(code),
+      decision: (caller, allow) => this.#count(edges.get(caller) ?? this.#newEdge(edges, caller, self), allow),
+    };
+  }
+
+  #countRenewals(agent: Agent): void {
+    agent.on('svid', (e: { reason: string }) => { if (e.reason === 'renew') this.#renewals.success.n++; });
+    agent.on('renew-failed', () => { this.#renewals.failure.n++; });
   }
 
   /** One decision of the inbound proxy (the sidecar's onDecision). Hot path: a Map lookup and two additions. */
   decision(caller: string, allow: boolean): void {
-    const e = this.#edges.get(caller) ?? this.#newEdge(caller);
+    this.#count(this.#edges.get(caller) ?? this.#newEdge(this.#edges, caller, this.#self), allow);
+  }
+
+  #count(e: Edge, allow: boolean): void {
     if (allow) {
       e.allow.n++;
       this.#outcome.allow.n++;
@@ -132,14 +195,15 @@ export class AgentMetrics {
     this.#witnessAlarms.n++;
   }
 
-  #newEdge(caller: string): Edge {
-    if (this.#edges.size >= this.#maxEdges) {
-      // Not cached: the map stays bounded whatever the number of callers.
+  #newEdge(edges: Map<string, Edge>, caller: string, callee: string): Edge {
+    if (this.#edgeCount >= this.#maxEdges) {
+      // Not cached: the maps stay bounded whatever the number of callers.
       this.#other ??= this.#edgeSlots(OTHER_EDGE, OTHER_EDGE);
       return this.#other;
     }
-    const e = this.#edgeSlots(caller, this.#self);
-    this.#edges.set(caller, e);
+    const e = this.#edgeSlots(caller, callee);
+    edges.set(caller, e);
+    this.#edgeCount++;
     return e;
   }
 

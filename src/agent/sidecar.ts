@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/log.js';
 import type { BundleResponse, DecisionsRequest, DecisionsResponse, JwtSvidRequest, JwtSvidResponse, PolicyBundleResponse, WitnessAlarmRequest, WitnessAlarmResponse } from '../core/wire/control-plane.js';
 import type { Agent } from './agent.js';
-import type { AgentMetrics } from './metrics.js';
+import type { AgentMetrics, ProxyMetrics } from './metrics.js';
 import { PolicyEnforcer } from './enforce/policy.js';
 import { Witness } from './witness.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
@@ -10,7 +10,7 @@ import { PerSecondSampler } from '../core/sampler.js';
 import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundOptions, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
 import { QUARANTINED_REFUSAL } from './inbound/rejudge.js';
 import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
-import { startWorkloadApi } from './workload-api/index.js';
+import { startWorkloadApi, type IdentitySource } from './workload-api/index.js';
 import { TelemetryCollector } from './telemetry/collector.js';
 import { TelemetryShipper } from './telemetry/shipper.js';
 import type { TelemetryRequest, TelemetryResponse } from '../core/wire/control-plane.js';
@@ -84,9 +84,61 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     ...(opts.policyWatchSeconds !== undefined ? { watchSeconds: opts.policyWatchSeconds } : {}),
   });
   enforcer.start();
+  const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
+  let proxies: WorkloadProxies;
+  try {
+    proxies = await startWorkloadProxies(agent, enforcer, opts);
+    closers.push(() => proxies.close());
+    if (opts.workloadApiSocket) {
+      const jwt = jwtBundleOf(agent, log);
+      closers.push(async () => jwt.close());
+      const source = workloadIdentity(agent, jwt);
+      await jwt.refresh().catch(() => {});
+      const api = await startWorkloadApi({ socketPath: opts.workloadApiSocket, log, source });
+      closers.push(() => api.close());
+      log.info('Workload API listening', { SPIFFE_ENDPOINT_SOCKET: `unix://${opts.workloadApiSocket}` });
+    }
+  } catch (err) {
+    for (const c of closers.reverse()) await c().catch(() => {});
+    throw err;
+  }
+  proxies.start();
+  return {
+    enforcer, witness, inbound: proxies.inbound, outbounds: proxies.outbounds, telemetry: proxies.telemetry,
+    close: async () => {
+      for (const c of closers.reverse()) await c().catch(() => {});
+    },
+  };
+}
+
+/** What runs per workload: its proxies and telemetry (see {@link startWorkloadProxies}). */
+export type WorkloadProxiesOptions = Omit<SidecarOptions, 'workloadApiSocket' | 'allowSampleRate' | 'decisionBuffer' | 'policyWatchSeconds' | 'metrics'> & {
+  /** What the proxies report to: the sidecar's metrics, or this workload's view of the node's. */
+  metrics?: ProxyMetrics;
+  /** context.site of this workload's decisions, when one enforcer serves workloads of several sites (default: the enforcer's). */
+  site?: string;
+};
+
+export interface WorkloadProxies {
+  inbound: Inbound | undefined;
+  outbounds: Outbound[];
+  telemetry: Sidecar['telemetry'];
+  /** Starts the telemetry windows (once the caller has started everything else). */
+  start(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * One workload's inbound and outbound proxies and its telemetry, deciding with `enforcer` (its own
+ * in a sidecar; the node's, shared by every workload, in a node agent) and presenting `agent`'s
+ * SVID. Open connections are re-judged on every new policy bundle. Nothing is left running when
+ * it throws (a port in use).
+ */
+export async function startWorkloadProxies(agent: Agent, enforcer: PolicyEnforcer, opts: WorkloadProxiesOptions): Promise<WorkloadProxies> {
+  const { log, metrics } = opts;
   const peerStatus: PeerStatus = (id, serial) => enforcer.peerStatus(id, serial);
 
-  const closers: (() => Promise<void>)[] = [() => enforcer.stop()];
+  const closers: (() => Promise<void>)[] = [];
   let telemetry: Sidecar['telemetry'];
   if (opts.telemetry !== false && agent.spiffeId !== undefined) {
     const t = opts.telemetry ?? {};
@@ -128,7 +180,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
   closers.push(async () => { enforcer.off('policy', rejudge); });
   try {
     if (opts.inbound) {
-      const hooks = inboundPolicyHooks(enforcer, agent.spiffeId!, log, metrics);
+      const hooks = inboundPolicyHooks(enforcer, agent.spiffeId!, log, metrics, opts.site);
       inbound = await startInbound({
         listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
@@ -159,44 +211,19 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
           if (r.code === 'TESSERA_PROXY_LOCAL_CALLER') return callerRefused(r);
           if (!upstreamRefusals.take(r.code, r.time)) return;
           log.warn('upstream refused', { code: r.code, reason: r.reason, expected: o.upstream.expectedId });
-          enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream');
+          enforcer.recordRefusal(o.upstream.expectedId, r.code, r.reason, 'tls:upstream', opts.site);
         },
       });
       outbounds.push(out);
       closers.push(() => out.close());
     }
-    if (opts.workloadApiSocket) {
-      const bus = new EventEmitter();
-      let jwks: { keys: object[] } = { keys: [] };
-      const refresh = async (): Promise<void> => {
-        jwks = await agent.call<BundleResponse>('GET', '/v1/bundle');
-        bus.emit('bundle');
-      };
-      agent.on('svid', () => bus.emit('svid'));
-      agent.on('bundle', () => void refresh().catch((e: { code?: string }) => log.warn('JWT bundle refresh failed', { code: e.code })));
-      await refresh().catch(() => {});
-      const api = await startWorkloadApi({
-        socketPath: opts.workloadApiSocket, log,
-        source: {
-          get trustDomain() { return agent.trustDomain ?? ''; },
-          current: () => agent.current(),
-          jwtBundle: () => jwks,
-          mintJwt: (audience) => agent.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience } satisfies JwtSvidRequest),
-          entrySelectors: () => agent.entry?.selectors ?? [],
-          on: (e, f) => bus.on(e, f),
-          off: (e, f) => bus.off(e, f),
-        },
-      });
-      closers.push(() => api.close());
-      log.info('Workload API listening', { SPIFFE_ENDPOINT_SOCKET: `unix://${opts.workloadApiSocket}` });
-    }
   } catch (err) {
     for (const c of closers.reverse()) await c().catch(() => {});
     throw err;
   }
-  telemetry?.collector.start();
   return {
-    enforcer, witness, inbound, outbounds, telemetry,
+    inbound, outbounds, telemetry,
+    start: () => telemetry?.collector.start(),
     close: async () => {
       for (const c of closers.reverse()) await c().catch(() => {});
     },
@@ -207,10 +234,11 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
  * How the sidecar connects its inbound proxy to the policy enforcer (`self`: this workload's SPIFFE ID,
  * the resource of every decision): each request or connection decided by the enforcer (revocation,
  * quarantine, Cedar, decision log), decisions counted for metrics, one 'denied' log line per caller and
- * second at most (a caller can send denied requests at will), refusals logged and recorded.
+ * second at most (a caller can send denied requests at will), refusals logged and recorded. `site`:
+ * context.site of the decisions, when one enforcer serves workloads of several sites (a node agent).
  * bench/sidecar wires its Tessera rows with this too, so they decide as a deployed agent does.
  */
-export function inboundPolicyHooks(enforcer: PolicyEnforcer, self: string, log: Logger, metrics?: AgentMetrics): {
+export function inboundPolicyHooks(enforcer: PolicyEnforcer, self: string, log: Logger, metrics?: ProxyMetrics, site?: string): {
   authorize: NonNullable<InboundOptions['authorize']>;
   onDecision: NonNullable<InboundOptions['onDecision']>;
   onRefused: NonNullable<InboundOptions['onRefused']>;
@@ -221,15 +249,52 @@ export function inboundPolicyHooks(enforcer: PolicyEnforcer, self: string, log: 
   return {
     deniedLines,
     peerStatus: (id, serial) => enforcer.peerStatus(id, serial),
-    authorize: (r) => enforcer.decide(r.peer, r.serial, r.action, self, r.method, r.path),
+    authorize: (r) => enforcer.decide(r.peer, r.serial, r.action, self, r.method, r.path, site),
     onDecision: (r) => {
       metrics?.decision(r.peer, r.allow);
       if (!r.allow && deniedLines.take(r.peer, r.time)) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons });
     },
     onRefused: (r) => {
       log.info('connection refused', { code: r.code, reason: r.reason, remote: r.remote });
-      enforcer.recordRefusal(self, r.code, r.reason);
+      enforcer.recordRefusal(self, r.code, r.reason, 'tls:handshake', site);
     },
+  };
+}
+
+/** The trust domain's JWT bundle (JWKS), fetched through `agent` at start and on every bundle change; 'bundle' when it changed. */
+export interface JwtBundleFeed extends EventEmitter {
+  readonly jwks: { keys: object[] };
+  refresh(): Promise<void>;
+  close(): void;
+}
+
+export function jwtBundleOf(agent: Pick<Agent, 'call' | 'on' | 'off'>, log: Logger): JwtBundleFeed {
+  const feed = new EventEmitter() as JwtBundleFeed & { jwks: { keys: object[] } };
+  feed.setMaxListeners(0); // one listener per workload of a node agent
+  feed.jwks = { keys: [] };
+  feed.refresh = async () => {
+    feed.jwks = await agent.call<BundleResponse>('GET', '/v1/bundle');
+    feed.emit('bundle');
+  };
+  const onBundle = (): void => void feed.refresh().catch((e: { code?: string }) => log.warn('JWT bundle refresh failed', { code: e.code }));
+  agent.on('bundle', onBundle);
+  feed.close = () => { agent.off('bundle', onBundle); };
+  return feed;
+}
+
+/** `agent`'s identity as the Workload API serves it: its SVID and entry selectors, the node's JWT bundle. */
+export function workloadIdentity(agent: Agent, jwt: JwtBundleFeed): IdentitySource {
+  const bus = new EventEmitter();
+  agent.on('svid', () => bus.emit('svid'));
+  jwt.on('bundle', () => bus.emit('bundle'));
+  return {
+    get trustDomain() { return agent.trustDomain ?? ''; },
+    current: () => agent.current(),
+    jwtBundle: () => jwt.jwks,
+    mintJwt: (audience) => agent.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience } satisfies JwtSvidRequest),
+    entrySelectors: () => agent.entry?.selectors ?? [],
+    on: (e, f) => bus.on(e, f),
+    off: (e, f) => bus.off(e, f),
   };
 }
 

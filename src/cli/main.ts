@@ -1,7 +1,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
 import { parseUnsealSpec } from '../agent/secrets/files.js';
-import { parseSpiffeId } from '../core/spiffe-id.js';
+import { parseHostPort, parseOutboundSpec } from '../agent/listen-spec.js';
+import { loadNodeConfig } from '../agent/per-node/config.js';
 import { TesseraError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/log.js';
@@ -49,34 +50,27 @@ function policyWatch(value: string): number {
 }
 
 function parseListen(value: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new TesseraError('TESSERA_CONFIG_INVALID', '--listen must be HOST:PORT, e.g. 127.0.0.1:8443');
-  return { host: (m[1] ?? m[2])!, port };
-}
-
-function parseAddress(value: unknown, flag: string): { host: string; port: number } {
-  if (typeof value !== 'string') throw new TesseraError('TESSERA_CONFIG_INVALID', `${flag} HOST:PORT is required here`);
-  try {
-    return parseListen(value);
-  } catch {
-    throw new TesseraError('TESSERA_CONFIG_INVALID', `${flag} must be HOST:PORT`);
-  }
-}
-
-function parseOutbound(spec: string): { listen: { host: string; port: number } | { path: string }; upstream: { host: string; port: number; expectedId: string } } {
-  const m = /^([^=]+)=([^@]+)@(spiffe:\/\/\S+)$/.exec(spec);
-  if (!m) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound must be LISTEN=TARGET@SPIFFE_ID, e.g. unix:/run/tessera/orders.sock=10.0.0.7:9443@spiffe://td/orders');
-  const upstream = parseAddress(m[2], '--outbound target');
-  const unix = m[1]!.startsWith('unix:') ? m[1]!.slice(5) : undefined;
-  if (unix !== undefined && !unix.startsWith('/')) throw new TesseraError('TESSERA_CONFIG_INVALID', '--outbound unix:PATH needs an absolute path, e.g. unix:/run/tessera/orders.sock');
-  return { listen: unix !== undefined ? { path: unix } : parseAddress(m[1], '--outbound listen'), upstream: { ...upstream, expectedId: parseSpiffeId(m[3]!).id } };
+  return parseHostPort(value, '--listen');
 }
 
 function fraction(v: string): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0 || n > 1) throw new TesseraError('TESSERA_CONFIG_INVALID', '--allow-sample must be a number from 0 to 1');
   return n;
+}
+
+/** The `tessera agent` flags a sidecar and a node agent (every workload of it) share. */
+function agentSettings(o: Json) {
+  return {
+    allowSampleRate: fraction(String(o.allowSample)),
+    decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
+    inboundLimits: {
+      refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
+      maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
+    },
+    policyWatchSeconds: policyWatch(String(o.policyWatch)),
+    telemetry: telemetryOption(o),
+  };
 }
 
 function entryRow(e: EntryView): string[] {
@@ -207,7 +201,8 @@ export function buildProgram(): Command {
 
   telemetryFlags(metricsListenOption(program.command('agent')), 'the proxies\' counts')
     .description('run an agent: join with a one-time token, keep the SVID fresh, follow the trust bundle')
-    .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem)')
+    .requiredOption('--data-dir <dir>', 'agent state directory (svid.pem, svid.key, bundle.pem); with --node, the node\'s (DIR/node, DIR/workloads/NAME)')
+    .option('--node <file>', 'one agent for every workload of this host: a JSON file listing them (name, join token file, inbound, outbounds, unseal; see README "One agent per node"), instead of the per-workload flags')
     .option('--join-token <token>', 'one-time join token (only needed until the agent has an identity); or $TESSERA_JOIN_TOKEN')
     .option('--trust-bundle <file>', 'CA bundle to trust for the first connection (the server\'s DATA_DIR/bundle.pem)')
     .option('--inbound <host:port>', 'inbound mTLS proxy: listen here, authorize every caller with the policy, forward to --app')
@@ -231,21 +226,15 @@ export function buildProgram(): Command {
     .action(run(async (g, o: Json) => {
       if (!g.server) throw new TesseraError('TESSERA_CONFIG_INVALID', 'the agent needs --server https://HOST:PORT (the control plane URL)');
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
+      if (o.node !== undefined) return runNodeAgent(g.server, o, log);
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
       const unsealSpecs = ((o.unseal as string[] | undefined) ?? []).map(parseUnsealSpec);
       // Every flag is checked before the node starts: a bad flag must not spend the one-time join token.
       const sidecar = {
-        allowSampleRate: fraction(String(o.allowSample)),
-        decisionBuffer: count('--decision-buffer', 10_000_000)(String(o.decisionBuffer)),
-        inboundLimits: {
-          refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
-          maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
-        },
-        ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
-        outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
+        ...agentSettings(o),
+        ...(o.inbound ? { inbound: { listen: parseHostPort(o.inbound, '--inbound'), app: parseHostPort(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
+        outbounds: ((o.outbound as string[] | undefined) ?? []).map((spec) => parseOutboundSpec(spec, '--outbound')),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
-        policyWatchSeconds: policyWatch(String(o.policyWatch)),
-        telemetry: telemetryOption(o),
       };
       const [{ startAgentNode }, { AgentMetrics }] = await Promise.all([import('../agent/node.js'), import('../agent/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
@@ -264,6 +253,33 @@ export function buildProgram(): Command {
         await metricsListener?.close();
       });
     }));
+
+  /** `tessera agent --node FILE`: the whole file is checked before anything starts (join tokens are single use). */
+  async function runNodeAgent(server: string, o: Json, log: ReturnType<typeof createLogger>): Promise<void> {
+    const perWorkload = (['joinToken', 'inbound', 'app', 'outbound', 'unseal', 'workloadApiSocket', 'inboundAllow'] as const).filter((k) => o[k] !== undefined);
+    if (perWorkload.length > 0) {
+      const flag = perWorkload[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--${flag} cannot be used with --node: each workload's settings are in the node config file`);
+    }
+    const config = loadNodeConfig(String(o.node));
+    // Every flag is checked before anything listens or joins.
+    const settings = {
+      serverUrl: server, dataDir: String(o.dataDir), log, config,
+      ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
+      ...agentSettings(o),
+    };
+    const [{ startNodeAgent }, { AgentMetrics }] = await Promise.all([import('../agent/per-node/node-agent.js'), import('../agent/metrics.js')]);
+    const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
+    const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
+    const node = await startNodeAgent({ ...settings, ...(metrics ? { metrics } : {}) }).catch(async (err: unknown) => {
+      await metricsListener?.close();
+      throw err;
+    });
+    await untilSignal(async () => {
+      await node.close();
+      await metricsListener?.close();
+    });
+  }
 
   const entry = program.command('entry').description('manage registration entries (admin)');
   entry.command('create')

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { callerSelectors, entryMatchesCaller } from './selectors.js';
+import { callerSelectors, entryMatchesCaller, selectEntryForCaller } from './selectors.js';
 
 const peer = { pid: 4242, uid: 1000, gid: 100 };
 
@@ -65,5 +65,51 @@ describe('entryMatchesCaller', () => {
         expect(entryMatchesCaller(callerSelectors(caller), caller).ok).toBe(true);
       }),
     );
+  });
+});
+
+describe('selectEntryForCaller (one agent, many workloads)', () => {
+  const e = (name: string, ...selectors: string[]): { name: string; selectors: string[] } => ({ name, selectors });
+  const pick = (entries: { name: string; selectors: string[] }[]): string => {
+    const r = selectEntryForCaller(entries, peer);
+    return r.ok ? r.entry.name : `refused: ${r.reason}`;
+  };
+
+  it('gives the only matching entry; refuses a caller matching none', () => {
+    expect(pick([e('a', 'unix:uid:1001'), e('b', 'unix:uid:1000'), e('c', 'unix:pid:1')])).toBe('b');
+    expect(pick([e('a', 'unix:uid:1001'), e('c', 'unix:pid:1')])).toBe("refused: the caller matches no workload's entry");
+    expect(pick([e('a', 'unix:uid:1001')])).toMatch(/^refused: selector unix:uid:1001 does not match/);
+    expect(pick([])).toBe('refused: no workload is served here');
+  });
+
+  it('the most specific entry wins whatever the order; equally specific or unrelated matches are refused', () => {
+    const general = e('general', 'unix:uid:1000');
+    const narrow = e('narrow', 'unix:uid:1000', 'unix:pid:4242');
+    const narrowest = e('narrowest', 'unix:uid:1000', 'unix:gid:100', 'unix:pid:4242');
+    expect(pick([general, narrow])).toBe('narrow');
+    expect(pick([narrow, general])).toBe('narrow');
+    expect(pick([narrowest, general, narrow])).toBe('narrowest');
+    expect(pick([general, e('twin', 'unix:uid:1000')])).toMatch(/^refused: the caller matches 2 workloads' entries and none is more specific/);
+    expect(pick([e('by-gid', 'unix:uid:1000', 'unix:gid:100'), e('by-pid', 'unix:pid:4242')])).toMatch(/^refused/);
+    // A larger set that is not a superset does not win.
+    expect(pick([e('x', 'unix:uid:1000', 'unix:gid:100'), e('y', 'unix:pid:4242')])).toMatch(/^refused/);
+  });
+
+  it('property: the answer does not depend on the order, and a winner matches and covers every other match', () => {
+    const sel = fc.constantFrom('unix:uid:1000', 'unix:uid:1001', 'unix:gid:100', 'unix:gid:7', 'unix:pid:4242', 'unix:pid:9', 'k8s:ns:x');
+    const entries = fc.array(fc.array(sel, { maxLength: 4 }), { maxLength: 6 }).map((l) => l.map((s, i) => e(`e${i}`, ...s)));
+    fc.assert(fc.property(entries, fc.nat(), (list, seed) => {
+      const shuffled = [...list].sort((a, b) => ((a.name.charCodeAt(1) * 31 + seed) % 7) - ((b.name.charCodeAt(1) * 31 + seed) % 7));
+      const r1 = selectEntryForCaller(list, peer);
+      const r2 = selectEntryForCaller(shuffled, peer);
+      expect(r1.ok && r1.entry.name).toBe(r2.ok && r2.entry.name);
+      if (!r1.ok) return;
+      expect(entryMatchesCaller(r1.entry.selectors, peer).ok).toBe(true);
+      const mine = new Set(r1.entry.selectors);
+      for (const o of list) {
+        if (o === r1.entry || !entryMatchesCaller(o.selectors, peer).ok) continue;
+        expect(o.selectors.every((s) => mine.has(s)) && new Set(o.selectors).size < mine.size).toBe(true);
+      }
+    }), { numRuns: 1000 });
   });
 });

@@ -69,3 +69,31 @@ export function entryMatchesCaller(entrySelectors: readonly string[], peer: Peer
   if (unix === 0) return { ok: false, reason: 'the entry has no unix selector' };
   return { ok: true };
 }
+
+/**
+ * Which of several registration entries a caller gets, when one agent serves many workloads (the
+ * node agent's Workload API): among the entries whose selectors the caller satisfies (as
+ * {@link entryMatchesCaller}), the one whose selector set contains every other match's set and is
+ * strictly larger than each (the most specific: `unix:uid:1000` + `unix:pid:42` over `unix:uid:1000`
+ * alone). When no single entry is that (two entries with the same selectors, or `uid`+`gid` vs `pid`),
+ * the caller is ambiguous and gets none: fail closed, whatever the order of the entries.
+ *
+ * @example
+ * selectEntryForCaller([{ selectors: ['unix:uid:1000'] }, { selectors: ['unix:uid:1000', 'unix:pid:42'] }], { pid: 42, uid: 1000, gid: 100 })
+ * // { ok: true, entry: the second }
+ */
+export function selectEntryForCaller<T extends { selectors: readonly string[] }>(entries: readonly T[], peer: PeerCredentials): { ok: true; entry: T } | { ok: false; reason: string } {
+  if (entries.length === 0) return { ok: false, reason: 'no workload is served here' };
+  if (entries.length === 1) {
+    const m = entryMatchesCaller(entries[0]!.selectors, peer);
+    return m.ok ? { ok: true, entry: entries[0]! } : m;
+  }
+  const matches = entries.filter((e) => entryMatchesCaller(e.selectors, peer).ok);
+  if (matches.length === 1) return { ok: true, entry: matches[0]! };
+  if (matches.length === 0) return { ok: false, reason: 'the caller matches no workload\'s entry' };
+  const sets = matches.map((e) => new Set(e.selectors));
+  const covers = (a: Set<string>, b: Set<string>): boolean => a.size > b.size && [...b].every((s) => a.has(s));
+  const winner = sets.findIndex((s, i) => sets.every((o, j) => j === i || covers(s, o)));
+  if (winner < 0) return { ok: false, reason: `the caller matches ${matches.length} workloads' entries and none is more specific than all the others` };
+  return { ok: true, entry: matches[winner]! };
+}

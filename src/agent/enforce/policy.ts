@@ -22,6 +22,8 @@ export interface AuthorizeRequest {
   resource: string;
   method?: string;
   path?: string;
+  /** context.site of this decision: the site of the workload called, when one agent serves several (default: the enforcer's). */
+  site?: string;
 }
 
 export interface PolicyEnforcerOptions {
@@ -186,7 +188,7 @@ export class PolicyEnforcer extends EventEmitter {
   }
 
   authorize(req: AuthorizeRequest): Decision {
-    return this.decide(req.principal, req.serial, req.action, req.resource, req.method, req.path);
+    return this.decide(req.principal, req.serial, req.action, req.resource, req.method, req.path, req.site);
   }
 
   /**
@@ -194,7 +196,7 @@ export class PolicyEnforcer extends EventEmitter {
    * request, with nothing allocated but the decision's context (and a decision record when the
    * decision log keeps one: denials always, allows sampled).
    */
-  decide(principal: string, serial: string | undefined, action: Action, resource: string, method?: string, path?: string): Decision {
+  decide(principal: string, serial: string | undefined, action: Action, resource: string, method?: string, path?: string, site?: string): Decision {
     const now = Date.now();
     const scores = this.identities?.scores;
     // `time` is rounded to the minute: at seconds resolution every decision would be unique and
@@ -203,8 +205,8 @@ export class PolicyEnforcer extends EventEmitter {
     const time = this.clock.time(now);
     const risk = scores !== undefined && scores.size > 0 ? scores.get(principal) ?? 0 : 0;
     const context: Record<string, string | number> = action === 'http:request'
-      ? { site: this.opts.site, time, hour: utcHour(now), risk, method: method ?? '', path: path ?? '' }
-      : { site: this.opts.site, time, hour: utcHour(now), risk };
+      ? { site: site ?? this.opts.site, time, hour: utcHour(now), risk, method: method ?? '', path: path ?? '' }
+      : { site: site ?? this.opts.site, time, hour: utcHour(now), risk };
     let decision: Decision;
     let status: PeerStanding;
     if (!this.engine) {
@@ -274,9 +276,9 @@ export class PolicyEnforcer extends EventEmitter {
    * Records a connection refused before any policy decision (no client certificate, untrusted,
    * expired or not-yet-valid SVID, other trust domain): always shipped, like a denial.
    */
-  recordRefusal(resource: string, code: string, reason: string, kind: 'tls:handshake' | 'tls:upstream' | 'policy:bundle' = 'tls:handshake'): void {
+  recordRefusal(resource: string, code: string, reason: string, kind: 'tls:handshake' | 'tls:upstream' | 'policy:bundle' = 'tls:handshake', site = this.opts.site): void {
     this.decisions.record({
-      ts: Date.now(), principal: '-', action: kind, resource, context: { site: this.opts.site, code, reason: reason.slice(0, 256) }, allow: false, reasons: [code],
+      ts: Date.now(), principal: '-', action: kind, resource, context: { site, code, reason: reason.slice(0, 256) }, allow: false, reasons: [code],
     });
   }
 

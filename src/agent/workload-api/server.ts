@@ -37,7 +37,7 @@ import {
   x509SvidResponse,
   type IdentitySnapshot,
 } from './responses.js';
-import { entryMatchesCaller } from '../attest/selectors.js';
+import { selectEntryForCaller } from '../attest/selectors.js';
 import { checkSocketPath, listenOnUnixSocket } from '../attest/unix-socket.js';
 import { NO_IDENTITY, SECURITY_HEADER_MISSING, grpcError, grpcErrorOf, type GrpcError } from './status.js';
 
@@ -56,10 +56,22 @@ export interface IdentitySource {
   off(event: 'svid' | 'bundle', listener: () => void): unknown;
 }
 
+/**
+ * The identities of a node agent serving several workloads: each caller gets the one whose entry
+ * selectors it matches (the most specific when several match; none when that is ambiguous:
+ * `selectEntryForCaller`). Events: any identity's SVID or bundle changed.
+ */
+export interface IdentityDirectory {
+  identities(): readonly IdentitySource[];
+  on(event: 'svid' | 'bundle', listener: () => void): unknown;
+  off(event: 'svid' | 'bundle', listener: () => void): unknown;
+}
+
 export interface WorkloadApiOptions {
   /** Absolute path of the Unix socket to create (at most 107 bytes on Linux). */
   socketPath: string;
-  source: IdentitySource;
+  /** One workload's identity (a sidecar), or the identities of every workload on the node. */
+  source: IdentitySource | IdentityDirectory;
   log?: Logger;
   /**
    * File mode of the socket (default 0o666). Workloads need write permission on the socket to
@@ -80,6 +92,13 @@ const MAX_AUDIENCE_LENGTH = 2048;
 const CLOSE_GRACE_MS = 1000;
 
 type Peer = { creds: PeerCredentials } | { creds: undefined; reason: string };
+/** A caller and the identity it is entitled to, as of the call. */
+interface Attested { peer: Peer; source: IdentitySource }
+
+/** One workload's identity as a directory of one. */
+function single(source: IdentitySource): IdentityDirectory {
+  return { identities: () => [source], on: (e, f) => source.on(e, f), off: (e, f) => source.off(e, f) };
+}
 
 interface Subscriber {
   push(): void;
@@ -102,7 +121,7 @@ function isGrpcError<T>(b: Built<T>): b is GrpcError {
  */
 export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<WorkloadApi> {
   const log = (opts.log ?? createLogger()).child({ component: 'workload-api' });
-  const source = opts.source;
+  const directory: IdentityDirectory = 'identities' in opts.source ? opts.source : single(opts.source);
   const socketPath = checkSocketPath(opts.socketPath, 'the Workload API');
   const mode = opts.socketMode ?? 0o666;
   // Fail at start, not on the first call, when peer credentials cannot be read on this machine.
@@ -118,27 +137,28 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   // ------------------------------------------------------------------------------------------
   // Authorization of a call.
 
-  function attest(peer: Peer): GrpcError | undefined {
+  /** The identity the caller is entitled to (its entry's selectors match its credentials), or the error to answer. */
+  function attest(peer: Peer): IdentitySource | GrpcError {
     if (peer.creds === undefined) {
       return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
     }
-    let selectors: readonly string[];
+    let entries: { source: IdentitySource; selectors: readonly string[] }[];
     try {
-      selectors = source.entrySelectors();
+      entries = directory.identities().map((source) => ({ source, selectors: source.entrySelectors() }));
     } catch (err) {
       log.error('cannot read the entry selectors; refusing the caller', { code: isTesseraError(err) ? err.code : 'unknown' });
       return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
     }
-    const m = entryMatchesCaller(selectors, peer.creds);
+    const m = selectEntryForCaller(entries, peer.creds);
     if (!m.ok) {
       log.info('caller refused: its credentials do not match the entry', { ...peer.creds, reason: m.reason });
       return grpcError(grpc.status.PERMISSION_DENIED, NO_IDENTITY);
     }
-    return undefined;
+    return m.entry.source;
   }
 
-  /** Security header, then the caller's peer credentials against the entry: the peer, or the error to answer. */
-  function authorize(call: { metadata: grpc.Metadata; getPeer(): string }, method: string): Peer | GrpcError {
+  /** Security header, then the caller's peer credentials against the entries: the peer and its identity, or the error to answer. */
+  function authorize(call: { metadata: grpc.Metadata; getPeer(): string }, method: string): Attested | GrpcError {
     const values = call.metadata.get(SECURITY_HEADER);
     if (values.length !== 1 || values[0] !== SECURITY_HEADER_VALUE) {
       log.debug('request without the security header', { method });
@@ -151,18 +171,18 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     if (peer.creds === undefined) {
       log.warn('caller refused: its peer credentials are unknown', { method, reason: peer.reason });
     }
-    const denied = attest(peer);
-    return denied ?? peer;
+    const source = attest(peer);
+    return 'code' in source ? source : { peer, source };
   }
 
-  function isPeer(v: Peer | GrpcError): v is Peer {
-    return 'creds' in v;
+  function isAttested(v: Attested | GrpcError): v is Attested {
+    return 'peer' in v;
   }
 
   // ------------------------------------------------------------------------------------------
   // Streams: the first message at once (§4.3), then one on every change of its content.
 
-  function serveStream<T>(call: grpc.ServerWritableStream<unknown, T>, peer: Peer, build: () => Built<T>): void {
+  function serveStream<T>(call: grpc.ServerWritableStream<unknown, T>, peer: Peer, build: (source: IdentitySource) => Built<T>): void {
     let done = false;
     let lastDigest: string | undefined;
     let waitingForDrain = false;
@@ -181,11 +201,11 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
         changedWhileWaiting = true; // every message is complete (§4.3): only the latest matters
         return;
       }
-      const denied = attest(peer); // still entitled? (Appendix A, server state 6)
-      if (denied !== undefined) return stop(denied);
+      const source = attest(peer); // still entitled? (Appendix A, server state 6)
+      if ('code' in source) return stop(source);
       let built: Built<T>;
       try {
-        built = build();
+        built = build(source);
       } catch (err) {
         log.error('cannot build a Workload API response', { code: isTesseraError(err) ? err.code : 'unknown' });
         built = grpcErrorOf(err);
@@ -218,7 +238,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     for (const s of [...subscribers]) s.push();
   }
 
-  function currentIdentity(): IdentitySnapshot | GrpcError {
+  function currentIdentity(source: IdentitySource): IdentitySnapshot | GrpcError {
     const snap = source.current();
     // No SVID yet, or an expired one: no identity to give (§5.2.1; the client retries with backoff).
     if (snap === undefined || !(snap.notAfter instanceof Date) || snap.notAfter.getTime() <= Date.now()) {
@@ -227,22 +247,22 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     return snap;
   }
 
-  function buildX509Svid(): Built<X509SvidResponse> {
-    const snap = currentIdentity();
+  function buildX509Svid(source: IdentitySource): Built<X509SvidResponse> {
+    const snap = currentIdentity(source);
     if ('code' in snap) return snap;
     const message = x509SvidResponse(snap);
     const svid = message.svids[0]!;
     return { message, digest: fingerprint([svid.spiffe_id, svid.x509_svid, svid.x509_svid_key, svid.bundle]) };
   }
 
-  function buildX509Bundles(): Built<X509BundlesResponse> {
-    const snap = currentIdentity();
+  function buildX509Bundles(source: IdentitySource): Built<X509BundlesResponse> {
+    const snap = currentIdentity(source);
     if ('code' in snap) return snap;
     const message = x509BundlesResponse(source.trustDomain, snap.bundlePem);
     return { message, digest: fingerprint(Object.values(message.bundles)) };
   }
 
-  function buildJwtBundles(): Built<JwtBundlesResponse> {
+  function buildJwtBundles(source: IdentitySource): Built<JwtBundlesResponse> {
     const message = jwtBundlesResponse(source.trustDomain, source.jwtBundle());
     return { message, digest: fingerprint(Object.values(message.bundles)) };
   }
@@ -250,10 +270,10 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   // ------------------------------------------------------------------------------------------
   // Handlers.
 
-  function streamHandler<T>(method: string, build: () => Built<T>): grpc.handleServerStreamingCall<unknown, T> {
+  function streamHandler<T>(method: string, build: (source: IdentitySource) => Built<T>): grpc.handleServerStreamingCall<unknown, T> {
     return (call) => {
       const auth = authorize(call, method);
-      if (!isPeer(auth)) {
+      if (!isAttested(auth)) {
         call.emit('error', auth);
         return;
       }
@@ -261,13 +281,14 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
         call.emit('error', grpcError(grpc.status.UNAVAILABLE, 'the Workload API is shutting down'));
         return;
       }
-      serveStream(call, auth, build);
+      serveStream(call, auth.peer, build);
     };
   }
 
   const fetchJwtSvid: grpc.handleUnaryCall<JwtSvidRequest, JwtSvidResponse> = (call, callback) => {
     const auth = authorize(call, 'FetchJWTSVID');
-    if (!isPeer(auth)) return callback(auth);
+    if (!isAttested(auth)) return callback(auth);
+    const { source } = auth;
     const req = call.request;
     const audience = req.audience ?? [];
     // §6.2.1: audience is mandatory; §4.5: a missing mandatory field is InvalidArgument.
@@ -275,7 +296,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     if (audience.length > MAX_AUDIENCES || audience.some((a) => typeof a !== 'string' || a.length === 0 || a.length > MAX_AUDIENCE_LENGTH)) {
       return callback(grpcError(grpc.status.INVALID_ARGUMENT, `each audience must be a non-empty string (at most ${MAX_AUDIENCES} of at most ${MAX_AUDIENCE_LENGTH} characters)`));
     }
-    const snap = currentIdentity();
+    const snap = currentIdentity(source);
     if ('code' in snap) return callback(snap);
     const wanted = req.spiffe_id ?? '';
     if (wanted !== '') {
@@ -301,7 +322,8 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
 
   const validateJwtSvid: grpc.handleUnaryCall<ValidateJwtSvidRequest, ValidateJwtSvidResponse> = (call, callback) => {
     const auth = authorize(call, 'ValidateJWTSVID');
-    if (!isPeer(auth)) return callback(auth);
+    if (!isAttested(auth)) return callback(auth);
+    const { source } = auth;
     const { audience = '', svid = '' } = call.request;
     // §6.2.3: all request fields are mandatory.
     if (typeof audience !== 'string' || audience.length === 0) return callback(grpcError(grpc.status.INVALID_ARGUMENT, 'audience must be specified'));
@@ -382,15 +404,15 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   });
   netServer.on('error', (err) => log.error('Workload API listener error', { reason: err.message }));
 
-  source.on('svid', onChange);
-  source.on('bundle', onChange);
+  directory.on('svid', onChange);
+  directory.on('bundle', onChange);
   log.info('Workload API listening', { socket: socketPath, mode: `0${mode.toString(8)}` });
 
   let closed: Promise<void> | undefined;
   async function close(): Promise<void> {
     closing = true;
-    source.off('svid', onChange);
-    source.off('bundle', onChange);
+    directory.off('svid', onChange);
+    directory.off('bundle', onChange);
     const listenerClosed = new Promise<void>((ok) => netServer.close(() => ok()));
     for (const s of [...subscribers]) s.stop(grpcError(grpc.status.UNAVAILABLE, 'the Workload API is shutting down'));
     await new Promise<void>((ok) => {
