@@ -7,7 +7,7 @@ import { PolicyEnforcer } from './enforce/policy.js';
 import { Witness } from './witness.js';
 import type { DecisionRecord } from './enforce/decision-log.js';
 import { PerSecondSampler } from '../core/sampler.js';
-import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
+import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundOptions, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
 import { QUARANTINED_REFUSAL } from './inbound/rejudge.js';
 import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
 import { startWorkloadApi } from './workload-api/index.js';
@@ -128,27 +128,17 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
   closers.push(async () => { enforcer.off('policy', rejudge); });
   try {
     if (opts.inbound) {
-      const self = agent.spiffeId!;
-      // One 'denied' line per caller and second at most: a caller can send denied requests at will.
-      const deniedLines = new PerSecondSampler(1);
+      const hooks = inboundPolicyHooks(enforcer, agent.spiffeId!, log, metrics);
       inbound = await startInbound({
-        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, peerStatus, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
+        listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
         ...(metrics ? { metrics: metrics.inbound } : {}),
         ...(telemetry ? { telemetry: telemetry.collector.lane('callee', opts.inbound.mode) } : {}),
-        authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
-        onDecision: (r) => {
-          metrics?.decision(r.peer, r.allow);
-          if (!r.allow && deniedLines.take(r.peer, r.time)) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons });
-        },
-        onRefused: (r) => {
-          log.info('connection refused', { code: r.code, reason: r.reason, remote: r.remote });
-          enforcer.recordRefusal(self, r.code, r.reason);
-        },
+        authorize: hooks.authorize, onDecision: hooks.onDecision, onRefused: hooks.onRefused, peerStatus: hooks.peerStatus,
       });
       const inb = inbound;
       closers.push(() => inb.close());
-      const summary = summarizeSampling(inb, enforcer, deniedLines, log);
+      const summary = summarizeSampling(inb, enforcer, hooks.deniedLines, log);
       closers.push(async () => clearInterval(summary));
     }
     // Each connection of the app (or of any local user) to an outbound listener can cause one:
@@ -209,6 +199,36 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     enforcer, witness, inbound, outbounds, telemetry,
     close: async () => {
       for (const c of closers.reverse()) await c().catch(() => {});
+    },
+  };
+}
+
+/**
+ * How the sidecar connects its inbound proxy to the policy enforcer (`self`: this workload's SPIFFE ID,
+ * the resource of every decision): each request or connection decided by the enforcer (revocation,
+ * quarantine, Cedar, decision log), decisions counted for metrics, one 'denied' log line per caller and
+ * second at most (a caller can send denied requests at will), refusals logged and recorded.
+ * bench/sidecar wires its Tessera rows with this too, so they decide as a deployed agent does.
+ */
+export function inboundPolicyHooks(enforcer: PolicyEnforcer, self: string, log: Logger, metrics?: AgentMetrics): {
+  authorize: NonNullable<InboundOptions['authorize']>;
+  onDecision: NonNullable<InboundOptions['onDecision']>;
+  onRefused: NonNullable<InboundOptions['onRefused']>;
+  peerStatus: PeerStatus;
+  deniedLines: PerSecondSampler;
+} {
+  const deniedLines = new PerSecondSampler(1);
+  return {
+    deniedLines,
+    peerStatus: (id, serial) => enforcer.peerStatus(id, serial),
+    authorize: (r) => enforcer.authorize({ principal: r.peer, serial: r.serial, action: r.action, resource: self, ...(r.method !== undefined ? { method: r.method } : {}), ...(r.path !== undefined ? { path: r.path } : {}) }),
+    onDecision: (r) => {
+      metrics?.decision(r.peer, r.allow);
+      if (!r.allow && deniedLines.take(r.peer, r.time)) log.info('denied', { peer: r.peer, action: r.action, method: r.method, path: r.path, reasons: r.reasons });
+    },
+    onRefused: (r) => {
+      log.info('connection refused', { code: r.code, reason: r.reason, remote: r.remote });
+      enforcer.recordRefusal(self, r.code, r.reason);
     },
   };
 }
