@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { startAgentNode } from '../agent/node.js';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
+import { findHaproxy } from '../agent/haproxy/inbound.js';
 import { parseUnsealSpec } from '../agent/secrets/files.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
 import { TesseraError } from '../core/errors.js';
@@ -210,6 +211,7 @@ export function buildProgram(): Command {
     .option('--inbound <host:port>', 'inbound mTLS proxy: listen here, authorize every caller with the policy, forward to --app')
     .option('--app <host:port>', 'the application behind the inbound proxy (plain, loopback)')
     .addOption(new Option('--mode <mode>', 'inbound proxy mode: http (decision per request) or tcp (decision per connection)').choices(['http', 'tcp']).default('http'))
+    .addOption(new Option('--data-plane <kind>', 'who terminates the inbound mTLS: node (the agent) or haproxy (Debian\'s HAProxy run by the agent, deciding every request with the agent over SPOE; http mode only)').choices(['node', 'haproxy']).default('node'))
     .option('--inbound-allow <shapes>', 'http mode: also accept these request path shapes the proxy refuses by default (400 TESSERA_PROXY_PATH_REFUSED), comma-separated: semicolon (`;` in segments), empty-segments (`//`)')
     .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID: the app talks plain to LISTEN, the agent calls TARGET over mTLS as this workload. LISTEN unix:PATH (secure: only processes matching the entry\'s unix: selectors) or HOST:PORT (ANY local user can use it)')
     .option('--workload-api-socket <path>', 'serve the SPIFFE Workload API on this Unix socket')
@@ -238,11 +240,16 @@ export function buildProgram(): Command {
           refusalRecordsPerSecond: count('--refusal-sample', 1_000_000)(String(o.refusalSample)),
           maxConnections: count('--max-connections', 1_000_000)(String(o.maxConnections)),
         },
-        ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
+        ...(o.inbound ? { inbound: { listen: parseListen(String(o.inbound)), app: parseAddress(o.app, '--app'), mode: o.mode as 'http' | 'tcp', dataPlane: dataPlane(o), ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map(parseOutbound),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
         policyWatchSeconds: policyWatch(String(o.policyWatch)),
         telemetry: telemetryOption(o),
+        // HAProxy keeps dying: stop the agent with an error status rather than run without an inbound.
+        onFatal: () => {
+          process.exitCode = 1;
+          process.kill(process.pid, 'SIGTERM');
+        },
       };
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
@@ -378,6 +385,14 @@ export function buildProgram(): Command {
 }
 
 /** Keeps the process alive until SIGINT/SIGTERM, then stops cleanly. */
+/** `--data-plane`: haproxy runs the inbound in http mode only, and needs HAProxy installed. */
+function dataPlane(o: Json): 'node' | 'haproxy' {
+  if (o.dataPlane !== 'haproxy') return 'node';
+  if (o.mode !== 'http') throw new TesseraError('TESSERA_CONFIG_INVALID', '--data-plane haproxy runs the inbound proxy in http mode only (--mode http)');
+  if (findHaproxy() === undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--data-plane haproxy needs HAProxy installed (Debian: apt-get install haproxy)');
+  return 'haproxy';
+}
+
 function untilSignal(stop: () => Promise<void>): Promise<void> {
   return new Promise((resolve) => {
     const keepAlive = setInterval(() => {}, 1 << 30);
