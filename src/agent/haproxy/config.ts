@@ -76,6 +76,7 @@ export interface HaproxyConfigOptions {
 
 export const CACHE_TABLE = 'tessera_cache';
 export const LOG_TAG = 'T';
+export const LOG_RING = 'tessera_log';
 
 function body(code: ErrorCode, message: string): string {
   return JSON.stringify({ error: { code, message } });
@@ -111,14 +112,20 @@ global
   stats socket ${f.adminSocket} mode 600 level admin expose-fd listeners
   stats timeout 10s
   hard-stop-after 30s
-  log stdout format raw local0
   ssl-default-bind-options ssl-min-ver TLSv1.2
   ssl-default-server-options ssl-min-ver TLSv1.2
   tune.ssl.default-dh-param 2048
 
+# Per-request log lines (telemetry, counters) go to a memory ring the agent reads through the
+# runtime API (\`show events\`): no write system call per request; when the agent falls behind, the
+# oldest lines are overwritten (bounded memory), never blocking HAProxy.
+ring ${LOG_RING}
+  format raw
+  size 4194304
+
 defaults
   mode http
-  log global
+  log ring@${LOG_RING} local0
   option http-keep-alive
   # A process handing over (soft stop) answers the next request on an idle connection with
   # "Connection: close" instead of closing it under a caller that is sending.

@@ -12,8 +12,8 @@
  *   (spop.ts, spoa.ts) per connection (the certificate) and per request (method, URL).
  * - Allowed decisions are cached inside HAProxy (config.ts) and invalidated by `flush()`, which
  *   the sidecar calls (as `rejudge()`) on every policy bundle change.
- * - Telemetry, counters and metrics come from HAProxy's per-request log line on its stdout (a
- *   pipe only the agent reads).
+ * - Telemetry, counters and metrics come from HAProxy's per-request log lines, written to a memory
+ *   ring and streamed to the agent over the runtime API (`show events`).
  * - HAProxy dying leaves no listener (fail closed); the agent restarts it, and gives up with a
  *   clear error (`onFatal`) when it dies again and again.
  */
@@ -30,7 +30,7 @@ import { keyPem, requireMaterial, trustDomainOf, type TlsSource } from '../../co
 import { DEFAULT_INBOUND_LIMITS, type Inbound, type InboundLimits, type InboundOptions, type RefusalRecord } from '../inbound/inbound.js';
 import { callAuthorize, newStats, type InboundStats } from '../inbound/http.js';
 import { peerRefusal, standingCode, type RejudgeResult } from '../inbound/rejudge.js';
-import { CACHE_TABLE, LOG_TAG, REFUSALS, VERDICT, haproxyConfig, spoeConfig, type HaproxyConfigOptions, type HaproxyFiles } from './config.js';
+import { CACHE_TABLE, LOG_RING, LOG_TAG, REFUSALS, VERDICT, haproxyConfig, spoeConfig, type HaproxyConfigOptions, type HaproxyFiles } from './config.js';
 import { RuntimeApi } from './runtime-api.js';
 import { int, str, type Action, type Message, type TypedData } from './spop.js';
 import { startSpoa, type Spoa } from './spoa.js';
@@ -277,6 +277,20 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     }
   };
 
+  // The per-request log lines of each worker, streamed from its memory ring (config.ts).
+  const logStreams = new Set<() => void>();
+  const readLog = (): void => {
+    if (closing) return;
+    const stop = runtime.stream(`show events ${LOG_RING} -w -n`, (line) => {
+      try {
+        onLogLine(line);
+      } catch {
+        stats.internalErrors++;
+      }
+    }, () => logStreams.delete(stop));
+    logStreams.add(stop);
+  };
+
   /** Processes given up on (a start that failed): their exit is no crash. */
   const retired = new WeakSet<ChildProcess>();
   /** Every HAProxy master process running. */
@@ -299,6 +313,7 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
       p.kill('SIGUSR2');
       workerPid = await waitReady(runtime, new Promise(() => {}), (pid) => pid !== old, 10_000);
       reloads++;
+      readLog();
       // The master tells the old worker to stop accepting once the new one is ready: give it that moment.
       await new Promise((r) => setTimeout(r, SETTLE_MS));
     } finally {
@@ -318,13 +333,7 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     live.add(p);
     starts++;
     p.stdin!.on('error', () => {});
-    createInterface({ input: p.stdout! }).on('line', (line) => {
-      try {
-        onLogLine(line);
-      } catch {
-        stats.internalErrors++;
-      }
-    });
+    p.stdout!.resume();
     createInterface({ input: p.stderr! }).on('line', (line) => {
       stderrTail.push(line);
       if (stderrTail.length > 20) stderrTail.shift();
@@ -345,6 +354,7 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     // HAProxy has read the SVID file: the key now lives only in its memory (and the agent's).
     removeKeyFile();
     child = p;
+    readLog();
   };
 
   const onExit = (p: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void => {
@@ -461,6 +471,7 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     close(): Promise<void> {
       closed ??= (async () => {
         closing = true;
+        for (const stop of logStreams) stop();
         opts.tls.off('svid', onSvid);
         opts.tls.off('bundle', onBundle);
         await Promise.all([...live].map(async (p) => {

@@ -67,6 +67,29 @@ export class RuntimeApi {
     });
   }
 
+  /**
+   * Keeps one connection open on a streaming command (`show events <ring> -w -n`) and passes every
+   * line to `onLine`; `onClose` when HAProxy ends it (its process stopped). Returns the closer.
+   */
+  stream(command: string, onLine: (line: string) => void, onClose: () => void): () => void {
+    const socket = connect(this.#path);
+    let partial = '';
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${command}\n`));
+    socket.on('data', (text: string) => {
+      const parts = (partial + text).split('\n');
+      partial = parts.pop() ?? '';
+      if (partial.length > MAX_ANSWER) partial = '';
+      for (const line of parts) onLine(line);
+    });
+    socket.on('error', () => {});
+    socket.on('close', onClose);
+    return () => {
+      socket.off('close', onClose);
+      socket.destroy();
+    };
+  }
+
   /** Runs `command` and checks its answer against `ok`; TESSERA_UNAVAILABLE with HAProxy's text otherwise. */
   async expect(command: string, ok: RegExp, payload?: string): Promise<string> {
     const answer = await this.raw(command, payload);
