@@ -16,6 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { findHaproxy, startHaproxyInbound, type HaproxyInbound, type HaproxyInboundOptions } from '../src/agent/haproxy/inbound.js';
 import type { AuthorizeRequest, DecisionRecord } from '../src/agent/inbound/inbound.js';
 import { startOutbound, type Outbound } from '../src/agent/outbound/outbound.js';
+import { TelemetryCollector } from '../src/agent/telemetry/collector.js';
 import type { PeerStanding } from '../src/agent/enforce/policy.js';
 import { FakeSource, TestCa } from './support/tls-ca.js';
 
@@ -185,8 +186,10 @@ describe.skipIf(HAPROXY === undefined)('HAProxy data plane', () => {
     expect(h.ib.bytes().sent).toBeGreaterThan(0);
   });
 
-  it('denies by policy with 403 TESSERA_PROXY_DENIED before the app sees anything, and refuses ambiguous paths with 400', async () => {
-    const h = await harness();
+  it('denies by policy with 403 TESSERA_PROXY_DENIED before the app sees anything, refuses ambiguous paths with 400, and counts telemetry per caller', async () => {
+    const collector = new TelemetryCollector({ self: SERVER_ID, selfSite: 'test', peerSite: () => undefined, onWindows: () => {} });
+    const lane = collector.lane('callee', 'http');
+    const h = await harness({ telemetry: lane });
     h.policy.allow = (r) => r.path !== '/admin';
     const before = app.requests;
     const a = keptAlive();
@@ -201,6 +204,16 @@ describe.skipIf(HAPROXY === undefined)('HAProxy data plane', () => {
     expect(codeOf(escaped)).toBe('TESSERA_PROXY_PATH_REFUSED');
     expect(app.requests).toBe(before);
     expect((await request(h.ob.port, a, '/fine')).status).toBe(200);
+    expect((await request(h.ob.port, a, '/fine')).status).toBe(200); // from HAProxy's cache, counted all the same
+    await waitFor('the log lines', () => (lane.map.get(CLIENT_ID)?.requests ?? 0) >= 3);
+    await new Promise((r) => setTimeout(r, 100));
+    // The refused paths are not the caller's requests (as in the Node data plane): 3 requests, 1 denial.
+    const e = lane.map.get(CLIENT_ID)!;
+    expect(e).toMatchObject({ requests: 3, denials: 1, errors: 0 });
+    expect(e.bytesOut).toBeGreaterThan(0);
+    expect(e.paths?.size).toBe(2);
+    expect(e.samples).toBe(2);
+    expect(h.ib.stats).toMatchObject({ requests: 3, allowed: 2, denied: 1, badRequests: 2 });
   });
 
   it('refuses a peer from another CA at the handshake, and an SVID of another trust domain or with two URI SANs after it', async () => {

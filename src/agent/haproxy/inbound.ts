@@ -222,7 +222,9 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     const hit = f[7] === '1';
     bytes.received += bytesIn;
     bytes.sent += bytesOut;
-    if (peer === '-') return;
+    // Refused before any decision (no verified caller, a malformed or ambiguous target): like the
+    // Node data plane, not a request of the caller's edge.
+    if (peer === '-' || verdict === VERDICT.PATH_REFUSED || verdict === VERDICT.BAD_REQUEST) return;
     stats.requests++;
     const forwarded = hit || verdict === VERDICT.ALLOW;
     if (hit) stats.allowed++;

@@ -95,8 +95,11 @@ function serve(socket: Socket, opts: SpoaOptions, ours: number, state: { notifie
   socket.on('error', () => socket.destroy());
   socket.on('data', (chunk: Buffer) => {
     if (closing) return;
+    // Answers fully encoded so far: they still go out before a DISCONNECT.
+    let committed = 0;
     try {
       for (const f of splitter.push(chunk)) {
+        committed = out.pos;
         const frame = decodeFrame(f);
         switch (frame.type) {
           case FRAME.HAPROXY_HELLO: {
@@ -134,11 +137,13 @@ function serve(socket: Socket, opts: SpoaOptions, ours: number, state: { notifie
           // Unknown frames may be silently skipped (§3.2.2).
         }
       }
+      committed = out.pos;
+      if (splitter.failed !== undefined) throw splitter.failed;
       if (out.pos > 0) socket.write(out.take());
     } catch (err) {
       const e = err instanceof SpopError ? err : new SpopError(STATUS.UNKNOWN, 'agent error');
       opts.onError?.(e);
-      out.pos = 0;
+      out.pos = committed;
       disconnect(e.status, e.message);
     }
   });

@@ -137,9 +137,16 @@ describe('SPOP frames', () => {
   });
 
   it('refuses frames above the negotiated size or too short for a header', () => {
+    const small = encodeFrame(FRAME.NOTIFY, FLAG_FIN, 1, 1, { raw: Buffer.alloc(10) });
     const big = encodeFrame(FRAME.NOTIFY, FLAG_FIN, 1, 1, { raw: Buffer.alloc(300) });
-    expect(() => new FrameSplitter(256).push(big)).toThrow(expect.objectContaining({ status: 3 }));
-    expect(() => new FrameSplitter(256).push(Buffer.from([0, 0, 0, 2, 3, 0]))).toThrow(expect.objectContaining({ status: 4 }));
+    const s = new FrameSplitter(256);
+    // The frame before the bad one still comes out; the stream is over after it.
+    expect(s.push(Buffer.concat([small, big]))).toHaveLength(1);
+    expect(s.failed).toMatchObject({ status: 3 });
+    expect(() => s.push(small)).toThrow(SpopError);
+    const t = new FrameSplitter(256);
+    expect(t.push(Buffer.from([0, 0, 0, 2, 3, 0]))).toEqual([]);
+    expect(t.failed).toMatchObject({ status: 4 });
   });
 
   it('garbage and truncated frames give a clean SpopError, never a crash', () => {

@@ -271,15 +271,18 @@ export function decodeActions(payload: Buffer): Action[] {
 
 /**
  * Cuts a byte stream into frames. `push` returns the complete frames of what it got so far
- * (views of the input when a frame lies in one chunk); a frame longer than `maxFrameSize`, or
- * too short to hold its header, throws SpopError.
+ * (views of the input when a frame lies in one chunk). A frame longer than `maxFrameSize`, or too
+ * short to hold its header, ends the stream: the frames before it are still returned, `failed`
+ * holds the SpopError, and any later push throws it.
  */
 export class FrameSplitter {
   #pending: Buffer | undefined;
+  failed: SpopError | undefined;
 
   constructor(public maxFrameSize: number) {}
 
   push(chunk: Buffer): Buffer[] {
+    if (this.failed !== undefined) throw this.failed;
     let buf = chunk;
     if (this.#pending !== undefined) {
       buf = Buffer.concat([this.#pending, chunk]);
@@ -290,8 +293,11 @@ export class FrameSplitter {
     while (buf.length - pos >= 4) {
       const len = buf.readUInt32BE(pos);
       // type, flags and two one-byte varints at least
-      if (len < 7) throw new SpopError(STATUS.INVALID, 'frame too short');
-      if (len > this.maxFrameSize) throw new SpopError(STATUS.TOO_BIG, 'frame is too big');
+      if (len < 7 || len > this.maxFrameSize) {
+        this.failed = len < 7 ? new SpopError(STATUS.INVALID, 'frame too short') : new SpopError(STATUS.TOO_BIG, 'frame is too big');
+        this.#pending = undefined;
+        return frames;
+      }
       if (buf.length - pos - 4 < len) break;
       frames.push(buf.subarray(pos + 4, pos + 4 + len));
       pos += 4 + len;
