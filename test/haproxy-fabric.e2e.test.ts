@@ -10,11 +10,16 @@ import type { Sidecar } from '../src/agent/sidecar.js';
 import type { HaproxyInbound } from '../src/agent/haproxy/inbound.js';
 import { findHaproxy } from '../src/agent/haproxy/inbound.js';
 import { Fabric, inboundTo, outboundTo } from './support/fabric.js';
-import { waitFor } from './support/process.js';
+import { CLI, runTessera, waitFor } from './support/process.js';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const TD = 'tessera.test';
 const FRONTEND = `spiffe://${TD}/shop/frontend`;
 const ORDERS = `spiffe://${TD}/shop/orders`;
+const BILLING = `spiffe://${TD}/shop/billing`;
 
 const READS = (paths: string): string => `@id("frontend-reads-orders")
 permit (principal, action == Tessera::Action::"http:request", resource)
@@ -43,7 +48,7 @@ describe.skipIf(findHaproxy() === undefined)('sidecar with --data-plane haproxy'
   beforeAll(async () => {
     f = await Fabric.start({
       name: 'haproxy-fabric', sidecar: { policyWatchSeconds: 5 },
-      entries: { [FRONTEND]: { app: 'shop-frontend' }, [ORDERS]: { app: 'orders' } },
+      entries: { [FRONTEND]: { app: 'shop-frontend' }, [ORDERS]: { app: 'orders' }, [BILLING]: { app: 'billing' } },
     });
   }, 30_000);
 
@@ -91,4 +96,48 @@ describe.skipIf(findHaproxy() === undefined)('sidecar with --data-plane haproxy'
     expect(refusedAt - at).toBeLessThan(1000);
     expect((await get(port, agent, '/orders/public/1')).status).toBe(200);
   }, 40_000);
+
+  it('`tessera agent --data-plane haproxy` runs HAProxy as its child, serves through it, and leaves nothing behind when stopped', async () => {
+    const app = await f.httpApp((req, res) => res.end(JSON.stringify({ id: req.headers['x-spiffe-id'] ?? null })));
+    const { token } = await f.admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: BILLING, ttl_seconds: 120 });
+    const dataDir = mkdtempSync(join(tmpdir(), 'hap-cli-'));
+    const child = spawn(process.execPath, [CLI, '--json', '--server', f.url, 'agent', '--data-dir', dataDir, '--join-token', token, '--trust-bundle', f.bundleFile,
+      '--inbound', '127.0.0.1:0', '--app', `127.0.0.1:${app}`, '--data-plane', 'haproxy', '--policy-watch', '5s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      const line = await waitFor('the agent to listen', () => {
+        if (child.exitCode !== null) throw new Error(`agent exited: ${log}`);
+        return log.split('\n').find((l) => l.includes('inbound proxy listening'));
+      }, 30_000);
+      const port = (JSON.parse(line) as { port: number }).port;
+      const caller = (await f.workload('frontend-cli', FRONTEND, { outbounds: outboundTo(port, BILLING) })).sidecar;
+      await waitFor('the policy', () => caller.enforcer.version > 0 && log.includes('policy bundle in force'), 10_000);
+      // The policy in force (from the first test) lets the frontend GET /orders/public/*.
+      const ok = await get(caller.outbounds[0]!.port, new HttpAgent(), '/orders/public/9');
+      expect(ok.status).toBe(200);
+      expect(JSON.parse(ok.body)).toEqual({ id: FRONTEND });
+      expect((await get(caller.outbounds[0]!.port, new HttpAgent(), '/elsewhere')).status).toBe(403);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    expect(child.exitCode).toBe(0);
+    // HAProxy went with the agent: its socket answers no more.
+    const { RuntimeApi } = await import('../src/agent/haproxy/runtime-api.js');
+    await expect(new RuntimeApi({ socketPath: join(dataDir, 'haproxy', 'admin.sock'), timeoutMs: 1000 }).raw('show info')).rejects.toThrow();
+  }, 60_000);
+
+  it('refuses --data-plane haproxy in tcp mode, and unknown data planes, before spending a join token', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hap-cli-bad-'));
+    const base = ['--json', '--server', f.url, 'agent', '--data-dir', dataDir, '--join-token', 'unused', '--inbound', '127.0.0.1:0', '--app', '127.0.0.1:1'];
+    const tcp = await runTessera([...base, '--mode', 'tcp', '--data-plane', 'haproxy']);
+    expect(tcp.status).toBe(2);
+    expect(JSON.parse(tcp.stdout)).toMatchObject({ error: { code: 'TESSERA_CONFIG_INVALID' } });
+    expect(tcp.stdout).toContain('http mode only');
+    const bogus = await runTessera([...base, '--data-plane', 'envoy']);
+    expect(bogus.status).toBe(2);
+    expect(bogus.stderr).toContain('--data-plane');
+  });
 });
