@@ -8,8 +8,9 @@
  *    X509-SVID rules and answers session variables (SPIFFE ID, serial, notAfter, a cache key: the
  *    certificate's SHA-256) or a refusal verdict.
  * 2. A caller whose certificate expired since the handshake is refused (403).
- * 3. The decision cache: a stick table keyed by SHA-256(certificate key, cache generation, method,
- *    URL). A hit skips the agent. The generation comes from a map the agent bumps through the
+ * 3. The decision cache: a stick table keyed by SHA-256(certificate key, cache generation, minute,
+ *    method, URL). A hit skips the agent. The minute: the enforcer's decisions depend on
+ *    `context.time` in minute buckets (time-of-day rules), so an allow never outlives its minute. The generation comes from a map the agent bumps through the
  *    runtime API on every policy bundle (and revocation or quarantine) change: an allow stored
  *    under an older generation is never looked up again, whatever the order in which HAProxy
  *    processes an in-flight decision and the flush.
@@ -152,9 +153,10 @@ frontend tessera_inbound
   http-request set-var(txn.tessera_now) date
   http-request return ${answer('TESSERA_PROXY_PEER_IDENTITY', 'the caller certificate has expired')} if { var(sess.tessera.exp),sub(txn.tessera_now) le 0 }
   http-request set-var(txn.tessera_g) str(g),map(${f.genMap},none)
+  http-request set-var(txn.tessera_t) date,div(60)
   http-request set-var(txn.tessera_m) method
   http-request set-var(txn.tessera_u) url
-  http-request set-var(txn.tessera_ck) var(sess.tessera.key),concat(" ",txn.tessera_g," "),concat(,txn.tessera_m," "),concat(,txn.tessera_u,),digest(sha256)
+  http-request set-var(txn.tessera_ck) var(sess.tessera.key),concat(" ",txn.tessera_g," "),concat(,txn.tessera_t," "),concat(,txn.tessera_m," "),concat(,txn.tessera_u,),digest(sha256)
   http-request set-var(txn.tessera_hit) var(txn.tessera_ck),table_gpt0(${CACHE_TABLE})
   http-request send-spoe-group tessera req unless ${hit}
   http-request track-sc0 var(txn.tessera_ck) table ${CACHE_TABLE} if ${allowed} !${hit}

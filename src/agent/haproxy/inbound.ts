@@ -312,11 +312,27 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     const old = workerPid;
     writeStartFiles();
     try {
-      p.kill('SIGUSR2');
-      workerPid = await waitReady(runtime, new Promise(() => {}), (pid) => pid !== old, 10_000);
+      // A reload asked while the master is still busy with the previous one can be dropped: ask again.
+      for (let attempt = 1; ; attempt++) {
+        p.kill('SIGUSR2');
+        try {
+          workerPid = await waitReady(runtime, new Promise(() => {}), (pid) => pid !== old, 3000);
+          break;
+        } catch (err) {
+          if (attempt === 3) throw err;
+        }
+      }
       reloads++;
       readLog();
-      // The master tells the old worker to stop accepting once the new one is ready: give it that moment.
+      // The master tells the old worker to stop accepting once the new one is ready; so do we, at
+      // once (soft stop: it finishes its connections), then give it a moment to close its listener.
+      if (old !== undefined) {
+        try {
+          process.kill(old, 'SIGUSR1');
+        } catch {
+          /* already gone */
+        }
+      }
       await new Promise((r) => setTimeout(r, SETTLE_MS));
     } finally {
       removeKeyFile();
