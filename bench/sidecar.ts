@@ -16,7 +16,8 @@
  *   tessera-haproxy the haproxy-http outbound → mTLS → the HAProxy data plane (`--data-plane
  *                  haproxy`: HAProxy run by startHaproxyInbound, peers and every decision by the
  *                  agent over SPOE with the same enforcer as tessera-http, allows cached in HAProxy)
- *                  → app; its CPU and RSS include the HAProxy worker's
+ *                  → app; its CPU and RSS include the HAProxy worker's (--constant-decision: its
+ *                  agent allows everything without the enforcer, to show the data plane's own cost)
  *
  * The Tessera rows decide as a deployed agent does: the proxies are wired by the sidecar's own
  * inboundPolicyHooks (src/agent/sidecar.ts) to a PolicyEnforcer holding the demo's policies
@@ -165,6 +166,8 @@ interface Options {
   cpuProf: string | undefined;
   metrics: boolean;
   telemetry: boolean;
+  /** --constant-decision: the tessera-haproxy row's agent allows every request with a constant answer (the data plane's own cost). */
+  constantDecision: boolean;
   /** Each row is measured this many times, rows interleaved; the run with the median req/s is reported. */
   rounds: number;
   scenarios: ScenarioName[];
@@ -172,8 +175,9 @@ interface Options {
   rate: number;
 }
 
-const USAGE = 'usage: node dist/bench/sidecar.js [--scenarios name,name|all] [--seconds N] [--concurrency N] [--rate N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR] [--metrics] [--telemetry]';
+const USAGE = 'usage: node dist/bench/sidecar.js [--scenarios name,name|all] [--seconds N] [--concurrency N] [--rate N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR] [--metrics] [--telemetry] [--constant-decision]';
 const TD = 'tessera.test';
+const ALLOW = Object.freeze({ allow: true });
 const idOf = (w: Workload): string => `spiffe://${TD}/shop/${w}`;
 /** The telemetry rows and the hot-path timing: the cached scenario's pair. */
 const CLIENT_ID = idOf('frontend');
@@ -190,7 +194,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, scenarios: [...SCENARIOS], rate: 1000 };
+  const o: Options = { seconds: 3, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, constantDecision: false, scenarios: [...SCENARIOS], rate: 1000 };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
@@ -209,6 +213,7 @@ function parseArgs(argv: string[]): Options {
       case '--no-haproxy': o.haproxy = false; break;
       case '--metrics': o.metrics = true; break;
       case '--telemetry': o.telemetry = true; break;
+      case '--constant-decision': o.constantDecision = true; break;
       case '--rate': o.rate = num(flag, value(), 1, 100_000); break;
       case '--scenarios': {
         const v = value() ?? '';
@@ -251,6 +256,7 @@ interface RoleConfig {
   concurrency?: number;
   metrics?: boolean;
   telemetry?: boolean;
+  constantDecision?: boolean;
   /** The workload a proxy or pipe end serves (its certificate), and the outbound's target. */
   self?: Workload;
   target?: Workload;
@@ -337,7 +343,7 @@ async function runRole(cfg: RoleConfig): Promise<void> {
         dataDir: mkdtempSync(join(cfg.certs!, 'hap-')),
         listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: cfg.appPort! }, mode: 'http',
         tls: staticSource(cfg.certs!, self),
-        authorize: hooks.authorize, onDecision: hooks.onDecision, onRefused: hooks.onRefused, peerStatus: hooks.peerStatus,
+        authorize: cfg.constantDecision ? () => ALLOW : hooks.authorize, onDecision: hooks.onDecision, onRefused: hooks.onRefused, peerStatus: hooks.peerStatus,
       });
       process.on('SIGTERM', () => void ib.close().finally(() => process.exit(0)));
       process.stdin.on('end', () => void ib.close().finally(() => process.exit(0)));
@@ -1037,7 +1043,7 @@ async function runRow(sc: Scenario, row: Row, dir: string, app: Child, appPort: 
       }
       case 'tessera-haproxy': {
         if (haproxy === undefined) throw new Error('haproxy unavailable');
-        const tin = nodeRole('tessera-haproxy-in', { role: 'tessera-haproxy-in', certs: dir, appPort, self: sc.server }, o);
+        const tin = nodeRole('tessera-haproxy-in', { role: 'tessera-haproxy-in', certs: dir, appPort, self: sc.server, constantDecision: o.constantDecision }, o);
         started.push(tin);
         const worker = Number(await waitLine(tin, 'HAPROXY', 20_000));
         const inPort = await readyPort(tin);
@@ -1328,6 +1334,7 @@ async function main(): Promise<void> {
     haproxy = h.path;
     if (h.note) notes.push(h.note);
     if (haproxy !== undefined) notes.push(`HAProxy ${haproxyVersion(haproxy)}, nbthread 1 per process; it cannot check the server's URI SAN (chain only), Tessera does`);
+    if (o.constantDecision) notes.push('--constant-decision: the tessera-haproxy agent answers every request "allow" without the policy enforcer (peer and path checks, SPOE and telemetry as usual): the data plane\'s own cost');
   }
   const rows = ROWS.filter((r) => o.only.has(r) && (haproxy !== undefined || !(r.startsWith('haproxy') || r === 'tessera-haproxy')) && (o.telemetry || !TELEMETRY_ROWS.has(r)));
   const rowsOf = (sc: Scenario): Row[] => (sc.name === 'cached' ? rows : rows.filter((r) => SCENARIO_ROWS.has(r)));
