@@ -64,7 +64,7 @@ export interface HaproxyInbound extends Inbound {
   readonly reloads: number;
   /** The pid of HAProxy's worker serving now. */
   readonly workerPid: number | undefined;
-  /** Resolves once the SVID and bundle current at the call are in HAProxy. */
+  /** Resolves once the SVID and bundle current at the call are in HAProxy (and the flushes asked before). */
   tlsSettled(): Promise<void>;
   /** The runtime API client (tests read the cache table through it). */
   readonly runtime: RuntimeApi;
@@ -398,18 +398,22 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     }, delay).unref();
   };
 
-  // A new SVID or bundle: a fresh HAProxy process takes over (handover), one at a time, and
-  // several changes in a row make one handover. Not `set ssl cert`/`commit ssl cert` nor
+  // Reloads and cache flushes run one at a time, in order: a flush never lands on a worker that a
+  // reload in progress is about to replace (the new worker reads the generation from its file).
+  let ops: Promise<void> = Promise.resolve();
+  const serial = (fn: () => Promise<void>): Promise<void> => (ops = ops.then(fn));
+
+  // A new SVID or bundle: HAProxy's seamless reload (handover), and several changes in a row make
+  // one reload. Not `set ssl cert`/`commit ssl cert` nor
   // `set ssl ca-file`/`commit ssl ca-file`: on HAProxy 2.6 (Debian 12's), a committed certificate's
   // listener stops asking callers for a client certificate (`verify required` is lost), and after a
   // committed CA file later certificate commits reach no listener (see the e2e test that shows
   // both). The agent's peer check refuses callers without a certificate either way (fail closed).
-  let tlsChain: Promise<void> = Promise.resolve();
   let tlsPending = false;
   const pushTls = (): void => {
     if (tlsPending) return;
     tlsPending = true;
-    tlsChain = tlsChain.then(async () => {
+    void serial(async () => {
       tlsPending = false;
       if (child === undefined || closing) return;
       const m = requireMaterial(opts.tls);
@@ -426,11 +430,10 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
   const onBundle = (): void => pushTls();
 
   // Cache generations: bumped, then the old entries cleared (memory only: they can no longer match).
-  let flushChain: Promise<void> = Promise.resolve();
   const flush = (): Promise<void> => {
     generation++;
     const g = generation;
-    flushChain = flushChain.then(async () => {
+    return serial(async () => {
       if (child === undefined || closing) return;
       try {
         await runtime.setMap(files.genMap, 'g', String(g));
@@ -442,7 +445,6 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
         child?.kill('SIGKILL');
       }
     });
-    return flushChain;
   };
 
   try {
@@ -484,7 +486,7 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     get workerPid() {
       return workerPid;
     },
-    tlsSettled: () => tlsChain,
+    tlsSettled: () => ops,
     runtime,
     close(): Promise<void> {
       closed ??= (async () => {
