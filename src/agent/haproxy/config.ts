@@ -176,7 +176,9 @@ backend ${CACHE_TABLE}
 backend tessera_spoa
   mode tcp
   timeout connect 1s
-  timeout server 3m
+  # HAProxy 2.6 does not apply the SPOE processing timeout to send-spoe-group: an agent that stops
+  # answering is caught by the connection's read timeout instead (its streams then get no verdict: 503).
+  timeout server ${2 * Math.max(1, o.decisionTimeoutMs)}ms
   server agent unix@${f.spoaSocket}
 `;
 }
@@ -192,7 +194,7 @@ spoe-agent tessera
   register-var-names peer key serial exp verdict
   max-waiting-frames 1000
   timeout hello 2s
-  timeout idle 2m
+  timeout idle ${Math.max(1, o.decisionTimeoutMs)}ms
   timeout processing ${t}ms
   use-backend tessera_spoa
 

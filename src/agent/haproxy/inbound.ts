@@ -72,6 +72,7 @@ export interface HaproxyInbound extends Inbound {
 
 const RESTART_WINDOW_MS = 60_000;
 const SETTLE_MS = 150;
+const WATCHDOG_MS = 1000;
 const MAX_RESTARTS = 5;
 // Unix socket paths are limited to 108 bytes (sun_path).
 const MAX_SOCKET_PATH = 100;
@@ -366,7 +367,7 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
       const drained = new Promise((res) => p.once('close', res));
       p.kill('SIGKILL');
       await Promise.race([drained, new Promise((res) => setTimeout(res, 500))]);
-      const why = stderrTail.slice(-4).join(" / ");
+      const why = stderrTail.slice(-4).join(' / ');
       throw new TesseraError('TESSERA_UNAVAILABLE', `HAProxy did not start: ${why || (err as Error).message}`);
     }
     // HAProxy has read the SVID file: the key now lives only in its memory (and the agent's).
@@ -447,9 +448,30 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     });
   };
 
+  // The master stays up when its worker dies (nothing would listen, for good): a worker that does
+  // not answer on the runtime API twice in a row gets the master killed, and so restarted.
+  let missed = 0;
+  const watchdog = setInterval(() => {
+    void serial(async () => {
+      const p = child;
+      if (p === undefined || closing) return;
+      try {
+        await runtime.expect('show info', /^Pid: \d+$/m);
+        missed = 0;
+      } catch {
+        if (++missed < 2 || child !== p) return;
+        missed = 0;
+        opts.onWarning?.('HAProxy\'s worker does not answer; restarting HAProxy', {});
+        p.kill('SIGKILL');
+      }
+    });
+  }, WATCHDOG_MS);
+  watchdog.unref();
+
   try {
     await launch();
   } catch (err) {
+    clearInterval(watchdog);
     closing = true;
     await spoa.close();
     throw err;
@@ -491,6 +513,7 @@ export async function startHaproxyInbound(opts: HaproxyInboundOptions): Promise<
     close(): Promise<void> {
       closed ??= (async () => {
         closing = true;
+        clearInterval(watchdog);
         for (const stop of logStreams) stop();
         opts.tls.off('svid', onSvid);
         opts.tls.off('bundle', onBundle);
