@@ -13,6 +13,11 @@
  *   haproxy-tcp    client → haproxy (tcp, ssl to the server with crt + ca-file, verify required)
  *                  → mTLS → haproxy (bind ssl crt, ca-file, verify required; tcp) → app
  *   haproxy-http   the same with the inbound haproxy in http mode, deleting and setting the id header
+ *   tessera-haproxy the haproxy-http outbound → mTLS → the HAProxy data plane (`--data-plane
+ *                  haproxy`: HAProxy run by startHaproxyInbound, peers and every decision by the
+ *                  agent over SPOE with the same enforcer as tessera-http, allows cached in HAProxy)
+ *                  → app; its CPU and RSS include the HAProxy worker's (--constant-decision: its
+ *                  agent allows everything without the enforcer, to show the data plane's own cost)
  *
  * The Tessera rows decide as a deployed agent does: the proxies are wired by the sidecar's own
  * inboundPolicyHooks (src/agent/sidecar.ts) to a PolicyEnforcer holding the demo's policies
@@ -77,6 +82,7 @@ import { fileURLToPath } from 'node:url';
 import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect, createSecureContext, createServer as createTlsServer } from 'node:tls';
 import { startInbound } from '../src/agent/inbound/inbound.js';
+import { startHaproxyInbound } from '../src/agent/haproxy/inbound.js';
 import { AgentMetrics } from '../src/agent/metrics.js';
 import { PolicyEnforcer } from '../src/agent/enforce/policy.js';
 import { inboundPolicyHooks } from '../src/agent/sidecar.js';
@@ -98,7 +104,7 @@ import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../src/core/x5
 // Options
 // ---------------------------------------------------------------------------------------------
 
-const ROWS = ['direct', 'node-pipe', 'tessera-tcp', 'tessera-tcp+telemetry', 'tessera-http', 'tessera-http+telemetry', 'haproxy-tcp', 'haproxy-http'] as const;
+const ROWS = ['direct', 'node-pipe', 'tessera-tcp', 'tessera-tcp+telemetry', 'tessera-http', 'tessera-http+telemetry', 'tessera-haproxy', 'haproxy-tcp', 'haproxy-http'] as const;
 /** The `+telemetry` rows run only with --telemetry: the same pair collecting telemetry, measured right after its plain row in each round. */
 const TELEMETRY_ROWS: ReadonlySet<Row> = new Set(['tessera-tcp+telemetry', 'tessera-http+telemetry']);
 type Row = (typeof ROWS)[number];
@@ -115,7 +121,7 @@ type Row = (typeof ROWS)[number];
 const SCENARIOS = ['cached', 'unique', 'paced', 'churn', 'body64k'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 /** The rows measured in the production-like scenarios (the cached one measures them all). */
-const SCENARIO_ROWS: ReadonlySet<Row> = new Set(['direct', 'tessera-tcp', 'tessera-http', 'haproxy-tcp', 'haproxy-http']);
+const SCENARIO_ROWS: ReadonlySet<Row> = new Set(['direct', 'tessera-tcp', 'tessera-http', 'tessera-haproxy', 'haproxy-tcp', 'haproxy-http']);
 
 /** The demo's workloads (demo/main.ts): their SPIFFE IDs and registration attributes become the bundle's entities. */
 const WORKLOADS = {
@@ -166,6 +172,8 @@ interface Options {
   cpuProf: string | undefined;
   metrics: boolean;
   telemetry: boolean;
+  /** --constant-decision: the tessera-haproxy row's agent allows every request with a constant answer (the data plane's own cost). */
+  constantDecision: boolean;
   /** Each row is measured this many times, rows interleaved; the run with the median req/s is reported. */
   rounds: number;
   scenarios: ScenarioName[];
@@ -173,8 +181,9 @@ interface Options {
   rate: number;
 }
 
-const USAGE = 'usage: node dist/bench/sidecar.js [--scenarios name,name|all] [--seconds N] [--concurrency N] [--rate N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR] [--metrics] [--telemetry]';
+const USAGE = 'usage: node dist/bench/sidecar.js [--scenarios name,name|all] [--seconds N] [--concurrency N] [--rate N] [--json] [--warmup S] [--rounds N] [--only row,row] [--no-haproxy] [--cpu-prof DIR] [--metrics] [--telemetry] [--constant-decision]';
 const TD = 'tessera.test';
+const ALLOW = Object.freeze({ allow: true });
 const idOf = (w: Workload): string => `spiffe://${TD}/shop/${w}`;
 /** The telemetry rows and the hot-path timing: the cached scenario's pair. */
 const CLIENT_ID = idOf('frontend');
@@ -191,7 +200,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 2, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, scenarios: [...SCENARIOS], rate: 1000 };
+  const o: Options = { seconds: 2, concurrency: 16, warmup: 1, json: false, only: new Set(ROWS), haproxy: true, cpuProf: undefined, rounds: 2, metrics: false, telemetry: false, constantDecision: false, scenarios: [...SCENARIOS], rate: 1000 };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) usage(`${name} needs a number between ${min} and ${max}`);
@@ -210,6 +219,7 @@ function parseArgs(argv: string[]): Options {
       case '--no-haproxy': o.haproxy = false; break;
       case '--metrics': o.metrics = true; break;
       case '--telemetry': o.telemetry = true; break;
+      case '--constant-decision': o.constantDecision = true; break;
       case '--rate': o.rate = num(flag, value(), 1, 100_000); break;
       case '--scenarios': {
         const v = value() ?? '';
@@ -252,6 +262,7 @@ interface RoleConfig {
   concurrency?: number;
   metrics?: boolean;
   telemetry?: boolean;
+  constantDecision?: boolean;
   /** The workload a proxy or pipe end serves (its certificate), and the outbound's target. */
   self?: Workload;
   target?: Workload;
@@ -332,6 +343,21 @@ async function runRole(cfg: RoleConfig): Promise<void> {
       });
       // Prometheus scraping every second, as it would.
       if (m) setInterval(() => void m.registry.metrics(), 1000).unref();
+      ready(ib.port);
+      return;
+    }
+    case 'tessera-haproxy-in': {
+      const self = cfg.self!;
+      const hooks = inboundPolicyHooks(benchEnforcer(cfg.certs!, WORKLOADS[self].site), idOf(self), silentLogger);
+      const ib = await startHaproxyInbound({
+        dataDir: mkdtempSync(join(cfg.certs!, 'hap-')),
+        listen: { host: '127.0.0.1', port: 0 }, app: { host: '127.0.0.1', port: cfg.appPort! }, mode: 'http',
+        tls: staticSource(cfg.certs!, self),
+        authorize: cfg.constantDecision ? () => ALLOW : hooks.authorize, onDecision: hooks.onDecision, onRefused: hooks.onRefused, peerStatus: hooks.peerStatus,
+      });
+      process.on('SIGTERM', () => void ib.close().finally(() => process.exit(0)));
+      process.stdin.on('end', () => void ib.close().finally(() => process.exit(0)));
+      process.stdout.write(`HAPROXY ${ib.workerPid ?? 0}\n`);
       ready(ib.port);
       return;
     }
@@ -1004,6 +1030,7 @@ async function measure(sc: Scenario, row: Row, entryPort: number, proxies: Child
 
 async function runRow(sc: Scenario, row: Row, dir: string, app: Child, appPort: number, haproxy: string | undefined, o: Options): Promise<RowResult> {
   const started: Child[] = [];
+  const measured: Child[] = [];
   try {
     let entry = appPort;
     switch (row) {
@@ -1032,6 +1059,21 @@ async function runRow(sc: Scenario, row: Row, dir: string, app: Child, appPort: 
         entry = await readyPort(tout);
         break;
       }
+      case 'tessera-haproxy': {
+        if (haproxy === undefined) throw new Error('haproxy unavailable');
+        const tin = nodeRole('tessera-haproxy-in', { role: 'tessera-haproxy-in', certs: dir, appPort, self: sc.server, constantDecision: o.constantDecision }, o);
+        started.push(tin);
+        const worker = Number(await waitLine(tin, 'HAPROXY', 20_000));
+        const inPort = await readyPort(tin);
+        // The HAProxy worker's CPU and memory count with the agent's (measured, not stopped: the agent stops it).
+        measured.push({ name: 'tessera-haproxy (HAProxy worker)', proc: { pid: worker } as ChildProcess, lines: [], output: '' });
+        const outPort = await freePort();
+        writeFileSync(join(dir, 'out-tessera-haproxy.cfg'), haproxyOutboundConfig(dir, outPort, inPort, sc.caller));
+        const hout = launchHaproxy('haproxy-out', haproxy, join(dir, 'out-tessera-haproxy.cfg'), started, true);
+        await waitPort(outPort, hout, 10_000);
+        entry = outPort;
+        break;
+      }
       case 'haproxy-tcp':
       case 'haproxy-http': {
         if (haproxy === undefined) throw new Error('haproxy unavailable');
@@ -1050,7 +1092,7 @@ async function runRow(sc: Scenario, row: Row, dir: string, app: Child, appPort: 
       default:
     }
     await checkOnce(entry, sc);
-    return await measure(sc, row, entry, started, app, o);
+    return await measure(sc, row, entry, [...started, ...measured], app, o);
   } finally {
     for (const c of started) {
       await stop(c);
@@ -1222,7 +1264,7 @@ interface Aim {
 function haproxyPeer(row: Row): Row | undefined {
   if (row === 'direct') return undefined;
   if (row === 'node-pipe' || row.startsWith('tessera-tcp')) return 'haproxy-tcp';
-  if (row.startsWith('tessera-http')) return 'haproxy-http';
+  if (row.startsWith('tessera-http') || row === 'tessera-haproxy') return 'haproxy-http';
   return row;
 }
 
@@ -1249,6 +1291,22 @@ function aims(results: Map<string, RowResult>): Aim[] {
       const addedH = hr.p50Ms - direct.p50Ms;
       const x = addedT / addedH;
       out.push({ what: `${sc}: ${t} added p50 vs ${h}`, aim: '≤ 1.5×', measured: `${addedT.toFixed(3)} vs ${addedH.toFixed(3)} ms = ${x.toFixed(2)}×`, met: x <= 1.5 });
+    }
+  }
+  // Issue 13 item 3: the HAProxy data plane against a plain HAProxy mTLS pair, on unique paths.
+  {
+    const direct = results.get(key('unique', 'direct'));
+    const tr = results.get(key('unique', 'tessera-haproxy'));
+    const hr = results.get(key('unique', 'haproxy-http'));
+    if (tr !== undefined && hr !== undefined) {
+      const x = tr.rps / hr.rps;
+      out.push({ what: 'unique: tessera-haproxy req/s vs haproxy-http', aim: '≥ 0.9×', measured: `${fmt(tr.rps)} / ${fmt(hr.rps)} = ${x.toFixed(2)}×`, met: x >= 0.9 });
+      if (direct !== undefined) {
+        const addedT = tr.p50Ms - direct.p50Ms;
+        const addedH = hr.p50Ms - direct.p50Ms;
+        const y = addedT / addedH;
+        out.push({ what: 'unique: tessera-haproxy added p50 vs haproxy-http', aim: '≤ 1.1×', measured: `${addedT.toFixed(3)} vs ${addedH.toFixed(3)} ms = ${y.toFixed(2)}×`, met: y <= 1.1 });
+      }
     }
   }
   // Issue 13 item 4: paths with ids (every decision new) cost the HTTP sidecar little more than a cached path.
@@ -1345,13 +1403,14 @@ async function main(): Promise<void> {
   }
 
   let haproxy: string | undefined;
-  if (o.haproxy && (o.only.has('haproxy-tcp') || o.only.has('haproxy-http'))) {
+  if (o.haproxy && (o.only.has('haproxy-tcp') || o.only.has('haproxy-http') || o.only.has('tessera-haproxy'))) {
     const h = ensureHaproxy(log);
     haproxy = h.path;
     if (h.note) notes.push(h.note);
     if (haproxy !== undefined) notes.push(`HAProxy ${haproxyVersion(haproxy)}, nbthread 1 per process; it cannot check the server's URI SAN (chain only), Tessera does`);
+    if (o.constantDecision) notes.push('--constant-decision: the tessera-haproxy agent answers every request "allow" without the policy enforcer (peer and path checks, SPOE and telemetry as usual): the data plane\'s own cost');
   }
-  const rows = ROWS.filter((r) => o.only.has(r) && (haproxy !== undefined || !r.startsWith('haproxy')) && (o.telemetry || !TELEMETRY_ROWS.has(r)));
+  const rows = ROWS.filter((r) => o.only.has(r) && (haproxy !== undefined || !(r.startsWith('haproxy') || r === 'tessera-haproxy')) && (o.telemetry || !TELEMETRY_ROWS.has(r)));
   const rowsOf = (sc: Scenario): Row[] => (sc.name === 'cached' ? rows : rows.filter((r) => SCENARIO_ROWS.has(r)));
   const planned = scenarios.reduce((n, sc) => n + rowsOf(sc).length, 0);
 

@@ -5,6 +5,7 @@
 #   prometheus       a real Prometheus server scrapes every process's /metrics in the metrics tests
 #   chromium         a real browser (driven by playwright-core) for the web console's tests
 #   libnss3-tools    certutil: those tests make Chromium trust the test CA through its NSS database
+#   haproxy          the HAProxy data plane (`tessera agent --data-plane haproxy`) and its tests
 # The packages' own services are not used: tests start their own daemons on 127.0.0.1 in temp directories.
 set -euo pipefail
 need=()
@@ -14,6 +15,7 @@ command -v rsyslogd >/dev/null 2>&1 || need+=(rsyslog)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, or run as root so this script can)" >&2

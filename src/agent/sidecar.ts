@@ -9,6 +9,7 @@ import type { DecisionRecord } from './enforce/decision-log.js';
 import { PerSecondSampler } from '../core/sampler.js';
 import { DEFAULT_INBOUND_LIMITS, startInbound, type Inbound, type InboundLimits, type InboundOptions, type InboundStats, type PathAllowances, type PeerStatus } from './inbound/inbound.js';
 import { QUARANTINED_REFUSAL } from './inbound/rejudge.js';
+import { startHaproxyInbound } from './haproxy/inbound.js';
 import { startOutbound, type Outbound, type OutboundListen, type OutboundRefusal } from './outbound/outbound.js';
 import { startWorkloadApi, type IdentitySource } from './workload-api/index.js';
 import { TelemetryCollector } from './telemetry/collector.js';
@@ -19,7 +20,16 @@ export interface SidecarOptions {
   dataDir: string;
   log: Logger;
   /** Inbound proxy: mTLS on `listen`, the app on `app` (plain, loopback). */
-  inbound?: { listen: { host: string; port: number }; app: { host: string; port: number }; mode: 'tcp' | 'http'; allowPath?: Partial<PathAllowances> };
+  inbound?: {
+    listen: { host: string; port: number }; app: { host: string; port: number }; mode: 'tcp' | 'http'; allowPath?: Partial<PathAllowances>;
+    /**
+     * Who terminates the callers' mTLS: the agent itself (`node`, the default) or Debian's HAProxy
+     * run by the agent, asking it for every decision over SPOE (`haproxy`, http mode only; src/agent/haproxy).
+     */
+    dataPlane?: 'node' | 'haproxy';
+  };
+  /** The inbound data plane can no longer serve (HAProxy keeps dying): the agent must stop. */
+  onFatal?: (err: Error) => void;
   /**
    * Outbound proxies: the app talks plain to `listen`, the agent opens mTLS to `upstream`. On a
    * Unix socket only processes matching the entry's `unix:` selectors get through; on TCP any local user.
@@ -181,13 +191,24 @@ export async function startWorkloadProxies(agent: Agent, enforcer: PolicyEnforce
   try {
     if (opts.inbound) {
       const hooks = inboundPolicyHooks(enforcer, agent.spiffeId!, log, metrics, opts.site);
-      inbound = await startInbound({
+      const inboundOptions: InboundOptions = {
         listen: opts.inbound.listen, app: opts.inbound.app, mode: opts.inbound.mode, tls: agent, ...(opts.inboundLimits ? { limits: opts.inboundLimits } : {}),
         ...(opts.inbound.allowPath ? { allowPath: opts.inbound.allowPath } : {}),
         ...(metrics ? { metrics: metrics.inbound } : {}),
         ...(telemetry ? { telemetry: telemetry.collector.lane('callee', opts.inbound.mode) } : {}),
         authorize: hooks.authorize, onDecision: hooks.onDecision, onRefused: hooks.onRefused, peerStatus: hooks.peerStatus,
-      });
+      };
+      // The HAProxy data plane's decision cache is flushed by rejudge() on every policy bundle.
+      inbound = opts.inbound.dataPlane === 'haproxy'
+        ? await startHaproxyInbound({
+          ...inboundOptions, dataDir: opts.dataDir,
+          onWarning: (message, fields) => log.warn(message, fields),
+          onFatal: (err) => {
+            log.error('the inbound data plane is down', { code: err.code, error: err.message });
+            opts.onFatal?.(err);
+          },
+        })
+        : await startInbound(inboundOptions);
       const inb = inbound;
       closers.push(() => inb.close());
       const summary = summarizeSampling(inb, enforcer, hooks.deniedLines, log);

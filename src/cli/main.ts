@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
+import { findHaproxy } from '../agent/haproxy/find.js';
 import { parseUnsealSpec } from '../agent/secrets/files.js';
 import { parseHostPort, parseOutboundSpec } from '../agent/listen-spec.js';
 import { loadNodeConfig } from '../agent/per-node/config.js';
@@ -208,6 +209,7 @@ export function buildProgram(): Command {
     .option('--inbound <host:port>', 'inbound mTLS proxy: listen here, authorize every caller with the policy, forward to --app')
     .option('--app <host:port>', 'the application behind the inbound proxy (plain, loopback)')
     .addOption(new Option('--mode <mode>', 'inbound proxy mode: http (decision per request) or tcp (decision per connection)').choices(['http', 'tcp']).default('http'))
+    .addOption(new Option('--data-plane <kind>', 'who terminates the inbound mTLS: node (the agent) or haproxy (Debian\'s HAProxy run by the agent, deciding every request with the agent over SPOE; http mode only)').choices(['node', 'haproxy']).default('node'))
     .option('--inbound-allow <shapes>', 'http mode: also accept these request path shapes the proxy refuses by default (400 TESSERA_PROXY_PATH_REFUSED), comma-separated: semicolon (`;` in segments), empty-segments (`//`)')
     .option('--outbound <spec...>', 'outbound proxy LISTEN=TARGET@SPIFFE_ID: the app talks plain to LISTEN, the agent calls TARGET over mTLS as this workload. LISTEN unix:PATH (secure: only processes matching the entry\'s unix: selectors) or HOST:PORT (ANY local user can use it)')
     .option('--workload-api-socket <path>', 'serve the SPIFFE Workload API on this Unix socket')
@@ -232,9 +234,14 @@ export function buildProgram(): Command {
       // Every flag is checked before the node starts: a bad flag must not spend the one-time join token.
       const sidecar = {
         ...agentSettings(o),
-        ...(o.inbound ? { inbound: { listen: parseHostPort(o.inbound, '--inbound'), app: parseHostPort(o.app, '--app'), mode: o.mode as 'http' | 'tcp', ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
+        ...(o.inbound ? { inbound: { listen: parseHostPort(o.inbound, '--inbound'), app: parseHostPort(o.app, '--app'), mode: o.mode as 'http' | 'tcp', dataPlane: dataPlane(o), ...(o.inboundAllow ? { allowPath: parsePathAllowances(String(o.inboundAllow)) } : {}) } } : {}),
         outbounds: ((o.outbound as string[] | undefined) ?? []).map((spec) => parseOutboundSpec(spec, '--outbound')),
         ...(o.workloadApiSocket ? { workloadApiSocket: String(o.workloadApiSocket) } : {}),
+        // HAProxy keeps dying: stop the agent with an error status rather than run without an inbound.
+        onFatal: () => {
+          process.exitCode = 1;
+          process.kill(process.pid, 'SIGTERM');
+        },
       };
       const [{ startAgentNode }, { AgentMetrics }] = await Promise.all([import('../agent/node.js'), import('../agent/metrics.js')]);
       const metrics = o.metricsListen !== undefined ? new AgentMetrics() : undefined;
@@ -261,6 +268,7 @@ export function buildProgram(): Command {
       const flag = perWorkload[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
       throw new TesseraError('TESSERA_CONFIG_INVALID', `--${flag} cannot be used with --node: each workload's settings are in the node config file`);
     }
+    if (o.dataPlane === 'haproxy') throw new TesseraError('TESSERA_CONFIG_INVALID', '--data-plane haproxy is not supported with --node yet: a node agent\'s inbounds run on the Node data plane');
     const config = loadNodeConfig(String(o.node));
     // Every flag is checked before anything listens or joins.
     const settings = {
@@ -395,6 +403,14 @@ export function buildProgram(): Command {
   deviceCommands(program, run);
   gatewayCommands(program, run, parseListen, untilSignal);
   return program;
+}
+
+/** `--data-plane`: haproxy runs the inbound in http mode only, and needs HAProxy installed. */
+function dataPlane(o: Json): 'node' | 'haproxy' {
+  if (o.dataPlane !== 'haproxy') return 'node';
+  if (o.mode !== 'http') throw new TesseraError('TESSERA_CONFIG_INVALID', '--data-plane haproxy runs the inbound proxy in http mode only (--mode http)');
+  if (findHaproxy() === undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', '--data-plane haproxy needs HAProxy installed (Debian: apt-get install haproxy)');
+  return 'haproxy';
 }
 
 /** Keeps the process alive until SIGINT/SIGTERM, then stops cleanly. */

@@ -372,22 +372,13 @@ export function parseRequestHead(buf: Buffer, start: number, headEnd: number, li
   i++;
 
   const targetStart = i;
-  if (buf[i] !== SLASH) throw bad('request target must be in origin-form');
-  let queryAt = -1;
-  for (; i < lineEnd; i++) {
-    const c = buf[i]!;
-    if ((CLASS[c]! & PCHAR) === 0) break;
-    if (c === QUESTION && queryAt === -1) queryAt = i;
-  }
-  const targetEnd = i;
+  const { targetEnd, pathEnd } = readTarget(buf, i, lineEnd, allow);
+  i = targetEnd;
   if (buf[i] !== SP) throw bad('invalid request target');
   const version = readVersion(buf, i + 1);
   if (version === undefined || i + 9 !== lineEnd) throw bad('unsupported HTTP version');
-  const pathEnd = queryAt === -1 ? targetEnd : queryAt;
-  checkPath(buf, targetStart, pathEnd, allow);
-  if (queryAt !== -1) checkQuery(buf, queryAt, targetEnd);
   const target = buf.toString('latin1', targetStart, targetEnd);
-  const path = queryAt === -1 ? target : target.slice(0, pathEnd - targetStart);
+  const path = pathEnd === targetEnd ? target : target.slice(0, pathEnd - targetStart);
 
   const st = newFieldState();
   parseFields(buf, lineLf + 1, headEnd, limits.maxHeaders, st);
@@ -411,6 +402,37 @@ export function parseRequestHead(buf: Buffer, start: number, headEnd: number, li
     keepAlive: version === 'HTTP/1.1' ? !st.close : st.keepAliveToken && !st.close,
     connection: st.connection,
   };
+}
+
+/**
+ * The origin-form target starting at `buf[s]` (up to the first byte that cannot be in one, or
+ * `end`), checked as {@link parseRequestHead} describes; the path is `buf[s, pathEnd)`.
+ */
+function readTarget(buf: Buffer, s: number, end: number, allow: Readonly<PathAllowances>): { targetEnd: number; pathEnd: number } {
+  if (buf[s] !== SLASH) throw bad('request target must be in origin-form');
+  let queryAt = -1;
+  let i = s;
+  for (; i < end; i++) {
+    const c = buf[i]!;
+    if ((CLASS[c]! & PCHAR) === 0) break;
+    if (c === QUESTION && queryAt === -1) queryAt = i;
+  }
+  const pathEnd = queryAt === -1 ? i : queryAt;
+  checkPath(buf, s, pathEnd, allow);
+  if (queryAt !== -1) checkQuery(buf, queryAt, i);
+  return { targetEnd: i, pathEnd };
+}
+
+/**
+ * A request target received by another HTTP parser (the HAProxy data plane's, src/agent/haproxy),
+ * put to the same rules as {@link parseRequestHead}'s: returns its path (without the query), or
+ * throws 400 `TESSERA_BAD_REQUEST` / `TESSERA_PROXY_PATH_REFUSED`.
+ */
+export function checkRequestTarget(target: string, allow: Readonly<PathAllowances> = STRICT_PATH): string {
+  const buf = Buffer.from(target, 'utf8');
+  const { targetEnd, pathEnd } = readTarget(buf, 0, buf.length, allow);
+  if (targetEnd !== buf.length) throw bad('invalid request target');
+  return pathEnd === buf.length ? target : buf.toString('latin1', 0, pathEnd);
 }
 
 /** `%HH` escapes must be well-formed, and none may stand for a control byte. */
