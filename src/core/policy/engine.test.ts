@@ -194,7 +194,7 @@ describe('PolicyEngine.compile: validation on every write', () => {
 
 describe('PolicyEngine: decision cache', () => {
   it('answers an identical request from the cache until cleared', () => {
-    const e = shop();
+    const e = new PolicyEngine(PolicyEngine.compile({ policies: SHOP_POLICIES }), SHOP_ENTITIES, { cacheAdmission: 1 });
     const r = req(IDS.frontendEu, 'http:request', IDS.ordersEu, httpContext('GET', '/orders/42'));
     const first = e.decide(r);
     const second = e.decide({ ...r, context: { ...r.context } });
@@ -208,7 +208,7 @@ describe('PolicyEngine: decision cache', () => {
   });
 
   it('is bounded: cleared when full', () => {
-    const e = new PolicyEngine(PolicyEngine.compile({ policies: SHOP_POLICIES }), SHOP_ENTITIES, { cacheSize: 3 });
+    const e = new PolicyEngine(PolicyEngine.compile({ policies: SHOP_POLICIES }), SHOP_ENTITIES, { cacheSize: 3, cacheAdmission: 1 });
     const r = (path: string): DecisionRequest => req(IDS.frontendEu, 'http:request', IDS.ordersEu, httpContext('GET', path));
     e.decide(r('/a'));
     e.decide(r('/b'));
@@ -222,6 +222,55 @@ describe('PolicyEngine: decision cache', () => {
     const off = new PolicyEngine(PolicyEngine.compile({ policies: SHOP_POLICIES }), SHOP_ENTITIES, { cacheSize: 0 });
     off.decide(r('/a'));
     expect(off.decide(r('/a')).cached).toBe(false);
+  });
+
+  it('admits one in cacheAdmission of the decisions made in process; a repeated request gets in after a few misses; cedar-wasm decisions always', () => {
+    const compiled = PolicyEngine.compile({ policies: SHOP_POLICIES });
+    const e = new PolicyEngine(compiled, SHOP_ENTITIES);
+    const r = (path: string): DecisionRequest => req(IDS.frontendEu, 'http:request', IDS.ordersEu, httpContext('GET', path));
+    for (let i = 0; i < 4000; i++) expect(e.decide(r(`/orders/${i}`)).cached).toBe(false);
+    // Default 1 in 8: 500 expected (a xorshift draw, so not exactly).
+    expect(e.cacheSize).toBeGreaterThan(350);
+    expect(e.cacheSize).toBeLessThan(650);
+    let misses = 0;
+    while (!e.decide(r('/orders/again')).cached) misses++;
+    expect(misses).toBeGreaterThan(0);
+    expect(misses).toBeLessThan(100);
+    // Interleaved with unique requests (a pattern a counter could fall into step with), it still gets in.
+    let repeatHits = 0;
+    for (let i = 0; i < 400; i++) {
+      e.decide(r(`/orders/u${i}`));
+      if (e.decide(r('/orders/every-other')).cached) repeatHits++;
+    }
+    expect(repeatHits).toBeGreaterThan(300);
+    // Every decision of the cedar-wasm engine is kept (each costs far more than an insertion).
+    const wasm = new PolicyEngine(compiled, SHOP_ENTITIES, { inProcess: false });
+    for (let i = 0; i < 50; i++) wasm.decide(r(`/orders/${i}`));
+    expect(wasm.cacheSize).toBe(50);
+    for (const bad of [0, -1, 1.5, 2 ** 21, Number.NaN]) {
+      expectTesseraError(() => new PolicyEngine(compiled, SHOP_ENTITIES, { cacheAdmission: bad }), 'TESSERA_CONFIG_INVALID');
+    }
+  });
+
+  it('a request that ends where a longer one continues keeps its own decision (leaf moved under a node)', () => {
+    const e = new PolicyEngine(PolicyEngine.compile({ policies: SHOP_POLICIES }), SHOP_ENTITIES, { cacheAdmission: 1 });
+    const short = req(IDS.frontendEu, 'tcp:connect', IDS.ordersEu, baseContext());
+    const long = req(IDS.frontendEu, 'tcp:connect', IDS.ordersEu, { ...baseContext(), extra: 'x' } as PolicyContext);
+    // The long request has a context attribute the schema does not declare: denied (and cached: the
+    // fault is the request's), its trie path running through the short request's last key.
+    const a = e.decide(short);
+    const b = e.decide(long);
+    expect(b.allow).toBe(false);
+    expect(b.errors.join()).toMatch(/not declared/);
+    expect(e.cacheSize).toBe(2);
+    expect(e.decide(short)).toEqual({ ...a, cached: true });
+    expect(e.decide(long)).toEqual({ ...b, cached: true });
+    // And the other way round: the longer one first, then the one ending inside its path.
+    const f = new PolicyEngine(PolicyEngine.compile({ policies: SHOP_POLICIES }), SHOP_ENTITIES, { cacheAdmission: 1 });
+    f.decide(long);
+    expect(f.decide(short)).toEqual(a);
+    expect(f.decide(short)).toEqual({ ...a, cached: true });
+    expect(f.decide(long)).toEqual({ ...b, cached: true });
   });
 
   it('does not cache requests with non-scalar or oversized values', () => {

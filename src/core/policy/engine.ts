@@ -104,6 +104,15 @@ export interface PolicyEngineOptions {
    * is a cedar-wasm call, as before the evaluator existed (the baseline of `bench/policy.ts`).
    */
   inProcess?: boolean;
+  /**
+   * One in how many decisions made wholly in process (no cedar-wasm) are kept in the cache (default
+   * 8; 1 keeps every one). Such a decision costs about a microsecond, a cache insertion several (a
+   * new Map entry, a retained path string, the garbage of a clear every `cacheSize` decisions), and
+   * with REST ids in paths most requests are new: admitting one in eight keeps unique-path traffic
+   * near the in-process cost, while a request that repeats is admitted after a few misses and hit
+   * from then on. Decisions that needed cedar-wasm (tens to hundreds of µs) are always kept.
+   */
+  cacheAdmission?: number;
 }
 
 type EntityJson = cedar.EntityJson;
@@ -112,6 +121,8 @@ type ScalarType = 'String' | 'Long' | 'Boolean';
 type ContextSpec = Map<string, readonly [ScalarType, boolean]>;
 
 const DEFAULT_CACHE_SIZE = 10_000;
+/** See PolicyEngineOptions.cacheAdmission. */
+const DEFAULT_CACHE_ADMISSION = 8;
 /** Trie nodes (Maps) allowed per cached decision on average, which bounds the cache's memory. */
 const NODES_PER_ENTRY = 8;
 /** Requests with longer strings or more context entries are decided every time, not cached. */
@@ -145,6 +156,11 @@ export class PolicyEngine {
   readonly #contextSpecs = new Map<string, ContextSpec>();
   readonly #actionUids = new Map<string, cedar.EntityUidJson>();
   readonly #cache: DecisionCache;
+  readonly #admission: number;
+  /** xorshift32 state of the cache admission draw (a counter could fall into step with a caller's pattern). */
+  #draw = 0x9e3779b9;
+  /** Set by #evaluateInProcess: the last decision needed no cedar-wasm call. */
+  #cheap = false;
   #stepUps: Map<string, number> | undefined;
   /** The thresholds the policies compare `context.device.posture_age_seconds` with (posture-age.ts); null: key on the exact age. */
   #ageThresholds: number[] | null | undefined;
@@ -173,6 +189,9 @@ export class PolicyEngine {
     const cacheSize = opts.cacheSize ?? DEFAULT_CACHE_SIZE;
     if (!Number.isSafeInteger(cacheSize) || cacheSize < 0) throw new TesseraError('TESSERA_CONFIG_INVALID', 'cacheSize must be a non-negative integer');
     this.#cache = new DecisionCache(cacheSize);
+    const admission = opts.cacheAdmission ?? DEFAULT_CACHE_ADMISSION;
+    if (!Number.isSafeInteger(admission) || admission < 1 || admission > 1 << 20) throw new TesseraError('TESSERA_CONFIG_INVALID', 'cacheAdmission must be an integer from 1 to 1048576');
+    this.#admission = admission;
     this.hash = compiled.hash;
     this.#policies = Object.freeze({ ...compiled.policies });
     this.#schema = compiled.schema;
@@ -215,9 +234,21 @@ export class PolicyEngine {
   decide(req: DecisionRequest): Decision {
     const hit = this.#cache.get(req);
     if (hit !== undefined) return hit;
+    this.#cheap = false;
     const decision = this.#evaluate(req);
-    this.#cache.set(req, decision);
+    if (!this.#cheap || this.#admit()) this.#cache.set(req, decision);
     return decision;
+  }
+
+  /** Whether to cache a decision made in process: one draw in `cacheAdmission`. */
+  #admit(): boolean {
+    if (this.#admission === 1) return true;
+    let x = this.#draw;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#draw = x >>> 0;
+    return this.#draw % this.#admission === 0;
   }
 
   /**
@@ -487,7 +518,8 @@ export class PolicyEngine {
       env.clear();
     }
     let sub: cedar.Response | undefined;
-    if (ip.fallback !== undefined) {
+    if (ip.fallback === undefined) this.#cheap = true;
+    else {
       const pe = this.#entities.get(principal) ?? bareEntity(principal);
       const entities = principal === resource ? [pe] : [pe, this.#entities.get(resource) ?? bareEntity(resource)];
       const answer = this.#fallbackAnswer(ip.fallback, { principal: pe.uid, action: this.#actionUids.get(action)!, resource: entities[entities.length - 1]!.uid, context, entities }, false);
@@ -561,14 +593,18 @@ function bareEntity(id: string): EntityJson {
   return { uid: { type: WORKLOAD_TYPE, id }, attrs: {}, parents: [] };
 }
 
-/** Marks the decision in the trie node reached by a request's last context value. */
+/** Holds the decision of a request that ends at a node other requests continue through. */
 const LEAF = Symbol('decision');
 type TrieNode = Map<unknown, unknown>;
 
 /**
  * Cached decisions in a trie of Maps: principal → action → resource → (context name → value)* →
  * decision. Map keys compare by SameValueZero, so `1` and `"1"` differ, names and values sit on
- * alternate levels, and two different requests can never reach the same node. Context entries are
+ * alternate levels, and two different requests can never reach the same node. A request's last
+ * key maps straight to its (frozen, non-Map) decision, so a request with a new path costs one Map
+ * entry and no new Map (with REST ids in paths nearly every request is new: the Map per entry was
+ * most of an insertion's cost, which exceeded an in-process decision's); when a longer request
+ * continues through that key, the decision moves under LEAF of a new node. Context entries are
  * walked in insertion order (another order only costs a miss). Only requests made of strings and
  * numbers and booleans are cached; when the decision count or the node budget is reached, the
  * whole cache is dropped (cheaper than LRU bookkeeping on every hit).
@@ -597,21 +633,20 @@ class DecisionCache {
 
   get(req: DecisionRequest): Decision | undefined {
     if (this.#entries === 0 || typeof req !== 'object' || req === null) return undefined;
-    let node = this.#root.get(req.principal) as TrieNode | undefined;
-    if (node === undefined) return undefined;
-    node = node.get(req.action) as TrieNode | undefined;
-    if (node === undefined) return undefined;
-    node = node.get(req.resource) as TrieNode | undefined;
-    if (node === undefined) return undefined;
     const context = req.context;
     if (typeof context !== 'object' || context === null) return undefined;
+    let v = this.#root.get(req.principal);
+    if (!(v instanceof Map)) return undefined;
+    v = v.get(req.action);
+    if (!(v instanceof Map)) return undefined;
+    v = v.get(req.resource);
     for (const name of Object.keys(context)) {
-      node = node.get(name) as TrieNode | undefined;
-      if (node === undefined) return undefined;
-      node = node.get(context[name]) as TrieNode | undefined;
-      if (node === undefined) return undefined;
+      if (!(v instanceof Map)) return undefined;
+      v = v.get(name);
+      if (!(v instanceof Map)) return undefined;
+      v = v.get(context[name]);
     }
-    return node.get(LEAF) as Decision | undefined;
+    return (v instanceof Map ? v.get(LEAF) : v) as Decision | undefined;
   }
 
   set(req: DecisionRequest, decision: Decision): void {
@@ -625,25 +660,34 @@ class DecisionCache {
   }
 
   #insert(req: DecisionRequest, decision: Decision): void {
-    let node = this.#root;
-    const step = (key: unknown): void => {
-      let next = node.get(key) as TrieNode | undefined;
-      if (next === undefined) {
-        next = new Map();
-        node.set(key, next);
-        this.#nodes++;
-      }
-      node = next;
-    };
-    step(req.principal);
-    step(req.action);
-    step(req.resource);
-    for (const name of Object.keys(req.context)) {
-      step(name);
-      step(req.context[name]);
+    // Field by field: an object spread here cost more than the in-process decision it caches.
+    const leaf = Object.freeze({ allow: decision.allow, reasons: decision.reasons, errors: decision.errors, cached: true });
+    const context = req.context;
+    let node = this.#step(this.#step(this.#root, req.principal), req.action);
+    let last: unknown = req.resource;
+    for (const name of Object.keys(context)) {
+      node = this.#step(this.#step(node, last), name);
+      last = context[name];
     }
-    if (!node.has(LEAF)) this.#entries++;
-    node.set(LEAF, Object.freeze({ ...decision, cached: true }));
+    const old = node.get(last);
+    if (old instanceof Map) {
+      if (!old.has(LEAF)) this.#entries++;
+      old.set(LEAF, leaf);
+    } else {
+      if (old === undefined) this.#entries++;
+      node.set(last, leaf);
+    }
+  }
+
+  /** The node under `key` in `node`, made when missing (holding under LEAF a decision that ended there). */
+  #step(node: TrieNode, key: unknown): TrieNode {
+    const v = node.get(key);
+    if (v instanceof Map) return v;
+    const next: TrieNode = new Map();
+    if (v !== undefined) next.set(LEAF, v);
+    node.set(key, next);
+    this.#nodes++;
+    return next;
   }
 }
 
