@@ -662,6 +662,18 @@ describe('rotation', () => {
     expect(ib.stats.identityRefused).toBe(0);
     expect(ib.stats.connections).toBe(2);
   }, 15_000);
+
+  it('http mode answers a caller whose certificate ends within the margin with connection: close (its client does not reuse the connection)', async () => {
+    const ib = await inbound({ tls: source(ca, SERVER_ID), app: { host: '127.0.0.1', port: app.port } });
+    const soon = { ...ca.issue([CLIENT_ID], { notAfter: Date.now() + 2500 }), ca: ca.pem };
+    const res = await rawTls(ib.port, soon, 'GET /hello HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect(statusOf(res.data)).toBe(200);
+    expect(res.data.toString('latin1').split('\r\n\r\n')[0]!.split('\r\n')).toContain('connection: close');
+    const later = { ...ca.issue([CLIENT_ID], { notAfter: Date.now() + 60_000 }), ca: ca.pem };
+    const kept = await rawTls(ib.port, later, 'GET /hello HTTP/1.1\r\nHost: a\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    // Two answers on one connection: the first did not close it.
+    expect(kept.data.toString('latin1').match(/HTTP\/1\.1 200/g)?.length).toBe(2);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -387,7 +387,9 @@ export class HttpConnection implements UpstreamOwner {
     const ctx = this.ctx;
     this.#phase = Phase.Exchange;
     this.#req = head;
-    this.#closeAfter = !head.keepAlive || this.#clientEnded;
+    // A caller whose certificate ends within the margin is told to close (connection: close on the
+    // response) rather than have this idle connection closed under a request it may be sending.
+    this.#closeAfter = !head.keepAlive || this.#clientEnded || ctx.clock.now >= this.peerNotAfter - EXPIRING_PEER_MARGIN_MS;
     this.#res = undefined;
     this.#resDone = false;
     this.#resStarted = false;
