@@ -211,6 +211,10 @@ export async function startWorkloadProxies(agent: Agent, enforcer: PolicyEnforce
         : await startInbound(inboundOptions);
       const inb = inbound;
       closers.push(() => inb.close());
+      if (opts.inbound.dataPlane === 'haproxy') {
+        const stop = flushAtGrantBoundaries(enforcer, () => { inb.rejudge(); });
+        closers.push(async () => stop());
+      }
       const summary = summarizeSampling(inb, enforcer, hooks.deniedLines, log);
       closers.push(async () => clearInterval(summary));
     }
@@ -365,5 +369,35 @@ function localCallerLog(log: Logger): (r: OutboundRefusal) => void {
     log.warn('local caller refused by the outbound socket', { reason: r.reason, ...r.caller, refused_since_last: suppressed });
     last = r.time;
     suppressed = 0;
+  };
+}
+
+/**
+ * HAProxy keys its cached allows by the minute, not by the enforcer's decision clock, which never
+ * rounds across a grant's start or expiry: without a flush at each such boundary an allow made under
+ * a just-in-time grant would be served until the minute ends, after the grant. `flush` is called at
+ * every boundary of the bundle in force (re-planned on each new bundle); returns the stopper.
+ */
+export function flushAtGrantBoundaries(enforcer: PolicyEnforcer, flush: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const plan = (): void => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    const now = Date.now();
+    const at = enforcer.nextGrantBoundary(now);
+    if (at === undefined) return;
+    // setTimeout holds at most 2^31-1 ms (~24.8 days): wake then and plan again.
+    timer = setTimeout(() => {
+      timer = undefined;
+      if (Date.now() >= at) flush();
+      plan();
+    }, Math.min(Math.max(0, at - now), 2 ** 31 - 1));
+    timer.unref();
+  };
+  plan();
+  enforcer.on('policy', plan);
+  return () => {
+    enforcer.off('policy', plan);
+    if (timer !== undefined) clearTimeout(timer);
   };
 }

@@ -18,6 +18,7 @@ import { createSelfSignedCa } from '../../core/x509.js';
 import { encodeVerifierKey } from '../../core/signed-note.js';
 import { DecisionLog, type DecisionRecord } from './decision-log.js';
 import { PolicyEnforcer, utcHour, type PolicyEnforcerOptions } from './policy.js';
+import { flushAtGrantBoundaries } from '../sidecar.js';
 
 const TD = 'spiffe://example.org';
 const FRONTEND = `${TD}/shop/frontend`;
@@ -151,6 +152,34 @@ describe('PolicyEnforcer', () => {
     enforcers.push(e);
     return e;
   }
+
+  it('plans a flush at each grant boundary of the bundle in force (HAProxy keys its cached allows by the minute), re-planned per bundle', async () => {
+    const cp = new FakeControlPlane();
+    const e = enforcer(cp);
+    const s = Math.floor(Date.now() / 1000);
+    const grant = { id: 'g-0123456789abcdef', principal: FRONTEND, action: 'http:request' as const, resource: ORDERS, start: s - 30, expiry: s + 2 };
+    const bundle = createPolicyBundle({
+      version: 1, author: `${TD}/tessera/admin`, reason: 'a grant', policies: READ_ONLY, schema: TESSERA_SCHEMA as Record<string, unknown>, entities: ENTITIES, grants: [grant],
+    });
+    cp.send(signPolicyBundle(bundle, { privateKey: ca.privateKey, certDer: ca.certDer }), 1);
+    e.start();
+    await nextEvent(e, 'policy');
+    expect(e.nextGrantBoundary()).toBe((s + 2) * 1000);
+    expect(e.authorize(POST).allow).toBe(true);
+    const flushes: number[] = [];
+    const stop = flushAtGrantBoundaries(e, () => flushes.push(Date.now()));
+    await waitUntil(() => flushes.length === 1, 5_000);
+    expect(flushes[0]).toBeGreaterThanOrEqual((s + 2) * 1000);
+    expect(e.authorize(POST).allow).toBe(false);
+    expect(e.nextGrantBoundary()).toBeUndefined();
+    // A later bundle with a grant ahead is planned too; stopping cancels it.
+    const later = { ...grant, id: 'g-00000000000000ff', start: s + 3600, expiry: s + 7200 };
+    cp.send(signPolicyBundle(createPolicyBundle({ ...bundle, version: 2, grants: [later] }), { privateKey: ca.privateKey, certDer: ca.certDer }), 2);
+    await nextEvent(e, 'policy');
+    expect(e.nextGrantBoundary()).toBe((s + 3600) * 1000);
+    stop();
+    expect(flushes).toHaveLength(1);
+  });
 
   it('denies everything before any bundle is loaded, and says why', async () => {
     const cp = new FakeControlPlane();

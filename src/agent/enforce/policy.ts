@@ -179,6 +179,15 @@ export class PolicyEnforcer extends EventEmitter {
     return this.bundle?.admins?.some((a) => a.id === spiffeId && a.serials.includes(serial)) ?? false;
   }
 
+  /**
+   * When the next grant of the bundle in force starts or ends (ms), if one is ahead: a decision
+   * cached by the minute (the HAProxy data plane's) must be dropped then, or an allow could outlive
+   * its grant until the minute ends.
+   */
+  nextGrantBoundary(nowMs = Date.now()): number | undefined {
+    return this.clock.nextBound(nowMs);
+  }
+
   /** Whether the bundle in force quarantines `spiffeId` now (see {@link peerStatus}). */
   isQuarantined(spiffeId: string): boolean {
     const q = this.identities?.quarantined;

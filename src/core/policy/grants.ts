@@ -100,6 +100,16 @@ export class GrantClock {
     this.#bounds = [...new Set(grants.flatMap((g) => [g.start, g.expiry]))].sort((a, b) => a - b);
   }
 
+  /**
+   * The first grant start or expiry after the wall clock `nowMs`, in ms, or undefined when none is
+   * ahead. A cache that cannot key on {@link time} (HAProxy's, keyed by the minute) is flushed there.
+   */
+  nextBound(nowMs: number): number | undefined {
+    const s = Math.floor(nowMs / 1000);
+    for (const b of this.#bounds) if (b > s) return b * 1000;
+    return undefined;
+  }
+
   /** `context.time` for the wall clock `nowMs`. Cheap when called again within the same bucket. */
   time(nowMs: number): number {
     const s = Math.floor(nowMs / 1000);
