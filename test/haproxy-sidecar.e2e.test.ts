@@ -27,17 +27,18 @@ const HAPROXY = findHaproxy();
 
 let ca: TestCa;
 let otherCa: TestCa;
-let app: { port: number; server: HttpServer; requests: number; lastHeaders: IncomingHttpHeaders | undefined };
+let app: { port: number; server: HttpServer; requests: number; lastHeaders: IncomingHttpHeaders | undefined; urls: string[] };
 let dir: string;
 
 beforeAll(async () => {
   ca = new TestCa(TD, 'haproxy test CA');
   otherCa = new TestCa(TD, 'unrelated CA with the same trust domain');
   dir = mkdtempSync(join(tmpdir(), 'tessera-hap-'));
-  const state = { port: 0, server: undefined as unknown as HttpServer, requests: 0, lastHeaders: undefined as IncomingHttpHeaders | undefined };
+  const state = { port: 0, server: undefined as unknown as HttpServer, requests: 0, lastHeaders: undefined as IncomingHttpHeaders | undefined, urls: [] as string[] };
   state.server = createHttpServer((req, res) => {
     state.requests++;
     state.lastHeaders = req.headers;
+    state.urls.push(req.url ?? '');
     req.resume();
     req.on('end', () => {
       res.setHeader('content-type', 'application/json');
@@ -214,6 +215,40 @@ describe.skipIf(HAPROXY === undefined)('HAProxy data plane', () => {
     expect(e.paths?.size).toBe(2);
     expect(e.samples).toBe(2);
     expect(h.ib.stats).toMatchObject({ requests: 3, allowed: 2, denied: 1, badRequests: 2 });
+  });
+
+  it('hostile request shapes (smuggling, bare LF, garbage, oversized or endless heads): refused, or normalized with every request decided; none reaches the app undecided', async () => {
+    const h = await harness();
+    h.policy.allow = (r) => !(r.path ?? '').startsWith('/smuggled');
+    const creds = ca.issue([CLIENT_ID]);
+    const smuggle = 'GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n';
+    const shapes = [
+      `POST /sha HTTP/1.1\r\nHost: a\r\nContent-Length: ${5 + smuggle.length}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggle}`,
+      `POST /sha HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: ${smuggle.length}\r\n\r\n${smuggle}`,
+      `POST /sha HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n${smuggle}`,
+      `POST /sha HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: ${smuggle.length}\r\n\r\n${smuggle}`,
+      `GET /lf HTTP/1.1\nHost: a\n\n${smuggle}`,
+      '\x16\x03\x01garbage\r\n\r\n',
+      `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      `GET / HTTP/1.1\r\nHost: a\r\n${'X: 1\r\n'.repeat(150)}\r\n`,
+    ];
+    let served = 0;
+    for (const bad of shapes) {
+      const before = app.urls.length;
+      // A last request closes the connection when the ones before it were served (else HAProxy closes it).
+      const r = await rawTls(h.ib.port, creds, `${bad}GET /end HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+      expect(r.data).toMatch(/^HTTP\/1\.1 \d{3}/);
+      // Every answer is a complete HTTP response (refusals 4xx), never a hang or a 5xx.
+      for (const m of r.data.matchAll(/HTTP\/1\.1 (\d{3}) /g)) expect(Number(m[1])).toBeLessThan(500);
+      // What reached the app was decided: the denied path never arrives, whatever the framing trick.
+      const seen = app.urls.slice(before);
+      expect(seen.filter((u) => u.startsWith('/smuggled'))).toEqual([]);
+      for (const u of seen) expect(h.asked.some((a) => a.path === u.split('?')[0])).toBe(true);
+      served += seen.length;
+    }
+    // Not all refused: HAProxy served some shapes normalized (bare LF heads; the body of CL + TE as chunked,
+    // then closed), and the smuggled request, where HAProxy read it as one, was decided and denied.
+    expect(served).toBeGreaterThan(0);
   });
 
   it('refuses a peer from another CA at the handshake, and an SVID of another trust domain or with two URI SANs after it', async () => {
