@@ -112,7 +112,7 @@ export function buildProgram(): Command {
     .version(PRODUCT_VERSION)
     .option('--json', 'print machine-readable JSON')
     .option('--admin-dir <dir>', `admin credential directory (default $TESSERA_ADMIN_DIR or ${DEFAULT_SERVER_DIR}/admin)`)
-    .option('--server <url>', 'control plane URL (default: from the admin directory)')
+    .option('--server <url>', 'control plane URL (default: from the admin directory); several replicas comma-separated, https://A:8443,https://B:8443: used in turn when one cannot be reached')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 

@@ -55,16 +55,63 @@ function serverIdentityCheck(tls: ClientTls) {
   };
 }
 
+/** Most control-plane URLs one client takes (`--server A,B,C`: replicas). */
+const MAX_SERVER_URLS = 16;
+
+/**
+ * The control plane's URLs from `--server`: one `https://HOST:PORT` URL, or several separated by
+ * commas (replicas of one control plane). TESSERA_CONFIG_INVALID when one is not an https URL
+ * without credentials, query or fragment, or when the list is empty or too long.
+ */
+export function parseServerUrls(spec: string): string[] {
+  const parts = spec.split(',').map((s) => s.trim());
+  if (parts.length > MAX_SERVER_URLS) throw new TesseraError('TESSERA_CONFIG_INVALID', `--server lists ${parts.length} URLs: at most ${MAX_SERVER_URLS}`);
+  return parts.map((part) => {
+    let u: URL;
+    try {
+      u = new URL(part);
+    } catch {
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--server: ${JSON.stringify(part.slice(0, 100))} is not a URL (expected https://HOST:PORT, several comma-separated)`);
+    }
+    if (u.protocol !== 'https:' || u.username !== '' || u.password !== '' || u.search !== '' || u.hash !== '') {
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `--server: ${u.protocol === 'https:' ? 'no credentials, query or fragment in' : 'https only, not'} ${u.protocol}//${u.host}`);
+    }
+    return `${u.origin}${u.pathname}`;
+  });
+}
+
+/** Errors that mean nothing reached the server (a request sent to another replica cannot run twice). */
+const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
+
 /**
  * A small JSON-over-mTLS client for the control plane API, with kept-alive connections. Rebuild
  * it (or call {@link ApiClient.setTls}) when the SVID or the bundle changes.
+ *
+ * Given several URLs (replicas), it uses one until it cannot be reached, then the next: a request
+ * that never reached a replica (connection refused, no route, unknown host) is sent to the next one
+ * at once, as is a GET that failed in any way; any other request that failed mid-way is not resent
+ * (it may have run) but fails, and the next call goes to the next replica. A long poll that is cut
+ * fails too, and its caller's retry goes to the next replica.
  */
 export class ApiClient {
   private agent: HttpsAgent;
   private retired: HttpsAgent[] = [];
+  private readonly urls: readonly string[];
+  private current = 0;
 
-  constructor(readonly baseUrl: string, tls: ClientTls, private readonly timeoutMs = 15_000) {
+  constructor(servers: string, tls: ClientTls, private readonly timeoutMs = 15_000) {
+    this.urls = parseServerUrls(servers);
     this.agent = ApiClient.makeAgent(tls);
+  }
+
+  /** The URL in use (the first of `--server` until one could not be reached). */
+  get baseUrl(): string {
+    return this.urls[this.current]!;
+  }
+
+  /** Moves to the next replica after `failed` (unless another call already did). */
+  private failover(failed: number): void {
+    if (this.urls.length > 1 && this.current === failed) this.current = (failed + 1) % this.urls.length;
   }
 
   private static makeAgent(tls: ClientTls): HttpsAgent {
@@ -106,9 +153,13 @@ export class ApiClient {
    * byte arrives for `idleMs`. Aborting `signal` ends it quietly (resolves).
    */
   stream(path: string, onLine: (line: string) => void | Promise<void>, opts: { signal?: AbortSignal; idleMs?: number } = {}): Promise<void> {
+    const used = this.current;
     const url = new URL(path, this.baseUrl);
     return new Promise<void>((resolve, reject) => {
-      const unreachable = (why: string): TesseraError => new TesseraError('TESSERA_SERVER_UNREACHABLE', `stream from ${url.host} ${why}`);
+      const unreachable = (why: string): TesseraError => {
+        this.failover(used);
+        return new TesseraError('TESSERA_SERVER_UNREACHABLE', `stream from ${url.host} ${why}`);
+      };
       const req = request(url, { method: 'GET', agent: this.agent, timeout: opts.idleMs ?? 60_000, ...(opts.signal ? { signal: opts.signal } : {}) }, (res) => {
         if ((res.statusCode ?? 500) >= 400) {
           const chunks: Buffer[] = [];
@@ -153,7 +204,22 @@ export class ApiClient {
   }
 
   async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; headers?: Record<string, string> } = {}): Promise<T> {
-    const url = new URL(path, this.baseUrl);
+    for (let tried = 1; ; tried++) {
+      const used = this.current;
+      try {
+        return await this.callOnce<T>(this.urls[used]!, method, path, body, opts);
+      } catch (err) {
+        const sent = (err as { sent?: boolean }).sent;
+        if (sent === undefined) throw err; // an answer from the server: not a reason to move
+        this.failover(used);
+        if (tried >= this.urls.length || (sent && method !== 'GET')) throw err;
+      }
+    }
+  }
+
+  /** One request to one replica; a failure without an answer carries `sent` (whether it may have reached it). */
+  private callOnce<T>(base: string, method: string, path: string, body: unknown, opts: { timeoutMs?: number; headers?: Record<string, string> }): Promise<T> {
+    const url = new URL(path, base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<T>((resolve, reject) => {
       const req = request(url, {
@@ -164,7 +230,7 @@ export class ApiClient {
       }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (err) => reject(new TesseraError('TESSERA_SERVER_UNREACHABLE', `connection to ${url.host} failed: ${err.message}`)));
+        res.on('error', (err) => reject(Object.assign(new TesseraError('TESSERA_SERVER_UNREACHABLE', `connection to ${url.host} failed: ${err.message}`), { sent: true })));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
           let json: unknown;
@@ -188,7 +254,10 @@ export class ApiClient {
         });
       });
       req.on('timeout', () => req.destroy(new Error('timed out')));
-      req.on('error', (err) => reject(new TesseraError('TESSERA_SERVER_UNREACHABLE', `cannot reach the control plane at ${url.host}: ${err.message}`)));
+      req.on('error', (err: NodeJS.ErrnoException) => reject(Object.assign(
+        new TesseraError('TESSERA_SERVER_UNREACHABLE', `cannot reach the control plane at ${url.host}: ${err.message}`),
+        { sent: !NOT_SENT.has(err.code ?? '') },
+      )));
       req.end(payload);
     });
   }

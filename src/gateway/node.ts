@@ -12,6 +12,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Agent } from '../agent/agent.js';
+import { parseServerUrls } from '../common/api-client.js';
 import { startSidecar, type Sidecar } from '../agent/sidecar.js';
 import { TelemetryCollector } from '../agent/telemetry/collector.js';
 import { TelemetryShipper } from '../agent/telemetry/shipper.js';
@@ -111,7 +112,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       listen: opts.listen, cert, key, tls: agent, trustDomain: td, name: opts.name, routes: opts.routes, signer, log,
       policy: enforcer,
       controlPlane: {
-        publicUrl: opts.publicUrl ?? opts.serverUrl,
+        publicUrl: opts.publicUrl ?? parseServerUrls(opts.serverUrl)[0]!,
         token: (req) => call<GatewayTokenResponse>('POST', '/v1/gateway/token', req),
         session: (ref) => call<GatewaySessionResponse>('GET', `/v1/gateway/session?ref=${ref}`),
         logoutAll: (ref) => call<GatewayLogoutAllResponse>('POST', '/v1/gateway/logout-all', { session_ref: ref }),
