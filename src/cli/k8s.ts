@@ -52,7 +52,7 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane) and a scoped admin credential (--admin-dir or\n'
       + '$TESSERA_ADMIN_DIR: a named admin allowed admin:entry.create, entry.show, entry.delete and token.create).\n'
       + 'The webhook\'s own entry needs the selector dns:<--dns-name> so its SVID carries the Service name:\n'
-      + '  tessera entry create --spiffe-id spiffe://TD/tessera/k8s-webhook --selector dns:tessera-webhook.tessera.svc\n'
+      + '  tessera entry create --spiffe-id spiffe://TD/k8s/tessera-webhook --selector dns:tessera-webhook.tessera.svc\n'
       + 'Pods: every app container must run as one uid (securityContext.runAsUser); entries get the selector unix:uid:N.\n'
       + 'See deploy/kubernetes/ and deploy/helm/tessera/.')
     .action(run(async (g, o: Json) => {
