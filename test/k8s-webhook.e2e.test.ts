@@ -9,7 +9,7 @@
  * without a uid and a control plane that refuses are refused (fail closed); malformed, oversized,
  * non-JSON bodies and other paths get 4xx with stable codes; a renewed SVID is served.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +25,8 @@ import { startWebhookNode, type WebhookNode } from '../src/k8s/node.js';
 import { Registrar } from '../src/k8s/registrar.js';
 import { startWebhook, type WebhookServer } from '../src/k8s/webhook.js';
 import { waitFor } from './support/process.js';
-import { startControlPlane, type TestControlPlane } from './support/server.js';
+import { DEFAULT_ADMIN_POLICY } from '../src/core/policy/admin-schema.js';
+import { makeCsrPem, startControlPlane, type TestControlPlane } from './support/server.js';
 
 const TD = 'tessera.test';
 const DNS = 'tessera-webhook.tessera.svc';
@@ -42,6 +43,7 @@ const INJECT: InjectConfig = {
 let t: TestControlPlane;
 let dir: string;
 let node: WebhookNode;
+let webhookAdmin: ApiClient;
 
 interface Answer { status: number; json: Record<string, any>; serial?: string }
 
@@ -99,9 +101,17 @@ beforeAll(async () => {
   // Short SVIDs (20 s, renewed at half life) so the rotation test sees a renewal.
   const entry = await t.admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: WEBHOOK_ID, selectors: [`dns:${DNS}`], x509_ttl_seconds: 20 });
   const { token } = await t.admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id });
+  // The scoped admin credential: a named admin the admin policy of deploy/kubernetes allows only entries and tokens.
+  const csr = makeCsrPem();
+  const added = await t.admin.call<{ cert_pem: string }>('POST', '/v1/admins', { name: 'k8s-webhook', csr: csr.pem });
+  const scoped = readFileSync('deploy/kubernetes/webhook-admin-policy.cedar', 'utf8');
+  const withoutNamedAdmins = DEFAULT_ADMIN_POLICY.replace(/@id\("named-admins"\)[\s\S]*?\);\n/, '');
+  expect(withoutNamedAdmins).not.toContain('named-admins');
+  await t.admin.call('PUT', '/v1/admin/policy', { policy: `${withoutNamedAdmins}\n${scoped}`, reason: 'k8s webhook credential' });
+  webhookAdmin = new ApiClient(t.cp.url, { ca: t.adminTls.ca, cert: added.cert_pem, key: csr.keyPem });
   node = await startWebhookNode({
     serverUrl: t.cp.url, dataDir: join(dir, 'webhook'), listen: { host: '127.0.0.1', port: 0 }, dnsName: DNS, inject: INJECT,
-    namespaces: new Set(['shop']), admin: new ApiClient(t.cp.url, t.adminTls), tokenTtlSeconds: 120, log, joinToken: token,
+    namespaces: new Set(['shop']), admin: webhookAdmin, tokenTtlSeconds: 120, log, joinToken: token,
     trustBundleFile: join(t.cp.adminDir, 'bundle.pem'), maxBodyBytes: 256 * 1024,
   });
 }, 30_000);
@@ -214,6 +224,21 @@ describe('pod CREATE in an opted-in namespace', () => {
     const copied = applyJsonPatch(pod('web'), first);
     const again = await post(node.webhook.port, review({ operation: 'CREATE', namespace: 'shop', object: copied }));
     expect(again.json.response).toMatchObject({ allowed: false, status: { message: expect.stringMatching(/already carries a Tessera injection/) } });
+  });
+});
+
+describe('the scoped admin credential', () => {
+  it('may create entries and tokens (above) but not list entries, read the audit log or add admins', async () => {
+    for (const [method, path, body] of [['GET', '/v1/entries', undefined], ['GET', '/v1/audit?limit=1', undefined], ['POST', '/v1/admins', { name: 'x', csr: makeCsrPem().pem }]] as const) {
+      // MFA_REQUIRED where the people's rules (group admins, fresh MFA) would permit it: a certificate never has MFA.
+      await expect(webhookAdmin.call(method, path, body), path).rejects.toMatchObject({ code: expect.stringMatching(/^TESSERA_(FORBIDDEN|MFA_REQUIRED)$/) });
+    }
+  });
+
+  it('an entry\'s dns: selector must be a host name', async () => {
+    for (const sel of ['dns:*.tessera.svc', 'dns:UPPER.svc', 'dns:-x.svc']) {
+      await expect(t.admin.call('POST', '/v1/entries', { spiffe_id: `spiffe://${TD}/k8s/bad`, selectors: [sel] }), sel).rejects.toMatchObject({ code: 'TESSERA_BAD_REQUEST' });
+    }
   });
 });
 
