@@ -9,7 +9,7 @@ import { adminClient } from '../admin/clients.js';
 import { parseDuration } from '../core/duration.js';
 import { TesseraError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
-import { DNS_LABEL } from '../k8s/admission.js';
+import { DNS_LABEL, DNS_SUBDOMAIN } from '../k8s/admission.js';
 import { checkIdTemplate, parseAttributeRule, type InjectConfig } from '../k8s/inject.js';
 import { count, type Run } from './context.js';
 
@@ -18,8 +18,6 @@ type Json = Record<string, unknown>;
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
-
-const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 
 /** `--namespaces a,b,c`: namespace names (no wildcard: the webhook owns only the namespaces named). */
 export function parseNamespaces(v: string): Set<string> {
@@ -60,7 +58,7 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
       const idTemplate = String(o.idTemplate);
       checkIdTemplate(idTemplate);
       const dnsName = String(o.dnsName);
-      if (!HOSTNAME.test(dnsName)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--dns-name must be a lower-case host name');
+      if (!DNS_SUBDOMAIN.test(dnsName)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--dns-name must be a lower-case host name');
       const tokenTtlMs = parseDuration(String(o.tokenTtl), '--token-ttl');
       if (tokenTtlMs < 10_000 || tokenTtlMs > 3_600_000) throw new TesseraError('TESSERA_CONFIG_INVALID', '--token-ttl must be from 10s to 1h');
       const inject: InjectConfig = {
