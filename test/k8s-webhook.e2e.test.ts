@@ -274,6 +274,17 @@ describe('bad requests', () => {
     expect(code(await post(port, '{}', { path: '/validate' }))).toEqual([404, 'TESSERA_NOT_FOUND']);
     const big = review({ operation: 'CREATE', namespace: 'shop', object: { ...pod('web'), pad: 'x'.repeat(300 * 1024) } });
     expect(code(await post(port, big))).toEqual([413, 'TESSERA_PAYLOAD_TOO_LARGE']);
+    // The same without a content-length (chunked): cut off once the limit is passed.
+    const chunked = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, servername: DNS, path: '/mutate', method: 'POST', ca: t.adminTls.ca, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      for (let i = 0; i < 40; i++) req.write('x'.repeat(16 * 1024));
+      req.end();
+    });
+    expect(chunked).toBe(413);
     // Still serving.
     expect((await post(port, '', { path: '/healthz', method: 'GET' })).status).toBe(200);
   });
