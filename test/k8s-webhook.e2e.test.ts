@@ -243,13 +243,15 @@ describe('the scoped admin credential', () => {
 });
 
 describe('what the webhook does not own is allowed untouched', () => {
-  it('another namespace, another kind, UPDATE, a subresource', async () => {
+  it('another namespace, another kind, UPDATE, a subresource, an opted-out pod, a mirror pod', async () => {
     const cases = [
       review({ operation: 'CREATE', namespace: 'default', object: pod('web') }),
       review({ operation: 'CREATE', namespace: 'shop', kind: { group: 'apps', version: 'v1', kind: 'Deployment' }, resource: { group: 'apps', version: 'v1', resource: 'deployments' }, object: { spec: {} } }),
       review({ operation: 'UPDATE', namespace: 'shop', object: pod('web'), oldObject: pod('web') }),
       review({ operation: 'CREATE', namespace: 'shop', subResource: 'binding', object: { target: {} } }),
       review({ operation: 'CREATE', namespace: '', kind: { group: '', version: 'v1', kind: 'Namespace' }, object: { metadata: { name: 'x' } } }),
+      review({ operation: 'CREATE', namespace: 'shop', object: { ...pod('optout'), metadata: { annotations: { 'tessera.io/inject': 'disabled' } } } }),
+      review({ operation: 'CREATE', namespace: 'shop', object: { ...pod('mirror'), metadata: { annotations: { 'kubernetes.io/config.mirror': 'abc' } } } }),
     ];
     for (const body of cases) {
       const a = await post(node.webhook.port, body);
@@ -257,6 +259,7 @@ describe('what the webhook does not own is allowed untouched', () => {
       expect(a.json.response).toEqual({ uid: JSON.parse(body).request.uid, allowed: true });
     }
     expect(await entryStatus(`spiffe://${TD}/ns/default/sa/web`)).toBe('TESSERA_ENTRY_NOT_FOUND');
+    expect(await entryStatus(`spiffe://${TD}/ns/shop/sa/optout`)).toBe('TESSERA_ENTRY_NOT_FOUND');
   });
 });
 

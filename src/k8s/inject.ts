@@ -120,6 +120,16 @@ export function podIdentity(cfg: InjectConfig, namespace: string, pod: KubeObjec
   return { spiffeId, serviceAccount: sa, attributes, selector: `unix:uid:${[...uids][0]!}` };
 }
 
+/**
+ * Pods the webhook leaves alone in an opted-in namespace: mirror pods of static pods (the kubelet
+ * creates them; the API server refuses changes to them) and pods that opt out with the annotation
+ * `tessera.io/inject: disabled`.
+ */
+export function skipsInjection(pod: KubeObject): boolean {
+  const ann = metadata(pod).annotations;
+  return isObject(ann) && (ann['kubernetes.io/config.mirror'] !== undefined || ann['tessera.io/inject'] === 'disabled');
+}
+
 /** True when the pod already carries the injection (a reinvoked webhook, or a pod re-created from its own spec). */
 export function alreadyInjected(pod: KubeObject): boolean {
   const ann = metadata(pod).annotations;

@@ -6,7 +6,8 @@
  *
  * What it answers:
  * - anything it does not own (another kind or resource, a subresource, a namespace not in
- *   `namespaces`, UPDATE and CONNECT): allowed, no patch. It never blocks the rest of the cluster.
+ *   `namespaces`, UPDATE and CONNECT, mirror pods, pods annotated `tessera.io/inject: disabled`):
+ *   allowed, no patch. It never blocks the rest of the cluster.
  * - a pod CREATE in an allowed namespace: allowed with the JSONPatch of inject.ts, after the entry
  *   (created if absent) and a one-time join token were made; refused (allowed: false, the reason in
  *   the message) when the pod cannot be given an identity or the control plane cannot make the token:
@@ -22,7 +23,7 @@ import { TesseraError, isTesseraError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { keyPem, listenOn, MIN_TLS_VERSION, requireMaterial, watchTlsSource, type TlsMaterial, type TlsSource } from '../common/tls-source.js';
 import { admissionResponse, parseAdmissionReview, type AdmissionDecision, type AdmissionRequest } from './admission.js';
-import { alreadyInjected, injectionPatch, podIdentity, podRefOf, PodRefused, type InjectConfig } from './inject.js';
+import { alreadyInjected, injectionPatch, skipsInjection, podIdentity, podRefOf, PodRefused, type InjectConfig } from './inject.js';
 import { applyJsonPatch } from './jsonpatch.js';
 import type { Registrar } from './registrar.js';
 
@@ -132,6 +133,7 @@ export async function startWebhook(opts: WebhookOptions): Promise<WebhookServer>
     if (r.operation !== 'CREATE') return ALLOW;
     const pod = r.object;
     if (pod === undefined) return { allowed: false, code: 400, message: 'tessera: the pod CREATE carries no object' };
+    if (skipsInjection(pod)) return ALLOW;
     if (alreadyInjected(pod)) {
       return { allowed: false, message: 'tessera: the pod already carries a Tessera injection (copied from another pod?): remove the tessera-agent container and the tessera.io/ annotations' };
     }
