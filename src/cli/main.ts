@@ -25,6 +25,7 @@ import { secretCommands } from './secrets.js';
 import { riskCommand } from './risk-group.js';
 import { riskReplayCommand } from './risk-replay.js';
 import { gatewayCommands } from './gateway.js';
+import { k8sCommands } from './k8s.js';
 import { deviceCommands } from './device.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
@@ -402,6 +403,7 @@ export function buildProgram(): Command {
   secretCommands(program, run, parseListen, untilSignal);
   deviceCommands(program, run);
   gatewayCommands(program, run, parseListen, untilSignal);
+  k8sCommands(program, run, parseListen, untilSignal);
   return program;
 }
 

@@ -9,6 +9,7 @@ export const ERROR_CODES = {
   // Generic request problems (the API edge).
   TESSERA_BAD_REQUEST: { status: 400, description: 'The request is malformed (bad JSON, missing or invalid fields).' },
   TESSERA_UNSUPPORTED_MEDIA_TYPE: { status: 415, description: 'The request body is not application/json.' },
+  TESSERA_K8S_REVIEW_INVALID: { status: 400, description: 'The body is not an AdmissionReview v1 the webhook can answer (bad JSON, wrong apiVersion or kind, a request without uid, kind, operation or namespace).' },
   TESSERA_PAYLOAD_TOO_LARGE: { status: 413, description: 'The request body exceeds the size limit.' },
   TESSERA_HEADERS_TOO_LARGE: { status: 431, description: 'The request head (headers) exceeds the size limit.' },
   TESSERA_REQUEST_TIMEOUT: { status: 408, description: 'The request was not received in time.' },

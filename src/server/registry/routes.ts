@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { TesseraError } from '../../core/errors.js';
 import { parseSpiffeId } from '../../core/spiffe-id.js';
 import { adminCaller, audited } from '../api/handlers.js';
 import { body, int, reqStr, str, strList } from '../../common/api/validate.js';
@@ -10,6 +11,8 @@ import type { CreateTokenResponse, DeleteEntryResponse, EntryListResponse, Entry
 const ATTRIBUTE_NAMES = ['app', 'site', 'compliance', 'location', 'env'] as const;
 const ATTRIBUTE_VALUE = /^[A-Za-z0-9._:-]{1,128}$/;
 const SELECTOR = /^[a-z0-9_-]{1,32}:[\x21-\x7e]{1,223}$/;
+/** A `dns:` selector (a DNS SAN of the entry's SVIDs): a lower-case host name, no wildcard. */
+const DNS_SELECTOR = /^dns:(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 const MAX_TTL_SECONDS = 30 * 86400;
 /** A revocation reason: one line of printable text (it is shown to operators and travels in the bundle). */
 const REASON = /^[\x20-\x7e]{1,256}$/;
@@ -44,6 +47,8 @@ export function registryRoutes(app: FastifyInstance, ctx: ServerContext): void {
     ev.target = id.id;
     registry.checkWorkloadId(id);
     const selectors = strList(b, 'selectors', { maxItems: 32, maxLength: 256, pattern: SELECTOR, optional: true }) ?? [];
+    const badDns = selectors.find((s) => s.startsWith('dns:') && !DNS_SELECTOR.test(s));
+    if (badDns !== undefined) throw new TesseraError('TESSERA_BAD_REQUEST', `selector ${badDns.slice(0, 80)} is not dns:HOSTNAME (lower case, no wildcard)`);
     const attributes = parseAttributes(b.attributes);
     const x509TtlSeconds = int(b, 'x509_ttl_seconds', { min: 10, max: MAX_TTL_SECONDS, optional: true });
     const jwtTtlSeconds = int(b, 'jwt_ttl_seconds', { min: 10, max: 86400, optional: true });

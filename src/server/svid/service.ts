@@ -30,6 +30,15 @@ export interface SvidDeps extends DeriveDeps {
   issuer: () => string;
 }
 
+/**
+ * DNS SANs an entry's SVIDs carry besides the SPIFFE ID: its `dns:NAME` selectors (X509-SVID §2 allows
+ * other SAN types). For servers a client checks by host name, e.g. the Kubernetes admission webhook
+ * behind `tessera-webhook.tessera.svc`. Such a selector is never satisfied by caller attestation.
+ */
+export function entryDnsNames(entry: Pick<EntryRecord, 'selectors'>): string[] {
+  return entry.selectors.filter((s) => s.startsWith('dns:')).map((s) => s.slice(4));
+}
+
 /** The CSR may name its SPIFFE ID (a URI SAN); when it does, it must be the entry's, and only that. */
 export function checkCsrIdentity(csr: ParsedCsr, entry: EntryRecord): void {
   if (csr.uriSans.length > 1 || (csr.uriSans.length === 1 && csr.uriSans[0] !== entry.spiffeId)) {
@@ -85,7 +94,8 @@ export class SvidService {
     // A quarantined identity gets no SVID (join or renewal): it cannot renew its way out.
     const standing = await riskStanding(this.deps, notes, entry.spiffeId);
     const ttlSeconds = standing.state === 'step-up' ? Math.min(entry.x509TtlSeconds, this.deps.risk!.settings.stepUpX509TtlSeconds) : entry.x509TtlSeconds;
-    const cert = ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId] }, ttlSeconds * 1000);
+    const dnsSans = entryDnsNames(entry);
+    const cert = ca.issue({ publicKey: csr.publicKey, uriSans: [entry.spiffeId], ...(dnsSans.length > 0 ? { dnsSans } : {}) }, ttlSeconds * 1000);
     // Every serial is recorded before the SVID leaves, so that revoking the entry can list it.
     const serial = new X509Certificate(cert.der).serialNumber.toUpperCase();
     await store.recordIssuedSvid({ serial, entryId: entry.id, spiffeId: entry.spiffeId, notAfter: cert.notAfter.getTime(), issuedAt: this.deps.now() });

@@ -1,0 +1,150 @@
+/**
+ * Offline checks of deploy/kubernetes/ and deploy/helm/tessera/ (no cluster, no helm here): every
+ * object validates against the Kubernetes OpenAPI schemas of kubernetes-models; the webhook
+ * configuration fails closed only for opted-in namespaces and never blocks pod deletion; the
+ * Deployment's arguments are accepted by the real CLI (it gets as far as looking for the admin
+ * credential); the Helm chart, rendered by test/support/helm-lite.ts (the subset the chart keeps to),
+ * yields valid objects that agree with the static manifests.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { Namespace } from 'kubernetes-models/v1/Namespace';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { Service } from 'kubernetes-models/v1/Service';
+import { PersistentVolumeClaim } from 'kubernetes-models/v1/PersistentVolumeClaim';
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
+import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
+import { renderTemplate } from './support/helm-lite.js';
+
+type Obj = Record<string, any>;
+const MODELS: Record<string, new (o: any) => { validate(): void }> = {
+  'v1/Namespace': Namespace, 'v1/ServiceAccount': ServiceAccount, 'v1/Service': Service, 'v1/PersistentVolumeClaim': PersistentVolumeClaim,
+  'apps/v1/Deployment': Deployment, 'apps/v1/DaemonSet': DaemonSet,
+  'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole, 'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
+  'rbac.authorization.k8s.io/v1/Role': Role, 'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
+  'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': MutatingWebhookConfiguration,
+};
+
+function validate(o: Obj): void {
+  const Model = MODELS[`${o.apiVersion}/${o.kind}`];
+  if (!Model) throw new Error(`no schema for ${o.apiVersion} ${o.kind}`);
+  new Model(o).validate();
+}
+
+function docs(text: string, where: string): Obj[] {
+  return parseAllDocuments(text).map((d) => {
+    if (d.errors.length > 0) throw new Error(`${where}: ${d.errors[0]!.message}`);
+    return d.toJS() as Obj;
+  }).filter((o) => o !== null);
+}
+
+const DIR = 'deploy/kubernetes';
+const manifests = readdirSync(DIR).filter((f) => f.endsWith('.yaml')).flatMap((f) => docs(readFileSync(join(DIR, f), 'utf8'), f));
+const find = (objs: Obj[], kind: string, name: string): Obj => {
+  const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
+  if (!o) throw new Error(`no ${kind} ${name}`);
+  return o;
+};
+
+describe('deploy/kubernetes', () => {
+  it('every object validates against the Kubernetes schema', () => {
+    expect(manifests.length).toBeGreaterThanOrEqual(12);
+    for (const o of manifests) validate(o);
+    expect(new Set(manifests.map((o) => o.kind))).toEqual(new Set(['Namespace', 'ServiceAccount', 'ClusterRole', 'Role', 'RoleBinding', 'ClusterRoleBinding', 'PersistentVolumeClaim', 'Deployment', 'Service', 'MutatingWebhookConfiguration', 'DaemonSet']));
+  });
+
+  it('the validator does catch a broken object (so the check above can fail)', () => {
+    const d = structuredClone(find(manifests, 'Deployment', 'tessera-webhook'));
+    delete d.spec.template.spec.containers[0].name;
+    expect(() => validate(d)).toThrow(/name/);
+    const m = structuredClone(find(manifests, 'MutatingWebhookConfiguration', 'tessera-webhook'));
+    m.webhooks[0].timeoutSeconds = 'ten';
+    expect(() => validate(m)).toThrow(/timeoutSeconds/);
+  });
+
+  it('fails closed only for opted-in namespaces, and never blocks pod deletion', () => {
+    const m = find(manifests, 'MutatingWebhookConfiguration', 'tessera-webhook');
+    const [create, del] = m.webhooks;
+    expect(create).toMatchObject({ failurePolicy: 'Fail', sideEffects: 'NoneOnDryRun', admissionReviewVersions: ['v1'], namespaceSelector: { matchLabels: { 'tessera.io/inject': 'enabled' } }, rules: [{ operations: ['CREATE'], resources: ['pods'] }] });
+    expect(del).toMatchObject({ failurePolicy: 'Ignore', namespaceSelector: { matchLabels: { 'tessera.io/inject': 'enabled' } }, rules: [{ operations: ['DELETE'], resources: ['pods'] }] });
+    const svc = find(manifests, 'Service', 'tessera-webhook');
+    const args: string[] = find(manifests, 'Deployment', 'tessera-webhook').spec.template.spec.containers[0].args;
+    for (const w of m.webhooks) expect(w.clientConfig.service).toEqual({ name: svc.metadata.name, namespace: svc.metadata.namespace, path: '/mutate', port: svc.spec.ports[0].port });
+    expect(args).toContain(`--dns-name=${svc.metadata.name}.${svc.metadata.namespace}.svc`);
+    // The webhook's own namespace is not opted in.
+    expect(find(manifests, 'Namespace', 'tessera').metadata.labels?.['tessera.io/inject']).toBeUndefined();
+  });
+
+  it('the Deployment\'s arguments are accepted by the CLI (it stops only for the missing admin credential)', () => {
+    const args: string[] = find(manifests, 'Deployment', 'tessera-webhook').spec.template.spec.containers[0].args;
+    const local = args.map((a) => a.replace('--admin-dir=/etc/tessera/admin', '--admin-dir=/nonexistent/tessera-admin'));
+    let out = '';
+    let status = 0;
+    try {
+      execFileSync(process.execPath, ['dist/src/cli/main.js', ...local], { encoding: 'utf8', timeout: 15_000, env: { ...process.env, TESSERA_JOIN_TOKEN: '' } });
+    } catch (err) {
+      out = String((err as { stdout?: string }).stdout ?? '');
+      status = (err as { status: number }).status;
+    }
+    expect(status).toBe(2);
+    expect(JSON.parse(out).error.code).toBe('TESSERA_CREDENTIAL_MISSING');
+  });
+});
+
+describe('deploy/helm/tessera', () => {
+  const CHART = 'deploy/helm/tessera';
+  const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as Obj;
+  const values = parse(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as Obj;
+  const renderAll = (v: Obj, namespace = 'tessera'): Obj[] => readdirSync(join(CHART, 'templates')).filter((f) => f.endsWith('.yaml'))
+    .flatMap((f) => docs(renderTemplate(readFileSync(join(CHART, 'templates', f), 'utf8'), { Values: v, Release: { Name: 'tessera', Namespace: namespace }, Chart: { Name: chart.name, AppVersion: chart.appVersion } }), f));
+
+  it('Chart.yaml is a v2 application chart', () => {
+    expect(chart).toMatchObject({ apiVersion: 'v2', name: 'tessera', type: 'application' });
+    expect(chart.version).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('renders with the default values to valid objects that agree with deploy/kubernetes', () => {
+    const objs = renderAll(values);
+    for (const o of objs) validate(o);
+    expect(objs.some((o) => o.kind === 'DaemonSet')).toBe(false);
+    const mwc = find(objs, 'MutatingWebhookConfiguration', 'tessera-webhook');
+    const staticMwc = find(manifests, 'MutatingWebhookConfiguration', 'tessera-webhook');
+    expect(mwc.webhooks).toEqual(staticMwc.webhooks);
+    const dep = find(objs, 'Deployment', 'tessera-webhook');
+    const staticDep = find(manifests, 'Deployment', 'tessera-webhook');
+    expect(dep.spec.template.spec.volumes).toEqual(staticDep.spec.template.spec.volumes);
+    expect(dep.spec.template.spec.containers[0].args).toEqual(expect.arrayContaining(staticDep.spec.template.spec.containers[0].args.filter((a: string) => !a.startsWith('--server') && !a.startsWith('--sidecar-image'))));
+  });
+
+  it('renders every option: caBundle, the node agent, lists, another namespace', () => {
+    const v = structuredClone(values);
+    v.webhook.caBundle = Buffer.from('-----BEGIN CERTIFICATE-----\n').toString('base64');
+    v.webhook.namespaces = ['a', 'b'];
+    v.webhook.sidecarArgs = ['--inbound', '0.0.0.0:9443'];
+    v.nodeAgent.enabled = true;
+    const objs = renderAll(v, 'platform');
+    for (const o of objs) validate(o);
+    const mwc = find(objs, 'MutatingWebhookConfiguration', 'tessera-webhook');
+    for (const w of mwc.webhooks) expect(w.clientConfig).toMatchObject({ caBundle: v.webhook.caBundle, service: { namespace: 'platform' } });
+    const args: string[] = find(objs, 'Deployment', 'tessera-webhook').spec.template.spec.containers[0].args;
+    expect(args).toEqual(expect.arrayContaining(['--namespaces=a,b', '--dns-name=tessera-webhook.platform.svc', '--sidecar-arg=--inbound', '--sidecar-arg=0.0.0.0:9443', '--attribute=app=label:app.kubernetes.io/name']));
+    expect(find(objs, 'DaemonSet', 'tessera-node-agent').metadata.namespace).toBe('platform');
+  });
+
+  it('the renderer refuses what it does not implement', () => {
+    const ctx = { Values: { a: 1 }, Release: { Name: 'r', Namespace: 'n' }, Chart: {} };
+    expect(() => renderTemplate('{{ include "x" . }}', ctx)).toThrow(/unsupported/);
+    expect(() => renderTemplate('{{ .Values.b }}', ctx)).toThrow(/no value/);
+    expect(() => renderTemplate('{{ .Values.a | b64enc }}', ctx)).toThrow(/unsupported/);
+    expect(() => renderTemplate('{{ if .Values.a }}x', ctx)).toThrow(/unclosed/);
+    expect(renderTemplate('a\n  {{- if .Values.a }}\n  b: {{ .Values.a | quote }}\n  {{- end }}\n', ctx)).toBe('a\n  b: "1"\n');
+  });
+});

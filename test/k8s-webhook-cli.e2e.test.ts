@@ -1,0 +1,93 @@
+/**
+ * `tessera k8s webhook` as a real child process (the built CLI) against a real control plane: it
+ * joins with its token (TESSERA_JOIN_TOKEN), uses the admin directory given, answers an
+ * AdmissionReview over HTTPS with a patch, and stops on SIGTERM; bad flags are refused with exit
+ * status 2 before the one-time token is spent; `--help` documents the flags.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, freePort, runTessera, signalChild, waitFor } from './support/process.js';
+import { startControlPlane, type TestControlPlane } from './support/server.js';
+
+const DNS = 'tessera-webhook.tessera.svc';
+let t: TestControlPlane;
+let dir: string;
+let token: string;
+let child: ChildProcess | undefined;
+
+beforeAll(async () => {
+  t = await startControlPlane();
+  dir = mkdtempSync(join(tmpdir(), 'tessera-k8s-cli-'));
+  const entry = await t.admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: 'spiffe://tessera.test/k8s/tessera-webhook', selectors: [`dns:${DNS}`] });
+  token = (await t.admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id })).token;
+});
+
+afterAll(async () => {
+  await signalChild(child, 'SIGKILL');
+  await t?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const flags = (port: number): string[] => [
+  '--server', t.cp.url, '--admin-dir', t.cp.adminDir, '--json', 'k8s', 'webhook', '--data-dir', join(dir, 'wh'), '--dns-name', DNS,
+  '--namespaces', 'shop', '--id-template', 'spiffe://tessera.test/ns/{namespace}/sa/{serviceAccount}', '--sidecar-image', 'tessera:test',
+  '--attribute', 'app=label:app', '--listen', `127.0.0.1:${port}`, '--trust-bundle', join(t.cp.adminDir, 'bundle.pem'),
+];
+
+describe('tessera k8s webhook', () => {
+  it('--help documents the flags', async () => {
+    const r = await runTessera(['k8s', 'webhook', '--help']);
+    expect(r.status).toBe(0);
+    for (const f of ['--namespaces', '--id-template', '--attribute', '--sidecar-image', '--dns-name', '--token-ttl', 'dns:']) expect(r.stdout).toContain(f);
+  });
+
+  it('refuses bad flags with exit status 2, before the join token is spent', async () => {
+    const port = await freePort();
+    const bad: [string, string][] = [['--namespaces', 'Bad_NS'], ['--id-template', 'spiffe://tessera.test/{pod}'], ['--attribute', 'owner=label:x'], ['--token-ttl', '2h'], ['--dns-name', 'UPPER.svc']];
+    for (const [flag, value] of bad) {
+      const args = flags(port);
+      const i = args.indexOf(flag);
+      if (i < 0) args.push(flag, value);
+      else args.splice(i, 2, flag, value);
+      const r = await runTessera(args, { env: { TESSERA_JOIN_TOKEN: token }, timeoutMs: 20_000 });
+      expect(r.status, `${flag} ${value}: ${r.stdout} ${r.stderr}`).toBe(2);
+      expect(r.stdout, r.stderr).not.toBe("");
+      expect(JSON.parse(r.stdout).error.code).toBe("TESSERA_CONFIG_INVALID");
+    }
+  });
+
+  it('runs: joins, answers an AdmissionReview with a patch, stops on SIGTERM', async () => {
+    const port = await freePort();
+    let out = '';
+    child = spawn(process.execPath, [CLI, ...flags(port)], { env: { ...process.env, TESSERA_JOIN_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    await waitFor('webhook ready', () => {
+      if (child!.exitCode !== null) throw new Error(`webhook exited: ${out}`);
+      return out.includes('webhook ready');
+    }, 20_000);
+    expect(out).not.toContain(token);
+    const body = JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: {
+      uid: 'cli-1', kind: { group: '', version: 'v1', kind: 'Pod' }, resource: { group: '', version: 'v1', resource: 'pods' }, operation: 'CREATE', namespace: 'shop',
+      object: { metadata: { labels: { app: 'web' } }, spec: { securityContext: { runAsUser: 1000 }, containers: [{ name: 'web', image: 'web:1' }] } },
+    } });
+    const answer = await new Promise<Record<string, any>>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, servername: DNS, path: '/mutate', method: 'POST', ca: t.adminTls.ca, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(answer.response).toMatchObject({ uid: 'cli-1', allowed: true, patchType: 'JSONPatch' });
+    const entry = await t.admin.call<{ attributes: Record<string, string> }>('GET', `/v1/entries/${encodeURIComponent('spiffe://tessera.test/ns/shop/sa/default')}`);
+    expect(entry.attributes).toEqual({ app: 'web' });
+    await signalChild(child, 'SIGTERM');
+    expect(child.exitCode).toBe(0);
+  }, 40_000);
+});
