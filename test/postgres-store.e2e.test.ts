@@ -9,9 +9,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgres, PW_ROLE, type TestPostgres } from './support/postgres.js';
+import { queryDb, startPostgres, PW_ROLE, type TestPostgres } from './support/postgres.js';
 import { freePort, runTessera, ServerProcess } from './support/process.js';
 import { joinAgent, makeCsrPem, startControlPlane } from './support/server.js';
 import { ApiClient } from '../src/common/api-client.js';
@@ -20,15 +19,6 @@ let server: TestPostgres;
 beforeAll(async () => { server = await startPostgres(); });
 afterAll(async () => { await server?.stop(); });
 
-async function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(sql)).rows;
-  } finally {
-    await c.end();
-  }
-}
 
 describe('control plane on PostgreSQL', () => {
   it('issues an X509-SVID; the entry, the spent token and the audit log are in the database', async () => {
@@ -39,16 +29,16 @@ describe('control plane on PostgreSQL', () => {
       const cert = new X509Certificate(agent.certPem);
       expect(cert.subjectAltName).toContain('URI:spiffe://tessera.test/pg/web');
       expect(cert.checkIssued(new X509Certificate(agent.bundlePem.split(/(?<=-----END CERTIFICATE-----)/)[0]!.trim()))).toBe(true);
-      const entries = await query<{ spiffe_id: string }>(url, 'SELECT spiffe_id FROM entries');
+      const entries = await queryDb<{ spiffe_id: string }>(url, 'SELECT spiffe_id FROM entries');
       expect(entries.map((e) => e.spiffe_id)).toEqual(['spiffe://tessera.test/pg/web']);
-      expect((await query<{ n: string }>(url, 'SELECT COUNT(*) AS n FROM join_tokens WHERE used_at IS NOT NULL'))[0]!.n).toBe('1');
-      expect((await query<{ n: string }>(url, "SELECT COUNT(*) AS n FROM svid_serials WHERE spiffe_id = 'spiffe://tessera.test/pg/web'"))[0]!.n).toBe('1');
+      expect((await queryDb<{ n: string }>(url, 'SELECT COUNT(*) AS n FROM join_tokens WHERE used_at IS NOT NULL'))[0]!.n).toBe('1');
+      expect((await queryDb<{ n: string }>(url, "SELECT COUNT(*) AS n FROM svid_serials WHERE spiffe_id = 'spiffe://tessera.test/pg/web'"))[0]!.n).toBe('1');
       // The audit records of the join, with the tree head the store keeps.
       await t.cp.ctx.audit.flush();
       const audit = await t.admin.call<{ records: { id: number; action: string; outcome: string }[] }>('GET', '/v1/audit?action=svid.join&limit=100');
       expect(audit.records.map((r) => [r.action, r.outcome])).toEqual([['svid.join', 'success']]);
-      const top = (await query<{ top: string }>(url, 'SELECT MAX(id) AS top FROM audit'))[0]!.top;
-      const value = (await query<{ value: string }>(url, "SELECT value FROM meta WHERE key = 'audit_frontier'"))[0]!.value;
+      const top = (await queryDb<{ top: string }>(url, 'SELECT MAX(id) AS top FROM audit'))[0]!.top;
+      const value = (await queryDb<{ value: string }>(url, "SELECT value FROM meta WHERE key = 'audit_frontier'"))[0]!.value;
       expect((JSON.parse(value) as { size: number }).size).toBe(Number(top));
       // The SQLite file is not made: the data directory holds only the KEK and the admin files.
       expect(existsSync(join(t.dataDir, 'tessera.db'))).toBe(false);

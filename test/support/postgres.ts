@@ -130,3 +130,14 @@ export async function startPostgres(): Promise<TestPostgres> {
     },
   };
 }
+
+/** Runs one statement on `url` (own connection) and returns its rows: for tests that look into the database. */
+export async function queryDb<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<T>(sql)).rows;
+  } finally {
+    await c.end();
+  }
+}

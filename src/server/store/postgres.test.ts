@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgres, type TestPostgres } from '../../../test/support/postgres.js';
+import { queryDb, startPostgres, type TestPostgres } from '../../../test/support/postgres.js';
 import { auditLeafData } from '../../core/audit-leaf.js';
 import { leafHash, rootOf } from '../../core/merkle.js';
 import { CORE_MIGRATIONS, PostgresStore, type PgMigration } from './postgres.js';
@@ -24,25 +24,16 @@ async function open(url: string, opts: Parameters<typeof PostgresStore.open>[1] 
   return s;
 }
 
-async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text)).rows;
-  } finally {
-    await c.end();
-  }
-}
 
 describe('PostgresStore: migrations', () => {
   it('apply once; reopening applies nothing; four replicas opening a new database at once migrate it once', async () => {
     const url = await server.createDatabase();
     await Promise.all(Array.from({ length: 4 }, () => open(url)));
-    const rows = await sql<{ version: number; name: string }>(url, 'SELECT version, name FROM schema_migrations ORDER BY version');
+    const rows = await queryDb<{ version: number; name: string }>(url, 'SELECT version, name FROM schema_migrations ORDER BY version');
     expect(rows).toEqual(CORE_MIGRATIONS.map((m) => ({ version: m.version, name: m.name })));
     const again = await open(url);
     await again.setMeta('x', 'y');
-    expect(await sql(url, 'SELECT version FROM schema_migrations')).toHaveLength(CORE_MIGRATIONS.length);
+    expect(await queryDb(url, 'SELECT version FROM schema_migrations')).toHaveLength(CORE_MIGRATIONS.length);
   });
 
   it('sub-store migrations and factories plug in: their tables on the same pool', async () => {
@@ -53,7 +44,7 @@ describe('PostgresStore: migrations', () => {
     const store = await open(url, { migrations: [extra], subStores: (pool) => { poolSeen = pool; return { gateways }; } });
     expect(poolSeen).toBe(store.pool);
     expect(await store.gateways.listGateways()).toEqual([{ name: 'from-factory' }]);
-    expect((await sql<{ version: number }>(url, 'SELECT version FROM schema_migrations ORDER BY version')).map((r) => r.version)).toEqual([1, 100]);
+    expect((await queryDb<{ version: number }>(url, 'SELECT version FROM schema_migrations ORDER BY version')).map((r) => r.version)).toEqual([1, 100]);
     await store.pool.query("INSERT INTO gw_test VALUES ('a')");
     // A release without that migration refuses the database (it belongs to a newer release).
     await expect(PostgresStore.open(url)).rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID', message: expect.stringMatching(/100/) });
@@ -65,10 +56,10 @@ describe('PostgresStore: migrations', () => {
     const url = await server.createDatabase();
     const bad: PgMigration = { version: 101, name: 'bad', sql: 'CREATE TABLE half_done (x INT); SELECT no_such_function()' };
     await expect(PostgresStore.open(url, { migrations: [bad] })).rejects.toThrow(/no_such_function/);
-    expect((await sql<{ r: string | null }>(url, "SELECT to_regclass('half_done') AS r"))[0]!.r).toBeNull();
-    expect((await sql<{ r: string | null }>(url, "SELECT to_regclass('entries') AS r"))[0]!.r).toBeNull();
+    expect((await queryDb<{ r: string | null }>(url, "SELECT to_regclass('half_done') AS r"))[0]!.r).toBeNull();
+    expect((await queryDb<{ r: string | null }>(url, "SELECT to_regclass('entries') AS r"))[0]!.r).toBeNull();
     await open(url, { migrations: [{ ...bad, sql: 'CREATE TABLE half_done (x INT)' }] });
-    expect((await sql<{ version: number }>(url, 'SELECT version FROM schema_migrations ORDER BY version')).map((r) => r.version)).toEqual([1, 101]);
+    expect((await queryDb<{ version: number }>(url, 'SELECT version FROM schema_migrations ORDER BY version')).map((r) => r.version)).toEqual([1, 101]);
   });
 });
 

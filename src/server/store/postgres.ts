@@ -18,6 +18,8 @@ import { auditDetailJson, auditLeafHash } from '../../core/audit-leaf.js';
 import { TesseraError } from '../../core/errors.js';
 import { MerkleFrontier, type LeafHashSource } from '../../core/merkle.js';
 import { parseStoreUrl, redactUrl } from './store-url.js';
+import { shareEnforcers, shareQuota } from './decision-sample.js';
+import { FRONTIER_KEY, SUBTREE_MIN_LEVEL, parseFrontier, treeStateInvalid } from './audit-frontier.js';
 import type {
   ApiKeyRecord, AuditQuery, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, DecisionEdgeAggregate, DecisionSample,
   DecisionSampleQuery, DeviceStore, EntryRecord, GatewayStore, IssuedSvidRecord, JoinTokenRecord, LoginStore, PeopleStore, PolicyVersionRecord,
@@ -135,8 +137,6 @@ CREATE INDEX risk_history_id ON risk_history(spiffe_id, id);
 
 /** Key of the advisory lock held while migrating (any 64-bit constant of ours). */
 const MIGRATION_LOCK = 7_405_311_029_141;
-const FRONTIER_KEY = 'audit_frontier';
-const SUBTREE_MIN_LEVEL = 8;
 
 /** BIGINT and COUNT(*) as numbers (times, ids and counts are all below 2^53). */
 const TYPES = {
@@ -157,9 +157,7 @@ export async function migrate(pool: pg.Pool, migrations: readonly PgMigration[])
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i]!.version === sorted[i - 1]!.version) throw new TesseraError('TESSERA_INTERNAL', `two migrations have version ${sorted[i]!.version}`);
   }
-  const c = await pool.connect();
-  try {
-    await c.query('BEGIN');
+  return withTransaction(pool, async (c) => {
     await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
     await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
     const done = new Set((await c.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
@@ -175,8 +173,18 @@ export async function migrate(pool: pg.Pool, migrations: readonly PgMigration[])
       await c.query('INSERT INTO schema_migrations(version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
       applied.push(m.version);
     }
-    await c.query('COMMIT');
     return applied;
+  });
+}
+
+/** Runs `fn` in a transaction on one connection of the pool (rolled back if it throws). */
+async function withTransaction<R>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
+  const c = await pool.connect();
+  try {
+    await c.query('BEGIN');
+    const r = await fn(c);
+    await c.query('COMMIT');
+    return r;
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw err;
@@ -213,21 +221,6 @@ const auditFromRow = (r: Row): StoredAuditRecord => ({
   detail: JSON.parse(r.detail), ...(r.principal != null ? { principal: r.principal } : {}),
 });
 const checkpointFromRow = (r: Row): CheckpointRecord => ({ size: r.size, rootHash: r.root, note: r.note, createdAt: r.created_at });
-
-function treeStateInvalid(message: string): TesseraError {
-  return new TesseraError('TESSERA_AUDIT_STATE_INVALID', message);
-}
-
-function parseFrontier(text: string | undefined): MerkleFrontier {
-  if (text === undefined) throw treeStateInvalid('the audit tree frontier is missing');
-  let state: unknown;
-  try {
-    state = JSON.parse(text);
-  } catch {
-    throw treeStateInvalid('the audit tree frontier is not JSON');
-  }
-  return MerkleFrontier.fromJSON(state);
-}
 
 /**
  * Stands in for a sub-store the PostgreSQL store does not hold yet (until its tables are ported):
@@ -306,19 +299,8 @@ export class PostgresStore implements Store {
   }
 
   /** Runs `fn` in a transaction on one connection. */
-  private async tx<R>(fn: (c: Q) => Promise<R>): Promise<R> {
-    const c = await this.pool.connect();
-    try {
-      await c.query('BEGIN');
-      const r = await fn(c);
-      await c.query('COMMIT');
-      return r;
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      c.release();
-    }
+  private tx<R>(fn: (c: Q) => Promise<R>): Promise<R> {
+    return withTransaction(this.pool, fn);
   }
 
   private async rows(sql: string, args: unknown[] = [], q: Q = this.pool): Promise<Row[]> {
@@ -660,11 +642,7 @@ export class PostgresStore implements Store {
       (await this.one("SELECT MIN(actor) AS v FROM audit WHERE action = 'decision' AND actor > $1", [after]))?.v ?? null;
     const enforcers: string[] = [];
     for (let e = await next(''); e != null && enforcers.length < maxTotal; e = await next(e)) enforcers.push(e);
-    const ids: number[] = [];
-    for (const [i, enforcer] of enforcers.entries()) {
-      const quota = Math.min(q.perEnforcer, Math.ceil((maxTotal - ids.length) / (enforcers.length - i)));
-      if (quota > 0) ids.push(...await this.sampleEnforcer(enforcer, quota));
-    }
+    const ids = await shareEnforcers(enforcers, q.perEnforcer, maxTotal, (enforcer, quota) => this.sampleEnforcer(enforcer, quota));
     let oversized = 0;
     const records: StoredAuditRecord[] = [];
     for (let i = 0; i < ids.length; i += 1000) {
@@ -681,31 +659,15 @@ export class PostgresStore implements Store {
     return { records, enforcers: enforcers.length, oversized };
   }
 
-  /** As SqliteStore.sampleEnforcer: principals share the quota equally, newest first. */
+  /** The ids of up to `quota` decisions of one enforcer (shareQuota); rows without a principal form one group. */
   private async sampleEnforcer(enforcer: string, quota: number): Promise<number[]> {
-    const groups: { principal: string | null; before: number; done: boolean }[] = [];
-    if (await this.one("SELECT 1 FROM audit WHERE action = 'decision' AND actor = $1 AND principal IS NULL LIMIT 1", [enforcer])) {
-      groups.push({ principal: null, before: Number.MAX_SAFE_INTEGER, done: false });
-    }
+    const principals: (string | null)[] = [];
+    if (await this.one("SELECT 1 FROM audit WHERE action = 'decision' AND actor = $1 AND principal IS NULL LIMIT 1", [enforcer])) principals.push(null);
     const nextPrincipal = async (after: string): Promise<string | null> =>
       (await this.one("SELECT MIN(principal) AS v FROM audit WHERE action = 'decision' AND actor = $1 AND principal > $2", [enforcer, after]))?.v ?? null;
-    for (let p = await nextPrincipal(''); p != null && groups.length < quota; p = await nextPrincipal(p)) {
-      groups.push({ principal: p, before: Number.MAX_SAFE_INTEGER, done: false });
-    }
-    const out: number[] = [];
-    for (let active = groups; active.length > 0 && out.length < quota; active = active.filter((g) => !g.done)) {
-      const share = Math.max(1, Math.floor((quota - out.length) / active.length));
-      for (const g of active) {
-        const room = Math.min(share, quota - out.length);
-        if (room <= 0) return out;
-        const rows = await this.rows(`SELECT id FROM audit WHERE action = 'decision' AND actor = $1 AND principal IS NOT DISTINCT FROM $2 AND id < $3
-          ORDER BY id DESC LIMIT $4`, [enforcer, g.principal, g.before, room]);
-        for (const r of rows) out.push(r.id);
-        if (rows.length < room) g.done = true;
-        else g.before = rows[rows.length - 1]!.id;
-      }
-    }
-    return out;
+    for (let p = await nextPrincipal(''); p != null && principals.length < quota; p = await nextPrincipal(p)) principals.push(p);
+    return shareQuota(principals, quota, async (principal, before, room) => (await this.rows(`SELECT id FROM audit
+      WHERE action = 'decision' AND actor = $1 AND principal IS NOT DISTINCT FROM $2 AND id < $3 ORDER BY id DESC LIMIT $4`, [enforcer, principal, before, room])).map((r) => r.id as number));
   }
 
   async insertTelemetry(rows: readonly TelemetryRow[], keep: TelemetryRetention): Promise<void> {
