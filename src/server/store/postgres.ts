@@ -193,7 +193,9 @@ async function withTransaction<R>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promi
   }
 }
 
-type Q = Pick<pg.PoolClient, 'query'>;
+type Q = pg.Pool | pg.PoolClient;
+/** Names of prepared statements by text, process-wide (stores sharing a pool must agree on them). */
+const STATEMENT_NAMES = new Map<string, string>();
 type Row = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const caFromRow = (r: Row): CaRecord => ({
@@ -291,7 +293,7 @@ export class PostgresStore implements Store {
 
   /** Stores the empty frontier of a new database; refuses a table and frontier that disagree. */
   private async checkAuditTree(): Promise<void> {
-    await this.pool.query('INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [FRONTIER_KEY, JSON.stringify(new MerkleFrontier().toJSON())]);
+    await this.changes('INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [FRONTIER_KEY, JSON.stringify(new MerkleFrontier().toJSON())]);
     const size = parseFrontier(await this.getMeta(FRONTIER_KEY)).size;
     const { rows } = await this.pool.query<{ top: number | null }>('SELECT MAX(id) AS top FROM audit');
     const top = rows[0]!.top ?? 0;
@@ -303,16 +305,26 @@ export class PostgresStore implements Store {
     return withTransaction(this.pool, fn);
   }
 
+  /**
+   * Runs a statement as a named prepared statement (parsed once per connection, not per call). Every
+   * text passed here comes from a bounded set (values are parameters, never spliced in).
+   */
+  private run(sql: string, args: unknown[], q: Q): Promise<pg.QueryResult<Row>> {
+    let name = STATEMENT_NAMES.get(sql);
+    if (name === undefined) STATEMENT_NAMES.set(sql, (name = `tessera_${STATEMENT_NAMES.size + 1}`));
+    return q.query<Row>({ name, text: sql, values: args });
+  }
+
   private async rows(sql: string, args: unknown[] = [], q: Q = this.pool): Promise<Row[]> {
-    return (await q.query(sql, args)).rows;
+    return (await this.run(sql, args, q)).rows;
   }
 
   private async one(sql: string, args: unknown[] = [], q: Q = this.pool): Promise<Row | undefined> {
-    return (await q.query(sql, args)).rows[0];
+    return (await this.run(sql, args, q)).rows[0];
   }
 
   private async changes(sql: string, args: unknown[] = [], q: Q = this.pool): Promise<number> {
-    return (await q.query(sql, args)).rowCount ?? 0;
+    return (await this.run(sql, args, q)).rowCount ?? 0;
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -320,7 +332,7 @@ export class PostgresStore implements Store {
   }
 
   async setMeta(key: string, value: string): Promise<void> {
-    await this.pool.query('INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]);
+    await this.changes('INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]);
   }
 
   async incrementMeta(key: string): Promise<number> {
@@ -331,7 +343,7 @@ export class PostgresStore implements Store {
   }
 
   async setMetaIfAbsent(key: string, value: string): Promise<string> {
-    await this.pool.query('INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value]);
+    await this.changes('INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value]);
     return (await this.getMeta(key))!;
   }
 
@@ -352,21 +364,21 @@ export class PostgresStore implements Store {
   }
 
   async insertCa(ca: CaRecord): Promise<void> {
-    await this.pool.query('INSERT INTO cas VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)', [
+    await this.changes('INSERT INTO cas VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)', [
       ca.id, ca.state, ca.certDer, ca.keySealed, ca.jwtKid, ca.jwtKeySealed, ca.notBefore, ca.notAfter, ca.createdAt, ca.activateAt, ca.activatedAt, ca.retiredAt,
     ]);
   }
 
   async updateCaState(id: string, p: Pick<CaRecord, 'state' | 'activatedAt' | 'retiredAt'>): Promise<void> {
-    await this.pool.query('UPDATE cas SET state = $1, activated_at = $2, retired_at = $3 WHERE id = $4', [p.state, p.activatedAt, p.retiredAt, id]);
+    await this.changes('UPDATE cas SET state = $1, activated_at = $2, retired_at = $3 WHERE id = $4', [p.state, p.activatedAt, p.retiredAt, id]);
   }
 
   async deleteCa(id: string): Promise<void> {
-    await this.pool.query('DELETE FROM cas WHERE id = $1', [id]);
+    await this.changes('DELETE FROM cas WHERE id = $1', [id]);
   }
 
   async insertEntry(e: EntryRecord): Promise<void> {
-    await this.pool.query(`INSERT INTO entries(id, spiffe_id, selectors, attributes, x509_ttl, jwt_ttl, apikey_max_ttl, created_at, revoked_at, revoked_reason)
+    await this.changes(`INSERT INTO entries(id, spiffe_id, selectors, attributes, x509_ttl, jwt_ttl, apikey_max_ttl, created_at, revoked_at, revoked_reason)
       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [
       e.id, e.spiffeId, JSON.stringify(e.selectors), JSON.stringify(e.attributes), e.x509TtlSeconds, e.jwtTtlSeconds, e.apikeyMaxTtlSeconds, e.createdAt,
       e.revokedAt ?? null, e.revokedReason ?? null,
@@ -394,8 +406,8 @@ export class PostgresStore implements Store {
     return this.tx(async (c) => {
       const row = await this.one('SELECT spiffe_id FROM entries WHERE id = $1 FOR UPDATE', [id], c);
       if (!row) return false;
-      await c.query(PostgresStore.INSERT_REVOCATION, [id, row.spiffe_id, at, 'entry deleted', 1]);
-      await c.query('DELETE FROM join_tokens WHERE entry_id = $1 AND used_at IS NULL', [id]);
+      await this.changes(PostgresStore.INSERT_REVOCATION, [id, row.spiffe_id, at, 'entry deleted', 1], c);
+      await this.changes('DELETE FROM join_tokens WHERE entry_id = $1 AND used_at IS NULL', [id], c);
       return (await this.changes('DELETE FROM entries WHERE id = $1', [id], c)) > 0;
     });
   }
@@ -405,14 +417,14 @@ export class PostgresStore implements Store {
       const row = await this.one('SELECT * FROM entries WHERE id = $1 FOR UPDATE', [id], c);
       if (!row) return { ok: false, reason: 'missing' };
       if (row.revoked_at !== null) return { ok: false, reason: 'already', entry: entryFromRow(row) };
-      await c.query('UPDATE entries SET revoked_at = $1, revoked_reason = $2 WHERE id = $3', [at, reason, id]);
-      await c.query(PostgresStore.INSERT_REVOCATION, [id, row.spiffe_id, at, reason, 0]);
+      await this.changes('UPDATE entries SET revoked_at = $1, revoked_reason = $2 WHERE id = $3', [at, reason, id], c);
+      await this.changes(PostgresStore.INSERT_REVOCATION, [id, row.spiffe_id, at, reason, 0], c);
       return { ok: true, entry: entryFromRow({ ...row, revoked_at: at, revoked_reason: reason }) };
     });
   }
 
   async recordIssuedSvid(rec: IssuedSvidRecord): Promise<void> {
-    await this.pool.query('INSERT INTO svid_serials(serial, entry_id, spiffe_id, not_after, issued_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING',
+    await this.changes('INSERT INTO svid_serials(serial, entry_id, spiffe_id, not_after, issued_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING',
       [rec.serial, rec.entryId, rec.spiffeId, rec.notAfter, rec.issuedAt]);
   }
 
@@ -422,9 +434,9 @@ export class PostgresStore implements Store {
 
   async listRevocations(now: number, graceMs: number): Promise<RevocationRecord[]> {
     return this.tx(async (c) => {
-      await c.query('DELETE FROM svid_serials WHERE not_after < $1', [now - graceMs]);
-      await c.query(`DELETE FROM revocations WHERE deleted = 1 AND revoked_at < $1
-        AND NOT EXISTS (SELECT 1 FROM svid_serials s WHERE s.entry_id = revocations.entry_id)`, [now - graceMs]);
+      await this.changes('DELETE FROM svid_serials WHERE not_after < $1', [now - graceMs], c);
+      await this.changes(`DELETE FROM revocations WHERE deleted = 1 AND revoked_at < $1
+        AND NOT EXISTS (SELECT 1 FROM svid_serials s WHERE s.entry_id = revocations.entry_id)`, [now - graceMs], c);
       const serials = new Map<string, { serial: string; notAfter: number }[]>();
       for (const s of await this.rows(`SELECT s.entry_id, s.serial, s.not_after FROM svid_serials s JOIN revocations r ON r.entry_id = s.entry_id
           WHERE s.not_after > $1 ORDER BY s.not_after DESC, s.serial`, [now], c)) {
@@ -439,7 +451,7 @@ export class PostgresStore implements Store {
   }
 
   async insertJoinToken(t: JoinTokenRecord): Promise<void> {
-    await this.pool.query('INSERT INTO join_tokens(hash, entry_id, created_at, expires_at) VALUES ($1, $2, $3, $4)', [t.hash, t.entryId, t.createdAt, t.expiresAt]);
+    await this.changes('INSERT INTO join_tokens(hash, entry_id, created_at, expires_at) VALUES ($1, $2, $3, $4)', [t.hash, t.entryId, t.createdAt, t.expiresAt]);
   }
 
   async consumeJoinToken(hash: string, now: number): Promise<TokenConsumeResult> {
@@ -452,7 +464,7 @@ export class PostgresStore implements Store {
   }
 
   async insertApiKey(k: ApiKeyRecord): Promise<void> {
-    await this.pool.query('INSERT INTO api_keys(id, hash, owner, scopes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)',
+    await this.changes('INSERT INTO api_keys(id, hash, owner, scopes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)',
       [k.id, k.hash, k.owner, JSON.stringify(k.scopes), k.createdAt, k.expiresAt]);
   }
 
@@ -477,7 +489,7 @@ export class PostgresStore implements Store {
   async insertPolicyVersion(rec: Omit<PolicyVersionRecord, 'version'>): Promise<PolicyVersionRecord> {
     // The lock serialises writers (SQLite has one writer): each gets the previous highest + 1.
     const version = await this.tx(async (c) => {
-      await c.query('LOCK TABLE policy_versions IN EXCLUSIVE MODE');
+      await this.changes('LOCK TABLE policy_versions IN EXCLUSIVE MODE', [], c);
       return (await this.one(`INSERT INTO policy_versions(version, created_at, author, reason, hash, policies, schema)
         VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions), $1, $2, $3, $4, $5, $6) RETURNING version`,
       [rec.createdAt, rec.author, rec.reason, rec.hash, JSON.stringify(rec.policies), JSON.stringify(rec.schema)], c))!.version as number;
@@ -543,14 +555,14 @@ export class PostgresStore implements Store {
         [id, r.ts, r.actor, r.action, r.target, r.outcome, r.code, detail.text, r.principal ?? null, h].forEach((v, i) => cols[i]!.push(v));
         frontier.append(h, (level, index, hash) => { if (level >= SUBTREE_MIN_LEVEL) subtrees.push([level, index, hash]); });
       }
-      await c.query(`INSERT INTO audit(id, ts, actor, action, target, outcome, code, detail, principal, leaf_hash)
-        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[])`, cols);
+      await this.changes(`INSERT INTO audit(id, ts, actor, action, target, outcome, code, detail, principal, leaf_hash)
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[])`, cols, c);
       if (subtrees.length > 0) {
-        await c.query(`INSERT INTO audit_subtrees(level, idx, hash) SELECT * FROM unnest($1::int[], $2::bigint[], $3::bytea[])
-          ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash`, [subtrees.map((s) => s[0]), subtrees.map((s) => s[1]), subtrees.map((s) => s[2])]);
+        await this.changes(`INSERT INTO audit_subtrees(level, idx, hash) SELECT * FROM unnest($1::int[], $2::bigint[], $3::bytea[])
+          ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash`, [subtrees.map((s) => s[0]), subtrees.map((s) => s[1]), subtrees.map((s) => s[2])], c);
       }
       const next = JSON.stringify(frontier.toJSON());
-      await c.query('UPDATE meta SET value = $1 WHERE key = $2', [next, FRONTIER_KEY]);
+      await this.changes('UPDATE meta SET value = $1 WHERE key = $2', [next, FRONTIER_KEY], c);
       this.frontierCache = { text: next, frontier };
     });
   }
@@ -602,12 +614,12 @@ export class PostgresStore implements Store {
   async putCosignature(rec: CosignatureRecord, maxPerCheckpoint: number): Promise<boolean> {
     return this.tx(async (c) => {
       // Serialises writers of one checkpoint's cosignatures, so the cap holds across replicas.
-      await c.query("SELECT pg_advisory_xact_lock(hashtextextended('tessera:cosignatures:' || $1::text, 0))", [rec.size]);
+      await this.changes("SELECT pg_advisory_xact_lock(hashtextextended('tessera:cosignatures:' || $1::text, 0))", [rec.size], c);
       const has = await this.one('SELECT 1 FROM audit_cosignatures WHERE size = $1 AND witness_key = $2', [rec.size, rec.witnessKey], c);
       if (!has && (await this.one('SELECT COUNT(*) AS n FROM audit_cosignatures WHERE size = $1', [rec.size], c))!.n >= maxPerCheckpoint) return false;
-      await c.query(`INSERT INTO audit_cosignatures(size, witness_key, name, key_id, timestamp, line, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+      await this.changes(`INSERT INTO audit_cosignatures(size, witness_key, name, key_id, timestamp, line, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (size, witness_key) DO UPDATE SET timestamp = excluded.timestamp, line = excluded.line, created_at = excluded.created_at
-        WHERE excluded.timestamp > audit_cosignatures.timestamp`, [rec.size, rec.witnessKey, rec.name, rec.keyId, rec.timestamp, rec.line, rec.createdAt]);
+        WHERE excluded.timestamp > audit_cosignatures.timestamp`, [rec.size, rec.witnessKey, rec.name, rec.keyId, rec.timestamp, rec.line, rec.createdAt], c);
       return true;
     });
   }
@@ -631,7 +643,8 @@ export class PostgresStore implements Store {
     if (q.action !== undefined) add('action = ?', q.action);
     if (q.outcome !== undefined) add('outcome = ?', q.outcome);
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 10_000);
-    const rows = await this.rows(`SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${q.oldestFirst ? 'ASC' : 'DESC'} LIMIT ${limit}`, args);
+    args.push(limit);
+    const rows = await this.rows(`SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${q.oldestFirst ? 'ASC' : 'DESC'} LIMIT $${args.length}`, args);
     if (!q.oldestFirst) rows.reverse();
     return rows.map(auditFromRow);
   }
@@ -679,14 +692,14 @@ export class PostgresStore implements Store {
           [Date.parse(w.ts), r.receivedAt, r.reportedBy, w.caller, w.callee, JSON.stringify(w), w.reporter, w.caller_site, w.callee_site,
             w.requests, w.denials, w.errors, w.bytes_in + w.bytes_out].forEach((v, i) => cols[i]!.push(v));
         }
-        await c.query(`INSERT INTO telemetry_windows(ts, received_at, reported_by, caller, callee, "window", reporter, caller_site, callee_site, requests, denials, errors, bytes)
+        await this.changes(`INSERT INTO telemetry_windows(ts, received_at, reported_by, caller, callee, "window", reporter, caller_site, callee_site, requests, denials, errors, bytes)
           SELECT a, b, c, d, e, f, g, h, i, j, k, l, m FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[]) WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, j, k, l, m, n)
-          ORDER BY n`, cols);
+          ORDER BY n`, cols, c);
       }
       const last = (await this.one('SELECT MAX(id) AS id FROM telemetry_windows', [], c))?.id ?? 0;
-      await c.query('DELETE FROM telemetry_windows WHERE id <= $1', [last - keep.maxRows]);
-      await c.query('DELETE FROM telemetry_windows WHERE received_at < $1', [keep.now - keep.maxAgeMs]);
+      await this.changes('DELETE FROM telemetry_windows WHERE id <= $1', [last - keep.maxRows], c);
+      await this.changes('DELETE FROM telemetry_windows WHERE received_at < $1', [keep.now - keep.maxAgeMs], c);
     });
   }
 
@@ -699,7 +712,7 @@ export class PostgresStore implements Store {
     const limit = Math.min(Math.max(Math.floor(q.limit), 1), 10_000);
     const order = q.after !== undefined ? 'ASC' : 'DESC';
     const rows = await this.rows(`SELECT id, received_at, reported_by, "window" FROM telemetry_windows ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY id ${order} LIMIT ${limit}`, args);
+      ORDER BY id ${order} LIMIT $${args.length + 1}`, [...args, limit]);
     if (order === 'DESC') rows.reverse();
     return rows.map((r) => ({ id: r.id, receivedAt: r.received_at, reportedBy: r.reported_by, window: JSON.parse(r.window) }));
   }
@@ -720,12 +733,12 @@ export class PostgresStore implements Store {
         if (cur === undefined || cur.state !== expect.state || cur.since !== expect.since) return false;
       }
       const reasons = JSON.stringify(rec.reasons);
-      await c.query(`INSERT INTO risk_states(spiffe_id, state, score, since, until, reasons, set_by, actor, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+      await this.changes(`INSERT INTO risk_states(spiffe_id, state, score, since, until, reasons, set_by, actor, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         ON CONFLICT (spiffe_id) DO UPDATE SET state = excluded.state, score = excluded.score, since = excluded.since, until = excluded.until,
         reasons = excluded.reasons, set_by = excluded.set_by, actor = excluded.actor, note = excluded.note`,
-      [rec.spiffeId, rec.state, rec.score, rec.since, rec.until, reasons, rec.setBy, rec.actor, rec.note]);
-      await c.query(`INSERT INTO risk_history(spiffe_id, at, state, previous, score, until, reasons, set_by, actor, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-        [rec.spiffeId, rec.since, rec.state, previous, rec.score, rec.until, reasons, rec.setBy, rec.actor, rec.note]);
+      [rec.spiffeId, rec.state, rec.score, rec.since, rec.until, reasons, rec.setBy, rec.actor, rec.note], c);
+      await this.changes(`INSERT INTO risk_history(spiffe_id, at, state, previous, score, until, reasons, set_by, actor, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+        [rec.spiffeId, rec.since, rec.state, previous, rec.score, rec.until, reasons, rec.setBy, rec.actor, rec.note], c);
       return true;
     });
   }
