@@ -276,6 +276,10 @@ export function storeContract(engine: string, open: () => Promise<ContractStore>
       const after = await again.listAudit({ limit: 100 });
       expect(after.map((r) => r.id)).toEqual(Array.from({ length: 33 }, (_, i) => i + 1));
       expect((await again.auditTreeHead()).rootHash.equals(rootOf(recomputed(after)))).toBe(true);
+      // Concurrent callers of a store not yet caught up get the same leaves.
+      const fresh3 = await reopen();
+      const sources = await Promise.all([1, 2, 3].map(() => fresh3.auditLeafSource()));
+      for (const s of sources) expect(s.leafHashes(0, 33).map((h) => h.toString('hex'))).toEqual(recomputed(after).map((h) => h.toString('hex')));
       // The first store sees the other's append in its leaf source.
       expect((await store.auditLeafSource()).leafHashes(32, 33)[0]!.equals(recomputed(after)[32]!)).toBe(true);
     });

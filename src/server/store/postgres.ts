@@ -581,11 +581,14 @@ export class PostgresStore implements Store {
     const have = this.leaves.length;
     const rows = await this.rows('SELECT id, leaf_hash FROM audit WHERE id > $1 ORDER BY id', [have]);
     for (const r of rows) {
+      // Rows a concurrent call already added are skipped; a gap is a broken table.
+      if (r.id <= this.leaves.length) continue;
       if (r.id !== this.leaves.length + 1) throw treeStateInvalid(`audit ids are not contiguous at ${String(r.id)}`);
       this.leaves.push(r.leaf_hash as Buffer);
     }
     const size = this.leaves.length;
     if (size > have) {
+      // Bounded by [have, size]: a concurrent call covering other bounds loads its own.
       for (const s of await this.rows(`SELECT level, idx, hash FROM audit_subtrees
           WHERE (idx + 1) * (1::bigint << level) > $1 AND (idx + 1) * (1::bigint << level) <= $2`, [have, size])) {
         this.subtrees.set(`${String(s.level)}/${String(s.idx)}`, s.hash as Buffer);
