@@ -178,7 +178,7 @@ export async function migrate(pool: pg.Pool, migrations: readonly PgMigration[])
 }
 
 /** Runs `fn` in a transaction on one connection of the pool (rolled back if it throws). */
-async function withTransaction<R>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
+export async function withTransaction<R>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
   const c = await pool.connect();
   try {
     await c.query('BEGIN');
