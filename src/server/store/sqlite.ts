@@ -1,7 +1,6 @@
 import { chmodSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { auditDetailJson, auditLeafData, auditLeafHash } from '../../core/audit-leaf.js';
-import { TesseraError } from '../../core/errors.js';
 import { MerkleFrontier, leafHash, type LeafHashSource } from '../../core/merkle.js';
 import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
@@ -13,6 +12,8 @@ import { SqlitePeopleStore } from './people-sqlite.js';
 import { SqliteDeviceStore } from './devices.sqlite.js';
 import { SqliteGatewayStore } from './gateways.sqlite.js';
 import { SqliteLoginStore } from './login-sqlite.js';
+import { shareEnforcers, shareQuota } from './decision-sample.js';
+import { FRONTIER_KEY, SUBTREE_MIN_LEVEL, parseFrontier, treeStateInvalid } from './audit-frontier.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -157,10 +158,6 @@ const TELEMETRY_COLUMNS_BACKFILL = `UPDATE telemetry_windows SET reporter = wind
   callee_site = window ->> '$.callee_site', requests = window ->> '$.requests', denials = window ->> '$.denials', errors = window ->> '$.errors',
   bytes = (window ->> '$.bytes_in') + (window ->> '$.bytes_out') WHERE reporter = ''`;
 
-/** Meta key of the audit tree's frontier (MerkleFrontierState JSON), updated with every append. */
-const FRONTIER_KEY = 'audit_frontier';
-/** Smallest stored subtree: 2^8 leaves, one row per 256 records (0.4 %). */
-const SUBTREE_MIN_LEVEL = 8;
 const NO_UPDATE_TRIGGER = "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;";
 
 /** The leaf hash of a row as stored: the detail as its JSON text parses back, the principal or null. */
@@ -169,22 +166,6 @@ function rowLeafHash(r: { id: number; ts: number; actor: string; action: string;
     id: r.id, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRecord['outcome'], code: r.code,
     detail: JSON.parse(r.detail) as Record<string, unknown>, principal: r.principal,
   }));
-}
-
-function treeStateInvalid(message: string): TesseraError {
-  return new TesseraError('TESSERA_AUDIT_STATE_INVALID', message);
-}
-
-/** The frontier from its stored text (meta `audit_frontier`). */
-function parseFrontier(text: string | undefined): MerkleFrontier {
-  if (text === undefined) throw treeStateInvalid('the audit tree frontier is missing');
-  let state: unknown;
-  try {
-    state = JSON.parse(text);
-  } catch {
-    throw treeStateInvalid('the audit tree frontier is not JSON');
-  }
-  return MerkleFrontier.fromJSON(state);
 }
 
 /** Indexes on added columns: created once the columns exist. */
@@ -699,12 +680,7 @@ export class SqliteStore implements Store {
     const maxTotal = Math.max(0, Math.floor(q.maxTotal));
     const enforcers: string[] = [];
     for (let e = this.stmts.nextEnforcer.get('')?.v; e != null && enforcers.length < maxTotal; e = this.stmts.nextEnforcer.get(e)?.v) enforcers.push(e);
-    const ids: number[] = [];
-    enforcers.forEach((enforcer, i) => {
-      // An equal share of what is left; what an enforcer leaves unused goes to the ones after it.
-      const quota = Math.min(q.perEnforcer, Math.ceil((maxTotal - ids.length) / (enforcers.length - i)));
-      if (quota > 0) ids.push(...this.sampleEnforcer(enforcer, quota));
-    });
+    const ids = await shareEnforcers(enforcers, q.perEnforcer, maxTotal, (enforcer, quota) => this.sampleEnforcer(enforcer, quota));
     let oversized = 0;
     const records: StoredAuditRecord[] = [];
     // json_each takes the ids as one JSON array; in chunks so no single statement holds too many.
@@ -721,31 +697,12 @@ export class SqliteStore implements Store {
     return { records, enforcers: enforcers.length, oversized };
   }
 
-  /**
-   * The ids of up to `quota` decisions of one enforcer, its principals sharing the quota equally
-   * (newest first within each). Rows stored before the principal column existed form one group.
-   * Rounds: every principal still holding rows gets an equal share of what is left; one that has
-   * fewer is done, and the rest is shared again, so few rounds and at most quota + principals rows.
-   */
-  private sampleEnforcer(enforcer: string, quota: number): number[] {
-    const groups: { principal: string | null; before: number; done: boolean }[] = [];
-    if (this.stmts.hasUnindexed.get(enforcer)) groups.push({ principal: null, before: Number.MAX_SAFE_INTEGER, done: false });
-    for (let p = this.stmts.nextPrincipal.get(enforcer, '')?.v; p != null && groups.length < quota; p = this.stmts.nextPrincipal.get(enforcer, p)?.v) {
-      groups.push({ principal: p, before: Number.MAX_SAFE_INTEGER, done: false });
-    }
-    const out: number[] = [];
-    for (let active = groups; active.length > 0 && out.length < quota; active = active.filter((g) => !g.done)) {
-      const share = Math.max(1, Math.floor((quota - out.length) / active.length));
-      for (const g of active) {
-        const room = Math.min(share, quota - out.length);
-        if (room <= 0) return out;
-        const rows = this.stmts.groupIds.all(enforcer, g.principal, g.before, room);
-        for (const r of rows) out.push(r.id);
-        if (rows.length < room) g.done = true;
-        else g.before = rows[rows.length - 1]!.id;
-      }
-    }
-    return out;
+  /** The ids of up to `quota` decisions of one enforcer (shareQuota); rows stored before the principal column form one group. */
+  private sampleEnforcer(enforcer: string, quota: number): Promise<number[]> {
+    const principals: (string | null)[] = [];
+    if (this.stmts.hasUnindexed.get(enforcer)) principals.push(null);
+    for (let p = this.stmts.nextPrincipal.get(enforcer, '')?.v; p != null && principals.length < quota; p = this.stmts.nextPrincipal.get(enforcer, p)?.v) principals.push(p);
+    return shareQuota(principals, quota, (principal, before, room) => this.stmts.groupIds.all(enforcer, principal, before, room).map((r) => r.id));
   }
 
   async insertTelemetry(rows: readonly TelemetryRow[], keep: TelemetryRetention): Promise<void> {
