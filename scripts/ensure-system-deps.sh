@@ -6,6 +6,7 @@
 #   chromium         a real browser (driven by playwright-core) for the web console's tests
 #   libnss3-tools    certutil: those tests make Chromium trust the test CA through its NSS database
 #   haproxy          the HAProxy data plane (`tessera agent --data-plane haproxy`) and its tests
+#   postgresql       a real PostgreSQL (test/support/postgres.ts) for the `--store postgres://` tests
 # The packages' own services are not used: tests start their own daemons on 127.0.0.1 in temp directories.
 set -euo pipefail
 need=()
@@ -16,6 +17,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, or run as root so this script can)" >&2
