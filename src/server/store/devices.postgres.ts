@@ -108,9 +108,8 @@ export class PostgresDeviceStore implements DeviceStore {
       if (!row) return { ok: false, reason: 'missing' };
       if (row.revoked_at !== null) return { ok: false, reason: 'already', device: deviceFromRow(row) };
       await c.query('UPDATE devices SET revoked_at = $1, revoked_reason = $2 WHERE id = $3', [at, reason, id]);
-      // Not deleted: the device is kept (revoked, refused), as an entry revoked rather than deleted. The untyped
-      // literal '0' reads as the column's type (false for BOOLEAN, 0 for an integer).
-      await c.query(`INSERT INTO revocations(entry_id, spiffe_id, revoked_at, reason, deleted) VALUES ($1, $2, $3, $4, '0') ON CONFLICT DO NOTHING`,
+      // deleted = 0: the device is kept (revoked, refused), as an entry revoked rather than deleted.
+      await c.query(`INSERT INTO revocations(entry_id, spiffe_id, revoked_at, reason, deleted) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING`,
         [deviceRevocationId(id), row.spiffe_id, at, reason]);
       return { ok: true, device: deviceFromRow({ ...row, revoked_at: at, revoked_reason: reason }) };
     });
