@@ -112,7 +112,7 @@ export class AuditLog {
     if (records.length === 0) return [];
     // Ids are leaf positions + 1 without gaps; bounded by the last id read, so a record appended
     // meanwhile (by this or another process) cannot shift the hashes.
-    const hashes = this.store.auditLeafSource().leafHashes(afterId, records[records.length - 1]!.id);
+    const hashes = (await this.store.auditLeafSource()).leafHashes(afterId, records[records.length - 1]!.id);
     return records.map((record, i) => {
       if (record.id !== afterId + 1 + i) throw new TesseraError('TESSERA_AUDIT_STATE_INVALID', `audit record ids are not contiguous after ${afterId}`);
       return { record, leafHash: hashes[i]! };

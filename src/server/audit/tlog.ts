@@ -95,7 +95,7 @@ export class TransparencyLog {
     if (signed.size !== cp.size || !signed.rootHash.equals(cp.rootHash)) throw bad('its stored size or root differs from the signed note');
     const head = await this.store.auditTreeHead();
     if (head.size < cp.size) throw bad(`the log holds only ${head.size} records (truncated or rolled back)`);
-    const src = this.store.auditLeafSource();
+    const src = (await this.store.auditLeafSource());
     let proof: Buffer[];
     let storedRoot: Buffer;
     try {
@@ -158,7 +158,7 @@ export class TransparencyLog {
     }
     const [record] = await this.audit.read({ afterId: id - 1, untilId: id, limit: 1 });
     if (!record || record.id !== id) throw new TesseraError('TESSERA_NOT_FOUND', `no audit record ${id}`);
-    const src = this.store.auditLeafSource();
+    const src = (await this.store.auditLeafSource());
     const [leafHash] = src.leafHashes(id - 1, id);
     return { record, leafIndex: id - 1, leafHash: leafHash!, proof: inclusionProof(src, id - 1, checkpoint.size), checkpoint };
   }
@@ -176,7 +176,7 @@ export class TransparencyLog {
     const cache = this.#witnessCache;
     let consistency = cache.proofs.get(held);
     if (consistency === undefined) {
-      consistency = held > cp.size ? [] : consistencyProof(this.store.auditLeafSource(), held, cp.size).map((h) => h.toString('base64'));
+      consistency = held > cp.size ? [] : consistencyProof((await this.store.auditLeafSource()), held, cp.size).map((h) => h.toString('base64'));
       // Only sizes an honest witness can hold (none, or a signed checkpoint's) take one of the 256
       // slots: sizes made up by a caller would fill them and leave every agent's proof uncached.
       if (cache.proofs.size < 256 && (held === 0 || held === cp.size || (held < cp.size && (await this.store.getCheckpoint(held)) !== undefined))) {
@@ -219,6 +219,6 @@ export class TransparencyLog {
   async consistency(from: number, to: number): Promise<ConsistencyResult> {
     const checkpoint = await this.checkpointOf(to);
     if (from > to) throw new TesseraError('TESSERA_AUDIT_RANGE', `from (${from}) must not exceed to (${to})`);
-    return { from, proof: consistencyProof(this.store.auditLeafSource(), from, to), checkpoint };
+    return { from, proof: consistencyProof((await this.store.auditLeafSource()), from, to), checkpoint };
   }
 }

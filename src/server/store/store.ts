@@ -322,8 +322,11 @@ export interface Store {
   appendAudit(records: readonly AuditRecord[]): Promise<void>;
   /** The current size and root of the audit log's Merkle tree. */
   auditTreeHead(): Promise<AuditTreeHead>;
-  /** The stored leaf hashes, by position (leaf index = record id − 1), for proofs. */
-  auditLeafSource(): LeafHashSource;
+  /**
+   * The stored leaf hashes, by position (leaf index = record id − 1), for proofs. A networked store
+   * returns a promise (it first brings its copy of the hashes up to date): callers await it.
+   */
+  auditLeafSource(): LeafHashSource | Promise<LeafHashSource>;
   /** Stores a signed checkpoint; false when one of that size is already stored. */
   insertCheckpoint(rec: CheckpointRecord): Promise<boolean>;
   /** The checkpoint of that size, else the latest (largest) one when size is undefined. */
