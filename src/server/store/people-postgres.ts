@@ -4,7 +4,7 @@
  * that are listed in order use the "C" collation, so the order is SQLite's (bytewise), whatever the
  * database's locale.
  */
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import type { AuthTicketRecord, PeopleStore, SessionRecord, UserCredentialRecord, UserRecord } from './store.js';
 import { inTransaction, num, numOrNull, pgLimit } from './pg-substore-util.js';
 
@@ -70,7 +70,15 @@ const ticketFromRow = (r: TicketRow): AuthTicketRecord => ({
   hash: r.hash, kind: r.kind, username: r.username, data: r.data, createdAt: num(r.created_at), expiresAt: num(r.expires_at), usedAt: numOrNull(r.used_at),
 });
 
-const UPSERT_GROUP = 'INSERT INTO groups(name, source, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING';
+/**
+ * Records groups not yet known, in one statement, in sorted order: two transactions adding the same
+ * new groups then take their row locks in the same order (in the caller's order they could deadlock).
+ */
+async function addGroups(c: PoolClient, groups: readonly string[], source: string, at: number): Promise<void> {
+  if (groups.length === 0) return;
+  const names = [...new Set(groups)].sort();
+  await c.query('INSERT INTO groups(name, source, created_at) SELECT g, $2, $3 FROM unnest($1::text[]) AS g ON CONFLICT (name) DO NOTHING', [names, source, at]);
+}
 
 export class PostgresPeopleStore implements PeopleStore {
   constructor(private readonly pool: Pool) {}
@@ -84,7 +92,7 @@ export class PostgresPeopleStore implements PeopleStore {
         [u.username, u.spiffeId, u.source, u.oidcIssuer, u.oidcSubject, u.email, u.displayName, JSON.stringify(u.groups), u.state, u.webauthnId,
           u.createdAt, u.createdBy, u.updatedAt, u.disabledReason]);
       const ok = res.rowCount === 1;
-      if (ok) for (const g of u.groups) await c.query(UPSERT_GROUP, [g, u.source, u.createdAt]);
+      if (ok) await addGroups(c, u.groups, u.source, u.createdAt);
       return ok;
     });
   }
@@ -95,7 +103,7 @@ export class PostgresPeopleStore implements PeopleStore {
         `UPDATE users SET email = $2, display_name = $3, groups = $4, state = $5, updated_at = $6, disabled_reason = $7 WHERE username = $1`,
         [u.username, u.email, u.displayName, JSON.stringify(u.groups), u.state, u.updatedAt, u.disabledReason]);
       const ok = res.rowCount === 1;
-      if (ok) for (const g of u.groups) await c.query(UPSERT_GROUP, [g, u.source, u.updatedAt]);
+      if (ok) await addGroups(c, u.groups, u.source, u.updatedAt);
       return ok;
     });
   }

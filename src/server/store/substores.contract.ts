@@ -107,6 +107,18 @@ export function subStoreContract(name: string, open: SubStoreFactory): void {
       expect((await people.listUsers(2)).map((u) => u.username)).toEqual(['Bob', 'Carl']);
     });
 
+    it('settles concurrent inserts: one user per name, and new groups given in any order by many users at once', async () => {
+      const { people } = await open();
+      const same = await Promise.all([people.insertUser(user('dup', { webauthnId: 'a' })), people.insertUser(user('dup', { webauthnId: 'b' }))]);
+      expect(wins(same)).toBe(1);
+      const groups = Array.from({ length: 30 }, (_, i) => `g${String(i).padStart(2, '0')}`);
+      const results = await Promise.all(Array.from({ length: 6 }, (_, i) =>
+        people.insertUser(user(`u${i}`, { groups: i % 2 === 0 ? groups : [...groups].reverse() }))));
+      expect(results).toEqual([true, true, true, true, true, true]);
+      expect((await people.listGroups()).map((g) => g.name)).toEqual([...groups, 'staff']);
+      expect((await people.listUsers(-1)).map((u) => u.username)).toEqual(['dup', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5']);
+    });
+
     it('replaces credentials atomically and keeps passkey counters and TOTP steps monotonic under concurrency', async () => {
       const { people } = await open();
       await people.insertUser(user('alice'));
