@@ -26,6 +26,9 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   'CREATE INDEX IF NOT EXISTS posture_reports_device ON posture_reports(device_id, id)',
 ];
 
+/** First key of the per-device advisory lock of posture writes (the two-integer lock space; the core store's locks use one bigint). */
+const POSTURE_LOCK_CLASS = 0x7e55_0001;
+
 type Big = string | number;
 interface TokenRow { hash: string; device_id: string; owner: string | null; attributes: string; cert_ttl: Big; created_at: Big; expires_at: Big; used_at: Big | null }
 interface DeviceRow {
@@ -117,6 +120,9 @@ export class PostgresDeviceStore implements DeviceStore {
 
   async insertPostureReport(rec: PostureReportRecord, keep: number): Promise<void> {
     await inTransaction(this.pool, async (c) => {
+      // One writer per device at a time (a transaction-scoped advisory lock on the device id): reports arriving
+      // together then each see the others' rows, and the device keeps `keep` of them, as on SQLite.
+      await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [POSTURE_LOCK_CLASS, rec.deviceId]);
       await c.query('INSERT INTO posture_reports(device_id, received_at, reported_at, report) VALUES ($1, $2, $3, $4)',
         [rec.deviceId, rec.receivedAt, rec.reportedAt, rec.report]);
       await c.query(`DELETE FROM posture_reports WHERE device_id = $1 AND id <= (

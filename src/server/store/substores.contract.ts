@@ -352,6 +352,13 @@ export function subStoreContract(name: string, open: SubStoreFactory): void {
       expect(await devices.listPostureReports('Desk', 10)).toEqual([]);
     });
 
+    it('keeps the newest posture reports when many arrive at once', async () => {
+      const { devices } = await open();
+      await devices.insertDevice(device('lap'));
+      await Promise.all(Array.from({ length: 40 }, (_, i) => devices.insertPostureReport({ deviceId: 'lap', receivedAt: T0 + i, reportedAt: T0, report: `{"n":${i}}` }, 3)));
+      expect(await devices.listPostureReports('lap', 100)).toHaveLength(3);
+    });
+
     it('renews and revokes a device once (concurrently too), and its certificates join the revocation list', async () => {
       const { devices, core } = await open();
       await devices.insertDevice(device('lap'));
