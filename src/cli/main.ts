@@ -10,6 +10,7 @@ import { createLogger } from '../core/log.js';
 import { isPrimary, leaveCluster, reportListening, reportStartFailure, supervise, workerRole } from '../server/cluster.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { DEFAULT_POSTURE_RATE_LIMIT, parsePostureRateLimit } from '../server/devices/limits.js';
+import { storeOption } from '../server/store/store-url.js';
 import { idCommands } from './id.js';
 import { validateJwtCommand } from './jwt.js';
 import { apikeyCommands } from './apikey.js';
@@ -119,6 +120,7 @@ export function buildProgram(): Command {
   withPeopleFlags(metricsListenOption(program.command('server')))
     .description('run the control plane: CA, registry, join tokens, derived credentials and audit, on an HTTPS API')
     .option('--data-dir <dir>', 'state directory (SQLite database, sealed CA keys, admin credential)', DEFAULT_SERVER_DIR)
+    .option('--store <url>', 'keep the control plane\'s data in PostgreSQL instead of DATA_DIR/tessera.db: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE (default $TESSERA_STORE); the KEK and admin credential stay in --data-dir')
     .option('--listen <host:port>', 'address to listen on', `${DEFAULTS.host}:${DEFAULTS.port}`)
     .option('--trust-domain <name>', `trust domain, fixed at first start (default ${DEFAULTS.trustDomain})`)
     .option('--ca-ttl <duration>', 'lifetime of each CA certificate', '24h')
@@ -159,6 +161,7 @@ export function buildProgram(): Command {
       const grantMinSeconds = o.grantMin !== undefined ? parseGrantMin(String(o.grantMin)) : undefined;
       const people = peopleOptions(o);
       const postureRateLimit = parsePostureRateLimit(String(o.devicePostureRateLimit));
+      const store = storeOption(o.store, process.env.TESSERA_STORE);
       if (workers > 1 && isPrimary()) {
         await supervise(workers, log);
         return;
@@ -170,6 +173,7 @@ export function buildProgram(): Command {
       const metricsListener = await serveMetricsFlag(o.metricsListen, () => metrics!.registry, log, parseListen);
       const cp = await ControlPlane.start({
         dataDir: String(o.dataDir), host, port, log: role === 'leader' ? log : log.child({ worker: process.pid }), role,
+        ...(store !== undefined ? { store } : {}),
         ...(o.trustDomain ? { trustDomain: String(o.trustDomain) } : {}),
         ...(o.publicUrl ? { publicUrl: String(o.publicUrl) } : {}),
         caTtlMs: parseDuration(String(o.caTtl), '--ca-ttl'),

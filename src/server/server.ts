@@ -25,6 +25,7 @@ import { CredentialService } from './credentials/service.js';
 import { registryRoutes } from './registry/routes.js';
 import { RegistryService } from './registry/service.js';
 import { SqliteStore } from './store/sqlite.js';
+import { PostgresStore } from './store/postgres.js';
 import type { Store } from './store/store.js';
 import { svidRoutes } from './svid/routes.js';
 import { SvidService } from './svid/service.js';
@@ -65,6 +66,11 @@ import { gatewayRoutes } from './gateways/routes.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
+  /**
+   * `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE`: the store is that PostgreSQL database instead of
+   * DATA_DIR/tessera.db (the data directory still holds the KEK and the admin credential).
+   */
+  store?: string;
   trustDomain?: string;
   host?: string;
   port?: number;
@@ -153,7 +159,9 @@ export class ControlPlane {
     const log = options.log ?? createLogger();
     ensurePrivateDir(opts.dataDir);
     const kek = KeyEncryptionKey.load(opts.dataDir, options.env);
-    const store = new SqliteStore(join(opts.dataDir, 'tessera.db'));
+    const store: Store = options.store !== undefined
+      ? await PostgresStore.open(options.store, { onError: (err) => log.warn('PostgreSQL connection lost', { error: err.message }) })
+      : new SqliteStore(join(opts.dataDir, 'tessera.db'));
     try {
       const stored = await store.getMeta('trust_domain');
       const trustDomain = parseTrustDomain(options.trustDomain ?? stored ?? DEFAULTS.trustDomain);
