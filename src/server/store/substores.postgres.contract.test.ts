@@ -63,7 +63,7 @@ describe('PostgreSQL sub-stores: migrations', () => {
     for (const m of SUBSTORE_MIGRATIONS) await first.pool.query(m.sql);
   });
 
-  it('two replicas (two pools) spend a ticket and a device token once between them', async () => {
+  it('two replicas (two pools) spend a ticket, a device token, a gateway code and a TOTP step once between them', async () => {
     const url = await icuDatabase();
     const [a, b] = [await open(url), await open(url)];
     await a.people.insertTicket({ hash: 't', kind: 'enrol', username: null, data: '{}', createdAt: 0, expiresAt: 10 }, 0);
@@ -72,5 +72,17 @@ describe('PostgreSQL sub-stores: migrations', () => {
     expect(tickets.filter((t) => t !== undefined)).toHaveLength(1);
     const tokens = await Promise.all([a.devices.consumeDeviceToken('d', 1), b.devices.consumeDeviceToken('d', 1)]);
     expect(tokens.map((t) => t.ok).sort()).toEqual([false, true]);
+    await a.gateways.insertGatewayCode({ hash: 'c', gateway: 'web', sessionHash: 's', redirectUri: 'https://web/_tessera/callback', challenge: 'x', expiresAt: 10 }, 0);
+    const codes = await Promise.all([a.gateways.takeGatewayCode('c'), b.gateways.takeGatewayCode('c')]);
+    expect(codes.filter((c) => c !== undefined)).toHaveLength(1);
+    await a.people.insertUser({
+      username: 'ana', spiffeId: 'spiffe://td/user/ana', source: 'local', oidcIssuer: null, oidcSubject: null, email: null, displayName: null, groups: [],
+      state: 'active', webauthnId: 'w', createdAt: 0, createdBy: 'admin', updatedAt: 0, disabledReason: null,
+    });
+    await a.people.replaceCredentials('ana', [{
+      id: 'totp:ana', username: 'ana', kind: 'totp', createdAt: 0, publicKey: null, counter: 0, transports: [], secretSealed: Buffer.alloc(8), lastStep: -1, lastUsedAt: null,
+    }]);
+    const steps = await Promise.all([a.people.advanceTotpStep('totp:ana', 5, 1), b.people.advanceTotpStep('totp:ana', 5, 1)]);
+    expect(steps.sort()).toEqual([false, true]);
   });
 });
