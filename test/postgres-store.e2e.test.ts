@@ -4,7 +4,7 @@
  * and refuses bad URLs, unreachable servers and wrong passwords with a clear error and exit status,
  * never a hang and never the password in its output.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, PW_ROLE, type TestPostgres } from './support/postgres.js';
 import { freePort, runTessera, ServerProcess } from './support/process.js';
-import { joinAgent, startControlPlane } from './support/server.js';
+import { joinAgent, makeCsrPem, startControlPlane } from './support/server.js';
+import { ApiClient } from '../src/common/api-client.js';
 
 let server: TestPostgres;
 beforeAll(async () => { server = await startPostgres(); });
@@ -50,7 +51,6 @@ describe('control plane on PostgreSQL', () => {
       const value = (await query<{ value: string }>(url, "SELECT value FROM meta WHERE key = 'audit_frontier'"))[0]!.value;
       expect((JSON.parse(value) as { size: number }).size).toBe(Number(top));
       // The SQLite file is not made: the data directory holds only the KEK and the admin files.
-      const { existsSync } = await import('node:fs');
       expect(existsSync(join(t.dataDir, 'tessera.db'))).toBe(false);
     } finally {
       await t.close();
@@ -73,8 +73,15 @@ describe('control plane on PostgreSQL', () => {
       expect(entries.entries.map((e) => [e.id, e.spiffe_id])).toEqual([[id, 'spiffe://tessera.test/pg/kept']]);
       // The CA (its key sealed in PostgreSQL, the KEK in the data dir) still signs: a new token joins.
       const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: id });
-      expect(token.length).toBeGreaterThan(10);
       admin.close();
+      const anon = new ApiClient(proc.url, { ca: readFileSync(join(proc.adminDir, 'bundle.pem'), 'utf8') });
+      try {
+        const joined = await anon.call<{ svid_pem: string; spiffe_id: string }>('POST', '/v1/agent/join', { join_token: token, csr: makeCsrPem().pem });
+        expect(joined.spiffe_id).toBe('spiffe://tessera.test/pg/kept');
+        expect(new X509Certificate(joined.svid_pem).subjectAltName).toContain('URI:spiffe://tessera.test/pg/kept');
+      } finally {
+        anon.close();
+      }
       expect(proc.output).not.toMatch(/TESSERA_INTERNAL/);
     } finally {
       await proc.stop();
