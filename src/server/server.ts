@@ -26,6 +26,7 @@ import { registryRoutes } from './registry/routes.js';
 import { RegistryService } from './registry/service.js';
 import { SqliteStore } from './store/sqlite.js';
 import { PostgresStore } from './store/postgres.js';
+import { SUBSTORE_MIGRATIONS, postgresSubStores } from './store/substores-postgres.js';
 import type { Store } from './store/store.js';
 import { svidRoutes } from './svid/routes.js';
 import { SvidService } from './svid/service.js';
@@ -160,7 +161,9 @@ export class ControlPlane {
     ensurePrivateDir(opts.dataDir);
     const kek = KeyEncryptionKey.load(opts.dataDir, options.env);
     const store: Store = options.store !== undefined
-      ? await PostgresStore.open(options.store, { onError: (err) => log.warn('PostgreSQL connection lost', { error: err.message }) })
+      ? await PostgresStore.open(options.store, {
+        migrations: SUBSTORE_MIGRATIONS, subStores: postgresSubStores, onError: (err) => log.warn('PostgreSQL connection lost', { error: err.message }),
+      })
       : new SqliteStore(join(opts.dataDir, 'tessera.db'));
     try {
       const stored = await store.getMeta('trust_domain');

@@ -1,0 +1,30 @@
+/**
+ * Small helpers shared by the PostgreSQL sub-stores (people, login, devices, gateways).
+ */
+import type { Pool, PoolClient } from 'pg';
+
+/**
+ * Runs `fn` in a transaction on one pooled connection: COMMIT when it resolves, ROLLBACK when it
+ * throws (the error is rethrown). The connection goes back to the pool either way.
+ */
+export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const out = await fn(client);
+    await client.query('COMMIT');
+    return out;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** BIGINT columns come back from `pg` as strings: numbers (ms times, counters) well within 2^53. */
+export const num = (v: string | number): number => Number(v);
+export const numOrNull = (v: string | number | null): number | null => (v === null ? null : Number(v));
+
+/** SQLite reads a negative LIMIT as "no limit"; PostgreSQL refuses it (LIMIT NULL is "no limit"). */
+export const pgLimit = (limit: number): number | null => (limit < 0 ? null : limit);
