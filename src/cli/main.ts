@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parsePathAllowances } from '../agent/inbound/inbound.js';
 import { findHaproxy } from '../agent/haproxy/find.js';
@@ -27,6 +28,7 @@ import { riskCommand } from './risk-group.js';
 import { riskReplayCommand } from './risk-replay.js';
 import { gatewayCommands } from './gateway.js';
 import { k8sCommands } from './k8s.js';
+import { federationCommands } from './federation.js';
 import { deviceCommands } from './device.js';
 import { DEFAULT_SERVER_DIR, svidClient } from '../admin/clients.js';
 import type { CaListResponse, CaRotateRequest, CaRotateResponse, CreateApiKeyRequest, CreateApiKeyResponse, CreateEntryRequest, CreateTokenRequest, CreateTokenResponse, DeleteEntryResponse, EntryListResponse, EntryView, JwtSvidRequest, JwtSvidResponse, RevokeEntryRequest, RevokeEntryResponse } from '../core/wire/control-plane.js';
@@ -146,6 +148,12 @@ export function buildProgram(): Command {
     .option('--device-posture-stale <duration>', 'a device\'s posture older than this is "stale" in context.device (default 2x the device agent\'s 5m interval)', '10m')
     .option('--device-posture-rate-limit <rate>', 'posture reports each device may send, per worker: PER_SECOND[:BURST]; more are refused (429 TESSERA_RATE_LIMITED) before they are audited',
       `${DEFAULT_POSTURE_RATE_LIMIT.perSecond}:${DEFAULT_POSTURE_RATE_LIMIT.burst}`)
+    .option('--bundle-endpoint <host:port>', 'also serve our SPIFFE bundle on an https_web bundle endpoint here (GET /), with --bundle-endpoint-cert and --bundle-endpoint-key (a Web PKI certificate)')
+    .option('--bundle-endpoint-cert <file>', 'PEM certificate chain of the https_web bundle endpoint')
+    .option('--bundle-endpoint-key <file>', 'PEM private key of the https_web bundle endpoint')
+    .option('--federation-refresh-hint <duration>', 'spiffe_refresh_hint of the bundle we serve (how often federated domains re-fetch it)', '5m')
+    .option('--federation-refresh-min <duration>', 'refresh federated bundles no more often than this, whatever their hint', '5s')
+    .option('--federation-refresh-max <duration>', 'refresh federated bundles at least this often, whatever their hint', '1h')
     .option('--siem-settle <duration>', 'a record counts as delivered once written this long ago on a connection still up (default 3s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nThe key-encryption key for CA keys comes from $TESSERA_KEK (32 bytes, hex or base64) or DATA_DIR/kek.key (created 0600).\nThe admin credential for this CLI is written to DATA_DIR/admin/.')
@@ -188,6 +196,12 @@ export function buildProgram(): Command {
         devices: { postureStaleMs: parseDuration(String(o.devicePostureStale), '--device-posture-stale'), postureRateLimit },
         ...(siem ? { siem } : {}),
         ...(people ? { people } : {}),
+        federation: {
+          refreshHintSeconds: seconds(String(o.federationRefreshHint), '--federation-refresh-hint')!,
+          minRefreshSeconds: seconds(String(o.federationRefreshMin), '--federation-refresh-min')!,
+          maxRefreshSeconds: seconds(String(o.federationRefreshMax), '--federation-refresh-max')!,
+        },
+        ...bundleEndpointOption(o, parseListen),
         ...(metrics ? { metrics } : {}),
       }).catch(async (err: unknown) => {
         await metricsListener?.close();
@@ -408,6 +422,7 @@ export function buildProgram(): Command {
   deviceCommands(program, run);
   gatewayCommands(program, run, parseListen, untilSignal);
   k8sCommands(program, run, parseListen, untilSignal);
+  federationCommands(program, run);
   return program;
 }
 
@@ -453,3 +468,18 @@ export async function main(argv: string[]): Promise<number> {
 
 const code = await main(process.argv);
 process.exitCode = code;
+
+/** --bundle-endpoint with its certificate and key files (all three or none). */
+function bundleEndpointOption(o: Json, listen: (v: string) => { host: string; port: number }): { bundleEndpoint?: { host: string; port: number; certPem: string; keyPem: string } } {
+  const given = [o.bundleEndpoint, o.bundleEndpointCert, o.bundleEndpointKey].filter((v) => v !== undefined).length;
+  if (given === 0) return {};
+  if (given !== 3) throw new TesseraError('TESSERA_CONFIG_INVALID', '--bundle-endpoint needs --bundle-endpoint-cert and --bundle-endpoint-key');
+  const read = (f: unknown, flag: string): string => {
+    try {
+      return readFileSync(String(f), 'utf8');
+    } catch {
+      throw new TesseraError('TESSERA_CONFIG_INVALID', `${flag}: cannot read ${String(f)}`);
+    }
+  };
+  return { bundleEndpoint: { ...listen(String(o.bundleEndpoint)), certPem: read(o.bundleEndpointCert, '--bundle-endpoint-cert'), keyPem: read(o.bundleEndpointKey, '--bundle-endpoint-key') } };
+}

@@ -132,6 +132,10 @@ export const ERROR_CODES = {
   TESSERA_GATEWAY_STATE_INVALID: { status: 400, description: 'The gateway\'s sign-in callback has no flow cookie, or its `state` does not match the one the gateway sent (a forged or replayed callback).' },
   TESSERA_ASSERTION_INVALID: { status: 401, description: 'The gateway\'s user assertion (`x-tessera-user-assertion`) is missing, malformed, not signed by a key of the gateway\'s JWKS, expired, or for another issuer or audience.' },
   TESSERA_ROUTE_NOT_FOUND: { status: 404, description: 'The gateway has no route for this host and path.' },
+  // Federation between trust domains (issue 14): SPIFFE bundle endpoints.
+  TESSERA_FEDERATION_INVALID: { status: 400, description: 'The federation request or a federated bundle is invalid: a bad trust domain (or our own), endpoint URL (https only), profile (https_web or https_spiffe), endpoint SPIFFE ID, or a bundle that is not a SPIFFE bundle of that trust domain (wrong trust domain in an authority, no authority, sequence going backwards, too large, not JSON).' },
+  TESSERA_FEDERATION_NOT_FOUND: { status: 404, description: 'No federation with this trust domain (`tessera federation add`).' },
+  TESSERA_FEDERATION_FETCH_FAILED: { status: 502, description: 'The bundle endpoint of the federated trust domain could not be reached, did not authenticate as the profile asks (Web PKI certificate for https_web, the endpoint SPIFFE ID chained to that domain\'s bundle for https_spiffe), or answered with something other than a SPIFFE bundle.' },
   // tessera login (issue 12): person certificates for the CLI.
   TESSERA_LOGIN_CODE_INVALID: { status: 400, description: 'The login code or device code is unknown, malformed, expired, already used (a replayed code also revokes the certificate it gave), or redeemed with the wrong code_verifier or redirect_uri (RFC 6749 invalid_grant).' },
   TESSERA_LOGIN_PENDING: { status: 400, description: 'Device login: the person has not approved or denied the request yet; poll again after the interval (RFC 8628 authorization_pending).' },

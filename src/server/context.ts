@@ -25,6 +25,7 @@ import type { PersonCerts } from './people/person-certs.js';
 import type { SignInLimits } from './people/signin-limits.js';
 import type { DeviceService } from './devices/service.js';
 import type { GatewayService } from './gateways/service.js';
+import type { FederationService } from './federation/service.js';
 
 /**
  * What route handlers share. Built once by the control plane. Routes parse, call a service, audit
@@ -82,4 +83,6 @@ export interface ServerContext {
   devices: DeviceService;
   /** Gateways for people: registrations and the sign-in code flow (issue 12, src/server/gateways/). */
   gateways: GatewayService;
+  /** Federation with other trust domains: relationships and the federated bundles (issue 14). */
+  federation: FederationService;
 }

@@ -9,6 +9,7 @@ import { ensurePrivateDir, writeFileAtomic } from '../core/files.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { parseTrustDomain } from '../core/spiffe-id.js';
 import { pemEncode } from '../core/x509.js';
+import { bundleToJwks } from '../core/bundle.js';
 import { AuditLog } from './audit/audit.js';
 import { DEFAULTS } from './defaults.js';
 import { auditRoutes } from './audit/routes.js';
@@ -64,6 +65,9 @@ import { DeviceService, type DeviceSettings } from './devices/service.js';
 import { deviceRoutes } from './devices/routes.js';
 import { GatewayService } from './gateways/service.js';
 import { gatewayRoutes } from './gateways/routes.js';
+import { FederationService, type FederationSettings } from './federation/service.js';
+import { federationRoutes } from './federation/routes.js';
+import { startBundleEndpoint } from './federation/endpoint.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -117,6 +121,10 @@ export interface ControlPlaneOptions {
   people?: PeopleOptions;
   /** Posture staleness, history kept per device, allowed clock skew (default DEFAULT_DEVICE_SETTINGS). */
   devices?: Partial<DeviceSettings>;
+  /** Federation (issue 14): refresh bounds and our bundle's refresh hint (default DEFAULT_FEDERATION_SETTINGS). */
+  federation?: Partial<FederationSettings>;
+  /** An https_web bundle endpoint (`--bundle-endpoint`): its own listener with a Web PKI certificate. */
+  bundleEndpoint?: { host: string; port: number; certPem: string; keyPem: string };
 }
 
 export { DEFAULTS };
@@ -137,6 +145,8 @@ export class ControlPlane {
   private serverKey: KeyObject | undefined;
   /** The SIEM exporter, on the leader when `siem` is set (its `stats` are for metrics). */
   siem: SiemExporter | undefined;
+  /** The https_web bundle endpoint, when `bundleEndpoint` is set. */
+  bundleEndpoint: { port: number; close(): Promise<void> } | undefined;
   private serverCertNotBefore = 0;
   private serverCertNotAfter = 0;
   private serverCertCa = '';
@@ -223,7 +233,9 @@ export class ControlPlane {
         ...buildLogin({ store: store.login, ca, users: people.users, trustDomain, now, options: options.people }),
         devices: new DeviceService({ store, ca, policy, trustDomain, now, ...(options.devices ? { settings: options.devices } : {}) }),
         gateways: new GatewayService({ store: store.gateways, trustDomain, now }),
+        federation: new FederationService({ store: store.federation, trustDomain, now, log, ...(options.federation ? { settings: options.federation } : {}) }),
       };
+      await ctx.federation.sync();
       ctx.metrics.watch({ bundleVersion: () => ctx.policy.current().version, auditTreeHead: () => store.auditTreeHead(), latestCheckpoint: () => store.getCheckpoint() });
       if (firstCheckpoint) ctx.metrics.checkpointSigned();
       // Person certificates from `tessera login` are admin principals judged by the admin policy.
@@ -266,6 +278,7 @@ export class ControlPlane {
   async stop(): Promise<void> {
     if (this.tickTimer) clearInterval(this.tickTimer);
     await this.siem?.stop();
+    await this.bundleEndpoint?.close();
     await this.app.close();
     await this.expiring;
     await this.ctx.audit.flush();
@@ -313,10 +326,15 @@ export class ControlPlane {
     peoplePages(app);
     deviceRoutes(app, ctx);
     gatewayRoutes(app, ctx, ctx.gateways);
+    federationRoutes(app, ctx);
 
     await app.listen({ host: this.opts.host, port: this.opts.port }).catch((err: unknown) => {
       throw listenFailure(err, 'the control plane', `${this.opts.host}:${this.opts.port}`);
     });
+    if (this.opts.bundleEndpoint) {
+      const be = this.opts.bundleEndpoint;
+      this.bundleEndpoint = await startBundleEndpoint({ ...be, bundle: () => JSON.stringify(ownBundle(ctx)) });
+    }
     const hostPart = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
     this.url = `https://${hostPart}:${this.port}`;
     if (!ctx.issuer) ctx.issuer = this.url;
@@ -360,6 +378,9 @@ export class ControlPlane {
         this.expiring = ctx.risk.expire().then(() => undefined, (err: unknown) => ctx.log.error('risk expiry failed', { error: String(err) }))
           .finally(() => { this.expiring = undefined; });
       }
+      // Federated bundles: the leader fetches the endpoints; everyone follows the store's revision.
+      ctx.federation.sync().then(() => { if (leader) ctx.federation.tick(); })
+        .catch((err: unknown) => ctx.log.error('federation upkeep failed', { error: String(err) }));
       (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
@@ -424,6 +445,11 @@ export class ControlPlane {
   }
 }
 
+
+/** Our SPIFFE bundle as a bundle endpoint serves it: JWK Set with sequence and refresh hint. */
+export function ownBundle(ctx: ServerContext): ReturnType<typeof bundleToJwks> {
+  return { ...bundleToJwks(ctx.ca.bundle()), spiffe_refresh_hint: ctx.federation.settings.refreshHintSeconds };
+}
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;

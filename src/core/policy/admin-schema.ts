@@ -30,6 +30,7 @@ const READ = [
   'secret.policy.list', 'secret.policy.show', 'admin.list', 'admin.policy.show', 'admin.policy.history',
   'grant.list', 'risk.list', 'risk.show', 'risk.config.show', 'risk.config.history', 'telemetry.read', 'apikey.list', 'map.read', 'map.edge',
   'user.list', 'user.show', 'user.group_list', 'device.list', 'device.show', 'gateway.list',
+  'federation.list', 'federation.show',
 ] as const;
 
 /** Admin actions that change state (members of the action group `admin:write`). */
@@ -42,6 +43,7 @@ const WRITE = [
   'apikey.revoke', 'audit.cosign', 'audit.witness_alarm',
   'user.add', 'user.remove', 'user.disable', 'user.enable', 'user.logout_all', 'user.enrol_link', 'console.link',
   'device.token.create', 'device.revoke', 'gateway.add', 'gateway.remove',
+  'federation.add', 'federation.remove',
 ] as const;
 
 /** An admin operation: `Tessera::Action::"admin:<op>"`; `<op>` is the audit action of its route. */

@@ -89,7 +89,11 @@ export interface JwtSvidResponse { token: string; spiffe_id: string; audience: s
 export type BundleResponse = SpiffeBundleJwks;
 
 /** GET /v1/bundle/watch?after=SEQ&timeout_seconds=S (long poll). */
-export interface BundleWatchResponse { sequence: number; changed: boolean; bundle_pem: string; jwks: SpiffeBundleJwks }
+export interface BundleWatchResponse {
+  sequence: number; changed: boolean; bundle_pem: string; jwks: SpiffeBundleJwks;
+  /** With `&federation_after=REV`: the federated bundles when their revision is above REV (issue 14). */
+  federation?: import('./federation.js').FederatedBundlesFeed;
+}
 
 /** GET /keys (the OIDC `jwks_uri`). */
 export interface OidcKeysResponse { keys: OidcJwk[] }

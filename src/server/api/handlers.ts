@@ -121,20 +121,21 @@ async function sessionAdmin(ctx: ServerContext, req: FastifyRequest, ev: AuditEv
  * Long-poll helper: resolves when `ready()` holds (checked now and on every `event`), when the
  * timeout passes, or when the client goes away, whichever comes first.
  */
-export function waitFor(source: EventEmitter, event: string, ready: () => boolean, timeoutMs: number, reply: FastifyReply): Promise<void> {
+export function waitFor(source: EventEmitter | readonly EventEmitter[], event: string, ready: () => boolean, timeoutMs: number, reply: FastifyReply): Promise<void> {
   if (ready()) return Promise.resolve();
+  const sources = Array.isArray(source) ? source as readonly EventEmitter[] : [source as EventEmitter];
   return new Promise((resolve) => {
     const check = (): void => {
       if (ready()) done();
     };
     const done = (): void => {
       clearTimeout(timer);
-      source.off(event, check);
+      for (const s of sources) s.off(event, check);
       reply.raw.off('close', done);
       resolve();
     };
     const timer = setTimeout(done, timeoutMs);
-    source.on(event, check);
+    for (const s of sources) s.on(event, check);
     reply.raw.on('close', done);
   });
 }

@@ -11,6 +11,7 @@ import type { PeopleStore } from './store.js';
 import { SqlitePeopleStore } from './people-sqlite.js';
 import { SqliteDeviceStore } from './devices.sqlite.js';
 import { SqliteGatewayStore } from './gateways.sqlite.js';
+import { SqliteFederationStore } from './federation.sqlite.js';
 import { SqliteLoginStore } from './login-sqlite.js';
 import { shareEnforcers, shareQuota } from './decision-sample.js';
 import { FRONTIER_KEY, SUBTREE_MIN_LEVEL, parseFrontier, treeStateInvalid } from './audit-frontier.js';
@@ -206,6 +207,7 @@ export class SqliteStore implements Store {
   readonly login: SqliteLoginStore;
   readonly devices: SqliteDeviceStore;
   readonly gateways: SqliteGatewayStore;
+  readonly federation: SqliteFederationStore;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -228,6 +230,7 @@ export class SqliteStore implements Store {
     this.migrateAuditTree();
     this.devices = new SqliteDeviceStore(this.db);
     this.gateways = new SqliteGatewayStore(this.db);
+    this.federation = new SqliteFederationStore(this.db);
     const db = this.db;
     this.people = new SqlitePeopleStore(db);
     this.login = new SqliteLoginStore(db);

@@ -4,6 +4,7 @@
  * networked engine fits without changing callers. Records are plain data: never live objects.
  */
 import type { LeafHashSource } from '../../core/merkle.js';
+import type { FederationStore } from './federation.sqlite.js';
 import type { TelemetryWindow } from '../../core/risk/types.js';
 
 export type CaState = 'prepared' | 'active' | 'retired';
@@ -246,6 +247,8 @@ export interface Store {
   readonly devices: DeviceStore;
   /** Gateways for people and their one-time authorization codes (issue 12): src/server/gateways/. */
   readonly gateways: GatewayStore;
+  /** Federation relationships and the federated bundles (issue 14): src/server/federation/. */
+  readonly federation: FederationStore;
 
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;

@@ -72,15 +72,21 @@ export function svidRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.get('/v1/bundle', async (req, reply) => {
     const format = queryStr(req.query, 'format', /^(jwks|pem)$/) ?? 'jwks';
     if (format === 'pem') return reply.type('application/x-pem-file').send(ctx.ca.bundlePem());
-    return bundleToJwks(ctx.ca.bundle());
+    // The https_spiffe bundle endpoint (SPIFFE_Federation.md §5.2.2): this listener, with the server's X509-SVID.
+    return { ...bundleToJwks(ctx.ca.bundle()), spiffe_refresh_hint: ctx.federation.settings.refreshHintSeconds };
   });
 
   app.get('/v1/bundle/watch', async (req, reply) => {
     const after = queryInt(req.query, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeout = queryInt(req.query, 'timeout_seconds', 25, 0, 60);
-    await waitFor(ctx.ca, 'bundle', () => ctx.ca.bundleSequence() > after, timeout * 1000, reply);
+    // Agents ask for the federated bundles too (issue 14): they wake on either change.
+    const fedAfter = (req.query as Record<string, unknown> | undefined)?.federation_after === undefined ? undefined : queryInt(req.query, 'federation_after', 0, 0, Number.MAX_SAFE_INTEGER);
+    const fedChanged = (): boolean => fedAfter !== undefined && ctx.federation.revision() > fedAfter;
+    await waitFor([ctx.ca, ctx.federation], 'bundle', () => ctx.ca.bundleSequence() > after || fedChanged(), timeout * 1000, reply);
     const sequence = ctx.ca.bundleSequence();
-    return { sequence, changed: sequence > after, bundle_pem: ctx.ca.bundlePem(), jwks: bundleToJwks(ctx.ca.bundle()) } satisfies BundleWatchResponse;
+    const res: BundleWatchResponse = { sequence, changed: sequence > after, bundle_pem: ctx.ca.bundlePem(), jwks: bundleToJwks(ctx.ca.bundle()) };
+    if (fedChanged()) res.federation = ctx.federation.feed();
+    return res;
   });
 
   app.get('/.well-known/openid-configuration', async () => ({
