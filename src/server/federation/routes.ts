@@ -32,7 +32,6 @@ export function federationRoutes(app: FastifyInstance, ctx: ServerContext): void
     ev.detail.profile = added.view.profile;
     if (added.view.endpoint_id) ev.detail.endpoint_id = added.view.endpoint_id;
     if (added.view.sequence !== undefined) ev.detail.sequence = added.view.sequence;
-    if (added.fetchError) ev.detail.fetch_error = added.fetchError.slice(0, 256);
     ev.succeed();
     return reply.code(201).send({ federation: added.view } satisfies FederationResponse);
   }));

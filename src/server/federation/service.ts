@@ -104,10 +104,10 @@ export class FederationService extends EventEmitter {
 
   /**
    * Adds a relationship. A bootstrap bundle (JWK Set text) is checked and stored first; then the
-   * endpoint is fetched once: when that fails and there is no bootstrap bundle, nothing is added
-   * (a relationship that never had a bundle trusts nothing and would only hide the mistake).
+   * endpoint is fetched once: when that fails nothing is added (a wrong URL, profile or endpoint ID
+   * is told at once, not found later in `federation show`). Later failures keep the last good bundle.
    */
-  async add(input: { trustDomain: unknown; endpoint: unknown; profile: unknown; endpointId?: unknown; bundle?: string; caPem?: string }, by: string): Promise<{ view: FederationView; fetchError?: string }> {
+  async add(input: { trustDomain: unknown; endpoint: unknown; profile: unknown; endpointId?: unknown; bundle?: string; caPem?: string }, by: string): Promise<{ view: FederationView }> {
     const spec = parseFederationSpec(input, this.o.trustDomain);
     if (spec.profile === 'https_spiffe') {
       const endpointTd = parseSpiffeId(spec.endpointId!).trustDomain;
@@ -129,12 +129,9 @@ export class FederationService extends EventEmitter {
     try {
       await this.refresh(spec.trustDomain);
     } catch (err) {
-      if (boot === undefined) {
-        await this.o.store.deleteFederation(spec.trustDomain);
-        await this.sync();
-        throw err;
-      }
-      return { view: this.show(spec.trustDomain).view, fetchError: (err as Error).message };
+      await this.o.store.deleteFederation(spec.trustDomain);
+      await this.sync();
+      throw err;
     }
     return { view: this.show(spec.trustDomain).view };
   }
