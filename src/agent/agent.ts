@@ -1,6 +1,11 @@
 import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseJwksBundle, type SpiffeBundleJwks } from '../core/bundle.js';
+import { TrustAnchors } from '../core/federation-trust.js';
+import { writeFileAtomic } from '../core/files.js';
+import type { FederatedBundlesFeed } from '../core/wire/federation.js';
 import { createCsr } from '../core/csr.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/log.js';
@@ -30,9 +35,12 @@ export interface AgentOptions {
 
 export interface SvidEvent { spiffeId: string; notBefore: Date; notAfter: Date; serial: string; issuer: string; reason: 'join' | 'renew' | 'loaded' }
 export interface BundleEvent { sequence: number; authorities: number }
+/** The federated bundles held (trust domain -> JWK Set and PEM of its X.509 authorities). */
+export interface FederatedBundle { jwks: SpiffeBundleJwks; pem: string }
 
 
 const MIN_BACKOFF_MS = 500;
+const FEDERATED_FILE = 'federated.json';
 const MAX_BACKOFF_MS = 30_000;
 
 /**
@@ -54,6 +62,10 @@ export class Agent extends EventEmitter {
   private stopped = false;
   private watchAbort = false;
   private renewFailures = 0;
+  /** Federated bundles (issue 14): per trust domain, never merged with ours; `anchors` only when there are some. */
+  private federated: ReadonlyMap<string, FederatedBundle> = new Map();
+  private federationRevision = 0;
+  private anchors: TrustAnchors | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     super();
@@ -62,9 +74,21 @@ export class Agent extends EventEmitter {
   }
 
   /** The current SVID and bundle, for building TLS contexts. Copies, not live state. */
-  current(): { spiffeId: string; certPem: string; key: Svid['key']; bundlePem: string; notAfter: Date } | undefined {
+  current(): { spiffeId: string; certPem: string; key: Svid['key']; bundlePem: string; notAfter: Date; trust?: TrustAnchors } | undefined {
     const s = this.svid;
-    return s && { spiffeId: s.spiffeId, certPem: s.certPem, key: s.key, bundlePem: this.bundlePem, notAfter: new Date(s.notAfter) };
+    if (!s) return undefined;
+    const m = { spiffeId: s.spiffeId, certPem: s.certPem, key: s.key, bundlePem: this.bundlePem, notAfter: new Date(s.notAfter) };
+    return this.anchors ? { ...m, trust: this.anchors } : m;
+  }
+
+  /** The federated bundles held, by trust domain (the Workload API's federated_bundles). */
+  federatedBundles(): ReadonlyMap<string, FederatedBundle> {
+    return this.federated;
+  }
+
+  /** Whether `trustDomain` is another trust domain whose bundle this agent holds. */
+  isFederated(trustDomain: string): boolean {
+    return trustDomain !== this.state?.trustDomain && this.federated.has(trustDomain);
   }
 
   get spiffeId(): string | undefined {
@@ -94,6 +118,7 @@ export class Agent extends EventEmitter {
   async start(): Promise<void> {
     this.state = this.files.readState();
     this.bundlePem = this.files.readBundle() ?? '';
+    this.loadFederated();
     const tokenHash = this.opts.joinToken ? createHash('sha256').update(this.opts.joinToken).digest('hex') : undefined;
     if (this.state) {
       this.svid = this.files.readSvid(this.state.spiffeId);
@@ -196,9 +221,49 @@ export class Agent extends EventEmitter {
     if (!changed) return;
     if (pemDecodeAll(pem, 'CERTIFICATE').length === 0) throw new TesseraError('TESSERA_BAD_REQUEST', 'empty bundle from the control plane');
     this.bundlePem = pem;
+    this.rebuildAnchors();
     this.files.writeBundle(pem);
     this.files.writeState(this.state);
     this.emit('bundle', { sequence, authorities: pemDecodeAll(pem, 'CERTIFICATE').length } satisfies BundleEvent);
+  }
+
+  /**
+   * Installs the federated bundles of `feed` (a newer revision only). A bundle that does not parse is
+   * left out (and logged): its trust domain's workloads are refused rather than trusted wrongly.
+   */
+  private applyFederated(feed: FederatedBundlesFeed, persist = true): void {
+    if (typeof feed !== 'object' || feed === null || !Number.isSafeInteger(feed.revision) || feed.revision <= this.federationRevision && persist) return;
+    const next = new Map<string, FederatedBundle>();
+    for (const [td, jwks] of Object.entries(feed.bundles ?? {})) {
+      if (td === this.state?.trustDomain) continue;
+      try {
+        const b = parseJwksBundle(jwks, td);
+        next.set(td, { jwks, pem: b.x509Authorities.map((d) => pemEncode(d, 'CERTIFICATE')).join('') });
+      } catch (err) {
+        this.log.warn('federated bundle refused', { trust_domain: td, error: (err as Error).message });
+      }
+    }
+    this.federated = next;
+    this.federationRevision = feed.revision;
+    this.rebuildAnchors();
+    if (persist) writeFileAtomic(join(this.opts.dataDir, FEDERATED_FILE), `${JSON.stringify(feed)}\n`, 0o644);
+    this.emit('federated', { revision: feed.revision, trustDomains: [...next.keys()] });
+    // Sidecars rebuild their TLS contexts on 'bundle' (the trusted authorities changed).
+    this.emit('bundle', { sequence: this.state?.bundleSequence ?? 0, authorities: this.trustedCas().length } satisfies BundleEvent);
+  }
+
+  private loadFederated(): void {
+    const file = join(this.opts.dataDir, FEDERATED_FILE);
+    if (!existsSync(file)) return;
+    try {
+      this.applyFederated(JSON.parse(readFileSync(file, 'utf8')) as FederatedBundlesFeed, false);
+    } catch (err) {
+      this.log.warn('federated bundles on disk are unreadable; waiting for the control plane', { error: (err as Error).message });
+    }
+  }
+
+  private rebuildAnchors(): void {
+    this.anchors = this.federated.size > 0 && this.state ? new TrustAnchors(this.state.trustDomain, this.bundlePem, new Map([...this.federated].map(([td, f]) => [td, f.pem]))) : undefined;
   }
 
   private buildClient(): void {
@@ -254,11 +319,12 @@ export class Agent extends EventEmitter {
     while (!this.watchAbort) {
       try {
         const after = this.state?.bundleSequence ?? 0;
-        const res = await this.client!.call<BundleWatchResponse>('GET', `/v1/bundle/watch?after=${after}&timeout_seconds=${seconds}`, undefined, { timeoutMs: (seconds + 10) * 1000 });
+        const res = await this.client!.call<BundleWatchResponse>('GET', `/v1/bundle/watch?after=${after}&timeout_seconds=${seconds}&federation_after=${this.federationRevision}`, undefined, { timeoutMs: (seconds + 10) * 1000 });
         if (res.changed) {
           this.applyBundle(res.bundle_pem, res.sequence);
           this.buildClient();
         }
+        if (res.federation !== undefined) this.applyFederated(res.federation);
         failures = 0;
       } catch (err) {
         if (this.watchAbort) return;

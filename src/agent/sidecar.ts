@@ -85,6 +85,7 @@ export async function startSidecar(agent: Agent, opts: SidecarOptions): Promise<
     ...(agent.spiffeId ? { self: agent.spiffeId } : {}),
     log,
     trustedCas: () => agent.trustedCas(),
+    federated: (td) => agent.isFederated(td),
     fetch: (after, timeout) => agent.call<PolicyBundleResponse>(
       'GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}&witness=${witness.size}`, undefined, { timeoutMs: (timeout + 10) * 1000 }),
     onCheckpoint: (checkpoint, logKey) => witness.observe(checkpoint, logKey),

@@ -12,6 +12,11 @@ export interface TlsMaterial {
   certPem: string;
   key: KeyObject;
   bundlePem: string;
+  /**
+   * Set only when the agent holds federated bundles (issue 14): every trust domain's anchors, for a
+   * peer's chain to be checked against its own trust domain's bundle and no other.
+   */
+  trust?: import('../core/federation-trust.js').TrustAnchors;
 }
 
 export interface TlsSource {

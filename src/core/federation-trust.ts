@@ -9,6 +9,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { pemDecodeAll } from './x509.js';
+import { verifyPeerSvid } from './x509-svid.js';
 
 export interface FederatedBundles {
   /** Trust domain -> PEM of its X.509 authorities. */
@@ -88,4 +89,25 @@ export function peerIntermediates(cert: { raw: Buffer; issuerCertificate?: { raw
     cur = next;
   }
   return out;
+}
+
+type Verdict = ReturnType<typeof verifyPeerSvid>;
+const NOT_ANCHORED: Verdict = Object.freeze({ ok: false as const, reason: 'chain not verified' as const });
+
+/**
+ * A peer's verdict once federation is on: `local` is verifyPeerSvid's verdict for our trust domain.
+ * An ID of ours must chain to our bundle; an ID of a federated trust domain is judged as an X509-SVID of
+ * that domain and must chain to that domain's bundle; any other is refused as before.
+ */
+export function judgeFederatedPeer(trust: TrustAnchors, localTrustDomain: string, local: Verdict, der: Buffer | undefined, chainVerified: boolean, now: number): Verdict {
+  if (der === undefined) return local;
+  if (local.ok) return trust.chainsTo(localTrustDomain, der) ? local : NOT_ANCHORED;
+  if (local.reason !== 'other trust domain') return local;
+  for (const td of trust.trustDomains()) {
+    if (td === localTrustDomain) continue;
+    const v = verifyPeerSvid(der, chainVerified, { trustDomain: td }, now);
+    if (v.ok) return trust.chainsTo(td, der) ? v : NOT_ANCHORED;
+    if (v.reason !== 'other trust domain') return v;
+  }
+  return local;
 }

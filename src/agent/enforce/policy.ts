@@ -35,6 +35,12 @@ export interface PolicyEnforcerOptions {
   log: Logger;
   /** CA certificates (DER) of the current trust bundle: the bundle's signer must be one of them. */
   trustedCas: () => Buffer[];
+  /**
+   * Whether a trust domain is federated (issue 14): its workloads have no entity in our bundle, so they
+   * are judged by Cedar as `Tessera::Workload::"<their ID>"` without attributes (default deny: only a
+   * policy naming that ID permits anything). Their chain was checked against their own domain's bundle.
+   */
+  federated?: (trustDomain: string) => boolean;
   /** Long-polls the control plane for a bundle newer than `after`. */
   fetch: (after: number, timeoutSeconds: number) => Promise<PolicyBundleResponse>;
   /** Ships decision records (the decision log batches them). */
@@ -154,7 +160,13 @@ export class PolicyEnforcer extends EventEmitter {
     if (ids === undefined) return PEER_UNKNOWN;
     if (serial !== undefined && ids.revokedSerials.size > 0 && ids.revokedSerials.has(serial)) return PEER_REVOKED;
     if (ids.live.has(spiffeId)) return this.isQuarantined(spiffeId) ? PEER_QUARANTINED : PEER_OK;
-    return ids.revokedIds.has(spiffeId) ? PEER_REVOKED : PEER_UNKNOWN;
+    if (ids.revokedIds.has(spiffeId)) return PEER_REVOKED;
+    const foreign = this.opts.federated;
+    if (foreign !== undefined && spiffeId.startsWith('spiffe://')) {
+      const slash = spiffeId.indexOf('/', 9);
+      if (slash > 9 && foreign(spiffeId.slice(9, slash))) return this.isQuarantined(spiffeId) ? PEER_QUARANTINED : PEER_OK;
+    }
+    return PEER_UNKNOWN;
   }
 
   /**

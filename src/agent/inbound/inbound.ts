@@ -22,6 +22,7 @@ import { PerSecondSampler } from '../../core/sampler.js';
 import { HttpConnection, callAuthorize, newStats, type Authorize, type DecisionRecord, type HttpContext, type InboundStats } from './http.js';
 import { peerRefusal, rejudge, standingCode, type Judged, type PeerStatus, type RejudgeResult } from './rejudge.js';
 import { verifyPeerSvid } from '../../core/x509-svid.js';
+import { judgeFederatedPeer } from '../../core/federation-trust.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, trustDomainOf, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import { UpstreamPool } from './upstream-pool.js';
 import type { TelemetryLane } from '../telemetry/collector.js';
@@ -217,9 +218,13 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
 
   const material = requireMaterial(opts.tls);
   let trustDomain = opts.trustDomain ?? trustDomainOf(material.spiffeId);
+  // Federated bundles (issue 14): OpenSSL's store holds every domain's authorities; each peer is then
+  // held to its own trust domain's bundle (judgeFederatedPeer). Undefined without federation.
+  let trust = material.trust;
   const contextOptions = (): SecureContextOptions => {
     const m = requireMaterial(opts.tls);
-    return { cert: m.certPem, key: keyPem(m.key), ca: m.bundlePem, minVersion: MIN_TLS_VERSION };
+    trust = m.trust;
+    return { cert: m.certPem, key: keyPem(m.key), ca: m.trust?.caPem ?? m.bundlePem, minVersion: MIN_TLS_VERSION };
   };
 
   const stats = newStats();
@@ -288,7 +293,8 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       // as on a full handshake, and a session without a certificate is refused like a missing one.
       // Tickets are sealed with keys of the secure context: a rotation (new SVID or bundle) makes
       // every earlier ticket unusable, so a chain verified against an old bundle never resumes.
-      const verdict = verifyPeerSvid(socket.getPeerX509Certificate()?.raw, socket.authorized, { trustDomain }, Date.now());
+      let verdict = verifyPeerSvid(socket.getPeerX509Certificate()?.raw, socket.authorized, { trustDomain }, Date.now());
+      if (trust !== undefined) verdict = judgeFederatedPeer(trust, trustDomain, verdict, socket.getPeerX509Certificate()?.raw, socket.authorized, Date.now());
       if (!verdict.ok) {
         stats.identityRefused++;
         refused('TESSERA_PROXY_PEER_IDENTITY', verdict.reason, remoteOf(socket));

@@ -37,6 +37,7 @@ import { entryMatchesCaller } from '../attest/selectors.js';
 import { listenOnUnixSocket, type UnixSocket } from '../attest/unix-socket.js';
 import { isSpiffeId, parseSpiffeId } from '../../core/spiffe-id.js';
 import { verifyPeerSvid } from '../../core/x509-svid.js';
+import { peerIntermediates, type TrustAnchors } from '../../core/federation-trust.js';
 import { peerRefusal, type PeerStatus } from '../inbound/rejudge.js';
 import { MIN_TLS_VERSION, keyPem, listenOn, requireMaterial, watchTlsSource, type TlsSource } from '../../common/tls-source.js';
 import type { TelemetryLane } from '../telemetry/collector.js';
@@ -188,9 +189,12 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
     assertPeerCredentialsAvailable();
   }
 
+  // Federated bundles (issue 14): the target must chain to its own trust domain's bundle, no other.
+  let trust: TrustAnchors | undefined;
   const build = (): SecureContext => {
     const m = requireMaterial(opts.tls);
-    return createSecureContext({ cert: m.certPem, key: keyPem(m.key), ca: m.bundlePem, minVersion: MIN_TLS_VERSION });
+    trust = m.trust;
+    return createSecureContext({ cert: m.certPem, key: keyPem(m.key), ca: m.trust?.caPem ?? m.bundlePem, minVersion: MIN_TLS_VERSION });
   };
   let context = build();
   let generation = 0;
@@ -220,8 +224,9 @@ export async function startOutbound(opts: OutboundOptions): Promise<Outbound> {
   const expect = { trustDomain: parseSpiffeId(expectedId).trustDomain, id: expectedId };
   const checkServerIdentity = (_host: string, cert: PeerCertificate): Error | undefined => {
     const v = verifyPeerSvid(cert.raw, true, expect, Date.now());
-    if (v.ok) return undefined;
-    const err = new TesseraError('TESSERA_PROXY_PEER_IDENTITY', `the target's certificate was refused: ${v.reason}`);
+    const anchored = !v.ok || trust === undefined || trust.chainsTo(expect.trustDomain, cert.raw, peerIntermediates(cert));
+    if (v.ok && anchored) return undefined;
+    const err = new TesseraError('TESSERA_PROXY_PEER_IDENTITY', `the target's certificate was refused: ${v.ok ? 'not chained to its trust domain\'s bundle' : v.reason}`);
     (err as unknown as Record<symbol, boolean>)[IDENTITY_ERROR] = true;
     return err;
   };
