@@ -5,7 +5,14 @@
  * policy names it). Then a CA rotation in beta reaches alpha's sidecars without any restart, and
  * removing the federation refuses cross-domain calls again.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pemDecodeAll } from '../src/core/x509.js';
 import { X509Certificate } from 'node:crypto';
 import type { CaListResponse } from '../src/core/wire/control-plane.js';
 import type { FederationResponse } from '../src/core/wire/federation.js';
@@ -19,6 +26,8 @@ const CALLER_A = `spiffe://${A}/shop/caller`;
 const CLIENT_B = `spiffe://${B}/partner/client`;
 const OTHER_B = `spiffe://${B}/partner/other`;
 const API_B = `spiffe://${B}/partner/api`;
+const WL_B = `spiffe://${B}/partner/wl`;
+const PROTO = fileURLToPath(new URL('../proto/workload.proto', import.meta.url));
 const FAST = { federation: { minRefreshSeconds: 1, maxRefreshSeconds: 2, refreshHintSeconds: 1 } };
 
 let a: Fabric;
@@ -27,6 +36,8 @@ let apiA: Workload;
 let clientB: Workload;
 let otherB: Workload;
 let callerA: Workload;
+let wlB: Workload;
+let sockDir: string;
 
 async function federate(from: Fabric, to: Fabric, td: string): Promise<FederationResponse> {
   const bundle = JSON.stringify(await to.admin.call('GET', '/v1/bundle'));
@@ -48,6 +59,8 @@ beforeAll(async () => {
   await b.admin.call('POST', '/v1/policies', { reason: 'federation test', files: {
     'local.cedar': `permit (principal in Tessera::Workload::"${CLIENT_B}", action == Tessera::Action::"http:request", resource == Tessera::Workload::"${API_B}");`,
   } });
+  sockDir = mkdtempSync(join(tmpdir(), 'tfwa-'));
+  await b.admin.call('POST', '/v1/entries', { spiffe_id: WL_B, selectors: [`unix:uid:${process.getuid!()}`] });
   await federate(a, b, B);
   await federate(b, a, A);
   apiA = await a.workload('api-a', API_A, { inbound: inboundTo(await a.httpApp()) });
@@ -55,14 +68,36 @@ beforeAll(async () => {
   clientB = await b.workload('client-b', CLIENT_B, { outbounds: outboundTo(apiA.sidecar.inbound!.port, API_A) });
   otherB = await b.workload('other-b', OTHER_B, { outbounds: outboundTo(apiA.sidecar.inbound!.port, API_A) });
   callerA = await a.workload('caller-a', CALLER_A, { outbounds: outboundTo(apiB.sidecar.inbound!.port, API_B) });
-  await waitFor('federated bundles at every agent', () => held(apiA, B) > 0 && held(clientB, A) > 0 && held(otherB, A) > 0 && held(callerA, B) > 0, 15_000, 100);
+  wlB = await b.workload('wl-b', WL_B, { workloadApiSocket: join(sockDir, 'b.sock') });
+  await waitFor('federated bundles at every agent', () => held(wlB, A) > 0 && held(apiA, B) > 0 && held(clientB, A) > 0 && held(otherB, A) > 0 && held(callerA, B) > 0, 15_000, 100);
   await waitFor('policies in force', () => apiA.sidecar.enforcer.version > 0 && a.workloads.every((w) => w.sidecar.enforcer.version > 0) && b.workloads.every((w) => w.sidecar.enforcer.version > 0), 15_000, 100);
 }, 60_000);
 
 afterAll(async () => {
   await a?.close();
   await b?.close();
+  if (sockDir) rmSync(sockDir, { recursive: true, force: true });
 });
+
+type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+/** The first message of a Workload API stream. */
+function first<T>(socket: string, method: string): Promise<T> {
+  const def = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  const Ctor = (grpc.loadPackageDefinition(def) as unknown as Record<string, grpc.ServiceClientConstructor>).SpiffeWorkloadAPI!;
+  const client = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure()) as unknown as Client;
+  const md = new grpc.Metadata();
+  md.set('workload.spiffe.io', 'true');
+  return new Promise<T>((resolve, reject) => {
+    const stream = client[method]!({}, md) as grpc.ClientReadableStream<T>;
+    stream.on('data', (m: T) => {
+      resolve(m);
+      stream.cancel();
+      client.close();
+    });
+    stream.on('error', (e: grpc.ServiceError) => { if (e.code !== grpc.status.CANCELLED) reject(e); });
+  });
+}
 
 describe('cross-domain calls through sidecars', () => {
   it('a foreign workload named by the policy is allowed; another of the same domain is denied; the reverse direction has no policy: denied', async () => {
@@ -70,6 +105,22 @@ describe('cross-domain calls through sidecars', () => {
     expect(await plainGet(otherB.sidecar.outbounds[0]!.port, '/hello')).toBe(403);
     // alpha's caller reaches beta's API (its chain verified against alpha's bundle held by beta), but no policy of beta names it.
     expect(await plainGet(callerA.sidecar.outbounds[0]!.port, '/hello')).toBe(403);
+  });
+
+  it('the Workload API serves the federated bundles: X509SVIDResponse.federated_bundles and JWTBundlesResponse, each under its trust domain', async () => {
+    const socket = join(sockDir, 'b.sock');
+    const x = await first<{ svids: { spiffe_id: string; bundle: Buffer }[]; federated_bundles: Record<string, Buffer> }>(socket, 'FetchX509SVID');
+    expect(x.svids[0]!.spiffe_id).toBe(WL_B);
+    const alphaCas = Buffer.concat(pemDecodeAll(a.cp.ctx.ca.bundlePem(), 'CERTIFICATE'));
+    expect(Object.keys(x.federated_bundles)).toEqual([`spiffe://${A}`]);
+    expect(Buffer.from(x.federated_bundles[`spiffe://${A}`]!).equals(alphaCas)).toBe(true);
+    // Never merged: beta's own bundle does not hold alpha's authority.
+    expect(Buffer.from(x.svids[0]!.bundle).includes(alphaCas)).toBe(false);
+    const j = await first<{ bundles: Record<string, Buffer> }>(socket, 'FetchJWTBundles');
+    expect(Object.keys(j.bundles).sort()).toEqual([`spiffe://${A}`, `spiffe://${B}`]);
+    const alphaJwt = JSON.parse(Buffer.from(j.bundles[`spiffe://${A}`]!).toString()) as { keys: { kid: string }[] };
+    const served = (await a.admin.call<{ keys: { kid?: string; use: string }[] }>('GET', '/v1/bundle')).keys.filter((k) => k.use === 'jwt-svid').map((k) => k.kid);
+    expect(alphaJwt.keys.map((k) => k.kid)).toEqual(served);
   });
 
   it('a CA rotation in beta reaches alpha\'s sidecars without a restart: the client renewed under the new CA is still allowed', async () => {

@@ -313,12 +313,14 @@ export function workloadIdentity(agent: Agent, jwt: JwtBundleFeed): IdentitySour
   const bus = new EventEmitter();
   agent.on('svid', () => bus.emit('svid'));
   jwt.on('bundle', () => bus.emit('bundle'));
+  agent.on('federated', () => bus.emit('bundle'));
   return {
     get trustDomain() { return agent.trustDomain ?? ''; },
     current: () => agent.current(),
     jwtBundle: () => jwt.jwks,
     mintJwt: (audience) => agent.call<JwtSvidResponse>('POST', '/v1/svid/jwt', { audience } satisfies JwtSvidRequest),
     entrySelectors: () => agent.entry?.selectors ?? [],
+    federatedBundles: () => agent.federatedBundles(),
     on: (e, f) => bus.on(e, f),
     off: (e, f) => bus.off(e, f),
   };

@@ -18,6 +18,20 @@ export interface IdentitySnapshot {
   notAfter: Date;
 }
 
+/** Federated bundles held by the agent (issue 14): trust domain -> JWK Set and PEM of its X.509 authorities. */
+export type FederatedBundleMap = ReadonlyMap<string, { jwks: { keys: readonly object[] }; pem: string }>;
+
+/** The X.509 authorities of each federated trust domain, keyed like the trust domain's own (§5.1). */
+function federatedX509(federated: FederatedBundleMap | undefined): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
+  if (federated === undefined) return out;
+  for (const [td, f] of federated) {
+    const ders = pemDecodeAll(f.pem, 'CERTIFICATE');
+    if (ders.length > 0) out[trustDomainKey(td)] = Buffer.concat(ders);
+  }
+  return out;
+}
+
 /** `spiffe://<trust-domain>`: the key of bundle maps (SPIFFE_Workload_API.md §5.1, §6.1). */
 export function trustDomainKey(trustDomain: string): string {
   return `spiffe://${trustDomain}`;
@@ -41,8 +55,8 @@ function pkcs8Der(key: KeyObject): Buffer {
   return key.export({ format: 'der', type: 'pkcs8' });
 }
 
-/** One X509SVIDResponse for the caller's single identity; no CRLs, no federated bundles (yet). */
-export function x509SvidResponse(snap: IdentitySnapshot): X509SvidResponse {
+/** One X509SVIDResponse for the caller's single identity and the federated bundles (§5.1.1); no CRLs. */
+export function x509SvidResponse(snap: IdentitySnapshot, federated?: FederatedBundleMap): X509SvidResponse {
   return {
     svids: [
       {
@@ -53,12 +67,13 @@ export function x509SvidResponse(snap: IdentitySnapshot): X509SvidResponse {
       },
     ],
     crl: [],
-    federated_bundles: {},
+    federated_bundles: federatedX509(federated),
   };
 }
 
-export function x509BundlesResponse(trustDomain: string, bundlePem: string): X509BundlesResponse {
-  return { crl: [], bundles: { [trustDomainKey(trustDomain)]: certificatesDer(bundlePem, 'trust bundle') } };
+/** Our bundle and every federated one, each under its own trust domain (never merged). */
+export function x509BundlesResponse(trustDomain: string, bundlePem: string, federated?: FederatedBundleMap): X509BundlesResponse {
+  return { crl: [], bundles: { ...federatedX509(federated), [trustDomainKey(trustDomain)]: certificatesDer(bundlePem, 'trust bundle') } };
 }
 
 /**
@@ -66,15 +81,18 @@ export function x509BundlesResponse(trustDomain: string, bundlePem: string): X50
  * with other uses", so only `use: "jwt-svid"` elements (or ones with no `use`) are kept, and
  * SPIFFE-only members of the bundle document (spiffe_sequence, ...) are left out.
  */
-export function jwtBundlesResponse(trustDomain: string, jwks: { keys: readonly object[] }): JwtBundlesResponse {
+export function jwtBundlesResponse(trustDomain: string, jwks: { keys: readonly object[] }, federated?: FederatedBundleMap): JwtBundlesResponse {
   if (typeof jwks !== 'object' || jwks === null || !Array.isArray(jwks.keys)) {
     throw new TesseraError('TESSERA_UNAVAILABLE', 'the JWT bundle is not available');
   }
-  const keys = jwks.keys.filter((k) => {
+  const jwtKeys = (set: { keys: readonly object[] }): Buffer => Buffer.from(JSON.stringify({ keys: set.keys.filter((k) => {
     const use = (k as { use?: unknown }).use;
     return typeof k === 'object' && k !== null && (use === undefined || use === 'jwt-svid');
-  });
-  return { bundles: { [trustDomainKey(trustDomain)]: Buffer.from(JSON.stringify({ keys }), 'utf8') } };
+  }) }), 'utf8');
+  const bundles: Record<string, Buffer> = {};
+  for (const [td, f] of federated ?? []) bundles[trustDomainKey(td)] = jwtKeys(f.jwks);
+  bundles[trustDomainKey(trustDomain)] = jwtKeys(jwks);
+  return { bundles };
 }
 
 /** A digest of a response's content, to skip pushing a message identical to the last one sent. */

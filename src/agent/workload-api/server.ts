@@ -35,6 +35,7 @@ import {
   toStruct,
   x509BundlesResponse,
   x509SvidResponse,
+  type FederatedBundleMap,
   type IdentitySnapshot,
 } from './responses.js';
 import { selectEntryForCaller } from '../attest/selectors.js';
@@ -52,6 +53,8 @@ export interface IdentitySource {
   mintJwt(audience: string[]): Promise<{ token: string }>;
   /** The selectors of the registration entry this agent serves, e.g. ['unix:uid:1000']. */
   entrySelectors(): readonly string[];
+  /** The federated bundles the agent holds (issue 14); absent: none. */
+  federatedBundles?(): FederatedBundleMap;
   on(event: 'svid' | 'bundle', listener: () => void): unknown;
   off(event: 'svid' | 'bundle', listener: () => void): unknown;
 }
@@ -250,21 +253,21 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   function buildX509Svid(source: IdentitySource): Built<X509SvidResponse> {
     const snap = currentIdentity(source);
     if ('code' in snap) return snap;
-    const message = x509SvidResponse(snap);
+    const message = x509SvidResponse(snap, source.federatedBundles?.());
     const svid = message.svids[0]!;
-    return { message, digest: fingerprint([svid.spiffe_id, svid.x509_svid, svid.x509_svid_key, svid.bundle]) };
+    return { message, digest: fingerprint([svid.spiffe_id, svid.x509_svid, svid.x509_svid_key, svid.bundle, ...Object.entries(message.federated_bundles).flat()]) };
   }
 
   function buildX509Bundles(source: IdentitySource): Built<X509BundlesResponse> {
     const snap = currentIdentity(source);
     if ('code' in snap) return snap;
-    const message = x509BundlesResponse(source.trustDomain, snap.bundlePem);
-    return { message, digest: fingerprint(Object.values(message.bundles)) };
+    const message = x509BundlesResponse(source.trustDomain, snap.bundlePem, source.federatedBundles?.());
+    return { message, digest: fingerprint(Object.entries(message.bundles).flat()) };
   }
 
   function buildJwtBundles(source: IdentitySource): Built<JwtBundlesResponse> {
-    const message = jwtBundlesResponse(source.trustDomain, source.jwtBundle());
-    return { message, digest: fingerprint(Object.values(message.bundles)) };
+    const message = jwtBundlesResponse(source.trustDomain, source.jwtBundle(), source.federatedBundles?.());
+    return { message, digest: fingerprint(Object.entries(message.bundles).flat()) };
   }
 
   // ------------------------------------------------------------------------------------------
