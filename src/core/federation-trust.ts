@@ -7,7 +7,7 @@
  * spec §3: bundles are kept per trust domain and never merged). One signature check per full handshake,
  * only when federated bundles exist; without federation the sidecars' path is unchanged.
  */
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { pemDecodeAll } from './x509.js';
 import { verifyPeerSvid } from './x509-svid.js';
 
@@ -16,9 +16,12 @@ export interface FederatedBundles {
   readonly bundles: ReadonlyMap<string, string>;
 }
 
+const MAX_VERDICTS = 4096;
+
 /** Anchors by trust domain, built once per bundle change. */
 export class TrustAnchors {
   private readonly anchors = new Map<string, X509Certificate[]>();
+  private readonly verdicts = new Map<string, boolean>();
   /** Every authority of every trust domain, for OpenSSL's store. */
   readonly caPem: string;
 
@@ -43,21 +46,40 @@ export class TrustAnchors {
   }
 
   /**
-   * Whether `leafDer` (with the peer's intermediates, leaf first excluded) chains to an authority of
-   * `trustDomain`'s own bundle, by signature. Intermediates are followed up to 4 deep.
+   * Whether `leaf` (with the peer's intermediates as DER) chains to an authority of `trustDomain`'s
+   * own bundle, by signature. Intermediates are followed up to 4 deep. Verdicts are kept per leaf
+   * (its SHA-256) for the life of these anchors (a bundle change builds new ones), so a peer that
+   * reconnects costs a hash, not a signature check; at most MAX_VERDICTS, then the memo starts over.
    */
-  chainsTo(trustDomain: string, leafDer: Buffer, intermediates: readonly Buffer[] = []): boolean {
+  chainsTo(trustDomain: string, leaf: Buffer | X509Certificate, intermediates: readonly Buffer[] = []): boolean {
     const roots = this.anchors.get(trustDomain);
     if (roots === undefined || roots.length === 0) return false;
+    const raw = Buffer.isBuffer(leaf) ? leaf : leaf.raw;
+    const key = `${trustDomain} ${createHash('sha256').update(raw).digest('base64')}`;
+    const memo = this.verdicts.get(key);
+    if (memo !== undefined) return memo;
+    const verdict = this.walk(roots, leaf, intermediates);
+    if (this.verdicts.size >= MAX_VERDICTS) this.verdicts.clear();
+    this.verdicts.set(key, verdict);
+    return verdict;
+  }
+
+  private walk(roots: readonly X509Certificate[], leaf: Buffer | X509Certificate, intermediates: readonly Buffer[]): boolean {
     let cur: X509Certificate;
     try {
-      cur = new X509Certificate(leafDer);
+      cur = Buffer.isBuffer(leaf) ? new X509Certificate(leaf) : leaf;
     } catch {
       return false;
     }
-    const pool = intermediates.map((d) => new X509Certificate(d));
+    let pool: X509Certificate[] | undefined;
     for (let depth = 0; depth < 5; depth++) {
       for (const r of roots) if (signedBy(cur, r)) return true;
+      if (intermediates.length === 0) return false;
+      try {
+        pool ??= intermediates.map((d) => new X509Certificate(d));
+      } catch {
+        return false;
+      }
       const next = pool.find((c) => c.ca && signedBy(cur, c));
       if (next === undefined) return false;
       cur = next;
@@ -99,14 +121,15 @@ const NOT_ANCHORED: Verdict = Object.freeze({ ok: false as const, reason: 'chain
  * An ID of ours must chain to our bundle; an ID of a federated trust domain is judged as an X509-SVID of
  * that domain and must chain to that domain's bundle; any other is refused as before.
  */
-export function judgeFederatedPeer(trust: TrustAnchors, localTrustDomain: string, local: Verdict, der: Buffer | undefined, chainVerified: boolean, now: number): Verdict {
-  if (der === undefined) return local;
-  if (local.ok) return trust.chainsTo(localTrustDomain, der) ? local : NOT_ANCHORED;
+export function judgeFederatedPeer(trust: TrustAnchors, localTrustDomain: string, local: Verdict, peer: Buffer | X509Certificate | undefined, chainVerified: boolean, now: number): Verdict {
+  if (peer === undefined) return local;
+  if (local.ok) return trust.chainsTo(localTrustDomain, peer) ? local : NOT_ANCHORED;
+  const der = Buffer.isBuffer(peer) ? peer : peer.raw;
   if (local.reason !== 'other trust domain') return local;
   for (const td of trust.trustDomains()) {
     if (td === localTrustDomain) continue;
     const v = verifyPeerSvid(der, chainVerified, { trustDomain: td }, now);
-    if (v.ok) return trust.chainsTo(td, der) ? v : NOT_ANCHORED;
+    if (v.ok) return trust.chainsTo(td, peer) ? v : NOT_ANCHORED;
     if (v.reason !== 'other trust domain') return v;
   }
   return local;

@@ -293,8 +293,9 @@ export async function startInbound(opts: InboundOptions): Promise<Inbound> {
       // as on a full handshake, and a session without a certificate is refused like a missing one.
       // Tickets are sealed with keys of the secure context: a rotation (new SVID or bundle) makes
       // every earlier ticket unusable, so a chain verified against an old bundle never resumes.
-      let verdict = verifyPeerSvid(socket.getPeerX509Certificate()?.raw, socket.authorized, { trustDomain }, Date.now());
-      if (trust !== undefined) verdict = judgeFederatedPeer(trust, trustDomain, verdict, socket.getPeerX509Certificate()?.raw, socket.authorized, Date.now());
+      const peer = socket.getPeerX509Certificate();
+      let verdict = verifyPeerSvid(peer?.raw, socket.authorized, { trustDomain }, Date.now());
+      if (trust !== undefined) verdict = judgeFederatedPeer(trust, trustDomain, verdict, peer, socket.authorized, Date.now());
       if (!verdict.ok) {
         stats.identityRefused++;
         refused('TESSERA_PROXY_PEER_IDENTITY', verdict.reason, remoteOf(socket));

@@ -5,7 +5,8 @@
  * any other method or path gets 404/405 with a TESSERA_* body. Clients check it like any web server.
  */
 import { createServer, type Server } from 'node:https';
-import { TesseraError, listenFailure } from '../../core/errors.js';
+import { TesseraError } from '../../core/errors.js';
+import { listenOn } from '../../common/tls-source.js';
 
 export interface BundleEndpointOptions {
   host: string;
@@ -33,17 +34,7 @@ export async function startBundleEndpoint(o: BundleEndpointOptions): Promise<{ s
     }
   });
   server.on('tlsClientError', (_err, socket) => socket.destroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port, o.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  }).catch((err: unknown) => {
-    throw listenFailure(err, 'the bundle endpoint', `${o.host}:${o.port}`);
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  const port = await listenOn(server, o, 'the bundle endpoint', () => undefined);
   return {
     server, port,
     close: () => new Promise<void>((resolve) => {
