@@ -13,6 +13,7 @@
  * - The audit tree's leaf source (synchronous for the proof code) is a per-process copy of the leaf
  *   hashes, brought up to date from the table before each use (`auditLeafSource()` is async here).
  */
+import type { FederationStore } from './federation.sqlite.js';
 import pg from 'pg';
 import { auditDetailJson, auditLeafHash } from '../../core/audit-leaf.js';
 import { TesseraError } from '../../core/errors.js';
@@ -40,6 +41,7 @@ export interface PostgresSubStores {
   login: LoginStore;
   devices: DeviceStore;
   gateways: GatewayStore;
+  federation: FederationStore;
 }
 
 export interface PostgresStoreOptions {
@@ -290,6 +292,7 @@ export class PostgresStore implements Store {
   get login(): LoginStore { return this.#subs.login ?? missingSubStore<LoginStore>('logins'); }
   get devices(): DeviceStore { return this.#subs.devices ?? missingSubStore<DeviceStore>('devices'); }
   get gateways(): GatewayStore { return this.#subs.gateways ?? missingSubStore<GatewayStore>('gateways'); }
+  get federation(): FederationStore { return this.#subs.federation ?? missingSubStore<FederationStore>('federation'); }
 
   /** Stores the empty frontier of a new database; refuses a table and frontier that disagree. */
   private async checkAuditTree(): Promise<void> {

@@ -5,6 +5,7 @@
 import type { Pool } from 'pg';
 import { DEVICE_MIGRATIONS, PostgresDeviceStore } from './devices.postgres.js';
 import { GATEWAY_MIGRATIONS, PostgresGatewayStore } from './gateways.postgres.js';
+import { FEDERATION_MIGRATIONS, PostgresFederationStore } from './federation.postgres.js';
 import { LOGIN_MIGRATIONS, PostgresLoginStore } from './login-postgres.js';
 import { PEOPLE_MIGRATIONS, PostgresPeopleStore } from './people-postgres.js';
 
@@ -18,9 +19,10 @@ export const SUBSTORE_MIGRATIONS: readonly { version: number; name: string; sql:
   { version: 101, name: 'login: requests, person certificates', sql: LOGIN_MIGRATIONS.join(';\n') },
   { version: 102, name: 'devices: enrolment tokens, devices, posture reports', sql: DEVICE_MIGRATIONS.join(';\n') },
   { version: 103, name: 'gateways: gateways, one-time codes', sql: GATEWAY_MIGRATIONS.join(';\n') },
+  { version: 110, name: 'federation: relationships, federated bundles, revision', sql: FEDERATION_MIGRATIONS.join(';\n') },
 ];
 
 /** The four sub-stores on one pool (their tables migrated: {@link SUBSTORE_MIGRATIONS}). */
-export function postgresSubStores(pool: Pool): { people: PostgresPeopleStore; login: PostgresLoginStore; devices: PostgresDeviceStore; gateways: PostgresGatewayStore } {
-  return { people: new PostgresPeopleStore(pool), login: new PostgresLoginStore(pool), devices: new PostgresDeviceStore(pool), gateways: new PostgresGatewayStore(pool) };
+export function postgresSubStores(pool: Pool): { people: PostgresPeopleStore; login: PostgresLoginStore; devices: PostgresDeviceStore; gateways: PostgresGatewayStore; federation: PostgresFederationStore } {
+  return { people: new PostgresPeopleStore(pool), login: new PostgresLoginStore(pool), devices: new PostgresDeviceStore(pool), gateways: new PostgresGatewayStore(pool), federation: new PostgresFederationStore(pool) };
 }
