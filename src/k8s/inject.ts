@@ -57,7 +57,7 @@ export function parseAttributeRule(spec: string): AttributeRule {
   return { name: m[1] as AttributeName, label: m[2]! };
 }
 
-/** Checks an ID template: a SPIFFE ID once {namespace} and {serviceAccount} are filled, and only those placeholders. */
+/** Checks an ID template: only the placeholders `{namespace}` and `{serviceAccount}`, and a SPIFFE ID with a path once they are filled in. */
 export function checkIdTemplate(template: string): void {
   const rest = template.replace(/\{namespace\}|\{serviceAccount\}/g, '');
   if (/[{}]/.test(rest)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--id-template may use only {namespace} and {serviceAccount}');

@@ -14,6 +14,7 @@
  *   hashes, brought up to date from the table before each use (`auditLeafSource()` is async here).
  */
 import type { FederationStore } from './federation.sqlite.js';
+import { inTransaction as withTransaction } from './pg-substore-util.js';
 import pg from 'pg';
 import { auditDetailJson, auditLeafHash } from '../../core/audit-leaf.js';
 import { TesseraError } from '../../core/errors.js';
@@ -179,21 +180,8 @@ export async function migrate(pool: pg.Pool, migrations: readonly PgMigration[])
   });
 }
 
-/** Runs `fn` in a transaction on one connection of the pool (rolled back if it throws). */
-export async function withTransaction<R>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
-  const c = await pool.connect();
-  try {
-    await c.query('BEGIN');
-    const r = await fn(c);
-    await c.query('COMMIT');
-    return r;
-  } catch (err) {
-    await c.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    c.release();
-  }
-}
+/** Runs `fn` in a transaction on one connection of the pool (rolled back if it throws); one helper for every PostgreSQL store. */
+export { withTransaction };
 
 type Q = pg.Pool | pg.PoolClient;
 /** Names of prepared statements by text, process-wide (stores sharing a pool must agree on them). */
