@@ -27,6 +27,7 @@ import { ControlPlane } from '../src/server/server.js';
 import type { PatchOp } from '../src/k8s/admission.js';
 import { applyJsonPatch } from '../src/k8s/jsonpatch.js';
 import { startWebhookNode } from '../src/k8s/node.js';
+import { APISERVER_CN, makeClusterPki } from '../test/support/k8s-pki.js';
 
 const argv = process.argv.slice(2);
 let n = 300;
@@ -48,12 +49,14 @@ const tls = { ca: readFileSync(join(cp.adminDir, 'bundle.pem'), 'utf8'), cert: r
 const admin = new ApiClient(cp.url, tls);
 const entry = await admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: 'spiffe://bench.test/k8s/tessera-webhook', selectors: [`dns:${DNS}`] });
 const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id });
+// The API server's client certificate (the webhook answers /mutate to nobody else).
+const pki = makeClusterPki(join(dir, 'pki'));
 const node = await startWebhookNode({
   serverUrl: cp.url, dataDir: join(dir, 'webhook'), listen: { host: '127.0.0.1', port: 0 }, dnsName: DNS, namespaces: new Set(['shop']),
   inject: { idTemplate: 'spiffe://bench.test/ns/{namespace}/sa/{serviceAccount}', attributes: [{ name: 'app', label: 'app' }], serverUrl: cp.url, image: 'tessera:bench', extraArgs: [], bundleConfigMap: 'tessera-bundle', sidecarUid: 65532, sidecarMode: 'native' },
-  admin, tokenTtlSeconds: 600, log, joinToken: token, trustBundleFile: join(cp.adminDir, 'bundle.pem'),
+  clientAuth: { caPem: pki.caPem, names: new Set([APISERVER_CN]) }, admin, tokenTtlSeconds: 600, log, joinToken: token, trustBundleFile: join(cp.adminDir, 'bundle.pem'),
 });
-const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, ca: tls.ca, servername: DNS });
+const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, ca: tls.ca, servername: DNS, cert: pki.apiserver.cert, key: pki.apiserver.key });
 
 function call(path: string, body?: string): Promise<Record<string, any>> {
   return new Promise((resolve, reject) => {

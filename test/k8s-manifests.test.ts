@@ -4,10 +4,14 @@
  * configuration fails closed only for opted-in namespaces and never blocks pod deletion; the
  * Deployment's arguments are accepted by the real CLI (it gets as far as looking for the admin
  * credential); the Helm chart, rendered by test/support/helm-lite.ts (the subset the chart keeps to),
- * yields valid objects that agree with the static manifests.
+ * yields valid objects that agree with the static manifests. The API server's side (deploy/kubernetes/
+ * apiserver/: AdmissionConfiguration and the kubeconfig with its client certificate) has no OpenAPI
+ * schema (it is a file kube-apiserver reads, not an API object): its structure and its agreement
+ * with the webhook's Service and --client-* flags are checked instead.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
@@ -22,7 +26,9 @@ import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/
 import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
 import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { renderTemplate } from './support/helm-lite.js';
+import { makeClusterPki } from './support/k8s-pki.js';
 
 type Obj = Record<string, any>;
 const MODELS: Record<string, new (o: any) => { validate(): void }> = {
@@ -31,6 +37,7 @@ const MODELS: Record<string, new (o: any) => { validate(): void }> = {
   'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole, 'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
   'rbac.authorization.k8s.io/v1/Role': Role, 'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
   'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': MutatingWebhookConfiguration,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
 };
 
 function validate(o: Obj): void {
@@ -56,9 +63,9 @@ const find = (objs: Obj[], kind: string, name: string): Obj => {
 
 describe('deploy/kubernetes', () => {
   it('every object validates against the Kubernetes schema', () => {
-    expect(manifests.length).toBeGreaterThanOrEqual(12);
+    expect(manifests.length).toBeGreaterThanOrEqual(13);
     for (const o of manifests) validate(o);
-    expect(new Set(manifests.map((o) => o.kind))).toEqual(new Set(['Namespace', 'ServiceAccount', 'ClusterRole', 'Role', 'RoleBinding', 'ClusterRoleBinding', 'PersistentVolumeClaim', 'Deployment', 'Service', 'MutatingWebhookConfiguration', 'DaemonSet']));
+    expect(new Set(manifests.map((o) => o.kind))).toEqual(new Set(['Namespace', 'ServiceAccount', 'ClusterRole', 'Role', 'RoleBinding', 'ClusterRoleBinding', 'PersistentVolumeClaim', 'Deployment', 'Service', 'MutatingWebhookConfiguration', 'DaemonSet', 'NetworkPolicy']));
   });
 
   it('the validator does catch a broken object (so the check above can fail)', () => {
@@ -68,6 +75,43 @@ describe('deploy/kubernetes', () => {
     const m = structuredClone(find(manifests, 'MutatingWebhookConfiguration', 'tessera-webhook'));
     m.webhooks[0].timeoutSeconds = 'ten';
     expect(() => validate(m)).toThrow(/timeoutSeconds/);
+    const n = structuredClone(find(manifests, 'NetworkPolicy', 'tessera-webhook'));
+    n.spec.ingress[0].from[0].ipBlock = {};
+    expect(() => validate(n)).toThrow(/cidr/);
+  });
+
+  it('the NetworkPolicy admits only the webhook port of the webhook pods, from the API server CIDR', () => {
+    const n = find(manifests, 'NetworkPolicy', 'tessera-webhook');
+    const dep = find(manifests, 'Deployment', 'tessera-webhook');
+    const container = dep.spec.template.spec.containers[0];
+    expect(n.metadata.namespace).toBe(dep.metadata.namespace);
+    expect(n.spec.podSelector.matchLabels).toEqual(dep.spec.selector.matchLabels);
+    expect(n.spec.policyTypes).toEqual(['Ingress']);
+    expect(n.spec.ingress).toHaveLength(1);
+    expect(n.spec.ingress[0].ports).toEqual([{ protocol: 'TCP', port: container.ports[0].containerPort }]);
+    expect(container.args).toContain(`--listen=0.0.0.0:${container.ports[0].containerPort}`);
+    expect(n.spec.ingress[0].from.every((f: Obj) => Object.keys(f).join() === 'ipBlock' && /^[0-9.]+\/\d+$/.test(f.ipBlock.cidr))).toBe(true);
+  });
+
+  it('the API server presents the client certificate the webhook asks for (deploy/kubernetes/apiserver)', () => {
+    const ac = parse(readFileSync(join(DIR, 'apiserver/admission-configuration.yaml'), 'utf8')) as Obj;
+    expect(ac).toMatchObject({ apiVersion: 'apiserver.config.k8s.io/v1', kind: 'AdmissionConfiguration' });
+    const plugin = ac.plugins.find((p: Obj) => p.name === 'MutatingAdmissionWebhook');
+    expect(plugin.configuration).toMatchObject({ apiVersion: 'apiserver.config.k8s.io/v1', kind: 'WebhookAdmissionConfiguration' });
+    expect(plugin.configuration.kubeConfigFile).toMatch(/\/webhook-kubeconfig\.yaml$/);
+    const kc = parse(readFileSync(join(DIR, 'apiserver/webhook-kubeconfig.yaml'), 'utf8')) as Obj;
+    expect(kc).toMatchObject({ apiVersion: 'v1', kind: 'Config' });
+    const svc = find(manifests, 'Service', 'tessera-webhook');
+    // The API server picks the credential whose user name is the Service's DNS name.
+    expect(kc.users).toEqual([{ name: `${svc.metadata.name}.${svc.metadata.namespace}.svc`, user: { 'client-certificate': expect.stringMatching(/\.crt$/), 'client-key': expect.stringMatching(/\.key$/) } }]);
+    const dep = find(manifests, 'Deployment', 'tessera-webhook');
+    const args: string[] = dep.spec.template.spec.containers[0].args;
+    expect(args).toContain('--client-name=tessera-webhook-apiserver');
+    const caArg = args.find((a) => a.startsWith('--client-ca='))!.slice('--client-ca='.length);
+    const mount = dep.spec.template.spec.containers[0].volumeMounts.find((m: Obj) => caArg.startsWith(`${m.mountPath}/`));
+    const volume = dep.spec.template.spec.volumes.find((v: Obj) => v.name === mount.name);
+    expect(volume.configMap.name).toBe('tessera-apiserver-client-ca');
+    expect(caArg.slice(mount.mountPath.length + 1)).toBe('ca.crt');
   });
 
   it('fails closed only for opted-in namespaces, and never blocks pod deletion', () => {
@@ -85,7 +129,9 @@ describe('deploy/kubernetes', () => {
 
   it('the Deployment\'s arguments are accepted by the CLI (it stops only for the missing admin credential)', () => {
     const args: string[] = find(manifests, 'Deployment', 'tessera-webhook').spec.template.spec.containers[0].args;
-    const local = args.map((a) => a.replace('--admin-dir=/etc/tessera/admin', '--admin-dir=/nonexistent/tessera-admin'));
+    const tmp = mkdtempSync(join(tmpdir(), 'tessera-k8s-manifest-'));
+    const pki = makeClusterPki(tmp);
+    const local = args.map((a) => a.replace('--admin-dir=/etc/tessera/admin', '--admin-dir=/nonexistent/tessera-admin').replace(/^--client-ca=.*$/, `--client-ca=${pki.caFile}`));
     let out = '';
     let status = 0;
     try {
@@ -93,6 +139,8 @@ describe('deploy/kubernetes', () => {
     } catch (err) {
       out = String((err as { stdout?: string }).stdout ?? '');
       status = (err as { status: number }).status;
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
     }
     expect(status).toBe(2);
     expect(JSON.parse(out).error.code).toBe('TESSERA_CREDENTIAL_MISSING');
@@ -121,6 +169,7 @@ describe('deploy/helm/tessera', () => {
     const dep = find(objs, 'Deployment', 'tessera-webhook');
     const staticDep = find(manifests, 'Deployment', 'tessera-webhook');
     expect(dep.spec.template.spec.volumes).toEqual(staticDep.spec.template.spec.volumes);
+    expect(find(objs, 'NetworkPolicy', 'tessera-webhook').spec).toEqual(find(manifests, 'NetworkPolicy', 'tessera-webhook').spec);
     expect(dep.spec.template.spec.containers[0].args).toEqual(expect.arrayContaining(staticDep.spec.template.spec.containers[0].args.filter((a: string) => !a.startsWith('--server') && !a.startsWith('--sidecar-image'))));
   });
 
@@ -130,12 +179,15 @@ describe('deploy/helm/tessera', () => {
     v.webhook.namespaces = ['a', 'b'];
     v.webhook.sidecarArgs = ['--inbound', '0.0.0.0:9443'];
     v.nodeAgent.enabled = true;
+    v.webhook.clientNames = ['apiserver-a', 'apiserver-b'];
+    v.webhook.apiServerCidrs = ['10.1.0.0/24', '192.168.7.0/28'];
     const objs = renderAll(v, 'platform');
     for (const o of objs) validate(o);
     const mwc = find(objs, 'MutatingWebhookConfiguration', 'tessera-webhook');
     for (const w of mwc.webhooks) expect(w.clientConfig).toMatchObject({ caBundle: v.webhook.caBundle, service: { namespace: 'platform' } });
     const args: string[] = find(objs, 'Deployment', 'tessera-webhook').spec.template.spec.containers[0].args;
-    expect(args).toEqual(expect.arrayContaining(['--namespaces=a,b', '--dns-name=tessera-webhook.platform.svc', '--sidecar-arg=--inbound', '--sidecar-arg=0.0.0.0:9443', '--attribute=app=label:app.kubernetes.io/name']));
+    expect(args).toEqual(expect.arrayContaining(['--namespaces=a,b', '--dns-name=tessera-webhook.platform.svc', '--sidecar-arg=--inbound', '--sidecar-arg=0.0.0.0:9443', '--attribute=app=label:app.kubernetes.io/name', '--client-name=apiserver-a,apiserver-b']));
+    expect(find(objs, 'NetworkPolicy', 'tessera-webhook').spec.ingress[0].from).toEqual([{ ipBlock: { cidr: '10.1.0.0/24' } }, { ipBlock: { cidr: '192.168.7.0/28' } }]);
     expect(find(objs, 'DaemonSet', 'tessera-node-agent').metadata.namespace).toBe('platform');
   });
 

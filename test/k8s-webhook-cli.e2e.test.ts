@@ -1,27 +1,32 @@
 /**
  * `tessera k8s webhook` as a real child process (the built CLI) against a real control plane: it
  * joins with its token (TESSERA_JOIN_TOKEN), uses the admin directory given, answers an
- * AdmissionReview over HTTPS with a patch, and stops on SIGTERM; bad flags are refused with exit
+ * AdmissionReview from the API server's client certificate over HTTPS with a patch (and refuses a
+ * caller without one), and stops on SIGTERM; bad flags are refused with exit
  * status 2 before the one-time token is spent; `--help` documents the flags.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, freePort, runTessera, signalChild, waitFor } from './support/process.js';
 import { startControlPlane, type TestControlPlane } from './support/server.js';
+import { APISERVER_CN, makeClusterPki, type ClusterPki } from './support/k8s-pki.js';
 
 const DNS = 'tessera-webhook.tessera.svc';
 let t: TestControlPlane;
 let dir: string;
 let token: string;
 let child: ChildProcess | undefined;
+let pki: ClusterPki;
 
 beforeAll(async () => {
   t = await startControlPlane();
   dir = mkdtempSync(join(tmpdir(), 'tessera-k8s-cli-'));
+  pki = makeClusterPki(join(dir, 'pki'));
+  writeFileSync(join(dir, 'leaf.pem'), pki.apiserver.cert);
   const entry = await t.admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: 'spiffe://tessera.test/k8s/tessera-webhook', selectors: [`dns:${DNS}`] });
   token = (await t.admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id })).token;
 });
@@ -36,18 +41,19 @@ const flags = (port: number): string[] => [
   '--server', t.cp.url, '--admin-dir', t.cp.adminDir, '--json', 'k8s', 'webhook', '--data-dir', join(dir, 'wh'), '--dns-name', DNS,
   '--namespaces', 'shop', '--id-template', 'spiffe://tessera.test/ns/{namespace}/sa/{serviceAccount}', '--sidecar-image', 'tessera:test',
   '--attribute', 'app=label:app', '--listen', `127.0.0.1:${port}`, '--trust-bundle', join(t.cp.adminDir, 'bundle.pem'),
+  '--client-ca', pki.caFile, '--client-name', APISERVER_CN,
 ];
 
 describe('tessera k8s webhook', () => {
   it('--help documents the flags', async () => {
     const r = await runTessera(['k8s', 'webhook', '--help']);
     expect(r.status).toBe(0);
-    for (const f of ['--namespaces', '--id-template', '--attribute', '--sidecar-image', '--dns-name', '--token-ttl', 'dns:']) expect(r.stdout).toContain(f);
+    for (const f of ['--client-ca', '--client-name', '--namespaces', '--id-template', '--attribute', '--sidecar-image', '--dns-name', '--token-ttl', 'dns:']) expect(r.stdout).toContain(f);
   });
 
   it('refuses bad flags with exit status 2, before the join token is spent', async () => {
     const port = await freePort();
-    const bad: [string, string][] = [['--namespaces', 'Bad_NS'], ['--id-template', 'spiffe://tessera.test/{pod}'], ['--attribute', 'owner=label:x'], ['--token-ttl', '2h'], ['--dns-name', 'UPPER.svc']];
+    const bad: [string, string][] = [['--namespaces', 'Bad_NS'], ['--id-template', 'spiffe://tessera.test/{pod}'], ['--attribute', 'owner=label:x'], ['--token-ttl', '2h'], ['--dns-name', 'UPPER.svc'], ['--client-ca', join(dir, 'leaf.pem')], ['--client-name', ' ']];
     for (const [flag, value] of bad) {
       const args = flags(port);
       const i = args.indexOf(flag);
@@ -58,6 +64,12 @@ describe('tessera k8s webhook', () => {
       expect(r.stdout, r.stderr).not.toBe("");
       expect(JSON.parse(r.stdout).error.code).toBe("TESSERA_CONFIG_INVALID");
     }
+    // No --client-ca at all: there is no unauthenticated mode.
+    const args = flags(port);
+    args.splice(args.indexOf('--client-ca'), 2);
+    const r = await runTessera(args, { env: { TESSERA_JOIN_TOKEN: token }, timeoutMs: 20_000 });
+    expect(r.status).not.toBe(0);
+    expect(r.stdout + r.stderr).toContain('--client-ca');
   });
 
   it('runs: joins, answers an AdmissionReview with a patch, stops on SIGTERM', async () => {
@@ -75,15 +87,20 @@ describe('tessera k8s webhook', () => {
       uid: 'cli-1', kind: { group: '', version: 'v1', kind: 'Pod' }, resource: { group: '', version: 'v1', resource: 'pods' }, operation: 'CREATE', namespace: 'shop',
       object: { metadata: { labels: { app: 'web' } }, spec: { securityContext: { runAsUser: 1000 }, containers: [{ name: 'web', image: 'web:1' }] } },
     } });
-    const answer = await new Promise<Record<string, any>>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, servername: DNS, path: '/mutate', method: 'POST', ca: t.adminTls.ca, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+    const send = (client: boolean): Promise<Record<string, any>> => new Promise((resolve, reject) => {
+      const req = request({
+        host: '127.0.0.1', port, servername: DNS, path: '/mutate', method: 'POST', ca: t.adminTls.ca, agent: false, headers: { 'content-type': 'application/json' },
+        ...(client ? { cert: pki.apiserver.cert, key: pki.apiserver.key } : {}),
+      }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))));
+        res.on('end', () => resolve({ status: res.statusCode, ...JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
       });
       req.on('error', reject);
       req.end(body);
     });
+    expect(await send(false)).toMatchObject({ status: 401, error: { code: 'TESSERA_AUTH_REQUIRED' } });
+    const answer = await send(true);
     expect(answer.response).toMatchObject({ uid: 'cli-1', allowed: true, patchType: 'JSONPatch' });
     const entry = await t.admin.call<{ attributes: Record<string, string> }>('GET', `/v1/entries/${encodeURIComponent('spiffe://tessera.test/ns/shop/sa/default')}`);
     expect(entry.attributes).toEqual({ app: 'web' });

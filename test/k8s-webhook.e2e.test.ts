@@ -7,7 +7,10 @@
  * real agent joins with; entries are created with the first pod and deleted with the last (DELETE
  * twice is harmless); other namespaces, other kinds, UPDATE and dry runs get no side effect; a pod
  * without a uid and a control plane that refuses are refused (fail closed); malformed, oversized,
- * non-JSON bodies and other paths get 4xx with stable codes; a renewed SVID is served.
+ * non-JSON bodies and other paths get 4xx with stable codes; a renewed SVID is served. Only the API
+ * server may call /mutate: its client certificate (test/support/k8s-pki.ts) is presented by every
+ * request here, and the caller checks refuse no certificate, another CA, another CN of the same CA
+ * (a kubelet's) and a serverAuth-only certificate, before and after the serving certificate rotates.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
@@ -25,6 +28,7 @@ import { startWebhookNode, type WebhookNode } from '../src/k8s/node.js';
 import { Registrar } from '../src/k8s/registrar.js';
 import { startWebhook, type WebhookServer } from '../src/k8s/webhook.js';
 import { waitFor } from './support/process.js';
+import { APISERVER_CN, makeClusterPki, type ClientCert, type ClusterPki } from './support/k8s-pki.js';
 import { DEFAULT_ADMIN_POLICY } from '../src/core/policy/admin-schema.js';
 import { makeCsrPem, startControlPlane, type TestControlPlane } from './support/server.js';
 
@@ -44,13 +48,18 @@ let t: TestControlPlane;
 let dir: string;
 let node: WebhookNode;
 let webhookAdmin: ApiClient;
+let pki: ClusterPki;
+const clientAuth = (): { caPem: string; names: Set<string> } => ({ caPem: pki.caPem, names: new Set([APISERVER_CN]) });
 
 interface Answer { status: number; json: Record<string, any>; serial?: string }
 
-function post(port: number, body: string | Buffer, opts: { path?: string; method?: string; type?: string; servername?: string } = {}): Promise<Answer> {
+/** A request as the API server makes it (its client certificate unless `client` says otherwise; null: none). */
+function post(port: number, body: string | Buffer, opts: { path?: string; method?: string; type?: string; servername?: string; client?: ClientCert | null } = {}): Promise<Answer> {
+  const client = opts.client === undefined ? pki.apiserver : opts.client;
   return new Promise((resolve, reject) => {
     const req = request({
       host: '127.0.0.1', port, servername: opts.servername ?? DNS, path: opts.path ?? '/mutate', method: opts.method ?? 'POST', ca: t.adminTls.ca, agent: false,
+      ...(client !== null ? { cert: client.cert, key: client.key } : {}),
       headers: { 'content-type': opts.type ?? 'application/json', 'content-length': Buffer.byteLength(body) },
       // The API server's check: the chain to the caBundle and the Service's DNS name (Node's default identity check).
     }, (res) => {
@@ -98,6 +107,7 @@ const entryStatus = async (id: string): Promise<string> => t.admin.call('GET', `
 beforeAll(async () => {
   t = await startControlPlane({ trustDomain: TD });
   dir = mkdtempSync(join(tmpdir(), 'tessera-k8s-'));
+  pki = makeClusterPki(join(dir, 'pki'));
   // Short SVIDs (20 s, renewed at half life) so the rotation test sees a renewal.
   const entry = await t.admin.call<{ id: string }>('POST', '/v1/entries', { spiffe_id: WEBHOOK_ID, selectors: [`dns:${DNS}`], x509_ttl_seconds: 20 });
   const { token } = await t.admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: entry.id });
@@ -111,7 +121,7 @@ beforeAll(async () => {
   webhookAdmin = new ApiClient(t.cp.url, { ca: t.adminTls.ca, cert: added.cert_pem, key: csr.keyPem });
   node = await startWebhookNode({
     serverUrl: t.cp.url, dataDir: join(dir, 'webhook'), listen: { host: '127.0.0.1', port: 0 }, dnsName: DNS, inject: INJECT,
-    namespaces: new Set(['shop']), admin: webhookAdmin, tokenTtlSeconds: 120, log, joinToken: token,
+    namespaces: new Set(['shop']), clientAuth: clientAuth(), admin: webhookAdmin, tokenTtlSeconds: 120, log, joinToken: token,
     trustBundleFile: join(t.cp.adminDir, 'bundle.pem'), maxBodyBytes: 256 * 1024,
   });
 }, 30_000);
@@ -132,8 +142,47 @@ describe('serving certificate', () => {
 
   it('a webhook whose SVID lacks the DNS name does not start', async () => {
     const registrar = new Registrar(t.admin, { stateFile: join(dir, 'x.json'), tokenTtlSeconds: 60, log });
-    await expect(startWebhook({ listen: { host: '127.0.0.1', port: 0 }, tls: node.agent, dnsName: 'other.tessera.svc', inject: INJECT, namespaces: new Set(['shop']), registrar, log }))
+    await expect(startWebhook({ listen: { host: '127.0.0.1', port: 0 }, tls: node.agent, dnsName: 'other.tessera.svc', inject: INJECT, namespaces: new Set(['shop']), registrar, clientAuth: clientAuth(), log }))
       .rejects.toMatchObject({ code: 'TESSERA_CONFIG_INVALID' });
+  });
+});
+
+describe('who may call /mutate: the API server only', () => {
+  const intruder = `spiffe://${TD}/ns/shop/sa/intruder`;
+  const forged = (): string => review({ operation: 'CREATE', namespace: 'shop', object: pod('intruder') });
+
+  it('no client certificate, another CA, a kubelet\'s certificate, a serverAuth-only one: refused before the body is read, no token made', async () => {
+    const code = (a: Answer): [number, string, unknown] => [a.status, a.json.error?.code, a.json.response];
+    expect(code(await post(node.webhook.port, forged(), { client: null }))).toEqual([401, 'TESSERA_AUTH_REQUIRED', undefined]);
+    expect(code(await post(node.webhook.port, forged(), { client: pki.foreign }))).toEqual([401, 'TESSERA_AUTH_INVALID', undefined]);
+    expect(code(await post(node.webhook.port, forged(), { client: pki.kubelet }))).toEqual([403, 'TESSERA_FORBIDDEN', undefined]);
+    expect(code(await post(node.webhook.port, forged(), { client: pki.serverOnly }))).toEqual([401, 'TESSERA_AUTH_INVALID', undefined]);
+    // A DELETE is refused as well (it would release another pod's ref).
+    expect((await post(node.webhook.port, review({ operation: 'DELETE', namespace: 'shop', oldObject: pod('intruder') }), { client: null })).status).toBe(401);
+    expect(await entryStatus(intruder)).toBe('TESSERA_ENTRY_NOT_FOUND');
+    expect(node.registrar.podsOf(intruder)).toBe(0);
+  });
+
+  it('the API server\'s certificate is answered; /healthz needs none (the kubelet\'s probes)', async () => {
+    expect((await post(node.webhook.port, '', { path: '/healthz', method: 'GET', client: null })).status).toBe(200);
+    const a = await post(node.webhook.port, review({ operation: 'CREATE', namespace: 'shop', dryRun: true, object: pod('intruder') }));
+    expect(a.json.response.allowed).toBe(true);
+  });
+
+  it('a client CA that is not a CA, a file that is not PEM, a missing file and an empty --client-name are refused at start', async () => {
+    const { loadClientCa, parseClientNames } = await import('../src/k8s/client-auth.js');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(join(dir, 'leaf.pem'), pki.apiserver.cert);
+    writeFileSync(join(dir, 'junk.pem'), '-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n');
+    writeFileSync(join(dir, 'empty.pem'), 'nothing here\n');
+    expect(() => loadClientCa(join(dir, 'leaf.pem'))).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID', message: expect.stringMatching(/not a CA/) }));
+    expect(() => loadClientCa(join(dir, 'junk.pem'))).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
+    expect(() => loadClientCa(join(dir, 'empty.pem'))).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
+    expect(() => loadClientCa(join(dir, 'absent.pem'))).toThrow(expect.objectContaining({ code: 'TESSERA_CREDENTIAL_MISSING' }));
+    expect(loadClientCa(pki.caFile)).toContain('BEGIN CERTIFICATE');
+    expect(() => parseClientNames([' , '])).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
+    expect(() => parseClientNames(['a\u0000b'])).toThrow(expect.objectContaining({ code: 'TESSERA_CONFIG_INVALID' }));
+    expect([...parseClientNames(['a,b', 'c'])]).toEqual(['a', 'b', 'c']);
   });
 });
 
@@ -279,7 +328,7 @@ describe('bad requests', () => {
     expect(code(await post(port, big))).toEqual([413, 'TESSERA_PAYLOAD_TOO_LARGE']);
     // The same without a content-length (chunked): cut off once the limit is passed.
     const chunked = await new Promise<number>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, servername: DNS, path: '/mutate', method: 'POST', ca: t.adminTls.ca, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+      const req = request({ host: '127.0.0.1', port, servername: DNS, path: '/mutate', method: 'POST', ca: t.adminTls.ca, cert: pki.apiserver.cert, key: pki.apiserver.key, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       });
@@ -297,7 +346,7 @@ describe('fail closed', () => {
   it('a control plane that cannot be reached refuses pods of opted-in namespaces only', async () => {
     const dead = new ApiClient('https://127.0.0.1:1', t.adminTls, 2000);
     const registrar = new Registrar(dead, { stateFile: join(dir, 'dead.json'), tokenTtlSeconds: 60, log });
-    const hook = await startWebhook({ listen: { host: '127.0.0.1', port: 0 }, tls: node.agent, dnsName: DNS, inject: INJECT, namespaces: new Set(['shop']), registrar, log });
+    const hook = await startWebhook({ listen: { host: '127.0.0.1', port: 0 }, tls: node.agent, dnsName: DNS, inject: INJECT, namespaces: new Set(['shop']), registrar, clientAuth: clientAuth(), log });
     try {
       const a = await post(hook.port, review({ operation: 'CREATE', namespace: 'shop', object: pod('web') }));
       expect(a.json.response).toMatchObject({ allowed: false, status: { code: 500, message: expect.stringMatching(/TESSERA_SERVER_UNREACHABLE.*refused/) } });
@@ -319,5 +368,9 @@ describe('rotation', () => {
       return s !== before ? s : undefined;
     }, 20_000, 250);
     expect(after).toBe(node.webhook.servingSerial());
+    // The swapped secure context still carries the client CA: the API server is answered, others are not.
+    expect((await post(node.webhook.port, review({ operation: 'CREATE', namespace: 'shop', dryRun: true, object: pod('web') }))).json.response.allowed).toBe(true);
+    expect((await post(node.webhook.port, review({ operation: 'CREATE', namespace: 'shop', object: pod('intruder') }), { client: pki.foreign })).status).toBe(401);
+    expect((await post(node.webhook.port, review({ operation: 'CREATE', namespace: 'shop', object: pod('intruder') }), { client: null })).status).toBe(401);
   }, 25_000);
 });

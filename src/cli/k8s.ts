@@ -10,6 +10,7 @@ import { parseDuration } from '../core/duration.js';
 import { TesseraError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import { DNS_LABEL, DNS_SUBDOMAIN } from '../k8s/admission.js';
+import { loadClientCa, parseClientNames } from '../k8s/client-auth.js';
 import { checkIdTemplate, parseAttributeRule, type InjectConfig } from '../k8s/inject.js';
 import { count, type Run } from './context.js';
 
@@ -33,6 +34,8 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
     .requiredOption('--data-dir <dir>', 'state directory (the webhook agent\'s SVID, the pods counted per entry; 0700)')
     .requiredOption('--dns-name <name>', 'the DNS name the API server calls, e.g. tessera-webhook.tessera.svc (the webhook entry\'s dns: selector)')
     .requiredOption('--namespaces <list>', 'namespaces to inject into, comma-separated (the configuration\'s namespaceSelector must also match them)')
+    .requiredOption('--client-ca <file>', 'PEM CA(s) that signed the API server\'s client certificate (its AdmissionConfiguration kubeconfig): /mutate answers only that certificate')
+    .requiredOption('--client-name <cn>', 'subject CN of the API server\'s client certificate (comma-separated or repeated); other certificates of that CA get 403', collect)
     .requiredOption('--id-template <id>', 'entry SPIFFE ID template, e.g. spiffe://example.org/ns/{namespace}/sa/{serviceAccount}')
     .requiredOption('--sidecar-image <image>', 'the image of the injected agent (runs `tessera agent ...`)')
     .option('--attribute <NAME=label:KEY>', 'entry attribute from a pod label, e.g. app=label:app (repeatable; NAME: app, site, compliance, location, env)', collect)
@@ -51,6 +54,8 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
       + '$TESSERA_ADMIN_DIR: a named admin allowed admin:entry.create, entry.show, entry.delete and token.create).\n'
       + 'The webhook\'s own entry needs the selector dns:<--dns-name> so its SVID carries the Service name:\n'
       + '  tessera entry create --spiffe-id spiffe://TD/k8s/tessera-webhook --selector dns:tessera-webhook.tessera.svc\n'
+      + 'Only the API server may call /mutate: give it a client certificate (CN as --client-name, signed by --client-ca)\n'
+      + 'in its AdmissionConfiguration (deploy/kubernetes/apiserver-admission.yaml).\n'
       + 'Pods: every app container must run as one uid (securityContext.runAsUser); entries get the selector unix:uid:N.\n'
       + 'See deploy/kubernetes/ and deploy/helm/tessera/.')
     .action(run(async (g, o: Json) => {
@@ -73,6 +78,7 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
       };
       if (!DNS_LABEL.test(inject.bundleConfigMap)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--bundle-configmap must be a ConfigMap name');
       const namespaces = parseNamespaces(String(o.namespaces));
+      const clientAuth = { caPem: loadClientCa(String(o.clientCa)), names: parseClientNames(o.clientName as string[]) };
       const maxBodyBytes = count('--max-body', 64 * 1024 * 1024)(String(o.maxBody));
       const listen = parseListen(String(o.listen));
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
@@ -80,7 +86,7 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
       const admin = adminClient(g);
       const { startWebhookNode } = await import('../k8s/node.js');
       const node = await startWebhookNode({
-        serverUrl: g.server, dataDir: String(o.dataDir), listen, dnsName, inject, namespaces, admin, log, maxBodyBytes,
+        serverUrl: g.server, dataDir: String(o.dataDir), listen, dnsName, inject, namespaces, clientAuth, admin, log, maxBodyBytes,
         tokenTtlSeconds: Math.round(tokenTtlMs / 1000),
         ...(joinToken ? { joinToken } : {}),
         ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Agent } from '../agent/agent.js';
 import type { Logger } from '../core/log.js';
 import { ensurePrivateDir } from '../core/files.js';
+import type { WebhookClientAuth } from './client-auth.js';
 import type { InjectConfig } from './inject.js';
 import { Registrar, type AdminCaller } from './registrar.js';
 import { startWebhook, type WebhookServer } from './webhook.js';
@@ -21,6 +22,8 @@ export interface WebhookNodeOptions {
   dnsName: string;
   inject: InjectConfig;
   namespaces: ReadonlySet<string>;
+  /** Who may call `/mutate` (the API server's client certificate). */
+  clientAuth: WebhookClientAuth;
   /** The scoped admin credential's client (entry.create/show/delete, token.create). */
   admin: AdminCaller & { close?(): void };
   tokenTtlSeconds: number;
@@ -50,7 +53,7 @@ export async function startWebhookNode(opts: WebhookNodeOptions): Promise<Webhoo
   let webhook: WebhookServer;
   try {
     webhook = await startWebhook({
-      listen: opts.listen, tls: agent, dnsName: opts.dnsName, inject: opts.inject, namespaces: opts.namespaces, registrar, log,
+      listen: opts.listen, tls: agent, dnsName: opts.dnsName, inject: opts.inject, namespaces: opts.namespaces, registrar, clientAuth: opts.clientAuth, log,
       ...(opts.maxBodyBytes !== undefined ? { maxBodyBytes: opts.maxBodyBytes } : {}),
     });
   } catch (err) {

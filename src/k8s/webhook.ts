@@ -4,6 +4,10 @@
  * Service's DNS name, see the README), swapped in with `setSecureContext` whenever the agent renews
  * it or the trust bundle changes.
  *
+ * Who may call it: `/mutate` only the API server, by its client certificate (client-auth.ts: the
+ * chain to `--client-ca`, clientAuth usage, a subject CN of `--client-name`); anyone else gets 401
+ * TESSERA_AUTH_REQUIRED / TESSERA_AUTH_INVALID or 403 TESSERA_FORBIDDEN before its body is read.
+ *
  * What it answers:
  * - anything it does not own (another kind or resource, a subresource, a namespace not in
  *   `namespaces`, UPDATE and CONNECT, mirror pods, pods annotated `tessera.io/inject: disabled`):
@@ -18,12 +22,14 @@
  */
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { keyPem, listenOn, MIN_TLS_VERSION, requireMaterial, watchTlsSource, type TlsMaterial, type TlsSource } from '../common/tls-source.js';
 import { admissionResponse, parseAdmissionReview, type AdmissionDecision, type AdmissionRequest } from './admission.js';
 import { alreadyInjected, injectionPatch, skipsInjection, podIdentity, podRefOf, PodRefused, type InjectConfig } from './inject.js';
+import { refuseCaller, type WebhookClientAuth } from './client-auth.js';
 import { applyJsonPatch } from './jsonpatch.js';
 import type { Registrar } from './registrar.js';
 
@@ -38,6 +44,8 @@ export interface WebhookOptions {
   /** The namespaces the webhook injects into (checked besides the configuration's namespaceSelector). */
   namespaces: ReadonlySet<string>;
   registrar: Registrar;
+  /** Who may call `/mutate`: the API server's client certificate (required: there is no open mode). */
+  clientAuth: WebhookClientAuth;
   log: Logger;
   maxBodyBytes?: number;
 }
@@ -56,8 +64,9 @@ export function dnsNamesOf(certPem: string): string[] {
   return san.split(', ').filter((s) => s.startsWith('DNS:')).map((s) => s.slice(4));
 }
 
-function contextOptions(m: TlsMaterial): { cert: string; key: string; minVersion: 'TLSv1.2' } {
-  return { cert: m.certPem, key: keyPem(m.key), minVersion: MIN_TLS_VERSION };
+/** The secure context: the SVID, and the client CA (part of the context, so it must be in every swap). */
+function contextOptions(m: TlsMaterial, clientCa: string): { cert: string; key: string; ca: string; minVersion: 'TLSv1.2' } {
+  return { cert: m.certPem, key: keyPem(m.key), ca: clientCa, minVersion: MIN_TLS_VERSION };
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -162,6 +171,12 @@ export async function startWebhook(opts: WebhookOptions): Promise<WebhookServer>
       req.resume();
       return sendError(res, new TesseraError('TESSERA_NOT_FOUND', 'the webhook serves POST /mutate and GET /healthz'));
     }
+    const refused = refuseCaller(req.socket as TLSSocket, opts.clientAuth);
+    if (refused !== undefined) {
+      req.resume();
+      log.warn('AdmissionReview refused: the caller is not the API server', { code: refused.code, remote: req.socket.remoteAddress });
+      return sendError(res, refused, true);
+    }
     const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (type !== 'application/json') {
       req.resume();
@@ -180,7 +195,9 @@ export async function startWebhook(opts: WebhookOptions): Promise<WebhookServer>
     sendJson(res, 200, admissionResponse(review.uid, decision));
   }
 
-  const server = createServer({ ...contextOptions(first) }, (req, res) => {
+  // requestCert without rejectUnauthorized: the kubelet's /healthz probes present no certificate;
+  // refuseCaller decides for /mutate. The handshake timeout bounds connections that never finish one.
+  const server = createServer({ ...contextOptions(first, opts.clientAuth.caPem), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000 }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
       log.error('webhook request failed', { error: (err as Error).message });
       if (!res.headersSent) sendError(res, new TesseraError('TESSERA_INTERNAL', 'the webhook failed to answer'));
@@ -193,7 +210,7 @@ export async function startWebhook(opts: WebhookOptions): Promise<WebhookServer>
   const stopWatching = watchTlsSource(opts.tls, () => {
     const m = requireMaterial(opts.tls);
     checkDns(m);
-    server.setSecureContext(contextOptions(m));
+    server.setSecureContext(contextOptions(m, opts.clientAuth.caPem));
     serving = m;
     log.info('webhook serving certificate swapped', { serial: new X509Certificate(m.certPem).serialNumber });
   }, (err) => log.error('the renewed certificate cannot be served; the previous one stays', { error: (err as Error).message }));
