@@ -70,6 +70,13 @@ export class ControlPlaneMetrics {
     });
   }
 
+  /** Replicas: whether this process holds the leader lease, and how its change feed woke (read at each scrape). */
+  watchReplica(src: { leading: () => boolean; notifications: () => number; catchUps: () => number }): void {
+    gaugeFrom(this.registry, 'tessera_leader', '1 while this replica holds the leader lease (runs the single-writer duties), 0 otherwise', () => Number(src.leading()));
+    counterFrom(this.registry, 'tessera_change_notifications_total', 'Change-log notifications (LISTEN/NOTIFY) this replica received', () => src.notifications());
+    counterFrom(this.registry, 'tessera_change_catchups_total', 'Times this replica found the change log moved and reloaded what it caches', () => src.catchUps());
+  }
+
   /** The SIEM exporter's counts (`--siem`), read at each scrape; absent on a process that does not export. */
   watchSiem(siem: () => SiemStats | undefined): void {
     counterFrom(this.registry, 'tessera_siem_records_sent_total', 'Audit records written to the SIEM receiver by this process (resends included)', () => siem()?.sent ?? 0);

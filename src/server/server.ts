@@ -68,6 +68,7 @@ import { gatewayRoutes } from './gateways/routes.js';
 import { FederationService, type FederationSettings } from './federation/service.js';
 import { federationRoutes } from './federation/routes.js';
 import { startBundleEndpoint } from './federation/endpoint.js';
+import { ChangeFeed, DEFAULT_LEASE_SETTINGS, LeaderLease, type LeaseSettings } from './replica.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -86,10 +87,16 @@ export interface ControlPlaneOptions {
   jwtTtlSeconds?: number;
   bodyLimit?: number;
   /**
-   * `leader` (default) runs the CA schedule and writes the admin and bundle files; a `follower` is
-   * another process serving the same store (see `tessera server --workers`).
+   * `leader` (default): this process owns its data directory (writes the admin and bundle files) and
+   * competes for the leader lease in the store; the lease holder runs the single-writer duties (see
+   * src/server/replica.ts), so any number of such replicas may share one store. A `follower` (the
+   * other workers of `tessera server --workers`, sharing the leader's data directory) never leads.
    */
   role?: 'leader' | 'follower';
+  /** The leader lease's timing (default DEFAULT_LEASE_SETTINGS: 5 s lease, renewed every second). */
+  lease?: Partial<LeaseSettings>;
+  /** How often the change log is polled without a notification (ms, default 250). */
+  changePollMs?: number;
   log?: Logger;
   env?: NodeJS.ProcessEnv;
   /** Decision ingestion and replay limits (default DEFAULT_DECISION_SETTINGS). */
@@ -155,7 +162,13 @@ export class ControlPlane {
    * `store`: the services' store, public for tests that must write as an older control plane did;
    * routes never see it (ServerContext).
    */
-  private constructor(private readonly opts: ControlPlaneOptions & typeof DEFAULTS, readonly ctx: ServerContext, readonly store: Store) {
+  /** The change log feed that keeps this replica's caches in step with the store. */
+  feed: ChangeFeed | undefined;
+  private riskLink: RiskEngineLink | undefined;
+
+  private constructor(private readonly opts: ControlPlaneOptions & typeof DEFAULTS, readonly ctx: ServerContext, readonly store: Store,
+    /** The leader lease (undefined on a `--workers` follower, which never leads). */
+    readonly lease: LeaderLease | undefined) {
     this.app = Fastify({
       https: this.tlsOptions(),
       bodyLimit: opts.bodyLimit,
@@ -182,8 +195,9 @@ export class ControlPlane {
         throw new TesseraError('TESSERA_CONFIG_INVALID', `this data directory belongs to trust domain ${stored}, not ${trustDomain}`);
       }
       if (!stored) await store.setMeta('trust_domain', trustDomain);
-      const ca = new CertificateAuthority(store, kek, { trustDomain, caTtlMs: opts.caTtlMs });
-      await ca.init(opts.role === 'leader');
+      const lease = opts.role === 'follower' ? undefined : new LeaderLease(store, { ...DEFAULT_LEASE_SETTINGS, ...options.lease }, log);
+      const ca = new CertificateAuthority(store, kek, { trustDomain, caTtlMs: opts.caTtlMs, ...(lease ? { fence: () => lease.fence() } : {}) });
+      await initCa(ca, lease, log);
       const audit = new AuditLog(store, { onError: (err) => log.error('audit write failed; will retry', { error: String(err) }) });
       const tlog = new TransparencyLog(store, kek, trustDomain, audit);
       await tlog.init();
@@ -195,7 +209,7 @@ export class ControlPlane {
       const admins: AdminService = new AdminService(store, ca, { trustDomain, bootstrapId: `spiffe://${trustDomain}/tessera/admin`, now: Date.now, changed: () => policy.entriesChanged() });
       const policy: PolicyService = new PolicyService(store, ca, { auditLogKey: tlog.verifierKey, grants: (now) => grants.forBundle(now), admins: (now) => admins.forBundle(now) });
       await policy.init();
-      const firstCheckpoint = opts.role === 'leader' ? await tlog.checkpoint() : undefined;
+      const firstCheckpoint = lease?.held() ? await tlog.checkpoint() : undefined;
       const now = Date.now;
       const risk = new RiskService({
         store, audit, now, serverId: `spiffe://${trustDomain}/tessera/server`, publish: () => policy.riskChanged(), ...(options.risk ? { settings: options.risk } : {}),
@@ -246,12 +260,7 @@ export class ControlPlane {
       await ctx.personCerts.sync();
       await ctx.admins.sync();
       await ctx.adminAuthz.sync();
-      if (opts.role === 'leader') {
-        const link = new RiskEngineLink({ store, risk: ctx.risk, log, config: ctx.riskConfig });
-        await link.init();
-        ctx.riskEngine = link;
-      }
-      const cp = new ControlPlane(opts, ctx, store);
+      const cp = new ControlPlane(opts, ctx, store, lease);
       if (opts.siem) ctx.metrics.watchSiem(() => cp.siem?.stats);
       await cp.listen();
       return cp;
@@ -275,8 +284,14 @@ export class ControlPlane {
     return join(this.opts.dataDir, 'admin');
   }
 
+  /** Whether this replica holds the leader lease now. */
+  leading(): boolean {
+    return this.lease?.held() ?? false;
+  }
+
   async stop(): Promise<void> {
     if (this.tickTimer) clearInterval(this.tickTimer);
+    await this.feed?.stop();
     await this.siem?.stop();
     await this.bundleEndpoint?.close();
     await this.app.close();
@@ -284,10 +299,12 @@ export class ControlPlane {
     await this.ctx.audit.flush();
     await this.checkpointing;
     // A clean stop leaves no unsigned tail: the leader signs the records of its last second.
-    if (this.opts.role === 'leader') {
+    if (this.leading()) {
       await this.ctx.tlog.checkpoint().then((cp) => { if (cp) this.ctx.metrics.checkpointSigned(); },
         (err: unknown) => this.ctx.log.error('final audit checkpoint failed', { error: String(err) }));
     }
+    // Given up, not left to lapse: another replica takes over at its next try.
+    await this.lease?.stop();
     await this.store.close();
   }
 
@@ -303,7 +320,9 @@ export class ControlPlane {
       void reply.code(404).send({ error: new TesseraError('TESSERA_NOT_FOUND').toJSON() });
     });
     ctx.metrics.observeApi(app);
-    app.get('/healthz', async () => ({ status: 'ok', trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence() }) satisfies HealthResponse);
+    app.get('/healthz', async () => ({
+      status: 'ok', trust_domain: ctx.trustDomain, bundle_sequence: ctx.ca.bundleSequence(), leader: this.leading(), replica: this.lease?.holder ?? 'follower',
+    }) satisfies HealthResponse);
     registryRoutes(app, ctx);
     svidRoutes(app, ctx);
     apiKeyRoutes(app, ctx);
@@ -338,8 +357,10 @@ export class ControlPlane {
     const hostPart = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
     this.url = `https://${hostPart}:${this.port}`;
     if (!ctx.issuer) ctx.issuer = this.url;
-    const leader = this.opts.role === 'leader';
-    if (leader) {
+    // A replica that owns its data directory writes the CLI's files there (every replica, leader or not).
+    const owner = this.opts.role !== 'follower';
+    const leading = (): boolean => this.leading();
+    if (owner) {
       // server.json (written last by writeAdminFiles) says the admin directory is complete: the
       // bundle goes first, so a reader that waits for server.json never finds it missing.
       ensurePrivateDir(this.adminDir);
@@ -348,53 +369,102 @@ export class ControlPlane {
     }
     ctx.ca.on('bundle', () => {
       this.refreshTls();
-      if (leader) this.writeBundleFiles();
+      if (owner) this.writeBundleFiles();
     });
     ctx.ca.on('activated', () => {
       this.refreshTls();
       void ctx.policy.resign().catch((err: unknown) => ctx.log.error('policy bundle re-signing failed', { error: String(err) }));
-      if (leader) {
+      if (owner) {
         this.writeAdminFiles();
         ctx.log.info('CA activated', { ca: ctx.ca.active().rec.id });
       }
     });
-    // The leader runs the CA schedule; followers (other processes on the same store) only follow it.
-    // The leader alone signs audit checkpoints (one writer): at most one a tick, when the tree grew.
+    // What other replicas change reaches this one through the store's change log (a NOTIFY on
+    // PostgreSQL, else the next poll): admins and their removal, person certificates, the admin
+    // policy, federated bundles, the CA bundle and the policy bundle (revocations, quarantines and
+    // grants are in it).
+    this.feed = new ChangeFeed({
+      store: this.store, log: ctx.log, pollMs: this.opts.changePollMs ?? 250,
+      ...(this.opts.store !== undefined ? { listenUrl: this.opts.store } : {}),
+      sync: async () => {
+        await ctx.admins.sync();
+        await ctx.personCerts.sync();
+        await ctx.adminAuthz.sync();
+        await ctx.federation.sync();
+        await ctx.ca.sync();
+        await ctx.policy.sync();
+      },
+    });
+    await this.feed.start();
+    ctx.metrics.watchReplica({ leading, notifications: () => this.feed?.notifications ?? 0, catchUps: () => this.feed?.catchUps ?? 0 });
+    this.lease?.on('acquired', () => void this.takeDuties());
+    this.lease?.on('lost', () => void this.dropDuties());
+    this.lease?.start();
+    if (this.leading()) await this.takeDuties();
+    // The lease holder runs the single-writer duties, each tick, each only while it holds the lease:
+    // the CA schedule, audit checkpoints (at most one a tick, when the tree grew), grant expiry,
+    // the risk engine and risk expiry, federation fetches, change-log pruning.
+    let lastPrune = 0;
     this.tickTimer = setInterval(() => {
-      if (leader && !this.checkpointing) {
+      if (leading() && !this.checkpointing) {
         this.checkpointing = ctx.tlog.checkpoint().then((cp) => { if (cp) ctx.metrics.checkpointSigned(); }, (err: unknown) => ctx.log.error('audit checkpoint failed', { error: String(err) }))
           .finally(() => { this.checkpointing = undefined; });
       }
-      // Admins removed by another process are refused here within a tick; the leader ends lapsed grants.
       // Ended grants past their retention are deleted (their history stays in the audit log).
-      ctx.admins.sync().then(() => ctx.personCerts.sync()).then(() => ctx.adminAuthz.sync()).then(() => (leader ? ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
-        if (pruned.length > 0) ctx.log.info('ended grants deleted after their retention', { count: pruned.length });
-      }) : undefined))
-        .catch((err: unknown) => ctx.log.error('admin and grant upkeep failed', { error: String(err) }));
+      if (leading()) {
+        ctx.grants.sweep().then((ended) => auditExpired(ctx, ended)).then(() => ctx.grants.prune()).then((pruned) => {
+          if (pruned.length > 0) ctx.log.info('ended grants deleted after their retention', { count: pruned.length });
+        }).catch((err: unknown) => ctx.log.error('grant upkeep failed', { error: String(err) }));
+      }
       // The leader's risk engine reads the telemetry stored since its last step and acts on it.
-      if (leader) ctx.riskEngine?.step().catch((err: unknown) => ctx.log.error('risk engine step failed', { error: String(err) }));
+      if (leading()) ctx.riskEngine?.step().catch((err: unknown) => ctx.log.error('risk engine step failed', { error: String(err) }));
       // The leader ends step-ups and quarantines at their TTL (audited, published).
-      if (leader && !this.expiring) {
+      if (leading() && !this.expiring) {
         this.expiring = ctx.risk.expire().then(() => undefined, (err: unknown) => ctx.log.error('risk expiry failed', { error: String(err) }))
           .finally(() => { this.expiring = undefined; });
       }
-      // Federated bundles: the leader fetches the endpoints; everyone follows the store's revision.
-      ctx.federation.sync().then(() => { if (leader) ctx.federation.tick(); })
-        .catch((err: unknown) => ctx.log.error('federation upkeep failed', { error: String(err) }));
-      (leader ? ctx.ca.tick() : ctx.ca.sync()).then(() => ctx.policy.sync()).then(() => {
+      // Federated bundles: the leader fetches the endpoints (everyone follows through the change feed).
+      if (leading()) ctx.federation.tick();
+      if (leading() && Date.now() - lastPrune > 60_000) {
+        lastPrune = Date.now();
+        this.store.pruneChanges(Date.now() - 3_600_000).catch((err: unknown) => ctx.log.error('change log pruning failed', { error: String(err) }));
+      }
+      (leading() ? ctx.ca.tick().then(() => ctx.policy.sync()) : Promise.resolve()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
         if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
       }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));
-    }, leader ? 1000 : 250);
+    }, 1000);
     this.tickTimer.unref();
-    // One exporter (the leader's) reads the store in order and keeps one cursor: followers would
-    // only send the same records again.
-    if (leader && this.opts.siem) {
+    ctx.log.info('control plane listening', { url: this.url, trust_domain: ctx.trustDomain });
+  }
+
+  /**
+   * Becoming the leader: the risk engine (its state rebuilt from the stored telemetry) and the SIEM
+   * exporter (one cursor, in the store) start here; the tick's duties start by themselves.
+   */
+  private async takeDuties(): Promise<void> {
+    const { ctx } = this;
+    try {
+      // One link per process (it listens to the risk service's changes); rebuilt from the store at each term.
+      this.riskLink ??= new RiskEngineLink({ store: this.store, risk: ctx.risk, log: ctx.log, config: ctx.riskConfig });
+      await this.riskLink.init();
+      if (this.leading()) ctx.riskEngine = this.riskLink;
+    } catch (err) {
+      ctx.log.error('risk engine start failed', { error: String(err) });
+    }
+    if (this.opts.siem && this.leading() && !this.siem) {
       this.siem = new SiemExporter(this.store, ctx.audit, this.opts.siem, ctx.log);
       this.siem.start();
       ctx.log.info('SIEM export started', { destination: this.siem.destination });
     }
-    ctx.log.info('control plane listening', { url: this.url, trust_domain: ctx.trustDomain });
+  }
+
+  /** No longer the leader: stop at once what runs outside the tick. */
+  private async dropDuties(): Promise<void> {
+    this.ctx.riskEngine = undefined;
+    const siem = this.siem;
+    this.siem = undefined;
+    await siem?.stop();
   }
 
   /** TLS material: a server certificate from the active CA and every bundle CA as client roots. */
@@ -449,6 +519,26 @@ export class ControlPlane {
 /** Our SPIFFE bundle as a bundle endpoint serves it: JWK Set with sequence and refresh hint. */
 export function ownBundle(ctx: ServerContext): ReturnType<typeof bundleToJwks> {
   return { ...bundleToJwks(ctx.ca.bundle()), spiffe_refresh_hint: ctx.federation.settings.refreshHintSeconds };
+}
+
+/**
+ * Loads the CAs. The leader creates the first one; another replica starting before it has waits
+ * (up to 30 s) for it, and takes the lease itself if the leader went away meanwhile.
+ */
+async function initCa(ca: CertificateAuthority, lease: LeaderLease | undefined, log: Logger): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (let waited = false; ; waited = true) {
+    const leading = lease ? await lease.renew() : false;
+    try {
+      await ca.init(leading);
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'TESSERA_UNAVAILABLE' || Date.now() > deadline) throw err;
+      if (!waited) log.info('waiting for the leader replica to create the trust domain\'s first CA');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -16,7 +16,13 @@ import type { SecretPolicyRecord, SecretPolicyServer, SignedSecretPolicy } from 
 // --- Health ---------------------------------------------------------------------------------
 
 /** GET /healthz (unauthenticated). */
-export interface HealthResponse { status: 'ok'; trust_domain: string; bundle_sequence: number }
+export interface HealthResponse {
+  status: 'ok'; trust_domain: string; bundle_sequence: number;
+  /** Whether this replica holds the leader lease (runs the single-writer duties). */
+  leader: boolean;
+  /** This replica's id in the lease (host/pid/random). */
+  replica: string;
+}
 
 // --- Registration entries and join tokens (admin) -------------------------------------------
 

@@ -4,7 +4,7 @@ import type { BundleContent } from '../../core/bundle.js';
 import { TesseraError } from '../../core/errors.js';
 import { signJwtSvid, type JwtSigningKey } from '../../core/jwt-svid.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode, type LeafSpec } from '../../core/x509.js';
-import type { CaRecord, Store } from '../store/store.js';
+import type { CaRecord, LeaseFence, Store } from '../store/store.js';
 import type { KeyEncryptionKey } from '../../common/kek.js';
 
 export interface CaOptions {
@@ -12,6 +12,12 @@ export interface CaOptions {
   /** Lifetime of each CA certificate. */
   caTtlMs: number;
   now?: () => number;
+  /**
+   * Replicas: the leader lease this process holds, if any. When set, activating a CA is a write
+   * fenced by it (the store refuses it from a process whose lease lapsed) and `tick` activates
+   * nothing without it.
+   */
+  fence?: () => LeaseFence | undefined;
 }
 
 interface LoadedCa {
@@ -76,9 +82,16 @@ export class CertificateAuthority extends EventEmitter {
       return;
     }
     if (!this.cas.some((c) => c.rec.state === 'active')) {
-      const rec = await this.createCa('active', null);
-      this.cas.push(this.load(rec));
-      await this.bumpSequence();
+      const rec = await this.createCa('active', null).catch(async (err: unknown) => {
+        // Another process created the first CA at the same moment (the store allows one active): use it.
+        await this.sync();
+        if (this.cas.some((c) => c.rec.state === 'active')) return undefined;
+        throw err;
+      });
+      if (rec) {
+        this.cas.push(this.load(rec));
+        await this.bumpSequence();
+      }
     }
     this.refreshActive();
     await this.tick();
@@ -92,15 +105,20 @@ export class CertificateAuthority extends EventEmitter {
     let activated = false;
     const prepared = this.cas.find((c) => c.rec.state === 'prepared');
     if (prepared && prepared.rec.activateAt !== null && prepared.rec.activateAt <= now) {
-      for (const c of this.cas) {
-        if (c.rec.state === 'active') {
-          c.rec = { ...c.rec, state: 'retired', retiredAt: now };
-          await this.store.updateCaState(c.rec.id, { state: 'retired', activatedAt: c.rec.activatedAt, retiredAt: now });
-        }
+      // One transaction in the store: the old CA retired, the prepared one active, the sequence bumped
+      // (no reader ever sees no active CA or two), refused unless this process still holds the lease.
+      const fence = this.opts.fence?.();
+      if (this.opts.fence && fence === undefined) return;
+      const sequence = await this.store.activateCa(prepared.rec.id, now, fence);
+      if (sequence === undefined) {
+        await this.sync();
+        return;
       }
-      prepared.rec = { ...prepared.rec, state: 'active', activatedAt: now };
-      await this.store.updateCaState(prepared.rec.id, { state: 'active', activatedAt: now, retiredAt: null });
+      for (const c of this.cas) if (c.rec.state === 'active') c.rec = { ...c.rec, state: 'retired', retiredAt: now };
+      prepared.rec = { ...prepared.rec, state: 'active', activatedAt: now, retiredAt: null };
       this.refreshActive();
+      this.sequence = sequence;
+      this.emit('bundle', this.sequence);
       activated = true;
     }
     for (const c of [...this.cas]) {
@@ -114,10 +132,14 @@ export class CertificateAuthority extends EventEmitter {
     const life = active.rec.notAfter - active.rec.notBefore;
     if (!this.cas.some((c) => c.rec.state === 'prepared') && now >= active.rec.notBefore + life / 2) {
       const activateAt = Math.max(now, active.rec.notBefore + (life * 5) / 6);
-      this.cas.push(this.load(await this.createCa('prepared', activateAt)));
-      changed = true;
+      // A hand rotation on another replica may have prepared one just now: then it stands.
+      const rec = await this.createCa('prepared', activateAt).catch(() => undefined);
+      if (rec) {
+        this.cas.push(this.load(rec));
+        changed = true;
+      }
     }
-    if (changed || activated) await this.bumpSequence();
+    if (changed) await this.bumpSequence();
     if (activated) this.emit('activated', active.rec.id);
   }
 
@@ -261,7 +283,13 @@ export class CertificateAuthority extends EventEmitter {
       notBefore, notAfter, createdAt: now, activateAt,
       activatedAt: state === 'active' ? now : null, retiredAt: null,
     };
-    await this.store.insertCa(rec);
+    try {
+      await this.store.insertCa(rec);
+    } catch (err) {
+      // The store holds one prepared CA at most, whichever process prepared it.
+      if (state === 'prepared' && (await this.store.listCas()).some((c) => c.state === 'prepared')) throw new TesseraError('TESSERA_CA_ROTATION_IN_PROGRESS');
+      throw err;
+    }
     return rec;
   }
 }

@@ -107,11 +107,104 @@ export function storeContract(engine: string, open: () => Promise<ContractStore>
       expect(first).toEqual(ca('a', T0));
       expect(Buffer.isBuffer(first!.keySealed)).toBe(true);
       expect(second!.id).toBe('b');
-      await store.updateCaState('b', { state: 'active', activatedAt: T0 + 20, retiredAt: null });
       await store.updateCaState('a', { state: 'retired', activatedAt: T0, retiredAt: T0 + 20 });
+      await store.updateCaState('b', { state: 'active', activatedAt: T0 + 20, retiredAt: null });
       expect((await store.listCas()).map((c) => [c.id, c.state, c.activatedAt, c.retiredAt])).toEqual([['a', 'retired', T0, T0 + 20], ['b', 'active', T0 + 20, null]]);
       await store.deleteCa('a');
       expect((await store.listCas()).map((c) => c.id)).toEqual(['b']);
+    });
+
+    it('CAs: at most one prepared and one active, whoever writes', async () => {
+      const { store } = await fresh();
+      await store.insertCa(ca('a', T0));
+      await store.insertCa(ca('p', T0 + 1, 'prepared'));
+      await expect(store.insertCa(ca('q', T0 + 2, 'prepared'))).rejects.toThrow();
+      await expect(store.insertCa(ca('b', T0 + 3))).rejects.toThrow();
+      await expect(store.updateCaState('p', { state: 'active', activatedAt: T0 + 4, retiredAt: null })).rejects.toThrow();
+      expect((await store.listCas()).map((c) => [c.id, c.state])).toEqual([['a', 'active'], ['p', 'prepared']]);
+    });
+
+    it('CA activation is one transaction, fenced by the leader lease', async () => {
+      const { store } = await fresh();
+      await store.setMeta('bundle_sequence', '7');
+      await store.insertCa(ca('a', T0));
+      await store.insertCa(ca('p', T0 + 1, 'prepared'));
+      const lease = await store.tryLease('ca', 'r1', 60_000);
+      // A stale epoch, another holder, an unknown or non-prepared CA: nothing changes.
+      expect(await store.activateCa('p', T0 + 5, { name: 'ca', holder: 'r1', epoch: lease.epoch + 1 })).toBeUndefined();
+      expect(await store.activateCa('p', T0 + 5, { name: 'ca', holder: 'r2', epoch: lease.epoch })).toBeUndefined();
+      expect(await store.activateCa('nope', T0 + 5)).toBeUndefined();
+      expect(await store.activateCa('a', T0 + 5)).toBeUndefined();
+      expect((await store.listCas()).map((c) => c.state)).toEqual(['active', 'prepared']);
+      expect(await store.getMeta('bundle_sequence')).toBe('7');
+      expect(await store.activateCa('p', T0 + 5, { name: 'ca', holder: 'r1', epoch: lease.epoch })).toBe(8);
+      expect((await store.listCas()).map((c) => [c.id, c.state, c.activatedAt, c.retiredAt])).toEqual([['a', 'retired', T0, T0 + 5], ['p', 'active', T0 + 5, null]]);
+      // Done once: a second activation (another replica's late tick) changes nothing.
+      expect(await store.activateCa('p', T0 + 6)).toBeUndefined();
+      // A lapsed lease fences too.
+      await store.insertCa(ca('n', T0 + 7, 'prepared'));
+      await store.releaseLease('ca', 'r1');
+      expect(await store.activateCa('n', T0 + 8, { name: 'ca', holder: 'r1', epoch: lease.epoch })).toBeUndefined();
+      expect(await store.getMeta('bundle_sequence')).toBe('8');
+    });
+
+    it('leader lease: one holder; renewals keep the epoch; it changes hands only when lapsed or released', async () => {
+      const { store } = await fresh();
+      const a = await store.tryLease('leader', 'A', 60_000);
+      expect(a).toMatchObject({ held: true, holder: 'A', epoch: 1 });
+      expect(a.expiresAt).toBeGreaterThan(Date.now() + 50_000);
+      const b = await store.tryLease('leader', 'B', 60_000);
+      expect(b).toMatchObject({ held: false, holder: 'A', epoch: 1, expiresAt: a.expiresAt });
+      const renewed = await store.tryLease('leader', 'A', 60_000);
+      expect(renewed).toMatchObject({ held: true, holder: 'A', epoch: 1 });
+      // Another lease name is independent.
+      expect(await store.tryLease('other', 'B', 60_000)).toMatchObject({ held: true, holder: 'B', epoch: 1 });
+      // Releasing by a non-holder does nothing; by the holder frees it at once.
+      await store.releaseLease('leader', 'B');
+      expect((await store.tryLease('leader', 'B', 60_000)).held).toBe(false);
+      await store.releaseLease('leader', 'A');
+      expect(await store.tryLease('leader', 'B', 60_000)).toMatchObject({ held: true, holder: 'B', epoch: 2 });
+      // A lease that lapses (a short TTL) can be taken; its old holder taking it back starts a new epoch.
+      expect(await store.tryLease('short', 'A', 1)).toMatchObject({ held: true, epoch: 1 });
+      await new Promise((r) => setTimeout(r, 20));
+      expect(await store.tryLease('short', 'B', 60_000)).toMatchObject({ held: true, holder: 'B', epoch: 2 });
+      expect(await store.tryLease('short2', 'A', 1)).toMatchObject({ held: true, epoch: 1 });
+      await new Promise((r) => setTimeout(r, 20));
+      expect(await store.tryLease('short2', 'A', 60_000)).toMatchObject({ held: true, epoch: 2 });
+    });
+
+    it('leader lease: many contenders at once, exactly one holder', async () => {
+      const { store } = await fresh();
+      const results = await Promise.all(Array.from({ length: 12 }, (_, i) => store.tryLease('leader', `r${i}`, 60_000)));
+      expect(results.filter((r) => r.held)).toHaveLength(1);
+      const winner = results.find((r) => r.held)!.holder;
+      for (const r of results) expect(r.holder).toBe(winner);
+    });
+
+    it('change log: written by the store for what replicas cache, not for hot keys; read in order; pruned', async () => {
+      const { store } = await fresh();
+      const start = await store.lastChange();
+      expect(await store.changesSince(start, 100)).toEqual([]);
+      await store.incrementMeta('policy_bundle_version');
+      await store.setMeta('bundle_sequence', '3');
+      await store.setMeta('admin:spiffe://t.test/x', '{}');
+      await store.setMeta('admin_policy:current', '2');
+      // Hot or local keys are not changes others must pick up.
+      await store.setMeta('audit_frontier_x', '1');
+      await store.setMeta('siem_cursor', '5');
+      await store.setMeta('grant:g-1', '{}');
+      await store.deleteMetaIf('admin:spiffe://t.test/x', '{}');
+      const changes = await store.changesSince(start, 100);
+      expect(changes.map((c) => c.topic)).toEqual(['meta', 'meta', 'meta', 'meta', 'meta']);
+      expect(changes.map((c) => c.seq)).toEqual([...changes.map((c) => c.seq)].sort((x, y) => x - y));
+      expect(new Set(changes.map((c) => c.seq)).size).toBe(5);
+      expect(await store.lastChange()).toBe(changes[4]!.seq);
+      for (const c of changes) expect(Math.abs(c.at - Date.now())).toBeLessThan(60_000);
+      expect((await store.changesSince(changes[1]!.seq, 2)).map((c) => c.seq)).toEqual([changes[2]!.seq, changes[3]!.seq]);
+      // Pruning keeps the newest, so lastChange never goes back.
+      expect(await store.pruneChanges(Date.now() + 60_000)).toBe(4);
+      expect(await store.lastChange()).toBe(changes[4]!.seq);
+      expect(await store.changesSince(0, 100)).toEqual([changes[4]]);
     });
 
     it('entries: unique SPIFFE IDs, bytewise order, revoke once, delete records the revocation and drops unused tokens', async () => {

@@ -26,7 +26,7 @@ import type {
   ApiKeyRecord, AuditQuery, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, DecisionEdgeAggregate, DecisionSample,
   DecisionSampleQuery, DeviceStore, EntryRecord, GatewayStore, IssuedSvidRecord, JoinTokenRecord, LoginStore, PeopleStore, PolicyVersionRecord,
   RevocationRecord, RevokeResult, RiskHistoryRecord, RiskStateRecord, SecretPolicyRow, Store, StoredAuditRecord, StoredTelemetryRow,
-  TelemetryEdgeAggregate, TelemetryQuery, TelemetryRetention, TelemetryRow, TokenConsumeResult,
+  TelemetryEdgeAggregate, TelemetryQuery, TelemetryRetention, TelemetryRow, TokenConsumeResult, ChangeRecord, LeaseFence, LeaseGrant,
 } from './store.js';
 
 /** One schema change. Versions 1-99: the core store; 100 and up: the sub-stores (people, login, devices, gateways). */
@@ -59,6 +59,9 @@ export interface PostgresStoreOptions {
 }
 
 const T = 'TEXT COLLATE "C"';
+
+/** The LISTEN/NOTIFY channel of the change log (payload: the change's sequence number). */
+export const CHANGE_CHANNEL = 'tessera_changes';
 
 export const CORE_MIGRATIONS: readonly PgMigration[] = [{
   version: 1,
@@ -135,6 +138,29 @@ CREATE TABLE risk_history (
   score INT NOT NULL, until BIGINT, reasons ${T} NOT NULL, set_by ${T} NOT NULL, actor ${T} NOT NULL, note ${T} NOT NULL
 );
 CREATE INDEX risk_history_id ON risk_history(spiffe_id, id);
+`,
+}, {
+  version: 2,
+  name: 'replicas: leader lease, change log, one prepared and one active CA',
+  sql: `
+CREATE TABLE leases (name ${T} PRIMARY KEY, holder ${T} NOT NULL, epoch BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+CREATE TABLE change_log (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, topic ${T} NOT NULL, at BIGINT NOT NULL);
+CREATE UNIQUE INDEX cas_one_prepared ON cas(state) WHERE state = 'prepared';
+CREATE UNIQUE INDEX cas_one_active ON cas(state) WHERE state = 'active';
+-- The change log row and the doorbell, in the transaction of the change (NOTIFY is sent at commit).
+CREATE FUNCTION tessera_log_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE s BIGINT;
+BEGIN
+  INSERT INTO change_log(topic, at) VALUES (TG_ARGV[0], (extract(epoch FROM clock_timestamp()) * 1000)::bigint) RETURNING seq INTO s;
+  PERFORM pg_notify('${CHANGE_CHANNEL}', s::text);
+  RETURN NULL;
+END $fn$;
+CREATE TRIGGER meta_changes_write AFTER INSERT OR UPDATE ON meta FOR EACH ROW
+  WHEN (NEW.key IN ('bundle_sequence', 'policy_bundle_version', 'admin_policy:current') OR starts_with(NEW.key, 'admin:'))
+  EXECUTE FUNCTION tessera_log_change('meta');
+CREATE TRIGGER meta_changes_delete AFTER DELETE ON meta FOR EACH ROW
+  WHEN (OLD.key IN ('bundle_sequence', 'policy_bundle_version', 'admin_policy:current') OR starts_with(OLD.key, 'admin:'))
+  EXECUTE FUNCTION tessera_log_change('meta');
 `,
 }];
 
@@ -366,6 +392,50 @@ export class PostgresStore implements Store {
 
   async deleteCa(id: string): Promise<void> {
     await this.changes('DELETE FROM cas WHERE id = $1', [id]);
+  }
+
+  // The lease's times are the database's clock, so replicas on machines whose clocks differ agree.
+  async tryLease(name: string, holder: string, ttlMs: number): Promise<LeaseGrant> {
+    const row = await this.one(`WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms)
+      INSERT INTO leases AS l (name, holder, epoch, expires_at) SELECT $1, $2, 1, now.ms + $3 FROM now
+      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+        epoch = CASE WHEN l.holder = excluded.holder AND l.expires_at > (SELECT ms FROM now) THEN l.epoch ELSE l.epoch + 1 END,
+        expires_at = excluded.expires_at
+      WHERE l.holder = excluded.holder OR l.expires_at <= (SELECT ms FROM now)
+      RETURNING l.epoch, l.expires_at`, [name, holder, ttlMs]);
+    if (row) return { held: true, holder, epoch: row.epoch, expiresAt: row.expires_at };
+    const cur = (await this.one('SELECT holder, epoch, expires_at FROM leases WHERE name = $1', [name]))!;
+    return { held: false, holder: cur.holder, epoch: cur.epoch, expiresAt: cur.expires_at };
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.changes('UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2', [name, holder]);
+  }
+
+  async lastChange(): Promise<number> {
+    return (await this.one('SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log'))!.seq;
+  }
+
+  async changesSince(seq: number, limit: number): Promise<ChangeRecord[]> {
+    return (await this.rows('SELECT seq, topic, at FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2', [seq, limit])) as ChangeRecord[];
+  }
+
+  async pruneChanges(before: number): Promise<number> {
+    return this.changes('DELETE FROM change_log WHERE at < $1 AND seq < (SELECT MAX(seq) FROM change_log)', [before]);
+  }
+
+  async activateCa(id: string, at: number, fence?: LeaseFence): Promise<number | undefined> {
+    return this.tx(async (c) => {
+      // FOR UPDATE: a replica taking the lease over waits for this transaction, so the fence holds to its end.
+      if (fence && !(await this.one(`SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3
+        AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint FOR UPDATE`, [fence.name, fence.holder, fence.epoch], c))) return undefined;
+      if ((await this.one('SELECT state FROM cas WHERE id = $1 FOR UPDATE', [id], c))?.state !== 'prepared') return undefined;
+      await this.changes("UPDATE cas SET state = 'retired', retired_at = $1 WHERE state = 'active'", [at], c);
+      await this.changes("UPDATE cas SET state = 'active', activated_at = $1, retired_at = NULL WHERE id = $2", [at, id], c);
+      const r = await this.one(`INSERT INTO meta(key, value) VALUES ('bundle_sequence', '1') ON CONFLICT (key) DO UPDATE SET
+        value = (meta.value::bigint + 1)::text RETURNING value`, [], c);
+      return Number(r!.value);
+    });
   }
 
   async insertEntry(e: EntryRecord): Promise<void> {

@@ -6,6 +6,7 @@ import type {
   PolicyVersionRecord, SecretPolicyRow, IssuedSvidRecord, RevocationRecord, RevokeResult,
   ApiKeyRecord, AuditQuery, RiskStateRecord, RiskHistoryRecord, AuditRecord, AuditTreeHead, CaRecord, CheckpointRecord, CosignatureRecord, EntryRecord, JoinTokenRecord, Store, StoredAuditRecord, TokenConsumeResult, DecisionSample, DecisionSampleQuery,
   StoredTelemetryRow, TelemetryQuery, TelemetryRetention, TelemetryRow, TelemetryEdgeAggregate, DecisionEdgeAggregate,
+  ChangeRecord, LeaseFence, LeaseGrant,
 } from './store.js';
 import type { PeopleStore } from './store.js';
 import { SqlitePeopleStore } from './people-sqlite.js';
@@ -175,6 +176,33 @@ CREATE INDEX IF NOT EXISTS audit_decision_sample ON audit(action, actor, princip
 -- The console's map: telemetry and decisions of the last minutes (a range of ts, not of ids).
 CREATE INDEX IF NOT EXISTS telemetry_by_ts ON telemetry_windows(ts);
 CREATE INDEX IF NOT EXISTS audit_decision_ts ON audit(ts) WHERE action = 'decision';
+-- At most one prepared and one active CA, whatever process writes (activation is one transaction).
+CREATE UNIQUE INDEX IF NOT EXISTS cas_one_prepared ON cas(state) WHERE state = 'prepared';
+CREATE UNIQUE INDEX IF NOT EXISTS cas_one_active ON cas(state) WHERE state = 'active';
+`;
+
+/**
+ * Replicas (issue 14): the leader lease and the change log. The log's rows are written by triggers
+ * in the transaction of each change other processes cache (the meta keys of the CA bundle, the
+ * policy bundle, the admin policy and the admins; person certificates; federation), so no code path
+ * can change one without a log row. SQLite has no NOTIFY: processes poll \`lastChange()\`.
+ */
+const NOW_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+const LOGGED_META = "IN ('bundle_sequence', 'policy_bundle_version', 'admin_policy:current') OR substr(%.key, 1, 6) = 'admin:'";
+const REPLICA_SCHEMA = `
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS change_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS meta_changes_insert AFTER INSERT ON meta WHEN NEW.key ${LOGGED_META.replace('%', 'NEW')}
+  BEGIN INSERT INTO change_log(topic, at) VALUES ('meta', ${NOW_MS_SQL}); END;
+CREATE TRIGGER IF NOT EXISTS meta_changes_update AFTER UPDATE ON meta WHEN NEW.key ${LOGGED_META.replace('%', 'NEW')}
+  BEGIN INSERT INTO change_log(topic, at) VALUES ('meta', ${NOW_MS_SQL}); END;
+CREATE TRIGGER IF NOT EXISTS meta_changes_delete AFTER DELETE ON meta WHEN OLD.key ${LOGGED_META.replace('%', 'OLD')}
+  BEGIN INSERT INTO change_log(topic, at) VALUES ('meta', ${NOW_MS_SQL}); END;
+${['INSERT', 'UPDATE', 'DELETE'].map((op) => `
+CREATE TRIGGER IF NOT EXISTS user_certs_changes_${op.toLowerCase()} AFTER ${op} ON user_certs
+  BEGIN INSERT INTO change_log(topic, at) VALUES ('user_certs', ${NOW_MS_SQL}); END;
+CREATE TRIGGER IF NOT EXISTS federation_changes_${op.toLowerCase()} AFTER ${op} ON federation_revision
+  BEGIN INSERT INTO change_log(topic, at) VALUES ('federation', ${NOW_MS_SQL}); END;`).join('')}
 `;
 
 interface AuditRow { id: number; ts: number; actor: string; action: string; target: string; outcome: string; code: string; detail: string; principal?: string | null }
@@ -234,6 +262,8 @@ export class SqliteStore implements Store {
     const db = this.db;
     this.people = new SqlitePeopleStore(db);
     this.login = new SqliteLoginStore(db);
+    // After the sub-stores: the triggers are on their tables too.
+    db.exec(REPLICA_SCHEMA);
     this.stmts = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
@@ -244,6 +274,22 @@ export class SqliteStore implements Store {
         @createdAt, @activateAt, @activatedAt, @retiredAt)`),
       updateCa: db.prepare('UPDATE cas SET state = @state, activated_at = @activatedAt, retired_at = @retiredAt WHERE id = @id'),
       deleteCa: db.prepare('DELETE FROM cas WHERE id = ?'),
+      takeLease: db.prepare<[{ name: string; holder: string; now: number; ttl: number }], { epoch: number; expires_at: number }>(`INSERT INTO leases(name, holder, epoch, expires_at)
+        VALUES (@name, @holder, 1, @now + @ttl)
+        ON CONFLICT(name) DO UPDATE SET holder = excluded.holder,
+          epoch = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > @now THEN leases.epoch ELSE leases.epoch + 1 END,
+          expires_at = excluded.expires_at
+        WHERE leases.holder = excluded.holder OR leases.expires_at <= @now
+        RETURNING epoch, expires_at`),
+      getLease: db.prepare<[string], { holder: string; epoch: number; expires_at: number }>('SELECT holder, epoch, expires_at FROM leases WHERE name = ?'),
+      releaseLease: db.prepare('UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?'),
+      fenceHeld: db.prepare<[string, string, number, number], { n: number }>('SELECT 1 AS n FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND expires_at > ?'),
+      lastChange: db.prepare<[], { seq: number | null }>('SELECT MAX(seq) AS seq FROM change_log'),
+      changesSince: db.prepare<[number, number], { seq: number; topic: string; at: number }>('SELECT seq, topic, at FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
+      pruneChanges: db.prepare('DELETE FROM change_log WHERE at < ? AND seq < (SELECT MAX(seq) FROM change_log)'),
+      caState: db.prepare<[string], { state: string }>('SELECT state FROM cas WHERE id = ?'),
+      retireActive: db.prepare("UPDATE cas SET state = 'retired', retired_at = ? WHERE state = 'active'"),
+      activate: db.prepare("UPDATE cas SET state = 'active', activated_at = ?, retired_at = NULL WHERE id = ?"),
       insertEntry: db.prepare(`INSERT INTO entries(id, spiffe_id, selectors, attributes, x509_ttl, jwt_ttl, apikey_max_ttl, created_at, revoked_at, revoked_reason)
         VALUES (@id, @spiffeId, @selectors, @attributes, @x509TtlSeconds, @jwtTtlSeconds, @apikeyMaxTtlSeconds, @createdAt, @revokedAt, @revokedReason)`),
       revokeEntry: db.prepare('UPDATE entries SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL'),
@@ -364,6 +410,40 @@ export class SqliteStore implements Store {
 
   async deleteCa(id: string): Promise<void> {
     this.stmts.deleteCa.run(id);
+  }
+
+  async tryLease(name: string, holder: string, ttlMs: number): Promise<LeaseGrant> {
+    // One machine, one clock: SQLite's processes share the host's.
+    const row = this.stmts.takeLease.get({ name, holder, now: Date.now(), ttl: ttlMs });
+    if (row) return { held: true, holder, epoch: row.epoch, expiresAt: row.expires_at };
+    const cur = this.stmts.getLease.get(name)!;
+    return { held: false, holder: cur.holder, epoch: cur.epoch, expiresAt: cur.expires_at };
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    this.stmts.releaseLease.run(name, holder);
+  }
+
+  async lastChange(): Promise<number> {
+    return this.stmts.lastChange.get()?.seq ?? 0;
+  }
+
+  async changesSince(seq: number, limit: number): Promise<ChangeRecord[]> {
+    return this.stmts.changesSince.all(seq, limit);
+  }
+
+  async pruneChanges(before: number): Promise<number> {
+    return this.stmts.pruneChanges.run(before).changes;
+  }
+
+  async activateCa(id: string, at: number, fence?: LeaseFence): Promise<number | undefined> {
+    return this.db.transaction((): number | undefined => {
+      if (fence && !this.stmts.fenceHeld.get(fence.name, fence.holder, fence.epoch, Date.now())) return undefined;
+      if (this.stmts.caState.get(id)?.state !== 'prepared') return undefined;
+      this.stmts.retireActive.run(at);
+      this.stmts.activate.run(at, id);
+      return Number(this.stmts.incrementMeta.get('bundle_sequence')!.value);
+    }).immediate();
   }
 
   async insertEntry(e: EntryRecord): Promise<void> {

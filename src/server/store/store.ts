@@ -242,6 +242,30 @@ export interface RiskHistoryRecord extends Omit<RiskStateRecord, 'since'> {
   previous: RiskStateRecord['state'];
 }
 
+/** A leader lease as the store holds it (times on the store's clock, ms since the epoch). */
+export interface LeaseGrant {
+  /** Whether the caller holds it now (taken or renewed by this call). */
+  held: boolean;
+  holder: string;
+  /** Goes up by one each time the lease changes hands (or is taken again after lapsing): the fencing token. */
+  epoch: number;
+  expiresAt: number;
+}
+
+/** A write that only the current lease holder may make (the epoch it took the lease with). */
+export interface LeaseFence {
+  name: string;
+  holder: string;
+  epoch: number;
+}
+
+/** One change other replicas must pick up (policy, CA bundle, admins, person certificates, federation). */
+export interface ChangeRecord {
+  seq: number;
+  topic: string;
+  at: number;
+}
+
 export interface Store {
   /** Enrolled devices, their one-time enrolment tokens and posture reports (issue 12): src/server/devices/. */
   readonly devices: DeviceStore;
@@ -255,8 +279,32 @@ export interface Store {
   /** Atomically adds one to an integer meta value (missing counts as 0) and returns the new value. */
   incrementMeta(key: string): Promise<number>;
 
+  /**
+   * The leader lease `name` (replicas on one store): taken for `holder` when free, lapsed or already
+   * its own, for `ttlMs` from now on the store's clock. Never throws for a lease held by another.
+   */
+  tryLease(name: string, holder: string, ttlMs: number): Promise<LeaseGrant>;
+  /** Gives the lease up at once (a clean stop), if `holder` holds it. */
+  releaseLease(name: string, holder: string): Promise<void>;
+  /**
+   * The change log, written by the store itself (triggers) in the transaction of each change that
+   * replicas cache: the newest sequence number (0: none yet).
+   */
+  lastChange(): Promise<number>;
+  /** Changes after `seq`, oldest first, at most `limit`. */
+  changesSince(seq: number, limit: number): Promise<ChangeRecord[]>;
+  /** Deletes changes older than `before` (ms), always keeping the newest. Returns how many went. */
+  pruneChanges(before: number): Promise<number>;
+
   listCas(): Promise<CaRecord[]>;
+  /** Refused (throws) for a duplicate id, a second `prepared` CA or a second `active` one. */
   insertCa(ca: CaRecord): Promise<void>;
+  /**
+   * CA activation in one transaction: every active CA retired at `at`, the prepared CA `id` made
+   * active, the bundle sequence bumped (returned). Undefined, with nothing changed, when `id` is not
+   * prepared or when `fence` is given and its lease is not held with that epoch.
+   */
+  activateCa(id: string, at: number, fence?: LeaseFence): Promise<number | undefined>;
   updateCaState(id: string, patch: Pick<CaRecord, 'state' | 'activatedAt' | 'retiredAt'>): Promise<void>;
   deleteCa(id: string): Promise<void>;
 

@@ -20,6 +20,12 @@ export const SUBSTORE_MIGRATIONS: readonly { version: number; name: string; sql:
   { version: 102, name: 'devices: enrolment tokens, devices, posture reports', sql: DEVICE_MIGRATIONS.join(';\n') },
   { version: 103, name: 'gateways: gateways, one-time codes', sql: GATEWAY_MIGRATIONS.join(';\n') },
   { version: 110, name: 'federation: relationships, federated bundles, revision', sql: FEDERATION_MIGRATIONS.join(';\n') },
+  // The change log (core migration 2) also records what replicas cache from the sub-stores.
+  { version: 120, name: 'change log: person certificates, federation', sql: `
+DROP TRIGGER IF EXISTS user_certs_changes ON user_certs;
+CREATE TRIGGER user_certs_changes AFTER INSERT OR UPDATE OR DELETE ON user_certs FOR EACH STATEMENT EXECUTE FUNCTION tessera_log_change('user_certs');
+DROP TRIGGER IF EXISTS federation_changes ON federation_revision;
+CREATE TRIGGER federation_changes AFTER INSERT OR UPDATE OR DELETE ON federation_revision FOR EACH STATEMENT EXECUTE FUNCTION tessera_log_change('federation');` },
 ];
 
 /** The four sub-stores on one pool (their tables migrated: {@link SUBSTORE_MIGRATIONS}). */

@@ -54,7 +54,13 @@ describe('PostgreSQL sub-stores: migrations', () => {
     const url = await icuDatabase();
     const first = await open(url);
     const { rows } = await first.pool.query<{ version: number }>('SELECT version FROM schema_migrations WHERE version >= 100 ORDER BY version');
-    expect(rows.map((r) => Number(r.version))).toEqual([100, 101, 102, 103, 110]);
+    expect(rows.map((r) => Number(r.version))).toEqual([100, 101, 102, 103, 110, 120]);
+    // 120: the change log also records person certificates and federation (what replicas cache).
+    const triggers = await first.pool.query<{ tgname: string }>("SELECT tgname FROM pg_trigger WHERE tgname IN ('user_certs_changes', 'federation_changes') ORDER BY tgname");
+    expect(triggers.rows.map((r) => r.tgname)).toEqual(['federation_changes', 'user_certs_changes']);
+    const before = await first.lastChange();
+    await first.pool.query('UPDATE federation_revision SET revision = revision + 1');
+    expect(await first.lastChange()).toBeGreaterThan(before);
     expect(await first.gateways.insertGateway({ name: 'web', spiffeId: 'spiffe://td/gateway/web', urls: [], createdAt: 1, createdBy: 'a' })).toBe(true);
     const [second, third] = await Promise.all([open(url), open(url)]);
     expect((await second.gateways.listGateways()).map((g) => g.name)).toEqual(['web']);
