@@ -114,7 +114,7 @@ export class KubeClient {
   }
 
   /** One call: 2xx → its JSON body; anything else → KubeApiError (the token never in it). */
-  async call(method: 'GET' | 'PATCH', path: string, body?: { type: string; json: unknown }): Promise<Record<string, any>> {
+  async call(method: 'GET' | 'PATCH', path: string, body?: { type: string; json: unknown }, signal?: AbortSignal): Promise<Record<string, any>> {
     const ca = readCredential(this.dir, 'ca.crt');
     const token = readCredential(this.dir, 'token');
     const scrub = (s: string): string => s.split(token).join('[token]');
@@ -122,7 +122,7 @@ export class KubeClient {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body.json));
       const target = new URL(this.url + path);
       const req = request(target, {
-        method, ca, agent: false, minVersion: MIN_TLS_VERSION, timeout: this.timeoutMs,
+        method, ca, agent: false, minVersion: MIN_TLS_VERSION, timeout: this.timeoutMs, ...(signal ? { signal } : {}),
         headers: {
           accept: 'application/json', authorization: `Bearer ${token}`, 'user-agent': 'tessera-k8s-webhook',
           ...(payload ? { 'content-type': body!.type, 'content-length': payload.length } : {}),
@@ -225,6 +225,8 @@ export class CaBundlePatcher {
   private retryTimer: NodeJS.Timeout | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Ends a call in flight at stop(). */
+  private readonly abort = new AbortController();
   private readonly onBundle = (e: { sequence: number }): void => {
     this.sequence = e.sequence;
     this.failures = 0; // a new bundle is worth trying at once
@@ -248,6 +250,7 @@ export class CaBundlePatcher {
 
   stop(): void {
     this.stopped = true;
+    this.abort.abort();
     this.opts.source.off('bundle', this.onBundle);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
@@ -289,11 +292,14 @@ export class CaBundlePatcher {
     const path = MWC_PATH + encodeURIComponent(configuration);
     try {
       for (let conflicts = 0; ; conflicts++) {
-        const obj = await kube.call('GET', path);
+        const obj = await kube.call('GET', path, undefined, this.abort.signal);
         const ops = caBundlePatch(obj, want);
         const now = new Date().toISOString();
         if (ops.length === 0) {
-          if (!Array.isArray(obj.webhooks) || obj.webhooks.length === 0) throw new KubeApiError(200, 'NoWebhooks', `${configuration} has no webhooks to set caBundle on`);
+          const webhooks: unknown[] = Array.isArray(obj.webhooks) ? obj.webhooks : [];
+          if (webhooks.length === 0 || !webhooks.every((w: any) => w?.clientConfig?.caBundle === want)) {
+            throw new KubeApiError(200, 'NoClientConfig', `${configuration} has no webhooks with a clientConfig to set caBundle on`);
+          }
           if (!this.status.inStep || this.status.sequence !== sequence) log.info('caBundle already holds the trust bundle', { configuration, bundle_sequence: sequence });
           this.succeed({ sequence, authorities: fingerprints(pem), lastCheckedAt: now });
           return;
@@ -301,7 +307,7 @@ export class CaBundlePatcher {
         const resourceVersion: unknown = obj.metadata?.resourceVersion;
         if (typeof resourceVersion !== 'string') throw new KubeApiError(200, 'NoResourceVersion', `${configuration} has no metadata.resourceVersion`);
         try {
-          await kube.call('PATCH', path, { type: 'application/json-patch+json', json: [{ op: 'test', path: '/metadata/resourceVersion', value: resourceVersion }, ...ops] });
+          await kube.call('PATCH', path, { type: 'application/json-patch+json', json: [{ op: 'test', path: '/metadata/resourceVersion', value: resourceVersion }, ...ops] }, this.abort.signal);
         } catch (err) {
           // 409: the object changed under the write; 422: our `test` of resourceVersion failed. Read it again.
           if (err instanceof KubeApiError && (err.status === 409 || err.status === 422) && conflicts < CONFLICT_RETRIES && !this.stopped) {
