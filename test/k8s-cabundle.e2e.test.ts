@@ -53,7 +53,8 @@ const tokensSeen: string[] = [];
 const b64 = (pem: string): string => Buffer.from(pem, 'utf8').toString('base64');
 const caBundles = (): (string | undefined)[] => kube.object().webhooks.map((w: Record<string, any>) => w.clientConfig.caBundle);
 const agentBundle = (): string => node.agent.current()!.bundlePem;
-const inStep = (): boolean => caBundles().every((b) => b === b64(agentBundle()));
+/** The stand-in holds the bundle AND the patcher has taken the answer in (its status says so, no error). */
+const inStep = (): boolean => caBundles().every((b) => b === b64(agentBundle())) && node.caBundle!.current().inStep && node.caBundle!.current().lastError === undefined;
 const since = (n: number): string[] => kube.requests.slice(n).map((r) => `${r.method} ${r.status}`);
 const stale = (): void => kube.mutate((o) => { o.webhooks[0].clientConfig.caBundle = b64(readFileSync(join(kube.credentialsDir, 'ca.crt'), 'utf8')); });
 
@@ -195,8 +196,9 @@ describe('caBundle kept in step by the webhook', () => {
     const before = Buffer.from(caBundles()[0]!, 'base64').toString('utf8');
     const beforeCas = pemDecodeAll(before, 'CERTIFICATE').map((d) => d.toString('base64'));
     const patchesBefore = node.caBundle!.current().patches;
+
     const { prepared } = await t.admin.call<{ prepared: { id: string; activateAt: string } }>('POST', '/v1/ca/rotate', { grace_seconds: 5 });
-    await waitFor('the prepared CA in caBundle', () => pemDecodeAll(Buffer.from(caBundles()[0]!, 'base64').toString('utf8'), 'CERTIFICATE').length === beforeCas.length + 1, 10_000);
+    await waitFor('the prepared CA in caBundle', () => pemDecodeAll(Buffer.from(caBundles()[0]!, 'base64').toString('utf8'), 'CERTIFICATE').length === beforeCas.length + 1 && inStep(), 10_000);
     // Still prepared, not yet signing, when the API server already trusts it.
     expect(t.cp.ctx.ca.active().rec.id).not.toBe(prepared.id);
     expect(Date.now()).toBeLessThan(Date.parse(prepared.activateAt));

@@ -64,16 +64,27 @@ describe('tessera k8s webhook', () => {
     const port = await freePort();
     const bad: [string, string][] = [['--namespaces', 'Bad_NS'], ['--id-template', 'spiffe://tessera.test/{pod}'], ['--attribute', 'owner=label:x'], ['--token-ttl', '2h'], ['--dns-name', 'UPPER.svc'], ['--client-ca', join(dir, 'leaf.pem')], ['--client-name', ' '],
       ['--webhook-configuration', 'Not_A_Name'], ['--kube-api', 'http://127.0.0.1:1'], ['--patch-ca-bundle', 'maybe']];
-    for (const [flag, value] of bad) {
+    // In parallel: each is a process start of its own (nothing listens, the token is not spent).
+    await Promise.all(bad.map(async ([flag, value]) => {
       const args = flags(port);
       const i = args.indexOf(flag);
       if (i < 0) args.push(flag, value);
       else args.splice(i, 2, flag, value);
-      const r = await runTessera(args, { env: { TESSERA_JOIN_TOKEN: token }, timeoutMs: 20_000 });
+      const r = await runTessera(args, { env: { TESSERA_JOIN_TOKEN: token }, timeoutMs: 40_000 });
       expect(r.status, `${flag} ${value}: ${r.stdout} ${r.stderr}`).toBe(2);
       expect(r.stdout, r.stderr).not.toBe("");
       expect(JSON.parse(r.stdout).error.code).toBe("TESSERA_CONFIG_INVALID");
-    }
+    }));
+    // No --client-ca at all: there is no unauthenticated mode.
+    const args = flags(port);
+    args.splice(args.indexOf('--client-ca'), 2);
+    const r = await runTessera(args, { env: { TESSERA_JOIN_TOKEN: token }, timeoutMs: 20_000 });
+    expect(r.status).not.toBe(0);
+    expect(r.stdout + r.stderr).toContain('--client-ca');
+  }, 60_000);
+
+  it('caBundle upkeep: refused at start when not in a pod; --no-patch-ca-bundle looks for nothing', async () => {
+    const port = await freePort();
     // caBundle upkeep on (the default) but not in a pod: no API URL, or no service account files.
     for (const [drop, extra, code] of [['--kube-api', [], 'TESSERA_CONFIG_INVALID'], ['--kube-credentials-dir', ['--kube-credentials-dir', join(dir, 'no-such-dir')], 'TESSERA_CREDENTIAL_MISSING']] as const) {
       const args = flags(port);
@@ -89,13 +100,7 @@ describe('tessera k8s webhook', () => {
       expect(r.status).not.toBe(0);
       expect(JSON.parse(r.stdout).error.code).toBe('TESSERA_TOKEN_INVALID');
     }
-    // No --client-ca at all: there is no unauthenticated mode.
-    const args = flags(port);
-    args.splice(args.indexOf('--client-ca'), 2);
-    const r = await runTessera(args, { env: { TESSERA_JOIN_TOKEN: token }, timeoutMs: 20_000 });
-    expect(r.status).not.toBe(0);
-    expect(r.stdout + r.stderr).toContain('--client-ca');
-  });
+  }, 60_000);
 
   it('runs: joins, sets caBundle, answers an AdmissionReview with a patch, stops on SIGTERM', async () => {
     const port = await freePort();
