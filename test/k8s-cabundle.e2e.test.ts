@@ -13,7 +13,8 @@
  * against it by the Service's DNS name; nothing is written when nothing changed; a concurrent change
  * (422 from the test op, 409) is read again and not overwritten; a wrong token (401) and an API that
  * is down are retried and logged without crashing and without the token in any log line, and the
- * token file is read again on each call; a CA rotation puts the prepared CA into caBundle before it
+ * token file is read again on each call; an API server certificate that does not chain to ca.crt is
+ * refused before any request is sent; a CA rotation puts the prepared CA into caBundle before it
  * is activated, and after activation the webhook's renewed SVID (signed by the new CA) verifies
  * against the caBundle the stand-in holds, where the caBundle of before the rotation refuses it.
  */
@@ -178,6 +179,22 @@ describe('caBundle kept in step by the webhook', () => {
     kube.writeTokenFile(fresh); // as the kubelet rotates a projected token
     await waitFor('caBundle after the token rotated', inStep, 10_000);
     expect(node.caBundle!.current().lastError).toBeUndefined();
+  });
+
+  it('the API server\'s certificate is checked against ca.crt: another CA, and the token is never sent', async () => {
+    const caFile = join(kube.credentialsDir, 'ca.crt');
+    const kubeCa = readFileSync(caFile, 'utf8');
+    writeFileSync(caFile, readFileSync(join(dir, 'pki', 'cluster-ca.pem'), 'utf8'));
+    try {
+      stale();
+      const n = kube.requests.length;
+      await node.caBundle!.sync();
+      expect(node.caBundle!.current().lastError).toMatchObject({ status: 0, reason: 'transport', message: expect.stringMatching(/certificate|verify|issuer/i) });
+      expect(kube.requests.length).toBe(n); // no request reached the server: the TLS handshake failed first
+    } finally {
+      writeFileSync(caFile, kubeCa);
+    }
+    await waitFor('caBundle with the right CA back', inStep, 10_000);
   });
 
   it('an API that is down is retried and logged, the webhook keeps serving, and caBundle is set once it is back', async () => {

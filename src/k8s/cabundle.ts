@@ -25,7 +25,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { TesseraError } from '../core/errors.js';
+import { TesseraError, isTesseraError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { pemDecodeAll } from '../core/x509.js';
 import { MIN_TLS_VERSION } from '../common/tls-source.js';
@@ -322,7 +322,8 @@ export class CaBundlePatcher {
         return;
       }
     } catch (err) {
-      const e = err instanceof KubeApiError ? err : new KubeApiError(0, 'error', (err as Error).message);
+      // A KubeApiError, or the service account files unreadable (TESSERA_CREDENTIAL_MISSING: the token rotated away?).
+      const e = err instanceof KubeApiError ? err : new KubeApiError(0, isTesseraError(err) ? err.code : 'error', (err as Error).message);
       this.status.inStep = false;
       this.status.lastError = { at: new Date().toISOString(), status: e.status, reason: e.reason, message: e.message };
       if (this.stopped) return;
