@@ -7,7 +7,9 @@
  * yields valid objects that agree with the static manifests. The API server's side (deploy/kubernetes/
  * apiserver/: AdmissionConfiguration and the kubeconfig with its client certificate) has no OpenAPI
  * schema (it is a file kube-apiserver reads, not an API object): its structure and its agreement
- * with the webhook's Service and --client-* flags are checked instead.
+ * with the webhook's Service and --client-* flags are checked instead. The webhook's own RBAC (get and
+ * patch of its MutatingWebhookConfiguration, for caBundle) is checked exact, in both, with the token
+ * mounted on the webhook's pod only.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -27,6 +29,7 @@ import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
 import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { parseOnOff } from '../src/cli/k8s.js';
 import { renderTemplate } from './support/helm-lite.js';
 import { makeClusterPki } from './support/k8s-pki.js';
 
@@ -61,9 +64,35 @@ const find = (objs: Obj[], kind: string, name: string): Obj => {
   return o;
 };
 
+/**
+ * The webhook's RBAC in `objs` (static or rendered): exactly get and patch of its own
+ * MutatingWebhookConfiguration, bound to its ServiceAccount and to nothing else; the token mounted
+ * on its pod only; the flags naming that object. Returns the role and binding for comparisons.
+ */
+function checkWebhookRbac(objs: Obj[]): { role: Obj; binding: Obj } {
+  const dep = find(objs, 'Deployment', 'tessera-webhook');
+  const pod = dep.spec.template.spec;
+  const args: string[] = pod.containers[0].args;
+  const mwc = objs.find((o) => o.kind === 'MutatingWebhookConfiguration')!;
+  const role = find(objs, 'ClusterRole', 'tessera-webhook-cabundle');
+  expect(role.rules).toEqual([{ apiGroups: ['admissionregistration.k8s.io'], resources: ['mutatingwebhookconfigurations'], resourceNames: [mwc.metadata.name], verbs: ['get', 'patch'] }]);
+  const binding = find(objs, 'ClusterRoleBinding', 'tessera-webhook-cabundle');
+  expect(binding.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
+  expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: dep.metadata.namespace }]);
+  // No other binding grants anything to a service account (Tessera's pods get this role only).
+  const toServiceAccounts = objs.filter((o) => /RoleBinding$/.test(o.kind) && o.subjects.some((x: Obj) => x.kind === 'ServiceAccount'));
+  expect(toServiceAccounts.map((o) => o.metadata.name)).toEqual([binding.metadata.name]);
+  expect(args).toEqual(expect.arrayContaining(['--patch-ca-bundle=true', `--webhook-configuration=${mwc.metadata.name}`]));
+  // The token on the webhook's pod only: the ServiceAccounts and the node agent mount none.
+  expect(pod.automountServiceAccountToken).toBe(true);
+  for (const sa of objs.filter((o) => o.kind === 'ServiceAccount')) expect(sa.automountServiceAccountToken).toBe(false);
+  for (const ds of objs.filter((o) => o.kind === 'DaemonSet')) expect(ds.spec.template.spec.automountServiceAccountToken).toBe(false);
+  return { role, binding };
+}
+
 describe('deploy/kubernetes', () => {
   it('every object validates against the Kubernetes schema', () => {
-    expect(manifests.length).toBeGreaterThanOrEqual(13);
+    expect(manifests.length).toBeGreaterThanOrEqual(15);
     for (const o of manifests) validate(o);
     expect(new Set(manifests.map((o) => o.kind))).toEqual(new Set(['Namespace', 'ServiceAccount', 'ClusterRole', 'Role', 'RoleBinding', 'ClusterRoleBinding', 'PersistentVolumeClaim', 'Deployment', 'Service', 'MutatingWebhookConfiguration', 'DaemonSet', 'NetworkPolicy']));
   });
@@ -112,6 +141,12 @@ describe('deploy/kubernetes', () => {
     const volume = dep.spec.template.spec.volumes.find((v: Obj) => v.name === mount.name);
     expect(volume.configMap.name).toBe('tessera-apiserver-client-ca');
     expect(caArg.slice(mount.mountPath.length + 1)).toBe('ca.crt');
+  });
+
+  it('the webhook\'s RBAC is exactly get and patch of its MutatingWebhookConfiguration; only its pod mounts the token', () => {
+    checkWebhookRbac(manifests);
+    // The people's role (rbac.yaml) is bound to a group, not to a pod.
+    expect(find(manifests, 'ClusterRoleBinding', 'tessera-operator').subjects).toEqual([{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'tessera-operators' }]);
   });
 
   it('fails closed only for opted-in namespaces, and never blocks pod deletion', () => {
@@ -171,6 +206,25 @@ describe('deploy/helm/tessera', () => {
     expect(dep.spec.template.spec.volumes).toEqual(staticDep.spec.template.spec.volumes);
     expect(find(objs, 'NetworkPolicy', 'tessera-webhook').spec).toEqual(find(manifests, 'NetworkPolicy', 'tessera-webhook').spec);
     expect(dep.spec.template.spec.containers[0].args).toEqual(expect.arrayContaining(staticDep.spec.template.spec.containers[0].args.filter((a: string) => !a.startsWith('--server') && !a.startsWith('--sidecar-image'))));
+    const rbac = checkWebhookRbac(objs);
+    const staticRbac = checkWebhookRbac(manifests);
+    expect(rbac.role.rules).toEqual(staticRbac.role.rules);
+    expect(rbac.binding.subjects).toEqual(staticRbac.binding.subjects);
+    expect(dep.spec.template.spec.automountServiceAccountToken).toBe(staticDep.spec.template.spec.automountServiceAccountToken);
+  });
+
+  it('with webhook.patchCaBundle false: no role, no token, --patch-ca-bundle=false (which the CLI accepts)', () => {
+    const v = structuredClone(values);
+    v.webhook.patchCaBundle = false;
+    const objs = renderAll(v);
+    for (const o of objs) validate(o);
+    expect(objs.filter((o) => /Role/.test(o.kind))).toEqual([]);
+    const pod = find(objs, 'Deployment', 'tessera-webhook').spec.template.spec;
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(pod.containers[0].args).toContain('--patch-ca-bundle=false');
+    expect(parseOnOff('false')).toBe(false);
+    expect(parseOnOff('true')).toBe(true);
+    expect(() => parseOnOff('no')).toThrow(/true or false/);
   });
 
   it('renders every option: caBundle, the node agent, lists, another namespace', () => {
@@ -189,6 +243,7 @@ describe('deploy/helm/tessera', () => {
     expect(args).toEqual(expect.arrayContaining(['--namespaces=a,b', '--dns-name=tessera-webhook.platform.svc', '--sidecar-arg=--inbound', '--sidecar-arg=0.0.0.0:9443', '--attribute=app=label:app.kubernetes.io/name', '--client-name=apiserver-a,apiserver-b']));
     expect(find(objs, 'NetworkPolicy', 'tessera-webhook').spec.ingress[0].from).toEqual([{ ipBlock: { cidr: '10.1.0.0/24' } }, { ipBlock: { cidr: '192.168.7.0/28' } }]);
     expect(find(objs, 'DaemonSet', 'tessera-node-agent').metadata.namespace).toBe('platform');
+    expect(checkWebhookRbac(objs).binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'tessera-webhook', namespace: 'platform' }]);
   });
 
   it('the renderer refuses what it does not implement', () => {

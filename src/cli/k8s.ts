@@ -10,6 +10,7 @@ import { parseDuration } from '../core/duration.js';
 import { TesseraError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import { DNS_LABEL, DNS_SUBDOMAIN } from '../k8s/admission.js';
+import { checkKubeCredentials, DEFAULT_WEBHOOK_CONFIGURATION, IN_CLUSTER_CREDENTIALS_DIR, kubeApiUrl } from '../k8s/cabundle.js';
 import { loadClientCa, parseClientNames } from '../k8s/client-auth.js';
 import { checkIdTemplate, parseAttributeRule, type InjectConfig } from '../k8s/inject.js';
 import { count, type Run } from './context.js';
@@ -26,6 +27,13 @@ export function parseNamespaces(v: string): Set<string> {
   const bad = names.find((n) => !DNS_LABEL.test(n));
   if (names.length === 0 || bad !== undefined) throw new TesseraError('TESSERA_CONFIG_INVALID', `--namespaces must list namespace names, comma-separated${bad !== undefined ? ` (${JSON.stringify(bad).slice(0, 70)} is not one)` : ''}`);
   return new Set(names);
+}
+
+/** `--patch-ca-bundle[=true|false]` (the chart renders the value; `--no-patch-ca-bundle` is the same as `=false`). */
+export function parseOnOff(v: string): boolean {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new TesseraError('TESSERA_CONFIG_INVALID', '--patch-ca-bundle takes true or false (or use --no-patch-ca-bundle)');
 }
 
 export function k8sCommands(program: Command, run: Run, parseListen: (v: string) => { host: string; port: number }, untilSignal: (stop: () => Promise<void>) => Promise<void>): void {
@@ -49,6 +57,11 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
     .option('--join-token <token>', 'one-time join token for the webhook\'s own entry; or $TESSERA_JOIN_TOKEN')
     .option('--trust-bundle <file>', 'CA bundle to trust for the first connection')
     .option('--max-body <bytes>', 'largest AdmissionReview accepted (413 above)', '3145728')
+    .addOption(new Option('--patch-ca-bundle [bool]', 'keep the MutatingWebhookConfiguration\'s caBundle equal to the trust bundle through the Kubernetes API (at start and on every bundle change; needs get and patch on it). Default true').argParser(parseOnOff).default(true))
+    .option('--no-patch-ca-bundle', 'do not touch caBundle (then patch it by hand after every CA rotation)')
+    .option('--webhook-configuration <name>', 'the MutatingWebhookConfiguration whose caBundle is kept in step', DEFAULT_WEBHOOK_CONFIGURATION)
+    .option('--kube-api <url>', 'the Kubernetes API (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)')
+    .option('--kube-credentials-dir <dir>', 'directory with the service account token and ca.crt', IN_CLUSTER_CREDENTIALS_DIR)
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .addHelpText('after', '\nAlso required: --server https://HOST:PORT (the control plane) and a scoped admin credential (--admin-dir or\n'
       + '$TESSERA_ADMIN_DIR: a named admin allowed admin:entry.create, entry.show, entry.delete and token.create).\n'
@@ -56,6 +69,8 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
       + '  tessera entry create --spiffe-id spiffe://TD/k8s/tessera-webhook --selector dns:tessera-webhook.tessera.svc\n'
       + 'Only the API server may call /mutate: give it a client certificate (CN as --client-name, signed by --client-ca)\n'
       + 'in its AdmissionConfiguration (deploy/kubernetes/apiserver-admission.yaml).\n'
+      + 'caBundle: kept equal to the trust bundle through the Kubernetes API (in-cluster service account token; RBAC:\n'
+      + 'get and patch on mutatingwebhookconfigurations/<--webhook-configuration>); --no-patch-ca-bundle to turn it off.\n'
       + 'Pods: every app container must run as one uid (securityContext.runAsUser); entries get the selector unix:uid:N.\n'
       + 'See deploy/kubernetes/ and deploy/helm/tessera/.')
     .action(run(async (g, o: Json) => {
@@ -83,14 +98,27 @@ export function k8sCommands(program: Command, run: Run, parseListen: (v: string)
       const listen = parseListen(String(o.listen));
       const log = createLogger({ level: o.logLevel as 'info', pretty: !g.json });
       const joinToken = (o.joinToken as string | undefined) ?? process.env.TESSERA_JOIN_TOKEN;
+      const configuration = String(o.webhookConfiguration);
+      if (!DNS_SUBDOMAIN.test(configuration)) throw new TesseraError('TESSERA_CONFIG_INVALID', '--webhook-configuration must be an object name (lower-case DNS subdomain)');
+      const patchCaBundle = o.patchCaBundle !== false;
+      const serverUrl = g.server;
+      const kube = { credentialsDir: String(o.kubeCredentialsDir), ...(o.kubeApi !== undefined ? { apiUrl: String(o.kubeApi) } : {}) };
       const admin = adminClient(g);
       const { startWebhookNode } = await import('../k8s/node.js');
-      const node = await startWebhookNode({
-        serverUrl: g.server, dataDir: String(o.dataDir), listen, dnsName, inject, namespaces, clientAuth, admin, log, maxBodyBytes,
-        tokenTtlSeconds: Math.round(tokenTtlMs / 1000),
-        ...(joinToken ? { joinToken } : {}),
-        ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
-      }).catch((err: unknown) => {
+      const node = await (async () => {
+        // Checked before the agent joins (its token is one-time): the API URL and the service account files.
+        if (patchCaBundle) {
+          kubeApiUrl(kube.apiUrl);
+          checkKubeCredentials(kube.credentialsDir);
+        }
+        return startWebhookNode({
+          serverUrl, dataDir: String(o.dataDir), listen, dnsName, inject, namespaces, clientAuth, admin, log, maxBodyBytes,
+          tokenTtlSeconds: Math.round(tokenTtlMs / 1000),
+          ...(patchCaBundle ? { caBundle: { configuration, kube } } : {}),
+          ...(joinToken ? { joinToken } : {}),
+          ...(o.trustBundle ? { trustBundleFile: String(o.trustBundle) } : {}),
+        });
+      })().catch((err: unknown) => {
         admin.close();
         throw err;
       });

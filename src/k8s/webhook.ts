@@ -48,6 +48,8 @@ export interface WebhookOptions {
   clientAuth: WebhookClientAuth;
   log: Logger;
   maxBodyBytes?: number;
+  /** More fields for `GET /healthz` (e.g. the caBundle patcher's status); answered to anyone: no secrets. */
+  health?: () => Record<string, unknown>;
 }
 
 export interface WebhookServer {
@@ -165,7 +167,7 @@ export async function startWebhook(opts: WebhookOptions): Promise<WebhookServer>
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '').split('?')[0];
     if (path === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
-      return sendJson(res, 200, { ok: true, spiffe_id: serving.spiffeId });
+      return sendJson(res, 200, { ok: true, spiffe_id: serving.spiffeId, ...opts.health?.() });
     }
     if (path !== '/mutate' || req.method !== 'POST') {
       req.resume();
