@@ -108,6 +108,13 @@ class FakeAgent extends EventEmitter implements IdentitySource {
   entrySelectors(): string[] {
     return this.selectors;
   }
+
+  /** Federated trust domains' bundles (issue 14): the JWT keys each partner signs with. */
+  federated = new Map<string, { jwks: { keys: readonly object[] }; pem: string }>();
+
+  federatedBundles() {
+    return this.federated;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,6 +423,34 @@ describe('JWT-SVID profile', () => {
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const foreign = signJwtSvid({ kid: 'jwt-1', privateKey: other.privateKey, alg: 'ES256' }, { sub: ID, aud: ['payments'], ttlSeconds: 60 }).token;
     await expectStatus(unary(client, 'ValidateJWTSVID', { audience: 'payments', svid: foreign }), grpc.status.INVALID_ARGUMENT);
+  });
+
+  it('ValidateJWTSVID checks a federated domain\'s JWT-SVID against that domain\'s bundle only', async () => {
+    const PARTNER = 'partner.test';
+    const partnerCa = newCa('partner-ca');
+    const pk = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const partnerKey: JwtSigningKey = { kid: 'partner-jwt', privateKey: pk.privateKey, alg: 'ES256' };
+    const partnerJwks = bundleToJwks({ trustDomain: PARTNER, x509Authorities: [partnerCa.certDer], jwtAuthorities: [{ kid: partnerKey.kid, publicKey: pk.publicKey }], sequence: 1 });
+    const partnerToken = signJwtSvid(partnerKey, { sub: `spiffe://${PARTNER}/api`, aud: ['payments'], ttlSeconds: 60 }).token;
+    // Not federated (yet): refused.
+    await expectStatus(unary(client, 'ValidateJWTSVID', { audience: 'payments', svid: partnerToken }), grpc.status.INVALID_ARGUMENT);
+    agent.federated.set(PARTNER, { jwks: partnerJwks, pem: pemEncode(partnerCa.certDer, 'CERTIFICATE') });
+    try {
+      const v = await unary(client, 'ValidateJWTSVID', { audience: 'payments', svid: partnerToken });
+      expect(v.spiffe_id).toBe(`spiffe://${PARTNER}/api`);
+      // Never merged: a partner-signed token claiming OUR domain, and one signed by our key claiming
+      // the partner's, are both refused; so is the partner's token for another audience.
+      const spoofOurs = signJwtSvid(partnerKey, { sub: ID, aud: ['payments'], ttlSeconds: 60 }).token;
+      await expectStatus(unary(client, 'ValidateJWTSVID', { audience: 'payments', svid: spoofOurs }), grpc.status.INVALID_ARGUMENT);
+      const spoofTheirs = signJwtSvid(agent.jwtKey, { sub: `spiffe://${PARTNER}/api`, aud: ['payments'], ttlSeconds: 60 }).token;
+      await expectStatus(unary(client, 'ValidateJWTSVID', { audience: 'payments', svid: spoofTheirs }), grpc.status.INVALID_ARGUMENT);
+      await expectStatus(unary(client, 'ValidateJWTSVID', { audience: 'billing', svid: partnerToken }), grpc.status.INVALID_ARGUMENT);
+      // Our own tokens still validate.
+      const { token } = await agent.mintJwt(['payments']);
+      expect((await unary(client, 'ValidateJWTSVID', { audience: 'payments', svid: token })).spiffe_id).toBe(ID);
+    } finally {
+      agent.federated.clear();
+    }
   });
 });
 

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpsFetchTrusting } from '../../test/support/fetch.js';
 import { bundleToJwks, jwtKeysAsJwks, type BundleContent } from './bundle.js';
 import { TesseraError, type ErrorCode } from './errors.js';
-import { MAX_JWT_SVID_LENGTH, signJwtSvid, verifyJwtSvid, type JwtSigningKey, type JwtVerifyOptions } from './jwt-svid.js';
+import { MAX_JWT_SVID_LENGTH, claimedTrustDomain, signJwtSvid, verifyJwtSvid, type JwtSigningKey, type JwtVerifyOptions } from './jwt-svid.js';
 
 const TD = 'example.org';
 const SUB = 'spiffe://example.org/ns/prod/sa/web';
@@ -433,5 +433,30 @@ describe('OIDC discovery + jose createRemoteJWKSet over HTTPS', () => {
   it('does not trust the self-signed endpoint without the custom CA', async () => {
     const remote = createRemoteJWKSet(new URL(`${base}/keys`));
     await expect(jwtVerify(mint(), remote, { audience: AUD, currentDate: new Date(NOW) })).rejects.toThrow();
+  });
+});
+
+describe('claimedTrustDomain (picks the bundle to verify against; verifies nothing)', () => {
+  it('reads the trust domain of a well-formed token\'s sub, and nothing from anything else', () => {
+    expect(claimedTrustDomain(mint())).toBe(new URL(SUB).host);
+    expect(claimedTrustDomain(mint({ sub: 'spiffe://partner.test/api' }))).toBe('partner.test');
+    const [h, , sig] = mint().split('.');
+    const withSub = (sub: unknown): string => `${h}.${Buffer.from(JSON.stringify({ sub, aud: [AUD], exp: 1 })).toString('base64url')}.${sig}`;
+    expect(claimedTrustDomain(withSub('spiffe://other.test/x'))).toBe('other.test');
+    for (const bad of [undefined, 42, '', 'a.b.c', mint().split('.').slice(0, 2).join('.'), `x${mint()}`, withSub('https://partner.test/api'), withSub('spiffe://partner.test'), withSub(7), withSub('spiffe://UPPER.test/x')]) {
+      expect(claimedTrustDomain(bad)).toBeUndefined();
+    }
+  });
+
+  it('never throws, and answers undefined or a trust domain name, for any input (property)', () => {
+    const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v) ?? 'null').toString('base64url');
+    fc.assert(fc.property(
+      fc.oneof(fc.string(), fc.anything(), fc.tuple(fc.anything(), fc.anything()).map(([h, p]) => `${b64(h)}.${b64(p)}.c2ln`),
+        fc.string().map((sub) => `${b64({ alg: 'ES256', kid: 'k' })}.${b64({ sub })}.c2ln`)),
+      (input) => {
+        const td = claimedTrustDomain(input);
+        return td === undefined || /^[a-z0-9._-]+$/.test(td);
+      },
+    ), { numRuns: 2000 });
   });
 });

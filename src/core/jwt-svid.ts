@@ -282,6 +282,22 @@ function mapJoseError(err: unknown): TesseraError {
   }
 }
 
+/**
+ * The trust domain a JWT-SVID *claims* (its `sub`), read WITHOUT verifying anything: only to pick
+ * which trust domain's bundle to verify it against (ours or a federated one, never merged), after
+ * which {@link verifyJwtSvid} checks the signature with that bundle and that `sub` is in that same
+ * trust domain. Undefined for anything that is not a well-formed compact JWS with such a `sub`.
+ */
+export function claimedTrustDomain(token: unknown): string | undefined {
+  try {
+    precheck(token);
+    const payload: unknown = JSON.parse(Buffer.from((token as string).split('.')[1]!, 'base64url').toString('utf8'));
+    return isRecord(payload) && typeof payload.sub === 'string' ? spiffeIdTrustDomain(payload.sub) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Verifies a JWT-SVID against the JWT authorities of `opts.trustDomain`'s bundle. */
 export async function verifyJwtSvid(token: string, jwks: JwksLike, opts: JwtVerifyOptions): Promise<VerifiedJwtSvid> {
   if (typeof opts.audience !== 'string' || opts.audience.length === 0) {

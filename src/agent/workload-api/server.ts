@@ -14,7 +14,7 @@ import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { TesseraError, isTesseraError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
-import { verifyJwtSvid } from '../../core/jwt-svid.js';
+import { claimedTrustDomain, verifyJwtSvid } from '../../core/jwt-svid.js';
 import { parseSpiffeId } from '../../core/spiffe-id.js';
 import { assertPeerCredentialsAvailable, peerCredentialsOf, type PeerCredentials } from '../attest/peercred.js';
 import {
@@ -331,13 +331,24 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     // §6.2.3: all request fields are mandatory.
     if (typeof audience !== 'string' || audience.length === 0) return callback(grpcError(grpc.status.INVALID_ARGUMENT, 'audience must be specified'));
     if (typeof svid !== 'string' || svid.length === 0) return callback(grpcError(grpc.status.INVALID_ARGUMENT, 'svid must be specified'));
+    // A JWT-SVID of a federated trust domain is checked against that domain's JWT bundle only (bundles
+    // are never merged); the domain it claims only picks the bundle, and verifyJwtSvid then requires
+    // its `sub` in that very domain. A domain we do not federate with: our own bundle, which refuses it.
     let jwks: { keys: readonly object[] };
+    let trustDomain = source.trustDomain;
     try {
-      jwks = source.jwtBundle();
+      const claimed = claimedTrustDomain(svid);
+      const foreign = claimed !== undefined && claimed !== source.trustDomain ? source.federatedBundles?.().get(claimed) : undefined;
+      if (foreign !== undefined) {
+        jwks = foreign.jwks;
+        trustDomain = claimed!;
+      } else {
+        jwks = source.jwtBundle();
+      }
     } catch (err) {
       return callback(grpcErrorOf(err));
     }
-    verifyJwtSvid(svid, jwks, { audience, trustDomain: source.trustDomain }).then(
+    verifyJwtSvid(svid, jwks, { audience, trustDomain }).then(
       (v) => {
         let claims;
         try {
