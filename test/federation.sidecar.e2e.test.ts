@@ -16,7 +16,7 @@ import { pemDecodeAll } from '../src/core/x509.js';
 import { X509Certificate } from 'node:crypto';
 import type { CaListResponse } from '../src/core/wire/control-plane.js';
 import type { FederationResponse } from '../src/core/wire/federation.js';
-import { Fabric, inboundTo, outboundTo, plainGet, type Workload } from './support/fabric.js';
+import { Fabric, federate, inboundTo, outboundTo, plainGet, type Workload } from './support/fabric.js';
 import { waitFor } from './support/process.js';
 
 const A = 'alpha.test';
@@ -38,11 +38,6 @@ let otherB: Workload;
 let callerA: Workload;
 let wlB: Workload;
 let sockDir: string;
-
-async function federate(from: Fabric, to: Fabric, td: string): Promise<FederationResponse> {
-  const bundle = JSON.stringify(await to.admin.call('GET', '/v1/bundle'));
-  return from.admin.call<FederationResponse>('POST', '/v1/federation', { trust_domain: td, endpoint: `${to.url}/v1/bundle`, profile: 'https_spiffe', endpoint_id: `spiffe://${td}/tessera/server`, bundle });
-}
 
 const held = (w: Workload, td: string): number => {
   const f = w.agent.federatedBundles().get(td);

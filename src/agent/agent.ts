@@ -65,6 +65,8 @@ export class Agent extends EventEmitter {
   /** Federated bundles (issue 14): per trust domain, never merged with ours; `anchors` only when there are some. */
   private federated: ReadonlyMap<string, FederatedBundle> = new Map();
   private federationRevision = 0;
+  /** The feed the federated bundles came from (a node agent hands it to its other workloads' agents). */
+  private federatedFeedLast: FederatedBundlesFeed | undefined;
   private anchors: TrustAnchors | undefined;
 
   constructor(private readonly opts: AgentOptions) {
@@ -147,6 +149,20 @@ export class Agent extends EventEmitter {
    * A trust bundle another agent of this process received (a node agent follows the bundle once for
    * all its workloads): installed as if this agent had fetched it, never rolling back.
    */
+  /** The federated bundles' feed last installed, if any (for {@link adoptFederated} by another agent). */
+  federatedFeed(): FederatedBundlesFeed | undefined {
+    return this.federatedFeedLast;
+  }
+
+  /**
+   * Takes federated bundles another agent of the same node received (a newer revision only), as
+   * {@link adoptBundle} does for the trust bundle: one bundle stream per node.
+   */
+  adoptFederated(feed: FederatedBundlesFeed): void {
+    if (this.stopped || !this.state) return;
+    this.applyFederated(feed);
+  }
+
   adoptBundle(pem: string, sequence: number): void {
     if (this.stopped || !this.svid || !this.state || sequence <= this.state.bundleSequence) return;
     this.applyBundle(pem, sequence);
@@ -245,6 +261,7 @@ export class Agent extends EventEmitter {
     }
     this.federated = next;
     this.federationRevision = feed.revision;
+    this.federatedFeedLast = feed;
     this.rebuildAnchors();
     if (persist) writeFileAtomic(join(this.opts.dataDir, FEDERATED_FILE), `${JSON.stringify(feed)}\n`, 0o644);
     this.emit('federated', { revision: feed.revision, trustDomains: [...next.keys()] });

@@ -21,6 +21,7 @@ import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/agent
 import { ApiClient } from '../../src/common/api-client.js';
 import { silentLogger } from '../../src/core/log.js';
 import { ControlPlane, type ControlPlaneOptions } from '../../src/server/server.js';
+import type { FederationResponse } from '../../src/core/wire/federation.js';
 
 /** Sidecar options as a test gives them (the data directory and logger come from the fabric). */
 export type WorkloadOptions = Omit<SidecarOptions, 'dataDir' | 'log'>;
@@ -212,4 +213,10 @@ export class Fabric implements WorkloadHost {
     if (this.#running) await this.cp.stop().catch(() => {});
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** `from` trusts `to`'s trust domain `td` over https_spiffe, seeded with `to`'s bundle (as an admin does by hand). */
+export async function federate(from: Fabric, to: Fabric, td: string): Promise<FederationResponse> {
+  const bundle = JSON.stringify(await to.admin.call('GET', '/v1/bundle'));
+  return from.admin.call<FederationResponse>('POST', '/v1/federation', { trust_domain: td, endpoint: `${to.url}/v1/bundle`, profile: 'https_spiffe', endpoint_id: `spiffe://${td}/tessera/server`, bundle });
 }

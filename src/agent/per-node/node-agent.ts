@@ -116,6 +116,8 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
       site: first.entry?.attributes?.site ?? 'default',
       self: first.spiffeId!,
       trustedCas: () => lead().trustedCas(),
+      // Federated domains (issue 14): the first workload's agent holds the node's federated bundles.
+      federated: (td) => first.isFederated(td),
       fetch: (after, timeout) => lead().call<PolicyBundleResponse>(
         'GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}&witness=${witness.size}`, undefined, { timeoutMs: (timeout + 10) * 1000 }),
       onCheckpoint: (checkpoint, logKey) => witness.observe(checkpoint, logKey),
@@ -219,6 +221,13 @@ async function startAgents(opts: NodeAgentOptions, closers: (() => Promise<void>
     const pem = first.current()?.bundlePem;
     if (pem !== undefined) for (const a of agents.slice(1)) a.adoptBundle(pem, e.sequence);
   });
+  // The federated bundles come on the same stream: every workload's proxies and Workload API get them.
+  const shareFederated = (): void => {
+    const feed = first.federatedFeed();
+    if (feed !== undefined) for (const a of agents.slice(1)) a.adoptFederated(feed);
+  };
+  first.on('federated', shareFederated);
+  shareFederated();
   return agents;
 }
 
