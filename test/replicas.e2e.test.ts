@@ -177,10 +177,10 @@ describe('two replicas on one PostgreSQL', () => {
   it('the leader SIGKILLed: the other takes the lease within its TTL and runs the duties; the old one comes back as a follower', async () => {
     const killedAt = Date.now();
     await replicas[0]!.kill('SIGKILL');
-    await waitFor('B to lead', async () => (await health(replicas[1]!)).leader, 10_000, 100);
+    await waitFor('B to lead', async () => (await health(replicas[1]!)).leader, 15_000, 100);
     const tookMs = Date.now() - killedAt;
-    console.log(`[replicas] leader SIGKILLed: B took the lease after ${tookMs} ms (lease TTL 5 s)`);
-    expect(tookMs).toBeLessThan(10_000);
+    console.log(`[replicas] leader SIGKILLed: B took the lease after ${tookMs} ms (lease TTL 8 s)`);
+    expect(tookMs).toBeLessThan(13_000);
     // B signs checkpoints now: an admin action on B, then a checkpoint covering it.
     await admin(1).call('POST', '/v1/entries', { spiffe_id: `spiffe://${TD}/after-failover` });
     const size = Number((await queryDb<{ top: string }>(url, 'SELECT MAX(id) AS top FROM audit'))[0]!.top);

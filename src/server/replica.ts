@@ -29,15 +29,18 @@ import { CHANGE_CHANNEL } from './store/postgres.js';
 export const LEADER_LEASE = 'control-plane-leader';
 
 export interface LeaseSettings {
-  /** How long a lease lasts on the store's clock from each renewal (default 5 s). */
+  /** How long a lease lasts on the store's clock from each renewal (default 8 s). */
   ttlMs: number;
   /** How often the holder renews and others try (default 1 s). */
   renewEveryMs: number;
-  /** How much earlier than `ttlMs` the holder stops counting on it (default 1 s). */
+  /** How much earlier than `ttlMs` the holder stops counting on it (default 2 s). */
   marginMs: number;
 }
 
-export const DEFAULT_LEASE_SETTINGS: LeaseSettings = { ttlMs: 5000, renewEveryMs: 1000, marginMs: 1000 };
+// A holder counts on its lease for 6 s after sending a renewal it makes every second: five missed
+// renewals (a store that does not answer, an event loop stalled on a saturated machine) before it
+// steps down, and a dead leader replaced within about 8-9 s.
+export const DEFAULT_LEASE_SETTINGS: LeaseSettings = { ttlMs: 8000, renewEveryMs: 1000, marginMs: 2000 };
 
 /**
  * Emits `acquired` (epoch) when this replica becomes the leader and `lost` (reason) when it stops
