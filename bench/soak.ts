@@ -219,10 +219,10 @@ export async function runSoak(args: SoakArgs, log: (line: string) => void): Prom
   const children = new Children(plan.replicas * 4 + 2);
   const workers: ChildProcess[] = [];
   const cleanups: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];
-  let cleaned = false;
-  const cleanup = async (): Promise<void> => {
-    if (cleaned) return;
-    cleaned = true;
+  // One cleanup, whoever asks first (a signal, or the run ending, maybe failing because of it): the
+  // others wait for the same one, so that nothing exits before everything is stopped and removed.
+  let cleaning: Promise<void> | undefined;
+  const cleanup = (): Promise<void> => (cleaning ??= (async () => {
     for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
     for (const c of cleanups.reverse()) {
       try {
@@ -231,7 +231,7 @@ export async function runSoak(args: SoakArgs, log: (line: string) => void): Prom
         log(`cleanup: ${(err as Error).message}`);
       }
     }
-  };
+  })());
   const onSignal = (): void => {
     log('interrupted: cleaning up');
     void cleanup().finally(() => process.exit(130));
@@ -251,7 +251,10 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
   const problems: string[] = [];
   // --- the site's namespace, PostgreSQL, the replicas -------------------------------------------
   const site: Site = createSite();
-  cleanups.push(() => site.close());
+  // Last resort when this process exits without its cleanup (a crash): the namespace goes anyway.
+  const dropSite = (): void => site.close();
+  process.on('exit', dropSite);
+  cleanups.push(() => { site.close(); process.off('exit', dropSite); });
   log(`site: namespace ${site.ns}, ${site.nsAddr} → replicas on ${site.hostAddr}`);
   const pg: TestPostgres = await startPostgres();
   cleanups.push(() => pg.stop());
