@@ -26,11 +26,11 @@ export interface Site {
 }
 
 function ip(args: string[]): void {
-  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 });
 }
 
 function inNs(ns: string, args: string[]): void {
-  execFileSync('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 });
 }
 
 /** Makes the namespace and the link; throws (after undoing what it made) when this machine cannot. */

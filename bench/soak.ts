@@ -206,6 +206,8 @@ class Replica {
   child: Child | undefined;
   starts = 0;
   up = false;
+  /** Set while this driver kills it: any other exit is a crash. */
+  killing = false;
   admin!: ApiClient;
   constructor(readonly n: number, readonly dir: string, readonly host: string, readonly port: number) {}
   get url(): string { return `https://${this.host}:${this.port}`; }
@@ -267,8 +269,16 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
     r.starts += 1;
     r.child = children.spawn(`replica ${r.n + 1}`, CLI, ['--json', 'server', '--data-dir', r.dataDir, '--store', storeUrl, '--listen', `${r.host}:${r.port}`, '--trust-domain', TD],
       join(dir, `replica-${r.n + 1}.${r.starts}.log`), cleanEnv({ TESSERA_KEK: kek }));
+    const proc = r.child.proc;
+    proc.once('exit', (code, signal) => {
+      if (r.killing) return;
+      r.up = false;
+      problems.push(`replica ${r.n + 1} exited on its own (${code ?? signal}); see replica-${r.n + 1}.${r.starts}.log`);
+      log(`replica ${r.n + 1} exited on its own (${code ?? signal})`);
+    });
     await children.waitForLine(r.child, 'control plane listening', 60_000);
     r.up = true;
+    r.killing = false;
   };
   // Replica 1 first: it creates the trust domain and the CA; the others join the database after it.
   await startReplica(replicas[0]!);
@@ -500,13 +510,17 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
     for (const f of plan.faults) {
       await sleep(Math.max(0, t0 + f.at - Date.now()));
       const start = Date.now();
+      log(`${s(start)} s: fault: ${f.kind}`);
       if (f.kind === 'kill') {
         const r = replicas[f.replica]!;
         r.up = false;
+        r.killing = true;
         const proc = r.child!.proc;
-        const gone = new Promise<void>((res) => proc.once('exit', () => res()));
-        proc.kill('SIGKILL');
-        await gone;
+        if (proc.exitCode === null && proc.signalCode === null) {
+          const gone = new Promise<void>((res) => proc.once('exit', () => res()));
+          proc.kill('SIGKILL');
+          await gone;
+        }
         log(`${s(Date.now())} s: replica ${r.n + 1} SIGKILLed`);
         await sleep(plan.killDownMs);
         await startReplica(r);
@@ -658,7 +672,7 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
   for (const f of failures) {
     byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
     byCode[`${f.kind} ${f.code}`] = (byCode[`${f.kind} ${f.code}`] ?? 0) + 1;
-    const w = f.at < t0 ? 'setup' : f.at > end ? 'after the run' : inWindow(f.at)?.name ?? 'no fault';
+    const w = inWindow(f.at)?.name ?? (f.at < t0 ? 'setup' : f.at > end ? 'after the run' : 'no fault');
     const row = (byWindow[w] ??= {});
     row[f.kind] = (row[f.kind] ?? 0) + 1;
   }
@@ -725,7 +739,7 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
 
 function logTail(file: string): string {
   try {
-    return readFileSync(file, 'utf8').split('\n').slice(-12).join('\n');
+    return readFileSync(file, 'utf8').split('\n').slice(-30).join('\n');
   } catch {
     return '(none)';
   }
