@@ -264,7 +264,10 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
   const kek = randomBytes(32).toString('hex');
   const replicas: Replica[] = [];
   for (let n = 0; n < plan.replicas; n++) replicas.push(new Replica(n, dir, site.hostAddr, await freePort()));
-  cleanups.push(() => children.stopAll(5000));
+  cleanups.push(() => {
+    for (const r of replicas) r.killing = true;
+    return children.stopAll(5000);
+  });
   const startReplica = async (r: Replica): Promise<void> => {
     r.starts += 1;
     r.child = children.spawn(`replica ${r.n + 1}`, CLI, ['--json', 'server', '--data-dir', r.dataDir, '--store', storeUrl, '--listen', `${r.host}:${r.port}`, '--trust-domain', TD],
