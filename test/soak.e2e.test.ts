@@ -81,7 +81,8 @@ describe.skipIf(!isRoot)('soak, short: faults under load lose no record', () => 
     // valid SVID in hand), then got the newest bundle once the link was back.
     expect(r.site_cut.cut_s).toBeGreaterThanOrEqual(5);
     expect(r.site_cut.agents_deciding).toBe(r.site_cut.agents);
-    expect(r.site_cut.decisions_during_cut).toBeGreaterThanOrEqual(r.site_cut.agents * Math.floor(r.site_cut.cut_s - 2));
+    // One a second each (--short); at least half of them counted (reports wholly inside the cut only).
+    expect(r.site_cut.decisions_during_cut).toBeGreaterThanOrEqual(r.site_cut.agents * Math.floor(r.site_cut.cut_s / 2));
     expect(r.site_cut.allowed_during_cut).toBe(r.site_cut.decisions_during_cut);
     expect(r.site_cut.with_valid_svid).toBe(r.site_cut.decisions_during_cut);
     expect(r.site_cut.rejoined).toBe(r.site_cut.agents);
