@@ -9,7 +9,7 @@
  * Roles: `tessera` (superuser, trust from 127.0.0.1 and the socket) and `tessera_pw` (password
  * `PW_PASSWORD`, scram-sha-256 from 127.0.0.1: for wrong-password tests).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,11 @@ export interface TestPostgres {
   port: number;
   /** Creates an empty database (a unique name unless given) and returns its URL. */
   createDatabase(name?: string): Promise<string>;
+  /**
+   * Stops the server (`pg_ctl stop -m fast`: clients are disconnected) and starts it again on the
+   * same data directory and port; resolves once it accepts connections again. For fault tests.
+   */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -72,33 +77,41 @@ export async function startPostgres(): Promise<TestPostgres> {
   ].join('\n'));
   if (user) chownSync(join(data, 'pg_hba.conf'), user.uid, user.gid);
   const port = await freePort();
-  const child: ChildProcess = spawn(join(bin, 'postgres'), [
-    '-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', dir,
-    '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100',
-    '-c', 'shared_buffers=32MB', '-c', 'log_min_messages=warning', '-c', 'logging_collector=off',
-  ], { ...asUser, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = `postgres://${SUPERUSER}@127.0.0.1:${port}/postgres`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`postgres exited at start: ${log}`);
-    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
-    try {
-      await c.connect();
-      await c.query(`CREATE ROLE ${PW_ROLE} LOGIN PASSWORD '${PW_PASSWORD}'`);
-      await c.end();
-      break;
-    } catch (err) {
-      await c.end().catch(() => undefined);
-      if (Date.now() > deadline) {
-        child.kill('SIGKILL');
-        throw new Error(`postgres did not accept connections: ${(err as Error).message}\n${log}`);
+  let child!: ChildProcess;
+  let exited!: Promise<void>;
+  let log = '';
+  /** Starts the postmaster and waits until it answers `sql` (its first start creates the password role). */
+  const launch = async (sql: string): Promise<void> => {
+    child = spawn(join(bin, 'postgres'), [
+      '-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', dir,
+      '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100',
+      '-c', 'shared_buffers=32MB', '-c', 'log_min_messages=warning', '-c', 'logging_collector=off',
+    ], { ...asUser, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    log = '';
+    const started = child;
+    started.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
+    exited = new Promise<void>((resolve) => started.once('exit', () => resolve()));
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (started.exitCode !== null) throw new Error(`postgres exited at start: ${log}`);
+      const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+      try {
+        await c.connect();
+        await c.query(sql);
+        await c.end();
+        return;
+      } catch (err) {
+        await c.end().catch(() => undefined);
+        if (Date.now() > deadline) {
+          started.kill('SIGKILL');
+          throw new Error(`postgres did not accept connections: ${(err as Error).message}\n${log}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
       }
-      await new Promise((r) => setTimeout(r, 50));
     }
-  }
+  };
+  await launch(`CREATE ROLE ${PW_ROLE} LOGIN PASSWORD '${PW_PASSWORD}'`);
   let stopped = false;
   return {
     url,
@@ -115,6 +128,14 @@ export async function startPostgres(): Promise<TestPostgres> {
         await c.end();
       }
       return `postgres://${SUPERUSER}@127.0.0.1:${port}/${db}`;
+    },
+    async restart(): Promise<void> {
+      if (stopped) throw new Error('postgres was stopped');
+      await new Promise<void>((resolve, reject) => {
+        execFile(join(bin, 'pg_ctl'), ['-D', data, '-m', 'fast', '-w', '-t', '30', 'stop'], { ...asUser, cwd: dir }, (err, _out, stderr) => (err ? reject(new Error(`pg_ctl stop: ${err.message} ${stderr}`)) : resolve()));
+      });
+      await exited;
+      await launch('SELECT 1');
     },
     async stop(): Promise<void> {
       if (stopped) return;

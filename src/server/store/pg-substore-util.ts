@@ -9,6 +9,12 @@ import type { Pool, PoolClient } from 'pg';
  */
 export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  // A checked-out client has no 'error' listener of the pool's: a connection the server ends between
+  // two statements (PostgreSQL restarted) would emit 'error' unheard and end the process. Heard here,
+  // the statement under way fails instead, and the broken connection is not put back in the pool.
+  let broken: Error | undefined;
+  const onError = (err: Error): void => { broken = err; };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const out = await fn(client);
@@ -18,7 +24,8 @@ export async function inTransaction<T>(pool: Pool, fn: (c: PoolClient) => Promis
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.off('error', onError);
+    client.release(broken);
   }
 }
 

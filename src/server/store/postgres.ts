@@ -311,8 +311,11 @@ export class PostgresStore implements Store {
   /** Stores the empty frontier of a new database; refuses a table and frontier that disagree. */
   private async checkAuditTree(): Promise<void> {
     await this.changes('INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [FRONTIER_KEY, JSON.stringify(new MerkleFrontier().toJSON())]);
-    const size = parseFrontier(await this.getMeta(FRONTIER_KEY)).size;
-    const { rows } = await this.pool.query<{ top: number | null }>('SELECT MAX(id) AS top FROM audit');
+    // One statement, one snapshot: another replica appending meanwhile moves both together (two reads
+    // could see its frontier before or its rows after, and refuse a sound log).
+    const { rows } = await this.pool.query<{ frontier: string | null; top: number | null }>(
+      'SELECT (SELECT value FROM meta WHERE key = $1) AS frontier, (SELECT MAX(id) FROM audit) AS top', [FRONTIER_KEY]);
+    const size = parseFrontier(rows[0]!.frontier ?? undefined).size;
     const top = rows[0]!.top ?? 0;
     if (top !== size) throw treeStateInvalid(`the audit tree holds ${size} leaves but the table's last id is ${top}`);
   }
