@@ -100,6 +100,9 @@ describe('login approval pages in Chromium', () => {
       const code = hits[0]!.searchParams.get('code')!;
       const r = await anon('/v1/login/token', { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: redirect, csr: key.pem });
       expect(r.status, r.text).toBe(200);
+      // The loopback saw the request before the browser finished navigating there: wait for that
+      // navigation to end, or the next goto is interrupted by it.
+      await page.waitForURL((u) => u.href.startsWith(redirect), { timeout: 20_000 });
       // Denied.
       await page.goto(`${t.cp.url}/auth/cli?${q.toString()}`);
       await page.getByRole('button', { name: 'Deny' }).click();
