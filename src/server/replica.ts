@@ -234,11 +234,6 @@ export class ChangeFeed {
     }
   }
 
-  /** The LISTEN connection's backend pid (tests end it to show the log catches up). */
-  listenerPid(): number | undefined {
-    return (this.#client as unknown as { processID?: number } | undefined)?.processID;
-  }
-
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
