@@ -93,7 +93,7 @@ export interface ControlPlaneOptions {
    * other workers of `tessera server --workers`, sharing the leader's data directory) never leads.
    */
   role?: 'leader' | 'follower';
-  /** The leader lease's timing (default DEFAULT_LEASE_SETTINGS: 5 s lease, renewed every second). */
+  /** The leader lease's timing (default DEFAULT_LEASE_SETTINGS: 8 s lease, held 6 s after each renewal, renewed every second). */
   lease?: Partial<LeaseSettings>;
   /** How often the change log is polled without a notification (ms, default 250). */
   changePollMs?: number;
