@@ -92,6 +92,45 @@ describe('CertificateAuthority schedule (fake clock, real SQLite)', () => {
     await expect(ca.rotate(60_000)).rejects.toMatchObject({ code: 'TESSERA_CA_ROTATION_IN_PROGRESS' });
   });
 
+  it('at half life, a rotation another replica prepared first stands; any other store failure surfaces from tick', async () => {
+    const a = make();
+    await a.init();
+    const b = make(); // a second replica on the same store
+    await b.init();
+    now += 12 * HOUR + 1;
+    await a.rotate(HOUR); // prepared by hand on A while B has not seen it yet
+    // B ticks before it has seen A's bundle change: its own prepare loses to the store's unique index.
+    const getMeta = store.getMeta.bind(store);
+    const seen = String(b.bundleSequence());
+    store.getMeta = (key: string) => (key === 'bundle_sequence' ? Promise.resolve(seen) : getMeta(key));
+    try {
+      await expect(b.tick()).resolves.toBeUndefined();
+    } finally {
+      store.getMeta = getMeta;
+    }
+    expect(b.list().filter((c) => c.state === 'prepared')).toHaveLength(0);
+    await b.tick();
+    expect(b.list().filter((c) => c.state === 'prepared')).toHaveLength(1);
+    expect((await store.listCas()).filter((c) => c.state === 'prepared')).toHaveLength(1);
+
+  });
+
+  it('a store failure while preparing the next CA surfaces from tick, and the next tick prepares it', async () => {
+    const ca = make();
+    await ca.init();
+    now += 12 * HOUR + 1;
+    const insert = store.insertCa.bind(store);
+    store.insertCa = () => Promise.reject(new Error('store unavailable'));
+    try {
+      await expect(ca.tick()).rejects.toThrow('store unavailable');
+    } finally {
+      store.insertCa = insert;
+    }
+    expect(ca.list().map((c) => c.state)).toEqual(['active']);
+    await ca.tick();
+    expect(ca.list().map((c) => c.state)).toEqual(['active', 'prepared']);
+  });
+
   it('reloads its CAs and bundle sequence from the store after a restart', async () => {
     const kek = KeyEncryptionKey.load(dir, {});
     const a = make(kek);

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import type { BundleContent } from '../../core/bundle.js';
-import { TesseraError } from '../../core/errors.js';
+import { TesseraError, isTesseraError } from '../../core/errors.js';
 import { signJwtSvid, type JwtSigningKey } from '../../core/jwt-svid.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode, type LeafSpec } from '../../core/x509.js';
 import type { CaRecord, LeaseFence, Store } from '../store/store.js';
@@ -103,6 +103,7 @@ export class CertificateAuthority extends EventEmitter {
     const now = this.now();
     let changed = false;
     let activated = false;
+    let prepareFailed: unknown;
     const prepared = this.cas.find((c) => c.rec.state === 'prepared');
     if (prepared && prepared.rec.activateAt !== null && prepared.rec.activateAt <= now) {
       // One transaction in the store: the old CA retired, the prepared one active, the sequence bumped
@@ -132,15 +133,19 @@ export class CertificateAuthority extends EventEmitter {
     const life = active.rec.notAfter - active.rec.notBefore;
     if (!this.cas.some((c) => c.rec.state === 'prepared') && now >= active.rec.notBefore + life / 2) {
       const activateAt = Math.max(now, active.rec.notBefore + (life * 5) / 6);
-      // A hand rotation on another replica may have prepared one just now: then it stands.
-      const rec = await this.createCa('prepared', activateAt).catch(() => undefined);
-      if (rec) {
-        this.cas.push(this.load(rec));
+      // A hand rotation on another replica may have prepared one just now: then it stands. Anything
+      // else (the store down) surfaces to the caller, which logs it and ticks again later, after the
+      // sequence has been bumped for what this tick did change.
+      try {
+        this.cas.push(this.load(await this.createCa('prepared', activateAt)));
         changed = true;
+      } catch (err) {
+        if (!(isTesseraError(err) && err.code === 'TESSERA_CA_ROTATION_IN_PROGRESS')) prepareFailed = err;
       }
     }
     if (changed) await this.bumpSequence();
     if (activated) this.emit('activated', active.rec.id);
+    if (prepareFailed !== undefined) throw prepareFailed;
   }
 
   /** Prepares the next CA by hand; it is published now and signs from `now + graceMs`. */
