@@ -72,6 +72,32 @@ function decodeBase64url(s: string, what: string, kind: EnvelopeKind): Buffer {
 }
 
 /**
+ * The public keys of signer certificates already checked, by fingerprint (the SHA-256 of the DER, so
+ * an entry can only ever stand for that exact certificate): every agent verifies each bundle, and
+ * parsing the CA certificate again each time cost more than the signature check. Bounded: cleared
+ * when full (a trust bundle holds a handful of CAs).
+ */
+const signerKeys = new Map<string, KeyObject>();
+const MAX_SIGNER_KEYS = 64;
+
+function signerKey(fingerprint: string, der: Buffer, kind: EnvelopeKind): KeyObject {
+  const known = signerKeys.get(fingerprint);
+  if (known !== undefined) return known;
+  let publicKey: KeyObject;
+  try {
+    const cert = new X509Certificate(der);
+    if (!cert.ca) throw new Error('not a CA');
+    publicKey = cert.publicKey;
+  } catch {
+    throw kind.fail('the signer certificate in the trust bundle cannot be used');
+  }
+  if (!isP256(publicKey)) throw kind.fail('the signer certificate does not hold a P-256 key');
+  if (signerKeys.size >= MAX_SIGNER_KEYS) signerKeys.clear();
+  signerKeys.set(fingerprint, publicKey);
+  return publicKey;
+}
+
+/**
  * Authenticates an envelope as received (unknown shape) and returns its payload, parsed: the
  * signer must be a CA of `trustedCas` (DER) holding a P-256 key, the signature must verify, and
  * the payload must be strict UTF-8 canonical JSON. The caller then checks the content's shape.
@@ -91,15 +117,7 @@ export function openEnvelope(signed: unknown, trustedCas: readonly Buffer[], kin
   // Authenticate before looking inside the payload.
   const signerDer = trustedCas.find((der) => Buffer.isBuffer(der) && certificateFingerprint(der) === env.signer);
   if (signerDer === undefined) throw kind.fail(`the ${kind.what} is signed by a CA that is not in the trust bundle`);
-  let publicKey: KeyObject;
-  try {
-    const cert = new X509Certificate(signerDer);
-    if (!cert.ca) throw new Error('not a CA');
-    publicKey = cert.publicKey;
-  } catch {
-    throw kind.fail('the signer certificate in the trust bundle cannot be used');
-  }
-  if (!isP256(publicKey)) throw kind.fail('the signer certificate does not hold a P-256 key');
+  const publicKey = signerKey(env.signer, signerDer, kind);
   const signature = decodeBase64url(env.signature, 'signature', kind);
   if (!verify('sha256', Buffer.from(kind.domain + env.payload, 'latin1'), { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)) {
     throw kind.fail(`the ${kind.what} signature does not verify`);

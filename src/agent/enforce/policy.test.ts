@@ -218,6 +218,7 @@ describe('PolicyEnforcer', () => {
     expect(e.authorize({ principal: FRONTEND, action: 'tcp:connect', resource: ORDERS }).allow).toBe(false);
 
     const cache = join(dir, 'policy-bundle.json');
+    await e.cached();
     expect(existsSync(cache)).toBe(true);
     expect(statSync(cache).mode & 0o777).toBe(0o600);
     // The next long-poll asks for anything newer than what it holds.
@@ -386,6 +387,7 @@ describe('PolicyEnforcer', () => {
     expect(e.authorize(GET).allow).toBe(true);
     expect(e.authorize(POST).allow).toBe(false);
     // The cache on disk still holds the good bundle.
+    await e.cached();
     expect(JSON.parse(readFileSync(join(dir, 'policy-bundle.json'), 'utf8'))).toEqual(v1);
     // And the refusal is recorded for the audit table.
     await e.decisions.flush();
@@ -542,6 +544,7 @@ describe('PolicyEnforcer', () => {
     await waitUntil(() => cp.calls.length >= 3);
     expect(events).toBe(0);
     expect(first.version).toBe(2);
+    await first.cached();
     expect(JSON.parse(readFileSync(join(dir, 'policy-bundle.json'), 'utf8'))).toEqual(resigned);
     await first.stop();
 
@@ -626,7 +629,7 @@ describe('PolicyEnforcer', () => {
     expect(next.decisions.spilledBytes).toBe(0);
   });
 
-  it('takes the audit log key of the same bundle re-issued with it (a control plane upgraded to carry it)', () => {
+  it('takes the audit log key of the same bundle re-issued with it (a control plane upgraded to carry it)', async () => {
     const e = enforcer(new FakeControlPlane());
     const plain = ca.sign(3, READ_ONLY);
     e.load(plain, 'server');
@@ -637,6 +640,7 @@ describe('PolicyEnforcer', () => {
     }), { privateKey: ca.privateKey, certDer: ca.certDer });
     e.load(withKey, 'server');
     expect(e.auditLogKey).toBe(logKey);
+    await e.cached();
     expect(JSON.parse(readFileSync(join(dir, 'policy-bundle.json'), 'utf8'))).toEqual(withKey);
   });
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../../core/files.js';
+import { writeFileAtomicAsync } from '../../core/files.js';
 import type { Logger } from '../../core/log.js';
 import { verifyPolicyBundle, type PolicyBundle, type SignedPolicyBundle } from '../../core/policy/bundle.js';
 import { PolicyEngine, type Decision } from '../../core/policy/engine.js';
@@ -101,6 +101,8 @@ export class PolicyEnforcer extends EventEmitter {
   private identities: Identities | undefined;
   /** `context.time` of decisions: minute buckets split at every grant start and expiry of the bundle. */
   private clock = new GrantClock([]);
+  private cachePending: SignedPolicyBundle | undefined;
+  private cacheWriting: Promise<void> | undefined;
   /** Sites of the bundle's entities, built at the first siteOf() after a bundle is installed. */
   private sites: Map<string, string> | undefined;
   private stopped = false;
@@ -139,9 +141,35 @@ export class PolicyEnforcer extends EventEmitter {
     void this.watch();
   }
 
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
     this.stopped = true;
-    return this.decisions.stop();
+    await Promise.all([this.decisions.stop(), this.cached()]);
+  }
+
+  /** Resolves once the bundle in force is in the on-disk cache (written off the install's path). */
+  cached(): Promise<void> {
+    return this.cacheWriting ?? Promise.resolve();
+  }
+
+  /**
+   * Queues `signed` for the on-disk cache (the copy a restart starts from). Installing a bundle does
+   * not wait for the disk: the write and its fsync run on the thread pool, one at a time, and only
+   * the newest bundle waiting is written. A failed write is logged; the bundle stays in force.
+   */
+  private saveCache(signed: SignedPolicyBundle): void {
+    this.cachePending = signed;
+    this.cacheWriting ??= (async () => {
+      while (this.cachePending !== undefined) {
+        const next = this.cachePending;
+        this.cachePending = undefined;
+        try {
+          await writeFileAtomicAsync(join(this.opts.dir, CACHE_FILE), JSON.stringify(next), 0o600);
+        } catch (err) {
+          this.opts.log.warn('policy bundle cache not written', { error: (err as Error).message });
+        }
+      }
+      this.cacheWriting = undefined;
+    })();
   }
 
   /**
@@ -312,8 +340,8 @@ export class PolicyEnforcer extends EventEmitter {
       // The same bundle re-signed by a newly active CA: cache that copy, which stays verifiable
       // at the next start after the old CA has left the trust bundle.
       if (source === 'server' && signed.signer !== this.signed?.signer) {
-        writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
         this.signed = signed;
+        this.saveCache(signed);
       }
       return;
     }
@@ -333,7 +361,7 @@ export class PolicyEnforcer extends EventEmitter {
     this.bundle = bundle;
     this.sites = undefined;
     this.signed = signed;
-    if (source === 'server') writeFileAtomic(join(this.opts.dir, CACHE_FILE), JSON.stringify(signed), 0o600);
+    if (source === 'server') this.saveCache(signed);
     this.emit('policy', { version: bundle.version, hash: bundle.hash, reason: bundle.reason, source, revoked: bundle.revoked.length, quarantined: quarantined.size });
   }
 

@@ -192,6 +192,31 @@ describe('PolicyEngine.compile: validation on every write', () => {
   });
 });
 
+describe('PolicyEngine.compile: remembered per process', () => {
+  it('gives the same result for the same files, judges a remembered file again under another schema, and keeps refusing a bad one', () => {
+    const first = PolicyEngine.compile({ policies: SHOP_POLICIES });
+    const again = PolicyEngine.compile({ policies: { ...SHOP_POLICIES } });
+    expect(again).toEqual(first);
+    // The same file and text, moved to another file name: its ids follow the name.
+    const [name, text] = Object.entries(SHOP_POLICIES).find(([, t]) => !t.includes('@id'))!;
+    expect(Object.keys(PolicyEngine.compile({ policies: { 'moved.cedar': text } }).policies)[0]).toMatch(/^moved\.cedar#/);
+    expect(Object.keys(PolicyEngine.compile({ policies: { [name]: text } }).policies)[0]).toMatch(new RegExp(`^${name.replace('.', '\\.')}#`));
+    // Valid under the Tessera schema, invalid under one without context.path: validated again.
+    const uses = '@id("p") permit(principal, action == Tessera::Action::"http:request", resource) when { context.path == "/x" };';
+    PolicyEngine.compile({ policies: { 'p.cedar': uses } });
+    const narrow = JSON.parse(JSON.stringify(TESSERA_SCHEMA)) as { Tessera: { actions: Record<string, { appliesTo: { context: { attributes: Record<string, unknown> } } }> } };
+    delete narrow.Tessera.actions['http:request']!.appliesTo.context.attributes.path;
+    expectTesseraError(() => PolicyEngine.compile({ policies: { 'p.cedar': uses }, schema: narrow }), 'TESSERA_POLICY_INVALID');
+    PolicyEngine.compile({ policies: { 'p.cedar': uses } });
+    // A refused file is refused every time, and a refused schema too.
+    const bad = { 'a.cedar': 'permit(principal, action, resource) when { context.nope == 1 };' };
+    for (let i = 0; i < 2; i++) expectTesseraError(() => PolicyEngine.compile({ policies: bad }), 'TESSERA_POLICY_INVALID');
+    for (let i = 0; i < 2; i++) expectTesseraError(() => PolicyEngine.compile({ policies: {}, schema: { Tessera: { entityTypes: {}, actions: {}, bogus: 1 } } }), 'TESSERA_POLICY_INVALID');
+    // Remembered results are shared: nobody can change them under another engine.
+    expect(Object.isFrozen(first.schema)).toBe(true);
+  });
+});
+
 describe('PolicyEngine: decision cache', () => {
   it('answers an identical request from the cache until cleared', () => {
     const e = new PolicyEngine(PolicyEngine.compile({ policies: SHOP_POLICIES }), SHOP_ENTITIES, { cacheAdmission: 1 });

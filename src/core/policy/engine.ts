@@ -799,16 +799,7 @@ function compilePolicies(input: CompileInput): CompiledPolicySet {
   }
   const texts = files as Record<string, string>;
 
-  let schema: Record<string, unknown>;
-  try {
-    const s = input.schema ?? TESSERA_SCHEMA;
-    if (obj(s) === undefined) throw new Error('not an object');
-    schema = JSON.parse(canonicalJson(s)) as Record<string, unknown>;
-  } catch {
-    throw compileFail(['schema: must be a Cedar JSON schema (a plain JSON object)']);
-  }
-  const sc = cedar.checkParseSchema(schema as cedar.SchemaJson<string>);
-  if (sc.type !== 'success') throw compileFail(sc.errors.map((e) => `schema: ${describe(e)}`));
+  const { schema, key: schemaKey } = checkedSchema(input.schema ?? TESSERA_SCHEMA);
 
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -816,14 +807,12 @@ function compilePolicies(input: CompileInput): CompiledPolicySet {
   const origins: Record<string, PolicyOrigin> = {};
   for (const file of names) {
     const text = texts[file]!;
-    const parsed = splitPolicies(file, text);
-    if (typeof parsed === 'string') {
-      problems.push(parsed);
+    const c = compileFile(file, text, schema, schemaKey);
+    if (typeof c.parsed === 'string') {
+      problems.push(c.parsed);
       continue;
     }
-    if (parsed.length === 0) continue;
-    const ids = parsed.map((p, index) => annotatedId(p) ?? `${file}#${index}`);
-    ids.forEach((id, index) => {
+    c.ids.forEach((id, index) => {
       if (!POLICY_ID.test(id)) {
         problems.push(`${file}: policy #${index} has an @id that is empty, longer than 256 characters or holds control characters`);
         return;
@@ -832,21 +821,11 @@ function compilePolicies(input: CompileInput): CompiledPolicySet {
         problems.push(`${file}: policy #${index} has id ${JSON.stringify(id)}, already used by ${origins[id]!.file}#${origins[id]!.index}`);
         return;
       }
-      policies[id] = parsed[index]!;
+      policies[id] = c.parsed[index]!;
       origins[id] = { file, index };
     });
-    const v = cedar.validate({ schema: schema as cedar.SchemaJson<string>, policies: { staticPolicies: text }, validationSettings: { mode: 'strict' } });
-    if (v.type !== 'success') {
-      problems.push(...v.errors.map((e) => `${file}: ${describe(e)}`));
-      continue;
-    }
-    const where = (e: cedar.ValidationError): string => {
-      const index = /^policy(\d+)$/.exec(e.policyId);
-      const id = index ? ids[Number(index[1])] : undefined;
-      return `${position(file, text, e.error)}: ${id !== undefined ? `[${id}] ` : ''}${describe(e.error)}`;
-    };
-    problems.push(...v.validationErrors.map(where));
-    warnings.push(...v.validationWarnings.map(where), ...v.otherWarnings.map((e) => `${file}: ${describe(e)}`));
+    problems.push(...c.problems);
+    warnings.push(...c.warnings);
   }
   if (problems.length > 0) throw compileFail(problems);
   return Object.freeze({
@@ -855,6 +834,75 @@ function compilePolicies(input: CompileInput): CompiledPolicySet {
     origins: Object.freeze(origins),
     schema,
     warnings: Object.freeze(warnings),
+  });
+}
+
+/**
+ * Compiling is pure: the same schema gives the same verdict, the same file under the same schema the
+ * same policies, ids and validation outcome. Every agent compiles each bundle it installs, and a
+ * policy change usually touches one file of many, so both are remembered per process (bounded:
+ * cleared when full). The keys are the canonical schema and SHA-256 digests of it and of the text.
+ */
+interface CheckedSchema { schema: Record<string, unknown>; key: string }
+interface CompiledFile { parsed: string[] | string; ids: string[]; problems: string[]; warnings: string[] }
+const schemaCache = new Map<string, CheckedSchema | string[]>();
+const fileCache = new Map<string, CompiledFile>();
+const MAX_SCHEMAS = 16;
+const MAX_FILES = 1024;
+
+function remember<V>(cache: Map<string, V>, max: number, key: string, value: V): V {
+  if (cache.size >= max) cache.clear();
+  cache.set(key, value);
+  return value;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}
+
+function checkedSchema(s: unknown): CheckedSchema {
+  let canonical: string;
+  try {
+    if (obj(s) === undefined) throw new Error('not an object');
+    canonical = canonicalJson(s);
+  } catch {
+    throw compileFail(['schema: must be a Cedar JSON schema (a plain JSON object)']);
+  }
+  let known = schemaCache.get(canonical);
+  if (known === undefined) {
+    const schema = deepFreeze(JSON.parse(canonical) as Record<string, unknown>);
+    const sc = cedar.checkParseSchema(schema as cedar.SchemaJson<string>);
+    known = remember(schemaCache, MAX_SCHEMAS, canonical, sc.type === 'success'
+      ? { schema, key: createHash('sha256').update(canonical, 'utf8').digest('hex') }
+      : sc.errors.map((e) => `schema: ${describe(e)}`));
+  }
+  if (Array.isArray(known)) throw compileFail(known);
+  return known;
+}
+
+/** One file's policies (file order), their ids, and its validation problems and warnings under `schema`. */
+function compileFile(file: string, text: string, schema: Record<string, unknown>, schemaKey: string): CompiledFile {
+  const key = `${schemaKey}\n${createHash('sha256').update(text, 'utf8').digest('hex')}\n${file}`;
+  const known = fileCache.get(key);
+  if (known !== undefined) return known;
+  const parsed = splitPolicies(file, text);
+  if (typeof parsed === 'string' || parsed.length === 0) return remember(fileCache, MAX_FILES, key, { parsed, ids: [], problems: [], warnings: [] });
+  const ids = parsed.map((p, index) => annotatedId(p) ?? `${file}#${index}`);
+  const v = cedar.validate({ schema: schema as cedar.SchemaJson<string>, policies: { staticPolicies: text }, validationSettings: { mode: 'strict' } });
+  if (v.type !== 'success') return remember(fileCache, MAX_FILES, key, { parsed, ids, problems: v.errors.map((e) => `${file}: ${describe(e)}`), warnings: [] });
+  const where = (e: cedar.ValidationError): string => {
+    const index = /^policy(\d+)$/.exec(e.policyId);
+    const id = index ? ids[Number(index[1])] : undefined;
+    return `${position(file, text, e.error)}: ${id !== undefined ? `[${id}] ` : ''}${describe(e.error)}`;
+  };
+  return remember(fileCache, MAX_FILES, key, {
+    parsed, ids,
+    problems: v.validationErrors.map(where),
+    warnings: [...v.validationWarnings.map(where), ...v.otherWarnings.map((e) => `${file}: ${describe(e)}`)],
   });
 }
 

@@ -29,13 +29,30 @@ function compileText(id: string, json: cedar.PolicyToJsonAnswer, slots: Record<s
   }
 }
 
+/**
+ * cedar-wasm's JSON form of a policy text, remembered per process (pure, and the costliest step of
+ * installing a bundle whose policies mostly did not change). Bounded: cleared when full.
+ */
+const jsonCache = new Map<string, cedar.PolicyToJsonAnswer>();
+const MAX_JSON = 4096;
+
+function policyJson(text: string): cedar.PolicyToJsonAnswer {
+  let json = jsonCache.get(text);
+  if (json === undefined) {
+    json = cedar.policyToJson(text);
+    if (jsonCache.size >= MAX_JSON) jsonCache.clear();
+    jsonCache.set(text, json);
+  }
+  return json;
+}
+
 /** Compiles a policy set and its grants; what cannot be compiled is listed for cedar-wasm. */
 export function compileInProcess(policies: Readonly<Record<string, string>>, grants: readonly BundleGrant[]): InProcessSet {
   const compiled: CompiledPolicy[] = [];
   const fbPolicies: Record<string, string> = {};
   const fbGrants: BundleGrant[] = [];
   for (const [id, text] of Object.entries(policies)) {
-    const p = compileText(id, cedar.policyToJson(text));
+    const p = compileText(id, policyJson(text));
     if (p === undefined) fbPolicies[id] = text;
     else compiled.push(p);
   }
