@@ -5,8 +5,14 @@
  * Test support only; never used by the product.
  */
 import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { expect } from 'vitest';
 import { isTesseraError, type TesseraError } from '../errors.js';
-import { DkgParticipant, DkgRelayView, type DkgParams, type DkgResult, type DkgRound, type DkgSigner, type DkgVerifier, type SignedDkgMessage } from './dkg.js';
+import { evaluateAndProve } from './blind.js';
+import { seal } from './blob.js';
+import { unsealInMemory, type FakeKeyServer, type FakePolicy } from './fixtures.js';
+import { baseMul, pointEquals } from './group.js';
+import { combineScalars, verifyShare } from './shamir.js';
+import { DkgParticipant, DkgRelayView, verifyTranscript, type DkgParams, type DkgResult, type DkgRound, type DkgSigner, type DkgVerifier, type SignedDkgMessage } from './dkg.js';
 import { canonicalJson } from '../canonical-json.js';
 import { DKG_SIGNATURE_DOMAIN, type DkgBody } from './dkg-wire.js';
 import type { Share } from './shamir.js';
@@ -143,3 +149,60 @@ export function servers(names: string[], first = 1): { index: number; spiffeId: 
 export function sessionId(): Uint8Array {
   return new Uint8Array(Buffer.from(Array.from({ length: 16 }, () => Math.floor(Math.random() * 256))));
 }
+
+export const eq = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
+export const names = (n: number, from = 0): string[] => Array.from({ length: n }, (_, i) => `ks${from + i + 1}`);
+
+export function newKeyParams(t: number, n: number): DkgParams {
+  return { kind: 'dkg', session: sessionId(), policyId: 'shop.db', epoch: 1, t, servers: servers(names(n)) };
+}
+
+/** Results sorted by share index. */
+export function sorted(out: RunOutcome): DkgResult[] {
+  return [...out.results.values()].sort((a, b) => (a.share?.index ?? 0) - (b.share?.index ?? 0));
+}
+
+export function sharesOf(out: RunOutcome): Share[] {
+  return sorted(out).flatMap((r) => (r.share ? [r.share] : []));
+}
+
+/** Every k-subset of xs. */
+export function subsets<T>(xs: T[], k: number): T[][] {
+  if (k === 0) return [[]];
+  if (xs.length < k) return [];
+  const [head, ...rest] = xs;
+  return [...subsets(rest, k - 1).map((s) => [head!, ...s]), ...subsets(rest, k)];
+}
+
+/** All honest servers agree on everything public, and it is what a public verifier recomputes. */
+export function expectAgreement(params: DkgParams, out: RunOutcome): DkgResult {
+  const rs = [...out.results.values()];
+  const first = rs[0]!;
+  for (const r of rs) {
+    expect(eq(r.publicKey, first.publicKey)).toBe(true);
+    expect(r.commitments.map((c) => Buffer.from(c).toString('hex'))).toEqual(first.commitments.map((c) => Buffer.from(c).toString('hex')));
+    expect(r.qual).toEqual(first.qual);
+    expect(eq(r.transcript, first.transcript)).toBe(true);
+    expect(eq(r.commitments[0]!, r.publicKey)).toBe(true);
+    if (r.share) expect(verifyShare(r.share, r.commitments)).toBe(true);
+  }
+  const verdict = verifyTranscript(params, out.keys.verifier, out.seen);
+  expect(eq(verdict.publicKey, first.publicKey)).toBe(true);
+  expect(verdict.qual).toEqual(first.qual);
+  expect(verdict.confirmedBy).toEqual([...out.results.keys()].sort());
+  expect(verdict.disagreeing).toEqual([]);
+  return first;
+}
+
+/** The unseal path of blind.ts with these shares: a blob sealed under P opens. */
+export function expectUnseal(result: DkgResult, shares: Share[], t: number): void {
+  const plain = Buffer.from('postgres://orders:s3cr3t@db.internal/orders');
+  const blob = seal(plain, { id: 'shop.db', epoch: 1, publicKey: result.publicKey });
+  const keyServers = shares.map((share): FakeKeyServer => {
+    const K = baseMul(share.value);
+    return { share, K, answer: (B, ctx) => evaluateAndProve(share, B, ctx, K) };
+  });
+  const policy: FakePolicy = { id: 'shop.db', epoch: 1, t, n: shares.length, k: new Uint8Array(32), commitments: result.commitments, publicKey: result.publicKey, servers: keyServers };
+  for (const subset of subsets(keyServers, t).slice(0, 4)) expect(unsealInMemory(blob, policy, subset).plain.equals(plain)).toBe(true);
+}
+
