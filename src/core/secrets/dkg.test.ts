@@ -1,11 +1,32 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { expectTesseraError } from '../../../test/support/expect.js';
-import { eq, expectAgreement, expectUnseal, names, newKeyParams, runSession, servers, sessionId, sharesOf, sorted, spiffe, subsets, testKeys } from './dkg-fixtures.js';
+import { bodyOf, eq, expectAgreement, expectUnseal, names, newKeyParams, runSession, servers, sessionId, sharesOf, sorted, spiffe, subsets, testKeys } from './dkg-fixtures.js';
 import type { DkgBody } from './dkg-wire.js';
 import { DkgParticipant, DkgRelayView, dkgSchedule, verifyTranscript, type DkgParams } from './dkg.js';
 import { generatorH } from './dkg-session.js';
-import { baseMul, hashToPoint, pointEquals, ready, type Point } from './group.js';
+import { evalPoly, interpolate } from './dkg-judge.js';
+import {
+  baseMul,
+  baseMulOrIdentity,
+  decodePoint,
+  decodePointOrIdentity,
+  decodeScalar,
+  decodeScalarOrZero,
+  hashToPoint,
+  identityPoint,
+  isIdentity,
+  isZeroScalar,
+  mul,
+  mulOrIdentity,
+  pointEquals,
+  randomScalar,
+  ready,
+  scalarFromBigint,
+  scalarFromInt,
+  zeroScalar,
+  type Point,
+} from './group.js';
 import { combineScalars, verifyShare, type Share } from './shamir.js';
 
 beforeAll(ready);
@@ -16,6 +37,36 @@ describe('group helpers for the DKG', () => {
     expect(eq(H, generatorH())).toBe(true);
     expect(eq(H, hashToPoint('tessera/v1/dkg/pedersen-generator-H'))).toBe(true);
     expect(eq(H, hashToPoint('tessera/v1/dkg/pedersen-generator-H', new Uint8Array(1)))).toBe(false);
+    expect(eq(H, baseMul(scalarFromInt(1)))).toBe(false);
+  });
+
+  it('identity-tolerant helpers: 0·P and k·O are the identity, decoders accept exactly 0 / O in addition', () => {
+    const P = baseMul(randomScalar());
+    const k = randomScalar();
+    expect(isIdentity(mulOrIdentity(zeroScalar(), P))).toBe(true);
+    expect(isIdentity(mulOrIdentity(k, identityPoint()))).toBe(true);
+    expect(eq(mulOrIdentity(k, P), mul(k, P))).toBe(true);
+    expect(isIdentity(baseMulOrIdentity(zeroScalar()))).toBe(true);
+    expectTesseraError(() => mulOrIdentity(k, new Uint8Array(32).fill(0xff)), 'TESSERA_SECRET_POINT_INVALID');
+    expect(isZeroScalar(decodeScalarOrZero(new Uint8Array(32)))).toBe(true);
+    expectTesseraError(() => decodeScalarOrZero(new Uint8Array(32).fill(0xff)), 'TESSERA_SECRET_POINT_INVALID');
+    expect(eq(decodeScalarOrZero(scalarFromBigint(-1n)), scalarFromBigint(-1n))).toBe(true);
+    expect(isIdentity(decodePointOrIdentity(new Uint8Array(32)))).toBe(true);
+    expectTesseraError(() => decodePointOrIdentity(new Uint8Array(32).fill(0xff)), 'TESSERA_SECRET_POINT_INVALID');
+    // the existing decoders still refuse them
+    expectTesseraError(() => decodePoint(new Uint8Array(32)), 'TESSERA_SECRET_POINT_INVALID');
+    expectTesseraError(() => decodeScalar(new Uint8Array(32)), 'TESSERA_SECRET_POINT_INVALID');
+  });
+
+  it('interpolate recovers the coefficients of a degree t-1 polynomial from any t points', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 6 }), fc.uniqueArray(fc.integer({ min: 1, max: 255 }), { minLength: 6, maxLength: 6 }), (t, xs) => {
+        const coeffs = Array.from({ length: t }, () => randomScalar());
+        const got = interpolate(xs.slice(0, t).map((x) => ({ x, y: evalPoly(coeffs, x) })));
+        expect(got.map((c) => Buffer.from(c).toString('hex'))).toEqual(coeffs.map((c) => Buffer.from(c).toString('hex')));
+      }),
+      { numRuns: 30 },
+    );
   });
 });
 
@@ -69,6 +120,21 @@ describe('new key (GJKR)', () => {
     const other = new DkgRelayView(newKeyParams(2, 3));
     expectTesseraError(() => other.add(out.seen[0]), 'TESSERA_DKG_MESSAGE_INVALID');
     expect(other.missing('hello')).toHaveLength(3);
+  });
+});
+
+describe('public verification', () => {
+  it('verifyTranscript recomputes the result from the signed messages alone and names a server that confirms something else', () => {
+    const params = newKeyParams(2, 3);
+    const liar = (b: DkgBody): DkgBody => (b.round === 'confirm' ? { ...b, publicKey: baseMul(randomScalar()) } : b);
+    const out = runSession(params, { mutate: new Map([[spiffe('ks1'), liar]]) });
+    const verdict = verifyTranscript(params, out.keys.verifier, out.seen);
+    expect(verdict.confirmedBy).toEqual([spiffe('ks2'), spiffe('ks3')]);
+    expect(verdict.disagreeing).toEqual([spiffe('ks1')]);
+    expect(eq(verdict.publicKey, out.results.get(spiffe('ks2'))!.publicKey)).toBe(true);
+    // a log with a round missing, or with another session's messages only, leads to no result
+    expectTesseraError(() => verifyTranscript(params, out.keys.verifier, out.seen.filter((m) => bodyOf(m).round !== 'deal')), 'TESSERA_DKG_ABORTED');
+    expectTesseraError(() => verifyTranscript(newKeyParams(2, 3), out.keys.verifier, out.seen), 'TESSERA_DKG_ABORTED');
   });
 });
 
