@@ -4,7 +4,7 @@
  * signs them) or make the relay drop, replay, reorder, tamper with or equivocate messages.
  * Test support only; never used by the product.
  */
-import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { expect } from 'vitest';
 import { isTesseraError, type TesseraError } from '../errors.js';
 import { evaluateAndProve } from './blind.js';
@@ -147,7 +147,7 @@ export function servers(names: string[], first = 1): { index: number; spiffeId: 
 }
 
 export function sessionId(): Uint8Array {
-  return new Uint8Array(Buffer.from(Array.from({ length: 16 }, () => Math.floor(Math.random() * 256))));
+  return new Uint8Array(randomBytes(16));
 }
 
 export const eq = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
