@@ -82,6 +82,9 @@ export const ERROR_CODES = {
   TESSERA_SECRET_EPOCH_RETIRED: { status: 410, description: 'The secret policy\'s key epoch was retired: its shares are deleted; seal again under a newer epoch.' },
   TESSERA_SECRET_STALE: { status: 409, description: 'The key server holds another share generation than the caller asked for (a refresh is under way): fetch the policy record again.' },
   TESSERA_SECRET_POLICY_INVALID: { status: 400, description: 'The secret policy record is malformed (threshold, commitments, key servers), not signed by a trusted CA, or altered.' },
+  TESSERA_DKG_PARAMS_INVALID: { status: 400, description: 'The key-generation session parameters are invalid: a session id shorter than 16 bytes, a threshold outside 1..n, repeated or out-of-range indices or SPIFFE IDs, old commitments or a share that do not match, or a participant that is not listed.' },
+  TESSERA_DKG_MESSAGE_INVALID: { status: 400, description: 'A key-generation message is malformed, too large, for another session or round, from an unknown sender, or not validly signed by it: it is ignored.' },
+  TESSERA_DKG_ABORTED: { status: 409, description: 'The distributed key generation, refresh or reshare stopped without a result: fewer than t key servers remain, the relay showed different message sets to different servers, or the session is already over. Nothing is installed; start a new session.' },
 
   // The verifiable audit log (C2SP signed-note, tlog-checkpoint, tlog-cosignature).
   TESSERA_AUDIT_CHECKPOINT_INVALID: { status: 400, description: 'A checkpoint, signed note, cosignature or verifier key is malformed (C2SP signed-note / tlog-checkpoint / tlog-cosignature), too large, not signed by the expected log key, for another origin, or a signature on it does not verify.' },

@@ -205,6 +205,89 @@ export function isGroupError(err: unknown): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Identity-tolerant helpers (distributed key generation, dkg*.ts)
+//
+// The functions above refuse the identity and zero so that a blind-evaluation caller never handles a
+// degenerate element. Verifiable secret sharing needs them inside sums: a refresh polynomial has the
+// constant term 0 (its commitment is the identity), and a commitment to a random coefficient is the
+// identity with probability 1/ℓ. These helpers allow both; the values they handle are public or are
+// compared, never used as a key.
+
+/** The canonical encoding of the identity (32 zero bytes). A fresh copy each call. */
+export function identityPoint(): Point {
+  return new Uint8Array(POINT_BYTES);
+}
+
+/** The scalar 0. A fresh copy each call. */
+export function zeroScalar(): Scalar {
+  return new Uint8Array(SCALAR_BYTES);
+}
+
+/** True for the scalar 0 (reads all bytes whatever their values). */
+export function isZeroScalar(k: Uint8Array): boolean {
+  return k.length === SCALAR_BYTES && isZeroBytes(k);
+}
+
+/** Like {@link decodeScalar} but accepts 0: 32 bytes, canonical (< ℓ). Returns a copy. */
+export function decodeScalarOrZero(bytes: Uint8Array): Scalar {
+  if (!(bytes instanceof Uint8Array) || bytes.length !== SCALAR_BYTES) throw invalid('a scalar must be 32 bytes');
+  if (!isCanonicalScalar(bytes)) throw invalid('the scalar is not canonical');
+  return new Uint8Array(bytes);
+}
+
+/** Like {@link decodePoint} but accepts the identity (32 zero bytes). Returns a copy. */
+export function decodePointOrIdentity(bytes: Uint8Array): Point {
+  if (bytes instanceof Uint8Array && bytes.length === POINT_BYTES && isZeroBytes(bytes)) return identityPoint();
+  return decodePoint(bytes);
+}
+
+/** k·G, the identity when k = 0. */
+export function baseMulOrIdentity(k: Scalar): Point {
+  if (k.length !== SCALAR_BYTES) throw invalid('a scalar must be 32 bytes');
+  return isZeroBytes(k) ? identityPoint() : baseMul(k);
+}
+
+/** k·P, the identity when k = 0 or P is the identity (P must otherwise be a valid point). */
+export function mulOrIdentity(k: Scalar, P: Point): Point {
+  if (k.length !== SCALAR_BYTES || !(P instanceof Uint8Array) || P.length !== POINT_BYTES) throw invalid('a scalar and a point must be 32 bytes each');
+  if (isZeroBytes(k) || isZeroBytes(P)) {
+    if (!isZeroBytes(P)) decodePoint(P);
+    return identityPoint();
+  }
+  return mul(k, P);
+}
+
+/**
+ * A group element nobody knows the discrete logarithm of: SHA-512 over the domain and
+ * length-prefixed parts (as {@link hashToScalar}), mapped by libsodium's
+ * crypto_core_ristretto255_from_hash (RFC 9496 §4.3.4, the one-way map applied twice and added).
+ * Pedersen commitments need such a second generator H: whoever knew log_G H could open a
+ * commitment to any value.
+ *
+ * @example const H = hashToPoint('tessera/v1/dkg/pedersen-h')
+ */
+export function hashToPoint(domain: string, ...parts: Uint8Array[]): Point {
+  const s = lib();
+  const h = createHash('sha512');
+  const prefix = Buffer.alloc(4);
+  const d = Buffer.from(domain, 'utf8');
+  prefix.writeUInt32BE(d.length, 0);
+  h.update(prefix).update(d);
+  for (const p of parts) {
+    prefix.writeUInt32BE(p.length, 0);
+    h.update(prefix).update(p);
+  }
+  const out = s.crypto_core_ristretto255_from_hash(h.digest());
+  if (isZeroBytes(out)) throw fail('TESSERA_INTERNAL', 'hashToPoint: the identity');
+  return out;
+}
+
+/** libsodium once {@link ready} resolved (the DKG's X25519 sealed boxes share the same instance). */
+export function sodiumLib(): typeof sodium {
+  return lib();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Helpers
 
 /** Branch-free on the data: all 32 (or n) bytes are read whatever their values. */
