@@ -84,12 +84,16 @@ async function startOne(spec: SoakAgentSpec, m: StartMessage): Promise<void> {
   }
   const joinMs = performance.now() - t0;
   const self = agent.spiffeId!;
+  /** When the long poll's answer reached this agent's code (response read and parsed). */
+  let received = 0;
   const enforcer = new PolicyEnforcer({
     dir: spec.dataDir, self, site: agent.entry?.attributes?.site ?? 'default', log,
     trustedCas: () => agent.trustedCas(),
     fetch: async (after, timeout) => {
       try {
-        return await agent.call<PolicyBundleResponse>('GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}`, undefined, { timeoutMs: (timeout + 10) * 1000 });
+        const res = await agent.call<PolicyBundleResponse>('GET', `/v1/policy/bundle?after=${after}&timeout_seconds=${timeout}`, undefined, { timeoutMs: (timeout + 10) * 1000 });
+        received = Date.now();
+        return res;
       } catch (err) {
         fail('policy-poll', err);
         throw err;
@@ -109,7 +113,7 @@ async function startOne(spec: SoakAgentSpec, m: StartMessage): Promise<void> {
   const r: Running = { i: spec.i, agent, enforcer, self, made: 0, allowed: 0, validSvid: 0, reported: [0, 0, 0], timer: undefined };
   running.push(r);
   const installed = new Promise<void>((resolve) => enforcer.once('policy', () => resolve()));
-  enforcer.on('policy', (e: { version: number }) => send({ type: 'policy', i: spec.i, at: Date.now(), version: e.version }));
+  enforcer.on('policy', (e: { version: number }) => send({ type: 'policy', i: spec.i, at: Date.now(), received, version: e.version }));
   enforcer.start();
   await installed;
   send({ type: 'ready', i: spec.i, at: Date.now(), joinMs });

@@ -42,8 +42,11 @@ export type FromWorker =
   | { type: 'svid'; i: number; at: number; serial: string; reason: 'join' | 'renew' | 'loaded' }
   /** One renewal attempt: how long the agent's call took. */
   | { type: 'issue'; i: number; at: number; ms: number; ok: boolean }
-  /** A policy bundle version installed by the agent's enforcer (at: when it took effect). */
-  | { type: 'policy'; i: number; at: number; version: number }
+  /**
+   * A policy bundle version installed by the agent's enforcer (at: when it took effect; received: when
+   * the long poll's answer that carried it reached the agent's code, before verify and compile).
+   */
+  | { type: 'policy'; i: number; at: number; received: number; version: number }
   | { type: 'fail'; i: number; at: number; kind: FailureKind; code: string }
   /** Decisions made since the last report, per agent: [i, made, allowed, made with a valid SVID in hand]. */
   | { type: 'decided'; at: number; rows: [number, number, number, number][] }

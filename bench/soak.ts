@@ -158,8 +158,8 @@ interface FleetAgent {
   id: string;
   site: boolean;
   ready: boolean;
-  /** Policy bundle versions installed, in order, with when (both only grow). */
-  installs: [number, number][];
+  /** Policy bundle versions installed, in order, with when, and when the answer carrying each reached the agent. */
+  installs: [number, number, number][];
   serials: string[];
   made: number;
   allowed: number;
@@ -190,7 +190,7 @@ export interface SoakResult {
   setup: { agents: number; site_agents: number; replicas: number; workers: number; duration_s: number; svid_ttl_s: number; decide_every_ms: number; change_every_ms: number; cores: number; load: number; leaders: string[] };
   limits: { tls_open_rtt_ms: Spread | undefined; tls_new_connection_ms: Spread | undefined; long_poll_same_replica_ms: Spread | undefined; long_poll_other_replica_ms: Spread | undefined };
   issuance: { all: Spread | undefined; outside_faults: Spread | undefined; in_faults: Spread | undefined; renewals: number; failed: number; joins: Spread | undefined };
-  fan_out: { aim_ms: number; all: Spread | undefined; outside_faults: Spread | undefined; in_faults: Spread | undefined; changes: number; changes_measured: number; missed: number; held_by_cut: number; per_change_p99_max_ms: number | undefined };
+  fan_out: { aim_ms: number; all: Spread | undefined; outside_faults: Spread | undefined; in_faults: Spread | undefined; changes: number; changes_measured: number; missed: number; held_by_cut: number; per_change_p99_max_ms: number | undefined; delivered_outside_faults: Spread | undefined; install_outside_faults: Spread | undefined };
   failed_requests: { total: number; by_kind: Record<string, number>; by_code: Record<string, number>; by_window: Record<string, Record<string, number>> };
   records: {
     lost: number;
@@ -358,7 +358,7 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
       case 'ready': fleet[m.i]!.ready = true; joins.push(m.joinMs); break;
       case 'svid': if (m.reason !== 'loaded') fleet[m.i]!.serials.push(m.serial); break;
       case 'issue': issues.push({ at: m.at, ms: m.ms, ok: m.ok }); break;
-      case 'policy': fleet[m.i]!.installs.push([m.version, m.at]); break;
+      case 'policy': fleet[m.i]!.installs.push([m.version, m.at, m.received]); break;
       case 'fail': failures.push({ at: m.at, kind: m.kind, code: m.code, i: m.i }); break;
       case 'decided':
         for (const [i, made, allowed, valid] of m.rows) {
@@ -646,6 +646,9 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
   const fanIn: number[] = [];
   const fanOut: number[] = [];
   const perChangeP99: number[] = [];
+  // Outside faults, the fan-out split in two: the answer reaching the agent's code, then its install.
+  const delivered: number[] = [];
+  const installing: number[] = [];
   const sameReplica: number[] = [];
   const otherReplica: number[] = [];
   let missed = 0;
@@ -663,6 +666,10 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
       const ms = Math.max(0, inst[1] - c.at);
       these.push(ms);
       (faulty ? fanIn : fanOut).push(ms);
+      if (!faulty && inst[2] > 0) {
+        delivered.push(Math.max(0, inst[2] - c.at));
+        installing.push(Math.max(0, inst[1] - inst[2]));
+      }
     }
     fanAll.push(...these);
     const sp = spread(these);
@@ -722,6 +729,7 @@ async function soak(plan: Plan, dir: string, children: Children, workers: ChildP
     fan_out: {
       aim_ms: FAN_OUT_AIM_MS, all: spread(fanAll), outside_faults: spread(fanOut), in_faults: spread(fanIn), changes: changes.length, changes_measured: measured, missed, held_by_cut: heldByCut,
       per_change_p99_max_ms: perChangeP99.length > 0 ? Math.max(...perChangeP99) : undefined,
+      delivered_outside_faults: spread(delivered), install_outside_faults: spread(installing),
     },
     failed_requests: { total: failures.length, by_kind: byKind, by_code: byCode, by_window: byWindow },
     records: {
@@ -774,6 +782,7 @@ export function formatSoak(r: SoakResult): string {
   out += `leaders at start: ${r.setup.leaders.join('; ')}\n\n`;
   for (const row of rows) out += `${row.map((c, k) => c.padEnd(w[k]!)).join(' | ')}\n`;
   out += `\nissuance: ${r.issuance.renewals} renewals (${r.issuance.failed} failed attempts), all: ${f(r.issuance.all)}; joins ${f(r.issuance.joins)}\n`;
+  out += `fan-out outside faults, split: answer in the agent's code ${f(r.fan_out.delivered_outside_faults)}; then verify, compile, install ${f(r.fan_out.install_outside_faults)}\n`;
   out += `fan-out: ${r.fan_out.changes_measured} of ${r.fan_out.changes} changes measured, all ${f(r.fan_out.all)}; worst change's p99 ${r.fan_out.per_change_p99_max_ms ?? '-'} ms; ${r.fan_out.held_by_cut} held back by the cut; ${r.fan_out.missed} never seen\n`;
   out += `failed requests: ${r.failed_requests.total} (${Object.entries(r.failed_requests.by_code).map(([a, b]) => `${a}: ${b}`).join(', ') || 'none'})\n`;
   const rec = r.records;
