@@ -4,7 +4,7 @@
  * that checks the transcript and signs the record: a new key, a refresh, reshares that add and remove
  * servers, a server killed mid-session, and every refusal of the routes.
  */
-import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:https';
@@ -20,6 +20,7 @@ import {
 } from '../core/secrets/index.js';
 import { dkgVerifier } from '../core/secrets/dkg-identity.js';
 import { parseDkgParamsWire } from '../core/secrets/dkg-params-wire.js';
+import { PROVISION_AUTHORIZATION_HEADER, encodeProvisionAuthorization, signProvisionAuthorization, type ProvisionOp } from '../core/secrets/provision-authorization.js';
 import { signSecretPolicy, type SecretPolicyRecord, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
 import type { DkgParamsWire, DkgPublicResultWire } from '../core/wire/dkg.js';
 import { CertificateIssuer, createSelfSignedCa, pemEncode } from '../core/x509.js';
@@ -60,10 +61,10 @@ class FakeSource extends EventEmitter implements TlsSource {
 const creds = { admin: svid(ADMIN), app: svid(APP) };
 
 interface Reply { status: number; json: Record<string, unknown> }
-function call(url: string, method: string, path: string, body: unknown, who: Svid | null = creds.admin): Promise<Reply> {
+function call(url: string, method: string, path: string, body: unknown, who: Svid | null = creds.admin, headers: Record<string, string> = {}): Promise<Reply> {
   const agent = new Agent({ ca: ca.pem, ...(who ? { cert: who.certPem, key: who.keyPem } : {}), keepAlive: false });
   return new Promise((resolve, reject) => {
-    const req = request(`${url}${path}`, { method, agent, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
+    const req = request(`${url}${path}`, { method, agent, headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -86,7 +87,7 @@ const audits: KeyAuditEvent[] = [];
 const bodies: string[] = [];
 const events: DkgSessionEvent[] = [];
 
-async function startKs(name: string, dkg?: { ttlMs?: number; maxSessions?: number }): Promise<Ks> {
+async function startKs(name: string, dkg?: { ttlMs?: number; maxSessions?: number }, provision = false): Promise<Ks> {
   const id = `spiffe://${TD}/tessera/keyserver/${name}`;
   const s = svid(id);
   const dir = mkdtempSync(join(tmpdir(), `tessera-dkg-${name}-`));
@@ -103,6 +104,7 @@ async function startKs(name: string, dkg?: { ttlMs?: number; maxSessions?: numbe
     onRequestBody: ({ body }) => bodies.push(body),
     observeDkg: (e) => events.push(e),
     ...(dkg ? { dkg } : {}),
+    ...(provision ? { provisionAuthorization: { self: () => id, trustedCas: () => [ca.der] } } : {}),
   });
   const ks = { name, id, svid: s, dir, server, url: server.url };
   all.push(ks);
@@ -482,6 +484,31 @@ describe('DKG route refusals', () => {
     expect(codeOf(await call(small.url, 'POST', `/v1/dkg/${a.session}/next`, { set: [] }))).toEqual([404, 'TESSERA_NOT_FOUND']);
     expect(events).toContain('expired');
     expect((await start(small, mk(), certificatesOf(group))).status).toBe(200);
+  });
+
+  it('a person with a provisioning authorization (op create or refresh) for this policy and epoch may drive a session; for another epoch or op retire not', async () => {
+    const host = await startKs('delegated', undefined, true);
+    const group = [host, ks[0]!, ks[1]!];
+    const alice = svid(`spiffe://${TD}/user/alice`);
+    const serial = new X509Certificate(alice.der).serialNumber.toUpperCase();
+    const auth = (op: ProvisionOp, e: number): Record<string, string> => {
+      const iat = Math.floor(Date.now() / 1000);
+      const a = { v: 1 as const, jti: b64u(randomBytes(16)), caller: `spiffe://${TD}/user/alice`, serial, op, policy: POLICY, epoch: e, keyServers: [host.id], iat, exp: iat + 60 };
+      return { [PROVISION_AUTHORIZATION_HEADER]: encodeProvisionAuthorization(signProvisionAuthorization(a, { privateKey: ca.key.privateKey, certDer: ca.der })) };
+    };
+    const p = newKey(group, 2, epoch++);
+    const body = { params: p, certificates: certificatesOf(group) };
+    expect(codeOf(await call(host.url, 'POST', '/v1/dkg', body, alice))).toEqual([403, 'TESSERA_FORBIDDEN']);
+    expect(codeOf(await call(host.url, 'POST', '/v1/dkg', body, alice, auth('create', p.epoch + 1)))).toEqual([403, 'TESSERA_PROVISION_AUTHORIZATION_INVALID']);
+    expect(codeOf(await call(host.url, 'POST', '/v1/dkg', body, alice, auth('retire', p.epoch)))).toEqual([403, 'TESSERA_PROVISION_AUTHORIZATION_INVALID']);
+    const ok = await call(host.url, 'POST', '/v1/dkg', body, alice, auth('create', p.epoch));
+    expect(ok.status).toBe(200);
+    const jtiAudited = audits.filter((a) => a.session === p.session && a.action === 'secret:dkg-start' && a.outcome === 'allowed');
+    expect(jtiAudited).toHaveLength(1);
+    expect(jtiAudited[0]!.authorization).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(codeOf(await call(host.url, 'POST', `/v1/dkg/${p.session}/next`, { set: [] }, alice, auth('create', p.epoch + 1)))).toEqual([403, 'TESSERA_PROVISION_AUTHORIZATION_INVALID']);
+    expect(codeOf(await call(host.url, 'POST', `/v1/dkg/${sessionId()}/next`, { set: [] }, alice, auth('refresh', p.epoch)))).toEqual([404, 'TESSERA_NOT_FOUND']);
+    expect(await call(host.url, 'DELETE', `/v1/dkg/${p.session}`, undefined, alice, auth('refresh', p.epoch))).toEqual({ status: 200, json: { session: p.session, aborted: true } });
   });
 
   it('the DKG routes take bodies up to 2 MiB (413 beyond), the other routes still 64 KiB', async () => {
