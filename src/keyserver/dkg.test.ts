@@ -271,6 +271,11 @@ describe('DKG through real key servers', () => {
     const first = [...run.results.values()][0]!;
     expect(first.public_key).toBe(commitments[0]);
     expect(first.commitments).not.toEqual(commitments);
+    // finished, not committed: generation 2 is unknown to /v1/evaluate, generation 1 still answers
+    const B = b64u(blind(parseBlob(blob).R).B);
+    const early = await call(ks[0]!.url, 'POST', '/v1/evaluate', { policy: POLICY, epoch: 1, generation: 2, b: B }, creds.app);
+    expect(codeOf(early)).toEqual([409, 'TESSERA_SECRET_STALE']);
+    expect(await unseal(blob, [ks[0]!, ks[1]!], commitments)).toBe(PLAIN);
     const replies = await commitAll(run, signRecord(run, 2));
     expect(replies.map((r) => r.json.generation)).toEqual([2, 2, 2]);
     commitments = first.commitments;
