@@ -21,7 +21,7 @@ import { connect } from 'node:tls';
 import { ApiClient } from '../common/api-client.js';
 import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
 import { DkgRelayView, type DkgRound } from '../core/secrets/dkg.js';
-import { dkgParamsFromWire } from '../core/secrets/dkg-params-wire.js';
+import { parseDkgParamsWire } from '../core/secrets/dkg-params-wire.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
 import { PROVISION_AUTHORIZATION_HEADER, type ProvisionOp } from '../core/secrets/provision-authorization.js';
 import { parseSpiffeId } from '../core/spiffe-id.js';
@@ -123,8 +123,8 @@ export function apiTransport(tls: SecretAdmin['tls']): RelayTransport {
 const codeOf = (e: unknown): string => (isTesseraError(e) ? e.code : 'TESSERA_INTERNAL');
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
-/** The provisioning operation a session of this kind is authorized as. */
-const OP_OF: Record<DkgParamsWire['kind'], string> = { dkg: 'dkg', refresh: 'refresh', reshare: 'reshare' };
+/** The provisioning operation a session of this kind is authorized as: a new key is a create, a refresh or reshare a refresh of the epoch. */
+const OP_OF: Record<DkgParamsWire['kind'], ProvisionOp> = { dkg: 'create', refresh: 'refresh', reshare: 'refresh' };
 
 interface Publish {
   (transcript: DkgTranscriptWire, result: DkgPublicResultWire): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy; verdict: DkgVerdictWire }>;
@@ -144,7 +144,7 @@ async function runSession(admin: SecretAdmin, params: DkgParamsWire, publish: Pu
   const started = new Map<string, string>(); // spiffeId → session path segment
   const lost: DkgRunResult['lost'] = [];
   try {
-    const header = admin.authorize ? await admin.authorize(OP_OF[params.kind] as ProvisionOp, params.policy, params.epoch, parties) : undefined;
+    const header = admin.authorize ? await admin.authorize(OP_OF[params.kind], params.policy, params.epoch, parties) : undefined;
     const headers: Record<string, string> = header === undefined ? {} : { [PROVISION_AUTHORIZATION_HEADER]: header };
     const call = <T>(id: string, method: string, path: string, body?: unknown): Promise<T> => transport.call<T>(peers.get(id)!, method, path, body, headers);
 
@@ -167,7 +167,7 @@ async function runSession(admin: SecretAdmin, params: DkgParamsWire, publish: Pu
     parties.forEach((id, i) => { certificates[id] = (chains[i] as PromiseFulfilledResult<string[]>).value; });
 
     // 1. Start everywhere.
-    const relay = new DkgRelayView(dkgParamsFromWire(params));
+    const relay = new DkgRelayView(parseDkgParamsWire(params).params);
     const starts = await Promise.allSettled(parties.map((id) => call<DkgStartResponse>(id, 'POST', '/v1/dkg', { params, certificates } satisfies DkgStartRequest)));
     starts.forEach((r, i) => { if (r.status === 'fulfilled') started.set(parties[i]!, r.value.session); });
     const refused = parties.filter((_, i) => starts[i]!.status === 'rejected');

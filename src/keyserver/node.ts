@@ -15,6 +15,7 @@ import { secretResource } from './authorize.js';
 import { startKeyServer, type KeyServer } from './server.js';
 import type { KeyAuditEvent } from './service.js';
 import type { KeyServerMetrics } from './metrics.js';
+import type { DkgSessionEvent } from './dkg.js';
 
 export interface KeyServerNodeOptions {
   serverUrl: string;
@@ -84,7 +85,7 @@ export async function startKeyServerNode(opts: KeyServerNodeOptions): Promise<Ke
       log,
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
-      ...(metrics ? { observeEvaluate: (s: number) => metrics.observeEvaluate(s) } : {}),
+      ...(metrics ? { observeEvaluate: (s: number) => metrics.observeEvaluate(s), observeDkg: (e: DkgSessionEvent) => metrics.observeDkg(e) } : {}),
       ...(sidecar.telemetry ? { unsealTelemetry: sidecar.telemetry.collector.lane('callee', 'unseal') } : {}),
       onAudit: (ev) => {
         metrics?.audit(ev);

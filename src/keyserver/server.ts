@@ -19,7 +19,14 @@
  *   GET    /v1/shares                                                           → {shares: [{policy, epoch, generation, index, t, n, pending?}]}
  *          (public facts only; not audited, like /v1/healthz)
  *
- * Binary fields are base64url. Request bodies are JSON, at most 64 KiB, unknown fields refused.
+ * Distributed key generation (src/core/wire/dkg.ts, src/keyserver/dkg.ts), same authorization,
+ * audited as secret:dkg-start / -next / -commit / -abort with the session id; body limit 2 MiB:
+ *   POST   /v1/dkg                    {params, certificates} → {session, round, message}
+ *   POST   /v1/dkg/:session/next      {set}                  → {session, round, message, done?}
+ *   POST   /v1/dkg/:session/commit    {record}               → {policy, epoch, generation, index, committed}
+ *   DELETE /v1/dkg/:session                                   → {session, aborted}
+ *
+ * Binary fields are base64url. Request bodies are JSON, at most 64 KiB (DKG routes: 2 MiB), unknown fields refused.
  * Nothing carrying a point, share or proof is ever logged.
  */
 import type { Server as HttpsServer } from 'node:https';
@@ -37,9 +44,14 @@ import { KeyEncryptionKey } from '../common/kek.js';
 import type { AbortShareResponse, CommitShareResponse, DeleteShareResponse, EvaluateResponse, InstallShareResponse, KeyServerHealthResponse, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
 import { KeyService, type KeyAuditEvent, type KeyCaller, type KeyServiceOptions, type RateLimit } from './service.js';
 import { ShareStore } from './store.js';
+import { DkgSessions, type DkgSessionEvent } from './dkg.js';
+import { pemDecodeAll } from '../core/x509.js';
+import type { DkgAbortResponse, DkgCommitResponse, DkgNextResponse, DkgStartResponse } from '../core/wire/dkg.js';
 import { PROVISION_AUTHORIZATION_HEADER, verifyProvisionAuthorization, type ShareAction } from '../core/secrets/provision-authorization.js';
 
 export const BODY_LIMIT = 64 * 1024;
+/** The DKG routes' own body limit: a round's message set for n = 32 is several hundred KiB. */
+export const DKG_BODY_LIMIT = 2 * 1024 * 1024;
 const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
 const EPOCH_RE = /^(0|[1-9]\d{0,9})$/;
 
@@ -77,6 +89,13 @@ export interface KeyServerOptions {
    * The node wires it to its sidecar's telemetry collector (lane `callee`, action class `unseal`).
    */
   unsealTelemetry?: UnsealTelemetry;
+  /**
+   * Distributed key generation (src/keyserver/dkg.ts): session TTL (default 10 min) and the most
+   * sessions at once (default 8).
+   */
+  dkg?: { ttlMs?: number; maxSessions?: number };
+  /** DKG session lifecycle events (metrics). */
+  observeDkg?: (event: DkgSessionEvent) => void;
   /** Tests only: sees every raw request body as received. */
   onRequestBody?: (info: { method: string; url: string; body: string }) => void;
 }
@@ -102,6 +121,7 @@ export interface KeyServer {
   url: string;
   store: ShareStore;
   service: KeyService;
+  dkg: DkgSessions;
   close(): Promise<void>;
 }
 
@@ -295,10 +315,89 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     }
   }));
 
+  // --- Distributed key generation ---------------------------------------------------------------
+  const dkg = new DkgSessions({
+    store,
+    identity: () => {
+      const m = opts.tls.current();
+      return m === undefined ? undefined : { spiffeId: m.spiffeId, key: m.key };
+    },
+    trustedCas: () => {
+      const m = opts.tls.current();
+      return m === undefined ? [] : pemDecodeAll(m.bundlePem, 'CERTIFICATE');
+    },
+    trustDomain,
+    ...(opts.dkg?.ttlMs !== undefined ? { ttlMs: opts.dkg.ttlMs } : {}),
+    ...(opts.dkg?.maxSessions !== undefined ? { maxSessions: opts.dkg.maxSessions } : {}),
+    ...(opts.observeDkg ? { onEvent: opts.observeDkg } : {}),
+  });
+  dkg.startSweeper();
+  type DkgTarget = { policy?: string; epoch?: number; session?: string };
+  type DkgAction = 'secret:dkg-start' | 'secret:dkg-next' | 'secret:dkg-commit' | 'secret:dkg-abort';
+  /**
+   * A DKG route: authorized like `provisioning` (an admin, or a provisioning authorization bound to
+   * the session's policy and epoch), audited with the session id whatever happens. The target is
+   * known from the session (or, for a start, read loosely from the body before it is checked).
+   */
+  const dkgRoute = <T>(req: FastifyRequest, action: DkgAction, target: DkgTarget, fn: () => T & { excluded?: number[] }): T => {
+    const who = caller(req);
+    let authorization: string | undefined;
+    let excluded: number[] | undefined;
+    const audit = (outcome: KeyAuditEvent['outcome'], code?: keyof typeof ERROR_CODES): void => {
+      const ev: KeyAuditEvent = {
+        at: new Date().toISOString(), action, actor: who.spiffeId,
+        policy: isSecretPolicyId(target.policy) ? target.policy : '(invalid)',
+        epoch: Number.isInteger(target.epoch) && target.epoch! >= 0 && target.epoch! <= 0xffffffff ? target.epoch! : -1,
+        outcome, ...(code ? { code } : {}), ...(authorization ? { authorization } : {}),
+        ...(target.session !== undefined ? { session: target.session } : {}),
+        ...(excluded !== undefined && excluded.length > 0 ? { excluded } : {}),
+      };
+      try { onAudit(ev); } catch { /* the sink reports its own failures */ }
+    };
+    try {
+      const policy = isSecretPolicyId(target.policy) ? target.policy : undefined;
+      authorization = mayProvision(req, who, action, policy, policy !== undefined ? target.epoch ?? Number.NaN : undefined).jti;
+      const out = fn();
+      if (out.excluded !== undefined) {
+        excluded = out.excluded;
+        delete out.excluded;
+      }
+      audit('allowed');
+      return out;
+    } catch (err) {
+      const code = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
+      audit(code === 'TESSERA_FORBIDDEN' || code === 'TESSERA_PROVISION_AUTHORIZATION_INVALID' ? 'denied' : 'error', code);
+      throw err;
+    }
+  };
+  /** What a session id in a path names (validity is checked by the manager). */
+  const sessionTarget = (id: string): DkgTarget => {
+    const info = dkg.info(id);
+    return { session: id.slice(0, 86), ...(info ? { policy: info.policy, epoch: info.epoch } : {}) };
+  };
+  type SessionParams = { Params: { session: string } };
+  const dkgLimit = { bodyLimit: DKG_BODY_LIMIT };
+
+  app.post('/v1/dkg', dkgLimit, async (req) => {
+    const p = (typeof req.body === 'object' && req.body !== null ? (req.body as { params?: unknown }).params : undefined) as { policy?: unknown; epoch?: unknown; session?: unknown } | undefined;
+    const loose: DkgTarget = typeof p === 'object' && p !== null
+      ? { ...(typeof p.policy === 'string' ? { policy: p.policy } : {}), ...(typeof p.epoch === 'number' ? { epoch: p.epoch } : {}), ...(typeof p.session === 'string' ? { session: p.session.slice(0, 86) } : {}) }
+      : {};
+    return dkgRoute(req, 'secret:dkg-start', loose, () => dkg.start(req.body) satisfies DkgStartResponse);
+  });
+  app.post<SessionParams>('/v1/dkg/:session/next', dkgLimit, async (req) => dkgRoute(req, 'secret:dkg-next', sessionTarget(req.params.session), () => {
+    const r = dkg.next(req.params.session, req.body);
+    const excluded = r.done?.excluded.map((e) => e.index);
+    return { ...r, ...(excluded ? { excluded } : {}) } satisfies DkgNextResponse;
+  }));
+  app.post<SessionParams>('/v1/dkg/:session/commit', dkgLimit, async (req) => dkgRoute(req, 'secret:dkg-commit', sessionTarget(req.params.session), () => dkg.commit(req.params.session, req.body) satisfies DkgCommitResponse));
+  app.delete<SessionParams>('/v1/dkg/:session', async (req) => dkgRoute(req, 'secret:dkg-abort', sessionTarget(req.params.session), () => dkg.abort(req.params.session) satisfies DkgAbortResponse));
+
   try {
     await app.listen({ host: opts.listen.host, port: opts.listen.port });
   } catch (err) {
     unwatch();
+    dkg.close();
     throw listenFailure(err, 'the key server', `${opts.listen.host}:${opts.listen.port}`);
   }
   const addr = app.server.address();
@@ -310,8 +409,10 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     url: `https://${hostPart}:${port}`,
     store,
     service,
+    dkg,
     async close() {
       unwatch();
+      dkg.close();
       await app.close();
     },
   };

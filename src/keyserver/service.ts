@@ -29,7 +29,8 @@ export interface EvaluateRequest {
 
 export interface KeyAuditEvent {
   at: string;
-  action: 'secret:evaluate' | 'secret:share-install' | 'secret:share-refresh' | 'secret:share-commit' | 'secret:share-abort' | 'secret:share-delete';
+  action: 'secret:evaluate' | 'secret:share-install' | 'secret:share-refresh' | 'secret:share-commit' | 'secret:share-abort' | 'secret:share-delete'
+    | 'secret:dkg-start' | 'secret:dkg-next' | 'secret:dkg-commit' | 'secret:dkg-abort';
   actor: string;
   policy: string;
   epoch: number;
@@ -37,6 +38,10 @@ export interface KeyAuditEvent {
   code?: ErrorCode;
   /** The jti of the provisioning authorization the caller presented (a person's certificate), if any. */
   authorization?: string;
+  /** DKG routes: the session id (random, public). */
+  session?: string;
+  /** DKG: the dealers a finished session left out (indices; the reasons are in the relay's result). */
+  excluded?: number[];
 }
 
 export interface KeyServiceOptions {

@@ -251,6 +251,46 @@ export class ShareStore {
     return { committed: true };
   }
 
+  /**
+   * A key-generation commit (src/keyserver/dkg.ts): `input` becomes the current share of its
+   * (policy, epoch), replacing the current one only if that is at generation `replaces`
+   * (`undefined`: there must be none), and dropping any prepared refresh. The new share is written
+   * first (atomically over the old file), then the old value is wiped. Committing the very same
+   * share again is a no-op ({committed: false}).
+   * TESSERA_CONFLICT when the current share is not the one the session started from;
+   * TESSERA_SECRET_SHARE_INVALID when the share does not match its commitments.
+   */
+  replaceCurrent(input: StoredShare & { generation: number }, replaces: number | undefined): { committed: boolean } {
+    const share = checkShare(input);
+    const k = key(share.policyId, share.epoch);
+    const cur = this.shares.get(k);
+    if (cur && cur.generation === share.generation && cur.index === share.index && equalBytes(cur.value, share.value)
+      && cur.commitments.length === share.commitments.length && cur.commitments.every((c, j) => pointEquals(c, share.commitments[j]!))) {
+      share.value.fill(0);
+      return { committed: false };
+    }
+    if ((cur?.generation) !== replaces) {
+      share.value.fill(0);
+      throw new TesseraError('TESSERA_CONFLICT', 'the share of this policy and epoch changed since the key generation started');
+    }
+    this.write(share, false);
+    this.abortRefresh(share.policyId, share.epoch);
+    this.shares.set(k, { ...share, K: baseMul(share.value) });
+    cur?.value.fill(0);
+    return { committed: true };
+  }
+
+  /**
+   * A reshare that leaves this server out: deletes the share of (policy, epoch) if it is still at
+   * `generation`. Returns whether it deleted one; TESSERA_CONFLICT if another generation is current.
+   */
+  deleteGeneration(policyId: string, epoch: number, generation: number): boolean {
+    const cur = this.shares.get(key(policyId, epoch));
+    if (cur === undefined) return false;
+    if (cur.generation !== generation) throw new TesseraError('TESSERA_CONFLICT', 'the share of this policy and epoch changed since the key generation started');
+    return this.delete(policyId, epoch);
+  }
+
   /** Drops a prepared generation (a refresh that was not published). Returns whether there was one. */
   abortRefresh(policyId: string, epoch: number): boolean {
     const k = key(policyId, epoch);

@@ -22,11 +22,14 @@ export const PROVISION_OPS = ['create', 'refresh', 'retire'] as const;
 export type ProvisionOp = (typeof PROVISION_OPS)[number];
 
 /** The key server routes (their audit actions) each operation covers. */
-export type ShareAction = 'secret:share-install' | 'secret:share-refresh' | 'secret:share-commit' | 'secret:share-abort' | 'secret:share-delete' | 'secret:share-list';
+export type ShareAction = 'secret:share-install' | 'secret:share-refresh' | 'secret:share-commit' | 'secret:share-abort' | 'secret:share-delete' | 'secret:share-list' | DkgAction;
+/** The distributed key generation routes (issue 15): a new key is a create, a refresh or reshare a refresh of the epoch. */
+export type DkgAction = 'secret:dkg-start' | 'secret:dkg-next' | 'secret:dkg-commit' | 'secret:dkg-abort';
+const DKG_ACTIONS: readonly DkgAction[] = ['secret:dkg-start', 'secret:dkg-next', 'secret:dkg-commit', 'secret:dkg-abort'];
 const COVERS: Record<ProvisionOp, ReadonlySet<ShareAction>> = {
   // A deal installs, and takes back what it installed when another server refused.
-  create: new Set(['secret:share-install', 'secret:share-delete']),
-  refresh: new Set(['secret:share-list', 'secret:share-refresh', 'secret:share-commit', 'secret:share-abort']),
+  create: new Set<ShareAction>(['secret:share-install', 'secret:share-delete', ...DKG_ACTIONS]),
+  refresh: new Set<ShareAction>(['secret:share-list', 'secret:share-refresh', 'secret:share-commit', 'secret:share-abort', ...DKG_ACTIONS]),
   retire: new Set(['secret:share-delete']),
 };
 

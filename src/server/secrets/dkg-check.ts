@@ -15,14 +15,14 @@
 import { TesseraError, isTesseraError } from '../../core/errors.js';
 import { verifyTranscript, type TranscriptVerdict } from '../../core/secrets/dkg.js';
 import { dkgVerifier } from '../../core/secrets/dkg-identity.js';
-import { dkgParamsFromWire } from '../../core/secrets/dkg-params-wire.js';
+import { MAX_DKG_SERVERS, parseDkgParamsWire } from '../../core/secrets/dkg-params-wire.js';
 import type { DkgParams } from '../../core/secrets/dkg-session.js';
 import { dkgSchedule } from '../../core/secrets/dkg-wire.js';
 import type { SecretPolicyRecord, SecretPolicyServer } from '../../core/secrets/policy-record.js';
 import type { DkgVerdictWire } from '../../core/wire/control-plane.js';
 
-/** Most key servers on either side of a DKG session the control plane checks (the transcript grows with n²). */
-export const MAX_DKG_SERVERS = 32;
+export { MAX_DKG_SERVERS };
+
 /**
  * Body limit of the two routes that take a transcript: n = 32 dealers' deal messages (t commitments
  * and n-1 sealed boxes each) dominate, about 0.5 MiB; a reshare has up to 2n parties, and complaints
@@ -72,13 +72,13 @@ function wireServers(v: unknown): SecretPolicyServer[] {
  */
 export function checkDkgTranscript(input: unknown, expect: DkgExpectation, trustedCas: readonly Buffer[], trustDomain: string, now = Date.now()): { verdict: DkgVerdictWire; facts: TranscriptVerdict } {
   const { params: wire, certificates, log } = checkShape(input);
-  const params: DkgParams = dkgParamsFromWire(wire);
-  const w = wire as Record<string, unknown>;
+  const parsed = parseDkgParamsWire(wire, trustDomain);
+  const params: DkgParams = parsed.params;
+  const w = parsed.wire as unknown as Record<string, unknown>;
   if (params.policyId !== expect.id || params.epoch !== expect.epoch) throw policyInvalid('the transcript is for another policy or key epoch');
   if (expect.route === 'create' && params.kind !== 'dkg') throw policyInvalid('a new key epoch needs a transcript of kind dkg');
   if (expect.route === 'refresh' && params.kind === 'dkg') throw policyInvalid('a share refresh needs a transcript of kind refresh or reshare');
   const servers = wireServers(w.servers);
-  if (servers.length > MAX_DKG_SERVERS) throw policyInvalid(`a key generation runs with at most ${MAX_DKG_SERVERS} key servers`);
   if (!sameServers(servers, expect.servers)) throw policyInvalid('the transcript names other key servers (or URLs) than the request');
   const t = params.kind === 'refresh' ? params.commitments.length : params.t;
   if (t !== expect.t) throw policyInvalid(`the transcript is for threshold ${t}, the request for ${expect.t}`);
@@ -89,7 +89,6 @@ export function checkDkgTranscript(input: unknown, expect: DkgExpectation, trust
       if (params.commitments.map(b64u).join() !== cur.commitments.join()) throw policyInvalid('the refresh transcript starts from other commitments than the current record');
     } else if (params.kind === 'reshare') {
       const old = wireServers((w.old as Record<string, unknown>).servers);
-      if (old.length > MAX_DKG_SERVERS) throw policyInvalid(`a key generation runs with at most ${MAX_DKG_SERVERS} key servers`);
       const current = new Set(cur.servers.map(serverKey));
       if (!old.every((s) => current.has(serverKey(s)))) throw policyInvalid('the reshare\'s dealers must be key servers of the current record');
       if (params.old.commitments.map(b64u).join() !== cur.commitments.join()) throw policyInvalid('the reshare transcript starts from other commitments than the current record');
