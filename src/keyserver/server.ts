@@ -45,6 +45,7 @@ import type { AbortShareResponse, CommitShareResponse, DeleteShareResponse, Eval
 import { KeyService, type KeyAuditEvent, type KeyCaller, type KeyServiceOptions, type RateLimit } from './service.js';
 import { ShareStore } from './store.js';
 import { DkgSessions, type DkgSessionEvent } from './dkg.js';
+import { isDkgSessionId } from '../core/secrets/dkg-params-wire.js';
 import { pemDecodeAll } from '../core/x509.js';
 import type { DkgAbortResponse, DkgCommitResponse, DkgNextResponse, DkgStartResponse } from '../core/wire/dkg.js';
 import { PROVISION_AUTHORIZATION_HEADER, verifyProvisionAuthorization, type ShareAction } from '../core/secrets/provision-authorization.js';
@@ -373,7 +374,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
   /** What a session id in a path names (validity is checked by the manager). */
   const sessionTarget = (id: string): DkgTarget => {
     const info = dkg.info(id);
-    return { session: id.slice(0, 86), ...(info ? { policy: info.policy, epoch: info.epoch } : {}) };
+    return { session: isDkgSessionId(id) ? id : '(invalid)', ...(info ? { policy: info.policy, epoch: info.epoch } : {}) };
   };
   type SessionParams = { Params: { session: string } };
   const dkgLimit = { bodyLimit: DKG_BODY_LIMIT };
@@ -381,7 +382,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
   app.post('/v1/dkg', dkgLimit, async (req) => {
     const p = (typeof req.body === 'object' && req.body !== null ? (req.body as { params?: unknown }).params : undefined) as { policy?: unknown; epoch?: unknown; session?: unknown } | undefined;
     const loose: DkgTarget = typeof p === 'object' && p !== null
-      ? { ...(typeof p.policy === 'string' ? { policy: p.policy } : {}), ...(typeof p.epoch === 'number' ? { epoch: p.epoch } : {}), ...(typeof p.session === 'string' ? { session: p.session.slice(0, 86) } : {}) }
+      ? { ...(typeof p.policy === 'string' ? { policy: p.policy } : {}), ...(typeof p.epoch === 'number' ? { epoch: p.epoch } : {}), ...(p.session !== undefined ? { session: isDkgSessionId(p.session) ? p.session : '(invalid)' } : {}) }
       : {};
     return dkgRoute(req, 'secret:dkg-start', loose, () => dkg.start(req.body) satisfies DkgStartResponse);
   });

@@ -181,4 +181,36 @@ describe('ShareStore', () => {
     writeFileSync(f, text, { mode: 0o644 });
     expectTesseraError(() => ShareStore.open(dir, KeyEncryptionKey.load(dir, { TESSERA_KEK: KEK_A })), 'TESSERA_CONFIG_INVALID');
   });
+
+  it('replaceCurrent (DKG commit): only over the generation the session started from, atomically, idempotent, survives a restart; deleteGeneration likewise', () => {
+    const dir = tmp();
+    const kek = () => KeyEncryptionKey.load(dir, { TESSERA_KEK: KEK_A });
+    const store = ShareStore.open(dir, kek());
+    const first = dealt(2, 3, 'shop.db', 5);
+    // a new key: there must be no share yet
+    expect(store.replaceCurrent({ ...first.shares[0]!, generation: 1 }, undefined)).toEqual({ committed: true });
+    expect(store.replaceCurrent({ ...first.shares[0]!, value: new Uint8Array(first.shares[0]!.value), generation: 1 }, undefined)).toEqual({ committed: false });
+    // a share of another key over it, claiming no current share: refused
+    const other = dealt(2, 3, 'shop.db', 5);
+    expectTesseraError(() => store.replaceCurrent({ ...other.shares[0]!, generation: 2 }, undefined), 'TESSERA_CONFLICT');
+    expectTesseraError(() => store.replaceCurrent({ ...other.shares[0]!, generation: 2 }, 7), 'TESSERA_CONFLICT');
+    // a share that does not match its commitments: refused
+    expectTesseraError(() => store.replaceCurrent({ ...other.shares[0]!, commitments: first.sharing.commitments, generation: 2 }, 1), 'TESSERA_SECRET_SHARE_INVALID');
+    // a dealt refresh pending: dropped by the replacement
+    const { deltas, D } = dealRefresh(2, 3);
+    store.prepareRefresh('shop.db', 5, 1, deltas[0]!.value, D);
+    expect(store.list()[0]!.pending).toBe(2);
+    const next = { ...other.shares[1]!, n: 3, generation: 2 };
+    expect(store.replaceCurrent(next, 1)).toEqual({ committed: true });
+    expect(store.list()).toEqual([{ policyId: 'shop.db', epoch: 5, generation: 2, t: 2, n: 3, index: 2 }]);
+    expect(readdirSync(join(dir, 'shares')).sort()).toEqual(['shop.db.5.json']);
+    const again = ShareStore.open(dir, kek());
+    expect(again.get('shop.db', 5)!.generation).toBe(2);
+    expect(Buffer.from(again.get('shop.db', 5)!.value).equals(Buffer.from(other.shares[1]!.value))).toBe(true);
+    // a reshare leaving this server out
+    expectTesseraError(() => again.deleteGeneration('shop.db', 5, 1), 'TESSERA_CONFLICT');
+    expect(again.deleteGeneration('shop.db', 5, 2)).toBe(true);
+    expect(again.deleteGeneration('shop.db', 5, 2)).toBe(false);
+    expect(again.get('shop.db', 5)).toBeUndefined();
+  });
 });

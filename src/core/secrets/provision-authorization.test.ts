@@ -77,6 +77,15 @@ describe('provisioning authorization', () => {
     expectTesseraError(() => verifyProvisionAuthorization(header({ ...base, op: 'retire' }), [caA.certDer], facts), CODE);
   });
 
+  it('the DKG routes: covered by create (a new key) and refresh (a refresh or reshare of the epoch), never by retire', () => {
+    for (const action of ['secret:dkg-start', 'secret:dkg-next', 'secret:dkg-commit', 'secret:dkg-abort'] as const) {
+      expect(verifyProvisionAuthorization(header(), [caA.certDer], { ...facts, action }).op).toBe('create');
+      expect(verifyProvisionAuthorization(header({ ...base, op: 'refresh' }), [caA.certDer], { ...facts, action }).op).toBe('refresh');
+      expectTesseraError(() => verifyProvisionAuthorization(header({ ...base, op: 'retire' }), [caA.certDer], { ...facts, action }), CODE);
+      expectTesseraError(() => verifyProvisionAuthorization(header(), [caA.certDer], { ...facts, action, epoch: 4 }), CODE);
+    }
+  });
+
   it('refuses any malformed header with its code, never another error', () => {
     const onlyCode = (fn: () => unknown): void => {
       try {
