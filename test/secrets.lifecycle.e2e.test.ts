@@ -1,5 +1,5 @@
 /**
- * The life of a secret policy, end to end: `tessera server` as a child process, three key servers
+ * The life of a secret policy in the dealer mode (`--dealer`; DKG is test/secrets-dkg.e2e.test.ts), end to end: `tessera server` as a child process, three key servers
  * in this process (each its own Agent and Cedar enforcer), the CLI for the admin steps:
  * share refresh (same key, new shares, old shares gone), a refresh interrupted after publishing
  * and finished by the next run, key rotation (old blobs still open), retirement (they no longer
@@ -80,7 +80,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     agents.push(agent);
     await agent.start();
     servers = nodes.map((n, i) => `${n!.keyServer.url}@${KS[i]!}`).join(',');
-    const created = await tessera(['secret', 'policy', 'create', 'db', '--threshold', '2', '--servers', servers]);
+    const created = await tessera(['secret', 'policy', 'create', 'db', '--dealer', '--threshold', '2', '--servers', servers]);
     expect(created.status, created.stderr).toBe(0);
     blob1 = (await tessera(['secret', 'seal', '--policy', 'db'], PLAIN1)).stdout;
     expect(blob1).toMatch(/^tessera-sealed:v1:/);
@@ -97,7 +97,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
   it('refresh: new shares of the same key on every server, the old ones gone, old blobs still open', async () => {
     const before = nodes.map((n) => Buffer.from(n!.keyServer.store.get('db', 1)!.value));
     const pk = JSON.parse((await tessera(['--json', 'secret', 'policy', 'show', 'db'])).stdout) as { payload: string };
-    const r = await tessera(['--json', 'secret', 'policy', 'refresh', 'db']);
+    const r = await tessera(['--json', 'secret', 'policy', 'refresh', 'db', '--dealer']);
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { generation: number; public_key: string; committed: string[]; not_committed: unknown[] };
     expect(out.generation).toBe(2);
@@ -141,7 +141,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     expect(opened.stdout).toBe(PLAIN1);
     await startNode(0);
     // The next refresh commits server 3 first, then moves everyone to generation 4.
-    const r = await tessera(['--json', 'secret', 'policy', 'refresh', 'db']);
+    const r = await tessera(['--json', 'secret', 'policy', 'refresh', 'db', '--dealer']);
     expect(r.status, r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as { generation: number }).generation).toBe(4);
     for (let i = 0; i < 3; i++) expect(sharesOf(i)).toEqual([{ policyId: 'db', epoch: 1, generation: 4 }]);
@@ -149,7 +149,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
   }, 90_000);
 
   it('rotate: a new epoch for new seals; blobs of the old epoch still open', async () => {
-    const r = await tessera(['--json', 'secret', 'policy', 'rotate', 'db']);
+    const r = await tessera(['--json', 'secret', 'policy', 'rotate', 'db', '--dealer']);
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { epoch: number; previous_epoch: number; t: number; n: number };
     expect([out.epoch, out.previous_epoch, out.t, out.n]).toEqual([2, 1, 2, 3]);
@@ -218,7 +218,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
       [['secret', 'reseal', '--agent-dir', appDir], 1, 'TESSERA_SECRET_BLOB_INVALID'],
       // Epoch 1 is retired: the key servers no longer hold it and take new shares, the control plane
       // refuses the record, and the shares are taken back (the check after the loop).
-      [['secret', 'policy', 'create', 'db', '--threshold', '2', '--servers', servers, '--epoch', '1'], 1, 'TESSERA_CONFLICT'],
+      [['secret', 'policy', 'create', 'db', '--dealer', '--threshold', '2', '--servers', servers, '--epoch', '1'], 1, 'TESSERA_CONFLICT'],
     ];
     for (const [args, status, code] of cases) {
       const r = await tessera(args, 'tessera-sealed:v1:not-a-blob');
@@ -232,7 +232,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     // Server 3 already holds a share for db2 epoch 1 (of another key): it refuses the new one.
     const otherKey = split(randomScalar(), 2, 3);
     nodes[2]!.keyServer.store.put({ policyId: 'db2', epoch: 1, t: 2, n: 3, index: 3, value: otherKey.shares[2]!.value, commitments: otherKey.commitments });
-    const r = await tessera(['secret', 'policy', 'create', 'db2', '--threshold', '2', '--servers', servers]);
+    const r = await tessera(['secret', 'policy', 'create', 'db2', '--dealer', '--threshold', '2', '--servers', servers]);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('TESSERA_SECRET_SHARE_INVALID');
     expect(r.stderr).toContain(`${KS[2]!}: TESSERA_CONFLICT`);
@@ -243,7 +243,7 @@ describe('secret policy lifecycle: refresh, rotate, retire, failed create', () =
     expect((await admin.call<{ policies: { id: string }[] }>('GET', '/v1/secret-policies')).policies.map((p) => p.id)).not.toContain('db2');
     // An unreachable server: the same.
     const dead = `https://127.0.0.1:${await freePort()}@spiffe://${TD}/keyserver/9`;
-    const r2 = await tessera(['secret', 'policy', 'create', 'db3', '--threshold', '2', '--servers', `${servers.split(',').slice(0, 2).join(',')},${dead}`]);
+    const r2 = await tessera(['secret', 'policy', 'create', 'db3', '--dealer', '--threshold', '2', '--servers', `${servers.split(',').slice(0, 2).join(',')},${dead}`]);
     expect(r2.status).toBe(1);
     expect(r2.stderr).toContain('TESSERA_SERVER_UNREACHABLE');
     for (const i of [0, 1]) expect(sharesOf(i).filter((s) => s.policyId === 'db3')).toEqual([]);

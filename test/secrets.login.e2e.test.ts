@@ -142,13 +142,13 @@ describe('secret policies by a person signed in with tessera login', () => {
     const r = await tessera(aliceHome, ['--json', 'secret', 'policy', 'create', 'db', '--threshold', '2', '--servers', servers()]).done;
     expect(r.status, r.stdout + r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as { t: number }).t).toBe(2);
-    // Both sides audited: the control plane's authorization (actor alice) and each key server's install under it.
+    // Both sides audited: the control plane's authorization (actor alice) and each key server's DKG commit under it.
     const recs = (await t.admin.call<{ records: { action: string; outcome: string; actor: string; detail: Record<string, unknown> }[] }>('GET', '/v1/audit?action=secret.provision.authorize')).records;
     const granted = recs.filter((x) => x.outcome === 'success' && x.actor === `spiffe://${TD}/user/alice`);
     expect(granted.length).toBeGreaterThan(0);
     const jti = String(granted[0]!.detail.jti);
     for (const k of ks) {
-      await waitFor('the key server audit line', () => k.out.join('').split('\n').some((l) => l.includes('keyserver audit') && l.includes('secret:share-install') && l.includes(`spiffe://${TD}/user/alice`) && l.includes(jti)), 5_000);
+      await waitFor('the key server audit line', () => k.out.join('').split('\n').some((l) => l.includes('keyserver audit') && l.includes('secret:dkg-commit') && l.includes(`spiffe://${TD}/user/alice`) && l.includes(jti)), 5_000);
     }
 
     // Seal with the login credential, unseal as the pci workload.

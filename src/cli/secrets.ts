@@ -2,23 +2,27 @@
  * Blind threshold secrets on the command line:
  *
  *   tessera keyserver --data-dir D --join-token T --trust-bundle F --listen HOST:PORT   (a key server with its own agent)
- *   tessera secret policy create NAME --threshold T --servers URL@SPIFFE_ID,...         (admin: the dealer runs here)
+ *   tessera secret policy create NAME --threshold T --servers URL@SPIFFE_ID,... [--dealer] (admin: the key servers generate the key together)
  *   tessera secret policy show NAME [--epoch E] [--json]                                 (the signed record)
  *   tessera secret policy list                                                           (admin)
- *   tessera secret policy rotate NAME [--threshold T] [--servers ...]                    (admin: a new key epoch)
- *   tessera secret policy refresh NAME [--epoch E]                                       (admin: new shares, same key)
+ *   tessera secret policy rotate NAME [--threshold T] [--servers ...] [--dealer]         (admin: a new key epoch)
+ *   tessera secret policy refresh NAME [--epoch E] [--dealer]                            (admin: new shares, same key)
+ *   tessera secret policy reshare NAME --threshold T --servers URL@SPIFFE_ID,...         (admin: same key, new key servers / threshold)
  *   tessera secret policy retire NAME --epoch E [--force]                                (admin: delete an epoch's shares)
  *   tessera secret seal --policy NAME [--in F] [--out F] [--record F]                    (offline-capable)
  *   tessera secret unseal --agent-dir D [--in F] [--out F]                               (as the agent's SVID)
  *   tessera secret reseal --agent-dir D [--in F] [--out F]                               (to the newest epoch, as the agent)
  *
- * The policy key k_p exists only in this process while `policy create` deals it, and is zeroed
- * after; the control plane only ever sees the public commitments. The plaintext and the sealed
+ * By default (issue 15) the key servers generate, refresh and reshare k_p among themselves (DKG) and
+ * this process only relays their signed messages (src/admin/dkg.ts): no process ever holds k_p.
+ * With --dealer (the weaker mode, for offline setups) k_p exists in this process while it is dealt,
+ * and is zeroed after. The control plane only ever sees the public commitments (and the transcript). The plaintext and the sealed
  * blob are written only to the requested output.
  */
 import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { adminClient, adminCredentialTls, agentTls, readCredential, svidClient } from '../admin/clients.js';
+import { createEpoch, refresh as dkgRefresh, reshare as dkgReshare, rotate as dkgRotate, type DkgRunResult } from '../admin/dkg.js';
 import { dealEpoch, fetchRecordWith, readSavedRecord, refreshEpoch, retireEpoch, rotateEpoch, sealToRecord, unsealWithAgentDir, withSecretAdmin, type SecretAdmin } from '../admin/secrets.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
@@ -116,6 +120,39 @@ function summary(r: SecretPolicyRecord): string {
   ].join('\n');
 }
 
+/** Stopped key servers, misbehaviour and failed commits of a DKG run, as warnings on stderr (public facts only). */
+function dkgWarnings(res: DkgRunResult): void {
+  const w = (line: string): void => { process.stderr.write(`tessera: warning: ${line}\n`); };
+  for (const l of res.lost) w(`key server ${l.spiffeId} stopped answering at round ${l.round} (${l.code}); the protocol went on without it${res.record.servers.some((s) => s.spiffeId === l.spiffeId) ? ': it holds no share of this generation; replace it with `secret policy reshare`' : ''}`);
+  for (const s of res.verdict.stopped) if (!res.lost.some((l) => l.spiffeId === s.spiffe_id)) w(`key server ${s.spiffe_id} sent nothing from round ${s.round} on`);
+  for (const m of res.verdict.misbehaviour) w(`key server ${m.spiffe_id} misbehaved at round ${m.round}: ${m.what}`);
+  for (const e of res.verdict.excluded) w(`dealer index ${e.index} left out: ${e.why}`);
+  for (const c of res.commits.filter((x) => !x.ok)) w(`key server ${c.spiffeId} (index ${c.index}) did not commit: ${c.code ?? 'error'}; it cannot answer the new generation`);
+}
+
+/** The JSON facts of a DKG run. */
+function dkgJson(res: DkgRunResult): Json {
+  return {
+    mode: 'dkg',
+    transcript: res.verdict.transcript,
+    qual: res.verdict.qual,
+    confirmed_by: res.verdict.confirmed_by,
+    stopped: [...res.lost.map((l) => ({ spiffe_id: l.spiffeId, round: l.round, code: l.code })), ...res.verdict.stopped.filter((s) => !res.lost.some((l) => l.spiffeId === s.spiffe_id))],
+    misbehaviour: res.verdict.misbehaviour,
+    excluded: res.verdict.excluded,
+    committed: res.commits.filter((c) => c.ok).map((c) => c.spiffeId),
+    not_committed: res.commits.filter((c) => !c.ok).map((c) => ({ spiffe_id: c.spiffeId, code: c.code })),
+  };
+}
+
+const DKG_HELP = `
+By default the key servers generate the key together (distributed key generation, Gennaro-Jarecki-
+Krawczyk-Rabin): this CLI only relays their signed messages, which it cannot read, the control plane
+checks the whole transcript before it signs the record, and no process ever holds the key. A key
+server that stops mid-way is left out (reported as a warning) as long as t remain; misbehaviour is
+proven from the transcript and reported. --dealer draws the key in this process and deals the
+shares instead: a weaker mode (this machine sees the key) for setups without the DKG routes.`;
+
 // ---------------------------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------------------------
@@ -159,14 +196,16 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
     }));
 
   const secret = program.command('secret').description('blind threshold secrets: policies, seal, unseal');
-  const policy = secret.command('policy').description('secret policies (the dealer runs here; the control plane signs the public record)');
+  const policy = secret.command('policy').description('secret policies (the key servers generate the key, this CLI relays; the control plane signs the public record)');
 
-  policy.command('create').description('deal a new policy key to the key servers and publish the signed record (admin)')
+  policy.command('create').description('generate a new policy key on the key servers (DKG; --dealer: deal it from here) and publish the signed record (admin)')
     .argument('<name>', `policy name, ${SECRET_POLICY_ID_RULE}`)
     .requiredOption('--threshold <t>', 'how many key servers must answer to unseal (at least 2)')
     .option('--allow-single-server', 'accept --threshold 1 (one key server can decrypt: tests only)')
     .requiredOption('--servers <list...>', 'key servers URL@SPIFFE_ID, comma-separated, in share-index order')
     .option('--epoch <n>', 'key epoch', '1')
+    .option('--dealer', 'weaker mode: draw the key in this process and deal the shares (offline setups; this machine sees the key)')
+    .addHelpText('after', DKG_HELP)
     .action(run(async (g, name: string, o: Json) => {
       const id = policyId(name);
       const epoch = epochOpt(o.epoch)!;
@@ -176,44 +215,105 @@ export function secretCommands(program: Command, run: Run, parseListen: (v: stri
       checkServers(servers);
       checkThreshold(t, n, Boolean(o.allowSingleServer));
       await withAdmin(g, async (admin) => {
-        const res = await dealEpoch(admin, { id, epoch, t, servers });
-        output(g, { id, epoch, t, n, public_key: res.record.commitments[0], record: res.record, signed: res.signed }, () => `created ${summary(res.record)}`);
+        if (o.dealer) {
+          const res = await dealEpoch(admin, { id, epoch, t, servers });
+          output(g, { id, epoch, t, n, mode: 'dealer', public_key: res.record.commitments[0], record: res.record, signed: res.signed }, () => `created ${summary(res.record)}\n(dealt from this process: --dealer)`);
+          return;
+        }
+        const res = await createEpoch(admin, { id, epoch, t, servers });
+        dkgWarnings(res);
+        output(g, { id, epoch, t, n, public_key: res.record.commitments[0], ...dkgJson(res), record: res.record, signed: res.signed }, () => `created ${summary(res.record)}\n(generated by the key servers together; transcript ${res.verdict.transcript})`);
+        if (res.commits.some((c) => !c.ok)) process.exitCode = 1;
       });
     }));
 
-  policy.command('rotate').description('deal a new key epoch (newest + 1) to the key servers; blobs sealed under older epochs still open until retired (admin)')
+  policy.command('rotate').description('a new key epoch (newest + 1), generated by the key servers (DKG; --dealer: dealt from here); blobs sealed under older epochs still open until retired (admin)')
     .argument('<name>', 'policy name')
     .option('--threshold <t>', 'threshold of the new epoch (default: the current one\'s)')
     .option('--servers <list...>', 'key servers of the new epoch, URL@SPIFFE_ID,... (default: the current ones)')
+    .option('--dealer', 'weaker mode: draw the new key in this process and deal the shares')
+    .addHelpText('after', DKG_HELP)
     .action(run(async (g, name: string, o: Json) => {
       const id = policyId(name);
       const servers = o.servers ? parseServers(o.servers as string[]) : undefined;
       const t = o.threshold === undefined ? undefined : Number(o.threshold);
       if (servers) checkServers(servers);
       if (t !== undefined) checkThreshold(t, servers?.length ?? 255, false);
+      const choice = { ...(t !== undefined ? { t } : {}), ...(servers ? { servers } : {}) };
       await withAdmin(g, async (admin) => {
-        const res = await rotateEpoch(admin, id, { ...(t !== undefined ? { t } : {}), ...(servers ? { servers } : {}) });
+        let res: { record: SecretPolicyRecord; signed: unknown; previous: number };
+        let facts: Json = { mode: 'dealer' };
+        if (o.dealer) res = await rotateEpoch(admin, id, choice);
+        else {
+          const r = await dkgRotate(admin, id, choice);
+          dkgWarnings(r);
+          facts = dkgJson(r);
+          if (r.commits.some((c) => !c.ok)) process.exitCode = 1;
+          res = r;
+        }
         if (res.record.t === 1 && !servers) process.stderr.write('tessera: warning: the new epoch keeps threshold 1\n');
-        output(g, { id, epoch: res.record.epoch, previous_epoch: res.previous, t: res.record.t, n: res.record.n, public_key: res.record.commitments[0], record: res.record, signed: res.signed }, () => [
+        output(g, { id, epoch: res.record.epoch, previous_epoch: res.previous, t: res.record.t, n: res.record.n, public_key: res.record.commitments[0], ...facts, record: res.record, signed: res.signed }, () => [
           `rotated ${summary(res.record)}`,
           `new seals use epoch ${res.record.epoch}; blobs sealed under epoch ${res.previous} and older still open until \`tessera secret policy retire ${id} --epoch E\``,
         ].join('\n'));
       });
     }));
 
-  policy.command('refresh').description('give the key servers new shares of the same key (new share generation); old shares are deleted (admin)')
+  policy.command('refresh').description('give the key servers new shares of the same key (new share generation; dealerless by default); old shares are deleted (admin)')
     .argument('<name>', 'policy name')
     .option('--epoch <n>', 'key epoch (default: the newest active one)')
+    .option('--dealer', 'weaker mode: deal a sharing of zero from this process (the older protocol)')
+    .addHelpText('after', `
+By default every key server deals a random sharing of zero to the others (checked by everyone against
+public commitments); the new shares open the same key, the old ones are deleted on commit. A key server
+that stops mid-way is left out, but a refresh needs every one of them to end up with a new share:
+run it again, or replace the server with \`secret policy reshare\`.`)
     .action(run(async (g, name: string, o: Json) => {
       const id = policyId(name);
       const epoch = epochOpt(o.epoch);
       await withAdmin(g, async (admin) => {
-        const res = await refreshEpoch(admin, id, epoch);
-        const missing = res.commits.filter((c) => !c.ok);
-        for (const m of missing) process.stderr.write(`tessera: key server ${m.spiffeId} (index ${m.index}) did not commit: ${m.code ?? 'error'}; it answers the new generation from its prepared share; run refresh again to finish\n`);
-        output(g, { id, epoch: res.record.epoch, generation: res.record.generation, public_key: res.record.commitments[0], committed: res.commits.filter((c) => c.ok).map((c) => c.spiffeId), not_committed: missing.map((m) => ({ spiffe_id: m.spiffeId, code: m.code })), signed: res.signed }, () =>
-          `refreshed ${id} epoch ${res.record.epoch} to share generation ${res.record.generation} (same public key ${res.record.commitments[0]!}); ${res.commits.length - missing.length} of ${res.record.n} key servers deleted their old share`);
-        if (missing.length) process.exitCode = 1;
+        if (o.dealer) {
+          const res = await refreshEpoch(admin, id, epoch);
+          const missing = res.commits.filter((c) => !c.ok);
+          for (const m of missing) process.stderr.write(`tessera: key server ${m.spiffeId} (index ${m.index}) did not commit: ${m.code ?? 'error'}; it answers the new generation from its prepared share; run refresh again to finish\n`);
+          output(g, { id, epoch: res.record.epoch, generation: res.record.generation, mode: 'dealer', public_key: res.record.commitments[0], committed: res.commits.filter((c) => c.ok).map((c) => c.spiffeId), not_committed: missing.map((m) => ({ spiffe_id: m.spiffeId, code: m.code })), signed: res.signed }, () =>
+            `refreshed ${id} epoch ${res.record.epoch} to share generation ${res.record.generation} (same public key ${res.record.commitments[0]!}); ${res.commits.length - missing.length} of ${res.record.n} key servers deleted their old share`);
+          if (missing.length) process.exitCode = 1;
+          return;
+        }
+        const res = await dkgRefresh(admin, id, epoch);
+        dkgWarnings(res);
+        const committed = res.commits.filter((c) => c.ok).length;
+        output(g, { id, epoch: res.record.epoch, generation: res.record.generation, public_key: res.record.commitments[0], ...dkgJson(res), signed: res.signed }, () =>
+          `refreshed ${id} epoch ${res.record.epoch} to share generation ${res.record.generation} (same public key ${res.record.commitments[0]!}), dealerless; ${committed} of ${res.record.n} key servers committed their new share`);
+        if (committed < res.record.n) process.exitCode = 1;
+      });
+    }));
+
+  policy.command('reshare').description('share the same key among new key servers and/or a new threshold (dealerless); blobs sealed before still open (admin)')
+    .argument('<name>', 'policy name')
+    .requiredOption('--threshold <t>', 'threshold of the new sharing (at least 2)')
+    .requiredOption('--servers <list...>', 'the new key servers URL@SPIFFE_ID, comma-separated, in share-index order (as for create)')
+    .option('--epoch <n>', 'key epoch (default: the newest active one)')
+    .option('--allow-single-server', 'accept --threshold 1 (tests only)')
+    .addHelpText('after', `
+Verifiable secret redistribution: each current key server deals its own share to the new servers, checked
+against the current public commitments; the new servers combine them into shares of the same key (same
+public key, so every blob still opens). Key servers left out of --servers delete their share on commit.
+A current key server that cannot be reached is left out of the dealers as long as the current threshold
+remains, which is how a dead key server is replaced.`)
+    .action(run(async (g, name: string, o: Json) => {
+      const id = policyId(name);
+      const servers = parseServers(o.servers as string[]);
+      const t = Number(o.threshold);
+      checkServers(servers);
+      checkThreshold(t, servers.length, Boolean(o.allowSingleServer));
+      await withAdmin(g, async (admin) => {
+        const res = await dkgReshare(admin, id, { t, servers, ...(o.epoch !== undefined ? { epoch: epochOpt(o.epoch)! } : {}) });
+        dkgWarnings(res);
+        output(g, { id, epoch: res.record.epoch, generation: res.record.generation, t: res.record.t, n: res.record.n, previous: res.previous, public_key: res.record.commitments[0], ...dkgJson(res), record: res.record, signed: res.signed }, () =>
+          `reshared ${id} epoch ${res.record.epoch} from ${res.previous.t} of ${res.previous.n} to ${summary(res.record)}\n(same public key; blobs sealed before still open)`);
+        if (res.commits.some((c) => !c.ok && res.record.servers.some((s) => s.spiffeId === c.spiffeId))) process.exitCode = 1;
       });
     }));
 

@@ -12,6 +12,7 @@ import type { SpiffeBundleJwks, OidcJwk } from '../bundle.js';
 import type { SignedPolicyBundle } from '../policy/bundle.js';
 import type { TelemetryWindow } from '../risk/types.js';
 import type { SecretPolicyRecord, SecretPolicyServer, SignedSecretPolicy } from '../secrets/policy-record.js';
+import type { DkgTranscriptWire } from './dkg.js';
 
 // --- Health ---------------------------------------------------------------------------------
 
@@ -356,9 +357,29 @@ export interface TelemetryListResponse { windows: (TelemetryWindow & { id: numbe
 
 // --- Secret policies ------------------------------------------------------------------------------
 
-/** POST /v1/secret-policies (admin) → 201. */
-export interface CreateSecretPolicyRequest { id: string; epoch: number; t: number; n: number; commitments: string[]; servers: SecretPolicyServer[] }
-export interface CreateSecretPolicyResponse { id: string; epoch: number; record: SecretPolicyRecord; signed: SignedSecretPolicy }
+/**
+ * What the control plane learned from a DKG transcript before it signed (public facts only, the same
+ * it audits): the kind, the transcript hash (base64url), QUAL, who stopped, provable misbehaviour,
+ * the dealers left out, and who confirmed the result.
+ */
+export interface DkgVerdictWire {
+  mode: 'dkg';
+  kind: 'dkg' | 'refresh' | 'reshare';
+  transcript: string;
+  qual: number[];
+  stopped: { spiffe_id: string; round: string }[];
+  misbehaviour: { spiffe_id: string; round: string; what: string }[];
+  excluded: { index: number; why: string }[];
+  confirmed_by: string[];
+}
+
+/**
+ * POST /v1/secret-policies (admin) → 201. With `dkg` (the relay's transcript of a new key generated
+ * by the key servers, kind `dkg`), the record is signed only if the transcript checks out and names
+ * exactly these commitments, threshold and servers; without it the record is a dealer's (weaker mode).
+ */
+export interface CreateSecretPolicyRequest { id: string; epoch: number; t: number; n: number; commitments: string[]; servers: SecretPolicyServer[]; dkg?: DkgTranscriptWire }
+export interface CreateSecretPolicyResponse { id: string; epoch: number; record: SecretPolicyRecord; signed: SignedSecretPolicy; dkg?: DkgVerdictWire }
 
 /** One key epoch of a secret policy, as listed. */
 export interface SecretPolicySummary { id: string; epoch: number; generation: number; created_at: string; retired_at: string | null }
@@ -369,9 +390,13 @@ export interface SecretPolicyListResponse { policies: SecretPolicySummary[] }
 /** GET /v1/secret-policies/:id[?epoch=] (a live SVID or the admin). */
 export interface SecretPolicyResponse { id: string; epoch: number; generation: number; created_at: string; signed: SignedSecretPolicy }
 
-/** POST /v1/secret-policies/:id/epochs/:epoch/refresh (admin). */
-export interface RefreshSecretPolicyRequest { generation: number; commitments: string[] }
-export interface RefreshSecretPolicyResponse { id: string; epoch: number; generation: number; record: SecretPolicyRecord; signed: SignedSecretPolicy }
+/**
+ * POST /v1/secret-policies/:id/epochs/:epoch/refresh (admin): the next share generation of the same
+ * key. `dkg` (kind `refresh` or `reshare`): the key servers' dealerless transcript, checked before
+ * signing. A reshare also names the new threshold `t` and `servers` (only with a `reshare` transcript).
+ */
+export interface RefreshSecretPolicyRequest { generation: number; commitments: string[]; t?: number; servers?: SecretPolicyServer[]; dkg?: DkgTranscriptWire }
+export interface RefreshSecretPolicyResponse { id: string; epoch: number; generation: number; record: SecretPolicyRecord; signed: SignedSecretPolicy; dkg?: DkgVerdictWire }
 
 /** POST /v1/secret-policies/:id/epochs/:epoch/retire (admin; empty body). */
 export interface RetireSecretPolicyResponse { id: string; epoch: number; retired: boolean; retired_at: string | null }

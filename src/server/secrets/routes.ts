@@ -1,11 +1,14 @@
 /**
  * Secret policies (blind threshold secrets):
  *
- *   POST /v1/secret-policies        (admin)  {id, epoch, t, n, commitments, servers} → 201 {id, epoch, record, signed}
+ *   POST /v1/secret-policies        (admin)  {id, epoch, t, n, commitments, servers, dkg?} → 201 {id, epoch, record, signed, dkg?}
+ *        `dkg`: the key servers' DKG transcript (src/core/wire/dkg.ts DkgTranscriptWire), checked by
+ *        ./dkg-check.ts before anything is signed; without it the record is a dealer's (weaker mode)
  *   GET  /v1/secret-policies        (admin)  → {policies: [{id, epoch, generation, created_at, retired_at}]}
  *   GET  /v1/secret-policies/:id    (a live workload's SVID, or the admin) [?epoch=] → {id, epoch, generation, created_at, signed}
  *        without ?epoch: the newest epoch not retired; a retired epoch → 410 TESSERA_SECRET_EPOCH_RETIRED
- *   POST /v1/secret-policies/:id/epochs/:epoch/refresh  (admin) {generation, commitments} → {id, epoch, generation, record, signed}
+ *   POST /v1/secret-policies/:id/epochs/:epoch/refresh  (admin) {generation, commitments, dkg?, t?, servers?} → {id, epoch, generation, record, signed, dkg?}
+ *        `dkg` of kind refresh (same servers and t) or reshare (with the new `t` and `servers`)
  *   POST /v1/secret-policies/:id/epochs/:epoch/retire   (admin) → {id, epoch, retired, retired_at}
  *   POST /v1/secret-policies/:id/provision-authorization (admin, a client certificate) {epoch, op, key_servers}
  *        → {authorization, jti, expires_at}: the admin policy judges `admin:secret.policy.<op>` (writes:
@@ -18,12 +21,13 @@ import type { FastifyInstance } from 'fastify';
 import { PROVISION_OPS, encodeProvisionAuthorization, signProvisionAuthorization, type ProvisionOp } from '../../core/secrets/provision-authorization.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { TesseraError } from '../../core/errors.js';
-import { SECRET_POLICY_ID_RULE, isSecretPolicyId } from '../../core/secrets/index.js';
+import { SECRET_POLICY_ID_RULE, isSecretPolicyId, ready } from '../../core/secrets/index.js';
 import type { SecretPolicyServer } from '../../core/secrets/policy-record.js';
 import { adminCaller, audited, liveOrAdminCaller } from '../api/handlers.js';
 import { body, int, queryInt } from '../../common/api/validate.js';
 import type { ServerContext } from '../context.js';
-import type { ProvisionAuthorizationResponse, CreateSecretPolicyResponse, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse, SecretPolicyResponse } from '../../core/wire/control-plane.js';
+import { DKG_BODY_LIMIT, checkDkgTranscript } from './dkg-check.js';
+import type { DkgVerdictWire, ProvisionAuthorizationResponse, CreateSecretPolicyResponse, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse, SecretPolicyResponse } from '../../core/wire/control-plane.js';
 import type { SecretPolicyService } from './service.js';
 
 /** Lifetime of a provisioning authorization (seconds; key servers accept at most MAX_PROVISION_AUTHORIZATION_SECONDS). */
@@ -35,6 +39,17 @@ function serverList(v: unknown): SecretPolicyServer[] {
     const o = body(s, ['url', 'spiffeId', 'index']);
     return { url: o.url as string, spiffeId: o.spiffeId as string, index: o.index as number };
   });
+}
+
+/** The verdict's public facts in the audit record (never a share: the transcript carries none in the clear). */
+function auditVerdict(detail: Record<string, unknown>, v: DkgVerdictWire): void {
+  detail.kind = v.kind;
+  detail.transcript = v.transcript;
+  detail.qual = v.qual;
+  detail.stopped = v.stopped;
+  detail.misbehaviour = v.misbehaviour;
+  detail.excluded = v.excluded;
+  detail.confirmed_by = v.confirmed_by;
 }
 
 export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, service: SecretPolicyService = ctx.secrets): void {
@@ -67,22 +82,30 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     return { authorization: encodeProvisionAuthorization(signed), jti, expires_at: new Date(exp * 1000).toISOString() } satisfies ProvisionAuthorizationResponse;
   }));
 
-  app.post('/v1/secret-policies', (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
+  app.post('/v1/secret-policies', { bodyLimit: DKG_BODY_LIMIT }, (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
     await adminCaller(ctx, req, ev, 'admin:secret.policy.create');
-    const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers']);
+    const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers', 'dkg']);
     if (!isSecretPolicyId(b.id)) throw new TesseraError('TESSERA_BAD_REQUEST', `"id" must be ${SECRET_POLICY_ID_RULE}`);
     ev.target = `secret:${b.id}`;
     const epoch = int(b, 'epoch', { min: 0, max: 0xffffffff })!;
     const t = int(b, 't', { min: 1, max: 255 })!;
     const n = int(b, 'n', { min: 1, max: 255 })!;
-    if (!Array.isArray(b.commitments)) throw new TesseraError('TESSERA_BAD_REQUEST', '"commitments" must be a list of base64url points');
-    const { record, signed } = await service.create({ id: b.id, epoch, t, n, commitments: b.commitments as string[], servers: serverList(b.servers) });
+    if (!Array.isArray(b.commitments) || b.commitments.length > 255) throw new TesseraError('TESSERA_BAD_REQUEST', '"commitments" must be a list of base64url points');
+    const servers = serverList(b.servers);
     ev.detail.epoch = epoch;
+    ev.detail.mode = b.dkg === undefined ? 'dealer' : 'dkg';
+    let dkg: DkgVerdictWire | undefined;
+    if (b.dkg !== undefined) {
+      await ready();
+      dkg = checkDkgTranscript(b.dkg, { route: 'create', id: b.id, epoch, t, servers, commitments: b.commitments as string[] }, ctx.ca.bundle().x509Authorities, ctx.trustDomain).verdict;
+      auditVerdict(ev.detail, dkg);
+    }
+    const { record, signed } = await service.create({ id: b.id, epoch, t, n, commitments: b.commitments as string[], servers });
     ev.detail.t = t;
     ev.detail.n = n;
     ev.detail.servers = record.servers.map((s) => s.spiffeId);
     ev.succeed();
-    return reply.code(201).send({ id: record.id, epoch: record.epoch, record, signed } satisfies CreateSecretPolicyResponse);
+    return reply.code(201).send({ id: record.id, epoch: record.epoch, record, signed, ...(dkg ? { dkg } : {}) } satisfies CreateSecretPolicyResponse);
   }));
 
   app.get('/v1/secret-policies', (req) => audited(ctx, req, 'secret.policy.list', async (ev) => {
@@ -98,18 +121,42 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     return { id: params.id, epoch: Number(params.epoch) };
   };
 
-  app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/refresh', (req) => audited(ctx, req, 'secret.policy.refresh', async (ev) => {
+  app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/refresh', { bodyLimit: DKG_BODY_LIMIT }, (req) => audited(ctx, req, 'secret.policy.refresh', async (ev) => {
     await adminCaller(ctx, req, ev, 'admin:secret.policy.refresh');
     const { id, epoch } = epochParams(req.params);
     ev.target = `secret:${id}`;
     ev.detail.epoch = epoch;
-    const b = body(req.body, ['generation', 'commitments']);
+    const b = body(req.body, ['generation', 'commitments', 't', 'servers', 'dkg']);
     const generation = int(b, 'generation', { min: 2, max: 0xffffffff })!;
     if (!Array.isArray(b.commitments) || b.commitments.length > 255) throw new TesseraError('TESSERA_BAD_REQUEST', '"commitments" must be a list of base64url points');
+    const commitments = b.commitments as string[];
     ev.detail.generation = generation;
-    const { record, signed } = await service.refresh(id, epoch, generation, b.commitments as string[]);
+    ev.detail.mode = b.dkg === undefined ? 'dealer' : 'dkg';
+    // A new threshold and key servers only with a reshare transcript: nobody else can show the new shares exist.
+    const reshare = b.t !== undefined || b.servers !== undefined;
+    if (reshare && (b.t === undefined || b.servers === undefined)) throw new TesseraError('TESSERA_BAD_REQUEST', 'a reshare names both "t" and "servers"');
+    if (reshare && b.dkg === undefined) throw new TesseraError('TESSERA_BAD_REQUEST', '"t" and "servers" change only with a reshare transcript ("dkg")');
+    const t = reshare ? int(b, 't', { min: 1, max: 255 })! : undefined;
+    const servers = reshare ? serverList(b.servers) : undefined;
+    let dkg: DkgVerdictWire | undefined;
+    if (b.dkg !== undefined) await ready();
+    const { record, signed } = await service.refresh(id, epoch, generation, commitments, {
+      ...(t !== undefined && servers !== undefined ? { t, servers } : {}),
+      ...(b.dkg !== undefined ? {
+        check: (current) => {
+          dkg = checkDkgTranscript(b.dkg, { route: 'refresh', id, epoch, t: t ?? current.t, servers: servers ?? current.servers, commitments, current }, ctx.ca.bundle().x509Authorities, ctx.trustDomain).verdict;
+          if (reshare !== (dkg.kind === 'reshare')) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', reshare ? 'new "t" and "servers" need a reshare transcript' : 'a reshare transcript needs the new "t" and "servers"');
+          auditVerdict(ev.detail, dkg);
+        },
+      } : {}),
+    });
+    if (reshare) {
+      ev.detail.t = record.t;
+      ev.detail.n = record.n;
+      ev.detail.servers = record.servers.map((s) => s.spiffeId);
+    }
     ev.succeed();
-    return { id, epoch, generation: record.generation, record, signed } satisfies RefreshSecretPolicyResponse;
+    return { id, epoch, generation: record.generation, record, signed, ...(dkg ? { dkg } : {}) } satisfies RefreshSecretPolicyResponse;
   }));
 
   app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/retire', (req) => audited(ctx, req, 'secret.policy.retire', async (ev) => {

@@ -10,7 +10,7 @@
  */
 import { TesseraError } from '../../core/errors.js';
 import { ready } from '../../core/secrets/index.js';
-import { MAX_GENERATION, checkSecretPolicy, signSecretPolicy, type SecretPolicyRecord, type SignedSecretPolicy } from '../../core/secrets/policy-record.js';
+import { MAX_GENERATION, checkSecretPolicy, signSecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../../core/secrets/policy-record.js';
 import type { CertificateAuthority } from '../ca/ca.js';
 import type { SecretPolicyRow, Store } from '../store/store.js';
 
@@ -35,6 +35,16 @@ function recordOf(p: StoredSecretPolicy): SecretPolicyRecord {
   return checkSecretPolicy(JSON.parse(Buffer.from(p.signed.payload, 'base64url').toString('utf8')));
 }
 
+/**
+ * A refresh by DKG: `check` runs on the current record before anything is signed (the control plane
+ * checks the transcript against it); a reshare also moves the epoch to new `servers` and threshold `t`.
+ */
+export interface RefreshOptions {
+  t?: number;
+  servers?: SecretPolicyServer[];
+  check?: (current: SecretPolicyRecord) => void;
+}
+
 export class SecretPolicyService {
   constructor(private readonly store: Store, private readonly ca: CertificateAuthority, private readonly now: () => number = Date.now) {}
 
@@ -52,10 +62,10 @@ export class SecretPolicyService {
   /**
    * Publishes the next share generation of (id, epoch) after a refresh: `generation` must be the
    * stored one + 1 and the public key (commitments[0]) must not change; t, n and the key servers
-   * are carried over. TESSERA_NOT_FOUND, TESSERA_SECRET_EPOCH_RETIRED, TESSERA_CONFLICT (another
+   * are carried over, unless a reshare names new ones (`opts`). TESSERA_NOT_FOUND, TESSERA_SECRET_EPOCH_RETIRED, TESSERA_CONFLICT (another
    * refresh won), TESSERA_SECRET_POLICY_INVALID (another key).
    */
-  async refresh(id: string, epoch: number, generation: number, commitments: string[]): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
+  async refresh(id: string, epoch: number, generation: number, commitments: string[], opts: RefreshOptions = {}): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy }> {
     await ready();
     const row = await this.store.getSecretPolicy(id, epoch);
     if (!row) throw new TesseraError('TESSERA_NOT_FOUND', 'no such secret policy key epoch');
@@ -63,7 +73,9 @@ export class SecretPolicyService {
     if (generation !== row.generation + 1 || generation > MAX_GENERATION) throw new TesseraError('TESSERA_CONFLICT', `the key epoch is at share generation ${row.generation}; the next is ${row.generation + 1}`);
     const prev = recordOf(fromRow(row));
     if (commitments[0] !== prev.commitments[0]) throw new TesseraError('TESSERA_SECRET_POLICY_INVALID', 'a refresh keeps the public key: commitments[0] must not change');
-    const record = checkSecretPolicy({ ...prev, generation, commitments, createdAt: new Date(this.now()).toISOString() });
+    opts.check?.(prev);
+    const reshare = opts.servers !== undefined ? { t: opts.t ?? prev.t, n: opts.servers.length, servers: opts.servers } : {};
+    const record = checkSecretPolicy({ ...prev, ...reshare, generation, commitments, createdAt: new Date(this.now()).toISOString() });
     const signed = signSecretPolicy(record, this.ca.signingMaterial());
     if (!(await this.store.replaceSecretPolicyGeneration(id, epoch, row.generation, generation, JSON.stringify(signed)))) {
       throw new TesseraError('TESSERA_CONFLICT', 'the key epoch changed meanwhile (another refresh, or retired)');
