@@ -15,7 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import type { ApiClient } from '../src/common/api-client.js';
 import { KeyEncryptionKey } from '../src/common/kek.js';
-import { apiTransport, createEpoch, type RelayTransport } from '../src/admin/dkg.js';
+import { apiTransport, createEpoch, unknownOutcome, type DkgRunTimings, type RelayTransport } from '../src/admin/dkg.js';
+import { TesseraError } from '../src/core/errors.js';
 import type { SecretAdmin } from '../src/admin/secrets.js';
 import { silentLogger } from '../src/core/log.js';
 import { baseMul, pointEquals, ready } from '../src/core/secrets/index.js';
@@ -237,6 +238,79 @@ describe('secret policies by distributed key generation', () => {
     }
   }, 120_000);
 
+  /** The admin's control-plane client, with `hook` in front of POST /v1/secret-policies (the publish). */
+  function controlWith(hook: (send: () => Promise<unknown>) => Promise<unknown>): ApiClient {
+    return {
+      call: (method: string, path: string, body?: unknown) => {
+        const send = (): Promise<unknown> => admin.call(method, path, body);
+        return method === 'POST' && path === '/v1/secret-policies' ? hook(send) : send();
+      },
+    } as unknown as ApiClient;
+  }
+  const lostAnswer = (): TesseraError => Object.assign(new TesseraError('TESSERA_SERVER_UNREACHABLE', 'connection was cut (injected)'), { sent: true });
+  const three = (): { url: string; spiffeId: string; index: number }[] => [0, 1, 2].map((i) => ({ url: ks[i]!.url, spiffeId: KS[i]!, index: i + 1 }));
+
+  it('relay: the control plane signs but its answer is lost; a commit fails at first: the relay finds the record, commits, retries', async () => {
+    const lines: string[] = [];
+    const inner = apiTransport(adminCtx().tls);
+    const commitTries = new Map<string, number>();
+    const transport: RelayTransport = {
+      async call(peer, method, path, body, headers) {
+        if (!path.endsWith('/commit')) return inner.call(peer, method, path, body, headers);
+        const n = (commitTries.get(peer.spiffeId) ?? 0) + 1;
+        commitTries.set(peer.spiffeId, n);
+        // KS[1]: the first commit is carried out but its answer lost; KS[2]: the first one never arrives (a 503).
+        if (n === 1 && peer.spiffeId === KS[1]) {
+          await inner.call(peer, method, path, body, headers);
+          throw lostAnswer();
+        }
+        if (n === 1 && peer.spiffeId === KS[2]) throw new TesseraError('TESSERA_UNAVAILABLE', 'injected');
+        return inner.call(peer, method, path, body, headers);
+      },
+      chain: (peer) => inner.chain(peer),
+      close: () => inner.close(),
+    };
+    const control = controlWith(async (send) => {
+      await send();
+      throw lostAnswer();
+    });
+    const timings: DkgRunTimings = {};
+    const res = await createEpoch({ ...adminCtx((l) => lines.push(l)), control }, { id: 'lost-answer', epoch: 1, t: 2, servers: three() }, { transport, timings, commitBackoffMs: [20, 40] });
+    transport.close();
+    expect(res.recovered?.code).toBe('TESSERA_SERVER_UNREACHABLE');
+    expect(res.commits.map((c) => [c.spiffeId, c.ok])).toEqual(KS.slice(0, 3).map((id) => [id, true]));
+    expect([commitTries.get(KS[0]!), commitTries.get(KS[1]!), commitTries.get(KS[2]!)]).toEqual([1, 2, 2]);
+    // The verdict, recomputed by the relay from its own log, is the control plane's (audited) one.
+    expect(res.verdict).toMatchObject({ mode: 'dkg', kind: 'dkg', qual: [1, 2, 3], stopped: [], misbehaviour: [] });
+    expect(res.verdict.confirmed_by.sort()).toEqual(KS.slice(0, 3).sort());
+    const recs = (await admin.call<{ records: { outcome: string; detail: Record<string, unknown> }[] }>('GET', '/v1/audit?action=secret.policy.create')).records;
+    expect(recs.find((x) => x.outcome === 'success' && x.detail.transcript === res.verdict.transcript)?.detail).toMatchObject({ qual: res.verdict.qual, confirmed_by: res.verdict.confirmed_by });
+    expect(lines.some((l) => l.includes('answer was lost') && l.includes('committing'))).toBe(true);
+    expect(lines.filter((l) => l.includes('trying again'))).toHaveLength(2);
+    expect(timings.rounds?.map((r) => r.round)).toEqual(['hello', 'deal', 'complaints', 'answers', 'feldman', 'feldmanComplaints', 'reconstruct']);
+    for (const k of ['chains', 'start', 'publish', 'commit', 'total'] as const) expect(timings[k]).toBeGreaterThan(0);
+    const shares = sharesOf('lost-answer', 1, [0, 1, 2]);
+    expect(shares).toHaveLength(3);
+    expect(pointEquals(baseMul(combineScalars(shares.slice(0, 2))), new Uint8Array(Buffer.from(res.record.commitments[0]!, 'base64url')))).toBe(true);
+    await sealAndOpen('lost-answer', 'recovered-secret');
+  }, 120_000);
+
+  it('relay: no answer from the control plane and no signed record: a clean abort, nothing installed', async () => {
+    const control = controlWith(() => Promise.reject(lostAnswer()));
+    const err = await createEpoch({ ...adminCtx(), control }, { id: 'lost-unsigned', epoch: 1, t: 2, servers: three() }).then(() => undefined, (e: unknown) => e as TesseraError);
+    expect(err?.code).toBe('TESSERA_SERVER_UNREACHABLE');
+    expect(err?.message).toContain('is not signed with this result');
+    expect(err?.message).toContain('the session was ended on every key server, nothing was installed');
+    expect(sharesOf('lost-unsigned', 1, [0, 1, 2])).toEqual([]);
+    // A definite refusal is not looked up: it ends the run as before.
+    const refused = controlWith(() => Promise.reject(new TesseraError('TESSERA_CONFLICT', 'injected')));
+    const lines: string[] = [];
+    const err2 = await createEpoch({ ...adminCtx((l) => lines.push(l)), control: refused }, { id: 'lost-unsigned', epoch: 1, t: 2, servers: three() }).then(() => undefined, (e: unknown) => e as TesseraError);
+    expect(err2?.code).toBe('TESSERA_CONFLICT');
+    expect(lines.some((l) => l.includes('looking up'))).toBe(false);
+    expect(sharesOf('lost-unsigned', 1, [0, 1, 2])).toEqual([]);
+  }, 120_000);
+
   it('3-of-5 with one key-server process SIGKILLed mid-DKG: the key is still right, the stopped server is reported', async () => {
     const lines: string[] = [];
     const servers = [0, 1, 2, 3, 4].map((i) => ({ url: ks[i]!.url, spiffeId: KS[i]!, index: i + 1 }));
@@ -256,4 +330,17 @@ describe('secret policies by distributed key generation', () => {
     expect(pointEquals(baseMul(k), new Uint8Array(Buffer.from(res.record.commitments[0]!, 'base64url')))).toBe(true);
     await sealAndOpen('five', 'five-secret');
   }, 120_000);
+});
+
+describe('relay: which control-plane failures have an unknown outcome', () => {
+  it('no answer, a timeout or a 5xx is unknown; a 4xx answer is a definite refusal', () => {
+    expect(unknownOutcome(new Error('socket hang up'))).toBe(true);
+    expect(unknownOutcome(Object.assign(new TesseraError('TESSERA_SERVER_UNREACHABLE', 'x'), { sent: false }))).toBe(true);
+    expect(unknownOutcome(new TesseraError('TESSERA_UNAVAILABLE'))).toBe(true);
+    expect(unknownOutcome(new TesseraError('TESSERA_INTERNAL'))).toBe(true);
+    expect(unknownOutcome(new TesseraError('TESSERA_REQUEST_TIMEOUT'))).toBe(true);
+    for (const code of ['TESSERA_CONFLICT', 'TESSERA_SECRET_POLICY_INVALID', 'TESSERA_DKG_ABORTED', 'TESSERA_DKG_MESSAGE_INVALID', 'TESSERA_FORBIDDEN', 'TESSERA_RATE_LIMITED'] as const) {
+      expect(unknownOutcome(new TesseraError(code))).toBe(false);
+    }
+  });
 });

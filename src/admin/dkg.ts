@@ -9,18 +9,26 @@
  *   1. POST /v1/dkg on every participant (every one must start).
  *   2. Each round: close the set (DkgRelayView) and POST it to every server still running, each with
  *      its own timeout. A server that fails or stops is not asked again: the protocol excludes it.
- *   3. POST the log to the control plane (create, or refresh/reshare of the epoch).
- *   4. POST /v1/dkg/:session/commit {signed record} everywhere.
+ *   3. POST the log to the control plane (create, or refresh/reshare of the epoch). An unknown
+ *      outcome (no answer, a timeout, a 5xx: the record may have been signed) is settled by reading
+ *      the record of (policy, epoch): signed with exactly this result's commitments, threshold, key
+ *      servers and generation, the run goes on to step 4; otherwise it ends as below.
+ *   4. POST /v1/dkg/:session/commit {signed record} everywhere; a commit without a definite answer is
+ *      tried again a few times with a short backoff (the key server's commit is idempotent for the
+ *      same signed record) before that server is reported as not committed.
  *   Any failure before 4: DELETE /v1/dkg/:session everywhere (nothing was installed), then a
  *   TesseraError naming the servers.
  *
  * Progress lines (admin.progress) name rounds, counts and servers; never material.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect } from 'node:tls';
 import { ApiClient } from '../common/api-client.js';
 import { TesseraError, isTesseraError, type ErrorCode } from '../core/errors.js';
-import { DkgRelayView, type DkgRound } from '../core/secrets/dkg.js';
+import { DkgRelayView, verifyTranscript, type DkgRound } from '../core/secrets/dkg.js';
+import { dkgVerifier } from '../core/secrets/dkg-identity.js';
 import { parseDkgParamsWire } from '../core/secrets/dkg-params-wire.js';
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
 import { PROVISION_AUTHORIZATION_HEADER, type ProvisionOp } from '../core/secrets/provision-authorization.js';
@@ -32,6 +40,8 @@ import { fetchRecord, listEpochs, type SecretAdmin, type ServerOutcome } from '.
 
 /** How long one key server may take for one step (start, one round, commit, abort). */
 export const DKG_STEP_TIMEOUT_MS = 30_000;
+/** Waits before each further try of a key server's commit (so at most 1 + length tries). */
+export const DKG_COMMIT_BACKOFF_MS: readonly number[] = [200, 500, 1_000];
 
 /** A key server as the relay calls it. */
 export interface RelayPeer { url: string; spiffeId: string }
@@ -51,6 +61,30 @@ export interface DkgRunOptions {
   transport?: RelayTransport;
   /** Called after each round was delivered (tests stop a server mid-session). */
   onRound?: (round: DkgRound, running: string[]) => void | Promise<void>;
+  /** Filled in with where the run's wall time went, when given (the bench); nothing is measured otherwise. */
+  timings?: DkgRunTimings;
+  /** Waits before each further commit try (default {@link DKG_COMMIT_BACKOFF_MS}). */
+  commitBackoffMs?: readonly number[];
+}
+
+/**
+ * Wall time of a run's steps in ms (performance.now), each from the relay's side: the step's
+ * requests go out in parallel and the step ends with the last answer (or failure) in. Steps a run
+ * did not reach stay unset.
+ */
+export interface DkgRunTimings {
+  /** Step 0: a TLS handshake to every participant for its certificate chain. */
+  chains?: number;
+  /** Step 1: POST /v1/dkg everywhere (each server draws its polynomials and signs its hello). */
+  start?: number;
+  /** Step 2: each round delivered, by round, in schedule order. */
+  rounds?: { round: DkgRound; ms: number }[];
+  /** Step 3: the control plane's check and signature (with the record lookup after a lost answer). */
+  publish?: number;
+  /** Step 4: the commits (with their retries). */
+  commit?: number;
+  /** The whole runSession call. */
+  total?: number;
 }
 
 /** What a DKG run did, for the CLI: the signed record, the control plane's verdict, and who committed. */
@@ -61,6 +95,12 @@ export interface DkgRunResult {
   /** Key servers that stopped answering the relay (a timeout, an error, a crash), with the round. */
   lost: { spiffeId: string; round: DkgRound | 'start'; code: string }[];
   commits: ServerOutcome[];
+  /**
+   * Set when the control plane's answer was lost (unknown outcome) and the record was then found
+   * signed with exactly this result: `verdict` is then recomputed here from the relay's own log (the
+   * same public computation the control plane ran).
+   */
+  recovered?: { code: string; message: string };
 }
 
 const b64 = (u: Uint8Array | Buffer): string => Buffer.from(u).toString('base64');
@@ -123,6 +163,38 @@ export function apiTransport(tls: SecretAdmin['tls']): RelayTransport {
 const codeOf = (e: unknown): string => (isTesseraError(e) ? e.code : 'TESSERA_INTERNAL');
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
+/**
+ * Whether a failed call may still have been carried out: no answer at all (a connection that failed
+ * or was cut, a timeout: ApiClient marks these with `sent`), a 5xx, a 408, or anything that is not a
+ * TesseraError. A 4xx answer (refused, conflict, invalid, rate limited) is a definite "not done".
+ */
+export function unknownOutcome(err: unknown): boolean {
+  if (!isTesseraError(err)) return true;
+  if ((err as { sent?: unknown }).sent !== undefined) return true;
+  return err.status >= 500 || err.code === 'TESSERA_REQUEST_TIMEOUT';
+}
+
+const serverKey = (s: SecretPolicyServer): string => JSON.stringify([s.index, s.spiffeId, s.url]);
+const sameServers = (a: readonly SecretPolicyServer[], b: readonly SecretPolicyServer[]): boolean => {
+  const x = a.map(serverKey).sort();
+  const y = b.map(serverKey).sort();
+  return x.length === y.length && x.every((k, i) => k === y[i]);
+};
+
+/** The public verdict from the relay's own log, as the control plane computes it (src/server/secrets/dkg-check.ts). */
+function localVerdict(admin: SecretAdmin, transcript: DkgTranscriptWire): DkgVerdictWire {
+  const { params } = parseDkgParamsWire(transcript.params);
+  const td = parseSpiffeId(params.servers[0]!.spiffeId).trustDomain;
+  const v = verifyTranscript(params, dkgVerifier(transcript.certificates, admin.trusted, td), transcript.log);
+  return {
+    mode: 'dkg', kind: v.kind, transcript: Buffer.from(v.transcript).toString('base64url'), qual: [...v.qual],
+    stopped: v.stopped.map((s) => ({ spiffe_id: s.spiffeId, round: s.round })),
+    misbehaviour: v.misbehaviour.map((m) => ({ spiffe_id: m.spiffeId, round: m.round, what: m.what })),
+    excluded: v.excluded.map((e) => ({ index: e.index, why: e.why })),
+    confirmed_by: [...v.confirmedBy],
+  };
+}
+
 /** The provisioning operation a session of this kind is authorized as: a new key is a create, a refresh or reshare a refresh of the epoch. */
 const OP_OF: Record<DkgParamsWire['kind'], ProvisionOp> = { dkg: 'create', refresh: 'refresh', reshare: 'refresh' };
 
@@ -132,9 +204,19 @@ interface Publish {
 
 /**
  * Runs one session over the key servers' API, then `publish` (the control plane), then commit.
- * `params` without the random session id (drawn here).
+ * `generation`: the share generation the record must have once signed (1 for a new key).
  */
-async function runSession(admin: SecretAdmin, params: DkgParamsWire, publish: Publish, opts: DkgRunOptions): Promise<DkgRunResult> {
+async function runSession(admin: SecretAdmin, params: DkgParamsWire, generation: number, publish: Publish, opts: DkgRunOptions): Promise<DkgRunResult> {
+  const tm = opts.timings;
+  const t0 = tm ? performance.now() : 0;
+  let mark = t0;
+  /** ms since the last lap (only with timings). */
+  const lap = (): number => {
+    const now = performance.now();
+    const ms = now - mark;
+    mark = now;
+    return ms;
+  };
   const progress = admin.progress ?? (() => {});
   const transport = opts.transport ?? apiTransport(admin.tls);
   const peers = new Map<string, RelayPeer>();
@@ -162,6 +244,7 @@ async function runSession(admin: SecretAdmin, params: DkgParamsWire, publish: Pu
     const chains = await Promise.allSettled(parties.map((id) => transport.chain(peers.get(id)!)));
     const unreachable = parties.filter((_, i) => chains[i]!.status === 'rejected');
     const why = (id: string): string => messageOf((chains[parties.indexOf(id)] as PromiseRejectedResult).reason).slice(0, 300);
+    if (tm) tm.chains = lap();
     if (unreachable.length) throw new TesseraError('TESSERA_SERVER_UNREACHABLE', `${label}: every key server must be reachable to start; not reached: ${unreachable.map((id) => `${id} (${why(id)})`).join('; ')}`);
     const certificates: Record<string, string[]> = {};
     parties.forEach((id, i) => { certificates[id] = (chains[i] as PromiseFulfilledResult<string[]>).value; });
@@ -169,6 +252,7 @@ async function runSession(admin: SecretAdmin, params: DkgParamsWire, publish: Pu
     // 1. Start everywhere.
     const relay = new DkgRelayView(parseDkgParamsWire(params).params);
     const starts = await Promise.allSettled(parties.map((id) => call<DkgStartResponse>(id, 'POST', '/v1/dkg', { params, certificates } satisfies DkgStartRequest)));
+    if (tm) tm.start = lap();
     starts.forEach((r, i) => { if (r.status === 'fulfilled') started.set(parties[i]!, r.value.session); });
     const refused = parties.filter((_, i) => starts[i]!.status === 'rejected');
     const reason = (id: string): unknown => (starts[parties.indexOf(id)] as PromiseRejectedResult).reason;
@@ -179,10 +263,12 @@ async function runSession(admin: SecretAdmin, params: DkgParamsWire, publish: Pu
     // 2. Rounds.
     let running = [...parties];
     const done = new Map<string, DkgPublicResultWire>();
+    if (tm) tm.rounds = [];
     for (const round of relay.schedule) {
       const set = relay.close(round);
       if (round === 'confirm') break;
       const answers = await Promise.allSettled(running.map((id) => call<DkgNextResponse>(id, 'POST', `/v1/dkg/${encodeURIComponent(started.get(id)!)}/next`, { set } satisfies DkgNextRequest)));
+      if (tm) tm.rounds!.push({ round, ms: lap() });
       const next: string[] = [];
       answers.forEach((a, i) => {
         const id = running[i]!;
@@ -214,27 +300,90 @@ async function runSession(admin: SecretAdmin, params: DkgParamsWire, publish: Pu
     if (differ.length) await fail('TESSERA_DKG_ABORTED', `key servers computed different results: ${differ.join(', ')}`);
 
     // 3. The control plane checks the transcript and signs.
+    const transcript: DkgTranscriptWire = { params, certificates, log: relay.log() };
     let published: Awaited<ReturnType<Publish>>;
+    let recovered: DkgRunResult['recovered'];
     try {
-      published = await publish({ params, certificates, log: relay.log() }, result);
+      published = await publish(transcript, result);
     } catch (err) {
-      return await fail(codeOf(err) as ErrorCode, `the control plane did not sign the record (${codeOf(err)}: ${messageOf(err)})`);
+      if (!unknownOutcome(err)) return await fail(codeOf(err) as ErrorCode, `the control plane did not sign the record (${codeOf(err)}: ${messageOf(err)})`);
+      // No answer: the record may have been signed. Only the record itself tells.
+      progress(`${label}: no answer from the control plane (${codeOf(err)}); looking up the record of epoch ${params.epoch}`);
+      const found = await signedWithResult(admin, params, generation, result).catch((e: unknown) => e as Error);
+      if (found instanceof Error || found === undefined) {
+        const why = found instanceof Error
+          ? `the record could not be read either (${codeOf(found)}: ${messageOf(found)}); if \`secret policy show ${params.policy}\` does show this result signed after all, no key server holds its shares: ${params.kind === 'dkg' ? 'retire that epoch and rotate' : 'rotate to a new epoch'}`
+          : `the record of epoch ${params.epoch} is not signed with this result (generation ${generation})`;
+        return await fail(codeOf(err) as ErrorCode, `the control plane did not answer (${codeOf(err)}: ${messageOf(err)}) and ${why}`);
+      }
+      let verdict: DkgVerdictWire;
+      try {
+        verdict = localVerdict(admin, transcript);
+      } catch (e) {
+        // The record is signed with this result: commit whatever this check says (it is informational here).
+        progress(`${label}: the verdict could not be recomputed here (${codeOf(e)}); committing the signed record`);
+        verdict = { mode: 'dkg', kind: params.kind, transcript: '', qual: [], stopped: [], misbehaviour: [], excluded: [], confirmed_by: [] };
+      }
+      published = { ...found, verdict };
+      recovered = { code: codeOf(err), message: messageOf(err) };
+      progress(`${label}: the control plane's answer was lost, but the record of epoch ${params.epoch} is signed with this result (generation ${found.record.generation}): committing`);
     }
-    progress(`${label}: the control plane checked the transcript and signed generation ${published.record.generation}`);
+    if (tm) tm.publish = lap();
+    if (!recovered) progress(`${label}: the control plane checked the transcript and signed generation ${published.record.generation}`);
 
-    // 4. Commit everywhere that finished (a stopped server has nothing to commit).
+    // 4. Commit everywhere that finished (a stopped server has nothing to commit), each tried again on an unknown outcome.
     const committing = parties.filter((id) => done.has(id));
-    const commits = await Promise.allSettled(committing.map((id) => call<DkgCommitResponse>(id, 'POST', `/v1/dkg/${encodeURIComponent(started.get(id)!)}/commit`, { record: published.signed } satisfies DkgCommitRequest)));
+    const backoff = opts.commitBackoffMs ?? DKG_COMMIT_BACKOFF_MS;
+    const commitOne = async (id: string): Promise<DkgCommitResponse> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await call<DkgCommitResponse>(id, 'POST', `/v1/dkg/${encodeURIComponent(started.get(id)!)}/commit`, { record: published.signed } satisfies DkgCommitRequest);
+        } catch (err) {
+          const wait = backoff[attempt];
+          if (wait === undefined || !retryableCommit(err)) throw err;
+          progress(`${label}: commit on ${id} failed (${codeOf(err)}); trying again in ${wait} ms`);
+          await sleep(wait);
+        }
+      }
+    };
+    const commits = await Promise.allSettled(committing.map(commitOne));
+    if (tm) tm.commit = lap();
     const indexOf = (id: string): number => params.servers.find((s) => s.spiffeId === id)?.index ?? 0;
     const outcomes: ServerOutcome[] = committing.map((id, i) => {
       const r = commits[i]!;
       return r.status === 'fulfilled' ? { spiffeId: id, index: indexOf(id), ok: true } : { spiffeId: id, index: indexOf(id), ok: false, code: codeOf(r.reason), message: messageOf(r.reason) };
     });
     started.clear();
-    return { record: published.record, signed: published.signed, verdict: published.verdict, lost, commits: outcomes };
+    return { record: published.record, signed: published.signed, verdict: published.verdict, lost, commits: outcomes, ...(recovered ? { recovered } : {}) };
   } finally {
+    if (tm) tm.total = performance.now() - t0;
     if (!opts.transport) transport.close();
   }
+}
+
+/** A commit worth trying again: no definite answer, or a capacity limit (429) that clears. */
+function retryableCommit(err: unknown): boolean {
+  return unknownOutcome(err) || (isTesseraError(err) && err.code === 'TESSERA_RATE_LIMITED');
+}
+
+/**
+ * The record of (policy, epoch) when it is signed (verified against the trust bundle) with exactly
+ * this session's result: commitments, threshold, key servers (index, SPIFFE ID, URL) and share
+ * generation; undefined when there is none or it is another. Throws when it cannot be read.
+ */
+async function signedWithResult(admin: SecretAdmin, params: DkgParamsWire, generation: number, result: DkgPublicResultWire): Promise<{ record: SecretPolicyRecord; signed: SignedSecretPolicy } | undefined> {
+  let found: { record: SecretPolicyRecord; signed: SignedSecretPolicy };
+  try {
+    found = await fetchRecord(admin, params.policy, params.epoch);
+  } catch (err) {
+    if (isTesseraError(err) && err.code === 'TESSERA_NOT_FOUND') return undefined;
+    throw err;
+  }
+  const { record } = found;
+  const t = params.kind === 'refresh' ? params.commitments.length : params.t;
+  const same = record.id === params.policy && record.epoch === params.epoch && record.generation === generation && record.t === t &&
+    record.n === params.servers.length && sameServers(record.servers, params.servers) && record.commitments.join() === result.commitments.join();
+  return same ? found : undefined;
 }
 
 function sessionId(): string {
@@ -253,7 +402,7 @@ function verifiedAnswer(admin: SecretAdmin, res: { signed: SignedSecretPolicy; d
 export function createEpoch(admin: SecretAdmin, input: { id: string; epoch: number; t: number; servers: SecretPolicyServer[] }, opts: DkgRunOptions = {}): Promise<DkgRunResult> {
   const { id, epoch, t, servers } = input;
   const params: DkgParamsWire = { kind: 'dkg', session: sessionId(), policy: id, epoch, t, servers };
-  return runSession(admin, params, async (dkg, result) => {
+  return runSession(admin, params, 1, async (dkg, result) => {
     const res = await admin.control.call<CreateSecretPolicyResponse>('POST', '/v1/secret-policies', { id, epoch, t, n: servers.length, commitments: result.commitments, servers, dkg } satisfies CreateSecretPolicyRequest);
     return verifiedAnswer(admin, res, { id, epoch, commitments: result.commitments });
   }, opts);
@@ -285,7 +434,7 @@ export async function refresh(admin: SecretAdmin, id: string, epoch?: number, op
   const { record } = await fetchRecord(admin, id, epoch);
   if (record.t < 2) throw new TesseraError('TESSERA_CONFIG_INVALID', 'a 1-of-n policy cannot be refreshed (every share is the key): rotate it instead');
   const params: DkgParamsWire = { kind: 'refresh', session: sessionId(), policy: id, epoch: record.epoch, servers: record.servers, commitments: record.commitments };
-  return runSession(admin, params, async (dkg, result) => {
+  return runSession(admin, params, record.generation + 1, async (dkg, result) => {
     const res = await admin.control.call<RefreshSecretPolicyResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: result.commitments, dkg } satisfies RefreshSecretPolicyRequest);
     return verifiedAnswer(admin, res, { id, epoch: record.epoch, commitments: result.commitments });
   }, opts);
@@ -309,7 +458,7 @@ export async function reshare(admin: SecretAdmin, id: string, target: { t: numbe
     if (dealers.length < record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `a reshare needs at least t = ${record.t} of the current key servers; not reached: ${dropped.map((s) => s.spiffeId).join(', ')}`);
     if (dropped.length) admin.progress?.(`reshare ${id}: dealing without the unreachable current key servers ${dropped.map((s) => s.spiffeId).join(', ')}`);
     const params: DkgParamsWire = { kind: 'reshare', session: sessionId(), policy: id, epoch: record.epoch, t: target.t, servers: target.servers, old: { commitments: record.commitments, servers: dealers } };
-    const res = await runSession(admin, params, async (dkg, result) => {
+    const res = await runSession(admin, params, record.generation + 1, async (dkg, result) => {
       const r = await admin.control.call<RefreshSecretPolicyResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: result.commitments, t: target.t, servers: target.servers, dkg } satisfies RefreshSecretPolicyRequest);
       return verifiedAnswer(admin, r, { id, epoch: record.epoch, commitments: result.commitments });
     }, { ...opts, transport });

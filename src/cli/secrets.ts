@@ -127,6 +127,7 @@ function dkgWarnings(res: DkgRunResult): void {
   for (const s of res.verdict.stopped) if (!res.lost.some((l) => l.spiffeId === s.spiffe_id)) w(`key server ${s.spiffe_id} sent nothing from round ${s.round} on`);
   for (const m of res.verdict.misbehaviour) w(`key server ${m.spiffe_id} misbehaved at round ${m.round}: ${m.what}`);
   for (const e of res.verdict.excluded) w(`dealer index ${e.index} left out: ${e.why}`);
+  if (res.recovered) w(`the control plane's answer was lost (${res.recovered.code}); the record was then found signed with this result, so the key servers were told to commit`);
   for (const c of res.commits.filter((x) => !x.ok)) w(`key server ${c.spiffeId} (index ${c.index}) did not commit: ${c.code ?? 'error'}; it cannot answer the new generation`);
 }
 
@@ -142,6 +143,7 @@ function dkgJson(res: DkgRunResult): Json {
     excluded: res.verdict.excluded,
     committed: res.commits.filter((c) => c.ok).map((c) => c.spiffeId),
     not_committed: res.commits.filter((c) => !c.ok).map((c) => ({ spiffe_id: c.spiffeId, code: c.code })),
+    ...(res.recovered ? { recovered_after: res.recovered.code } : {}),
   };
 }
 
