@@ -17,6 +17,24 @@
  *   seal                       seal 64 B under a policy public key (offline, math only): ops/s
  *   math: agent 2-of-3 / 3-of-5 the agent's group operations alone (no network), from src/core/secrets
  *   math: key server           one key server's evaluate + prove
+ *   provisioning               what the CLI runs, end to end over the same five key servers and control plane
+ *                              (fresh connections per run, as the CLI makes them), each run on a fresh policy
+ *                              id (or the next share generation), the control plane's signed record included:
+ *                              dealt create 2-of-3 / 3-of-5 (dealEpoch, `secret policy create --dealer`), DKG
+ *                              create 2-of-3 / 3-of-5 (createEpoch), DKG refresh 3-of-5 (of the keys just
+ *                              made, in turn) and reshare 2-of-3 → 3-of-5 (each 2-of-3 key just made, once).
+ *                              One warm-up run, then at least 3 runs and until --seconds passed (at most 40).
+ *                              p50/p99/mean, CPU per run by process.
+ *   DKG steps                  where a DKG run's wall time goes (DkgRunOptions.timings): handshakes, start,
+ *                              each round, the control plane's check and signature, the commits
+ *   floor                      this run's mTLS round trip on an open connection (key server, control plane) and
+ *                              a new connection's handshake, times the sequential steps of each run, plus the
+ *                              same session computed in this process (bench/dkg-local.ts: every party, P-256
+ *                              signatures, the in-process relay, verifyTranscript): critical path and total;
+ *                              and the CPU all the processes spent per run / cores
+ *
+ * b23 and b35 (the unseal rows) are still dealt by hand (PUT shares, then the record) as before: how a
+ * key was made does not change an unseal, and the unseal rows stay comparable with earlier runs.
  *
  * Processes, like a deployment on one host: the control plane (`tessera server`) and five key servers
  * (`tessera keyserver ... --rate-limit 1000000:1000000`, each with its own agent, Cedar enforcer and
@@ -33,6 +51,10 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Agent } from '../src/agent/agent.js';
 import { ApiClient } from '../src/common/api-client.js';
+import { apiTransport, createEpoch, refresh, reshare, type DkgRunTimings } from '../src/admin/dkg.js';
+import { dealEpoch, type SecretAdmin } from '../src/admin/secrets.js';
+import { pemDecodeAll } from '../src/core/x509.js';
+import type { DkgRound } from '../src/core/secrets/dkg.js';
 import { KeyServerPool, unsealSealedText, type UnsealTimings, type UnsealTls } from '../src/agent/secrets/unseal.js';
 import { silentLogger } from '../src/core/log.js';
 import { blind, combineAndUnblind, evaluateAndProve, unsealContext } from '../src/core/secrets/blind.js';
@@ -44,6 +66,7 @@ import type { AppliedPolicyResponse, ApplyPolicyRequest, CreateEntryRequest, Cre
 import type { InstallShareRequest, InstallShareResponse } from '../src/core/wire/keyserver.js';
 import { parseBenchArgs, type BenchArgs, type RateRow } from './args.js';
 import { CLI, Children, cleanEnv, machineBusySeconds, type Child } from './procs.js';
+import { localKeys, localServers, localSession, runLocal, sharesOf, type LocalRun } from './dkg-local.js';
 
 const TD = 'bench.test';
 const AGENT_ID = `spiffe://${TD}/shop/orders`;
@@ -65,6 +88,35 @@ interface Latency {
   otherCpuMsPerOp?: number;
 }
 type Rate = RateRow;
+
+/** Most provisioning runs per row (each makes a policy epoch or a share generation on the key servers). */
+const MAX_PROVISION_RUNS = 40;
+/** The DKG rows: name, what the CLI runs, and the sequential key-server round trips after the start (posts of /next). */
+type DkgRowName = 'DKG create 2-of-3' | 'DKG create 3-of-5' | 'DKG refresh 3-of-5' | 'DKG reshare 2-of-3 → 3-of-5';
+interface DkgPhaseRow {
+  name: DkgRowName;
+  /** Median ms per step over the measured runs (DkgRunTimings), and what the bench saw outside runSession (record lookups; a reshare's reachability handshakes). */
+  steps: { step: string; ms: number }[];
+}
+/** What a run costs at least in this run: network round trips measured here plus the in-process compute. */
+interface FloorRow {
+  name: string;
+  p50Ms: number;
+  /** Sequential network steps: TLS handshakes (new connections), key-server and control-plane round trips. */
+  handshakes: number; keyServerTrips: number; controlPlaneTrips: number;
+  networkMs: number;
+  /** In-process compute of the same session (median): critical path (a core per party) and all parties on one core. */
+  computeCriticalMs?: number; computeTotalMs?: number;
+  /** network + critical path: the limit with a core per key server. */
+  floorOwnCoresMs: number;
+  /** network + max(critical path, all parties / cores): the limit on this machine's cores. */
+  floorHereMs: number;
+  /** CPU per run measured in this run, of this process (the CLI) and every child (key servers, control plane), in all. */
+  cpuMs: number;
+  /** cpuMs / cores: what the run costs on this machine when its cores are its only limit. */
+  cpuPerCoreMs: number;
+}
+interface LocalRow { name: string; runs: number; totalMs: number; criticalMs: number; verifyMs: number; steps: { step: string; sumMs: number; maxMs: number }[] }
 type PhaseName = keyof UnsealTimings;
 interface PhaseRow { name: string; phases: Record<PhaseName, number> }
 
@@ -118,9 +170,7 @@ async function latency(name: string, seconds: number, children: Children, roleOf
   let w = 0;
   while (performance.now() < warmUntil || w < 10) { await op(false); w += 1; }
   const times: number[] = [];
-  const child0 = children.cpuSeconds();
-  const busy0 = machineBusySeconds();
-  const cpu0 = process.cpuUsage();
+  const snap = cpuSnapshot(children);
   const start = performance.now();
   const end = start + seconds * 1000;
   while (performance.now() < end) {
@@ -128,7 +178,37 @@ async function latency(name: string, seconds: number, children: Children, roleOf
     await op(true);
     times.push(performance.now() - t0);
   }
-  const total = performance.now() - start;
+  return latencyRow(name, times, performance.now() - start, snap, children, roleOf);
+}
+
+/**
+ * Sequential provisioning runs (each a whole create, refresh or reshare with its own fresh policy
+ * id or generation): one warm-up run (`op('warm')`), then runs 0, 1, ... until `seconds` have passed
+ * and at least `min` ran, or `max` ran. Same CPU accounting as {@link latency}.
+ */
+async function runs(name: string, seconds: number, children: Children, roleOf: (c: Child) => string, op: (i: number | 'warm') => Promise<void>, max: number, min = 3): Promise<Latency> {
+  await op('warm');
+  const times: number[] = [];
+  const snap = cpuSnapshot(children);
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  while (times.length < max && (times.length < min || performance.now() < end)) {
+    const t0 = performance.now();
+    await op(times.length);
+    times.push(performance.now() - t0);
+  }
+  return latencyRow(name, times, performance.now() - start, snap, children, roleOf);
+}
+
+interface CpuSnapshot { child0: Map<string, number> | undefined; busy0: number | undefined; cpu0: NodeJS.CpuUsage }
+
+function cpuSnapshot(children: Children): CpuSnapshot {
+  return { child0: children.cpuSeconds(), busy0: machineBusySeconds(), cpu0: process.cpuUsage() };
+}
+
+/** The row of `times` (ms, any order), with the CPU spent since `snap` per call, this process's and by child role. */
+function latencyRow(name: string, times: number[], total: number, snap: CpuSnapshot, children: Children, roleOf: (c: Child) => string): Latency {
+  const { child0, busy0, cpu0 } = snap;
   const cpu = process.cpuUsage(cpu0);
   const child1 = children.cpuSeconds();
   const busy1 = machineBusySeconds();
@@ -194,7 +274,8 @@ async function main(): Promise<void> {
   process.once('SIGINT', abort('interrupted', 130));
   process.once('SIGTERM', abort('terminated', 143));
   // Hard bound: setup + 3 measured phases with warm-ups + the math rows, generously.
-  const deadline = setTimeout(abort('deadline exceeded', 3), (180 + seconds * 20) * 1000);
+  // Hard bound: setup + 3 measured phases with warm-ups + 6 provisioning rows (at least 3 runs each) + the math rows, generously.
+  const deadline = setTimeout(abort('deadline exceeded', 3), (300 + seconds * 40) * 1000);
   deadline.unref();
 
   try {
@@ -308,6 +389,82 @@ async function main(): Promise<void> {
       name, phases: Object.fromEntries(PHASES.map(({ key }) => [key, median(list.map((t) => t[key]))])) as Record<PhaseName, number>,
     }));
 
+    // --- provisioning: dealt vs generated by the key servers, same processes, same mTLS -----------
+    // What the CLI runs, end to end: `secret policy create --dealer` (dealEpoch) and `secret policy
+    // create | refresh | reshare` (src/admin/dkg.ts, fresh connections per run as the CLI opens them),
+    // each on a fresh policy id (or the next share generation), control plane's signed record included.
+    const sa: SecretAdmin = { tls: adminTls, control: admin, trusted: pemDecodeAll(adminTls.ca, 'CERTIFICATE') };
+    const serversOf = (n: number): { url: string; spiffeId: string; index: number }[] => ksUrls.slice(0, n).map((url, i) => ({ url, spiffeId: KS[i]!, index: i + 1 }));
+    const [three, five] = [serversOf(3), serversOf(5)];
+    const dkgTimings = new Map<DkgRowName, { t: DkgRunTimings; wall: number }[]>();
+    const timed = async (row: DkgRowName, i: number | 'warm', fn: (timings: DkgRunTimings) => Promise<unknown>): Promise<void> => {
+      const t: DkgRunTimings = {};
+      const t0 = performance.now();
+      await fn(t);
+      const wall = performance.now() - t0;
+      if (i !== 'warm') dkgTimings.set(row, [...(dkgTimings.get(row) ?? []), { t, wall }]);
+    };
+    const checkCommits = (res: { commits: { ok: boolean; spiffeId: string; code?: string }[]; lost: unknown[] }, n: number): void => {
+      if (res.lost.length || res.commits.length !== n || res.commits.some((c) => !c.ok)) throw new Error(`a DKG run did not commit everywhere: ${JSON.stringify({ lost: res.lost, commits: res.commits })}`);
+    };
+    const prov: Latency[] = [];
+    prov.push(await runs('dealt create 2-of-3 (--dealer)', seconds, children, roleOf, async (i) => void await dealEpoch(sa, { id: `d23-${i}`, epoch: 1, t: 2, servers: three }), MAX_PROVISION_RUNS));
+    prov.push(await runs('dealt create 3-of-5 (--dealer)', seconds, children, roleOf, async (i) => void await dealEpoch(sa, { id: `d35-${i}`, epoch: 1, t: 3, servers: five }), MAX_PROVISION_RUNS));
+    prov.push(await runs('DKG create 2-of-3', seconds, children, roleOf, (i) => timed('DKG create 2-of-3', i, async (timings) => checkCommits(await createEpoch(sa, { id: `g23-${i}`, epoch: 1, t: 2, servers: three }, { timings }), 3)), MAX_PROVISION_RUNS));
+    prov.push(await runs('DKG create 3-of-5', seconds, children, roleOf, (i) => timed('DKG create 3-of-5', i, async (timings) => checkCommits(await createEpoch(sa, { id: `g35-${i}`, epoch: 1, t: 3, servers: five }, { timings }), 5)), MAX_PROVISION_RUNS));
+    // A refresh takes the next generation of one of the 3-of-5 keys just made, in turn; a reshare moves one of the 2-of-3 keys to all five.
+    const made35 = prov[3]!.n;
+    const made23 = prov[2]!.n;
+    prov.push(await runs('DKG refresh 3-of-5', seconds, children, roleOf, (i) => timed('DKG refresh 3-of-5', i, async (timings) => checkCommits(await refresh(sa, i === 'warm' ? 'g35-warm' : `g35-${i % made35}`, undefined, { timings }), 5)), MAX_PROVISION_RUNS));
+    prov.push(await runs('DKG reshare 2-of-3 → 3-of-5', seconds, children, roleOf, (i) => timed('DKG reshare 2-of-3 → 3-of-5', i, async (timings) => checkCommits(await reshare(sa, `g23-${i}`, { t: 3, servers: five }, { timings }), 5)), made23, Math.min(3, made23)));
+
+    const DKG_ROWS: DkgRowName[] = ['DKG create 2-of-3', 'DKG create 3-of-5', 'DKG refresh 3-of-5', 'DKG reshare 2-of-3 → 3-of-5'];
+    const ROUNDS: DkgRound[] = ['hello', 'deal', 'complaints', 'answers', 'feldman', 'feldmanComplaints', 'reconstruct'];
+    const dkgPhaseRows: DkgPhaseRow[] = DKG_ROWS.map((name) => {
+      const list = dkgTimings.get(name) ?? [];
+      const med = (f: (x: { t: DkgRunTimings; wall: number }) => number | undefined): number => median(list.map(f).filter((v): v is number => v !== undefined));
+      const hasRound = (r: DkgRound): boolean => list.some((x) => x.t.rounds?.some((y) => y.round === r));
+      return {
+        name,
+        steps: [
+          { step: 'chains: a TLS handshake to each', ms: med((x) => x.t.chains) },
+          { step: 'start (POST /v1/dkg)', ms: med((x) => x.t.start) },
+          ...ROUNDS.filter(hasRound).map((r) => ({ step: `round ${r}`, ms: med((x) => x.t.rounds?.find((y) => y.round === r)?.ms) })),
+          { step: 'control plane: check + sign', ms: med((x) => x.t.publish) },
+          { step: 'commit', ms: med((x) => x.t.commit) },
+          { step: 'before the session (record, reachability)', ms: med((x) => x.wall - (x.t.total ?? 0)) },
+          { step: 'total', ms: med((x) => x.wall) },
+        ],
+      };
+    });
+
+    // The network in this run: one kept-alive mTLS connection's round trip (a key server's and the
+    // control plane's health route), and a new connection's mTLS handshake (as step 0 makes them).
+    const ksProbe = new ApiClient(ksUrls[0]!, { ...adminTls, serverId: KS[0]! });
+    const probe = async (call: () => Promise<unknown>, count: number): Promise<number> => {
+      for (let i = 0; i < 10; i++) await call();
+      const ts: number[] = [];
+      const until = performance.now() + seconds * 250;
+      while (ts.length < count && (ts.length < 20 || performance.now() < until)) {
+        const t0 = performance.now();
+        await call();
+        ts.push(performance.now() - t0);
+      }
+      return median(ts);
+    };
+    let rttKs: number;
+    let rttCp: number;
+    let handshake: number;
+    const relayTransport = apiTransport(adminTls);
+    try {
+      rttKs = await probe(() => ksProbe.call('GET', '/v1/healthz'), 500);
+      rttCp = await probe(() => admin!.call('GET', '/healthz'), 500);
+      handshake = await probe(() => relayTransport.chain({ url: ksUrls[0]!, spiffeId: KS[0]! }), 50);
+    } finally {
+      ksProbe.close();
+      relayTransport.close();
+    }
+
     // The math rows last, with the children idle (they only keep their SVID and bundle watches).
     const f23 = fakePolicy(2, 3);
     const f35 = fakePolicy(3, 5);
@@ -323,6 +480,58 @@ async function main(): Promise<void> {
       rate('math: one key server evaluate + prove', seconds, () => void evaluateAndProve(s1.share, Bx, ctx, s1.K)),
     ];
 
+    // The same sessions with every party in this process (bench/dkg-local.ts): the compute floor.
+    const keys = localKeys(KS);
+    const ids3 = KS.slice(0, 3);
+    const local = (name: DkgRowName, make: () => { run: () => LocalRun }): LocalRow => {
+      const list: LocalRun[] = [];
+      make().run(); // warm-up
+      const until = performance.now() + seconds * 500;
+      while (list.length < 20 && (list.length < 3 || performance.now() < until)) list.push(make().run());
+      const steps = list[0]!.steps.map((st, k) => ({ step: st.step, sumMs: median(list.map((r) => r.steps[k]!.sumMs)), maxMs: median(list.map((r) => r.steps[k]!.maxMs)) }));
+      return { name, runs: list.length, totalMs: median(list.map((r) => r.totalMs)), criticalMs: median(list.map((r) => r.criticalMs)), verifyMs: median(list.map((r) => r.verifyMs)), steps };
+    };
+    const newKey = (t: number, ids: string[]): LocalRun => runLocal({ kind: 'dkg', session: localSession(), policyId: 'bench', epoch: 1, t, servers: localServers(ids) }, keys);
+    const localRows: LocalRow[] = [
+      local('DKG create 2-of-3', () => ({ run: () => newKey(2, ids3) })),
+      local('DKG create 3-of-5', () => ({ run: () => newKey(3, KS) })),
+      local('DKG refresh 3-of-5', () => {
+        const base = newKey(3, KS);
+        const commitments = base.results.get(KS[0]!)!.commitments;
+        return { run: () => runLocal({ kind: 'refresh', session: localSession(), policyId: 'bench', epoch: 1, servers: localServers(KS), commitments }, keys, sharesOf(base)) };
+      }),
+      local('DKG reshare 2-of-3 → 3-of-5', () => {
+        const base = newKey(2, ids3);
+        const commitments = base.results.get(KS[0]!)!.commitments;
+        return { run: () => runLocal({ kind: 'reshare', session: localSession(), policyId: 'bench', epoch: 1, t: 3, servers: localServers(KS), old: { commitments, servers: localServers(ids3) } }, keys, sharesOf(base)) };
+      }),
+    ];
+
+    // Floors: the sequential network steps of each run, at this run's round trip and handshake, plus
+    // the in-process compute. DKG create: step 0's handshakes, then the start on a new connection
+    // (a handshake + a round trip), one round trip per round, the control plane, the commit. A
+    // refresh or reshare first reads the record (a control-plane round trip); a reshare also
+    // handshakes with the current servers to see who is reachable. Dealt: split (µs), a PUT per
+    // server on a new connection (in parallel), the control plane.
+    const cores = availableParallelism();
+    const rounds = (name: DkgRowName): number => dkgPhaseRows.find((r) => r.name === name)!.steps.filter((x) => x.step.startsWith('round ')).length;
+    const floorRows: FloorRow[] = prov.map((row) => {
+      const dkg = localRows.find((l) => l.name === row.name);
+      const name = row.name as DkgRowName;
+      const steps = dkg === undefined
+        ? { handshakes: 1, keyServerTrips: 1, controlPlaneTrips: 1 }
+        : { handshakes: name.includes('reshare') ? 3 : 2, keyServerTrips: 2 + rounds(name), controlPlaneTrips: name.includes('create') ? 1 : 2 };
+      const networkMs = steps.handshakes * handshake + steps.keyServerTrips * rttKs + steps.controlPlaneTrips * rttCp;
+      return {
+        name: row.name, p50Ms: row.p50Ms, ...steps, networkMs,
+        ...(dkg ? { computeCriticalMs: dkg.criticalMs, computeTotalMs: dkg.totalMs } : {}),
+        floorOwnCoresMs: networkMs + (dkg?.criticalMs ?? 0),
+        floorHereMs: networkMs + Math.max(dkg?.criticalMs ?? 0, (dkg?.totalMs ?? 0) / cores),
+        cpuMs: row.cpuMsPerOp + Object.values(row.childCpuMsPerOp ?? {}).reduce((a, b) => a + b, 0),
+        cpuPerCoreMs: (row.cpuMsPerOp + Object.values(row.childCpuMsPerOp ?? {}).reduce((a, b) => a + b, 0)) / cores,
+      };
+    });
+
     const u23 = lats[0]!;
     const verdict = { aimP50Ms: AIM_P50_MS, p50Ms: u23.p50Ms, met: u23.p50Ms < AIM_P50_MS };
     const processes = {
@@ -331,7 +540,8 @@ async function main(): Promise<void> {
     };
     const setup = { node: process.version, cores: availableParallelism(), loadAverage1mBefore: Number(loadBefore.toFixed(2)), seconds, keyServers: KS.length, sequential: true, plaintextBytes: plain.length, host: '127.0.0.1', processes };
     if (json) {
-      process.stdout.write(`${JSON.stringify({ setup, rates, latencies: lats, phases: phaseRows, verdict }, null, 2)}\n`);
+      const provisioning = { runs: prov, dkgPhases: dkgPhaseRows, network: { keyServerRttMs: rttKs, controlPlaneRttMs: rttCp, mtlsHandshakeMs: handshake }, inProcess: localRows, floors: floorRows };
+      process.stdout.write(`${JSON.stringify({ setup, rates, latencies: lats, phases: phaseRows, provisioning, verdict }, null, 2)}\n`);
     } else {
       const w = Math.max(...rates.map((r) => r.name.length), ...lats.map((l) => l.name.length), ...PHASES.map((x) => x.label.length + 2));
       const ms = (v: number | undefined, d = 2): string => (v === undefined ? '-' : v.toFixed(d));
@@ -346,6 +556,33 @@ async function main(): Promise<void> {
       }
       process.stdout.write(`\n${'unseal phases (median ms)'.padEnd(w)}  ${phaseRows.map((r) => r.name.padStart(8)).join('  ')}\n`);
       for (const { key, label } of PHASES) process.stdout.write(`${`  ${label}`.padEnd(w)}  ${phaseRows.map((r) => (r.phases[key] ?? NaN).toFixed(2).padStart(8)).join('  ')}\n`);
+      // Provisioning: dealt vs DKG, end to end, then where a DKG's time goes, then the floors.
+      const pw = Math.max(w, ...prov.map((r) => r.name.length), 44);
+      process.stdout.write(`\n${'provisioning, end to end (fresh policy ids)'.padEnd(pw)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'mean ms'.padStart(8)}  ${'n'.padStart(4)}  ${'CPU ms/op: CLI'.padStart(14)}  ${'key servers'.padStart(11)}  ${'control plane'.padStart(13)}  ${'others'.padStart(6)}\n`);
+      for (const l of prov) {
+        const c = l.childCpuMsPerOp;
+        process.stdout.write(`${l.name.padEnd(pw)}  ${l.p50Ms.toFixed(1).padStart(8)}  ${l.p99Ms.toFixed(1).padStart(8)}  ${l.meanMs.toFixed(1).padStart(8)}  ${String(l.n).padStart(4)}  ` +
+          `${l.cpuMsPerOp.toFixed(1).padStart(14)}  ${ms(c?.keyServers, 1).padStart(11)}  ${ms(c?.controlPlane, 1).padStart(13)}  ${ms(l.otherCpuMsPerOp, 1).padStart(6)}\n`);
+      }
+      const short = (n: string): string => n.replace('DKG ', '').replace(' 2-of-3 → 3-of-5', ' 2→3/5');
+      process.stdout.write(`\n${'DKG steps, relay wall time (median ms)'.padEnd(pw)}  ${dkgPhaseRows.map((r) => short(r.name).padStart(14)).join('  ')}\n`);
+      const stepNames = [...new Set(dkgPhaseRows.flatMap((r) => r.steps.map((x) => x.step)))]; // the first row (a new key) has every step, in order
+      for (const st of stepNames) {
+        process.stdout.write(`${`  ${st}`.padEnd(pw)}  ${dkgPhaseRows.map((r) => { const v = r.steps.find((x) => x.step === st)?.ms; return (v === undefined ? '-' : v.toFixed(1)).padStart(14); }).join('  ')}\n`);
+      }
+      process.stdout.write(`\nnetwork in this run: mTLS round trip on an open connection ${rttKs.toFixed(2)} ms (key server), ${rttCp.toFixed(2)} ms (control plane); new mTLS connection (handshake) ${handshake.toFixed(2)} ms\n`);
+      process.stdout.write(`${'in-process (no network, every party here)'.padEnd(pw)}  ${localRows.map((r) => short(r.name).padStart(14)).join('  ')}\n`);
+      process.stdout.write(`${'  all parties + transcript check, one core'.padEnd(pw)}  ${localRows.map((r) => r.totalMs.toFixed(1).padStart(14)).join('  ')}\n`);
+      process.stdout.write(`${'  critical path (a core per party)'.padEnd(pw)}  ${localRows.map((r) => r.criticalMs.toFixed(1).padStart(14)).join('  ')}\n`);
+      process.stdout.write(`${'  of which the control plane\'s check'.padEnd(pw)}  ${localRows.map((r) => r.verifyMs.toFixed(1).padStart(14)).join('  ')}\n`);
+      process.stdout.write(`\n${'floor vs measured'.padEnd(pw)}  ${'p50 ms'.padStart(8)}  ${'steps: hs/ks/cp'.padStart(15)}  ${'network'.padStart(8)}  ${'compute'.padStart(8)}  ${'floor, own cores'.padStart(16)}  ${`floor, ${cores} cores`.padStart(14)}  ${'CPU, all procs'.padStart(14)}  ${`CPU / ${cores} cores`.padStart(14)}\n`);
+      for (const f of floorRows) {
+        process.stdout.write(`${f.name.padEnd(pw)}  ${f.p50Ms.toFixed(1).padStart(8)}  ${`${f.handshakes}/${f.keyServerTrips}/${f.controlPlaneTrips}`.padStart(15)}  ${f.networkMs.toFixed(1).padStart(8)}  ${ms(f.computeCriticalMs, 1).padStart(8)}  ${f.floorOwnCoresMs.toFixed(1).padStart(16)}  ${f.floorHereMs.toFixed(1).padStart(14)}  ${f.cpuMs.toFixed(1).padStart(14)}  ${f.cpuPerCoreMs.toFixed(1).padStart(14)}\n`);
+      }
+      process.stdout.write('(floor: sequential handshakes and round trips at this run\'s figures, plus the in-process compute (critical path; on this\n' +
+        ` machine at least all parties' compute / ${cores} cores); not counted: the key servers' and the control plane's TLS, HTTP,\n` +
+        ' JSON, store and audit work, and the relay\'s own checks. "CPU, all procs": the CPU the CLI, the key servers and the\n' +
+        ` control plane spent per run in this run, all of it counted; / ${cores} cores: the wall time it needs when they share this machine.)\n`);
       process.stdout.write(`\n${'operation (no network)'.padEnd(w)}  ${'µs/op'.padStart(8)}  ${''.padStart(8)}  ${'ops/s'.padStart(9)}\n`);
       for (const r of rates) process.stdout.write(`${r.name.padEnd(w)}  ${r.usPerOp.toFixed(1).padStart(8)}  ${''.padStart(8)}  ${Math.round(r.opsPerSecond).toLocaleString('en-US').padStart(9)}\n`);
       const math23 = (rates[1]!.usPerOp + rates[3]!.usPerOp) / 1000;
