@@ -7,11 +7,11 @@
 import { X509Certificate, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpsCall, type Reply } from '../../test/support/https-call.js';
 import { isTesseraError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import {
@@ -60,22 +60,8 @@ class FakeSource extends EventEmitter implements TlsSource {
 
 const creds = { admin: svid(ADMIN), app: svid(APP) };
 
-interface Reply { status: number; json: Record<string, unknown> }
 function call(url: string, method: string, path: string, body: unknown, who: Svid | null = creds.admin, headers: Record<string, string> = {}): Promise<Reply> {
-  const agent = new Agent({ ca: ca.pem, ...(who ? { cert: who.certPem, key: who.keyPem } : {}), keepAlive: false });
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}${path}`, { method, agent, headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) as Record<string, unknown> : {} });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body));
-  });
+  return httpsCall(url, method, path, body, { ca: ca.pem, who, headers });
 }
 const codeOf = (r: Reply): [number, string | undefined] => [r.status, (r.json.error as { code?: string } | undefined)?.code];
 const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');

@@ -1,11 +1,12 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { request, Agent } from 'node:https';
+import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpsCall, type Reply } from '../../test/support/https-call.js';
 import { ERROR_CODES } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import {
@@ -47,22 +48,8 @@ class FakeSource extends EventEmitter implements TlsSource {
 
 const creds = { admin: svid(ADMIN), app: svid(APP), other: svid(OTHER) };
 
-interface Reply { status: number; json: Record<string, unknown> }
 function call(url: string, method: string, path: string, body: unknown, who: Svid | undefined): Promise<Reply> {
-  const agent = new Agent({ ca: caPem, ...(who ? { cert: who.certPem, key: who.keyPem } : {}), keepAlive: false });
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}${path}`, { method, agent, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) as Record<string, unknown> : {} });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body));
-  });
+  return httpsCall(url, method, path, body, { ca: caPem, who });
 }
 
 const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');

@@ -238,6 +238,12 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     return { index: ev.index, generation: ev.generation, z: Buffer.from(ev.Z).toString('base64url'), proof: Buffer.from(encodeProof(ev.proof)).toString('base64url') } satisfies EvaluateResponse;
   });
 
+  /** Audits a provisioning call that did not go through (denied: an authorization refusal; else error) and rethrows. */
+  const auditFailure = (audit: (outcome: KeyAuditEvent['outcome'], code?: keyof typeof ERROR_CODES) => void, err: unknown): never => {
+    const code = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
+    audit(code === 'TESSERA_FORBIDDEN' || code === 'TESSERA_PROVISION_AUTHORIZATION_INVALID' ? 'denied' : 'error', code);
+    throw err;
+  };
   /** A provisioning route: admin only, (policy, epoch) from the path, audited whatever happens. */
   type Params = { Params: { policy: string; epoch: string } };
   const provisioning = async <T>(req: FastifyRequest<Params>, action: KeyAuditEvent['action'] & ShareAction, fn: (policy: string, epoch: number) => T): Promise<T> => {
@@ -256,9 +262,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
       audit('allowed');
       return out;
     } catch (err) {
-      const code = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
-      audit(code === 'TESSERA_FORBIDDEN' || code === 'TESSERA_PROVISION_AUTHORIZATION_INVALID' ? 'denied' : 'error', code);
-      throw err;
+      return auditFailure(audit, err);
     }
   };
   /** An exact list of distinct base64url points (never a bare string, never deduplicated silently). */
@@ -366,9 +370,7 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
       audit('allowed');
       return out;
     } catch (err) {
-      const code = isTesseraError(err) ? err.code : 'TESSERA_INTERNAL';
-      audit(code === 'TESSERA_FORBIDDEN' || code === 'TESSERA_PROVISION_AUTHORIZATION_INVALID' ? 'denied' : 'error', code);
-      throw err;
+      return auditFailure(audit, err);
     }
   };
   /** What a session id in a path names (validity is checked by the manager). */
