@@ -7,6 +7,7 @@
 import { X509Certificate, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -327,7 +328,31 @@ describe('DKG route refusals', () => {
     expect(codeOf(await call(ks[0]!.url, 'POST', `/v1/dkg/${p.session}/next`, { set: [] }, creds.app))).toEqual([403, 'TESSERA_FORBIDDEN']);
     expect(codeOf(await call(ks[0]!.url, 'POST', `/v1/dkg/${p.session}/commit`, { record: {} }, creds.app))).toEqual([403, 'TESSERA_FORBIDDEN']);
     expect(codeOf(await call(ks[0]!.url, 'DELETE', `/v1/dkg/${p.session}`, undefined, creds.app))).toEqual([403, 'TESSERA_FORBIDDEN']);
-    expect(audits.some((a) => a.action === 'secret:dkg-start' && a.outcome === 'denied' && a.actor === APP && a.session === p.session)).toBe(true);
+    // Refused before its body is read (below), so the start's denial cannot name the session the body held.
+    expect(audits.some((a) => a.action === 'secret:dkg-start' && a.outcome === 'denied' && a.actor === APP && a.code === 'TESSERA_FORBIDDEN')).toBe(true);
+    expect(audits.some((a) => a.action === 'secret:dkg-next' && a.outcome === 'denied' && a.actor === APP && a.session === p.session)).toBe(true);
+  });
+
+  it('refuses a caller with neither admin rights nor a provisioning authorization before reading its (up to 2 MiB) body', async () => {
+    const url = new URL(ks[0]!.url);
+    for (const path of ['/v1/dkg', `/v1/dkg/${newKey(trio(), 2, epoch++).session}/next`]) {
+      // Announces 2 MiB and sends 2 bytes: only a refusal before the body can answer at all.
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpsRequest({
+          host: url.hostname, port: url.port, path, method: 'POST', agent: false, ca: ca.pem, cert: creds.app.certPem, key: creds.app.keyPem,
+          headers: { 'content-type': 'application/json', 'content-length': String(DKG_BODY_LIMIT - 1) },
+        }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => { text += c.toString('utf8'); });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        req.setTimeout(5000, () => req.destroy(new Error('no answer before the body: the server waited for it')));
+        req.on('error', reject);
+        req.write('{"');
+      });
+      expect(answer.status).toBe(403);
+      expect((JSON.parse(answer.body) as { error: { code: string } }).error.code).toBe('TESSERA_FORBIDDEN');
+    }
   });
 
   it('refuses bad parameters field by field (400 TESSERA_DKG_PARAMS_INVALID) and bad bodies (400 TESSERA_BAD_REQUEST)', async () => {

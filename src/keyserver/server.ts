@@ -31,7 +31,7 @@
  */
 import type { Server as HttpsServer } from 'node:https';
 import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../common/api/errors.js';
-import Fastify, { type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyReply, type FastifyRequest, type RequestPayload } from 'fastify';
 import { ERROR_CODES, TesseraError, isTesseraError, listenFailure } from '../core/errors.js';
 import { ensurePrivateDir } from '../core/files.js';
 import type { Logger } from '../core/log.js';
@@ -379,21 +379,34 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     return { session: isDkgSessionId(id) ? id : '(invalid)', ...(info ? { policy: info.policy, epoch: info.epoch } : {}) };
   };
   type SessionParams = { Params: { session: string } };
-  const dkgLimit = { bodyLimit: DKG_BODY_LIMIT };
+  /**
+   * DKG bodies may reach DKG_BODY_LIMIT (2 MiB, against 64 KiB elsewhere): a caller that is neither an
+   * admin nor carries a provisioning authorization is refused, and audited, before its body is read.
+   */
+  const dkgLimit = (action: DkgAction) => ({
+    bodyLimit: DKG_BODY_LIMIT,
+    preParsing: async (req: FastifyRequest, _reply: FastifyReply, payload: RequestPayload): Promise<RequestPayload> => {
+      if (isAdmin(caller(req)) || req.headers[PROVISION_AUTHORIZATION_HEADER] !== undefined) return payload;
+      const session = (req.params as { session?: string }).session;
+      return dkgRoute(req, action, session === undefined ? {} : sessionTarget(session), () => {
+        throw new TesseraError('TESSERA_FORBIDDEN', 'this caller may not run a key generation');
+      });
+    },
+  });
 
-  app.post('/v1/dkg', dkgLimit, async (req) => {
+  app.post('/v1/dkg', dkgLimit('secret:dkg-start'), async (req) => {
     const p = (typeof req.body === 'object' && req.body !== null ? (req.body as { params?: unknown }).params : undefined) as { policy?: unknown; epoch?: unknown; session?: unknown } | undefined;
     const loose: DkgTarget = typeof p === 'object' && p !== null
       ? { ...(typeof p.policy === 'string' ? { policy: p.policy } : {}), ...(typeof p.epoch === 'number' ? { epoch: p.epoch } : {}), ...(p.session !== undefined ? { session: isDkgSessionId(p.session) ? p.session : '(invalid)' } : {}) }
       : {};
     return dkgRoute(req, 'secret:dkg-start', loose, () => dkg.start(req.body) satisfies DkgStartResponse);
   });
-  app.post<SessionParams>('/v1/dkg/:session/next', dkgLimit, async (req) => dkgRoute(req, 'secret:dkg-next', sessionTarget(req.params.session), () => {
+  app.post<SessionParams>('/v1/dkg/:session/next', dkgLimit('secret:dkg-next'), async (req) => dkgRoute(req, 'secret:dkg-next', sessionTarget(req.params.session), () => {
     const r = dkg.next(req.params.session, req.body);
     const excluded = r.done?.excluded.map((e) => e.index);
     return { ...r, ...(excluded ? { excluded } : {}) } satisfies DkgNextResponse;
   }));
-  app.post<SessionParams>('/v1/dkg/:session/commit', dkgLimit, async (req) => dkgRoute(req, 'secret:dkg-commit', sessionTarget(req.params.session), () => dkg.commit(req.params.session, req.body) satisfies DkgCommitResponse));
+  app.post<SessionParams>('/v1/dkg/:session/commit', dkgLimit('secret:dkg-commit'), async (req) => dkgRoute(req, 'secret:dkg-commit', sessionTarget(req.params.session), () => dkg.commit(req.params.session, req.body) satisfies DkgCommitResponse));
   app.delete<SessionParams>('/v1/dkg/:session', async (req) => dkgRoute(req, 'secret:dkg-abort', sessionTarget(req.params.session), () => dkg.abort(req.params.session) satisfies DkgAbortResponse));
 
   try {

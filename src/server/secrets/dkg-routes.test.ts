@@ -6,6 +6,7 @@
  * commitments or parameters than the request, chains not of this trust domain; nothing is stored.
  * And arbitrary bodies never make a 500.
  */
+import { request as httpsRequest } from 'node:https';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODES } from '../../core/errors.js';
@@ -154,6 +155,32 @@ describe('secret policy records from a DKG transcript', () => {
     expect(ok.status, ok.text).toBe(201);
     refused(await admin('POST', '/v1/secret-policies/mis.db/epochs/1/refresh', { generation: 2, commitments: r.commitments, dkg: r.transcript }), 400, 'TESSERA_SECRET_POLICY_INVALID');
   }, 60_000);
+
+  it('refuses a caller that is not an admin before reading its (up to 8 MiB) body, audited', async () => {
+    const agent = joined.get(KS[0]!)!;
+    const url = new URL(t.cp.url);
+    for (const path of ['/v1/secret-policies', '/v1/secret-policies/ok.db/epochs/1/refresh']) {
+      // Announces 8 MiB and sends 2 bytes: only a refusal before the body can answer at all.
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpsRequest({
+          host: url.hostname, port: url.port, path, method: 'POST', agent: false, ca: t.adminTls.ca, cert: agent.certPem, key: agent.keyPem,
+          headers: { 'content-type': 'application/json', 'content-length': String(8 * 1024 * 1024 - 1) },
+        }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => { text += c.toString('utf8'); });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        req.setTimeout(5000, () => req.destroy(new Error('no answer before the body: the server waited for it')));
+        req.on('error', reject);
+        req.write('{"');
+      });
+      expect(answer.status).toBe(403);
+      expect((JSON.parse(answer.body) as { error: { code: string } }).error.code).toBe('TESSERA_FORBIDDEN');
+    }
+    const denied = await admin('GET', `/v1/audit?action=secret.policy.create&outcome=denied&actor=${encodeURIComponent(agent.spiffeId)}`);
+    const recs = (denied.json as { records: { actor: string; detail: Record<string, unknown> }[] }).records.filter((x) => x.actor === agent.spiffeId);
+    expect(recs.some((x) => x.detail.before_body === true)).toBe(true);
+  });
 
   it('never answers 500 to arbitrary DKG bodies (fast-check)', async () => {
     const r = run(newKey('fc.db'));

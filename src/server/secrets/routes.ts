@@ -17,7 +17,8 @@
  * Request and response types: src/core/wire/control-plane.ts. Every call is audited. The records carry only public material (commitments, key server URLs).
  */
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RequestPayload } from 'fastify';
+import type { AdminAction } from '../../core/policy/admin-schema.js';
 import { PROVISION_OPS, encodeProvisionAuthorization, signProvisionAuthorization, type ProvisionOp } from '../../core/secrets/provision-authorization.js';
 import { isSpiffeId } from '../../core/spiffe-id.js';
 import { TesseraError } from '../../core/errors.js';
@@ -82,7 +83,29 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     return { authorization: encodeProvisionAuthorization(signed), jti, expires_at: new Date(exp * 1000).toISOString() } satisfies ProvisionAuthorizationResponse;
   }));
 
-  app.post('/v1/secret-policies', { bodyLimit: DKG_BODY_LIMIT }, (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
+  /**
+   * The two routes that take a DKG transcript read bodies up to DKG_BODY_LIMIT (8 MiB, against the
+   * server's 64 KiB), so the caller must be an admin before the body is read: an identity allowed
+   * nothing cannot make the control plane buffer and parse 8 MiB. The handler decides again with the
+   * body; a refusal here is audited like one of the handler's.
+   */
+  const adminFirst = (action: AdminAction, auditAction: string) => ({
+    bodyLimit: DKG_BODY_LIMIT,
+    preParsing: async (req: FastifyRequest, _reply: FastifyReply, payload: RequestPayload): Promise<RequestPayload> => {
+      const ev = ctx.audit.begin(auditAction, `ip:${req.ip}`);
+      try {
+        await adminCaller(ctx, req, ev, action);
+      } catch (err) {
+        ev.detail.before_body = true;
+        if (req.authFailure) ev.detail.auth_failure = req.authFailure;
+        await ctx.audit.record(ev, err);
+        throw err;
+      }
+      return payload;
+    },
+  });
+
+  app.post('/v1/secret-policies', adminFirst('admin:secret.policy.create', 'secret.policy.create'), (req, reply) => audited(ctx, req, 'secret.policy.create', async (ev) => {
     await adminCaller(ctx, req, ev, 'admin:secret.policy.create');
     const b = body(req.body, ['id', 'epoch', 't', 'n', 'commitments', 'servers', 'dkg']);
     if (!isSecretPolicyId(b.id)) throw new TesseraError('TESSERA_BAD_REQUEST', `"id" must be ${SECRET_POLICY_ID_RULE}`);
@@ -121,7 +144,7 @@ export function secretPolicyRoutes(app: FastifyInstance, ctx: ServerContext, ser
     return { id: params.id, epoch: Number(params.epoch) };
   };
 
-  app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/refresh', { bodyLimit: DKG_BODY_LIMIT }, (req) => audited(ctx, req, 'secret.policy.refresh', async (ev) => {
+  app.post<{ Params: { id: string; epoch: string } }>('/v1/secret-policies/:id/epochs/:epoch/refresh', adminFirst('admin:secret.policy.refresh', 'secret.policy.refresh'), (req) => audited(ctx, req, 'secret.policy.refresh', async (ev) => {
     await adminCaller(ctx, req, ev, 'admin:secret.policy.refresh');
     const { id, epoch } = epochParams(req.params);
     ev.target = `secret:${id}`;
