@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pemDecodeAll } from '../src/core/x509.js';
+import { pemDecodeAll, pemEncode } from '../src/core/x509.js';
+import { fetchBundleText } from '../src/core/federation.js';
 import { X509Certificate } from 'node:crypto';
 import type { CaListResponse } from '../src/core/wire/control-plane.js';
 import type { FederationResponse } from '../src/core/wire/federation.js';
@@ -122,9 +123,16 @@ describe('cross-domain calls through sidecars', () => {
     const active = async (): Promise<string> => (await b.admin.call<CaListResponse>('GET', '/v1/ca')).authorities.find((c) => c.state === 'active')!.id;
     const before = await active();
     const heldBefore = new Set(apiA.agent.federatedBundles().get(B)!.jwks.keys.filter((k) => k.use === 'x509-svid').map((k) => k.x5c![0]));
-    await b.admin.call('POST', '/v1/ca/rotate', { grace_seconds: 1 });
+    // No grace: the new CA signs from beta's next tick, likely before alpha's next fetch. Beta's
+    // server certificate is also its https_spiffe bundle endpoint's; were it to move to the new CA
+    // at once, alpha (holding the old bundle only) could never fetch again. It stays on the old CA
+    // until the new one has been published for beta's refresh hint and a margin.
+    await b.admin.call('POST', '/v1/ca/rotate', { grace_seconds: 0 });
+    await waitFor('beta\'s new CA active', async () => (await active()) !== before, 15_000, 100);
+    const oldBundlePem = [...heldBefore].map((d) => pemEncode(Buffer.from(d!, 'base64'), 'CERTIFICATE')).join('');
+    const fetched = await fetchBundleText(`${b.url}/v1/bundle`, { profile: 'https_spiffe', endpointId: `spiffe://${B}/tessera/server`, trustPem: oldBundlePem, timeoutMs: 5000 });
+    expect((JSON.parse(fetched) as { keys: { use: string }[] }).keys.filter((k) => k.use === 'x509-svid')).toHaveLength(2);
     await waitFor('alpha\'s API sidecar to hold both of beta\'s authorities', () => held(apiA, B) === 2, 15_000, 100);
-    await waitFor('beta\'s new CA active', async () => (await active()) !== before, 15_000, 200);
     await clientB.agent.renew();
     const issuer = X509Certificate;
     const cert = new issuer(clientB.agent.current()!.certPem);

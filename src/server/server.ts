@@ -70,6 +70,9 @@ import { federationRoutes } from './federation/routes.js';
 import { startBundleEndpoint } from './federation/endpoint.js';
 import { ChangeFeed, DEFAULT_LEASE_SETTINGS, LeaderLease, type LeaseSettings } from './replica.js';
 
+/** Beyond our refresh hint: a federated fetcher's own tick, a slow fetch and one retry. */
+const ENDPOINT_SETTLE_MARGIN_MS = 10_000;
+
 export interface ControlPlaneOptions {
   dataDir: string;
   /**
@@ -157,6 +160,8 @@ export class ControlPlane {
   private serverCertNotBefore = 0;
   private serverCertNotAfter = 0;
   private serverCertCa = '';
+  /** When the server certificate came from the previous CA because the active one is too fresh: when to move. */
+  private serverCertSettlesAt = Infinity;
 
   /**
    * `store`: the services' store, public for tests that must write as an older control plane did;
@@ -431,7 +436,8 @@ export class ControlPlane {
       }
       (leading() ? ctx.ca.tick().then(() => ctx.policy.sync()) : Promise.resolve()).then(() => {
         // Renew the server's own certificate at half life, like any SVID.
-        if (Date.now() > (this.serverCertNotBefore + this.serverCertNotAfter) / 2) this.refreshTls();
+        const now = Date.now();
+        if (now > (this.serverCertNotBefore + this.serverCertNotAfter) / 2 || now >= this.serverCertSettlesAt) this.refreshTls();
       }).catch((err: unknown) => ctx.log.error('CA schedule failed', { error: String(err) }));
     }, 1000);
     this.tickTimer.unref();
@@ -475,7 +481,8 @@ export class ControlPlane {
     const hosts = [this.opts.host, '127.0.0.1', '::1'].filter((h, i, a) => a.indexOf(h) === i && /^[\d.:]+$/.test(h));
     const issued = ca.issue({
       publicKey: createPublicKey(this.serverKey), uriSans: [serverId], dnsSans: ['localhost'], ipSans: hosts, subject: { commonName: 'tessera-server' },
-    }, ttlMs);
+    }, ttlMs, { settleMs: this.endpointSettleMs() });
+    this.serverCertSettlesAt = issued.settlesAt ?? Infinity;
     this.serverCertNotBefore = issued.notBefore.getTime();
     this.serverCertNotAfter = issued.notAfter.getTime();
     this.serverCertCa = issued.caId;
@@ -487,6 +494,16 @@ export class ControlPlane {
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
     };
+  }
+
+  /**
+   * This certificate is also the https_spiffe bundle endpoint's (SPIFFE_Federation.md §5.2.2): a
+   * federated trust domain checks it with the copy of our bundle it fetched last, at our refresh hint.
+   * A CA becomes its signer only once it has been published for a hint and a margin (a hand rotation
+   * with a short grace activates sooner); until then the CA it replaced signs it.
+   */
+  private endpointSettleMs(): number {
+    return this.ctx.federation.settings.refreshHintSeconds * 1000 + ENDPOINT_SETTLE_MARGIN_MS;
   }
 
   private refreshTls(): void {

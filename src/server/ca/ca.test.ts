@@ -85,6 +85,43 @@ describe('CertificateAuthority schedule (fake clock, real SQLite)', () => {
     expect(now - short.notBefore.getTime()).toBeLessThanOrEqual(2000);
   });
 
+  it('with settleMs, a CA published too recently does not sign yet: the one it replaced does, until it settles or nears expiry', async () => {
+    const ca = make();
+    await ca.init();
+    const first = ca.active().rec.id;
+    const firstCert = new X509Certificate(ca.active().rec.certDer);
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const spec = { publicKey, uriSans: ['spiffe://example.org/tessera/server'] };
+    // Nothing replaced yet: the active CA signs whatever its age.
+    expect(ca.issue(spec, HOUR, { settleMs: 48 * HOUR })).not.toHaveProperty('settlesAt');
+
+    const rotated = await ca.rotate(0);
+    now += 1000;
+    await ca.tick();
+    expect(ca.active().rec.id).toBe(rotated.id);
+    const settleMs = 310_000;
+    const early = ca.issue(spec, HOUR, { settleMs });
+    expect(early.caId).toBe(first);
+    expect(early.settlesAt).toBe(ca.active().rec.createdAt + settleMs);
+    expect(new X509Certificate(early.der).verify(firstCert.publicKey)).toBe(true);
+    // Without settleMs (every SVID), the active CA signs at once.
+    expect(ca.issue(spec, HOUR).caId).toBe(rotated.id);
+
+    now = early.settlesAt!;
+    const settled = ca.issue(spec, HOUR, { settleMs });
+    expect(settled.caId).toBe(rotated.id);
+    expect(settled).not.toHaveProperty('settlesAt');
+
+    // A previous CA with under a minute left never signs: the fresh one does.
+    await ca.rotate(0);
+    now += 1000;
+    await ca.tick();
+    const third = ca.active().rec.id;
+    expect(ca.issue(spec, HOUR, { settleMs }).caId).toBe(rotated.id);
+    now = Date.parse(ca.list().find((c) => c.id === rotated.id)!.notAfter) - 59_000;
+    expect(ca.issue(spec, HOUR, { settleMs: 48 * HOUR }).caId).toBe(third);
+  });
+
   it('refuses a second manual rotation while one is prepared', async () => {
     const ca = make();
     await ca.init();

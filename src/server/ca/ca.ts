@@ -192,13 +192,30 @@ export class CertificateAuthority extends EventEmitter {
    * Issues a leaf from the active CA. notAfter is capped at the CA's own notAfter so that a retired
    * CA can be dropped once it expires.
    */
-  issue(spec: Omit<LeafSpec, 'notBefore' | 'notAfter'>, ttlMs: number): { der: Buffer; notBefore: Date; notAfter: Date; caId: string } {
-    const ca = this.active();
+  issue(spec: Omit<LeafSpec, 'notBefore' | 'notAfter'>, ttlMs: number, o: { settleMs?: number } = {}): { der: Buffer; notBefore: Date; notAfter: Date; caId: string; settlesAt?: number } {
     const now = this.now();
+    const { ca, settlesAt } = this.signerFor(now, o.settleMs ?? 0);
     const notBefore = new Date(Math.max(now - Math.min(BACKDATE_MS, ttlMs / 10), ca.rec.notBefore));
     const notAfter = new Date(Math.min(now + ttlMs, ca.rec.notAfter));
     const der = ca.issuer.issueLeaf({ ...spec, notBefore, notAfter });
-    return { der, notBefore, notAfter, caId: ca.rec.id };
+    return { der, notBefore, notAfter, caId: ca.rec.id, ...(settlesAt !== undefined ? { settlesAt } : {}) };
+  }
+
+  /**
+   * The active CA, unless it was published less than `settleMs` ago: then relying parties that fetch
+   * our bundle on their own schedule (federated trust domains reading the https_spiffe bundle endpoint,
+   * whose certificate this signs) may not hold it yet, and a chain from it would lock them out for
+   * good. Until it settles, the CA it replaced signs instead, while that one stays valid for a minute
+   * more; `settlesAt` says when to issue again.
+   */
+  private signerFor(now: number, settleMs: number): { ca: LoadedCa; settlesAt?: number } {
+    const active = this.active();
+    const settlesAt = active.rec.createdAt + settleMs;
+    if (settlesAt <= now) return { ca: active };
+    const previous = this.cas
+      .filter((c) => c.rec.state === 'retired' && c.rec.notAfter > now + 60_000)
+      .sort((x, y) => (y.rec.activatedAt ?? 0) - (x.rec.activatedAt ?? 0))[0];
+    return previous ? { ca: previous, settlesAt } : { ca: active };
   }
 
   signJwt(sub: string, aud: string[], ttlSeconds: number, iss?: string): { token: string; expiresAt: Date } {
