@@ -295,6 +295,37 @@ describe('secret policies by distributed key generation', () => {
     await sealAndOpen('lost-answer', 'recovered-secret');
   }, 120_000);
 
+  it('a commit that never arrives: the run reports it; `tessera secret policy commit` delivers it later from the signed record', async () => {
+    const inner = apiTransport(adminCtx().tls);
+    const transport: RelayTransport = {
+      async call(peer, method, path, body, headers) {
+        if (path.endsWith('/commit') && peer.spiffeId === KS[2]) throw new TesseraError('TESSERA_UNAVAILABLE', 'injected');
+        return inner.call(peer, method, path, body, headers);
+      },
+      chain: (peer) => inner.chain(peer),
+      close: () => inner.close(),
+    };
+    const res = await createEpoch(adminCtx(), { id: 'undelivered', epoch: 1, t: 2, servers: three() }, { transport, commitBackoffMs: [10] });
+    transport.close();
+    expect(res.commits.map((c) => [c.spiffeId, c.ok, c.code])).toEqual([[KS[0], true, undefined], [KS[1], true, undefined], [KS[2], false, 'TESSERA_UNAVAILABLE']]);
+    expect(sharesOf('undelivered', 1, [2])).toEqual([]);
+    const later = await tessera(['--json', 'secret', 'policy', 'commit', 'undelivered']);
+    expect(later.status, later.stderr).toBe(0);
+    const out = JSON.parse(later.stdout) as { epoch: number; generation: number; committed: string[]; already_committed: string[]; failed: unknown[] };
+    expect(out).toMatchObject({ epoch: 1, generation: 1, committed: [KS[2]], failed: [] });
+    expect(out.already_committed.sort()).toEqual(KS.slice(0, 2).sort());
+    const shares = sharesOf('undelivered', 1, [0, 1, 2]);
+    expect(shares.map((x) => x.index)).toEqual([1, 2, 3]);
+    expect(pointEquals(baseMul(combineScalars(shares.slice(1))), new Uint8Array(Buffer.from(res.record.commitments[0]!, 'base64url')))).toBe(true);
+    // again: nothing left to do; a policy nobody created: a clear error
+    const again = await tessera(['secret', 'policy', 'commit', 'undelivered', '--epoch', '1']);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain('0 key server(s) committed now, 3 already had, 0 failed (of 3)');
+    const none = await tessera(['secret', 'policy', 'commit', 'no-such-policy']);
+    expect(none.status).not.toBe(0);
+    expect(none.stderr).toContain('TESSERA_NOT_FOUND');
+  }, 120_000);
+
   it('relay: no answer from the control plane and no signed record: a clean abort, nothing installed', async () => {
     const control = controlWith(() => Promise.reject(lostAnswer()));
     const err = await createEpoch({ ...adminCtx(), control }, { id: 'lost-unsigned', epoch: 1, t: 2, servers: three() }).then(() => undefined, (e: unknown) => e as TesseraError);

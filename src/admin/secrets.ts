@@ -21,6 +21,7 @@ import { dealRefresh, decodePoint, randomScalar, ready, refreshedCommitments, se
 import { verifySecretPolicy, type SecretPolicyRecord, type SecretPolicyServer, type SignedSecretPolicy } from '../core/secrets/policy-record.js';
 import { pemDecodeAll } from '../core/x509.js';
 import type { ProvisionAuthorizationRequest, ProvisionAuthorizationResponse, CreateSecretPolicyRequest, CreateSecretPolicyResponse, RefreshSecretPolicyRequest, RefreshSecretPolicyResponse, RetireSecretPolicyResponse, SecretPolicyListResponse } from '../core/wire/control-plane.js';
+import type { DkgCommitRequest, DkgCommitResponse } from '../core/wire/dkg.js';
 import type { AbortShareResponse, CommitShareRequest, CommitShareResponse, DeleteShareResponse, InstallShareRequest, InstallShareResponse, RefreshShareRequest, RefreshShareResponse, ShareListResponse } from '../core/wire/keyserver.js';
 import { adminClient, adminCredential, adminCredentialTls, agentTls, svidClient, type AdminLocation } from './clients.js';
 import { PROVISION_AUTHORIZATION_HEADER, type ProvisionOp } from '../core/secrets/provision-authorization.js';
@@ -263,6 +264,22 @@ export async function retireEpoch(admin: SecretAdmin, id: string, epoch: number,
   if (kept >= record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `only ${record.n - kept} of ${record.n} key servers deleted their share; ${kept} (at least t = ${record.t}) still could open blobs, so the epoch is not marked retired: run it again (${failedList(deletes)})`);
   const r = await admin.control.call<RetireSecretPolicyResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${epoch}/retire`, {});
   return { deletes, retired: r.retired };
+}
+
+/** What one key server answered to a later commit: `committed` false when it already held the record's share. */
+export interface LaterCommit extends ServerOutcome { committed?: boolean }
+
+/**
+ * Finishes a key generation's commit where the run could not deliver it (`tessera secret policy
+ * commit`): the signed record of (policy, epoch) goes to each of its key servers, which commits the
+ * finished session that record names, or answers that it already holds that share (idempotent). A
+ * server whose session is gone (the 10-minute TTL, a restart) answers TESSERA_NOT_FOUND.
+ */
+export async function commitLater(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; outcomes: LaterCommit[] }> {
+  const { record, signed } = await fetchRecord(admin, id, epoch);
+  const what: Provisioning = { op: record.generation === 1 ? 'create' : 'refresh', id, epoch: record.epoch };
+  const r = await onEachServer(admin, what, record.servers, (client) => client.call<DkgCommitResponse>('POST', '/v1/dkg/commit', { record: signed } satisfies DkgCommitRequest));
+  return { record, outcomes: r.outcomes.map((o, i) => (r.values[i] === undefined ? o : { ...o, committed: r.values[i]!.committed })) };
 }
 
 /** Runs `fn` (libsodium ready) with the admin's credential for the key servers and the control plane. */

@@ -8,6 +8,7 @@
  *   tessera secret policy rotate NAME [--threshold T] [--servers ...] [--dealer]         (admin: a new key epoch)
  *   tessera secret policy refresh NAME [--epoch E] [--dealer]                            (admin: new shares, same key)
  *   tessera secret policy reshare NAME --threshold T --servers URL@SPIFFE_ID,...         (admin: same key, new key servers / threshold)
+ *   tessera secret policy commit NAME [--epoch E]                                        (admin: a commit the run could not deliver)
  *   tessera secret policy retire NAME --epoch E [--force]                                (admin: delete an epoch's shares)
  *   tessera secret seal --policy NAME [--in F] [--out F] [--record F]                    (offline-capable)
  *   tessera secret unseal --agent-dir D [--in F] [--out F]                               (as the agent's SVID)
@@ -23,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { adminClient, adminCredentialTls, agentTls, readCredential, svidClient } from '../admin/clients.js';
 import { createEpoch, refresh as dkgRefresh, reshare as dkgReshare, rotate as dkgRotate, type DkgRunResult } from '../admin/dkg.js';
-import { dealEpoch, fetchRecordWith, readSavedRecord, refreshEpoch, retireEpoch, rotateEpoch, sealToRecord, unsealWithAgentDir, withSecretAdmin, type SecretAdmin } from '../admin/secrets.js';
+import { commitLater, dealEpoch, fetchRecordWith, readSavedRecord, refreshEpoch, retireEpoch, rotateEpoch, sealToRecord, unsealWithAgentDir, withSecretAdmin, type SecretAdmin } from '../admin/secrets.js';
 import { TesseraError, isTesseraError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/files.js';
 import { createLogger } from '../core/log.js';
@@ -128,7 +129,7 @@ function dkgWarnings(res: DkgRunResult): void {
   for (const m of res.verdict.misbehaviour) w(`key server ${m.spiffe_id} misbehaved at round ${m.round}: ${m.what}`);
   for (const e of res.verdict.excluded) w(`dealer index ${e.index} left out: ${e.why}`);
   if (res.recovered) w(`the control plane's answer was lost (${res.recovered.code}); the record was then found signed with this result, so the key servers were told to commit`);
-  for (const c of res.commits.filter((x) => !x.ok)) w(`key server ${c.spiffeId} (index ${c.index}) did not commit: ${c.code ?? 'error'}; it cannot answer the new generation`);
+  for (const c of res.commits.filter((x) => !x.ok)) w(`key server ${c.spiffeId} (index ${c.index}) did not commit: ${c.code ?? 'error'}; it cannot answer the new generation until \`tessera secret policy commit ${res.record.id} --epoch ${res.record.epoch}\` reaches it (within 10 minutes)`);
 }
 
 /** The JSON facts of a DKG run. */
@@ -316,6 +317,29 @@ remains, which is how a dead key server is replaced.`)
         output(g, { id, epoch: res.record.epoch, generation: res.record.generation, t: res.record.t, n: res.record.n, previous: res.previous, public_key: res.record.commitments[0], ...dkgJson(res), record: res.record, signed: res.signed }, () =>
           `reshared ${id} epoch ${res.record.epoch} from ${res.previous.t} of ${res.previous.n} to ${summary(res.record)}\n(same public key; blobs sealed before still open)`);
         if (res.commits.some((c) => !c.ok && res.record.servers.some((s) => s.spiffeId === c.spiffeId))) process.exitCode = 1;
+      });
+    }));
+
+  policy.command('commit').description('finish a key generation on key servers reported as not committed (within 10 minutes of the run) (admin)')
+    .argument('<name>', 'policy name')
+    .option('--epoch <n>', 'key epoch (default: the newest)')
+    .addHelpText('after', `
+A create, rotate, refresh or reshare reports a key server as not committed when its commit got no answer.
+That server keeps its finished session (in memory, for 10 minutes): this sends it the signed record of
+the epoch, and it commits the share that record names. Every key server of the record is asked; one that
+already holds it answers so (nothing changes). After the 10 minutes, or a restart of that key server,
+the share is gone: give it one again with \`secret policy reshare\`.`)
+    .action(run(async (g, name: string, o: Json) => {
+      const id = policyId(name);
+      await withAdmin(g, async (admin) => {
+        const res = await commitLater(admin, id, epochOpt(o.epoch));
+        const failed = res.outcomes.filter((c) => !c.ok);
+        for (const f of failed) process.stderr.write(`tessera: key server ${f.spiffeId} (index ${f.index}) did not commit: ${f.code ?? 'TESSERA_INTERNAL'}\n`);
+        const now = res.outcomes.filter((c) => c.committed === true).map((c) => c.spiffeId);
+        const held = res.outcomes.filter((c) => c.committed === false).map((c) => c.spiffeId);
+        output(g, { id, epoch: res.record.epoch, generation: res.record.generation, committed: now, already_committed: held, failed: failed.map((f) => ({ spiffe_id: f.spiffeId, index: f.index, code: f.code })) }, () =>
+          `${id} epoch ${res.record.epoch}, share generation ${res.record.generation}: ${now.length} key server(s) committed now, ${held.length} already had, ${failed.length} failed (of ${res.record.n})`);
+        if (failed.length) process.exitCode = 1;
       });
     }));
 

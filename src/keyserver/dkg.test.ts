@@ -251,6 +251,44 @@ describe('DKG through real key servers', () => {
     expect((await commitAll(run, record)).map((r) => [r.status, r.json.committed])).toEqual([[200, false], [200, false], [200, false]]);
   });
 
+  it('POST /v1/dkg/commit finds the finished session by the record (a commit the relay could not deliver); idempotent; refusals', async () => {
+    const params = newKey(ks.slice(0, 3), 2, 8);
+    const run = await relay(params);
+    const record = signRecord(run, 1);
+    // the relay's commit reached ks1 only
+    expect((await commitAll(run, record, ks.slice(0, 1)))[0]!.json.committed).toBe(true);
+    const later = (k: Ks, body: unknown = { record }, who: Svid | null = creds.admin): Promise<Reply> => call(k.url, 'POST', '/v1/dkg/commit', body, who);
+    expect(await later(ks[1]!)).toEqual({ status: 200, json: { policy: POLICY, epoch: 8, generation: 1, index: 2, committed: true } });
+    expect(await later(ks[2]!)).toEqual({ status: 200, json: { policy: POLICY, epoch: 8, generation: 1, index: 3, committed: true } });
+    expect(ks[2]!.server.store.get(POLICY, 8)!.generation).toBe(1);
+    // asked again, or asking one the relay reached: nothing changes
+    for (const k of ks.slice(0, 3)) expect((await later(k)).json).toMatchObject({ committed: false, generation: 1 });
+    // another signed record of the same result (another createdAt): the share it names is held, nothing changes
+    expect((await later(ks[1]!, { record: signRecord(run, 1) })).json).toMatchObject({ committed: false, index: 2 });
+    // a record of this epoch naming other commitments: not held, no session → 404
+    expect(codeOf(await later(ks[1]!, { record: signRecord(run, 1, { commitments: [...run.results.values().next().value!.commitments].reverse() }) }))).toEqual([404, 'TESSERA_NOT_FOUND']);
+    // audited as a commit of this policy and epoch, with the session it found
+    const mine = audits.filter((a) => a.action === 'secret:dkg-commit' && a.epoch === 8 && a.outcome === 'allowed');
+    expect(mine.length).toBeGreaterThanOrEqual(3);
+    expect(mine.every((a) => a.policy === POLICY)).toBe(true);
+
+    // no session for the record's epoch, and no share of it: 404
+    const ghost = signRecord(run, 1, { epoch: 9 });
+    expect(codeOf(await later(ks[0]!, { record: ghost }))).toEqual([404, 'TESSERA_NOT_FOUND']);
+    // a session still running for the record's epoch: 409
+    const running = newKey(ks.slice(0, 3), 2, 9);
+    expect((await call(ks[0]!.url, 'POST', '/v1/dkg', { params: running, certificates: certificatesOf(ks.slice(0, 3)) })).status).toBe(200);
+    expect(codeOf(await later(ks[0]!, { record: ghost }))).toEqual([409, 'TESSERA_CONFLICT']);
+    expect((await call(ks[0]!.url, 'DELETE', `/v1/dkg/${running.session}`, undefined)).json.aborted).toBe(true);
+    // forged or malformed
+    expect(codeOf(await later(ks[0]!, { record: signRecord(run, 1, {}, rogue) }))).toEqual([400, 'TESSERA_SECRET_POLICY_INVALID']);
+    expect(codeOf(await later(ks[0]!, { record: { ...record, payload: record.payload.slice(0, -2) } }))).toEqual([400, 'TESSERA_SECRET_POLICY_INVALID']);
+    expect(codeOf(await later(ks[0]!, { record, extra: 1 }))).toEqual([400, 'TESSERA_BAD_REQUEST']);
+    expect(codeOf(await later(ks[0]!, []))).toEqual([400, 'TESSERA_BAD_REQUEST']);
+    // not an admin, no provisioning authorization: 403 before the body is read
+    expect(codeOf(await later(ks[0]!, { record }, creds.app))).toEqual([403, 'TESSERA_FORBIDDEN']);
+  });
+
   it('a refresh: new shares (generation 2) of the same key; the old blob still opens, old shares are gone', async () => {
     const before = ks.slice(0, 3).map((k) => b64u(k.server.store.get(POLICY, 1)!.value));
     const params: DkgParamsWire = { kind: 'refresh', session: sessionId(), policy: POLICY, epoch: 1, servers: ks.slice(0, 3).map((k, i) => entry(k, i + 1)), commitments };
@@ -568,6 +606,12 @@ describe('the params parser never fails with anything but TESSERA_DKG_PARAMS_INV
   it('over HTTP: random bodies are 4xx, never 500', async () => {
     await fc.assert(fc.asyncProperty(fc.constantFrom('params', 'certificates', 'x'), fc.anything(), async (k, v) => {
       const r = await call(ks[0]!.url, 'POST', '/v1/dkg', { params: base(), certificates: {}, [k]: v });
+      expect(r.status).toBeGreaterThanOrEqual(400);
+      expect(r.status).toBeLessThan(500);
+    }), { numRuns: 25 });
+    // the later commit (POST /v1/dkg/commit): any body, or a record with any payload or signature
+    await fc.assert(fc.asyncProperty(fc.oneof(fc.anything(), fc.record({ record: fc.anything() }), fc.record({ record: fc.record({ payload: fc.string(), alg: fc.constant('ES256'), signer: fc.string(), signature: fc.string() }) })), async (b) => {
+      const r = await call(ks[0]!.url, 'POST', '/v1/dkg/commit', b);
       expect(r.status).toBeGreaterThanOrEqual(400);
       expect(r.status).toBeLessThan(500);
     }), { numRuns: 25 });

@@ -300,6 +300,40 @@ export class DkgSessions {
     return response;
   }
 
+  /** The policy and epoch a signed record names, when it verifies (the route's authorization and audit). */
+  recordTarget(input: unknown): { policy: string; epoch: number } | undefined {
+    const signed = typeof input === 'object' && input !== null ? (input as { record?: unknown }).record : undefined;
+    try {
+      const r = verifySecretPolicy(signed, this.opts.trustedCas());
+      return { policy: r.id, epoch: r.epoch };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * POST /v1/dkg/commit: the commit of a finished session found by the signed record it names (policy
+   * and epoch), for a commit the relay could not deliver (`tessera secret policy commit`). Idempotent:
+   * a server that already holds what the record names answers `committed: false`. Without a finished
+   * session (its TTL passed, or the key server restarted) and without that share: TESSERA_NOT_FOUND.
+   */
+  commitRecord(input: unknown): DkgCommitResponse {
+    const b = body(input, ['record']);
+    const record = verifySecretPolicy(b.record, this.opts.trustedCas());
+    this.sweep();
+    const payload = (b.record as { payload?: unknown }).payload;
+    const sessions = [...this.sessions.values()].filter((x) => x.policy === record.id && x.epoch === record.epoch);
+    const waiting = sessions.find((x) => x.state === 'done') ?? sessions.find((x) => x.state === 'committed' && x.committed!.record === payload);
+    if (waiting !== undefined) return this.commit(waiting.session, input);
+    if (sessions.some((x) => x.state === 'running')) throw conflict('the key-generation session for this policy and epoch has not finished here');
+    const mine = record.servers.find((x) => x.spiffeId === this.opts.identity()?.spiffeId);
+    const cur = this.opts.store.get(record.id, record.epoch);
+    const held = cur !== undefined && mine !== undefined && cur.index === mine.index && cur.generation === record.generation
+      && cur.commitments.length === record.commitments.length && cur.commitments.every((c, k) => Buffer.from(c).toString('base64url') === record.commitments[k]);
+    if (held) return { policy: record.id, epoch: record.epoch, generation: record.generation, index: cur.index, committed: false };
+    throw new TesseraError('TESSERA_NOT_FOUND', 'no finished key-generation session for this record here, and no share of it: the session expired (10 minutes) or this key server restarted; run `tessera secret policy reshare` to give it a share');
+  }
+
   /** DELETE /v1/dkg/:session: wipes and forgets a session not committed yet ({aborted: false} if none). */
   abort(id: string): DkgAbortResponse {
     if (!isDkgSessionId(id)) throw badRequest('the session in the path must be the base64url session id of the parameters');

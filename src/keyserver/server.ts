@@ -24,6 +24,7 @@
  *   POST   /v1/dkg                    {params, certificates} → {session, round, message}
  *   POST   /v1/dkg/:session/next      {set}                  → {session, round, message, done?}
  *   POST   /v1/dkg/:session/commit    {record}               → {policy, epoch, generation, index, committed}
+ *   POST   /v1/dkg/commit             {record}               → the same, for the finished session the record names
  *   DELETE /v1/dkg/:session                                   → {session, aborted}
  *
  * Binary fields are base64url. Request bodies are JSON, at most 64 KiB (DKG routes: 2 MiB), unknown fields refused.
@@ -406,6 +407,8 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     const excluded = r.done?.excluded.map((e) => e.index);
     return { ...r, ...(excluded ? { excluded } : {}) } satisfies DkgNextResponse;
   }));
+  // A commit the relay could not deliver, found by the record it names (tessera secret policy commit).
+  app.post('/v1/dkg/commit', dkgLimit('secret:dkg-commit'), async (req) => dkgRoute(req, 'secret:dkg-commit', dkg.recordTarget(req.body) ?? {}, () => dkg.commitRecord(req.body) satisfies DkgCommitResponse));
   app.post<SessionParams>('/v1/dkg/:session/commit', dkgLimit('secret:dkg-commit'), async (req) => dkgRoute(req, 'secret:dkg-commit', sessionTarget(req.params.session), () => dkg.commit(req.params.session, req.body) satisfies DkgCommitResponse));
   app.delete<SessionParams>('/v1/dkg/:session', async (req) => dkgRoute(req, 'secret:dkg-abort', sessionTarget(req.params.session), () => dkg.abort(req.params.session) satisfies DkgAbortResponse));
 
