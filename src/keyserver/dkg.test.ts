@@ -57,6 +57,11 @@ function svid(id: string, by = ca): Svid {
 class FakeSource extends EventEmitter implements TlsSource {
   constructor(private material: TlsMaterial) { super(); }
   current(): TlsMaterial { return this.material; }
+  /** The agent renewed the SVID (a new key): the key server rebuilds its TLS context. */
+  rotate(m: TlsMaterial): void {
+    this.material = m;
+    this.emit('svid');
+  }
 }
 
 const creds = { admin: svid(ADMIN), app: svid(APP) };
@@ -68,7 +73,7 @@ const codeOf = (r: Reply): [number, string | undefined] => [r.status, (r.json.er
 const b64u = (u: Uint8Array): string => Buffer.from(u).toString('base64url');
 
 // --- Key servers ---------------------------------------------------------------------------------
-interface Ks { name: string; id: string; svid: Svid; dir: string; server: KeyServer; url: string }
+interface Ks { name: string; id: string; svid: Svid; dir: string; server: KeyServer; url: string; source: FakeSource }
 const all: Ks[] = [];
 const audits: KeyAuditEvent[] = [];
 const bodies: string[] = [];
@@ -78,10 +83,11 @@ async function startKs(name: string, dkg?: { ttlMs?: number; maxSessions?: numbe
   const id = `spiffe://${TD}/tessera/keyserver/${name}`;
   const s = svid(id);
   const dir = mkdtempSync(join(tmpdir(), `tessera-dkg-${name}-`));
+  const source = new FakeSource({ spiffeId: id, certPem: s.certPem, key: s.key, bundlePem: ca.pem });
   const server = await startKeyServer({
     dataDir: dir,
     listen: { host: '127.0.0.1', port: 0 },
-    tls: new FakeSource({ spiffeId: id, certPem: s.certPem, key: s.key, bundlePem: ca.pem }),
+    tls: source,
     trustDomain: TD,
     authorize: (caller) => caller.spiffeId === APP,
     provisioners: [ADMIN],
@@ -93,7 +99,7 @@ async function startKs(name: string, dkg?: { ttlMs?: number; maxSessions?: numbe
     ...(dkg ? { dkg } : {}),
     ...(provision ? { provisionAuthorization: { self: () => id, trustedCas: () => [ca.der] } } : {}),
   });
-  const ks = { name, id, svid: s, dir, server, url: server.url };
+  const ks = { name, id, svid: s, dir, server, url: server.url, source };
   all.push(ks);
   return ks;
 }
@@ -120,7 +126,7 @@ interface Run {
  * The relay: start everywhere, then per round close the set and post it to every server still
  * running. `kill`: close that server's process right after it answered for `round`.
  */
-async function relay(params: DkgParamsWire, opts: { kill?: { ks: Ks; after: string } } = {}): Promise<Run> {
+async function relay(params: DkgParamsWire, opts: { kill?: { ks: Ks; after: string }; after?: (round: string) => void } = {}): Promise<Run> {
   const parsed = parseDkgParamsWire(params).params;
   const view = new DkgRelayView(parsed);
   const byId = new Map(all.map((k) => [k.id, k]));
@@ -153,6 +159,7 @@ async function relay(params: DkgParamsWire, opts: { kill?: { ks: Ks; after: stri
       else still.push(ks);
     }
     running = still;
+    opts.after?.(round);
   }
   return { params, participants, results, relay: view, certificates, traffic };
 }
@@ -350,6 +357,46 @@ describe('DKG through real key servers', () => {
     expect(replies.every((r) => r.status === 200)).toBe(true);
     const sealed = seal(Buffer.from(PLAIN), { id: POLICY, epoch: 2, publicKey: decodePoint(new Uint8Array(Buffer.from(first.public_key, 'base64url'))) });
     expect(await unseal(sealed, [ks[0]!, ks[2]!, ks[3]!], first.commitments)).toBe(PLAIN);
+  });
+});
+
+describe('an SVID renewed during a session', () => {
+  it('the session goes on with the key and chain it started with; the next session uses the new ones', async () => {
+    const renewing = await startKs('renewing');
+    const set = [ks[0]!, ks[1]!, renewing];
+    const params = newKey(set, 2, 3);
+    const renew = (): void => {
+      renewing.svid = svid(renewing.id);
+      renewing.source.rotate({ spiffeId: renewing.id, certPem: renewing.svid.certPem, key: renewing.svid.key, bundlePem: ca.pem });
+    };
+    const run = await relay(params, { after: (round) => { if (round === 'deal') renew(); } });
+    expect(run.results.size).toBe(3);
+    const first = [...run.results.values()][0]!;
+    expect(first.stopped).toEqual([]);
+    // The transcript verifies against the chains given at the start (the old certificate is still valid).
+    const replies = await commitAll(run, signRecord(run, 1));
+    expect(replies.map((r) => r.status)).toEqual([200, 200, 200]);
+    // The key server answers with its new certificate now.
+    const served = await new Promise<Buffer>((resolve, reject) => {
+      const req = httpsRequest(`${renewing.url}/v1/healthz`, { ca: ca.pem, cert: creds.admin.certPem, key: creds.admin.keyPem, agent: false }, (res) => {
+        resolve((res.socket as import('node:tls').TLSSocket).getPeerCertificate().raw);
+        res.resume();
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(served.equals(renewing.svid.der)).toBe(true);
+    const sealed = seal(Buffer.from(PLAIN), { id: POLICY, epoch: 3, publicKey: decodePoint(new Uint8Array(Buffer.from(first.public_key, 'base64url'))) });
+    expect(await unseal(sealed, [ks[0]!, renewing], first.commitments)).toBe(PLAIN);
+    // A new session signs with the new key: given the old chain, its messages would not verify.
+    const next = newKey(set, 2, 4);
+    const stale = { ...certificatesOf(set), [renewing.id]: [run.certificates[renewing.id]![0]!] };
+    expect(stale[renewing.id]![0]).not.toBe(renewing.svid.der.toString('base64'));
+    const fresh = await relay(next);
+    expect(fresh.results.size).toBe(3);
+    expect((await commitAll(fresh, signRecord(fresh, 1))).map((r) => r.status)).toEqual([200, 200, 200]);
+    const parsed = parseDkgParamsWire(next).params;
+    expect(() => verifyTranscript(parsed, dkgVerifier(stale, [ca.der], TD), fresh.relay.log())).toThrow();
   });
 });
 
