@@ -8,6 +8,9 @@ import { Browser, codeOf } from './support/http-browser.js';
 const DEMO = fileURLToPath(new URL('../dist/demo/main.js', import.meta.url));
 const DEMO_DIR = fileURLToPath(new URL('../.tessera/demo/', import.meta.url));
 
+/** The demo's lines that report a failure (the first 40), wherever they are in its output. */
+const failedLines = (out: string): string => out.split('\n').filter((l) => /FAILED|failed|timed out|Error/.test(l)).slice(0, 40).join('\n');
+
 /** Processes still running whose command line names this worktree's demo directory (Linux /proc). */
 function demoProcesses(): string[] {
   if (!existsSync('/proc/self/cmdline')) return [];
@@ -71,8 +74,9 @@ describe('npm run demo', () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     clearTimeout(term);
     clearTimeout(kill);
-    // On failure, the end of what the demo printed (it never prints a secret or a token unmasked).
-    expect(code, out.slice(-4000)).toBe(0);
+    // On failure, every line that says what failed, then the end of what the demo printed (it never
+    // prints a secret or a token unmasked).
+    expect(code, `${failedLines(out)}\n…\n${out.slice(-4000)}`).toBe(0);
     expect(Date.now() - started).toBeLessThan(420_000);
     // Nothing it started is left running.
     expect(demoProcesses()).toEqual([]);
@@ -229,7 +233,7 @@ describe('npm run demo -- --tamper', () => {
     const kill = setTimeout(() => child.kill('SIGKILL'), 150_000);
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     clearTimeout(kill);
-    expect(code, out.slice(-6000)).toBe(0);
+    expect(code, `${failedLines(out)}\n…\n${out.slice(-6000)}`).toBe(0);
     expect(Date.now() - started).toBeLessThan(150_000);
     // Only the control plane stopped; the agents stayed up and kept serving.
     expect(out).toMatch(/control\s+stopped \(SIGTERM\)/);

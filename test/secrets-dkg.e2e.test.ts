@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import type { ApiClient } from '../src/common/api-client.js';
 import { KeyEncryptionKey } from '../src/common/kek.js';
-import { apiTransport, createEpoch, unknownOutcome, type DkgRunTimings, type RelayTransport } from '../src/admin/dkg.js';
+import { apiTransport, createEpoch, refresh as dkgRefresh, unknownOutcome, type DkgRunTimings, type RelayTransport } from '../src/admin/dkg.js';
 import { TesseraError } from '../src/core/errors.js';
 import type { SecretAdmin } from '../src/admin/secrets.js';
 import { silentLogger } from '../src/core/log.js';
@@ -75,8 +75,8 @@ describe('secret policies by distributed key generation', () => {
     return { tls: { ca: f('bundle.pem'), cert: f('admin.pem'), key: f('admin.key') }, control: admin, trusted: pemDecodeAll(f('bundle.pem'), 'CERTIFICATE'), ...(progress ? { progress } : {}) };
   }
 
-  async function startKs(i: number): Promise<void> {
-    const port = await freePort();
+  async function startKs(i: number, port?: number): Promise<void> {
+    port ??= await freePort();
     const d = join(dir, `ks${i + 1}`);
     const { id } = await admin.call<{ id: string }>('GET', `/v1/entries/${encodeURIComponent(KS[i]!)}`);
     const { token } = await admin.call<{ token: string }>('POST', '/v1/tokens', { entry_id: id, ttl_seconds: 120 });
@@ -296,15 +296,19 @@ describe('secret policies by distributed key generation', () => {
   }, 120_000);
 
   it('a commit that never arrives: the run reports it; `tessera secret policy commit` delivers it later from the signed record', async () => {
-    const inner = apiTransport(adminCtx().tls);
-    const transport: RelayTransport = {
-      async call(peer, method, path, body, headers) {
-        if (path.endsWith('/commit') && peer.spiffeId === KS[2]) throw new TesseraError('TESSERA_UNAVAILABLE', 'injected');
-        return inner.call(peer, method, path, body, headers);
-      },
-      chain: (peer) => inner.chain(peer),
-      close: () => inner.close(),
+    /** The relay's transport, with every commit to KS[2] lost. */
+    const injected = (): RelayTransport => {
+      const inner = apiTransport(adminCtx().tls);
+      return {
+        async call(peer, method, path, body, headers) {
+          if (path.endsWith('/commit') && peer.spiffeId === KS[2]) throw new TesseraError('TESSERA_UNAVAILABLE', 'injected');
+          return inner.call(peer, method, path, body, headers);
+        },
+        chain: (peer) => inner.chain(peer),
+        close: () => inner.close(),
+      };
     };
+    const transport = injected();
     const res = await createEpoch(adminCtx(), { id: 'undelivered', epoch: 1, t: 2, servers: three() }, { transport, commitBackoffMs: [10] });
     transport.close();
     expect(res.commits.map((c) => [c.spiffeId, c.ok, c.code])).toEqual([[KS[0], true, undefined], [KS[1], true, undefined], [KS[2], false, 'TESSERA_UNAVAILABLE']]);
@@ -324,6 +328,30 @@ describe('secret policies by distributed key generation', () => {
     const none = await tessera(['secret', 'policy', 'commit', 'no-such-policy']);
     expect(none.status).not.toBe(0);
     expect(none.stderr).toContain('TESSERA_NOT_FOUND');
+
+    // A refresh whose commit never reaches KS[2], and no later commit: KS[2] keeps generation 1 while the
+    // record says 2. A reshare onto the same servers leaves it out of the dealers and gives it a new share.
+    const refreshed = await dkgRefresh(adminCtx(), 'undelivered', 1, { transport: injected(), commitBackoffMs: [10] });
+    expect(refreshed.commits.filter((c) => !c.ok).map((c) => c.spiffeId)).toEqual([KS[2]]);
+    const generations = (): number[] => [0, 1, 2].map((i) => ShareStore.open(ks[i]!.dir, KeyEncryptionKey.load(ks[i]!.dir, {})).get('undelivered', 1)!.generation);
+    expect(generations()).toEqual([2, 2, 1]);
+    // Within the session's TTL the reshare is refused at KS[2], which points at the later commit...
+    const early = await tessera(['secret', 'policy', 'reshare', 'undelivered', '--threshold', '2', '--servers', serversArg([0, 1, 2])]);
+    expect(early.status).not.toBe(0);
+    expect(early.stderr).toContain('waits here for its commit (tessera secret policy commit)');
+    // ...which is lost once KS[2] restarts (sessions live in memory): its share stays at generation 1.
+    await signalChild(ks[2]!.child, 'SIGTERM');
+    await startKs(2, Number(new URL(ks[2]!.url).port));
+    expect(generations()).toEqual([2, 2, 1]);
+    const reshared = await tessera(['secret', 'policy', 'reshare', 'undelivered', '--threshold', '2', '--servers', serversArg([0, 1, 2])]);
+    expect(reshared.status, reshared.stderr).toBe(0);
+    expect(reshared.stderr).toContain(`${KS[2]} holds an older share generation (1; it missed a commit): it does not deal, and its new share replaces the old one`);
+    expect(reshared.stdout).toContain('reshared undelivered epoch 1 from 2 of 3 to secret policy undelivered, key epoch 1, share generation 3: 2 of 3 key servers');
+    expect(generations()).toEqual([3, 3, 3]);
+    const now = sharesOf('undelivered', 1, [0, 1, 2]);
+    for (const pair of [[now[0]!, now[2]!], [now[1]!, now[2]!]]) {
+      expect(pointEquals(baseMul(combineScalars(pair)), new Uint8Array(Buffer.from(res.record.commitments[0]!, 'base64url')))).toBe(true);
+    }
   }, 120_000);
 
   it('relay: no answer from the control plane and no signed record: a clean abort, nothing installed', async () => {

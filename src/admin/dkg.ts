@@ -36,6 +36,7 @@ import { parseSpiffeId } from '../core/spiffe-id.js';
 import { verifyPeerSvid } from '../core/x509-svid.js';
 import type { CreateSecretPolicyRequest, CreateSecretPolicyResponse, DkgVerdictWire, RefreshSecretPolicyRequest, RefreshSecretPolicyResponse } from '../core/wire/control-plane.js';
 import type { DkgAbortResponse, DkgCommitRequest, DkgCommitResponse, DkgNextRequest, DkgNextResponse, DkgParamsWire, DkgPublicResultWire, DkgStartRequest, DkgStartResponse, DkgTranscriptWire } from '../core/wire/dkg.js';
+import type { ShareListResponse } from '../core/wire/keyserver.js';
 import { fetchRecord, listEpochs, type SecretAdmin, type ServerOutcome } from './secrets.js';
 
 /** How long one key server may take for one step (start, one round, commit, abort). */
@@ -441,6 +442,26 @@ export async function refresh(admin: SecretAdmin, id: string, epoch?: number, op
 }
 
 /**
+ * The current key servers (of those reached) that hold another generation of the epoch than the
+ * record's (a commit they missed): they cannot deal, since their share is not on the current
+ * commitments. SPIFFE ID → the generation they hold. A server whose list cannot be read is taken to
+ * hold the current share (its start says otherwise, and the reshare stops there).
+ */
+async function staleServers(admin: SecretAdmin, transport: RelayTransport, record: SecretPolicyRecord, reached: SecretPolicyServer[]): Promise<Map<string, number>> {
+  if (reached.length === 0) return new Map();
+  const header = admin.authorize ? await admin.authorize('refresh', record.id, record.epoch, reached.map((s) => s.spiffeId)) : undefined;
+  const headers: Record<string, string> = header === undefined ? {} : { [PROVISION_AUTHORIZATION_HEADER]: header };
+  const lists = await Promise.allSettled(reached.map((s) => transport.call<ShareListResponse>(s, 'GET', '/v1/shares', undefined, headers)));
+  const out = new Map<string, number>();
+  lists.forEach((l, i) => {
+    if (l.status !== 'fulfilled') return;
+    const mine = l.value.shares.find((x) => x.policy === record.id && x.epoch === record.epoch);
+    if (mine !== undefined && mine.generation !== record.generation) out.set(reached[i]!.spiffeId, mine.generation);
+  });
+  return out;
+}
+
+/**
  * The same key shared t-of-`servers` among a new set of key servers (verifiable secret
  * redistribution): the current servers deal their shares, the new ones receive. A current server
  * that cannot be reached is left out of the dealers when at least the current t remain (that is how
@@ -452,11 +473,16 @@ export async function reshare(admin: SecretAdmin, id: string, target: { t: numbe
   const transport = opts.transport ?? apiTransport(admin.tls);
   try {
     const reachable = await Promise.allSettled(record.servers.map((s) => transport.chain(s)));
+    const stale = await staleServers(admin, transport, record, record.servers.filter((_, i) => reachable[i]!.status === 'fulfilled'));
     const newIds = new Set(target.servers.map((s) => s.spiffeId));
-    const dealers = record.servers.filter((s, i) => reachable[i]!.status === 'fulfilled' || newIds.has(s.spiffeId));
+    const dealers = record.servers.filter((s, i) => (reachable[i]!.status === 'fulfilled' || newIds.has(s.spiffeId)) && !stale.has(s.spiffeId));
     const dropped = record.servers.filter((s) => !dealers.includes(s));
-    if (dealers.length < record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `a reshare needs at least t = ${record.t} of the current key servers; not reached: ${dropped.map((s) => s.spiffeId).join(', ')}`);
-    if (dropped.length) admin.progress?.(`reshare ${id}: dealing without the unreachable current key servers ${dropped.map((s) => s.spiffeId).join(', ')}`);
+    if (dealers.length < record.t) throw new TesseraError('TESSERA_SECRET_THRESHOLD', `a reshare needs at least t = ${record.t} of the current key servers; not reached or without the current share: ${dropped.map((s) => s.spiffeId).join(', ')}`);
+    const unreached = dropped.filter((s) => !stale.has(s.spiffeId));
+    if (unreached.length) admin.progress?.(`reshare ${id}: dealing without the unreachable current key servers ${unreached.map((s) => s.spiffeId).join(', ')}`);
+    for (const s of dropped.filter((x) => stale.has(x.spiffeId))) {
+      admin.progress?.(`reshare ${id}: ${s.spiffeId} holds an older share generation (${stale.get(s.spiffeId)}; it missed a commit): it does not deal${newIds.has(s.spiffeId) ? ', and its new share replaces the old one' : ''}`);
+    }
     const params: DkgParamsWire = { kind: 'reshare', session: sessionId(), policy: id, epoch: record.epoch, t: target.t, servers: target.servers, old: { commitments: record.commitments, servers: dealers } };
     const res = await runSession(admin, params, record.generation + 1, async (dkg, result) => {
       const r = await admin.control.call<RefreshSecretPolicyResponse>('POST', `/v1/secret-policies/${encodeURIComponent(id)}/epochs/${record.epoch}/refresh`, { generation: record.generation + 1, commitments: result.commitments, t: target.t, servers: target.servers, dkg } satisfies RefreshSecretPolicyRequest);

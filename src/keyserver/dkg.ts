@@ -79,8 +79,10 @@ interface Live extends DkgSessionInfo {
   expires: number;
   participant: DkgParticipant;
   state: 'running' | 'done' | 'committed';
-  /** Generation of this server's current share when the session started (undefined: none). */
+  /** Generation of the share this server deals from (undefined: it deals none). */
   base: number | undefined;
+  /** Generation of the share the commit replaces (a dealer's, or a stale one a receiver held; undefined: none). */
+  replaces: number | undefined;
   result?: DkgResult;
   last?: { key: string; response: DkgNextResponse };
   committed?: { record: string; response: DkgCommitResponse };
@@ -173,7 +175,8 @@ export class DkgSessions {
     if (this.used.has(id) || this.sessions.has(id)) throw conflict('this session id was already used here: start a new session with a fresh id');
     if (this.active >= this.max) throw new TesseraError('TESSERA_RATE_LIMITED', `this key server already runs ${this.max} key-generation sessions: retry when one ends`);
     for (const s of this.sessions.values()) {
-      if (s.state !== 'committed' && s.policy === wire.policy && s.epoch === wire.epoch) throw conflict('another key-generation session for this policy and epoch is under way here');
+      if (s.state === 'done' && s.policy === wire.policy && s.epoch === wire.epoch) throw conflict('a finished key-generation session for this policy and epoch waits here for its commit (tessera secret policy commit), or for its 10-minute TTL');
+      if (s.state === 'running' && s.policy === wire.policy && s.epoch === wire.epoch) throw conflict('another key-generation session for this policy and epoch is under way here');
     }
     const me = this.opts.identity();
     if (me === undefined) throw new TesseraError('TESSERA_UNAVAILABLE', 'the key server has no identity yet');
@@ -188,6 +191,7 @@ export class DkgSessions {
     const sameCommitments = (cs: Uint8Array[]): boolean => cur !== undefined && cur.commitments.length === cs.length && cur.commitments.every((c, k) => Buffer.from(c).equals(Buffer.from(cs[k]!)));
     let share: Share | undefined;
     let base: number | undefined;
+    let replaces: number | undefined;
     switch (params.kind) {
       case 'dkg':
         if (cur !== undefined) throw conflict('this key server already holds a share of this policy and epoch: a new key is a new epoch');
@@ -196,14 +200,18 @@ export class DkgSessions {
       case 'reshare': {
         const old = params.kind === 'refresh' ? params.commitments : params.old.commitments;
         if (dealer === undefined) {
-          // a new server of a reshare: it receives only, and must not hold a share of that epoch yet
-          if (cur !== undefined) throw conflict('this key server already holds a share of this policy and epoch but is not an old server of the reshare');
+          // It receives only: a new server of the reshare, or one whose share is stale (another
+          // generation: it missed a commit), which the new share replaces at the commit. A server
+          // holding the current share deals instead.
+          if (cur !== undefined && sameCommitments(old)) throw conflict('this key server holds the current share of this policy and epoch but is not a dealer of the reshare');
+          replaces = cur?.generation;
           break;
         }
         if (cur === undefined) throw notFound2();
         if (!sameCommitments(old) || cur.index !== dealer.index) throw conflict('this key server\'s current share of this policy and epoch has other commitments or another index than the session names');
         share = { index: cur.index, value: new Uint8Array(cur.value) };
         base = cur.generation;
+        replaces = base;
         break;
       }
     }
@@ -223,7 +231,7 @@ export class DkgSessions {
       throw paramsInvalid('"certificates" lacks this key server\'s current SVID chain (or it does not verify)');
     }
     this.remember(id);
-    this.sessions.set(id, { session: id, kind: params.kind, policy: params.policyId, epoch: params.epoch, me: me.spiffeId, expires: this.now() + this.ttl, participant, state: 'running', base });
+    this.sessions.set(id, { session: id, kind: params.kind, policy: params.policyId, epoch: params.epoch, me: me.spiffeId, expires: this.now() + this.ttl, participant, state: 'running', base, replaces });
     this.opts.onEvent?.('started');
     return { session: id, round: peekDkgMessage(message).round, message };
   }
@@ -286,7 +294,7 @@ export class DkgSessions {
     if (r.share !== undefined) {
       if (mine?.index !== r.share.index) throw mismatch('this key server under another index');
       index = r.share.index;
-      this.opts.store.replaceCurrent({ policyId: s.policy, epoch: s.epoch, generation: record.generation, t: record.t, n: record.n, index, value: new Uint8Array(r.share.value), commitments: r.commitments }, s.base);
+      this.opts.store.replaceCurrent({ policyId: s.policy, epoch: s.epoch, generation: record.generation, t: record.t, n: record.n, index, value: new Uint8Array(r.share.value), commitments: r.commitments }, s.replaces);
     } else {
       if (mine !== undefined) throw mismatch('this key server, which the reshare leaves out');
       this.opts.store.deleteGeneration(s.policy, s.epoch, s.base!);
