@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import type { ApiClient } from '../src/common/api-client.js';
 import { KeyEncryptionKey } from '../src/common/kek.js';
-import { apiTransport, createEpoch, refresh as dkgRefresh, unknownOutcome, type DkgRunTimings, type RelayTransport } from '../src/admin/dkg.js';
+import { apiTransport, createEpoch, refresh as dkgRefresh, reshare as dkgReshare, unknownOutcome, type DkgRunTimings, type RelayTransport } from '../src/admin/dkg.js';
 import { TesseraError } from '../src/core/errors.js';
 import type { SecretAdmin } from '../src/admin/secrets.js';
 import { silentLogger } from '../src/core/log.js';
@@ -352,6 +352,19 @@ describe('secret policies by distributed key generation', () => {
     for (const pair of [[now[0]!, now[2]!], [now[1]!, now[2]!]]) {
       expect(pointEquals(baseMul(combineScalars(pair)), new Uint8Array(Buffer.from(res.record.commitments[0]!, 'base64url')))).toBe(true);
     }
+
+    // A reshare onto KS[0] and KS[1] whose commit never reaches KS[2], left out: it keeps its old share
+    // (with another old one it would rebuild the key) until `commit --left-out` tells it to delete it.
+    const narrowed = await dkgReshare(adminCtx(), 'undelivered', { t: 2, servers: three().slice(0, 2) }, { transport: injected(), commitBackoffMs: [10] });
+    expect(narrowed.commits.filter((c) => !c.ok).map((c) => c.spiffeId)).toEqual([KS[2]]);
+    expect(sharesOf('undelivered', 1, [2])).toHaveLength(1);
+    const deleted = await tessera(['--json', 'secret', 'policy', 'commit', 'undelivered', '--left-out', serversArg([2])]);
+    expect(deleted.status, deleted.stderr).toBe(0);
+    expect(JSON.parse(deleted.stdout)).toMatchObject({ generation: 4, already_committed: KS.slice(0, 2), deleted: [KS[2]], held_none: [], failed: [] });
+    expect(sharesOf('undelivered', 1, [2])).toEqual([]);
+    const bad = await tessera(['secret', 'policy', 'commit', 'undelivered', '--left-out', 'not-a-server']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('TESSERA_CONFIG_INVALID');
   }, 120_000);
 
   it('relay: no answer from the control plane and no signed record: a clean abort, nothing installed', async () => {

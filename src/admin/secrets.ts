@@ -266,20 +266,35 @@ export async function retireEpoch(admin: SecretAdmin, id: string, epoch: number,
   return { deletes, retired: r.retired };
 }
 
-/** What one key server answered to a later commit: `committed` false when it already held the record's share. */
-export interface LaterCommit extends ServerOutcome { committed?: boolean }
+/**
+ * What one key server answered to a later commit: `committed` false when it already held the record's
+ * share (or, not named by the record, none); `left` when the record does not name it (its old share
+ * is deleted).
+ */
+export interface LaterCommit extends ServerOutcome { committed?: boolean; left?: boolean }
 
 /**
  * Finishes a key generation's commit where the run could not deliver it (`tessera secret policy
  * commit`): the signed record of (policy, epoch) goes to each of its key servers, which commits the
  * finished session that record names, or answers that it already holds that share (idempotent). A
- * server whose session is gone (the 10-minute TTL, a restart) answers TESSERA_NOT_FOUND.
+ * server whose session is gone (the 10-minute TTL, a restart) answers TESSERA_NOT_FOUND. `leftOut`:
+ * key servers the record does not name (a reshare left them out) that may still hold an older share:
+ * each deletes it, session or not.
  */
-export async function commitLater(admin: SecretAdmin, id: string, epoch?: number): Promise<{ record: SecretPolicyRecord; outcomes: LaterCommit[] }> {
+export async function commitLater(admin: SecretAdmin, id: string, epoch?: number, leftOut: SecretPolicyServer[] = []): Promise<{ record: SecretPolicyRecord; outcomes: LaterCommit[] }> {
   const { record, signed } = await fetchRecord(admin, id, epoch);
+  const named = new Set(record.servers.map((s) => s.spiffeId));
+  const servers = [...record.servers, ...leftOut.filter((s) => !named.has(s.spiffeId))];
   const what: Provisioning = { op: record.generation === 1 ? 'create' : 'refresh', id, epoch: record.epoch };
-  const r = await onEachServer(admin, what, record.servers, (client) => client.call<DkgCommitResponse>('POST', '/v1/dkg/commit', { record: signed } satisfies DkgCommitRequest));
-  return { record, outcomes: r.outcomes.map((o, i) => (r.values[i] === undefined ? o : { ...o, committed: r.values[i]!.committed })) };
+  const r = await onEachServer(admin, what, servers, (client) => client.call<DkgCommitResponse>('POST', '/v1/dkg/commit', { record: signed } satisfies DkgCommitRequest));
+  return {
+    record,
+    outcomes: r.outcomes.map((o, i) => {
+      const left = !named.has(o.spiffeId);
+      const base = left ? { ...o, index: 0, left } : o;
+      return r.values[i] === undefined ? base : { ...base, committed: r.values[i]!.committed };
+    }),
+  };
 }
 
 /** Runs `fn` (libsodium ready) with the admin's credential for the key servers and the control plane. */

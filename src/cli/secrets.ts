@@ -8,7 +8,7 @@
  *   tessera secret policy rotate NAME [--threshold T] [--servers ...] [--dealer]         (admin: a new key epoch)
  *   tessera secret policy refresh NAME [--epoch E] [--dealer]                            (admin: new shares, same key)
  *   tessera secret policy reshare NAME --threshold T --servers URL@SPIFFE_ID,...         (admin: same key, new key servers / threshold)
- *   tessera secret policy commit NAME [--epoch E]                                        (admin: a commit the run could not deliver)
+ *   tessera secret policy commit NAME [--epoch E] [--left-out URL@SPIFFE_ID,...]         (admin: a commit the run could not deliver)
  *   tessera secret policy retire NAME --epoch E [--force]                                (admin: delete an epoch's shares)
  *   tessera secret seal --policy NAME [--in F] [--out F] [--record F]                    (offline-capable)
  *   tessera secret unseal --agent-dir D [--in F] [--out F]                               (as the agent's SVID)
@@ -323,22 +323,33 @@ remains, which is how a dead key server is replaced.`)
   policy.command('commit').description('finish a key generation on key servers reported as not committed (within 10 minutes of the run) (admin)')
     .argument('<name>', 'policy name')
     .option('--epoch <n>', 'key epoch (default: the newest)')
+    .option('--left-out <list...>', 'key servers URL@SPIFFE_ID,... a reshare left out, whose deletion was not confirmed: each deletes its old share')
     .addHelpText('after', `
 A create, rotate, refresh or reshare reports a key server as not committed when its commit got no answer.
 That server keeps its finished session (in memory, for 10 minutes): this sends it the signed record of
 the epoch, and it commits the share that record names. Every key server of the record is asked; one that
 already holds it answers so (nothing changes). After the 10 minutes, or a restart of that key server,
-the share is gone: give it one again with \`secret policy reshare\`.`)
+the share is gone: give it one again with \`secret policy reshare\`.
+
+A key server a reshare left out must delete its share (old shares of t servers would still rebuild the
+key): name it with --left-out and it deletes any older share of the epoch, whenever this runs.`)
     .action(run(async (g, name: string, o: Json) => {
       const id = policyId(name);
+      const leftOut = o.leftOut === undefined ? [] : parseServers(o.leftOut as string[]);
       await withAdmin(g, async (admin) => {
-        const res = await commitLater(admin, id, epochOpt(o.epoch));
+        const res = await commitLater(admin, id, epochOpt(o.epoch), leftOut);
         const failed = res.outcomes.filter((c) => !c.ok);
-        for (const f of failed) process.stderr.write(`tessera: key server ${f.spiffeId} (index ${f.index}) did not commit: ${f.code ?? 'TESSERA_INTERNAL'}\n`);
-        const now = res.outcomes.filter((c) => c.committed === true).map((c) => c.spiffeId);
-        const held = res.outcomes.filter((c) => c.committed === false).map((c) => c.spiffeId);
-        output(g, { id, epoch: res.record.epoch, generation: res.record.generation, committed: now, already_committed: held, failed: failed.map((f) => ({ spiffe_id: f.spiffeId, index: f.index, code: f.code })) }, () =>
-          `${id} epoch ${res.record.epoch}, share generation ${res.record.generation}: ${now.length} key server(s) committed now, ${held.length} already had, ${failed.length} failed (of ${res.record.n})`);
+        for (const f of failed) process.stderr.write(`tessera: key server ${f.spiffeId}${f.left ? ' (left out)' : ` (index ${f.index})`} did not commit: ${f.code ?? 'TESSERA_INTERNAL'}\n`);
+        const named = res.outcomes.filter((c) => !c.left);
+        const now = named.filter((c) => c.committed === true).map((c) => c.spiffeId);
+        const held = named.filter((c) => c.committed === false).map((c) => c.spiffeId);
+        const left = res.outcomes.filter((c) => c.left && c.ok);
+        output(g, {
+          id, epoch: res.record.epoch, generation: res.record.generation, committed: now, already_committed: held,
+          ...(leftOut.length ? { deleted: left.filter((c) => c.committed).map((c) => c.spiffeId), held_none: left.filter((c) => !c.committed).map((c) => c.spiffeId) } : {}),
+          failed: failed.map((f) => ({ spiffe_id: f.spiffeId, ...(f.left ? { left_out: true } : { index: f.index }), code: f.code })),
+        }, () => `${id} epoch ${res.record.epoch}, share generation ${res.record.generation}: ${now.length} key server(s) committed now, ${held.length} already had, ${failed.length} failed (of ${res.outcomes.length})`
+          + (leftOut.length ? `; left out: ${left.filter((c) => c.committed).length} deleted an old share, ${left.filter((c) => !c.committed).length} held none` : ''));
         if (failed.length) process.exitCode = 1;
       });
     }));

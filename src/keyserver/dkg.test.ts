@@ -296,6 +296,36 @@ describe('DKG through real key servers', () => {
     expect(codeOf(await later(ks[0]!, { record }, creds.app))).toEqual([403, 'TESSERA_FORBIDDEN']);
   });
 
+  it('POST /v1/dkg/commit on servers a reshare left out: each deletes its older share, with or without the session; a newer share is kept (409)', async () => {
+    const E = 10;
+    const four = ks.slice(0, 4);
+    const made = await relay(newKey(four, 2, E));
+    expect((await commitAll(made, signRecord(made, 1))).map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    const key0 = [...made.results.values()][0]!.commitments;
+    // 2-of-4 → 2-of-2 on ks1, ks2: ks3 and ks4 deal and leave, but only ks1 and ks2 hear the commit.
+    const two = ks.slice(0, 2);
+    const p2: DkgParamsWire = { kind: 'reshare', session: sessionId(), policy: POLICY, epoch: E, t: 2, servers: two.map((k, i) => entry(k, i + 1)), old: { commitments: key0, servers: four.map((k, i) => entry(k, i + 1)) } };
+    const run2 = await relay(p2);
+    const record2 = signRecord(run2, 2);
+    await commitAll(run2, record2, two);
+    expect(ks[2]!.server.store.get(POLICY, E)!.generation).toBe(1);
+    // ks4's finished session is gone (aborted here; expired or restarted alike)
+    expect((await call(ks[3]!.url, 'DELETE', `/v1/dkg/${p2.session}`, undefined)).json.aborted).toBe(true);
+    const later = (k: Ks, record: SignedSecretPolicy): Promise<Reply> => call(k.url, 'POST', '/v1/dkg/commit', { record });
+    for (const k of [ks[2]!, ks[3]!]) {
+      expect(await later(k, record2)).toEqual({ status: 200, json: { policy: POLICY, epoch: E, generation: 2, index: null, committed: true } });
+      expect(k.server.store.get(POLICY, E)).toBeUndefined();
+      expect((await later(k, record2)).json).toMatchObject({ index: null, committed: false });
+    }
+    // ks4 joins again (generation 3); the generation-2 record, which does not name it, then deletes nothing.
+    const key2 = [...run2.results.values()][0]!.commitments;
+    const p3: DkgParamsWire = { kind: 'reshare', session: sessionId(), policy: POLICY, epoch: E, t: 2, servers: [ks[0]!, ks[1]!, ks[3]!].map((k, i) => entry(k, i + 1)), old: { commitments: key2, servers: two.map((k, i) => entry(k, i + 1)) } };
+    const run3 = await relay(p3);
+    expect((await commitAll(run3, signRecord(run3, 3))).map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(codeOf(await later(ks[3]!, record2))).toEqual([409, 'TESSERA_CONFLICT']);
+    expect(ks[3]!.server.store.get(POLICY, E)!.generation).toBe(3);
+  });
+
   it('a refresh: new shares (generation 2) of the same key; the old blob still opens, old shares are gone', async () => {
     const before = ks.slice(0, 3).map((k) => b64u(k.server.store.get(POLICY, 1)!.value));
     const params: DkgParamsWire = { kind: 'refresh', session: sessionId(), policy: POLICY, epoch: 1, servers: ks.slice(0, 3).map((k, i) => entry(k, i + 1)), commitments };

@@ -324,6 +324,8 @@ export class DkgSessions {
    * and epoch), for a commit the relay could not deliver (`tessera secret policy commit`). Idempotent:
    * a server that already holds what the record names answers `committed: false`. Without a finished
    * session (its TTL passed, or the key server restarted) and without that share: TESSERA_NOT_FOUND.
+   * A server the record does not name deletes an older share of the epoch (a reshare left it out),
+   * session or not.
    */
   commitRecord(input: unknown): DkgCommitResponse {
     const b = body(input, ['record']);
@@ -339,6 +341,17 @@ export class DkgSessions {
     const held = cur !== undefined && mine !== undefined && cur.index === mine.index && cur.generation === record.generation
       && cur.commitments.length === record.commitments.length && cur.commitments.every((c, k) => Buffer.from(c).toString('base64url') === record.commitments[k]);
     if (held) return { policy: record.id, epoch: record.epoch, generation: record.generation, index: cur.index, committed: false };
+    if (mine === undefined) {
+      // Not a server of this sharing (a reshare left it out): it must hold no share of the epoch. An
+      // older generation is deleted now, even without the session (it could help rebuild k_p with
+      // other old shares); a newer one means this record is not the current one.
+      const done = { policy: record.id, epoch: record.epoch, generation: record.generation, index: null };
+      if (cur === undefined) return { ...done, committed: false };
+      if (cur.generation >= record.generation) throw conflict('this key server holds a newer share generation of this policy and epoch than the record names');
+      this.opts.store.deleteGeneration(record.id, record.epoch, cur.generation);
+      this.opts.onEvent?.('committed');
+      return { ...done, committed: true };
+    }
     throw new TesseraError('TESSERA_NOT_FOUND', 'no finished key-generation session for this record here, and no share of it: the session expired (10 minutes) or this key server restarted; run `tessera secret policy reshare` to give it a share');
   }
 
