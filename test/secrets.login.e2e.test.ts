@@ -170,6 +170,14 @@ describe('secret policies by a person signed in with tessera login', () => {
     expect(f.status, f.stdout + f.stderr).toBe(0);
     const u2 = await tessera(aliceHome, ['secret', 'unseal', '--agent-dir', join(dir, 'pci'), '--in', sealed]).done;
     expect(u2.stdout).toBe(PLAIN);
+    // A reshare (its share lists read first, under an authorization of their own) and a later commit too.
+    const rs = await tessera(aliceHome, ['--json', 'secret', 'policy', 'reshare', 'db', '--threshold', '2', '--servers', servers()]).done;
+    expect(rs.status, rs.stdout + rs.stderr).toBe(0);
+    const c = await tessera(aliceHome, ['--json', 'secret', 'policy', 'commit', 'db']).done;
+    expect(c.status, c.stdout + c.stderr).toBe(0);
+    expect(JSON.parse(c.stdout)).toMatchObject({ generation: 3, committed: [], failed: [] });
+    const u3 = await tessera(aliceHome, ['secret', 'unseal', '--agent-dir', join(dir, 'pci'), '--in', sealed]).done;
+    expect(u3.stdout).toBe(PLAIN);
   }, 120_000);
 
   it('the key server refuses a login certificate without an authorization, or with one for another policy', async () => {
