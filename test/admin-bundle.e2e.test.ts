@@ -7,6 +7,7 @@
  * the rotation and the activation keeps the directory working; a copy of the directory that ran
  * nothing meanwhile shows the failure the refresh prevents.
  */
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +43,8 @@ describe('a named admin\'s trust bundle across a CA rotation', () => {
     expect(certs(readFileSync(join(alice, 'bundle.pem'), 'utf8'))).toBe(1);
     cpSync(alice, stale, { recursive: true });
 
+    const keyBefore = readFileSync(join(t.cp.adminDir, 'admin.key'), 'utf8');
+    const certBefore = readFileSync(join(t.cp.adminDir, 'admin.pem'), 'utf8');
     await t.admin.call('POST', '/v1/ca/rotate', { grace_seconds: 3 });
     // Between the rotation and the activation: one command as alice, and her bundle lists both CAs.
     const listed = await as(alice, ['admin', 'list']);
@@ -70,5 +73,11 @@ describe('a named admin\'s trust bundle across a CA rotation', () => {
     const after = await as(alice, ['admin', 'list']);
     expect(after.status, after.stderr).toBe(0);
     expect((JSON.parse(after.stdout) as { admins: { name: string }[] }).admins.map((a) => a.name)).toContain('alice');
+    // The control plane's own admin directory: the certificate was re-issued by the new CA for the same
+    // key, so a reader of the pair never sees a new key with the old certificate.
+    const certAfter = readFileSync(join(t.cp.adminDir, 'admin.pem'), 'utf8');
+    expect(certAfter).not.toBe(certBefore);
+    expect(readFileSync(join(t.cp.adminDir, 'admin.key'), 'utf8')).toBe(keyBefore);
+    expect(new X509Certificate(certAfter).checkPrivateKey(createPrivateKey(keyBefore))).toBe(true);
   }, 70_000);
 });

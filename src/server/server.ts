@@ -1,5 +1,5 @@
-import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as HttpsServer } from 'node:https';
 import { HARDENED_SERVER_OPTIONS, toTesseraError } from '../common/api/errors.js';
@@ -521,17 +521,38 @@ export class ControlPlane {
    * The admin credential for the CLI: a client certificate for spiffe://<td>/tessera/admin valid
    * until the active CA expires, re-issued at start and whenever the signing CA changes.
    */
+  /**
+   * The bootstrap admin credential, re-issued at each start and CA activation. The key already in the
+   * directory is kept (a P-256 key), so that only admin.pem changes, in one atomic rename: a CLI reading
+   * the pair meanwhile gets the old or the new certificate, both for the key it reads. (A new key, then
+   * the certificate, in two writes, gave "key values mismatch" to a reader in between.)
+   */
   private writeAdminFiles(): void {
     const { ca, adminId } = this.ctx;
     ensurePrivateDir(this.adminDir);
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const issued = ca.issue({ publicKey, uriSans: [adminId], subject: { commonName: 'tessera-admin' } }, ca.active().rec.notAfter - Date.now());
-    writeFileAtomic(join(this.adminDir, 'admin.key'), privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600);
+    const keyFile = join(this.adminDir, 'admin.key');
+    let privateKey = readP256Key(keyFile);
+    if (privateKey === undefined) {
+      privateKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+      writeFileAtomic(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600);
+    }
+    const issued = ca.issue({ publicKey: createPublicKey(privateKey), uriSans: [adminId], subject: { commonName: 'tessera-admin' } }, ca.active().rec.notAfter - Date.now());
     writeFileAtomic(join(this.adminDir, 'admin.pem'), pemEncode(issued.der, 'CERTIFICATE'), 0o600);
     writeFileAtomic(join(this.adminDir, 'server.json'), `${JSON.stringify({ url: this.url, trust_domain: this.ctx.trustDomain }, null, 2)}\n`);
   }
 }
 
+
+/** A P-256 private key from a PEM file, or undefined (no file, unreadable, another kind of key). */
+function readP256Key(file: string): KeyObject | undefined {
+  try {
+    if (!existsSync(file)) return undefined;
+    const key = createPrivateKey(readFileSync(file));
+    return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? key : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Our SPIFFE bundle as a bundle endpoint serves it: JWK Set with sequence and refresh hint. */
 export function ownBundle(ctx: ServerContext): ReturnType<typeof bundleToJwks> {
