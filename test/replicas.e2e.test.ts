@@ -203,7 +203,12 @@ describe('two replicas on one PostgreSQL', () => {
       await waitFor(`replica ${i} on the new CA`, async () => {
         const list = await admin(i).call<{ authorities: { id: string; state: string }[] }>('GET', '/v1/ca');
         return list.authorities.find((c) => c.state === 'active')?.id === rotated.prepared.id;
-      }, 5_000, 100);
+      }, 10_000, 100).catch(async (err: unknown) => {
+        // What each replica was doing: leadership and its warnings and errors.
+        const seen = await Promise.all([0, 1].map(async (j) => `replica ${j}: leader ${String((await health(replicas[j]!).catch(() => ({ leader: '?' }))).leader)}\n${
+          replicas[j]!.output.split('\n').filter((l) => /"level":"(warn|error)"|lease|CA activated/.test(l)).slice(-15).join('\n')}`));
+        throw new Error(`${(err as Error).message}\n${seen.join('\n')}`);
+      });
     }
     const stoppedAt = Date.now();
     await replicas[1]!.kill('SIGTERM');

@@ -391,13 +391,18 @@ export class ControlPlane {
     this.feed = new ChangeFeed({
       store: this.store, log: ctx.log, pollMs: this.opts.changePollMs ?? 250,
       ...(this.opts.store !== undefined ? { listenUrl: this.opts.store } : {}),
+      // Each cache follows on its own: one that fails (and is retried at the next poke) does not keep
+      // the others, the CA among them, behind.
       sync: async () => {
-        await ctx.admins.sync();
-        await ctx.personCerts.sync();
-        await ctx.adminAuthz.sync();
-        await ctx.federation.sync();
-        await ctx.ca.sync();
-        await ctx.policy.sync();
+        let failed: unknown;
+        for (const step of [ctx.admins, ctx.personCerts, ctx.adminAuthz, ctx.federation, ctx.ca, ctx.policy]) {
+          try {
+            await step.sync();
+          } catch (err) {
+            failed ??= err;
+          }
+        }
+        if (failed !== undefined) throw failed;
       },
     });
     await this.feed.start();
