@@ -122,6 +122,38 @@ describe('CertificateAuthority schedule (fake clock, real SQLite)', () => {
     expect(ca.issue(spec, HOUR, { settleMs: 48 * HOUR }).caId).toBe(third);
   });
 
+  it('another process changing the CAs between this one\'s read and its own change: the skipped sequence makes it reload', async () => {
+    const b = make();
+    await b.init();
+    const first = b.active().rec.id;
+    now += 13 * HOUR;
+    await b.rotate(0);
+    now += 1000;
+    await b.tick(); // the second CA signs; the first is retired until its expiry at 24 h
+    const a = make();
+    await a.init(false);
+    now += 11 * HOUR; // past the first CA's expiry, before the second's half life
+    // B rotates by hand; just before its insert, A (the leader) drops the expired first CA.
+    const racing = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop !== 'insertCa') return Reflect.get(target, prop, receiver) as unknown;
+        return async (rec: Parameters<SqliteStore['insertCa']>[0]) => {
+          await a.tick();
+          return target.insertCa(rec);
+        };
+      },
+    });
+    const b2 = new CertificateAuthority(racing, KeyEncryptionKey.load(dir, {}), { trustDomain: 'example.org', caTtlMs: 24 * HOUR, now: clock });
+    await b2.init(false);
+    expect(b2.list().some((c) => c.id === first)).toBe(true);
+    await b2.rotate(60_000);
+    expect(a.list().some((c) => c.id === first)).toBe(false);
+    // B saw A's deletion: its list and bundle match the store's.
+    expect(b2.list().some((c) => c.id === first)).toBe(false);
+    expect(b2.list().map((c) => c.id).sort()).toEqual((await store.listCas()).map((c) => c.id).sort());
+    expect(b2.bundleSequence()).toBe(Number(await store.getMeta('bundle_sequence')));
+  });
+
   it('refuses a second manual rotation while one is prepared', async () => {
     const ca = make();
     await ca.init();

@@ -118,7 +118,7 @@ export class CertificateAuthority extends EventEmitter {
       for (const c of this.cas) if (c.rec.state === 'active') c.rec = { ...c.rec, state: 'retired', retiredAt: now };
       prepared.rec = { ...prepared.rec, state: 'active', activatedAt: now, retiredAt: null };
       this.refreshActive();
-      this.sequence = sequence;
+      await this.adopt(sequence);
       this.emit('bundle', this.sequence);
       activated = true;
     }
@@ -239,8 +239,21 @@ export class CertificateAuthority extends EventEmitter {
 
   private async bumpSequence(): Promise<void> {
     // Atomic in the store: several control-plane processes may share it.
-    this.sequence = await this.store.incrementMeta('bundle_sequence');
+    await this.adopt(await this.store.incrementMeta('bundle_sequence'));
     this.emit('bundle', this.sequence);
+  }
+
+  /**
+   * Takes the bundle sequence this process's own change produced. One that skipped a number means
+   * another process changed the CAs since this one last read them: reload them now, or `sync()` would
+   * take the sequence as seen and never pick that change up.
+   */
+  private async adopt(sequence: number): Promise<void> {
+    if (sequence === this.sequence + 1) {
+      this.sequence = sequence;
+      return;
+    }
+    await this.sync();
   }
 
   /**
