@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { httpsCall, type Reply } from '../../test/support/https-call.js';
+import { announceBody, httpsCall, type Reply } from '../../test/support/https-call.js';
 import { isTesseraError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import {
@@ -449,24 +449,12 @@ describe('DKG route refusals', () => {
   });
 
   it('refuses a caller with neither admin rights nor a provisioning authorization before reading its (up to 2 MiB) body', async () => {
-    const url = new URL(ks[0]!.url);
+    const url = ks[0]!.url;
     for (const path of ['/v1/dkg', `/v1/dkg/${newKey(trio(), 2, epoch++).session}/next`]) {
       // Announces 2 MiB and sends 2 bytes: only a refusal before the body can answer at all.
-      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = httpsRequest({
-          host: url.hostname, port: url.port, path, method: 'POST', agent: false, ca: ca.pem, cert: creds.app.certPem, key: creds.app.keyPem,
-          headers: { 'content-type': 'application/json', 'content-length': String(DKG_BODY_LIMIT - 1) },
-        }, (res) => {
-          let text = '';
-          res.on('data', (c: Buffer) => { text += c.toString('utf8'); });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-        });
-        req.setTimeout(5000, () => req.destroy(new Error('no answer before the body: the server waited for it')));
-        req.on('error', reject);
-        req.write('{"');
-      });
+      const answer = await announceBody(url, path, DKG_BODY_LIMIT - 1, { ca: ca.pem, who: creds.app });
       expect(answer.status).toBe(403);
-      expect((JSON.parse(answer.body) as { error: { code: string } }).error.code).toBe('TESSERA_FORBIDDEN');
+      expect((answer.json.error as { code: string }).code).toBe('TESSERA_FORBIDDEN');
     }
   });
 

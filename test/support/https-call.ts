@@ -32,3 +32,24 @@ export function httpsCall(url: string, method: string, path: string, body: unkno
     req.end(body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body));
   });
 }
+
+/**
+ * POSTs to `path` announcing a `contentLength`-byte body but sending 2 bytes: only a server that
+ * refuses before reading the body answers at all (a server waiting for the body times out here, 5 s).
+ */
+export function announceBody(url: string, path: string, contentLength: number, opts: { ca: string; who: { certPem: string; keyPem: string } }): Promise<Reply> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = request({
+      host: u.hostname, port: u.port, path, method: 'POST', agent: false, ca: opts.ca, cert: opts.who.certPem, key: opts.who.keyPem,
+      headers: { 'content-type': 'application/json', 'content-length': String(contentLength) },
+    }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => { text += c.toString('utf8'); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) as Record<string, unknown> : {} }));
+    });
+    req.setTimeout(5000, () => req.destroy(new Error('no answer before the body: the server waited for it')));
+    req.on('error', reject);
+    req.write('{"');
+  });
+}

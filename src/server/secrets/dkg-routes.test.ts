@@ -6,7 +6,7 @@
  * commitments or parameters than the request, chains not of this trust domain; nothing is stored.
  * And arbitrary bodies never make a 500.
  */
-import { request as httpsRequest } from 'node:https';
+import { announceBody } from '../../../test/support/https-call.js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODES } from '../../core/errors.js';
@@ -158,24 +158,12 @@ describe('secret policy records from a DKG transcript', () => {
 
   it('refuses a caller that is not an admin before reading its (up to 8 MiB) body, audited', async () => {
     const agent = joined.get(KS[0]!)!;
-    const url = new URL(t.cp.url);
+    const url = t.cp.url;
     for (const path of ['/v1/secret-policies', '/v1/secret-policies/ok.db/epochs/1/refresh']) {
       // Announces 8 MiB and sends 2 bytes: only a refusal before the body can answer at all.
-      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = httpsRequest({
-          host: url.hostname, port: url.port, path, method: 'POST', agent: false, ca: t.adminTls.ca, cert: agent.certPem, key: agent.keyPem,
-          headers: { 'content-type': 'application/json', 'content-length': String(8 * 1024 * 1024 - 1) },
-        }, (res) => {
-          let text = '';
-          res.on('data', (c: Buffer) => { text += c.toString('utf8'); });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-        });
-        req.setTimeout(5000, () => req.destroy(new Error('no answer before the body: the server waited for it')));
-        req.on('error', reject);
-        req.write('{"');
-      });
+      const answer = await announceBody(url, path, 8 * 1024 * 1024 - 1, { ca: t.adminTls.ca, who: agent });
       expect(answer.status).toBe(403);
-      expect((JSON.parse(answer.body) as { error: { code: string } }).error.code).toBe('TESSERA_FORBIDDEN');
+      expect((answer.json.error as { code: string }).code).toBe('TESSERA_FORBIDDEN');
     }
     const denied = await admin('GET', `/v1/audit?action=secret.policy.create&outcome=denied&actor=${encodeURIComponent(agent.spiffeId)}`);
     const recs = (denied.json as { records: { actor: string; detail: Record<string, unknown> }[] }).records.filter((x) => x.actor === agent.spiffeId);
