@@ -450,7 +450,7 @@ describe('DKG route refusals', () => {
 
   it('refuses a caller with neither admin rights nor a provisioning authorization before reading its (up to 2 MiB) body', async () => {
     const url = ks[0]!.url;
-    for (const path of ['/v1/dkg', `/v1/dkg/${newKey(trio(), 2, epoch++).session}/next`]) {
+    for (const path of ['/v1/dkg', `/v1/dkg/${newKey(trio(), 2, epoch++).session}/next`, '/v1/dkg/commit', `/v1/dkg/${newKey(trio(), 2, epoch++).session}/commit`]) {
       // Announces 2 MiB and sends 2 bytes: only a refusal before the body can answer at all.
       const answer = await announceBody(url, path, DKG_BODY_LIMIT - 1, { ca: ca.pem, who: creds.app });
       expect(answer.status).toBe(403);

@@ -32,7 +32,7 @@ import { DkgParticipant, type DkgKind, type DkgResult, type Share } from '../cor
 import { dkgSigner, dkgVerifier, MAX_DKG_CHAIN } from '../core/secrets/dkg-identity.js';
 import { DKG_SIGNATURE_DOMAIN, peekDkgMessage } from '../core/secrets/dkg-wire.js';
 import { dkgPublicResultToWire, isDkgSessionId, parseDkgParamsWire, MAX_DKG_SERVERS } from '../core/secrets/dkg-params-wire.js';
-import { verifySecretPolicy } from '../core/secrets/policy-record.js';
+import { verifySecretPolicy, type SecretPolicyRecord } from '../core/secrets/policy-record.js';
 import type { DkgAbortResponse, DkgCommitResponse, DkgNextResponse, DkgStartResponse } from '../core/wire/dkg.js';
 import type { ShareStore } from './store.js';
 
@@ -270,7 +270,7 @@ export class DkgSessions {
    * POST /v1/dkg/:session/commit: installs the new share once the record signed by the trust domain
    * names exactly this session's result; idempotent for the same record.
    */
-  commit(id: string, input: unknown): DkgCommitResponse {
+  commit(id: string, input: unknown, verified?: SecretPolicyRecord): DkgCommitResponse {
     const s = this.live(id);
     const b = body(input, ['record']);
     const payload = typeof b.record === 'object' && b.record !== null ? (b.record as { payload?: unknown }).payload : undefined;
@@ -279,7 +279,7 @@ export class DkgSessions {
       throw conflict('the session is already committed with another record');
     }
     if (s.state !== 'done' || s.result === undefined) throw conflict('the session has not finished here');
-    const record = verifySecretPolicy(b.record, this.opts.trustedCas());
+    const record = verified ?? verifySecretPolicy(b.record, this.opts.trustedCas());
     const r = s.result;
     const mismatch = (what: string): TesseraError => conflict(`the record does not name this session's result: ${what}`);
     if (record.id !== s.policy || record.epoch !== s.epoch) throw mismatch('another policy or epoch');
@@ -308,12 +308,11 @@ export class DkgSessions {
     return response;
   }
 
-  /** The policy and epoch a signed record names, when it verifies (the route's authorization and audit). */
-  recordTarget(input: unknown): { policy: string; epoch: number } | undefined {
+  /** The record in a commit body, verified against the trust bundle; undefined when it does not verify. */
+  verifiedRecord(input: unknown): SecretPolicyRecord | undefined {
     const signed = typeof input === 'object' && input !== null ? (input as { record?: unknown }).record : undefined;
     try {
-      const r = verifySecretPolicy(signed, this.opts.trustedCas());
-      return { policy: r.id, epoch: r.epoch };
+      return verifySecretPolicy(signed, this.opts.trustedCas());
     } catch {
       return undefined;
     }
@@ -327,14 +326,14 @@ export class DkgSessions {
    * A server the record does not name deletes an older share of the epoch (a reshare left it out),
    * session or not.
    */
-  commitRecord(input: unknown): DkgCommitResponse {
+  commitRecord(input: unknown, verified?: SecretPolicyRecord): DkgCommitResponse {
     const b = body(input, ['record']);
-    const record = verifySecretPolicy(b.record, this.opts.trustedCas());
+    const record = verified ?? verifySecretPolicy(b.record, this.opts.trustedCas());
     this.sweep();
     const payload = (b.record as { payload?: unknown }).payload;
     const sessions = [...this.sessions.values()].filter((x) => x.policy === record.id && x.epoch === record.epoch);
     const waiting = sessions.find((x) => x.state === 'done') ?? sessions.find((x) => x.state === 'committed' && x.committed!.record === payload);
-    if (waiting !== undefined) return this.commit(waiting.session, input);
+    if (waiting !== undefined) return this.commit(waiting.session, input, record);
     if (sessions.some((x) => x.state === 'running')) throw conflict('the key-generation session for this policy and epoch has not finished here');
     const mine = record.servers.find((x) => x.spiffeId === this.opts.identity()?.spiffeId);
     const cur = this.opts.store.get(record.id, record.epoch);

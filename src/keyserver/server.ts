@@ -408,7 +408,11 @@ export async function startKeyServer(opts: KeyServerOptions): Promise<KeyServer>
     return { ...r, ...(excluded ? { excluded } : {}) } satisfies DkgNextResponse;
   }));
   // A commit the relay could not deliver, found by the record it names (tessera secret policy commit).
-  app.post('/v1/dkg/commit', dkgLimit('secret:dkg-commit'), async (req) => dkgRoute(req, 'secret:dkg-commit', dkg.recordTarget(req.body) ?? {}, () => dkg.commitRecord(req.body) satisfies DkgCommitResponse));
+  app.post('/v1/dkg/commit', dkgLimit('secret:dkg-commit'), async (req) => {
+    // Verified once: its policy and epoch are what a provisioning authorization must name.
+    const record = dkg.verifiedRecord(req.body);
+    return dkgRoute(req, 'secret:dkg-commit', record ? { policy: record.id, epoch: record.epoch } : {}, () => dkg.commitRecord(req.body, record) satisfies DkgCommitResponse);
+  });
   app.post<SessionParams>('/v1/dkg/:session/commit', dkgLimit('secret:dkg-commit'), async (req) => dkgRoute(req, 'secret:dkg-commit', sessionTarget(req.params.session), () => dkg.commit(req.params.session, req.body) satisfies DkgCommitResponse));
   app.delete<SessionParams>('/v1/dkg/:session', async (req) => dkgRoute(req, 'secret:dkg-abort', sessionTarget(req.params.session), () => dkg.abort(req.params.session) satisfies DkgAbortResponse));
 
